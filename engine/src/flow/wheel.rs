@@ -1,0 +1,1 @@
+//! Timer wheel for incremental flow expiry.

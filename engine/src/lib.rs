@@ -1,0 +1,4 @@
+#![deny(unsafe_code)]
+pub mod dissect;
+pub mod flow;
+pub mod wire;

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs everything the build, tests, demo and benchmark need; safe to run again.
+# Debian 12, as root. Mounts hugepages when it can, and says so when it cannot
+# (everything also works with EAL's --no-huge).
+set -euo pipefail
+
+PKGS=(
+  # DPDK 22.11 (headers + pkg-config file, PMDs, dpdk-testpmd, dpdk-devbind.py)
+  libdpdk-dev dpdk dpdk-dev
+  # bindgen: runtime libclang + clang's resource headers (see dpdk-notes)
+  libclang-dev clang pkg-config build-essential
+  # LuaJIT for the rules engine (mlua links the system LuaJIT)
+  libluajit-5.1-dev
+  # net_pcap, capture tooling
+  libpcap-dev tcpdump tshark
+  # test lab and benchmark
+  iproute2 iputils-ping curl python3 python3-scapy procps psmisc jq
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: apt packages present"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust (rustup) first" >&2
+  exit 1
+fi
+
+# Hugepages: 1024 x 2 MiB, mounted at /dev/hugepages. Optional.
+hp_total=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo)
+if [ "${hp_total:-0}" -lt 1024 ]; then
+  echo 1024 > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+  hp_total=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo)
+fi
+if ! mountpoint -q /dev/hugepages 2>/dev/null; then
+  mkdir -p /dev/hugepages 2>/dev/null || true
+  mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null || true
+fi
+# Leftover page files from runs without --in-memory keep pages reserved.
+rm -f /dev/hugepages/*map_* 2>/dev/null || true
+if mountpoint -q /dev/hugepages 2>/dev/null && [ "${hp_total:-0}" -gt 0 ]; then
+  echo "setup: hugepages: ${hp_total} x 2 MiB mounted at /dev/hugepages"
+else
+  echo "setup: hugepages NOT available (could not reserve or mount); use EAL --no-huge --no-shconf -m 1024"
+fi
