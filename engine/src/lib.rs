@@ -1,4 +1,22 @@
+//! Haka engine: everything between the DPDK ports and the verdict.
+//!
+//! Layering (only `dpdk` contains `unsafe`):
+//! - [`dpdk`]: safe wrapper over `dpdk-sys` (EAL, mempool, ports, mbufs, rings, lcores).
+//! - [`wire`]: typed zero-copy views over header bytes (smoltcp style).
+//! - [`dissect`]: the L2-L4 dissector chain producing a compact [`dissect::PacketMeta`].
+//! - [`flow`]: canonical flow keys, symmetric hash, per-worker flow table with timer wheel.
+//! - [`pipeline`]: the per-packet decision (dissect, flow lookup, verdict), DPDK-free.
+//! - [`worker`]: the lcore loop (rx burst, dispatch, pipeline, tx buffers).
+//! - [`config`], [`stats`], [`pcapfile`], [`app`]: configuration, counters, capture files, binaries.
 #![deny(unsafe_code)]
+
+pub mod app;
+pub mod config;
 pub mod dissect;
+pub mod dpdk;
 pub mod flow;
+pub mod pcapfile;
+pub mod pipeline;
+pub mod stats;
 pub mod wire;
+pub mod worker;

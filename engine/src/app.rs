@@ -1,0 +1,615 @@
+//! The runtime shared by `haka` and `hakapcap`: EAL, ports, pool, rings,
+//! workers on their lcores, the main lcore's control loop, clean shutdown and
+//! the final stats. Also both command lines.
+use crate::config::{Config, MainLcoreWorker, Mode};
+use crate::dissect::LinkType;
+use crate::dpdk::{self, Eal, Mempool, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
+use crate::pcapfile::{self, Capture};
+use crate::pipeline::Pipeline;
+use crate::stats::Counters;
+use crate::worker::{self, Shared, WorkerPlan, WorkerReport};
+use clap::Parser;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything a run needs, from either command line.
+pub struct RunSpec {
+    pub program: &'static str,
+    /// Full EAL argv (argv[0] first).
+    pub eal_args: Vec<String>,
+    pub config: Config,
+    pub link: LinkType,
+    pub stats_file: Option<PathBuf>,
+    pub flow_dump: Option<PathBuf>,
+    /// Offline replay: stop once this many packets were received (or input went idle).
+    pub stop_after: Option<u64>,
+    /// Print `ready:` and periodic stats lines.
+    pub verbose: bool,
+}
+
+pub struct RunResult {
+    pub totals: Counters,
+    pub stats: Value,
+}
+
+fn fmt_ports(ports: &[Port], out_port: &[Option<u16>]) -> String {
+    ports
+        .iter()
+        .map(|p| match out_port[p.id() as usize] {
+            Some(o) => format!("{}:{}->{}", p.id(), p.info.name, o),
+            None => format!("{}:{}", p.id(), p.info.name),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Output port for each input port, from the config (None everywhere when passive).
+fn port_pairs(cfg: &Config, n_ports: u16) -> Result<Vec<Option<u16>>, String> {
+    let mut out = vec![None; n_ports as usize];
+    if cfg.datapath.mode == Mode::Passive {
+        return Ok(out);
+    }
+    let pairs: Vec<[u16; 2]> = if cfg.ports.pairs.is_empty() {
+        if n_ports % 2 != 0 {
+            return Err(format!(
+                "inline mode pairs ports 0<->1, 2<->3, ... but there are {n_ports} ports; set ports.pairs (e.g. [[0, 0]] to send back out the same port) or datapath.mode = \"passive\""
+            ));
+        }
+        (0..n_ports / 2).map(|i| [2 * i, 2 * i + 1]).collect()
+    } else {
+        cfg.ports.pairs.clone()
+    };
+    for [a, b] in pairs {
+        for p in [a, b] {
+            if p >= n_ports {
+                return Err(format!("ports.pairs: port {p} does not exist (there are {n_ports} ports)"));
+            }
+        }
+        if out[a as usize].is_some() || out[b as usize].is_some() {
+            return Err(format!("ports.pairs: port {a} or {b} appears in two pairs"));
+        }
+        out[a as usize] = Some(b);
+        out[b as usize] = Some(a);
+    }
+    Ok(out)
+}
+
+/// Runs the datapath until a signal (or, offline, the end of the input).
+pub fn run(spec: RunSpec) -> Result<RunResult, String> {
+    let cfg = &spec.config;
+    let eal = Eal::init(&spec.eal_args)?;
+    let n_ports = dpdk::available_ports();
+    if n_ports == 0 {
+        return Err("no DPDK ports: bind a NIC to a DPDK driver and pass -a <PCI address>, or add --vdev devices".into());
+    }
+
+    // Workers: every EAL lcore but the main one; the main lcore works too when asked,
+    // or ("auto") when EAL has at most 2 lcores, or when it is the only one.
+    let main = dpdk::main_lcore();
+    let others = dpdk::worker_lcores();
+    let main_works = match cfg.datapath.main_lcore_worker {
+        MainLcoreWorker::Yes => true,
+        MainLcoreWorker::No if others.is_empty() => {
+            return Err("datapath.main_lcore_worker = \"no\" needs at least 2 EAL lcores (-l)".into())
+        }
+        MainLcoreWorker::No => false,
+        MainLcoreWorker::Auto => others.len() < 2,
+    };
+    let lcores: Vec<u32> = if main_works { std::iter::once(main).chain(others.iter().copied()).collect() } else { others };
+    let workers = lcores.len();
+
+    let out_port = port_pairs(cfg, n_ports)?;
+    let passive = cfg.datapath.mode == Mode::Passive;
+
+    // Queues: RSS spreads flows over one queue per worker when the device can;
+    // otherwise one rx queue and the software dispatcher.
+    let infos: Vec<PortInfo> = (0..n_ports).map(PortInfo::query).collect::<Result<_, _>>()?;
+    let mut settings = Vec::new();
+    for info in &infos {
+        let rss = cfg.ports.rss && workers > 1 && info.rss_offloads != 0 && info.max_rx_queues > 1;
+        let rx_queues = if rss { (workers as u16).min(info.max_rx_queues) } else { 1 };
+        let tx_queues = if passive { 1 } else { workers as u16 };
+        if info.max_tx_queues < tx_queues {
+            return Err(format!(
+                "port {} ({}) has {} tx queues, fewer than the {workers} workers; give EAL fewer lcores (-l)",
+                info.id, info.name, info.max_tx_queues
+            ));
+        }
+        settings.push(PortSettings {
+            rx_queues,
+            tx_queues,
+            rx_descriptors: cfg.ports.rx_descriptors,
+            tx_descriptors: cfg.ports.tx_descriptors,
+            rss,
+        });
+    }
+    let dispatch = workers > 1 && settings.iter().any(|s| (s.rx_queues as usize) < workers);
+    let dispatch_name = if workers == 1 {
+        "none"
+    } else if dispatch {
+        "software"
+    } else {
+        "rss"
+    };
+
+    let mbufs = if cfg.mempool.mbufs > 0 {
+        cfg.mempool.mbufs
+    } else {
+        let queues: u32 = settings
+            .iter()
+            .map(|s| s.rx_queues as u32 * s.rx_descriptors as u32 + s.tx_queues as u32 * s.tx_descriptors as u32)
+            .sum();
+        let rings = if dispatch { workers as u32 * cfg.datapath.dispatch_ring_size } else { 0 };
+        let bursts = workers as u32 * (BURST as u32) * (n_ports as u32 + workers as u32 + 2);
+        let caches = (workers as u32 + 1) * cfg.mempool.cache_size * 2;
+        ((queues + rings + bursts + caches + 2048).next_power_of_two() - 1).max(8191)
+    };
+    let pool = Mempool::new_pktmbuf("haka_mbufs", mbufs, cfg.mempool.cache_size, cfg.mempool.data_room, dpdk::socket_id_any())?;
+
+    let mut ports = Vec::new();
+    for (info, s) in infos.into_iter().zip(&settings) {
+        ports.push(Port::setup(info, s, &pool)?);
+    }
+    for p in &mut ports {
+        let link = p.start(cfg.ports.promiscuous)?;
+        if spec.verbose {
+            println!(
+                "port {}: {} ({}) rx_queues={} tx_queues={} {link}",
+                p.id(),
+                p.info.name,
+                p.info.driver,
+                settings[p.id() as usize].rx_queues,
+                settings[p.id() as usize].tx_queues
+            );
+        }
+    }
+    let rings = if dispatch {
+        let r: Vec<Ring> = (0..workers)
+            .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
+            .collect::<Result<_, _>>()?;
+        Some(Arc::new(r))
+    } else {
+        None
+    };
+
+    // Each port's queue q is polled by worker q; single-queue ports are spread over workers.
+    let plans: Vec<WorkerPlan> = (0..workers)
+        .map(|w| {
+            let rx = ports
+                .iter()
+                .zip(&settings)
+                .filter_map(|(p, s)| {
+                    let nq = s.rx_queues as usize;
+                    let polls = if nq == 1 { (p.id() as usize) % workers == w } else { w < nq };
+                    polls.then(|| RxQueue { port: p.id(), queue: if nq == 1 { 0 } else { w as u16 } })
+                })
+                .collect();
+            WorkerPlan {
+                index: w,
+                workers,
+                rx,
+                out_port: out_port.clone(),
+                tx_queue: if passive { 0 } else { w as u16 },
+                rings: rings.clone(),
+                dump_flows: spec.flow_dump.is_some(),
+            }
+        })
+        .collect();
+
+    let stop_signal = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, stop_signal.clone());
+        let _ = signal_hook::flag::register(sig, stop_signal.clone());
+    }
+
+    let shared = Arc::new(Shared::new(workers));
+    let reports: Arc<Mutex<Vec<Option<WorkerReport>>>> = Arc::new(Mutex::new((0..workers).map(|_| None).collect()));
+    let mut plans = plans.into_iter();
+    let main_plan = if main_works { plans.next() } else { None };
+    let launch_lcores = if main_works { &lcores[1..] } else { &lcores[..] };
+    for (plan, &lcore) in plans.zip(launch_lcores) {
+        let shared = shared.clone();
+        let reports = reports.clone();
+        let cfg = cfg.clone();
+        let link = spec.link;
+        dpdk::launch_on(lcore, move || {
+            let idx = plan.index;
+            let pipeline = Pipeline::new(&cfg, link);
+            let r = worker::run(plan, &shared, pipeline, || false);
+            reports.lock().map(|mut v| v[idx] = Some(r)).is_ok() as i32 - 1
+        })?;
+    }
+
+    let mut control = Control {
+        shared: shared.clone(),
+        signal: stop_signal,
+        workers,
+        verbose: spec.verbose,
+        ready_line: format!(
+            "ready: ports={} [{}] workers={workers} lcores={} mode={} dispatch={dispatch_name}",
+            ports.len(),
+            fmt_ports(&ports, &out_port),
+            lcores.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(","),
+            if passive { "passive" } else { "inline" },
+        ),
+        ready_at: None,
+        stats_every: (cfg.datapath.stats_interval > 0).then(|| Duration::from_secs(cfg.datapath.stats_interval)),
+        last_print: Instant::now(),
+        last_rx: 0,
+        last_rx_change: Instant::now(),
+        stop_after: spec.stop_after,
+    };
+    if let Some(plan) = main_plan {
+        let idx = plan.index;
+        let r = worker::run(plan, &shared, Pipeline::new(cfg, spec.link), || control.tick());
+        if let Ok(mut v) = reports.lock() {
+            v[idx] = Some(r);
+        }
+    } else {
+        while !control.tick() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        shared.stop.store(true, Ordering::SeqCst);
+    }
+    dpdk::wait_all_lcores();
+    let elapsed = control.ready_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+
+    let reports: Vec<WorkerReport> = std::mem::take(&mut *reports.lock().map_err(|_| "worker report lock poisoned")?)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.ok_or_else(|| format!("worker {i} did not finish cleanly")))
+        .collect::<Result<_, _>>()?;
+    let port_stats: Vec<_> = ports.iter().map(|p| (p.id(), p.stats())).collect();
+    for p in &mut ports {
+        p.stop_and_close();
+    }
+    drop(rings);
+    let in_use = pool.in_use();
+
+    let totals = Counters::sum(reports.iter().map(|r| &r.counters));
+    let table_bytes: usize = reports.iter().map(|r| r.table_bytes).sum();
+    let table_capacity: usize = reports.iter().map(|r| r.table_capacity).sum();
+    let stats = json!({
+        "program": spec.program,
+        "version": VERSION,
+        "mode": if passive { "passive" } else { "inline" },
+        "workers": workers,
+        "dispatch": dispatch_name,
+        "elapsed_seconds": elapsed,
+        "totals": totals.to_json(),
+        "per_worker": reports.iter().map(|r| {
+            let mut j = r.counters.to_json();
+            j["worker"] = r.index.into();
+            j["lcore"] = lcores[r.index].into();
+            j["flow_table_bytes"] = r.table_bytes.into();
+            j["flow_table_capacity"] = r.table_capacity.into();
+            j
+        }).collect::<Vec<_>>(),
+        "ports": port_stats.iter().map(|(id, s)| {
+            let info = &ports[*id as usize].info;
+            let mut j = serde_json::to_value(s).unwrap_or_default();
+            j["port"] = (*id).into();
+            j["name"] = info.name.clone().into();
+            j["driver"] = info.driver.clone().into();
+            j
+        }).collect::<Vec<_>>(),
+        "mempool": { "size": pool.size(), "in_use": in_use },
+        "flow_table": {
+            "bytes": table_bytes,
+            "capacity": table_capacity,
+            "bytes_per_flow": if table_capacity > 0 { table_bytes as f64 / table_capacity as f64 } else { 0.0 },
+        },
+    });
+    if let Some(path) = &spec.stats_file {
+        std::fs::write(path, format!("{stats}\n")).map_err(|e| format!("{}: cannot write stats: {e}", path.display()))?;
+    }
+    if let Some(path) = &spec.flow_dump {
+        let lines: String = reports.iter().flat_map(|r| r.flows.iter()).map(|l| format!("{l}\n")).collect();
+        std::fs::write(path, lines).map_err(|e| format!("{}: cannot write flow dump: {e}", path.display()))?;
+    }
+    if spec.verbose {
+        println!("final: {} elapsed={elapsed:.1}s mempool_in_use={in_use}", summary(&totals));
+        for r in &reports {
+            println!("final: worker {} (lcore {}): {}", r.index, lcores[r.index], summary(&r.counters));
+        }
+        for (id, s) in &port_stats {
+            println!(
+                "final: port {id}: rx={} tx={} imissed={} rx_nombuf={} ierrors={} oerrors={}",
+                s.rx, s.tx, s.imissed, s.rx_nombuf, s.ierrors, s.oerrors
+            );
+        }
+    }
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    Ok(RunResult { totals, stats })
+}
+
+fn summary(c: &Counters) -> String {
+    format!(
+        "rx={} processed={} accepted={} tx={} dropped={} malformed={} non_ip={} flows_active={} created={} expired={} evicted={}",
+        c.rx,
+        c.processed,
+        c.accepted,
+        c.tx,
+        c.dropped_total(),
+        c.malformed_total(),
+        c.non_ip,
+        c.flows_active,
+        c.flows_created,
+        c.flows_expired,
+        c.flows_evicted
+    )
+}
+
+/// The main lcore's periodic duties, run between its own bursts (or in a sleep loop).
+struct Control {
+    shared: Arc<Shared>,
+    signal: Arc<AtomicBool>,
+    workers: usize,
+    verbose: bool,
+    ready_line: String,
+    ready_at: Option<Instant>,
+    stats_every: Option<Duration>,
+    last_print: Instant,
+    last_rx: u64,
+    last_rx_change: Instant,
+    stop_after: Option<u64>,
+}
+
+impl Control {
+    /// Returns true when the run must stop.
+    fn tick(&mut self) -> bool {
+        if self.ready_at.is_none() {
+            if self.shared.polling.load(Ordering::SeqCst) < self.workers {
+                return self.signal.load(Ordering::Relaxed);
+            }
+            self.ready_at = Some(Instant::now());
+            self.last_print = Instant::now();
+            self.last_rx_change = Instant::now();
+            if self.verbose {
+                println!("{}", self.ready_line);
+                let _ = std::io::stdout().flush();
+            }
+        }
+        if self.signal.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = Instant::now();
+        let totals = self.shared.totals();
+        if totals.rx != self.last_rx {
+            self.last_rx = totals.rx;
+            self.last_rx_change = now;
+        }
+        if let Some(every) = self.stats_every {
+            if now.duration_since(self.last_print) >= every {
+                let secs = self.ready_at.map(|t| t.elapsed().as_secs()).unwrap_or(0);
+                if self.verbose {
+                    println!("stats: t={secs}s {}", summary(&totals));
+                    let _ = std::io::stdout().flush();
+                }
+                self.last_print = now;
+            }
+        }
+        if let Some(n) = self.stop_after {
+            // Offline input is over when all its packets arrived, or nothing came for a second.
+            if totals.rx >= n || now.duration_since(self.last_rx_change) > Duration::from_secs(1) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Prints `prog: error: msg` (one line) and returns the exit code.
+fn fail(prog: &str, msg: &str) -> i32 {
+    eprintln!("{prog}: error: {}", msg.replace('\n', " "));
+    1
+}
+
+/// clap errors as one line (help and version print normally).
+fn clap_error(prog: &str, e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            0
+        }
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            let hint = if prog == "haka" { " (EAL arguments go before `--`; try --help)" } else { " (try --help)" };
+            fail(prog, &format!("{first}{hint}"))
+        }
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "haka",
+    version = VERSION,
+    about = "Haka network-security engine on DPDK",
+    override_usage = "haka [EAL ARGS] -- [OPTIONS]"
+)]
+struct HakaArgs {
+    /// TOML configuration (default: built-in defaults)
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// At exit, write totals and per-worker/per-port figures as one JSON object
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+    /// At exit, write every live flow as a JSON line (debugging)
+    #[arg(long, value_name = "PATH")]
+    flow_dump: Option<PathBuf>,
+}
+
+/// `haka [EAL args] -- [app args]`; without `--`, every argument is an app argument.
+pub fn haka_main(argv: Vec<String>) -> i32 {
+    let prog = "haka";
+    let (eal_cli, app_cli): (Vec<String>, Vec<String>) = match argv.iter().position(|a| a == "--") {
+        Some(i) => (argv[1..i].to_vec(), argv[i + 1..].to_vec()),
+        None => (Vec::new(), argv.get(1..).unwrap_or_default().to_vec()),
+    };
+    let args = match HakaArgs::try_parse_from(std::iter::once(prog.to_string()).chain(app_cli)) {
+        Ok(a) => a,
+        Err(e) => return clap_error(prog, e),
+    };
+    let config = match &args.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => return fail(prog, &e),
+        },
+        None => Config::default(),
+    };
+    let mut eal_args = vec![argv.first().cloned().unwrap_or_else(|| prog.into())];
+    eal_args.extend(config.eal.args.iter().cloned());
+    eal_args.extend(eal_cli);
+    let spec = RunSpec {
+        program: prog,
+        eal_args,
+        config,
+        link: LinkType::Ethernet,
+        stats_file: args.stats_file,
+        flow_dump: args.flow_dump,
+        stop_after: None,
+        verbose: true,
+    };
+    match run(spec) {
+        Ok(_) => 0,
+        Err(e) => fail(prog, &e),
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hakapcap",
+    version = VERSION,
+    about = "Run the Haka datapath offline over a capture file (through DPDK's net_pcap)"
+)]
+struct HakapcapArgs {
+    /// Lua rules file (may be empty: everything is accepted)
+    rules: PathBuf,
+    /// Input capture (pcap or pcapng)
+    input: PathBuf,
+    /// Write accepted packets here, in order
+    #[arg(short = 'o', long = "output", value_name = "OUT.pcap")]
+    output: Option<PathBuf>,
+    /// TOML configuration for the datapath/flows sections (EAL and ports are set by hakapcap)
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Workers (lcores 0..N-1); packet order is kept only with 1
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: u32,
+    /// At exit, write totals and per-worker figures as one JSON object
+    #[arg(long, value_name = "PATH")]
+    stats_file: Option<PathBuf>,
+    /// At exit, write every live flow as a JSON line
+    #[arg(long, value_name = "PATH")]
+    flow_dump: Option<PathBuf>,
+}
+
+fn vdev_path(p: &Path, what: &str) -> Result<String, String> {
+    let s = p.to_str().ok_or_else(|| format!("{what} path is not UTF-8: {}", p.display()))?;
+    if s.contains(',') || s.contains('=') {
+        return Err(format!("{what} path must not contain ',' or '=' (DPDK device arguments): {s}"));
+    }
+    Ok(s.to_string())
+}
+
+pub fn hakapcap_main(argv: Vec<String>) -> i32 {
+    let prog = "hakapcap";
+    let args = match HakapcapArgs::try_parse_from(&argv) {
+        Ok(a) => a,
+        Err(e) => return clap_error(prog, e),
+    };
+    match hakapcap(args) {
+        Ok(()) => 0,
+        Err(e) => fail(prog, &e),
+    }
+}
+
+fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
+    std::fs::metadata(&args.rules).map_err(|e| format!("{}: cannot read rules: {e}", args.rules.display()))?;
+    let capture = Capture::read(&args.input)?;
+    let link = pcapfile::dissect_link_type(capture.link_type).ok_or_else(|| {
+        format!("{}: unsupported link type {} (supported: Ethernet, raw IP, NULL, Linux SLL)", args.input.display(), capture.link_type)
+    })?;
+    if args.workers == 0 || args.workers as usize > std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
+        return Err(format!("--workers {}: must be between 1 and the number of CPUs", args.workers));
+    }
+    let mut config = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let input = vdev_path(&args.input, "input")?;
+    let mut vdev = format!("net_pcap0,rx_pcap={input}");
+    if let Some(out) = &args.output {
+        vdev.push_str(&format!(",tx_pcap={}", vdev_path(out, "output")?));
+        config.datapath.mode = Mode::Inline;
+        config.ports.pairs = vec![[0, 0]];
+    } else {
+        config.datapath.mode = Mode::Passive;
+    }
+    config.datapath.main_lcore_worker = MainLcoreWorker::Yes;
+    config.datapath.stats_interval = 0;
+    config.ports.rss = false;
+    let eal_args: Vec<String> = [
+        "hakapcap",
+        "--no-huge",
+        "--no-shconf",
+        "--no-pci",
+        "-m",
+        "512",
+        "--log-level=*:warning",
+        "-l",
+        &format!("0-{}", args.workers - 1),
+        "--vdev",
+        &vdev,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let expected = capture.packets.len() as u64;
+    let spec = RunSpec {
+        program: "hakapcap",
+        eal_args,
+        config,
+        link,
+        stats_file: args.stats_file.clone(),
+        flow_dump: args.flow_dump.clone(),
+        stop_after: Some(expected),
+        verbose: false,
+    };
+    let result = run(spec)?;
+    // net_pcap always writes an Ethernet header: restore the input's link type.
+    if let Some(out) = &args.output {
+        if capture.link_type != pcapfile::LINKTYPE_ETHERNET {
+            let mut bytes = std::fs::read(out).map_err(|e| format!("{}: {e}", out.display()))?;
+            if bytes.len() >= 24 {
+                bytes[20..24].copy_from_slice(&capture.link_type.to_le_bytes());
+                std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
+            }
+        }
+    }
+    let t = &result.totals;
+    println!(
+        "hakapcap: {}: {} packets, {} accepted, {} dropped ({} malformed), {} flows",
+        args.input.display(),
+        t.rx,
+        t.accepted,
+        t.dropped_total(),
+        t.malformed_total(),
+        t.flows_created
+    );
+    if t.rx != expected {
+        return Err(format!("{}: read {} of {expected} packets", args.input.display(), t.rx));
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Configuration: `conf/haka.toml` (TOML, serde). Every key has a default, so
+//! running without a file works; unknown keys and bad values are rejected
+//! with one line naming the file, line and key.
+use serde::Deserialize;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub eal: EalConfig,
+    pub datapath: DatapathConfig,
+    pub ports: PortsConfig,
+    pub mempool: MempoolConfig,
+    pub flows: FlowsConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EalConfig {
+    /// EAL arguments used before those given on the command line.
+    pub args: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Bump in the wire: accepted packets leave on the paired port.
+    #[default]
+    Inline,
+    /// Tap/SPAN: inspect and count, never transmit.
+    Passive,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    #[default]
+    Drop,
+    Accept,
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum MainLcoreWorker {
+    /// The main lcore runs a worker only when EAL got at most 2 lcores.
+    #[default]
+    Auto,
+    Yes,
+    No,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatapathConfig {
+    pub mode: Mode,
+    /// Verdict for malformed or truncated packets.
+    pub malformed: Verdict,
+    /// Verify IPv4 header checksums.
+    pub ipv4_checksum: bool,
+    pub main_lcore_worker: MainLcoreWorker,
+    /// Seconds between stats lines on stdout (0: none).
+    pub stats_interval: u64,
+    /// Size of each worker's dispatch ring (power of two).
+    pub dispatch_ring_size: u32,
+}
+
+impl Default for DatapathConfig {
+    fn default() -> Self {
+        DatapathConfig {
+            mode: Mode::Inline,
+            malformed: Verdict::Drop,
+            ipv4_checksum: true,
+            main_lcore_worker: MainLcoreWorker::Auto,
+            stats_interval: 10,
+            dispatch_ring_size: 4096,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortsConfig {
+    /// Port pairs forwarding to each other; empty: 0<->1, 2<->3, ...
+    /// `[n, n]` sends a port's packets back out of itself.
+    pub pairs: Vec<[u16; 2]>,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    pub promiscuous: bool,
+    /// Symmetric RSS across workers when the device supports it.
+    pub rss: bool,
+}
+
+impl Default for PortsConfig {
+    fn default() -> Self {
+        PortsConfig { pairs: Vec::new(), rx_descriptors: 1024, tx_descriptors: 1024, promiscuous: true, rss: true }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolConfig {
+    /// Mbufs in the packet pool; 0 sizes it from ports, queues and workers.
+    pub mbufs: u32,
+    pub cache_size: u32,
+    /// Bytes per mbuf including 128 bytes of headroom.
+    pub data_room: u16,
+}
+
+impl Default for MempoolConfig {
+    fn default() -> Self {
+        MempoolConfig { mbufs: 0, cache_size: 256, data_room: 2176 }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// Maximum flows tracked per worker; beyond it the oldest idle flow is evicted.
+    pub capacity: u32,
+    /// Idle timeouts, seconds.
+    pub tcp_syn_timeout: u64,
+    pub tcp_established_timeout: u64,
+    pub tcp_closing_timeout: u64,
+    pub udp_timeout: u64,
+    pub other_timeout: u64,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            capacity: 262_144,
+            tcp_syn_timeout: 30,
+            tcp_established_timeout: 3600,
+            tcp_closing_timeout: 60,
+            udp_timeout: 120,
+            other_timeout: 30,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read config: {e}", path.display()))?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().replace('\n', " ");
+            match line {
+                Some(l) => format!("{origin}:{l}: {msg}"),
+                None => format!("{origin}: {msg}"),
+            }
+        })?;
+        cfg.validate().map_err(|m| format!("{origin}: {m}"))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let d = &self.datapath;
+        if !d.dispatch_ring_size.is_power_of_two() || d.dispatch_ring_size < 64 {
+            return Err(format!(
+                "datapath.dispatch_ring_size = {}: must be a power of two >= 64",
+                d.dispatch_ring_size
+            ));
+        }
+        let p = &self.ports;
+        for (name, v) in [("ports.rx_descriptors", p.rx_descriptors), ("ports.tx_descriptors", p.tx_descriptors)] {
+            if v < 32 {
+                return Err(format!("{name} = {v}: must be at least 32"));
+            }
+        }
+        let m = &self.mempool;
+        if m.data_room < 256 + 128 {
+            return Err(format!("mempool.data_room = {}: must be at least 384", m.data_room));
+        }
+        if m.cache_size > 512 {
+            return Err(format!("mempool.cache_size = {}: must be at most 512", m.cache_size));
+        }
+        let f = &self.flows;
+        if f.capacity == 0 {
+            return Err("flows.capacity = 0: must be at least 1".into());
+        }
+        for (name, v) in [
+            ("flows.tcp_syn_timeout", f.tcp_syn_timeout),
+            ("flows.tcp_established_timeout", f.tcp_established_timeout),
+            ("flows.tcp_closing_timeout", f.tcp_closing_timeout),
+            ("flows.udp_timeout", f.udp_timeout),
+            ("flows.other_timeout", f.other_timeout),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} = 0: must be at least 1 second"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flow_table_config(&self) -> crate::flow::FlowTableConfig {
+        let f = &self.flows;
+        crate::flow::FlowTableConfig {
+            capacity: f.capacity as usize,
+            timeouts: crate::flow::FlowTimeouts {
+                tcp_syn_ms: f.tcp_syn_timeout * 1000,
+                tcp_established_ms: f.tcp_established_timeout * 1000,
+                tcp_closing_ms: f.tcp_closing_timeout * 1000,
+                udp_ms: f.udp_timeout * 1000,
+                other_ms: f.other_timeout * 1000,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("", "t.toml").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults_where_documented() {
+        let text = include_str!("../../conf/haka.toml");
+        let cfg = Config::parse(text, "conf/haka.toml").unwrap();
+        assert_eq!(cfg.datapath, DatapathConfig::default());
+        assert_eq!(cfg.flows, FlowsConfig::default());
+        assert_eq!(cfg.mempool, MempoolConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = Config::parse("[datapath]\nmode = \"inline\"\nbogus = 1\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:3:"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_section_rejected() {
+        let e = Config::parse("[nope]\n", "x.toml").unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let e = Config::parse("[datapath]\nmode = \"sideways\"\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2:") && e.contains("sideways"), "{e}");
+        let e = Config::parse("[flows]\ncapacity = 0\n", "x.toml").unwrap_err();
+        assert!(e.contains("flows.capacity"), "{e}");
+        let e = Config::parse("[flows]\nudp_timeout = -3\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2:"), "{e}");
+        let e = Config::parse("[datapath]\ndispatch_ring_size = 1000\n", "x.toml").unwrap_err();
+        assert!(e.contains("datapath.dispatch_ring_size"), "{e}");
+        let e = Config::parse("[ports]\npairs = [[0]]\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn values_are_read() {
+        let cfg = Config::parse(
+            "[eal]\nargs = [\"-l\", \"0-1\"]\n[datapath]\nmode = \"passive\"\nmalformed = \"accept\"\n[ports]\npairs = [[0, 1]]\n[flows]\nudp_timeout = 5\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.eal.args, vec!["-l", "0-1"]);
+        assert_eq!(cfg.datapath.mode, Mode::Passive);
+        assert_eq!(cfg.datapath.malformed, Verdict::Accept);
+        assert_eq!(cfg.ports.pairs, vec![[0, 1]]);
+        assert_eq!(cfg.flow_table_config().timeouts.udp_ms, 5000);
+    }
+}

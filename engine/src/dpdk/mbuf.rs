@@ -1,0 +1,181 @@
+//! Owned packet buffers and fixed-size bursts of them.
+use std::ptr::NonNull;
+
+/// Packets per rx/tx burst.
+pub const BURST: usize = 32;
+
+const RX_RSS_HASH: u64 = 1 << 1; // RTE_MBUF_F_RX_RSS_HASH
+
+/// One packet, owned. Dropping it returns the buffer to its pool; moving it
+/// into a [`super::TxBuffer`] hands it to the NIC.
+#[repr(transparent)]
+pub struct Mbuf(NonNull<dpdk_sys::rte_mbuf>);
+
+// SAFETY: an mbuf is owned by exactly one Mbuf handle; mempools are MT-safe,
+// so the handle may move to another lcore (the software dispatcher does).
+unsafe impl Send for Mbuf {}
+
+impl Mbuf {
+    /// Bytes of the first segment (all headers are there).
+    #[inline(always)]
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: the mbuf is valid while owned; buf_addr + data_off points to
+        // data_len initialised bytes of its buffer.
+        unsafe {
+            let m = self.0.as_ref();
+            std::slice::from_raw_parts((m.buf_addr as *const u8).add(m.data_off as usize), m.data_len as usize)
+        }
+    }
+
+    /// Writable bytes of the first segment (the mbuf is not shared: refcnt 1 on rx).
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as data(); &mut self guarantees exclusive access.
+        unsafe {
+            let m = self.0.as_mut();
+            std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(m.data_off as usize), m.data_len as usize)
+        }
+    }
+
+    /// Total packet length over all segments.
+    #[inline(always)]
+    pub fn pkt_len(&self) -> u32 {
+        // SAFETY: valid mbuf.
+        unsafe { self.0.as_ref().pkt_len }
+    }
+
+    /// Port the packet was received on.
+    #[inline(always)]
+    pub fn port(&self) -> u16 {
+        // SAFETY: valid mbuf.
+        unsafe { self.0.as_ref().port }
+    }
+
+    /// The NIC's RSS hash, when the NIC computed one.
+    #[inline(always)]
+    pub fn rss_hash(&self) -> Option<u32> {
+        // SAFETY: valid mbuf; the hash union is read only when the flag says it was written.
+        unsafe {
+            let m = self.0.as_ref();
+            (m.ol_flags & RX_RSS_HASH != 0).then(|| m.__bindgen_anon_2.hash.rss)
+        }
+    }
+
+    /// Hints the CPU to load the packet's first cache line.
+    #[inline(always)]
+    pub fn prefetch_data(&self) {
+        // SAFETY: reading buf_addr/data_off of a valid mbuf.
+        let p = unsafe {
+            let m = self.0.as_ref();
+            (m.buf_addr as *const u8).add(m.data_off as usize)
+        };
+        super::prefetch(p);
+    }
+}
+
+impl Drop for Mbuf {
+    fn drop(&mut self) {
+        // SAFETY: we own the mbuf; it is freed exactly once.
+        unsafe { dpdk_sys::shim_pktmbuf_free(self.0.as_ptr()) }
+    }
+}
+
+/// Up to [`BURST`] owned packets. `slots[..len]` are filled unless taken.
+pub struct MbufBurst {
+    slots: [Option<Mbuf>; BURST],
+    len: usize,
+}
+
+impl Default for MbufBurst {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MbufBurst {
+    pub fn new() -> MbufBurst {
+        MbufBurst { slots: [const { None }; BURST], len: 0 }
+    }
+
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    pub fn is_full(&self) -> bool {
+        self.len == BURST
+    }
+
+    /// Appends a packet; gives it back when the burst is full.
+    #[inline(always)]
+    pub fn push(&mut self, m: Mbuf) -> Result<(), Mbuf> {
+        if self.len == BURST {
+            return Err(m);
+        }
+        self.slots[self.len] = Some(m);
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The packet in slot `i`, if present.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> Option<&Mbuf> {
+        self.slots.get(i).and_then(Option::as_ref)
+    }
+
+    /// Takes the packet out of slot `i` (the slot stays counted until `clear`).
+    #[inline(always)]
+    pub fn take(&mut self, i: usize) -> Option<Mbuf> {
+        self.slots.get_mut(i).and_then(Option::take)
+    }
+
+    /// Frees what is left and empties the burst.
+    pub fn clear(&mut self) {
+        for s in &mut self.slots[..self.len] {
+            drop(s.take());
+        }
+        self.len = 0;
+    }
+
+    /// Pointer to the free tail, for PMD/ring calls that fill it.
+    pub(super) fn tail_ptr(&mut self) -> (*mut *mut dpdk_sys::rte_mbuf, usize) {
+        // Option<Mbuf> has the layout of *mut rte_mbuf (NonNull niche, repr(transparent)).
+        let p = self.slots[self.len..].as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf;
+        (p, BURST - self.len)
+    }
+
+    /// Records that the PMD wrote `n` valid mbuf pointers at the tail.
+    pub(super) fn commit(&mut self, n: usize) {
+        debug_assert!(self.len + n <= BURST);
+        debug_assert!(self.slots[self.len..self.len + n].iter().all(Option::is_some));
+        self.len += n;
+    }
+
+    /// Pointer to slots[..len] (all filled) for tx/enqueue.
+    pub(super) fn head_ptr(&mut self) -> (*mut *mut dpdk_sys::rte_mbuf, usize) {
+        debug_assert!(self.slots[..self.len].iter().all(Option::is_some));
+        (self.slots.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf, self.len)
+    }
+
+    /// The first `n` packets now belong to someone else (NIC, ring): forget
+    /// them without freeing, and shift the rest down.
+    pub(super) fn consumed(&mut self, n: usize) {
+        for s in &mut self.slots[..n] {
+            std::mem::forget(s.take());
+        }
+        self.slots[..self.len].rotate_left(n);
+        self.len -= n;
+    }
+}
+
+impl Drop for MbufBurst {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

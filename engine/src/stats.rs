@@ -1,0 +1,208 @@
+//! Counters. Each worker keeps plain `Counters` on its own stack and publishes
+//! them (relaxed stores, no read-modify-write) into its cache-padded
+//! `SharedCounters`, which the main lcore reads.
+use crate::dissect::Malformed;
+use crossbeam_utils::CachePadded;
+use serde_json::{json, Map, Value};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a packet was not forwarded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Malformed packet with `malformed = "drop"` (details in `malformed`).
+    Malformed,
+    /// The NIC refused it at transmit (tx queue full).
+    TxFull,
+    /// The owning worker's dispatch ring was full.
+    DispatchRingFull,
+    /// Inline mode but the input port has no pair.
+    NoOutputPort,
+}
+
+impl DropReason {
+    pub const COUNT: usize = 4;
+    pub const ALL: [DropReason; DropReason::COUNT] =
+        [DropReason::Malformed, DropReason::TxFull, DropReason::DispatchRingFull, DropReason::NoOutputPort];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::TxFull => "tx_full",
+            DropReason::DispatchRingFull => "dispatch_ring_full",
+            DropReason::NoOutputPort => "no_output_port",
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets taken from a port by this worker.
+    pub rx: u64,
+    /// Packets handed to the owning worker (software dispatch) / received from others.
+    pub dispatched_out: u64,
+    pub dispatched_in: u64,
+    /// Packets this worker decided on (its own flows), and those accepted.
+    pub processed: u64,
+    pub accepted: u64,
+    /// Packets the NIC took for transmission.
+    pub tx: u64,
+    pub dropped: [u64; DropReason::COUNT],
+    pub malformed: [u64; Malformed::COUNT],
+    pub non_ip: u64,
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    pub flows_evicted: u64,
+    pub flows_active: u64,
+    /// Thread CPU time of the worker (set at exit).
+    pub cpu_ns: u64,
+}
+
+const FIXED: usize = 12;
+const SLOTS: usize = FIXED + DropReason::COUNT + Malformed::COUNT;
+
+impl Counters {
+    pub fn drop(&mut self, r: DropReason) {
+        self.dropped[r as usize] += 1;
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().sum()
+    }
+
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.iter().sum()
+    }
+
+    fn to_slots(self) -> [u64; SLOTS] {
+        let mut s = [0u64; SLOTS];
+        s[..FIXED].copy_from_slice(&[
+            self.rx,
+            self.dispatched_out,
+            self.dispatched_in,
+            self.processed,
+            self.accepted,
+            self.tx,
+            self.non_ip,
+            self.flows_created,
+            self.flows_expired,
+            self.flows_evicted,
+            self.flows_active,
+            self.cpu_ns,
+        ]);
+        s[FIXED..FIXED + DropReason::COUNT].copy_from_slice(&self.dropped);
+        s[FIXED + DropReason::COUNT..].copy_from_slice(&self.malformed);
+        s
+    }
+
+    fn from_slots(s: &[u64; SLOTS]) -> Counters {
+        let mut c = Counters {
+            rx: s[0],
+            dispatched_out: s[1],
+            dispatched_in: s[2],
+            processed: s[3],
+            accepted: s[4],
+            tx: s[5],
+            non_ip: s[6],
+            flows_created: s[7],
+            flows_expired: s[8],
+            flows_evicted: s[9],
+            flows_active: s[10],
+            cpu_ns: s[11],
+            ..Counters::default()
+        };
+        c.dropped.copy_from_slice(&s[FIXED..FIXED + DropReason::COUNT]);
+        c.malformed.copy_from_slice(&s[FIXED + DropReason::COUNT..]);
+        c
+    }
+
+    /// Sum of several workers' counters.
+    pub fn sum<'a>(all: impl IntoIterator<Item = &'a Counters>) -> Counters {
+        let mut acc = [0u64; SLOTS];
+        for c in all {
+            for (a, v) in acc.iter_mut().zip(c.to_slots()) {
+                *a += v;
+            }
+        }
+        Counters::from_slots(&acc)
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut dropped = Map::new();
+        for r in DropReason::ALL {
+            dropped.insert(r.name().into(), self.dropped[r as usize].into());
+        }
+        let mut malformed = Map::new();
+        for m in Malformed::ALL {
+            malformed.insert(m.name().into(), self.malformed[m.index()].into());
+        }
+        json!({
+            "rx": self.rx,
+            "tx": self.tx,
+            "processed": self.processed,
+            "accepted": self.accepted,
+            "dropped": self.dropped_total(),
+            "dropped_by_reason": dropped,
+            "malformed": self.malformed_total(),
+            "malformed_by_reason": malformed,
+            "non_ip": self.non_ip,
+            "dispatched_out": self.dispatched_out,
+            "dispatched_in": self.dispatched_in,
+            "flows_created": self.flows_created,
+            "flows_expired": self.flows_expired,
+            "flows_evicted": self.flows_evicted,
+            "flows_active": self.flows_active,
+            "cpu_seconds": self.cpu_ns as f64 / 1e9,
+        })
+    }
+}
+
+/// A worker's published counters, alone on its cache lines.
+pub struct SharedCounters {
+    slots: CachePadded<[AtomicU64; SLOTS]>,
+}
+
+impl Default for SharedCounters {
+    fn default() -> Self {
+        SharedCounters { slots: CachePadded::new([const { AtomicU64::new(0) }; SLOTS]) }
+    }
+}
+
+impl SharedCounters {
+    /// Called only by the owning worker.
+    pub fn publish(&self, c: &Counters) {
+        for (slot, v) in self.slots.iter().zip(c.to_slots()) {
+            slot.store(v, Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        let mut s = [0u64; SLOTS];
+        for (v, slot) in s.iter_mut().zip(self.slots.iter()) {
+            *v = slot.load(Relaxed);
+        }
+        Counters::from_slots(&s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_snapshot_roundtrip_and_sum() {
+        let mut c = Counters { rx: 5, tx: 3, flows_created: 2, cpu_ns: 7, ..Default::default() };
+        c.drop(DropReason::TxFull);
+        c.malformed[Malformed::TcpTruncated.index()] = 4;
+        let s = SharedCounters::default();
+        s.publish(&c);
+        assert_eq!(s.snapshot(), c);
+        let t = Counters::sum([&c, &c]);
+        assert_eq!(t.rx, 10);
+        assert_eq!(t.dropped[DropReason::TxFull as usize], 2);
+        assert_eq!(t.malformed_total(), 8);
+        let j = t.to_json();
+        assert_eq!(j["malformed_by_reason"]["tcp_truncated"], 8);
+        assert_eq!(j["dropped_by_reason"]["tx_full"], 2);
+    }
+}

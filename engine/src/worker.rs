@@ -1,0 +1,290 @@
+//! The lcore loop (after DPDK's examples/l3fwd): poll every rx queue this
+//! worker owns in bursts of 32, hand packets of flows owned by other workers
+//! to them over rings (software dispatch), decide on the rest, buffer tx to
+//! the paired port, then expire flows a little. Nothing here locks or allocates.
+use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
+use crate::flow::{Flow, Side};
+use crate::pipeline::{Decision, Pipeline};
+use crate::stats::{Counters, DropReason, SharedCounters};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// State shared by all workers and the main lcore.
+pub struct Shared {
+    /// Set to stop: workers stop polling ports, drain their rings, flush tx.
+    pub stop: AtomicBool,
+    /// Workers that have stopped polling ports (phase 1 of the drain).
+    pub rx_stopped: AtomicUsize,
+    /// Workers in their loop (for the `ready:` line).
+    pub polling: AtomicUsize,
+    pub counters: Vec<SharedCounters>,
+}
+
+impl Shared {
+    pub fn new(workers: usize) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            rx_stopped: AtomicUsize::new(0),
+            polling: AtomicUsize::new(0),
+            counters: (0..workers).map(|_| SharedCounters::default()).collect(),
+        }
+    }
+
+    pub fn totals(&self) -> Counters {
+        let all: Vec<Counters> = self.counters.iter().map(SharedCounters::snapshot).collect();
+        Counters::sum(&all)
+    }
+}
+
+/// What one worker polls and where its packets go.
+pub struct WorkerPlan {
+    pub index: usize,
+    pub workers: usize,
+    /// The rx queues this worker polls (one per port at most).
+    pub rx: Vec<RxQueue>,
+    /// Indexed by input port id: output port for accepted packets; None when passive.
+    pub out_port: Vec<Option<u16>>,
+    /// This worker's tx queue index on every port.
+    pub tx_queue: u16,
+    /// Software dispatch: rings[i] is worker i's inbound ring.
+    pub rings: Option<Arc<Vec<Ring>>>,
+    pub dump_flows: bool,
+}
+
+/// A worker's result, returned when it stops.
+pub struct WorkerReport {
+    pub index: usize,
+    pub counters: Counters,
+    pub table_bytes: usize,
+    pub table_capacity: usize,
+    /// JSON lines, one per live flow (only with `dump_flows`).
+    pub flows: Vec<String>,
+}
+
+/// Milliseconds from the TSC, read once per loop iteration.
+struct Clock {
+    t0: u64,
+    per_ms: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock { t0: dpdk::tsc(), per_ms: (dpdk::tsc_hz() / 1000).max(1) }
+    }
+    #[inline(always)]
+    fn now_ms(&self) -> u64 {
+        (dpdk::tsc() - self.t0) / self.per_ms
+    }
+}
+
+/// Worker that owns a flow hash (fast range reduction, no division).
+#[inline(always)]
+pub fn owner_of(hash: u64, workers: usize) -> usize {
+    (((hash >> 32) * workers as u64) >> 32) as usize
+}
+
+struct Loop<'a> {
+    plan: &'a WorkerPlan,
+    pipeline: Pipeline,
+    tx: Vec<Option<TxBuffer>>,
+    c: Counters,
+}
+
+impl Loop<'_> {
+    /// Decides on one packet this worker owns and sends or frees it.
+    #[inline(always)]
+    fn handle(&mut self, m: Mbuf, decision: Decision) {
+        match decision {
+            Decision::Accept => {
+                let port = m.port() as usize;
+                match self.plan.out_port.get(port).copied() {
+                    Some(Some(out)) => match self.tx.get_mut(out as usize).and_then(Option::as_mut) {
+                        Some(txb) => {
+                            let (sent, dropped) = txb.push(m);
+                            self.c.tx += sent as u64;
+                            self.c.dropped[DropReason::TxFull as usize] += dropped as u64;
+                        }
+                        None => self.c.drop(DropReason::NoOutputPort),
+                    },
+                    Some(None) => drop(m), // passive: inspected, not sent
+                    None => self.c.drop(DropReason::NoOutputPort),
+                }
+            }
+            Decision::Drop(_) => drop(m),
+        }
+    }
+
+    fn flush_tx(&mut self) {
+        for txb in self.tx.iter_mut().flatten() {
+            let (sent, dropped) = txb.flush();
+            self.c.tx += sent as u64;
+            self.c.dropped[DropReason::TxFull as usize] += dropped as u64;
+        }
+    }
+
+    /// Processes packets dispatched to this worker by others.
+    fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst) -> usize {
+        let n = inbound.dequeue(buf);
+        self.c.dispatched_in += n as u64;
+        for i in 0..n {
+            if let Some(m) = buf.take(i) {
+                let d = self.pipeline.process(m.data(), now, &mut self.c);
+                self.handle(m, d);
+            }
+        }
+        buf.clear();
+        n
+    }
+}
+
+/// Runs one worker until `shared.stop`, then drains. `control` is called about
+/// every 20 ms (the main lcore uses it for stats and signals) and returns true
+/// to request the stop.
+pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: impl FnMut() -> bool) -> WorkerReport {
+    let me = plan.index;
+    let n_ports = plan.out_port.len();
+    let tx: Vec<Option<TxBuffer>> = (0..n_ports)
+        .map(|p| plan.out_port.iter().any(|o| *o == Some(p as u16)).then(|| TxBuffer::new(p as u16, plan.tx_queue)))
+        .collect();
+    let mut lp = Loop { plan: &plan, pipeline, tx, c: Counters::default() };
+    let rings = plan.rings.clone();
+    let mut rx = MbufBurst::new();
+    let mut ringbuf = MbufBurst::new();
+    let mut staged: Vec<MbufBurst> = (0..plan.workers).map(|_| MbufBurst::new()).collect();
+    let clock = Clock::new();
+    let tick_every = (dpdk::tsc_hz() / 50).max(1);
+    let mut next_tick = dpdk::tsc() + tick_every;
+    let mut iter: u64 = 0;
+    shared.polling.fetch_add(1, Ordering::SeqCst);
+
+    while !shared.stop.load(Ordering::Relaxed) {
+        let now = clock.now_ms();
+        for q in &plan.rx {
+            let n = q.rx(&mut rx);
+            if n == 0 {
+                continue;
+            }
+            lp.c.rx += n as u64;
+            for i in 0..n.min(4) {
+                if let Some(m) = rx.get(i) {
+                    m.prefetch_data();
+                }
+            }
+            for i in 0..n {
+                if let Some(m) = rx.get(i + 4) {
+                    m.prefetch_data();
+                }
+                let Some(m) = rx.take(i) else { continue };
+                let class = lp.pipeline.classify(m.data());
+                if let Some(rings) = &rings {
+                    let hash = match &class {
+                        Ok(Some(p)) => p.hash,
+                        _ => 0, // non-IP and malformed: any worker; keep them here
+                    };
+                    let owner = if hash == 0 { me } else { owner_of(hash, plan.workers) };
+                    if owner != me {
+                        let stage = &mut staged[owner];
+                        if let Err(m) = stage.push(m) {
+                            send_stage(&rings[owner], stage, &mut lp.c);
+                            let _ = stage.push(m);
+                        }
+                        continue;
+                    }
+                }
+                let len = m.pkt_len();
+                let d = lp.pipeline.decide(class, len, now, &mut lp.c);
+                lp.handle(m, d);
+            }
+            rx.clear();
+            if let Some(rings) = &rings {
+                for (w, stage) in staged.iter_mut().enumerate() {
+                    if !stage.is_empty() {
+                        send_stage(&rings[w], stage, &mut lp.c);
+                    }
+                }
+            }
+        }
+        if let Some(rings) = &rings {
+            while lp.drain_ring(now, &rings[me], &mut ringbuf) == BURST {}
+        }
+        lp.flush_tx();
+        lp.pipeline.expire(now, &mut lp.c);
+        iter += 1;
+        if iter & 63 == 0 {
+            shared.counters[me].publish(&lp.c);
+        }
+        let t = dpdk::tsc();
+        if t >= next_tick {
+            next_tick = t + tick_every;
+            shared.counters[me].publish(&lp.c);
+            if control() {
+                shared.stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+
+    // Drain, phase 1: this worker no longer takes packets from ports, so it no
+    // longer dispatches. Keep serving the ring until every worker got here.
+    shared.rx_stopped.fetch_add(1, Ordering::SeqCst);
+    if let Some(rings) = &rings {
+        let now = clock.now_ms();
+        while shared.rx_stopped.load(Ordering::SeqCst) < plan.workers {
+            lp.drain_ring(now, &rings[me], &mut ringbuf);
+            lp.flush_tx();
+            std::hint::spin_loop();
+        }
+        // Phase 2: nobody enqueues any more; empty the ring.
+        while lp.drain_ring(now, &rings[me], &mut ringbuf) > 0 {}
+    }
+    lp.flush_tx();
+    let now = clock.now_ms();
+    lp.pipeline.expire(now, &mut lp.c);
+    lp.c.cpu_ns = dpdk::thread_cpu_ns();
+    shared.counters[me].publish(&lp.c);
+    let table = lp.pipeline.flows();
+    let flows = if plan.dump_flows { table.iter().map(|(_, f)| flow_json(me, f)).collect() } else { Vec::new() };
+    WorkerReport {
+        index: me,
+        counters: lp.c,
+        table_bytes: table.memory_bytes(),
+        table_capacity: table.capacity(),
+        flows,
+    }
+}
+
+fn send_stage(ring: &Ring, stage: &mut MbufBurst, c: &mut Counters) {
+    let sent = ring.enqueue(stage);
+    c.dispatched_out += sent as u64;
+    c.dropped[DropReason::DispatchRingFull as usize] += stage.len() as u64;
+    stage.clear();
+}
+
+fn addr_string(a: &[u8; 16]) -> String {
+    match Ipv6Addr::from(*a).to_ipv4_mapped() {
+        Some(v4) => Ipv4Addr::from(v4).to_string(),
+        None => Ipv6Addr::from(*a).to_string(),
+    }
+}
+
+/// One flow as a JSON line (debug dump, `--flow-dump`).
+pub fn flow_json(worker: usize, f: &Flow) -> String {
+    let k = &f.key;
+    let (client, server) = match f.client {
+        Side::Lo => ((k.lo_addr, k.lo_port), (k.hi_addr, k.hi_port)),
+        Side::Hi => ((k.hi_addr, k.hi_port), (k.lo_addr, k.lo_port)),
+    };
+    serde_json::json!({
+        "worker": worker,
+        "proto": k.proto,
+        "vlan": k.vlan,
+        "client": format!("{}:{}", addr_string(&client.0), client.1),
+        "server": format!("{}:{}", addr_string(&server.0), server.1),
+        "packets_up": f.packets[0],
+        "packets_down": f.packets[1],
+        "bytes_up": f.bytes[0],
+        "bytes_down": f.bytes[1],
+        "tcp": format!("{:?}", f.tcp),
+    })
+    .to_string()
+}
