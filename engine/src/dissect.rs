@@ -4,6 +4,34 @@
 //!
 //! CONTRACT (shared with flow/, pipeline.rs, worker.rs):
 //! `dissect(frame, link, opts) -> Result<PacketMeta, Malformed>`.
+//!
+//! Rules (beyond the field docs of [`PacketMeta`]):
+//! - Link: Ethernet II with up to two VLAN tags (0x8100, 0x88a8, 0x9100; a third is
+//!   `VlanTooDeep`); raw IP (version nibble picks v4/v6, anything but 6 goes the IPv4 way,
+//!   so an unknown version is `Ipv4BadVersion`); DLT_NULL (address family in either byte
+//!   order: 2 = IPv4, 24/28/30 = IPv6, other AF -> `L3::Other(af)`); Linux SLL (protocol at
+//!   14..16, VLAN tags honoured like Ethernet).
+//! - Non-IP: `Ok` with `L3::Other(ethertype)`, `proto` 0, zero addresses, `ip_len` 0;
+//!   `l4_offset` = `payload_offset` = `l3_offset` and `payload_len` = the rest of the frame.
+//! - Fragments: every IPv4 fragment (MF set or offset != 0), the first one included, and
+//!   every IPv6 packet with a Fragment header get `fragment = true`, `has_l4 = false` and
+//!   ports 0, so all fragments of a datagram map to the same address-only flow key.
+//!   For IPv6, the extension-header walk stops at the Fragment header and `proto` is its
+//!   next-header value (identical in all fragments of a datagram).
+//! - Whenever `has_l4` is false on an IP packet, `l4_offset` = `payload_offset` = the first
+//!   byte after the IP header (and the walked IPv6 extension headers) and `payload_len` the
+//!   remaining IP payload length.
+//! - ICMP/ICMPv6 echo request/reply: the identifier is put in both ports (both directions
+//!   of a ping share a flow); other ICMP types: ports 0, `has_l4` true.
+//! - Ethernet padding beyond the IP total/payload length is ignored everywhere.
+//! - Frames longer than 65535 bytes are dissected over their first 65535 bytes (offsets are
+//!   `u16`); an IP length reaching beyond that is reported as a bad length.
+
+use crate::wire::ipv6::walk_ext_headers;
+use crate::wire::{
+    ethertype, ip_proto, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpSegment, UdpPacket,
+    VlanTag,
+};
 
 /// Link-layer framing of the bytes handed to the dissector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +179,193 @@ impl Malformed {
     }
 }
 
-/// Dissects one frame. Never panics, whatever the bytes.
+/// Dissects one frame. Never panics, whatever the bytes; never allocates.
 pub fn dissect(frame: &[u8], link: LinkType, opts: &DissectOptions) -> Result<PacketMeta, Malformed> {
-    let _ = (frame, link, opts);
-    todo!("helper: implement over crate::wire views")
+    // Offsets are u16: never look past 65535 bytes.
+    let frame = frame.get(..u16::MAX as usize).unwrap_or(frame);
+    let (ethertype, l3_off, vlan) = match link {
+        LinkType::Ethernet => {
+            let eth = EthernetFrame::new_checked(frame)?;
+            vlan_tags(frame, eth.ethertype(), EthernetFrame::<&[u8]>::HEADER_LEN)?
+        }
+        LinkType::RawIp => {
+            let first = *frame.first().ok_or(Malformed::LinkTruncated)?;
+            (if first >> 4 == 6 { ethertype::IPV6 } else { ethertype::IPV4 }, 0, 0)
+        }
+        LinkType::Null => {
+            let b = frame.get(..4).ok_or(Malformed::LinkTruncated)?;
+            let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            // Written in the capturing host's order: a value above 0xffff means the other order.
+            let af = if le > 0xffff { le.swap_bytes() } else { le };
+            let t = match af {
+                2 => ethertype::IPV4,
+                24 | 28 | 30 => ethertype::IPV6,
+                _ => return Ok(non_ip(frame, af as u16, 4, 0)),
+            };
+            (t, 4, 0)
+        }
+        LinkType::LinuxSll => {
+            let b = frame.get(..16).ok_or(Malformed::LinkTruncated)?;
+            vlan_tags(frame, u16::from_be_bytes([b[14], b[15]]), 16)?
+        }
+    };
+    match ethertype {
+        ethertype::IPV4 => dissect_ipv4(frame, l3_off, vlan, opts),
+        ethertype::IPV6 => dissect_ipv6(frame, l3_off, vlan),
+        other => Ok(non_ip(frame, other, l3_off, vlan)),
+    }
+}
+
+/// Skips up to two VLAN tags starting at the ethertype `t` whose tag would begin at `off`.
+/// Returns (inner ethertype, L3 offset, vlan value).
+#[inline(always)]
+fn vlan_tags(frame: &[u8], t: u16, off: usize) -> Result<(u16, usize, u32), Malformed> {
+    if !ethertype::is_vlan(t) {
+        return Ok((t, off, 0));
+    }
+    let outer = VlanTag::new_checked(frame.get(off..).unwrap_or(&[]))?;
+    let (t, off, vid) = (outer.ethertype(), off + 4, outer.vid() as u32);
+    if !ethertype::is_vlan(t) {
+        return Ok((t, off, vid));
+    }
+    let inner = VlanTag::new_checked(frame.get(off..).unwrap_or(&[]))?;
+    let (t, off, vlan) = (inner.ethertype(), off + 4, vid << 12 | inner.vid() as u32);
+    if ethertype::is_vlan(t) {
+        return Err(Malformed::VlanTooDeep);
+    }
+    Ok((t, off, vlan))
+}
+
+#[inline(always)]
+fn non_ip(frame: &[u8], ethertype: u16, l3_off: usize, vlan: u32) -> PacketMeta {
+    let off = l3_off as u16;
+    PacketMeta {
+        l3: L3::Other(ethertype),
+        vlan,
+        l3_offset: off,
+        l4_offset: off,
+        payload_offset: off,
+        payload_len: frame.len().saturating_sub(l3_off) as u16,
+        proto: 0,
+        has_l4: false,
+        fragment: false,
+        src_addr: [0; 16],
+        dst_addr: [0; 16],
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        ip_len: 0,
+    }
+}
+
+#[inline(always)]
+fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[inline(always)]
+fn dissect_ipv4(frame: &[u8], l3: usize, vlan: u32, opts: &DissectOptions) -> Result<PacketMeta, Malformed> {
+    let ip = Ipv4Packet::new_checked(frame.get(l3..).unwrap_or(&[]))?;
+    if opts.ipv4_checksum && !ip.verify_checksum() {
+        return Err(Malformed::Ipv4BadChecksum);
+    }
+    let hl = ip.header_len();
+    let total = ip.total_len() as usize;
+    let l4_off = l3 + hl;
+    let mut meta = PacketMeta {
+        l3: L3::Ipv4,
+        vlan,
+        l3_offset: l3 as u16,
+        l4_offset: l4_off as u16,
+        payload_offset: l4_off as u16,
+        payload_len: (total - hl) as u16,
+        proto: ip.protocol(),
+        has_l4: false,
+        fragment: ip.is_fragment(),
+        src_addr: v4_mapped(ip.src_addr()),
+        dst_addr: v4_mapped(ip.dst_addr()),
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        ip_len: total as u16,
+    };
+    if meta.fragment {
+        return Ok(meta);
+    }
+    l4(&mut meta, ip.payload(), l4_off, ip_proto::ICMP)?;
+    Ok(meta)
+}
+
+#[inline(always)]
+fn dissect_ipv6(frame: &[u8], l3: usize, vlan: u32) -> Result<PacketMeta, Malformed> {
+    let ip = Ipv6Packet::new_checked(frame.get(l3..).unwrap_or(&[]))?;
+    let payload = ip.payload();
+    let chain = walk_ext_headers(ip.next_header(), payload)?;
+    let upper = payload.get(chain.offset..).unwrap_or(&[]);
+    let l4_off = l3 + Ipv6Packet::<&[u8]>::HEADER_LEN + chain.offset;
+    let mut meta = PacketMeta {
+        l3: L3::Ipv6,
+        vlan,
+        l3_offset: l3 as u16,
+        l4_offset: l4_off as u16,
+        payload_offset: l4_off as u16,
+        payload_len: upper.len() as u16,
+        proto: chain.proto,
+        has_l4: false,
+        fragment: chain.fragment,
+        src_addr: ip.src_addr(),
+        dst_addr: ip.dst_addr(),
+        src_port: 0,
+        dst_port: 0,
+        tcp_flags: 0,
+        ip_len: (Ipv6Packet::<&[u8]>::HEADER_LEN + payload.len()) as u16,
+    };
+    if meta.fragment {
+        return Ok(meta);
+    }
+    l4(&mut meta, upper, l4_off, ip_proto::ICMPV6)?;
+    Ok(meta)
+}
+
+/// Parses the L4 header of `meta.proto` in `seg` (the L4 bytes, clipped to the IP length),
+/// which starts at frame offset `off`. `icmp` is the ICMP protocol number of this IP family.
+#[inline(always)]
+fn l4(meta: &mut PacketMeta, seg: &[u8], off: usize, icmp: u8) -> Result<(), Malformed> {
+    match meta.proto {
+        ip_proto::TCP => {
+            let t = TcpSegment::new_checked(seg)?;
+            let hl = t.header_len();
+            meta.src_port = t.src_port();
+            meta.dst_port = t.dst_port();
+            meta.tcp_flags = t.flags();
+            meta.payload_offset = (off + hl) as u16;
+            meta.payload_len = (seg.len() - hl) as u16;
+        }
+        ip_proto::UDP => {
+            let u = UdpPacket::new_checked(seg)?;
+            meta.src_port = u.src_port();
+            meta.dst_port = u.dst_port();
+            meta.payload_offset = (off + UdpPacket::<&[u8]>::HEADER_LEN) as u16;
+            meta.payload_len = u.len() - UdpPacket::<&[u8]>::HEADER_LEN as u16;
+        }
+        p if p == icmp => {
+            // Same 8-byte layout for both families; only the error and echo types differ.
+            let (echo, id) = if icmp == ip_proto::ICMP {
+                let m = Icmpv4Packet::new_checked(seg)?;
+                (m.is_echo(), m.echo_ident())
+            } else {
+                let m = Icmpv6Packet::new_checked(seg)?;
+                (m.is_echo(), m.echo_ident())
+            };
+            if echo {
+                meta.src_port = id;
+                meta.dst_port = id;
+            }
+            meta.payload_offset = (off + 8) as u16;
+            meta.payload_len = (seg.len() - 8) as u16;
+        }
+        _ => return Ok(()),
+    }
+    meta.has_l4 = true;
+    Ok(())
 }
