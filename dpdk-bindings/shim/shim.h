@@ -20,6 +20,8 @@
 #include <rte_ethdev.h>
 #include <rte_ring.h>
 #include <rte_log.h>
+#include <rte_dev.h>
+#include <rte_bus.h>
 
 uint16_t shim_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t shim_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

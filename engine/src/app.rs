@@ -107,14 +107,18 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     let out_port = port_pairs(cfg, n_ports)?;
     let passive = cfg.datapath.mode == Mode::Passive;
 
-    // Queues: RSS spreads flows over one queue per worker when the device can;
-    // otherwise one rx queue and the software dispatcher.
+    // Queues: trusted symmetric RSS spreads flows over one queue per worker;
+    // otherwise the software dispatcher hands each packet to its flow's owner.
     let infos: Vec<PortInfo> = (0..n_ports).map(PortInfo::query).collect::<Result<_, _>>()?;
     let mut settings = Vec::new();
     for info in &infos {
-        let rss = cfg.ports.rss && workers > 1 && info.rss_offloads != 0 && info.max_rx_queues > 1;
-        let rx_queues = if rss { (workers as u16).min(info.max_rx_queues) } else { 1 };
-        let tx_queues = if passive { 1 } else { workers as u16 };
+        // Virtual devices may claim RSS without applying our symmetric key
+        // (net_tap's eBPF RSS is often unavailable): trust only real NICs.
+        let rss = cfg.ports.rss && workers > 1 && info.bus != "vdev" && info.rss_offloads != 0 && info.max_rx_queues > 1;
+        // Several rx queues share the polling even without trusted RSS (the
+        // dispatcher then fixes ownership); some PMDs (net_tap) need rx == tx queues.
+        let rx_queues = (workers as u16).min(info.max_rx_queues).max(1);
+        let tx_queues = if passive { rx_queues } else { workers as u16 };
         if info.max_tx_queues < tx_queues {
             return Err(format!(
                 "port {} ({}) has {} tx queues, fewer than the {workers} workers; give EAL fewer lcores (-l)",
@@ -129,7 +133,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             rss,
         });
     }
-    let dispatch = workers > 1 && settings.iter().any(|s| (s.rx_queues as usize) < workers);
+    let dispatch = workers > 1 && settings.iter().any(|s| !s.rss || (s.rx_queues as usize) < workers);
     let dispatch_name = if workers == 1 {
         "none"
     } else if dispatch {
@@ -560,6 +564,10 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     config.datapath.main_lcore_worker = MainLcoreWorker::Yes;
     config.datapath.stats_interval = 0;
     config.ports.rss = false;
+    // One mbuf per captured frame, whatever its size (net_pcap chains otherwise,
+    // and the dissector reads the first segment only).
+    config.mempool.data_room = u16::MAX;
+    config.mempool.mbufs = 2047;
     let eal_args: Vec<String> = [
         "hakapcap",
         "--no-huge",
@@ -568,6 +576,7 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
         "-m",
         "512",
         "--log-level=*:warning",
+        "--no-telemetry",
         "-l",
         &format!("0-{}", args.workers - 1),
         "--vdev",

@@ -51,6 +51,8 @@ pub struct PortInfo {
     /// RSS hash types the device supports (0: no RSS).
     pub rss_offloads: u64,
     pub socket: i32,
+    /// Bus of the device: "pci" for NICs, "vdev" for virtual devices.
+    pub bus: String,
 }
 
 impl PortInfo {
@@ -77,6 +79,16 @@ impl PortInfo {
         };
         // SAFETY: plain getter.
         let socket = unsafe { dpdk_sys::rte_eth_dev_socket_id(id) };
+        // SAFETY: info.device is the probed device (valid while the port exists);
+        // rte_bus_name returns a static string.
+        let bus = unsafe {
+            let b = dpdk_sys::rte_dev_bus(info.device);
+            if b.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(dpdk_sys::rte_bus_name(b)).to_string_lossy().into_owned()
+            }
+        };
         Ok(PortInfo {
             id,
             name,
@@ -85,6 +97,7 @@ impl PortInfo {
             max_tx_queues: info.max_tx_queues,
             rss_offloads: info.flow_type_rss_offloads & RSS_WANTED,
             socket: if socket < 0 { dpdk_sys::SOCKET_ID_ANY } else { socket },
+            bus,
         })
     }
 }

@@ -1,0 +1,90 @@
+# Network-namespace lab, sourced by scripts/demo.sh and tests/*.sh.
+#
+#   client netns  <-tap->  haka (net_tap0 <-> net_tap1)  <-tap->  server netns
+#   198.18.0.1/24                                                 198.18.0.2/24
+#
+# Only addresses from 198.18.0.0/15 (the benchmarking range). Everything the
+# lab creates is removed by lab_down, which callers run from an EXIT trap.
+
+LAB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LAB_CLIENT_IP=198.18.0.1
+LAB_SERVER_IP=198.18.0.2
+LAB_HAKA_PID=
+LAB_PIDS=()
+
+# lab_up NAME HAKA_BIN [haka app args...]: starts haka and wires the namespaces.
+lab_up() {
+  LAB_NAME=$1; shift
+  local bin=$1; shift
+  LAB_DIR=$(mktemp -d "/tmp/haka-lab-$LAB_NAME.XXXXXX")
+  LAB_NS_C="${LAB_NAME}-c"; LAB_NS_S="${LAB_NAME}-s"
+  LAB_IF_C="${LAB_NAME:0:10}c0"; LAB_IF_S="${LAB_NAME:0:10}s0"
+  ip netns add "$LAB_NS_C"
+  ip netns add "$LAB_NS_S"
+  # The taps are created by haka in this namespace and must stay here until
+  # their ports are started: wait for `ready:` before moving them.
+  "$bin" -l 0-1 --no-huge --no-shconf -m 512 --no-pci --no-telemetry \
+    --vdev "net_tap0,iface=$LAB_IF_C" --vdev "net_tap1,iface=$LAB_IF_S" \
+    -- "$@" > "$LAB_DIR/haka.log" 2>&1 &
+  LAB_HAKA_PID=$!
+  local i
+  for i in $(seq 1 150); do
+    grep -q '^ready:' "$LAB_DIR/haka.log" && break
+    kill -0 "$LAB_HAKA_PID" 2>/dev/null || { echo "lab: haka exited:"; cat "$LAB_DIR/haka.log"; return 1; }
+    sleep 0.2
+  done
+  grep -q '^ready:' "$LAB_DIR/haka.log" || { echo "lab: haka not ready after 30 s"; cat "$LAB_DIR/haka.log"; return 1; }
+  ip link set "$LAB_IF_C" netns "$LAB_NS_C"
+  ip link set "$LAB_IF_S" netns "$LAB_NS_S"
+  ip -n "$LAB_NS_C" addr add "$LAB_CLIENT_IP/24" dev "$LAB_IF_C"
+  ip -n "$LAB_NS_S" addr add "$LAB_SERVER_IP/24" dev "$LAB_IF_S"
+  for ns in "$LAB_NS_C" "$LAB_NS_S"; do
+    ip -n "$ns" link set lo up
+  done
+  ip -n "$LAB_NS_C" link set "$LAB_IF_C" up
+  ip -n "$LAB_NS_S" link set "$LAB_IF_S" up
+}
+
+# lab_http_server DIR: a Python HTTP server on the server side, port 8080.
+lab_http_server() {
+  ip netns exec "$LAB_NS_S" /usr/bin/python3 -m http.server 8080 --bind "$LAB_SERVER_IP" \
+    --directory "$1" > "$LAB_DIR/http.log" 2>&1 &
+  LAB_PIDS+=($!)
+  local i
+  for i in $(seq 1 50); do
+    ip netns exec "$LAB_NS_S" bash -c "exec 3<>/dev/tcp/$LAB_SERVER_IP/8080" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "lab: http server did not start"; cat "$LAB_DIR/http.log"; return 1
+}
+
+lab_client() { ip netns exec "$LAB_NS_C" "$@"; }
+
+# lab_stop_haka: SIGINT, then wait (bounded) for the clean exit.
+lab_stop_haka() {
+  [ -n "$LAB_HAKA_PID" ] || return 0
+  kill -INT "$LAB_HAKA_PID" 2>/dev/null || true
+  local i
+  for i in $(seq 1 100); do
+    kill -0 "$LAB_HAKA_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$LAB_HAKA_PID" 2>/dev/null; then
+    echo "lab: haka did not stop on SIGINT; killing it"
+    kill -KILL "$LAB_HAKA_PID" 2>/dev/null || true
+  fi
+  wait "$LAB_HAKA_PID" 2>/dev/null
+  LAB_HAKA_RC=$?
+  LAB_HAKA_PID=
+  return 0
+}
+
+lab_down() {
+  local p
+  for p in "${LAB_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  LAB_PIDS=()
+  lab_stop_haka
+  [ -n "${LAB_NS_C:-}" ] && ip netns del "$LAB_NS_C" 2>/dev/null
+  [ -n "${LAB_NS_S:-}" ] && ip netns del "$LAB_NS_S" 2>/dev/null
+  return 0
+}
