@@ -202,6 +202,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 tx_queue: if passive { 0 } else { w as u16 },
                 rings: rings.clone(),
                 dump_flows: spec.flow_dump.is_some(),
+                offline: spec.stop_after.is_some(),
             }
         })
         .collect();
@@ -547,6 +548,9 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     })?;
     if args.workers == 0 || args.workers as usize > std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
         return Err(format!("--workers {}: must be between 1 and the number of CPUs", args.workers));
+    }
+    if args.workers > 1 && args.output.is_some() {
+        return Err("-o needs --workers 1: net_pcap writes one output through a single tx queue".into());
     }
     let mut config = match &args.config {
         Some(p) => Config::load(p)?,

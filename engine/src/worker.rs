@@ -50,7 +50,13 @@ pub struct WorkerPlan {
     /// Software dispatch: rings[i] is worker i's inbound ring.
     pub rings: Option<Arc<Vec<Ring>>>,
     pub dump_flows: bool,
+    /// Offline input (a capture file): rather than drop, stop reading while
+    /// the dispatch rings are backed up (net_pcap loses packets when the pool is empty).
+    pub offline: bool,
 }
+
+/// Offline backpressure threshold: packets waiting in any dispatch ring.
+const OFFLINE_RING_LIMIT: u32 = 256;
 
 /// A worker's result, returned when it stops.
 pub struct WorkerReport {
@@ -160,7 +166,9 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
 
     while !shared.stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
-        for q in &plan.rx {
+        let backed_up = plan.offline
+            && rings.as_ref().is_some_and(|r| r.iter().any(|ring| ring.count() > OFFLINE_RING_LIMIT));
+        for q in plan.rx.iter().filter(|_| !backed_up) {
             let n = q.rx(&mut rx);
             if n == 0 {
                 continue;

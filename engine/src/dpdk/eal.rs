@@ -20,16 +20,30 @@ impl Eal {
         let argc = argv.len() as c_int;
         argv.push(std::ptr::null_mut());
         let argv = Box::leak(argv.into_boxed_slice());
+        // EAL prints usage text and log lines on failure; capture them so the
+        // error is one line, and replay them on success.
+        let capture = OutputCapture::start();
         // SAFETY: argv is a NULL-terminated array of valid, leaked C strings;
         // rte_eal_init is called once per process (callers guarantee it).
         let ret = unsafe { dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
+        let text = capture.map(OutputCapture::finish).unwrap_or_default();
         if ret < 0 {
-            return Err(format!(
-                "EAL initialisation failed ({}); check the EAL arguments: {}",
-                super::last_error(),
-                args[1..].join(" ")
-            ));
+            let cause = text
+                .lines()
+                .map(str::trim)
+                .find(|l| {
+                    !l.is_empty()
+                        && !l.starts_with("EAL: Detected")
+                        && !l.starts_with("EAL: Selected")
+                        && !l.starts_with("EAL: Physical")
+                        && !l.starts_with("EAL: FATAL")
+                        && !l.starts_with("Usage:")
+                })
+                .map(|l| l.strip_prefix(&format!("{}: ", args[0])).unwrap_or(l).to_string())
+                .unwrap_or_else(super::last_error);
+            return Err(format!("EAL initialisation failed: {cause} (EAL arguments: {})", args[1..].join(" ")));
         }
+        eprint!("{text}");
         Ok(Eal { _private: () })
     }
 }
@@ -41,6 +55,52 @@ impl Drop for Eal {
         unsafe {
             dpdk_sys::rte_eal_cleanup();
         }
+    }
+}
+
+/// Redirects the process's stdout and stderr (fds 1 and 2) into an unlinked
+/// temporary file until `finish`.
+struct OutputCapture {
+    file: std::fs::File,
+    saved_out: c_int,
+    saved_err: c_int,
+}
+
+impl OutputCapture {
+    fn start() -> Option<OutputCapture> {
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("haka-eal-{}.log", std::process::id()));
+        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).ok()?;
+        let _ = std::fs::remove_file(&path);
+        // SAFETY: dup/dup2 on valid descriptors; stdio is flushed first so
+        // nothing buffered lands in the wrong place.
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            let saved_out = libc::dup(1);
+            let saved_err = libc::dup(2);
+            if saved_out < 0 || saved_err < 0 {
+                return None;
+            }
+            libc::dup2(file.as_raw_fd(), 1);
+            libc::dup2(file.as_raw_fd(), 2);
+            Some(OutputCapture { file, saved_out, saved_err })
+        }
+    }
+
+    fn finish(mut self) -> String {
+        use std::io::{Read, Seek};
+        // SAFETY: restores the descriptors saved by start().
+        unsafe {
+            libc::fflush(std::ptr::null_mut());
+            libc::dup2(self.saved_out, 1);
+            libc::dup2(self.saved_err, 2);
+            libc::close(self.saved_out);
+            libc::close(self.saved_err);
+        }
+        let mut text = String::new();
+        let _ = self.file.rewind();
+        let _ = self.file.read_to_string(&mut text);
+        text
     }
 }
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Sets up the machine, builds, and runs every test: unit tests (dissectors,
+# flow table, config, ...), integration tests through the real datapath
+# (hakapcap on the Haka captures, flow affinity, bad input), and the
+# end-to-end lab with real kernel traffic (tests/*.sh). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo build --release --bins
+cargo test --release --workspace
+for t in tests/*.sh; do
+  echo "== $t"
+  bash "$t"
+done
+echo "ALL TESTS PASSED"

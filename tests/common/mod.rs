@@ -1,0 +1,75 @@
+//! Helpers for the integration tests: run the real binaries, build captures.
+#![allow(dead_code)]
+use haka_engine::pcapfile::Capture;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn pcaps_dir() -> PathBuf {
+    match std::env::var_os("HAKA_PCAPS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/haka-pcaps"),
+    }
+}
+
+pub fn hakapcap(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hakapcap")).args(args).output().expect("run hakapcap")
+}
+
+pub fn haka(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_haka")).args(args).output().expect("run haka")
+}
+
+pub fn stderr_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stderr).lines().map(str::to_owned).collect()
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).expect("stats file")).expect("stats json")
+}
+
+pub fn empty_rules(dir: &Path) -> PathBuf {
+    let p = dir.join("empty.lua");
+    std::fs::write(&p, "-- no rules: accept everything\n").unwrap();
+    p
+}
+
+/// Internet checksum over `data`.
+pub fn csum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Ethernet/IPv4/UDP-or-TCP frame with a valid IPv4 header checksum.
+pub fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let l4_len = if proto == 6 { 20 } else { 8 };
+    let total = 20 + l4_len + payload.len();
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, proto, 0, 0];
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = csum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    if proto == 6 {
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    } else {
+        f.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+    }
+    f.extend_from_slice(payload);
+    f
+}
+
+pub fn write_capture(path: &Path, packets: Vec<Vec<u8>>) {
+    Capture { link_type: 1, packets }.write(path).unwrap();
+}
