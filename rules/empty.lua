@@ -1,0 +1,1 @@
+-- Empty policy: every packet is accepted (Haka's sample/empty.lua).
