@@ -198,13 +198,19 @@ mod tests {
         t.set_ethertype(ethertype::IPV6);
         assert_eq!(t.pcp(), 7);
         assert_eq!(t.vid(), 0xfff);
-        assert_eq!(&f[..18], &[9, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 0x88, 0xa8, 0xef, 0xff, 0x86, 0xdd]);
+        assert_eq!(
+            &f[..18],
+            &[9, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 0x88, 0xa8, 0xef, 0xff, 0x86, 0xdd]
+        );
     }
 
     #[test]
     fn wire_ethernet_truncated() {
         let f = [0u8; 13];
-        assert_eq!(EthernetFrame::new_checked(&f[..]).unwrap_err(), Malformed::EthernetTruncated);
+        assert_eq!(
+            EthernetFrame::new_checked(&f[..]).unwrap_err(),
+            Malformed::EthernetTruncated
+        );
         assert_eq!(VlanTag::new_checked(&f[..3]).unwrap_err(), Malformed::VlanTruncated);
         assert!(!ethertype::is_vlan(ethertype::IPV4));
         assert!(ethertype::is_vlan(0x9100));

@@ -200,7 +200,10 @@ mod tests {
         p.set_msg_type(v4_type::DEST_UNREACHABLE);
         p.set_code(3);
         assert!(!p.is_echo());
-        assert_eq!(Icmpv4Packet::new_checked(&m[..7]).unwrap_err(), Malformed::IcmpTruncated);
+        assert_eq!(
+            Icmpv4Packet::new_checked(&m[..7]).unwrap_err(),
+            Malformed::IcmpTruncated
+        );
     }
 
     #[test]
@@ -224,6 +227,9 @@ mod tests {
         assert!(!p.verify_checksum(&s, &d));
         p.set_msg_type(v6_type::NEIGHBOR_SOLICIT);
         assert!(!p.is_echo());
-        assert_eq!(Icmpv6Packet::new_checked(&m[..7]).unwrap_err(), Malformed::Icmpv6Truncated);
+        assert_eq!(
+            Icmpv6Packet::new_checked(&m[..7]).unwrap_err(),
+            Malformed::Icmpv6Truncated
+        );
     }
 }

@@ -255,8 +255,8 @@ mod tests {
 
     /// Well-known header (Wikipedia "IPv4 header checksum" example), checksum 0xb861.
     const HDR: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
-        0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+        0x00, 0xc7,
     ];
 
     fn packet() -> Vec<u8> {
@@ -327,7 +327,10 @@ mod tests {
     fn wire_ipv4_checked_errors() {
         let p = packet();
         assert_eq!(Ipv4Packet::new_checked(&p[..19]).unwrap_err(), Malformed::Ipv4Truncated);
-        assert_eq!(Ipv4Packet::new_checked(&p[..0x72]).unwrap_err(), Malformed::Ipv4BadTotalLength);
+        assert_eq!(
+            Ipv4Packet::new_checked(&p[..0x72]).unwrap_err(),
+            Malformed::Ipv4BadTotalLength
+        );
         let mut q = p.clone();
         q[0] = 0x65;
         assert_eq!(Ipv4Packet::new_checked(&q[..]).unwrap_err(), Malformed::Ipv4BadVersion);
@@ -338,7 +341,10 @@ mod tests {
         q[0] = 0x46;
         q[2] = 0;
         q[3] = 23;
-        assert_eq!(Ipv4Packet::new_checked(&q[..]).unwrap_err(), Malformed::Ipv4BadTotalLength);
+        assert_eq!(
+            Ipv4Packet::new_checked(&q[..]).unwrap_err(),
+            Malformed::Ipv4BadTotalLength
+        );
         q[3] = 24;
         let ip = Ipv4Packet::new_checked(&q[..]).unwrap();
         assert_eq!(ip.options().len(), 4);

@@ -323,13 +323,23 @@ pub fn walk_ext_headers(first: u8, payload: &[u8]) -> Result<ExtChain, Malformed
         let rest = payload.get(off..).unwrap_or(&[]);
         if nh == ip_proto::IPV6_FRAGMENT {
             let f = Ipv6FragmentHeader::new_checked(rest)?;
-            return Ok(ExtChain { proto: f.next_header(), offset: off + 8, fragment: true, count: count as u8 });
+            return Ok(ExtChain {
+                proto: f.next_header(),
+                offset: off + 8,
+                fragment: true,
+                count: count as u8,
+            });
         }
         let h = Ipv6ExtHeader::new_checked(rest, nh)?;
         nh = h.next_header();
         off += h.header_len();
     }
-    Ok(ExtChain { proto: nh, offset: off, fragment: false, count: count as u8 })
+    Ok(ExtChain {
+        proto: nh,
+        offset: off,
+        fragment: false,
+        count: count as u8,
+    })
 }
 
 #[cfg(test)]
@@ -368,10 +378,16 @@ mod tests {
     fn wire_ipv6_checked_errors() {
         let v = header(8, 59);
         assert_eq!(Ipv6Packet::new_checked(&v[..39]).unwrap_err(), Malformed::Ipv6Truncated);
-        assert_eq!(Ipv6Packet::new_checked(&v[..]).unwrap_err(), Malformed::Ipv6BadPayloadLength);
+        assert_eq!(
+            Ipv6Packet::new_checked(&v[..]).unwrap_err(),
+            Malformed::Ipv6BadPayloadLength
+        );
         let mut w = header(0, 0);
         w.extend_from_slice(&[0; 8]);
-        assert_eq!(Ipv6Packet::new_checked(&w[..]).unwrap_err(), Malformed::Ipv6BadPayloadLength);
+        assert_eq!(
+            Ipv6Packet::new_checked(&w[..]).unwrap_err(),
+            Malformed::Ipv6BadPayloadLength
+        );
         let mut w = header(0, 59);
         assert!(Ipv6Packet::new_checked(&w[..]).is_ok());
         w[0] = 0x45;
@@ -389,15 +405,30 @@ mod tests {
         p.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&[0; 20]);
         let c = walk_ext_headers(0, &p).unwrap();
-        assert_eq!(c, ExtChain { proto: 6, offset: 8 + 24 + 24 + 8, fragment: false, count: 4 });
+        assert_eq!(
+            c,
+            ExtChain {
+                proto: 6,
+                offset: 8 + 24 + 24 + 8,
+                fragment: false,
+                count: 4
+            }
+        );
         // Truncated anywhere inside the chain.
         for n in 0..64 {
-            assert_eq!(walk_ext_headers(0, &p[..n]).unwrap_err(), Malformed::Ipv6ExtTruncated, "n={n}");
+            assert_eq!(
+                walk_ext_headers(0, &p[..n]).unwrap_err(),
+                Malformed::Ipv6ExtTruncated,
+                "n={n}"
+            );
         }
         assert_eq!(walk_ext_headers(6, &[]).unwrap().offset, 0);
 
         let e = Ipv6ExtHeader::new_checked(&p[8..], ip_proto::IPV6_ROUTING).unwrap();
-        assert_eq!((e.kind(), e.next_header(), e.len_field(), e.header_len(), e.data().len()), (43, 51, 2, 24, 22));
+        assert_eq!(
+            (e.kind(), e.next_header(), e.len_field(), e.header_len(), e.data().len()),
+            (43, 51, 2, 24, 22)
+        );
         let a = Ipv6ExtHeader::new_checked(&p[32..], ip_proto::AH).unwrap();
         assert_eq!(a.header_len(), 24);
 
@@ -405,9 +436,20 @@ mod tests {
         let mut f = vec![0u8; 8];
         Ipv6FragmentHeader::new_unchecked(&mut f[..]).set(17, 1232, true, 0xdeadbeef);
         let fh = Ipv6FragmentHeader::new_checked(&f[..]).unwrap();
-        assert_eq!((fh.next_header(), fh.frag_offset(), fh.more_frags(), fh.ident()), (17, 1232, true, 0xdeadbeef));
+        assert_eq!(
+            (fh.next_header(), fh.frag_offset(), fh.more_frags(), fh.ident()),
+            (17, 1232, true, 0xdeadbeef)
+        );
         let c = walk_ext_headers(44, &f).unwrap();
-        assert_eq!(c, ExtChain { proto: 17, offset: 8, fragment: true, count: 1 });
+        assert_eq!(
+            c,
+            ExtChain {
+                proto: 17,
+                offset: 8,
+                fragment: true,
+                count: 1
+            }
+        );
 
         // 8 headers OK, 9 too long.
         let mut chain = Vec::new();
@@ -418,6 +460,9 @@ mod tests {
         assert_eq!(walk_ext_headers(60, &chain).unwrap().count, 8);
         chain[56] = 60;
         chain.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(walk_ext_headers(60, &chain).unwrap_err(), Malformed::Ipv6ExtChainTooLong);
+        assert_eq!(
+            walk_ext_headers(60, &chain).unwrap_err(),
+            Malformed::Ipv6ExtChainTooLong
+        );
     }
 }

@@ -151,7 +151,12 @@ pub mod checksum {
     /// zero, next header.
     #[inline]
     pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len: u32) -> u32 {
-        combine(&[sum(src), sum(dst), (l4_len >> 16) + (l4_len & 0xffff), next_header as u32])
+        combine(&[
+            sum(src),
+            sum(dst),
+            (l4_len >> 16) + (l4_len & 0xffff),
+            next_header as u32,
+        ])
     }
 
     /// Checksum of an L4 segment over IPv4 (TCP, UDP...): the segment's checksum field must
@@ -180,11 +185,8 @@ pub mod checksum {
     /// RFC 1624 incremental update for a 32-bit value (e.g. an IPv4 address), as two words.
     #[inline]
     pub fn update32(cksum: u16, old: u32, new: u32) -> u16 {
-        let acc = (!cksum) as u32
-            + (!(old >> 16) as u16) as u32
-            + (!(old as u16)) as u32
-            + (new >> 16)
-            + (new & 0xffff);
+        let acc =
+            (!cksum) as u32 + (!(old >> 16) as u16) as u32 + (!(old as u16)) as u32 + (new >> 16) + (new & 0xffff);
         !fold(acc)
     }
 
@@ -248,7 +250,10 @@ mod tests {
 
     #[test]
     fn wire_checksum_incremental_update() {
-        let mut d = [0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+        let mut d = [
+            0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
+        ];
         let c = compute(&d);
         // Change TTL/protocol word.
         let old = u16::from_be_bytes([d[8], d[9]]);

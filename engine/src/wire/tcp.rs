@@ -229,9 +229,9 @@ mod tests {
     /// the naive reference below (and with etherparse in the dissect tests).
     fn syn() -> ([u8; 4], [u8; 4], Vec<u8>) {
         let seg = vec![
-            0xcb, 0x1c, 0x00, 0x50, 0x3a, 0x9f, 0x1c, 0x33, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x00,
-            0x00, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x2a, 0x4d, 0x3b, 0x00, 0x00,
-            0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+            0xcb, 0x1c, 0x00, 0x50, 0x3a, 0x9f, 0x1c, 0x33, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x00, 0x00,
+            0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x2a, 0x4d, 0x3b, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x03, 0x03, 0x07,
         ];
         ([192, 168, 1, 2], [93, 184, 216, 34], seg)
     }
@@ -315,10 +315,19 @@ mod tests {
     #[test]
     fn wire_tcp_checked_errors() {
         let (_, _, seg) = syn();
-        assert_eq!(TcpSegment::new_checked(&seg[..19]).unwrap_err(), Malformed::TcpTruncated);
-        assert_eq!(TcpSegment::new_checked(&seg[..39]).unwrap_err(), Malformed::TcpTruncated);
+        assert_eq!(
+            TcpSegment::new_checked(&seg[..19]).unwrap_err(),
+            Malformed::TcpTruncated
+        );
+        assert_eq!(
+            TcpSegment::new_checked(&seg[..39]).unwrap_err(),
+            Malformed::TcpTruncated
+        );
         let mut s2 = seg.clone();
         s2[12] = 0x40;
-        assert_eq!(TcpSegment::new_checked(&s2[..]).unwrap_err(), Malformed::TcpBadDataOffset);
+        assert_eq!(
+            TcpSegment::new_checked(&s2[..]).unwrap_err(),
+            Malformed::TcpBadDataOffset
+        );
     }
 }

@@ -143,8 +143,8 @@ mod tests {
     fn dns() -> ([u8; 4], [u8; 4], Vec<u8>) {
         let mut v = vec![0xcf, 0x08, 0x00, 0x35, 0x00, 0x25, 0x00, 0x00];
         v.extend_from_slice(&[
-            0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, b'e', b'x', b'a', b'm',
-            b'p', b'l', b'e', 0x03, b'c', b'o', b'm', 0x00, 0x00, 0x01, 0x00, 0x01,
+            0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, b'e', b'x', b'a', b'm', b'p',
+            b'l', b'e', 0x03, b'c', b'o', b'm', 0x00, 0x00, 0x01, 0x00, 0x01,
         ]);
         ([192, 168, 1, 10], [8, 8, 8, 8], v)
     }
@@ -194,7 +194,7 @@ mod tests {
         // Find a payload whose checksum computes to 0: adjust a word so the sum is 0xffff.
         let s = [10, 0, 0, 1];
         let d = [10, 0, 0, 2];
-        let mut v = vec![0u8; 10];
+        let mut v = [0u8; 10];
         let mut u = UdpPacket::new_unchecked(&mut v[..]);
         u.set_src_port(1000);
         u.set_dst_port(2000);
