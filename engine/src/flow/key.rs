@@ -186,20 +186,23 @@ mod tests {
                 assert!(dev < 0.05, "{what}: mod {n} bucket {i} has {x} (mean {mean})");
             }
         }
-        // low bits as used by the table: 1024 buckets, none empty nor > 2x mean
-        let mut c = vec![0usize; 1024];
-        for h in hashes {
-            c[(h & 1023) as usize] += 1;
+        // bits as used by the table (bucket from the high half, tag from bits 16..32),
+        // also among the flows of one worker of 4 (hash % 4 == 0)
+        for worker_only in [false, true] {
+            let mine: Vec<u64> = hashes.iter().copied().filter(|h| !worker_only || h % 4 == 0).collect();
+            let mut c = vec![0usize; 1024];
+            for h in &mine {
+                c[((h >> 32) & 1023) as usize] += 1;
+            }
+            let mean = mine.len() / 1024;
+            assert!(c.iter().all(|&x| x > mean / 3 && x < mean * 3), "{what}: bucket bits skewed");
+            let mut c = [0usize; 128];
+            for h in &mine {
+                c[((h >> 25) & 127) as usize] += 1;
+            }
+            let mean = mine.len() / 128;
+            assert!(c.iter().all(|&x| x > mean * 2 / 3 && x < mean * 3 / 2), "{what}: tag bits skewed");
         }
-        let mean = hashes.len() / 1024;
-        assert!(c.iter().all(|&x| x > mean / 2 && x < mean * 2), "{what}: low bits skewed");
-        // top 7 bits (hashbrown's tag)
-        let mut c = [0usize; 128];
-        for h in hashes {
-            c[(h >> 57) as usize] += 1;
-        }
-        let mean = hashes.len() / 128;
-        assert!(c.iter().all(|&x| x > mean * 3 / 4 && x < mean * 5 / 4), "{what}: top bits skewed");
     }
 
     #[test]

@@ -31,13 +31,13 @@ pub struct EthernetFrame<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> EthernetFrame<T> {
     pub const HEADER_LEN: usize = 14;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         EthernetFrame { buffer }
     }
 
     /// Fails with `EthernetTruncated` when shorter than 14 bytes.
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         if buffer.as_ref().len() < Self::HEADER_LEN {
             return Err(Malformed::EthernetTruncated);
@@ -45,52 +45,52 @@ impl<T: AsRef<[u8]>> EthernetFrame<T> {
         Ok(EthernetFrame { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> [u8; 6] {
         let b = self.buffer.as_ref();
         [b[0], b[1], b[2], b[3], b[4], b[5]]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> [u8; 6] {
         let b = self.buffer.as_ref();
         [b[6], b[7], b[8], b[9], b[10], b[11]]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ethertype(&self) -> u16 {
         be16(self.buffer.as_ref(), 12)
     }
 
     /// Bytes after the 14-byte header (the first VLAN tag, if any, starts here).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[Self::HEADER_LEN..]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthernetFrame<T> {
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, a: [u8; 6]) {
         self.buffer.as_mut()[0..6].copy_from_slice(&a);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, a: [u8; 6]) {
         self.buffer.as_mut()[6..12].copy_from_slice(&a);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_ethertype(&mut self, t: u16) {
         put16(self.buffer.as_mut(), 12, t)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         &mut self.buffer.as_mut()[Self::HEADER_LEN..]
     }
@@ -106,13 +106,13 @@ pub struct VlanTag<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> VlanTag<T> {
     pub const LEN: usize = 4;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         VlanTag { buffer }
     }
 
     /// Fails with `VlanTruncated` when shorter than 4 bytes.
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         if buffer.as_ref().len() < Self::LEN {
             return Err(Malformed::VlanTruncated);
@@ -120,50 +120,50 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
         Ok(VlanTag { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn tci(&self) -> u16 {
         be16(self.buffer.as_ref(), 0)
     }
 
     /// Priority code point (3 bits).
-    #[inline]
+    #[inline(always)]
     pub fn pcp(&self) -> u8 {
         (self.tci() >> 13) as u8
     }
 
     /// Drop eligible indicator.
-    #[inline]
+    #[inline(always)]
     pub fn dei(&self) -> bool {
         self.tci() & 0x1000 != 0
     }
 
     /// 12-bit VLAN identifier.
-    #[inline]
+    #[inline(always)]
     pub fn vid(&self) -> u16 {
         self.tci() & 0x0fff
     }
 
     /// Ethertype of what follows the tag.
-    #[inline]
+    #[inline(always)]
     pub fn ethertype(&self) -> u16 {
         be16(self.buffer.as_ref(), 2)
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
-    #[inline]
+    #[inline(always)]
     pub fn set_tci(&mut self, tci: u16) {
         put16(self.buffer.as_mut(), 0, tci)
     }
 
     /// Sets the 12-bit VID, keeping PCP/DEI.
-    #[inline]
+    #[inline(always)]
     pub fn set_vid(&mut self, vid: u16) {
         let tci = (self.tci() & 0xf000) | (vid & 0x0fff);
         self.set_tci(tci)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_ethertype(&mut self, t: u16) {
         put16(self.buffer.as_mut(), 2, t)
     }
@@ -198,13 +198,19 @@ mod tests {
         t.set_ethertype(ethertype::IPV6);
         assert_eq!(t.pcp(), 7);
         assert_eq!(t.vid(), 0xfff);
-        assert_eq!(&f[..18], &[9, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 0x88, 0xa8, 0xef, 0xff, 0x86, 0xdd]);
+        assert_eq!(
+            &f[..18],
+            &[9, 9, 9, 9, 9, 9, 8, 8, 8, 8, 8, 8, 0x88, 0xa8, 0xef, 0xff, 0x86, 0xdd]
+        );
     }
 
     #[test]
     fn wire_ethernet_truncated() {
         let f = [0u8; 13];
-        assert_eq!(EthernetFrame::new_checked(&f[..]).unwrap_err(), Malformed::EthernetTruncated);
+        assert_eq!(
+            EthernetFrame::new_checked(&f[..]).unwrap_err(),
+            Malformed::EthernetTruncated
+        );
         assert_eq!(VlanTag::new_checked(&f[..3]).unwrap_err(), Malformed::VlanTruncated);
         assert!(!ethertype::is_vlan(ethertype::IPV4));
         assert!(ethertype::is_vlan(0x9100));

@@ -28,13 +28,13 @@ macro_rules! icmp_common {
         impl<T: AsRef<[u8]>> $name<T> {
             pub const HEADER_LEN: usize = 8;
 
-            #[inline]
+            #[inline(always)]
             pub fn new_unchecked(buffer: T) -> Self {
                 $name { buffer }
             }
 
             /// Fails when shorter than the 8-byte header.
-            #[inline]
+            #[inline(always)]
             pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
                 if buffer.as_ref().len() < Self::HEADER_LEN {
                     return Err($err);
@@ -42,72 +42,72 @@ macro_rules! icmp_common {
                 Ok($name { buffer })
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn into_inner(self) -> T {
                 self.buffer
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn msg_type(&self) -> u8 {
                 self.buffer.as_ref()[0]
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn code(&self) -> u8 {
                 self.buffer.as_ref()[1]
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn checksum(&self) -> u16 {
                 be16(self.buffer.as_ref(), 2)
             }
 
             /// Echo identifier (bytes 4..6); meaningful for echo request/reply.
-            #[inline]
+            #[inline(always)]
             pub fn echo_ident(&self) -> u16 {
                 be16(self.buffer.as_ref(), 4)
             }
 
             /// Echo sequence number (bytes 6..8); meaningful for echo request/reply.
-            #[inline]
+            #[inline(always)]
             pub fn echo_seq(&self) -> u16 {
                 be16(self.buffer.as_ref(), 6)
             }
 
             /// Data after the 8-byte header.
-            #[inline]
+            #[inline(always)]
             pub fn payload(&self) -> &[u8] {
                 &self.buffer.as_ref()[Self::HEADER_LEN..]
             }
         }
 
         impl<T: AsRef<[u8]> + AsMut<[u8]>> $name<T> {
-            #[inline]
+            #[inline(always)]
             pub fn set_msg_type(&mut self, t: u8) {
                 self.buffer.as_mut()[0] = t;
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn set_code(&mut self, c: u8) {
                 self.buffer.as_mut()[1] = c;
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn set_checksum(&mut self, c: u16) {
                 put16(self.buffer.as_mut(), 2, c)
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn set_echo_ident(&mut self, id: u16) {
                 put16(self.buffer.as_mut(), 4, id)
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn set_echo_seq(&mut self, seq: u16) {
                 put16(self.buffer.as_mut(), 6, seq)
             }
 
-            #[inline]
+            #[inline(always)]
             pub fn payload_mut(&mut self) -> &mut [u8] {
                 &mut self.buffer.as_mut()[Self::HEADER_LEN..]
             }
@@ -125,7 +125,7 @@ icmp_common!(Icmpv4Packet, Malformed::IcmpTruncated);
 
 impl<T: AsRef<[u8]>> Icmpv4Packet<T> {
     /// Echo request (8) or echo reply (0).
-    #[inline]
+    #[inline(always)]
     pub fn is_echo(&self) -> bool {
         matches!(self.msg_type(), v4_type::ECHO_REQUEST | v4_type::ECHO_REPLY)
     }
@@ -155,7 +155,7 @@ icmp_common!(Icmpv6Packet, Malformed::Icmpv6Truncated);
 
 impl<T: AsRef<[u8]>> Icmpv6Packet<T> {
     /// Echo request (128) or echo reply (129).
-    #[inline]
+    #[inline(always)]
     pub fn is_echo(&self) -> bool {
         matches!(self.msg_type(), v6_type::ECHO_REQUEST | v6_type::ECHO_REPLY)
     }
@@ -200,7 +200,10 @@ mod tests {
         p.set_msg_type(v4_type::DEST_UNREACHABLE);
         p.set_code(3);
         assert!(!p.is_echo());
-        assert_eq!(Icmpv4Packet::new_checked(&m[..7]).unwrap_err(), Malformed::IcmpTruncated);
+        assert_eq!(
+            Icmpv4Packet::new_checked(&m[..7]).unwrap_err(),
+            Malformed::IcmpTruncated
+        );
     }
 
     #[test]
@@ -224,6 +227,9 @@ mod tests {
         assert!(!p.verify_checksum(&s, &d));
         p.set_msg_type(v6_type::NEIGHBOR_SOLICIT);
         assert!(!p.is_echo());
-        assert_eq!(Icmpv6Packet::new_checked(&m[..7]).unwrap_err(), Malformed::Icmpv6Truncated);
+        assert_eq!(
+            Icmpv6Packet::new_checked(&m[..7]).unwrap_err(),
+            Malformed::Icmpv6Truncated
+        );
     }
 }

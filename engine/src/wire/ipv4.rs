@@ -3,7 +3,7 @@
 //! `new_checked` validates version, IHL, header fit and total length; bytes beyond the total
 //! length (Ethernet padding) are outside `payload()`.
 
-use super::{be16, checksum, put16};
+use super::{be16, be32, checksum, put16};
 use crate::dissect::Malformed;
 
 /// View over an IPv4 header and its payload.
@@ -16,7 +16,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Length of the header without options.
     pub const MIN_HEADER_LEN: usize = 20;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv4Packet { buffer }
     }
@@ -25,7 +25,7 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// IHL >= 5 (`Ipv4BadIhl`), the whole header present (`Ipv4Truncated`),
     /// IHL*4 <= total length <= buffer length (`Ipv4BadTotalLength`).
     /// Does not verify the checksum (see [`Ipv4Packet::verify_checksum`]).
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < Self::MIN_HEADER_LEN {
@@ -48,99 +48,97 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         Ok(Ipv4Packet { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[0] >> 4
     }
 
     /// Header length in 32-bit words.
-    #[inline]
+    #[inline(always)]
     pub fn ihl(&self) -> u8 {
         self.buffer.as_ref()[0] & 0x0f
     }
 
     /// Header length in bytes (IHL * 4).
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         (self.ihl() as usize) * 4
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dscp(&self) -> u8 {
         self.buffer.as_ref()[1] >> 2
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ecn(&self) -> u8 {
         self.buffer.as_ref()[1] & 0x03
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn total_len(&self) -> u16 {
         be16(self.buffer.as_ref(), 2)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ident(&self) -> u16 {
         be16(self.buffer.as_ref(), 4)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dont_frag(&self) -> bool {
         self.buffer.as_ref()[6] & 0x40 != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn more_frags(&self) -> bool {
         self.buffer.as_ref()[6] & 0x20 != 0
     }
 
     /// Fragment offset in bytes (the 13-bit field times 8).
-    #[inline]
+    #[inline(always)]
     pub fn frag_offset(&self) -> u16 {
         (be16(self.buffer.as_ref(), 6) & 0x1fff) << 3
     }
 
     /// True when MF is set or the fragment offset is non-zero.
-    #[inline]
+    #[inline(always)]
     pub fn is_fragment(&self) -> bool {
         be16(self.buffer.as_ref(), 6) & 0x3fff != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ttl(&self) -> u8 {
         self.buffer.as_ref()[8]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn protocol(&self) -> u8 {
         self.buffer.as_ref()[9]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         be16(self.buffer.as_ref(), 10)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> [u8; 4] {
-        let b = self.buffer.as_ref();
-        [b[12], b[13], b[14], b[15]]
+        be32(self.buffer.as_ref(), 12).to_be_bytes()
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> [u8; 4] {
-        let b = self.buffer.as_ref();
-        [b[16], b[17], b[18], b[19]]
+        be32(self.buffer.as_ref(), 16).to_be_bytes()
     }
 
     /// Header options (bytes 20..IHL*4).
-    #[inline]
+    #[inline(always)]
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[Self::MIN_HEADER_LEN..self.header_len()]
     }
@@ -148,18 +146,25 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// True when the header checksum is correct.
     #[inline]
     pub fn verify_checksum(&self) -> bool {
-        checksum::fold(checksum::sum(&self.buffer.as_ref()[..self.header_len()])) == 0xffff
+        let b = self.buffer.as_ref();
+        let hl = self.header_len();
+        // Constant-length fast path for the usual option-less header (fully unrolled).
+        if hl == Self::MIN_HEADER_LEN {
+            checksum::verify(&b[..Self::MIN_HEADER_LEN])
+        } else {
+            checksum::verify(&b[..hl])
+        }
     }
 
     /// Payload: bytes IHL*4..total_len (Ethernet padding excluded).
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..self.total_len() as usize]
     }
 
     /// IPv4 pseudo-header partial sum for this packet's payload (protocol, addresses and
     /// payload length from the header), to combine with the L4 sum.
-    #[inline]
+    #[inline(always)]
     pub fn pseudo_header_sum(&self) -> u32 {
         let l4_len = (self.total_len() as usize).saturating_sub(self.header_len()) as u16;
         checksum::pseudo_header_v4(&self.src_addr(), &self.dst_addr(), self.protocol(), l4_len)
@@ -168,54 +173,54 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     /// Sets version 4 and the IHL (in 32-bit words).
-    #[inline]
+    #[inline(always)]
     pub fn set_version_ihl(&mut self, ihl: u8) {
         self.buffer.as_mut()[0] = 0x40 | (ihl & 0x0f);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_dscp_ecn(&mut self, dscp: u8, ecn: u8) {
         self.buffer.as_mut()[1] = (dscp << 2) | (ecn & 0x03);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_total_len(&mut self, len: u16) {
         put16(self.buffer.as_mut(), 2, len)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_ident(&mut self, id: u16) {
         put16(self.buffer.as_mut(), 4, id)
     }
 
     /// Sets DF, MF and the fragment offset (in bytes; must be a multiple of 8).
-    #[inline]
+    #[inline(always)]
     pub fn set_frag(&mut self, dont_frag: bool, more_frags: bool, offset_bytes: u16) {
         let v = ((dont_frag as u16) << 14) | ((more_frags as u16) << 13) | ((offset_bytes >> 3) & 0x1fff);
         put16(self.buffer.as_mut(), 6, v)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_ttl(&mut self, ttl: u8) {
         self.buffer.as_mut()[8] = ttl;
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_protocol(&mut self, p: u8) {
         self.buffer.as_mut()[9] = p;
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buffer.as_mut(), 10, c)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, a: [u8; 4]) {
         self.buffer.as_mut()[12..16].copy_from_slice(&a);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, a: [u8; 4]) {
         self.buffer.as_mut()[16..20].copy_from_slice(&a);
     }
@@ -242,7 +247,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         ttl
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let (hl, tl) = (self.header_len(), self.total_len() as usize);
         &mut self.buffer.as_mut()[hl..tl]
@@ -255,8 +260,8 @@ mod tests {
 
     /// Well-known header (Wikipedia "IPv4 header checksum" example), checksum 0xb861.
     const HDR: [u8; 20] = [
-        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0,
-        0xa8, 0x00, 0xc7,
+        0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+        0x00, 0xc7,
     ];
 
     fn packet() -> Vec<u8> {
@@ -327,7 +332,10 @@ mod tests {
     fn wire_ipv4_checked_errors() {
         let p = packet();
         assert_eq!(Ipv4Packet::new_checked(&p[..19]).unwrap_err(), Malformed::Ipv4Truncated);
-        assert_eq!(Ipv4Packet::new_checked(&p[..0x72]).unwrap_err(), Malformed::Ipv4BadTotalLength);
+        assert_eq!(
+            Ipv4Packet::new_checked(&p[..0x72]).unwrap_err(),
+            Malformed::Ipv4BadTotalLength
+        );
         let mut q = p.clone();
         q[0] = 0x65;
         assert_eq!(Ipv4Packet::new_checked(&q[..]).unwrap_err(), Malformed::Ipv4BadVersion);
@@ -338,7 +346,10 @@ mod tests {
         q[0] = 0x46;
         q[2] = 0;
         q[3] = 23;
-        assert_eq!(Ipv4Packet::new_checked(&q[..]).unwrap_err(), Malformed::Ipv4BadTotalLength);
+        assert_eq!(
+            Ipv4Packet::new_checked(&q[..]).unwrap_err(),
+            Malformed::Ipv4BadTotalLength
+        );
         q[3] = 24;
         let ip = Ipv4Packet::new_checked(&q[..]).unwrap();
         assert_eq!(ip.options().len(), 4);

@@ -20,7 +20,7 @@ pub struct Ipv6Packet<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     pub const HEADER_LEN: usize = 40;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv6Packet { buffer }
     }
@@ -28,7 +28,7 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Checks, in order: 40 bytes present (`Ipv6Truncated`), version 6 (`Ipv6BadVersion`),
     /// 40 + payload length <= buffer length (`Ipv6BadPayloadLength`). A payload length of 0
     /// with a Hop-by-Hop header (RFC 2675 jumbogram) is rejected as `Ipv6BadPayloadLength`.
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < Self::HEADER_LEN {
@@ -44,49 +44,49 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         Ok(Ipv6Packet { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn version(&self) -> u8 {
         self.buffer.as_ref()[0] >> 4
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn traffic_class(&self) -> u8 {
         (be16(self.buffer.as_ref(), 0) >> 4) as u8
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn flow_label(&self) -> u32 {
         be32(self.buffer.as_ref(), 0) & 0x000f_ffff
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload_len(&self) -> u16 {
         be16(self.buffer.as_ref(), 4)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[6]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn hop_limit(&self) -> u8 {
         self.buffer.as_ref()[7]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn src_addr(&self) -> [u8; 16] {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.buffer.as_ref()[8..24]);
         a
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dst_addr(&self) -> [u8; 16] {
         let mut a = [0u8; 16];
         a.copy_from_slice(&self.buffer.as_ref()[24..40]);
@@ -94,14 +94,14 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     }
 
     /// Payload (extension headers + upper layer): bytes 40..40+payload_len.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[Self::HEADER_LEN..Self::HEADER_LEN + self.payload_len() as usize]
     }
 
     /// Pseudo-header partial sum for an upper-layer segment of `l4_len` bytes with protocol
     /// `next_header` (the upper-layer value, not the first extension header).
-    #[inline]
+    #[inline(always)]
     pub fn pseudo_header_sum(&self, next_header: u8, l4_len: u32) -> u32 {
         checksum::pseudo_header_v6(&self.src_addr(), &self.dst_addr(), next_header, l4_len)
     }
@@ -109,38 +109,38 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     /// Sets version 6, traffic class and flow label.
-    #[inline]
+    #[inline(always)]
     pub fn set_version_tc_flow(&mut self, traffic_class: u8, flow_label: u32) {
         let v = (6u32 << 28) | ((traffic_class as u32) << 20) | (flow_label & 0x000f_ffff);
         put32(self.buffer.as_mut(), 0, v)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_payload_len(&mut self, len: u16) {
         put16(self.buffer.as_mut(), 4, len)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_next_header(&mut self, nh: u8) {
         self.buffer.as_mut()[6] = nh;
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_hop_limit(&mut self, h: u8) {
         self.buffer.as_mut()[7] = h;
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_src_addr(&mut self, a: [u8; 16]) {
         self.buffer.as_mut()[8..24].copy_from_slice(&a);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_addr(&mut self, a: [u8; 16]) {
         self.buffer.as_mut()[24..40].copy_from_slice(&a);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let end = Self::HEADER_LEN + self.payload_len() as usize;
         &mut self.buffer.as_mut()[Self::HEADER_LEN..end]
@@ -172,13 +172,13 @@ pub struct Ipv6ExtHeader<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T, kind: u8) -> Self {
         Ipv6ExtHeader { buffer, kind }
     }
 
     /// Fails with `Ipv6ExtTruncated` unless the whole header (per its length field) is present.
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T, kind: u8) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < 2 {
@@ -192,24 +192,24 @@ impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
     }
 
     /// The protocol number of this header (as given by the previous next-header field).
-    #[inline]
+    #[inline(always)]
     pub fn kind(&self) -> u8 {
         self.kind
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
 
     /// Raw length byte.
-    #[inline]
+    #[inline(always)]
     pub fn len_field(&self) -> u8 {
         self.buffer.as_ref()[1]
     }
 
     /// Total header length in bytes: 8 for Fragment, (len+2)*4 for AH, (len+1)*8 otherwise.
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         let l = self.len_field() as usize;
         match self.kind {
@@ -220,14 +220,14 @@ impl<T: AsRef<[u8]>> Ipv6ExtHeader<T> {
     }
 
     /// Bytes after the 2-byte next-header/length prefix, up to the header length.
-    #[inline]
+    #[inline(always)]
     pub fn data(&self) -> &[u8] {
         &self.buffer.as_ref()[2..self.header_len()]
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6ExtHeader<T> {
-    #[inline]
+    #[inline(always)]
     pub fn set_next_header(&mut self, nh: u8) {
         self.buffer.as_mut()[0] = nh;
     }
@@ -242,12 +242,12 @@ pub struct Ipv6FragmentHeader<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> Ipv6FragmentHeader<T> {
     pub const LEN: usize = 8;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         Ipv6FragmentHeader { buffer }
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         if buffer.as_ref().len() < Self::LEN {
             return Err(Malformed::Ipv6ExtTruncated);
@@ -255,23 +255,23 @@ impl<T: AsRef<[u8]>> Ipv6FragmentHeader<T> {
         Ok(Ipv6FragmentHeader { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn next_header(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
 
     /// Fragment offset in bytes.
-    #[inline]
+    #[inline(always)]
     pub fn frag_offset(&self) -> u16 {
         be16(self.buffer.as_ref(), 2) & 0xfff8
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn more_frags(&self) -> bool {
         self.buffer.as_ref()[3] & 1 != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ident(&self) -> u32 {
         be32(self.buffer.as_ref(), 4)
     }
@@ -279,7 +279,7 @@ impl<T: AsRef<[u8]>> Ipv6FragmentHeader<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6FragmentHeader<T> {
     /// Writes the whole header (reserved fields zeroed). `offset_bytes` must be a multiple of 8.
-    #[inline]
+    #[inline(always)]
     pub fn set(&mut self, next_header: u8, offset_bytes: u16, more_frags: bool, ident: u32) {
         let b = self.buffer.as_mut();
         b[0] = next_header;
@@ -323,13 +323,23 @@ pub fn walk_ext_headers(first: u8, payload: &[u8]) -> Result<ExtChain, Malformed
         let rest = payload.get(off..).unwrap_or(&[]);
         if nh == ip_proto::IPV6_FRAGMENT {
             let f = Ipv6FragmentHeader::new_checked(rest)?;
-            return Ok(ExtChain { proto: f.next_header(), offset: off + 8, fragment: true, count: count as u8 });
+            return Ok(ExtChain {
+                proto: f.next_header(),
+                offset: off + 8,
+                fragment: true,
+                count: count as u8,
+            });
         }
         let h = Ipv6ExtHeader::new_checked(rest, nh)?;
         nh = h.next_header();
         off += h.header_len();
     }
-    Ok(ExtChain { proto: nh, offset: off, fragment: false, count: count as u8 })
+    Ok(ExtChain {
+        proto: nh,
+        offset: off,
+        fragment: false,
+        count: count as u8,
+    })
 }
 
 #[cfg(test)]
@@ -368,10 +378,16 @@ mod tests {
     fn wire_ipv6_checked_errors() {
         let v = header(8, 59);
         assert_eq!(Ipv6Packet::new_checked(&v[..39]).unwrap_err(), Malformed::Ipv6Truncated);
-        assert_eq!(Ipv6Packet::new_checked(&v[..]).unwrap_err(), Malformed::Ipv6BadPayloadLength);
+        assert_eq!(
+            Ipv6Packet::new_checked(&v[..]).unwrap_err(),
+            Malformed::Ipv6BadPayloadLength
+        );
         let mut w = header(0, 0);
         w.extend_from_slice(&[0; 8]);
-        assert_eq!(Ipv6Packet::new_checked(&w[..]).unwrap_err(), Malformed::Ipv6BadPayloadLength);
+        assert_eq!(
+            Ipv6Packet::new_checked(&w[..]).unwrap_err(),
+            Malformed::Ipv6BadPayloadLength
+        );
         let mut w = header(0, 59);
         assert!(Ipv6Packet::new_checked(&w[..]).is_ok());
         w[0] = 0x45;
@@ -389,15 +405,30 @@ mod tests {
         p.extend_from_slice(&[6, 0, 0, 0, 0, 0, 0, 0]);
         p.extend_from_slice(&[0; 20]);
         let c = walk_ext_headers(0, &p).unwrap();
-        assert_eq!(c, ExtChain { proto: 6, offset: 8 + 24 + 24 + 8, fragment: false, count: 4 });
+        assert_eq!(
+            c,
+            ExtChain {
+                proto: 6,
+                offset: 8 + 24 + 24 + 8,
+                fragment: false,
+                count: 4
+            }
+        );
         // Truncated anywhere inside the chain.
         for n in 0..64 {
-            assert_eq!(walk_ext_headers(0, &p[..n]).unwrap_err(), Malformed::Ipv6ExtTruncated, "n={n}");
+            assert_eq!(
+                walk_ext_headers(0, &p[..n]).unwrap_err(),
+                Malformed::Ipv6ExtTruncated,
+                "n={n}"
+            );
         }
         assert_eq!(walk_ext_headers(6, &[]).unwrap().offset, 0);
 
         let e = Ipv6ExtHeader::new_checked(&p[8..], ip_proto::IPV6_ROUTING).unwrap();
-        assert_eq!((e.kind(), e.next_header(), e.len_field(), e.header_len(), e.data().len()), (43, 51, 2, 24, 22));
+        assert_eq!(
+            (e.kind(), e.next_header(), e.len_field(), e.header_len(), e.data().len()),
+            (43, 51, 2, 24, 22)
+        );
         let a = Ipv6ExtHeader::new_checked(&p[32..], ip_proto::AH).unwrap();
         assert_eq!(a.header_len(), 24);
 
@@ -405,9 +436,20 @@ mod tests {
         let mut f = vec![0u8; 8];
         Ipv6FragmentHeader::new_unchecked(&mut f[..]).set(17, 1232, true, 0xdeadbeef);
         let fh = Ipv6FragmentHeader::new_checked(&f[..]).unwrap();
-        assert_eq!((fh.next_header(), fh.frag_offset(), fh.more_frags(), fh.ident()), (17, 1232, true, 0xdeadbeef));
+        assert_eq!(
+            (fh.next_header(), fh.frag_offset(), fh.more_frags(), fh.ident()),
+            (17, 1232, true, 0xdeadbeef)
+        );
         let c = walk_ext_headers(44, &f).unwrap();
-        assert_eq!(c, ExtChain { proto: 17, offset: 8, fragment: true, count: 1 });
+        assert_eq!(
+            c,
+            ExtChain {
+                proto: 17,
+                offset: 8,
+                fragment: true,
+                count: 1
+            }
+        );
 
         // 8 headers OK, 9 too long.
         let mut chain = Vec::new();
@@ -418,6 +460,9 @@ mod tests {
         assert_eq!(walk_ext_headers(60, &chain).unwrap().count, 8);
         chain[56] = 60;
         chain.extend_from_slice(&[17, 0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(walk_ext_headers(60, &chain).unwrap_err(), Malformed::Ipv6ExtChainTooLong);
+        assert_eq!(
+            walk_ext_headers(60, &chain).unwrap_err(),
+            Malformed::Ipv6ExtChainTooLong
+        );
     }
 }

@@ -74,10 +74,15 @@ pub(crate) fn put32(b: &mut [u8], at: usize, v: u32) {
 /// zero byte).
 pub mod checksum {
     /// Ones-complement partial sum of `data` (16-bit big-endian words, odd byte zero-padded).
-    #[inline]
+    #[inline(always)]
     pub fn sum(data: &[u8]) -> u32 {
-        // Accumulate 32-bit words in a u64: the fold below reduces modulo 0xffff, which is
-        // exactly the ones-complement sum of the 16-bit words.
+        fold64(sum64(data)) as u32
+    }
+
+    /// Unfolded sum: 32-bit big-endian words accumulated in a u64. Folding it modulo 0xffff
+    /// gives exactly the ones-complement sum of the 16-bit words.
+    #[inline(always)]
+    fn sum64(data: &[u8]) -> u64 {
         let mut acc: u64 = 0;
         let mut chunks = data.chunks_exact(4);
         for c in &mut chunks {
@@ -92,7 +97,17 @@ pub mod checksum {
         if rem.len() > i {
             acc += (rem[i] as u64) << 8;
         }
-        fold64(acc) as u32
+        acc
+    }
+
+    /// True when the ones-complement sum of `data` is 0xffff, i.e. `data` includes a correct
+    /// checksum (IPv4 header, ICMPv4 message). Cheaper than `compute(data) == 0`.
+    #[inline(always)]
+    pub fn verify(data: &[u8]) -> bool {
+        // The folded sum is in 1..=0xffff for a non-zero accumulator and congruent to it
+        // modulo 0xffff: it is 0xffff exactly when the accumulator is a non-zero multiple.
+        let acc = sum64(data);
+        acc != 0 && acc % 0xffff == 0
     }
 
     #[inline(always)]
@@ -151,7 +166,12 @@ pub mod checksum {
     /// zero, next header.
     #[inline]
     pub fn pseudo_header_v6(src: &[u8; 16], dst: &[u8; 16], next_header: u8, l4_len: u32) -> u32 {
-        combine(&[sum(src), sum(dst), (l4_len >> 16) + (l4_len & 0xffff), next_header as u32])
+        combine(&[
+            sum(src),
+            sum(dst),
+            (l4_len >> 16) + (l4_len & 0xffff),
+            next_header as u32,
+        ])
     }
 
     /// Checksum of an L4 segment over IPv4 (TCP, UDP...): the segment's checksum field must
@@ -180,11 +200,8 @@ pub mod checksum {
     /// RFC 1624 incremental update for a 32-bit value (e.g. an IPv4 address), as two words.
     #[inline]
     pub fn update32(cksum: u16, old: u32, new: u32) -> u16 {
-        let acc = (!cksum) as u32
-            + (!(old >> 16) as u16) as u32
-            + (!(old as u16)) as u32
-            + (new >> 16)
-            + (new & 0xffff);
+        let acc =
+            (!cksum) as u32 + (!(old >> 16) as u16) as u32 + (!(old as u16)) as u32 + (new >> 16) + (new & 0xffff);
         !fold(acc)
     }
 
@@ -239,7 +256,15 @@ mod tests {
         }
         for len in 0..buf.len() {
             assert_eq!(fold(sum(&buf[..len])), ref_sum(&buf[..len]), "len {len}");
+            assert_eq!(verify(&buf[..len]), ref_sum(&buf[..len]) == 0xffff, "len {len}");
+            // Make it valid: append the checksum word (even lengths only).
+            if len % 2 == 0 {
+                let mut v = buf[..len].to_vec();
+                v.extend_from_slice(&compute(&buf[..len]).to_be_bytes());
+                assert!(verify(&v) || v.iter().all(|&b| b == 0), "len {len}");
+            }
         }
+        assert!(!verify(&[]) && !verify(&[0, 0]) && verify(&[0xff, 0xff]) && verify(&[0, 0, 0xff, 0xff]));
         let ff = [0xffu8; 257];
         for len in 0..ff.len() {
             assert_eq!(fold(sum(&ff[..len])), ref_sum(&ff[..len]), "len {len}");
@@ -248,7 +273,10 @@ mod tests {
 
     #[test]
     fn wire_checksum_incremental_update() {
-        let mut d = [0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
+        let mut d = [
+            0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0, 0, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8,
+            0x00, 0xc7,
+        ];
         let c = compute(&d);
         // Change TTL/protocol word.
         let old = u16::from_be_bytes([d[8], d[9]]);

@@ -26,14 +26,14 @@ pub struct TcpSegment<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> TcpSegment<T> {
     pub const MIN_HEADER_LEN: usize = 20;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         TcpSegment { buffer }
     }
 
     /// Checks: 20 bytes present (`TcpTruncated`), data offset >= 5 (`TcpBadDataOffset`),
     /// the whole header (data offset * 4) present (`TcpTruncated`).
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < Self::MIN_HEADER_LEN {
@@ -49,90 +49,90 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
         Ok(TcpSegment { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), 0)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         be16(self.buffer.as_ref(), 2)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn seq_number(&self) -> u32 {
         be32(self.buffer.as_ref(), 4)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ack_number(&self) -> u32 {
         be32(self.buffer.as_ref(), 8)
     }
 
     /// Data offset in 32-bit words.
-    #[inline]
+    #[inline(always)]
     pub fn data_offset(&self) -> u8 {
         self.buffer.as_ref()[12] >> 4
     }
 
     /// Header length in bytes.
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         (self.data_offset() as usize) * 4
     }
 
     /// Flags byte (see [`flags`]); the NS bit (byte 12 bit 0) is not included.
-    #[inline]
+    #[inline(always)]
     pub fn flags(&self) -> u8 {
         self.buffer.as_ref()[13]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn syn(&self) -> bool {
         self.flags() & flags::SYN != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn ack(&self) -> bool {
         self.flags() & flags::ACK != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn fin(&self) -> bool {
         self.flags() & flags::FIN != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn rst(&self) -> bool {
         self.flags() & flags::RST != 0
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn window(&self) -> u16 {
         be16(self.buffer.as_ref(), 14)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         be16(self.buffer.as_ref(), 16)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn urgent(&self) -> u16 {
         be16(self.buffer.as_ref(), 18)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[Self::MIN_HEADER_LEN..self.header_len()]
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[self.header_len()..]
     }
@@ -151,48 +151,48 @@ impl<T: AsRef<[u8]>> TcpSegment<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
-    #[inline]
+    #[inline(always)]
     pub fn set_src_port(&mut self, p: u16) {
         put16(self.buffer.as_mut(), 0, p)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_port(&mut self, p: u16) {
         put16(self.buffer.as_mut(), 2, p)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_seq_number(&mut self, v: u32) {
         put32(self.buffer.as_mut(), 4, v)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_ack_number(&mut self, v: u32) {
         put32(self.buffer.as_mut(), 8, v)
     }
 
     /// Sets the data offset (32-bit words), clearing the reserved bits and NS.
-    #[inline]
+    #[inline(always)]
     pub fn set_data_offset(&mut self, words: u8) {
         self.buffer.as_mut()[12] = words << 4;
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_flags(&mut self, f: u8) {
         self.buffer.as_mut()[13] = f;
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_window(&mut self, w: u16) {
         put16(self.buffer.as_mut(), 14, w)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buffer.as_mut(), 16, c)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_urgent(&mut self, u: u16) {
         put16(self.buffer.as_mut(), 18, u)
     }
@@ -213,7 +213,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpSegment<T> {
         self.set_checksum(c);
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let hl = self.header_len();
         &mut self.buffer.as_mut()[hl..]
@@ -229,9 +229,9 @@ mod tests {
     /// the naive reference below (and with etherparse in the dissect tests).
     fn syn() -> ([u8; 4], [u8; 4], Vec<u8>) {
         let seg = vec![
-            0xcb, 0x1c, 0x00, 0x50, 0x3a, 0x9f, 0x1c, 0x33, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x00,
-            0x00, 0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x2a, 0x4d, 0x3b, 0x00, 0x00,
-            0x00, 0x00, 0x01, 0x03, 0x03, 0x07,
+            0xcb, 0x1c, 0x00, 0x50, 0x3a, 0x9f, 0x1c, 0x33, 0x00, 0x00, 0x00, 0x00, 0xa0, 0x02, 0xfa, 0xf0, 0x00, 0x00,
+            0x00, 0x00, 0x02, 0x04, 0x05, 0xb4, 0x04, 0x02, 0x08, 0x0a, 0x00, 0x2a, 0x4d, 0x3b, 0x00, 0x00, 0x00, 0x00,
+            0x01, 0x03, 0x03, 0x07,
         ];
         ([192, 168, 1, 2], [93, 184, 216, 34], seg)
     }
@@ -315,10 +315,19 @@ mod tests {
     #[test]
     fn wire_tcp_checked_errors() {
         let (_, _, seg) = syn();
-        assert_eq!(TcpSegment::new_checked(&seg[..19]).unwrap_err(), Malformed::TcpTruncated);
-        assert_eq!(TcpSegment::new_checked(&seg[..39]).unwrap_err(), Malformed::TcpTruncated);
+        assert_eq!(
+            TcpSegment::new_checked(&seg[..19]).unwrap_err(),
+            Malformed::TcpTruncated
+        );
+        assert_eq!(
+            TcpSegment::new_checked(&seg[..39]).unwrap_err(),
+            Malformed::TcpTruncated
+        );
         let mut s2 = seg.clone();
         s2[12] = 0x40;
-        assert_eq!(TcpSegment::new_checked(&s2[..]).unwrap_err(), Malformed::TcpBadDataOffset);
+        assert_eq!(
+            TcpSegment::new_checked(&s2[..]).unwrap_err(),
+            Malformed::TcpBadDataOffset
+        );
     }
 }

@@ -14,14 +14,14 @@ pub struct UdpPacket<T: AsRef<[u8]>> {
 impl<T: AsRef<[u8]>> UdpPacket<T> {
     pub const HEADER_LEN: usize = 8;
 
-    #[inline]
+    #[inline(always)]
     pub fn new_unchecked(buffer: T) -> Self {
         UdpPacket { buffer }
     }
 
     /// Checks: 8 bytes present (`UdpTruncated`), 8 <= length field <= buffer length
     /// (`UdpBadLength`).
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buffer: T) -> Result<Self, Malformed> {
         let b = buffer.as_ref();
         if b.len() < Self::HEADER_LEN {
@@ -34,40 +34,40 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         Ok(UdpPacket { buffer })
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn into_inner(self) -> T {
         self.buffer
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn src_port(&self) -> u16 {
         be16(self.buffer.as_ref(), 0)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn dst_port(&self) -> u16 {
         be16(self.buffer.as_ref(), 2)
     }
 
     /// Length field (header + payload).
-    #[inline]
+    #[inline(always)]
     pub fn len(&self) -> u16 {
         be16(self.buffer.as_ref(), 4)
     }
 
     /// True when the length field says there is no payload.
-    #[inline]
+    #[inline(always)]
     pub fn is_empty(&self) -> bool {
         self.len() as usize <= Self::HEADER_LEN
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn checksum(&self) -> u16 {
         be16(self.buffer.as_ref(), 6)
     }
 
     /// Payload: bytes 8..length.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.buffer.as_ref()[Self::HEADER_LEN..self.len() as usize]
     }
@@ -91,22 +91,22 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
-    #[inline]
+    #[inline(always)]
     pub fn set_src_port(&mut self, p: u16) {
         put16(self.buffer.as_mut(), 0, p)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_dst_port(&mut self, p: u16) {
         put16(self.buffer.as_mut(), 2, p)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_len(&mut self, l: u16) {
         put16(self.buffer.as_mut(), 4, l)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn set_checksum(&mut self, c: u16) {
         put16(self.buffer.as_mut(), 6, c)
     }
@@ -127,7 +127,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let l = self.len() as usize;
         &mut self.buffer.as_mut()[Self::HEADER_LEN..l]
@@ -143,8 +143,8 @@ mod tests {
     fn dns() -> ([u8; 4], [u8; 4], Vec<u8>) {
         let mut v = vec![0xcf, 0x08, 0x00, 0x35, 0x00, 0x25, 0x00, 0x00];
         v.extend_from_slice(&[
-            0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, b'e', b'x', b'a', b'm',
-            b'p', b'l', b'e', 0x03, b'c', b'o', b'm', 0x00, 0x00, 0x01, 0x00, 0x01,
+            0x12, 0x34, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x07, b'e', b'x', b'a', b'm', b'p',
+            b'l', b'e', 0x03, b'c', b'o', b'm', 0x00, 0x00, 0x01, 0x00, 0x01,
         ]);
         ([192, 168, 1, 10], [8, 8, 8, 8], v)
     }
@@ -194,7 +194,7 @@ mod tests {
         // Find a payload whose checksum computes to 0: adjust a word so the sum is 0xffff.
         let s = [10, 0, 0, 1];
         let d = [10, 0, 0, 2];
-        let mut v = vec![0u8; 10];
+        let mut v = [0u8; 10];
         let mut u = UdpPacket::new_unchecked(&mut v[..]);
         u.set_src_port(1000);
         u.set_dst_port(2000);
