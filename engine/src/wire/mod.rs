@@ -107,7 +107,7 @@ pub mod checksum {
         // The folded sum is in 1..=0xffff for a non-zero accumulator and congruent to it
         // modulo 0xffff: it is 0xffff exactly when the accumulator is a non-zero multiple.
         let acc = sum64(data);
-        acc != 0 && acc % 0xffff == 0
+        acc != 0 && acc.is_multiple_of(0xffff)
     }
 
     #[inline(always)]
