@@ -192,11 +192,7 @@ fn bench_dissect_cpu(c: &mut Criterion<ThreadCpuTime>) {
 struct ThreadCpuTime;
 
 fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    assert_eq!(rc, 0);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    haka_engine::dpdk::thread_cpu_ns()
 }
 
 impl Measurement for ThreadCpuTime {

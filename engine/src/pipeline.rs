@@ -2,7 +2,7 @@
 //! find the flow, decide. One `Pipeline` per worker (it owns the flow table).
 use crate::config::{Config, Verdict};
 use crate::dissect::{dissect, DissectOptions, LinkType, Malformed, PacketMeta, L3};
-use crate::flow::{EndReason, Flow, FlowId, FlowKey, FlowTable, Side};
+use crate::flow::{Direction, EndReason, Flow, FlowId, FlowKey, FlowPacket, FlowTable, Observed, Side};
 use crate::stats::{Counters, DropReason};
 
 /// A dissected packet with its flow key: computed once, by whichever worker
@@ -19,6 +19,76 @@ pub struct Classified {
 pub enum Decision {
     Accept,
     Drop(DropReason),
+}
+
+/// Packets per batch: one rx burst.
+pub const BATCH: usize = 32;
+
+type Class = Result<Option<Classified>, Malformed>;
+
+/// Up to [`BATCH`] packets this worker decides on together, so that the flow
+/// table overlaps the cache misses of all their lookups (`observe_burst`).
+pub struct Batch {
+    class: [Class; BATCH],
+    len: [u32; BATCH],
+    /// Caller's tag per packet (its slot in the rx burst).
+    tag: [u8; BATCH],
+    decision: [Decision; BATCH],
+    n: usize,
+    flow_pkts: [FlowPacket; BATCH],
+    flow_of: [u8; BATCH],
+    observed: [Observed; BATCH],
+}
+
+const NO_KEY: FlowKey = FlowKey { lo_addr: [0; 16], hi_addr: [0; 16], lo_port: 0, hi_port: 0, vlan: 0, proto: 0 };
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch {
+            class: [Ok(None); BATCH],
+            len: [0; BATCH],
+            tag: [0; BATCH],
+            decision: [Decision::Accept; BATCH],
+            n: 0,
+            flow_pkts: [FlowPacket { key: NO_KEY, hash: 0, sender: Side::Lo, tcp_flags: None, bytes: 0 }; BATCH],
+            flow_of: [0; BATCH],
+            observed: [Observed { id: 0, dir: Direction::Up, created: false }; BATCH],
+        }
+    }
+}
+
+impl Batch {
+    pub fn clear(&mut self) {
+        self.n = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.n == BATCH
+    }
+
+    /// Adds a classified packet of `len` bytes; `tag` comes back with its decision.
+    #[inline(always)]
+    pub fn push(&mut self, tag: u8, class: Class, len: u32) {
+        debug_assert!(self.n < BATCH);
+        self.class[self.n] = class;
+        self.len[self.n] = len;
+        self.tag[self.n] = tag;
+        self.n += 1;
+    }
+
+    /// (tag, decision) of packet `j` after [`Pipeline::decide_batch`].
+    #[inline(always)]
+    pub fn result(&self, j: usize) -> (u8, Decision) {
+        (self.tag[j], self.decision[j])
+    }
 }
 
 pub struct Pipeline {
@@ -78,18 +148,48 @@ impl Pipeline {
                 c.accepted += 1;
                 Decision::Accept
             }
-            Err(m) => {
-                c.malformed[m.index()] += 1;
-                match self.malformed_verdict {
-                    Verdict::Accept => {
-                        c.accepted += 1;
-                        Decision::Accept
-                    }
-                    Verdict::Drop => {
-                        c.drop(DropReason::Malformed);
-                        Decision::Drop(DropReason::Malformed)
-                    }
+            Err(m) => self.malformed(m, c),
+        }
+    }
+
+    /// Decides on every packet of the batch; flow lookups are done together.
+    pub fn decide_batch(&mut self, b: &mut Batch, now_ms: u64, c: &mut Counters) {
+        let mut k = 0;
+        for i in 0..b.n {
+            c.processed += 1;
+            b.decision[i] = match b.class[i] {
+                Ok(Some(p)) => {
+                    let tcp_flags = (p.meta.proto == 6 && p.meta.has_l4).then_some(p.meta.tcp_flags);
+                    b.flow_pkts[k] = FlowPacket { key: p.key, hash: p.hash, sender: p.side, tcp_flags, bytes: b.len[i] };
+                    b.flow_of[k] = i as u8;
+                    k += 1;
+                    c.accepted += 1;
+                    Decision::Accept
                 }
+                Ok(None) => {
+                    c.non_ip += 1;
+                    c.accepted += 1;
+                    Decision::Accept
+                }
+                Err(m) => self.malformed(m, c),
+            };
+        }
+        if k > 0 {
+            self.table.observe_burst(&b.flow_pkts[..k], now_ms, &mut b.observed[..k]);
+            c.flows_created += b.observed[..k].iter().filter(|o| o.created).count() as u64;
+        }
+    }
+
+    fn malformed(&self, m: Malformed, c: &mut Counters) -> Decision {
+        c.malformed[m.index()] += 1;
+        match self.malformed_verdict {
+            Verdict::Accept => {
+                c.accepted += 1;
+                Decision::Accept
+            }
+            Verdict::Drop => {
+                c.drop(DropReason::Malformed);
+                Decision::Drop(DropReason::Malformed)
             }
         }
     }
@@ -171,6 +271,41 @@ mod tests {
         assert_eq!(c.non_ip, 1);
         assert_eq!(c.processed, 4);
         assert_eq!(c.accepted, 3);
+    }
+
+    #[test]
+    fn batch_decides_like_one_by_one() {
+        let cfg = Config::default();
+        let mut one = Pipeline::new(&cfg, LinkType::Ethernet);
+        let mut many = Pipeline::new(&cfg, LinkType::Ethernet);
+        let (mut c1, mut c2) = (Counters::default(), Counters::default());
+        let mut frames = Vec::new();
+        for i in 0..40u8 {
+            frames.push(tcp_frame([198, 18, 0, i % 7], [198, 18, 1, 1], 1000 + i as u16 % 5, 80, 0x10));
+            frames.push(tcp_frame([198, 18, 1, 1], [198, 18, 0, i % 7], 80, 1000 + i as u16 % 5, 0x10));
+        }
+        frames.push(vec![0u8; 3]);
+        let mut expected = Vec::new();
+        for f in &frames {
+            expected.push(one.process(f, 5, &mut c1));
+        }
+        let mut got = Vec::new();
+        for chunk in frames.chunks(BATCH) {
+            let mut b = Batch::default();
+            for (t, f) in chunk.iter().enumerate() {
+                b.push(t as u8, many.classify(f), f.len() as u32);
+            }
+            many.decide_batch(&mut b, 5, &mut c2);
+            for j in 0..b.len() {
+                got.push(b.result(j).1);
+            }
+        }
+        assert_eq!(got, expected);
+        assert_eq!(c1, c2);
+        assert_eq!(c2.flows_created, 35);
+        let f: Vec<_> = many.flows().iter().map(|(_, f)| (f.key, f.packets, f.bytes)).collect();
+        let g: Vec<_> = one.flows().iter().map(|(_, f)| (f.key, f.packets, f.bytes)).collect();
+        assert_eq!(f, g);
     }
 
     #[test]

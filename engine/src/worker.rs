@@ -4,7 +4,7 @@
 //! the paired port, then expire flows a little. Nothing here locks or allocates.
 use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::flow::{Flow, Side};
-use crate::pipeline::{Decision, Pipeline};
+use crate::pipeline::{Batch, Decision, Pipeline, BATCH};
 use crate::stats::{Counters, DropReason, SharedCounters};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -84,6 +84,8 @@ impl Clock {
     }
 }
 
+const _: () = assert!(BURST == BATCH && BURST <= u8::MAX as usize);
+
 /// Worker that owns a flow hash (fast range reduction, no division).
 #[inline(always)]
 pub fn owner_of(hash: u64, workers: usize) -> usize {
@@ -129,17 +131,29 @@ impl Loop<'_> {
         }
     }
 
-    /// Processes packets dispatched to this worker by others.
-    fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst) -> usize {
-        let n = inbound.dequeue(buf);
-        self.c.dispatched_in += n as u64;
-        for i in 0..n {
-            if let Some(m) = buf.take(i) {
-                let d = self.pipeline.process(m.data(), now, &mut self.c);
+    /// Decides on the batched packets of `burst` and sends or frees them.
+    fn finish_batch(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64) {
+        self.pipeline.decide_batch(batch, now, &mut self.c);
+        for j in 0..batch.len() {
+            let (slot, d) = batch.result(j);
+            if let Some(m) = burst.take(slot as usize) {
                 self.handle(m, d);
             }
         }
-        buf.clear();
+        batch.clear();
+        burst.clear();
+    }
+
+    /// Processes packets dispatched to this worker by others.
+    fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
+        let n = inbound.dequeue(buf);
+        self.c.dispatched_in += n as u64;
+        for i in 0..n {
+            if let Some(m) = buf.get(i) {
+                batch.push(i as u8, self.pipeline.classify(m.data()), m.pkt_len());
+            }
+        }
+        self.finish_batch(buf, batch, now);
         n
     }
 }
@@ -157,6 +171,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let rings = plan.rings.clone();
     let mut rx = MbufBurst::new();
     let mut ringbuf = MbufBurst::new();
+    let mut batch = Batch::default();
     let mut staged: Vec<MbufBurst> = (0..plan.workers).map(|_| MbufBurst::new()).collect();
     let clock = Clock::new();
     let tick_every = (dpdk::tsc_hz() / 50).max(1);
@@ -183,15 +198,15 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                 if let Some(m) = rx.get(i + 4) {
                     m.prefetch_data();
                 }
-                let Some(m) = rx.take(i) else { continue };
+                let Some(m) = rx.get(i) else { continue };
                 let class = lp.pipeline.classify(m.data());
                 if let Some(rings) = &rings {
-                    let hash = match &class {
-                        Ok(Some(p)) => p.hash,
-                        _ => 0, // non-IP and malformed: any worker; keep them here
+                    let owner = match &class {
+                        Ok(Some(p)) => owner_of(p.hash, plan.workers),
+                        _ => me, // non-IP and malformed have no flow: decide here
                     };
-                    let owner = if hash == 0 { me } else { owner_of(hash, plan.workers) };
                     if owner != me {
+                        let Some(m) = rx.take(i) else { continue };
                         let stage = &mut staged[owner];
                         if let Err(m) = stage.push(m) {
                             send_stage(&rings[owner], stage, &mut lp.c);
@@ -200,11 +215,9 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                         continue;
                     }
                 }
-                let len = m.pkt_len();
-                let d = lp.pipeline.decide(class, len, now, &mut lp.c);
-                lp.handle(m, d);
+                batch.push(i as u8, class, m.pkt_len());
             }
-            rx.clear();
+            lp.finish_batch(&mut rx, &mut batch, now);
             if let Some(rings) = &rings {
                 for (w, stage) in staged.iter_mut().enumerate() {
                     if !stage.is_empty() {
@@ -214,7 +227,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             }
         }
         if let Some(rings) = &rings {
-            while lp.drain_ring(now, &rings[me], &mut ringbuf) == BURST {}
+            while lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch) == BURST {}
         }
         lp.flush_tx();
         lp.pipeline.expire(now, &mut lp.c);
@@ -238,12 +251,12 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     if let Some(rings) = &rings {
         let now = clock.now_ms();
         while shared.rx_stopped.load(Ordering::SeqCst) < plan.workers {
-            lp.drain_ring(now, &rings[me], &mut ringbuf);
+            lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
             lp.flush_tx();
             std::hint::spin_loop();
         }
         // Phase 2: nobody enqueues any more; empty the ring.
-        while lp.drain_ring(now, &rings[me], &mut ringbuf) > 0 {}
+        while lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch) > 0 {}
     }
     lp.flush_tx();
     let now = clock.now_ms();
