@@ -11,7 +11,9 @@ fail() { echo "FAIL lab_http: $*"; [ -n "${LAB_DIR:-}" ] && tail -20 "$LAB_DIR/h
 name="hkt$$"
 STATS=$(mktemp /tmp/haka-lab-stats.XXXXXX.json)
 FLOWS=$(mktemp /tmp/haka-lab-flows.XXXXXX.jsonl)
-lab_up "$name" "$HAKA" --stats-file "$STATS" --flow-dump "$FLOWS" || fail "lab did not come up"
+CONF=$(mktemp /tmp/haka-lab-conf.XXXXXX.toml)
+printf '[datapath]\nstats_interval = 1\n' > "$CONF"
+lab_up "$name" "$HAKA" -c "$CONF" --stats-file "$STATS" --flow-dump "$FLOWS" || fail "lab did not come up"
 www="$LAB_DIR/www"; mkdir -p "$www"
 body="haka lab $$ $(date +%s%N)"
 echo "$body" > "$www/index.html"
@@ -26,6 +28,10 @@ code=$(tail -n1 <<<"$out"); got=$(head -n -1 <<<"$out")
 head -c 300000 /dev/urandom > "$www/big.bin"
 lab_client curl -sS -m 20 -o "$LAB_DIR/big.out" "http://$LAB_SERVER_IP:8080/big.bin" || fail "big download"
 cmp -s "$www/big.bin" "$LAB_DIR/big.out" || fail "big download differs"
+
+# Periodic stats lines (stats_interval = 1).
+for i in $(seq 1 30); do grep -q '^stats: ' "$LAB_DIR/haka.log" && break; sleep 0.1; done
+grep -q '^stats: t=[0-9]*s rx=[0-9]* ' "$LAB_DIR/haka.log" || fail "no periodic stats line"
 
 lab_stop_haka
 [ "$LAB_HAKA_RC" = 0 ] || fail "haka exit code $LAB_HAKA_RC"
@@ -53,5 +59,5 @@ big = max(http, key=lambda f: f["bytes_down"])
 assert big["bytes_down"] > 300000, big
 print("lab_http: ports rx %d/%d tx %d/%d, %d flows, mempool in use %d" % (p0["rx"], p1["rx"], p0["tx"], p1["tx"], t["flows_created"], st["mempool"]["in_use"]))
 PY
-rm -f "$STATS" "$FLOWS"
+rm -f "$STATS" "$FLOWS" "$CONF"
 echo "PASS lab_http"

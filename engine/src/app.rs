@@ -456,13 +456,14 @@ struct HakaArgs {
 }
 
 /// `haka [EAL args] -- [app args]`; without `--`, every argument is an app argument.
-pub fn haka_main(argv: Vec<String>) -> i32 {
+pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
     let prog = "haka";
     let (eal_cli, app_cli): (Vec<String>, Vec<String>) = match argv.iter().position(|a| a == "--") {
         Some(i) => (argv[1..i].to_vec(), argv[i + 1..].to_vec()),
         None => (Vec::new(), argv.get(1..).unwrap_or_default().to_vec()),
     };
-    let args = match HakaArgs::try_parse_from(std::iter::once(prog.to_string()).chain(app_cli)) {
+    let cmd = <HakaArgs as clap::CommandFactory>::command().version(build);
+    let args = match cmd.try_get_matches_from(std::iter::once(prog.to_string()).chain(app_cli)).and_then(|m| <HakaArgs as clap::FromArgMatches>::from_arg_matches(&m)) {
         Ok(a) => a,
         Err(e) => return clap_error(prog, e),
     };
@@ -528,9 +529,10 @@ fn vdev_path(p: &Path, what: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-pub fn hakapcap_main(argv: Vec<String>) -> i32 {
+pub fn hakapcap_main(argv: Vec<String>, build: &'static str) -> i32 {
     let prog = "hakapcap";
-    let args = match HakapcapArgs::try_parse_from(&argv) {
+    let cmd = <HakapcapArgs as clap::CommandFactory>::command().version(build);
+    let args = match cmd.try_get_matches_from(&argv).and_then(|m| <HakapcapArgs as clap::FromArgMatches>::from_arg_matches(&m)) {
         Ok(a) => a,
         Err(e) => return clap_error(prog, e),
     };

@@ -1,4 +1,7 @@
 //! `haka [EAL args] -- [-c haka.toml] [--stats-file PATH]`: the inline/passive daemon (foreground).
+/// Version line: package version, git revision, DPDK version it was built against.
+const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("HAKA_GIT_REV"), ", DPDK ", env!("HAKA_DPDK_VERSION"), ")");
+
 fn main() {
-    std::process::exit(haka_engine::app::haka_main(std::env::args().collect()));
+    std::process::exit(haka_engine::app::haka_main(std::env::args().collect(), BUILD));
 }

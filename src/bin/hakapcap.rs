@@ -1,4 +1,7 @@
 //! `hakapcap RULES.lua IN.pcap [-o OUT.pcap]`: the datapath run offline through net_pcap.
+/// Version line: package version, git revision, DPDK version it was built against.
+const BUILD: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("HAKA_GIT_REV"), ", DPDK ", env!("HAKA_DPDK_VERSION"), ")");
+
 fn main() {
-    std::process::exit(haka_engine::app::hakapcap_main(std::env::args().collect()));
+    std::process::exit(haka_engine::app::hakapcap_main(std::env::args().collect(), BUILD));
 }
