@@ -204,8 +204,36 @@ fn bench_observe(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    assert_eq!(t.len(), CAPACITY);
+    g.bench_function("new_flow_each_packet_64k_burst32", |b| {
+        b.iter_batched_ref(
+            || {
+                flood.clear();
+                for _ in 0..BATCH {
+                    flow = flow.wrapping_add(1);
+                    let p = packet(flow, &mut rng, 0x02);
+                    flood.push(p);
+                }
+                std::mem::take(&mut flood)
+            },
+            |pkts| {
+                now += 1;
+                let mut out = [Observed { id: 0, dir: Direction::Up, created: false }; 32];
+                for c in pkts.chunks(32) {
+                    let mut burst = [FlowPacket { key: c[0].key, hash: 0, sender: Side::Lo, tcp_flags: None, bytes: 0 }; 32];
+                    for (b, p) in burst.iter_mut().zip(c) {
+                        *b = FlowPacket { key: p.key, hash: p.key.hash(), sender: p.side, tcp_flags: p.flags, bytes: p.bytes };
+                    }
+                    t.observe_burst(&burst[..c.len()], now, &mut out);
+                    black_box(&out);
+                }
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
     assert_eq!(t.len(), CAPACITY);
+    assert!(t.counters().evicted > 0);
 
     let t = table();
     println!(
