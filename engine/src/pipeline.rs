@@ -1,18 +1,30 @@
 //! The per-packet decision, free of DPDK so it is unit-testable: dissect,
 //! find the flow, decide. One `Pipeline` per worker (it owns the flow table).
 use crate::config::{Config, Verdict};
-use crate::dissect::{dissect, DissectOptions, LinkType, Malformed, PacketMeta, L3};
+use crate::dissect::{dissect, DissectOptions, LinkType, Malformed, L3};
 use crate::flow::{Direction, EndReason, Flow, FlowId, FlowKey, FlowPacket, FlowTable, Observed, Side};
 use crate::stats::{Counters, DropReason};
 
-/// A dissected packet with its flow key: computed once, by whichever worker
-/// sees the packet first (the dispatcher reuses it when it owns the flow).
+/// What a worker needs to decide on a packet, computed once by whichever
+/// worker sees it first (the dispatcher reuses it when it owns the flow).
 #[derive(Clone, Copy, Debug)]
-pub struct Classified {
-    pub meta: PacketMeta,
-    pub key: FlowKey,
-    pub side: Side,
-    pub hash: u64,
+pub enum Class {
+    /// An IP packet: its flow key, hash, sender and TCP flags, ready for the flow table.
+    Flow(FlowPacket),
+    /// Not IP (ARP, LLDP, ...): no flow, accepted.
+    NonIp,
+    Malformed(Malformed),
+}
+
+impl Class {
+    /// The flow hash (dispatch), if the packet has a flow.
+    #[inline(always)]
+    pub fn flow_hash(&self) -> Option<u64> {
+        match self {
+            Class::Flow(p) => Some(p.hash),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,19 +36,25 @@ pub enum Decision {
 /// Packets per batch: one rx burst.
 pub const BATCH: usize = 32;
 
-type Class = Result<Option<Classified>, Malformed>;
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Index into `Batch::flows`.
+    Flow(u8),
+    NonIp,
+    Malformed(Malformed),
+}
 
 /// Up to [`BATCH`] packets this worker decides on together, so that the flow
 /// table overlaps the cache misses of all their lookups (`observe_burst`).
+/// Flow packets are stored contiguously as they come, ready for the table.
 pub struct Batch {
-    class: [Class; BATCH],
-    len: [u32; BATCH],
+    kind: [Kind; BATCH],
     /// Caller's tag per packet (its slot in the rx burst).
     tag: [u8; BATCH],
     decision: [Decision; BATCH],
     n: usize,
-    flow_pkts: [FlowPacket; BATCH],
-    flow_of: [u8; BATCH],
+    flows: [FlowPacket; BATCH],
+    n_flows: usize,
     observed: [Observed; BATCH],
 }
 
@@ -45,13 +63,12 @@ const NO_KEY: FlowKey = FlowKey { lo_addr: [0; 16], hi_addr: [0; 16], lo_port: 0
 impl Default for Batch {
     fn default() -> Self {
         Batch {
-            class: [Ok(None); BATCH],
-            len: [0; BATCH],
+            kind: [Kind::NonIp; BATCH],
             tag: [0; BATCH],
             decision: [Decision::Accept; BATCH],
             n: 0,
-            flow_pkts: [FlowPacket { key: NO_KEY, hash: 0, sender: Side::Lo, tcp_flags: None, bytes: 0 }; BATCH],
-            flow_of: [0; BATCH],
+            flows: [FlowPacket { key: NO_KEY, hash: 0, sender: Side::Lo, tcp_flags: None, bytes: 0 }; BATCH],
+            n_flows: 0,
             observed: [Observed { id: 0, dir: Direction::Up, created: false }; BATCH],
         }
     }
@@ -60,6 +77,7 @@ impl Default for Batch {
 impl Batch {
     pub fn clear(&mut self) {
         self.n = 0;
+        self.n_flows = 0;
     }
 
     pub fn len(&self) -> usize {
@@ -74,12 +92,19 @@ impl Batch {
         self.n == BATCH
     }
 
-    /// Adds a classified packet of `len` bytes; `tag` comes back with its decision.
+    /// Adds a classified packet; `tag` comes back with its decision.
     #[inline(always)]
-    pub fn push(&mut self, tag: u8, class: Class, len: u32) {
+    pub fn push(&mut self, tag: u8, class: Class) {
         debug_assert!(self.n < BATCH);
-        self.class[self.n] = class;
-        self.len[self.n] = len;
+        self.kind[self.n] = match class {
+            Class::Flow(p) => {
+                self.flows[self.n_flows] = p;
+                self.n_flows += 1;
+                Kind::Flow(self.n_flows as u8 - 1)
+            }
+            Class::NonIp => Kind::NonIp,
+            Class::Malformed(m) => Kind::Malformed(m),
+        };
         self.tag[self.n] = tag;
         self.n += 1;
     }
@@ -111,72 +136,41 @@ impl Pipeline {
         }
     }
 
-    /// Dissects a frame and computes its canonical flow key and hash.
-    /// `Ok(None)`: not IP (no flow). `Err`: malformed.
+    /// Dissects a frame of `len` bytes on the wire and prepares its flow lookup.
     #[inline(always)]
-    pub fn classify(&self, frame: &[u8]) -> Result<Option<Classified>, Malformed> {
-        let meta = dissect(frame, self.link, &self.opts)?;
+    pub fn classify(&self, frame: &[u8], len: u32) -> Class {
+        let meta = match dissect(frame, self.link, &self.opts) {
+            Ok(m) => m,
+            Err(m) => return Class::Malformed(m),
+        };
         if let L3::Other(_) = meta.l3 {
-            return Ok(None);
+            return Class::NonIp;
         }
-        let (key, side) = FlowKey::from_meta(&meta);
-        Ok(Some(Classified { meta, key, side, hash: key.hash() }))
-    }
-
-    /// Decides on a packet of `len` bytes classified by [`Pipeline::classify`].
-    #[inline(always)]
-    pub fn decide(
-        &mut self,
-        class: Result<Option<Classified>, Malformed>,
-        len: u32,
-        now_ms: u64,
-        c: &mut Counters,
-    ) -> Decision {
-        c.processed += 1;
-        match class {
-            Ok(Some(p)) => {
-                let flags = (p.meta.proto == 6 && p.meta.has_l4).then_some(p.meta.tcp_flags);
-                let obs = self.table.observe(&p.key, p.hash, p.side, now_ms, flags, len);
-                if obs.created {
-                    c.flows_created += 1;
-                }
-                c.accepted += 1;
-                Decision::Accept
-            }
-            Ok(None) => {
-                c.non_ip += 1;
-                c.accepted += 1;
-                Decision::Accept
-            }
-            Err(m) => self.malformed(m, c),
-        }
+        let (key, sender) = FlowKey::from_meta(&meta);
+        let tcp_flags = (meta.proto == 6 && meta.has_l4).then_some(meta.tcp_flags);
+        Class::Flow(FlowPacket { key, hash: key.hash(), sender, tcp_flags, bytes: len })
     }
 
     /// Decides on every packet of the batch; flow lookups are done together.
     pub fn decide_batch(&mut self, b: &mut Batch, now_ms: u64, c: &mut Counters) {
-        let mut k = 0;
+        if b.n_flows > 0 {
+            self.table.observe_burst(&b.flows[..b.n_flows], now_ms, &mut b.observed[..b.n_flows]);
+        }
         for i in 0..b.n {
             c.processed += 1;
-            b.decision[i] = match b.class[i] {
-                Ok(Some(p)) => {
-                    let tcp_flags = (p.meta.proto == 6 && p.meta.has_l4).then_some(p.meta.tcp_flags);
-                    b.flow_pkts[k] = FlowPacket { key: p.key, hash: p.hash, sender: p.side, tcp_flags, bytes: b.len[i] };
-                    b.flow_of[k] = i as u8;
-                    k += 1;
+            b.decision[i] = match b.kind[i] {
+                Kind::Flow(k) => {
+                    c.flows_created += b.observed[k as usize].created as u64;
                     c.accepted += 1;
                     Decision::Accept
                 }
-                Ok(None) => {
+                Kind::NonIp => {
                     c.non_ip += 1;
                     c.accepted += 1;
                     Decision::Accept
                 }
-                Err(m) => self.malformed(m, c),
+                Kind::Malformed(m) => self.malformed(m, c),
             };
-        }
-        if k > 0 {
-            self.table.observe_burst(&b.flow_pkts[..k], now_ms, &mut b.observed[..k]);
-            c.flows_created += b.observed[..k].iter().filter(|o| o.created).count() as u64;
         }
     }
 
@@ -194,11 +188,12 @@ impl Pipeline {
         }
     }
 
-    /// Classifies and decides in one step.
-    #[inline(always)]
+    /// Classifies and decides on one packet (tests, slow paths).
     pub fn process(&mut self, frame: &[u8], now_ms: u64, c: &mut Counters) -> Decision {
-        let class = self.classify(frame);
-        self.decide(class, frame.len() as u32, now_ms, c)
+        let mut b = Batch::default();
+        b.push(0, self.classify(frame, frame.len() as u32));
+        self.decide_batch(&mut b, now_ms, c);
+        b.decision[0]
     }
 
     /// One bounded step of flow expiry; keeps the flow counters current.
@@ -293,7 +288,7 @@ mod tests {
         for chunk in frames.chunks(BATCH) {
             let mut b = Batch::default();
             for (t, f) in chunk.iter().enumerate() {
-                b.push(t as u8, many.classify(f), f.len() as u32);
+                b.push(t as u8, many.classify(f, f.len() as u32));
             }
             many.decide_batch(&mut b, 5, &mut c2);
             for j in 0..b.len() {

@@ -86,10 +86,11 @@ impl Clock {
 
 const _: () = assert!(BURST == BATCH && BURST <= u8::MAX as usize);
 
-/// Worker that owns a flow hash (fast range reduction, no division).
+/// Worker that owns a flow hash: fast range reduction of the low 32 bits (no
+/// division); the flow table takes its buckets from the high half.
 #[inline(always)]
 pub fn owner_of(hash: u64, workers: usize) -> usize {
-    (((hash >> 32) * workers as u64) >> 32) as usize
+    (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
 }
 
 struct Loop<'a> {
@@ -150,7 +151,7 @@ impl Loop<'_> {
         self.c.dispatched_in += n as u64;
         for i in 0..n {
             if let Some(m) = buf.get(i) {
-                batch.push(i as u8, self.pipeline.classify(m.data()), m.pkt_len());
+                batch.push(i as u8, self.pipeline.classify(m.data(), m.pkt_len()));
             }
         }
         self.finish_batch(buf, batch, now);
@@ -189,21 +190,13 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                 continue;
             }
             lp.c.rx += n as u64;
-            for i in 0..n.min(4) {
-                if let Some(m) = rx.get(i) {
-                    m.prefetch_data();
-                }
-            }
             for i in 0..n {
-                if let Some(m) = rx.get(i + 4) {
-                    m.prefetch_data();
-                }
                 let Some(m) = rx.get(i) else { continue };
-                let class = lp.pipeline.classify(m.data());
+                let class = lp.pipeline.classify(m.data(), m.pkt_len());
                 if let Some(rings) = &rings {
-                    let owner = match &class {
-                        Ok(Some(p)) => owner_of(p.hash, plan.workers),
-                        _ => me, // non-IP and malformed have no flow: decide here
+                    let owner = match class.flow_hash() {
+                        Some(h) => owner_of(h, plan.workers),
+                        None => me, // non-IP and malformed have no flow: decide here
                     };
                     if owner != me {
                         let Some(m) = rx.take(i) else { continue };
@@ -215,7 +208,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                         continue;
                     }
                 }
-                batch.push(i as u8, class, m.pkt_len());
+                batch.push(i as u8, class);
             }
             lp.finish_batch(&mut rx, &mut batch, now);
             if let Some(rings) = &rings {
