@@ -56,11 +56,11 @@ impl FlowIndex {
         (hash as usize & self.mask, if tag == EMPTY { 1 } else { tag })
     }
 
-    /// Reads the home bucket of `hash` (for software prefetching: issue it for a whole
-    /// burst first, so the misses overlap).
+    /// Prefetches the home bucket of `hash` (issue it for a whole burst first, so
+    /// the cache misses overlap).
     #[inline(always)]
-    pub fn touch(&self, hash: u64) -> u32 {
-        self.buckets[hash as usize & self.mask].overflow
+    pub fn prefetch(&self, hash: u64) {
+        crate::dpdk::prefetch(&self.buckets[hash as usize & self.mask] as *const Bucket);
     }
 
     /// The first index in the home bucket whose tag matches `hash` (prefetch helper).

@@ -158,6 +158,7 @@ impl Flow {
 /// and writes), then the table's bookkeeping. 128 bytes, cache-line aligned, so a
 /// flow spans exactly two lines.
 #[repr(C, align(64))]
+#[repr(align(64))]
 struct Entry {
     flow: Flow,
     hash: u64,
@@ -286,13 +287,15 @@ impl FlowTable {
         for (pkts, out) in pkts.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
             let mut cand = [NIL; CHUNK];
             for p in pkts {
-                std::hint::black_box(self.index.touch(table_hash(p.hash)));
+                self.index.prefetch(table_hash(p.hash));
             }
             for (c, p) in cand.iter_mut().zip(pkts) {
                 if let Some(id) = self.index.candidate(table_hash(p.hash)) {
                     *c = id;
-                    let e = &self.slab[id as usize];
-                    std::hint::black_box((e.flow.last_seen_ms, e.links.slot)); // both lines
+                    // Both cache lines of the entry (it is 64-byte aligned).
+                    let e = &self.slab[id as usize] as *const Entry as *const u8;
+                    crate::dpdk::prefetch(e);
+                    crate::dpdk::prefetch(e.wrapping_add(64));
                 }
             }
             for ((&c, p), o) in cand.iter().zip(pkts).zip(out.iter_mut()) {
@@ -375,12 +378,11 @@ impl FlowTable {
         Observed { id: i, dir: Direction::Up, created: true }
     }
 
-    /// Reads the index bucket of `hash` (a software prefetch: safe Rust has no prefetch
-    /// instruction, an unused load does the same). Calling it for every packet of a burst
+    /// Prefetches the index bucket of `hash`. Calling it for every packet of a burst
     /// before `observe`-ing them overlaps the index misses; `observe_burst` does more.
     #[inline]
     pub fn prefetch(&self, hash: u64) {
-        std::hint::black_box(self.index.touch(table_hash(hash)));
+        self.index.prefetch(table_hash(hash));
     }
 
     #[inline(never)]
