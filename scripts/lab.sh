@@ -21,6 +21,10 @@ lab_up() {
   LAB_IF_C="${LAB_NAME:0:10}c0"; LAB_IF_S="${LAB_NAME:0:10}s0"
   ip netns add "$LAB_NS_C"
   ip netns add "$LAB_NS_S"
+  # IPv4 only: no IPv6 autoconfiguration chatter racing the links coming up.
+  for ns in "$LAB_NS_C" "$LAB_NS_S"; do
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+  done
   # The taps are created by haka in this namespace and must stay here until
   # their ports are started: wait for `ready:` before moving them.
   "$bin" -l 0-1 --no-huge --no-shconf -m 512 --no-pci --no-telemetry \
@@ -36,6 +40,8 @@ lab_up() {
   grep -q '^ready:' "$LAB_DIR/haka.log" || { echo "lab: haka not ready after 30 s"; cat "$LAB_DIR/haka.log"; return 1; }
   ip link set "$LAB_IF_C" netns "$LAB_NS_C"
   ip link set "$LAB_IF_S" netns "$LAB_NS_S"
+  ip netns exec "$LAB_NS_C" sysctl -qw "net.ipv6.conf.$LAB_IF_C.disable_ipv6=1"
+  ip netns exec "$LAB_NS_S" sysctl -qw "net.ipv6.conf.$LAB_IF_S.disable_ipv6=1"
   ip -n "$LAB_NS_C" addr add "$LAB_CLIENT_IP/24" dev "$LAB_IF_C"
   ip -n "$LAB_NS_S" addr add "$LAB_SERVER_IP/24" dev "$LAB_IF_S"
   for ns in "$LAB_NS_C" "$LAB_NS_S"; do

@@ -48,6 +48,7 @@ assert p0["rx"] > 10 and p1["rx"] > 200, (p0, p1)
 assert p1["tx"] >= p0["rx"] - 5 and p0["tx"] >= p1["rx"] - 5, (p0, p1)
 assert t["rx"] == p0["rx"] + p1["rx"], t
 assert t["tx"] == p0["tx"] + p1["tx"], t
+assert t["rx"] == t["tx"] + t["dropped"], t
 assert t["malformed"] == 0 and t["dropped"] == 0, t
 assert st["mempool"]["in_use"] == 0, st["mempool"]
 flows = [json.loads(l) for l in open(sys.argv[2])]
