@@ -10,6 +10,7 @@
 //! - [`config`], [`stats`], [`pcapfile`], [`app`]: configuration, counters, capture files, binaries.
 #![deny(unsafe_code)]
 
+pub mod alert;
 pub mod app;
 pub mod config;
 pub mod dissect;
