@@ -1,6 +1,7 @@
 //! The runtime shared by `haka` and `hakapcap`: EAL, ports, pool, rings,
 //! workers on their lcores, the main lcore's control loop, clean shutdown and
 //! the final stats. Also both command lines.
+use crate::alert::{AlertQueue, AlertWriter};
 use crate::config::{Config, MainLcoreWorker, Mode};
 use crate::dissect::LinkType;
 use crate::dpdk::{self, Eal, Mempool, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
@@ -207,6 +208,10 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         })
         .collect();
 
+    // Alerts: workers push into a bounded queue; this thread writes them out.
+    let alert_queue = Arc::new(AlertQueue::new(cfg.alerts.queue_size));
+    let alert_writer = AlertWriter::spawn(alert_queue.clone(), &cfg.alerts)?;
+
     let stop_signal = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once.
@@ -271,6 +276,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         .enumerate()
         .map(|(i, r)| r.ok_or_else(|| format!("worker {i} did not finish cleanly")))
         .collect::<Result<_, _>>()?;
+    let alerts = alert_writer.finish();
     let port_stats: Vec<_> = ports.iter().map(|p| (p.id(), p.stats())).collect();
     for p in &mut ports {
         p.stop_and_close();
@@ -306,6 +312,14 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             j
         }).collect::<Vec<_>>(),
         "mempool": { "size": pool.size(), "in_use": in_use },
+        "alerts": {
+            "raised": alerts.pushed,
+            "lost": alerts.lost,
+            "stdout": alerts.stdout_written,
+            "eve": alerts.eve_written,
+            "syslog": alerts.syslog_written,
+            "write_errors": alerts.write_errors,
+        },
         "flow_table": {
             "bytes": table_bytes,
             "capacity": table_capacity,
@@ -320,7 +334,12 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         std::fs::write(path, lines).map_err(|e| format!("{}: cannot write flow dump: {e}", path.display()))?;
     }
     if spec.verbose {
-        println!("final: {} elapsed={elapsed:.1}s mempool_in_use={in_use}", summary(&totals));
+        println!(
+            "final: {} elapsed={elapsed:.1}s mempool_in_use={in_use} alerts={} alerts_lost={}",
+            summary(&totals),
+            alerts.pushed,
+            alerts.lost
+        );
         for r in &reports {
             println!("final: worker {} (lcore {}): {}", r.index, lcores[r.index], summary(&r.counters));
         }

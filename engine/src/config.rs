@@ -12,6 +12,7 @@ pub struct Config {
     pub ports: PortsConfig,
     pub mempool: MempoolConfig,
     pub flows: FlowsConfig,
+    pub alerts: crate::alert::AlertsConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -180,6 +181,7 @@ impl Config {
         if m.cache_size > 512 {
             return Err(format!("mempool.cache_size = {}: must be at most 512", m.cache_size));
         }
+        self.alerts.validate()?;
         let f = &self.flows;
         if f.capacity == 0 {
             return Err("flows.capacity = 0: must be at least 1".into());
@@ -229,6 +231,7 @@ mod tests {
         assert_eq!(cfg.datapath, DatapathConfig::default());
         assert_eq!(cfg.flows, FlowsConfig::default());
         assert_eq!(cfg.mempool, MempoolConfig::default());
+        assert_eq!(cfg.alerts, crate::alert::AlertsConfig::default());
     }
 
     #[test]
