@@ -16,6 +16,7 @@ pub mod config;
 pub mod dissect;
 pub mod dpdk;
 pub mod flow;
+pub mod lua;
 pub mod pcapfile;
 pub mod pipeline;
 pub mod stats;

@@ -1,0 +1,1058 @@
+-- Haka 0.4 Lua API runtime for "Haka on DPDK".
+-- Loaded once per Lua state with (H, burst_addr): H holds the Rust helpers
+-- (log, alert, regex, ipv6 parse/format, now, worker), burst_addr the address of the
+-- engine's #[repr(C)] burst struct (engine/src/lua/mod.rs `Burst`, layout mirrored below).
+local H, burst_addr = ...
+local ffi = require("ffi")
+local bit = require("bit")
+local band, bor, lshift, rshift, bnot = bit.band, bit.bor, bit.lshift, bit.rshift, bit.bnot
+local type, tostring, error, pairs, ipairs, select, setmetatable = type, tostring, error, pairs, ipairs, select, setmetatable
+local sfmt = string.format
+
+ffi.cdef[[
+typedef struct hk_slot {
+  uint8_t *data;
+  uint32_t len;
+  uint32_t flow_id;
+  uint32_t vlan;
+  uint16_t l3_off, l4_off, payload_off, payload_len;
+  uint16_t ip_len;
+  uint8_t l3, proto, has_l4, dir, fragment;
+  uint8_t verdict;
+  uint8_t modified;
+  uint8_t _pad[3];
+} hk_slot;
+typedef struct hk_burst {
+  uint32_t n;
+  uint32_t cur;
+  uint32_t errors;
+  uint32_t _pad;
+  hk_slot s[256];
+} hk_burst;
+typedef struct { hk_slot *s; } hk_packet_view;
+typedef struct { hk_slot *s; } hk_eth_view;
+typedef struct { hk_slot *s; } hk_ipv4_view;
+typedef struct { hk_slot *s; } hk_ipv4_flags;
+typedef struct { hk_slot *s; } hk_ipv6_view;
+typedef struct { hk_slot *s; } hk_tcp_view;
+typedef struct { hk_slot *s; } hk_tcp_flags;
+typedef struct { hk_slot *s; } hk_udp_view;
+typedef struct { hk_slot *s; } hk_icmp_view;
+typedef struct { uint32_t a; } hk_ipv4_addr;
+typedef struct { uint32_t _net; uint32_t _mask; uint8_t _bits; } hk_ipv4_network;
+typedef struct { uint8_t b[16]; } hk_ipv6_addr;
+typedef struct { uint8_t *p; int32_t len; hk_slot *s; } hk_buf;
+int memcmp(const void *a, const void *b, size_t n);
+]]
+
+local MAX_BURST = 256
+local B = ffi.cast("hk_burst*", burst_addr)
+local S = B.s
+
+-- modified bits (mirrored in Rust)
+local MOD, IPCSUM, L4CSUM = 1, 2, 4
+
+local function touch(s, bits) s.modified = bor(s.modified, bits or MOD) end
+
+local function be16(b, o) return bor(lshift(b[o], 8), b[o + 1]) end
+local function be32(b, o) return b[o] * 16777216 + b[o + 1] * 65536 + b[o + 2] * 256 + b[o + 3] end
+local function put16(b, o, v) b[o] = band(rshift(v, 8), 0xff); b[o + 1] = band(v, 0xff) end
+local function put32(b, o, v)
+  v = v % 4294967296
+  b[o] = math.floor(v / 16777216) % 256; b[o + 1] = math.floor(v / 65536) % 256
+  b[o + 2] = math.floor(v / 256) % 256; b[o + 3] = v % 256
+end
+local function num(v, what)
+  local n = tonumber(v)
+  if n == nil then error(sfmt("%s: number expected, got %s", what, type(v)), 3) end
+  return n
+end
+
+-- ones-complement partial sum of n bytes at p
+local function csum(p, n, acc)
+  acc = acc or 0
+  local i = 0
+  while i + 1 < n do acc = acc + p[i] * 256 + p[i + 1]; i = i + 2 end
+  if i < n then acc = acc + p[i] * 256 end
+  return acc
+end
+local function cfinish(acc)
+  while acc > 0xffff do acc = (acc % 65536) + math.floor(acc / 65536) end
+  return band(bnot(acc), 0xffff)
+end
+
+---------------------------------------------------------------------------
+-- haka core
+---------------------------------------------------------------------------
+haka = haka or {}
+local worker = H.worker
+
+-- logging
+local levels = { fatal = 0, error = 1, warning = 2, info = 3, debug = 4, trace = 5 }
+local loglevel = levels.info
+local function fmtmsg(fmt, ...)
+  if select('#', ...) == 0 then return tostring(fmt) end
+  local ok, m = pcall(sfmt, tostring(fmt), ...)
+  if ok then return m end
+  return tostring(fmt)
+end
+local function mklog(section)
+  local t = {}
+  for name, lvl in pairs(levels) do
+    t[name] = function(fmt, ...)
+      if lvl <= loglevel then
+        local m = fmtmsg(fmt, ...)
+        if section then m = section .. ": " .. m end
+        H.log(name, m)
+      end
+    end
+  end
+  return t
+end
+local log_root = mklog(nil)
+haka.log = setmetatable(log_root, { __call = function(_, fmt, ...) log_root.info(fmt, ...) end })
+function haka.log_section(name) return mklog(name) end
+function haka.setloglevel(level)
+  local l = levels[level]
+  if l == nil then error("invalid log level '" .. tostring(level) .. "'", 2) end
+  loglevel = l
+end
+local log = haka.log_section("core")
+
+-- time
+local time_mt = {}
+time_mt.__index = time_mt
+time_mt.__tostring = function(t) return sfmt("%d.%09d", t.secs, t.nsecs) end
+function haka.time(secs)
+  secs = tonumber(secs) or 0
+  local s = math.floor(secs)
+  return setmetatable({ secs = s, nsecs = math.floor((secs - s) * 1e9), seconds = secs }, time_mt)
+end
+function haka.network_time() return haka.time(H.now()) end
+function haka.current_thread() return worker end
+function haka.capture_mode() return "normal" end
+function haka.abort() error("haka.abort()", 2) end
+
+-- events
+local Event = {}
+Event.__index = Event
+local all_events = {}
+local function new_event(name, continue)
+  local e = setmetatable({ name = name, listeners = {}, continue = continue }, Event)
+  all_events[name] = e
+  return e
+end
+haka.event = { Event = Event }
+local function always() return true end
+haka.events = {
+  started = new_event("haka:started", always),
+  exiting = new_event("haka:exiting", always),
+}
+local function is_event(e) return getmetatable(e) == Event end
+
+-- rules
+function haka.rule(r)
+  if type(r) ~= "table" then error("rule parameter must be a table", 2) end
+  local on = r.on
+  if r.hook ~= nil then
+    log.warning("rule%s: 'hook' is deprecated, use 'on'", r.name and (" '" .. r.name .. "'") or "")
+    on = on or r.hook
+  end
+  if not is_event(on) then error("rule on must be an event", 2) end
+  if type(r.eval) ~= "function" then error("rule eval must be a function", 2) end
+  table.insert(on.listeners, r.eval)
+end
+
+local RuleGroup = {}
+RuleGroup.__index = RuleGroup
+function RuleGroup:rule(r)
+  local f = r
+  if type(r) == "table" then f = r.eval end
+  if type(f) ~= "function" then error("rule eval must be a function", 2) end
+  table.insert(self.rules, f)
+end
+function haka.rule_group(args)
+  if type(args) ~= "table" then error("rule_group parameter must be a table", 2) end
+  local on = args.on
+  if args.hook ~= nil then
+    log.warning("rule_group%s: 'hook' is deprecated, use 'on'", args.name and (" '" .. args.name .. "'") or "")
+    on = on or args.hook
+  end
+  if not is_event(on) then error("rule_group on must be an event", 2) end
+  local g = setmetatable({ name = args.name, rules = {}, init = args.init, continue = args.continue,
+    final = args.final or args.fini, event = on }, RuleGroup)
+  local cont = on.continue
+  table.insert(on.listeners, function(...)
+    if g.init then g.init(...) end
+    for _, rule in ipairs(g.rules) do
+      local ret = rule(...)
+      if not cont(...) then return end
+      if g.continue and not g.continue(ret, ...) then return end
+    end
+    if g.final then g.final(...) end
+  end)
+  return g
+end
+
+---------------------------------------------------------------------------
+-- policies (src/haka/lua/policy.lua semantics: last eligible policy wins)
+---------------------------------------------------------------------------
+local Policy = {}
+Policy.__index = Policy
+local all_policies = {}
+local policy = {}
+local function new_policy(name)
+  local p = setmetatable({ name = name, policies = {} }, Policy)
+  table.insert(all_policies, p)
+  return p
+end
+function Policy:insert(name, criteria, actions)
+  local lin = {}
+  for k, v in pairs(criteria) do table.insert(lin, { name = k, value = v }) end
+  table.insert(self.policies, { name = name, criteria = lin, actions = actions })
+end
+local crit_mt = { __call = function(self, v) return self.check(v) end }
+local function criterion(check) return setmetatable({ check = check }, crit_mt) end
+function Policy:apply(p)
+  local values = p.values
+  local qualified
+  local pols = self.policies
+  for k = 1, #pols do
+    local pol = pols[k]
+    local eligible = true
+    local crit = pol.criteria
+    for c = 1, #crit do
+      local cv = crit[c].value
+      local v = values[crit[c].name]
+      if getmetatable(cv) == crit_mt then
+        if not cv.check(v) then eligible = false; break end
+      elseif v ~= cv then
+        eligible = false; break
+      end
+    end
+    if eligible then qualified = pol end
+  end
+  if qualified then
+    local desc = p.desc or {}
+    for _, a in ipairs(qualified.actions) do a(self, p.ctx, values, desc) end
+  end
+end
+function policy.set(list)
+  local set = {}
+  for _, m in pairs(list) do set[m] = true end
+  return criterion(function(v) return set[v] == true end)
+end
+function policy.range(min, max)
+  if not (min <= max) then error("invalid bounds", 2) end
+  return criterion(function(v) return v ~= nil and v >= min and v <= max end)
+end
+function policy.outofrange(min, max)
+  if not (min <= max) then error("invalid bounds", 2) end
+  return criterion(function(v) return v ~= nil and (v < min or v > max) end)
+end
+function policy.present() return criterion(function(v) return v ~= nil end) end
+function policy.absent() return criterion(function(v) return v == nil end) end
+function policy.new(name) return new_policy(name) end
+function policy.drop(pol, ctx, values, desc) ctx:drop() end
+function policy.accept(pol, ctx, values, desc) end
+function policy.alert(a)
+  return function(pol, ctx, values, desc)
+    local al = {}
+    for k, v in pairs(a or {}) do al[k] = v end
+    for k, v in pairs(desc) do if al[k] == nil then al[k] = v end end
+    if not al.description then al.description = pol.name end
+    haka.alert(al)
+  end
+end
+function policy.log(section, level, message, ...)
+  local args = { ... }
+  local n = select('#', ...)
+  if type(section) == "string" then
+    -- policy.log(level?, fmt, ...) convenience: haka.policy.log("fmt", ...) logs at info
+    local fmt = section
+    local rest = { level, message, ... }
+    return function() haka.log.info(fmt, unpack(rest, 1, n + 2)) end
+  end
+  return function() section[level](message, unpack(args, 1, n)) end
+end
+setmetatable(policy, { __call = function(_, p)
+  if type(p) ~= "table" then error("policy parameter must be a table", 2) end
+  if getmetatable(p.on) ~= Policy then error("policy on must be a Policy", 2) end
+  local actions = p.action
+  if type(actions) == "function" then
+    actions = { actions }
+  elseif type(actions) == "table" then
+    for _, f in ipairs(actions) do
+      if type(f) ~= "function" then error("policy action must be a function or a list of functions", 2) end
+    end
+  else
+    error("policy action must be a function or a list of functions", 2)
+  end
+  local on, name = p.on, p.name
+  local crit = {}
+  for k, v in pairs(p) do if k ~= "on" and k ~= "name" and k ~= "action" then crit[k] = v end end
+  on:insert(name, crit, actions)
+end })
+haka.policy = policy
+
+---------------------------------------------------------------------------
+-- alerts
+---------------------------------------------------------------------------
+local alert_node_mt = {}
+local function alert_node(kind, ...)
+  local l = {}
+  for i = 1, select('#', ...) do l[#l + 1] = tostring((select(i, ...))) end
+  return setmetatable({ type = kind, list = l }, alert_node_mt)
+end
+local function render_nodes(v)
+  if v == nil then return nil end
+  local out = {}
+  local function one(n)
+    if getmetatable(n) == alert_node_mt then
+      out[#out + 1] = n.type .. ": " .. table.concat(n.list, ", ")
+    else
+      out[#out + 1] = tostring(n)
+    end
+  end
+  if getmetatable(v) == alert_node_mt or type(v) ~= "table" then one(v) else for _, n in ipairs(v) do one(n) end end
+  return out
+end
+local function tsecs(t)
+  if t == nil then return nil end
+  if type(t) == "number" then return t end
+  if type(t) == "table" and t.seconds then return t.seconds end
+  return tonumber(t)
+end
+local function flatten_alert(a)
+  local f = {}
+  f.start_time = tsecs(a.start_time)
+  f.end_time = tsecs(a.end_time)
+  if a.description ~= nil then f.description = tostring(a.description) end
+  if a.severity ~= nil then f.severity = tostring(a.severity) end
+  if a.confidence ~= nil then f.confidence = tostring(a.confidence) end
+  if a.completion ~= nil then f.completion = tostring(a.completion) end
+  if type(a.method) == "table" then
+    if a.method.description ~= nil then f.method_description = tostring(a.method.description) end
+    local r = a.method.ref
+    if r ~= nil then
+      local l = {}
+      if type(r) == "table" then for _, x in ipairs(r) do l[#l + 1] = tostring(x) end else l[1] = tostring(r) end
+      f.method_ref = l
+    end
+  end
+  f.sources = render_nodes(a.sources)
+  f.targets = render_nodes(a.targets)
+  if a.ref ~= nil then
+    local l = {}
+    local r = a.ref
+    if type(r) ~= "table" or r.id then r = { r } end
+    for _, x in ipairs(r) do
+      if type(x) == "table" and x.id then l[#l + 1] = x.id else l[#l + 1] = tonumber(x) end
+    end
+    f.refs = l
+  end
+  return f
+end
+local Alert = {}
+Alert.__index = Alert
+local in_burst = false
+local function cur_pkt() if in_burst then return B.cur else return -1 end end
+function Alert:update(a)
+  if type(a) ~= "table" then error("alert update parameter must be a table", 2) end
+  local f = flatten_alert(a)
+  f.id = self.id
+  f.update = true
+  f.pkt = cur_pkt()
+  H.alert(f)
+end
+local alert = {}
+setmetatable(alert, { __call = function(_, a)
+  if type(a) ~= "table" then error("alert parameter must be a table", 2) end
+  local f = flatten_alert(a)
+  f.pkt = cur_pkt()
+  local id = H.alert(f)
+  return setmetatable({ id = id }, Alert)
+end })
+function alert.address(...) return alert_node("address", ...) end
+function alert.service(...) return alert_node("service", ...) end
+haka.alert = alert
+
+---------------------------------------------------------------------------
+-- buffers (payload views)
+---------------------------------------------------------------------------
+local buf_ct = ffi.typeof("hk_buf")
+local buf_m = {}
+function buf_m.sub(self, off, len)
+  off = off or 0
+  if off < 0 or off > self.len then error("sub: offset out of range", 2) end
+  local rest = self.len - off
+  if len == nil or len < 0 or len > rest then len = rest end
+  return buf_ct(self.p + off, len, self.s)
+end
+function buf_m.asstring(self) return ffi.string(self.p, self.len) end
+buf_m.tostring = buf_m.asstring
+function buf_m.setstring(self, str)
+  str = tostring(str)
+  if #str > self.len then error("setstring: the packet cannot grow (" .. #str .. " > " .. self.len .. ")", 2) end
+  ffi.copy(self.p, str, #str)
+  touch(self.s)
+end
+buf_m.setfixedstring = buf_m.setstring
+function buf_m.size(self) return self.len end
+ffi.metatype("hk_buf", {
+  __len = function(self) return self.len end,
+  __index = function(self, k)
+    if type(k) == "number" then
+      if k >= 1 and k <= self.len then return self.p[k - 1] end
+      return nil
+    end
+    return buf_m[k]
+  end,
+  __newindex = function(self, k, v)
+    if type(k) ~= "number" or k < 1 or k > self.len then error("buffer index out of range", 2) end
+    self.p[k - 1] = num(v, "buffer byte")
+    touch(self.s)
+  end,
+  __tostring = function(self) return ffi.string(self.p, self.len) end,
+})
+
+---------------------------------------------------------------------------
+-- ipv4 addresses / networks
+---------------------------------------------------------------------------
+local addr_ct = ffi.typeof("hk_ipv4_addr")
+local net_ct = ffi.typeof("hk_ipv4_network")
+local function parse_ipv4(str)
+  local a, b, c, d = string.match(str, "^%s*(%d+)%.(%d+)%.(%d+)%.(%d+)%s*$")
+  a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+  if not a or a > 255 or b > 255 or c > 255 or d > 255 then return nil end
+  return a * 16777216 + b * 65536 + c * 256 + d
+end
+local function ipv4_addr(a, b, c, d)
+  if type(a) == "string" then
+    local v = parse_ipv4(a)
+    if not v then error("invalid IPv4 address format '" .. a .. "'", 2) end
+    return addr_ct(v)
+  elseif type(a) == "number" and b ~= nil then
+    return addr_ct(((a * 256 + b) * 256 + c) * 256 + d)
+  elseif type(a) == "number" then
+    return addr_ct(a % 4294967296)
+  elseif ffi.istype(addr_ct, a) then
+    return addr_ct(a.a)
+  end
+  error("invalid IPv4 address", 2)
+end
+local function addr_str(v)
+  return sfmt("%d.%d.%d.%d", math.floor(v / 16777216) % 256, math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
+end
+local function as_addr(x)
+  if ffi.istype(addr_ct, x) then return x.a end
+  if type(x) == "string" then
+    local v = parse_ipv4(x)
+    if v then return v end
+  end
+  return nil
+end
+ffi.metatype("hk_ipv4_addr", {
+  __eq = function(x, y) local a, b = as_addr(x), as_addr(y); return a ~= nil and a == b end,
+  __lt = function(x, y) return as_addr(x) < as_addr(y) end,
+  __le = function(x, y) return as_addr(x) <= as_addr(y) end,
+  __tostring = function(x) return addr_str(x.a) end,
+  __concat = function(x, y) return tostring(x) .. tostring(y) end,
+  __index = function(x, k)
+    if k == "packed" then return x.a end
+    return nil
+  end,
+})
+local function mask_of(bits) if bits == 0 then return 0 end return (4294967296 - 2 ^ (32 - bits)) end
+local function ipv4_network(a, m)
+  local base, bits
+  if type(a) == "string" and m == nil then
+    local s, b = string.match(a, "^%s*([%d%.]+)/(%d+)%s*$")
+    bits = tonumber(b)
+    base = s and parse_ipv4(s)
+    if not base or not bits or bits > 32 then error("invalid IPv4 network format '" .. a .. "'", 2) end
+  else
+    base = as_addr(a) or (type(a) == "number" and a)
+    bits = tonumber(m)
+    if not base or not bits or bits < 0 or bits > 32 then error("invalid IPv4 network", 2) end
+  end
+  local mask = mask_of(bits)
+  local net = band(base, mask) % 4294967296
+  return net_ct(net, mask, bits)
+end
+local net_m = {}
+function net_m.contains(self, a)
+  local v = as_addr(a)
+  if v == nil then return false end
+  return band(v, self._mask) == band(self._net, self._mask)
+end
+ffi.metatype("hk_ipv4_network", {
+  __index = function(self, k)
+    if k == "net" then return addr_ct(self._net) end
+    if k == "mask" then return self._bits end
+    return net_m[k]
+  end,
+  __tostring = function(self) return addr_str(self._net) .. "/" .. self._bits end,
+  __eq = function(x, y) return ffi.istype(net_ct, x) and ffi.istype(net_ct, y) and x._net == y._net and x._bits == y._bits end,
+})
+
+-- ipv6 addresses
+local a6_ct = ffi.typeof("hk_ipv6_addr")
+local function ipv6_addr(x)
+  if ffi.istype(a6_ct, x) then return x end
+  if type(x) == "string" then
+    local raw = H.ipv6_parse(x)
+    if raw == nil then error("invalid IPv6 address format '" .. x .. "'", 2) end
+    local a = a6_ct()
+    ffi.copy(a.b, raw, 16)
+    return a
+  end
+  error("invalid IPv6 address", 2)
+end
+local function a6_eq(x, y)
+  if type(x) == "string" then x = H.ipv6_parse(x); if not x then return false end; x = ipv6_addr(x) end
+  if type(y) == "string" then local r = H.ipv6_parse(y); if not r then return false end; y = a6_ct(); ffi.copy(y.b, r, 16) end
+  if not ffi.istype(a6_ct, x) or not ffi.istype(a6_ct, y) then return false end
+  return ffi.C.memcmp(x.b, y.b, 16) == 0
+end
+ffi.metatype("hk_ipv6_addr", {
+  __eq = a6_eq,
+  __tostring = function(x) return H.ipv6_fmt(ffi.string(x.b, 16)) end,
+  __concat = function(x, y) return tostring(x) .. tostring(y) end,
+})
+
+---------------------------------------------------------------------------
+-- dissector views
+---------------------------------------------------------------------------
+haka.dissectors = {}
+local function new_dissector(name)
+  local d = { name = name, events = {}, policies = {} }
+  local cont = function(v) return v.s.verdict == 0 end
+  d.events.receive_packet = new_event(name .. ":receive_packet", cont)
+  d.events.send_packet = new_event(name .. ":send_packet", cont)
+  d.events.protocol_error = new_event(name .. ":protocol_error", cont)
+  d.policies.next_dissector = new_policy(name .. ":next_dissector")
+  d.policies.next_dissector.name = "next_dissector"
+  haka.dissectors[name] = d
+  return d
+end
+for _, n in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do new_dissector(n) end
+haka.dissector = { opposite_direction = function(d) if d == "up" then return "down" end return "up" end }
+
+local function common_methods(m)
+  function m.drop(self) self.s.verdict = 1 end
+  function m.send(self) end
+  function m.state(self) return "normal" end
+  function m.can_continue(self) return self.s.verdict == 0 end
+  return m
+end
+-- Builds an ffi view metatype: base(s) returns the header pointer.
+local function make_view(ctype, get, set, methods, base, name)
+  ffi.metatype(ctype, {
+    __index = function(self, k)
+      local g = get[k]
+      if g then local s = self.s; return g(s, base(s)) end
+      return methods[k]
+    end,
+    __newindex = function(self, k, v)
+      local f = set[k]
+      if not f then error(sfmt("%s: field '%s' is not writable", name, tostring(k)), 2) end
+      local s = self.s
+      f(s, base(s), v)
+      touch(s)
+    end,
+    __tostring = function(self) return "<" .. name .. ">" end,
+  })
+end
+local function l3base(s) return s.data + s.l3_off end
+local function l4base(s) return s.data + s.l4_off end
+local function l2base(s) return s.data end
+
+local packet_view_ct, eth_ct, ipv4_ct, ipv4f_ct = ffi.typeof("hk_packet_view"), ffi.typeof("hk_eth_view"), ffi.typeof("hk_ipv4_view"), ffi.typeof("hk_ipv4_flags")
+local ipv6_ct, tcp_ct, tcpf_ct = ffi.typeof("hk_ipv6_view"), ffi.typeof("hk_tcp_view"), ffi.typeof("hk_tcp_flags")
+local udp_ct, icmp_ct = ffi.typeof("hk_udp_view"), ffi.typeof("hk_icmp_view")
+
+-- packet (raw frame)
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.payload = function(s) return buf_ct(s.data, s.len, s) end
+  get.id = function(s) return s.flow_id end
+  get.name = function() return "packet" end
+  get.direction = function(s) return s.dir == 0 and "up" or "down" end
+  make_view("hk_packet_view", get, set, m, l2base, "packet")
+end
+
+-- ethernet
+local function mac_str(b, o) return sfmt("%02x:%02x:%02x:%02x:%02x:%02x", b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5]) end
+local function mac_set(b, o, v)
+  local t = { string.match(tostring(v), "^(%x%x)[:-](%x%x)[:-](%x%x)[:-](%x%x)[:-](%x%x)[:-](%x%x)$") }
+  if #t ~= 6 then error("invalid MAC address '" .. tostring(v) .. "'", 3) end
+  for i = 1, 6 do b[o + i - 1] = tonumber(t[i], 16) end
+end
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.dst = function(s, b) return mac_str(b, 0) end
+  get.src = function(s, b) return mac_str(b, 6) end
+  get.type = function(s) return be16(s.data, s.l3_off - 2) end
+  get.vlan = function(s) return s.vlan end
+  get.name = function() return "ethernet" end
+  get.payload = function(s) return buf_ct(s.data + s.l3_off, s.len - s.l3_off, s) end
+  set.dst = function(s, b, v) mac_set(b, 0, v) end
+  set.src = function(s, b, v) mac_set(b, 6, v) end
+  set.type = function(s, b, v) put16(s.data, s.l3_off - 2, num(v, "type")) end
+  make_view("hk_eth_view", get, set, m, l2base, "ethernet")
+end
+
+-- ipv4
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.version = function(s, b) return rshift(b[0], 4) end
+  get.hdr_len = function(s, b) return band(b[0], 0x0f) * 4 end
+  get.tos = function(s, b) return b[1] end
+  get.len = function(s, b) return be16(b, 2) end
+  get.id = function(s, b) return be16(b, 4) end
+  get.frag_offset = function(s, b) return band(be16(b, 6), 0x1fff) * 8 end
+  get.ttl = function(s, b) return b[8] end
+  get.proto = function(s, b) return b[9] end
+  get.checksum = function(s, b) return be16(b, 10) end
+  get.src = function(s, b) return addr_ct(be32(b, 12)) end
+  get.dst = function(s, b) return addr_ct(be32(b, 16)) end
+  get.flags = function(s) return ipv4f_ct(s) end
+  get.name = function() return "ipv4" end
+  get.payload = function(s, b)
+    local hl = band(b[0], 0x0f) * 4
+    local n = s.ip_len - hl
+    if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - hl end
+    if n < 0 then n = 0 end
+    return buf_ct(b + hl, n, s)
+  end
+  set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
+  set.hdr_len = function(s, b, v) b[0] = bor(band(b[0], 0xf0), band(math.floor(num(v, "hdr_len") / 4), 0xf)) end
+  set.tos = function(s, b, v) b[1] = num(v, "tos") end
+  set.len = function(s, b, v) put16(b, 2, num(v, "len")) end
+  set.id = function(s, b, v) put16(b, 4, num(v, "id")) end
+  set.frag_offset = function(s, b, v) put16(b, 6, bor(band(be16(b, 6), 0xe000), band(math.floor(num(v, "frag_offset") / 8), 0x1fff))) end
+  set.ttl = function(s, b, v) b[8] = num(v, "ttl") end
+  set.proto = function(s, b, v) b[9] = num(v, "proto") end
+  set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s, IPCSUM) end
+  set.src = function(s, b, v) local a = as_addr(v) or error("src: IPv4 address expected", 3); put32(b, 12, a) end
+  set.dst = function(s, b, v) local a = as_addr(v) or error("dst: IPv4 address expected", 3); put32(b, 16, a) end
+  function m.verify_checksum(self)
+    local b = l3base(self.s)
+    return cfinish(csum(b, band(b[0], 0x0f) * 4)) == 0
+  end
+  function m.compute_checksum(self)
+    local s = self.s
+    local b = l3base(s)
+    put16(b, 10, 0)
+    put16(b, 10, cfinish(csum(b, band(b[0], 0x0f) * 4)))
+    touch(s)
+    s.modified = band(s.modified, bnot(IPCSUM))
+  end
+  make_view("hk_ipv4_view", get, set, m, l3base, "ipv4")
+  local fbits = { rb = 0x8000, df = 0x4000, mf = 0x2000 }
+  ffi.metatype("hk_ipv4_flags", {
+    __index = function(self, k)
+      local b = l3base(self.s)
+      local f = be16(b, 6)
+      if k == "all" then return rshift(f, 13) end
+      local m = fbits[k]
+      if m then return band(f, m) ~= 0 end
+      return nil
+    end,
+    __newindex = function(self, k, v)
+      local s = self.s
+      local b = l3base(s)
+      local f = be16(b, 6)
+      if k == "all" then
+        f = bor(band(f, 0x1fff), lshift(band(num(v, "flags.all"), 7), 13))
+      else
+        local m = fbits[k]
+        if not m then error("ipv4.flags: unknown flag '" .. tostring(k) .. "'", 2) end
+        if v then f = bor(f, m) else f = band(f, bnot(m)) end
+      end
+      put16(b, 6, f)
+      touch(s)
+    end,
+  })
+end
+
+-- ipv6
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.version = function(s, b) return rshift(b[0], 4) end
+  get.traffic_class = function(s, b) return bor(lshift(band(b[0], 0xf), 4), rshift(b[1], 4)) end
+  get.flow_label = function(s, b) return band(b[1], 0xf) * 65536 + b[2] * 256 + b[3] end
+  get.payload_length = function(s, b) return be16(b, 4) end
+  get.len = function(s, b) return be16(b, 4) + 40 end
+  get.next_header = function(s, b) return b[6] end
+  get.proto = function(s) return s.proto end
+  get.hop_limit = function(s, b) return b[7] end
+  get.src = function(s, b) local a = a6_ct(); ffi.copy(a.b, b + 8, 16); return a end
+  get.dst = function(s, b) local a = a6_ct(); ffi.copy(a.b, b + 24, 16); return a end
+  get.name = function() return "ipv6" end
+  get.payload = function(s, b)
+    local n = s.ip_len - 40
+    if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - 40 end
+    if n < 0 then n = 0 end
+    return buf_ct(b + 40, n, s)
+  end
+  set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
+  set.traffic_class = function(s, b, v)
+    v = num(v, "traffic_class")
+    b[0] = bor(band(b[0], 0xf0), band(rshift(v, 4), 0xf)); b[1] = bor(band(b[1], 0x0f), lshift(band(v, 0xf), 4))
+  end
+  set.flow_label = function(s, b, v)
+    v = num(v, "flow_label")
+    b[1] = bor(band(b[1], 0xf0), band(rshift(v, 16), 0xf)); b[2] = band(rshift(v, 8), 0xff); b[3] = band(v, 0xff)
+  end
+  set.payload_length = function(s, b, v) put16(b, 4, num(v, "payload_length")) end
+  set.next_header = function(s, b, v) b[6] = num(v, "next_header") end
+  set.hop_limit = function(s, b, v) b[7] = num(v, "hop_limit") end
+  set.src = function(s, b, v) ffi.copy(b + 8, ipv6_addr(v).b, 16) end
+  set.dst = function(s, b, v) ffi.copy(b + 24, ipv6_addr(v).b, 16) end
+  make_view("hk_ipv6_view", get, set, m, l3base, "ipv6")
+end
+
+local function ip_view_of(s)
+  if s.l3 == 4 then return ipv4_ct(s) end
+  return ipv6_ct(s)
+end
+-- L4 segment length (from the L4 header to the end of the IP payload)
+local function l4len(s)
+  local n = s.l3_off + s.ip_len - s.l4_off
+  if s.l3_off + s.ip_len > s.len then n = s.len - s.l4_off end
+  return n
+end
+local function pseudo_sum(s, proto, len)
+  local b = l3base(s)
+  if s.l3 == 4 then
+    return csum(b + 12, 8, proto + len)
+  end
+  return csum(b + 8, 32, proto + len)
+end
+local function l4_payload(s)
+  local n = s.payload_len
+  if s.payload_off + n > s.len then n = s.len - s.payload_off end
+  return buf_ct(s.data + s.payload_off, n, s)
+end
+
+-- tcp
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.srcport = function(s, b) return be16(b, 0) end
+  get.dstport = function(s, b) return be16(b, 2) end
+  get.seq = function(s, b) return be32(b, 4) end
+  get.ack_seq = function(s, b) return be32(b, 8) end
+  get.hdr_len = function(s, b) return rshift(b[12], 4) * 4 end
+  get.res = function(s, b) return band(b[12], 0x0f) end
+  get.window_size = function(s, b) return be16(b, 14) end
+  get.checksum = function(s, b) return be16(b, 16) end
+  get.urgent_pointer = function(s, b) return be16(b, 18) end
+  get.flags = function(s) return tcpf_ct(s) end
+  get.ip = function(s) return ip_view_of(s) end
+  get.payload = function(s) return l4_payload(s) end
+  get.name = function() return "tcp" end
+  set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
+  set.dstport = function(s, b, v) put16(b, 2, num(v, "dstport")) end
+  set.seq = function(s, b, v) put32(b, 4, num(v, "seq")) end
+  set.ack_seq = function(s, b, v) put32(b, 8, num(v, "ack_seq")) end
+  set.hdr_len = function(s, b, v) b[12] = bor(band(b[12], 0x0f), lshift(band(math.floor(num(v, "hdr_len") / 4), 0xf), 4)) end
+  set.res = function(s, b, v) b[12] = bor(band(b[12], 0xf0), band(num(v, "res"), 0xf)) end
+  set.window_size = function(s, b, v) put16(b, 14, num(v, "window_size")) end
+  set.checksum = function(s, b, v) put16(b, 16, num(v, "checksum")); touch(s, L4CSUM) end
+  set.urgent_pointer = function(s, b, v) put16(b, 18, num(v, "urgent_pointer")) end
+  function m.verify_checksum(self)
+    local s = self.s
+    local n = l4len(s)
+    return cfinish(csum(l4base(s), n, pseudo_sum(s, 6, n))) == 0
+  end
+  function m.compute_checksum(self)
+    local s = self.s
+    local b, n = l4base(s), l4len(s)
+    put16(b, 16, 0)
+    put16(b, 16, cfinish(csum(b, n, pseudo_sum(s, 6, n))))
+    touch(s)
+    s.modified = band(s.modified, bnot(L4CSUM))
+  end
+  make_view("hk_tcp_view", get, set, m, l4base, "tcp")
+  local fl = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ecn = 64, cwr = 128 }
+  ffi.metatype("hk_tcp_flags", {
+    __index = function(self, k)
+      local b = l4base(self.s)
+      if k == "all" then return b[13] end
+      local f = fl[k]
+      if f then return band(b[13], f) ~= 0 end
+      return nil
+    end,
+    __newindex = function(self, k, v)
+      local s = self.s
+      local b = l4base(s)
+      if k == "all" then
+        b[13] = num(v, "flags.all")
+      else
+        local f = fl[k]
+        if not f then error("tcp.flags: unknown flag '" .. tostring(k) .. "'", 2) end
+        if v then b[13] = bor(b[13], f) else b[13] = band(b[13], bnot(f)) end
+      end
+      touch(s)
+    end,
+  })
+end
+
+-- udp
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.srcport = function(s, b) return be16(b, 0) end
+  get.dstport = function(s, b) return be16(b, 2) end
+  get.length = function(s, b) return be16(b, 4) end
+  get.checksum = function(s, b) return be16(b, 6) end
+  get.ip = function(s) return ip_view_of(s) end
+  get.payload = function(s) return l4_payload(s) end
+  get.name = function() return "udp" end
+  set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
+  set.dstport = function(s, b, v) put16(b, 2, num(v, "dstport")) end
+  set.length = function(s, b, v) put16(b, 4, num(v, "length")) end
+  set.checksum = function(s, b, v) put16(b, 6, num(v, "checksum")); touch(s, L4CSUM) end
+  function m.verify_checksum(self)
+    local s = self.s
+    local b = l4base(s)
+    if s.l3 == 4 and be16(b, 6) == 0 then return true end
+    local n = be16(b, 4)
+    if n > l4len(s) then return false end
+    return cfinish(csum(b, n, pseudo_sum(s, 17, n))) == 0
+  end
+  make_view("hk_udp_view", get, set, m, l4base, "udp")
+end
+
+-- icmp (ICMPv4; ICMPv6 messages are presented through the same view)
+do
+  local get, set, m = {}, {}, common_methods({})
+  get.type = function(s, b) return b[0] end
+  get.code = function(s, b) return b[1] end
+  get.checksum = function(s, b) return be16(b, 2) end
+  get.ip = function(s) return ip_view_of(s) end
+  get.payload = function(s)
+    local n = l4len(s) - 4
+    if n < 0 then n = 0 end
+    return buf_ct(s.data + s.l4_off + 4, n, s)
+  end
+  get.name = function() return "icmp" end
+  set.type = function(s, b, v) b[0] = num(v, "type") end
+  set.code = function(s, b, v) b[1] = num(v, "code") end
+  set.checksum = function(s, b, v) put16(b, 2, num(v, "checksum")); touch(s, L4CSUM) end
+  function m.verify_checksum(self)
+    local s = self.s
+    local n = l4len(s)
+    if s.l3 == 6 then return cfinish(csum(l4base(s), n, pseudo_sum(s, 58, n))) == 0 end
+    return cfinish(csum(l4base(s), n)) == 0
+  end
+  make_view("hk_icmp_view", get, set, m, l4base, "icmp")
+end
+
+---------------------------------------------------------------------------
+-- modules for require()
+---------------------------------------------------------------------------
+local ipv4_mod = haka.dissectors.ipv4
+ipv4_mod.addr = ipv4_addr
+ipv4_mod.network = ipv4_network
+function ipv4_mod.inet_checksum_compute(buf)
+  if ffi.istype(buf_ct, buf) then return cfinish(csum(buf.p, buf.len)) end
+  local str = tostring(buf)
+  return cfinish(csum(ffi.cast("const uint8_t*", str), #str))
+end
+function policy.ipv4_in_network(net)
+  if type(net) == "string" then net = ipv4_network(net) end
+  return criterion(function(v) return v ~= nil and net:contains(v) end)
+end
+ipv4_mod.ipv4_in_network = policy.ipv4_in_network
+haka.dissectors.ipv6.addr = ipv6_addr
+
+local preload = package.preload
+preload["protocol/ipv4"] = function() return ipv4_mod end
+preload["protocol/ipv6"] = function() return haka.dissectors.ipv6 end
+preload["protocol/tcp"] = function() return haka.dissectors.tcp end
+preload["protocol/udp"] = function() return haka.dissectors.udp end
+preload["protocol/icmp"] = function() return haka.dissectors.icmp end
+preload["protocol/ethernet"] = function() return haka.dissectors.ethernet end
+preload["protocol/raw"] = function() return haka.dissectors.packet end
+preload["protocol/packet"] = preload["protocol/raw"]
+
+-- regexp/pcre (Rust regex behind)
+do
+  local re = { CASE_INSENSITIVE = 1, EXTENDED = 2 }
+  local Rx = {}
+  Rx.__index = Rx
+  local function tostr(x)
+    if ffi.istype(buf_ct, x) then return ffi.string(x.p, x.len) end
+    return tostring(x)
+  end
+  function Rx:match(str)
+    local b, e = self._rx:find(tostr(str))
+    if b == nil then return nil end
+    local s = tostr(str)
+    return string.sub(s, b + 1, e), b, e
+  end
+  local cache = {}
+  function re:compile(pattern, options)
+    options = options or 0
+    local key = pattern .. "\0" .. options
+    local c = cache[key]
+    if c then return c end
+    local rx, err = H.regex_compile(pattern, options)
+    if not rx then error(err, 2) end
+    c = setmetatable({ _rx = rx, pattern = pattern }, Rx)
+    cache[key] = c
+    return c
+  end
+  function re:match(pattern, str, options)
+    return self:compile(pattern, options):match(str)
+  end
+  function re:get_sink() error("regexp sinks are not supported", 2) end
+  re.create_sink = re.get_sink
+  preload["regexp/pcre"] = function() return { re = re } end
+end
+
+---------------------------------------------------------------------------
+-- burst dispatcher (generated after the rules are loaded)
+---------------------------------------------------------------------------
+local V = {}
+for _, k in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do V[k] = {} end
+for i = 0, MAX_BURST - 1 do
+  local p = S + i
+  V.packet[i] = packet_view_ct(p); V.ethernet[i] = eth_ct(p); V.ipv4[i] = ipv4_ct(p); V.ipv6[i] = ipv6_ct(p)
+  V.tcp[i] = tcp_ct(p); V.udp[i] = udp_ct(p); V.icmp[i] = icmp_ct(p)
+end
+
+local RT = {}
+local loop = function() end
+local has_rules = false
+local errs = {}
+
+local function gen_event(code, env, name, ev, view)
+  local l = ev.listeners
+  if #l == 0 then return end
+  if #l <= 8 then
+    for j = 1, #l do
+      local var = "L_" .. name:gsub("[^%w]", "_") .. "_" .. j
+      env[#env + 1] = { var, l[j] }
+      code[#code + 1] = sfmt("%s(%s) if s.verdict ~= 0 then goto done end", var, view)
+    end
+  else
+    local var = "T_" .. name:gsub("[^%w]", "_")
+    env[#env + 1] = { var, l }
+    code[#code + 1] = sfmt("for j = 1, #%s do %s[j](%s) if s.verdict ~= 0 then goto done end end", var, var, view)
+  end
+end
+local function gen_policy(code, env, name, pol, view, fields)
+  if #pol.policies == 0 then return end
+  local var = "P_" .. name
+  local vals = "VALS_" .. name
+  env[#env + 1] = { var, pol }
+  env[#env + 1] = { vals, { ctx = false, values = {}, desc = {} } }
+  for k, f in pairs(fields) do code[#code + 1] = sfmt("%s.values.%s = %s", vals, k, f) end
+  code[#code + 1] = sfmt("%s.ctx = %s %s:apply(%s) if s.verdict ~= 0 then goto done end", vals, view, var, vals)
+end
+
+function RT.finish()
+  local D = haka.dissectors
+  local code, env = {}, {}
+  local function sect(build)
+    local c = {}
+    build(c)
+    return c
+  end
+  local pkt = sect(function(c)
+    gen_event(c, env, "packet_recv", D.packet.events.receive_packet, "VP[i]")
+  end)
+  local eth = sect(function(c) gen_event(c, env, "eth_recv", D.ethernet.events.receive_packet, "VE[i]") end)
+  local ip4 = sect(function(c)
+    gen_event(c, env, "ipv4_recv", D.ipv4.events.receive_packet, "V4[i]")
+    gen_policy(c, env, "ipv4", D.ipv4.policies.next_dissector, "V4[i]", { proto = "s.proto" })
+  end)
+  local ip6 = sect(function(c)
+    gen_event(c, env, "ipv6_recv", D.ipv6.events.receive_packet, "V6[i]")
+    gen_policy(c, env, "ipv6", D.ipv6.policies.next_dissector, "V6[i]", { proto = "s.proto" })
+  end)
+  local l4 = {}
+  for _, p in ipairs({ { "tcp", "VT", "6" }, { "udp", "VU", "17" }, { "icmp", "VI", "1 or p == 58" } }) do
+    local name, view, cond = p[1], p[2] .. "[i]", p[3]
+    local c = {}
+    gen_event(c, env, name .. "_recv", D[name].events.receive_packet, view)
+    if name ~= "icmp" then
+      gen_policy(c, env, name, D[name].policies.next_dissector, view,
+        { srcport = "be16(s.data, s.l4_off)", dstport = "be16(s.data, s.l4_off + 2)" })
+    end
+    gen_event(c, env, name .. "_send", D[name].events.send_packet, view)
+    if #c > 0 then l4[#l4 + 1] = { cond, c } end
+  end
+  local ip4s = sect(function(c) gen_event(c, env, "ipv4_send", D.ipv4.events.send_packet, "V4[i]") end)
+  local ip6s = sect(function(c) gen_event(c, env, "ipv6_send", D.ipv6.events.send_packet, "V6[i]") end)
+  local eths = sect(function(c) gen_event(c, env, "eth_send", D.ethernet.events.send_packet, "VE[i]") end)
+  local pkts = sect(function(c) gen_event(c, env, "packet_send", D.packet.events.send_packet, "VP[i]") end)
+  has_rules = #env > 0
+
+  local body = {}
+  local function add(t) for _, l in ipairs(t) do body[#body + 1] = l end end
+  add(pkt)
+  if #eth > 0 then body[#body + 1] = "if s.l3_off >= 14 then"; add(eth); body[#body + 1] = "end" end
+  if #ip4 > 0 then body[#body + 1] = "if s.l3 == 4 then"; add(ip4); body[#body + 1] = "end" end
+  if #ip6 > 0 then body[#body + 1] = "if s.l3 == 6 then"; add(ip6); body[#body + 1] = "end" end
+  if #l4 > 0 then
+    body[#body + 1] = "if s.has_l4 == 1 then local p = s.proto"
+    for k, e in ipairs(l4) do
+      body[#body + 1] = (k == 1 and "if " or "elseif ") .. "p == " .. e[1] .. " then"
+      add(e[2])
+    end
+    body[#body + 1] = "end end"
+  end
+  if #ip4s > 0 then body[#body + 1] = "if s.l3 == 4 then"; add(ip4s); body[#body + 1] = "end" end
+  if #ip6s > 0 then body[#body + 1] = "if s.l3 == 6 then"; add(ip6s); body[#body + 1] = "end" end
+  if #eths > 0 then body[#body + 1] = "if s.l3_off >= 14 then"; add(eths); body[#body + 1] = "end" end
+  add(pkts)
+
+  local src = { "local E, B, S, VP, VE, V4, V6, VT, VU, VI, be16 = ..." }
+  for k, e in ipairs(env) do src[#src + 1] = sfmt("local %s = E[%d]", e[1], k) end
+  src[#src + 1] = "return function(i0, n) for i = i0, n - 1 do B.cur = i do local s = S[i]"
+  for _, l in ipairs(body) do src[#src + 1] = l end
+  src[#src + 1] = "end ::done:: end end"
+  local vals = {}
+  for k, e in ipairs(env) do vals[k] = e[2] end
+  local chunk, err = loadstring(table.concat(src, "\n"), "=haka-dispatch")
+  if not chunk then error("internal dispatcher error: " .. tostring(err)) end
+  loop = chunk(vals, B, S, V.packet, V.ethernet, V.ipv4, V.ipv6, V.tcp, V.udp, V.icmp, be16)
+  return has_rules
+end
+
+-- One call per burst. Errors are caught with one pcall around the loop and the loop
+-- resumes at the next packet; the failing packet gets verdict 2.
+local pcall = pcall
+function RT.run()
+  local n = B.n
+  local i = 0
+  in_burst = true
+  while i < n do
+    local ok, err = pcall(loop, i, n)
+    if ok then break end
+    local c = B.cur
+    S[c].verdict = 2
+    B.errors = B.errors + 1
+    if #errs < 16 then errs[#errs + 1] = tostring(err) end
+    i = c + 1
+  end
+  in_burst = false
+end
+
+function RT.take_errors()
+  local e = errs
+  errs = {}
+  return e
+end
+
+function RT.fire(name)
+  local ev = all_events[name]
+  if not ev then return end
+  for _, f in ipairs(ev.listeners) do f() end
+end
+
+return RT

@@ -1,0 +1,95 @@
+//! The few `unsafe` operations the Lua rule engine needs (mlua + LuaJIT):
+//! creating a state with the `ffi` library, getting its raw `lua_State` address, and
+//! arming / disarming the interrupt hook (LuaJIT documents `lua_sethook` as safe to call
+//! asynchronously, e.g. from a signal handler or another thread: it only writes the hook
+//! fields and the dispatch table). Everything else in `crate::lua` is safe Rust.
+
+use mlua::ffi;
+use std::cell::RefCell;
+use std::os::raw::c_int;
+use std::rc::Rc;
+
+/// Creates a Lua state with the safe standard libraries plus LuaJIT's `ffi`.
+pub fn new_lua_with_ffi() -> mlua::Lua {
+    // SAFETY: loading `ffi` lets Lua code read/write arbitrary memory. The rule engine
+    // only hands Lua addresses of buffers it owns for the duration of the call (the burst
+    // struct, boxed and never moved, and the packet buffers of the current burst).
+    unsafe { mlua::Lua::unsafe_new_with(mlua::StdLib::ALL_SAFE | mlua::StdLib::FFI, mlua::LuaOptions::new()) }
+}
+
+/// Address of the state's main `lua_State` (LuaJIT hooks are per global state, so any
+/// thread of the state works). 0 on failure.
+pub fn raw_state(lua: &mlua::Lua) -> usize {
+    let mut addr = 0usize;
+    // SAFETY: the closure only records the pointer value; it touches no stack slot.
+    let r: mlua::Result<()> = unsafe {
+        lua.exec_raw((), |l| {
+            addr = l as usize;
+        })
+    };
+    if r.is_err() {
+        return 0;
+    }
+    addr
+}
+
+/// What the hook asks when it fires: given the Lua heap size in KiB, `Some(message)`
+/// aborts the running Lua code with that error.
+pub type HookCheck = Rc<dyn Fn(usize) -> Option<String>>;
+
+thread_local! {
+    static CURRENT_CHECK: RefCell<Option<HookCheck>> = const { RefCell::new(None) };
+}
+
+/// Installs (or clears) the check the interrupt hook runs on this thread. The engine sets
+/// it around each call into Lua and clears it afterwards.
+pub fn set_hook_check(check: Option<HookCheck>) {
+    CURRENT_CHECK.with(|c| *c.borrow_mut() = check);
+}
+
+unsafe extern "C-unwind" fn interrupt_hook(l: *mut ffi::lua_State, ar: *mut ffi::lua_Debug) {
+    // SAFETY (whole fn): called by LuaJIT on the thread running `l`, with a valid `ar`.
+    ffi::lua_sethook(l, None, 0, 0);
+    let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(0) as usize;
+    let check = CURRENT_CHECK.with(|c| c.borrow().clone());
+    let msg = match check {
+        Some(f) => f(kb),
+        None => None,
+    };
+    let Some(msg) = msg else { return };
+    let mut where_ = String::new();
+    if ffi::lua_getinfo(l, c"Sl".as_ptr(), ar) != 0 && (*ar).currentline > 0 {
+        let src = std::ffi::CStr::from_ptr((*ar).short_src.as_ptr()).to_string_lossy();
+        where_ = format!("{}:{}: ", src, (*ar).currentline);
+    }
+    let full = format!("{where_}{msg}");
+    ffi::lua_pushlstring(l, full.as_ptr() as *const _, full.len());
+    drop(full);
+    drop(where_);
+    ffi::lua_error(l);
+}
+
+/// Arms a count hook of 1 instruction: the next VM instruction (and, with LuaJIT built with
+/// `LUAJIT_ENABLE_CHECKHOOK`, the next loop iteration of compiled code) calls the check.
+/// May be called from any thread while `state` is alive.
+pub fn arm_interrupt(state: usize) {
+    if state == 0 {
+        return;
+    }
+    // SAFETY: `state` is the address of a live lua_State (the caller holds the lock that
+    // the engine takes before closing it); lua_sethook is async-safe in LuaJIT.
+    unsafe {
+        ffi::lua_sethook(state as *mut ffi::lua_State, Some(interrupt_hook), ffi::LUA_MASKCOUNT as c_int, 1);
+    }
+}
+
+/// Removes the hook. Same requirements as [`arm_interrupt`].
+pub fn disarm_interrupt(state: usize) {
+    if state == 0 {
+        return;
+    }
+    // SAFETY: as in arm_interrupt.
+    unsafe {
+        ffi::lua_sethook(state as *mut ffi::lua_State, None, 0, 0);
+    }
+}

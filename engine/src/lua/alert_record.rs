@@ -1,0 +1,34 @@
+//! Alert record produced by `haka.alert{...}` / `alert:update{...}` (Haka 0.4 keys).
+//! NOTE for the integrator: if `engine/src/alert.rs` defines its own `Alert`, reconcile
+//! the two (same field names) and re-export one of them from here.
+
+/// One alert, or one update of an earlier alert (`update == true`, same `id`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Alert {
+    /// Per-worker sequence: `worker << 48 | n`, unique across workers.
+    pub id: u64,
+    /// `start_time` (seconds since the epoch) if given, else the time of the call.
+    pub time_secs: f64,
+    /// `end_time` if given.
+    pub end_time_secs: Option<f64>,
+    pub description: String,
+    /// `low|medium|high` (as given).
+    pub severity: String,
+    /// `low|medium|high` or a number, as a string.
+    pub confidence: String,
+    /// `failed|successful`.
+    pub completion: String,
+    pub method_description: String,
+    pub method_ref: Vec<String>,
+    /// Each source: `address a1 a2 ...` or `service name` rendering of the node.
+    pub sources: Vec<String>,
+    pub targets: Vec<String>,
+    /// `ref`: ids of related alerts.
+    pub refs: Vec<u64>,
+    /// Flow of the packet being processed when the alert was raised (src, sport, dst, dport, proto).
+    pub flow: Option<(String, u16, String, u16, u8)>,
+    /// "up" / "down" for the current packet, if any.
+    pub direction: Option<String>,
+    pub worker: usize,
+    pub update: bool,
+}

@@ -1,0 +1,778 @@
+//! Lua rule engine (Haka 0.4 API) on LuaJIT through mlua.
+//!
+//! Design (see /work/shared/dpdk-notes.md section 4): ONE Rust->Lua call per burst.
+//! Rust fills a `#[repr(C)]` [`Burst`] struct that lives in the engine (boxed, stable
+//! address, handed to Lua once at load as a number and `ffi.cast` there) with one slot per
+//! packet: data address, length, offsets from the dissector, and out-fields `verdict` and
+//! `modified`. The Lua dispatcher (engine/lua/haka.lua) is generated after the rules are
+//! loaded and contains only the events that have rules; per-slot FFI views
+//! (`ffi.metatype`) give the dissector fields without per-packet garbage. After the call
+//! Rust recomputes the checksums of modified packets.
+//!
+//! Only `crate::dpdk::lua` contains `unsafe` (state creation, raw state address, hook).
+
+mod alert_record;
+mod watchdog;
+
+#[cfg(test)]
+mod tests;
+
+pub use alert_record::Alert;
+
+use crate::dissect::{PacketMeta, L3};
+use crate::dpdk;
+use crate::wire::checksum;
+use mlua::{Function, Lua, Table, UserData, UserDataMethods};
+use std::cell::{Cell, RefCell};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use watchdog::{now_ns, Watch};
+
+/// Largest number of packets handed to Lua in one call (bigger slices are chunked).
+pub const MAX_BURST: usize = 256;
+
+const HAKA_LUA: &str = include_str!("../../lua/haka.lua");
+
+/// `modified` bits written by Lua (mirrored in haka.lua).
+const MOD_ANY: u8 = 1;
+const MOD_IP_CSUM_SET: u8 = 2;
+const MOD_L4_CSUM_SET: u8 = 4;
+
+/// Per-packet slot shared with Lua (layout mirrored by `hk_slot` in haka.lua).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    data: u64,
+    len: u32,
+    flow_id: u32,
+    vlan: u32,
+    l3_off: u16,
+    l4_off: u16,
+    payload_off: u16,
+    payload_len: u16,
+    ip_len: u16,
+    l3: u8,
+    proto: u8,
+    has_l4: u8,
+    dir: u8,
+    fragment: u8,
+    verdict: u8,
+    modified: u8,
+    _pad: [u8; 3],
+}
+
+#[repr(C)]
+struct Burst {
+    n: u32,
+    cur: u32,
+    errors: u32,
+    _pad: u32,
+    s: [Slot; MAX_BURST],
+}
+
+const _: () = assert!(std::mem::size_of::<Slot>() == 40);
+const _: () = assert!(std::mem::size_of::<Burst>() == 16 + 40 * MAX_BURST);
+
+/// Engine options.
+#[derive(Clone, Debug)]
+pub struct LuaOptions {
+    /// Verdict of a packet whose rule raised an error: drop (Haka's behaviour) or accept.
+    pub rule_error_drop: bool,
+    /// Budget of one Lua call (a burst, or the rest of it after an error), in VM
+    /// instructions, enforced as time at ~1 instruction/ns (see [`watchdog`] docs):
+    /// a rule running longer is interrupted with an error. 0 disables.
+    pub instruction_budget: u64,
+    /// Cap on the Lua heap of this worker's state; 0 disables.
+    pub memory_limit_bytes: usize,
+}
+
+impl Default for LuaOptions {
+    fn default() -> Self {
+        LuaOptions { rule_error_drop: true, instruction_budget: 100_000_000, memory_limit_bytes: 256 << 20 }
+    }
+}
+
+/// Verdict of one packet after the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LuaVerdict {
+    Accept,
+    Drop,
+}
+
+/// One packet of a burst handed to [`LuaEngine::run_burst`].
+pub struct LuaPacket<'a> {
+    pub data: &'a mut [u8],
+    pub meta: PacketMeta,
+    /// 0 = up, 1 = down.
+    pub dir: u8,
+    pub flow_id: u32,
+    /// Out: set by `run_burst`.
+    pub verdict: LuaVerdict,
+    /// Out: true when a rule wrote into the packet (checksums were then recomputed).
+    pub modified: bool,
+}
+
+impl<'a> LuaPacket<'a> {
+    pub fn new(data: &'a mut [u8], meta: PacketMeta, dir: u8, flow_id: u32) -> LuaPacket<'a> {
+        LuaPacket { data, meta, dir, flow_id, verdict: LuaVerdict::Accept, modified: false }
+    }
+}
+
+/// Totals of one `run_burst` call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BurstOutcome {
+    pub accepted: u32,
+    pub dropped: u32,
+    pub modified: u32,
+    pub rule_errors: u32,
+}
+
+/// Engine counters (cumulative).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LuaCounters {
+    pub bursts: u64,
+    pub packets: u64,
+    /// Rule runtime errors (including budget and memory interruptions).
+    pub rule_errors: u64,
+    pub budget_exceeded: u64,
+    pub memory_exceeded: u64,
+    /// States recreated from the rules file because the heap stayed over the cap.
+    pub memory_resets: u64,
+    pub alerts: u64,
+    pub reloads: u64,
+}
+
+struct Shared {
+    worker: usize,
+    alerts: RefCell<Box<dyn FnMut(Alert)>>,
+    next_alert: Cell<u64>,
+    alert_count: Cell<u64>,
+    /// Metadata of the packets of the current burst (for the alert flow).
+    metas: RefCell<Vec<(PacketMeta, u8)>>,
+}
+
+struct State {
+    lua: Lua,
+    run: Function,
+    take_errors: Function,
+    fire: Function,
+    has_packet_rules: bool,
+}
+
+/// One Lua rule engine per worker (create it on the worker's thread; it is `!Send`).
+pub struct LuaEngine {
+    path: PathBuf,
+    opts: LuaOptions,
+    worker: usize,
+    burst: Box<Burst>,
+    shared: Rc<Shared>,
+    watch: Arc<Watch>,
+    check: dpdk::HookCheck,
+    st: State,
+    counters: LuaCounters,
+    last_log: Option<Instant>,
+    suppressed: u64,
+}
+
+/// First line of an mlua error, which for Lua errors is `FILE:LINE: message`.
+fn one_line(e: &mlua::Error) -> String {
+    let s = match e {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::MemoryError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => return one_line(cause),
+        other => other.to_string(),
+    };
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+struct Regex(regex::bytes::Regex);
+
+impl UserData for Regex {
+    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
+        m.add_method("find", |_, this, s: mlua::LuaString| {
+            let b = s.as_bytes();
+            Ok(match this.0.find(&b) {
+                Some(mm) => (Some(mm.start()), Some(mm.end())),
+                None => (None, None),
+            })
+        });
+    }
+}
+
+/// Haka pattern -> Rust regex: `%x` is `\x` (`%%` is a literal `%`), multiline by default.
+fn translate_pattern(p: &str, opts: i64) -> String {
+    let mut out = String::from("(?m");
+    if opts & 1 != 0 {
+        out.push('i');
+    }
+    if opts & 2 != 0 {
+        out.push('x');
+    }
+    out.push(')');
+    let mut it = p.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '%' {
+            if it.peek() == Some(&'%') {
+                it.next();
+                out.push('%');
+            } else {
+                out.push('\\');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn addr_string(meta: &PacketMeta, a: &[u8; 16]) -> String {
+    let v6 = std::net::Ipv6Addr::from(*a);
+    match meta.l3 {
+        L3::Ipv4 => std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string(),
+        _ => v6.to_string(),
+    }
+}
+
+fn str_list(t: &Table, key: &str) -> Vec<String> {
+    match t.get::<Option<Table>>(key) {
+        Ok(Some(l)) => l.sequence_values::<String>().filter_map(|v| v.ok()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn alert_from_table(sh: &Shared, t: &Table) -> Alert {
+    let update = t.get::<Option<bool>>("update").ok().flatten().unwrap_or(false);
+    let id = if update {
+        t.get::<Option<u64>>("id").ok().flatten().unwrap_or(0)
+    } else {
+        let n = sh.next_alert.get() + 1;
+        sh.next_alert.set(n);
+        ((sh.worker as u64) << 48) | n
+    };
+    let gs = |k: &str| t.get::<Option<String>>(k).ok().flatten().unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut a = Alert {
+        id,
+        time_secs: t.get::<Option<f64>>("start_time").ok().flatten().unwrap_or(now),
+        end_time_secs: t.get::<Option<f64>>("end_time").ok().flatten(),
+        description: gs("description"),
+        severity: gs("severity"),
+        confidence: gs("confidence"),
+        completion: gs("completion"),
+        method_description: gs("method_description"),
+        method_ref: str_list(t, "method_ref"),
+        sources: str_list(t, "sources"),
+        targets: str_list(t, "targets"),
+        refs: match t.get::<Option<Table>>("refs") {
+            Ok(Some(l)) => l.sequence_values::<f64>().filter_map(|v| v.ok()).map(|v| v as u64).collect(),
+            _ => Vec::new(),
+        },
+        flow: None,
+        direction: None,
+        worker: sh.worker,
+        update,
+    };
+    let pkt = t.get::<Option<i64>>("pkt").ok().flatten().unwrap_or(-1);
+    if pkt >= 0 {
+        if let Some((m, dir)) = sh.metas.borrow().get(pkt as usize) {
+            if m.l3 != L3::Other(0) && !matches!(m.l3, L3::Other(_)) {
+                a.flow = Some((addr_string(m, &m.src_addr), m.src_port, addr_string(m, &m.dst_addr), m.dst_port, m.proto));
+            }
+            a.direction = Some(if *dir == 0 { "up" } else { "down" }.to_string());
+        }
+    }
+    a
+}
+
+fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
+    let h = lua.create_table()?;
+    let worker = sh.worker;
+    h.set("worker", worker)?;
+    h.set(
+        "log",
+        lua.create_function(move |_, (level, msg): (String, String)| {
+            println!("[worker {worker}] {level}: {msg}");
+            Ok(())
+        })?,
+    )?;
+    let sh2 = Rc::clone(sh);
+    h.set(
+        "alert",
+        lua.create_function(move |_, t: Table| {
+            let a = alert_from_table(&sh2, &t);
+            let id = a.id;
+            sh2.alert_count.set(sh2.alert_count.get() + 1);
+            if let Ok(mut cb) = sh2.alerts.try_borrow_mut() {
+                cb(a);
+            }
+            Ok(id)
+        })?,
+    )?;
+    h.set(
+        "regex_compile",
+        lua.create_function(|lua, (pat, opts): (String, Option<i64>)| {
+            match regex::bytes::Regex::new(&translate_pattern(&pat, opts.unwrap_or(0))) {
+                Ok(r) => Ok((Some(lua.create_userdata(Regex(r))?), None)),
+                Err(e) => Ok((None, Some(format!("invalid regexp '{pat}': {}", e.to_string().replace('\n', " "))))),
+            }
+        })?,
+    )?;
+    h.set(
+        "ipv6_parse",
+        lua.create_function(|lua, s: String| match s.trim().parse::<std::net::Ipv6Addr>() {
+            Ok(a) => Ok(Some(lua.create_string(a.octets())?)),
+            Err(_) => Ok(None),
+        })?,
+    )?;
+    h.set(
+        "ipv6_fmt",
+        lua.create_function(|_, s: mlua::LuaString| {
+            let b = s.as_bytes();
+            let mut o = [0u8; 16];
+            if b.len() == 16 {
+                o.copy_from_slice(&b);
+            }
+            Ok(std::net::Ipv6Addr::from(o).to_string())
+        })?,
+    )?;
+    h.set(
+        "now",
+        lua.create_function(|_, ()| {
+            Ok(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0))
+        })?,
+    )?;
+    Ok(h)
+}
+
+/// Runs `f` with the watchdog watching this call.
+fn watched<R>(watch: &Watch, check: &dpdk::HookCheck, f: impl FnOnce() -> R) -> R {
+    watch.since.store(now_ns(), Ordering::Release);
+    dpdk::set_hook_check(Some(Rc::clone(check)));
+    let r = f();
+    watch.since.store(0, Ordering::Release);
+    dpdk::set_hook_check(None);
+    r
+}
+
+fn build_state(
+    path: &Path,
+    sh: &Rc<Shared>,
+    burst_addr: usize,
+    watch: &Watch,
+    check: &dpdk::HookCheck,
+    prev_raw: usize,
+) -> Result<State, String> {
+    let lua = dpdk::new_lua_with_ffi();
+    let raw = dpdk::raw_state(&lua);
+    *watch.state.lock().unwrap_or_else(|p| p.into_inner()) = raw;
+    let r = watched(watch, check, || -> Result<State, String> {
+        let h = helpers(&lua, sh).map_err(|e| format!("haka.lua:0: {}", one_line(&e)))?;
+        let rt: Table = lua
+            .load(HAKA_LUA)
+            .set_name("@haka.lua")
+            .call((h, burst_addr as f64))
+            .map_err(|e| one_line(&e))?;
+        let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
+        lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
+        let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;
+        let has: bool = finish.call(()).map_err(|e| one_line(&e))?;
+        let get = |k: &str| rt.get::<Function>(k).map_err(|e| one_line(&e));
+        Ok(State { run: get("run")?, take_errors: get("take_errors")?, fire: get("fire")?, has_packet_rules: has, lua: lua.clone() })
+    });
+    if r.is_err() {
+        *watch.state.lock().unwrap_or_else(|p| p.into_inner()) = prev_raw;
+        dpdk::disarm_interrupt(raw);
+    }
+    r
+}
+
+impl LuaEngine {
+    /// Loads the rules file into a new Lua state. Errors are one line, `FILE:LINE: message`.
+    pub fn load(
+        rules_path: &Path,
+        opts: &LuaOptions,
+        worker: usize,
+        alerts: Box<dyn FnMut(Alert)>,
+    ) -> Result<LuaEngine, String> {
+        let shared = Rc::new(Shared {
+            worker,
+            alerts: RefCell::new(alerts),
+            next_alert: Cell::new(0),
+            alert_count: Cell::new(0),
+            metas: RefCell::new(Vec::with_capacity(MAX_BURST)),
+        });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
+        let burst_addr = &*burst as *const Burst as usize;
+        let watch = Arc::new(Watch { state: Mutex::new(0), since: std::sync::atomic::AtomicU64::new(0) });
+        watchdog::register(&watch);
+        let check: dpdk::HookCheck = {
+            let w = Arc::clone(&watch);
+            let budget_ns = opts.instruction_budget;
+            let mem_kb = opts.memory_limit_bytes / 1024;
+            Rc::new(move |kb: usize| {
+                let since = w.since.load(Ordering::Acquire);
+                if budget_ns > 0 && since != 0 && now_ns().saturating_sub(since) > budget_ns {
+                    return Some(format!("instruction budget exceeded ({budget_ns} instructions)"));
+                }
+                if mem_kb > 0 && kb > mem_kb {
+                    return Some(format!("memory limit exceeded ({} KiB > {} KiB)", kb, mem_kb));
+                }
+                None
+            })
+        };
+        let st = build_state(rules_path, &shared, burst_addr, &watch, &check, 0)?;
+        Ok(LuaEngine {
+            path: rules_path.to_path_buf(),
+            opts: opts.clone(),
+            worker,
+            burst,
+            shared,
+            watch,
+            check,
+            st,
+            counters: LuaCounters::default(),
+            last_log: None,
+            suppressed: 0,
+        })
+    }
+
+    /// False when no packet event or packet policy has a rule: the worker need not call Lua.
+    pub fn has_packet_rules(&self) -> bool {
+        self.st.has_packet_rules
+    }
+
+    pub fn counters(&self) -> LuaCounters {
+        let mut c = self.counters;
+        c.alerts = self.shared.alert_count.get();
+        c
+    }
+
+    pub fn rule_errors(&self) -> u64 {
+        self.counters.rule_errors
+    }
+
+    /// Lua heap size of this worker's state.
+    pub fn used_memory(&self) -> usize {
+        self.st.lua.used_memory()
+    }
+
+    /// Loads the rules file into a fresh state; on failure the old state stays and the
+    /// error (`FILE:LINE: message`) is returned.
+    pub fn reload(&mut self) -> Result<(), String> {
+        let old_raw = dpdk::raw_state(&self.st.lua);
+        let burst_addr = &*self.burst as *const Burst as usize;
+        let st = build_state(&self.path, &self.shared, burst_addr, &self.watch, &self.check, old_raw)?;
+        self.st = st;
+        self.counters.reloads += 1;
+        Ok(())
+    }
+
+    fn fire(&mut self, name: &str) -> Result<(), String> {
+        let f = self.st.fire.clone();
+        let r = watched(&self.watch, &self.check, || f.call::<()>(name));
+        r.map_err(|e| {
+            let m = one_line(&e);
+            self.counters.rule_errors += 1;
+            self.log_error(&m);
+            m
+        })
+    }
+
+    /// Runs the `haka.events.started` rules.
+    pub fn fire_started(&mut self) -> Result<(), String> {
+        self.fire("haka:started")
+    }
+
+    /// Runs the `haka.events.exiting` rules.
+    pub fn fire_exiting(&mut self) -> Result<(), String> {
+        self.fire("haka:exiting")
+    }
+
+    fn log_error(&mut self, msg: &str) {
+        let now = Instant::now();
+        if self.last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            if self.suppressed > 0 {
+                println!("[worker {}] error: {} ({} more errors suppressed)", self.worker, msg, self.suppressed);
+            } else {
+                println!("[worker {}] error: {}", self.worker, msg);
+            }
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    /// Runs the rules over a burst: ONE call into Lua per `MAX_BURST` packets. Every packet
+    /// gets a verdict and a `modified` flag; modified packets get valid checksums.
+    pub fn run_burst(&mut self, pkts: &mut [LuaPacket<'_>]) -> BurstOutcome {
+        let mut out = BurstOutcome::default();
+        if !self.st.has_packet_rules {
+            for p in pkts.iter_mut() {
+                p.verdict = LuaVerdict::Accept;
+                p.modified = false;
+            }
+            out.accepted = pkts.len() as u32;
+            return out;
+        }
+        for chunk in pkts.chunks_mut(MAX_BURST) {
+            self.run_chunk(chunk, &mut out);
+        }
+        out
+    }
+
+    fn run_chunk(&mut self, pkts: &mut [LuaPacket<'_>], out: &mut BurstOutcome) {
+        let n = pkts.len().min(MAX_BURST);
+        {
+            let mut metas = self.shared.metas.borrow_mut();
+            metas.clear();
+            for (slot, p) in self.burst.s.iter_mut().zip(pkts.iter_mut()) {
+                *slot = make_slot(p);
+                metas.push((p.meta, p.dir));
+            }
+        }
+        self.burst.n = n as u32;
+        self.burst.cur = 0;
+        self.burst.errors = 0;
+        let run = self.st.run.clone();
+        let r = watched(&self.watch, &self.check, || run.call::<()>(()));
+        self.counters.bursts += 1;
+        self.counters.packets += n as u64;
+        if let Err(e) = r {
+            // An error outside the per-packet pcall (e.g. an interruption between two
+            // packets): the packets not yet processed get the rule-error verdict.
+            let cur = (self.burst.cur as usize).min(n);
+            for s in &mut self.burst.s[cur..n] {
+                if s.verdict == 0 {
+                    s.verdict = 2;
+                }
+            }
+            self.burst.errors += 1;
+            let m = one_line(&e);
+            self.count_error(&m);
+        }
+        if self.burst.errors > 0 {
+            let msgs: Vec<String> = self
+                .st
+                .take_errors
+                .call::<Table>(())
+                .map(|t| t.sequence_values::<String>().filter_map(|v| v.ok()).collect())
+                .unwrap_or_default();
+            let extra = (self.burst.errors as usize).saturating_sub(msgs.len());
+            for m in &msgs {
+                self.count_error(m);
+            }
+            self.counters.rule_errors += extra as u64;
+        }
+        for (s, p) in self.burst.s.iter().zip(pkts.iter_mut()) {
+            p.verdict = match s.verdict {
+                0 => LuaVerdict::Accept,
+                2 => {
+                    out.rule_errors += 1;
+                    if self.opts.rule_error_drop {
+                        LuaVerdict::Drop
+                    } else {
+                        LuaVerdict::Accept
+                    }
+                }
+                _ => LuaVerdict::Drop,
+            };
+            p.modified = s.modified & MOD_ANY != 0;
+            if p.modified {
+                out.modified += 1;
+                fix_checksums(p.data, &p.meta, s.modified);
+            }
+            match p.verdict {
+                LuaVerdict::Accept => out.accepted += 1,
+                LuaVerdict::Drop => out.dropped += 1,
+            }
+        }
+        self.check_memory();
+    }
+
+    fn count_error(&mut self, m: &str) {
+        self.counters.rule_errors += 1;
+        if m.contains("instruction budget exceeded") {
+            self.counters.budget_exceeded += 1;
+        } else if m.contains("memory limit exceeded") || m.contains("not enough memory") {
+            self.counters.memory_exceeded += 1;
+        }
+        self.log_error(m);
+    }
+
+    fn check_memory(&mut self) {
+        let limit = self.opts.memory_limit_bytes;
+        if limit == 0 || self.st.lua.used_memory() <= limit {
+            return;
+        }
+        let _ = self.st.lua.gc_collect();
+        if self.st.lua.used_memory() <= limit {
+            return;
+        }
+        self.counters.memory_exceeded += 1;
+        self.counters.memory_resets += 1;
+        let used = self.st.lua.used_memory();
+        match self.reload() {
+            Ok(()) => {
+                self.counters.reloads -= 1;
+                println!(
+                    "[worker {}] error: Lua memory {} KiB over the limit of {} KiB: state recreated from {}",
+                    self.worker,
+                    used / 1024,
+                    limit / 1024,
+                    self.path.display()
+                );
+            }
+            Err(e) => println!(
+                "[worker {}] error: Lua memory over the limit; recreating the state failed: {e}",
+                self.worker
+            ),
+        }
+    }
+}
+
+impl Drop for LuaEngine {
+    fn drop(&mut self) {
+        *self.watch.state.lock().unwrap_or_else(|p| p.into_inner()) = 0;
+    }
+}
+
+/// Fills a slot, keeping only offsets that are in bounds of the data (so the Lua views
+/// never read outside the buffer, whatever the metadata says).
+fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
+    let m = &p.meta;
+    let len = p.data.len().min(u32::MAX as usize);
+    let l3o = m.l3_offset as usize;
+    let mut l3 = match m.l3 {
+        L3::Ipv4 => 4u8,
+        L3::Ipv6 => 6,
+        L3::Other(_) => 0,
+    };
+    if l3 == 4 && (l3o + 20 > len || l3o + ((p.data[l3o] & 0x0f) as usize) * 4 > len) {
+        l3 = 0;
+    }
+    if l3 == 6 && l3o + 40 > len {
+        l3 = 0;
+    }
+    let l4o = m.l4_offset as usize;
+    let need = match m.proto {
+        6 => 20,
+        17 => 8,
+        1 | 58 => 4,
+        _ => usize::MAX,
+    };
+    let has_l4 = l3 != 0 && m.has_l4 && need != usize::MAX && l4o >= l3o && l4o.saturating_add(need) <= len;
+    Slot {
+        data: p.data.as_mut_ptr() as u64,
+        len: len as u32,
+        flow_id: p.flow_id,
+        vlan: m.vlan,
+        l3_off: if l3o <= len { m.l3_offset } else { 0 },
+        l4_off: m.l4_offset,
+        payload_off: m.payload_offset,
+        payload_len: if (m.payload_offset as usize) <= len { m.payload_len } else { 0 },
+        ip_len: m.ip_len,
+        l3,
+        proto: m.proto,
+        has_l4: has_l4 as u8,
+        dir: p.dir,
+        fragment: m.fragment as u8,
+        verdict: 0,
+        modified: 0,
+        _pad: [0; 3],
+    }
+}
+
+/// Recomputes the IPv4 header checksum and the TCP/UDP/ICMP/ICMPv6 checksum of a
+/// modified packet (a checksum field a rule wrote explicitly is kept).
+fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
+    let l3 = meta.l3_offset as usize;
+    let (seg_end, v4) = match meta.l3 {
+        L3::Ipv4 => {
+            let Some(&b0) = data.get(l3) else { return };
+            let ihl = ((b0 & 0x0f) as usize) * 4;
+            if ihl < 20 || l3 + ihl > data.len() {
+                return;
+            }
+            if bits & MOD_IP_CSUM_SET == 0 {
+                data[l3 + 10] = 0;
+                data[l3 + 11] = 0;
+                let c = checksum::compute(&data[l3..l3 + ihl]);
+                data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
+            }
+            let tot = u16::from_be_bytes([data[l3 + 2], data[l3 + 3]]) as usize;
+            ((l3 + tot).min(data.len()), true)
+        }
+        L3::Ipv6 => {
+            if l3 + 40 > data.len() {
+                return;
+            }
+            let pl = u16::from_be_bytes([data[l3 + 4], data[l3 + 5]]) as usize;
+            ((l3 + 40 + pl).min(data.len()), false)
+        }
+        L3::Other(_) => return,
+    };
+    if !meta.has_l4 || bits & MOD_L4_CSUM_SET != 0 {
+        return;
+    }
+    let l4 = meta.l4_offset as usize;
+    if l4 >= seg_end {
+        return;
+    }
+    let (mut s4, mut d4, mut s6, mut d6) = ([0u8; 4], [0u8; 4], [0u8; 16], [0u8; 16]);
+    if v4 {
+        s4.copy_from_slice(&data[l3 + 12..l3 + 16]);
+        d4.copy_from_slice(&data[l3 + 16..l3 + 20]);
+    } else {
+        s6.copy_from_slice(&data[l3 + 8..l3 + 24]);
+        d6.copy_from_slice(&data[l3 + 24..l3 + 40]);
+    }
+    let (off, min) = match meta.proto {
+        6 => (16, 20),
+        17 => (6, 8),
+        1 if v4 => (2, 4),
+        58 if !v4 => (2, 4),
+        _ => return,
+    };
+    let mut end = seg_end;
+    if seg_end - l4 < min {
+        return;
+    }
+    if meta.proto == 17 {
+        let ulen = u16::from_be_bytes([data[l4 + 4], data[l4 + 5]]) as usize;
+        if ulen >= 8 && l4 + ulen <= seg_end {
+            end = l4 + ulen;
+        }
+        if v4 && data[l4 + 6] == 0 && data[l4 + 7] == 0 {
+            return; // no checksum in use
+        }
+    }
+    data[l4 + off] = 0;
+    data[l4 + off + 1] = 0;
+    let seg = &data[l4..end];
+    let mut c = match (meta.proto, v4) {
+        (1, _) => checksum::compute(seg),
+        (p, true) => checksum::l4_v4(&s4, &d4, p, seg),
+        (p, false) => checksum::l4_v6(&s6, &d6, p, seg),
+    };
+    if meta.proto == 17 && c == 0 {
+        c = 0xffff;
+    }
+    data[l4 + off..l4 + off + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+impl std::fmt::Debug for LuaEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LuaEngine").field("path", &self.path).field("worker", &self.worker).finish()
+    }
+}

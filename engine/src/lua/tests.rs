@@ -1,0 +1,677 @@
+//! DPDK-free tests of the Lua rule engine: crafted frames, rules written to temp files.
+
+use super::*;
+use crate::dissect::{dissect, DissectOptions, LinkType};
+use std::sync::atomic::AtomicUsize;
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn rules_file(src: &str) -> PathBuf {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("hk-lua-{}-{}.lua", std::process::id(), n));
+    std::fs::write(&p, src).unwrap();
+    p
+}
+
+type Alerts = Rc<RefCell<Vec<Alert>>>;
+
+fn engine_opts(src: &str, opts: &LuaOptions) -> (LuaEngine, Alerts, PathBuf) {
+    let p = rules_file(src);
+    let alerts: Alerts = Rc::new(RefCell::new(Vec::new()));
+    let a2 = Rc::clone(&alerts);
+    let e = LuaEngine::load(&p, opts, 3, Box::new(move |a| a2.borrow_mut().push(a))).unwrap_or_else(|e| panic!("{e}"));
+    (e, alerts, p)
+}
+
+fn engine(src: &str) -> (LuaEngine, Alerts) {
+    let (e, a, _) = engine_opts(src, &LuaOptions::default());
+    (e, a)
+}
+
+const SRC: [u8; 4] = [192, 168, 1, 10];
+const DST: [u8; 4] = [10, 0, 0, 1];
+
+fn ipv4_frame(proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[1] = 0x10;
+    ip[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12..16].copy_from_slice(&SRC);
+    ip[16..20].copy_from_slice(&DST);
+    let c = checksum::compute(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let start = f.len();
+    f.extend_from_slice(l4);
+    let seg = &f[start..];
+    let c = match proto {
+        1 => Some((2, checksum::compute(seg))),
+        6 => Some((16, checksum::l4_v4(&SRC, &DST, 6, seg))),
+        17 => Some((6, checksum::l4_v4(&SRC, &DST, 17, seg))),
+        _ => None,
+    };
+    if let Some((off, c)) = c {
+        f[start + off..start + off + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    f
+}
+
+const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+fn ipv6_frame(nh: u8, l4: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40];
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    let ip = &mut f[14..54];
+    ip[0] = 0x6a; // version 6, tc 0xa5, flow 0x12345
+    ip[1] = 0x51;
+    ip[2] = 0x23;
+    ip[3] = 0x45;
+    ip[4..6].copy_from_slice(&(l4.len() as u16).to_be_bytes());
+    ip[6] = nh;
+    ip[7] = 33;
+    ip[8..24].copy_from_slice(&SRC6);
+    ip[24..40].copy_from_slice(&DST6);
+    let start = f.len();
+    f.extend_from_slice(l4);
+    let off = match nh {
+        6 => 16,
+        17 => 6,
+        _ => 2,
+    };
+    let c = checksum::l4_v6(&SRC6, &DST6, nh, &f[start..]);
+    f[start + off..start + off + 2].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+fn tcp(sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = vec![0u8; 20];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&dport.to_be_bytes());
+    t[4..8].copy_from_slice(&0xdeadbeefu32.to_be_bytes());
+    t[8..12].copy_from_slice(&0x01020304u32.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&8192u16.to_be_bytes());
+    t[18..20].copy_from_slice(&7u16.to_be_bytes());
+    t.extend_from_slice(payload);
+    t
+}
+
+fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = vec![0u8; 8];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&dport.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(payload);
+    u
+}
+
+fn icmp_echo(payload: &[u8]) -> Vec<u8> {
+    let mut i = vec![8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    i.extend_from_slice(payload);
+    i
+}
+
+/// Runs one burst; returns (verdict, modified) per frame.
+fn run(e: &mut LuaEngine, frames: &mut [Vec<u8>]) -> Vec<(LuaVerdict, bool)> {
+    let metas: Vec<PacketMeta> = frames
+        .iter()
+        .map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).expect("frame dissects"))
+        .collect();
+    let mut pkts: Vec<LuaPacket> =
+        frames.iter_mut().zip(metas).enumerate().map(|(i, (f, m))| LuaPacket::new(f, m, (i % 2) as u8, i as u32)).collect();
+    e.run_burst(&mut pkts);
+    pkts.iter().map(|p| (p.verdict, p.modified)).collect()
+}
+
+fn descs(a: &Alerts) -> Vec<String> {
+    a.borrow().iter().map(|x| x.description.clone()).collect()
+}
+
+/// All checksums of an Ethernet frame are valid (re-dissected with checksum verification).
+fn checksums_valid(f: &[u8]) -> bool {
+    let m = dissect(f, LinkType::Ethernet, &DissectOptions { ipv4_checksum: true }).expect("valid after rewrite");
+    let l3 = m.l3_offset as usize;
+    let l4 = m.l4_offset as usize;
+    match m.l3 {
+        L3::Ipv4 => {
+            let end = l3 + u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) as usize;
+            let (s, d): ([u8; 4], [u8; 4]) = (f[l3 + 12..l3 + 16].try_into().unwrap(), f[l3 + 16..l3 + 20].try_into().unwrap());
+            checksum::compute(&f[l3..l3 + 20]) == 0
+                && match m.proto {
+                    1 => checksum::compute(&f[l4..end]) == 0,
+                    p => checksum::l4_v4(&s, &d, p, &f[l4..end]) == 0,
+                }
+        }
+        L3::Ipv6 => {
+            let (s, d): ([u8; 16], [u8; 16]) = (f[l3 + 8..l3 + 24].try_into().unwrap(), f[l3 + 24..l3 + 40].try_into().unwrap());
+            checksum::l4_v6(&s, &d, m.proto, &f[l4..]) == 0
+        }
+        _ => true,
+    }
+}
+
+#[test]
+fn ipv4_tcp_fields_read() {
+    let (mut e, a) = engine(
+        r#"
+        local ipv4 = require("protocol/ipv4")
+        require("protocol/tcp")
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+            haka.alert{ description = table.concat({ ip.version, ip.hdr_len, ip.tos, ip.len, ip.id, ip.frag_offset,
+                ip.ttl, ip.proto, ip.checksum, tostring(ip.src), tostring(ip.dst), tostring(ip.flags.rb),
+                tostring(ip.flags.df), tostring(ip.flags.mf), ip.flags.all, #ip.payload, tostring(ip:verify_checksum()),
+                tostring(ip.src == ipv4.addr("192.168.1.10")), tostring(ip.dst < ip.src) }, " ") }
+        end }
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(tcp)
+            local f = tcp.flags
+            haka.alert{ description = table.concat({ tcp.srcport, tcp.dstport, tcp.seq, tcp.ack_seq, tcp.res, tcp.hdr_len,
+                tcp.window_size, tcp.checksum, tcp.urgent_pointer, tostring(f.fin), tostring(f.syn), tostring(f.rst),
+                tostring(f.psh), tostring(f.ack), tostring(f.urg), tostring(f.ecn), tostring(f.cwr), f.all,
+                #tcp.payload, tcp.payload:asstring(), tcp.payload[1], tostring(tcp:verify_checksum()),
+                tostring(tcp.ip.src), tcp.ip.ttl }, " ") }
+        end }
+    "#,
+    );
+    assert!(e.has_packet_rules());
+    let mut frames = vec![ipv4_frame(6, &tcp(1234, 80, 0x12, b"hello"))];
+    let ipck = u16::from_be_bytes([frames[0][24], frames[0][25]]);
+    let tck = u16::from_be_bytes([frames[0][50], frames[0][51]]);
+    let v = run(&mut e, &mut frames);
+    assert_eq!(v, vec![(LuaVerdict::Accept, false)]);
+    let d = descs(&a);
+    assert_eq!(
+        d[0],
+        format!("4 20 16 45 4660 0 64 6 {ipck} 192.168.1.10 10.0.0.1 false true false 2 25 true true true")
+    );
+    assert_eq!(
+        d[1],
+        format!("1234 80 3735928559 16909060 0 20 8192 {tck} 7 false true false false true false false false 18 5 hello 104 true 192.168.1.10 64")
+    );
+    // the alert carries the flow of the packet
+    let al = &a.borrow()[0];
+    assert_eq!(al.flow, Some(("192.168.1.10".into(), 1234, "10.0.0.1".into(), 80, 6)));
+    assert_eq!(al.direction.as_deref(), Some("up"));
+    assert_eq!(al.worker, 3);
+}
+
+#[test]
+fn udp_icmp_ipv6_ethernet_fields_read() {
+    let (mut e, a) = engine(
+        r#"
+        haka.rule{ on = haka.dissectors.udp.events.receive_packet, eval = function(u)
+            haka.alert{ description = table.concat({ "udp", u.srcport, u.dstport, u.length, tostring(u:verify_checksum()),
+                u.payload:asstring(), u.ip.name }, " ") }
+        end }
+        haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function(i)
+            haka.alert{ description = table.concat({ "icmp", i.type, i.code, tostring(i:verify_checksum()), #i.payload }, " ") }
+        end }
+        haka.rule{ on = haka.dissectors.ipv6.events.receive_packet, eval = function(ip)
+            haka.alert{ description = table.concat({ "ipv6", ip.version, ip.traffic_class, ip.flow_label, ip.payload_length,
+                ip.next_header, ip.hop_limit, tostring(ip.src), tostring(ip.dst), tostring(ip.src == "2001:db8::1") }, " ") }
+        end }
+        haka.rule{ on = haka.dissectors.ethernet.events.receive_packet, eval = function(eth)
+            haka.alert{ description = table.concat({ "eth", eth.src, eth.dst, eth.type, eth.vlan }, " ") }
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(17, &udp(53, 4000, b"dns")), ipv4_frame(1, &icmp_echo(b"ping")), ipv6_frame(17, &udp(1, 2, b"x"))];
+    let v = run(&mut e, &mut frames);
+    assert!(v.iter().all(|x| *x == (LuaVerdict::Accept, false)));
+    assert_eq!(
+        descs(&a),
+        vec![
+            "eth 02:00:00:00:00:02 02:00:00:00:00:01 2048 0",
+            "udp 53 4000 11 true dns ipv4",
+            "eth 02:00:00:00:00:02 02:00:00:00:00:01 2048 0",
+            "icmp 8 0 true 8",
+            "eth 00:00:00:00:00:00 00:00:00:00:00:00 34525 0",
+            "ipv6 6 165 74565 9 17 33 2001:db8::1 2001:db8::2 true",
+            "udp 1 2 9 true x ipv6",
+        ]
+    );
+}
+
+#[test]
+fn writes_change_bytes_and_keep_valid_checksums() {
+    let (mut e, _) = engine(
+        r#"
+        local ipv4 = require("protocol/ipv4")
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+            ip.ttl = ip.ttl - 1
+            ip.src = ipv4.addr("1.2.3.4")
+            ip.dst = ipv4.addr(5, 6, 7, 8)
+            ip.flags.df = false
+        end }
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            t.dstport = 8080
+            t.flags.psh = true
+            t.payload[1] = 72 -- 'H'
+            t.payload:sub(1, 2):setstring("EY")
+        end }
+        haka.rule{ on = haka.dissectors.udp.events.receive_packet, eval = function(u) u.srcport = 5353 end }
+        haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function(i) i.payload[1] = 0x41 end }
+        haka.rule{ on = haka.dissectors.ipv6.events.receive_packet, eval = function(ip) ip.hop_limit = 1; ip.src = "2001:db8::99" end }
+    "#,
+    );
+    let mut frames = vec![
+        ipv4_frame(6, &tcp(1234, 80, 0x10, b"hello")),
+        ipv4_frame(17, &udp(53, 4000, b"dns")),
+        ipv4_frame(1, &icmp_echo(b"ping")),
+        ipv6_frame(6, &tcp(1, 2, 0x02, b"abc")),
+        ipv6_frame(17, &udp(1, 2, b"abc")),
+    ];
+    let v = run(&mut e, &mut frames);
+    assert!(v.iter().all(|x| *x == (LuaVerdict::Accept, true)), "{v:?}");
+    let f = &frames[0];
+    assert_eq!(f[22], 63);
+    assert_eq!(&f[26..30], &[1, 2, 3, 4]);
+    assert_eq!(&f[30..34], &[5, 6, 7, 8]);
+    assert_eq!(f[20] & 0x40, 0);
+    assert_eq!(u16::from_be_bytes([f[36], f[37]]), 8080);
+    assert_eq!(f[47], 0x18);
+    assert_eq!(&f[54..], b"HEYlo");
+    assert_eq!(u16::from_be_bytes([frames[1][34], frames[1][35]]), 5353);
+    assert_eq!(frames[2][38], 0x41);
+    assert_eq!(frames[3][21], 1);
+    assert_eq!(frames[3][37], 0x99);
+    for f in &frames {
+        assert!(checksums_valid(f), "bad checksum in {f:?}");
+    }
+}
+
+#[test]
+fn explicit_checksum_write_is_kept() {
+    let (mut e, _) = engine(
+        r#"haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip) ip.checksum = 0x1111 end }"#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(1, 2, 0, b""))];
+    run(&mut e, &mut frames);
+    assert_eq!(u16::from_be_bytes([frames[0][24], frames[0][25]]), 0x1111);
+}
+
+#[test]
+fn drop_and_default_accept() {
+    let (mut e, a) = engine(
+        r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            if t.dstport == 22 then t:drop() end
+        end }
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            haka.alert{ description = "second " .. t.dstport }
+        end }
+        haka.rule{ on = haka.dissectors.ipv4.events.send_packet, eval = function(ip)
+            haka.alert{ description = "sent " .. ip.ttl }
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(1, 22, 0, b"")), ipv4_frame(6, &tcp(1, 80, 0, b""))];
+    let v = run(&mut e, &mut frames);
+    assert_eq!(v, vec![(LuaVerdict::Drop, false), (LuaVerdict::Accept, false)]);
+    // after the drop no other rule runs for that packet (and it is not sent)
+    assert_eq!(descs(&a), vec!["second 80", "sent 64"]);
+}
+
+#[test]
+fn policies_each_criterion() {
+    let (mut e, a) = engine(
+        r#"
+        local ipv4 = require("protocol/ipv4")
+        local P = haka.dissectors.tcp.policies.next_dissector
+        haka.policy{ on = P, name = "value", dstport = 1, action = haka.policy.drop }
+        haka.policy{ on = P, name = "set", dstport = haka.policy.set{2, 3}, action = haka.policy.drop }
+        haka.policy{ on = P, name = "range", dstport = haka.policy.range(10, 20), action = haka.policy.drop }
+        haka.policy{ on = P, name = "oor", dstport = haka.policy.outofrange(0, 60000), action = haka.policy.drop }
+        haka.policy{ on = P, name = "present", srcport = 7777, dstport = haka.policy.present(), action = { haka.policy.alert{ severity = "low" }, haka.policy.drop } }
+        haka.policy{ on = P, name = "absent", srcport = 7778, nothere = haka.policy.absent(), action = haka.policy.log(haka.log, "info", "absent ok %d", 1) }
+        -- last eligible wins: 443 matches range(400,500) then accept
+        haka.policy{ on = P, dstport = haka.policy.range(400, 500), action = haka.policy.drop }
+        haka.policy{ on = P, dstport = 443, action = haka.policy.accept }
+        local IP = haka.dissectors.ipv4.policies.next_dissector
+        haka.policy{ on = IP, proto = 17, action = haka.policy.drop }
+        haka.policy{ on = haka.dissectors.udp.policies.next_dissector, srcport = 99, action = haka.policy.drop }
+        haka.policy{ on = IP, proto = 1, action = haka.policy.accept }
+    "#,
+    );
+    let _ = ipv4_in_network_policy();
+    let mut frames = vec![
+        ipv4_frame(6, &tcp(5, 1, 0, b"")),
+        ipv4_frame(6, &tcp(5, 3, 0, b"")),
+        ipv4_frame(6, &tcp(5, 15, 0, b"")),
+        ipv4_frame(6, &tcp(5, 61000, 0, b"")),
+        ipv4_frame(6, &tcp(7777, 100, 0, b"")),
+        ipv4_frame(6, &tcp(7778, 100, 0, b"")),
+        ipv4_frame(6, &tcp(5, 443, 0, b"")),
+        ipv4_frame(6, &tcp(5, 450, 0, b"")),
+        ipv4_frame(6, &tcp(5, 100, 0, b"")),
+        ipv4_frame(17, &udp(5, 100, b"")),
+        ipv4_frame(1, &icmp_echo(b"")),
+    ];
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    use LuaVerdict::*;
+    assert_eq!(v, vec![Drop, Drop, Drop, Drop, Drop, Accept, Accept, Drop, Accept, Drop, Accept]);
+    let al = a.borrow();
+    assert_eq!(al.len(), 1);
+    assert_eq!(al[0].description, "next_dissector");
+    assert_eq!(al[0].severity, "low");
+}
+
+fn ipv4_in_network_policy() {
+    let (mut e, _) = engine(
+        r#"
+        local ipv4 = require("protocol/ipv4")
+        haka.policy{ on = haka.dissectors.ipv4.policies.next_dissector, proto = 6, action = haka.policy.drop }
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+            local net = ipv4.network("192.168.0.0/16")
+            assert(tostring(net) == "192.168.0.0/16" and net.mask == 16 and tostring(net.net) == "192.168.0.0")
+            assert(net:contains(ip.src) and not net:contains(ip.dst))
+            assert(ipv4.network(ipv4.addr("10.1.2.3"), 8):contains(ip.dst))
+            assert(ipv4.addr(3232235786) == ip.src and ip.src.packed == 3232235786)
+        end }
+        local P = haka.policy.new("custom")
+        haka.policy{ on = haka.dissectors.tcp.policies.next_dissector, dstport = 80, action = haka.policy.accept }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b""))];
+    assert_eq!(run(&mut e, &mut frames)[0].0, LuaVerdict::Drop);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
+fn policy_ipv4_in_network() {
+    let (mut e, _) = engine(
+        r#"
+        local ipv4 = require("protocol/ipv4")
+        haka.policy{ on = haka.dissectors.ipv4.policies.next_dissector, proto = 6,
+            action = function(policy, ip) if haka.policy.ipv4_in_network("192.168.0.0/16")(ip.src) then ip:drop() end end }
+        haka.policy{ on = haka.dissectors.ipv4.policies.next_dissector, proto = 17,
+            action = function(policy, ip) if ipv4.ipv4_in_network(ipv4.network("10.0.0.0/8"))(ip.src) then ip:drop() end end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b"")), ipv4_frame(17, &udp(5, 80, b""))];
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    assert_eq!(v, vec![LuaVerdict::Drop, LuaVerdict::Accept]);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
+fn rule_group_semantics() {
+    let (mut e, a) = engine(
+        r#"
+        local trace = {}
+        local g = haka.rule_group{ name = "g", on = haka.dissectors.tcp.events.receive_packet,
+            init = function(t) trace = { "init" } end,
+            continue = function(ret, t) table.insert(trace, "cont:" .. tostring(ret)); return not ret end,
+            final = function(t) table.insert(trace, "final") end }
+        g:rule{ eval = function(t) table.insert(trace, "r1"); return false end }
+        g:rule{ eval = function(t) table.insert(trace, "r2"); if t.dstport == 22 then t:drop() end; return t.dstport == 23 end }
+        g:rule{ eval = function(t) table.insert(trace, "r3") end }
+        haka.rule{ on = haka.dissectors.ipv4.events.send_packet, eval = function(ip) end }
+        haka.rule{ on = haka.dissectors.tcp.events.send_packet, eval = function(t)
+            haka.alert{ description = table.concat(trace, ",") } end }
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            if t.dstport ~= 80 then haka.alert{ description = table.concat(trace, ",") } end end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b"")), ipv4_frame(6, &tcp(5, 23, 0, b"")), ipv4_frame(6, &tcp(5, 22, 0, b""))];
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    assert_eq!(v, vec![LuaVerdict::Accept, LuaVerdict::Accept, LuaVerdict::Drop]);
+    assert_eq!(
+        descs(&a),
+        vec![
+            "init,r1,cont:false,r2,cont:false,r3,cont:nil,final",
+            "init,r1,cont:false,r2,cont:true",
+            "init,r1,cont:false,r2,cont:true",
+        ]
+    );
+}
+
+#[test]
+fn alert_all_keys_and_update() {
+    let (mut e, a) = engine(
+        r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            local first = haka.alert{ description = "first" }
+            local al = haka.alert{
+                start_time = haka.time(1000.5), end_time = haka.time(1001),
+                description = "scan", severity = "high", confidence = "medium", completion = "failed",
+                method = { description = "port scan", ref = { "cve/1", "cwe/2" } },
+                sources = { haka.alert.address(t.ip.src), haka.alert.service("tcp/" .. t.srcport) },
+                targets = haka.alert.address(t.ip.dst, "10.0.0.2"),
+                ref = { first },
+            }
+            al:update{ completion = "successful" }
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b""))];
+    run(&mut e, &mut frames);
+    let al = a.borrow();
+    assert_eq!(al.len(), 3);
+    let x = &al[1];
+    assert_eq!(x.time_secs, 1000.5);
+    assert_eq!(x.end_time_secs, Some(1001.0));
+    assert_eq!((x.description.as_str(), x.severity.as_str(), x.confidence.as_str(), x.completion.as_str()), ("scan", "high", "medium", "failed"));
+    assert_eq!(x.method_description, "port scan");
+    assert_eq!(x.method_ref, vec!["cve/1", "cwe/2"]);
+    assert_eq!(x.sources, vec!["address: 192.168.1.10", "service: tcp/5"]);
+    assert_eq!(x.targets, vec!["address: 10.0.0.1, 10.0.0.2"]);
+    assert_eq!(x.refs, vec![al[0].id]);
+    assert_ne!(x.id, al[0].id);
+    assert_eq!(x.id >> 48, 3);
+    assert!(!x.update);
+    assert!(al[2].update && al[2].id == x.id && al[2].completion == "successful");
+    assert_eq!(e.counters().alerts, 3);
+}
+
+#[test]
+fn syntax_error_is_file_line() {
+    let p = rules_file("haka.rule{ on = haka.dissectors.ipv4.events.receive_packet,\n eval = function(ip) if then end }\n");
+    let err = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
+    assert!(err.starts_with(&format!("{}:2:", p.display())), "{err}");
+    assert!(!err.contains('\n'));
+    let p = rules_file("local x = 1\nhaka.rule{ on = 42, eval = function() end }\n");
+    let err = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
+    assert_eq!(err, format!("{}:2: rule on must be an event", p.display()));
+    let err = LuaEngine::load(Path::new("/nonexistent/r.lua"), &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
+    assert!(err.starts_with("/nonexistent/r.lua:0: cannot read rules file"), "{err}");
+}
+
+#[test]
+fn runtime_error_counted_dropped_others_fine() {
+    let src = r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            if t.dstport == 666 then error("boom") end
+            if t.dstport == 667 then local x = nil; return x.field end
+            haka.alert{ description = "ok " .. t.dstport }
+        end }
+    "#;
+    let (mut e, a) = engine(src);
+    let mut frames = vec![
+        ipv4_frame(6, &tcp(5, 1, 0, b"")),
+        ipv4_frame(6, &tcp(5, 666, 0, b"")),
+        ipv4_frame(6, &tcp(5, 2, 0, b"")),
+        ipv4_frame(6, &tcp(5, 667, 0, b"")),
+        ipv4_frame(6, &tcp(5, 3, 0, b"")),
+    ];
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    use LuaVerdict::*;
+    assert_eq!(v, vec![Accept, Drop, Accept, Drop, Accept]);
+    assert_eq!(e.rule_errors(), 2);
+    assert_eq!(descs(&a), vec!["ok 1", "ok 2", "ok 3"]);
+    // rule_error_drop = false accepts the failing packets
+    let opts = LuaOptions { rule_error_drop: false, ..LuaOptions::default() };
+    let (mut e, _, _) = engine_opts(src, &opts);
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    assert!(v.iter().all(|x| *x == Accept));
+    assert_eq!(e.rule_errors(), 2);
+}
+
+#[test]
+fn infinite_loop_interrupted() {
+    let opts = LuaOptions { instruction_budget: 20_000_000, ..LuaOptions::default() };
+    let (mut e, a, _) = engine_opts(
+        r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            if t.dstport == 666 then local n = 0; while true do n = n + 1 end end
+            if t.dstport == 667 then while true do end end
+            haka.alert{ description = "ok " .. t.dstport }
+        end }
+    "#,
+        &opts,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b"")), ipv4_frame(6, &tcp(5, 666, 0, b"")), ipv4_frame(6, &tcp(5, 667, 0, b"")), ipv4_frame(6, &tcp(5, 2, 0, b""))];
+    let t0 = Instant::now();
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    let el = t0.elapsed();
+    use LuaVerdict::*;
+    assert_eq!(v, vec![Accept, Drop, Drop, Accept]);
+    assert_eq!(e.counters().budget_exceeded, 2);
+    assert!(el < Duration::from_secs(2), "{el:?}");
+    assert_eq!(descs(&a), vec!["ok 1", "ok 2"]);
+    // still works afterwards (and the JIT-compiled loop is interrupted again)
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    assert_eq!(v, vec![Accept, Drop, Drop, Accept]);
+}
+
+#[test]
+fn memory_hog_capped() {
+    let opts = LuaOptions { memory_limit_bytes: 16 << 20, ..LuaOptions::default() };
+    let (mut e, _, _) = engine_opts(
+        r#"
+        hog = {}
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            if t.dstport == 666 then
+                -- slow growth across packets: 1 MiB per packet, kept in a global
+                table.insert(hog, string.rep("x", 1024 * 1024 - 64) .. #hog)
+            elseif t.dstport == 667 then
+                -- fast growth in one packet
+                local l = {}
+                while true do l[#l + 1] = string.rep("y", 4096) .. #l end
+            end
+        end }
+    "#,
+        &opts,
+    );
+    for _ in 0..24 {
+        let mut frames = vec![ipv4_frame(6, &tcp(5, 666, 0, b""))];
+        let v = run(&mut e, &mut frames);
+        assert_eq!(v[0].0, LuaVerdict::Accept);
+    }
+    let c = e.counters();
+    assert!(c.memory_resets >= 1, "{c:?}");
+    assert!(e.used_memory() < 16 << 20);
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 667, 0, b"")), ipv4_frame(6, &tcp(5, 1, 0, b""))];
+    let v = run(&mut e, &mut frames);
+    assert_eq!(v[0].0, LuaVerdict::Drop);
+    assert_eq!(v[1].0, LuaVerdict::Accept);
+    assert!(e.counters().memory_exceeded >= 2, "{:?}", e.counters());
+    assert!(e.used_memory() < 16 << 20);
+}
+
+#[test]
+fn reload_keeps_old_rules_on_broken_file() {
+    let (mut e, a, p) = engine_opts(
+        r#"haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) haka.alert{ description = "v1" } end }"#,
+        &LuaOptions::default(),
+    );
+    std::fs::write(&p, "haka.rule{ on = \n").unwrap();
+    let err = e.reload().unwrap_err();
+    assert!(err.starts_with(&format!("{}:", p.display())), "{err}");
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b""))];
+    run(&mut e, &mut frames);
+    std::fs::write(&p, r#"haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) haka.alert{ description = "v2" } end }"#)
+        .unwrap();
+    e.reload().unwrap();
+    run(&mut e, &mut frames);
+    assert_eq!(descs(&a), vec!["v1", "v2"]);
+}
+
+#[test]
+fn no_packet_rules_and_global_events() {
+    let (mut e, a) = engine(
+        r#"
+        haka.rule{ on = haka.events.started, eval = function() haka.alert{ description = "started" } end }
+        haka.rule{ on = haka.events.exiting, eval = function() haka.log.info("bye %s", "now") end }
+        haka.log("loaded %d", 1)
+        haka.log.debug("hidden")
+    "#,
+    );
+    assert!(!e.has_packet_rules());
+    e.fire_started().unwrap();
+    e.fire_exiting().unwrap();
+    assert_eq!(descs(&a), vec!["started"]);
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b""))];
+    assert_eq!(run(&mut e, &mut frames), vec![(LuaVerdict::Accept, false)]);
+}
+
+#[test]
+fn hook_alias_and_regexp() {
+    let (mut e, a) = engine(
+        r#"
+        local rem = require("regexp/pcre")
+        local re = rem.re
+        local rx = re:compile("%d+ (bar)", re.CASE_INSENSITIVE)
+        haka.rule{ hook = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            local m, b, e = rx:match(t.payload)
+            local m2 = re:match("^hel+o", t.payload:asstring())
+            local m3 = re:match("nomatch", "hello")
+            haka.alert{ description = tostring(m) .. " " .. tostring(b) .. " " .. tostring(e) .. " " .. tostring(m2) .. " " .. tostring(m3) }
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b"hello 42 BAR"))];
+    run(&mut e, &mut frames);
+    assert_eq!(descs(&a), vec!["42 BAR 6 12 hello nil"]);
+}
+
+#[test]
+fn big_burst_is_chunked_and_verdicts_align() {
+    let (mut e, _) = engine(
+        r#"haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) if t.dstport % 3 == 0 then t:drop() end end }"#,
+    );
+    let mut frames: Vec<Vec<u8>> = (0..600u16).map(|i| ipv4_frame(6, &tcp(5, i, 0, b""))).collect();
+    let v = run(&mut e, &mut frames);
+    for (i, x) in v.iter().enumerate() {
+        assert_eq!(x.0 == LuaVerdict::Drop, i % 3 == 0, "packet {i}");
+    }
+}
+
+/// ns/packet for (a) no rules, (b) one ipv4 rule reading src, dst, ttl, (c) ten such rules.
+/// Run with `cargo test --release -p haka-engine lua::tests::bench_ns_per_packet -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_ns_per_packet() {
+    let one = r#"haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+        local s, d, t = ip.src, ip.dst, ip.ttl
+        if t == 0 and s == d then ip:drop() end end }
+    "#;
+    let cases = [("a: no rules", String::new()), ("b: 1 ipv4 rule", one.to_string()), ("c: 10 ipv4 rules", one.repeat(10))];
+    for (name, src) in cases {
+        let (mut e, _) = engine(&src);
+        let mut frames: Vec<Vec<u8>> = (0..32u16).map(|i| ipv4_frame(6, &tcp(5, i, 0x10, b"payload"))).collect();
+        let metas: Vec<PacketMeta> = frames.iter().map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).unwrap()).collect();
+        let iters = 200_000;
+        let mut best = f64::MAX;
+        for _ in 0..3 {
+            let t0 = Instant::now();
+            for _ in 0..iters {
+                let mut pkts: Vec<LuaPacket> =
+                    frames.iter_mut().zip(metas.iter()).map(|(f, m)| LuaPacket::new(f, *m, 0, 0)).collect();
+                let o = e.run_burst(&mut pkts);
+                std::hint::black_box(o);
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / (iters as f64 * 32.0);
+            best = best.min(ns);
+        }
+        println!("{name}: {best:.1} ns/packet (bursts of 32)");
+    }
+}

@@ -1,0 +1,72 @@
+//! Runaway-rule and memory watchdog.
+//!
+//! LuaJIT's count hook only fires in the interpreter; compiled traces ignore it unless
+//! LuaJIT is built with `LUAJIT_ENABLE_CHECKHOOK` (then every compiled loop checks the hook
+//! mask). The vendored LuaJIT is built that way (`.cargo/config.toml` sets `STATIC_CC`).
+//! A single process-wide thread wakes every millisecond; for each engine whose Lua call has
+//! been running for more than one tick it arms a one-instruction count hook
+//! (`lua_sethook` is async-safe in LuaJIT). The hook runs on the worker thread, disarms
+//! itself and asks the engine's check: budget time elapsed, or heap over the cap, raises a
+//! Lua error in the running rule (caught by the burst pcall); otherwise execution goes on.
+//! Without any arming, compiled code runs at full speed (the check is one load + branch
+//! per loop iteration).
+
+use crate::dpdk;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+/// Nanoseconds since the process-wide watchdog epoch (monotonic, never 0 after start).
+pub(crate) fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let e = EPOCH.get_or_init(Instant::now);
+    e.elapsed().as_nanos() as u64 + 1
+}
+
+/// Shared between an engine (worker thread) and the watchdog thread.
+pub(crate) struct Watch {
+    /// Raw `lua_State` address; 0 while no state is live. The engine takes the lock before
+    /// closing a state, the watchdog holds it while arming.
+    pub state: Mutex<usize>,
+    /// `now_ns()` when the current Lua call started; 0 when idle.
+    pub since: AtomicU64,
+}
+
+const TICK: Duration = Duration::from_millis(1);
+
+fn registry() -> &'static Mutex<Vec<Weak<Watch>>> {
+    static REG: OnceLock<Mutex<Vec<Weak<Watch>>>> = OnceLock::new();
+    REG.get_or_init(|| {
+        let spawned = std::thread::Builder::new().name("lua-watchdog".into()).spawn(watchdog_loop);
+        if let Err(e) = spawned {
+            eprintln!("lua watchdog: cannot start thread: {e}");
+        }
+        Mutex::new(Vec::new())
+    })
+}
+
+pub(crate) fn register(w: &Arc<Watch>) {
+    let mut r = registry().lock().unwrap_or_else(|p| p.into_inner());
+    r.retain(|x| x.strong_count() > 0);
+    r.push(Arc::downgrade(w));
+}
+
+fn watchdog_loop() {
+    loop {
+        std::thread::sleep(TICK);
+        let list: Vec<Arc<Watch>> = {
+            let r = registry().lock().unwrap_or_else(|p| p.into_inner());
+            r.iter().filter_map(|w| w.upgrade()).collect()
+        };
+        let now = now_ns();
+        for w in list {
+            let since = w.since.load(Ordering::Acquire);
+            if since != 0 && now.saturating_sub(since) >= TICK.as_nanos() as u64 {
+                let st = w.state.lock().unwrap_or_else(|p| p.into_inner());
+                if w.since.load(Ordering::Acquire) != 0 {
+                    dpdk::arm_interrupt(*st);
+                }
+            }
+        }
+    }
+}
