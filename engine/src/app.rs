@@ -2,7 +2,8 @@
 //! workers on their lcores, the main lcore's control loop, clean shutdown and
 //! the final stats. Also both command lines.
 use crate::alert::{AlertQueue, AlertWriter};
-use crate::config::{Config, MainLcoreWorker, Mode};
+use crate::config::{Config, MainLcoreWorker, Mode, Verdict};
+use crate::lua::{LuaEngine, LuaOptions};
 use crate::dissect::LinkType;
 use crate::dpdk::{self, Eal, Mempool, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
 use crate::pcapfile::{self, Capture};
@@ -84,6 +85,23 @@ fn port_pairs(cfg: &Config, n_ports: u16) -> Result<Vec<Option<u16>>, String> {
 /// Runs the datapath until a signal (or, offline, the end of the input).
 pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     let cfg = &spec.config;
+    // Rules: load them once here, before anything starts, so that a broken file
+    // is one error line (FILE:LINE: message); each worker then loads its own state.
+    let rules = match &cfg.rules.file {
+        Some(path) => {
+            let opts = LuaOptions {
+                rule_error_drop: cfg.rules.rule_error == Verdict::Drop,
+                instruction_budget: cfg.rules.instruction_budget,
+                memory_limit_bytes: (cfg.rules.memory_limit_mb as usize) << 20,
+            };
+            LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
+            Some((path.clone(), opts))
+        }
+        None => None,
+    };
+    // Alerts: workers push into a bounded queue; this thread writes them out.
+    let alert_queue = Arc::new(AlertQueue::new(cfg.alerts.queue_size));
+    let alert_writer = AlertWriter::spawn(alert_queue.clone(), &cfg.alerts)?;
     let eal = Eal::init(&spec.eal_args)?;
     let n_ports = dpdk::available_ports();
     if n_ports == 0 {
@@ -203,16 +221,16 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 tx_queue: if passive { 0 } else { w as u16 },
                 rings: rings.clone(),
                 dump_flows: spec.flow_dump.is_some(),
+                rules: rules.clone(),
+                alerts: alert_queue.clone(),
                 offline: spec.stop_after.is_some(),
             }
         })
         .collect();
 
-    // Alerts: workers push into a bounded queue; this thread writes them out.
-    let alert_queue = Arc::new(AlertQueue::new(cfg.alerts.queue_size));
-    let alert_writer = AlertWriter::spawn(alert_queue.clone(), &cfg.alerts)?;
-
     let stop_signal = Arc::new(AtomicBool::new(false));
+    let reload_signal = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, reload_signal.clone());
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once.
         let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, stop_signal.clone());
@@ -240,6 +258,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     let mut control = Control {
         shared: shared.clone(),
         signal: stop_signal,
+        reload: reload_signal,
         workers,
         verbose: spec.verbose,
         ready_line: format!(
@@ -377,6 +396,8 @@ fn summary(c: &Counters) -> String {
 struct Control {
     shared: Arc<Shared>,
     signal: Arc<AtomicBool>,
+    /// SIGHUP: reload the rules on every worker (between their bursts).
+    reload: Arc<AtomicBool>,
     workers: usize,
     verbose: bool,
     ready_line: String,
@@ -405,6 +426,11 @@ impl Control {
         }
         if self.signal.load(Ordering::Relaxed) {
             return true;
+        }
+        if self.reload.swap(false, Ordering::Relaxed) {
+            let gen = self.shared.reload_generation.fetch_add(1, Ordering::SeqCst) + 1;
+            println!("reload: rules reload {gen} requested (SIGHUP)");
+            let _ = std::io::stdout().flush();
         }
         let now = Instant::now();
         let totals = self.shared.totals();
@@ -466,6 +492,9 @@ struct HakaArgs {
     /// TOML configuration (default: built-in defaults)
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Lua rules file (overrides the config's rules.file); none: accept everything
+    #[arg(short = 'r', long = "rules", value_name = "FILE")]
+    rules: Option<PathBuf>,
     /// At exit, write totals and per-worker/per-port figures as one JSON object
     #[arg(long, value_name = "PATH")]
     stats_file: Option<PathBuf>,
@@ -493,6 +522,10 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         },
         None => Config::default(),
     };
+    let mut config = config;
+    if let Some(r) = args.rules {
+        config.rules.file = Some(r);
+    }
     let mut eal_args = vec![argv.first().cloned().unwrap_or_else(|| prog.into())];
     eal_args.extend(config.eal.args.iter().cloned());
     eal_args.extend(eal_cli);
@@ -563,6 +596,9 @@ pub fn hakapcap_main(argv: Vec<String>, build: &'static str) -> i32 {
 
 fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     std::fs::metadata(&args.rules).map_err(|e| format!("{}: cannot read rules: {e}", args.rules.display()))?;
+    if args.rules.is_dir() {
+        return Err(format!("{}: is a directory, not a rules file", args.rules.display()));
+    }
     let capture = Capture::read(&args.input)?;
     let link = pcapfile::dissect_link_type(capture.link_type).ok_or_else(|| {
         format!("{}: unsupported link type {} (supported: Ethernet, raw IP, NULL, Linux SLL)", args.input.display(), capture.link_type)
@@ -586,6 +622,7 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     } else {
         config.datapath.mode = Mode::Passive;
     }
+    config.rules.file = Some(args.rules.clone());
     config.datapath.main_lcore_worker = MainLcoreWorker::Yes;
     config.datapath.stats_interval = 0;
     config.ports.rss = false;

@@ -12,6 +12,7 @@ pub struct Config {
     pub ports: PortsConfig,
     pub mempool: MempoolConfig,
     pub flows: FlowsConfig,
+    pub rules: RulesConfig,
     pub alerts: crate::alert::AlertsConfig,
 }
 
@@ -139,6 +140,26 @@ impl Default for FlowsConfig {
     }
 }
 
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Lua rules file (`haka -r` overrides it); none: every packet is accepted.
+    pub file: Option<std::path::PathBuf>,
+    /// Verdict for a packet whose rule raised a Lua error (Haka drops).
+    pub rule_error: Verdict,
+    /// Lua VM instructions a worker may spend in rules per burst before the
+    /// running rule is interrupted (a runaway loop).
+    pub instruction_budget: u64,
+    /// Lua memory per worker, MiB; beyond it the worker's rules state is rebuilt.
+    pub memory_limit_mb: u64,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig { file: None, rule_error: Verdict::Drop, instruction_budget: 10_000_000, memory_limit_mb: 256 }
+    }
+}
+
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, String> {
@@ -182,6 +203,13 @@ impl Config {
             return Err(format!("mempool.cache_size = {}: must be at most 512", m.cache_size));
         }
         self.alerts.validate()?;
+        let r = &self.rules;
+        if r.instruction_budget < 1000 {
+            return Err(format!("rules.instruction_budget = {}: must be at least 1000", r.instruction_budget));
+        }
+        if r.memory_limit_mb < 8 {
+            return Err(format!("rules.memory_limit_mb = {}: must be at least 8", r.memory_limit_mb));
+        }
         let f = &self.flows;
         if f.capacity == 0 {
             return Err("flows.capacity = 0: must be at least 1".into());
@@ -231,6 +259,7 @@ mod tests {
         assert_eq!(cfg.datapath, DatapathConfig::default());
         assert_eq!(cfg.flows, FlowsConfig::default());
         assert_eq!(cfg.mempool, MempoolConfig::default());
+        assert_eq!(cfg.rules, RulesConfig::default());
         assert_eq!(cfg.alerts, crate::alert::AlertsConfig::default());
     }
 

@@ -109,6 +109,21 @@ impl Batch {
         self.n += 1;
     }
 
+    /// The flow (id, direction) of packet `j` after [`Pipeline::decide_batch`], if it has one.
+    #[inline(always)]
+    pub fn flow_of(&self, j: usize) -> Option<(FlowId, Direction)> {
+        match self.kind[j] {
+            Kind::Flow(k) => Some((self.observed[k as usize].id, self.observed[k as usize].dir)),
+            _ => None,
+        }
+    }
+
+    /// Overrides the decision of packet `j` (rules run after the flow stage).
+    #[inline(always)]
+    pub fn set_decision(&mut self, j: usize, d: Decision) {
+        self.decision[j] = d;
+    }
+
     /// (tag, decision) of packet `j` after [`Pipeline::decide_batch`].
     #[inline(always)]
     pub fn result(&self, j: usize) -> (u8, Decision) {
@@ -153,6 +168,12 @@ impl Pipeline {
         // looked up, after the rest of the burst is classified, it is in cache.
         self.table.prefetch(hash);
         Class::Flow(FlowPacket { key, hash, sender, tcp_flags, bytes: len })
+    }
+
+    /// The full dissection of a frame, for the rules (which need every offset).
+    #[inline]
+    pub fn meta(&self, frame: &[u8]) -> Option<crate::dissect::PacketMeta> {
+        dissect(frame, self.link, &self.opts).ok()
     }
 
     /// Decides on every packet of the batch; flow lookups are done together.

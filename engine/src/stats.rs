@@ -17,12 +17,22 @@ pub enum DropReason {
     DispatchRingFull,
     /// Inline mode but the input port has no pair.
     NoOutputPort,
+    /// A Lua rule dropped it (`pkt:drop()`, a drop policy).
+    Rule,
+    /// A Lua rule raised an error on it and `rules.rule_error = "drop"`.
+    RuleError,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 4;
-    pub const ALL: [DropReason; DropReason::COUNT] =
-        [DropReason::Malformed, DropReason::TxFull, DropReason::DispatchRingFull, DropReason::NoOutputPort];
+    pub const COUNT: usize = 6;
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::Malformed,
+        DropReason::TxFull,
+        DropReason::DispatchRingFull,
+        DropReason::NoOutputPort,
+        DropReason::Rule,
+        DropReason::RuleError,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +40,8 @@ impl DropReason {
             DropReason::TxFull => "tx_full",
             DropReason::DispatchRingFull => "dispatch_ring_full",
             DropReason::NoOutputPort => "no_output_port",
+            DropReason::Rule => "rule",
+            DropReason::RuleError => "rule_error",
         }
     }
 }
@@ -56,9 +68,17 @@ pub struct Counters {
     pub flows_active: u64,
     /// Thread CPU time of the worker (set at exit).
     pub cpu_ns: u64,
+    /// Lua: packets handed to rules, rule errors (runtime errors, budget and
+    /// memory interruptions included), rules state reloads and failed reloads.
+    pub lua_packets: u64,
+    pub rule_errors: u64,
+    pub rule_budget_exceeded: u64,
+    pub rule_memory_exceeded: u64,
+    pub rules_reloaded: u64,
+    pub rules_reload_failed: u64,
 }
 
-const FIXED: usize = 12;
+const FIXED: usize = 18;
 const SLOTS: usize = FIXED + DropReason::COUNT + Malformed::COUNT;
 
 impl Counters {
@@ -89,6 +109,12 @@ impl Counters {
             self.flows_evicted,
             self.flows_active,
             self.cpu_ns,
+            self.lua_packets,
+            self.rule_errors,
+            self.rule_budget_exceeded,
+            self.rule_memory_exceeded,
+            self.rules_reloaded,
+            self.rules_reload_failed,
         ]);
         s[FIXED..FIXED + DropReason::COUNT].copy_from_slice(&self.dropped);
         s[FIXED + DropReason::COUNT..].copy_from_slice(&self.malformed);
@@ -109,6 +135,12 @@ impl Counters {
             flows_evicted: s[9],
             flows_active: s[10],
             cpu_ns: s[11],
+            lua_packets: s[12],
+            rule_errors: s[13],
+            rule_budget_exceeded: s[14],
+            rule_memory_exceeded: s[15],
+            rules_reloaded: s[16],
+            rules_reload_failed: s[17],
             ..Counters::default()
         };
         c.dropped.copy_from_slice(&s[FIXED..FIXED + DropReason::COUNT]);
@@ -153,6 +185,12 @@ impl Counters {
             "flows_evicted": self.flows_evicted,
             "flows_active": self.flows_active,
             "cpu_seconds": self.cpu_ns as f64 / 1e9,
+            "lua_packets": self.lua_packets,
+            "rule_errors": self.rule_errors,
+            "rule_budget_exceeded": self.rule_budget_exceeded,
+            "rule_memory_exceeded": self.rule_memory_exceeded,
+            "rules_reloaded": self.rules_reloaded,
+            "rules_reload_failed": self.rules_reload_failed,
         })
     }
 }
@@ -191,7 +229,7 @@ mod tests {
 
     #[test]
     fn publish_snapshot_roundtrip_and_sum() {
-        let mut c = Counters { rx: 5, tx: 3, flows_created: 2, cpu_ns: 7, ..Default::default() };
+        let mut c = Counters { rx: 5, tx: 3, flows_created: 2, cpu_ns: 7, rules_reload_failed: 9, ..Default::default() };
         c.drop(DropReason::TxFull);
         c.malformed[Malformed::TcpTruncated.index()] = 4;
         let s = SharedCounters::default();

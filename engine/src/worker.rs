@@ -3,11 +3,14 @@
 //! to them over rings (software dispatch), decide on the rest, buffer tx to
 //! the paired port, then expire flows a little. Nothing here locks or allocates.
 use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
-use crate::flow::{Flow, Side};
+use crate::alert::AlertQueue;
+use crate::flow::{Direction, Flow, Side};
+use crate::lua::{LuaEngine, LuaOptions, LuaPacket, LuaVerdict};
 use crate::pipeline::{Batch, Decision, Pipeline, BATCH};
 use crate::stats::{Counters, DropReason, SharedCounters};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// State shared by all workers and the main lcore.
@@ -18,6 +21,8 @@ pub struct Shared {
     pub rx_stopped: AtomicUsize,
     /// Workers in their loop (for the `ready:` line).
     pub polling: AtomicUsize,
+    /// Incremented to ask every worker to reload its rules (SIGHUP).
+    pub reload_generation: AtomicU64,
     pub counters: Vec<SharedCounters>,
 }
 
@@ -27,6 +32,7 @@ impl Shared {
             stop: AtomicBool::new(false),
             rx_stopped: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
+            reload_generation: AtomicU64::new(0),
             counters: (0..workers).map(|_| SharedCounters::default()).collect(),
         }
     }
@@ -50,6 +56,10 @@ pub struct WorkerPlan {
     /// Software dispatch: rings[i] is worker i's inbound ring.
     pub rings: Option<Arc<Vec<Ring>>>,
     pub dump_flows: bool,
+    /// Lua rules: the file and the engine's limits (None: no rules, all accepted).
+    pub rules: Option<(PathBuf, LuaOptions)>,
+    /// Where this worker's rules raise alerts.
+    pub alerts: Arc<AlertQueue>,
     /// Offline input (a capture file): rather than drop, stop reading while
     /// the dispatch rings are backed up (net_pcap loses packets when the pool is empty).
     pub offline: bool,
@@ -98,6 +108,8 @@ struct Loop<'a> {
     pipeline: Pipeline,
     tx: Vec<Option<TxBuffer>>,
     c: Counters,
+    /// Present only when the rules file has packet rules.
+    lua: Option<LuaEngine>,
 }
 
 impl Loop<'_> {
@@ -132,9 +144,72 @@ impl Loop<'_> {
         }
     }
 
+    /// Hands the accepted packets of the batch to the Lua rules (one call for
+    /// the whole burst) and applies their verdicts.
+    fn run_rules(&mut self, burst: &mut MbufBurst, batch: &mut Batch) {
+        let Some(lua) = self.lua.as_mut() else { return };
+        let mut slot_to_j = [u8::MAX; BURST];
+        for j in 0..batch.len() {
+            let (slot, d) = batch.result(j);
+            if d == Decision::Accept {
+                slot_to_j[slot as usize] = j as u8;
+            }
+        }
+        // The packets for the rules, and the batch index of each.
+        let mut pkts: arrayvec::ArrayVec<LuaPacket<'_>, BURST> = arrayvec::ArrayVec::new();
+        let mut js: arrayvec::ArrayVec<u8, BURST> = arrayvec::ArrayVec::new();
+        for (slot, m) in burst.slots_mut().iter_mut().enumerate() {
+            let j = slot_to_j[slot];
+            let Some(m) = m.as_mut().filter(|_| j != u8::MAX) else { continue };
+            let data = m.data_mut();
+            let Some(meta) = self.pipeline.meta(data) else { continue };
+            let (flow_id, dir) = match batch.flow_of(j as usize) {
+                Some((id, d)) => (id, (d == Direction::Down) as u8),
+                None => (u32::MAX, 0),
+            };
+            pkts.push(LuaPacket::new(data, meta, dir, flow_id));
+            js.push(j);
+        }
+        if pkts.is_empty() {
+            return;
+        }
+        lua.run_burst(&mut pkts);
+        self.c.lua_packets += pkts.len() as u64;
+        for (p, &j) in pkts.iter().zip(&js) {
+            if p.verdict == LuaVerdict::Drop {
+                let reason = if p.error { DropReason::RuleError } else { DropReason::Rule };
+                self.c.accepted -= 1;
+                self.c.drop(reason);
+                batch.set_decision(j as usize, Decision::Drop(reason));
+            }
+        }
+        let lc = lua.counters();
+        self.c.rule_errors = lc.rule_errors;
+        self.c.rule_budget_exceeded = lc.budget_exceeded;
+        self.c.rule_memory_exceeded = lc.memory_exceeded;
+    }
+
+    /// Reloads this worker's rules into a fresh state; on failure the old rules stay.
+    fn reload_rules(&mut self) {
+        let Some(lua) = self.lua.as_mut() else { return };
+        match lua.reload() {
+            Ok(()) => {
+                self.c.rules_reloaded += 1;
+                println!("worker {}: rules reloaded", self.plan.index);
+            }
+            Err(e) => {
+                self.c.rules_reload_failed += 1;
+                println!("worker {}: rules reload failed, keeping the previous rules: {e}", self.plan.index);
+            }
+        }
+    }
+
     /// Decides on the batched packets of `burst` and sends or frees them.
     fn finish_batch(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64) {
         self.pipeline.decide_batch(batch, now, &mut self.c);
+        if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
+            self.run_rules(burst, batch);
+        }
         for j in 0..batch.len() {
             let (slot, d) = batch.result(j);
             if let Some(m) = burst.take(slot as usize) {
@@ -168,7 +243,32 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let tx: Vec<Option<TxBuffer>> = (0..n_ports)
         .map(|p| plan.out_port.iter().any(|o| *o == Some(p as u16)).then(|| TxBuffer::new(p as u16, plan.tx_queue)))
         .collect();
-    let mut lp = Loop { plan: &plan, pipeline, tx, c: Counters::default() };
+    let lua = plan.rules.as_ref().and_then(|(path, opts)| {
+        let queue = plan.alerts.clone();
+        let mut lost_logged = false;
+        let sink = Box::new(move |a: crate::lua::Alert| {
+            if !queue.push(a.into_output()) && !lost_logged {
+                lost_logged = true;
+                println!("worker {me}: alert queue full, alerts are being lost (counted)");
+            }
+        });
+        // The main lcore loaded the same file already, so this cannot fail but
+        // for a file changed in between: then this worker runs without rules.
+        match LuaEngine::load(path, opts, me, sink) {
+            Ok(mut e) => {
+                if let Err(err) = e.fire_started() {
+                    println!("worker {me}: haka.events.started: {err}");
+                }
+                Some(e)
+            }
+            Err(e) => {
+                println!("worker {me}: cannot load rules, accepting everything: {e}");
+                None
+            }
+        }
+    });
+    let mut lp = Loop { plan: &plan, pipeline, tx, c: Counters::default(), lua };
+    let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let rings = plan.rings.clone();
     let mut rx = MbufBurst::new();
     let mut ringbuf = MbufBurst::new();
@@ -224,6 +324,12 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         }
         lp.flush_tx();
         lp.pipeline.expire(now, &mut lp.c);
+        let gen = shared.reload_generation.load(Ordering::Relaxed);
+        if gen != reload_seen {
+            // Between bursts: nothing is in flight in this worker.
+            reload_seen = gen;
+            lp.reload_rules();
+        }
         iter += 1;
         if iter & 63 == 0 {
             shared.counters[me].publish(&lp.c);
@@ -254,6 +360,11 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     lp.flush_tx();
     let now = clock.now_ms();
     lp.pipeline.expire(now, &mut lp.c);
+    if let Some(lua) = lp.lua.as_mut() {
+        if let Err(err) = lua.fire_exiting() {
+            println!("worker {me}: haka.events.exiting: {err}");
+        }
+    }
     lp.c.cpu_ns = dpdk::thread_cpu_ns();
     shared.counters[me].publish(&lp.c);
     let table = lp.pipeline.flows();

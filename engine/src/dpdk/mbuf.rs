@@ -135,6 +135,12 @@ impl MbufBurst {
         self.slots.get_mut(i).and_then(Option::take)
     }
 
+    /// The slots, for handing several packets' bytes out at once.
+    #[inline(always)]
+    pub fn slots_mut(&mut self) -> &mut [Option<Mbuf>] {
+        &mut self.slots[..self.len]
+    }
+
     /// Frees what is left and empties the burst.
     pub fn clear(&mut self) {
         for s in &mut self.slots[..self.len] {

@@ -32,3 +32,40 @@ pub struct Alert {
     pub worker: usize,
     pub update: bool,
 }
+
+impl Alert {
+    /// The record the alert outputs write (stdout, EVE, syslog).
+    pub fn into_output(self) -> crate::alert::Alert {
+        fn opt(s: String) -> Option<String> {
+            (!s.is_empty()).then_some(s)
+        }
+        // Nodes are rendered "address A" / "service S"; the outputs tell them apart
+        // by shape ("tcp/80" is a service), so keep only the value.
+        fn node(s: String) -> String {
+            ["address: ", "service: ", "address ", "service "]
+                .iter()
+                .find_map(|p| s.strip_prefix(p))
+                .map(str::to_owned)
+                .unwrap_or(s)
+        }
+        crate::alert::Alert {
+            id: self.id,
+            time_secs: self.time_secs,
+            start_time: None,
+            end_time: self.end_time_secs,
+            description: opt(self.description),
+            severity: opt(self.severity),
+            confidence: opt(self.confidence),
+            completion: opt(self.completion),
+            method_description: opt(self.method_description),
+            method_ref: self.method_ref,
+            sources: self.sources.into_iter().map(node).collect(),
+            targets: self.targets.into_iter().map(node).collect(),
+            refs: self.refs,
+            flow: self.flow.map(|(src, sport, dst, dport, proto)| crate::alert::FlowInfo { proto, src, sport, dst, dport }),
+            direction: self.direction,
+            worker: self.worker,
+            update: self.update,
+        }
+    }
+}

@@ -113,11 +113,14 @@ pub struct LuaPacket<'a> {
     pub verdict: LuaVerdict,
     /// Out: true when a rule wrote into the packet (checksums were then recomputed).
     pub modified: bool,
+    /// Out: true when a rule raised an error on this packet (its verdict is then
+    /// the configured `rule_error` verdict).
+    pub error: bool,
 }
 
 impl<'a> LuaPacket<'a> {
     pub fn new(data: &'a mut [u8], meta: PacketMeta, dir: u8, flow_id: u32) -> LuaPacket<'a> {
-        LuaPacket { data, meta, dir, flow_id, verdict: LuaVerdict::Accept, modified: false }
+        LuaPacket { data, meta, dir, flow_id, verdict: LuaVerdict::Accept, modified: false, error: false }
     }
 }
 
@@ -533,6 +536,7 @@ impl LuaEngine {
 
     fn run_chunk(&mut self, pkts: &mut [LuaPacket<'_>], out: &mut BurstOutcome) {
         let n = pkts.len().min(MAX_BURST);
+        let memory_hits_before = self.counters.memory_exceeded;
         {
             let mut metas = self.shared.metas.borrow_mut();
             metas.clear();
@@ -575,6 +579,7 @@ impl LuaEngine {
             self.counters.rule_errors += extra as u64;
         }
         for (s, p) in self.burst.s.iter().zip(pkts.iter_mut()) {
+            p.error = s.verdict == 2;
             p.verdict = match s.verdict {
                 0 => LuaVerdict::Accept,
                 2 => {
@@ -597,7 +602,7 @@ impl LuaEngine {
                 LuaVerdict::Drop => out.dropped += 1,
             }
         }
-        self.check_memory();
+        self.check_memory(memory_hits_before);
     }
 
     fn count_error(&mut self, m: &str) {
@@ -610,7 +615,9 @@ impl LuaEngine {
         self.log_error(m);
     }
 
-    fn check_memory(&mut self) {
+    /// Rebuilds the state when its heap stays over the cap after a burst; an episode
+    /// already counted by an in-burst allocation failure is not counted twice.
+    fn check_memory(&mut self, memory_hits_before: u64) {
         let limit = self.opts.memory_limit_bytes;
         if limit == 0 || self.st.lua.used_memory() <= limit {
             return;
@@ -619,7 +626,9 @@ impl LuaEngine {
         if self.st.lua.used_memory() <= limit {
             return;
         }
-        self.counters.memory_exceeded += 1;
+        if self.counters.memory_exceeded == memory_hits_before {
+            self.counters.memory_exceeded += 1;
+        }
         self.counters.memory_resets += 1;
         let used = self.st.lua.used_memory();
         match self.reload() {
