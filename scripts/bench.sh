@@ -58,10 +58,21 @@ print("%.2f %.2f" % (wall, wall / busy if busy > 0.05 else wall))
 PY
 }
 
-run_haka() {
+# Rules for the Lua cases: (b) one ipv4 receive_packet rule reading src, dst
+# and ttl of every packet; (c) ten such rules.
+RULE='haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function (pkt)
+  local src, dst, ttl = pkt.src, pkt.dst, pkt.ttl
+  if ttl == 0 and src == dst then pkt:drop() end
+end }'
+printf 'local ipv4 = require("protocol/ipv4")\n%s\n' "$RULE" > "$OUT/rule1.lua"
+{ echo 'local ipv4 = require("protocol/ipv4")'; for i in $(seq 1 10); do echo "$RULE"; done; } > "$OUT/rule10.lua"
+
+run_haka() { # run-id [rules file]
   local st="$OUT/haka-$1.json"
+  local rules=()
+  [ -n "${2:-}" ] && rules=(-r "$2")
   timeout -s INT "$((SECS + 3))" ./target/release/haka -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
-    -c conf/bench.toml --stats-file "$st" > "$OUT/haka-$1.log" 2>&1 || true
+    -c conf/bench.toml "${rules[@]}" --stats-file "$st" > "$OUT/haka-$1.log" 2>&1 || true
   /usr/bin/python3 - "$st" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); t = s["totals"]
@@ -70,17 +81,24 @@ print("%.2f %.2f %d %d %.1f" % (t["rx"] / s["elapsed_seconds"] / 1e6, t["rx"] / 
 PY
 }
 
-declare -a TP_W TP_C HK_W HK_C
+declare -a TP_W TP_C HK_W HK_C R1_W R10_W
 for r in $(seq 1 "$RUNS"); do
   read -r w c < <(run_testpmd "$r"); TP_W+=("$w"); TP_C+=("$c")
-  echo "run $r: testpmd io  $w Mpps (cpu-normalised $c)"
+  echo "run $r: testpmd io        $w Mpps (cpu-normalised $c)"
   read -r w c flows bytes bpf < <(run_haka "$r"); HK_W+=("$w"); HK_C+=("$c")
-  echo "run $r: haka        $w Mpps (per cpu-second $c), $flows flows tracked"
+  echo "run $r: haka (a) no rules $w Mpps (per cpu-second $c), $flows flows tracked"
+  read -r w c _ _ _ < <(run_haka "$r-rule1" "$OUT/rule1.lua"); R1_W+=("$w")
+  echo "run $r: haka (b) 1 rule   $w Mpps"
+  read -r w c _ _ _ < <(run_haka "$r-rule10" "$OUT/rule10.lua"); R10_W+=("$w")
+  echo "run $r: haka (c) 10 rules $w Mpps"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 tw=$(median "${TP_W[@]}"); tc=$(median "${TP_C[@]}"); hw=$(median "${HK_W[@]}"); hc=$(median "${HK_C[@]}")
+r1=$(median "${R1_W[@]}"); r10=$(median "${R10_W[@]}")
 echo "----"
-echo "testpmd io (baseline): $tw Mpps wall, $tc Mpps cpu-normalised"
-echo "haka (no rules):       $hw Mpps wall, $hc Mpps per cpu-second"
-awk -v a="$hw" -v b="$tw" -v c="$hc" -v d="$tc" 'BEGIN {printf "ratio haka/testpmd:    %.2f wall, %.2f cpu (target >= 0.30)\n", a/b, c/d}'
+echo "testpmd io (baseline):  $tw Mpps wall, $tc Mpps cpu-normalised"
+echo "haka (a) no rules:      $hw Mpps wall, $hc Mpps per cpu-second"
+awk -v a="$hw" -v b="$tw" -v c="$hc" -v d="$tc" 'BEGIN {printf "ratio (a)/testpmd:      %.2f wall, %.2f cpu (target >= 0.30)\n", a/b, c/d}'
+awk -v x="$r1" -v a="$hw" -v b="$tw" 'BEGIN {printf "haka (b) 1 ipv4 rule:   %s Mpps, %.2f of (a) (target >= 0.7), %.2f of testpmd\n", x, x/a, x/b}'
+awk -v x="$r10" -v a="$hw" -v b="$tw" 'BEGIN {printf "haka (c) 10 ipv4 rules: %s Mpps, %.2f of (a) (target >= 0.5), %.2f of testpmd\n", x, x/a, x/b}'
 echo "flow table: $bytes bytes allocated for its capacity, $bpf bytes per flow slot; $flows flows tracked"

@@ -49,6 +49,13 @@ lab_up() {
   done
   ip -n "$LAB_NS_C" link set "$LAB_IF_C" up
   ip -n "$LAB_NS_S" link set "$LAB_IF_S" up
+  # Both ends up (carrier) before any traffic: a tap written while its
+  # interface is still down refuses the packet.
+  for i in $(seq 1 50); do
+    ip -n "$LAB_NS_C" link show "$LAB_IF_C" | grep -q LOWER_UP &&
+      ip -n "$LAB_NS_S" link show "$LAB_IF_S" | grep -q LOWER_UP && break
+    sleep 0.1
+  done
 }
 
 # lab_http_server DIR: a Python HTTP server on the server side, port 8080.
