@@ -9,6 +9,12 @@ local band, bor, lshift, rshift, bnot = bit.band, bit.bor, bit.lshift, bit.rshif
 local type, tostring, error, pairs, ipairs, select, setmetatable = type, tostring, error, pairs, ipairs, select, setmetatable
 local sfmt = string.format
 
+-- The generated burst loop inlines every rule into one trace: raise the recorder limits
+-- (defaults: maxrecord 4000 IR, maxsnap 500) so that ten-odd rules still compile.
+if jit and jit.opt then
+  jit.opt.start("maxtrace=4000", "maxrecord=40000", "maxsnap=4000", "maxmcode=8192", "maxside=400", "loopunroll=60", "hotloop=56")
+end
+
 ffi.cdef[[
 typedef struct hk_slot {
   uint8_t *data;
@@ -637,15 +643,17 @@ do
   set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s, IPCSUM) end
   set.src = function(s, b, v) local a = as_addr(v) or error("src: IPv4 address expected", 3); put32(b, 12, a) end
   set.dst = function(s, b, v) local a = as_addr(v) or error("dst: IPv4 address expected", 3); put32(b, 16, a) end
+  local function hlen(s, b) return math.min(band(b[0], 0x0f) * 4, s.len - s.l3_off) end
   function m.verify_checksum(self)
-    local b = l3base(self.s)
-    return cfinish(csum(b, band(b[0], 0x0f) * 4)) == 0
+    local s = self.s
+    local b = l3base(s)
+    return cfinish(csum(b, hlen(s, b))) == 0
   end
   function m.compute_checksum(self)
     local s = self.s
     local b = l3base(s)
     put16(b, 10, 0)
-    put16(b, 10, cfinish(csum(b, band(b[0], 0x0f) * 4)))
+    put16(b, 10, cfinish(csum(b, hlen(s, b))))
     touch(s)
     s.modified = band(s.modified, bnot(IPCSUM))
   end
@@ -734,6 +742,7 @@ end
 local function l4_payload(s)
   local n = s.payload_len
   if s.payload_off + n > s.len then n = s.len - s.payload_off end
+  if n < 0 then n = 0 end
   return buf_ct(s.data + s.payload_off, n, s)
 end
 
@@ -932,15 +941,14 @@ local errs = {}
 local function gen_event(code, env, name, ev, view)
   local l = ev.listeners
   if #l == 0 then return end
-  if #l <= 8 then
+  local var = "T_" .. name:gsub("[^%w]", "_")
+  env[#env + 1] = { var, l }
+  if #l <= 64 then
+    -- unrolled with constant indices: every call site stays monomorphic for the JIT
     for j = 1, #l do
-      local var = "L_" .. name:gsub("[^%w]", "_") .. "_" .. j
-      env[#env + 1] = { var, l[j] }
-      code[#code + 1] = sfmt("%s(%s) if s.verdict ~= 0 then goto done end", var, view)
+      code[#code + 1] = sfmt("%s[%d](%s) if s.verdict ~= 0 then goto done end", var, j, view)
     end
   else
-    local var = "T_" .. name:gsub("[^%w]", "_")
-    env[#env + 1] = { var, l }
     code[#code + 1] = sfmt("for j = 1, #%s do %s[j](%s) if s.verdict ~= 0 then goto done end end", var, var, view)
   end
 end

@@ -679,7 +679,7 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         vlan: m.vlan,
         l3_off: if l3o <= len { m.l3_offset } else { 0 },
         l4_off: m.l4_offset,
-        payload_off: m.payload_offset,
+        payload_off: if (m.payload_offset as usize) <= len { m.payload_offset } else { len as u16 },
         payload_len: if (m.payload_offset as usize) <= len { m.payload_len } else { 0 },
         ip_len: m.ip_len,
         l3,

@@ -675,3 +675,24 @@ fn bench_ns_per_packet() {
         println!("{name}: {best:.1} ns/packet (bursts of 32)");
     }
 }
+
+#[test]
+#[ignore]
+fn jit_debug() {
+    let one = r#"haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+        local s, d, t = ip.src, ip.dst, ip.ttl
+        if t == 0 and s == d then ip:drop() end end }
+    "#;
+    let src = format!(r#"
+        local n = 0
+        jit.attach(function(what, tr, func, pc, otr, oex)
+            if what == "abort" and n < 20 then n = n + 1
+              local fi = require("jit.util").funcinfo(func, pc)
+              print("abort", tr, fi.loc, otr, oex)
+            end
+        end, "trace")
+        {}"#, one.repeat(10));
+    let (mut e, _) = engine(&src);
+    let mut frames: Vec<Vec<u8>> = (0..32u16).map(|i| ipv4_frame(6, &tcp(5, i, 0x10, b"payload"))).collect();
+    for _ in 0..2000 { run(&mut e, &mut frames); }
+}
