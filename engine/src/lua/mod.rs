@@ -360,6 +360,7 @@ fn watched<R>(watch: &Watch, check: &dpdk::HookCheck, f: impl FnOnce() -> R) -> 
     dpdk::set_hook_check(Some(Rc::clone(check)));
     let r = f();
     watch.since.store(0, Ordering::Release);
+    watch.disarm();
     dpdk::set_hook_check(None);
     r
 }
@@ -413,13 +414,18 @@ impl LuaEngine {
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
-        let watch = Arc::new(Watch { state: Mutex::new(0), since: std::sync::atomic::AtomicU64::new(0) });
+        let watch = Arc::new(Watch {
+            state: Mutex::new(0),
+            since: std::sync::atomic::AtomicU64::new(0),
+            armed: std::sync::atomic::AtomicBool::new(false),
+        });
         watchdog::register(&watch);
         let check: dpdk::HookCheck = {
             let w = Arc::clone(&watch);
             let budget_ns = opts.instruction_budget;
             let mem_kb = opts.memory_limit_bytes / 1024;
             Rc::new(move |kb: usize| {
+                w.disarm_now();
                 let since = w.since.load(Ordering::Acquire);
                 if budget_ns > 0 && since != 0 && now_ns().saturating_sub(since) > budget_ns {
                     return Some(format!("instruction budget exceeded ({budget_ns} instructions)"));
