@@ -85,7 +85,9 @@ pub struct LuaOptions {
     /// instructions, enforced as time at ~1 instruction/ns (see [`watchdog`] docs):
     /// a rule running longer is interrupted with an error. 0 disables.
     pub instruction_budget: u64,
-    /// Cap on the Lua heap of this worker's state; 0 disables.
+    /// Cap on the Lua heap of this worker's state; 0 disables. Allocations beyond it fail
+    /// with a Lua "not enough memory" error (rule error); a heap that stays above 7/8 of it
+    /// after a burst and a full GC gets the state recreated from the rules file.
     pub memory_limit_bytes: usize,
 }
 
@@ -230,10 +232,9 @@ fn translate_pattern(p: &str, opts: i64) -> String {
 }
 
 fn addr_string(meta: &PacketMeta, a: &[u8; 16]) -> String {
-    let v6 = std::net::Ipv6Addr::from(*a);
     match meta.l3 {
         L3::Ipv4 => std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string(),
-        _ => v6.to_string(),
+        _ => std::net::Ipv6Addr::from(*a).to_string(),
     }
 }
 
@@ -282,7 +283,7 @@ fn alert_from_table(sh: &Shared, t: &Table) -> Alert {
     let pkt = t.get::<Option<i64>>("pkt").ok().flatten().unwrap_or(-1);
     if pkt >= 0 {
         if let Some((m, dir)) = sh.metas.borrow().get(pkt as usize) {
-            if m.l3 != L3::Other(0) && !matches!(m.l3, L3::Other(_)) {
+            if !matches!(m.l3, L3::Other(_)) {
                 a.flow = Some((addr_string(m, &m.src_addr), m.src_port, addr_string(m, &m.dst_addr), m.dst_port, m.proto));
             }
             a.direction = Some(if *dir == 0 { "up" } else { "down" }.to_string());
@@ -372,8 +373,15 @@ fn build_state(
     watch: &Watch,
     check: &dpdk::HookCheck,
     prev_raw: usize,
+    memory_limit: usize,
 ) -> Result<State, String> {
     let lua = dpdk::new_lua_with_ffi();
+    if memory_limit > 0 {
+        // Hard cap: mlua's allocator fails allocations beyond it ("not enough memory",
+        // a catchable Lua error). Works with the vendored LuaJIT; if it did not, the
+        // watchdog check and the after-burst check still apply.
+        let _ = lua.set_memory_limit(memory_limit);
+    }
     let raw = dpdk::raw_state(&lua);
     *watch.state.lock().unwrap_or_else(|p| p.into_inner()) = raw;
     let r = watched(watch, check, || -> Result<State, String> {
@@ -436,7 +444,7 @@ impl LuaEngine {
                 None
             })
         };
-        let st = build_state(rules_path, &shared, burst_addr, &watch, &check, 0)?;
+        let st = build_state(rules_path, &shared, burst_addr, &watch, &check, 0, opts.memory_limit_bytes)?;
         Ok(LuaEngine {
             path: rules_path.to_path_buf(),
             opts: opts.clone(),
@@ -477,7 +485,15 @@ impl LuaEngine {
     pub fn reload(&mut self) -> Result<(), String> {
         let old_raw = dpdk::raw_state(&self.st.lua);
         let burst_addr = &*self.burst as *const Burst as usize;
-        let st = build_state(&self.path, &self.shared, burst_addr, &self.watch, &self.check, old_raw)?;
+        let st = build_state(
+            &self.path,
+            &self.shared,
+            burst_addr,
+            &self.watch,
+            &self.check,
+            old_raw,
+            self.opts.memory_limit_bytes,
+        )?;
         self.st = st;
         self.counters.reloads += 1;
         Ok(())
@@ -567,6 +583,7 @@ impl LuaEngine {
             let m = one_line(&e);
             self.count_error(&m);
         }
+        let mem_before = self.counters.memory_exceeded;
         if self.burst.errors > 0 {
             let msgs: Vec<String> = self
                 .st
@@ -603,7 +620,8 @@ impl LuaEngine {
                 LuaVerdict::Drop => out.dropped += 1,
             }
         }
-        self.check_memory();
+        let mem_errors = self.counters.memory_exceeded != mem_before;
+        self.check_memory(mem_errors);
     }
 
     fn count_error(&mut self, m: &str) {
@@ -616,18 +634,22 @@ impl LuaEngine {
         self.log_error(m);
     }
 
-    fn check_memory(&mut self) {
+    /// After a burst: a heap still above 7/8 of the cap after a full GC (live data kept by
+    /// the rules, e.g. growing global tables), or above half of it when allocations failed
+    /// in this burst, gets the state recreated from the rules file.
+    fn check_memory(&mut self, mem_errors: bool) {
         let limit = self.opts.memory_limit_bytes;
-        if limit == 0 || self.st.lua.used_memory() <= limit {
+        let soft = limit - limit / 8;
+        if limit == 0 || (!mem_errors && self.st.lua.used_memory() <= soft) {
             return;
         }
         let _ = self.st.lua.gc_collect();
-        if self.st.lua.used_memory() <= limit {
+        let used = self.st.lua.used_memory();
+        if used <= soft && !(mem_errors && used > limit / 2) {
             return;
         }
         self.counters.memory_exceeded += 1;
         self.counters.memory_resets += 1;
-        let used = self.st.lua.used_memory();
         match self.reload() {
             Ok(()) => {
                 self.counters.reloads -= 1;

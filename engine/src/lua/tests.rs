@@ -366,7 +366,6 @@ fn policies_each_criterion() {
         haka.policy{ on = IP, proto = 1, action = haka.policy.accept }
     "#,
     );
-    let _ = ipv4_in_network_policy();
     let mut frames = vec![
         ipv4_frame(6, &tcp(5, 1, 0, b"")),
         ipv4_frame(6, &tcp(5, 3, 0, b"")),
@@ -389,7 +388,8 @@ fn policies_each_criterion() {
     assert_eq!(al[0].severity, "low");
 }
 
-fn ipv4_in_network_policy() {
+#[test]
+fn ipv4_addr_network_api() {
     let (mut e, _) = engine(
         r#"
         local ipv4 = require("protocol/ipv4")
@@ -681,7 +681,24 @@ fn bench_ns_per_packet() {
         local s, d, t = ip.src, ip.dst, ip.ttl
         if t == 0 and s == d then ip:drop() end end }
     "#;
-    let cases = [("a: no rules", String::new()), ("b: 1 ipv4 rule", one.to_string()), ("c: 10 ipv4 rules", one.repeat(10))];
+    // (d): ten different rules on several fields and dissectors (no common subexpressions)
+    let mut ten_distinct = String::from("local ipv4 = require('protocol/ipv4')\n");
+    for k in 0..10 {
+        ten_distinct.push_str(&format!(
+            "local net{k} = ipv4.network('10.{k}.0.0/16')\n\
+             haka.rule{{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)\n\
+               if ip.ttl == {k} or net{k}:contains(ip.src) or ip.id == {k} then ip:drop() end end }}\n\
+             haka.rule{{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)\n\
+               if t.dstport == {} and t.flags.syn then t:drop() end end }}\n",
+            1000 + k
+        ));
+    }
+    let cases = [
+        ("a: no rules", String::new()),
+        ("b: 1 ipv4 rule", one.to_string()),
+        ("c: 10 ipv4 rules", one.repeat(10)),
+        ("d: 10 distinct ipv4 + 10 tcp rules", ten_distinct),
+    ];
     for (name, src) in cases {
         let (mut e, _) = engine(&src);
         let mut frames: Vec<Vec<u8>> = (0..32u16).map(|i| ipv4_frame(6, &tcp(5, i, 0x10, b"payload"))).collect();
@@ -706,19 +723,26 @@ fn bench_ns_per_packet() {
 #[test]
 #[ignore]
 fn jit_debug() {
-    let one = r#"haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
-        local s, d, t = ip.src, ip.dst, ip.ttl
-        if t == 0 and s == d then ip:drop() end end }
-    "#;
+    let mut rules = String::from("local ipv4 = require('protocol/ipv4')\n");
+    for k in 0..10 {
+        rules.push_str(&format!(
+            "local net{k} = ipv4.network('10.{k}.0.0/16')\n\
+             haka.rule{{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)\n\
+               if ip.ttl == {k} or net{k}:contains(ip.src) or ip.id == {k} then ip:drop() end end }}\n\
+             haka.rule{{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)\n\
+               if t.dstport == {} and t.flags.syn then t:drop() end end }}\n",
+            1000 + k
+        ));
+    }
     let src = format!(r#"
         local n = 0
         jit.attach(function(what, tr, func, pc, otr, oex)
-            if what == "abort" and n < 20 then n = n + 1
+            if what == "abort" and n < 40 then n = n + 1
               local fi = require("jit.util").funcinfo(func, pc)
               print("abort", tr, fi.loc, otr, oex)
             end
         end, "trace")
-        {}"#, one.repeat(10));
+        {}"#, std::env::var("HK_RULES").ok().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or(rules));
     let (mut e, _) = engine(&src);
     let mut frames: Vec<Vec<u8>> = (0..32u16).map(|i| ipv4_frame(6, &tcp(5, i, 0x10, b"payload"))).collect();
     for _ in 0..2000 { run(&mut e, &mut frames); }
