@@ -52,6 +52,8 @@ int memcmp(const void *a, const void *b, size_t n);
 ]]
 
 local MAX_BURST = 256
+assert(ffi.sizeof("hk_slot") == H.slot_size and ffi.sizeof("hk_burst") == H.burst_size,
+  "haka.lua: burst layout differs from the Rust one")
 local B = ffi.cast("hk_burst*", burst_addr)
 local S = B.s
 

@@ -126,8 +126,12 @@ fn run(e: &mut LuaEngine, frames: &mut [Vec<u8>]) -> Vec<(LuaVerdict, bool)> {
         .iter()
         .map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).expect("frame dissects"))
         .collect();
-    let mut pkts: Vec<LuaPacket> =
-        frames.iter_mut().zip(metas).enumerate().map(|(i, (f, m))| LuaPacket::new(f, m, (i % 2) as u8, i as u32)).collect();
+    let mut pkts: Vec<LuaPacket> = frames
+        .iter_mut()
+        .zip(metas)
+        .enumerate()
+        .map(|(i, (f, m))| LuaPacket::new(f, m, (i % 2) as u8, i as u32))
+        .collect();
     e.run_burst(&mut pkts);
     pkts.iter().map(|p| (p.verdict, p.modified)).collect()
 }
@@ -144,7 +148,8 @@ fn checksums_valid(f: &[u8]) -> bool {
     match m.l3 {
         L3::Ipv4 => {
             let end = l3 + u16::from_be_bytes([f[l3 + 2], f[l3 + 3]]) as usize;
-            let (s, d): ([u8; 4], [u8; 4]) = (f[l3 + 12..l3 + 16].try_into().unwrap(), f[l3 + 16..l3 + 20].try_into().unwrap());
+            let (s, d): ([u8; 4], [u8; 4]) =
+                (f[l3 + 12..l3 + 16].try_into().unwrap(), f[l3 + 16..l3 + 20].try_into().unwrap());
             checksum::compute(&f[l3..l3 + 20]) == 0
                 && match m.proto {
                     1 => checksum::compute(&f[l4..end]) == 0,
@@ -152,7 +157,8 @@ fn checksums_valid(f: &[u8]) -> bool {
                 }
         }
         L3::Ipv6 => {
-            let (s, d): ([u8; 16], [u8; 16]) = (f[l3 + 8..l3 + 24].try_into().unwrap(), f[l3 + 24..l3 + 40].try_into().unwrap());
+            let (s, d): ([u8; 16], [u8; 16]) =
+                (f[l3 + 8..l3 + 24].try_into().unwrap(), f[l3 + 24..l3 + 40].try_into().unwrap());
             checksum::l4_v6(&s, &d, m.proto, &f[l4..]) == 0
         }
         _ => true,
@@ -224,7 +230,11 @@ fn udp_icmp_ipv6_ethernet_fields_read() {
         end }
     "#,
     );
-    let mut frames = vec![ipv4_frame(17, &udp(53, 4000, b"dns")), ipv4_frame(1, &icmp_echo(b"ping")), ipv6_frame(17, &udp(1, 2, b"x"))];
+    let mut frames = vec![
+        ipv4_frame(17, &udp(53, 4000, b"dns")),
+        ipv4_frame(1, &icmp_echo(b"ping")),
+        ipv6_frame(17, &udp(1, 2, b"x")),
+    ];
     let v = run(&mut e, &mut frames);
     assert!(v.iter().all(|x| *x == (LuaVerdict::Accept, false)));
     assert_eq!(
@@ -446,7 +456,11 @@ fn rule_group_semantics() {
             if t.dstport ~= 80 then haka.alert{ description = table.concat(trace, ",") } end end }
     "#,
     );
-    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b"")), ipv4_frame(6, &tcp(5, 23, 0, b"")), ipv4_frame(6, &tcp(5, 22, 0, b""))];
+    let mut frames = vec![
+        ipv4_frame(6, &tcp(5, 80, 0, b"")),
+        ipv4_frame(6, &tcp(5, 23, 0, b"")),
+        ipv4_frame(6, &tcp(5, 22, 0, b"")),
+    ];
     let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
     assert_eq!(v, vec![LuaVerdict::Accept, LuaVerdict::Accept, LuaVerdict::Drop]);
     assert_eq!(
@@ -484,7 +498,10 @@ fn alert_all_keys_and_update() {
     let x = &al[1];
     assert_eq!(x.time_secs, 1000.5);
     assert_eq!(x.end_time_secs, Some(1001.0));
-    assert_eq!((x.description.as_str(), x.severity.as_str(), x.confidence.as_str(), x.completion.as_str()), ("scan", "high", "medium", "failed"));
+    assert_eq!(
+        (x.description.as_str(), x.severity.as_str(), x.confidence.as_str(), x.completion.as_str()),
+        ("scan", "high", "medium", "failed")
+    );
     assert_eq!(x.method_description, "port scan");
     assert_eq!(x.method_ref, vec!["cve/1", "cwe/2"]);
     assert_eq!(x.sources, vec!["address: 192.168.1.10", "service: tcp/5"]);
@@ -499,14 +516,16 @@ fn alert_all_keys_and_update() {
 
 #[test]
 fn syntax_error_is_file_line() {
-    let p = rules_file("haka.rule{ on = haka.dissectors.ipv4.events.receive_packet,\n eval = function(ip) if then end }\n");
+    let p =
+        rules_file("haka.rule{ on = haka.dissectors.ipv4.events.receive_packet,\n eval = function(ip) if then end }\n");
     let err = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
     assert!(err.starts_with(&format!("{}:2:", p.display())), "{err}");
     assert!(!err.contains('\n'));
     let p = rules_file("local x = 1\nhaka.rule{ on = 42, eval = function() end }\n");
     let err = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
     assert_eq!(err, format!("{}:2: rule on must be an event", p.display()));
-    let err = LuaEngine::load(Path::new("/nonexistent/r.lua"), &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
+    let err =
+        LuaEngine::load(Path::new("/nonexistent/r.lua"), &LuaOptions::default(), 0, Box::new(|_| {})).unwrap_err();
     assert!(err.starts_with("/nonexistent/r.lua:0: cannot read rules file"), "{err}");
 }
 
@@ -553,7 +572,12 @@ fn infinite_loop_interrupted() {
     "#,
         &opts,
     );
-    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b"")), ipv4_frame(6, &tcp(5, 666, 0, b"")), ipv4_frame(6, &tcp(5, 667, 0, b"")), ipv4_frame(6, &tcp(5, 2, 0, b""))];
+    let mut frames = vec![
+        ipv4_frame(6, &tcp(5, 1, 0, b"")),
+        ipv4_frame(6, &tcp(5, 666, 0, b"")),
+        ipv4_frame(6, &tcp(5, 667, 0, b"")),
+        ipv4_frame(6, &tcp(5, 2, 0, b"")),
+    ];
     let t0 = Instant::now();
     let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
     let el = t0.elapsed();
@@ -702,7 +726,8 @@ fn bench_ns_per_packet() {
     for (name, src) in cases {
         let (mut e, _) = engine(&src);
         let mut frames: Vec<Vec<u8>> = (0..32u16).map(|i| ipv4_frame(6, &tcp(5, i, 0x10, b"payload"))).collect();
-        let metas: Vec<PacketMeta> = frames.iter().map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).unwrap()).collect();
+        let metas: Vec<PacketMeta> =
+            frames.iter().map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).unwrap()).collect();
         let iters = 200_000;
         let mut best = f64::MAX;
         for _ in 0..3 {
@@ -720,6 +745,8 @@ fn bench_ns_per_packet() {
     }
 }
 
+/// Diagnostic: prints LuaJIT trace aborts (error code, location) for a rule set
+/// (`HK_RULES=file` or the built-in one). Codes: see lj_traceerr.h (0-based).
 #[test]
 #[ignore]
 fn jit_debug() {
@@ -734,7 +761,8 @@ fn jit_debug() {
             1000 + k
         ));
     }
-    let src = format!(r#"
+    let src = format!(
+        r#"
         local n = 0
         jit.attach(function(what, tr, func, pc, otr, oex)
             if what == "abort" and n < 40 then n = n + 1
@@ -742,8 +770,12 @@ fn jit_debug() {
               print("abort", tr, fi.loc, otr, oex)
             end
         end, "trace")
-        {}"#, std::env::var("HK_RULES").ok().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or(rules));
+        {}"#,
+        std::env::var("HK_RULES").ok().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or(rules)
+    );
     let (mut e, _) = engine(&src);
     let mut frames: Vec<Vec<u8>> = (0..32u16).map(|i| ipv4_frame(6, &tcp(5, i, 0x10, b"payload"))).collect();
-    for _ in 0..2000 { run(&mut e, &mut frames); }
+    for _ in 0..2000 {
+        run(&mut e, &mut frames);
+    }
 }

@@ -10,7 +10,15 @@
 //! race) and decides: budget time elapsed, or heap over the cap, raises a
 //! Lua error in the running rule (caught by the burst pcall); otherwise execution goes on.
 //! Without any arming, compiled code runs at full speed (the check is one load + branch
-//! per loop iteration).
+//! per loop iteration; no measurable difference in the burst benchmark).
+//!
+//! Limits: the budget is wall time (`instruction_budget` ns, i.e. ~1 instruction/ns), not a
+//! VM instruction count: LuaJIT cannot count instructions inside traces. Resolution is the
+//! 1 ms tick (and the OS scheduling the watchdog thread: on a machine whose cores are all
+//! busy-polling, interruption waits for the thread to run). A rule blocked inside a C
+//! function (e.g. a huge regex match in Rust) is interrupted only when it returns to Lua.
+//! Without `LUAJIT_ENABLE_CHECKHOOK` (e.g. system LuaJIT), a JIT-compiled infinite loop is
+//! NOT interrupted (verified: the test hangs); interpreted code still is.
 
 use crate::dpdk;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
