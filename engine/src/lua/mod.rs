@@ -450,7 +450,10 @@ impl LuaEngine {
             Rc::new(move |kb: usize| {
                 w.disarm_now();
                 let since = w.since.load(Ordering::Acquire);
-                if budget_ns > 0 && since != 0 && now_ns().saturating_sub(since) > budget_ns {
+                let now = now_ns();
+                if budget_ns > 0 && since != 0 && now.saturating_sub(since) > budget_ns {
+                    // the rest of the burst (resumed after this error) gets a fresh budget
+                    w.since.store(now, Ordering::Release);
                     return Some(format!("instruction budget exceeded ({budget_ns} instructions)"));
                 }
                 if mem_kb > 0 && kb > mem_kb {
