@@ -9,6 +9,12 @@ local band, bor, lshift, rshift, bnot = bit.band, bit.bor, bit.lshift, bit.rshif
 local type, tostring, error, pairs, ipairs, select, setmetatable = type, tostring, error, pairs, ipairs, select, setmetatable
 local sfmt = string.format
 
+-- The generated burst loop inlines every rule into one trace: raise the recorder limits
+-- (defaults: maxrecord 4000 IR, maxsnap 500) so that ten-odd rules still compile.
+if jit and jit.opt then
+  jit.opt.start("maxtrace=4000", "maxrecord=40000", "maxsnap=4000", "maxmcode=8192", "maxside=400", "loopunroll=60", "hotloop=56")
+end
+
 ffi.cdef[[
 typedef struct hk_slot {
   uint8_t *data;
@@ -46,6 +52,8 @@ int memcmp(const void *a, const void *b, size_t n);
 ]]
 
 local MAX_BURST = 256
+assert(ffi.sizeof("hk_slot") == H.slot_size and ffi.sizeof("hk_burst") == H.burst_size,
+  "haka.lua: burst layout differs from the Rust one")
 local B = ffi.cast("hk_burst*", burst_addr)
 local S = B.s
 
@@ -54,7 +62,7 @@ local MOD, IPCSUM, L4CSUM = 1, 2, 4
 
 local function touch(s, bits) s.modified = bor(s.modified, bits or MOD) end
 
-local function be16(b, o) return bor(lshift(b[o], 8), b[o + 1]) end
+local function be16(b, o) return (bor(lshift(b[o], 8), b[o + 1])) end
 local function be32(b, o) return b[o] * 16777216 + b[o + 1] * 65536 + b[o + 2] * 256 + b[o + 3] end
 local function put16(b, o, v) b[o] = band(rshift(v, 8), 0xff); b[o + 1] = band(v, 0xff) end
 local function put32(b, o, v)
@@ -78,7 +86,7 @@ local function csum(p, n, acc)
 end
 local function cfinish(acc)
   while acc > 0xffff do acc = (acc % 65536) + math.floor(acc / 65536) end
-  return band(bnot(acc), 0xffff)
+  return (band(bnot(acc), 0xffff))
 end
 
 ---------------------------------------------------------------------------
@@ -91,10 +99,10 @@ local worker = H.worker
 local levels = { fatal = 0, error = 1, warning = 2, info = 3, debug = 4, trace = 5 }
 local loglevel = levels.info
 local function fmtmsg(fmt, ...)
-  if select('#', ...) == 0 then return tostring(fmt) end
+  if select('#', ...) == 0 then return (tostring(fmt)) end
   local ok, m = pcall(sfmt, tostring(fmt), ...)
   if ok then return m end
-  return tostring(fmt)
+  return (tostring(fmt))
 end
 local function mklog(section)
   local t = {}
@@ -111,7 +119,7 @@ local function mklog(section)
 end
 local log_root = mklog(nil)
 haka.log = setmetatable(log_root, { __call = function(_, fmt, ...) log_root.info(fmt, ...) end })
-function haka.log_section(name) return mklog(name) end
+function haka.log_section(name) return (mklog(name)) end
 function haka.setloglevel(level)
   local l = levels[level]
   if l == nil then error("invalid log level '" .. tostring(level) .. "'", 2) end
@@ -122,13 +130,13 @@ local log = haka.log_section("core")
 -- time
 local time_mt = {}
 time_mt.__index = time_mt
-time_mt.__tostring = function(t) return sfmt("%d.%09d", t.secs, t.nsecs) end
+time_mt.__tostring = function(t) return (sfmt("%d.%09d", t.secs, t.nsecs)) end
 function haka.time(secs)
   secs = tonumber(secs) or 0
   local s = math.floor(secs)
-  return setmetatable({ secs = s, nsecs = math.floor((secs - s) * 1e9), seconds = secs }, time_mt)
+  return (setmetatable({ secs = s, nsecs = math.floor((secs - s) * 1e9), seconds = secs }, time_mt))
 end
-function haka.network_time() return haka.time(H.now()) end
+function haka.network_time() return (haka.time(H.now())) end
 function haka.current_thread() return worker end
 function haka.capture_mode() return "normal" end
 function haka.abort() error("haka.abort()", 2) end
@@ -211,8 +219,8 @@ function Policy:insert(name, criteria, actions)
   for k, v in pairs(criteria) do table.insert(lin, { name = k, value = v }) end
   table.insert(self.policies, { name = name, criteria = lin, actions = actions })
 end
-local crit_mt = { __call = function(self, v) return self.check(v) end }
-local function criterion(check) return setmetatable({ check = check }, crit_mt) end
+local crit_mt = { __call = function(self, v) return (self.check(v)) end }
+local function criterion(check) return (setmetatable({ check = check }, crit_mt)) end
 function Policy:apply(p)
   local values = p.values
   local qualified
@@ -240,19 +248,19 @@ end
 function policy.set(list)
   local set = {}
   for _, m in pairs(list) do set[m] = true end
-  return criterion(function(v) return set[v] == true end)
+  return (criterion(function(v) return set[v] == true end))
 end
 function policy.range(min, max)
   if not (min <= max) then error("invalid bounds", 2) end
-  return criterion(function(v) return v ~= nil and v >= min and v <= max end)
+  return (criterion(function(v) return v ~= nil and v >= min and v <= max end))
 end
 function policy.outofrange(min, max)
   if not (min <= max) then error("invalid bounds", 2) end
-  return criterion(function(v) return v ~= nil and (v < min or v > max) end)
+  return (criterion(function(v) return v ~= nil and (v < min or v > max) end))
 end
-function policy.present() return criterion(function(v) return v ~= nil end) end
-function policy.absent() return criterion(function(v) return v == nil end) end
-function policy.new(name) return new_policy(name) end
+function policy.present() return (criterion(function(v) return v ~= nil end)) end
+function policy.absent() return (criterion(function(v) return v == nil end)) end
+function policy.new(name) return (new_policy(name)) end
 function policy.drop(pol, ctx, values, desc) ctx:drop() end
 function policy.accept(pol, ctx, values, desc) end
 function policy.alert(a)
@@ -302,7 +310,7 @@ local alert_node_mt = {}
 local function alert_node(kind, ...)
   local l = {}
   for i = 1, select('#', ...) do l[#l + 1] = tostring((select(i, ...))) end
-  return setmetatable({ type = kind, list = l }, alert_node_mt)
+  return (setmetatable({ type = kind, list = l }, alert_node_mt))
 end
 local function render_nodes(v)
   if v == nil then return nil end
@@ -321,7 +329,7 @@ local function tsecs(t)
   if t == nil then return nil end
   if type(t) == "number" then return t end
   if type(t) == "table" and t.seconds then return t.seconds end
-  return tonumber(t)
+  return (tonumber(t))
 end
 local function flatten_alert(a)
   local f = {}
@@ -371,10 +379,10 @@ setmetatable(alert, { __call = function(_, a)
   local f = flatten_alert(a)
   f.pkt = cur_pkt()
   local id = H.alert(f)
-  return setmetatable({ id = id }, Alert)
+  return (setmetatable({ id = id }, Alert))
 end })
-function alert.address(...) return alert_node("address", ...) end
-function alert.service(...) return alert_node("service", ...) end
+function alert.address(...) return (alert_node("address", ...)) end
+function alert.service(...) return (alert_node("service", ...)) end
 haka.alert = alert
 
 ---------------------------------------------------------------------------
@@ -387,9 +395,9 @@ function buf_m.sub(self, off, len)
   if off < 0 or off > self.len then error("sub: offset out of range", 2) end
   local rest = self.len - off
   if len == nil or len < 0 or len > rest then len = rest end
-  return buf_ct(self.p + off, len, self.s)
+  return (buf_ct(self.p + off, len, self.s))
 end
-function buf_m.asstring(self) return ffi.string(self.p, self.len) end
+function buf_m.asstring(self) return (ffi.string(self.p, self.len)) end
 buf_m.tostring = buf_m.asstring
 function buf_m.setstring(self, str)
   str = tostring(str)
@@ -413,7 +421,7 @@ ffi.metatype("hk_buf", {
     self.p[k - 1] = num(v, "buffer byte")
     touch(self.s)
   end,
-  __tostring = function(self) return ffi.string(self.p, self.len) end,
+  __tostring = function(self) return (ffi.string(self.p, self.len)) end,
 })
 
 ---------------------------------------------------------------------------
@@ -431,18 +439,18 @@ local function ipv4_addr(a, b, c, d)
   if type(a) == "string" then
     local v = parse_ipv4(a)
     if not v then error("invalid IPv4 address format '" .. a .. "'", 2) end
-    return addr_ct(v)
+    return (addr_ct(v))
   elseif type(a) == "number" and b ~= nil then
-    return addr_ct(((a * 256 + b) * 256 + c) * 256 + d)
+    return (addr_ct(((a * 256 + b) * 256 + c) * 256 + d))
   elseif type(a) == "number" then
-    return addr_ct(a % 4294967296)
+    return (addr_ct(a % 4294967296))
   elseif ffi.istype(addr_ct, a) then
-    return addr_ct(a.a)
+    return (addr_ct(a.a))
   end
   error("invalid IPv4 address", 2)
 end
 local function addr_str(v)
-  return sfmt("%d.%d.%d.%d", math.floor(v / 16777216) % 256, math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
+  return (sfmt("%d.%d.%d.%d", math.floor(v / 16777216) % 256, math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256))
 end
 local function as_addr(x)
   if ffi.istype(addr_ct, x) then return x.a end
@@ -456,7 +464,7 @@ ffi.metatype("hk_ipv4_addr", {
   __eq = function(x, y) local a, b = as_addr(x), as_addr(y); return a ~= nil and a == b end,
   __lt = function(x, y) return as_addr(x) < as_addr(y) end,
   __le = function(x, y) return as_addr(x) <= as_addr(y) end,
-  __tostring = function(x) return addr_str(x.a) end,
+  __tostring = function(x) return (addr_str(x.a)) end,
   __concat = function(x, y) return tostring(x) .. tostring(y) end,
   __index = function(x, k)
     if k == "packed" then return x.a end
@@ -478,7 +486,7 @@ local function ipv4_network(a, m)
   end
   local mask = mask_of(bits)
   local net = band(base, mask) % 4294967296
-  return net_ct(net, mask, bits)
+  return (net_ct(net, mask, bits))
 end
 local net_m = {}
 function net_m.contains(self, a)
@@ -488,7 +496,7 @@ function net_m.contains(self, a)
 end
 ffi.metatype("hk_ipv4_network", {
   __index = function(self, k)
-    if k == "net" then return addr_ct(self._net) end
+    if k == "net" then return (addr_ct(self._net)) end
     if k == "mask" then return self._bits end
     return net_m[k]
   end,
@@ -517,7 +525,7 @@ local function a6_eq(x, y)
 end
 ffi.metatype("hk_ipv6_addr", {
   __eq = a6_eq,
-  __tostring = function(x) return H.ipv6_fmt(ffi.string(x.b, 16)) end,
+  __tostring = function(x) return (H.ipv6_fmt(ffi.string(x.b, 16))) end,
   __concat = function(x, y) return tostring(x) .. tostring(y) end,
 })
 
@@ -551,7 +559,7 @@ local function make_view(ctype, get, set, methods, base, name)
   ffi.metatype(ctype, {
     __index = function(self, k)
       local g = get[k]
-      if g then local s = self.s; return g(s, base(s)) end
+      if g then local s = self.s; return (g(s, base(s))) end
       return methods[k]
     end,
     __newindex = function(self, k, v)
@@ -575,7 +583,7 @@ local udp_ct, icmp_ct = ffi.typeof("hk_udp_view"), ffi.typeof("hk_icmp_view")
 -- packet (raw frame)
 do
   local get, set, m = {}, {}, common_methods({})
-  get.payload = function(s) return buf_ct(s.data, s.len, s) end
+  get.payload = function(s) return (buf_ct(s.data, s.len, s)) end
   get.id = function(s) return s.flow_id end
   get.name = function() return "packet" end
   get.direction = function(s) return s.dir == 0 and "up" or "down" end
@@ -583,7 +591,7 @@ do
 end
 
 -- ethernet
-local function mac_str(b, o) return sfmt("%02x:%02x:%02x:%02x:%02x:%02x", b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5]) end
+local function mac_str(b, o) return (sfmt("%02x:%02x:%02x:%02x:%02x:%02x", b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5])) end
 local function mac_set(b, o, v)
   local t = { string.match(tostring(v), "^(%x%x)[:-](%x%x)[:-](%x%x)[:-](%x%x)[:-](%x%x)[:-](%x%x)$") }
   if #t ~= 6 then error("invalid MAC address '" .. tostring(v) .. "'", 3) end
@@ -591,12 +599,12 @@ local function mac_set(b, o, v)
 end
 do
   local get, set, m = {}, {}, common_methods({})
-  get.dst = function(s, b) return mac_str(b, 0) end
-  get.src = function(s, b) return mac_str(b, 6) end
-  get.type = function(s) return be16(s.data, s.l3_off - 2) end
+  get.dst = function(s, b) return (mac_str(b, 0)) end
+  get.src = function(s, b) return (mac_str(b, 6)) end
+  get.type = function(s) return (be16(s.data, s.l3_off - 2)) end
   get.vlan = function(s) return s.vlan end
   get.name = function() return "ethernet" end
-  get.payload = function(s) return buf_ct(s.data + s.l3_off, s.len - s.l3_off, s) end
+  get.payload = function(s) return (buf_ct(s.data + s.l3_off, s.len - s.l3_off, s)) end
   set.dst = function(s, b, v) mac_set(b, 0, v) end
   set.src = function(s, b, v) mac_set(b, 6, v) end
   set.type = function(s, b, v) put16(s.data, s.l3_off - 2, num(v, "type")) end
@@ -606,25 +614,25 @@ end
 -- ipv4
 do
   local get, set, m = {}, {}, common_methods({})
-  get.version = function(s, b) return rshift(b[0], 4) end
+  get.version = function(s, b) return (rshift(b[0], 4)) end
   get.hdr_len = function(s, b) return band(b[0], 0x0f) * 4 end
   get.tos = function(s, b) return b[1] end
-  get.len = function(s, b) return be16(b, 2) end
-  get.id = function(s, b) return be16(b, 4) end
+  get.len = function(s, b) return (be16(b, 2)) end
+  get.id = function(s, b) return (be16(b, 4)) end
   get.frag_offset = function(s, b) return band(be16(b, 6), 0x1fff) * 8 end
   get.ttl = function(s, b) return b[8] end
   get.proto = function(s, b) return b[9] end
-  get.checksum = function(s, b) return be16(b, 10) end
-  get.src = function(s, b) return addr_ct(be32(b, 12)) end
-  get.dst = function(s, b) return addr_ct(be32(b, 16)) end
-  get.flags = function(s) return ipv4f_ct(s) end
+  get.checksum = function(s, b) return (be16(b, 10)) end
+  get.src = function(s, b) return (addr_ct(be32(b, 12))) end
+  get.dst = function(s, b) return (addr_ct(be32(b, 16))) end
+  get.flags = function(s) return (ipv4f_ct(s)) end
   get.name = function() return "ipv4" end
   get.payload = function(s, b)
     local hl = band(b[0], 0x0f) * 4
     local n = s.ip_len - hl
     if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - hl end
     if n < 0 then n = 0 end
-    return buf_ct(b + hl, n, s)
+    return (buf_ct(b + hl, n, s))
   end
   set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
   set.hdr_len = function(s, b, v) b[0] = bor(band(b[0], 0xf0), band(math.floor(num(v, "hdr_len") / 4), 0xf)) end
@@ -637,15 +645,17 @@ do
   set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s, IPCSUM) end
   set.src = function(s, b, v) local a = as_addr(v) or error("src: IPv4 address expected", 3); put32(b, 12, a) end
   set.dst = function(s, b, v) local a = as_addr(v) or error("dst: IPv4 address expected", 3); put32(b, 16, a) end
+  local function hlen(s, b) return (math.min(band(b[0], 0x0f) * 4, s.len - s.l3_off)) end
   function m.verify_checksum(self)
-    local b = l3base(self.s)
-    return cfinish(csum(b, band(b[0], 0x0f) * 4)) == 0
+    local s = self.s
+    local b = l3base(s)
+    return cfinish(csum(b, hlen(s, b))) == 0
   end
   function m.compute_checksum(self)
     local s = self.s
     local b = l3base(s)
     put16(b, 10, 0)
-    put16(b, 10, cfinish(csum(b, band(b[0], 0x0f) * 4)))
+    put16(b, 10, cfinish(csum(b, hlen(s, b))))
     touch(s)
     s.modified = band(s.modified, bnot(IPCSUM))
   end
@@ -655,7 +665,7 @@ do
     __index = function(self, k)
       local b = l3base(self.s)
       local f = be16(b, 6)
-      if k == "all" then return rshift(f, 13) end
+      if k == "all" then return (rshift(f, 13)) end
       local m = fbits[k]
       if m then return band(f, m) ~= 0 end
       return nil
@@ -680,10 +690,10 @@ end
 -- ipv6
 do
   local get, set, m = {}, {}, common_methods({})
-  get.version = function(s, b) return rshift(b[0], 4) end
-  get.traffic_class = function(s, b) return bor(lshift(band(b[0], 0xf), 4), rshift(b[1], 4)) end
+  get.version = function(s, b) return (rshift(b[0], 4)) end
+  get.traffic_class = function(s, b) return (bor(lshift(band(b[0], 0xf), 4), rshift(b[1], 4))) end
   get.flow_label = function(s, b) return band(b[1], 0xf) * 65536 + b[2] * 256 + b[3] end
-  get.payload_length = function(s, b) return be16(b, 4) end
+  get.payload_length = function(s, b) return (be16(b, 4)) end
   get.len = function(s, b) return be16(b, 4) + 40 end
   get.next_header = function(s, b) return b[6] end
   get.proto = function(s) return s.proto end
@@ -695,7 +705,7 @@ do
     local n = s.ip_len - 40
     if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - 40 end
     if n < 0 then n = 0 end
-    return buf_ct(b + 40, n, s)
+    return (buf_ct(b + 40, n, s))
   end
   set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
   set.traffic_class = function(s, b, v)
@@ -715,8 +725,8 @@ do
 end
 
 local function ip_view_of(s)
-  if s.l3 == 4 then return ipv4_ct(s) end
-  return ipv6_ct(s)
+  if s.l3 == 4 then return (ipv4_ct(s)) end
+  return (ipv6_ct(s))
 end
 -- L4 segment length (from the L4 header to the end of the IP payload)
 local function l4len(s)
@@ -727,31 +737,32 @@ end
 local function pseudo_sum(s, proto, len)
   local b = l3base(s)
   if s.l3 == 4 then
-    return csum(b + 12, 8, proto + len)
+    return (csum(b + 12, 8, proto + len))
   end
-  return csum(b + 8, 32, proto + len)
+  return (csum(b + 8, 32, proto + len))
 end
 local function l4_payload(s)
   local n = s.payload_len
   if s.payload_off + n > s.len then n = s.len - s.payload_off end
-  return buf_ct(s.data + s.payload_off, n, s)
+  if n < 0 then n = 0 end
+  return (buf_ct(s.data + s.payload_off, n, s))
 end
 
 -- tcp
 do
   local get, set, m = {}, {}, common_methods({})
-  get.srcport = function(s, b) return be16(b, 0) end
-  get.dstport = function(s, b) return be16(b, 2) end
-  get.seq = function(s, b) return be32(b, 4) end
-  get.ack_seq = function(s, b) return be32(b, 8) end
+  get.srcport = function(s, b) return (be16(b, 0)) end
+  get.dstport = function(s, b) return (be16(b, 2)) end
+  get.seq = function(s, b) return (be32(b, 4)) end
+  get.ack_seq = function(s, b) return (be32(b, 8)) end
   get.hdr_len = function(s, b) return rshift(b[12], 4) * 4 end
-  get.res = function(s, b) return band(b[12], 0x0f) end
-  get.window_size = function(s, b) return be16(b, 14) end
-  get.checksum = function(s, b) return be16(b, 16) end
-  get.urgent_pointer = function(s, b) return be16(b, 18) end
-  get.flags = function(s) return tcpf_ct(s) end
-  get.ip = function(s) return ip_view_of(s) end
-  get.payload = function(s) return l4_payload(s) end
+  get.res = function(s, b) return (band(b[12], 0x0f)) end
+  get.window_size = function(s, b) return (be16(b, 14)) end
+  get.checksum = function(s, b) return (be16(b, 16)) end
+  get.urgent_pointer = function(s, b) return (be16(b, 18)) end
+  get.flags = function(s) return (tcpf_ct(s)) end
+  get.ip = function(s) return (ip_view_of(s)) end
+  get.payload = function(s) return (l4_payload(s)) end
   get.name = function() return "tcp" end
   set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
   set.dstport = function(s, b, v) put16(b, 2, num(v, "dstport")) end
@@ -803,12 +814,12 @@ end
 -- udp
 do
   local get, set, m = {}, {}, common_methods({})
-  get.srcport = function(s, b) return be16(b, 0) end
-  get.dstport = function(s, b) return be16(b, 2) end
-  get.length = function(s, b) return be16(b, 4) end
-  get.checksum = function(s, b) return be16(b, 6) end
-  get.ip = function(s) return ip_view_of(s) end
-  get.payload = function(s) return l4_payload(s) end
+  get.srcport = function(s, b) return (be16(b, 0)) end
+  get.dstport = function(s, b) return (be16(b, 2)) end
+  get.length = function(s, b) return (be16(b, 4)) end
+  get.checksum = function(s, b) return (be16(b, 6)) end
+  get.ip = function(s) return (ip_view_of(s)) end
+  get.payload = function(s) return (l4_payload(s)) end
   get.name = function() return "udp" end
   set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
   set.dstport = function(s, b, v) put16(b, 2, num(v, "dstport")) end
@@ -830,12 +841,12 @@ do
   local get, set, m = {}, {}, common_methods({})
   get.type = function(s, b) return b[0] end
   get.code = function(s, b) return b[1] end
-  get.checksum = function(s, b) return be16(b, 2) end
-  get.ip = function(s) return ip_view_of(s) end
+  get.checksum = function(s, b) return (be16(b, 2)) end
+  get.ip = function(s) return (ip_view_of(s)) end
   get.payload = function(s)
     local n = l4len(s) - 4
     if n < 0 then n = 0 end
-    return buf_ct(s.data + s.l4_off + 4, n, s)
+    return (buf_ct(s.data + s.l4_off + 4, n, s))
   end
   get.name = function() return "icmp" end
   set.type = function(s, b, v) b[0] = num(v, "type") end
@@ -857,13 +868,13 @@ local ipv4_mod = haka.dissectors.ipv4
 ipv4_mod.addr = ipv4_addr
 ipv4_mod.network = ipv4_network
 function ipv4_mod.inet_checksum_compute(buf)
-  if ffi.istype(buf_ct, buf) then return cfinish(csum(buf.p, buf.len)) end
+  if ffi.istype(buf_ct, buf) then return (cfinish(csum(buf.p, buf.len))) end
   local str = tostring(buf)
-  return cfinish(csum(ffi.cast("const uint8_t*", str), #str))
+  return (cfinish(csum(ffi.cast("const uint8_t*", str), #str)))
 end
 function policy.ipv4_in_network(net)
   if type(net) == "string" then net = ipv4_network(net) end
-  return criterion(function(v) return v ~= nil and net:contains(v) end)
+  return (criterion(function(v) return v ~= nil and net:contains(v) end))
 end
 ipv4_mod.ipv4_in_network = policy.ipv4_in_network
 haka.dissectors.ipv6.addr = ipv6_addr
@@ -884,8 +895,8 @@ do
   local Rx = {}
   Rx.__index = Rx
   local function tostr(x)
-    if ffi.istype(buf_ct, x) then return ffi.string(x.p, x.len) end
-    return tostring(x)
+    if ffi.istype(buf_ct, x) then return (ffi.string(x.p, x.len)) end
+    return (tostring(x))
   end
   function Rx:match(str)
     local b, e = self._rx:find(tostr(str))
@@ -932,15 +943,14 @@ local errs = {}
 local function gen_event(code, env, name, ev, view)
   local l = ev.listeners
   if #l == 0 then return end
-  if #l <= 8 then
+  local var = "T_" .. name:gsub("[^%w]", "_")
+  env[#env + 1] = { var, l }
+  if #l <= 64 then
+    -- unrolled with constant indices: every call site stays monomorphic for the JIT
     for j = 1, #l do
-      local var = "L_" .. name:gsub("[^%w]", "_") .. "_" .. j
-      env[#env + 1] = { var, l[j] }
-      code[#code + 1] = sfmt("%s(%s) if s.verdict ~= 0 then goto done end", var, view)
+      code[#code + 1] = sfmt("%s[%d](%s) if s.verdict ~= 0 then goto done end", var, j, view)
     end
   else
-    local var = "T_" .. name:gsub("[^%w]", "_")
-    env[#env + 1] = { var, l }
     code[#code + 1] = sfmt("for j = 1, #%s do %s[j](%s) if s.verdict ~= 0 then goto done end end", var, var, view)
   end
 end

@@ -34,7 +34,9 @@ pub fn raw_state(lua: &mlua::Lua) -> usize {
 }
 
 /// What the hook asks when it fires: given the Lua heap size in KiB, `Some(message)`
-/// aborts the running Lua code with that error.
+/// aborts the running Lua code with that error. The check must disarm the hook (with
+/// [`disarm_interrupt`], under the same lock the arming thread holds, so that all
+/// `lua_sethook` calls are serialized).
 pub type HookCheck = Rc<dyn Fn(usize) -> Option<String>>;
 
 thread_local! {
@@ -49,12 +51,14 @@ pub fn set_hook_check(check: Option<HookCheck>) {
 
 unsafe extern "C-unwind" fn interrupt_hook(l: *mut ffi::lua_State, ar: *mut ffi::lua_Debug) {
     // SAFETY (whole fn): called by LuaJIT on the thread running `l`, with a valid `ar`.
-    ffi::lua_sethook(l, None, 0, 0);
     let kb = ffi::lua_gc(l, ffi::LUA_GCCOUNT, 0).max(0) as usize;
     let check = CURRENT_CHECK.with(|c| c.borrow().clone());
     let msg = match check {
         Some(f) => f(kb),
-        None => None,
+        None => {
+            ffi::lua_sethook(l, None, 0, 0);
+            None
+        }
     };
     let Some(msg) = msg else { return };
     let mut where_ = String::new();
