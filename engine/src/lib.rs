@@ -20,5 +20,6 @@ pub mod lua;
 pub mod pcapfile;
 pub mod pipeline;
 pub mod stats;
+pub mod stream;
 pub mod wire;
 pub mod worker;
