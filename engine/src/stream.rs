@@ -8,7 +8,8 @@
 //!
 //! Behaviour (modelled on Haka's `modules/protocol/tcp/tcp-stream.c`, hardened):
 //! - in-order data is delivered immediately; out-of-order segments are queued (sorted by sequence,
-//!   merged when adjacent or overlapping) until the gap fills;
+//!   merged when overlapping or adjacent, with bounded copying: see [`ABSORB_MAX`]) until the
+//!   gap fills;
 //! - **first data wins**: bytes already received (delivered but not yet consumed, or buffered) are
 //!   never replaced; a retransmission/overlap carrying *different* bytes for an already-received
 //!   range sets [`SegmentResult::overlap_conflict`] (the classic IDS evasion, the caller alerts);
@@ -40,6 +41,10 @@ pub const RECEIVE_WINDOW: u64 = 1 << 30;
 /// Maximum number of disjoint out-of-order chunks held per direction (bounds the per-chunk
 /// bookkeeping overhead when an attacker sends many tiny non-adjacent segments).
 pub const MAX_CHUNKS: usize = 1024;
+
+/// A chunk at most this long is copied into an adjacent chunk on its left when a segment joins
+/// them; longer ones stay separate (adjacent) chunks, which bounds the copying per segment.
+pub const ABSORB_MAX: usize = 4096;
 
 /// Above this capacity, an emptied delivery buffer gives its memory back.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -127,7 +132,7 @@ pub struct StreamReassembler {
     /// Delivered data; `ready[read_pos..]` is unread.
     ready: Vec<u8>,
     read_pos: usize,
-    /// Out-of-order chunks, sorted, disjoint and non-adjacent, all starting after `next_off`.
+    /// Out-of-order chunks, sorted, disjoint (possibly adjacent), all starting after `next_off`.
     chunks: VecDeque<Chunk>,
     /// Sum of the chunk lengths (charged to the budget).
     buffered: usize,
@@ -366,6 +371,12 @@ impl StreamReassembler {
 
     /// Buffers `data` (starting at `off > next_off`) out of order. Returns whether new bytes were
     /// buffered.
+    ///
+    /// Existing bytes win. The new bytes fill the gaps between the chunks the segment touches;
+    /// a gap extends the chunk on its left in place (amortised O(1) per byte), and a chunk is
+    /// copied into its left neighbour only when it is at most [`ABSORB_MAX`] bytes long, so the
+    /// copying done per segment is bounded by its length plus `2 * ABSORB_MAX` (no quadratic
+    /// behaviour when segments arrive in decreasing order). Chunks may therefore be adjacent.
     fn buffer(
         &mut self,
         off: u64,
@@ -379,6 +390,8 @@ impl StreamReassembler {
         let mut j = i;
         let mut cursor = off;
         let mut fresh: u64 = 0;
+        // Dry run of the merge below, to count the resulting chunks.
+        let mut plan = MergePlan::default();
         while let Some(c) = self.chunks.get(j) {
             if c.off > end {
                 break;
@@ -392,19 +405,22 @@ impl StreamReassembler {
                 }
             }
             if c.off > cursor {
-                fresh += c.off.min(end) - cursor;
+                fresh += c.off - cursor;
+                plan.bytes(cursor, c.off);
             }
+            plan.chunk(c.off, c.end(), c.data.len());
             cursor = cursor.max(c.end());
             j += 1;
         }
         if end > cursor {
             fresh += end - cursor;
+            plan.bytes(cursor, end);
         }
         if fresh == 0 {
             return false;
         }
         let fresh = fresh as usize; // <= data.len()
-        let chunks_after = self.chunks.len() - (j - i) + 1;
+        let chunks_after = self.chunks.len() - (j - i) + plan.count;
         if self.buffered.saturating_add(fresh) > self.config.max_buffered_per_flow
             || fresh > budget.remaining
             || chunks_after > MAX_CHUNKS
@@ -412,35 +428,22 @@ impl StreamReassembler {
             res.over_cap = true;
             return false;
         }
-        // Merge chunks i..j with the segment; existing bytes win.
-        let first_off = match self.chunks.get(i) {
-            Some(c) if j > i => c.off.min(off),
-            _ => off,
-        };
-        let (mut merged, mut cur) = match self.chunks.get_mut(i) {
-            Some(c) if j > i && c.off <= off => {
-                let cend = c.end();
-                (std::mem::take(&mut c.data), cend)
+        let touched: Vec<Chunk> = self.chunks.drain(i..j).collect();
+        let mut out: Vec<Chunk> = Vec::with_capacity(plan.count);
+        let mut cur = off;
+        for c in touched {
+            if c.off > cur {
+                push_bytes(&mut out, cur, &data[(cur - off) as usize..(c.off - off) as usize]);
             }
-            _ => (Vec::new(), off),
-        };
-        for k in i..j {
-            if let Some(c) = self.chunks.get_mut(k) {
-                if c.data.is_empty() {
-                    continue; // the first one, already taken
-                }
-                if c.off > cur {
-                    merged.extend_from_slice(&data[(cur - off) as usize..(c.off - off) as usize]);
-                }
-                merged.extend_from_slice(&c.data);
-                cur = c.end();
-            }
+            cur = cur.max(c.end());
+            push_chunk(&mut out, c);
         }
         if end > cur {
-            merged.extend_from_slice(&data[(cur - off) as usize..]);
+            push_bytes(&mut out, cur, &data[(cur - off) as usize..]);
         }
-        self.chunks.drain(i..j);
-        self.chunks.insert(i, Chunk { off: first_off, data: merged });
+        for (k, c) in out.into_iter().enumerate() {
+            self.chunks.insert(i + k, c);
+        }
         self.buffered += fresh;
         budget.remaining -= fresh;
         true
@@ -553,6 +556,48 @@ impl StreamReassembler {
     /// The configuration.
     pub fn config(&self) -> &StreamConfig {
         &self.config
+    }
+}
+
+/// Appends `bytes` (at stream offset `at`) to the chunk list being built.
+fn push_bytes(out: &mut Vec<Chunk>, at: u64, bytes: &[u8]) {
+    match out.last_mut() {
+        Some(last) if last.end() == at => last.data.extend_from_slice(bytes),
+        _ => out.push(Chunk { off: at, data: bytes.to_vec() }),
+    }
+}
+
+/// Appends an existing chunk to the chunk list being built, absorbing it into its left neighbour
+/// when adjacent and short.
+fn push_chunk(out: &mut Vec<Chunk>, c: Chunk) {
+    match out.last_mut() {
+        Some(last) if last.end() == c.off && c.data.len() <= ABSORB_MAX => {
+            last.data.extend_from_slice(&c.data)
+        }
+        _ => out.push(c),
+    }
+}
+
+/// Dry run of [`push_bytes`] / [`push_chunk`]: how many chunks they produce.
+#[derive(Default)]
+struct MergePlan {
+    last_end: Option<u64>,
+    count: usize,
+}
+
+impl MergePlan {
+    fn bytes(&mut self, at: u64, end: u64) {
+        if self.last_end != Some(at) {
+            self.count += 1;
+        }
+        self.last_end = Some(end);
+    }
+
+    fn chunk(&mut self, off: u64, end: u64, len: usize) {
+        if !(self.last_end == Some(off) && len <= ABSORB_MAX) {
+            self.count += 1;
+        }
+        self.last_end = Some(end);
     }
 }
 
@@ -935,6 +980,54 @@ mod tests {
         assert!(c.is_finished());
     }
 
+    #[test]
+    fn decreasing_tiny_segments_bounded_work() {
+        // 200 000 one-byte segments in decreasing order: no quadratic copying, few chunks.
+        let n: u32 = 200_000;
+        let mut b = ByteBudget::new(BIG);
+        let mut s = syn(0);
+        let byte = |k: u32| (k % 251) as u8;
+        for k in (1..n).rev() {
+            let r = s.segment(1 + k, &[byte(k)], &mut b);
+            assert!(!r.over_cap && !r.duplicate && !r.overlap_conflict);
+        }
+        assert_eq!(s.buffered_bytes(), n as usize - 1);
+        assert!(s.chunk_count() <= n as usize / ABSORB_MAX + 2, "{}", s.chunk_count());
+        // A conflicting byte in the middle of the adjacent chunks.
+        assert!(s.segment(1 + 100_000, &[byte(100_000) ^ 1], &mut b).overlap_conflict);
+        // A segment straddling the boundary between two adjacent chunks (same bytes).
+        let mid: Vec<u8> = (4000..9000).map(byte).collect();
+        let r = s.segment(1 + 4000, &mid, &mut b);
+        assert!(r.duplicate && !r.overlap_conflict);
+        let r = s.segment(1, &[byte(0)], &mut b);
+        assert_eq!(r.delivered, n as usize);
+        let want: Vec<u8> = (0..n).map(byte).collect();
+        assert_eq!(s.read(), &want[..]);
+        assert_eq!(b.remaining, BIG);
+        assert_eq!(s.chunk_count(), 0);
+    }
+
+    #[test]
+    fn gap_fill_between_large_adjacent_chunks() {
+        let mut b = ByteBudget::new(BIG);
+        let mut s = syn(0);
+        let big = vec![7u8; ABSORB_MAX + 10];
+        let base = 1000u32;
+        s.segment(base, &big, &mut b);
+        let after = base + big.len() as u32 + 5;
+        s.segment(after, &big, &mut b);
+        // Fill the 5-byte gap: the left chunk grows in place, the long right one stays separate.
+        let r = s.segment(base + big.len() as u32 - 2, &[7u8; 9], &mut b);
+        assert!(!r.overlap_conflict && !r.duplicate && !r.over_cap);
+        assert_eq!(s.chunk_count(), 2);
+        assert_eq!(s.buffered_bytes(), 2 * big.len() + 5);
+        let head = vec![7u8; base as usize - 1];
+        let r = s.segment(1, &head, &mut b);
+        assert_eq!(r.delivered, head.len() + 2 * big.len() + 5);
+        assert!(s.read().iter().all(|&x| x == 7));
+        assert_eq!(b.remaining, BIG);
+    }
+
     struct XorShift(u64);
     impl XorShift {
         fn next(&mut self) -> u64 {
@@ -1002,6 +1095,76 @@ mod tests {
             assert!(s.on_fin(isn.wrapping_add(1).wrapping_add(len as u32)));
             assert!(s.is_finished());
         }
+    }
+
+    #[test]
+    fn randomized_large_with_caps_and_retransmissions() {
+        // Larger streams (adjacent chunks beyond ABSORB_MAX), a small per-flow cap and a shared
+        // worker budget: segments refused for over_cap are retransmitted later (as TCP would);
+        // the stream still reassembles exactly and the budget comes back whole.
+        let mut rng = XorShift(0xdead_beef_cafe_f00d);
+        let mut budget = ByteBudget::new(48 * 1024);
+        let mut total_refused = 0;
+        for round in 0..40 {
+            let len = 1 + rng.below(60_000) as usize;
+            let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let isn = u32::MAX - rng.below(30_000) as u32;
+            let mut pending: Vec<(usize, usize)> = Vec::new();
+            let mut p = 0;
+            while p < len {
+                let n = (1 + rng.below(1460) as usize).min(len - p);
+                pending.push((p, n));
+                p += n;
+            }
+            let mut s = StreamReassembler::new(cfg(32 * 1024));
+            s.on_syn(isn);
+            // A second flow of the same worker holding part of the budget for a while.
+            let mut other = StreamReassembler::new(cfg(32 * 1024));
+            other.pickup(rng.next() as u32);
+            let o = other.next_seq().unwrap_or(0);
+            other.segment(o.wrapping_add(10), &[1u8; 8000], &mut budget);
+            let mut out = Vec::new();
+            let mut refused = 0usize;
+            let mut passes = 0;
+            while !pending.is_empty() {
+                passes += 1;
+                assert!(passes < 10_000, "round {round}: no progress");
+                for i in (1..pending.len()).rev() {
+                    let j = rng.below(i as u64 + 1) as usize;
+                    pending.swap(i, j);
+                }
+                let mut next = Vec::new();
+                for &(a, n) in &pending {
+                    let seq = isn.wrapping_add(1).wrapping_add(a as u32);
+                    let r = s.segment(seq, &data[a..a + n], &mut budget);
+                    assert!(!r.overlap_conflict && !r.out_of_window, "round {round}");
+                    if r.over_cap {
+                        refused += 1;
+                        next.push((a, n));
+                    } else if rng.below(8) == 0 {
+                        next.push((a, n)); // spurious retransmission
+                    }
+                    assert!(s.buffered_bytes() <= 32 * 1024);
+                    if rng.below(2) == 0 {
+                        s.take(&mut out);
+                    }
+                }
+                if passes == 2 {
+                    other.release(&mut budget);
+                }
+                // Drop what is already fully delivered.
+                let done = s.delivered_total() as usize;
+                next.retain(|&(a, n)| a + n > done);
+                pending = next;
+            }
+            s.take(&mut out);
+            other.release(&mut budget);
+            assert_eq!(out, data, "round {round} ({refused} refused)");
+            assert_eq!(s.buffered_bytes(), 0);
+            assert_eq!(budget.remaining, 48 * 1024, "round {round}");
+            total_refused += refused;
+        }
+        assert!(total_refused > 100, "caps not exercised: {total_refused}");
     }
 
     #[test]
