@@ -13,7 +13,8 @@
 //! - **first data wins**: bytes already received (delivered but not yet consumed, or buffered) are
 //!   never replaced; a retransmission/overlap carrying *different* bytes for an already-received
 //!   range sets [`SegmentResult::overlap_conflict`] (the classic IDS evasion, the caller alerts);
-//!   bytes already consumed by the reader are no longer held and cannot be compared;
+//!   bytes already consumed by the reader are compared only within the optional retained
+//!   history ([`StreamReassembler::set_conflict_history`], off by default);
 //! - sequence numbers are compared with serial-number arithmetic (RFC 1982) and wrap at 2^32;
 //!   internally the stream uses 64-bit offsets from the start of the stream;
 //! - segments entirely left of the next expected sequence are duplicates; segments reaching more
@@ -132,6 +133,8 @@ pub struct StreamReassembler {
     /// Delivered data; `ready[read_pos..]` is unread.
     ready: Vec<u8>,
     read_pos: usize,
+    /// Consumed bytes retained for conflict detection (see `set_conflict_history`).
+    history: usize,
     /// Out-of-order chunks, sorted, disjoint (possibly adjacent), all starting after `next_off`.
     chunks: VecDeque<Chunk>,
     /// Sum of the chunk lengths (charged to the budget).
@@ -161,6 +164,7 @@ impl StreamReassembler {
             next_off: 0,
             ready: Vec::new(),
             read_pos: 0,
+            history: 0,
             chunks: VecDeque::new(),
             buffered: 0,
             fin_off: None,
@@ -270,15 +274,15 @@ impl StreamReassembler {
     }
 
     /// Compares the part of `payload` lying left of `next_off` (it starts `left` bytes before)
-    /// with the delivered bytes still unread.
+    /// with the delivered bytes still held (unread, plus the retained consumed history).
     fn compare_delivered(&self, payload: &[u8], left: u64, res: &mut SegmentResult) {
-        let unread = (self.ready.len() - self.read_pos) as u64;
-        let start_i = left.saturating_sub(unread);
+        let held = (self.ready.len() - self.read_pos + self.held_consumed()) as u64;
+        let start_i = left.saturating_sub(held);
         let end_i = left.min(payload.len() as u64);
         if start_i >= end_i {
             return;
         }
-        // left - start_i <= unread <= ready.len(), so these fit in usize and do not underflow.
+        // left - start_i <= held <= ready.len(), so these fit in usize and do not underflow.
         let base = self.ready.len() - (left - start_i) as usize;
         let n = (end_i - start_i) as usize;
         let seg = &payload[start_i as usize..end_i as usize];
@@ -349,8 +353,8 @@ impl StreamReassembler {
             data.truncate(keep);
         }
         let k = data.len();
-        if self.read_pos == self.ready.len() {
-            // Nothing unread: adopt the chunk's buffer (no copy).
+        if self.ready.is_empty() {
+            // Nothing unread nor retained: adopt the chunk's buffer (no copy).
             self.ready = data;
             self.read_pos = 0;
         } else {
@@ -362,11 +366,30 @@ impl StreamReassembler {
     }
 
     fn push_ready(&mut self, bytes: &[u8]) {
-        if self.read_pos == self.ready.len() {
+        self.ready.extend_from_slice(bytes);
+    }
+
+    /// Consumed bytes still compared against retransmissions (the last `history` ones).
+    fn held_consumed(&self) -> usize {
+        self.read_pos.min(self.history)
+    }
+
+    /// Frees consumed bytes beyond the retained history (amortised O(1) per byte).
+    fn compact(&mut self) {
+        let drop = self.read_pos - self.held_consumed();
+        if drop == 0 {
+            return;
+        }
+        if drop == self.ready.len() {
             self.ready.clear();
             self.read_pos = 0;
+            if self.ready.capacity() > KEEP_CAPACITY {
+                self.ready.shrink_to(KEEP_CAPACITY);
+            }
+        } else if drop >= self.ready.len() - drop {
+            self.ready.drain(..drop);
+            self.read_pos -= drop;
         }
-        self.ready.extend_from_slice(bytes);
     }
 
     /// Buffers `data` (starting at `off > next_off`) out of order. Returns whether new bytes were
@@ -458,17 +481,16 @@ impl StreamReassembler {
     pub fn consume(&mut self, n: usize) {
         let unread = self.ready.len() - self.read_pos;
         self.read_pos += n.min(unread);
-        if self.read_pos == self.ready.len() {
-            self.ready.clear();
-            self.read_pos = 0;
-            if self.ready.capacity() > KEEP_CAPACITY {
-                self.ready.shrink_to(KEEP_CAPACITY);
-            }
-        } else if self.read_pos >= self.ready.len() - self.read_pos {
-            // More consumed than unread: compact (amortised O(1) per byte).
-            self.ready.drain(..self.read_pos);
-            self.read_pos = 0;
-        }
+        self.compact();
+    }
+
+    /// Keeps the last `bytes` consumed bytes so that a retransmission of already-consumed data
+    /// carrying different bytes is still reported as `overlap_conflict` (default 0: only unread
+    /// and buffered data are compared). Costs up to `bytes` of memory per direction, not charged
+    /// to the budget.
+    pub fn set_conflict_history(&mut self, bytes: usize) {
+        self.history = bytes;
+        self.compact();
     }
 
     /// Appends all unread data to `out` and consumes it.
@@ -1028,6 +1050,34 @@ mod tests {
         assert_eq!(b.remaining, BIG);
     }
 
+    #[test]
+    fn conflict_history_on_consumed_data() {
+        let mut b = ByteBudget::new(BIG);
+        let mut s = syn(0);
+        s.set_conflict_history(4);
+        s.segment(1, b"abcdefgh", &mut b);
+        assert_eq!(drain(&mut s), b"abcdefgh");
+        // Last 4 consumed bytes are compared, older ones are not.
+        assert!(s.segment(5, b"eXgh", &mut b).overlap_conflict);
+        assert!(!s.segment(5, b"efgh", &mut b).overlap_conflict);
+        assert!(!s.segment(1, b"XXXX", &mut b).overlap_conflict);
+        let r = s.segment(3, b"cdeX", &mut b);
+        assert!(r.overlap_conflict && r.duplicate);
+        // Straddling the history and new data.
+        let r = s.segment(7, b"gXij", &mut b);
+        assert!(r.overlap_conflict);
+        assert_eq!(r.delivered, 2);
+        assert_eq!(s.read(), b"ij");
+        // Memory stays bounded by history + unread.
+        for k in 0..1000u32 {
+            s.segment(11 + 10 * k, b"0123456789", &mut b);
+            s.consume(usize::MAX);
+            assert!(s.ready.len() <= 2 * (4 + 10));
+        }
+        s.set_conflict_history(0);
+        assert!(s.ready.is_empty());
+    }
+
     struct XorShift(u64);
     impl XorShift {
         fn next(&mut self) -> u64 {
@@ -1173,7 +1223,8 @@ mod tests {
         // for each offset, and a conflict is reported iff a different byte was offered for an
         // offset still held (not yet consumed).
         let mut rng = XorShift(0x1234_5678_9abc_def1);
-        for round in 0..200 {
+        for round in 0..300 {
+            let history = [0usize, 1, 64, 100_000][round as usize % 4];
             let len = 1 + rng.below(500) as usize;
             let mut segs: Vec<(usize, Vec<u8>)> = Vec::new();
             let mut p = 0;
@@ -1196,6 +1247,7 @@ mod tests {
             let mut budget = ByteBudget::new(1 << 16);
             let mut s = StreamReassembler::new(cfg(1 << 16));
             s.pickup(round * 7919);
+            s.set_conflict_history(history);
             let mut out = Vec::new();
             for (a, bytes) in &segs {
                 // Offsets already consumed cannot be compared.
@@ -1203,7 +1255,9 @@ mod tests {
                 let mut expect_conflict = false;
                 for (k, &byte) in bytes.iter().enumerate() {
                     match model[a + k] {
-                        Some(m) if a + k >= consumed && m != byte => expect_conflict = true,
+                        Some(m) if a + k + history >= consumed && m != byte => {
+                            expect_conflict = true
+                        }
                         Some(_) => {}
                         None => model[a + k] = Some(byte),
                     }
