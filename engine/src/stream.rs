@@ -1218,6 +1218,66 @@ mod tests {
     }
 
     #[test]
+    fn randomized_arbitrary_inputs_keep_invariants() {
+        // Arbitrary calls (any seq, sizes, FIN, SYN, pickup, reset, consume, history): no panic,
+        // budget conserved, caps respected, chunks sorted and disjoint after next_off.
+        let mut rng = XorShift(0x0bad_5eed_0bad_5eed);
+        const TOTAL: usize = 20_000;
+        let mut budget = ByteBudget::new(TOTAL);
+        let mut flows: Vec<StreamReassembler> =
+            (0..4).map(|k| StreamReassembler::new(cfg(1000 * (k + 1)))).collect();
+        let buf: Vec<u8> = (0..5000).map(|_| rng.next() as u8).collect();
+        for _ in 0..60_000 {
+            let f = rng.below(flows.len() as u64) as usize;
+            let s = &mut flows[f];
+            let base = s.next_seq().unwrap_or(0);
+            let seq = match rng.below(4) {
+                0 => rng.next() as u32,
+                1 => base.wrapping_add(rng.below(3000) as u32),
+                2 => base.wrapping_sub(rng.below(3000) as u32),
+                _ => base.wrapping_add((RECEIVE_WINDOW as u32).wrapping_sub(rng.below(4000) as u32)),
+            };
+            match rng.below(40) {
+                0 => {
+                    s.on_fin(seq);
+                }
+                1 => {
+                    s.on_syn(seq);
+                }
+                2 => {
+                    s.pickup(seq);
+                }
+                3 => s.reset(&mut budget),
+                4 => s.release(&mut budget),
+                5 => s.set_conflict_history(rng.below(100) as usize),
+                6..=12 => s.consume(rng.below(3000) as usize),
+                _ => {
+                    let a = rng.below(buf.len() as u64) as usize;
+                    let n = rng.below((buf.len() - a) as u64 + 1) as usize;
+                    let r = s.segment(seq, &buf[a..a + n], &mut budget);
+                    assert!(r.delivered <= s.read().len());
+                }
+            }
+            assert!(s.buffered_bytes() <= s.config().max_buffered_per_flow);
+            let held: usize = flows.iter().map(|s| s.buffered_bytes()).sum();
+            assert_eq!(held + budget.remaining, TOTAL);
+            for s in &flows {
+                let mut prev = s.next_off + 1;
+                for c in &s.chunks {
+                    assert!(!c.data.is_empty() && c.off >= prev);
+                    prev = c.end();
+                }
+                assert_eq!(s.chunks.iter().map(|c| c.data.len()).sum::<usize>(), s.buffered);
+                assert!(s.chunks.len() <= MAX_CHUNKS);
+            }
+        }
+        for s in &mut flows {
+            s.reset(&mut budget);
+        }
+        assert_eq!(budget.remaining, TOTAL);
+    }
+
+    #[test]
     fn randomized_conflicts_first_data_wins() {
         // Overlapping segments carrying different bytes: the result is the first bytes received
         // for each offset, and a conflict is reported iff a different byte was offered for an
