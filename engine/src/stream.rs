@@ -87,8 +87,9 @@ pub struct SegmentResult {
     /// Bytes that became readable in order because of this segment (including previously buffered
     /// bytes whose gap it filled). The total readable is `read().len()`.
     pub delivered: usize,
-    /// Some bytes of the segment cover an already-received range (delivered-unread or buffered)
-    /// with *different* content. The first data was kept.
+    /// Some bytes of the segment cover an already-received range still held (delivered-unread,
+    /// buffered, or within the retained consumed history) with *different* content. The first
+    /// data was kept.
     pub overlap_conflict: bool,
     /// The segment carried no new byte (everything already received or consumed).
     pub duplicate: bool,
