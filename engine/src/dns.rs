@@ -288,6 +288,10 @@ pub enum RData {
     Minfo { rmailbx: Name, emailbx: Name },
     /// TXT: the character-strings, in order.
     Txt(Vec<Vec<u8>>),
+    /// HINFO: CPU and OS character-strings.
+    Hinfo { cpu: Vec<u8>, os: Vec<u8> },
+    /// WKS: address, IP protocol and port bitmap.
+    Wks { address: Ipv4Addr, protocol: u8, bitmap: Vec<u8> },
     /// Any other type (or typed data that does not fit its RDLENGTH): the raw RDATA.
     Raw(Vec<u8>),
 }
@@ -326,6 +330,81 @@ impl Message {
     pub fn is_response(&self) -> bool {
         self.header.qr
     }
+
+    /// Every record of the answer, authority and additional sections, in order.
+    pub fn records(&self) -> impl Iterator<Item = (Section, &Record)> {
+        fn tag(sec: Section, v: &[Record]) -> impl Iterator<Item = (Section, &Record)> {
+            v.iter().map(move |r| (sec, r))
+        }
+        tag(Section::Answer, &self.answers)
+            .chain(tag(Section::Authority, &self.authority))
+            .chain(tag(Section::Additional, &self.additional))
+    }
+}
+
+/// The record sections (Haka's `answer`, `authority`, `additional`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+impl Section {
+    pub fn haka_name(self) -> &'static str {
+        match self {
+            Section::Answer => "answer",
+            Section::Authority => "authority",
+            Section::Additional => "additional",
+        }
+    }
+}
+
+/// Mnemonic of a record type (`"A"`, `"MX"`, ...), if known.
+pub fn type_name(t: u16) -> Option<&'static str> {
+    Some(match t {
+        rtype::A => "A",
+        rtype::NS => "NS",
+        rtype::MD => "MD",
+        rtype::MF => "MF",
+        rtype::CNAME => "CNAME",
+        rtype::SOA => "SOA",
+        rtype::MB => "MB",
+        rtype::MG => "MG",
+        rtype::MR => "MR",
+        rtype::NULL => "NULL",
+        rtype::WKS => "WKS",
+        rtype::PTR => "PTR",
+        rtype::HINFO => "HINFO",
+        rtype::MINFO => "MINFO",
+        rtype::MX => "MX",
+        rtype::TXT => "TXT",
+        rtype::AAAA => "AAAA",
+        rtype::OPT => "OPT",
+        33 => "SRV",
+        43 => "DS",
+        46 => "RRSIG",
+        47 => "NSEC",
+        48 => "DNSKEY",
+        65 => "HTTPS",
+        252 => "AXFR",
+        255 => "ANY",
+        257 => "CAA",
+        _ => return None,
+    })
+}
+
+/// Mnemonic of a class (`"IN"`, ...), if known.
+pub fn class_name(c: u16) -> Option<&'static str> {
+    Some(match c {
+        1 => "IN",
+        2 => "CS",
+        3 => "CH",
+        4 => "HS",
+        254 => "NONE",
+        255 => "ANY",
+        _ => return None,
+    })
 }
 
 /// Reads a possibly compressed name at `start`. Returns the name and the
@@ -402,6 +481,17 @@ fn rdata_name(msg: &[u8], pos: usize, end: usize) -> Result<Option<(Name, usize)
     }
 }
 
+/// A sequence of `<len><bytes>` character-strings filling `rd` exactly.
+fn character_strings(rd: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut strings = Vec::new();
+    let mut rest = rd;
+    while let Some((&l, tail)) = rest.split_first() {
+        strings.push(tail.get(..l as usize)?.to_vec());
+        rest = tail.get(l as usize..)?;
+    }
+    Some(strings)
+}
+
 fn decode_rdata(msg: &[u8], rtype: u16, start: usize, end: usize) -> Typed {
     let rd = &msg[start..end];
     match rtype {
@@ -447,16 +537,23 @@ fn decode_rdata(msg: &[u8], rtype: u16, start: usize, end: usize) -> Typed {
                 minimum: v(4)?,
             })))
         }
-        rtype::TXT => {
-            let mut strings = Vec::new();
-            let mut rest = rd;
-            while let Some((&l, tail)) = rest.split_first() {
-                let Some(s) = tail.get(..l as usize) else { return Ok(None) };
-                strings.push(s.to_vec());
-                rest = &tail[l as usize..];
+        rtype::TXT => Ok(character_strings(rd).map(RData::Txt)),
+        rtype::HINFO => Ok(match character_strings(rd) {
+            Some(mut v) if v.len() == 2 => {
+                let os = v.pop().unwrap_or_default();
+                let cpu = v.pop().unwrap_or_default();
+                Some(RData::Hinfo { cpu, os })
             }
-            Ok(Some(RData::Txt(strings)))
-        }
+            _ => None,
+        }),
+        rtype::WKS => Ok(match rd {
+            [a, b, c, d, protocol, bitmap @ ..] => Some(RData::Wks {
+                address: Ipv4Addr::new(*a, *b, *c, *d),
+                protocol: *protocol,
+                bitmap: bitmap.to_vec(),
+            }),
+            _ => None,
+        }),
         _ => Ok(None),
     }
 }
@@ -1078,6 +1175,71 @@ mod tests {
     }
 
     #[test]
+    fn more_typed_rdata() {
+        let mut v = header(7, 0x8000, [1, 4, 0, 0]);
+        push_q(&mut v, "h.example", rtype::HINFO);
+        push_rr(&mut v, "h.example", rtype::HINFO, 1, b"\x03x86\x05Linux");
+        push_rr(&mut v, "h.example", rtype::WKS, 1, &[10, 0, 0, 1, 6, 0x40, 0x01]);
+        let mut minfo = vec![5, b'a', b'd', b'm', b'i', b'n', 0xc0, 12];
+        minfo.extend_from_slice(&[0xc0, 12]);
+        push_rr(&mut v, "h.example", rtype::MINFO, 1, &minfo);
+        push_rr(&mut v, "h.example", rtype::NULL, 1, b"anything");
+        let m = parse(&v).unwrap();
+        let a = &m.answers;
+        assert_eq!(a[0].data, RData::Hinfo { cpu: b"x86".to_vec(), os: b"Linux".to_vec() });
+        assert_eq!(
+            a[1].data,
+            RData::Wks { address: Ipv4Addr::new(10, 0, 0, 1), protocol: 6, bitmap: vec![0x40, 0x01] }
+        );
+        assert_eq!(a[2].data, RData::Minfo { rmailbx: name("admin.h.example"), emailbx: name("h.example") });
+        assert_eq!(a[3].data, RData::Raw(b"anything".to_vec()));
+        assert_eq!(type_name(a[2].rtype), Some("MINFO"));
+        assert_eq!(class_name(a[2].class), Some("IN"));
+        assert_eq!(type_name(4242), None);
+    }
+
+    #[test]
+    fn records_iterator_in_section_order() {
+        let m = parse(&basic()[1]).unwrap();
+        let secs: Vec<Section> = m.records().map(|(s, _)| s).collect();
+        assert_eq!(secs.len(), 23);
+        assert_eq!(secs[0], Section::Answer);
+        assert_eq!(secs[6], Section::Authority);
+        assert_eq!(secs[12].haka_name(), "additional");
+        // pdns.lua style: every A record of a response.
+        let a = m.records().filter(|(_, r)| matches!(r.data, RData::A(_))).count();
+        assert_eq!(a, 6 + 6);
+    }
+
+    #[test]
+    fn all_haka_dns_captures_parse_and_match() {
+        for f in [
+            "modules/protocol/dns/test/basic.pcap",
+            "modules/protocol/dns/test/drop.pcap",
+            "modules/protocol/dns/test/query-readonly.pcap",
+            "sample/test/pdns.pcap",
+        ] {
+            let mut pq = PendingQueries::new(64, 10_000);
+            let payloads = udp_payloads(f);
+            assert!(!payloads.is_empty());
+            for (i, b) in payloads.iter().enumerate() {
+                let m = parse(b).unwrap_or_else(|e| panic!("{f} packet {}: {e}", i + 1));
+                assert_eq!(m.trailing, 0);
+                assert_eq!(m.questions.len(), 1);
+                if m.is_response() {
+                    assert!(pq.on_response(&m, i as u64).is_some(), "{f} packet {}", i + 1);
+                } else {
+                    pq.on_query(&m, i as u64);
+                }
+                for n in 0..b.len() {
+                    assert_eq!(parse(&b[..n]), Err(DnsError::Truncated));
+                }
+            }
+            assert!(pq.is_empty());
+        }
+    }
+
+    #[test]
     fn fuzz_never_panics() {
         let mut s: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
@@ -1088,6 +1250,7 @@ mod tests {
         };
         let seeds = basic();
         let mut ok = 0usize;
+        let mut seen = std::collections::HashSet::new();
         for i in 0..50_000usize {
             let r = next();
             let buf: Vec<u8> = if i % 2 == 0 {
@@ -1119,11 +1282,26 @@ mod tests {
                 }
                 b
             };
-            if parse(&buf).is_ok() {
-                ok += 1;
+            match parse(&buf) {
+                Ok(m) => {
+                    ok += 1;
+                    let names = m.questions.iter().map(|q| &q.name).chain(m.records().map(|(_, r)| &r.name));
+                    for n in names {
+                        assert!(n.as_wire().len() <= MAX_NAME_LEN);
+                        assert!(n.labels().all(|l| !l.is_empty() && l.len() <= MAX_LABEL_LEN));
+                        assert_eq!(n.as_wire().last(), Some(&0));
+                    }
+                }
+                Err(e) => {
+                    seen.insert(e);
+                }
             }
             let _ = parse_tcp_stream(&buf);
         }
         assert!(ok > 0);
+        eprintln!("fuzz: {ok} parsed, errors seen {seen:?}");
+        for e in [DnsError::Truncated, DnsError::BadLabel, DnsError::PointerLoop, DnsError::PointerOutOfBounds] {
+            assert!(seen.contains(&e), "{e:?} never produced");
+        }
     }
 }
