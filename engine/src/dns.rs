@@ -283,15 +283,28 @@ pub enum RData {
     /// NS, CNAME, PTR, MD, MF, MB, MG, MR: a single domain name.
     Name(Name),
     Soa(Soa),
-    Mx { preference: u16, exchange: Name },
+    Mx {
+        preference: u16,
+        exchange: Name,
+    },
     /// MINFO: responsible and error mailboxes.
-    Minfo { rmailbx: Name, emailbx: Name },
+    Minfo {
+        rmailbx: Name,
+        emailbx: Name,
+    },
     /// TXT: the character-strings, in order.
     Txt(Vec<Vec<u8>>),
     /// HINFO: CPU and OS character-strings.
-    Hinfo { cpu: Vec<u8>, os: Vec<u8> },
+    Hinfo {
+        cpu: Vec<u8>,
+        os: Vec<u8>,
+    },
     /// WKS: address, IP protocol and port bitmap.
-    Wks { address: Ipv4Addr, protocol: u8, bitmap: Vec<u8> },
+    Wks {
+        address: Ipv4Addr,
+        protocol: u8,
+        bitmap: Vec<u8>,
+    },
     /// Any other type (or typed data that does not fit its RDLENGTH): the raw RDATA.
     Raw(Vec<u8>),
 }
@@ -635,10 +648,7 @@ struct QueryKey {
 
 impl QueryKey {
     fn of(m: &Message) -> QueryKey {
-        QueryKey {
-            id: m.header.id,
-            question: m.question().map(|q| (q.name.to_lowercase(), q.qtype, q.qclass)),
-        }
+        QueryKey { id: m.header.id, question: m.question().map(|q| (q.name.to_lowercase(), q.qtype, q.qclass)) }
     }
 }
 
@@ -1140,7 +1150,7 @@ mod tests {
         assert!(pq.on_response(&response(1, "example.org", rtype::MX), 1).is_none()); // type
         assert!(pq.on_response(&response(1, "EXAMPLE.org", rtype::A), 1).is_some()); // case-insensitive
         assert!(pq.on_response(&response(1, "example.org", rtype::A), 2).is_none()); // consumed
-        // Timeout.
+                                                                                     // Timeout.
         pq.on_query(&query(3, "a.b", rtype::A), 10);
         assert!(pq.on_response(&response(3, "a.b", rtype::A), 1_010).is_none());
         assert!(pq.is_empty());
