@@ -14,6 +14,7 @@ pub mod alert;
 pub mod app;
 pub mod config;
 pub mod dissect;
+pub mod dns;
 pub mod dpdk;
 pub mod flow;
 pub mod lua;
