@@ -1001,6 +1001,55 @@ mod tests {
     }
 
     #[test]
+    fn defrag_v4_options_and_padding() {
+        // Original datagram with a 4-byte option (IHL 6); options are only in the first
+        // fragment, later fragments carry a 20-byte header; the last one has padding.
+        let plain = udp_v4(8, 1000);
+        let mut dgram = plain[..20].to_vec();
+        dgram[0] = 0x46;
+        dgram.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+        dgram.extend_from_slice(&plain[20..]);
+        let total = dgram.len() as u16;
+        dgram[2..4].copy_from_slice(&total.to_be_bytes());
+        Ipv4Packet::new_unchecked(&mut dgram[..]).fill_checksum();
+        let payload = &dgram[24..];
+        let mut first = dgram[..24].to_vec();
+        first.extend_from_slice(&payload[..512]);
+        let mut ip = Ipv4Packet::new_unchecked(&mut first[..]);
+        ip.set_total_len(24 + 512);
+        ip.set_frag(false, true, 0);
+        ip.fill_checksum();
+        let mut last = raw_frag_v4(&plain[..20], 512, &payload[512..], false);
+        last.extend_from_slice(&[0xee; 10]); // Ethernet-style padding, outside total length
+        let mut d = Defragmenter::new(cfg());
+        assert_eq!(d.push_ipv4(&last, 0), DefragResult::Pending);
+        assert_eq!(d.counters().bytes, payload.len() - 512 + FRAGMENT_OVERHEAD);
+        assert_eq!(
+            d.push_ipv4(&first, 0),
+            DefragResult::Complete {
+                packet: dgram.clone(),
+                fragments: 2
+            }
+        );
+        assert_eq!(d.counters().bytes, 0);
+    }
+
+    #[test]
+    fn defrag_garbage_is_malformed() {
+        let mut d = Defragmenter::new(cfg());
+        for p in [&[][..], &[0x45][..], &[0x45; 19][..], &[0x60; 39][..]] {
+            assert_eq!(d.push_ipv4(p, 0), DefragResult::Invalid(DefragError::Malformed));
+            assert_eq!(d.push_ipv6(p, 0), DefragResult::Invalid(DefragError::Malformed));
+        }
+        // IPv6 Fragment header cut short.
+        let mut f = frag_v6(&udp_v6(100, false), 0, 1, 64)[0].clone();
+        f.truncate(44);
+        f[4..6].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(d.push_ipv6(&f, 0), DefragResult::Invalid(DefragError::Malformed));
+        assert_eq!(d.counters().in_progress, 0);
+    }
+
+    #[test]
     fn defrag_fuzz_never_panics() {
         let mut rng = XorShift(0x1234_5678_9abc_def1);
         let config = DefragConfig {
@@ -1104,11 +1153,51 @@ mod tests {
             let pending = res.iter().filter(|r| **r == DefragResult::Pending).count();
             let absorbed: usize = complete.iter().map(|(_, n)| n - 1).sum();
             assert_eq!(pending, absorbed, "every fragment ends in a complete datagram");
+            assert_eq!(complete.len(), 4);
             for (packet, _) in complete {
-                let ip = Ipv4Packet::new_checked(&packet[..]).unwrap();
-                assert!(ip.verify_checksum());
-                assert_eq!(ip.total_len() as usize, packet.len());
-                assert!(!ip.is_fragment());
+                check_icmp_datagram(&packet);
+            }
+        }
+
+        /// Byte-exactness on real traffic: the reassembled ICMP message checksum verifies.
+        fn check_icmp_datagram(packet: &[u8]) {
+            let ip = Ipv4Packet::new_checked(packet).unwrap();
+            assert!(ip.verify_checksum());
+            assert_eq!(ip.total_len() as usize, packet.len());
+            assert!(!ip.is_fragment());
+            assert_eq!(ip.protocol(), ip_proto::ICMP);
+            assert!(crate::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap().verify_checksum());
+        }
+
+        #[test]
+        fn defrag_pcap_overlap_exact() {
+            use DefragResult::{Invalid, Pending};
+            let Some(res) = run("fragment_overlap_1.pcap") else {
+                return;
+            };
+            // [0,16) then [8,16): overlap, datagram dropped; the last fragment starts anew.
+            assert_eq!(res, vec![Pending, Invalid(DefragError::Overlap), Pending]);
+            let Some(res) = run("fragment_overlap_2.pcap") else {
+                return;
+            };
+            // [0,8), [16,24), then [8,32) covers the second.
+            assert_eq!(res, vec![Pending, Pending, Invalid(DefragError::Overlap)]);
+        }
+
+        #[test]
+        fn defrag_pcap_overrun() {
+            // 41 fragments of a 60008-byte ICMP message (still within 65535).
+            let Some(res) = run("fragment_overrun.pcap") else {
+                return;
+            };
+            let (last, rest) = res.split_last().unwrap();
+            assert!(rest.iter().all(|r| *r == DefragResult::Pending));
+            match last {
+                DefragResult::Complete { packet, fragments } => {
+                    assert_eq!((*fragments, packet.len()), (41, 60028));
+                    check_icmp_datagram(packet);
+                }
+                other => panic!("{other:?}"),
             }
         }
 
