@@ -102,6 +102,20 @@ pub enum DefragResult {
     Invalid(DefragError),
 }
 
+/// Identifies one datagram of a [`Defragmenter`] (never reused by it), so that a caller
+/// holding the original fragments can group them: see [`Defragmenter::last_datagram`] and
+/// [`Defragmenter::take_released`].
+pub type DatagramId = u64;
+
+/// Why an incomplete datagram was released outside of a push result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// Older than `timeout_ms` (by [`Defragmenter::expire`] or when a new fragment arrived).
+    TimedOut,
+    /// Evicted to make room for another datagram.
+    Evicted,
+}
+
 /// Counters of one [`Defragmenter`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DefragCounters {
@@ -115,6 +129,9 @@ pub struct DefragCounters {
     pub evicted: u64,
     /// Identical duplicate fragments absorbed.
     pub duplicates: u64,
+    /// Release notices discarded because the caller did not take them
+    /// (see [`Defragmenter::take_released`]).
+    pub notices_lost: u64,
     /// Datagrams in progress now.
     pub in_progress: usize,
     /// Bytes accounted now (see [`DefragConfig::max_bytes`]).
@@ -185,6 +202,10 @@ pub struct Defragmenter {
     ages: VecDeque<(u64, Key)>,
     next_seq: u64,
     counters: DefragCounters,
+    /// Datagram concerned by the last push.
+    last: Option<DatagramId>,
+    /// Timed-out / evicted datagrams not yet taken by the caller (bounded).
+    released: VecDeque<(DatagramId, Released)>,
 }
 
 impl Defragmenter {
@@ -195,6 +216,34 @@ impl Defragmenter {
             ages: VecDeque::new(),
             next_seq: 0,
             counters: DefragCounters::default(),
+            last: None,
+            released: VecDeque::new(),
+        }
+    }
+
+    /// The datagram concerned by the last `push_ipv4` / `push_ipv6`: the one a `Pending`
+    /// fragment joined, the one `Complete` returned, or the one an `Invalid` dropped. `None`
+    /// for `NotFragment`, IPv6 atomic fragments, and rejections that touched no datagram.
+    pub fn last_datagram(&self) -> Option<DatagramId> {
+        self.last
+    }
+
+    /// Takes the oldest notice of an incomplete datagram released by the timeout or by
+    /// eviction, so that the caller can release the fragments it holds for it. At most
+    /// `max(max_datagrams, 64)` notices are kept; older ones are discarded (`notices_lost`).
+    pub fn take_released(&mut self) -> Option<(DatagramId, Released)> {
+        self.released.pop_front()
+    }
+
+    fn notify(&mut self, id: DatagramId, why: Released) {
+        if self.released.len() >= self.config.max_datagrams.max(64) {
+            self.released.pop_front();
+            self.counters.notices_lost += 1;
+        }
+        self.released.push_back((id, why));
+        match why {
+            Released::TimedOut => self.counters.timed_out += 1,
+            Released::Evicted => self.counters.evicted += 1,
         }
     }
 
@@ -213,6 +262,7 @@ impl Defragmenter {
     /// Pushes one IPv4 packet (bytes from the IP header; trailing padding beyond the total
     /// length is ignored). Non-fragments (MF clear and offset 0) are `NotFragment`.
     pub fn push_ipv4(&mut self, ip_packet: &[u8], now_ms: u64) -> DefragResult {
+        self.last = None;
         let ip = match Ipv4Packet::new_checked(ip_packet) {
             Ok(ip) => ip,
             Err(_) => return self.reject(DefragError::Malformed),
@@ -242,6 +292,7 @@ impl Defragmenter {
     /// length are ignored). Packets without a Fragment header are `NotFragment`; the
     /// extension headers before the Fragment header form the unfragmentable part.
     pub fn push_ipv6(&mut self, ip_packet: &[u8], now_ms: u64) -> DefragResult {
+        self.last = None;
         let ip = match Ipv6Packet::new_checked(ip_packet) {
             Ok(ip) => ip,
             Err(_) => return self.reject(DefragError::Malformed),
@@ -316,8 +367,9 @@ impl Defragmenter {
             if !expired {
                 break;
             }
-            self.remove(&key);
-            self.counters.timed_out += 1;
+            if let Some(d) = self.remove(&key) {
+                self.notify(d.seq, Released::TimedOut);
+            }
             n += 1;
         }
         n
@@ -330,7 +382,9 @@ impl Defragmenter {
 
     /// Drops the datagram of `key` (if any) and rejects the packet.
     fn drop_datagram(&mut self, key: &Key, e: DefragError) -> DefragResult {
-        self.remove(key);
+        if let Some(d) = self.remove(key) {
+            self.last = Some(d.seq);
+        }
         self.reject(e)
     }
 
@@ -355,8 +409,9 @@ impl Defragmenter {
     fn evict_oldest(&mut self, keep: &Key) -> bool {
         match self.oldest_live() {
             Some(k) if k != *keep => {
-                self.remove(&k);
-                self.counters.evicted += 1;
+                if let Some(d) = self.remove(&k) {
+                    self.notify(d.seq, Released::Evicted);
+                }
                 true
             }
             _ => false,
@@ -379,8 +434,9 @@ impl Defragmenter {
             .get(&key)
             .is_some_and(|d| d.created_ms.saturating_add(self.config.timeout_ms) <= now_ms)
         {
-            self.remove(&key);
-            self.counters.timed_out += 1;
+            if let Some(d) = self.remove(&key) {
+                self.notify(d.seq, Released::TimedOut);
+            }
         }
 
         // Checks against the datagram in progress (read-only).
@@ -399,6 +455,7 @@ impl Defragmenter {
                         if pd.as_slice() == f.data {
                             if let Some(d) = self.table.get_mut(&key) {
                                 d.pushes += 1;
+                                self.last = Some(d.seq);
                             }
                             self.counters.duplicates += 1;
                             return DefragResult::Pending;
@@ -486,6 +543,7 @@ impl Defragmenter {
         }
         d.accounted += need;
         d.pushes += 1;
+        self.last = Some(d.seq);
         self.counters.bytes += need;
 
         if !(d.has_header && d.total == Some(d.received)) {
@@ -986,6 +1044,64 @@ mod tests {
     }
 
     #[test]
+    fn defrag_datagram_ids_and_release_notices() {
+        let mut d = Defragmenter::new(DefragConfig {
+            max_datagrams: 2,
+            ..cfg()
+        });
+        let fr: Vec<_> = (1..=3).map(|id| frag_v4(&udp_v4(id, 2972), 1480)).collect();
+        assert_eq!(d.push_ipv4(&fr[0][0], 0), DefragResult::Pending);
+        let a = d.last_datagram().unwrap();
+        assert_eq!(d.push_ipv4(&fr[0][1], 0), DefragResult::Pending);
+        assert_eq!(d.last_datagram(), Some(a));
+        assert_eq!(d.push_ipv4(&fr[0][1], 0), DefragResult::Pending); // duplicate
+        assert_eq!(d.last_datagram(), Some(a));
+        assert_eq!(d.push_ipv4(&fr[1][0], 0), DefragResult::Pending);
+        let b = d.last_datagram().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(d.take_released(), None);
+        // A third datagram evicts the first.
+        assert_eq!(d.push_ipv4(&fr[2][0], 0), DefragResult::Pending);
+        let c = d.last_datagram().unwrap();
+        assert_eq!(d.take_released(), Some((a, Released::Evicted)));
+        assert_eq!(d.take_released(), None);
+        // Completion and invalidation name the datagram in last_datagram().
+        assert_eq!(d.push_ipv4(&fr[1][1], 0), DefragResult::Pending);
+        assert!(matches!(d.push_ipv4(&fr[1][2], 0), DefragResult::Complete { .. }));
+        assert_eq!(d.last_datagram(), Some(b));
+        let bad = raw_frag_v4(&fr[2][0][..20], 8, &[0u8; 8], true);
+        assert_eq!(d.push_ipv4(&bad, 0), DefragResult::Invalid(DefragError::Overlap));
+        assert_eq!(d.last_datagram(), Some(c));
+        assert_eq!(d.push_ipv4(&udp_v4(9, 10), 0), DefragResult::NotFragment);
+        assert_eq!(d.last_datagram(), None);
+        // Timeout, through expire() and through a late fragment.
+        assert_eq!(d.push_ipv4(&fr[0][0], 10), DefragResult::Pending);
+        let e = d.last_datagram().unwrap();
+        assert_eq!(d.push_ipv4(&fr[1][0], 20), DefragResult::Pending);
+        let f = d.last_datagram().unwrap();
+        assert_eq!(d.expire(1010), 1);
+        assert_eq!(d.take_released(), Some((e, Released::TimedOut)));
+        assert_eq!(d.push_ipv4(&fr[1][1], 5000), DefragResult::Pending);
+        assert_ne!(d.last_datagram(), Some(f));
+        assert_eq!(d.take_released(), Some((f, Released::TimedOut)));
+        let k = d.counters();
+        assert_eq!((k.evicted, k.timed_out, k.notices_lost), (1, 2, 0));
+
+        // Notices are bounded when never taken.
+        let mut d = Defragmenter::new(DefragConfig {
+            max_datagrams: 1,
+            ..cfg()
+        });
+        for id in 0..200u16 {
+            let f = frag_v4(&udp_v4(id, 100), 64);
+            assert_eq!(d.push_ipv4(&f[0], 0), DefragResult::Pending);
+        }
+        let k = d.counters();
+        assert_eq!((k.evicted, k.notices_lost), (199, 199 - 64));
+        assert_eq!(d.released.len(), 64);
+    }
+
+    #[test]
     fn defrag_age_queue_stays_bounded() {
         let mut d = Defragmenter::new(cfg());
         // An old incomplete datagram stays at the front while many others complete.
@@ -1166,7 +1282,9 @@ mod tests {
             assert_eq!(ip.total_len() as usize, packet.len());
             assert!(!ip.is_fragment());
             assert_eq!(ip.protocol(), ip_proto::ICMP);
-            assert!(crate::wire::Icmpv4Packet::new_checked(ip.payload()).unwrap().verify_checksum());
+            assert!(crate::wire::Icmpv4Packet::new_checked(ip.payload())
+                .unwrap()
+                .verify_checksum());
         }
 
         #[test]
