@@ -14,14 +14,23 @@
 //! Allocation: fragments are rare, so this module allocates (one `Vec` per buffered
 //! fragment, one per reassembled datagram). Memory stays bounded by [`DefragConfig`]: every
 //! buffered fragment is accounted as its payload length plus [`FRAGMENT_OVERHEAD`] bytes,
-//! plus the stored header of the datagram, and `bytes <= max_bytes` always holds.
+//! plus the stored header of the datagram, and `bytes <= max_bytes` always holds. The fixed
+//! per-datagram state (a few hundred bytes) is bounded by `max_datagrams`; the age queue and
+//! the release notices are bounded too (compaction, cap).
+//!
+//! Caller protocol (holding the original fragments, e.g. to transmit them later): after each
+//! push, [`Defragmenter::last_datagram`] names the datagram concerned (`Pending`: hold the
+//! fragment under that id; `Complete`: the held fragments of that id are the datagram's;
+//! `Invalid`: drop them and alert); [`Defragmenter::take_released`] reports datagrams freed by
+//! the timeout or eviction (release or drop their held fragments).
 //!
 //! Choices:
 //! - A fragment identical to one already buffered (same offset, same bytes) is a benign
 //!   retransmission: it is absorbed ([`DefragResult::Pending`], counter `duplicates`) and
 //!   counted in the `fragments` of the final [`DefragResult::Complete`] (so a caller that
 //!   holds every `Pending` fragment knows how many it holds). A fragment at an already used
-//!   offset with different bytes or length is an [`DefragError::Overlap`].
+//!   offset with different bytes or length is an [`DefragError::Overlap`]. A copy arriving
+//!   after its datagram completed starts a new datagram (which then times out).
 //! - A non-last fragment (MF set) whose payload is empty or not a multiple of 8 bytes is
 //!   [`DefragError::Malformed`]; that fragment alone is rejected (the datagram is kept).
 //! - Two last fragments disagreeing on the end, data beyond the end given by the last
