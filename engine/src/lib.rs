@@ -13,6 +13,7 @@
 pub mod alert;
 pub mod app;
 pub mod config;
+pub mod defrag;
 pub mod dissect;
 pub mod dns;
 pub mod dpdk;
