@@ -85,6 +85,7 @@ fn port_pairs(cfg: &Config, n_ports: u16) -> Result<Vec<Option<u16>>, String> {
 /// Runs the datapath until a signal (or, offline, the end of the input).
 pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     let cfg = &spec.config;
+    crate::flow::key::set_hash_seed(crate::flow::key::random_hash_seed());
     // Rules: load them once here, before anything starts, so that a broken file
     // is one error line (FILE:LINE: message); each worker then loads its own state.
     let rules = match &cfg.rules.file {

@@ -33,6 +33,25 @@ const P1: u64 = 0xe703_7ed1_a0b4_28db;
 const P2: u64 = 0x8ebc_6af0_9c88_c6e3;
 const P3: u64 = 0x5899_65cc_7537_4cc3;
 
+/// Per-process hash seed: with a fixed hash, someone who knows it could craft
+/// keys that all land in one bucket (or on one worker). Set once at startup,
+/// before any worker runs; 0 (the default) keeps tests deterministic.
+static HASH_SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Sets the seed of [`FlowKey::hash`]; call before the workers start (every
+/// worker must hash alike, or flows would be split).
+pub fn set_hash_seed(seed: u64) {
+    HASH_SEED.store(seed, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A random seed from the standard library's per-process hasher keys.
+pub fn random_hash_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish()
+}
+
 /// Folded multiply: full 64x64->128 product, high half xor low half.
 #[inline(always)]
 fn mum(a: u64, b: u64) -> u64 {
@@ -85,7 +104,8 @@ impl FlowKey {
         let (a0, a1) = words(&self.lo_addr);
         let (b0, b1) = words(&self.hi_addr);
         let c = (self.lo_port as u64) | (self.hi_port as u64) << 16 | (self.vlan as u64) << 32;
-        let h0 = mum(a0 ^ P0, a1 ^ P1);
+        let seed = HASH_SEED.load(std::sync::atomic::Ordering::Relaxed);
+        let h0 = mum(a0 ^ P0 ^ seed, a1 ^ P1);
         let h1 = mum(b0 ^ P2, b1 ^ P3);
         let h2 = mum(c ^ P1, (self.proto as u64) ^ P2);
         mum(h0 ^ h1.rotate_left(23) ^ P0, h2 ^ P3)
