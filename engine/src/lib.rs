@@ -22,5 +22,6 @@ pub mod pcapfile;
 pub mod pipeline;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod wire;
 pub mod worker;
