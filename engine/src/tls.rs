@@ -310,7 +310,7 @@ impl<'a> Reader<'a> {
     }
 
     fn u16_list(&mut self, what: &'static str) -> Result<Vec<u16>, TlsError> {
-        if self.remaining() % 2 != 0 {
+        if !self.remaining().is_multiple_of(2) {
             return Err(TlsError::Malformed(what));
         }
         let mut out = Vec::with_capacity(self.remaining() / 2);
@@ -517,8 +517,8 @@ mod tests {
                 extensions: Some(vec![
                     (GREASE_B, vec![]),
                     (ext::SERVER_NAME, sni_ext(b"www.Example.com")),
-                    (23, vec![]),                      // extended_master_secret
-                    (65281, vec![0]),                  // renegotiation_info
+                    (23, vec![]),                                 // extended_master_secret
+                    (65281, vec![0]),                             // renegotiation_info
                     (10, vec16(&[0x0a, 0x0a, 0, 0x1d, 0, 0x17])), // supported_groups
                     (ext::ALPN, alpn_ext(&["h2", "http/1.1"])),
                     (ext::SUPPORTED_VERSIONS, sv_ext(&[GREASE_C, 0x0304, 0x0303])),
@@ -799,10 +799,7 @@ mod tests {
         ];
         for (ty, data) in cases {
             let b = base().without_ext(ty).with_ext(ty, data.clone());
-            assert!(
-                matches!(parse_client_hello(&b.stream()), Err(TlsError::Malformed(_))),
-                "ext {ty} {data:?}"
-            );
+            assert!(matches!(parse_client_hello(&b.stream()), Err(TlsError::Malformed(_))), "ext {ty} {data:?}");
         }
         // Duplicate extension.
         let b = Builder::chrome_like().with_ext(ext::ALPN, alpn_ext(&["h2"]));
