@@ -185,7 +185,7 @@ pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
     parse_body(record_version, &body)
 }
 
-/// Check one record header at `pos`; returns (version, fragment range end).
+/// Check one record header at `pos`; returns (version, fragment start, fragment end).
 /// `first` selects NotTls (first record) vs Malformed (later records).
 fn record_header(stream: &[u8], pos: usize, first: bool) -> Result<(u16, usize, usize), TlsError> {
     let bad = |why| if first { TlsError::NotTls } else { TlsError::Malformed(why) };
