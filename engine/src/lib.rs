@@ -23,5 +23,6 @@ pub mod pcapfile;
 pub mod pipeline;
 pub mod stats;
 pub mod stream;
+pub mod tls;
 pub mod wire;
 pub mod worker;
