@@ -218,7 +218,8 @@ impl Request {
     /// The head; byte-identical to the input when unmodified.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        if !self.raw_line.is_empty() && (&self.method, &self.uri, &self.version) == (&self.orig.0, &self.orig.1, &self.orig.2)
+        if !self.raw_line.is_empty()
+            && (&self.method, &self.uri, &self.version) == (&self.orig.0, &self.orig.1, &self.orig.2)
         {
             out.extend_from_slice(&self.raw_line);
         } else {
@@ -271,7 +272,8 @@ impl Response {
     /// The head; byte-identical to the input when unmodified.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        if !self.raw_line.is_empty() && (&self.version, self.status, &self.reason) == (&self.orig.0, self.orig.1, &self.orig.2)
+        if !self.raw_line.is_empty()
+            && (&self.version, self.status, &self.reason) == (&self.orig.0, self.orig.1, &self.orig.2)
         {
             out.extend_from_slice(&self.raw_line);
         } else {
@@ -327,12 +329,16 @@ enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for a head; `line_start` is the offset (from `pos`) of the first unscanned line.
-    Head { line_start: usize },
+    Head {
+        line_start: usize,
+    },
     Fixed(u64),
     ChunkSize,
     ChunkData(u64),
     ChunkCrlf,
-    Trailers { line_start: usize },
+    Trailers {
+        line_start: usize,
+    },
     UntilClose,
     /// The message said the connection closes: nothing more may come.
     Closed,
@@ -1148,7 +1154,6 @@ pub fn split_cookies(value: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1192,7 +1197,8 @@ mod tests {
         }
     }
 
-    const GET: &[u8] = b"GET /index.html?a=1 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: test/1.0\r\nAccept: */*\r\n\r\n";
+    const GET: &[u8] =
+        b"GET /index.html?a=1 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: test/1.0\r\nAccept: */*\r\n\r\n";
 
     #[test]
     fn simple_get() {
@@ -1250,10 +1256,7 @@ mod tests {
         assert_eq!(ev[1], HttpEvent::Body(b"hel".to_vec()));
         assert!(!p.is_idle());
         assert_eq!(feed_all(&mut p, b"lo "), vec![HttpEvent::Body(b"lo ".to_vec())]);
-        assert_eq!(
-            feed_all(&mut p, b"worldGET"),
-            vec![HttpEvent::Body(b"world".to_vec()), HttpEvent::MessageEnd]
-        );
+        assert_eq!(feed_all(&mut p, b"worldGET"), vec![HttpEvent::Body(b"world".to_vec()), HttpEvent::MessageEnd]);
         assert_eq!(p.buffered(), 3);
         let ev = feed_all(&mut p, b" / HTTP/1.1\r\n\r\n");
         assert_eq!(req(&ev[0]).uri, "/");
@@ -1329,10 +1332,8 @@ mod tests {
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\
 HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         );
-        let statuses: Vec<u16> = ev
-            .iter()
-            .filter_map(|e| if let HttpEvent::Response(r) = e { Some(r.status) } else { None })
-            .collect();
+        let statuses: Vec<u16> =
+            ev.iter().filter_map(|e| if let HttpEvent::Response(r) = e { Some(r.status) } else { None }).collect();
         assert_eq!(statuses, [304, 204, 100, 200]);
         assert_eq!(ev.len(), 9, "{ev:?}");
         assert_eq!(ev[7], HttpEvent::Body(b"z".to_vec()));
@@ -1385,7 +1386,8 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
 
     #[test]
     fn headers_api() {
-        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Dup: 1\r\ncOOkie: a=1; b=2\r\nX-Dup:2  \r\nFolded: one\r\n  two\r\n\r\n";
+        let raw =
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Dup: 1\r\ncOOkie: a=1; b=2\r\nX-Dup:2  \r\nFolded: one\r\n  two\r\n\r\n";
         let mut p = HttpParser::request();
         let ev = feed_all(&mut p, raw);
         let mut r = req(&ev[0]).clone();
@@ -1508,7 +1510,10 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert_eq!(p.feed_eof(), Err(HttpError::Truncated));
         // Content-Length is ignored when chunked.
         let mut p = HttpParser::request();
-        let ev = feed_all(&mut p, b"POST / HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n");
+        let ev = feed_all(
+            &mut p,
+            b"POST / HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        );
         assert_eq!(ev.len(), 3, "{ev:?}");
     }
 
@@ -1536,8 +1541,18 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
             b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.0 404 Nope\r\n\r\ntail",
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\r\nx\r\n0\r\nT: 1\r\n\r\n",
         ];
-        let tokens: [&[u8]; 10] =
-            [b"\r\n", b"\n", b"\x00", b":", b" ", b"chunked", b"Content-Length: ", b"ffffffffffffffff", b";", b"\r\n\r\n"];
+        let tokens: [&[u8]; 10] = [
+            b"\r\n",
+            b"\n",
+            b"\x00",
+            b":",
+            b" ",
+            b"chunked",
+            b"Content-Length: ",
+            b"ffffffffffffffff",
+            b";",
+            b"\r\n\r\n",
+        ];
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         let limits = Limits { max_head: 512, max_headers: 8, max_chunk_line: 32 };
         for i in 0..50_000 {
@@ -1622,7 +1637,10 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         let v6 = split_uri("http://[::1]/");
         assert_eq!((v6.host.as_deref(), v6.port), (Some("[::1]"), None));
 
-        assert_eq!(normalize_uri("HTTP://Www.Example.COM:80/a/./b/../c/%7euser/%2f%41?q=%7e#F"), "http://www.example.com/a/c/~user/%2FA?q=~#F");
+        assert_eq!(
+            normalize_uri("HTTP://Www.Example.COM:80/a/./b/../c/%7euser/%2f%41?q=%7e#F"),
+            "http://www.example.com/a/c/~user/%2FA?q=~#F"
+        );
         assert_eq!(normalize_uri("/a/b/c/./../../g"), "/a/g");
         assert_eq!(normalize_uri("/../../etc/passwd"), "/etc/passwd");
         assert_eq!(normalize_uri("/a/.."), "/");
