@@ -362,6 +362,9 @@ pub struct HttpParser {
     keep: bool,
     /// After the current message, switch to tunnel mode.
     tunnel_after: bool,
+    /// Head/trailer scanning: bytes (from `pos`) already searched for a line end, so that a long line fed
+    /// byte by byte is not rescanned from its start each time.
+    scanned: usize,
 }
 
 impl HttpParser {
@@ -376,6 +379,7 @@ impl HttpParser {
             methods: VecDeque::new(),
             keep: true,
             tunnel_after: false,
+            scanned: 0,
         }
     }
 
@@ -542,24 +546,26 @@ impl HttpParser {
 
     /// Scans lines from `line_start` for the empty line ending a block. Returns the end offset (from `pos`,
     /// past the empty line) or the new scan position.
-    fn scan_block(&self, mut line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
-        let a = self.avail();
+    fn scan_block(&mut self, mut line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
+        let a = &self.buf[self.pos..];
         loop {
-            let rest = &a[line_start.min(a.len())..];
-            match rest.iter().position(|&b| b == b'\n') {
+            let from = line_start.max(self.scanned).min(a.len());
+            match a[from..].iter().position(|&b| b == b'\n') {
                 None => {
                     if a.len() > limit {
                         return Err(HttpError::HeadTooLong);
                     }
+                    self.scanned = a.len();
                     return Ok(Err(line_start));
                 }
                 Some(i) => {
-                    let line = &rest[..i];
-                    let end = line_start + i + 1;
+                    let end = from + i + 1;
+                    let line = &a[line_start..end - 1];
                     if end > limit {
                         return Err(HttpError::HeadTooLong);
                     }
                     if line.is_empty() || line == b"\r" {
+                        self.scanned = 0;
                         return Ok(Ok(end));
                     }
                     line_start = end;
@@ -648,6 +654,7 @@ impl HttpParser {
     /// (binary data, NUL bytes): a request must start with a method token, a response with `HTTP/`.
     fn check_start(&self) -> Result<(), HttpError> {
         let a = self.avail();
+        let a = &a[..a.len().min(32)];
         let a = &a[..a.iter().position(|&b| b == b'\n').unwrap_or(a.len())];
         match self.kind {
             Kind::Request => {
@@ -1549,7 +1556,8 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/haka-pcaps").join(path);
         let cap = Capture::read(&p).unwrap();
         let base = if cap.link_type == LINKTYPE_ETHERNET { 14 } else { 0 };
-        let mut dirs: Vec<((u16, u16), Option<u32>, Vec<u8>)> = Vec::new();
+        type Dir = ((u16, u16), Option<u32>, Vec<u8>);
+        let mut dirs: Vec<Dir> = Vec::new();
         for f in &cap.packets {
             let Some(ip) = f.get(base..) else { continue };
             if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
@@ -1718,6 +1726,25 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
                 eprintln!("{n} {port}: {} req events {e1:?}, {} resp events {e2:?}", reqs.len(), resps.len());
             }
         }
+    }
+
+    #[test]
+    fn long_lines_byte_by_byte_are_linear() {
+        // A 60 KiB URI then 200 headers, one byte per feed: must not rescan the buffered head each time.
+        let mut data = b"GET /".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 60 * 1024));
+        data.extend_from_slice(b" HTTP/1.1\r\n");
+        for i in 0..200 {
+            data.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        data.extend_from_slice(b"\r\n");
+        let mut p = HttpParser::request_with_limits(Limits { max_head: 128 * 1024, ..Limits::default() });
+        let t = std::time::Instant::now();
+        let ev = feed_bytes(&mut p, &data).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(req(&ev[0]).uri.len(), 60 * 1024 + 1);
+        assert_eq!(req(&ev[0]).to_bytes(), data);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     struct XorShift(u64);
