@@ -215,7 +215,8 @@ impl Request {
         }
     }
 
-    /// The head; byte-identical to the input when unmodified.
+    /// The head; byte-identical to the input when unmodified (including empty lines that preceded the start
+    /// line, RFC 7230 §3.5).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if !self.raw_line.is_empty()
@@ -269,7 +270,8 @@ impl Response {
         }
     }
 
-    /// The head; byte-identical to the input when unmodified.
+    /// The head; byte-identical to the input when unmodified (including empty lines that preceded the start
+    /// line, RFC 7230 §3.5).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         if !self.raw_line.is_empty()
@@ -365,6 +367,8 @@ pub struct HttpParser {
     /// Head/trailer scanning: bytes (from `pos`) already searched for a line end, so that a long line fed
     /// byte by byte is not rescanned from its start each time.
     scanned: usize,
+    /// Empty lines received before the next start line.
+    leading: Vec<u8>,
 }
 
 impl HttpParser {
@@ -380,6 +384,7 @@ impl HttpParser {
             keep: true,
             tunnel_after: false,
             scanned: 0,
+            leading: Vec::new(),
         }
     }
 
@@ -577,8 +582,12 @@ impl HttpParser {
     fn step_head(&mut self, line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
         if line_start == 0 {
             // RFC 7230 §3.5: ignore empty lines before a request line (also after a body's CRLF).
+            // They are kept in front of the start line's raw bytes, so that `to_bytes` stays byte-identical.
             let skip = self.avail().iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
-            // Keep a lone trailing CR (may start the request... no: a request never starts with CR).
+            if self.leading.len() + skip > self.limits.max_head {
+                return Err(HttpError::HeadTooLong);
+            }
+            self.leading.extend_from_slice(&self.buf[self.pos..self.pos + skip]);
             self.pos += skip;
             if self.avail().is_empty() {
                 return Ok(false);
@@ -610,7 +619,7 @@ impl HttpParser {
                     uri,
                     version,
                     headers,
-                    raw_line: first.to_vec(),
+                    raw_line: [std::mem::take(&mut self.leading).as_slice(), first].concat(),
                 };
                 self.keep = req.keep_alive();
                 self.tunnel_after = req.method.eq_ignore_ascii_case("CONNECT");
@@ -626,7 +635,7 @@ impl HttpParser {
                     status,
                     reason,
                     headers,
-                    raw_line: first.to_vec(),
+                    raw_line: [std::mem::take(&mut self.leading).as_slice(), first].concat(),
                 };
                 self.keep = resp.keep_alive();
                 let interim = (100..200).contains(&status) && status != 101;
@@ -1278,6 +1287,16 @@ mod tests {
         assert_eq!(ev[6], HttpEvent::MessageEnd);
         let mut p = HttpParser::request();
         assert_eq!(feed_bytes(&mut p, &data).unwrap(), ev);
+        let rebuilt: Vec<u8> = ev
+            .iter()
+            .flat_map(|e| match e {
+                HttpEvent::Request(r) => r.to_bytes(),
+                HttpEvent::Body(b) => b.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(rebuilt, data);
+        assert!(req(&ev[5]).to_bytes().starts_with(b"\r\nGET /last"));
     }
 
     #[test]
