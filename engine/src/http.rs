@@ -1215,9 +1215,13 @@ mod tests {
     fn merge_bodies(ev: Vec<HttpEvent>) -> Vec<HttpEvent> {
         let mut out: Vec<HttpEvent> = Vec::new();
         for e in ev {
-            if let (HttpEvent::Body(b), Some(HttpEvent::Body(prev))) = (&e, out.last_mut()) {
-                prev.extend_from_slice(b);
-                continue;
+            match (&e, out.last_mut()) {
+                (HttpEvent::Body(b), Some(HttpEvent::Body(prev)))
+                | (HttpEvent::Tunnel(b), Some(HttpEvent::Tunnel(prev))) => {
+                    prev.extend_from_slice(b);
+                    continue;
+                }
+                _ => {}
             }
             out.push(e);
         }
@@ -1824,20 +1828,25 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
                     }
                 }
             }
-            let mut p = if i % 2 == 0 {
-                HttpParser::request_with_limits(limits)
-            } else {
-                let mut p = HttpParser::response_with_limits(limits);
-                p.expect_response_to(["GET", "HEAD", "CONNECT"][rng.below(3)]);
-                p
+            let method = ["GET", "HEAD", "CONNECT"][rng.below(3)];
+            let mk = || {
+                if i % 2 == 0 {
+                    HttpParser::request_with_limits(limits)
+                } else {
+                    let mut p = HttpParser::response_with_limits(limits);
+                    p.expect_response_to(method);
+                    p
+                }
             };
+            // Random chunks.
+            let mut p = mk();
             let mut off = 0;
-            let mut events = 0;
+            let mut chunked = Vec::new();
+            let mut chunked_err = None;
             while off < d.len() {
                 let n = 1 + rng.below(d.len() - off);
                 match p.feed(&d[off..off + n]) {
                     Ok(ev) => {
-                        events += ev.len();
                         for e in &ev {
                             match e {
                                 HttpEvent::Request(r) => {
@@ -1849,14 +1858,31 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
                                 _ => {}
                             }
                         }
+                        chunked.extend(ev);
                     }
-                    Err(_) => break,
+                    Err(e) => {
+                        chunked_err = Some(e);
+                        break;
+                    }
                 }
                 off += n;
             }
-            let _ = p.feed_eof();
             assert!(p.buffered() <= 2 * 512 + 64, "buffer bounded");
-            let _ = events;
+            match p.feed_eof() {
+                Ok(ev) => chunked.extend(ev),
+                Err(e) => chunked_err = chunked_err.or(Some(e)),
+            }
+            // Whole buffer at once: same outcome (incremental parsing does not depend on segmentation).
+            let mut w = mk();
+            let whole = w.feed(&d).and_then(|mut ev| {
+                ev.extend(w.feed_eof()?);
+                Ok(ev)
+            });
+            match (whole, chunked_err) {
+                (Ok(ev), None) => assert_eq!(merge_bodies(ev), merge_bodies(chunked), "input {d:?}"),
+                (Err(a), Some(b)) => assert_eq!(a, b, "input {d:?}"),
+                (a, b) => panic!("whole {a:?} vs chunked {b:?} on {d:?}"),
+            }
             // Helpers on raw garbage.
             let s = String::from_utf8_lossy(&d);
             let _ = (split_uri(&s), normalize_uri(&s), split_cookies(&s));
