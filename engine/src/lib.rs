@@ -18,6 +18,7 @@ pub mod dissect;
 pub mod dns;
 pub mod dpdk;
 pub mod flow;
+pub mod http;
 pub mod lua;
 pub mod pcapfile;
 pub mod pipeline;

@@ -1,0 +1,1945 @@
+//! Incremental HTTP/1.0 and HTTP/1.1 parser (one [`HttpParser`] per direction), for the `http` dissector.
+//!
+//! Mirrors what Haka's `modules/protocol/http` exposed: requests (`method`, `uri`, `version`, `headers`),
+//! responses (`version`, `status`, `reason`, `headers`), streamed bodies, plus the `http.uri.split`,
+//! `http.uri.normalize` and `http.cookies.split` helpers.
+//!
+//! Data may arrive in arbitrary chunks: [`HttpParser::feed`] buffers only an incomplete head, chunk-size line
+//! or trailer block (bounded by [`Limits`]); body bytes are handed out as soon as they arrive. Heads keep their
+//! raw bytes so that an unmodified message re-serialises byte for byte ([`Request::to_bytes`]).
+//!
+//! Errors are sticky: once `feed` returned an error, every later call returns it again (Haka raised
+//! `protocol_error`, alerted and dropped the flow; the caller decides). No input makes the parser panic.
+use std::collections::VecDeque;
+use std::fmt;
+
+/// Parse errors. After one, the parser is dead (every later call returns the same error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpError {
+    /// The head (start line + headers), a trailer block or a chunk-size line exceeds the limit.
+    HeadTooLong,
+    /// More header (or trailer) fields than [`Limits::max_headers`].
+    TooManyHeaders,
+    BadRequestLine,
+    BadStatusLine,
+    BadHeader,
+    BadChunk,
+    BadContentLength,
+    /// A request whose Transfer-Encoding does not end with `chunked` (RFC 7230 §3.3.3: 400).
+    BadTransferEncoding,
+    /// Data after a message that closed the connection (`Connection: close`, HTTP/1.0 without keep-alive).
+    /// Haka: "http: unexpected data from client/server".
+    UnexpectedData,
+    /// End of stream in the middle of a message ([`HttpParser::feed_eof`]).
+    Truncated,
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            HttpError::HeadTooLong => "http head too long",
+            HttpError::TooManyHeaders => "too many http headers",
+            HttpError::BadRequestLine => "invalid http request line",
+            HttpError::BadStatusLine => "invalid http status line",
+            HttpError::BadHeader => "invalid http header",
+            HttpError::BadChunk => "invalid http chunk",
+            HttpError::BadContentLength => "invalid http content-length",
+            HttpError::BadTransferEncoding => "invalid http transfer-encoding",
+            HttpError::UnexpectedData => "unexpected http data after connection close",
+            HttpError::Truncated => "truncated http message",
+        };
+        f.write_str(s)
+    }
+}
+
+impl std::error::Error for HttpError {}
+
+/// Parser limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum size of a head (start line + headers + empty line), also of a trailer block.
+    pub max_head: usize,
+    /// Maximum number of header fields (also of trailer fields).
+    pub max_headers: usize,
+    /// Maximum length of a chunk-size line (size + extensions).
+    pub max_chunk_line: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_head: 64 * 1024, max_headers: 256, max_chunk_line: 4096 }
+    }
+}
+
+/// One header field. `raw` holds the original line(s) (with line terminators) while unmodified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Field {
+    name: String,
+    value: String,
+    raw: Option<Vec<u8>>,
+}
+
+/// Header fields in order, original case kept; lookups are case-insensitive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<Field>,
+    /// The terminating empty line as received (`\r\n` or `\n`).
+    end: Vec<u8>,
+}
+
+impl Default for Headers {
+    fn default() -> Self {
+        Headers { fields: Vec::new(), end: b"\r\n".to_vec() }
+    }
+}
+
+impl Headers {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// First value of `name` (case-insensitive).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields.iter().find(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value.as_str())
+    }
+
+    /// All values of `name`, in order.
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.fields.iter().filter(|f| f.name.eq_ignore_ascii_case(name)).map(|f| f.value.as_str()).collect()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// `(name, value)` pairs in order, names in their original case.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields.iter().map(|f| (f.name.as_str(), f.value.as_str()))
+    }
+
+    /// Replaces every `name` field by one `name: value` (at the position of the first one, keeping that
+    /// field's name spelling; else appended).
+    pub fn set(&mut self, name: &str, value: &str) {
+        match self.fields.iter().position(|f| f.name.eq_ignore_ascii_case(name)) {
+            Some(i) => {
+                let f = &mut self.fields[i];
+                f.value = value.to_string();
+                f.raw = None;
+                let mut j = 0;
+                self.fields.retain(|f| {
+                    let keep = j <= i || !f.name.eq_ignore_ascii_case(name);
+                    j += 1;
+                    keep
+                });
+            }
+            None => self.add(name, value),
+        }
+    }
+
+    /// Removes every `name` field (Haka: `headers[name] = nil`). Returns how many were removed.
+    pub fn remove(&mut self, name: &str) -> usize {
+        let before = self.fields.len();
+        self.fields.retain(|f| !f.name.eq_ignore_ascii_case(name));
+        before - self.fields.len()
+    }
+
+    /// Appends `name: value`.
+    pub fn add(&mut self, name: &str, value: &str) {
+        self.fields.push(Field { name: name.to_string(), value: value.to_string(), raw: None });
+    }
+
+    /// The header block (fields + terminating empty line); byte-identical to the input when unmodified.
+    /// Modified or added fields are written as `name: value\r\n`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        out
+    }
+
+    fn write_to(&self, out: &mut Vec<u8>) {
+        for f in &self.fields {
+            match &f.raw {
+                Some(r) => out.extend_from_slice(r),
+                None => {
+                    out.extend_from_slice(f.name.as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(&sanitize(&f.value));
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        out.extend_from_slice(&self.end);
+    }
+
+    /// True if the comma-separated list header `name` contains `token` (case-insensitive).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.get_all(name).iter().flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// CR/LF in a value set by the caller would inject headers: replace them by spaces.
+fn sanitize(s: &str) -> Vec<u8> {
+    s.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }).collect()
+}
+
+/// A request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub uri: String,
+    /// As received, e.g. `HTTP/1.1`.
+    pub version: String,
+    pub headers: Headers,
+    raw_line: Vec<u8>,
+    orig: (String, String, String),
+}
+
+impl Request {
+    /// A new request (no raw bytes: serialised as `method uri version\r\n`).
+    pub fn new(method: &str, uri: &str, version: &str) -> Self {
+        Request {
+            method: method.into(),
+            uri: uri.into(),
+            version: version.into(),
+            headers: Headers::new(),
+            raw_line: Vec::new(),
+            orig: (String::new(), String::new(), String::new()),
+        }
+    }
+
+    /// The head; byte-identical to the input when unmodified (including empty lines that preceded the start
+    /// line, RFC 7230 §3.5).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.raw_line.is_empty()
+            && (&self.method, &self.uri, &self.version) == (&self.orig.0, &self.orig.1, &self.orig.2)
+        {
+            out.extend_from_slice(&self.raw_line);
+        } else {
+            out.extend_from_slice(&sanitize(&format!("{} {} {}", self.method, self.uri, self.version)));
+            out.extend_from_slice(b"\r\n");
+        }
+        self.headers.write_to(&mut out);
+        out
+    }
+
+    /// `split_uri(&self.uri)` (Haka: `request:split_uri()`).
+    pub fn split_uri(&self) -> UriParts {
+        split_uri(&self.uri)
+    }
+
+    /// Cookies of every `Cookie` header.
+    pub fn split_cookies(&self) -> Vec<(String, String)> {
+        self.headers.get_all("Cookie").iter().flat_map(|v| split_cookies(v)).collect()
+    }
+
+    /// Whether the connection stays open after this message.
+    pub fn keep_alive(&self) -> bool {
+        keep_alive(&self.version, &self.headers)
+    }
+}
+
+/// A response head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub version: String,
+    pub status: u16,
+    pub reason: String,
+    pub headers: Headers,
+    raw_line: Vec<u8>,
+    orig: (String, u16, String),
+}
+
+impl Response {
+    pub fn new(version: &str, status: u16, reason: &str) -> Self {
+        Response {
+            version: version.into(),
+            status,
+            reason: reason.into(),
+            headers: Headers::new(),
+            raw_line: Vec::new(),
+            orig: (String::new(), 0, String::new()),
+        }
+    }
+
+    /// The head; byte-identical to the input when unmodified (including empty lines that preceded the start
+    /// line, RFC 7230 §3.5).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if !self.raw_line.is_empty()
+            && (&self.version, self.status, &self.reason) == (&self.orig.0, self.orig.1, &self.orig.2)
+        {
+            out.extend_from_slice(&self.raw_line);
+        } else {
+            out.extend_from_slice(&sanitize(&format!("{} {:03} {}", self.version, self.status, self.reason)));
+            out.extend_from_slice(b"\r\n");
+        }
+        self.headers.write_to(&mut out);
+        out
+    }
+
+    /// Cookies of every `Set-Cookie` header (attributes included, as Haka's `split_cookies`).
+    pub fn split_cookies(&self) -> Vec<(String, String)> {
+        self.headers.get_all("Set-Cookie").iter().flat_map(|v| split_cookies(v)).collect()
+    }
+
+    pub fn keep_alive(&self) -> bool {
+        keep_alive(&self.version, &self.headers)
+    }
+}
+
+fn keep_alive(version: &str, h: &Headers) -> bool {
+    if h.has_token("Connection", "close") {
+        return false;
+    }
+    if version.eq_ignore_ascii_case("HTTP/1.0") {
+        return h.has_token("Connection", "keep-alive");
+    }
+    true
+}
+
+/// What [`HttpParser::feed`] reports, in stream order. Per message: one `Request`/`Response`, zero or more
+/// `Body`, optionally `Trailers` (chunked only), then `MessageEnd`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpEvent {
+    Request(Request),
+    Response(Response),
+    /// Body bytes (de-chunked).
+    Body(Vec<u8>),
+    /// Trailer fields of a chunked body (only when there are some).
+    Trailers(Headers),
+    MessageEnd,
+    /// Raw bytes after a successful CONNECT or a `101 Switching Protocols` (not HTTP any more; Haka passed
+    /// them through unparsed).
+    Tunnel(Vec<u8>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Request,
+    Response,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for a head; `line_start` is the offset (from `pos`) of the first unscanned line.
+    Head {
+        line_start: usize,
+    },
+    Fixed(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkCrlf,
+    Trailers {
+        line_start: usize,
+    },
+    UntilClose,
+    /// The message said the connection closes: nothing more may come.
+    Closed,
+    Tunnel,
+    /// Stream ended ([`HttpParser::feed_eof`]).
+    Done,
+}
+
+/// Incremental parser for one direction of an HTTP connection.
+#[derive(Debug, Clone)]
+pub struct HttpParser {
+    kind: Kind,
+    limits: Limits,
+    state: State,
+    buf: Vec<u8>,
+    pos: usize,
+    failed: Option<HttpError>,
+    /// Response side: request methods not yet answered, oldest first.
+    methods: VecDeque<String>,
+    /// Whether the current message keeps the connection open.
+    keep: bool,
+    /// After the current message, switch to tunnel mode.
+    tunnel_after: bool,
+    /// Head/trailer scanning: bytes (from `pos`) already searched for a line end, so that a long line fed
+    /// byte by byte is not rescanned from its start each time.
+    scanned: usize,
+    /// Empty lines received before the next start line.
+    leading: Vec<u8>,
+}
+
+impl HttpParser {
+    fn new(kind: Kind, limits: Limits) -> Self {
+        HttpParser {
+            kind,
+            limits,
+            state: State::Head { line_start: 0 },
+            buf: Vec::new(),
+            pos: 0,
+            failed: None,
+            methods: VecDeque::new(),
+            keep: true,
+            tunnel_after: false,
+            scanned: 0,
+            leading: Vec::new(),
+        }
+    }
+
+    /// Parser for the client-to-server direction.
+    pub fn request() -> Self {
+        Self::new(Kind::Request, Limits::default())
+    }
+
+    /// Parser for the server-to-client direction.
+    pub fn response() -> Self {
+        Self::new(Kind::Response, Limits::default())
+    }
+
+    pub fn request_with_limits(limits: Limits) -> Self {
+        Self::new(Kind::Request, limits)
+    }
+
+    pub fn response_with_limits(limits: Limits) -> Self {
+        Self::new(Kind::Response, limits)
+    }
+
+    /// Response side: the next unanswered request had this method (HEAD and CONNECT change how the response
+    /// body is delimited). Call once per request, in order; without it, responses are parsed as answers to GET.
+    pub fn expect_response_to(&mut self, method: &str) {
+        self.methods.push_back(method.to_string());
+    }
+
+    /// Bytes buffered, waiting for the end of a head / chunk line / trailer block.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    /// True between messages (nothing partial buffered, no body in progress).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head { .. } | State::Closed | State::Done) && self.buffered() == 0
+    }
+
+    /// Parses `data` (any chunk of the stream); returns the events it completed.
+    pub fn feed(&mut self, data: &[u8]) -> Result<Vec<HttpEvent>, HttpError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let mut out = Vec::new();
+        if self.state == State::Done {
+            if data.is_empty() {
+                return Ok(out);
+            }
+            return self.fail(HttpError::UnexpectedData);
+        }
+        self.buf.extend_from_slice(data);
+        let r = self.run(&mut out);
+        // Compact: drop consumed bytes.
+        if self.pos > 0 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        match r {
+            Ok(()) => Ok(out),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// End of the stream: completes a read-until-close body. Errors if a message is incomplete.
+    pub fn feed_eof(&mut self) -> Result<Vec<HttpEvent>, HttpError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let mut out = Vec::new();
+        match self.state {
+            State::UntilClose => out.push(HttpEvent::MessageEnd),
+            State::Head { .. } => {
+                if self.buf[self.pos..].iter().any(|&b| b != b'\r' && b != b'\n') {
+                    return self.fail(HttpError::Truncated);
+                }
+            }
+            State::Closed | State::Tunnel | State::Done => {}
+            _ => return self.fail(HttpError::Truncated),
+        }
+        self.state = State::Done;
+        self.buf.clear();
+        self.pos = 0;
+        Ok(out)
+    }
+
+    fn fail<T>(&mut self, e: HttpError) -> Result<T, HttpError> {
+        self.failed = Some(e);
+        self.buf = Vec::new();
+        self.pos = 0;
+        Err(e)
+    }
+
+    fn avail(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    fn run(&mut self, out: &mut Vec<HttpEvent>) -> Result<(), HttpError> {
+        loop {
+            let progressed = match self.state {
+                State::Head { line_start } => self.step_head(line_start, out)?,
+                State::Fixed(rem) => {
+                    let n = (self.avail().len() as u64).min(rem) as usize;
+                    if n > 0 {
+                        out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                        self.pos += n;
+                    }
+                    let rem = rem - n as u64;
+                    if rem == 0 {
+                        self.end_message(out);
+                        true
+                    } else {
+                        self.state = State::Fixed(rem);
+                        false
+                    }
+                }
+                State::ChunkSize => self.step_chunk_size()?,
+                State::ChunkData(rem) => {
+                    let n = (self.avail().len() as u64).min(rem) as usize;
+                    if n > 0 {
+                        out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                        self.pos += n;
+                    }
+                    let rem = rem - n as u64;
+                    self.state = if rem == 0 { State::ChunkCrlf } else { State::ChunkData(rem) };
+                    rem == 0
+                }
+                State::ChunkCrlf => match self.avail() {
+                    [] | [b'\r'] => false,
+                    [b'\n', ..] => {
+                        self.pos += 1;
+                        self.state = State::ChunkSize;
+                        true
+                    }
+                    [b'\r', b'\n', ..] => {
+                        self.pos += 2;
+                        self.state = State::ChunkSize;
+                        true
+                    }
+                    _ => return Err(HttpError::BadChunk),
+                },
+                State::Trailers { line_start } => self.step_trailers(line_start, out)?,
+                State::UntilClose | State::Tunnel => {
+                    if !self.avail().is_empty() {
+                        let d = self.avail().to_vec();
+                        self.pos = self.buf.len();
+                        out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
+                    }
+                    false
+                }
+                State::Closed => {
+                    // Tolerate stray line terminators after the last message.
+                    if self.avail().iter().any(|&b| b != b'\r' && b != b'\n') {
+                        return Err(HttpError::UnexpectedData);
+                    }
+                    self.pos = self.buf.len();
+                    false
+                }
+                State::Done => false,
+            };
+            if !progressed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Scans lines from `line_start` for the empty line ending a block. Returns the end offset (from `pos`,
+    /// past the empty line) or the new scan position.
+    fn scan_block(&mut self, mut line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
+        let a = &self.buf[self.pos..];
+        loop {
+            let from = line_start.max(self.scanned).min(a.len());
+            match a[from..].iter().position(|&b| b == b'\n') {
+                None => {
+                    if a.len() > limit {
+                        return Err(HttpError::HeadTooLong);
+                    }
+                    self.scanned = a.len();
+                    return Ok(Err(line_start));
+                }
+                Some(i) => {
+                    let end = from + i + 1;
+                    let line = &a[line_start..end - 1];
+                    if end > limit {
+                        return Err(HttpError::HeadTooLong);
+                    }
+                    if line.is_empty() || line == b"\r" {
+                        self.scanned = 0;
+                        return Ok(Ok(end));
+                    }
+                    line_start = end;
+                }
+            }
+        }
+    }
+
+    fn step_head(&mut self, line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
+        if line_start == 0 {
+            // RFC 7230 §3.5: ignore empty lines before a request line (also after a body's CRLF).
+            // They are kept in front of the start line's raw bytes, so that `to_bytes` stays byte-identical.
+            let skip = self.avail().iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            if self.leading.len() + skip > self.limits.max_head {
+                return Err(HttpError::HeadTooLong);
+            }
+            self.leading.extend_from_slice(&self.buf[self.pos..self.pos + skip]);
+            self.pos += skip;
+            if self.avail().is_empty() {
+                return Ok(false);
+            }
+        }
+        if line_start == 0 {
+            self.check_start()?;
+        }
+        let end = match self.scan_block(line_start, self.limits.max_head)? {
+            Ok(end) => end,
+            Err(ls) => {
+                self.state = State::Head { line_start: ls };
+                return Ok(false);
+            }
+        };
+        let head = self.buf[self.pos..self.pos + end].to_vec();
+        self.pos += end;
+        self.state = State::Head { line_start: 0 };
+        let mut lines = split_lines(&head);
+        let first = lines.next().unwrap_or(&[]);
+        let mut headers = parse_fields(&mut lines, self.limits.max_headers)?;
+        headers.end = lines.terminator.to_vec();
+        match self.kind {
+            Kind::Request => {
+                let (method, uri, version) = parse_request_line(strip_eol(first))?;
+                let req = Request {
+                    orig: (method.clone(), uri.clone(), version.clone()),
+                    method,
+                    uri,
+                    version,
+                    headers,
+                    raw_line: [std::mem::take(&mut self.leading).as_slice(), first].concat(),
+                };
+                self.keep = req.keep_alive();
+                self.tunnel_after = req.method.eq_ignore_ascii_case("CONNECT");
+                let body = if self.tunnel_after { Body::None } else { body_of_request(&req.headers)? };
+                out.push(HttpEvent::Request(req));
+                self.start_body(body, out);
+            }
+            Kind::Response => {
+                let (version, status, reason) = parse_status_line(strip_eol(first))?;
+                let resp = Response {
+                    orig: (version.clone(), status, reason.clone()),
+                    version,
+                    status,
+                    reason,
+                    headers,
+                    raw_line: [std::mem::take(&mut self.leading).as_slice(), first].concat(),
+                };
+                self.keep = resp.keep_alive();
+                let interim = (100..200).contains(&status) && status != 101;
+                let method = if interim { None } else { self.methods.pop_front() };
+                let method = method.as_deref().unwrap_or("GET");
+                let is_head = method.eq_ignore_ascii_case("HEAD");
+                let is_connect = method.eq_ignore_ascii_case("CONNECT");
+                self.tunnel_after = status == 101 || (is_connect && (200..300).contains(&status));
+                let body = if interim || self.tunnel_after || is_head || status == 204 || status == 304 {
+                    if interim {
+                        self.keep = true;
+                    }
+                    Body::None
+                } else {
+                    body_of_response(&resp.headers)?
+                };
+                out.push(HttpEvent::Response(resp));
+                self.start_body(body, out);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Rejects a start line early, before its end arrives, when its first bytes already cannot be valid
+    /// (binary data, NUL bytes): a request must start with a method token, a response with `HTTP/`.
+    fn check_start(&self) -> Result<(), HttpError> {
+        let a = self.avail();
+        let a = &a[..a.len().min(32)];
+        let a = &a[..a.iter().position(|&b| b == b'\n').unwrap_or(a.len())];
+        match self.kind {
+            Kind::Request => {
+                let m = &a[..a.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(a.len())];
+                if m.iter().any(|&b| !is_tchar(b) && b != b'\r') {
+                    return Err(HttpError::BadRequestLine);
+                }
+            }
+            Kind::Response => {
+                let n = a.len().min(5);
+                if a[..n] != b"HTTP/"[..n] {
+                    return Err(HttpError::BadStatusLine);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start_body(&mut self, body: Body, out: &mut Vec<HttpEvent>) {
+        match body {
+            Body::None | Body::Fixed(0) => self.end_message(out),
+            Body::Fixed(n) => self.state = State::Fixed(n),
+            Body::Chunked => self.state = State::ChunkSize,
+            Body::UntilClose => self.state = State::UntilClose,
+        }
+    }
+
+    fn end_message(&mut self, out: &mut Vec<HttpEvent>) {
+        out.push(HttpEvent::MessageEnd);
+        self.state = if self.tunnel_after {
+            State::Tunnel
+        } else if self.keep {
+            State::Head { line_start: 0 }
+        } else {
+            State::Closed
+        };
+    }
+
+    fn step_chunk_size(&mut self) -> Result<bool, HttpError> {
+        let a = self.avail();
+        let Some(i) = a.iter().position(|&b| b == b'\n') else {
+            if a.len() > self.limits.max_chunk_line {
+                return Err(HttpError::HeadTooLong);
+            }
+            return Ok(false);
+        };
+        if i > self.limits.max_chunk_line {
+            return Err(HttpError::HeadTooLong);
+        }
+        let line = strip_eol(&a[..i + 1]);
+        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        if digits == 0 || digits > 16 {
+            return Err(HttpError::BadChunk);
+        }
+        let mut size: u64 = 0;
+        for &b in &line[..digits] {
+            let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+            size = size.checked_mul(16).and_then(|s| s.checked_add(d)).ok_or(HttpError::BadChunk)?;
+        }
+        // Then optional whitespace and `;ext[=val]...`.
+        let rest = &line[digits..];
+        let rest = &rest[rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+        if !rest.is_empty() && (rest[0] != b';' || rest.iter().any(|&b| b == 0 || b == b'\r')) {
+            return Err(HttpError::BadChunk);
+        }
+        self.pos += i + 1;
+        self.state = if size == 0 { State::Trailers { line_start: 0 } } else { State::ChunkData(size) };
+        Ok(true)
+    }
+
+    fn step_trailers(&mut self, line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
+        let end = match self.scan_block(line_start, self.limits.max_head)? {
+            Ok(end) => end,
+            Err(ls) => {
+                // The first line may be the empty one: scan_block handles it (line_start 0 and empty line).
+                self.state = State::Trailers { line_start: ls };
+                return Ok(false);
+            }
+        };
+        let block = self.buf[self.pos..self.pos + end].to_vec();
+        self.pos += end;
+        let mut lines = split_lines(&block);
+        let mut trailers = parse_fields(&mut lines, self.limits.max_headers)?;
+        trailers.end = lines.terminator.to_vec();
+        if !trailers.is_empty() {
+            out.push(HttpEvent::Trailers(trailers));
+        }
+        self.end_message(out);
+        Ok(true)
+    }
+}
+
+enum Body {
+    None,
+    Fixed(u64),
+    Chunked,
+    UntilClose,
+}
+
+fn is_chunked(h: &Headers) -> Option<bool> {
+    let te = h.get_all("Transfer-Encoding");
+    if te.is_empty() {
+        return None;
+    }
+    let last = te.iter().flat_map(|v| v.split(',')).map(str::trim).rfind(|t| !t.is_empty());
+    Some(last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")))
+}
+
+fn content_length(h: &Headers) -> Result<Option<u64>, HttpError> {
+    let mut len: Option<u64> = None;
+    for v in h.get_all("Content-Length") {
+        for part in v.split(',') {
+            let p = part.trim();
+            if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::BadContentLength);
+            }
+            let n: u64 = p.parse().map_err(|_| HttpError::BadContentLength)?;
+            if len.is_some_and(|l| l != n) {
+                return Err(HttpError::BadContentLength);
+            }
+            len = Some(n);
+        }
+    }
+    Ok(len)
+}
+
+fn body_of_request(h: &Headers) -> Result<Body, HttpError> {
+    match is_chunked(h) {
+        Some(true) => Ok(Body::Chunked),
+        Some(false) => Err(HttpError::BadTransferEncoding),
+        None => Ok(content_length(h)?.map_or(Body::None, Body::Fixed)),
+    }
+}
+
+fn body_of_response(h: &Headers) -> Result<Body, HttpError> {
+    match is_chunked(h) {
+        Some(true) => Ok(Body::Chunked),
+        Some(false) => Ok(Body::UntilClose),
+        None => Ok(content_length(h)?.map_or(Body::UntilClose, Body::Fixed)),
+    }
+}
+
+/// Lines of a block, each with its terminator; `terminator` is the final empty line once reached.
+struct Lines<'a> {
+    rest: &'a [u8],
+    terminator: &'a [u8],
+}
+
+impl<'a> Lines<'a> {
+    fn peek(&self) -> Option<&'a [u8]> {
+        let i = self.rest.iter().position(|&b| b == b'\n')?;
+        Some(&self.rest[..i + 1])
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let l = self.peek()?;
+        self.rest = &self.rest[l.len()..];
+        Some(l)
+    }
+}
+
+fn split_lines(b: &[u8]) -> Lines<'_> {
+    Lines { rest: b, terminator: b"\r\n" }
+}
+
+fn strip_eol(l: &[u8]) -> &[u8] {
+    let l = l.strip_suffix(b"\n").unwrap_or(l);
+    l.strip_suffix(b"\r").unwrap_or(l)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Parses header fields up to (and consuming) the empty line; obs-fold continuation lines are joined.
+fn parse_fields(lines: &mut Lines<'_>, max: usize) -> Result<Headers, HttpError> {
+    let mut h = Headers::new();
+    while let Some(line) = lines.next() {
+        let content = strip_eol(line);
+        if content.is_empty() {
+            lines.terminator = line;
+            return Ok(h);
+        }
+        if content[0] == b' ' || content[0] == b'\t' {
+            // obs-fold: continuation of the previous field.
+            let Some(f) = h.fields.last_mut() else { return Err(HttpError::BadHeader) };
+            let cont = trim_ows(content);
+            if cont.iter().any(|&b| b == 0 || b == b'\r') {
+                return Err(HttpError::BadHeader);
+            }
+            if !cont.is_empty() {
+                if !f.value.is_empty() {
+                    f.value.push(' ');
+                }
+                f.value.push_str(&lossy(cont));
+            }
+            if let Some(r) = f.raw.as_mut() {
+                r.extend_from_slice(line);
+            }
+            continue;
+        }
+        let colon = content.iter().position(|&b| b == b':').ok_or(HttpError::BadHeader)?;
+        let name = &content[..colon];
+        if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+            return Err(HttpError::BadHeader);
+        }
+        let value = trim_ows(&content[colon + 1..]);
+        if value.iter().any(|&b| b == 0 || b == b'\r') {
+            return Err(HttpError::BadHeader);
+        }
+        if h.fields.len() >= max {
+            return Err(HttpError::TooManyHeaders);
+        }
+        h.fields.push(Field { name: lossy(name), value: lossy(value), raw: Some(line.to_vec()) });
+    }
+    // Callers always pass a block ending with an empty line.
+    Err(HttpError::BadHeader)
+}
+
+fn trim_ows(b: &[u8]) -> &[u8] {
+    let s = b.iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+    let b = &b[s..];
+    let e = b.iter().rev().take_while(|&&c| c == b' ' || c == b'\t').count();
+    &b[..b.len() - e]
+}
+
+fn valid_version(v: &[u8]) -> bool {
+    matches!(v, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
+fn parse_request_line(l: &[u8]) -> Result<(String, String, String), HttpError> {
+    let mut parts = l.split(|&b| b == b' ' || b == b'\t').filter(|p| !p.is_empty());
+    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(HttpError::BadRequestLine);
+    };
+    if !m.iter().all(|&b| is_tchar(b)) || !valid_version(v) || u.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(HttpError::BadRequestLine);
+    }
+    Ok((lossy(m), lossy(u), lossy(v)))
+}
+
+fn parse_status_line(l: &[u8]) -> Result<(String, u16, String), HttpError> {
+    let sp = l.iter().position(|&b| b == b' ').ok_or(HttpError::BadStatusLine)?;
+    let v = &l[..sp];
+    let rest = &l[sp..];
+    let rest = &rest[rest.iter().take_while(|&&b| b == b' ').count()..];
+    if !valid_version(v) || rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+        return Err(HttpError::BadStatusLine);
+    }
+    let status = rest[..3].iter().fold(0u16, |a, &b| a * 10 + (b - b'0') as u16);
+    let reason = &rest[3..];
+    if !reason.is_empty() && reason[0] != b' ' && reason[0] != b'\t' {
+        return Err(HttpError::BadStatusLine);
+    }
+    let reason = trim_ows(reason);
+    if reason.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(HttpError::BadStatusLine);
+    }
+    Ok((lossy(v), status, lossy(reason)))
+}
+
+/// The parts of a URI (Haka: `http.uri.split`). Absent components are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UriParts {
+    pub scheme: Option<String>,
+    /// `userinfo@host:port`.
+    pub authority: Option<String>,
+    pub userinfo: Option<String>,
+    pub user: Option<String>,
+    pub pass: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub path: String,
+    pub query: Option<String>,
+    /// Query arguments, percent-decoded (`+` is a space).
+    pub args: Vec<(String, String)>,
+    pub fragment: Option<String>,
+}
+
+impl UriParts {
+    /// Re-assembles the URI.
+    pub fn to_uri(&self) -> String {
+        let mut s = String::new();
+        if let Some(sc) = &self.scheme {
+            s.push_str(sc);
+            s.push(':');
+        }
+        if self.host.is_some() || self.authority.is_some() {
+            s.push_str("//");
+            if let Some(u) = &self.userinfo {
+                s.push_str(u);
+                s.push('@');
+            }
+            s.push_str(self.host.as_deref().unwrap_or(""));
+            if let Some(p) = &self.port {
+                s.push(':');
+                s.push_str(p);
+            }
+        }
+        s.push_str(&self.path);
+        if let Some(q) = &self.query {
+            s.push('?');
+            s.push_str(q);
+        }
+        if let Some(f) = &self.fragment {
+            s.push('#');
+            s.push_str(f);
+        }
+        s
+    }
+}
+
+/// Splits a URI (absolute or origin-form) into its components.
+pub fn split_uri(uri: &str) -> UriParts {
+    let mut p = UriParts::default();
+    let mut rest = uri;
+    if let Some(i) = rest.find('#') {
+        p.fragment = Some(rest[i + 1..].to_string());
+        rest = &rest[..i];
+    }
+    if let Some(i) = rest.find('?') {
+        let q = &rest[i + 1..];
+        p.query = Some(q.to_string());
+        p.args = split_args(q);
+        rest = &rest[..i];
+    }
+    if let Some(i) = rest.find(':') {
+        let sc = &rest[..i];
+        let mut b = sc.bytes();
+        if b.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'-' || c == b'.')
+        {
+            p.scheme = Some(sc.to_string());
+            rest = &rest[i + 1..];
+        }
+    }
+    if let Some(a) = rest.strip_prefix("//") {
+        let end = a.find('/').unwrap_or(a.len());
+        let auth = &a[..end];
+        rest = &a[end..];
+        p.authority = Some(auth.to_string());
+        let mut hostport = auth;
+        if let Some(i) = auth.rfind('@') {
+            let ui = &auth[..i];
+            p.userinfo = Some(ui.to_string());
+            match ui.find(':') {
+                Some(j) => {
+                    p.user = Some(ui[..j].to_string());
+                    p.pass = Some(ui[j + 1..].to_string());
+                }
+                None => p.user = Some(ui.to_string()),
+            }
+            hostport = &auth[i + 1..];
+        }
+        // IPv6 literal: `[...]` may contain colons.
+        let port_sep = match hostport.rfind(']') {
+            Some(b) => hostport[b..].find(':').map(|j| b + j),
+            None => hostport.rfind(':'),
+        };
+        match port_sep {
+            Some(i) => {
+                p.host = Some(hostport[..i].to_string());
+                p.port = Some(hostport[i + 1..].to_string());
+            }
+            None => p.host = Some(hostport.to_string()),
+        }
+    }
+    p.path = rest.to_string();
+    p
+}
+
+fn hexval(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Full percent-decoding (invalid escapes kept as is), `+` as space when `plus` is set.
+fn percent_decode(s: &str, plus: bool) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' if plus => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    lossy(&out)
+}
+
+fn split_args(q: &str) -> Vec<(String, String)> {
+    q.split(['&', ';'])
+        .filter(|a| !a.is_empty())
+        .map(|a| match a.find('=') {
+            Some(i) => (percent_decode(&a[..i], true), percent_decode(&a[i + 1..], true)),
+            None => (percent_decode(a, true), String::new()),
+        })
+        .collect()
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Decodes percent-escapes of unreserved characters, upper-cases the hex digits of the others.
+fn normalize_escapes(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
+                let c = h * 16 + l;
+                if is_unreserved(c) {
+                    out.push(c);
+                } else {
+                    out.push(b'%');
+                    out.push(b[i + 1].to_ascii_uppercase());
+                    out.push(b[i + 2].to_ascii_uppercase());
+                }
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    lossy(&out)
+}
+
+/// RFC 3986 §5.2.4.
+fn remove_dot_segments(path: &str) -> String {
+    let mut input = path;
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing = String::new();
+    let absolute = input.starts_with('/');
+    if absolute {
+        input = &input[1..];
+    }
+    let segs: Vec<&str> = input.split('/').collect();
+    let n = segs.len();
+    for (i, s) in segs.into_iter().enumerate() {
+        let last = i + 1 == n;
+        match s {
+            "." => {
+                if last {
+                    trailing.push('/');
+                }
+            }
+            ".." => {
+                out.pop();
+                if last {
+                    trailing.push('/');
+                }
+            }
+            _ => out.push(s),
+        }
+    }
+    let mut r = String::new();
+    if absolute {
+        r.push('/');
+    }
+    r.push_str(&out.join("/"));
+    if !trailing.is_empty() && !r.ends_with('/') {
+        r.push('/');
+    }
+    r
+}
+
+/// Normalises a URI (Haka: `http.uri.normalize`): decodes percent-escaped unreserved characters, removes
+/// dot segments, lower-cases scheme and host, drops a default port (80 for http, 443 for https) and an
+/// empty port, and makes an empty path `/` when there is an authority.
+pub fn normalize_uri(uri: &str) -> String {
+    let mut p = split_uri(uri);
+    if let Some(s) = p.scheme.as_mut() {
+        *s = s.to_ascii_lowercase();
+    }
+    if let Some(h) = p.host.as_mut() {
+        *h = normalize_escapes(h).to_ascii_lowercase();
+    }
+    if let Some(port) = &p.port {
+        let default = match p.scheme.as_deref() {
+            Some("http") | None => "80",
+            Some("https") => "443",
+            _ => "",
+        };
+        if port.is_empty() || port == default {
+            p.port = None;
+        }
+    }
+    p.path = remove_dot_segments(&normalize_escapes(&p.path));
+    if p.path.is_empty() && p.host.is_some() {
+        p.path = "/".into();
+    }
+    if let Some(q) = p.query.as_mut() {
+        *q = normalize_escapes(q);
+    }
+    if let Some(f) = p.fragment.as_mut() {
+        *f = normalize_escapes(f);
+    }
+    p.to_uri()
+}
+
+/// Splits a `Cookie` / `Set-Cookie` value into `(name, value)` pairs (Haka: `http.cookies.split`).
+pub fn split_cookies(value: &str) -> Vec<(String, String)> {
+    value
+        .split(';')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| match c.find('=') {
+            Some(i) => (c[..i].trim().to_string(), c[i + 1..].trim().to_string()),
+            None => (c.to_string(), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed_all(p: &mut HttpParser, data: &[u8]) -> Vec<HttpEvent> {
+        p.feed(data).expect("parse")
+    }
+
+    /// Feeds byte by byte and merges adjacent Body events.
+    fn feed_bytes(p: &mut HttpParser, data: &[u8]) -> Result<Vec<HttpEvent>, HttpError> {
+        let mut ev = Vec::new();
+        for b in data {
+            ev.extend(p.feed(std::slice::from_ref(b))?);
+        }
+        Ok(merge_bodies(ev))
+    }
+
+    fn merge_bodies(ev: Vec<HttpEvent>) -> Vec<HttpEvent> {
+        let mut out: Vec<HttpEvent> = Vec::new();
+        for e in ev {
+            match (&e, out.last_mut()) {
+                (HttpEvent::Body(b), Some(HttpEvent::Body(prev)))
+                | (HttpEvent::Tunnel(b), Some(HttpEvent::Tunnel(prev))) => {
+                    prev.extend_from_slice(b);
+                    continue;
+                }
+                _ => {}
+            }
+            out.push(e);
+        }
+        out
+    }
+
+    fn req(e: &HttpEvent) -> &Request {
+        match e {
+            HttpEvent::Request(r) => r,
+            other => panic!("expected request, got {other:?}"),
+        }
+    }
+
+    fn resp(e: &HttpEvent) -> &Response {
+        match e {
+            HttpEvent::Response(r) => r,
+            other => panic!("expected response, got {other:?}"),
+        }
+    }
+
+    const GET: &[u8] =
+        b"GET /index.html?a=1 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: test/1.0\r\nAccept: */*\r\n\r\n";
+
+    #[test]
+    fn simple_get() {
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, GET);
+        assert_eq!(ev.len(), 2);
+        let r = req(&ev[0]);
+        assert_eq!((r.method.as_str(), r.uri.as_str(), r.version.as_str()), ("GET", "/index.html?a=1", "HTTP/1.1"));
+        assert_eq!(r.headers.get("host"), Some("www.example.com"));
+        assert_eq!(r.headers.len(), 3);
+        assert_eq!(ev[1], HttpEvent::MessageEnd);
+        assert!(r.keep_alive());
+        assert_eq!(r.to_bytes(), GET);
+        assert!(p.is_idle());
+        assert_eq!(p.feed_eof().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn every_split_point() {
+        let mut whole = HttpParser::request();
+        let expect = feed_all(&mut whole, GET);
+        for cut in 0..=GET.len() {
+            let mut p = HttpParser::request();
+            let mut ev = feed_all(&mut p, &GET[..cut]);
+            ev.extend(feed_all(&mut p, &GET[cut..]));
+            assert_eq!(ev, expect, "cut at {cut}");
+        }
+        let mut p = HttpParser::request();
+        assert_eq!(feed_bytes(&mut p, GET).unwrap(), expect);
+    }
+
+    #[test]
+    fn pipelined_requests() {
+        let mut data = GET.to_vec();
+        data.extend_from_slice(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello");
+        data.extend_from_slice(b"\r\nGET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, &data);
+        assert_eq!(ev.len(), 7, "{ev:?}");
+        assert_eq!(req(&ev[0]).uri, "/index.html?a=1");
+        assert_eq!(req(&ev[2]).method, "POST");
+        assert_eq!(ev[3], HttpEvent::Body(b"hello".to_vec()));
+        assert_eq!(ev[4], HttpEvent::MessageEnd);
+        assert_eq!(req(&ev[5]).uri, "/last");
+        assert_eq!(ev[6], HttpEvent::MessageEnd);
+        let mut p = HttpParser::request();
+        assert_eq!(feed_bytes(&mut p, &data).unwrap(), ev);
+        let rebuilt: Vec<u8> = ev
+            .iter()
+            .flat_map(|e| match e {
+                HttpEvent::Request(r) => r.to_bytes(),
+                HttpEvent::Body(b) => b.clone(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(rebuilt, data);
+        assert!(req(&ev[5]).to_bytes().starts_with(b"\r\nGET /last"));
+    }
+
+    #[test]
+    fn post_body_in_chunks() {
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, b"POST /up HTTP/1.1\r\nContent-Length: 11\r\n\r\nhel");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(ev[1], HttpEvent::Body(b"hel".to_vec()));
+        assert!(!p.is_idle());
+        assert_eq!(feed_all(&mut p, b"lo "), vec![HttpEvent::Body(b"lo ".to_vec())]);
+        assert_eq!(feed_all(&mut p, b"worldGET"), vec![HttpEvent::Body(b"world".to_vec()), HttpEvent::MessageEnd]);
+        assert_eq!(p.buffered(), 3);
+        let ev = feed_all(&mut p, b" / HTTP/1.1\r\n\r\n");
+        assert_eq!(req(&ev[0]).uri, "/");
+        // Truncated body at EOF.
+        let mut p = HttpParser::request();
+        feed_all(&mut p, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+        assert_eq!(p.feed_eof(), Err(HttpError::Truncated));
+        assert_eq!(p.feed(b"x"), Err(HttpError::Truncated));
+    }
+
+    const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n\
+5;name=value;flag\r\nhello\r\n7 ; ext=\"q\"\r\n, world\r\nA\r\n0123456789\r\n0\r\nX-Trailer: yes\r\nX-Other: 2\r\n\r\n";
+
+    #[test]
+    fn chunked_with_extensions_and_trailers() {
+        let mut p = HttpParser::response();
+        let ev = merge_bodies(feed_all(&mut p, CHUNKED));
+        assert_eq!(ev.len(), 4, "{ev:?}");
+        assert_eq!(resp(&ev[0]).status, 200);
+        assert_eq!(ev[1], HttpEvent::Body(b"hello, world0123456789".to_vec()));
+        match &ev[2] {
+            HttpEvent::Trailers(t) => {
+                assert_eq!(t.get("x-trailer"), Some("yes"));
+                assert_eq!(t.len(), 2);
+                assert_eq!(t.to_bytes(), b"X-Trailer: yes\r\nX-Other: 2\r\n\r\n");
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(ev[3], HttpEvent::MessageEnd);
+        let mut p = HttpParser::response();
+        assert_eq!(feed_bytes(&mut p, CHUNKED).unwrap(), ev);
+        // No trailers, then a second response.
+        let mut p = HttpParser::response();
+        let ev = feed_all(&mut p, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(ev.len(), 5, "{ev:?}");
+        assert_eq!(resp(&ev[3]).status, 404);
+        assert_eq!(resp(&ev[3]).reason, "Not Found");
+    }
+
+    #[test]
+    fn bad_chunks() {
+        for body in [&b"zz\r\n"[..], b"\r\n", b"5\r\nhelloXX", b"11111111111111111\r\n", b"5 x\r\n", b"-1\r\n"] {
+            let mut p = HttpParser::response();
+            let mut data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            data.extend_from_slice(body);
+            assert_eq!(p.feed(&data), Err(HttpError::BadChunk), "{:?}", String::from_utf8_lossy(body));
+        }
+        let mut p = HttpParser::response();
+        let mut data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5".to_vec();
+        data.extend(std::iter::repeat_n(b' ', 5000));
+        assert_eq!(p.feed(&data), Err(HttpError::HeadTooLong));
+    }
+
+    #[test]
+    fn head_response_has_no_body() {
+        let mut p = HttpParser::response();
+        p.expect_response_to("HEAD");
+        p.expect_response_to("GET");
+        let ev = feed_all(
+            &mut p,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        );
+        assert_eq!(ev.len(), 5, "{ev:?}");
+        assert_eq!(ev[1], HttpEvent::MessageEnd);
+        assert_eq!(ev[3], HttpEvent::Body(b"ok".to_vec()));
+    }
+
+    #[test]
+    fn no_body_statuses() {
+        let mut p = HttpParser::response();
+        let ev = feed_all(
+            &mut p,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\nETag: x\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
+        );
+        let statuses: Vec<u16> =
+            ev.iter().filter_map(|e| if let HttpEvent::Response(r) = e { Some(r.status) } else { None }).collect();
+        assert_eq!(statuses, [304, 204, 100, 200]);
+        assert_eq!(ev.len(), 9, "{ev:?}");
+        assert_eq!(ev[7], HttpEvent::Body(b"z".to_vec()));
+    }
+
+    #[test]
+    fn http10_read_until_close() {
+        let mut p = HttpParser::response();
+        let ev = feed_all(&mut p, b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\n<html>");
+        assert_eq!(ev.len(), 2);
+        assert_eq!(feed_all(&mut p, b"</html>"), vec![HttpEvent::Body(b"</html>".to_vec())]);
+        assert_eq!(p.feed_eof().unwrap(), vec![HttpEvent::MessageEnd]);
+        assert_eq!(p.feed(b"more"), Err(HttpError::UnexpectedData));
+    }
+
+    #[test]
+    fn connection_close_and_keep_alive() {
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n\r\n");
+        assert!(!req(&ev[0]).keep_alive());
+        assert_eq!(p.feed(b"GET / HTTP/1.1\r\n\r\n"), Err(HttpError::UnexpectedData));
+        // HTTP/1.0 with keep-alive: a second request is fine.
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.0\r\n\r\n");
+        assert_eq!(ev.len(), 4);
+        assert!(!req(&ev[2]).keep_alive());
+        assert_eq!(p.feed(b"G"), Err(HttpError::UnexpectedData));
+        // Response with Connection: close and Content-Length ends at the length.
+        let mut p = HttpParser::response();
+        let ev = feed_all(&mut p, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(ev.last(), Some(&HttpEvent::MessageEnd));
+        assert_eq!(p.feed_eof().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn connect_and_upgrade_tunnel() {
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n\x16\x03\x01");
+        assert_eq!(ev.len(), 3);
+        assert_eq!(ev[2], HttpEvent::Tunnel(b"\x16\x03\x01".to_vec()));
+        let mut p = HttpParser::response();
+        p.expect_response_to("CONNECT");
+        let ev = feed_all(&mut p, b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03");
+        assert_eq!(ev[2], HttpEvent::Tunnel(b"\x16\x03".to_vec()));
+        let mut p = HttpParser::response();
+        let ev = feed_all(&mut p, b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x00");
+        assert_eq!(ev[2], HttpEvent::Tunnel(b"\x81\x00".to_vec()));
+        assert_eq!(p.feed_eof().unwrap(), vec![]);
+    }
+
+    #[test]
+    fn headers_api() {
+        let raw =
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Dup: 1\r\ncOOkie: a=1; b=2\r\nX-Dup:2  \r\nFolded: one\r\n  two\r\n\r\n";
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, raw);
+        let mut r = req(&ev[0]).clone();
+        assert_eq!(r.to_bytes(), raw);
+        assert_eq!(r.headers.get("HOST"), Some("a"));
+        assert_eq!(r.headers.get("x-dup"), Some("1"));
+        assert_eq!(r.headers.get_all("X-DUP"), vec!["1", "2"]);
+        assert_eq!(r.headers.get("folded"), Some("one two"));
+        assert_eq!(r.headers.iter().nth(2), Some(("cOOkie", "a=1; b=2")));
+        assert_eq!(r.split_cookies(), vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
+        r.headers.set("x-dup", "3");
+        assert_eq!(r.headers.get_all("X-Dup"), vec!["3"]);
+        assert_eq!(
+            r.to_bytes(),
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Dup: 3\r\ncOOkie: a=1; b=2\r\nFolded: one\r\n  two\r\n\r\n"
+        );
+        assert_eq!(r.headers.remove("COOKIE"), 1);
+        assert_eq!(r.headers.remove("nothing"), 0);
+        r.headers.add("X-New", "v\r\nInjected: 1");
+        r.headers.set("Other", "o");
+        assert_eq!(
+            r.to_bytes(),
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Dup: 3\r\nFolded: one\r\n  two\r\nX-New: v  Injected: 1\r\nOther: o\r\n\r\n"
+        );
+        r.uri = "/new".into();
+        assert!(r.to_bytes().starts_with(b"GET /new HTTP/1.1\r\nHost: a\r\n"));
+        // Bare LF heads and odd spacing are kept byte-identical too.
+        let raw = b"HTTP/1.1  200  Fine  thanks\nServer:x\n\n";
+        let mut p = HttpParser::response();
+        let ev = feed_all(&mut p, raw);
+        let r = resp(&ev[0]);
+        assert_eq!((r.status, r.reason.as_str()), (200, "Fine  thanks"));
+        assert_eq!(r.to_bytes(), raw);
+        let mut r = r.clone();
+        r.status = 302;
+        r.reason = "Found".into();
+        r.headers.set("Location", "http://x/");
+        assert_eq!(r.to_bytes(), b"HTTP/1.1 302 Found\r\nServer:x\nLocation: http://x/\r\n\n");
+    }
+
+    #[test]
+    fn limits() {
+        let mut p = HttpParser::request();
+        let mut data = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 70 * 1024));
+        assert_eq!(p.feed(&data), Err(HttpError::HeadTooLong));
+        assert_eq!(p.feed(b"\r\n\r\n"), Err(HttpError::HeadTooLong));
+        // Same, one byte at a time, stops at the limit.
+        let mut p = HttpParser::request_with_limits(Limits { max_head: 100, ..Limits::default() });
+        let r = feed_bytes(&mut p, &data);
+        assert_eq!(r, Err(HttpError::HeadTooLong));
+        // Exactly at the limit is fine.
+        let mut p = HttpParser::request_with_limits(Limits { max_head: GET.len(), ..Limits::default() });
+        assert!(p.feed(GET).is_ok());
+        let mut p = HttpParser::request_with_limits(Limits { max_head: GET.len() - 1, ..Limits::default() });
+        assert_eq!(p.feed(GET), Err(HttpError::HeadTooLong));
+        let mut data = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..257 {
+            data.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        data.extend_from_slice(b"\r\n");
+        let mut p = HttpParser::request();
+        assert_eq!(p.feed(&data), Err(HttpError::TooManyHeaders));
+        let mut p = HttpParser::response();
+        let mut resp = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n".to_vec();
+        resp.extend_from_slice(&data[16..]);
+        assert_eq!(p.feed(&resp), Err(HttpError::TooManyHeaders));
+    }
+
+    #[test]
+    fn malformed() {
+        let reqs: &[(&[u8], HttpError)] = &[
+            (b"GET /\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTP/1.1 extra\r\n\r\n", HttpError::BadRequestLine),
+            (b"G(T / HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTX/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET /\x00 HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"\x00\x01\x02\x03\n\n", HttpError::BadRequestLine),
+            (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", HttpError::BadHeader),
+            (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", HttpError::BadHeader),
+            (b"GET / HTTP/1.1\r\n: x\r\n\r\n", HttpError::BadHeader),
+            (b"GET / HTTP/1.1\r\n continuation\r\n\r\n", HttpError::BadHeader),
+            (b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n", HttpError::BadHeader),
+            (b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", HttpError::BadHeader),
+            (b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n", HttpError::BadContentLength),
+            (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", HttpError::BadTransferEncoding),
+        ];
+        for (data, err) in reqs {
+            let mut p = HttpParser::request();
+            assert_eq!(p.feed(data), Err(*err), "{:?}", String::from_utf8_lossy(data));
+            let mut p = HttpParser::request();
+            assert_eq!(feed_bytes(&mut p, data), Err(*err), "bytewise {:?}", String::from_utf8_lossy(data));
+        }
+        let resps: &[&[u8]] = &[
+            b"HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/x.1 200 OK\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 200 O\x00K\r\n\r\n",
+        ];
+        for data in resps {
+            let mut p = HttpParser::response();
+            assert_eq!(p.feed(data), Err(HttpError::BadStatusLine), "{:?}", String::from_utf8_lossy(data));
+        }
+        // Equal duplicate Content-Length values are accepted; huge (u64) lengths are just counters.
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok");
+        assert_eq!(ev.len(), 3);
+        let mut p = HttpParser::request();
+        assert!(p.feed(b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nabc").is_ok());
+        // Missing CRLF: just waits, then EOF says truncated.
+        let mut p = HttpParser::request();
+        assert_eq!(feed_all(&mut p, b"GET / HTTP/1.1\r\nHost: x"), vec![]);
+        assert_eq!(p.feed_eof(), Err(HttpError::Truncated));
+        // Content-Length is ignored when chunked.
+        let mut p = HttpParser::request();
+        let ev = feed_all(
+            &mut p,
+            b"POST / HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+        );
+        assert_eq!(ev.len(), 3, "{ev:?}");
+    }
+
+    /// TCP payload streams of a capture, per direction (in order of first appearance), reassembled by
+    /// sequence number (retransmitted bytes dropped). Ethernet, raw IPv4 and `LINKTYPE_IPV4` link types.
+    fn tcp_streams(path: &str) -> Vec<((u16, u16), Vec<u8>)> {
+        use crate::pcapfile::{Capture, LINKTYPE_ETHERNET};
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/haka-pcaps").join(path);
+        let cap = Capture::read(&p).unwrap();
+        let base = if cap.link_type == LINKTYPE_ETHERNET { 14 } else { 0 };
+        type Dir = ((u16, u16), Option<u32>, Vec<u8>);
+        let mut dirs: Vec<Dir> = Vec::new();
+        for f in &cap.packets {
+            let Some(ip) = f.get(base..) else { continue };
+            if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != 6 {
+                continue;
+            }
+            let ihl = (ip[0] & 0x0f) as usize * 4;
+            let tl = (u16::from_be_bytes([ip[2], ip[3]]) as usize).min(ip.len());
+            let Some(t) = ip.get(ihl..tl) else { continue };
+            if t.len() < 20 {
+                continue;
+            }
+            let key = (u16::from_be_bytes([t[0], t[1]]), u16::from_be_bytes([t[2], t[3]]));
+            let seq = u32::from_be_bytes([t[4], t[5], t[6], t[7]]);
+            let doff = (t[12] >> 4) as usize * 4;
+            let i = match dirs.iter().position(|d| d.0 == key) {
+                Some(i) => i,
+                None => {
+                    dirs.push((key, None, Vec::new()));
+                    dirs.len() - 1
+                }
+            };
+            let d = &mut dirs[i];
+            if t[13] & 0x02 != 0 {
+                d.1 = Some(seq.wrapping_add(1));
+                continue;
+            }
+            let pl = t.get(doff..).unwrap_or(&[]);
+            if pl.is_empty() {
+                continue;
+            }
+            let isn = *d.1.get_or_insert(seq);
+            let rel = seq.wrapping_sub(isn) as usize;
+            if rel <= d.2.len() && rel + pl.len() > d.2.len() {
+                let skip = d.2.len() - rel;
+                d.2.extend_from_slice(&pl[skip..]);
+            }
+        }
+        dirs.into_iter().map(|(k, _, b)| (k, b)).collect()
+    }
+
+    type Parsed = (Vec<HttpEvent>, Vec<HttpEvent>, Option<HttpError>, Option<HttpError>);
+
+    /// Parses both directions of one connection, feeding the response parser the request methods.
+    /// Returns (request events, response events, request error, response error).
+    fn parse_connection(client: &[u8], server: &[u8]) -> Parsed {
+        let mut rq = HttpParser::request();
+        let mut reqs = Vec::new();
+        let e1 = rq.feed(client).and_then(|v| {
+            reqs.extend(v);
+            rq.feed_eof()
+        });
+        let e1 = e1.map(|v| reqs.extend(v)).err();
+        let mut rs = HttpParser::response();
+        for e in &reqs {
+            if let HttpEvent::Request(r) = e {
+                rs.expect_response_to(&r.method);
+            }
+        }
+        let mut resps = Vec::new();
+        let e2 = rs.feed(server).and_then(|v| {
+            resps.extend(v);
+            rs.feed_eof()
+        });
+        let e2 = e2.map(|v| resps.extend(v)).err();
+        (reqs, merge_bodies(resps), e1, e2)
+    }
+
+    /// Every connection (client port, parsed) of a capture; the server is port 80.
+    fn parse_capture_all(path: &str) -> Vec<(u16, Parsed)> {
+        let streams = tcp_streams(path);
+        streams
+            .iter()
+            .filter(|s| s.0 .1 == 80)
+            .map(|c| {
+                let server = streams.iter().find(|s| s.0 == (80, c.0 .0)).map(|s| s.1.as_slice()).unwrap_or(&[]);
+                (c.0 .0, parse_connection(&c.1, server))
+            })
+            .collect()
+    }
+
+    /// The first connection of a capture.
+    fn parse_capture(path: &str) -> Parsed {
+        parse_capture_all(path).into_iter().next().map(|c| c.1).unwrap_or_default()
+    }
+
+    #[test]
+    fn pcap_request_response() {
+        let (reqs, resps, e1, e2) = parse_capture("modules/protocol/http/test/request-response.pcap");
+        assert_eq!((e1, e2), (None, None));
+        assert_eq!(reqs.len(), 2);
+        let r = req(&reqs[0]);
+        assert_eq!((r.method.as_str(), r.uri.as_str(), r.version.as_str()), ("GET", "/", "HTTP/1.1"));
+        assert_eq!(r.headers.get("user-agent"), Some("Wget/1.13.4 (linux-gnu)"));
+        assert_eq!(r.headers.get("HOST"), Some("10.2.104.129"));
+        assert_eq!(r.headers.len(), 4);
+        assert_eq!(resps.len(), 3, "{resps:?}");
+        let s = resp(&resps[0]);
+        assert_eq!((s.version.as_str(), s.status, s.reason.as_str()), ("HTTP/1.1", 200, "OK"));
+        assert_eq!(s.headers.get("transfer-encoding"), Some("chunked"));
+        assert_eq!(s.headers.get("Server"), Some("Apache/2.2.8 (Ubuntu) DAV/2"));
+        match &resps[1] {
+            HttpEvent::Body(b) => {
+                assert_eq!(b.len(), 0x37b);
+                assert!(b.starts_with(b"<html><head><title>Metasploitable2 - Linux</title>"));
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(resps[2], HttpEvent::MessageEnd);
+    }
+
+    #[test]
+    fn pcap_keepalive_and_split() {
+        for (path, n) in
+            [("modules/protocol/http/test/keepalive.pcap", 0), ("modules/protocol/http/test/split-request.pcap", 1)]
+        {
+            let streams = tcp_streams(path);
+            let (reqs, resps, e1, e2) = parse_capture(path);
+            assert_eq!((e1, e2), (None, None), "{path}");
+            let nreq = reqs.iter().filter(|e| matches!(e, HttpEvent::Request(_))).count();
+            let nresp = resps.iter().filter(|e| matches!(e, HttpEvent::Response(_))).count();
+            assert_eq!(nreq, nresp, "{path}");
+            assert!(nreq >= n.max(1), "{path}");
+            // Unmodified heads (and bodies, for requests without bodies) re-serialise byte for byte.
+            let client: Vec<u8> = streams.iter().filter(|s| s.0 .1 == 80).flat_map(|s| s.1.clone()).collect();
+            let rebuilt: Vec<u8> = reqs
+                .iter()
+                .flat_map(|e| match e {
+                    HttpEvent::Request(r) => r.to_bytes(),
+                    HttpEvent::Body(b) => b.clone(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            assert_eq!(rebuilt, client, "{path}");
+        }
+    }
+
+    #[test]
+    fn pcap_variations() {
+        let conns = parse_capture_all("modules/protocol/http/test/variation_http.pcap");
+        assert_eq!(conns.len(), 9);
+        let ok: Vec<u16> = conns.iter().filter(|c| c.1 .2.is_none()).map(|c| c.0).collect();
+        // Accepted: plain bare-LF request, tab/space runs, obs-fold, unknown method, `GET%` (a valid token).
+        assert_eq!(ok, [33982, 33983, 33986, 33987, 33988]);
+        let folded = req(&conns[4].1 .0[0]);
+        assert_eq!(
+            folded.headers.get("long_header"),
+            Some("This is just a relatively long header folded on two lines")
+        );
+        assert_eq!(req(&conns[1].1 .0[0]).method, "GET");
+        // HTTP/0.9 request (no version) and its status-line-less answer are rejected.
+        assert_eq!((conns[3].1 .2, conns[3].1 .3), (Some(HttpError::BadRequestLine), Some(HttpError::BadStatusLine)));
+        let (_, _, e1, _) = parse_capture("modules/protocol/http/test/nullbytes.pcap");
+        assert_eq!(e1, Some(HttpError::BadRequestLine));
+    }
+
+    /// Every HTTP capture of the Haka test suite: no panic, and report what happens.
+    #[test]
+    fn pcap_all_http_no_panic() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/data/haka-pcaps/modules/protocol/http/test");
+        let Ok(rd) = std::fs::read_dir(&dir) else { return };
+        let mut names: Vec<String> = rd.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        names.sort();
+        for n in names.iter().filter(|n| n.ends_with(".pcap")) {
+            for (port, (reqs, resps, e1, e2)) in parse_capture_all(&format!("modules/protocol/http/test/{n}")) {
+                eprintln!("{n} {port}: {} req events {e1:?}, {} resp events {e2:?}", reqs.len(), resps.len());
+            }
+        }
+    }
+
+    #[test]
+    fn long_lines_byte_by_byte_are_linear() {
+        // A 60 KiB URI then 200 headers, one byte per feed: must not rescan the buffered head each time.
+        let mut data = b"GET /".to_vec();
+        data.extend(std::iter::repeat_n(b'a', 60 * 1024));
+        data.extend_from_slice(b" HTTP/1.1\r\n");
+        for i in 0..200 {
+            data.extend_from_slice(format!("H{i}: v\r\n").as_bytes());
+        }
+        data.extend_from_slice(b"\r\n");
+        let mut p = HttpParser::request_with_limits(Limits { max_head: 128 * 1024, ..Limits::default() });
+        let t = std::time::Instant::now();
+        let ev = feed_bytes(&mut p, &data).unwrap();
+        assert_eq!(ev.len(), 2);
+        assert_eq!(req(&ev[0]).uri.len(), 60 * 1024 + 1);
+        assert_eq!(req(&ev[0]).to_bytes(), data);
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    #[test]
+    fn fuzz_no_panic() {
+        let seeds: [&[u8]; 5] = [
+            GET,
+            CHUNKED,
+            b"POST /a?b=c HTTP/1.0\r\nContent-Length: 4\r\nCookie: a=b\r\n\r\nbodyGET / HTTP/1.1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabcHTTP/1.0 404 Nope\r\n\r\ntail",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;a=b\r\nx\r\n0\r\nT: 1\r\n\r\n",
+        ];
+        let tokens: [&[u8]; 10] = [
+            b"\r\n",
+            b"\n",
+            b"\x00",
+            b":",
+            b" ",
+            b"chunked",
+            b"Content-Length: ",
+            b"ffffffffffffffff",
+            b";",
+            b"\r\n\r\n",
+        ];
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let limits = Limits { max_head: 512, max_headers: 8, max_chunk_line: 32 };
+        for i in 0..50_000 {
+            let mut d = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..=rng.below(8) {
+                let pos = rng.below(d.len() + 1);
+                match rng.below(5) {
+                    0 if pos < d.len() => d[pos] = rng.next() as u8,
+                    1 if pos < d.len() => {
+                        d.remove(pos);
+                    }
+                    2 => d.insert(pos, rng.next() as u8),
+                    3 => {
+                        let t = tokens[rng.below(tokens.len())];
+                        d.splice(pos..pos, t.iter().copied());
+                    }
+                    _ => {
+                        let n = rng.below(64);
+                        d.splice(pos..pos, (0..n).map(|_| rng.next() as u8));
+                    }
+                }
+            }
+            let method = ["GET", "HEAD", "CONNECT"][rng.below(3)];
+            let mk = || {
+                if i % 2 == 0 {
+                    HttpParser::request_with_limits(limits)
+                } else {
+                    let mut p = HttpParser::response_with_limits(limits);
+                    p.expect_response_to(method);
+                    p
+                }
+            };
+            // Random chunks.
+            let mut p = mk();
+            let mut off = 0;
+            let mut chunked = Vec::new();
+            let mut chunked_err = None;
+            while off < d.len() {
+                let n = 1 + rng.below(d.len() - off);
+                match p.feed(&d[off..off + n]) {
+                    Ok(ev) => {
+                        for e in &ev {
+                            match e {
+                                HttpEvent::Request(r) => {
+                                    let _ = (r.to_bytes(), r.split_uri(), normalize_uri(&r.uri), r.split_cookies());
+                                }
+                                HttpEvent::Response(r) => {
+                                    let _ = (r.to_bytes(), r.split_cookies());
+                                }
+                                _ => {}
+                            }
+                        }
+                        chunked.extend(ev);
+                    }
+                    Err(e) => {
+                        chunked_err = Some(e);
+                        break;
+                    }
+                }
+                off += n;
+            }
+            assert!(p.buffered() <= 2 * 512 + 64, "buffer bounded");
+            match p.feed_eof() {
+                Ok(ev) => chunked.extend(ev),
+                Err(e) => chunked_err = chunked_err.or(Some(e)),
+            }
+            // Whole buffer at once: same outcome (incremental parsing does not depend on segmentation).
+            let mut w = mk();
+            let whole = w.feed(&d).and_then(|mut ev| {
+                ev.extend(w.feed_eof()?);
+                Ok(ev)
+            });
+            match (whole, chunked_err) {
+                (Ok(ev), None) => assert_eq!(merge_bodies(ev), merge_bodies(chunked), "input {d:?}"),
+                (Err(a), Some(b)) => assert_eq!(a, b, "input {d:?}"),
+                (a, b) => panic!("whole {a:?} vs chunked {b:?} on {d:?}"),
+            }
+            // Helpers on raw garbage.
+            let s = String::from_utf8_lossy(&d);
+            let _ = (split_uri(&s), normalize_uri(&s), split_cookies(&s));
+        }
+    }
+
+    #[test]
+    fn uri_split_and_normalize() {
+        let u = split_uri("HTTP://user:pw@Www.Example.COM:8080/a/b/../c?x=1&y=a%20b+c&flag#frag");
+        assert_eq!(u.scheme.as_deref(), Some("HTTP"));
+        assert_eq!(u.userinfo.as_deref(), Some("user:pw"));
+        assert_eq!((u.user.as_deref(), u.pass.as_deref()), (Some("user"), Some("pw")));
+        assert_eq!(u.host.as_deref(), Some("Www.Example.COM"));
+        assert_eq!(u.port.as_deref(), Some("8080"));
+        assert_eq!(u.path, "/a/b/../c");
+        assert_eq!(u.query.as_deref(), Some("x=1&y=a%20b+c&flag"));
+        assert_eq!(
+            u.args,
+            vec![("x".into(), "1".into()), ("y".into(), "a b c".into()), ("flag".into(), String::new())]
+        );
+        assert_eq!(u.fragment.as_deref(), Some("frag"));
+        assert_eq!(u.to_uri(), "HTTP://user:pw@Www.Example.COM:8080/a/b/../c?x=1&y=a%20b+c&flag#frag");
+        let o = split_uri("/index.php?id=1");
+        assert_eq!((o.scheme, o.host, o.path.as_str()), (None, None, "/index.php"));
+        let v6 = split_uri("http://[::1]:81/");
+        assert_eq!((v6.host.as_deref(), v6.port.as_deref()), (Some("[::1]"), Some("81")));
+        let v6 = split_uri("http://[::1]/");
+        assert_eq!((v6.host.as_deref(), v6.port), (Some("[::1]"), None));
+
+        assert_eq!(
+            normalize_uri("HTTP://Www.Example.COM:80/a/./b/../c/%7euser/%2f%41?q=%7e#F"),
+            "http://www.example.com/a/c/~user/%2FA?q=~#F"
+        );
+        assert_eq!(normalize_uri("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(normalize_uri("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(normalize_uri("/a/.."), "/");
+        assert_eq!(normalize_uri("/a/b/."), "/a/b/");
+        assert_eq!(normalize_uri("http://EXAMPLE.com"), "http://example.com/");
+        assert_eq!(normalize_uri("https://h:443/x"), "https://h/x");
+        assert_eq!(normalize_uri("https://h:80/x"), "https://h:80/x");
+        assert_eq!(normalize_uri("/%"), "/%");
+        assert_eq!(normalize_uri("/%4"), "/%4");
+    }
+
+    #[test]
+    fn cookies() {
+        assert_eq!(
+            split_cookies("SID=31d4d96e407aad42; Path=/; Secure; HttpOnly; lang=en-US"),
+            vec![
+                ("SID".into(), "31d4d96e407aad42".into()),
+                ("Path".into(), "/".into()),
+                ("Secure".into(), String::new()),
+                ("HttpOnly".into(), String::new()),
+                ("lang".into(), "en-US".into()),
+            ]
+        );
+        assert_eq!(split_cookies(" ; ;a=b=c"), vec![("a".into(), "b=c".into())]);
+        assert!(split_cookies("").is_empty());
+    }
+}
