@@ -1,6 +1,6 @@
-//! Alert record produced by `haka.alert{...}` / `alert:update{...}` (Haka 0.4 keys).
-//! NOTE for the integrator: if `engine/src/alert.rs` defines its own `Alert`, reconcile
-//! the two (same field names) and re-export one of them from here.
+//! Alert record produced by `haka.alert{...}` / `alert:update{...}` (Haka 0.4 keys),
+//! as the Lua side builds it; `into_output` turns it into the record the alert
+//! outputs (`crate::alert`) write.
 
 /// One alert, or one update of an earlier alert (`update == true`, same `id`).
 #[derive(Clone, Debug, Default, PartialEq)]
