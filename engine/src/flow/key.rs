@@ -113,7 +113,7 @@ impl FlowKey {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dissect::L3;
 
@@ -125,9 +125,12 @@ mod tests {
         x
     }
 
+    /// A TCP/UDP-shaped packet between two endpoints (shared by the flow tests);
+    /// IPv4-mapped addresses make it IPv4, others IPv6.
     pub(crate) fn meta(src: [u8; 16], sp: u16, dst: [u8; 16], dp: u16, proto: u8, vlan: u32) -> PacketMeta {
+        let v4_mapped = src[..12] == [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
         PacketMeta {
-            l3: L3::Ipv4,
+            l3: if v4_mapped { L3::Ipv4 } else { L3::Ipv6 },
             vlan,
             l3_offset: 14,
             l4_offset: 34,

@@ -526,6 +526,7 @@ impl FlowTable {
 mod tests {
     use super::*;
     use crate::dissect::{PacketMeta, L3};
+    use crate::flow::key::tests::meta;
 
     const SYN: u8 = TCP_SYN;
     const SYNACK: u8 = TCP_SYN | TCP_ACK;
@@ -546,26 +547,6 @@ mod tests {
         x[11] = 0xff;
         x[12..].copy_from_slice(&a.to_be_bytes());
         x
-    }
-
-    fn meta(src: [u8; 16], sp: u16, dst: [u8; 16], dp: u16, proto: u8, vlan: u32) -> PacketMeta {
-        PacketMeta {
-            l3: if src[..12] == v4(0)[..12] { L3::Ipv4 } else { L3::Ipv6 },
-            vlan,
-            l3_offset: 14,
-            l4_offset: 34,
-            payload_offset: 54,
-            payload_len: 0,
-            proto,
-            has_l4: true,
-            fragment: false,
-            src_addr: src,
-            dst_addr: dst,
-            src_port: sp,
-            dst_port: dp,
-            tcp_flags: 0,
-            ip_len: 40,
-        }
     }
 
     /// One packet through the table, as the pipeline does it.
