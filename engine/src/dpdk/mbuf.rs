@@ -73,6 +73,78 @@ impl Mbuf {
     }
 }
 
+/// A pool handle workers can hold: the pool outlives every worker (the main
+/// lcore frees it after joining them).
+#[derive(Clone, Copy)]
+pub struct PoolRef(NonNull<dpdk_sys::rte_mempool>);
+
+// SAFETY: rte_mempool is MT-safe; the pointer stays valid while workers run.
+unsafe impl Send for PoolRef {}
+// SAFETY: as above.
+unsafe impl Sync for PoolRef {}
+
+impl PoolRef {
+    pub fn of(pool: &super::Mempool) -> PoolRef {
+        // SAFETY: Mempool holds a non-null pointer.
+        PoolRef(unsafe { NonNull::new_unchecked(pool.as_ptr()) })
+    }
+
+    /// A new empty packet (data_len 0), or None when the pool is exhausted.
+    pub fn alloc(&self) -> Option<Mbuf> {
+        // SAFETY: valid pool; the returned mbuf (if any) is owned by us.
+        NonNull::new(unsafe { dpdk_sys::shim_pktmbuf_alloc(self.0.as_ptr()) }).map(Mbuf)
+    }
+
+    /// A new packet holding a copy of `bytes`, marked as received on `port`
+    /// (None when the pool is exhausted or `bytes` does not fit one segment).
+    pub fn alloc_with(&self, bytes: &[u8], port: u16) -> Option<Mbuf> {
+        let mut m = self.alloc()?;
+        if !m.resize(bytes.len()) {
+            return None;
+        }
+        m.data_mut().copy_from_slice(bytes);
+        m.set_port(port);
+        Some(m)
+    }
+}
+
+impl Mbuf {
+    /// Bytes the first segment can hold from its data start (data + tailroom).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        // SAFETY: valid mbuf.
+        unsafe {
+            let m = self.0.as_ref();
+            (m.buf_len as usize).saturating_sub(m.data_off as usize)
+        }
+    }
+
+    /// Sets the length of a single-segment packet (growing into the tailroom
+    /// leaves the new bytes unspecified). False, unchanged, when it does not
+    /// fit or the packet has more than one segment.
+    pub fn resize(&mut self, len: usize) -> bool {
+        if len > self.capacity() || len > u16::MAX as usize {
+            return false;
+        }
+        // SAFETY: exclusive access; single segment checked, len within the buffer.
+        unsafe {
+            let m = self.0.as_mut();
+            if m.nb_segs != 1 {
+                return false;
+            }
+            m.data_len = len as u16;
+            m.pkt_len = len as u32;
+        }
+        true
+    }
+
+    /// Sets the port the packet counts as received on (forged packets).
+    pub fn set_port(&mut self, port: u16) {
+        // SAFETY: exclusive access to a valid mbuf.
+        unsafe { self.0.as_mut().port = port }
+    }
+}
+
 impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf; it is freed exactly once.

@@ -18,7 +18,7 @@ pub use eal::{
 pub use lua::new_lua_with_ffi;
 // Crate-only: these take a raw `lua_State` address (see their contracts).
 pub(crate) use lua::{arm_interrupt, disarm_interrupt, raw_state, set_hook_check, HookCheck};
-pub use mbuf::{Mbuf, MbufBurst, BURST};
+pub use mbuf::{Mbuf, MbufBurst, PoolRef, BURST};
 pub use mempool::Mempool;
 pub use port::{available_ports, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
 pub use ring::Ring;
