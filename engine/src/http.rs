@@ -369,6 +369,10 @@ pub struct HttpParser {
     scanned: usize,
     /// Empty lines received before the next start line.
     leading: Vec<u8>,
+    /// Stream offset of `buf[0]` (bytes of the stream compacted away so far).
+    base: u64,
+    /// Stream offsets `[start, end)` of the heads parsed and not yet taken (see `take_head_span`).
+    spans: VecDeque<(u64, u64)>,
 }
 
 impl HttpParser {
@@ -385,7 +389,16 @@ impl HttpParser {
             tunnel_after: false,
             scanned: 0,
             leading: Vec::new(),
+            base: 0,
+            spans: VecDeque::new(),
         }
+    }
+
+    /// Stream offsets `[start, end)` of the oldest head (request or status line with its
+    /// fields, leading empty lines included) reported by `feed` and not yet taken, in event
+    /// order. Used to rewrite a modified head in place in the stream.
+    pub fn take_head_span(&mut self) -> Option<(u64, u64)> {
+        self.spans.pop_front()
     }
 
     /// Parser for the client-to-server direction.
@@ -439,6 +452,7 @@ impl HttpParser {
         // Compact: drop consumed bytes.
         if self.pos > 0 {
             self.buf.drain(..self.pos);
+            self.base += self.pos as u64;
             self.pos = 0;
         }
         match r {
@@ -605,6 +619,10 @@ impl HttpParser {
         };
         let head = self.buf[self.pos..self.pos + end].to_vec();
         self.pos += end;
+        let head_end = self.base + self.pos as u64;
+        if self.spans.len() < 64 {
+            self.spans.push_back((head_end - (end + self.leading.len()) as u64, head_end));
+        }
         self.state = State::Head { line_start: 0 };
         let mut lines = split_lines(&head);
         let first = lines.next().unwrap_or(&[]);

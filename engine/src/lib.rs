@@ -13,6 +13,7 @@
 pub mod alert;
 pub mod app;
 pub mod config;
+pub mod conn;
 pub mod defrag;
 pub mod dissect;
 pub mod dns;

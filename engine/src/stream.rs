@@ -473,6 +473,26 @@ impl StreamReassembler {
         true
     }
 
+    /// Fast path for the common case: `len` bytes at exactly the next expected
+    /// sequence number while nothing is buffered or unread and no FIN is pending.
+    /// Advances the stream without copying (the caller reads the bytes from its
+    /// packet) and returns true; returns false, changing nothing, otherwise.
+    pub fn advance_in_order(&mut self, seq: u32, len: usize) -> bool {
+        if self.state != State::Open
+            || seq != self.next_seq
+            || !self.chunks.is_empty()
+            || self.read_pos != self.ready.len()
+            || self.history != 0
+            || self.fin_off.is_some()
+            || len as u64 > RECEIVE_WINDOW
+        {
+            return false;
+        }
+        self.next_seq = self.next_seq.wrapping_add(len as u32);
+        self.next_off += len as u64;
+        true
+    }
+
     /// The delivered, unread in-order data (one contiguous slice).
     pub fn read(&self) -> &[u8] {
         self.ready.get(self.read_pos..).unwrap_or(&[])

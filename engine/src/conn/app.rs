@@ -1,0 +1,154 @@
+//! Application dissectors on top of a connection: HTTP (TCP stream), DNS (UDP
+//! datagrams), TLS ClientHello (TCP stream, client side). Pure: bytes in, typed
+//! events out; the worker turns the events into Lua events.
+use crate::dns::{self, Message, PendingQueries};
+use crate::http::{HttpError, HttpEvent, HttpParser, Request, Response};
+use crate::tls::{self, ClientHello, TlsError};
+
+/// TLS: client bytes kept while waiting for a complete ClientHello.
+const TLS_MAX_HELLO: usize = 16 * 1024;
+/// DNS queries remembered per flow for matching responses.
+const DNS_PENDING: usize = 64;
+const DNS_PENDING_MS: u64 = 30_000;
+
+pub enum AppState {
+    Http { req: HttpParser, resp: HttpParser },
+    Dns { pending: PendingQueries },
+    Tls { buf: Vec<u8>, done: bool },
+}
+
+/// One application event, in stream order.
+#[derive(Debug)]
+pub enum AppEvent {
+    /// A request head; `span`: its stream offsets `[start, end)` in the up direction.
+    HttpRequest { req: Request, span: (u64, u64) },
+    HttpResponse { resp: Response, span: (u64, u64) },
+    /// Body bytes (de-chunked) of the current message in direction `dir`.
+    HttpBody { dir: u8, data: Vec<u8> },
+    /// Malformed HTTP in direction `dir` (Haka: alert + drop the connection).
+    HttpError { dir: u8, error: HttpError },
+    DnsQuery(Message),
+    /// A response; `matched`: a query of this flow with the same id and question was seen.
+    DnsResponse { msg: Message, matched: bool },
+    DnsError(dns::DnsError),
+    TlsClientHello(ClientHello),
+    TlsError(TlsError),
+}
+
+impl AppState {
+    pub fn http() -> AppState {
+        AppState::Http { req: HttpParser::request(), resp: HttpParser::response() }
+    }
+
+    pub fn dns() -> AppState {
+        AppState::Dns { pending: PendingQueries::new(DNS_PENDING, DNS_PENDING_MS) }
+    }
+
+    pub fn tls() -> AppState {
+        AppState::Tls { buf: Vec::new(), done: false }
+    }
+
+    /// Feeds in-order stream bytes of direction `dir` (0 = client to server).
+    pub fn feed_stream(&mut self, dir: u8, data: &[u8], out: &mut Vec<AppEvent>) {
+        match self {
+            AppState::Http { req, resp } => {
+                let start = out.len();
+                let p = if dir == 0 { &mut *req } else { &mut *resp };
+                match p.feed(data) {
+                    Ok(evs) => {
+                        for e in evs {
+                            match e {
+                                HttpEvent::Request(r) => {
+                                    let span = p.take_head_span().unwrap_or((0, 0));
+                                    out.push(AppEvent::HttpRequest { req: r, span });
+                                }
+                                HttpEvent::Response(r) => {
+                                    let span = p.take_head_span().unwrap_or((0, 0));
+                                    out.push(AppEvent::HttpResponse { resp: r, span });
+                                }
+                                HttpEvent::Body(d) | HttpEvent::Tunnel(d) => out.push(AppEvent::HttpBody { dir, data: d }),
+                                HttpEvent::Trailers(_) | HttpEvent::MessageEnd => {}
+                            }
+                        }
+                        // Requests tell the response parser how to delimit their answers.
+                        if dir == 0 {
+                            for e in &out[start..] {
+                                if let AppEvent::HttpRequest { req: r, .. } = e {
+                                    resp.expect_response_to(&r.method);
+                                }
+                            }
+                        }
+                    }
+                    Err(error) => out.push(AppEvent::HttpError { dir, error }),
+                }
+            }
+            AppState::Tls { buf, done } => {
+                if *done || dir != 0 {
+                    return;
+                }
+                let hello = if buf.is_empty() {
+                    tls::parse_client_hello(data)
+                } else {
+                    Err(TlsError::Incomplete)
+                };
+                let r = match hello {
+                    Err(TlsError::Incomplete) => {
+                        if buf.len() + data.len() > TLS_MAX_HELLO {
+                            Err(TlsError::Incomplete)
+                        } else {
+                            buf.extend_from_slice(data);
+                            match tls::parse_client_hello(buf) {
+                                Err(TlsError::Incomplete) => return,
+                                other => other,
+                            }
+                        }
+                    }
+                    other => other,
+                };
+                *done = true;
+                *buf = Vec::new();
+                match r {
+                    Ok(h) => out.push(AppEvent::TlsClientHello(h)),
+                    Err(e) => out.push(AppEvent::TlsError(e)),
+                }
+            }
+            AppState::Dns { .. } => {}
+        }
+    }
+
+    /// End of a direction's stream (FIN): completes read-until-close bodies.
+    pub fn feed_eof(&mut self, dir: u8, out: &mut Vec<AppEvent>) {
+        if let AppState::Http { req, resp } = self {
+            let p = if dir == 0 { req } else { resp };
+            match p.feed_eof() {
+                Ok(evs) => {
+                    for e in evs {
+                        if let HttpEvent::Body(d) = e {
+                            out.push(AppEvent::HttpBody { dir, data: d });
+                        }
+                    }
+                }
+                Err(HttpError::Truncated) => {} // connection closed mid-message: not an attack
+                Err(error) => out.push(AppEvent::HttpError { dir, error }),
+            }
+        }
+    }
+
+    /// A UDP datagram of direction `dir`.
+    pub fn feed_datagram(&mut self, _dir: u8, payload: &[u8], now_ms: u64, out: &mut Vec<AppEvent>) {
+        if let AppState::Dns { pending } = self {
+            match dns::parse(payload) {
+                Ok(msg) => {
+                    if msg.is_response() {
+                        let matched = pending.on_response(&msg, now_ms).is_some();
+                        out.push(AppEvent::DnsResponse { msg, matched });
+                    } else {
+                        pending.on_query(&msg, now_ms);
+                        out.push(AppEvent::DnsQuery(msg));
+                    }
+                }
+                Err(e) => out.push(AppEvent::DnsError(e)),
+            }
+        }
+    }
+}

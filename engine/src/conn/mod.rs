@@ -1,0 +1,526 @@
+//! Stateful inspection: Haka's `tcp_connection` and `udp_connection` dissectors,
+//! minus Lua. One [`ConnTable`] per worker, beside its flow table and indexed by the
+//! same [`FlowId`]: a connection exists only for flows the stateful layer looked at
+//! (so workers whose rules use no stateful event pay nothing).
+//!
+//! Per packet the worker calls [`ConnTable::packet`] (state machine, connection
+//! creation, the `no_connection_found` policy), then, for TCP, [`ConnTable::data`]
+//! (stream reassembly: the in-order bytes this packet made readable) and, for the
+//! application dissector selected by the rules (HTTP, DNS, TLS), [`app`]. The Lua
+//! events are fired by the worker between these steps, so a rule's verdict (drop,
+//! reset, next dissector) applies before the next step.
+//!
+//! Memory: a connection is a small box plus, for TCP flows whose data is inspected,
+//! two reassemblers bounded per flow and per worker ([`ByteBudget`]); everything is
+//! released by [`ConnTable::end`] when the flow ends, expires or is evicted.
+#![deny(unsafe_code)]
+
+pub mod app;
+
+use crate::flow::{Direction, FlowId};
+use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
+
+/// TCP states, named as in Haka's `tcp_connection.lua`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcpState {
+    Syn,
+    SynSent,
+    SynReceived,
+    Established,
+    FinWait1,
+    FinWait2,
+    Closing,
+    TimedWait,
+    Reset,
+}
+
+impl TcpState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Syn => "syn",
+            TcpState::SynSent => "syn_sent",
+            TcpState::SynReceived => "syn_received",
+            TcpState::Established => "established",
+            TcpState::FinWait1 => "fin_wait_1",
+            TcpState::FinWait2 => "fin_wait_2",
+            TcpState::Closing => "closing",
+            TcpState::TimedWait => "timed_wait",
+            TcpState::Reset => "reset",
+        }
+    }
+
+    /// Code shared with Lua (`flow.state` reads the name from it).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The connection is over (end_connection fired): later packets are stragglers.
+    pub fn is_ended(self) -> bool {
+        matches!(self, TcpState::TimedWait | TcpState::Reset)
+    }
+}
+
+/// What to do with a TCP packet that belongs to no known connection (no SYN seen).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoConnection {
+    /// Start tracking mid-stream (the default: a restart of the engine or an
+    /// asymmetric route must not cut live connections).
+    Pickup,
+    /// Haka's behaviour: alert and drop the packet.
+    Drop,
+}
+
+/// Stateful-layer configuration (`[tcp]` in the config file).
+#[derive(Clone, Copy, Debug)]
+pub struct ConnConfig {
+    pub no_connection_found: NoConnection,
+    /// Out-of-order bytes buffered per direction of a flow.
+    pub max_buffered_per_flow: usize,
+    /// Out-of-order bytes buffered by all the flows of a worker.
+    pub max_buffered_per_worker: usize,
+    /// Verdict for a segment whose out-of-order data went over a cap: drop (the
+    /// sender retransmits it later) or accept it uninspected.
+    pub over_cap_drop: bool,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            no_connection_found: NoConnection::Pickup,
+            max_buffered_per_flow: 256 * 1024,
+            max_buffered_per_worker: 64 << 20,
+            over_cap_drop: true,
+        }
+    }
+}
+
+/// Application dissector selected for a connection by the rules' next_dissector policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppKind {
+    None,
+    Http,
+    Dns,
+    Tls,
+}
+
+impl AppKind {
+    pub fn from_name(s: &str) -> Option<AppKind> {
+        Some(match s {
+            "http" => AppKind::Http,
+            "dns" => AppKind::Dns,
+            "tls" => AppKind::Tls,
+            _ => return None,
+        })
+    }
+}
+
+/// One tracked connection (TCP or UDP).
+pub struct Conn {
+    pub proto: u8,
+    pub state: TcpState,
+    /// Connection direction = flow direction XOR flip (the flow table calls the first
+    /// sender "up"; a connection picked up mid-stream orients itself by the ports).
+    pub flip: bool,
+    /// `flow:drop()`: every later packet is dropped silently.
+    pub dropped: bool,
+    /// Picked up without a handshake.
+    pub picked_up: bool,
+    /// Which side sent the first FIN (up = 0).
+    closer: u8,
+    fin: [bool; 2],
+    /// TCP only, created on the first data the layer must inspect.
+    streams: Option<Box<[StreamReassembler; 2]>>,
+    /// Initial sequence numbers seen in SYNs (streams are created lazily).
+    isn: [Option<u32>; 2],
+    pub app: AppKind,
+    pub app_state: Option<Box<app::AppState>>,
+}
+
+impl Conn {
+    fn new(proto: u8, state: TcpState, flip: bool) -> Conn {
+        Conn {
+            proto,
+            state,
+            flip,
+            dropped: false,
+            picked_up: false,
+            closer: 0,
+            fin: [false; 2],
+            streams: None,
+            isn: [None; 2],
+            app: AppKind::None,
+            app_state: None,
+        }
+    }
+
+    /// Connection direction of a packet the flow table saw in `flow_dir`.
+    pub fn dir(&self, flow_dir: Direction) -> u8 {
+        ((flow_dir == Direction::Down) ^ self.flip) as u8
+    }
+
+    fn release(&mut self, budget: &mut ByteBudget) {
+        if let Some(s) = self.streams.as_mut() {
+            s[0].release(budget);
+            s[1].release(budget);
+        }
+        self.streams = None;
+    }
+}
+
+/// TCP header facts the state machine needs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpInfo {
+    pub flags: u8,
+    pub seq: u32,
+    pub ack: u32,
+    pub payload_len: u32,
+}
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+/// Result of [`ConnTable::packet`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// A connection was created by this packet (fire new_connection).
+    pub created: bool,
+    /// A connection ended on an earlier packet of this flow was replaced (SYN in
+    /// timed_wait, or a flow id reused after eviction): end_connection was due for it
+    /// and `ConnTable::end` was already called.
+    pub restarted: bool,
+    /// The packet belongs to a live connection (fire receive_packet, then data).
+    pub live: bool,
+    /// Connection direction of the packet (0 up, 1 down).
+    pub dir: u8,
+    /// The connection ended with this packet (fire end_connection after its data).
+    pub ended: bool,
+    /// Drop the packet silently (connection dropped by a rule).
+    pub drop_silently: bool,
+    /// No connection and the policy is strict: alert and drop.
+    pub no_connection: bool,
+}
+
+/// Why data did not reach the rules (counted by the worker).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataResult {
+    /// In-order bytes made readable by this segment (read them with [`ConnTable::read`]).
+    pub delivered: usize,
+    /// The readable bytes are exactly this packet's payload (no copy was made: read
+    /// them from the packet).
+    pub in_place: bool,
+    pub seg: SegmentResult,
+}
+
+/// Counters of the stateful layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnCounters {
+    pub tcp_created: u64,
+    pub tcp_picked_up: u64,
+    pub tcp_no_connection: u64,
+    pub udp_created: u64,
+    pub ended: u64,
+    pub overlap_conflicts: u64,
+    pub over_cap: u64,
+    pub out_of_window: u64,
+    pub retransmissions: u64,
+}
+
+pub struct ConnTable {
+    cfg: ConnConfig,
+    conns: Vec<Option<Box<Conn>>>,
+    budget: ByteBudget,
+    live: usize,
+    pub counters: ConnCounters,
+}
+
+/// Is `port` more likely the server's? (well-known below 1024, else the lower one).
+fn looks_like_server(port: u16, other: u16) -> bool {
+    match (port < 1024, other < 1024) {
+        (true, false) => true,
+        (false, true) => false,
+        _ => port < other,
+    }
+}
+
+impl ConnTable {
+    /// `capacity`: the flow table's capacity (flow ids are below it).
+    pub fn new(cfg: ConnConfig, capacity: usize) -> ConnTable {
+        let mut conns = Vec::new();
+        conns.resize_with(capacity, || None);
+        ConnTable { cfg, conns, budget: ByteBudget::new(cfg.max_buffered_per_worker), live: 0, counters: ConnCounters::default() }
+    }
+
+    pub fn config(&self) -> &ConnConfig {
+        &self.cfg
+    }
+
+    pub fn get(&self, id: FlowId) -> Option<&Conn> {
+        self.conns.get(id as usize).and_then(|c| c.as_deref())
+    }
+
+    pub fn get_mut(&mut self, id: FlowId) -> Option<&mut Conn> {
+        self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut())
+    }
+
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Out-of-order bytes currently buffered by this worker.
+    pub fn buffered_bytes(&self) -> usize {
+        self.cfg.max_buffered_per_worker - self.budget.remaining
+    }
+
+    /// Forgets the connection of flow `id` (flow ended, expired, evicted or reused)
+    /// and frees its memory. Returns whether there was one that had not ended yet
+    /// (the caller fires end_connection for it).
+    pub fn end(&mut self, id: FlowId) -> Option<Box<Conn>> {
+        let mut c = self.conns.get_mut(id as usize)?.take()?;
+        c.release(&mut self.budget);
+        self.live -= 1;
+        Some(c)
+    }
+
+    /// State machine step for a TCP packet of flow `id` seen in `flow_dir`.
+    /// `flow_created`: the flow table created the flow for this packet (a stale
+    /// connection at that id belongs to an evicted flow). `ports`: (src, dst) of the packet.
+    pub fn tcp_packet(&mut self, id: FlowId, flow_created: bool, flow_dir: Direction, t: &TcpInfo, ports: (u16, u16)) -> Step {
+        let mut step = Step::default();
+        let Some(slot) = self.conns.get(id as usize) else { return step };
+        let f = t.flags;
+        let syn_only = f & (SYN | ACK) == SYN;
+        if slot.is_some() && (flow_created || (syn_only && slot.as_ref().is_some_and(|c| c.state.is_ended()))) {
+            // Evicted flow's leftovers, or a new connection on the same ports after the
+            // previous one closed (Haka's restart).
+            let old = self.end(id);
+            step.restarted = old.is_some_and(|c| !c.state.is_ended());
+        }
+        let exists = self.conns[id as usize].is_some();
+        if !exists {
+            if syn_only {
+                // The SYN's sender is the client: conn up = this flow direction.
+                let flip = flow_dir == Direction::Down;
+                self.insert(id, Conn::new(6, TcpState::SynSent, flip));
+                self.counters.tcp_created += 1;
+                step.created = true;
+                step.live = true;
+                step.dir = 0;
+                if let Some(c) = self.conns[id as usize].as_deref_mut() {
+                    c.isn[0] = Some(t.seq);
+                }
+                return step;
+            }
+            if f & RST != 0 {
+                // Nothing to pick up: let the RST through.
+                return step;
+            }
+            match self.cfg.no_connection_found {
+                NoConnection::Drop => {
+                    self.counters.tcp_no_connection += 1;
+                    step.no_connection = true;
+                    return step;
+                }
+                NoConnection::Pickup => {
+                    // Orient by ports: the sender is the client unless its port looks like
+                    // the server's.
+                    let sender_is_server = looks_like_server(ports.0, ports.1) || (f & (SYN | ACK) == SYN | ACK);
+                    let flip = (flow_dir == Direction::Down) ^ sender_is_server;
+                    let mut c = Conn::new(6, TcpState::Established, flip);
+                    c.picked_up = true;
+                    if f & FIN != 0 {
+                        c.state = TcpState::FinWait1;
+                        c.closer = c.dir(flow_dir);
+                        c.fin[c.closer as usize] = true;
+                    }
+                    self.insert(id, c);
+                    self.counters.tcp_created += 1;
+                    self.counters.tcp_picked_up += 1;
+                    step.created = true;
+                    step.live = true;
+                    step.dir = self.conns[id as usize].as_ref().map_or(0, |c| c.dir(flow_dir));
+                    return step;
+                }
+            }
+        }
+        let c = self.conns[id as usize].as_deref_mut().expect("exists");
+        let dir = c.dir(flow_dir);
+        step.dir = dir;
+        if c.dropped {
+            step.drop_silently = true;
+            return step;
+        }
+        if c.state.is_ended() {
+            // Last ACKs, retransmitted FINs, RSTs after the end: pass, no event.
+            return step;
+        }
+        step.live = true;
+        let up = dir == 0;
+        if f & RST != 0 {
+            c.state = TcpState::Reset;
+            if let Some(s) = c.streams.as_mut() {
+                s[0].reset(&mut self.budget);
+                s[1].reset(&mut self.budget);
+            }
+            step.ended = true;
+            self.counters.ended += 1;
+            return step;
+        }
+        c.state = match c.state {
+            TcpState::Syn | TcpState::SynSent if !up && f & (SYN | ACK) == SYN | ACK => {
+                c.isn[1] = Some(t.seq);
+                TcpState::SynReceived
+            }
+            TcpState::SynSent if up && syn_only => {
+                c.isn[0] = Some(t.seq);
+                TcpState::SynSent
+            }
+            TcpState::SynReceived if up && f & ACK != 0 && f & SYN == 0 => TcpState::Established,
+            s => s,
+        };
+        if f & FIN != 0 && !c.fin[dir as usize] {
+            c.fin[dir as usize] = true;
+            c.state = match c.state {
+                TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing => {
+                    // The other side closes too.
+                    if c.state == TcpState::FinWait2 {
+                        TcpState::TimedWait
+                    } else {
+                        TcpState::Closing
+                    }
+                }
+                _ => {
+                    c.closer = dir;
+                    TcpState::FinWait1
+                }
+            };
+        } else if f & ACK != 0 && dir != c.closer {
+            if c.state == TcpState::FinWait1 && !c.fin[dir as usize] {
+                c.state = TcpState::FinWait2;
+            }
+        } else if f & ACK != 0 && dir == c.closer && c.state == TcpState::Closing {
+            c.state = TcpState::TimedWait;
+        }
+        if c.state == TcpState::TimedWait {
+            step.ended = true;
+            self.counters.ended += 1;
+        }
+        step
+    }
+
+    /// State step for a UDP datagram: the first one creates the connection (its sender
+    /// is the client, unless the ports say otherwise).
+    pub fn udp_packet(&mut self, id: FlowId, flow_created: bool, flow_dir: Direction, ports: (u16, u16)) -> Step {
+        let mut step = Step::default();
+        let Some(slot) = self.conns.get(id as usize) else { return step };
+        if slot.is_some() && flow_created {
+            step.restarted = self.end(id).is_some();
+        }
+        if self.conns[id as usize].is_none() {
+            let flip = (flow_dir == Direction::Down) ^ (looks_like_server(ports.0, ports.1) && ports.0 != ports.1);
+            self.insert(id, Conn::new(17, TcpState::Established, flip));
+            self.counters.udp_created += 1;
+            step.created = true;
+        }
+        let c = self.conns[id as usize].as_deref().expect("exists");
+        step.dir = c.dir(flow_dir);
+        if c.dropped {
+            step.drop_silently = true;
+            return step;
+        }
+        step.live = true;
+        step
+    }
+
+    fn insert(&mut self, id: FlowId, c: Conn) {
+        self.conns[id as usize] = Some(Box::new(c));
+        self.live += 1;
+    }
+
+    /// Feeds the payload of a TCP segment (connection direction `dir`) to its
+    /// direction's reassembler. With nothing buffered and the segment in order the
+    /// stream advances without copying (`in_place`: read the packet's payload).
+    pub fn tcp_data(&mut self, id: FlowId, dir: u8, t: &TcpInfo, payload: &[u8]) -> DataResult {
+        let mut r = DataResult::default();
+        let cfg = StreamConfig { max_buffered_per_flow: self.cfg.max_buffered_per_flow };
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return r };
+        if c.dropped || c.state == TcpState::Reset {
+            return r;
+        }
+        let isn = c.isn;
+        let streams = c.streams.get_or_insert_with(|| {
+            let mut s = Box::new([StreamReassembler::new(cfg), StreamReassembler::new(cfg)]);
+            for (d, isn) in isn.iter().enumerate() {
+                if let Some(isn) = isn {
+                    s[d].on_syn(*isn);
+                }
+            }
+            s
+        });
+        let s = &mut streams[dir as usize & 1];
+        let seq = if t.flags & SYN != 0 {
+            s.on_syn(t.seq);
+            t.seq.wrapping_add(1)
+        } else {
+            t.seq
+        };
+        if !payload.is_empty() {
+            if s.advance_in_order(seq, payload.len()) {
+                r.delivered = payload.len();
+                r.in_place = true;
+            } else {
+                r.seg = s.segment(seq, payload, &mut self.budget);
+                r.delivered = s.read().len();
+            }
+        }
+        if t.flags & FIN != 0 {
+            s.on_fin(seq.wrapping_add(payload.len() as u32));
+        }
+        let res = &r.seg;
+        self.counters.overlap_conflicts += res.overlap_conflict as u64;
+        self.counters.over_cap += res.over_cap as u64;
+        self.counters.out_of_window += res.out_of_window as u64;
+        self.counters.retransmissions += res.duplicate as u64;
+        r
+    }
+
+    /// The readable (reassembled, not yet consumed) bytes of a direction.
+    pub fn read(&self, id: FlowId, dir: u8) -> &[u8] {
+        match self.get(id).and_then(|c| c.streams.as_ref()) {
+            Some(s) => s[dir as usize & 1].read(),
+            None => &[],
+        }
+    }
+
+    /// Marks every readable byte of a direction as consumed.
+    pub fn consume_all(&mut self, id: FlowId, dir: u8) {
+        if let Some(s) = self.get_mut(id).and_then(|c| c.streams.as_mut()) {
+            let n = s[dir as usize & 1].read().len();
+            s[dir as usize & 1].consume(n);
+        }
+    }
+
+    /// Stream offset (bytes since the start of the inspected stream) of the next byte
+    /// the direction expects.
+    pub fn stream_offset(&self, id: FlowId, dir: u8) -> u64 {
+        self.get(id).and_then(|c| c.streams.as_ref()).map_or(0, |s| s[dir as usize & 1].delivered_total())
+    }
+
+    /// The `flow:drop()` of a rule: later packets are dropped; stream memory freed.
+    pub fn drop_conn(&mut self, id: FlowId) {
+        let budget = &mut self.budget;
+        if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) {
+            c.dropped = true;
+            c.release(budget);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
