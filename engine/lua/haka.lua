@@ -940,6 +940,351 @@ local loop = function() end
 local has_rules = false
 local errs = {}
 
+---------------------------------------------------------------------------
+-- stateful dissectors: tcp_connection, udp_connection (engine/src/conn)
+-- Rust tracks the connections and calls the RT.conn_* functions below once per
+-- packet that has stateful events; the flow objects live in FLOWS[id].
+---------------------------------------------------------------------------
+-- action bits returned to Rust (mirrored in engine/src/lua/mod.rs)
+local ACT_DROP, ACT_RESET, ACT_HALFRESET, ACT_EDITS, ACT_PKT_DROP = 1, 2, 4, 8, 16
+local APP_SHIFT = 8 -- bits 8..11: application dissector selected (1 http, 2 dns, 3 tls)
+local APP_CODES = { http = 1, dns = 2, tls = 3 }
+local STATE_NAMES = { [0] = "syn", "syn_sent", "syn_received", "established", "fin_wait_1", "fin_wait_2",
+  "closing", "timed_wait", "reset" }
+local DIRS = { [0] = "up", "down" }
+
+local FLOWS = {}
+local ACT = 0      -- actions of the current call
+local CUR = nil    -- flow of the current call
+local APPSEL = 0
+
+local function conn_dissector(name)
+  local d = { name = name, events = {}, policies = {} }
+  local cont = function(flow) return not flow._dropped end
+  for _, e in ipairs({ "new_connection", "receive_packet", "receive_data", "end_connection" }) do
+    d.events[e] = new_event(name .. ":" .. e, cont)
+  end
+  for _, p in ipairs({ "next_dissector", "new_connection", "no_connection_found", "unexpected_packet", "invalid_handshake" }) do
+    d.policies[p] = new_policy(name .. ":" .. p)
+    d.policies[p].name = p
+  end
+  haka.dissectors[name] = d
+  return d
+end
+local TCPC = conn_dissector("tcp_connection")
+local UDPC = conn_dissector("udp_connection")
+
+local Flow = {}
+local flow_mt = {
+  __index = function(self, k)
+    if k == "state" then return STATE_NAMES[rawget(self, "_state")] end
+    return Flow[k]
+  end,
+  __tostring = function(self)
+    return sfmt("<%s %s:%d -> %s:%d>", self.name, tostring(self.srcip), self.srcport, tostring(self.dstip), self.dstport)
+  end,
+}
+local function flow_act(self, bits)
+  if self == CUR then ACT = bor(ACT, bits) else self._pending = bor(self._pending or 0, bits) end
+end
+function Flow:drop() self._dropped = true; flow_act(self, ACT_DROP) end
+function Flow:reset()
+  if self.proto ~= 6 then error("reset: not a TCP connection", 2) end
+  self._dropped = true; flow_act(self, ACT_RESET)
+end
+function Flow:halfreset()
+  if self.proto ~= 6 then error("halfreset: not a TCP connection", 2) end
+  self._dropped = true; flow_act(self, ACT_HALFRESET)
+end
+-- Packets are never held back, so there is nothing to flush: kept for API compatibility.
+function Flow:send() end
+function Flow:select_next_dissector(name)
+  local c = APP_CODES[name]
+  if not c then error("unknown next dissector '" .. tostring(name) .. "' (http, dns or tls)", 2) end
+  self._app = name
+  if self == CUR then APPSEL = c end
+end
+function Flow:alert(a) return haka.alert(a) end
+function Flow:can_continue() return not self._dropped end
+
+local function new_flow(id, proto, dir)
+  -- the packet of the current call is in slot 0; dir is its connection direction
+  local s = S[0]
+  local ip = ip_view_of(s)
+  local sp, dp = be16(s.data, s.l4_off), be16(s.data, s.l4_off + 2)
+  local f = setmetatable({ id = id, proto = proto, name = proto == 6 and "tcp_connection" or "udp_connection",
+    _state = 3 }, flow_mt)
+  if dir == 0 then
+    f.srcip, f.dstip, f.srcport, f.dstport = ip.src, ip.dst, sp, dp
+  else
+    f.srcip, f.dstip, f.srcport, f.dstport = ip.dst, ip.src, dp, sp
+  end
+  FLOWS[id] = f
+  return f
+end
+
+local function fire(ev, a, b, c)
+  local l = ev.listeners
+  local cont = ev.continue
+  for j = 1, #l do
+    l[j](a, b, c)
+    if not cont(a) then return end
+  end
+end
+local function policy_values(f)
+  return { srcip = f.srcip, dstip = f.dstip, srcport = f.srcport, dstport = f.dstport, port = f.dstport }
+end
+
+local function begin_call(id)
+  local f = FLOWS[id]
+  CUR = f
+  in_burst = true
+  B.cur = 0
+  ACT = 0
+  APPSEL = 0
+  if f and f._pending then ACT = f._pending; f._pending = nil end
+  return f
+end
+local function end_call(f)
+  CUR = nil
+  in_burst = false
+  local r = ACT
+  if APPSEL ~= 0 then r = bor(r, lshift(APPSEL, APP_SHIFT)) end
+  return r
+end
+
+-- bits: 1 created, 2 fire receive_packet, 4 picked up
+function RT.conn_packet(id, proto, dir, state, bits)
+  local D = proto == 6 and TCPC or UDPC
+  local f = begin_call(id)
+  if band(bits, 1) ~= 0 or f == nil then
+    f = new_flow(id, proto, dir)
+    CUR = f
+    f._state = state
+    local vals = policy_values(f)
+    if band(bits, 4) ~= 0 then
+      D.policies.no_connection_found:apply({ ctx = f, values = vals })
+    end
+    if not f._dropped then D.policies.new_connection:apply({ ctx = f, values = vals }) end
+    if not f._dropped then
+      local view = proto == 6 and V.tcp[0] or V.udp[0]
+      fire(D.events.new_connection, f, view)
+    end
+    if not f._dropped then D.policies.next_dissector:apply({ ctx = f, values = vals }) end
+  end
+  f._state = state
+  if band(bits, 2) ~= 0 and not f._dropped then
+    local view = proto == 6 and V.tcp[0] or V.udp[0]
+    fire(D.events.receive_packet, f, view, DIRS[dir])
+  end
+  return end_call(f)
+end
+
+-- stream / datagram data: a view of len bytes at address addr (valid during the call)
+local EDITS = {}
+ffi.cdef[[ typedef struct { uint8_t *p; int32_t len; int32_t off; } hk_sbuf; ]]
+local sbuf_ct = ffi.typeof("hk_sbuf")
+local sbuf_m = {}
+function sbuf_m.sub(self, off, len)
+  off = off or 0
+  if off < 0 or off > self.len then error("sub: offset out of range", 2) end
+  local rest = self.len - off
+  if len == nil or len < 0 or len > rest then len = rest end
+  return (sbuf_ct(self.p + off, len, self.off + off))
+end
+function sbuf_m.asstring(self) return (ffi.string(self.p, self.len)) end
+sbuf_m.tostring = sbuf_m.asstring
+function sbuf_m.size(self) return self.len end
+local function edit(op, off, len, str)
+  if str ~= nil then str = tostring(str) end
+  EDITS[#EDITS + 1] = { op, off, len, str }
+  ACT = bor(ACT, ACT_EDITS)
+end
+-- Stream modification (Haka's vbuffer_sub:replace/erase and iterator:insert).
+function sbuf_m.replace(self, str) edit(3, self.off, self.len, str) end
+function sbuf_m.erase(self) edit(2, self.off, self.len) end
+function sbuf_m.insert(self, str) edit(1, self.off, 0, str) end
+function sbuf_m.append(self, str) edit(1, self.off + self.len, 0, str) end
+ffi.metatype("hk_sbuf", {
+  __len = function(self) return self.len end,
+  __index = function(self, k)
+    if type(k) == "number" then
+      if k >= 1 and k <= self.len then return self.p[k - 1] end
+      return nil
+    end
+    return sbuf_m[k]
+  end,
+  __tostring = function(self) return (ffi.string(self.p, self.len)) end,
+})
+local u8p = ffi.typeof("uint8_t*")
+local function sbuf_at(addr, len) return (sbuf_ct(ffi.cast(u8p, addr), len, 0)) end
+local K_CONN = { sbuf_at = sbuf_at, fire = fire, begin_call = begin_call, end_call = end_call, FLOWS = FLOWS }
+
+function RT.conn_data(id, proto, dir, addr, len)
+  local D = proto == 6 and TCPC or UDPC
+  local f = begin_call(id)
+  if f and not f._dropped then
+    fire(D.events.receive_data, f, sbuf_at(addr, len), DIRS[dir])
+  end
+  return end_call(f)
+end
+
+function RT.conn_end(id, proto)
+  local f = FLOWS[id]
+  if not f then return 0 end
+  FLOWS[id] = nil
+  CUR = f
+  ACT = 0
+  f._state = proto == 6 and (f._state == 8 and 8 or 7) or f._state
+  local D = proto == 6 and TCPC or UDPC
+  in_burst = true
+  B.cur = 0
+  local ok, err = pcall(fire, D.events.end_connection, f)
+  in_burst = false
+  CUR = nil
+  if not ok then error(err, 0) end
+  return 0
+end
+
+function RT.take_edits()
+  local e = EDITS
+  EDITS = {}
+  return e
+end
+
+-- application dissectors (http, dns, tls; objects from app.lua through K): Rust parses,
+-- RT.app_events fires the events of one packet's data in stream order.
+local HEADS = {}
+local APPK = nil -- K of app.lua, set by RT.set_app
+local function default_policy(dissector, name, port)
+  -- inserted first: a user policy on the same point (declared later) wins
+  local pol = dissector.policies.next_dissector
+  for _, p in ipairs(pol.policies) do if p.name == "default " .. name then return end end
+  local crit = { { name = "port", value = port } }
+  table.insert(pol.policies, 1, { name = "default " .. name, criteria = crit,
+    actions = { function(_, ctx) ctx:select_next_dissector(name) end } })
+end
+local APP_DEFAULTS = { http = { TCPC, 80 }, dns = { UDPC, 53 }, tls = { TCPC, 443 } }
+function RT.set_app(K)
+  APPK = K
+  for name, d in pairs(APP_DEFAULTS) do
+    local mod = "protocol/" .. name
+    local orig = preload[mod]
+    if orig then
+      preload[mod] = function(...)
+        default_policy(d[1], name, d[2])
+        return orig(...)
+      end
+    end
+  end
+end
+local function app_has_listeners()
+  local any = false
+  for name, d in pairs(APP_DEFAULTS) do
+    local D = haka.dissectors[name]
+    local used = false
+    if D then for _, ev in pairs(D.events) do if #ev.listeners > 0 then used = true end end end
+    if used then default_policy(d[1], name, d[2]); any = true end
+  end
+  for name, d in pairs(APP_DEFAULTS) do
+    for _, p in ipairs(d[1].policies.next_dissector.policies) do any = true end
+  end
+  return any
+end
+
+local function session(f, key, make)
+  local s = rawget(f, key)
+  if not s then s = make(f); rawset(f, key, s) end
+  return s
+end
+local function plain_session(f)
+  return (setmetatable({ flow = f }, { __index = f }))
+end
+
+function RT.app_events(id, dir, list)
+  local f = begin_call(id)
+  if not f or not APPK then return end_call(f) end
+  local K = APPK
+  local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
+  for i = 1, #list do
+    if f._dropped then break end
+    local e = list[i]
+    local k = e.k
+    if k == "request" then
+      local http = session(f, "_http", K.http_session)
+      local req = K.http_request(e.raw)
+      http.request = req
+      http.response = nil
+      fire(HTTP.events.request, http, req)
+      if K.http_modified(req) then HEADS[#HEADS + 1] = { i, K.http_serialize(req) }; ACT = bor(ACT, ACT_EDITS) end
+    elseif k == "response" then
+      local http = session(f, "_http", K.http_session)
+      local resp = K.http_response(e.raw)
+      http.response = resp
+      fire(HTTP.events.response, http, resp)
+      if K.http_modified(resp) then HEADS[#HEADS + 1] = { i, K.http_serialize(resp) }; ACT = bor(ACT, ACT_EDITS) end
+    elseif k == "data" then
+      local http = session(f, "_http", K.http_session)
+      local buf = sbuf_at(e.addr, e.len)
+      fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
+      if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
+    elseif k == "dns_query" then
+      local dns = session(f, "_dns", plain_session)
+      local msg = K.dns_message(e.raw)
+      local q = rawget(f, "_dnsq")
+      if not q then q = {}; rawset(f, "_dnsq", q) end
+      q[msg.id] = msg
+      fire(DNS.events.query, dns, msg)
+      if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
+    elseif k == "dns_response" then
+      local dns = session(f, "_dns", plain_session)
+      local msg = K.dns_message(e.raw)
+      local q = rawget(f, "_dnsq")
+      local query = q and q[msg.id]
+      if q then q[msg.id] = nil end
+      if not e.matched or not query then
+        haka.alert{ description = "dns: mismatching response", severity = "low" }
+        ACT = bor(ACT, ACT_PKT_DROP)
+      else
+        fire(DNS.events.response, dns, msg, query)
+        if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
+      end
+    elseif k == "tls_hello" then
+      local tls = session(f, "_tls", plain_session)
+      local hello = K.tls_hello(e.raw)
+      tls.client_hello = hello
+      fire(TLS.events.client_hello, tls, hello)
+    end
+  end
+  return end_call(f)
+end
+
+function RT.take_heads()
+  local h = HEADS
+  HEADS = {}
+  return h
+end
+
+-- Which stateful events have listeners (Rust skips the work for the others).
+-- bits: 1 tcp new/receive/end, 2 tcp receive_data, 4 udp new/receive/end, 8 udp receive_data,
+-- 16 tcp policies, 32 udp policies
+function RT.stateful_info()
+  local b = 0
+  local function has(ev) return #ev.listeners > 0 end
+  local function pol(p) return #p.policies > 0 end
+  if has(TCPC.events.new_connection) or has(TCPC.events.receive_packet) or has(TCPC.events.end_connection) then b = bor(b, 1) end
+  if has(TCPC.events.receive_data) then b = bor(b, 2) end
+  if has(UDPC.events.new_connection) or has(UDPC.events.receive_packet) or has(UDPC.events.end_connection) then b = bor(b, 4) end
+  if has(UDPC.events.receive_data) then b = bor(b, 8) end
+  for _, p in pairs(TCPC.policies) do if pol(p) then b = bor(b, 16) end end
+  for _, p in pairs(UDPC.policies) do if pol(p) then b = bor(b, 32) end end
+  if app_has_listeners() then b = bor(b, 64) end
+  return b
+end
+preload["protocol/tcp_connection"] = function() return TCPC end
+preload["protocol/udp_connection"] = function() return UDPC end
+
+
 local function gen_event(code, env, name, ev, view)
   local l = ev.listeners
   if #l == 0 then return end

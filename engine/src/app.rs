@@ -225,6 +225,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 rules: rules.clone(),
                 alerts: alert_queue.clone(),
                 offline: spec.stop_after.is_some(),
+                conn: (cfg.conn_config(), cfg.http.protocol_error == crate::config::Verdict::Drop),
+                pool: Some(dpdk::PoolRef::of(&pool)),
             }
         })
         .collect();

@@ -14,6 +14,51 @@ pub struct Config {
     pub flows: FlowsConfig,
     pub rules: RulesConfig,
     pub alerts: crate::alert::AlertsConfig,
+    pub tcp: TcpConfig,
+    pub http: HttpConfig,
+}
+
+/// `[tcp]`: connection tracking and stream reassembly (the stateful layer runs for
+/// workers whose rules use tcp_connection, udp_connection or an application dissector,
+/// or when `no_connection_found = "drop"`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// TCP packet of a connection whose SYN was not seen: "pickup" (track it from
+    /// there) or "drop" (Haka: alert and drop).
+    pub no_connection_found: crate::conn::NoConnection,
+    /// Out-of-order bytes buffered per direction of a connection, KiB.
+    pub stream_buffer_per_flow_kb: u64,
+    /// Out-of-order bytes buffered by all the connections of a worker, MiB.
+    pub stream_buffer_per_worker_mb: u64,
+    /// Verdict for a segment whose out-of-order data does not fit the buffers.
+    pub over_cap: Verdict,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            no_connection_found: crate::conn::NoConnection::Pickup,
+            stream_buffer_per_flow_kb: 256,
+            stream_buffer_per_worker_mb: 64,
+            over_cap: Verdict::Drop,
+        }
+    }
+}
+
+/// `[http]`: the HTTP dissector.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Malformed HTTP: "drop" (Haka: alert and drop the connection) or "accept"
+    /// (alert, stop parsing the connection, let it through).
+    pub protocol_error: Verdict,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { protocol_error: Verdict::Drop }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -203,6 +248,18 @@ impl Config {
             return Err(format!("mempool.cache_size = {}: must be at most 512", m.cache_size));
         }
         self.alerts.validate()?;
+        if self.tcp.stream_buffer_per_flow_kb == 0 || self.tcp.stream_buffer_per_flow_kb > 1 << 20 {
+            return Err(format!(
+                "tcp.stream_buffer_per_flow_kb = {}: must be between 1 and 1048576",
+                self.tcp.stream_buffer_per_flow_kb
+            ));
+        }
+        if self.tcp.stream_buffer_per_worker_mb == 0 || self.tcp.stream_buffer_per_worker_mb > 1 << 16 {
+            return Err(format!(
+                "tcp.stream_buffer_per_worker_mb = {}: must be between 1 and 65536",
+                self.tcp.stream_buffer_per_worker_mb
+            ));
+        }
         let r = &self.rules;
         if r.instruction_budget < 1000 {
             return Err(format!("rules.instruction_budget = {}: must be at least 1000", r.instruction_budget));
@@ -226,6 +283,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    pub fn conn_config(&self) -> crate::conn::ConnConfig {
+        crate::conn::ConnConfig {
+            no_connection_found: self.tcp.no_connection_found,
+            max_buffered_per_flow: (self.tcp.stream_buffer_per_flow_kb as usize) << 10,
+            max_buffered_per_worker: (self.tcp.stream_buffer_per_worker_mb as usize) << 20,
+            over_cap_drop: self.tcp.over_cap == Verdict::Drop,
+        }
     }
 
     pub fn flow_table_config(&self) -> crate::flow::FlowTableConfig {

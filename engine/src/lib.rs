@@ -23,6 +23,7 @@ pub mod http;
 pub mod lua;
 pub mod pcapfile;
 pub mod pipeline;
+pub mod stateful;
 pub mod stats;
 pub mod stream;
 pub mod tls;

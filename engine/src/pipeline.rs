@@ -118,6 +118,15 @@ impl Batch {
         }
     }
 
+    /// Whether the flow table created the flow of packet `j` for it.
+    #[inline(always)]
+    pub fn flow_created(&self, j: usize) -> bool {
+        match self.kind[j] {
+            Kind::Flow(k) => self.observed[k as usize].created,
+            _ => false,
+        }
+    }
+
     /// Overrides the decision of packet `j` (rules run after the flow stage).
     #[inline(always)]
     pub fn set_decision(&mut self, j: usize, d: Decision) {
@@ -222,12 +231,14 @@ impl Pipeline {
     }
 
     /// One bounded step of flow expiry; keeps the flow counters current.
-    pub fn expire(&mut self, now_ms: u64, c: &mut Counters) {
+    /// The ids of the flows that ended are appended to `ended`.
+    pub fn expire(&mut self, now_ms: u64, c: &mut Counters, ended: &mut Vec<FlowId>) {
         let mut expired = 0;
-        self.table.expire(now_ms, EXPIRE_BUDGET, &mut |_id: FlowId, _f: &Flow, r: EndReason| {
+        self.table.expire(now_ms, EXPIRE_BUDGET, &mut |id: FlowId, _f: &Flow, r: EndReason| {
             if r == EndReason::Timeout {
                 expired += 1;
             }
+            ended.push(id);
         });
         c.flows_expired += expired;
         let t = self.table.counters();
@@ -347,7 +358,7 @@ mod tests {
         let mut c = Counters::default();
         p.process(&tcp_frame([198, 18, 0, 1], [198, 18, 0, 2], 1, 2, 0x02), 0, &mut c);
         for t in (0..5000).step_by(100) {
-            p.expire(t, &mut c);
+            p.expire(t, &mut c, &mut Vec::new());
         }
         assert_eq!(c.flows_expired, 1);
         assert_eq!(c.flows_active, 0);

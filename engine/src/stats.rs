@@ -21,10 +21,16 @@ pub enum DropReason {
     Rule,
     /// A Lua rule raised an error on it and `rules.rule_error = "drop"`.
     RuleError,
+    /// Its connection was dropped or reset by a rule (`flow:drop()`, `reset()`).
+    FlowDropped,
+    /// TCP packet without a connection and `[tcp] no_connection_found = "drop"`.
+    NoConnection,
+    /// Its out-of-order data went over a stream buffer cap and `[tcp] over_cap = "drop"`.
+    StreamOverCap,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 9;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
@@ -32,6 +38,9 @@ impl DropReason {
         DropReason::NoOutputPort,
         DropReason::Rule,
         DropReason::RuleError,
+        DropReason::FlowDropped,
+        DropReason::NoConnection,
+        DropReason::StreamOverCap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +51,85 @@ impl DropReason {
             DropReason::NoOutputPort => "no_output_port",
             DropReason::Rule => "rule",
             DropReason::RuleError => "rule_error",
+            DropReason::FlowDropped => "flow_dropped",
+            DropReason::NoConnection => "no_connection",
+            DropReason::StreamOverCap => "stream_over_cap",
+        }
+    }
+}
+
+/// Counters of the stateful layer (connections, streams, application dissectors).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stateful {
+    TcpConnections,
+    TcpPickedUp,
+    UdpConnections,
+    ConnectionsEnded,
+    ConnectionsActive,
+    StreamBufferedBytes,
+    OverlapConflicts,
+    StreamOverCap,
+    Retransmissions,
+    StreamEdits,
+    StreamEditsRefused,
+    ResetsSent,
+    HttpRequests,
+    HttpResponses,
+    HttpErrors,
+    DnsQueries,
+    DnsResponses,
+    DnsErrors,
+    TlsClientHellos,
+    TlsErrors,
+}
+
+impl Stateful {
+    pub const COUNT: usize = 20;
+    pub const ALL: [Stateful; Stateful::COUNT] = [
+        Stateful::TcpConnections,
+        Stateful::TcpPickedUp,
+        Stateful::UdpConnections,
+        Stateful::ConnectionsEnded,
+        Stateful::ConnectionsActive,
+        Stateful::StreamBufferedBytes,
+        Stateful::OverlapConflicts,
+        Stateful::StreamOverCap,
+        Stateful::Retransmissions,
+        Stateful::StreamEdits,
+        Stateful::StreamEditsRefused,
+        Stateful::ResetsSent,
+        Stateful::HttpRequests,
+        Stateful::HttpResponses,
+        Stateful::HttpErrors,
+        Stateful::DnsQueries,
+        Stateful::DnsResponses,
+        Stateful::DnsErrors,
+        Stateful::TlsClientHellos,
+        Stateful::TlsErrors,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stateful::TcpConnections => "tcp_connections",
+            Stateful::TcpPickedUp => "tcp_picked_up",
+            Stateful::UdpConnections => "udp_connections",
+            Stateful::ConnectionsEnded => "connections_ended",
+            Stateful::ConnectionsActive => "connections_active",
+            Stateful::StreamBufferedBytes => "stream_buffered_bytes",
+            Stateful::OverlapConflicts => "overlap_conflicts",
+            Stateful::StreamOverCap => "stream_over_cap",
+            Stateful::Retransmissions => "retransmissions",
+            Stateful::StreamEdits => "stream_edits",
+            Stateful::StreamEditsRefused => "stream_edits_refused",
+            Stateful::ResetsSent => "resets_sent",
+            Stateful::HttpRequests => "http_requests",
+            Stateful::HttpResponses => "http_responses",
+            Stateful::HttpErrors => "http_errors",
+            Stateful::DnsQueries => "dns_queries",
+            Stateful::DnsResponses => "dns_responses",
+            Stateful::DnsErrors => "dns_errors",
+            Stateful::TlsClientHellos => "tls_client_hellos",
+            Stateful::TlsErrors => "tls_errors",
         }
     }
 }
@@ -76,14 +164,22 @@ pub struct Counters {
     pub rule_memory_exceeded: u64,
     pub rules_reloaded: u64,
     pub rules_reload_failed: u64,
+    /// Stateful layer, indexed by [`Stateful`].
+    pub stateful: [u64; Stateful::COUNT],
 }
 
 const FIXED: usize = 18;
-const SLOTS: usize = FIXED + DropReason::COUNT + Malformed::COUNT;
+const SLOTS: usize = FIXED + DropReason::COUNT + Malformed::COUNT + Stateful::COUNT;
+const MAL: usize = FIXED + DropReason::COUNT;
+const STF: usize = MAL + Malformed::COUNT;
 
 impl Counters {
     pub fn drop(&mut self, r: DropReason) {
         self.dropped[r as usize] += 1;
+    }
+
+    pub fn add(&mut self, k: Stateful, n: u64) {
+        self.stateful[k as usize] += n;
     }
 
     pub fn dropped_total(&self) -> u64 {
@@ -117,7 +213,8 @@ impl Counters {
             self.rules_reload_failed,
         ]);
         s[FIXED..FIXED + DropReason::COUNT].copy_from_slice(&self.dropped);
-        s[FIXED + DropReason::COUNT..].copy_from_slice(&self.malformed);
+        s[MAL..STF].copy_from_slice(&self.malformed);
+        s[STF..].copy_from_slice(&self.stateful);
         s
     }
 
@@ -144,7 +241,8 @@ impl Counters {
             ..Counters::default()
         };
         c.dropped.copy_from_slice(&s[FIXED..FIXED + DropReason::COUNT]);
-        c.malformed.copy_from_slice(&s[FIXED + DropReason::COUNT..]);
+        c.malformed.copy_from_slice(&s[MAL..STF]);
+        c.stateful.copy_from_slice(&s[STF..]);
         c
     }
 
@@ -168,7 +266,12 @@ impl Counters {
         for m in Malformed::ALL {
             malformed.insert(m.name().into(), self.malformed[m.index()].into());
         }
+        let mut stateful = Map::new();
+        for k in Stateful::ALL {
+            stateful.insert(k.name().into(), self.stateful[k as usize].into());
+        }
         json!({
+            "stateful": stateful,
             "rx": self.rx,
             "tx": self.tx,
             "processed": self.processed,

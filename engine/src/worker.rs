@@ -7,7 +7,8 @@ use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
 use crate::lua::{LuaEngine, LuaOptions, LuaPacket, LuaVerdict};
 use crate::pipeline::{Batch, Decision, Pipeline, BATCH};
-use crate::stats::{Counters, DropReason, SharedCounters};
+use crate::stateful::{Outcome, StatefulStage};
+use crate::stats::{Counters, DropReason, SharedCounters, Stateful};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -63,6 +64,10 @@ pub struct WorkerPlan {
     /// Offline input (a capture file): rather than drop, stop reading while
     /// the dispatch rings are backed up (net_pcap loses packets when the pool is empty).
     pub offline: bool,
+    /// Stateful layer settings: connection tracking, HTTP protocol errors drop the connection.
+    pub conn: (crate::conn::ConnConfig, bool),
+    /// Pool for forged packets (RSTs).
+    pub pool: Option<dpdk::PoolRef>,
 }
 
 /// Offline backpressure threshold: packets waiting in any dispatch ring.
@@ -110,6 +115,10 @@ struct Loop<'a> {
     c: Counters,
     /// Present only when the rules file has packet rules.
     lua: Option<LuaEngine>,
+    /// Present when the rules use stateful events (or TCP tracking is strict).
+    stateful: Option<StatefulStage>,
+    /// Flows ended by expiry (scratch).
+    ended: Vec<crate::flow::FlowId>,
 }
 
 impl Loop<'_> {
@@ -189,11 +198,64 @@ impl Loop<'_> {
         self.c.rule_memory_exceeded = lc.memory_exceeded;
     }
 
+    /// The stateful stage, packet by packet in burst order, for accepted TCP/UDP packets.
+    fn run_stateful(&mut self, burst: &mut MbufBurst, batch: &mut Batch) {
+        let (Some(stage), Some(lua)) = (self.stateful.as_mut(), self.lua.as_mut()) else { return };
+        for j in 0..batch.len() {
+            let (slot, d) = batch.result(j);
+            if d != Decision::Accept {
+                continue;
+            }
+            let Some((id, fdir)) = batch.flow_of(j) else { continue };
+            let created = batch.flow_created(j);
+            let Some(m) = burst.slots_mut()[slot as usize].as_mut() else { continue };
+            let Some(meta) = self.pipeline.meta(m.data()) else { continue };
+            if !meta.has_l4 || meta.fragment || !stage.wants(meta.proto) {
+                continue;
+            }
+            let out_port = self.plan.out_port.get(m.port() as usize).copied().flatten();
+            if let Outcome::Drop(reason) = stage.packet(lua, m, &meta, id, created, fdir, out_port, &mut self.c) {
+                self.c.accepted -= 1;
+                self.c.drop(reason);
+                batch.set_decision(j, Decision::Drop(reason));
+            }
+        }
+        for f in stage.forged.drain(..) {
+            match self.tx.get_mut(f.port as usize).and_then(Option::as_mut) {
+                Some(txb) => {
+                    let (sent, dropped) = txb.push(f.mbuf);
+                    self.c.tx += sent as u64;
+                    self.c.dropped[DropReason::TxFull as usize] += dropped as u64;
+                }
+                None => drop(f.mbuf), // passive mode or no such port: not sent
+            }
+        }
+        self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
+        self.c.stateful[Stateful::StreamBufferedBytes as usize] = stage.conns.buffered_bytes() as u64;
+        let lc = lua.counters();
+        self.c.rule_errors = lc.rule_errors;
+    }
+
+    /// One step of flow expiry; connections of ended flows get end_connection.
+    fn expire(&mut self, now: u64) {
+        self.ended.clear();
+        self.pipeline.expire(now, &mut self.c, &mut self.ended);
+        if let Some(stage) = self.stateful.as_mut() {
+            for &id in &self.ended {
+                stage.forget(self.lua.as_mut(), id, &mut self.c);
+            }
+            self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
+        }
+    }
+
     /// Reloads this worker's rules into a fresh state; on failure the old rules stay.
     fn reload_rules(&mut self) {
         let Some(lua) = self.lua.as_mut() else { return };
         match lua.reload() {
             Ok(()) => {
+                if let Some(st) = self.stateful.as_mut() {
+                    st.set_info(lua.stateful_info());
+                }
                 self.c.rules_reloaded += 1;
                 println!("worker {}: rules reloaded", self.plan.index);
             }
@@ -209,6 +271,9 @@ impl Loop<'_> {
         self.pipeline.decide_batch(batch, now, &mut self.c);
         if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
             self.run_rules(burst, batch);
+        }
+        if self.stateful.is_some() {
+            self.run_stateful(burst, batch);
         }
         for j in 0..batch.len() {
             let (slot, d) = batch.result(j);
@@ -267,7 +332,16 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             }
         }
     });
-    let mut lp = Loop { plan: &plan, pipeline, tx, c: Counters::default(), lua };
+    let stateful = lua.as_ref().and_then(|l| {
+        let (cfg, http_drop) = plan.conn;
+        let info = l.stateful_info();
+        let strict = cfg.no_connection_found == crate::conn::NoConnection::Drop;
+        (info != 0 || strict).then(|| {
+            let conns = crate::conn::ConnTable::new(cfg, pipeline.flows().capacity());
+            StatefulStage::new(conns, info, http_drop, plan.pool)
+        })
+    });
+    let mut lp = Loop { plan: &plan, pipeline, tx, c: Counters::default(), lua, stateful, ended: Vec::with_capacity(64) };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let rings = plan.rings.clone();
     let mut rx = MbufBurst::new();
@@ -323,7 +397,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             while lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch) == BURST {}
         }
         lp.flush_tx();
-        lp.pipeline.expire(now, &mut lp.c);
+        lp.expire(now);
         let gen = shared.reload_generation.load(Ordering::Relaxed);
         if gen != reload_seen {
             // Between bursts: nothing is in flight in this worker.
@@ -359,7 +433,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     }
     lp.flush_tx();
     let now = clock.now_ms();
-    lp.pipeline.expire(now, &mut lp.c);
+    lp.expire(now);
     if let Some(lua) = lp.lua.as_mut() {
         if let Err(err) = lua.fire_exiting() {
             println!("worker {me}: haka.events.exiting: {err}");

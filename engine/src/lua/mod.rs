@@ -176,6 +176,13 @@ struct State {
     take_errors: Function,
     fire: Function,
     has_packet_rules: bool,
+    conn_packet: Function,
+    conn_data: Function,
+    conn_end: Function,
+    take_edits: Function,
+    app_events: Function,
+    take_heads: Function,
+    stateful: u32,
 }
 
 /// One Lua rule engine per worker (create it on the worker's thread; it is `!Send`).
@@ -372,7 +379,15 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
 
 /// Runs `f` with the watchdog watching this call.
 fn watched<R>(watch: &Watch, check: &dpdk::HookCheck, f: impl FnOnce() -> R) -> R {
-    watch.since.store(now_ns(), Ordering::Release);
+    watched_grace(watch, check, 0, f)
+}
+
+/// Loading the runtime and the rules file gets `LOAD_GRACE_NS` on top of the budget: a
+/// worker thread descheduled on a busy machine must not fail to start.
+const LOAD_GRACE_NS: u64 = 2_000_000_000;
+
+fn watched_grace<R>(watch: &Watch, check: &dpdk::HookCheck, grace_ns: u64, f: impl FnOnce() -> R) -> R {
+    watch.since.store(now_ns() + grace_ns, Ordering::Release);
     dpdk::set_hook_check(Some(Rc::clone(check)));
     let r = f();
     watch.since.store(0, Ordering::Release);
@@ -399,7 +414,7 @@ fn build_state(
     }
     let raw = dpdk::raw_state(&lua);
     *watch.state.lock().unwrap_or_else(|p| p.into_inner()) = raw;
-    let r = watched(watch, check, || -> Result<State, String> {
+    let r = watched_grace(watch, check, LOAD_GRACE_NS, || -> Result<State, String> {
         let h = helpers(&lua, sh).map_err(|e| format!("haka.lua:0: {}", one_line(&e)))?;
         let rt: Table =
             lua.load(HAKA_LUA).set_name("@haka.lua").call((h, burst_addr as f64)).map_err(|e| one_line(&e))?;
@@ -408,11 +423,19 @@ fn build_state(
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;
         let has: bool = finish.call(()).map_err(|e| one_line(&e))?;
         let get = |k: &str| rt.get::<Function>(k).map_err(|e| one_line(&e));
+        let stateful: u32 = get("stateful_info")?.call(()).map_err(|e| one_line(&e))?;
         Ok(State {
             run: get("run")?,
             take_errors: get("take_errors")?,
             fire: get("fire")?,
             has_packet_rules: has,
+            conn_packet: get("conn_packet")?,
+            conn_data: get("conn_data")?,
+            conn_end: get("conn_end")?,
+            take_edits: get("take_edits")?,
+            app_events: get("app_events")?,
+            take_heads: get("take_heads")?,
+            stateful,
             lua: lua.clone(),
         })
     });
@@ -690,6 +713,254 @@ impl LuaEngine {
                 println!("[worker {}] error: Lua memory over the limit; recreating the state failed: {e}", self.worker)
             }
         }
+    }
+}
+
+/// Flow actions a stateful rule asked for (bits returned by the `RT.conn_*` calls,
+/// mirrored in haka.lua).
+pub mod act {
+    pub const DROP: u32 = 1;
+    pub const RESET: u32 = 2;
+    pub const HALFRESET: u32 = 4;
+    pub const EDITS: u32 = 8;
+    pub const PACKET_DROP: u32 = 16;
+    /// Bits 8..11: application dissector selected by the rules (see `app_of`).
+    pub const APP_SHIFT: u32 = 8;
+    pub fn app_of(bits: u32) -> u32 {
+        (bits >> APP_SHIFT) & 0xf
+    }
+}
+
+/// `RT.stateful_info` bits: which stateful events have rules.
+pub mod stateful {
+    pub const TCP_EVENTS: u32 = 1;
+    pub const TCP_DATA: u32 = 2;
+    pub const UDP_EVENTS: u32 = 4;
+    pub const UDP_DATA: u32 = 8;
+    pub const TCP_POLICIES: u32 = 16;
+    pub const UDP_POLICIES: u32 = 32;
+    /// Set by the app dissectors' modules (http, dns, tls) when required.
+    pub const APPS: u32 = 64;
+}
+
+/// `RT.conn_packet` bits.
+pub mod connbits {
+    pub const CREATED: u32 = 1;
+    pub const RECEIVE: u32 = 2;
+    pub const PICKED_UP: u32 = 4;
+}
+
+/// One stream edit asked by a rule: op 1 insert, 2 erase, 3 replace; `off` relative to
+/// the data handed to the rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEdit {
+    pub op: u8,
+    pub off: usize,
+    pub len: usize,
+    pub bytes: Vec<u8>,
+}
+
+/// Result of a stateful call: action bits, or a rule error (already logged and counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnCall {
+    Done(u32),
+    Error,
+}
+
+impl LuaEngine {
+    /// Bits of [`stateful`]: which stateful events the rules listen to.
+    pub fn stateful_info(&self) -> u32 {
+        self.st.stateful
+    }
+
+    /// Makes `data` the current packet (Lua's slot 0) for a stateful call.
+    fn set_current(&mut self, data: &mut [u8], meta: &PacketMeta, dir: u8, flow_id: u32) {
+        let mut p = LuaPacket::new(data, *meta, dir, flow_id);
+        self.burst.s[0] = make_slot(&mut p);
+        self.burst.n = 1;
+        let mut metas = self.shared.metas.borrow_mut();
+        metas.clear();
+        metas.push((*meta, dir));
+    }
+
+    fn conn_call(&mut self, f: Function, args: impl mlua::IntoLuaMulti) -> ConnCall {
+        let r = watched(&self.watch, &self.check, || f.call::<u32>(args));
+        match r {
+            Ok(bits) => ConnCall::Done(bits),
+            Err(e) => {
+                let m = one_line(&e);
+                self.count_error(&m);
+                ConnCall::Error
+            }
+        }
+    }
+
+    /// new_connection / receive_packet (and the connection policies) for the packet in
+    /// `data`; `dir` is the connection direction (0 up), `bits` [`connbits`].
+    /// Modifications a rule makes to the packet get their checksums fixed.
+    pub fn conn_packet(
+        &mut self,
+        data: &mut [u8],
+        meta: &PacketMeta,
+        flow_id: u32,
+        dir: u8,
+        state: u8,
+        bits: u32,
+    ) -> ConnCall {
+        self.set_current(data, meta, dir, flow_id);
+        let f = self.st.conn_packet.clone();
+        let r = self.conn_call(f, (flow_id, meta.proto, dir, state, bits));
+        let m = self.burst.s[0].modified;
+        if m & MOD_ANY != 0 {
+            fix_checksums(data, meta, m);
+        }
+        r
+    }
+
+    /// receive_data with `bytes` (stream data in order, or a datagram's payload). The
+    /// packet in `data` stays the current one (alerts name its flow).
+    pub fn conn_data(&mut self, flow_id: u32, proto: u8, dir: u8, bytes: &[u8]) -> ConnCall {
+        let f = self.st.conn_data.clone();
+        self.conn_call(f, (flow_id, proto, dir, bytes.as_ptr() as usize as f64, bytes.len() as u32))
+    }
+
+    /// end_connection, then forget the flow's Lua object. `meta`: the packet that ended
+    /// it, if any (alerts then name its flow).
+    pub fn conn_end(&mut self, flow_id: u32, proto: u8, meta: Option<(&PacketMeta, u8)>) -> ConnCall {
+        {
+            let mut metas = self.shared.metas.borrow_mut();
+            metas.clear();
+            if let Some((m, d)) = meta {
+                metas.push((*m, d));
+            }
+        }
+        let f = self.st.conn_end.clone();
+        self.conn_call(f, (flow_id, proto))
+    }
+
+    /// Whether a rule error drops the packet (`rules.rule_error`).
+    pub fn rule_error_drops(&self) -> bool {
+        self.opts.rule_error_drop
+    }
+
+    /// An alert raised by the engine itself (not by a rule), on the flow of `meta`.
+    pub fn raise_alert(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8) {
+        let sh = &self.shared;
+        let n = sh.next_alert.get() + 1;
+        sh.next_alert.set(n);
+        sh.alert_count.set(sh.alert_count.get() + 1);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let mut a = Alert {
+            id: ((sh.worker as u64) << 48) | n,
+            time_secs: now,
+            description: description.to_string(),
+            severity: severity.to_string(),
+            worker: sh.worker,
+            ..Alert::default()
+        };
+        if !matches!(meta.l3, L3::Other(_)) {
+            a.flow = Some((
+                addr_string(meta, &meta.src_addr),
+                meta.src_port,
+                addr_string(meta, &meta.dst_addr),
+                meta.dst_port,
+                meta.proto,
+            ));
+            a.sources = vec![format!("address: {}", addr_string(meta, &meta.src_addr))];
+            a.targets = vec![format!("address: {}", addr_string(meta, &meta.dst_addr))];
+            a.direction = Some(if dir == 0 { "up" } else { "down" }.to_string());
+        }
+        (sh.alerts.borrow_mut())(a);
+    }
+
+    /// Fires the application events (HTTP request/response/data, DNS query/response,
+    /// TLS ClientHello) of one packet's data, in order.
+    pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[crate::conn::app::AppEvent]) -> ConnCall {
+        use crate::conn::app::AppEvent;
+        let lua = self.st.lua.clone();
+        let build = || -> mlua::Result<Table> {
+            let list = lua.create_table()?;
+            for e in events {
+                let t = lua.create_table()?;
+                match e {
+                    AppEvent::HttpRequest { req, .. } => {
+                        t.set("k", "request")?;
+                        t.set("raw", app_values::request_table(&lua, req)?)?;
+                    }
+                    AppEvent::HttpResponse { resp, .. } => {
+                        t.set("k", "response")?;
+                        t.set("raw", app_values::response_table(&lua, resp)?)?;
+                    }
+                    AppEvent::HttpBody { data, .. } => {
+                        t.set("k", "data")?;
+                        t.set("addr", data.as_ptr() as usize as f64)?;
+                        t.set("len", data.len())?;
+                    }
+                    AppEvent::DnsQuery(m) => {
+                        t.set("k", "dns_query")?;
+                        t.set("raw", app_values::dns_table(&lua, m)?)?;
+                    }
+                    AppEvent::DnsResponse { msg, matched } => {
+                        t.set("k", "dns_response")?;
+                        t.set("raw", app_values::dns_table(&lua, msg)?)?;
+                        t.set("matched", *matched)?;
+                    }
+                    AppEvent::TlsClientHello(h) => {
+                        t.set("k", "tls_hello")?;
+                        t.set("raw", app_values::tls_table(&lua, h)?)?;
+                    }
+                    _ => t.set("k", "none")?,
+                }
+                list.push(t)?;
+            }
+            Ok(list)
+        };
+        let list = match build() {
+            Ok(l) => l,
+            Err(e) => {
+                let m = one_line(&e);
+                self.count_error(&m);
+                return ConnCall::Error;
+            }
+        };
+        let f = self.st.app_events.clone();
+        self.conn_call(f, (flow_id, dir, list))
+    }
+
+    /// Heads (request or status line + fields) rewritten by the rules of the last
+    /// `app_events` call: (index of the event in its list, the new head bytes).
+    pub fn take_heads(&mut self) -> Vec<(usize, Vec<u8>)> {
+        let t: Table = match self.st.take_heads.call(()) {
+            Ok(t) => t,
+            Err(_) => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for e in t.sequence_values::<Table>().flatten() {
+            let i: usize = e.get(1).unwrap_or(0);
+            let b: Option<mlua::LuaString> = e.get(2).ok();
+            if let (true, Some(b)) = (i > 0, b) {
+                out.push((i - 1, b.as_bytes().to_vec()));
+            }
+        }
+        out
+    }
+
+    /// The stream edits recorded by the last call (after it returned [`act::EDITS`]).
+    pub fn take_edits(&mut self) -> Vec<StreamEdit> {
+        let t: Table = match self.st.take_edits.call(()) {
+            Ok(t) => t,
+            Err(_) => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for e in t.sequence_values::<Table>().flatten() {
+            let op: u8 = e.get(1).unwrap_or(0);
+            let off: usize = e.get(2).unwrap_or(0);
+            let len: usize = e.get(3).unwrap_or(0);
+            let bytes: Option<mlua::LuaString> = e.get(4).ok();
+            out.push(StreamEdit { op, off, len, bytes: bytes.map(|b| b.as_bytes().to_vec()).unwrap_or_default() });
+        }
+        out
     }
 }
 

@@ -1,0 +1,448 @@
+//! The worker's stateful stage: runs after the packet rules, packet by packet in
+//! burst order, for the packets of TCP and UDP flows. It drives the connection
+//! layer ([`crate::conn`]) and fires the stateful Lua events between its steps, so
+//! that a rule's decision (drop, reset, next dissector, stream edits) applies
+//! before the next step and the next packet.
+use crate::conn::app::{AppEvent, AppState};
+use crate::conn::{AppKind, ConnTable, TcpInfo, FIN, RST, SYN};
+use crate::dissect::PacketMeta;
+use crate::dpdk::{Mbuf, PoolRef};
+use crate::flow::{Direction, FlowId};
+use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
+use crate::stats::{Counters, DropReason, Stateful};
+
+/// What the worker does with the packet after the stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Accept,
+    Drop(DropReason),
+}
+
+/// A packet the stage forged (RST), to transmit on `port`.
+pub struct Forged {
+    pub mbuf: Mbuf,
+    pub port: u16,
+}
+
+pub struct StatefulStage {
+    pub conns: ConnTable,
+    /// `LuaEngine::stateful_info` bits.
+    info: u32,
+    /// HTTP protocol errors drop the connection.
+    http_error_drop: bool,
+    pool: Option<PoolRef>,
+    events: Vec<AppEvent>,
+    /// Forged packets waiting for transmission (drained by the worker).
+    pub forged: Vec<Forged>,
+}
+
+fn be16(b: &[u8], o: usize) -> u16 {
+    u16::from_be_bytes([b[o], b[o + 1]])
+}
+
+fn be32(b: &[u8], o: usize) -> u32 {
+    u32::from_be_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+impl StatefulStage {
+    pub fn new(conns: ConnTable, info: u32, http_error_drop: bool, pool: Option<PoolRef>) -> StatefulStage {
+        StatefulStage { conns, info, http_error_drop, pool, events: Vec::with_capacity(16), forged: Vec::new() }
+    }
+
+    pub fn set_info(&mut self, info: u32) {
+        self.info = info;
+    }
+
+    /// Whether the stage has anything to do for this protocol.
+    pub fn wants(&self, proto: u8) -> bool {
+        let strict = self.conns.config().no_connection_found == crate::conn::NoConnection::Drop;
+        match proto {
+            6 => strict || self.info & (sf::TCP_EVENTS | sf::TCP_DATA | sf::TCP_POLICIES | sf::APPS) != 0,
+            17 => self.info & (sf::UDP_EVENTS | sf::UDP_DATA | sf::UDP_POLICIES | sf::APPS) != 0,
+            _ => false,
+        }
+    }
+
+    /// Runs the stage for one packet of flow `id` (`created`: the flow table created the
+    /// flow for it). `out_port`: where accepted packets of this input port go (forged
+    /// packets toward the receiver use it; toward the sender use the input port).
+    #[allow(clippy::too_many_arguments)]
+    pub fn packet(
+        &mut self,
+        lua: &mut LuaEngine,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        created: bool,
+        flow_dir: Direction,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Outcome {
+        let data = m.data();
+        let l4 = meta.l4_offset as usize;
+        let (sport, dport) = (be16(data, l4), be16(data, l4 + 2));
+        let pay_off = meta.payload_offset as usize;
+        let pay_len = (meta.payload_len as usize).min(data.len().saturating_sub(pay_off));
+        let tcp = meta.proto == 6;
+        let t = if tcp {
+            TcpInfo { flags: data[l4 + 13], seq: be32(data, l4 + 4), ack: be32(data, l4 + 8), payload_len: pay_len as u32 }
+        } else {
+            TcpInfo::default()
+        };
+        let step = if tcp {
+            self.conns.tcp_packet(id, created, flow_dir, &t, (sport, dport))
+        } else {
+            self.conns.udp_packet(id, created, flow_dir, (sport, dport))
+        };
+        if step.restarted {
+            self.end_lua(lua, id, meta.proto, None, c);
+        }
+        if step.no_connection {
+            lua.raise_alert("no connection found for tcp packet", "low", meta, flow_dir as u8);
+            return Outcome::Drop(DropReason::NoConnection);
+        }
+        if step.drop_silently {
+            return Outcome::Drop(DropReason::FlowDropped);
+        }
+        if step.created {
+            c.add(if tcp { Stateful::TcpConnections } else { Stateful::UdpConnections }, 1);
+            if self.conns.get(id).is_some_and(|k| k.picked_up) {
+                c.add(Stateful::TcpPickedUp, 1);
+            }
+        }
+        if !step.live {
+            return Outcome::Accept;
+        }
+        let dir = step.dir;
+        let (ev_bits, data_bit) = if tcp { (sf::TCP_EVENTS, sf::TCP_DATA) } else { (sf::UDP_EVENTS, sf::UDP_DATA) };
+        let pol_bit = if tcp { sf::TCP_POLICIES } else { sf::UDP_POLICIES };
+        // 1. new_connection (+ policies) / receive_packet
+        let mut bits = 0;
+        if step.created {
+            bits |= connbits::CREATED;
+            if self.conns.get(id).is_some_and(|k| k.picked_up) {
+                bits |= connbits::PICKED_UP;
+            }
+        }
+        if self.info & ev_bits != 0 {
+            bits |= connbits::RECEIVE;
+        }
+        let needs_lua = bits & connbits::RECEIVE != 0
+            || (step.created && self.info & (ev_bits | pol_bit | sf::APPS) != 0);
+        if needs_lua {
+            let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
+                ConnCall::Error => return self.rule_error(lua),
+                ConnCall::Done(a) => {
+                    if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
+                        return o;
+                    }
+                }
+            }
+        }
+        // 2. data
+        let app = self.conns.get(id).map_or(AppKind::None, |k| k.app);
+        let want_data = self.info & data_bit != 0 || app != AppKind::None;
+        if want_data && (pay_len > 0 || t.flags & (FIN | SYN) != 0) {
+            let verdict = if tcp {
+                self.tcp_data(lua, m, meta, id, dir, flow_dir, &t, pay_off, pay_len, out_port, c)
+            } else {
+                self.udp_data(lua, m, meta, id, dir, flow_dir, pay_off, pay_len, out_port, c)
+            };
+            if let Some(o) = verdict {
+                return o;
+            }
+        }
+        // 3. end_connection
+        if step.ended {
+            self.end_lua(lua, id, meta.proto, Some((meta, flow_dir as u8)), c);
+        }
+        Outcome::Accept
+    }
+
+    fn rule_error(&self, lua: &LuaEngine) -> Outcome {
+        if lua.rule_error_drops() {
+            Outcome::Drop(DropReason::RuleError)
+        } else {
+            Outcome::Accept
+        }
+    }
+
+    /// Fires end_connection for a connection that ended (or is being forgotten).
+    pub fn end_lua(&mut self, lua: &mut LuaEngine, id: FlowId, proto: u8, meta: Option<(&PacketMeta, u8)>, c: &mut Counters) {
+        c.add(Stateful::ConnectionsEnded, 1);
+        let _ = lua.conn_end(id, proto, meta);
+    }
+
+    /// Flow end (expiry, eviction, shutdown): end_connection if the connection had not
+    /// ended, then free it.
+    pub fn forget(&mut self, lua: Option<&mut LuaEngine>, id: FlowId, c: &mut Counters) {
+        if let Some(conn) = self.conns.end(id) {
+            if !conn.state.is_ended() || conn.proto == 17 {
+                if let Some(lua) = lua {
+                    self.end_lua(lua, id, conn.proto, None, c);
+                }
+            }
+        }
+    }
+
+    /// Applies the actions a rule returned. Some(outcome) stops the packet here.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        a: u32,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        _dir: u8,
+        flow_dir: Direction,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Option<Outcome> {
+        let app = act::app_of(a);
+        if app != 0 {
+            if let Some(k) = self.conns.get_mut(id) {
+                k.app = match app {
+                    1 => AppKind::Http,
+                    2 => AppKind::Dns,
+                    _ => AppKind::Tls,
+                };
+                k.app_state = Some(Box::new(match k.app {
+                    AppKind::Http => AppState::http(),
+                    AppKind::Dns => AppState::dns(),
+                    _ => AppState::tls(),
+                }));
+            }
+        }
+        if a & (act::RESET | act::HALFRESET) != 0 && meta.proto == 6 {
+            let both = a & act::RESET != 0;
+            self.send_resets(m, meta, id, flow_dir, both, out_port, c);
+            self.conns.drop_conn(id);
+            return Some(Outcome::Drop(DropReason::FlowDropped));
+        }
+        if a & act::DROP != 0 {
+            self.conns.drop_conn(id);
+            return Some(Outcome::Drop(DropReason::FlowDropped));
+        }
+        if a & act::PACKET_DROP != 0 {
+            return Some(Outcome::Drop(DropReason::Rule));
+        }
+        None
+    }
+
+    /// Forges RSTs: to the receiver of `m` (always) and, for `both`, back to its sender.
+    #[allow(clippy::too_many_arguments)]
+    fn send_resets(
+        &mut self,
+        m: &Mbuf,
+        meta: &PacketMeta,
+        _id: FlowId,
+        _flow_dir: Direction,
+        both: bool,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) {
+        let Some(pool) = self.pool else { return };
+        let data = m.data();
+        let l4 = meta.l4_offset as usize;
+        let flags = data[l4 + 13];
+        let seq = be32(data, l4 + 4);
+        let ack = be32(data, l4 + 8);
+        let len = meta.payload_len as u32 + (flags & (SYN | FIN) != 0) as u32;
+        let mut buf = [0u8; 128];
+        // toward the receiver: continues the sender's sequence
+        if let Some(out) = out_port {
+            if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, false, seq, ack, &mut buf) {
+                if let Some(f) = pool.alloc_with(&buf[..n], m.port()) {
+                    self.forged.push(Forged { mbuf: f, port: out });
+                    c.add(Stateful::ResetsSent, 1);
+                }
+            }
+        }
+        if both && flags & RST == 0 {
+            if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, true, ack, seq.wrapping_add(len), &mut buf) {
+                if let Some(f) = pool.alloc_with(&buf[..n], m.port()) {
+                    self.forged.push(Forged { mbuf: f, port: m.port() });
+                    c.add(Stateful::ResetsSent, 1);
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp_data(
+        &mut self,
+        lua: &mut LuaEngine,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        dir: u8,
+        flow_dir: Direction,
+        t: &TcpInfo,
+        pay_off: usize,
+        pay_len: usize,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Option<Outcome> {
+        let r = {
+            let payload = &m.data()[pay_off..pay_off + pay_len];
+            self.conns.tcp_data(id, dir, t, payload)
+        };
+        if r.seg.overlap_conflict {
+            c.add(Stateful::OverlapConflicts, 1);
+            lua.raise_alert("tcp: retransmitted data differs from the original (overlap evasion)", "high", meta, flow_dir as u8);
+        }
+        if r.seg.duplicate {
+            c.add(Stateful::Retransmissions, 1);
+        }
+        if r.seg.over_cap {
+            c.add(Stateful::StreamOverCap, 1);
+            if self.conns.config().over_cap_drop {
+                return Some(Outcome::Drop(DropReason::StreamOverCap));
+            }
+        }
+        if r.delivered > 0 {
+            // The readable bytes: the packet's own payload (no copy) or the reassembled run.
+            let owned;
+            let bytes: &[u8] = if r.in_place {
+                &m.data()[pay_off..pay_off + pay_len]
+            } else {
+                owned = self.conns.read(id, dir).to_vec();
+                &owned
+            };
+            if self.info & sf::TCP_DATA != 0 {
+                match lua.conn_data(id, 6, dir, bytes) {
+                    ConnCall::Error => return Some(self.rule_error(lua)),
+                    ConnCall::Done(a) => {
+                        if a & act::EDITS != 0 {
+                            let edits = lua.take_edits();
+                            c.add(Stateful::StreamEditsRefused, edits.len() as u64);
+                        }
+                        if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
+                            return Some(o);
+                        }
+                    }
+                }
+            }
+            let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
+            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
+                self.events.clear();
+                st.feed_stream(dir, bytes, &mut self.events);
+            }
+            if !r.in_place {
+                self.conns.consume_all(id, dir);
+            }
+            if let Some(o) = self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c) {
+                return Some(o);
+            }
+        }
+        if t.flags & FIN != 0 {
+            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
+                self.events.clear();
+                st.feed_eof(dir, &mut self.events);
+            }
+            if let Some(o) = self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c) {
+                return Some(o);
+            }
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn udp_data(
+        &mut self,
+        lua: &mut LuaEngine,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        dir: u8,
+        flow_dir: Direction,
+        pay_off: usize,
+        pay_len: usize,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Option<Outcome> {
+        if self.info & sf::UDP_DATA != 0 {
+            let payload = &m.data()[pay_off..pay_off + pay_len];
+            match lua.conn_data(id, 17, dir, payload) {
+                ConnCall::Error => return Some(self.rule_error(lua)),
+                ConnCall::Done(a) => {
+                    if let Some(o) = self.apply(a & !act::EDITS, m, meta, id, dir, flow_dir, out_port, c) {
+                        return Some(o);
+                    }
+                }
+            }
+        }
+        let now = 0; // DNS pending-query expiry counts in datagrams, not time, here
+        if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
+            self.events.clear();
+            let payload = &m.data()[pay_off..pay_off + pay_len];
+            st.feed_datagram(dir, payload, now, &mut self.events);
+        }
+        self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c)
+    }
+
+    /// Hands the application events in `self.events` to the rules.
+    #[allow(clippy::too_many_arguments)]
+    fn app_events(
+        &mut self,
+        lua: &mut LuaEngine,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        dir: u8,
+        flow_dir: Direction,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Option<Outcome> {
+        if self.events.is_empty() {
+            return None;
+        }
+        let events = std::mem::take(&mut self.events);
+        let mut outcome = None;
+        for e in &events {
+            match e {
+                AppEvent::HttpRequest { .. } => c.add(Stateful::HttpRequests, 1),
+                AppEvent::HttpResponse { .. } => c.add(Stateful::HttpResponses, 1),
+                AppEvent::HttpError { .. } => c.add(Stateful::HttpErrors, 1),
+                AppEvent::DnsQuery(_) => c.add(Stateful::DnsQueries, 1),
+                AppEvent::DnsResponse { .. } => c.add(Stateful::DnsResponses, 1),
+                AppEvent::DnsError(_) => c.add(Stateful::DnsErrors, 1),
+                AppEvent::TlsClientHello(_) => c.add(Stateful::TlsClientHellos, 1),
+                AppEvent::TlsError(_) => c.add(Stateful::TlsErrors, 1),
+                AppEvent::HttpBody { .. } => {}
+            }
+            if let AppEvent::HttpError { error, .. } = e {
+                lua.raise_alert(&format!("invalid http: {error}"), "low", meta, flow_dir as u8);
+                if let Some(k) = self.conns.get_mut(id) {
+                    k.app = AppKind::None;
+                    k.app_state = None;
+                }
+                if self.http_error_drop {
+                    self.conns.drop_conn(id);
+                    outcome = Some(Outcome::Drop(DropReason::FlowDropped));
+                }
+                break;
+            }
+        }
+        match lua.app_events(id, dir, &events) {
+            ConnCall::Error => {
+                if outcome.is_none() {
+                    outcome = Some(self.rule_error(lua));
+                }
+            }
+            ConnCall::Done(a) => {
+                if a & act::EDITS != 0 {
+                    let heads = lua.take_heads();
+                    c.add(Stateful::StreamEditsRefused, heads.len() as u64);
+                }
+                if outcome.is_none() {
+                    outcome = self.apply(a, m, meta, id, dir, flow_dir, out_port, c);
+                }
+            }
+        }
+        self.events = events;
+        self.events.clear();
+        outcome
+    }
+}
