@@ -1,23 +1,64 @@
 #!/usr/bin/env bash
 # Throughput benchmark, in one invocation: dpdk-testpmd io forwarding (the
-# baseline) and haka (no rules: dissect + flow tracking + forward) on the same
-# virtual devices: net_pcap infinite_rx replaying 64k concurrent flows into
-# net_null, one forwarding core. Runs alternate; figures are medians.
+# baseline) and haka on the same virtual devices: net_pcap infinite_rx
+# replaying a capture into net_null, one forwarding core. Runs alternate;
+# figures are medians. Two captures:
+# - flows: 64k concurrent flows, one 60-byte packet each: (a) no rules,
+#   (b) 1 ipv4 rule, (c) 10 ipv4 rules;
+# - http: complete HTTP/1.1 sessions (scripts/gen_http_pcap.py): (d) no
+#   rules, (e) rules/bench_http.lua (5 HTTP rules); skipped with a one-line
+#   reason when the rules do not load.
 #   scripts/bench.sh [RUNS=3] [SECONDS=5]
+#   env: BENCH_CASES=flows,http (default both)  FLOWS=65536  HTTP_SESSIONS=6000
+#        BENCH_OUT=bench-out  HAKA (binary; default $CARGO_TARGET_DIR/release/haka)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 RUNS=${1:-3}
 SECS=${2:-5}
 FLOWS=${FLOWS:-65536}
+HTTP_SESSIONS=${HTTP_SESSIONS:-6000}
+CASES=",${BENCH_CASES:-flows,http},"
 OUT=${BENCH_OUT:-$ROOT/bench-out}
+HAKA=${HAKA:-${CARGO_TARGET_DIR:-$ROOT/target}/release/haka}
+case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 mkdir -p "$OUT"
 bash scripts/setup.sh >/dev/null
 cargo build --release --bins 2>&1 | tail -1
 
 PCAP="$OUT/flows-$FLOWS.pcap"
-[ -s "$PCAP" ] || /usr/bin/python3 scripts/gen_flows_pcap.py "$PCAP" "$FLOWS"
+if [[ $CASES == *,flows,* ]]; then
+  [ -s "$PCAP" ] || /usr/bin/python3 scripts/gen_flows_pcap.py "$PCAP" "$FLOWS"
+fi
+# The HTTP capture is cached under a name that changes with the generator.
+HTTP_PCAP="$OUT/http-$HTTP_SESSIONS-$(md5sum scripts/gen_http_pcap.py | cut -c1-8).pcap"
+if [[ $CASES == *,http,* ]]; then
+  [ -s "$HTTP_PCAP" ] || /usr/bin/python3 scripts/gen_http_pcap.py "$HTTP_PCAP" --sessions "$HTTP_SESSIONS"
+  # packets, bytes (frames as captured), bytes per packet
+  read -r HTTP_PKTS HTTP_BYTES HTTP_BPP < <(/usr/bin/python3 - "$HTTP_PCAP" <<'PY'
+import struct, sys
+n = b = 0
+with open(sys.argv[1], "rb") as f:
+    f.read(24)
+    while True:
+        h = f.read(16)
+        if len(h) < 16:
+            break
+        cap = struct.unpack("<IIII", h)[2]
+        f.seek(cap, 1)
+        n += 1
+        b += cap
+print(n, b, "%.1f" % (b / max(n, 1)))
+PY
+)
+fi
+# net_pcap infinite_rx copies the whole capture into the pool at queue setup
+# (conf/bench.toml and testpmd's --total-num-mbufs use the same size).
 MBUFS=262143
+if [[ $CASES == *,http,* ]] && [ "$HTTP_PKTS" -gt $((MBUFS - 8192)) ]; then
+  echo "bench: $HTTP_PCAP has $HTTP_PKTS packets; the pool holds $MBUFS mbufs: use fewer HTTP_SESSIONS" >&2
+  exit 1
+fi
 if mountpoint -q /dev/hugepages && [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 512 ]; then
   MEM=(--in-memory)
   echo "bench: hugepages, --in-memory"
@@ -25,22 +66,28 @@ else
   MEM=(--no-huge --no-shconf -m 2048)
   echo "bench: NO hugepages available: --no-huge --no-shconf -m 2048 (expect ~40% lower figures)"
 fi
-DEVS=(--no-pci --vdev "net_pcap0,rx_pcap=$PCAP,infinite_rx=1" --vdev "net_null0,no-rx=1")
+devs() { # PCAP
+  DEVS=(--no-pci --vdev "net_pcap0,rx_pcap=$1,infinite_rx=1" --vdev "net_null0,no-rx=1")
+}
 
-run_testpmd() { # prints Mpps wall and cpu
+run_testpmd() { # run-id pcap; prints Mpps wall and cpu
   local log="$OUT/testpmd-$1.log"
+  devs "$2"
   timeout -s INT "$((SECS + 3))" dpdk-testpmd -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
     --forward-mode=io --auto-start --stats-period 1 --total-num-mbufs=$MBUFS --burst=32 --nb-cores=1 \
     > "$log" 2>&1 &
   local pid=$!
   # CPU time of the forwarding thread, sampled over the same window as the pps.
+  # $! is timeout's pid: the threads are those of its child, dpdk-testpmd.
   sleep 3
-  local tid
-  tid=$(ps -L -o tid=,comm= -p "$pid" 2>/dev/null | awk '$2 ~ /worker-1|lcore-worker-1/ {print $1}' | head -1)
-  local c0 t0; c0=$(awk '{print $14+$15}' "/proc/$pid/task/$tid/stat" 2>/dev/null || echo 0); t0=$(date +%s.%N)
+  local tp tid
+  tp=$(pgrep -P "$pid" | head -1)
+  tid=$(ps -L -o tid=,comm= -p "${tp:-0}" 2>/dev/null | awk '$2 ~ /worker-1|lcore-worker-1/ {print $1}' | head -1)
+  [ -n "$tid" ] || echo "bench: forwarding thread of testpmd not found: its cpu-normalised figure is the wall figure" >&2
+  local c0 t0; c0=$(awk '{print $14+$15}' "/proc/$tp/task/$tid/stat" 2>/dev/null || echo 0); t0=$(date +%s.%N)
   local p0; p0=$(grep -c "Rx-pps" "$log" || true)
   sleep "$SECS"
-  local c1 t1; c1=$(awk '{print $14+$15}' "/proc/$pid/task/$tid/stat" 2>/dev/null || echo 0); t1=$(date +%s.%N)
+  local c1 t1; c1=$(awk '{print $14+$15}' "/proc/$tp/task/$tid/stat" 2>/dev/null || echo 0); t1=$(date +%s.%N)
   wait "$pid" || true
   # Port 0 (pcap) receives; port 1 (null, no-rx) does not.
   /usr/bin/python3 - "$log" "$c0" "$c1" "$t0" "$t1" <<'PY'
@@ -67,38 +114,98 @@ end }'
 printf 'local ipv4 = require("protocol/ipv4")\n%s\n' "$RULE" > "$OUT/rule1.lua"
 { echo 'local ipv4 = require("protocol/ipv4")'; for i in $(seq 1 10); do echo "$RULE"; done; } > "$OUT/rule10.lua"
 
-run_haka() { # run-id [rules file]
-  local st="$OUT/haka-$1.json"
+run_haka() { # run-id pcap [rules file]; prints "Mpps-wall Mpps-cpu flows table-bytes bytes-per-flow alerts
+  # rule-errors dropped", or "skipped: REASON" when haka did not run (e.g. the rules did not load)
+  local st="$OUT/haka-$1.json" log="$OUT/haka-$1.log"
   local rules=()
-  [ -n "${2:-}" ] && rules=(-r "$2")
-  timeout -s INT "$((SECS + 3))" ./target/release/haka -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
-    -c conf/bench.toml "${rules[@]}" --stats-file "$st" > "$OUT/haka-$1.log" 2>&1 || true
+  [ -n "${3:-}" ] && rules=(-r "$3")
+  devs "$2"
+  rm -f "$st"
+  timeout -s INT "$((SECS + 3))" "$HAKA" -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
+    -c conf/bench.toml "${rules[@]}" --stats-file "$st" > "$log" 2>&1 || true
+  if [ ! -s "$st" ]; then
+    local why
+    why=$(grep -m1 '^haka: error:' "$log" || tail -n1 "$log")
+    echo "skipped: ${why:-haka exited without a stats file} (log: $log)"
+    return 0
+  fi
   /usr/bin/python3 - "$st" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); t = s["totals"]
-print("%.2f %.2f %d %d %.1f" % (t["rx"] / s["elapsed_seconds"] / 1e6, t["rx"] / max(t["cpu_seconds"], 1e-9) / 1e6,
-      t["flows_active"], s["flow_table"]["bytes"], s["flow_table"]["bytes_per_flow"]))
+print("%.2f %.2f %d %d %.1f %d %d %d" % (t["rx"] / s["elapsed_seconds"] / 1e6, t["rx"] / max(t["cpu_seconds"], 1e-9) / 1e6,
+      t["flows_active"], s["flow_table"]["bytes"], s["flow_table"]["bytes_per_flow"],
+      s["alerts"]["raised"], t["rule_errors"], t["dropped"]))
 PY
 }
 
-declare -a TP_W TP_C HK_W HK_C R1_W R10_W
+# A failed run (no stats file) must not end the benchmark: 0 stands in, and
+# the case is reported as failed.
+haka_case() { # run-id pcap [rules]; sets W C FLOWS_T BYTES BPF ALERTS RERR DROPPED, or SKIP
+  local line
+  line=$(run_haka "$@")
+  SKIP=
+  case "$line" in skipped:*) SKIP=${line#skipped: }; W=0 C=0 FLOWS_T=0 BYTES=0 BPF=0 ALERTS=0 RERR=0 DROPPED=0; return 0 ;; esac
+  read -r W C FLOWS_T BYTES BPF ALERTS RERR DROPPED <<<"$line"
+}
+
+declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W
+HE_SKIP=
 for r in $(seq 1 "$RUNS"); do
-  read -r w c < <(run_testpmd "$r"); TP_W+=("$w"); TP_C+=("$c")
-  echo "run $r: testpmd io        $w Mpps (cpu-normalised $c)"
-  read -r w c flows bytes bpf < <(run_haka "$r"); HK_W+=("$w"); HK_C+=("$c")
-  echo "run $r: haka (a) no rules $w Mpps (per cpu-second $c), $flows flows tracked"
-  read -r w c _ _ _ < <(run_haka "$r-rule1" "$OUT/rule1.lua"); R1_W+=("$w")
-  echo "run $r: haka (b) 1 rule   $w Mpps"
-  read -r w c _ _ _ < <(run_haka "$r-rule10" "$OUT/rule10.lua"); R10_W+=("$w")
-  echo "run $r: haka (c) 10 rules $w Mpps"
+  if [[ $CASES == *,flows,* ]]; then
+    read -r w c < <(run_testpmd "$r" "$PCAP"); TP_W+=("$w"); TP_C+=("$c")
+    echo "run $r: testpmd io        $w Mpps (cpu-normalised $c)"
+    haka_case "$r" "$PCAP"; HK_W+=("$W"); HK_C+=("$C"); flows=$FLOWS_T bytes=$BYTES bpf=$BPF
+    echo "run $r: haka (a) no rules $W Mpps (per cpu-second $C), $flows flows tracked${SKIP:+ FAILED: $SKIP}"
+    haka_case "$r-rule1" "$PCAP" "$OUT/rule1.lua"; R1_W+=("$W")
+    echo "run $r: haka (b) 1 rule   $W Mpps${SKIP:+ FAILED: $SKIP}"
+    haka_case "$r-rule10" "$PCAP" "$OUT/rule10.lua"; R10_W+=("$W")
+    echo "run $r: haka (c) 10 rules $W Mpps${SKIP:+ FAILED: $SKIP}"
+  fi
+  if [[ $CASES == *,http,* ]]; then
+    read -r w c < <(run_testpmd "http-$r" "$HTTP_PCAP"); HT_W+=("$w"); HT_C+=("$c")
+    echo "run $r: testpmd io (http)       $w Mpps (cpu-normalised $c)"
+    haka_case "http-$r" "$HTTP_PCAP"; HD_W+=("$W"); HD_C+=("$C")
+    echo "run $r: haka (d) http, no rules $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
+    if [ -z "$HE_SKIP" ]; then
+      haka_case "http-$r-rules" "$HTTP_PCAP" rules/bench_http.lua
+      if [ -n "$SKIP" ]; then
+        HE_SKIP=$SKIP  # the same rules file will not load in later runs either
+        echo "run $r: haka (e) http, 5 rules  skipped: $SKIP"
+      else
+        HE_W+=("$W"); HE_ALERTS=$ALERTS HE_RERR=$RERR HE_DROPPED=$DROPPED
+        echo "run $r: haka (e) http, 5 rules  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+      fi
+    fi
+  fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-tw=$(median "${TP_W[@]}"); tc=$(median "${TP_C[@]}"); hw=$(median "${HK_W[@]}"); hc=$(median "${HK_C[@]}")
-r1=$(median "${R1_W[@]}"); r10=$(median "${R10_W[@]}")
-echo "----"
-echo "testpmd io (baseline):  $tw Mpps wall, $tc Mpps cpu-normalised"
-echo "haka (a) no rules:      $hw Mpps wall, $hc Mpps per cpu-second"
-awk -v a="$hw" -v b="$tw" -v c="$hc" -v d="$tc" 'BEGIN {printf "ratio (a)/testpmd:      %.2f wall, %.2f cpu (target >= 0.30)\n", a/b, c/d}'
-awk -v x="$r1" -v a="$hw" -v b="$tw" 'BEGIN {printf "haka (b) 1 ipv4 rule:   %s Mpps, %.2f of (a) (target >= 0.7), %.2f of testpmd\n", x, x/a, x/b}'
-awk -v x="$r10" -v a="$hw" -v b="$tw" 'BEGIN {printf "haka (c) 10 ipv4 rules: %s Mpps, %.2f of (a) (target >= 0.5), %.2f of testpmd\n", x, x/a, x/b}'
-echo "flow table: $bytes bytes allocated for its capacity, $bpf bytes per flow slot; $flows flows tracked"
+# ratio X Y: X/Y with 2 decimals, 0 when Y is 0 (a failed run)
+ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", (y > 0 ? x / y : 0)}'; }
+
+if [[ $CASES == *,flows,* ]]; then
+  tw=$(median "${TP_W[@]}"); tc=$(median "${TP_C[@]}"); hw=$(median "${HK_W[@]}"); hc=$(median "${HK_C[@]}")
+  r1=$(median "${R1_W[@]}"); r10=$(median "${R10_W[@]}")
+  echo "----"
+  echo "testpmd io (baseline):  $tw Mpps wall, $tc Mpps cpu-normalised"
+  echo "haka (a) no rules:      $hw Mpps wall, $hc Mpps per cpu-second"
+  echo "ratio (a)/testpmd:      $(ratio "$hw" "$tw") wall, $(ratio "$hc" "$tc") cpu (target >= 0.30)"
+  echo "haka (b) 1 ipv4 rule:   $r1 Mpps, $(ratio "$r1" "$hw") of (a) (target >= 0.7), $(ratio "$r1" "$tw") of testpmd"
+  echo "haka (c) 10 ipv4 rules: $r10 Mpps, $(ratio "$r10" "$hw") of (a) (target >= 0.5), $(ratio "$r10" "$tw") of testpmd"
+  echo "flow table: $bytes bytes allocated for its capacity, $bpf bytes per flow slot; $flows flows tracked"
+fi
+if [[ $CASES == *,http,* ]]; then
+  htw=$(median "${HT_W[@]}"); htc=$(median "${HT_C[@]}"); hdw=$(median "${HD_W[@]}"); hdc=$(median "${HD_C[@]}")
+  gbps() { awk -v m="$1" -v b="$HTTP_BPP" 'BEGIN {printf "%.2f", m * b * 8 / 1000}'; }
+  echo "----"
+  echo "http capture: $HTTP_SESSIONS sessions, $HTTP_PKTS packets, $HTTP_BPP bytes/packet on average ($(basename "$HTTP_PCAP"))"
+  echo "testpmd io (http):       $htw Mpps, $(gbps "$htw") Gbit/s wall, $htc Mpps cpu-normalised"
+  echo "haka (d) http, no rules: $hdw Mpps, $(gbps "$hdw") Gbit/s wall, $hdc Mpps per cpu-second"
+  echo "ratio (d)/testpmd:       $(ratio "$hdw" "$htw") wall, $(ratio "$hdc" "$htc") cpu"
+  if [ -n "$HE_SKIP" ]; then
+    echo "haka (e) http, 5 rules:  skipped: $HE_SKIP"
+  else
+    hew=$(median "${HE_W[@]}")
+    echo "haka (e) http, 5 rules:  $hew Mpps, $(gbps "$hew") Gbit/s, $(ratio "$hew" "$hdw") of (d), $(ratio "$hew" "$htw") of testpmd"
+    echo "  (e) last run: $HE_ALERTS alerts, $HE_RERR rule errors, $HE_DROPPED packets dropped$([ "$HE_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
+  fi
+fi

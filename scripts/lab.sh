@@ -73,6 +73,70 @@ lab_http_server() {
 
 lab_client() { ip netns exec "$LAB_NS_C" "$@"; }
 
+# lab_https_server DIR [NAMES]: an HTTPS server (Python http.server wrapped in
+# ssl, apt's /usr/bin/python3) on the server side, port 443, serving DIR with a
+# fresh self-signed certificate for NAMES (default blocked.example and
+# allowed.example; the first is the CN). Each request is logged to
+# $LAB_DIR/https.log as "request HOST PATH". Sets LAB_TLS_CERT.
+lab_https_server() {
+  local dir=$1 names=${2:-blocked.example,allowed.example}
+  local py=/usr/bin/python3 tls="$LAB_DIR/tls" san
+  "$py" -c 'import ssl' 2>/dev/null || { echo "lab: $py has no ssl module"; return 1; }
+  mkdir -p "$tls"
+  san=$(sed 's/^/DNS:/; s/,/,DNS:/g' <<<"$names")
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=${names%%,*}" \
+    -addext "subjectAltName=$san" -keyout "$tls/key.pem" -out "$tls/cert.pem" > "$tls/openssl.log" 2>&1 ||
+    { echo "lab: openssl req failed:"; cat "$tls/openssl.log"; return 1; }
+  LAB_TLS_CERT="$tls/cert.pem"
+  cat > "$tls/server.py" <<'PY'
+import functools, http.server, ssl, sys
+addr, directory, cert, key = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    timeout = 10  # a stalled handshake or request never blocks the server for long
+    def handle_one_request(self):
+        self.command = None
+        super().handle_one_request()
+        if self.command and getattr(self, "headers", None) is not None:
+            sys.stderr.write("request %s %s\n" % (self.headers.get("Host", "-"), self.path))
+            sys.stderr.flush()
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    def get_request(self):
+        sock, peer = self.socket.accept()
+        # The handshake runs in the connection's thread, on first read: a
+        # client that connects and says nothing (or is reset) cannot stall accept().
+        return ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), peer
+
+srv = Server((addr, 443), functools.partial(Handler, directory=directory))
+sys.stderr.write("listening %s:443\n" % addr)
+sys.stderr.flush()
+srv.serve_forever()
+PY
+  ip netns exec "$LAB_NS_S" "$py" "$tls/server.py" "$LAB_SERVER_IP" "$dir" "$tls/cert.pem" "$tls/key.pem" \
+    > "$LAB_DIR/https.log" 2>&1 &
+  LAB_PIDS+=($!)
+  local i
+  for i in $(seq 1 50); do
+    grep -q '^listening' "$LAB_DIR/https.log" 2>/dev/null && return 0
+    kill -0 "${LAB_PIDS[-1]}" 2>/dev/null || break
+    sleep 0.1
+  done
+  echo "lab: https server did not start"; cat "$LAB_DIR/https.log"; return 1
+}
+
+# lab_https_get HOST [curl args...]: from the client side, GET https://HOST/
+# with HOST resolved to the server, so the ClientHello carries SNI HOST. The
+# certificate is not checked (-k). Prints the body; returns curl's exit code.
+lab_https_get() {
+  local host=$1; shift
+  lab_client curl -sk -m 10 --resolve "$host:443:$LAB_SERVER_IP" "$@" "https://$host/"
+}
+
 # lab_stop_haka: SIGINT, then wait (bounded) for the clean exit.
 lab_stop_haka() {
   [ -n "$LAB_HAKA_PID" ] || return 0

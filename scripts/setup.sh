@@ -13,8 +13,8 @@ PKGS=(
   libluajit-5.1-dev
   # net_pcap, capture tooling
   libpcap-dev tcpdump tshark
-  # test lab and benchmark
-  iproute2 iputils-ping curl python3 python3-scapy procps psmisc jq
+  # test lab and benchmark (openssl: the TLS lab's self-signed certificate)
+  iproute2 iputils-ping curl openssl python3 python3-scapy procps psmisc jq
 )
 
 missing=()
