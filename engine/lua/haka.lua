@@ -924,6 +924,14 @@ do
   preload["regexp/pcre"] = function() return { re = re } end
 end
 
+-- >>> K: internals for engine/lua/app.lua (application dissector objects), which Rust runs
+-- right after this chunk with (H, H.K) and which adds its constructors to this same table
+-- (K.http_session, K.http_request, K.dns_message, ...: see app.lua's header). The dispatcher
+-- below may use them once the rules are loaded.
+local K = { new_event = new_event, new_policy = new_policy, buf_ct = buf_ct, criterion = criterion }
+H.K = K
+-- <<< K
+
 ---------------------------------------------------------------------------
 -- burst dispatcher (generated after the rules are loaded)
 ---------------------------------------------------------------------------

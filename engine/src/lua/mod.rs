@@ -23,6 +23,7 @@
 //! haka.lua so that the whole rule set inlines into the burst trace.
 
 mod alert_record;
+pub mod app_values;
 mod watchdog;
 
 #[cfg(test)]
@@ -417,7 +418,9 @@ fn build_state(
     let r = watched_grace(watch, check, LOAD_GRACE_NS, || -> Result<State, String> {
         let h = helpers(&lua, sh).map_err(|e| format!("haka.lua:0: {}", one_line(&e)))?;
         let rt: Table =
-            lua.load(HAKA_LUA).set_name("@haka.lua").call((h, burst_addr as f64)).map_err(|e| one_line(&e))?;
+            lua.load(HAKA_LUA).set_name("@haka.lua").call((h.clone(), burst_addr as f64)).map_err(|e| one_line(&e))?;
+        // application dissector objects (engine/lua/app.lua), run with (H, K)
+        app_values::load(&lua, &h).map_err(|e| one_line(&e))?;
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
         lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;

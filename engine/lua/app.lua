@@ -1,0 +1,529 @@
+-- Application dissector objects (http, dns, tls) of the Haka 0.4 Lua API, for "Haka on DPDK".
+--
+-- Run once per Lua state right after haka.lua, by engine/src/lua/app_values.rs `load`, with
+-- (H, K):
+--   H  the Rust helpers table; app_values.rs adds H.http_split_uri, H.http_normalize_uri and
+--      H.http_split_cookies (thin wrappers over engine/src/http.rs).
+--   K  haka.lua internals (new_event, new_policy, buf_ct, criterion). This chunk adds the
+--      constructors that the event dispatcher (tcp_connection / udp_connection, haka.lua) calls,
+--      and returns K:
+--
+--   K.http_session(flow) -> http      per-connection object, first argument of the http events
+--   K.dns_session(flow)  -> dns       same for dns events, K.tls_session(flow) for tls
+--   K.http_request(raw)  -> request   raw: app_values.rs `request_table`
+--   K.http_response(raw) -> response  raw: app_values.rs `response_table`
+--   K.http_modified(msg) -> bool      true when a rule changed the start line or a header
+--   K.http_serialize(msg)-> string    the head to put on the wire (original bytes if unmodified)
+--   K.dns_message(raw)   -> msg       raw: app_values.rs `dns_table`; msg:drop() sets msg._dropped
+--   K.tls_hello(raw)     -> hello     raw: app_values.rs `tls_table`
+--   K.app_continue(sess, msg) -> bool continue check of the app events (false once sess or msg
+--                                     was dropped, or K.flow_alive(flow) says the flow is gone)
+--   K.flow_alive                      optional hook the dispatcher may set: function(flow) -> bool
+--
+-- Session objects (http, dns, tls) delegate unknown keys to their flow (Haka's parent
+-- delegation): http.srcip, http.dstport, ... read the flow; flow methods are bound, so that
+-- http:foo(...) calls flow:foo(...). http:drop() and http:reset() mark the session
+-- (_dropped = true) and call flow:drop() / flow:reset().
+--
+-- Policy actions haka.dissectors.{http,dns,tls}.install(pol, ctx, values, desc) call
+-- ctx:select_next_dissector(name): the dispatcher passes its tcp_connection / udp_connection
+-- flow object as ctx and must implement select_next_dissector.
+local H, K = ...
+local type, tostring, tonumber, error, setmetatable, getmetatable, rawget, rawset =
+  type, tostring, tonumber, error, setmetatable, getmetatable, rawget, rawset
+local sfmt, slower, sfind, ssub, sgsub = string.format, string.lower, string.find, string.sub, string.gsub
+local tconcat, tremove = table.concat, table.remove
+local new_event = K.new_event
+local D = haka.dissectors
+local ipv4_addr = D.ipv4.addr
+
+---------------------------------------------------------------------------
+-- pairs() honours __pairs (LuaJIT without LUA52COMPAT ignores it), so that Haka rules that
+-- iterate `pairs(request.headers)` get the header names and values in order. Plain tables
+-- behave as before (same `next` iterator, so JIT-compiled pairs loops stay compiled).
+---------------------------------------------------------------------------
+do
+  local rawpairs = pairs
+  pairs = function(t)
+    local mt = getmetatable(t)
+    if type(mt) == "table" then
+      local p = rawget(mt, "__pairs")
+      if p ~= nil then return p(t) end
+    end
+    return rawpairs(t)
+  end
+end
+
+local function strval(v, what, level)
+  local tv = type(v)
+  if tv == "string" then return v end
+  if tv == "number" then return (tostring(v)) end
+  error(sfmt("%s: string expected, got %s", what, tv), level + 1)
+end
+
+---------------------------------------------------------------------------
+-- events continue check and sessions
+---------------------------------------------------------------------------
+local function app_continue(sess, msg)
+  if type(sess) == "table" then
+    if rawget(sess, "_dropped") then return false end
+    local alive = K.flow_alive
+    if alive ~= nil then
+      local f = rawget(sess, "flow")
+      if f ~= nil and not alive(f) then return false end
+    end
+  end
+  if type(msg) == "table" and rawget(msg, "_dropped") then return false end
+  return true
+end
+K.app_continue = app_continue
+
+local Session = {}
+function Session.drop(self)
+  rawset(self, "_dropped", true)
+  local f = rawget(self, "flow")
+  if f ~= nil then f:drop() end
+end
+function Session.reset(self)
+  rawset(self, "_dropped", true)
+  local f = rawget(self, "flow")
+  if f ~= nil then f:reset() end
+end
+function Session.enable_data_modification(self) rawset(self, "_data_modification", true) end
+-- Haka 0.4 Dissector:parent(): the flow (any argument: there is one parent level here)
+function Session.parent(self) return (rawget(self, "flow")) end
+function Session.can_continue(self) return (app_continue(self)) end
+
+local session_mt = {
+  __index = function(self, k)
+    local m = Session[k]
+    if m ~= nil then return m end
+    local flow = rawget(self, "flow")
+    if k == "connection" then return flow end -- Haka 0.2/0.3 name of the flow
+    if flow == nil then return nil end
+    local v = flow[k]
+    if type(v) == "function" then
+      -- flow method: bind it once per session so that sess:k(...) calls flow:k(...)
+      local bound = rawget(self, "_bound")
+      if bound == nil then bound = {}; rawset(self, "_bound", bound) end
+      local b = bound[k]
+      if b == nil or bound[b] ~= v then
+        b = function(s, ...)
+          if s == self then return v(flow, ...) end
+          return v(s, ...)
+        end
+        bound[k] = b
+        bound[b] = v
+      end
+      return b
+    end
+    return v
+  end,
+  __tostring = function(self) return "<" .. tostring(rawget(self, "name")) .. " session>" end,
+}
+local function new_session(name, flow)
+  return (setmetatable({ name = name, flow = flow }, session_mt))
+end
+function K.http_session(flow) return (new_session("http", flow)) end
+function K.dns_session(flow) return (new_session("dns", flow)) end
+function K.tls_session(flow) return (new_session("tls", flow)) end
+
+---------------------------------------------------------------------------
+-- http: uri and cookies helpers
+---------------------------------------------------------------------------
+local function self_call(s) return s end
+
+local uri_keys = { "scheme", "authority", "userinfo", "user", "pass", "host", "port", "path", "query", "args", "fragment" }
+local Uri = {}
+local function uri_tostring(u)
+  local out = {}
+  if u.scheme then out[#out + 1] = u.scheme; out[#out + 1] = ":" end
+  if u.host or u.authority then
+    out[#out + 1] = "//"
+    if u.user then
+      out[#out + 1] = u.user
+      if u.pass then out[#out + 1] = ":"; out[#out + 1] = u.pass end
+      out[#out + 1] = "@"
+    elseif u.userinfo then
+      out[#out + 1] = u.userinfo; out[#out + 1] = "@"
+    end
+    out[#out + 1] = u.host or ""
+    if u.port then out[#out + 1] = ":"; out[#out + 1] = u.port end
+  end
+  if u.path then out[#out + 1] = u.path end
+  if u.query then out[#out + 1] = "?"; out[#out + 1] = u.query end
+  if u.fragment then out[#out + 1] = "#"; out[#out + 1] = u.fragment end
+  return (tconcat(out))
+end
+local uri_mt = { __index = Uri, __tostring = uri_tostring, __call = self_call }
+local function uri_split(uri)
+  uri = strval(uri, "http.uri.split", 2)
+  return (setmetatable(H.http_split_uri(uri), uri_mt))
+end
+-- Normalizes the split uri in place (from its current fields) and returns it; tostring() of
+-- the result is the normalized uri.
+function Uri.normalize(self)
+  local t = H.http_split_uri(H.http_normalize_uri(uri_tostring(self)))
+  for i = 1, #uri_keys do local k = uri_keys[i]; rawset(self, k, t[k]) end
+  return self
+end
+Uri.tostring = uri_tostring
+local function uri_normalize(uri)
+  uri = strval(uri, "http.uri.normalize", 2)
+  return (H.http_normalize_uri(uri))
+end
+
+local cookies_mt = {
+  __tostring = function(c)
+    local out = {}
+    for k, v in next, c do out[#out + 1] = tostring(k) .. "=" .. tostring(v) end
+    return (tconcat(out, "; "))
+  end,
+  __call = self_call,
+}
+local function cookies_split(line)
+  if line == nil then line = "" end
+  line = strval(line, "http.cookies.split", 2)
+  return (setmetatable(H.http_split_cookies(line), cookies_mt))
+end
+
+---------------------------------------------------------------------------
+-- http: headers
+---------------------------------------------------------------------------
+-- A headers object holds `_l`, the header list in order: entries { name, value, lowercase name }.
+local Headers = {}
+local headers_mt = {}
+
+local function check_name(name, level)
+  if type(name) ~= "string" then
+    error(sfmt("http headers: header name must be a string, got %s", type(name)), level + 1)
+  end
+  if name == "" or sfind(name, "[%c%s:]") then
+    error(sfmt("http headers: invalid header name '%s'", name), level + 1)
+  end
+end
+local function touched(h)
+  rawset(h, "_mod", true)
+  local o = rawget(h, "_o")
+  if o ~= nil then rawset(o, "_cookies", nil) end
+end
+
+headers_mt.__index = function(h, k)
+  if type(k) == "string" then
+    local m = Headers[k]
+    if m ~= nil then return m end
+    local lk = slower(k)
+    local l = rawget(h, "_l")
+    for i = 1, #l do
+      local e = l[i]
+      if e[3] == lk then return e[2] end
+    end
+    return nil
+  elseif type(k) == "number" then
+    local e = rawget(h, "_l")[k]
+    if e ~= nil then return { name = e[1], value = e[2] } end
+  end
+  return nil
+end
+
+-- h[name] = value: replaces the first `name` header in place (its name spelling kept) and
+-- removes the later ones; appends when absent. h[name] = nil removes every `name` header.
+headers_mt.__newindex = function(h, name, value)
+  check_name(name, 2)
+  local l = rawget(h, "_l")
+  local lk = slower(name)
+  if value == nil then
+    local removed = false
+    for i = #l, 1, -1 do
+      if l[i][3] == lk then tremove(l, i); removed = true end
+    end
+    if removed then touched(h) end
+    return
+  end
+  value = strval(value, "http headers: value of '" .. name .. "'", 2)
+  local first
+  for i = 1, #l do
+    if l[i][3] == lk then first = i; break end
+  end
+  if first == nil then
+    l[#l + 1] = { name, value, lk }
+    touched(h)
+    return
+  end
+  local changed = false
+  for i = #l, first + 1, -1 do
+    if l[i][3] == lk then tremove(l, i); changed = true end
+  end
+  local e = l[first]
+  if e[2] ~= value then e[2] = value; changed = true end
+  if changed then touched(h) end
+end
+
+local function headers_iter(h)
+  local l = rawget(h, "_l")
+  local i = 0
+  return function()
+    i = i + 1
+    local e = l[i]
+    if e ~= nil then return e[1], e[2] end
+    return nil
+  end
+end
+headers_mt.__pairs = function(h) return headers_iter(h), h, nil end
+headers_mt.__tostring = function(h)
+  local out = {}
+  local l = rawget(h, "_l")
+  for i = 1, #l do out[#out + 1] = l[i][1] .. ": " .. l[i][2] end
+  return (tconcat(out, "\n"))
+end
+
+-- for name, value in headers:pairs() do ... end (in order, original name case)
+function Headers.pairs(h) return headers_iter(h), h, nil end
+-- appends `name: value` (even if `name` is present)
+function Headers.add(h, name, value)
+  check_name(name, 2)
+  value = strval(value, "http headers: value of '" .. name .. "'", 2)
+  local l = rawget(h, "_l")
+  l[#l + 1] = { name, value, slower(name) }
+  touched(h)
+end
+-- every value of `name`, in order
+function Headers.get_all(h, name)
+  local lk = slower(strval(name, "http headers: get_all", 2))
+  local l, out = rawget(h, "_l"), {}
+  for i = 1, #l do
+    if l[i][3] == lk then out[#out + 1] = l[i][2] end
+  end
+  return out
+end
+
+local function new_headers(list, owner)
+  list = list or {}
+  for i = 1, #list do
+    local e = list[i]
+    e[3] = slower(e[1])
+  end
+  return (setmetatable({ _l = list, _mod = false, _o = owner }, headers_mt))
+end
+
+---------------------------------------------------------------------------
+-- http: request and response
+---------------------------------------------------------------------------
+local function no_ws(v, what, level)
+  v = strval(v, what, level + 1)
+  if v == "" or sfind(v, "[%s%c]") then
+    error(sfmt("%s: invalid value '%s' (empty or contains white space or control characters)", what, v), level + 1)
+  end
+  return v
+end
+local function strip_http(v) -- "HTTP/1.1" -> "1.1" (Haka's version field has no "HTTP/")
+  if ssub(v, 1, 5) == "HTTP/" then return (ssub(v, 6)) end
+  return v
+end
+
+local req_set = {
+  method = function(v) return (no_ws(v, "http request: method", 3)) end,
+  uri = function(v) return (no_ws(v, "http request: uri", 3)) end,
+  version = function(v) return (strip_http(no_ws(v, "http request: version", 3))) end,
+}
+local resp_set = {
+  version = req_set.version,
+  status = function(v)
+    if type(v) == "number" then
+      if v % 1 ~= 0 or v < 0 or v > 999 then error(sfmt("http response: invalid status %s", tostring(v)), 3) end
+      return (sfmt("%03d", v))
+    end
+    v = strval(v, "http response: status", 3)
+    if not sfind(v, "^%d%d%d$") then error(sfmt("http response: invalid status '%s'", v), 3) end
+    return v
+  end,
+  reason = function(v)
+    v = strval(v, "http response: reason", 3)
+    if sfind(v, "[\r\n]") then error("http response: reason contains CR or LF", 3) end
+    return v
+  end,
+}
+local readonly = { headers = true, split_uri = true, split_cookies = true }
+
+local function message_mt(kind, setters, extra_get)
+  return {
+    __index = function(m, k)
+      local f = rawget(m, "_f")
+      local v = f[k]
+      if v ~= nil then return v end
+      if k == "headers" then return (rawget(m, "_h")) end
+      if k == "split_cookies" then
+        local c = rawget(m, "_cookies")
+        if c == nil then
+          local vals = rawget(m, "_h"):get_all(kind == "request" and "Cookie" or "Set-Cookie")
+          c = cookies_split(tconcat(vals, "; "))
+          rawset(m, "_cookies", c)
+        end
+        return c
+      end
+      if extra_get then return (extra_get(m, k)) end
+      return nil
+    end,
+    __newindex = function(m, k, v)
+      local set = setters[k]
+      if set then
+        v = set(v)
+        local f = rawget(m, "_f")
+        if f[k] ~= v then
+          f[k] = v
+          rawset(m, "_lmod", true)
+          if k == "uri" then rawset(m, "_split", nil) end
+        end
+        return
+      end
+      if readonly[k] then
+        error(sfmt("http %s: field '%s' cannot be assigned (modify its content instead)", kind, tostring(k)), 2)
+      end
+      rawset(m, k, v) -- rule data
+    end,
+    __tostring = function(m) return "<http " .. kind .. ">" end,
+  }
+end
+
+local request_mt = message_mt("request", req_set, function(m, k)
+  if k == "split_uri" then
+    -- property (Haka 0.4: request.split_uri) and method (request:split_uri()) alike
+    local s = rawget(m, "_split")
+    if s == nil then
+      s = uri_split(rawget(m, "_f").uri)
+      rawset(m, "_split", s)
+    end
+    return s
+  end
+  return nil
+end)
+local response_mt = message_mt("response", resp_set, nil)
+
+local function new_message(mt, kind, f, raw)
+  local m = { _kind = kind, _f = f, _lmod = false, _head = raw.head, _line = raw.line }
+  m._h = new_headers(raw.headers, m)
+  return (setmetatable(m, mt))
+end
+
+function K.http_request(raw)
+  local f = { method = raw.method, uri = raw.uri, version = strip_http(raw.version) }
+  return (new_message(request_mt, "request", f, raw))
+end
+
+function K.http_response(raw)
+  local st = raw.status
+  if type(st) == "number" then st = sfmt("%03d", st) end
+  local f = { version = strip_http(raw.version), status = st, reason = raw.reason or "" }
+  return (new_message(response_mt, "response", f, raw))
+end
+
+local function http_modified(m)
+  return rawget(m, "_lmod") or rawget(rawget(m, "_h"), "_mod")
+end
+K.http_modified = function(m) return (http_modified(m) and true or false) end
+
+local function crlf_to_space(s) return (sgsub(s, "[\r\n]", " ")) end
+
+function K.http_serialize(m)
+  local head = rawget(m, "_head")
+  local lmod = rawget(m, "_lmod")
+  if head ~= nil and not http_modified(m) then return head end
+  local out = {}
+  local line = rawget(m, "_line")
+  if line ~= nil and not lmod then
+    out[1] = line
+  else
+    local f = rawget(m, "_f")
+    if rawget(m, "_kind") == "request" then
+      out[1] = f.method .. " " .. f.uri .. " HTTP/" .. f.version .. "\r\n"
+    else
+      out[1] = "HTTP/" .. f.version .. " " .. f.status .. " " .. crlf_to_space(f.reason) .. "\r\n"
+    end
+  end
+  local l = rawget(rawget(m, "_h"), "_l")
+  for i = 1, #l do
+    local e = l[i]
+    out[#out + 1] = e[1] .. ": " .. crlf_to_space(e[2]) .. "\r\n"
+  end
+  out[#out + 1] = "\r\n"
+  return (tconcat(out))
+end
+
+---------------------------------------------------------------------------
+-- dns
+---------------------------------------------------------------------------
+local DnsMsg = {}
+function DnsMsg.drop(self) rawset(self, "_dropped", true) end
+local dns_mt = { __index = DnsMsg, __tostring = function() return "<dns message>" end }
+
+local function dns_records(list)
+  for i = 1, #list do
+    local r = list[i]
+    if type(r.ip) == "number" then r.ip = ipv4_addr(r.ip) end -- A and WKS: haka ipv4.addr
+  end
+  return list
+end
+function K.dns_message(raw)
+  raw.answer = dns_records(raw.answer or {})
+  raw.authority = dns_records(raw.authority or {})
+  raw.additional = dns_records(raw.additional or {})
+  raw.questions = raw.questions or {}
+  raw.question = raw.questions[1]
+  return (setmetatable(raw, dns_mt))
+end
+
+---------------------------------------------------------------------------
+-- tls
+---------------------------------------------------------------------------
+local hello_mt = { __tostring = function(h) return "<tls client_hello " .. tostring(h.sni) .. ">" end }
+function K.tls_hello(raw) return (setmetatable(raw, hello_mt)) end
+
+---------------------------------------------------------------------------
+-- dissector modules
+---------------------------------------------------------------------------
+local function next_dissector_action(name)
+  -- policy action: the dispatcher calls it with its flow object as ctx
+  return function(pol, ctx, values, desc) ctx:select_next_dissector(name) end
+end
+
+local http = {
+  name = "http",
+  events = {
+    request = new_event("http:request", app_continue),
+    response = new_event("http:response", app_continue),
+    request_data = new_event("http:request_data", app_continue),
+    response_data = new_event("http:response_data", app_continue),
+    receive_data = new_event("http:receive_data", app_continue),
+  },
+  policies = {},
+  install = next_dissector_action("http"),
+  uri = { split = uri_split, normalize = uri_normalize },
+  cookies = { split = cookies_split },
+}
+D.http = http
+
+local dns = {
+  name = "dns",
+  events = {
+    query = new_event("dns:query", app_continue),
+    response = new_event("dns:response", app_continue),
+  },
+  policies = {},
+  install = next_dissector_action("dns"),
+}
+D.dns = dns
+
+local tls = {
+  name = "tls",
+  events = { client_hello = new_event("tls:client_hello", app_continue) },
+  policies = {},
+  install = next_dissector_action("tls"),
+}
+D.tls = tls
+
+local preload = package.preload
+preload["protocol/http"] = function() return http end
+preload["protocol/dns"] = function() return dns end
+preload["protocol/tls"] = function() return tls end
+
+return K
