@@ -1036,7 +1036,7 @@ local function fire(ev, a, b, c)
   local cont = ev.continue
   for j = 1, #l do
     l[j](a, b, c)
-    if not cont(a) then return end
+    if not cont(a, b) then return end
   end
 end
 local function policy_values(f)
@@ -1175,6 +1175,7 @@ end
 local APP_DEFAULTS = { http = { TCPC, 80 }, dns = { UDPC, 53 }, tls = { TCPC, 443 } }
 function RT.set_app(K)
   APPK = K
+  K.flow_alive = function(f) return not rawget(f, "_dropped") end
   for name, d in pairs(APP_DEFAULTS) do
     local mod = "protocol/" .. name
     local orig = preload[mod]
@@ -1205,9 +1206,6 @@ local function session(f, key, make)
   if not s then s = make(f); rawset(f, key, s) end
   return s
 end
-local function plain_session(f)
-  return (setmetatable({ flow = f }, { __index = f }))
-end
 
 function RT.app_events(id, dir, list)
   local f = begin_call(id)
@@ -1237,7 +1235,7 @@ function RT.app_events(id, dir, list)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
     elseif k == "dns_query" then
-      local dns = session(f, "_dns", plain_session)
+      local dns = session(f, "_dns", K.dns_session)
       local msg = K.dns_message(e.raw)
       local q = rawget(f, "_dnsq")
       if not q then q = {}; rawset(f, "_dnsq", q) end
@@ -1245,7 +1243,7 @@ function RT.app_events(id, dir, list)
       fire(DNS.events.query, dns, msg)
       if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
     elseif k == "dns_response" then
-      local dns = session(f, "_dns", plain_session)
+      local dns = session(f, "_dns", K.dns_session)
       local msg = K.dns_message(e.raw)
       local q = rawget(f, "_dnsq")
       local query = q and q[msg.id]
@@ -1258,7 +1256,7 @@ function RT.app_events(id, dir, list)
         if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
       end
     elseif k == "tls_hello" then
-      local tls = session(f, "_tls", plain_session)
+      local tls = session(f, "_tls", K.tls_session)
       local hello = K.tls_hello(e.raw)
       tls.client_hello = hello
       fire(TLS.events.client_hello, tls, hello)

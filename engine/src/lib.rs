@@ -26,6 +26,7 @@ pub mod pipeline;
 pub mod stateful;
 pub mod stats;
 pub mod stream;
+pub mod tcp_edit;
 pub mod tls;
 pub mod wire;
 pub mod worker;

@@ -10,6 +10,7 @@ use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
+use crate::tcp_edit::{apply_edits, rewrite_tcp, Edit, TcpRewrite};
 
 /// What the worker does with the packet after the stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +35,14 @@ pub struct StatefulStage {
     events: Vec<AppEvent>,
     /// Forged packets waiting for transmission (drained by the worker).
     pub forged: Vec<Forged>,
+    /// Edits of the current packet's payload (offsets in its original payload).
+    edits: Vec<Edit>,
+    /// The current packet's payload is the data just handed to the rules (edits possible).
+    in_place: bool,
+    /// Stream offset of the current packet's first payload byte.
+    pkt_stream_off: u64,
+    scratch: Vec<u8>,
+    last_edit_log: Option<std::time::Instant>,
 }
 
 fn be16(b: &[u8], o: usize) -> u16 {
@@ -46,7 +55,19 @@ fn be32(b: &[u8], o: usize) -> u32 {
 
 impl StatefulStage {
     pub fn new(conns: ConnTable, info: u32, http_error_drop: bool, pool: Option<PoolRef>) -> StatefulStage {
-        StatefulStage { conns, info, http_error_drop, pool, events: Vec::with_capacity(16), forged: Vec::new() }
+        StatefulStage {
+            conns,
+            info,
+            http_error_drop,
+            pool,
+            events: Vec::with_capacity(16),
+            forged: Vec::new(),
+            edits: Vec::new(),
+            in_place: false,
+            pkt_stream_off: 0,
+            scratch: Vec::new(),
+            last_edit_log: None,
+        }
     }
 
     pub fn set_info(&mut self, info: u32) {
@@ -97,6 +118,8 @@ impl StatefulStage {
         if step.restarted {
             self.end_lua(lua, id, meta.proto, None, c);
         }
+        self.edits.clear();
+        self.in_place = false;
         if step.no_connection {
             lua.raise_alert("no connection found for tcp packet", "low", meta, flow_dir as u8);
             return Outcome::Drop(DropReason::NoConnection);
@@ -111,6 +134,9 @@ impl StatefulStage {
             }
         }
         if !step.live {
+            if tcp {
+                self.finish_tcp(m, meta, id, step.dir, &t, c);
+            }
             return Outcome::Accept;
         }
         let dir = step.dir;
@@ -157,7 +183,84 @@ impl StatefulStage {
         if step.ended {
             self.end_lua(lua, id, meta.proto, Some((meta, flow_dir as u8)), c);
         }
+        if tcp {
+            self.finish_tcp(m, meta, id, dir, &t, c);
+        }
         Outcome::Accept
+    }
+
+    fn log_edit_refused(&mut self, why: &str) {
+        let now = std::time::Instant::now();
+        if self.last_edit_log.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
+            self.last_edit_log = Some(now);
+            println!("stream edit refused: {why}");
+        }
+    }
+
+    /// Queues a rule's edit of the data just handed to it (offsets relative to that data).
+    fn queue_edit(&mut self, e: Edit, c: &mut Counters) {
+        if !self.in_place {
+            c.add(Stateful::StreamEditsRefused, 1);
+            self.log_edit_refused("the data spans packets already forwarded (edit only in-order data of the current packet)");
+            return;
+        }
+        self.edits.push(e);
+    }
+
+    /// Rewrites the current TCP packet when its connection has edits: its payload (edits
+    /// of this packet), its sequence number (edits before it in its direction) and its
+    /// acknowledgement number and SACK blocks (edits in the other direction).
+    fn finish_tcp(&mut self, m: &mut Mbuf, meta: &PacketMeta, id: FlowId, dir: u8, t: &TcpInfo, c: &mut Counters) {
+        let Some(conn) = self.conns.get_mut(id) else { return };
+        if self.edits.is_empty() && !conn.has_shift() {
+            return;
+        }
+        let d = dir as usize & 1;
+        let new_seq = conn.shift[d].map_seq(t.seq);
+        let pay_off = meta.payload_offset as usize;
+        let pay_len = (meta.payload_len as usize).min(m.data().len().saturating_sub(pay_off));
+        let mut payload: Option<&[u8]> = None;
+        if !self.edits.is_empty() {
+            self.edits.sort_by_key(|e| e.at());
+            let data_seq = t.seq.wrapping_add((t.flags & SYN != 0) as u32);
+            self.scratch.clear();
+            let r = apply_edits(&m.data()[pay_off..pay_off + pay_len], &self.edits, &mut self.scratch)
+                .and_then(|_| conn.shift[d].record_edits(data_seq, pay_len, &self.edits));
+            match r {
+                Ok(_) => {
+                    c.add(Stateful::StreamEdits, self.edits.len() as u64);
+                    payload = Some(&self.scratch);
+                }
+                Err(e) => {
+                    c.add(Stateful::StreamEditsRefused, self.edits.len() as u64);
+                    let msg = e.to_string();
+                    self.edits.clear();
+                    self.log_edit_refused(&msg);
+                    return self.finish_tcp(m, meta, id, dir, t, c);
+                }
+            }
+        }
+        let Some(conn) = self.conns.get(id) else { return };
+        let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]) };
+        let old_len = m.data().len();
+        let cap = m.capacity().min(u16::MAX as usize);
+        if !m.resize(cap) {
+            return;
+        }
+        match rewrite_tcp(m.data_mut(), old_len, meta, &rw) {
+            Ok(n) => {
+                m.resize(n);
+            }
+            Err(e) => {
+                m.resize(old_len);
+                if payload.is_some() {
+                    c.add(Stateful::StreamEditsRefused, self.edits.len() as u64);
+                    let msg = format!("{e}");
+                    self.log_edit_refused(&msg);
+                }
+            }
+        }
+        self.edits.clear();
     }
 
     fn rule_error(&self, lua: &LuaEngine) -> Outcome {
@@ -301,22 +404,28 @@ impl StatefulStage {
                 return Some(Outcome::Drop(DropReason::StreamOverCap));
             }
         }
+        self.in_place = r.in_place;
+        if r.in_place {
+            self.pkt_stream_off = self.conns.stream_offset(id, dir).saturating_sub(pay_len as u64);
+        }
         if r.delivered > 0 {
             // The readable bytes: the packet's own payload (no copy) or the reassembled run.
-            let owned;
-            let bytes: &[u8] = if r.in_place {
-                &m.data()[pay_off..pay_off + pay_len]
-            } else {
-                owned = self.conns.read(id, dir).to_vec();
-                &owned
-            };
+            // (a copy only after out-of-order data: the run spans several packets)
+            let owned: Vec<u8> = if r.in_place { Vec::new() } else { self.conns.read(id, dir).to_vec() };
+            let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
             if self.info & sf::TCP_DATA != 0 {
                 match lua.conn_data(id, 6, dir, bytes) {
                     ConnCall::Error => return Some(self.rule_error(lua)),
                     ConnCall::Done(a) => {
                         if a & act::EDITS != 0 {
-                            let edits = lua.take_edits();
-                            c.add(Stateful::StreamEditsRefused, edits.len() as u64);
+                            for e in lua.take_edits() {
+                                let edit = match e.op {
+                                    1 => Edit::Insert { at: e.off, bytes: e.bytes },
+                                    2 => Edit::Erase { at: e.off, len: e.len },
+                                    _ => Edit::Replace { at: e.off, len: e.len, bytes: e.bytes },
+                                };
+                                self.queue_edit(edit, c);
+                            }
                         }
                         if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
                             return Some(o);
@@ -433,8 +542,20 @@ impl StatefulStage {
             }
             ConnCall::Done(a) => {
                 if a & act::EDITS != 0 {
-                    let heads = lua.take_heads();
-                    c.add(Stateful::StreamEditsRefused, heads.len() as u64);
+                    for (i, head) in lua.take_heads() {
+                        let span = match events.get(i) {
+                            Some(AppEvent::HttpRequest { span, .. }) | Some(AppEvent::HttpResponse { span, .. }) => *span,
+                            _ => continue,
+                        };
+                        let pay_len = meta.payload_len as u64;
+                        if span.0 < self.pkt_stream_off || span.1 > self.pkt_stream_off + pay_len || !self.in_place {
+                            c.add(Stateful::StreamEditsRefused, 1);
+                            self.log_edit_refused("the HTTP head began in a packet already forwarded");
+                            continue;
+                        }
+                        let at = (span.0 - self.pkt_stream_off) as usize;
+                        self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes: head }, c);
+                    }
                 }
                 if outcome.is_none() {
                     outcome = self.apply(a, m, meta, id, dir, flow_dir, out_port, c);

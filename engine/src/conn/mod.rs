@@ -19,6 +19,7 @@ pub mod app;
 
 use crate::flow::{Direction, FlowId};
 use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
+use crate::tcp_edit::SeqShift;
 
 /// TCP states, named as in Haka's `tcp_connection.lua`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +134,8 @@ pub struct Conn {
     streams: Option<Box<[StreamReassembler; 2]>>,
     /// Initial sequence numbers seen in SYNs (streams are created lazily).
     isn: [Option<u32>; 2],
+    /// Sequence shift per direction after stream edits (identity when none).
+    pub shift: [SeqShift; 2],
     pub app: AppKind,
     pub app_state: Option<Box<app::AppState>>,
 }
@@ -149,6 +152,7 @@ impl Conn {
             fin: [false; 2],
             streams: None,
             isn: [None; 2],
+            shift: [SeqShift::default(), SeqShift::default()],
             app: AppKind::None,
             app_state: None,
         }
@@ -157,6 +161,11 @@ impl Conn {
     /// Connection direction of a packet the flow table saw in `flow_dir`.
     pub fn dir(&self, flow_dir: Direction) -> u8 {
         ((flow_dir == Direction::Down) ^ self.flip) as u8
+    }
+
+    /// Some stream edit shifted sequence numbers: every later packet is rewritten.
+    pub fn has_shift(&self) -> bool {
+        !self.shift[0].is_identity() || !self.shift[1].is_identity()
     }
 
     fn release(&mut self, budget: &mut ByteBudget) {

@@ -420,7 +420,8 @@ fn build_state(
         let rt: Table =
             lua.load(HAKA_LUA).set_name("@haka.lua").call((h.clone(), burst_addr as f64)).map_err(|e| one_line(&e))?;
         // application dissector objects (engine/lua/app.lua), run with (H, K)
-        app_values::load(&lua, &h).map_err(|e| one_line(&e))?;
+        let k = app_values::load(&lua, &h).map_err(|e| one_line(&e))?;
+        rt.get::<Function>("set_app").and_then(|f| f.call::<()>(k)).map_err(|e| one_line(&e))?;
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
         lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;
