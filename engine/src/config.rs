@@ -27,6 +27,9 @@ pub struct TcpConfig {
     /// TCP packet of a connection whose SYN was not seen: "pickup" (track it from
     /// there) or "drop" (Haka: alert and drop).
     pub no_connection_found: crate::conn::NoConnection,
+    /// SYN or SYN-ACK on an established connection (retransmitted handshake): "accept"
+    /// (counted) or "drop" (Haka: alert and drop).
+    pub unexpected_packet: Verdict,
     /// Out-of-order bytes buffered per direction of a connection, KiB.
     pub stream_buffer_per_flow_kb: u64,
     /// Out-of-order bytes buffered by all the connections of a worker, MiB.
@@ -39,6 +42,7 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             no_connection_found: crate::conn::NoConnection::Pickup,
+            unexpected_packet: Verdict::Accept,
             stream_buffer_per_flow_kb: 256,
             stream_buffer_per_worker_mb: 64,
             over_cap: Verdict::Drop,
@@ -288,6 +292,7 @@ impl Config {
     pub fn conn_config(&self) -> crate::conn::ConnConfig {
         crate::conn::ConnConfig {
             no_connection_found: self.tcp.no_connection_found,
+            unexpected_drop: self.tcp.unexpected_packet == Verdict::Drop,
             max_buffered_per_flow: (self.tcp.stream_buffer_per_flow_kb as usize) << 10,
             max_buffered_per_worker: (self.tcp.stream_buffer_per_worker_mb as usize) << 20,
             over_cap_drop: self.tcp.over_cap == Verdict::Drop,

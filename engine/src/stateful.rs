@@ -76,7 +76,8 @@ impl StatefulStage {
 
     /// Whether the stage has anything to do for this protocol.
     pub fn wants(&self, proto: u8) -> bool {
-        let strict = self.conns.config().no_connection_found == crate::conn::NoConnection::Drop;
+        let cfg = self.conns.config();
+        let strict = cfg.no_connection_found == crate::conn::NoConnection::Drop || cfg.unexpected_drop;
         match proto {
             6 => strict || self.info & (sf::TCP_EVENTS | sf::TCP_DATA | sf::TCP_POLICIES | sf::APPS) != 0,
             17 => self.info & (sf::UDP_EVENTS | sf::UDP_DATA | sf::UDP_POLICIES | sf::APPS) != 0,
@@ -126,6 +127,13 @@ impl StatefulStage {
         }
         if step.drop_silently {
             return Outcome::Drop(DropReason::FlowDropped);
+        }
+        if step.unexpected {
+            c.add(Stateful::TcpUnexpected, 1);
+            if self.conns.config().unexpected_drop {
+                lua.raise_alert("unexpected tcp packet", "low", meta, flow_dir as u8);
+                return Outcome::Drop(DropReason::TcpUnexpected);
+            }
         }
         if step.created {
             c.add(if tcp { Stateful::TcpConnections } else { Stateful::UdpConnections }, 1);

@@ -27,10 +27,12 @@ pub enum DropReason {
     NoConnection,
     /// Its out-of-order data went over a stream buffer cap and `[tcp] over_cap = "drop"`.
     StreamOverCap,
+    /// SYN or SYN-ACK on an established connection and `[tcp] unexpected_packet = "drop"`.
+    TcpUnexpected,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
@@ -41,6 +43,7 @@ impl DropReason {
         DropReason::FlowDropped,
         DropReason::NoConnection,
         DropReason::StreamOverCap,
+        DropReason::TcpUnexpected,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +57,7 @@ impl DropReason {
             DropReason::FlowDropped => "flow_dropped",
             DropReason::NoConnection => "no_connection",
             DropReason::StreamOverCap => "stream_over_cap",
+            DropReason::TcpUnexpected => "tcp_unexpected",
         }
     }
 }
@@ -81,10 +85,11 @@ pub enum Stateful {
     DnsErrors,
     TlsClientHellos,
     TlsErrors,
+    TcpUnexpected,
 }
 
 impl Stateful {
-    pub const COUNT: usize = 20;
+    pub const COUNT: usize = 21;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -106,6 +111,7 @@ impl Stateful {
         Stateful::DnsErrors,
         Stateful::TlsClientHellos,
         Stateful::TlsErrors,
+        Stateful::TcpUnexpected,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +136,7 @@ impl Stateful {
             Stateful::DnsErrors => "dns_errors",
             Stateful::TlsClientHellos => "tls_client_hellos",
             Stateful::TlsErrors => "tls_errors",
+            Stateful::TcpUnexpected => "tcp_unexpected",
         }
     }
 }

@@ -335,7 +335,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let stateful = lua.as_ref().and_then(|l| {
         let (cfg, http_drop) = plan.conn;
         let info = l.stateful_info();
-        let strict = cfg.no_connection_found == crate::conn::NoConnection::Drop;
+        let strict = cfg.no_connection_found == crate::conn::NoConnection::Drop || cfg.unexpected_drop;
         (info != 0 || strict).then(|| {
             let conns = crate::conn::ConnTable::new(cfg, pipeline.flows().capacity());
             StatefulStage::new(conns, info, http_drop, plan.pool)

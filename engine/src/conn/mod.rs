@@ -76,6 +76,9 @@ pub enum NoConnection {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnConfig {
     pub no_connection_found: NoConnection,
+    /// Haka's `unexpected_packet` default (alert and drop) for a SYN or SYN-ACK on an
+    /// established connection; false: let it through (counted).
+    pub unexpected_drop: bool,
     /// Out-of-order bytes buffered per direction of a flow.
     pub max_buffered_per_flow: usize,
     /// Out-of-order bytes buffered by all the flows of a worker.
@@ -89,6 +92,7 @@ impl Default for ConnConfig {
     fn default() -> Self {
         ConnConfig {
             no_connection_found: NoConnection::Pickup,
+            unexpected_drop: false,
             max_buffered_per_flow: 256 * 1024,
             max_buffered_per_worker: 64 << 20,
             over_cap_drop: true,
@@ -210,6 +214,9 @@ pub struct Step {
     pub drop_silently: bool,
     /// No connection and the policy is strict: alert and drop.
     pub no_connection: bool,
+    /// A SYN or SYN-ACK on a connection past its handshake (a retransmission, or a
+    /// forged packet): with `unexpected_drop`, alert and drop it.
+    pub unexpected: bool,
 }
 
 /// Why data did not reach the rules (counted by the worker).
@@ -371,6 +378,12 @@ impl ConnTable {
         }
         step.live = true;
         let up = dir == 0;
+        if f & SYN != 0 && !matches!(c.state, TcpState::Syn | TcpState::SynSent | TcpState::SynReceived) {
+            step.unexpected = true;
+            if self.cfg.unexpected_drop {
+                return step;
+            }
+        }
         if f & RST != 0 {
             c.state = TcpState::Reset;
             if let Some(s) = c.streams.as_mut() {
