@@ -10,7 +10,7 @@ cargo build --release --bins
 cargo test --release --workspace
 # Lab tests written ahead of the dissector they exercise: not run until it is
 # wired (tests/lab_tls.sh needs the tls dissector's client_hello event).
-PENDING=" tests/lab_tls.sh "
+PENDING=" "
 for t in tests/*.sh; do
   case "$PENDING" in *" $t "*) echo "== $t: pending, not run"; continue ;; esac
   echo "== $t"
