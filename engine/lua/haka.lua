@@ -1285,6 +1285,9 @@ function RT.stateful_info()
   for _, p in pairs(TCPC.policies) do if pol(p) then b = bor(b, 16) end end
   for _, p in pairs(UDPC.policies) do if pol(p) then b = bor(b, 32) end end
   if app_has_listeners() then b = bor(b, 64) end
+  local H_ = haka.dissectors.http
+  if H_ and (#H_.events.request_data.listeners > 0 or #H_.events.response_data.listeners > 0
+      or #H_.events.receive_data.listeners > 0) then b = bor(b, 128) end
   return b
 end
 preload["protocol/tcp_connection"] = function() return TCPC end

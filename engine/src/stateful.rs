@@ -512,6 +512,10 @@ impl StatefulStage {
         out_port: Option<u16>,
         c: &mut Counters,
     ) -> Option<Outcome> {
+        if self.info & sf::HTTP_DATA == 0 {
+            // nobody reads bodies: no Lua call for them
+            self.events.retain(|e| !matches!(e, AppEvent::HttpBody { .. }));
+        }
         if self.events.is_empty() {
             return None;
         }

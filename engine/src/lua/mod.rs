@@ -745,6 +745,8 @@ pub mod stateful {
     pub const UDP_POLICIES: u32 = 32;
     /// Set by the app dissectors' modules (http, dns, tls) when required.
     pub const APPS: u32 = 64;
+    /// Rules read HTTP bodies (request_data, response_data, receive_data).
+    pub const HTTP_DATA: u32 = 128;
 }
 
 /// `RT.conn_packet` bits.
