@@ -5,7 +5,8 @@ use crate::alert::{AlertQueue, AlertWriter};
 use crate::config::{Config, MainLcoreWorker, Mode, Verdict};
 use crate::lua::{LuaEngine, LuaOptions};
 use crate::dissect::LinkType;
-use crate::dpdk::{self, Eal, Mempool, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
+use crate::dpdk::{self, Eal, Mempool, PoolRef, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
+use crate::fragstage::FragPlan;
 use crate::pcapfile::{self, Capture};
 use crate::pipeline::Pipeline;
 use crate::stats::Counters;
@@ -33,6 +34,9 @@ pub struct RunSpec {
     pub stop_after: Option<u64>,
     /// Print `ready:` and periodic stats lines.
     pub verbose: bool,
+    /// Offline: keep running this long after the input ended (timers such as the
+    /// fragment timeout fire meanwhile).
+    pub linger: Duration,
 }
 
 pub struct RunResult {
@@ -172,9 +176,26 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         let rings = if dispatch { workers as u32 * cfg.datapath.dispatch_ring_size } else { 0 };
         let bursts = workers as u32 * (BURST as u32) * (n_ports as u32 + workers as u32 + 2);
         let caches = (workers as u32 + 1) * cfg.mempool.cache_size * 2;
-        ((queues + rings + bursts + caches + 2048).next_power_of_two() - 1).max(8191)
+        // Fragments held for reassembly come from this pool too.
+        let held = if cfg.defrag.enabled { workers as u32 * cfg.defrag.max_fragments } else { 0 };
+        ((queues + rings + bursts + caches + held + 2048).next_power_of_two() - 1).max(8191)
     };
     let pool = Mempool::new_pktmbuf("haka_mbufs", mbufs, cfg.mempool.cache_size, cfg.mempool.data_room, dpdk::socket_id_any())?;
+    // Reassembled datagrams (up to 64 KiB) get mbufs of their own (no per-lcore cache:
+    // they are rare, and a cache would park large buffers).
+    let reasm_pool = if cfg.defrag.enabled {
+        Some(
+            Mempool::new_pktmbuf("haka_reasm", cfg.defrag.reassembly_mbufs, 0, u16::MAX, dpdk::socket_id_any())
+                .map_err(|e| format!("[defrag] reassembly_mbufs: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let frag_plan = reasm_pool.as_ref().map(|p| FragPlan {
+        config: cfg.defrag.defrag_config(),
+        max_fragments: cfg.defrag.max_fragments as usize,
+        pool: PoolRef::of(p),
+    });
 
     let mut ports = Vec::new();
     for (info, s) in infos.into_iter().zip(&settings) {
@@ -227,6 +248,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 offline: spec.stop_after.is_some(),
                 conn: (cfg.conn_config(), cfg.http.protocol_error == crate::config::Verdict::Drop),
                 pool: Some(dpdk::PoolRef::of(&pool)),
+                defrag: frag_plan,
             }
         })
         .collect();
@@ -277,6 +299,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         last_rx: 0,
         last_rx_change: Instant::now(),
         stop_after: spec.stop_after,
+        linger: spec.linger,
+        input_done: None,
     };
     if let Some(plan) = main_plan {
         let idx = plan.index;
@@ -304,7 +328,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         p.stop_and_close();
     }
     drop(rings);
-    let in_use = pool.in_use();
+    let reasm_in_use = reasm_pool.as_ref().map_or(0, Mempool::in_use);
+    let in_use = pool.in_use() + reasm_in_use;
 
     let totals = Counters::sum(reports.iter().map(|r| &r.counters));
     let table_bytes: usize = reports.iter().map(|r| r.table_bytes).sum();
@@ -333,7 +358,12 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             j["driver"] = info.driver.clone().into();
             j
         }).collect::<Vec<_>>(),
-        "mempool": { "size": pool.size(), "in_use": in_use },
+        "mempool": {
+            "size": pool.size(),
+            "in_use": in_use,
+            "reassembly_size": reasm_pool.as_ref().map_or(0, Mempool::size),
+            "reassembly_in_use": reasm_in_use,
+        },
         "alerts": {
             "raised": alerts.pushed,
             "lost": alerts.lost,
@@ -374,13 +404,15 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     }
     drop(ports);
     drop(pool);
+    drop(reasm_pool);
     drop(eal);
     Ok(RunResult { totals, stats })
 }
 
 fn summary(c: &Counters) -> String {
     format!(
-        "rx={} processed={} accepted={} tx={} dropped={} malformed={} non_ip={} flows_active={} created={} expired={} evicted={}",
+        "rx={} processed={} accepted={} tx={} dropped={} malformed={} non_ip={} flows_active={} created={} expired={} evicted={} \
+         fragments={} reassembled={} frag_invalid={} frag_timed_out={} frag_evicted={} frag_held={}",
         c.rx,
         c.processed,
         c.accepted,
@@ -391,7 +423,13 @@ fn summary(c: &Counters) -> String {
         c.flows_active,
         c.flows_created,
         c.flows_expired,
-        c.flows_evicted
+        c.flows_evicted,
+        c.frag_fragments,
+        c.frag_reassembled,
+        c.frag_invalid,
+        c.frag_timed_out,
+        c.frag_evicted,
+        c.frag_held
     )
 }
 
@@ -410,6 +448,9 @@ struct Control {
     last_rx: u64,
     last_rx_change: Instant,
     stop_after: Option<u64>,
+    linger: Duration,
+    /// When the offline input was found to be over.
+    input_done: Option<Instant>,
 }
 
 impl Control {
@@ -452,8 +493,14 @@ impl Control {
             }
         }
         if let Some(n) = self.stop_after {
-            // Offline input is over when all its packets arrived, or nothing came for a second.
-            if totals.rx >= n || now.duration_since(self.last_rx_change) > Duration::from_secs(1) {
+            // Offline input is over when all its packets arrived, or nothing came for a
+            // second; then the run lingers if asked.
+            if self.input_done.is_none()
+                && (totals.rx >= n || now.duration_since(self.last_rx_change) > Duration::from_secs(1))
+            {
+                self.input_done = Some(now);
+            }
+            if self.input_done.is_some_and(|t| now.duration_since(t) >= self.linger) {
                 return true;
             }
         }
@@ -541,6 +588,7 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         flow_dump: args.flow_dump,
         stop_after: None,
         verbose: true,
+        linger: Duration::ZERO,
     };
     match run(spec) {
         Ok(_) => 0,
@@ -574,6 +622,10 @@ struct HakapcapArgs {
     /// At exit, write every live flow as a JSON line
     #[arg(long, value_name = "PATH")]
     flow_dump: Option<PathBuf>,
+    /// Keep the datapath running SECS seconds after the input ended, so that timers
+    /// (fragment timeouts) fire before the final counters
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    linger: f64,
 }
 
 fn vdev_path(p: &Path, what: &str) -> Result<String, String> {
@@ -609,6 +661,9 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     if args.workers == 0 || args.workers as usize > std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) {
         return Err(format!("--workers {}: must be between 1 and the number of CPUs", args.workers));
     }
+    if !(args.linger.is_finite() && (0.0..=3600.0).contains(&args.linger)) {
+        return Err(format!("--linger {}: must be between 0 and 3600 seconds", args.linger));
+    }
     if args.workers > 1 && args.output.is_some() {
         return Err("-o needs --workers 1: net_pcap writes one output through a single tx queue".into());
     }
@@ -633,6 +688,8 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     // and the dissector reads the first segment only).
     config.mempool.data_room = u16::MAX;
     config.mempool.mbufs = 2047;
+    // Held fragments come from that pool: keep room for the input.
+    config.defrag.max_fragments = config.defrag.max_fragments.min(256);
     let eal_args: Vec<String> = [
         "hakapcap",
         "--no-huge",
@@ -660,6 +717,7 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
         flow_dump: args.flow_dump.clone(),
         stop_after: Some(expected),
         verbose: false,
+        linger: Duration::from_secs_f64(args.linger),
     };
     let result = run(spec)?;
     // net_pcap always writes an Ethernet header: restore the input's link type.

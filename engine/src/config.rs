@@ -16,6 +16,7 @@ pub struct Config {
     pub alerts: crate::alert::AlertsConfig,
     pub tcp: TcpConfig,
     pub http: HttpConfig,
+    pub defrag: DefragSection,
 }
 
 /// `[tcp]`: connection tracking and stream reassembly (the stateful layer runs for
@@ -189,6 +190,69 @@ impl Default for FlowsConfig {
     }
 }
 
+/// `[defrag]`: IP fragment reassembly (per worker, see `crate::fragstage`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DefragSection {
+    /// Reassemble fragments before rules see them (false: fragments are inspected one by
+    /// one, tracked by addresses only).
+    pub enabled: bool,
+    /// Datagrams being reassembled at most, per worker (the oldest is evicted beyond).
+    pub max_datagrams: u32,
+    /// Bytes buffered for reassembly at most, per worker.
+    pub max_bytes: u64,
+    /// Original fragments (mbufs) held at most, per worker, until their datagram is
+    /// complete; the oldest datagram is evicted beyond. Added to the packet pool's size.
+    pub max_fragments: u32,
+    /// Seconds after its first fragment an incomplete datagram is released (dropped).
+    pub timeout: f64,
+    /// Large (64 KiB) mbufs for reassembled datagrams, shared by all workers.
+    pub reassembly_mbufs: u32,
+}
+
+impl Default for DefragSection {
+    fn default() -> Self {
+        DefragSection {
+            enabled: true,
+            max_datagrams: 1024,
+            max_bytes: 16 << 20,
+            max_fragments: 1024,
+            timeout: 30.0,
+            reassembly_mbufs: 256,
+        }
+    }
+}
+
+impl DefragSection {
+    /// The reassembly table's bounds.
+    pub fn defrag_config(&self) -> crate::defrag::DefragConfig {
+        crate::defrag::DefragConfig {
+            max_datagrams: self.max_datagrams as usize,
+            max_bytes: self.max_bytes as usize,
+            timeout_ms: ((self.timeout * 1000.0).ceil() as u64).max(1),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.max_datagrams == 0 || self.max_datagrams > 1 << 20 {
+            return Err(format!("defrag.max_datagrams = {}: must be between 1 and 1048576", self.max_datagrams));
+        }
+        if self.max_bytes < 65536 || self.max_bytes > 1 << 32 {
+            return Err(format!("defrag.max_bytes = {}: must be between 65536 and 4294967296", self.max_bytes));
+        }
+        if self.max_fragments < 2 || self.max_fragments > 1 << 20 {
+            return Err(format!("defrag.max_fragments = {}: must be between 2 and 1048576", self.max_fragments));
+        }
+        if !(self.timeout.is_finite() && self.timeout >= 0.001 && self.timeout <= 3600.0) {
+            return Err(format!("defrag.timeout = {}: must be between 0.001 and 3600 seconds", self.timeout));
+        }
+        if self.reassembly_mbufs < 1 || self.reassembly_mbufs > 65536 {
+            return Err(format!("defrag.reassembly_mbufs = {}: must be between 1 and 65536", self.reassembly_mbufs));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RulesConfig {
@@ -271,6 +335,7 @@ impl Config {
         if r.memory_limit_mb < 8 {
             return Err(format!("rules.memory_limit_mb = {}: must be at least 8", r.memory_limit_mb));
         }
+        self.defrag.validate()?;
         let f = &self.flows;
         if f.capacity == 0 {
             return Err("flows.capacity = 0: must be at least 1".into());
@@ -332,6 +397,28 @@ mod tests {
         assert_eq!(cfg.mempool, MempoolConfig::default());
         assert_eq!(cfg.rules, RulesConfig::default());
         assert_eq!(cfg.alerts, crate::alert::AlertsConfig::default());
+        assert_eq!(cfg.defrag, DefragSection::default());
+    }
+
+    #[test]
+    fn defrag_section() {
+        let cfg = Config::parse("[defrag]\nenabled = false\ntimeout = 0.25\nmax_fragments = 64\n", "x.toml").unwrap();
+        assert!(!cfg.defrag.enabled);
+        assert_eq!(cfg.defrag.max_fragments, 64);
+        assert_eq!(cfg.defrag.defrag_config().timeout_ms, 250);
+        // Integer seconds are fine too.
+        let cfg = Config::parse("[defrag]\ntimeout = 5\n", "x.toml").unwrap();
+        assert_eq!(cfg.defrag.defrag_config().timeout_ms, 5000);
+        assert_eq!(Config::default().defrag.defrag_config(), crate::defrag::DefragConfig::default());
+        let e = Config::parse("[defrag]\nmax_datagram = 3\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2:") && e.contains("max_datagram"), "{e}");
+        for bad in ["timeout = 0", "timeout = -1", "max_datagrams = 0", "max_bytes = 100", "max_fragments = 1", "reassembly_mbufs = 0"] {
+            let e = Config::parse(&format!("[defrag]\n{bad}\n"), "x.toml").unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(e.contains(&format!("defrag.{key}")), "{bad}: {e}");
+        }
+        let e = Config::parse("[defrag]\nenabled = 1\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2:"), "{e}");
     }
 
     #[test]

@@ -385,6 +385,21 @@ impl Defragmenter {
         n
     }
 
+    /// Evicts the oldest datagram in progress (a [`Released::Evicted`] notice, counted
+    /// `evicted`), e.g. when the caller runs short of room for the fragments it holds.
+    /// False when there is none.
+    pub fn evict_one(&mut self) -> bool {
+        match self.oldest_live() {
+            Some(k) => {
+                if let Some(d) = self.remove(&k) {
+                    self.notify(d.seq, Released::Evicted);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     fn reject(&mut self, e: DefragError) -> DefragResult {
         self.counters.invalid += 1;
         DefragResult::Invalid(e)
@@ -1109,6 +1124,28 @@ mod tests {
         let k = d.counters();
         assert_eq!((k.evicted, k.notices_lost), (199, 199 - 64));
         assert_eq!(d.released.len(), 64);
+    }
+
+    #[test]
+    fn defrag_evict_one_oldest_first() {
+        let mut d = Defragmenter::new(cfg());
+        assert!(!d.evict_one());
+        let fr: Vec<_> = (1..=2).map(|id| frag_v4(&udp_v4(id, 2972), 1480)).collect();
+        assert_eq!(d.push_ipv4(&fr[0][0], 0), DefragResult::Pending);
+        let a = d.last_datagram().unwrap();
+        assert_eq!(d.push_ipv4(&fr[1][0], 1), DefragResult::Pending);
+        let b = d.last_datagram().unwrap();
+        assert!(d.evict_one());
+        assert_eq!(d.take_released(), Some((a, Released::Evicted)));
+        // The evicted datagram is gone: its remaining fragments do not complete it.
+        assert_eq!(d.push_ipv4(&fr[0][1], 2), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&fr[0][2], 2), DefragResult::Pending);
+        // The other one still completes.
+        assert_eq!(d.push_ipv4(&fr[1][1], 3), DefragResult::Pending);
+        assert!(matches!(d.push_ipv4(&fr[1][2], 3), DefragResult::Complete { fragments: 3, .. }));
+        assert_eq!(d.last_datagram(), Some(b));
+        let k = d.counters();
+        assert_eq!((k.evicted, k.in_progress, k.completed), (1, 1, 1));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! - [`flow`]: canonical flow keys, symmetric hash, per-worker flow table with timer wheel.
 //! - [`pipeline`]: the per-packet decision (dissect, flow lookup, verdict), DPDK-free.
 //! - [`worker`]: the lcore loop (rx burst, dispatch, pipeline, tx buffers).
+//! - [`defrag`], [`fragstage`], [`refrag`]: IP fragment reassembly, its place in the worker
+//!   (held fragments, reassembled packets, handover), re-fragmentation.
 //! - [`config`], [`stats`], [`pcapfile`], [`app`]: configuration, counters, capture files, binaries.
 #![deny(unsafe_code)]
 
@@ -19,11 +21,13 @@ pub mod dissect;
 pub mod dns;
 pub mod dpdk;
 pub mod flow;
+pub mod fragstage;
 pub mod http;
 pub mod lua;
 pub mod pcapfile;
 pub mod pipeline;
 pub mod stateful;
+pub mod refrag;
 pub mod stats;
 pub mod stream;
 pub mod tcp_edit;

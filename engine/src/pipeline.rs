@@ -11,6 +11,10 @@ use crate::stats::{Counters, DropReason};
 pub enum Class {
     /// An IP packet: its flow key, hash, sender and TCP flags, ready for the flow table.
     Flow(FlowPacket),
+    /// An IP fragment, to be reassembled (only when `[defrag] enabled`): its address-only
+    /// key and hash (every fragment of a datagram has the same), see `crate::fragstage`.
+    /// Batched like `Flow` if it is decided on as is.
+    Fragment(FlowPacket),
     /// Not IP (ARP, LLDP, ...): no flow, accepted.
     NonIp,
     Malformed(Malformed),
@@ -21,9 +25,15 @@ impl Class {
     #[inline(always)]
     pub fn flow_hash(&self) -> Option<u64> {
         match self {
-            Class::Flow(p) => Some(p.hash),
+            Class::Flow(p) | Class::Fragment(p) => Some(p.hash),
             _ => None,
         }
+    }
+
+    /// True for a fragment to be reassembled.
+    #[inline(always)]
+    pub fn is_fragment(&self) -> bool {
+        matches!(self, Class::Fragment(_))
     }
 }
 
@@ -97,7 +107,7 @@ impl Batch {
     pub fn push(&mut self, tag: u8, class: Class) {
         debug_assert!(self.n < BATCH);
         self.kind[self.n] = match class {
-            Class::Flow(p) => {
+            Class::Flow(p) | Class::Fragment(p) => {
                 self.flows[self.n_flows] = p;
                 self.n_flows += 1;
                 Kind::Flow(self.n_flows as u8 - 1)
@@ -145,6 +155,8 @@ pub struct Pipeline {
     opts: DissectOptions,
     malformed_verdict: Verdict,
     table: FlowTable,
+    /// Fragments are classified `Class::Fragment` (reassembled by the worker).
+    defrag: bool,
 }
 
 /// Flows examined per expiry step (bounded work per loop iteration).
@@ -157,6 +169,7 @@ impl Pipeline {
             opts: DissectOptions { ipv4_checksum: cfg.datapath.ipv4_checksum },
             malformed_verdict: cfg.datapath.malformed,
             table: FlowTable::new(cfg.flow_table_config()),
+            defrag: cfg.defrag.enabled,
         }
     }
 
@@ -175,8 +188,17 @@ impl Pipeline {
         let hash = key.hash();
         // Start loading the flow's index bucket now: by the time the batch is
         // looked up, after the rest of the burst is classified, it is in cache.
+        let p = FlowPacket { key, hash, sender, tcp_flags, bytes: len };
+        if meta.fragment && self.defrag {
+            return Class::Fragment(p);
+        }
         self.table.prefetch(hash);
-        Class::Flow(FlowPacket { key, hash, sender, tcp_flags, bytes: len })
+        Class::Flow(p)
+    }
+
+    /// The link type of the frames this pipeline dissects.
+    pub fn link(&self) -> LinkType {
+        self.link
     }
 
     /// The full dissection of a frame, for the rules (which need every offset).

@@ -29,10 +29,19 @@ pub enum DropReason {
     StreamOverCap,
     /// SYN or SYN-ACK on an established connection and `[tcp] unexpected_packet = "drop"`.
     TcpUnexpected,
+    /// An IP fragment whose datagram was invalid (overlap, out of bounds, malformed,
+    /// over the reassembly limits).
+    FragmentInvalid,
+    /// An IP fragment whose datagram never completed (timed out, evicted, or still
+    /// incomplete when the worker stopped).
+    FragmentIncomplete,
+    /// An IP fragment whose reassembled datagram could not be built or re-fragmented
+    /// (no large mbuf left, too big for one, re-fragmentation failed).
+    FragmentNoBuffer,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 13;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
@@ -44,6 +53,9 @@ impl DropReason {
         DropReason::NoConnection,
         DropReason::StreamOverCap,
         DropReason::TcpUnexpected,
+        DropReason::FragmentInvalid,
+        DropReason::FragmentIncomplete,
+        DropReason::FragmentNoBuffer,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +70,9 @@ impl DropReason {
             DropReason::NoConnection => "no_connection",
             DropReason::StreamOverCap => "stream_over_cap",
             DropReason::TcpUnexpected => "tcp_unexpected",
+            DropReason::FragmentInvalid => "fragment_invalid",
+            DropReason::FragmentIncomplete => "fragment_incomplete",
+            DropReason::FragmentNoBuffer => "fragment_no_buffer",
         }
     }
 }
@@ -173,9 +188,21 @@ pub struct Counters {
     pub rules_reload_failed: u64,
     /// Stateful layer, indexed by [`Stateful`].
     pub stateful: [u64; Stateful::COUNT],
+    /// IP fragment reassembly (`crate::fragstage`): fragments taken by this worker's
+    /// reassembly, datagrams reassembled, fragments rejected (invalid), incomplete
+    /// datagrams timed out and evicted, fragments held now (a gauge), reassembled
+    /// datagrams handed to the worker owning their flow, modified datagrams re-fragmented.
+    pub frag_fragments: u64,
+    pub frag_reassembled: u64,
+    pub frag_invalid: u64,
+    pub frag_timed_out: u64,
+    pub frag_evicted: u64,
+    pub frag_held: u64,
+    pub frag_handed_over: u64,
+    pub frag_refragmented: u64,
 }
 
-const FIXED: usize = 18;
+const FIXED: usize = 26;
 const SLOTS: usize = FIXED + DropReason::COUNT + Malformed::COUNT + Stateful::COUNT;
 const MAL: usize = FIXED + DropReason::COUNT;
 const STF: usize = MAL + Malformed::COUNT;
@@ -218,6 +245,14 @@ impl Counters {
             self.rule_memory_exceeded,
             self.rules_reloaded,
             self.rules_reload_failed,
+            self.frag_fragments,
+            self.frag_reassembled,
+            self.frag_invalid,
+            self.frag_timed_out,
+            self.frag_evicted,
+            self.frag_held,
+            self.frag_handed_over,
+            self.frag_refragmented,
         ]);
         s[FIXED..FIXED + DropReason::COUNT].copy_from_slice(&self.dropped);
         s[MAL..STF].copy_from_slice(&self.malformed);
@@ -245,6 +280,14 @@ impl Counters {
             rule_memory_exceeded: s[15],
             rules_reloaded: s[16],
             rules_reload_failed: s[17],
+            frag_fragments: s[18],
+            frag_reassembled: s[19],
+            frag_invalid: s[20],
+            frag_timed_out: s[21],
+            frag_evicted: s[22],
+            frag_held: s[23],
+            frag_handed_over: s[24],
+            frag_refragmented: s[25],
             ..Counters::default()
         };
         c.dropped.copy_from_slice(&s[FIXED..FIXED + DropReason::COUNT]);
@@ -301,6 +344,16 @@ impl Counters {
             "rule_memory_exceeded": self.rule_memory_exceeded,
             "rules_reloaded": self.rules_reloaded,
             "rules_reload_failed": self.rules_reload_failed,
+            "defrag": {
+                "fragments": self.frag_fragments,
+                "reassembled": self.frag_reassembled,
+                "invalid": self.frag_invalid,
+                "timed_out": self.frag_timed_out,
+                "evicted": self.frag_evicted,
+                "held": self.frag_held,
+                "handed_over": self.frag_handed_over,
+                "refragmented": self.frag_refragmented,
+            },
         })
     }
 }
@@ -339,7 +392,16 @@ mod tests {
 
     #[test]
     fn publish_snapshot_roundtrip_and_sum() {
-        let mut c = Counters { rx: 5, tx: 3, flows_created: 2, cpu_ns: 7, rules_reload_failed: 9, ..Default::default() };
+        let mut c = Counters {
+            rx: 5,
+            tx: 3,
+            flows_created: 2,
+            cpu_ns: 7,
+            rules_reload_failed: 9,
+            frag_fragments: 11,
+            frag_refragmented: 13,
+            ..Default::default()
+        };
         c.drop(DropReason::TxFull);
         c.malformed[Malformed::TcpTruncated.index()] = 4;
         let s = SharedCounters::default();
@@ -352,5 +414,11 @@ mod tests {
         let j = t.to_json();
         assert_eq!(j["malformed_by_reason"]["tcp_truncated"], 8);
         assert_eq!(j["dropped_by_reason"]["tx_full"], 2);
+        assert_eq!(j["defrag"]["fragments"], 22);
+        assert_eq!(j["defrag"]["refragmented"], 26);
+        c.drop(DropReason::FragmentNoBuffer);
+        s.publish(&c);
+        assert_eq!(s.snapshot(), c);
+        assert_eq!(c.to_json()["dropped_by_reason"]["fragment_no_buffer"], 1);
     }
 }

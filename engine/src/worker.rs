@@ -5,13 +5,14 @@
 use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
+use crate::fragstage::{FragPlan, FragStage};
 use crate::lua::{LuaEngine, LuaOptions, LuaPacket, LuaVerdict};
-use crate::pipeline::{Batch, Decision, Pipeline, BATCH};
+use crate::pipeline::{Batch, Class, Decision, Pipeline, BATCH};
 use crate::stateful::{Outcome, StatefulStage};
 use crate::stats::{Counters, DropReason, SharedCounters, Stateful};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// State shared by all workers and the main lcore.
@@ -25,6 +26,9 @@ pub struct Shared {
     /// Incremented to ask every worker to reload its rules (SIGHUP).
     pub reload_generation: AtomicU64,
     pub counters: Vec<SharedCounters>,
+    /// Fragments and reassembled datagrams handed to another worker and not yet
+    /// processed by it (see `crate::fragstage`; the final drain waits for 0).
+    pub frag_inflight: AtomicI64,
 }
 
 impl Shared {
@@ -35,6 +39,7 @@ impl Shared {
             polling: AtomicUsize::new(0),
             reload_generation: AtomicU64::new(0),
             counters: (0..workers).map(|_| SharedCounters::default()).collect(),
+            frag_inflight: AtomicI64::new(0),
         }
     }
 
@@ -68,6 +73,8 @@ pub struct WorkerPlan {
     pub conn: (crate::conn::ConnConfig, bool),
     /// Pool for forged packets (RSTs).
     pub pool: Option<dpdk::PoolRef>,
+    /// IP fragment reassembly (None: fragments are decided on one by one).
+    pub defrag: Option<FragPlan>,
 }
 
 /// Offline backpressure threshold: packets waiting in any dispatch ring.
@@ -119,29 +126,50 @@ struct Loop<'a> {
     stateful: Option<StatefulStage>,
     /// Flows ended by expiry (scratch).
     ended: Vec<crate::flow::FlowId>,
+    /// IP fragment reassembly, when enabled.
+    frag: Option<FragStage<'a>>,
+    /// Burst slots whose packet a rule modified (bit per slot).
+    modified: u32,
 }
 
 impl Loop<'_> {
     /// Decides on one packet this worker owns and sends or frees it.
     #[inline(always)]
-    fn handle(&mut self, m: Mbuf, decision: Decision) {
-        match decision {
-            Decision::Accept => {
-                let port = m.port() as usize;
-                match self.plan.out_port.get(port).copied() {
-                    Some(Some(out)) => match self.tx.get_mut(out as usize).and_then(Option::as_mut) {
-                        Some(txb) => {
-                            let (sent, dropped) = txb.push(m);
-                            self.c.tx += sent as u64;
-                            self.c.dropped[DropReason::TxFull as usize] += dropped as u64;
-                        }
-                        None => self.c.drop(DropReason::NoOutputPort),
-                    },
-                    Some(None) => drop(m), // passive: inspected, not sent
-                    None => self.c.drop(DropReason::NoOutputPort),
+    fn handle(&mut self, m: Mbuf, decision: Decision, modified: bool) {
+        if decision == Decision::Accept
+            && self.frag.as_ref().is_some_and(|fs| fs.is_carrier(&m))
+            && matches!(self.plan.out_port.get(m.port() as usize), Some(Some(_)))
+        {
+            // A reassembled datagram to transmit: its original fragments (or its
+            // re-fragmentation) leave. (Not transmitted: freed whole, below.)
+            if let Some(fs) = self.frag.as_mut() {
+                for f in fs.release(m, modified, &self.pipeline, &mut self.c) {
+                    self.send(f);
                 }
             }
+            return;
+        }
+        match decision {
+            Decision::Accept => self.send(m),
             Decision::Drop(_) => drop(m),
+        }
+    }
+
+    /// Sends an accepted packet to its output port (passive: frees it).
+    #[inline(always)]
+    fn send(&mut self, m: Mbuf) {
+        let port = m.port() as usize;
+        match self.plan.out_port.get(port).copied() {
+            Some(Some(out)) => match self.tx.get_mut(out as usize).and_then(Option::as_mut) {
+                Some(txb) => {
+                    let (sent, dropped) = txb.push(m);
+                    self.c.tx += sent as u64;
+                    self.c.dropped[DropReason::TxFull as usize] += dropped as u64;
+                }
+                None => self.c.drop(DropReason::NoOutputPort),
+            },
+            Some(None) => drop(m), // passive: inspected, not sent
+            None => self.c.drop(DropReason::NoOutputPort),
         }
     }
 
@@ -185,6 +213,9 @@ impl Loop<'_> {
         lua.run_burst(&mut pkts);
         self.c.lua_packets += pkts.len() as u64;
         for (p, &j) in pkts.iter().zip(&js) {
+            if p.modified {
+                self.modified |= 1 << batch.result(j as usize).0;
+            }
             if p.verdict == LuaVerdict::Drop {
                 let reason = if p.error { DropReason::RuleError } else { DropReason::Rule };
                 self.c.accepted -= 1;
@@ -214,7 +245,14 @@ impl Loop<'_> {
                 continue;
             }
             let out_port = self.plan.out_port.get(m.port() as usize).copied().flatten();
-            if let Outcome::Drop(reason) = stage.packet(lua, m, &meta, id, created, fdir, out_port, &mut self.c) {
+            // A reassembled datagram the stage changes (rules, stream edits) must be
+            // re-fragmented rather than its originals sent: compare (fragments are rare).
+            let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());
+            let outcome = stage.packet(lua, m, &meta, id, created, fdir, out_port, &mut self.c);
+            if before.is_some_and(|b| b.as_slice() != m.data()) {
+                self.modified |= 1 << slot;
+            }
+            if let Outcome::Drop(reason) = outcome {
                 self.c.accepted -= 1;
                 self.c.drop(reason);
                 batch.set_decision(j, Decision::Drop(reason));
@@ -278,9 +316,10 @@ impl Loop<'_> {
         for j in 0..batch.len() {
             let (slot, d) = batch.result(j);
             if let Some(m) = burst.take(slot as usize) {
-                self.handle(m, d);
+                self.handle(m, d, self.modified >> slot & 1 != 0);
             }
         }
+        self.modified = 0;
         batch.clear();
         burst.clear();
     }
@@ -289,13 +328,39 @@ impl Loop<'_> {
     fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
         let n = inbound.dequeue(buf);
         self.c.dispatched_in += n as u64;
+        let mut tracked = 0;
         for i in 0..n {
             if let Some(m) = buf.get(i) {
-                batch.push(i as u8, self.pipeline.classify(m.data(), m.pkt_len()));
+                let Some(fs) = self.frag.as_ref() else {
+                    batch.push(i as u8, self.pipeline.classify(m.data(), m.pkt_len()));
+                    continue;
+                };
+                let class = self.pipeline.classify(m.data(), fs.wire_len(m));
+                tracked += fs.is_tracked(m, &class) as i64;
+                if class.is_fragment() {
+                    self.fragment(buf, i, class, now, batch);
+                    continue;
+                }
+                batch.push(i as u8, class);
             }
         }
         self.finish_batch(buf, batch, now);
+        if let Some(fs) = self.frag.as_ref() {
+            fs.done_tracked(tracked);
+        }
         n
+    }
+
+    /// A fragment in slot `i` of `burst`: to the reassembly; a datagram it completes
+    /// takes its slot in the batch when this worker owns its flow.
+    fn fragment(&mut self, burst: &mut MbufBurst, i: usize, class: Class, now: u64, batch: &mut Batch) {
+        let (Some(fs), Some(m)) = (self.frag.as_mut(), burst.take(i)) else { return };
+        let rings = self.plan.rings.as_deref().map(Vec::as_slice);
+        if let Some((carrier, class)) = fs.on_fragment(m, &class, now, &self.pipeline, rings, &mut self.c) {
+            if burst.put(i, carrier).is_ok() {
+                batch.push(i as u8, class);
+            }
+        }
     }
 }
 
@@ -341,7 +406,18 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             StatefulStage::new(conns, info, http_drop, plan.pool)
         })
     });
-    let mut lp = Loop { plan: &plan, pipeline, tx, c: Counters::default(), lua, stateful, ended: Vec::with_capacity(64) };
+    let frag = plan.defrag.as_ref().map(|fp| FragStage::new(fp, me, plan.workers, plan.alerts.clone(), &shared.frag_inflight));
+    let mut lp = Loop {
+        plan: &plan,
+        pipeline,
+        tx,
+        c: Counters::default(),
+        lua,
+        stateful,
+        ended: Vec::with_capacity(64),
+        frag,
+        modified: 0,
+    };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let rings = plan.rings.clone();
     let mut rx = MbufBurst::new();
@@ -367,6 +443,10 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             for i in 0..n {
                 let Some(m) = rx.get(i) else { continue };
                 let class = lp.pipeline.classify(m.data(), m.pkt_len());
+                if class.is_fragment() {
+                    lp.fragment(&mut rx, i, class, now, &mut batch);
+                    continue;
+                }
                 if let Some(rings) = &rings {
                     let owner = match class.flow_hash() {
                         Some(h) => owner_of(h, plan.workers),
@@ -398,6 +478,9 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         }
         lp.flush_tx();
         lp.expire(now);
+        if let Some(fs) = lp.frag.as_mut() {
+            fs.housekeeping(now, &mut lp.c);
+        }
         let gen = shared.reload_generation.load(Ordering::Relaxed);
         if gen != reload_seen {
             // Between bursts: nothing is in flight in this worker.
@@ -428,10 +511,23 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             lp.flush_tx();
             std::hint::spin_loop();
         }
-        // Phase 2: nobody enqueues any more; empty the ring.
-        while lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch) > 0 {}
+        // Phase 2: only reassembled datagrams are still handed over; empty the
+        // ring until none is in flight anywhere.
+        loop {
+            let n = lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
+            if n == 0 {
+                if shared.frag_inflight.load(Ordering::SeqCst) <= 0 {
+                    break;
+                }
+                lp.flush_tx();
+                std::hint::spin_loop();
+            }
+        }
     }
     lp.flush_tx();
+    if let Some(fs) = lp.frag.as_mut() {
+        fs.shutdown(&mut lp.c);
+    }
     let now = clock.now_ms();
     lp.expire(now);
     if let Some(lua) = lp.lua.as_mut() {

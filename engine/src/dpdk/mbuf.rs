@@ -95,6 +95,28 @@ impl PoolRef {
         NonNull::new(unsafe { dpdk_sys::shim_pktmbuf_alloc(self.0.as_ptr()) }).map(Mbuf)
     }
 
+    /// Mbufs of this pool currently allocated.
+    pub fn in_use(&self) -> u32 {
+        // SAFETY: valid pool.
+        unsafe { dpdk_sys::shim_mempool_in_use(self.0.as_ptr()) }
+    }
+
+    /// A new packet, without headroom, holding `head` then `body` (one
+    /// segment), marked as received on `port`; None when the pool is
+    /// exhausted or the bytes do not fit one buffer.
+    pub fn alloc_concat(&self, head: &[u8], body: &[u8], port: u16) -> Option<Mbuf> {
+        let mut m = self.alloc()?;
+        let len = head.len().checked_add(body.len())?;
+        if !m.set_headroom(0) || !m.resize(len) {
+            return None;
+        }
+        let d = m.data_mut();
+        d[..head.len()].copy_from_slice(head);
+        d[head.len()..].copy_from_slice(body);
+        m.set_port(port);
+        Some(m)
+    }
+
     /// A new packet holding a copy of `bytes`, marked as received on `port`
     /// (None when the pool is exhausted or `bytes` does not fit one segment).
     pub fn alloc_with(&self, bytes: &[u8], port: u16) -> Option<Mbuf> {
@@ -119,21 +141,19 @@ impl Mbuf {
         }
     }
 
-    /// Sets the length of a single-segment packet (growing into the tailroom
-    /// leaves the new bytes unspecified). False, unchanged, when it does not
-    /// fit or the packet has more than one segment.
+    /// Sets the length of the packet's first segment, the bytes [`Mbuf::data`]
+    /// shows (growing into the tailroom leaves the new bytes unspecified);
+    /// `pkt_len` follows. False, unchanged, when it does not fit.
     pub fn resize(&mut self, len: usize) -> bool {
         if len > self.capacity() || len > u16::MAX as usize {
             return false;
         }
-        // SAFETY: exclusive access; single segment checked, len within the buffer.
+        // SAFETY: exclusive access; len within the first segment's buffer; the
+        // other segments (a chain, see `chain`) are untouched.
         unsafe {
             let m = self.0.as_mut();
-            if m.nb_segs != 1 {
-                return false;
-            }
+            m.pkt_len = m.pkt_len - m.data_len as u32 + len as u32;
             m.data_len = len as u16;
-            m.pkt_len = len as u32;
         }
         true
     }
@@ -142,6 +162,111 @@ impl Mbuf {
     pub fn set_port(&mut self, port: u16) {
         // SAFETY: exclusive access to a valid mbuf.
         unsafe { self.0.as_mut().port = port }
+    }
+
+    /// True when the packet was allocated from `pool`.
+    #[inline(always)]
+    pub fn is_from(&self, pool: PoolRef) -> bool {
+        // SAFETY: valid mbuf; only the pool pointer is read.
+        unsafe { self.0.as_ref().pool == pool.0.as_ptr() }
+    }
+
+    /// The pool this packet came from (to allocate more packets like it).
+    pub fn pool(&self) -> PoolRef {
+        // SAFETY: a valid mbuf always points to the pool it was allocated from,
+        // which outlives it.
+        PoolRef(unsafe { NonNull::new_unchecked(self.0.as_ref().pool) })
+    }
+
+    /// Number of segments (1 unless segments were chained with [`Mbuf::chain`]).
+    pub fn segments(&self) -> u16 {
+        // SAFETY: valid mbuf.
+        unsafe { self.0.as_ref().nb_segs }
+    }
+
+    /// True for a packet made of one segment (no `next`).
+    pub fn is_single_segment(&self) -> bool {
+        // SAFETY: valid mbuf.
+        unsafe {
+            let m = self.0.as_ref();
+            m.nb_segs == 1 && m.next.is_null()
+        }
+    }
+
+    /// Moves the data start of an empty packet to `headroom` bytes into its
+    /// buffer (0: the whole buffer is usable). False, unchanged, when the
+    /// packet is not empty or `headroom` is beyond the buffer.
+    pub fn set_headroom(&mut self, headroom: u16) -> bool {
+        // SAFETY: exclusive access to a valid mbuf; data_off stays within buf_len.
+        unsafe {
+            let m = self.0.as_mut();
+            if m.data_len != 0 || m.nb_segs != 1 || headroom > m.buf_len {
+                return false;
+            }
+            m.data_off = headroom;
+        }
+        true
+    }
+
+    /// Hangs `segs` (single-segment packets) after this single-segment packet,
+    /// in order, as the further segments of one valid mbuf chain (`nb_segs`
+    /// and `pkt_len` cover them all): whoever frees the chain frees them all.
+    /// [`Mbuf::data`] still shows the first segment only. Gives `segs` back,
+    /// nothing changed, when a packet is not single-segment or the chain
+    /// would not fit the mbuf's counters.
+    pub fn chain(&mut self, segs: Vec<Mbuf>) -> Result<(), Vec<Mbuf>> {
+        let total: u64 = self.pkt_len() as u64 + segs.iter().map(|s| s.pkt_len() as u64).sum::<u64>();
+        if !self.is_single_segment()
+            || !segs.iter().all(Mbuf::is_single_segment)
+            || segs.len() >= u16::MAX as usize
+            || total > u32::MAX as u64
+        {
+            return Err(segs);
+        }
+        let mut last = self.0.as_ptr();
+        let n = segs.len() as u16;
+        for s in segs {
+            let p = s.0.as_ptr();
+            // Ownership moves into the chain: freed with it (rte_pktmbuf_free walks `next`).
+            std::mem::forget(s);
+            // SAFETY: `last` is this packet or a segment just moved into its chain,
+            // both valid and exclusively ours; `p` is a valid single-segment mbuf.
+            unsafe { (*last).next = p };
+            last = p;
+        }
+        // SAFETY: exclusive access; counters now describe the whole chain.
+        unsafe {
+            let m = self.0.as_mut();
+            m.nb_segs = 1 + n;
+            m.pkt_len = total as u32;
+        }
+        Ok(())
+    }
+
+    /// Detaches every segment after the first (see [`Mbuf::chain`]) and
+    /// returns them as separate packets, in chain order; this packet is left
+    /// single-segment.
+    pub fn unchain(&mut self) -> Vec<Mbuf> {
+        let mut out = Vec::new();
+        // SAFETY: exclusive access to the chain: each segment is valid, owned
+        // only through this chain, and becomes an independent single-segment
+        // packet (next cleared, counters reset) before it is wrapped.
+        unsafe {
+            let head = self.0.as_mut();
+            let mut p = head.next;
+            head.next = std::ptr::null_mut();
+            head.nb_segs = 1;
+            head.pkt_len = head.data_len as u32;
+            while let Some(mut seg) = NonNull::new(p) {
+                let s = seg.as_mut();
+                p = s.next;
+                s.next = std::ptr::null_mut();
+                s.nb_segs = 1;
+                s.pkt_len = s.data_len as u32;
+                out.push(Mbuf(seg));
+            }
+        }
+        out
     }
 }
 
@@ -211,6 +336,19 @@ impl MbufBurst {
     #[inline(always)]
     pub fn slots_mut(&mut self) -> &mut [Option<Mbuf>] {
         &mut self.slots[..self.len]
+    }
+
+    /// Puts a packet back into slot `i` (below `len`, emptied by `take`);
+    /// gives it back when the slot is not free.
+    #[inline]
+    pub fn put(&mut self, i: usize, m: Mbuf) -> Result<(), Mbuf> {
+        match self.slots[..self.len].get_mut(i) {
+            Some(slot @ None) => {
+                *slot = Some(m);
+                Ok(())
+            }
+            _ => Err(m),
+        }
     }
 
     /// Frees what is left and empties the burst.
