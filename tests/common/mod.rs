@@ -73,3 +73,82 @@ pub fn ipv4_frame(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16,
 pub fn write_capture(path: &Path, packets: Vec<Vec<u8>>) {
     Capture { link_type: 1, packets }.write(path).unwrap();
 }
+
+/// Splits an Ethernet/IPv4 frame (20-byte IP header, no options) into fragments of
+/// `chunk` payload bytes (a multiple of 8), all with identification `id`.
+pub fn fragment_v4(frame: &[u8], id: u16, chunk: usize) -> Vec<Vec<u8>> {
+    let (eth, ip) = frame.split_at(14);
+    let payload = &ip[20..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + chunk).min(payload.len());
+        let more = end < payload.len();
+        let mut f = eth.to_vec();
+        let mut h = ip[..20].to_vec();
+        h[2..4].copy_from_slice(&((20 + end - off) as u16).to_be_bytes());
+        h[4..6].copy_from_slice(&id.to_be_bytes());
+        h[6..8].copy_from_slice(&(((more as u16) << 13) | (off / 8) as u16).to_be_bytes());
+        h[10..12].copy_from_slice(&[0, 0]);
+        let c = csum(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&payload[off..end]);
+        out.push(f);
+        off = end;
+    }
+    out
+}
+
+/// Ethernet/IPv6/UDP frame with a valid UDP checksum.
+pub fn ipv6_udp_frame(src: [u8; 16], dst: [u8; 16], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let ulen = 8 + payload.len();
+    let mut f = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(ulen as u16).to_be_bytes());
+    f.extend_from_slice(&[17, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    let mut udp = Vec::with_capacity(ulen);
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&(ulen as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src);
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&(ulen as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 17]);
+    pseudo.extend_from_slice(&udp);
+    let c = match csum(&pseudo) {
+        0 => 0xffff,
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&udp);
+    f
+}
+
+/// Splits an Ethernet/IPv6 frame (no extension headers) into fragments of `chunk`
+/// payload bytes (a multiple of 8), Fragment header identification `id`.
+pub fn fragment_v6(frame: &[u8], id: u32, chunk: usize) -> Vec<Vec<u8>> {
+    let (head, payload) = frame.split_at(14 + 40);
+    let inner_nh = head[14 + 6];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let end = (off + chunk).min(payload.len());
+        let more = end < payload.len();
+        let mut f = head.to_vec();
+        f[14 + 6] = 44;
+        f[14 + 4..14 + 6].copy_from_slice(&((8 + end - off) as u16).to_be_bytes());
+        f.extend_from_slice(&[inner_nh, 0]);
+        f.extend_from_slice(&((off as u16) | more as u16).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&payload[off..end]);
+        out.push(f);
+        off = end;
+    }
+    out
+}
