@@ -285,7 +285,7 @@ fn no_ports_is_a_clear_error() {
 /// tests run side by side on few cores).
 fn patient_config(dir: &std::path::Path) -> PathBuf {
     let conf = dir.join("patient.toml");
-    std::fs::write(&conf, format!("[rules]\ninstruction_budget = 5000000000\n")).unwrap();
+    std::fs::write(&conf, "[rules]\ninstruction_budget = 5000000000\n").unwrap();
     conf
 }
 
