@@ -422,6 +422,27 @@ end }
         "fragment_overrun: one 60028-byte datagram"
     );
 
+    // IPv6: fragments (shuffled) reassembled for the rules, originals forwarded as they came.
+    std::fs::write(
+        &rules,
+        "haka.rule{ on = haka.dissectors.ipv6.events.receive_packet, eval = function(pkt)\n\
+         haka.log(\"v6 len=%d payload_length=%d proto=%d\", pkt.len, pkt.payload_length, pkt.proto) end }\n",
+    )
+    .unwrap();
+    let src = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let dst = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+    let payload: Vec<u8> = (0..4000u32).map(|i| (i * 3) as u8).collect();
+    let mut frags = fragment_v6(&ipv6_udp_frame(src, dst, 5000, 53, &payload), 77, 1232);
+    frags.swap(0, 2);
+    let input6 = dir.path().join("v6.pcap");
+    write_capture(&input6, frags.clone());
+    let out = dir.path().join("out.pcap");
+    let o = hakapcap(&[rules.to_str().unwrap(), input6.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<String> = log_lines(&o).into_iter().map(|(_, m)| m).collect();
+    assert_eq!(got, vec![format!("v6 len={} payload_length={} proto=17", 40 + 8 + 4000, 8 + 4000)]);
+    assert!(Capture::read(&out).unwrap().packets == frags);
+
     // A rule dropping the big datagrams drops every fragment of them.
     std::fs::write(
         &rules,

@@ -362,6 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn fragments_are_classified_for_reassembly_when_enabled() {
+        let mut frag = tcp_frame([198, 18, 0, 1], [198, 18, 0, 2], 1000, 80, 0x10);
+        frag[14 + 6] = 0x20; // MF
+        frag[24..26].copy_from_slice(&[0, 0]);
+        let c = crate::wire::checksum::compute(&frag[14..34]);
+        frag[24..26].copy_from_slice(&c.to_be_bytes());
+        let whole = tcp_frame([198, 18, 0, 1], [198, 18, 0, 2], 1000, 80, 0x10);
+        let mut cfg = Config::default();
+        let p = Pipeline::new(&cfg, LinkType::Ethernet);
+        let class = p.classify(&frag, frag.len() as u32);
+        assert!(class.is_fragment(), "{class:?}");
+        match class {
+            // Address-only key: every fragment of the datagram goes to one worker.
+            Class::Fragment(fp) => assert_eq!((fp.key.lo_port, fp.key.hi_port, fp.key.proto), (0, 0, 6)),
+            other => panic!("{other:?}"),
+        }
+        assert!(class.flow_hash().is_some());
+        assert!(!p.classify(&whole, whole.len() as u32).is_fragment());
+        cfg.defrag.enabled = false;
+        let p = Pipeline::new(&cfg, LinkType::Ethernet);
+        assert!(matches!(p.classify(&frag, frag.len() as u32), Class::Flow(_)));
+        // Decided on as is (e.g. reassembly disabled), a fragment is an ordinary flow packet.
+        let mut p = Pipeline::new(&Config::default(), LinkType::Ethernet);
+        let mut b = Batch::default();
+        b.push(0, p.classify(&frag, frag.len() as u32));
+        let mut cnt = Counters::default();
+        p.decide_batch(&mut b, 0, &mut cnt);
+        assert_eq!(b.result(0), (0, Decision::Accept));
+        assert_eq!(cnt.flows_created, 1);
+    }
+
+    #[test]
     fn malformed_accept_verdict() {
         let mut cfg = Config::default();
         cfg.datapath.malformed = Verdict::Accept;
