@@ -513,15 +513,25 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         }
         // Phase 2: only reassembled datagrams are still handed over; empty the
         // ring until none is in flight anywhere.
+        // (Bounded: a second without anything to drain ends it anyway.)
+        let patience = dpdk::tsc_hz().max(1);
+        let mut idle_since = dpdk::tsc();
         loop {
             let n = lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
-            if n == 0 {
-                if shared.frag_inflight.load(Ordering::SeqCst) <= 0 {
-                    break;
-                }
-                lp.flush_tx();
-                std::hint::spin_loop();
+            if n > 0 {
+                idle_since = dpdk::tsc();
+                continue;
             }
+            let inflight = shared.frag_inflight.load(Ordering::SeqCst);
+            if inflight <= 0 {
+                break;
+            }
+            if dpdk::tsc() - idle_since > patience {
+                println!("worker {me}: stopping with {inflight} reassembled datagrams still in flight");
+                break;
+            }
+            lp.flush_tx();
+            std::hint::spin_loop();
         }
     }
     lp.flush_tx();
