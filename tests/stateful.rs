@@ -1,0 +1,1468 @@
+//! The stateful layer through the real datapath (hakapcap): tcp_connection,
+//! udp_connection, http, dns, stream reassembly and stream edits, RST forging,
+//! the `[tcp]` / `[http]` policies, the sample rules of `rules/`, and
+//! adversarial input. Reproduces real Haka's outputs where there is one
+//! (tests/data/haka-reference-outputs: p3, p4, p5, p7), byte for byte per packet.
+//!
+//! Captures that Haka's test suite does not have are built here (Ethernet/IPv4/TCP
+//! or UDP with valid checksums) into a temporary directory.
+mod common;
+use common::*;
+use haka_engine::pcapfile::Capture;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+// ---------------------------------------------------------------------------------------
+// running hakapcap
+// ---------------------------------------------------------------------------------------
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn pcap(rel: &str) -> PathBuf {
+    pcaps_dir().join(rel)
+}
+
+fn http_pcap(name: &str) -> PathBuf {
+    pcap(&format!("modules/protocol/http/test/{name}"))
+}
+
+fn reference(name: &str) -> Capture {
+    Capture::read(&root().join("tests/data/haka-reference-outputs").join(name)).unwrap()
+}
+
+struct Run {
+    out: Capture,
+    stats: serde_json::Value,
+    stdout: String,
+    /// Kept alive so that files written next to the output stay until the end of the test.
+    dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn out_path(&self) -> PathBuf {
+        self.dir.path().join("out.pcap")
+    }
+
+    /// `totals.stateful.<k>`
+    fn st(&self, k: &str) -> u64 {
+        self.stats["totals"]["stateful"][k].as_u64().unwrap_or_else(|| panic!("no stateful counter {k}: {}", self.stats))
+    }
+
+    /// `totals.dropped_by_reason.<k>`
+    fn dropped(&self, k: &str) -> u64 {
+        self.stats["totals"]["dropped_by_reason"][k].as_u64().unwrap_or_else(|| panic!("no drop reason {k}"))
+    }
+
+    fn total(&self, k: &str) -> u64 {
+        self.stats["totals"][k].as_u64().unwrap_or_else(|| panic!("no total {k}"))
+    }
+
+    fn alerts(&self) -> u64 {
+        self.stats["alerts"]["raised"].as_u64().unwrap()
+    }
+
+    /// The lines of the rules' `haka.log` calls (info level), without the worker prefix.
+    fn logs(&self) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.split_once("] info: ").map(|(_, m)| m.to_owned()))
+            .collect()
+    }
+
+    /// Lines logged with `prefix` (prefix removed).
+    fn logs_with(&self, prefix: &str) -> Vec<String> {
+        self.logs().iter().filter_map(|l| l.strip_prefix(prefix).map(str::to_owned)).collect()
+    }
+
+    /// Alert descriptions, in order (not those of the alerts' `method`).
+    fn alert_descriptions(&self) -> Vec<String> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("\tdescription = ").map(str::to_owned))
+            .collect()
+    }
+
+    fn out_packets(&self) -> Vec<Pkt> {
+        self.out.packets.iter().map(|f| parse(f, self.out.link_type).expect("parse output packet")).collect()
+    }
+}
+
+/// Runs hakapcap with the rules in `rules` (Lua source) on `input`, with an optional config.
+fn run(rules: &str, input: &Path, config: Option<&str>) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let r = dir.path().join("rules.lua");
+    std::fs::write(&r, rules).unwrap();
+    run_in(dir, &r, input, config)
+}
+
+/// Runs hakapcap with the rules file `rules` (e.g. a sample of rules/).
+fn run_file(rules: &Path, input: &Path, config: Option<&str>) -> Run {
+    run_in(tempfile::tempdir().unwrap(), rules, input, config)
+}
+
+fn run_in(dir: tempfile::TempDir, rules: &Path, input: &Path, config: Option<&str>) -> Run {
+    let out = dir.path().join("out.pcap");
+    let stats = dir.path().join("stats.json");
+    let mut args: Vec<String> = vec![
+        rules.display().to_string(),
+        input.display().to_string(),
+        "-o".into(),
+        out.display().to_string(),
+        "--stats-file".into(),
+        stats.display().to_string(),
+    ];
+    if let Some(c) = config {
+        let p = dir.path().join("haka.toml");
+        std::fs::write(&p, c).unwrap();
+        args.push("-c".into());
+        args.push(p.display().to_string());
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = hakapcap(&a);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "hakapcap failed on {}: {}\n{}",
+        input.display(),
+        String::from_utf8_lossy(&o.stderr),
+        stdout
+    );
+    let run = Run { out: Capture::read(&out).unwrap(), stats: read_json(&stats), stdout, dir };
+    assert_eq!(run.stats["mempool"]["in_use"], 0, "mbuf leak");
+    run
+}
+
+/// The output has exactly the packets of `expected` (per-packet bytes; the capture
+/// headers may differ).
+fn assert_same_packets(got: &Capture, expected: &Capture, what: &str) {
+    assert_eq!(got.link_type, expected.link_type, "{what}: link type");
+    assert_eq!(got.packets.len(), expected.packets.len(), "{what}: packet count");
+    for (i, (a, b)) in got.packets.iter().zip(&expected.packets).enumerate() {
+        assert!(a == b, "{what}: packet {} differs from the reference\n got {:02x?}\nwant {:02x?}", i + 1, a, b);
+    }
+}
+
+fn have_tool(t: &str) -> bool {
+    Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+}
+
+fn tshark(args: &[&str]) -> String {
+    assert!(have_tool("tshark"), "tshark is needed (scripts/setup.sh installs it)");
+    let o = Command::new("tshark").args(args).output().expect("run tshark");
+    assert!(o.status.success(), "tshark {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// crafting and parsing packets
+// ---------------------------------------------------------------------------------------
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+fn mac(ip: [u8; 4]) -> [u8; 6] {
+    [0x02, 0, ip[0], ip[1], ip[2], ip[3]]
+}
+
+fn sum16(data: &[u8], mut sum: u32) -> u32 {
+    for c in data.chunks(2) {
+        sum += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn pseudo_sum(src: [u8; 4], dst: [u8; 4], proto: u8, len: usize) -> u32 {
+    let mut p = Vec::with_capacity(12);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&[0, proto]);
+    p.extend_from_slice(&(len as u16).to_be_bytes());
+    sum16(&p, 0)
+}
+
+/// Ethernet + IPv4 + `l4` (whose checksum at `csum_at` is computed here).
+fn ipv4_l4(src: [u8; 4], dst: [u8; 4], proto: u8, mut l4: Vec<u8>, csum_at: usize) -> Vec<u8> {
+    let c = fold(sum16(&l4, pseudo_sum(src, dst, proto, l4.len())));
+    let c = if proto == 17 && c == 0 { 0xffff } else { c };
+    l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    let total = 20 + l4.len();
+    let mut f = Vec::with_capacity(14 + total);
+    f.extend_from_slice(&mac(dst));
+    f.extend_from_slice(&mac(src));
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = fold(sum16(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
+    f
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_pkt(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::with_capacity(20 + payload.len());
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&seq.to_be_bytes());
+    t.extend_from_slice(&ack.to_be_bytes());
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    ipv4_l4(src, dst, 6, t, 16)
+}
+
+fn udp_pkt(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut u = Vec::with_capacity(8 + payload.len());
+    u.extend_from_slice(&sport.to_be_bytes());
+    u.extend_from_slice(&dport.to_be_bytes());
+    u.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u.extend_from_slice(&[0, 0]);
+    u.extend_from_slice(payload);
+    ipv4_l4(src, dst, 17, u, 6)
+}
+
+const CLIENT: [u8; 4] = [198, 18, 0, 1];
+const SERVER: [u8; 4] = [198, 18, 0, 2];
+const C_ISN: u32 = 1000;
+const S_ISN: u32 = 5000;
+
+/// A TCP conversation with correct sequence and acknowledgement numbers.
+/// Direction 0: client to server, 1: server to client.
+struct Session {
+    ip: [[u8; 4]; 2],
+    port: [u16; 2],
+    /// Next sequence number to send, per direction.
+    next: [u32; 2],
+    pkts: Vec<Vec<u8>>,
+}
+
+impl Session {
+    fn new(cport: u16, sport: u16) -> Session {
+        Session::between(CLIENT, SERVER, cport, sport)
+    }
+
+    fn between(c: [u8; 4], s: [u8; 4], cport: u16, sport: u16) -> Session {
+        Session { ip: [c, s], port: [cport, sport], next: [C_ISN, S_ISN], pkts: Vec::new() }
+    }
+
+    fn raw(&self, dir: usize, seq: u32, ack: u32, flags: u8, data: &[u8]) -> Vec<u8> {
+        tcp_pkt(self.ip[dir], self.ip[1 - dir], self.port[dir], self.port[1 - dir], seq, ack, flags, data)
+    }
+
+    fn push_raw(&mut self, dir: usize, seq: u32, ack: u32, flags: u8, data: &[u8]) {
+        let p = self.raw(dir, seq, ack, flags, data);
+        self.pkts.push(p);
+    }
+
+    fn handshake(&mut self) -> &mut Self {
+        self.push_raw(0, C_ISN, 0, SYN, b"");
+        self.push_raw(1, S_ISN, C_ISN + 1, SYN | ACK, b"");
+        self.next = [C_ISN + 1, S_ISN + 1];
+        self.push_raw(0, self.next[0], self.next[1], ACK, b"");
+        self
+    }
+
+    /// A data segment in direction `dir`, acknowledging everything the other side sent.
+    fn send(&mut self, dir: usize, data: &[u8]) -> &mut Self {
+        let (seq, ack) = (self.next[dir], self.next[1 - dir]);
+        self.push_raw(dir, seq, ack, PSH | ACK, data);
+        self.next[dir] = seq.wrapping_add(data.len() as u32);
+        self
+    }
+
+    /// `data` cut into segments of at most `mss` bytes.
+    fn send_split(&mut self, dir: usize, data: &[u8], mss: usize) -> &mut Self {
+        for c in data.chunks(mss) {
+            self.send(dir, c);
+        }
+        self
+    }
+
+    fn ack(&mut self, dir: usize) -> &mut Self {
+        let (seq, ack) = (self.next[dir], self.next[1 - dir]);
+        self.push_raw(dir, seq, ack, ACK, b"");
+        self
+    }
+
+    /// FIN from the client, FIN from the server, last ACK.
+    fn close(&mut self) -> &mut Self {
+        let (s0, s1) = (self.next[0], self.next[1]);
+        self.push_raw(0, s0, s1, FIN | ACK, b"");
+        self.push_raw(1, s1, s0 + 1, FIN | ACK, b"");
+        self.push_raw(0, s0 + 1, s1 + 1, ACK, b"");
+        self.next = [s0 + 1, s1 + 1];
+        self
+    }
+}
+
+fn write_pcap(dir: &Path, name: &str, packets: Vec<Vec<u8>>) -> PathBuf {
+    let p = dir.join(name);
+    write_capture(&p, packets);
+    p
+}
+
+/// A parsed IPv4 TCP or UDP packet of an output capture.
+#[derive(Debug, Clone)]
+struct Pkt {
+    src: [u8; 4],
+    dst: [u8; 4],
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: Vec<u8>,
+    /// IPv4 header checksum and TCP/UDP checksum verify.
+    checksums_ok: bool,
+}
+
+/// The client of the TCP conversation in `pkts` (address, port): the sender of the first
+/// SYN without ACK.
+fn client_of(pkts: &[Pkt]) -> ([u8; 4], u16) {
+    let p = pkts.iter().find(|p| p.proto == 6 && p.flags & (SYN | ACK) == SYN).expect("a SYN");
+    (p.src, p.sport)
+}
+
+impl Pkt {
+    fn is_from(&self, end: ([u8; 4], u16)) -> bool {
+        (self.src, self.sport) == end
+    }
+}
+
+fn parse(frame: &[u8], link: u32) -> Option<Pkt> {
+    let ip = match link {
+        1 => {
+            if frame.get(12..14)? != [0x08, 0x00] {
+                return None;
+            }
+            &frame[14..]
+        }
+        101 | 228 => frame,
+        _ => return None,
+    };
+    if ip.first()? >> 4 != 4 {
+        return None;
+    }
+    let ihl = ((ip[0] & 15) as usize) * 4;
+    let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
+    let ip = ip.get(..total)?;
+    let src: [u8; 4] = ip[12..16].try_into().unwrap();
+    let dst: [u8; 4] = ip[16..20].try_into().unwrap();
+    let proto = ip[9];
+    let l4 = &ip[ihl..];
+    let ip_ok = fold(sum16(&ip[..ihl], 0)) == 0;
+    let l4_ok = fold(sum16(l4, pseudo_sum(src, dst, proto, l4.len()))) == 0;
+    let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+    let mut p = Pkt { src, dst, proto, sport, dport, seq: 0, ack: 0, flags: 0, payload: Vec::new(), checksums_ok: ip_ok && l4_ok };
+    match proto {
+        6 => {
+            p.seq = u32::from_be_bytes(l4[4..8].try_into().unwrap());
+            p.ack = u32::from_be_bytes(l4[8..12].try_into().unwrap());
+            p.flags = l4[13];
+            let off = ((l4[12] >> 4) as usize) * 4;
+            p.payload = l4[off..].to_vec();
+        }
+        17 => p.payload = l4[8..].to_vec(),
+        _ => {}
+    }
+    Some(p)
+}
+
+/// Every packet of one direction of a TCP conversation follows the previous one in
+/// sequence (no gap, no overlap), and the data concatenated.
+fn stream_of(pkts: &[Pkt], from_client: bool) -> Vec<u8> {
+    let client = client_of(pkts);
+    let mut next: Option<u32> = None;
+    let mut data = Vec::new();
+    for p in pkts.iter().filter(|p| p.proto == 6 && p.is_from(client) == from_client) {
+        if p.flags & SYN != 0 {
+            next = Some(p.seq.wrapping_add(1));
+            continue;
+        }
+        if p.flags & RST != 0 {
+            continue;
+        }
+        if let Some(n) = next {
+            if !p.payload.is_empty() || p.flags & FIN != 0 {
+                assert_eq!(p.seq, n, "sequence gap or overlap in the {} stream", if from_client { "client" } else { "server" });
+            }
+        }
+        data.extend_from_slice(&p.payload);
+        next = Some(p.seq.wrapping_add(p.payload.len() as u32 + (p.flags & FIN != 0) as u32));
+    }
+    data
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}
+
+// ---------------------------------------------------------------------------------------
+// rules used by several tests
+// ---------------------------------------------------------------------------------------
+
+/// Logs every HTTP request and response with their fields.
+const HTTP_LOG_RULES: &str = r#"
+local http = require("protocol/http")
+haka.rule{
+    on = haka.dissectors.http.events.request,
+    eval = function (http, request)
+        haka.log("REQ %s %s %s host=%s ua=%s from=%s:%d to=%s:%d", request.method, request.uri, request.version,
+            tostring(request.headers["Host"]), tostring(request.headers["user-agent"]),
+            tostring(http.srcip), http.srcport, tostring(http.dstip), http.dstport)
+    end
+}
+haka.rule{
+    on = haka.dissectors.http.events.response,
+    eval = function (http, response)
+        haka.log("RESP %s %s %s server=%s req=%s", response.version, response.status, response.reason,
+            tostring(response.headers["Server"]), http.request and http.request.uri or "nil")
+    end
+}
+"#;
+
+// ---------------------------------------------------------------------------------------
+// real Haka's outputs, reproduced
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn p7_http_header_modification_matches_real_haka() {
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{
+    on = haka.dissectors.http.events.request,
+    eval = function (http, request) request.headers["User-Agent"] = "holdout-agent/1.0" end
+}
+haka.rule{
+    on = haka.dissectors.http.events.response,
+    eval = function (http, response) response.headers["Server"] = "holdout" end
+}
+"#;
+    let r = run(rules, &http_pcap("keepalive.pcap"), None);
+    assert_same_packets(&r.out, &reference("p7-http-modif.pcap"), "p7");
+    assert_eq!(r.st("http_requests"), 4);
+    assert_eq!(r.st("http_responses"), 4);
+    assert_eq!(r.st("stream_edits"), 8, "one head rewrite per request and per response");
+    assert_eq!(r.st("stream_edits_refused"), 0);
+}
+
+#[test]
+fn p3_http_observation_matches_real_haka() {
+    let r = run(HTTP_LOG_RULES, &pcap("doc/user/workshop/http.pcap"), None);
+    assert_same_packets(&r.out, &reference("p3-http.pcap"), "p3");
+    assert_eq!(r.st("http_requests"), 3);
+    assert_eq!(r.st("http_responses"), 3);
+    assert_eq!(r.logs_with("REQ ").len(), 3, "{}", r.stdout);
+    assert_eq!(r.logs_with("RESP ").len(), 3, "{}", r.stdout);
+    assert_eq!(r.st("stream_edits"), 0);
+}
+
+#[test]
+fn p4_tcp_connections_match_real_haka() {
+    let rules = r#"
+require("protocol/tcp_connection")
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.new_connection,
+    eval = function (flow, tcp)
+        haka.log("NEW %s:%d -> %s:%d %s", tostring(flow.srcip), flow.srcport, tostring(flow.dstip), flow.dstport, flow.state)
+    end
+}
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir) haka.log("DATA %d %s %d", flow.srcport, dir, #data) end
+}
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.end_connection,
+    eval = function (flow) haka.log("END %d %s", flow.srcport, flow.state) end
+}
+"#;
+    let r = run(
+        rules,
+        &pcap("modules/protocol/tcp/test/interleavedconnection.pcap"),
+        Some("[tcp]\nunexpected_packet = \"drop\"\n"),
+    );
+    // 40 of 44: the retransmitted SYN-ACKs are unexpected packets, dropped as by Haka.
+    assert_same_packets(&r.out, &reference("p4-tcpconn.pcap"), "p4");
+    assert_eq!(r.total("rx"), 44);
+    assert_eq!(r.dropped("tcp_unexpected"), 4);
+    assert_eq!(r.st("tcp_unexpected"), 4);
+    assert_eq!(r.alert_descriptions().iter().filter(|d| *d == "unexpected tcp packet").count(), 4, "{}", r.stdout);
+    assert_eq!(r.st("tcp_connections"), 3);
+    let mut new = r.logs_with("NEW ");
+    new.sort();
+    assert_eq!(
+        new,
+        [32889, 32890, 32891].map(|p| format!("192.168.10.1:{p} -> 192.168.20.1:80 syn_sent")).to_vec(),
+        "{}",
+        r.stdout
+    );
+    let mut end = r.logs_with("END ");
+    end.sort();
+    assert_eq!(end, ["32889 timed_wait", "32890 timed_wait", "32891 timed_wait"]);
+    // Every byte of both directions of the three connections reached receive_data.
+    let data = r.logs_with("DATA ");
+    let total = |port: &str, dir: &str| -> u64 {
+        data.iter()
+            .filter(|l| l.starts_with(&format!("{port} {dir} ")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    let input = Capture::read(&pcap("modules/protocol/tcp/test/interleavedconnection.pcap")).unwrap();
+    for port in [32889u16, 32890, 32891] {
+        let pk: Vec<Pkt> = input.packets.iter().filter_map(|f| parse(f, input.link_type)).collect();
+        let up: usize = pk.iter().filter(|p| p.sport == port).map(|p| p.payload.len()).sum();
+        let down: usize = pk.iter().filter(|p| p.dport == port).map(|p| p.payload.len()).sum();
+        assert!(up > 0 && down > 0);
+        assert_eq!(total(&port.to_string(), "up"), up as u64, "client bytes of {port}");
+        assert_eq!(total(&port.to_string(), "down"), down as u64, "server bytes of {port}");
+    }
+}
+
+#[test]
+fn p5_dns_observation_matches_real_haka_and_fields() {
+    let rules = r#"
+local dns = require("protocol/dns")
+haka.rule{
+    on = haka.dissectors.dns.events.query,
+    eval = function (dns, query)
+        local q = query.question
+        haka.log("QUERY id=%d qr=%s rd=%s qd=%d %s %s %s from=%s:%d", query.id, tostring(query.qr), tostring(query.rd),
+            query.qdcount, q.name, tostring(q.type), tostring(q.class), tostring(dns.srcip), dns.srcport)
+    end
+}
+haka.rule{
+    on = haka.dissectors.dns.events.response,
+    eval = function (dns, response, query)
+        local a = {}
+        for _, rr in ipairs(response.answer) do
+            local v
+            if rr.type == "A" then v = tostring(rr.ip)
+            elseif rr.type == "MX" then v = rr.pref .. " " .. rr.name
+            elseif rr.type == "SOA" then v = rr.mname .. " " .. rr.serial
+            elseif rr.type == "TXT" then v = rr.data
+            else v = "?" end
+            a[#a + 1] = string.format("%s %s %s", rr.owner, tostring(rr.type), v)
+        end
+        haka.log("RESP id=%d qid=%d qr=%s rcode=%d an=%d ns=%d ar=%d q=%s | %s", response.id, query.id,
+            tostring(response.qr), response.rcode, response.ancount, response.nscount, response.arcount,
+            query.question.name, table.concat(a, ", "))
+    end
+}
+"#;
+    let r = run(rules, &pcap("modules/protocol/dns/test/basic.pcap"), None);
+    assert_same_packets(&r.out, &reference("p5-dns.pcap"), "p5");
+    assert_eq!(r.st("dns_queries"), 4);
+    assert_eq!(r.st("dns_responses"), 4);
+    assert_eq!(r.st("dns_errors"), 0);
+    assert_eq!(r.st("udp_connections"), 4);
+    let q = r.logs_with("QUERY ");
+    let want = [
+        "id=23936 qr=false rd=true qd=1 haka-security.org. A 1 from=172.16.3.38:",
+        "id=60714 qr=false rd=true qd=1 haka-security.org. SOA 1 from=172.16.3.38:",
+        "id=32893 qr=false rd=true qd=1 arkoon.net. MX 1 from=172.16.3.38:",
+        "id=47997 qr=false rd=true qd=1 paulfariello.fr. TXT 1 from=172.16.3.38:",
+    ];
+    assert_eq!(q.len(), want.len(), "{}", r.stdout);
+    for (got, want) in q.iter().zip(want) {
+        assert!(got.starts_with(want), "query log {got:?}, expected {want:?}...");
+    }
+    let resp = r.logs_with("RESP ");
+    assert_eq!(resp.len(), 4, "{}", r.stdout);
+    assert_eq!(
+        resp[0],
+        "id=23936 qid=23936 qr=true rcode=0 an=6 ns=6 ar=11 q=haka-security.org. | \
+         haka-security.org. A 66.155.11.238, haka-security.org. A 76.74.254.123, haka-security.org. A 66.155.9.238, \
+         haka-security.org. A 192.0.80.250, haka-security.org. A 76.74.254.120, haka-security.org. A 192.0.81.250"
+    );
+    assert!(resp[1].starts_with("id=60714 qid=60714 qr=true rcode=0 an=1 "), "{}", resp[1]);
+    assert!(resp[1].ends_with("| haka-security.org. SOA ns1.wordpress.com. 2007270209") || resp[1].contains("SOA ns1.wordpress.com."), "{}", resp[1]);
+    assert!(resp[2].ends_with("| arkoon.net. MX 10 arkoon-mail."), "{}", resp[2]);
+    assert!(resp[3].starts_with("id=47997 qid=47997 qr=true rcode=0 an=1 ") && resp[3].contains("paulfariello.fr. TXT "), "{}", resp[3]);
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP events and fields
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn http_request_and_response_fields() {
+    let r = run(HTTP_LOG_RULES, &http_pcap("request-response.pcap"), None);
+    assert_eq!(
+        r.logs(),
+        [
+            "REQ GET / 1.1 host=10.2.104.129 ua=Wget/1.13.4 (linux-gnu) from=10.2.96.127:57794 to=10.2.104.129:80",
+            "RESP 1.1 200 OK server=Apache/2.2.8 (Ubuntu) DAV/2 req=/",
+        ]
+    );
+    assert_eq!((r.st("http_requests"), r.st("http_responses"), r.st("http_errors")), (1, 1, 0));
+    assert_eq!(r.out.packets, Capture::read(&http_pcap("request-response.pcap")).unwrap().packets, "observing changes nothing");
+}
+
+#[test]
+fn http_keepalive_gives_every_request_and_response_in_order() {
+    let r = run(HTTP_LOG_RULES, &http_pcap("keepalive.pcap"), None);
+    let ua = "ua=Wget/1.13.4 (linux-gnu) from=10.2.96.127:57838 to=10.2.104.129:80";
+    let srv = "server=Apache/2.2.8 (Ubuntu) DAV/2";
+    let want = [
+        format!("REQ GET /twiki/bin/view/ 1.1 host=10.2.104.129 {ua}"),
+        format!("RESP 1.1 200 OK {srv} req=/twiki/bin/view/"),
+        format!("REQ GET /robots.txt 1.1 host=10.2.104.129 {ua}"),
+        format!("RESP 1.1 404 Not Found {srv} req=/robots.txt"),
+        format!("REQ GET /twiki/pub/TWiki/TWikiLogos/twikiRobot46x50.gif 1.1 host=10.2.104.129 {ua}"),
+        format!("RESP 1.1 200 OK {srv} req=/twiki/pub/TWiki/TWikiLogos/twikiRobot46x50.gif"),
+        format!("REQ GET /twiki/pub/TWiki/TWikiLogos/twikiRobot131x64.gif 1.1 host=10.2.104.129 {ua}"),
+        format!("RESP 1.1 200 OK {srv} req=/twiki/pub/TWiki/TWikiLogos/twikiRobot131x64.gif"),
+    ];
+    assert_eq!(r.logs(), want);
+    assert_eq!((r.st("http_requests"), r.st("http_responses"), r.st("http_errors")), (4, 4, 0));
+    assert_eq!(r.total("tx"), 40);
+}
+
+#[test]
+fn http_variations_valid_ones_parsed_invalid_ones_alerted_and_dropped() {
+    let r = run(HTTP_LOG_RULES, &http_pcap("variation_http.pcap"), None);
+    let reqs = r.logs_with("REQ ");
+    let methods: Vec<&str> = reqs.iter().map(|l| l.split(' ').next().unwrap()).collect();
+    // Tabs and repeated blanks between the request-line tokens, LF-only line ends and a
+    // folded header are accepted; an unknown but well-formed method token is a request.
+    assert_eq!(methods, ["GET", "GET", "GET", "BAD_METHOD", "GET%"], "{}", r.stdout);
+    for l in &reqs {
+        assert!(
+            l.contains(" / 1.1 host=server ua=telnet v1.0/1 enhanced gold edition from=192.168.10.1:"),
+            "{l}"
+        );
+    }
+    assert_eq!(r.logs_with("RESP 1.1 200 OK server=Apache/2.2.8 (Ubuntu) DAV/2 req=/").len(), 5);
+    // "GET / HTML/1.1", "GET /" (no version), "G(E*T$? /", "HTTP/numeric.numeric": protocol errors.
+    assert_eq!(r.st("http_errors"), 4);
+    let errs: Vec<String> = r.alert_descriptions().into_iter().filter(|d| d.starts_with("invalid http")).collect();
+    assert_eq!(errs.len(), 4, "{}", r.stdout);
+    assert!(r.dropped("flow_dropped") > 0);
+    // Nothing of an invalid request reached the server side of the output.
+    let out = r.out_packets();
+    for bad in [&b"GET / HTML/1.1"[..], b"G(E*T$? /", b"HTTP/numeric.numeric"] {
+        assert!(!out.iter().any(|p| contains(&p.payload, bad)), "{:?} was forwarded", String::from_utf8_lossy(bad));
+    }
+    assert!(out.iter().any(|p| contains(&p.payload, b"BAD_METHOD / HTTP/1.1")));
+}
+
+#[test]
+fn http_request_split_over_packets_is_parsed() {
+    let input = http_pcap("split-request.pcap");
+    let r = run(HTTP_LOG_RULES, &input, None);
+    // The request line spans two TCP segments (1448 + 9 bytes).
+    let cap = Capture::read(&input).unwrap();
+    let pk: Vec<Pkt> = cap.packets.iter().filter_map(|f| parse(f, cap.link_type)).collect();
+    let data: Vec<&Pkt> = pk.iter().filter(|p| p.dport == 80 && !p.payload.is_empty()).collect();
+    assert_eq!(data.len(), 2, "the capture has the request in two segments");
+    let head: Vec<u8> = data.iter().flat_map(|p| p.payload.clone()).collect();
+    let line = String::from_utf8_lossy(&head).lines().next().unwrap().to_owned();
+    let uri = line.split(' ').nth(1).unwrap();
+    assert!(uri.len() > 1000 && uri.starts_with("/totototo") && uri.ends_with("0.html"), "{uri}");
+    assert!(!contains(&data[0].payload, b"\r\n\r\n"), "the head ends in the second segment");
+    let reqs = r.logs_with("REQ ");
+    assert_eq!(reqs.len(), 1, "{}", r.stdout);
+    assert_eq!(reqs[0], format!("GET {uri} 1.1 host=10.2.104.129 ua=Wget/1.13.4 (linux-gnu) from=10.2.96.127:57804 to=10.2.104.129:80"));
+    assert_eq!(r.logs_with("RESP ").len(), 1);
+    assert!(r.logs_with("RESP ")[0].starts_with("1.1 403 Forbidden "));
+    assert_eq!(r.st("http_requests"), 1);
+    assert_eq!(r.total("tx"), 13);
+}
+
+const SPLIT_URI_RULES: &str = r#"
+local http = require("protocol/http")
+local function s(v) return v == nil and "nil" or tostring(v) end
+haka.rule{
+    on = haka.dissectors.http.events.request,
+    eval = function (session, request)
+        local u = request.split_uri
+        local args = {}
+        for k, v in pairs(u.args) do args[#args + 1] = k .. "=" .. v end
+        table.sort(args)
+        haka.log("URI scheme=%s user=%s pass=%s host=%s port=%s path=%s query=%s args=[%s]", s(u.scheme), s(u.user),
+            s(u.pass), s(u.host), s(u.port), s(u.path), s(u.query), table.concat(args, "&"))
+        -- the method form (older rules) gives the same object
+        assert(request:split_uri() == u)
+        haka.log("URI norm=%s", http.uri.normalize(request.uri))
+        local ck = {}
+        for k, v in pairs(request.split_cookies) do ck[#ck + 1] = k .. "=" .. v end
+        table.sort(ck)
+        haka.log("COOKIES [%s]", table.concat(ck, ";"))
+    end
+}
+"#;
+
+#[test]
+fn http_split_uri_fields_on_haka_capture() {
+    let r = run(SPLIT_URI_RULES, &http_pcap("uri-split-pcap.pcap"), None);
+    assert_eq!(
+        r.logs(),
+        [
+            "URI scheme=nil user=nil pass=nil host=nil port=nil path=/ query=nil args=[]",
+            "URI norm=/",
+            "COOKIES []",
+        ],
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn http_split_uri_and_cookies_on_crafted_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(40001, 80);
+    s.handshake()
+        .send(
+            0,
+            b"GET http://alice:secret@WWW.Example.com:8080/a/./b/../c%7e/index.php?id=42&name=J%C3%B8rn+Doe&q=%27or%201 HTTP/1.1\r\n\
+              Host: www.example.com\r\nCookie: session=abc123; theme=dark\r\nCookie: lang=fr\r\n\r\n",
+        )
+        .send(1, b"HTTP/1.1 204 No Content\r\n\r\n")
+        .ack(0)
+        .close();
+    let input = write_pcap(dir.path(), "uri.pcap", s.pkts.clone());
+    let r = run(SPLIT_URI_RULES, &input, None);
+    assert_eq!(
+        r.logs(),
+        [
+            "URI scheme=http user=alice pass=secret host=WWW.Example.com port=8080 path=/a/./b/../c%7e/index.php \
+             query=id=42&name=J%C3%B8rn+Doe&q=%27or%201 args=[id=42&name=Jørn Doe&q='or 1]",
+            "URI norm=http://alice:secret@www.example.com:8080/a/c~/index.php?id=42&name=J%C3%B8rn+Doe&q=%27or%201",
+            "COOKIES [lang=fr;session=abc123;theme=dark]",
+        ],
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn http_protocol_error_alerts_and_drops_the_connection() {
+    let input = http_pcap("bad-request.pcap");
+    // "GET /_HTTP/1.1\nHost: --\n\n" (no version) sent four times (three retransmissions).
+    let r = run(HTTP_LOG_RULES, &input, None);
+    assert!(r.logs_with("REQ ").is_empty(), "{}", r.stdout);
+    assert_eq!(r.st("http_errors"), 1);
+    let descs = r.alert_descriptions();
+    assert_eq!(descs.len(), 1, "{}", r.stdout);
+    assert!(descs[0].starts_with("invalid http"), "{}", descs[0]);
+    // The request and its retransmissions are dropped; the handshake and the other
+    // connection's packets pass.
+    assert_eq!(r.total("rx"), 9);
+    assert_eq!(r.dropped("flow_dropped"), 4);
+    let out = r.out_packets();
+    assert_eq!(out.len(), 5);
+    assert!(out.iter().all(|p| p.payload.is_empty()), "no request data forwarded");
+
+    // protocol_error = "accept": the alert is still raised, every packet passes.
+    let r = run(HTTP_LOG_RULES, &input, Some("[http]\nprotocol_error = \"accept\"\n"));
+    assert_eq!(r.st("http_errors"), 1);
+    assert_eq!(r.alert_descriptions().iter().filter(|d| d.starts_with("invalid http")).count(), 1, "{}", r.stdout);
+    assert_eq!(r.total("tx"), 9);
+    assert_eq!(r.total("dropped"), 0);
+    assert_eq!(r.out.packets, Capture::read(&input).unwrap().packets);
+}
+
+// ---------------------------------------------------------------------------------------
+// the samples of rules/
+// ---------------------------------------------------------------------------------------
+
+fn sample(name: &str) -> PathBuf {
+    root().join("rules").join(name)
+}
+
+/// The output has exactly two forged RSTs for the connection client:cport <-> server:80,
+/// one toward each end, continuing the sequence of the packet that triggered the reset
+/// (`seq`/`ack`/`len` of that client packet), with valid checksums.
+fn assert_resets_both_ways(out: &[Pkt], cport: u16, seq: u32, ack: u32, len: u32) {
+    let rsts: Vec<&Pkt> = out.iter().filter(|p| p.proto == 6 && p.flags & RST != 0).collect();
+    assert_eq!(rsts.len(), 2, "two RSTs: {rsts:?}");
+    let to_server = rsts.iter().find(|p| p.src == CLIENT).expect("an RST toward the server");
+    let to_client = rsts.iter().find(|p| p.src == SERVER).expect("an RST toward the client");
+    assert_eq!((to_server.dst, to_server.sport, to_server.dport), (SERVER, cport, 80));
+    assert_eq!((to_client.dst, to_client.sport, to_client.dport), (CLIENT, 80, cport));
+    // toward the server: in the client's sequence space where the dropped request began
+    assert_eq!(to_server.seq, seq, "RST to the server: seq");
+    // toward the client: in the server's sequence space, acknowledging the request
+    assert_eq!(to_client.seq, ack, "RST to the client: seq");
+    assert_eq!(to_client.ack, seq.wrapping_add(len), "RST to the client: ack");
+    for p in [to_server, to_client] {
+        assert!(p.checksums_ok, "forged RST with a bad checksum: {p:?}");
+        assert!(p.payload.is_empty());
+    }
+}
+
+#[test]
+fn sample_http_block_ua_resets_scanners() {
+    let dir = tempfile::tempdir().unwrap();
+    let req_scan = b"GET /index.php?id=1 HTTP/1.1\r\nHost: victim\r\nUser-Agent: sqlmap/1.4.7#stable (http://sqlmap.org)\r\n\r\n";
+    let mut scan = Session::new(40010, 80);
+    scan.handshake().send(0, req_scan);
+    let (req_seq, req_ack) = (C_ISN + 1, S_ISN + 1);
+    scan.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").ack(0).close();
+    let mut nikto = Session::new(40011, 80);
+    nikto.handshake().send(0, b"HEAD / HTTP/1.0\r\nUser-Agent: Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:map_codes)\r\n\r\n");
+    let mut ok = Session::new(40012, 80);
+    ok.handshake()
+        .send(0, b"GET / HTTP/1.1\r\nHost: victim\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/115.0\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        .ack(0)
+        .close();
+    let mut pkts = scan.pkts.clone();
+    pkts.extend(ok.pkts.clone());
+    let input = write_pcap(dir.path(), "ua.pcap", pkts);
+    let r = run_file(&sample("http_block_ua.lua"), &input, None);
+    let descs = r.alert_descriptions();
+    assert_eq!(descs, ["http: scanner user-agent 'sqlmap/1.4.7#stable (http://sqlmap.org)' (sqlmap)"], "{}", r.stdout);
+    assert_eq!(r.st("resets_sent"), 2);
+    let out = r.out_packets();
+    let scan_out: Vec<Pkt> = out.iter().filter(|p| p.sport == 40010 || p.dport == 40010).cloned().collect();
+    // handshake + 2 RSTs; the request, the response and the teardown are dropped
+    assert_eq!(scan_out.len(), 5, "{scan_out:?}");
+    assert!(scan_out.iter().all(|p| p.payload.is_empty()), "nothing of the request or response went through");
+    assert_resets_both_ways(&out, 40010, req_seq, req_ack, req_scan.len() as u32);
+    assert_eq!(r.dropped("flow_dropped"), (scan.pkts.len() - 3) as u64);
+    // the browser's session is untouched
+    let ok_out: Vec<&Vec<u8>> = r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.sport == 40012 || p.dport == 40012)).collect();
+    assert_eq!(ok_out.len(), ok.pkts.len());
+    assert!(ok_out.iter().zip(&ok.pkts).all(|(a, b)| *a == b));
+    // Nikto too (case-insensitive match)
+    let input = write_pcap(dir.path(), "nikto.pcap", nikto.pkts.clone());
+    let r = run_file(&sample("http_block_ua.lua"), &input, None);
+    assert_eq!(r.alert_descriptions().len(), 1, "{}", r.stdout);
+    assert!(r.alert_descriptions()[0].ends_with("(nikto)"));
+    assert_eq!(r.st("resets_sent"), 2);
+}
+
+#[test]
+fn sample_http_uri_block_resets_forbidden_uris() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = b"GET /forbidden/secret.html HTTP/1.1\r\nHost: lab\r\nUser-Agent: curl/7.88.1\r\n\r\n";
+    let mut bad = Session::new(40020, 80);
+    bad.handshake().send(0, req).send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecret").ack(0).close();
+    let mut good = Session::new(40021, 80);
+    good.handshake()
+        .send(0, b"GET /index.html HTTP/1.1\r\nHost: lab\r\nUser-Agent: curl/7.88.1\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        .ack(0)
+        .close();
+    let mut pkts = good.pkts.clone();
+    pkts.extend(bad.pkts.clone());
+    let input = write_pcap(dir.path(), "uri.pcap", pkts);
+    let r = run_file(&sample("http_uri_block.lua"), &input, None);
+    assert_eq!(r.alert_descriptions(), ["http: forbidden uri /forbidden/secret.html"], "{}", r.stdout);
+    assert_eq!(r.st("http_requests"), 2);
+    assert_eq!(r.st("resets_sent"), 2);
+    let out = r.out_packets();
+    assert_resets_both_ways(&out, 40020, C_ISN + 1, S_ISN + 1, req.len() as u32);
+    assert!(!out.iter().any(|p| contains(&p.payload, b"secret")));
+    assert_eq!(out.iter().filter(|p| p.sport == 40021 || p.dport == 40021).count(), good.pkts.len());
+    assert_eq!(r.total("tx"), (good.pkts.len() + 3 + 2) as u64);
+}
+
+#[test]
+fn sample_http_sqli_scores_uri_arguments_and_cookies() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkts = Vec::new();
+    let reqs: [(u16, &[u8]); 4] = [
+        // keywords in a %-encoded query argument: union 4 + select 4 + from 2 + ' 2 + -- 4
+        (40030, b"GET /search.php?lang=en&q=1%27%20UNION%20SELECT%20password%20FROM%20users-- HTTP/1.1\r\nHost: shop\r\n\r\n"),
+        // in a cookie, double-encoded: ' 2 + "or 1=1" 6 + -- 4
+        (40031, b"GET /account HTTP/1.1\r\nHost: shop\r\nCookie: theme=dark; id=1%27%20or%201%3D1%20--\r\n\r\n"),
+        // SQL comments inside keywords (un/**/ion): decoded before scoring: union 4 + select 4
+        (40032, b"GET /item?id=1+un/**/ion+sel/**/ect+1 HTTP/1.1\r\nHost: shop\r\n\r\n"),
+        // benign: one keyword only (select 4 < 8)
+        (40033, b"GET /search.php?q=select+a+car HTTP/1.1\r\nHost: shop\r\nCookie: id=42\r\n\r\n"),
+    ];
+    let mut sessions = Vec::new();
+    for (port, req) in reqs {
+        let mut s = Session::new(port, 80);
+        s.handshake().send(0, req).send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").ack(0).close();
+        pkts.extend(s.pkts.clone());
+        sessions.push(s);
+    }
+    let input = write_pcap(dir.path(), "sqli.pcap", pkts);
+    let r = run_file(&sample("http_sqli.lua"), &input, None);
+    let mut descs = r.alert_descriptions();
+    descs.sort();
+    assert_eq!(
+        descs,
+        [
+            "http: sqli in cookie 'id' (score 12)",
+            "http: sqli in uri argument 'id' (score 8)",
+            "http: sqli in uri argument 'q' (score 16)",
+        ],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.st("http_requests"), 4);
+    assert_eq!(r.st("resets_sent"), 0, "drop, not reset");
+    let out = r.out_packets();
+    for port in [40030u16, 40031, 40032] {
+        let conn: Vec<&Pkt> = out.iter().filter(|p| p.sport == port || p.dport == port).collect();
+        assert_eq!(conn.len(), 3, "{port}: only the handshake passes");
+    }
+    let benign = out.iter().filter(|p| p.sport == 40033 || p.dport == 40033).count();
+    assert_eq!(benign, sessions[3].pkts.len());
+    assert_eq!(r.dropped("flow_dropped"), 3 * (sessions[0].pkts.len() as u64 - 3));
+}
+
+#[test]
+fn sample_http_rewrite_header_edits_the_stream_consistently() {
+    let input = http_pcap("keepalive.pcap");
+    let r = run_file(&sample("http_rewrite_header.lua"), &input, None);
+    assert_eq!(r.st("http_responses"), 4);
+    assert_eq!(r.st("stream_edits"), 4, "one head rewrite per response");
+    assert_eq!(r.st("stream_edits_refused"), 0);
+    assert_eq!(r.total("tx"), 40);
+    let out = r.out_packets();
+    assert!(out.iter().all(|p| p.checksums_ok), "checksums recomputed");
+    let server = stream_of(&out, false);
+    let client = stream_of(&out, true);
+    assert_eq!(count(&server, b"\r\nServer: haka\r\n"), 4);
+    assert_eq!(count(&server, b"\r\nX-Inspected-By: haka\r\n"), 4);
+    assert_eq!(count(&server, b"Server: Apache"), 0);
+    assert_eq!(count(&client, b"GET /"), 4, "requests unchanged");
+    // The bodies are intact: the server stream is the original one with only the heads changed.
+    let orig_pk: Vec<Pkt> = {
+        let c = Capture::read(&input).unwrap();
+        c.packets.iter().filter_map(|f| parse(f, c.link_type)).collect()
+    };
+    let orig_server = stream_of(&orig_pk, false);
+    // Expected: Server replaced in place, X-Inspected-By appended as the head's last header.
+    let old: &[u8] = b"Server: Apache/2.2.8 (Ubuntu) DAV/2";
+    let mut want = Vec::new();
+    let mut rest = &orig_server[..];
+    while let Some(i) = rest.windows(old.len()).position(|w| w == old) {
+        let end = i + rest[i..].windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        want.extend_from_slice(&rest[..i]);
+        want.extend_from_slice(b"Server: haka");
+        want.extend_from_slice(&rest[i + old.len()..end]);
+        want.extend_from_slice(b"\r\nX-Inspected-By: haka");
+        rest = &rest[end..];
+    }
+    want.extend_from_slice(rest);
+    assert_eq!(count(&want, b"X-Inspected-By"), 4);
+    assert!(want == server, "server stream = the original one with the heads rewritten, bodies intact");
+    assert_eq!(client, stream_of(&orig_pk, true));
+
+    // An independent check with tshark: no TCP analysis flag at all on the input; on the
+    // output none but "ACKed unseen segment" (no lost, retransmitted or out-of-order segment,
+    // bad checksum, ...). The output merges both wire sides: each client ACK is mapped back
+    // into the server's original sequence space (what the real server expects), while the
+    // server's segments in the same file are in the edited space, so a shrunk response head
+    // makes tshark see ACKs beyond the data (in keepalive.pcap each head shrinks by one byte).
+    let in_s = input.display().to_string();
+    let out_s = r.out_path().display().to_string();
+    assert_eq!(tshark(&["-r", &in_s, "-Y", "tcp.analysis.flags"]).trim(), "", "the input is clean");
+    let flagged = tshark(&[
+        "-r",
+        &out_s,
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-Y",
+        "(tcp.analysis.flags && !tcp.analysis.ack_lost_segment) || tcp.checksum.status == \"Bad\" || ip.checksum.status == \"Bad\"",
+    ]);
+    assert_eq!(flagged.trim(), "", "tshark flags the output");
+    let acks = tshark(&["-r", &out_s, "-Y", "tcp.analysis.ack_lost_segment", "-T", "fields", "-e", "tcp.srcport"]);
+    assert!(acks.lines().all(|l| l == "57838"), "only client ACKs: {acks}");
+    let servers = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.server", "-e", "http.response.code"]);
+    assert_eq!(servers.lines().collect::<Vec<_>>(), ["haka\t200", "haka\t404", "haka\t200", "haka\t200"], "{servers}");
+    let inspected = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.response.line"]);
+    assert_eq!(inspected.matches("X-Inspected-By: haka").count(), 4, "{inspected}");
+}
+
+/// A DNS message: header, questions (name, type) and answer records (name, type, rdata).
+fn dns_msg(id: u16, flags: u16, questions: &[(&str, u16)], answers: &[(&str, u16, Vec<u8>)]) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&flags.to_be_bytes());
+    m.extend_from_slice(&(questions.len() as u16).to_be_bytes());
+    m.extend_from_slice(&(answers.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0, 0, 0, 0]);
+    let name = |m: &mut Vec<u8>, n: &str| {
+        for l in n.split('.').filter(|l| !l.is_empty()) {
+            m.push(l.len() as u8);
+            m.extend_from_slice(l.as_bytes());
+        }
+        m.push(0);
+    };
+    for (n, t) in questions {
+        name(&mut m, n);
+        m.extend_from_slice(&t.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+    }
+    for (n, t, rdata) in answers {
+        name(&mut m, n);
+        m.extend_from_slice(&t.to_be_bytes());
+        m.extend_from_slice(&1u16.to_be_bytes());
+        m.extend_from_slice(&300u32.to_be_bytes());
+        m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        m.extend_from_slice(rdata);
+    }
+    m
+}
+
+const DNS_RESOLVER: [u8; 4] = [198, 18, 0, 53];
+
+#[test]
+fn sample_dns_pdns_alerts_per_address_record() {
+    let r = run_file(&sample("dns_pdns.lua"), &pcap("modules/protocol/dns/test/basic.pcap"), None);
+    let want: Vec<String> = ["66.155.11.238", "76.74.254.123", "66.155.9.238", "192.0.80.250", "76.74.254.120", "192.0.81.250"]
+        .iter()
+        .map(|ip| format!("pdns: haka-security.org. -> {ip}"))
+        .collect();
+    assert_eq!(r.alert_descriptions(), want, "A records of the answer section only: {}", r.stdout);
+    assert_eq!(r.logs(), want);
+    assert_eq!(r.total("tx"), 8, "nothing dropped");
+
+    // AAAA records, behind a CNAME (the CNAME itself is not an address)
+    let dir = tempfile::tempdir().unwrap();
+    let q = dns_msg(0x1111, 0x0100, &[("www.example.net", 28)], &[]);
+    let mut cname = Vec::new();
+    for l in ["v6", "example", "net"] {
+        cname.push(l.len() as u8);
+        cname.extend_from_slice(l.as_bytes());
+    }
+    cname.push(0);
+    let v6: Vec<u8> = vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let resp = dns_msg(0x1111, 0x8180, &[("www.example.net", 28)], &[("www.example.net", 5, cname), ("v6.example.net", 28, v6)]);
+    let input = write_pcap(
+        dir.path(),
+        "aaaa.pcap",
+        vec![udp_pkt(CLIENT, DNS_RESOLVER, 33333, 53, &q), udp_pkt(DNS_RESOLVER, CLIENT, 53, 33333, &resp)],
+    );
+    let r = run_file(&sample("dns_pdns.lua"), &input, None);
+    assert_eq!(r.alert_descriptions(), ["pdns: v6.example.net. -> 2001:db8::1"], "{}", r.stdout);
+    assert_eq!(r.total("tx"), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// DNS
+// ---------------------------------------------------------------------------------------
+
+const DNS_LOG_RULES: &str = r#"
+local dns = require("protocol/dns")
+haka.rule{
+    on = haka.dissectors.dns.events.query,
+    eval = function (dns, query) haka.log("QUERY %d %s", query.id, query.question.name) end
+}
+haka.rule{
+    on = haka.dissectors.dns.events.response,
+    eval = function (dns, response, query)
+        haka.log("RESP %d %d %s an=%d", response.id, query.id, query.question.name, #response.answer)
+    end
+}
+"#;
+
+#[test]
+fn dns_response_without_its_query_is_alerted_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = |ip: [u8; 4]| ip.to_vec();
+    let q1 = dns_msg(0x0101, 0x0100, &[("good.example", 1)], &[]);
+    let r1 = dns_msg(0x0101, 0x8180, &[("good.example", 1)], &[("good.example", 1, a([192, 0, 2, 1]))]);
+    // an unsolicited response (no query ever sent on this flow): cache poisoning attempt
+    let lone = dns_msg(0x4242, 0x8180, &[("bank.example", 1)], &[("bank.example", 1, a([203, 0, 113, 66]))]);
+    // a response whose id does not match the pending query of its flow
+    let q3 = dns_msg(0x0303, 0x0100, &[("mail.example", 1)], &[]);
+    let r3_bad = dns_msg(0x0304, 0x8180, &[("mail.example", 1)], &[("mail.example", 1, a([203, 0, 113, 67]))]);
+    let r3 = dns_msg(0x0303, 0x8180, &[("mail.example", 1)], &[("mail.example", 1, a([192, 0, 2, 3]))]);
+    let pkts = vec![
+        udp_pkt(CLIENT, DNS_RESOLVER, 30001, 53, &q1),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30001, &r1),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30002, &lone),
+        udp_pkt(CLIENT, DNS_RESOLVER, 30003, 53, &q3),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30003, &r3_bad),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30003, &r3),
+    ];
+    let input = write_pcap(dir.path(), "dns.pcap", pkts.clone());
+    let r = run(DNS_LOG_RULES, &input, None);
+    assert_eq!(r.alert_descriptions(), ["dns: mismatching response", "dns: mismatching response"], "{}", r.stdout);
+    assert_eq!(r.logs(), ["QUERY 257 good.example.", "RESP 257 257 good.example. an=1", "QUERY 771 mail.example.", "RESP 771 771 mail.example. an=1"]);
+    assert_eq!(r.dropped("rule"), 2);
+    let expect: Vec<Vec<u8>> = [0, 1, 3, 5].iter().map(|&i| pkts[i].clone()).collect();
+    assert_eq!(r.out.packets, expect, "the two unmatched responses are dropped, the rest passes unchanged");
+    assert_eq!(r.st("dns_queries"), 2);
+}
+
+#[test]
+fn dns_compression_loops_are_counted_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dns_msg(0x0707, 0x0100, &[("loop.example", 1)], &[]);
+    // Response: question at offset 12 ("loop.example": 14 bytes + type + class = 18), the
+    // answer's name at offset 30 is a pointer to itself.
+    let mut self_loop = dns_msg(0x0707, 0x8180, &[("loop.example", 1)], &[]);
+    self_loop[7] = 1; // ancount
+    assert_eq!(self_loop.len(), 30);
+    self_loop.extend_from_slice(&[0xc0, 30, 0, 1, 0, 1, 0, 0, 1, 0x2c, 0, 4, 192, 0, 2, 7]);
+    // Query whose question name is two pointers pointing at each other (offsets 12 and 14).
+    let mut ping_pong = dns_msg(0x0808, 0x0100, &[], &[]);
+    ping_pong[5] = 1; // qdcount
+    ping_pong.extend_from_slice(&[0xc0, 14, 0xc0, 12, 0, 1, 0, 1]);
+    // A label running past the end of the message.
+    let mut truncated = dns_msg(0x0909, 0x0100, &[("x.example", 1)], &[]);
+    truncated.truncate(15);
+    truncated[12] = 60;
+    let q_ok = dns_msg(0x0a0a, 0x0100, &[("after.example", 1)], &[]);
+    let r_ok = dns_msg(0x0a0a, 0x8180, &[("after.example", 1)], &[("after.example", 1, vec![192, 0, 2, 10])]);
+    let pkts = vec![
+        udp_pkt(CLIENT, DNS_RESOLVER, 31001, 53, &q),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 31001, &self_loop),
+        udp_pkt(CLIENT, DNS_RESOLVER, 31002, 53, &ping_pong),
+        udp_pkt(CLIENT, DNS_RESOLVER, 31003, 53, &truncated),
+        udp_pkt(CLIENT, DNS_RESOLVER, 31004, 53, &q_ok),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 31004, &r_ok),
+    ];
+    let input = write_pcap(dir.path(), "loops.pcap", pkts);
+    let r = run(DNS_LOG_RULES, &input, None);
+    assert_eq!(r.st("dns_errors"), 3, "{}", r.stats["totals"]["stateful"]);
+    assert_eq!(r.total("rx"), 6);
+    // the worker goes on: a well-formed exchange after the loops is dissected
+    let logs = r.logs();
+    assert!(logs.contains(&"QUERY 2570 after.example.".to_owned()), "{logs:?}");
+    assert!(logs.contains(&"RESP 2570 2570 after.example. an=1".to_owned()), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.contains("loop.example") && l.starts_with("RESP")), "{logs:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// TCP streams
+// ---------------------------------------------------------------------------------------
+
+/// A receive_data rule that logs the data, and (see `tcp_receive_data_alone_fires`) a
+/// new_connection rule that does nothing: without one, receive_data never fires.
+const TCP_DATA_LOG: &str = r#"
+require("protocol/tcp_connection")
+haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection, eval = function (flow, tcp) end }
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir)
+        local s = data:asstring()
+        assert(#data == #s and data:size() == #s)
+        haka.log("DATA %d %s %d %s", flow.srcport, dir, #data, (s:gsub("[^%w%p ]", ".")))
+    end
+}
+"#;
+
+#[test]
+#[ignore = "engine bug: a rules file whose only tcp_connection listener is receive_data never gets the event \
+            (stateful.rs only calls RT.conn_packet, which creates the Lua flow object, when new_connection/\
+            receive_packet/end_connection or a policy has listeners; RT.conn_data then finds no flow and fires nothing)"]
+fn tcp_receive_data_alone_fires() {
+    let only_receive_data = r#"
+require("protocol/tcp_connection")
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir) haka.log("DATA %d %s %d", flow.srcport, dir, #data) end
+}
+"#;
+    let r = run(only_receive_data, &pcap("modules/protocol/tcp/test/streamread.pcap"), None);
+    assert_eq!(r.logs(), ["DATA 44393 up 41"], "{}", r.stdout);
+}
+
+#[test]
+fn tcp_receive_data_sees_the_stream() {
+    let input = pcap("modules/protocol/tcp/test/streamread.pcap");
+    let r = run(TCP_DATA_LOG, &input, None);
+    let cap = Capture::read(&input).unwrap();
+    let pk: Vec<Pkt> = cap.packets.iter().filter_map(|f| parse(f, cap.link_type)).collect();
+    let data = stream_of(&pk, true);
+    let client_port = pk[0].sport;
+    assert_eq!(data.len(), 41);
+    let printable = String::from_utf8_lossy(&data).chars().map(|c| if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' { c } else { '.' }).collect::<String>();
+    assert_eq!(r.logs(), [format!("DATA {client_port} up 41 {printable}")], "{}", r.stdout);
+    assert_eq!(r.out.packets, cap.packets);
+}
+
+#[test]
+fn tcp_out_of_order_segments_are_reassembled() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(41000, 7000);
+    s.handshake();
+    let base = s.next[0];
+    let seg = |s: &Session, off: u32, d: &[u8]| s.raw(0, base + off, S_ISN + 1, PSH | ACK, d);
+    let (a, c, b) = (seg(&s, 0, b"AAAA"), seg(&s, 8, b"CCCC"), seg(&s, 4, b"BBBB"));
+    s.pkts.extend([a, c, b]);
+    s.next[0] = base + 12;
+    s.ack(1).send(1, b"done").ack(0).close();
+    let input = write_pcap(dir.path(), "ooo.pcap", s.pkts.clone());
+    let r = run(TCP_DATA_LOG, &input, None);
+    assert_eq!(
+        r.logs(),
+        ["DATA 41000 up 4 AAAA", "DATA 41000 up 8 BBBBCCCC", "DATA 41000 down 4 done"],
+        "the gap is filled before the rules see CCCC: {}",
+        r.stdout
+    );
+    assert_eq!(r.out.packets, s.pkts, "every segment passes");
+    assert_eq!(r.st("overlap_conflicts"), 0);
+}
+
+#[test]
+fn tcp_overlap_with_different_data_is_alerted_first_data_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(41001, 7000);
+    s.handshake();
+    let base = s.next[0];
+    let seg = |s: &Session, off: u32, d: &[u8]| s.raw(0, base + off, S_ISN + 1, PSH | ACK, d);
+    // CCCC is buffered out of order, then the same range arrives with other bytes
+    let pk = [seg(&s, 8, b"CCCC"), seg(&s, 8, b"DDDD"), seg(&s, 0, b"AAAABBBB")];
+    s.pkts.extend(pk);
+    s.next[0] = base + 12;
+    s.ack(1).close();
+    let input = write_pcap(dir.path(), "overlap.pcap", s.pkts.clone());
+    let r = run(TCP_DATA_LOG, &input, None);
+    assert_eq!(r.st("overlap_conflicts"), 1);
+    assert_eq!(
+        r.alert_descriptions(),
+        ["tcp: retransmitted data differs from the original (overlap evasion)"],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.logs(), ["DATA 41001 up 12 AAAABBBBCCCC"], "first data wins");
+}
+
+#[test]
+#[ignore = "engine: a retransmission of already-delivered data with different bytes is not detected \
+            (StreamReassembler conflict history is 0 by default and not configurable); see the report"]
+fn tcp_retransmission_of_delivered_data_with_different_bytes_is_alerted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(41002, 7000);
+    s.handshake().send(0, b"AAAABBBB");
+    let retrans = s.raw(0, C_ISN + 1, S_ISN + 1, PSH | ACK, b"AAAAXXXX");
+    s.pkts.push(retrans);
+    s.ack(1).close();
+    let input = write_pcap(dir.path(), "retrans.pcap", s.pkts.clone());
+    let r = run(TCP_DATA_LOG, &input, None);
+    assert_eq!(r.st("overlap_conflicts"), 1);
+    assert_eq!(r.logs(), ["DATA 41002 up 8 AAAABBBB"]);
+}
+
+#[test]
+fn tcp_stream_edits_shift_seq_and_ack() {
+    // Client -> server: "hello world" -> "HELLO!! world" (+2), later "ins" -> "[[ins" (+2).
+    // Server -> client: "data:XXXXend" -> "data:end" (-4).
+    let rules = r#"
+require("protocol/tcp_connection")
+-- (workaround: see tcp_receive_data_alone_fires)
+haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection, eval = function (flow, tcp) end }
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir)
+        local s = data:asstring()
+        if dir == "up" and s == "hello world" then
+            data:sub(0, 5):replace("HELLO!!")
+        elseif dir == "up" and s == "ins" then
+            data:insert("[[")
+        elseif dir == "down" and s == "data:XXXXend" then
+            data:sub(5, 4):erase()
+        end
+    end
+}
+"#;
+    // The capture is what the two ends would send through an inline haka: each end
+    // acknowledges the stream as it received it (edited). In the output, every packet
+    // carries its sequence number in the edited stream of its direction, and its
+    // acknowledgement mapped back into the sequence space of the end it goes to.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Session::new(41003, 7000);
+    let (c, d) = (0usize, 1usize);
+    // (direction, seq, ack, flags, payload) in; (payload, seq, ack) out
+    #[allow(clippy::type_complexity)]
+    let plan: Vec<((usize, u32, u32, u8, &[u8]), (&[u8], u32, u32))> = vec![
+        ((c, 1000, 0, SYN, b""), (b"", 1000, 0)),
+        ((d, 5000, 1001, SYN | ACK, b""), (b"", 5000, 1001)),
+        ((c, 1001, 5001, ACK, b""), (b"", 1001, 5001)),
+        // +2 in the client's stream: 1001..1012 becomes 1001..1014
+        ((c, 1001, 5001, PSH | ACK, b"hello world"), (b"HELLO!! world", 1001, 5001)),
+        // the server acknowledges what it received (1014): the client gets 1012
+        ((d, 5001, 1014, ACK, b""), (b"", 5001, 1012)),
+        ((c, 1012, 5001, PSH | ACK, b"second"), (b"second", 1014, 5001)),
+        // -4 in the server's stream: 5001..5013 becomes 5001..5009
+        ((d, 5001, 1020, PSH | ACK, b"data:XXXXend"), (b"data:end", 5001, 1018)),
+        ((c, 1018, 5009, ACK, b""), (b"", 1020, 5013)),
+        // +2 more in the client's stream (insert at the start of the data)
+        ((c, 1018, 5009, PSH | ACK, b"ins"), (b"[[ins", 1020, 5013)),
+        ((d, 5013, 1025, PSH | ACK, b"reply"), (b"reply", 5009, 1021)),
+        ((c, 1021, 5014, PSH | ACK, b"last"), (b"last", 1025, 5018)),
+        ((c, 1025, 5014, FIN | ACK, b""), (b"", 1029, 5018)),
+        ((d, 5018, 1030, FIN | ACK, b""), (b"", 5014, 1026)),
+        ((c, 1026, 5015, ACK, b""), (b"", 1030, 5019)),
+    ];
+    let pkts: Vec<Vec<u8>> = plan.iter().map(|((dir, seq, ack, fl, data), _)| s.raw(*dir, *seq, *ack, *fl, data)).collect();
+    let input = write_pcap(dir.path(), "edit.pcap", pkts);
+    let r = run(rules, &input, None);
+    assert_eq!(r.st("stream_edits"), 3);
+    assert_eq!(r.st("stream_edits_refused"), 0);
+    let out = r.out_packets();
+    assert_eq!(out.len(), plan.len());
+    assert!(out.iter().all(|p| p.checksums_ok), "checksums recomputed after edits");
+    for (i, (p, ((_, seq_in, ack_in, _, _), (pl, seq, ack)))) in out.iter().zip(&plan).enumerate() {
+        assert_eq!(
+            (String::from_utf8_lossy(&p.payload).into_owned(), p.seq, p.ack),
+            (String::from_utf8_lossy(pl).into_owned(), *seq, *ack),
+            "packet {i} (input seq {seq_in} ack {ack_in})"
+        );
+    }
+    assert_eq!(stream_of(&out, true), b"HELLO!! worldsecond[[inslast");
+    assert_eq!(stream_of(&out, false), b"data:endreply");
+}
+
+// ---------------------------------------------------------------------------------------
+// connections picked up mid-stream
+// ---------------------------------------------------------------------------------------
+
+fn mid_stream_capture(dir: &Path) -> (PathBuf, usize) {
+    let c = Capture::read(&http_pcap("request-response.pcap")).unwrap();
+    let pkts: Vec<Vec<u8>> = c.packets[3..].to_vec(); // no SYN, SYN-ACK, ACK
+    let n = pkts.len();
+    let p = dir.join("midstream.pcap");
+    Capture { link_type: c.link_type, packets: pkts }.write(&p).unwrap();
+    (p, n)
+}
+
+#[test]
+fn tcp_no_connection_found_drop_alerts_and_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, n) = mid_stream_capture(dir.path());
+    let r = run(HTTP_LOG_RULES, &input, Some("[tcp]\nno_connection_found = \"drop\"\n"));
+    assert_eq!(r.total("rx"), n as u64);
+    assert_eq!(r.total("tx"), 0);
+    assert_eq!(r.dropped("no_connection"), n as u64);
+    let descs = r.alert_descriptions();
+    assert_eq!(descs.len(), n, "{}", r.stdout);
+    assert!(descs.iter().all(|d| d.starts_with("no connection found")), "{descs:?}");
+    assert!(r.logs().is_empty());
+    assert_eq!(r.st("tcp_connections"), 0);
+}
+
+#[test]
+fn tcp_mid_stream_pickup_by_default_still_dissects_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, n) = mid_stream_capture(dir.path());
+    let r = run(HTTP_LOG_RULES, &input, None);
+    assert_eq!(r.total("tx"), n as u64);
+    assert_eq!(r.st("tcp_picked_up"), 1);
+    assert_eq!(r.st("tcp_connections"), 1);
+    assert_eq!(
+        r.logs(),
+        [
+            "REQ GET / 1.1 host=10.2.104.129 ua=Wget/1.13.4 (linux-gnu) from=10.2.96.127:57794 to=10.2.104.129:80",
+            "RESP 1.1 200 OK server=Apache/2.2.8 (Ubuntu) DAV/2 req=/",
+        ]
+    );
+    assert_eq!(r.alerts(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// adversarial input
+// ---------------------------------------------------------------------------------------
+
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[test]
+fn garbage_and_truncated_http_are_counted_without_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    let mut pkts = Vec::new();
+    let sessions = 60u16;
+    for i in 0..sessions {
+        let mut s = Session::new(42000 + i, 80);
+        s.handshake();
+        let len = 1 + (rng.next() % 3000) as usize;
+        let mut junk = rng.bytes(len);
+        junk[0] = b"\x00\x16\xff{<~\x01\x80"[i as usize % 8]; // never a method token
+        s.send_split(0, &junk, 1 + (rng.next() % 1460) as usize);
+        s.send(1, &rng.bytes(200)).close();
+        pkts.extend(s.pkts);
+    }
+    // a request head cut short by the client's FIN
+    let mut t = Session::new(43000, 80);
+    t.handshake().send(0, b"GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Ag").close();
+    pkts.extend(t.pkts);
+    // a response to no request, and a request with a huge header line
+    let mut u = Session::new(43001, 80);
+    u.handshake().send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc");
+    let mut long = b"GET / HTTP/1.1\r\nX-Long: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 200_000));
+    long.extend_from_slice(b"\r\n\r\n");
+    u.send_split(0, &long, 1460).close();
+    pkts.extend(u.pkts);
+    let total = pkts.len() as u64;
+    let input = write_pcap(dir.path(), "garbage.pcap", pkts);
+    let r = run(HTTP_LOG_RULES, &input, None);
+    assert_eq!(r.total("rx"), total);
+    assert_eq!(r.total("processed"), total);
+    assert_eq!(r.total("tx") + r.total("dropped"), total, "every packet accounted for");
+    assert_eq!(r.total("dropped"), r.dropped("flow_dropped"));
+    // every junk session is a protocol error (alerted, connection dropped)
+    assert!(r.st("http_errors") >= sessions as u64, "{}", r.stats["totals"]["stateful"]);
+    let invalid = r.alert_descriptions().iter().filter(|d| d.starts_with("invalid http")).count() as u64;
+    assert_eq!(invalid, r.st("http_errors"));
+    assert!(r.logs_with("REQ ").is_empty(), "no request was complete: {:?}", r.logs());
+    assert_eq!(r.st("tcp_connections"), sessions as u64 + 2);
+    assert_eq!(r.stats["totals"]["rule_errors"].as_u64().unwrap_or(0), 0);
+}
+
+#[test]
+fn syn_flood_into_a_small_flow_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let flood = 20_000u32;
+    let mut pkts = Vec::with_capacity(flood as usize + 16);
+    for i in 0..flood {
+        let src = [198, 19, (i >> 8) as u8, i as u8];
+        pkts.push(tcp_pkt(src, SERVER, 1024 + (i % 60000) as u16, 80, i.wrapping_mul(2654435761), 0, SYN, b""));
+    }
+    // a real client after the flood still gets through and is dissected
+    let mut s = Session::new(44000, 80);
+    s.handshake()
+        .send(0, b"GET /after-the-flood HTTP/1.1\r\nHost: victim\r\nUser-Agent: curl/8\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .ack(0)
+        .close();
+    pkts.extend(s.pkts.clone());
+    let total = pkts.len() as u64;
+    let input = write_pcap(dir.path(), "flood.pcap", pkts);
+    let r = run(HTTP_LOG_RULES, &input, Some("[flows]\ncapacity = 1000\n"));
+    assert_eq!(r.total("rx"), total);
+    assert_eq!(r.total("tx"), total, "SYNs pass (nothing drops them)");
+    assert_eq!(r.st("tcp_connections"), flood as u64 + 1, "every SYN counted as a connection");
+    assert!(r.st("connections_active") <= 1000, "connections bounded by the flow table: {}", r.stats["totals"]["stateful"]);
+    assert!(r.total("flows_active") <= 1000);
+    assert!(r.total("flows_evicted") >= (flood - 1000) as u64, "{}", r.stats["totals"]);
+    assert_eq!(r.total("flows_created"), flood as u64 + 1);
+    assert_eq!(r.logs_with("REQ ").len(), 1, "{:?}", r.logs());
+    assert!(r.logs_with("REQ ")[0].starts_with("GET /after-the-flood 1.1"));
+    assert_eq!(r.st("http_responses"), 1);
+}
