@@ -162,7 +162,7 @@ impl StatefulStage {
             bits |= connbits::RECEIVE;
         }
         let needs_lua = bits & connbits::RECEIVE != 0
-            || (step.created && self.info & (ev_bits | pol_bit | sf::APPS) != 0);
+            || (step.created && self.info & (ev_bits | data_bit | pol_bit | sf::APPS) != 0);
         if needs_lua {
             let state = self.conns.get(id).map_or(3, |k| k.state.code());
             match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
