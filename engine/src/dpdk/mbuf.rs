@@ -152,7 +152,7 @@ impl Mbuf {
         // other segments (a chain, see `chain`) are untouched.
         unsafe {
             let m = self.0.as_mut();
-            m.pkt_len = m.pkt_len - m.data_len as u32 + len as u32;
+            m.pkt_len = m.pkt_len.saturating_sub(m.data_len as u32) + len as u32;
             m.data_len = len as u16;
         }
         true
