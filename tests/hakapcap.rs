@@ -880,8 +880,7 @@ fn fragmented_tcp_segments_through_the_stateful_stage() {
     let out = dir.path().join("out.pcap");
     let stats = dir.path().join("stats.json");
     let rules = dir.path().join("tcp.lua");
-    const CONN: &str = "local tc = require(\"protocol/tcp_connection\")\n\
-        haka.rule{ on = tc.events.new_connection, eval = function(flow, tcp) end }\n";
+    const CONN: &str = "local tc = require(\"protocol/tcp_connection\")\n";
     let run = |lua: &str| {
         std::fs::write(&rules, lua).unwrap();
         let o = hakapcap(&[
@@ -897,8 +896,6 @@ fn fragmented_tcp_segments_through_the_stateful_stage() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         o
     };
-    // (The new_connection rule works around a stateful-stage issue seen here: a file with
-    // only receive_data rules gets no receive_data events.)
     let o = run(&format!(
         "{CONN}haka.rule{{ on = tc.events.receive_data, eval = function(flow, data, dir)\n\
          haka.log(\"data %s %d %s\", dir, #data, data:sub(0, 4):asstring()) end }}\n"
