@@ -269,7 +269,7 @@ pub struct RulesConfig {
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        RulesConfig { file: None, rule_error: Verdict::Drop, instruction_budget: 10_000_000, memory_limit_mb: 256 }
+        RulesConfig { file: None, rule_error: Verdict::Drop, instruction_budget: 100_000_000, memory_limit_mb: 256 }
     }
 }
 
