@@ -1207,36 +1207,53 @@ local function session(f, key, make)
   return s
 end
 
-function RT.app_events(id, dir, list)
+-- "name\0value\0..." -> { {name, value}, ... }
+local sfind, ssub = string.find, string.sub
+local function flat_headers(s)
+  local l, pos, n = {}, 1, 0
+  while true do
+    local a = sfind(s, "\0", pos, true)
+    if not a then break end
+    local b = sfind(s, "\0", a + 1, true)
+    if not b then break end
+    n = n + 1
+    l[n] = { ssub(s, pos, a - 1), ssub(s, a + 1, b - 1) }
+    pos = b + 1
+  end
+  return l
+end
+
+-- Arguments: id, dir, n, then 7 values per event (kind, a, b, c, d, e, f); see
+-- LuaEngine::app_events.
+function RT.app_events(id, dir, n, ...)
   local f = begin_call(id)
   if not f or not APPK then return end_call(f) end
   local K = APPK
   local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
-  for i = 1, #list do
+  for i = 1, n do
     if f._dropped then break end
-    local e = list[i]
-    local k = e.k
+    local k, a, b, c, d, e, g = select((i - 1) * 7 + 1, ...)
     if k == "request" then
       local http = session(f, "_http", K.http_session)
-      local req = K.http_request(e.raw)
+      local req = K.http_request({ method = a, uri = b, version = c, headers = flat_headers(d), head = e, line = ssub(e, 1, g) })
       http.request = req
       http.response = nil
       fire(HTTP.events.request, http, req)
       if K.http_modified(req) then HEADS[#HEADS + 1] = { i, K.http_serialize(req) }; ACT = bor(ACT, ACT_EDITS) end
     elseif k == "response" then
       local http = session(f, "_http", K.http_session)
-      local resp = K.http_response(e.raw)
+      local resp = K.http_response({ version = a, status = b, reason = c, headers = flat_headers(d), head = e, line = ssub(e, 1, g) })
       http.response = resp
       fire(HTTP.events.response, http, resp)
       if K.http_modified(resp) then HEADS[#HEADS + 1] = { i, K.http_serialize(resp) }; ACT = bor(ACT, ACT_EDITS) end
     elseif k == "data" then
       local http = session(f, "_http", K.http_session)
-      local buf = sbuf_at(e.addr, e.len)
+      local buf = sbuf_at(a, b)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
     elseif k == "dns_query" then
       local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(e.raw)
+      local msg = K.dns_message(a)
       local q = rawget(f, "_dnsq")
       if not q then q = {}; rawset(f, "_dnsq", q) end
       q[msg.id] = msg
@@ -1244,11 +1261,11 @@ function RT.app_events(id, dir, list)
       if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
     elseif k == "dns_response" then
       local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(e.raw)
+      local msg = K.dns_message(a)
       local q = rawget(f, "_dnsq")
       local query = q and q[msg.id]
       if q then q[msg.id] = nil end
-      if not e.matched or not query then
+      if not b or not query then
         haka.alert{ description = "dns: mismatching response", severity = "low" }
         ACT = bor(ACT, ACT_PKT_DROP)
       else
@@ -1257,7 +1274,7 @@ function RT.app_events(id, dir, list)
       end
     elseif k == "tls_hello" then
       local tls = session(f, "_tls", K.tls_session)
-      local hello = K.tls_hello(e.raw)
+      local hello = K.tls_hello(a)
       tls.client_hello = hello
       fire(TLS.events.client_hello, tls, hello)
     end

@@ -43,6 +43,21 @@ fn headers_array(lua: &Lua, h: &http::Headers) -> mlua::Result<Table> {
     Ok(t)
 }
 
+/// The flat form of a message for the event dispatcher: header names and values
+/// joined by NUL bytes (`name\0value\0...`), the head, and the length of its start
+/// line part (the head minus its header block).
+pub fn http_flat(headers: &http::Headers, head: &[u8]) -> (Vec<u8>, Vec<u8>, usize) {
+    let mut flat = Vec::with_capacity(256);
+    for (n, v) in headers.iter() {
+        flat.extend_from_slice(n.as_bytes());
+        flat.push(0);
+        flat.extend_from_slice(v.as_bytes());
+        flat.push(0);
+    }
+    let hlen = headers.to_bytes().len();
+    (flat, head.to_vec(), head.len().saturating_sub(hlen))
+}
+
 /// `head` and `line` (the head minus its header block) of a message.
 fn head_fields(lua: &Lua, t: &Table, head: &[u8], headers: &http::Headers) -> mlua::Result<()> {
     let hlen = headers.to_bytes().len();

@@ -884,46 +884,88 @@ impl LuaEngine {
     /// TLS ClientHello) of one packet's data, in order.
     pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[crate::conn::app::AppEvent]) -> ConnCall {
         use crate::conn::app::AppEvent;
+        use mlua::Value;
+        // Flat arguments, 7 per event (kind, a..f): one string per field rather than
+        // tables built field by field from Rust (each mlua table write is a protected
+        // call that allocates; this path runs for every HTTP message).
         let lua = self.st.lua.clone();
-        let build = || -> mlua::Result<Table> {
-            let list = lua.create_table()?;
+        let build = || -> mlua::Result<Vec<Value>> {
+            let mut v: Vec<Value> = Vec::with_capacity(3 + 7 * events.len());
+            v.push(Value::Integer(flow_id as i64));
+            v.push(Value::Integer(dir as i64));
+            v.push(Value::Integer(events.len() as i64));
+            let s = |b: &[u8]| -> mlua::Result<Value> { Ok(Value::String(lua.create_string(b)?)) };
             for e in events {
-                let t = lua.create_table()?;
-                match e {
+                let (k, a, b, c, d, ee, f): (&str, Value, Value, Value, Value, Value, Value) = match e {
                     AppEvent::HttpRequest { req, .. } => {
-                        t.set("k", "request")?;
-                        t.set("raw", app_values::request_table(&lua, req)?)?;
+                        let (hdrs, head, line) = app_values::http_flat(&req.headers, &req.to_bytes());
+                        (
+                            "request",
+                            s(req.method.as_bytes())?,
+                            s(req.uri.as_bytes())?,
+                            s(req.version.as_bytes())?,
+                            s(&hdrs)?,
+                            s(&head)?,
+                            Value::Integer(line as i64),
+                        )
                     }
                     AppEvent::HttpResponse { resp, .. } => {
-                        t.set("k", "response")?;
-                        t.set("raw", app_values::response_table(&lua, resp)?)?;
+                        let (hdrs, head, line) = app_values::http_flat(&resp.headers, &resp.to_bytes());
+                        (
+                            "response",
+                            s(resp.version.as_bytes())?,
+                            Value::Integer(resp.status as i64),
+                            s(resp.reason.as_bytes())?,
+                            s(&hdrs)?,
+                            s(&head)?,
+                            Value::Integer(line as i64),
+                        )
                     }
-                    AppEvent::HttpBody { data, .. } => {
-                        t.set("k", "data")?;
-                        t.set("addr", data.as_ptr() as usize as f64)?;
-                        t.set("len", data.len())?;
-                    }
-                    AppEvent::DnsQuery(m) => {
-                        t.set("k", "dns_query")?;
-                        t.set("raw", app_values::dns_table(&lua, m)?)?;
-                    }
-                    AppEvent::DnsResponse { msg, matched } => {
-                        t.set("k", "dns_response")?;
-                        t.set("raw", app_values::dns_table(&lua, msg)?)?;
-                        t.set("matched", *matched)?;
-                    }
-                    AppEvent::TlsClientHello(h) => {
-                        t.set("k", "tls_hello")?;
-                        t.set("raw", app_values::tls_table(&lua, h)?)?;
-                    }
-                    _ => t.set("k", "none")?,
-                }
-                list.push(t)?;
+                    AppEvent::HttpBody { data, .. } => (
+                        "data",
+                        Value::Number(data.as_ptr() as usize as f64),
+                        Value::Integer(data.len() as i64),
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                    ),
+                    AppEvent::DnsQuery(m) => (
+                        "dns_query",
+                        Value::Table(app_values::dns_table(&lua, m)?),
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                    ),
+                    AppEvent::DnsResponse { msg, matched } => (
+                        "dns_response",
+                        Value::Table(app_values::dns_table(&lua, msg)?),
+                        Value::Boolean(*matched),
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                    ),
+                    AppEvent::TlsClientHello(h) => (
+                        "tls_hello",
+                        Value::Table(app_values::tls_table(&lua, h)?),
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                        Value::Nil,
+                    ),
+                    _ => ("none", Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil),
+                };
+                v.push(s(k.as_bytes())?);
+                v.extend([a, b, c, d, ee, f]);
             }
-            Ok(list)
+            Ok(v)
         };
-        let list = match build() {
-            Ok(l) => l,
+        let args = match build() {
+            Ok(l) => mlua::MultiValue::from_vec(l),
             Err(e) => {
                 let m = one_line(&e);
                 self.count_error(&m);
@@ -931,7 +973,7 @@ impl LuaEngine {
             }
         };
         let f = self.st.app_events.clone();
-        self.conn_call(f, (flow_id, dir, list))
+        self.conn_call(f, args)
     }
 
     /// Heads (request or status line + fields) rewritten by the rules of the last
