@@ -1246,6 +1246,8 @@ function RT.app_events(id, dir, n, ...)
       http.response = resp
       fire(HTTP.events.response, http, resp)
       if K.http_modified(resp) then HEADS[#HEADS + 1] = { i, K.http_serialize(resp) }; ACT = bor(ACT, ACT_EDITS) end
+      -- the exchange is over: keep idle connections small (the Lua heap is swept per object)
+      if not rawget(http, "_data_modification") then http.request = nil; http.response = nil end
     elseif k == "data" then
       local http = session(f, "_http", K.http_session)
       local buf = sbuf_at(a, b)

@@ -373,6 +373,8 @@ pub struct HttpParser {
     base: u64,
     /// Stream offsets `[start, end)` of the heads parsed and not yet taken (see `take_head_span`).
     spans: VecDeque<(u64, u64)>,
+    /// Report body bytes (`Body`/`Tunnel` events); off when nobody reads them.
+    emit_bodies: bool,
 }
 
 impl HttpParser {
@@ -391,7 +393,14 @@ impl HttpParser {
             leading: Vec::new(),
             base: 0,
             spans: VecDeque::new(),
+            emit_bodies: true,
         }
+    }
+
+    /// Whether `feed` reports body bytes (default true). Without them bodies are
+    /// still delimited (messages, keep-alive, chunking) but never copied.
+    pub fn set_emit_bodies(&mut self, on: bool) {
+        self.emit_bodies = on;
     }
 
     /// Stream offsets `[start, end)` of the oldest head (request or status line with its
@@ -447,6 +456,39 @@ impl HttpParser {
             }
             return self.fail(HttpError::UnexpectedData);
         }
+        let mut data = data;
+        // Fast path: body bytes with nothing buffered are taken straight from `data`
+        // (no copy into the parser's buffer; none at all when bodies are not reported).
+        while self.buf.is_empty() && !data.is_empty() {
+            match self.state {
+                State::Fixed(rem) | State::ChunkData(rem) => {
+                    let n = (data.len() as u64).min(rem) as usize;
+                    if self.emit_bodies {
+                        out.push(HttpEvent::Body(data[..n].to_vec()));
+                    }
+                    self.base += n as u64;
+                    data = &data[n..];
+                    let rem = rem - n as u64;
+                    match self.state {
+                        State::Fixed(_) if rem == 0 => self.end_message(&mut out),
+                        State::Fixed(_) => self.state = State::Fixed(rem),
+                        _ => self.state = if rem == 0 { State::ChunkCrlf } else { State::ChunkData(rem) },
+                    }
+                }
+                State::UntilClose | State::Tunnel => {
+                    if self.emit_bodies {
+                        let d = data.to_vec();
+                        out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
+                    }
+                    self.base += data.len() as u64;
+                    data = &[];
+                }
+                _ => break,
+            }
+        }
+        if data.is_empty() {
+            return Ok(out);
+        }
         self.buf.extend_from_slice(data);
         let r = self.run(&mut out);
         // Compact: drop consumed bytes.
@@ -501,7 +543,9 @@ impl HttpParser {
                 State::Fixed(rem) => {
                     let n = (self.avail().len() as u64).min(rem) as usize;
                     if n > 0 {
-                        out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                        if self.emit_bodies {
+                            out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                        }
                         self.pos += n;
                     }
                     let rem = rem - n as u64;
@@ -517,7 +561,9 @@ impl HttpParser {
                 State::ChunkData(rem) => {
                     let n = (self.avail().len() as u64).min(rem) as usize;
                     if n > 0 {
-                        out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                        if self.emit_bodies {
+                            out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                        }
                         self.pos += n;
                     }
                     let rem = rem - n as u64;
@@ -541,9 +587,11 @@ impl HttpParser {
                 State::Trailers { line_start } => self.step_trailers(line_start, out)?,
                 State::UntilClose | State::Tunnel => {
                     if !self.avail().is_empty() {
-                        let d = self.avail().to_vec();
+                        if self.emit_bodies {
+                            let d = self.avail().to_vec();
+                            out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
+                        }
                         self.pos = self.buf.len();
-                        out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
                     }
                     false
                 }

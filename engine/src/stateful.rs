@@ -319,7 +319,7 @@ impl StatefulStage {
                     _ => AppKind::Tls,
                 };
                 k.app_state = Some(Box::new(match k.app {
-                    AppKind::Http => AppState::http(),
+                    AppKind::Http => AppState::http(self.info & sf::HTTP_DATA != 0),
                     AppKind::Dns => AppState::dns(),
                     _ => AppState::tls(),
                 }));

@@ -36,8 +36,12 @@ pub enum AppEvent {
 }
 
 impl AppState {
-    pub fn http() -> AppState {
-        AppState::Http { req: HttpParser::request(), resp: HttpParser::response() }
+    /// `bodies`: report body bytes (rules read them); without, bodies are skipped uncopied.
+    pub fn http(bodies: bool) -> AppState {
+        let (mut req, mut resp) = (HttpParser::request(), HttpParser::response());
+        req.set_emit_bodies(bodies);
+        resp.set_emit_bodies(bodies);
+        AppState::Http { req, resp }
     }
 
     pub fn dns() -> AppState {
