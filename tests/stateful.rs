@@ -47,7 +47,9 @@ impl Run {
 
     /// `totals.stateful.<k>`
     fn st(&self, k: &str) -> u64 {
-        self.stats["totals"]["stateful"][k].as_u64().unwrap_or_else(|| panic!("no stateful counter {k}: {}", self.stats))
+        self.stats["totals"]["stateful"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no stateful counter {k}: {}", self.stats))
     }
 
     /// `totals.dropped_by_reason.<k>`
@@ -65,10 +67,7 @@ impl Run {
 
     /// The lines of the rules' `haka.log` calls (info level), without the worker prefix.
     fn logs(&self) -> Vec<String> {
-        self.stdout
-            .lines()
-            .filter_map(|l| l.split_once("] info: ").map(|(_, m)| m.to_owned()))
-            .collect()
+        self.stdout.lines().filter_map(|l| l.split_once("] info: ").map(|(_, m)| m.to_owned())).collect()
     }
 
     /// Lines logged with `prefix` (prefix removed).
@@ -78,10 +77,7 @@ impl Run {
 
     /// Alert descriptions, in order (not those of the alerts' `method`).
     fn alert_descriptions(&self) -> Vec<String> {
-        self.stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("\tdescription = ").map(str::to_owned))
-            .collect()
+        self.stdout.lines().filter_map(|l| l.strip_prefix("\tdescription = ").map(str::to_owned)).collect()
     }
 
     fn out_packets(&self) -> Vec<Pkt> {
@@ -236,7 +232,16 @@ fn ipv4_l4(src: [u8; 4], dst: [u8; 4], proto: u8, mut l4: Vec<u8>, csum_at: usiz
 }
 
 #[allow(clippy::too_many_arguments)]
-fn tcp_pkt(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+fn tcp_pkt(
+    src: [u8; 4],
+    dst: [u8; 4],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut t = Vec::with_capacity(20 + payload.len());
     t.extend_from_slice(&sport.to_be_bytes());
     t.extend_from_slice(&dport.to_be_bytes());
@@ -390,7 +395,18 @@ fn parse(frame: &[u8], link: u32) -> Option<Pkt> {
     let ip_ok = fold(sum16(&ip[..ihl], 0)) == 0;
     let l4_ok = fold(sum16(l4, pseudo_sum(src, dst, proto, l4.len()))) == 0;
     let (sport, dport) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
-    let mut p = Pkt { src, dst, proto, sport, dport, seq: 0, ack: 0, flags: 0, payload: Vec::new(), checksums_ok: ip_ok && l4_ok };
+    let mut p = Pkt {
+        src,
+        dst,
+        proto,
+        sport,
+        dport,
+        seq: 0,
+        ack: 0,
+        flags: 0,
+        payload: Vec::new(),
+        checksums_ok: ip_ok && l4_ok,
+    };
     match proto {
         6 => {
             p.seq = u32::from_be_bytes(l4[4..8].try_into().unwrap());
@@ -421,7 +437,12 @@ fn stream_of(pkts: &[Pkt], from_client: bool) -> Vec<u8> {
         }
         if let Some(n) = next {
             if !p.payload.is_empty() || p.flags & FIN != 0 {
-                assert_eq!(p.seq, n, "sequence gap or overlap in the {} stream", if from_client { "client" } else { "server" });
+                assert_eq!(
+                    p.seq,
+                    n,
+                    "sequence gap or overlap in the {} stream",
+                    if from_client { "client" } else { "server" }
+                );
             }
         }
         data.extend_from_slice(&p.payload);
@@ -616,9 +637,18 @@ haka.rule{
          haka-security.org. A 192.0.80.250, haka-security.org. A 76.74.254.120, haka-security.org. A 192.0.81.250"
     );
     assert!(resp[1].starts_with("id=60714 qid=60714 qr=true rcode=0 an=1 "), "{}", resp[1]);
-    assert!(resp[1].ends_with("| haka-security.org. SOA ns1.wordpress.com. 2007270209") || resp[1].contains("SOA ns1.wordpress.com."), "{}", resp[1]);
+    assert!(
+        resp[1].ends_with("| haka-security.org. SOA ns1.wordpress.com. 2007270209")
+            || resp[1].contains("SOA ns1.wordpress.com."),
+        "{}",
+        resp[1]
+    );
     assert!(resp[2].ends_with("| arkoon.net. MX 10 arkoon-mail."), "{}", resp[2]);
-    assert!(resp[3].starts_with("id=47997 qid=47997 qr=true rcode=0 an=1 ") && resp[3].contains("paulfariello.fr. TXT "), "{}", resp[3]);
+    assert!(
+        resp[3].starts_with("id=47997 qid=47997 qr=true rcode=0 an=1 ") && resp[3].contains("paulfariello.fr. TXT "),
+        "{}",
+        resp[3]
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -636,7 +666,11 @@ fn http_request_and_response_fields() {
         ]
     );
     assert_eq!((r.st("http_requests"), r.st("http_responses"), r.st("http_errors")), (1, 1, 0));
-    assert_eq!(r.out.packets, Capture::read(&http_pcap("request-response.pcap")).unwrap().packets, "observing changes nothing");
+    assert_eq!(
+        r.out.packets,
+        Capture::read(&http_pcap("request-response.pcap")).unwrap().packets,
+        "observing changes nothing"
+    );
 }
 
 #[test]
@@ -668,10 +702,7 @@ fn http_variations_valid_ones_parsed_invalid_ones_alerted_and_dropped() {
     // folded header are accepted; an unknown but well-formed method token is a request.
     assert_eq!(methods, ["GET", "GET", "GET", "BAD_METHOD", "GET%"], "{}", r.stdout);
     for l in &reqs {
-        assert!(
-            l.contains(" / 1.1 host=server ua=telnet v1.0/1 enhanced gold edition from=192.168.10.1:"),
-            "{l}"
-        );
+        assert!(l.contains(" / 1.1 host=server ua=telnet v1.0/1 enhanced gold edition from=192.168.10.1:"), "{l}");
     }
     assert_eq!(r.logs_with("RESP 1.1 200 OK server=Apache/2.2.8 (Ubuntu) DAV/2 req=/").len(), 5);
     // "GET / HTML/1.1", "GET /" (no version), "G(E*T$? /", "HTTP/numeric.numeric": protocol errors.
@@ -703,7 +734,10 @@ fn http_request_split_over_packets_is_parsed() {
     assert!(!contains(&data[0].payload, b"\r\n\r\n"), "the head ends in the second segment");
     let reqs = r.logs_with("REQ ");
     assert_eq!(reqs.len(), 1, "{}", r.stdout);
-    assert_eq!(reqs[0], format!("GET {uri} 1.1 host=10.2.104.129 ua=Wget/1.13.4 (linux-gnu) from=10.2.96.127:57804 to=10.2.104.129:80"));
+    assert_eq!(
+        reqs[0],
+        format!("GET {uri} 1.1 host=10.2.104.129 ua=Wget/1.13.4 (linux-gnu) from=10.2.96.127:57804 to=10.2.104.129:80")
+    );
     assert_eq!(r.logs_with("RESP ").len(), 1);
     assert!(r.logs_with("RESP ")[0].starts_with("1.1 403 Forbidden "));
     assert_eq!(r.st("http_requests"), 1);
@@ -738,11 +772,7 @@ fn http_split_uri_fields_on_haka_capture() {
     let r = run(SPLIT_URI_RULES, &http_pcap("uri-split-pcap.pcap"), None);
     assert_eq!(
         r.logs(),
-        [
-            "URI scheme=nil user=nil pass=nil host=nil port=nil path=/ query=nil args=[]",
-            "URI norm=/",
-            "COOKIES []",
-        ],
+        ["URI scheme=nil user=nil pass=nil host=nil port=nil path=/ query=nil args=[]", "URI norm=/", "COOKIES []",],
         "{}",
         r.stdout
     );
@@ -835,13 +865,16 @@ fn assert_resets_both_ways(out: &[Pkt], cport: u16, seq: u32, ack: u32, len: u32
 #[test]
 fn sample_http_block_ua_resets_scanners() {
     let dir = tempfile::tempdir().unwrap();
-    let req_scan = b"GET /index.php?id=1 HTTP/1.1\r\nHost: victim\r\nUser-Agent: sqlmap/1.4.7#stable (http://sqlmap.org)\r\n\r\n";
+    let req_scan =
+        b"GET /index.php?id=1 HTTP/1.1\r\nHost: victim\r\nUser-Agent: sqlmap/1.4.7#stable (http://sqlmap.org)\r\n\r\n";
     let mut scan = Session::new(40010, 80);
     scan.handshake().send(0, req_scan);
     let (req_seq, req_ack) = (C_ISN + 1, S_ISN + 1);
     scan.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").ack(0).close();
     let mut nikto = Session::new(40011, 80);
-    nikto.handshake().send(0, b"HEAD / HTTP/1.0\r\nUser-Agent: Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:map_codes)\r\n\r\n");
+    nikto
+        .handshake()
+        .send(0, b"HEAD / HTTP/1.0\r\nUser-Agent: Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:map_codes)\r\n\r\n");
     let mut ok = Session::new(40012, 80);
     ok.handshake()
         .send(0, b"GET / HTTP/1.1\r\nHost: victim\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/115.0\r\n\r\n")
@@ -863,7 +896,8 @@ fn sample_http_block_ua_resets_scanners() {
     assert_resets_both_ways(&out, 40010, req_seq, req_ack, req_scan.len() as u32);
     assert_eq!(r.dropped("flow_dropped"), (scan.pkts.len() - 3) as u64);
     // the browser's session is untouched
-    let ok_out: Vec<&Vec<u8>> = r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.sport == 40012 || p.dport == 40012)).collect();
+    let ok_out: Vec<&Vec<u8>> =
+        r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.sport == 40012 || p.dport == 40012)).collect();
     assert_eq!(ok_out.len(), ok.pkts.len());
     assert!(ok_out.iter().zip(&ok.pkts).all(|(a, b)| *a == b));
     // Nikto too (case-insensitive match)
@@ -898,6 +932,23 @@ fn sample_http_uri_block_resets_forbidden_uris() {
     assert!(!out.iter().any(|p| contains(&p.payload, b"secret")));
     assert_eq!(out.iter().filter(|p| p.sport == 40021 || p.dport == 40021).count(), good.pkts.len());
     assert_eq!(r.total("tx"), (good.pkts.len() + 3 + 2) as u64);
+}
+
+#[test]
+#[ignore = "engine bug: forged RSTs are queued for transmission before the accepted packets of their burst, \
+            so they overtake packets received before the request that triggered the reset (worker.rs run_stateful)"]
+fn forged_resets_follow_the_packets_received_before_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = Session::new(40022, 80);
+    bad.handshake().send(0, b"GET /forbidden HTTP/1.1\r\nHost: lab\r\n\r\n");
+    let input = write_pcap(dir.path(), "rst-order.pcap", bad.pkts.clone());
+    let r = run_file(&sample("http_uri_block.lua"), &input, None);
+    let out = r.out_packets();
+    let flags: Vec<u8> = out.iter().map(|p| p.flags).collect();
+    assert_eq!(out.len(), 5, "{flags:02x?}");
+    // SYN, SYN-ACK, ACK as received, then the two RSTs (the request is dropped)
+    assert_eq!(&r.out.packets[..3], &bad.pkts[..3], "handshake first, in input order: flags {flags:02x?}");
+    assert!(out[3..].iter().all(|p| p.flags & RST != 0), "flags {flags:02x?}");
 }
 
 #[test]
@@ -1006,7 +1057,8 @@ fn sample_http_rewrite_header_edits_the_stream_consistently() {
     assert_eq!(flagged.trim(), "", "tshark flags the output");
     let acks = tshark(&["-r", &out_s, "-Y", "tcp.analysis.ack_lost_segment", "-T", "fields", "-e", "tcp.srcport"]);
     assert!(acks.lines().all(|l| l == "57838"), "only client ACKs: {acks}");
-    let servers = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.server", "-e", "http.response.code"]);
+    let servers =
+        tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.server", "-e", "http.response.code"]);
     assert_eq!(servers.lines().collect::<Vec<_>>(), ["haka\t200", "haka\t404", "haka\t200", "haka\t200"], "{servers}");
     let inspected = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.response.line"]);
     assert_eq!(inspected.matches("X-Inspected-By: haka").count(), 4, "{inspected}");
@@ -1048,10 +1100,11 @@ const DNS_RESOLVER: [u8; 4] = [198, 18, 0, 53];
 #[test]
 fn sample_dns_pdns_alerts_per_address_record() {
     let r = run_file(&sample("dns_pdns.lua"), &pcap("modules/protocol/dns/test/basic.pcap"), None);
-    let want: Vec<String> = ["66.155.11.238", "76.74.254.123", "66.155.9.238", "192.0.80.250", "76.74.254.120", "192.0.81.250"]
-        .iter()
-        .map(|ip| format!("pdns: haka-security.org. -> {ip}"))
-        .collect();
+    let want: Vec<String> =
+        ["66.155.11.238", "76.74.254.123", "66.155.9.238", "192.0.80.250", "76.74.254.120", "192.0.81.250"]
+            .iter()
+            .map(|ip| format!("pdns: haka-security.org. -> {ip}"))
+            .collect();
     assert_eq!(r.alert_descriptions(), want, "A records of the answer section only: {}", r.stdout);
     assert_eq!(r.logs(), want);
     assert_eq!(r.total("tx"), 8, "nothing dropped");
@@ -1066,7 +1119,12 @@ fn sample_dns_pdns_alerts_per_address_record() {
     }
     cname.push(0);
     let v6: Vec<u8> = vec![0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-    let resp = dns_msg(0x1111, 0x8180, &[("www.example.net", 28)], &[("www.example.net", 5, cname), ("v6.example.net", 28, v6)]);
+    let resp = dns_msg(
+        0x1111,
+        0x8180,
+        &[("www.example.net", 28)],
+        &[("www.example.net", 5, cname), ("v6.example.net", 28, v6)],
+    );
     let input = write_pcap(
         dir.path(),
         "aaaa.pcap",
@@ -1118,7 +1176,15 @@ fn dns_response_without_its_query_is_alerted_and_dropped() {
     let input = write_pcap(dir.path(), "dns.pcap", pkts.clone());
     let r = run(DNS_LOG_RULES, &input, None);
     assert_eq!(r.alert_descriptions(), ["dns: mismatching response", "dns: mismatching response"], "{}", r.stdout);
-    assert_eq!(r.logs(), ["QUERY 257 good.example.", "RESP 257 257 good.example. an=1", "QUERY 771 mail.example.", "RESP 771 771 mail.example. an=1"]);
+    assert_eq!(
+        r.logs(),
+        [
+            "QUERY 257 good.example.",
+            "RESP 257 257 good.example. an=1",
+            "QUERY 771 mail.example.",
+            "RESP 771 771 mail.example. an=1"
+        ]
+    );
     assert_eq!(r.dropped("rule"), 2);
     let expect: Vec<Vec<u8>> = [0, 1, 3, 5].iter().map(|&i| pkts[i].clone()).collect();
     assert_eq!(r.out.packets, expect, "the two unmatched responses are dropped, the rest passes unchanged");
@@ -1197,6 +1263,16 @@ haka.rule{
 "#;
     let r = run(only_receive_data, &pcap("modules/protocol/tcp/test/streamread.pcap"), None);
     assert_eq!(r.logs(), ["DATA 44393 up 41"], "{}", r.stdout);
+    // udp_connection likewise
+    let only_udp_data = r#"
+require("protocol/udp_connection")
+haka.rule{
+    on = haka.dissectors.udp_connection.events.receive_data,
+    eval = function (flow, data, dir) haka.log("UDATA %s %d", dir, #data) end
+}
+"#;
+    let r = run(only_udp_data, &pcap("modules/protocol/dns/test/basic.pcap"), None);
+    assert_eq!(r.logs().len(), 8, "{}", r.stdout);
 }
 
 #[test]
@@ -1208,7 +1284,10 @@ fn tcp_receive_data_sees_the_stream() {
     let data = stream_of(&pk, true);
     let client_port = pk[0].sport;
     assert_eq!(data.len(), 41);
-    let printable = String::from_utf8_lossy(&data).chars().map(|c| if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' { c } else { '.' }).collect::<String>();
+    let printable = String::from_utf8_lossy(&data)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || c == ' ' { c } else { '.' })
+        .collect::<String>();
     assert_eq!(r.logs(), [format!("DATA {client_port} up 41 {printable}")], "{}", r.stdout);
     assert_eq!(r.out.packets, cap.packets);
 }
@@ -1327,7 +1406,8 @@ haka.rule{
         ((d, 5018, 1030, FIN | ACK, b""), (b"", 5014, 1026)),
         ((c, 1026, 5015, ACK, b""), (b"", 1030, 5019)),
     ];
-    let pkts: Vec<Vec<u8>> = plan.iter().map(|((dir, seq, ack, fl, data), _)| s.raw(*dir, *seq, *ack, *fl, data)).collect();
+    let pkts: Vec<Vec<u8>> =
+        plan.iter().map(|((dir, seq, ack, fl, data), _)| s.raw(*dir, *seq, *ack, *fl, data)).collect();
     let input = write_pcap(dir.path(), "edit.pcap", pkts);
     let r = run(rules, &input, None);
     assert_eq!(r.st("stream_edits"), 3);
@@ -1432,6 +1512,7 @@ fn garbage_and_truncated_http_are_counted_without_crash() {
     // a request head cut short by the client's FIN
     let mut t = Session::new(43000, 80);
     t.handshake().send(0, b"GET /index.html HTTP/1.1\r\nHost: x\r\nUser-Ag").close();
+    let t_len = t.pkts.len();
     pkts.extend(t.pkts);
     // a response to no request, and a request with a huge header line
     let mut u = Session::new(43001, 80);
@@ -1448,10 +1529,27 @@ fn garbage_and_truncated_http_are_counted_without_crash() {
     assert_eq!(r.total("processed"), total);
     assert_eq!(r.total("tx") + r.total("dropped"), total, "every packet accounted for");
     assert_eq!(r.total("dropped"), r.dropped("flow_dropped"));
-    // every junk session is a protocol error (alerted, connection dropped)
-    assert!(r.st("http_errors") >= sessions as u64, "{}", r.stats["totals"]["stateful"]);
-    let invalid = r.alert_descriptions().iter().filter(|d| d.starts_with("invalid http")).count() as u64;
-    assert_eq!(invalid, r.st("http_errors"));
+    // every junk session is a protocol error (alerted, connection dropped), and so is the
+    // 200 KB header line
+    assert_eq!(r.st("http_errors"), sessions as u64 + 1, "{}", r.stats["totals"]["stateful"]);
+    let descs = r.alert_descriptions();
+    assert_eq!(
+        descs.iter().filter(|d| *d == "invalid http: invalid http request line").count(),
+        sessions as usize,
+        "{descs:?}"
+    );
+    assert_eq!(descs.iter().filter(|d| *d == "invalid http: http head too long").count(), 1, "{descs:?}");
+    assert_eq!(descs.len(), sessions as usize + 1);
+    // nothing after the first junk byte of a session is forwarded to the server
+    let out = r.out_packets();
+    assert!(
+        out.iter()
+            .filter(|p| p.dport == 80 && (42000..42000 + sessions).contains(&p.sport))
+            .all(|p| p.payload.is_empty()),
+        "junk forwarded"
+    );
+    // the truncated head is never a request, its connection passes and ends normally
+    assert_eq!(out.iter().filter(|p| p.sport == 43000 || p.dport == 43000).count(), t_len);
     assert!(r.logs_with("REQ ").is_empty(), "no request was complete: {:?}", r.logs());
     assert_eq!(r.st("tcp_connections"), sessions as u64 + 2);
     assert_eq!(r.stats["totals"]["rule_errors"].as_u64().unwrap_or(0), 0);
@@ -1480,7 +1578,11 @@ fn syn_flood_into_a_small_flow_table() {
     assert_eq!(r.total("rx"), total);
     assert_eq!(r.total("tx"), total, "SYNs pass (nothing drops them): {}\n{}", r.stats["totals"], r.stdout);
     assert_eq!(r.st("tcp_connections"), flood as u64 + 1, "every SYN counted as a connection");
-    assert!(r.st("connections_active") <= 1000, "connections bounded by the flow table: {}", r.stats["totals"]["stateful"]);
+    assert!(
+        r.st("connections_active") <= 1000,
+        "connections bounded by the flow table: {}",
+        r.stats["totals"]["stateful"]
+    );
     assert!(r.total("flows_active") <= 1000);
     assert!(r.total("flows_evicted") >= (flood - 1000) as u64, "{}", r.stats["totals"]);
     assert_eq!(r.total("flows_created"), flood as u64 + 1);
@@ -1557,7 +1659,8 @@ fn rule_budget_is_not_spent_by_preemption() {
     // The default budget (10^7 "instructions", i.e. 10 ms) is far above what these rules
     // cost per call: nothing may be interrupted.
     assert_eq!(
-        st["totals"]["dropped_by_reason"]["rule_error"], 0,
+        st["totals"]["dropped_by_reason"]["rule_error"],
+        0,
         "rule calls interrupted while the worker was preempted:\n{}",
         String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("budget")).collect::<Vec<_>>().join("\n")
     );
