@@ -1,7 +1,7 @@
 -- Forbidden URIs: an HTTP request whose URI contains one of the keywords below
 -- raises an alert and the connection is reset (RST forged toward both ends).
--- tests/stateful.rs replays it; the lab test uses it to check that curl gets a
--- reset for /forbidden while other pages still load.
+-- Tested by tests/stateful.rs (sample_http_uri_block_resets_forbidden_uris); meant
+-- for the lab too: curl gets a reset for /forbidden while other pages still load.
 --
 -- Run:  hakapcap rules/http_uri_block.lua IN.pcap -o OUT.pcap
 --       haka -l 0-1 -a PCI0 -a PCI1 -- -r rules/http_uri_block.lua

@@ -258,6 +258,16 @@ impl Loop<'_> {
                 batch.set_decision(j, Decision::Drop(reason));
             }
         }
+        self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
+        self.c.stateful[Stateful::StreamBufferedBytes as usize] = stage.conns.buffered_bytes() as u64;
+        let lc = lua.counters();
+        self.c.rule_errors = lc.rule_errors;
+    }
+
+    /// Sends the packets the stateful stage forged (RSTs), after the packets of the
+    /// burst that came before them.
+    fn send_forged(&mut self) {
+        let Some(stage) = self.stateful.as_mut() else { return };
         for f in stage.forged.drain(..) {
             match self.tx.get_mut(f.port as usize).and_then(Option::as_mut) {
                 Some(txb) => {
@@ -268,10 +278,6 @@ impl Loop<'_> {
                 None => drop(f.mbuf), // passive mode or no such port: not sent
             }
         }
-        self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
-        self.c.stateful[Stateful::StreamBufferedBytes as usize] = stage.conns.buffered_bytes() as u64;
-        let lc = lua.counters();
-        self.c.rule_errors = lc.rule_errors;
     }
 
     /// One step of flow expiry; connections of ended flows get end_connection.
@@ -319,6 +325,7 @@ impl Loop<'_> {
                 self.handle(m, d, self.modified >> slot & 1 != 0);
             }
         }
+        self.send_forged();
         self.modified = 0;
         batch.clear();
         burst.clear();
