@@ -1307,6 +1307,8 @@ function RT.stateful_info()
   local H_ = haka.dissectors.http
   if H_ and (#H_.events.request_data.listeners > 0 or #H_.events.response_data.listeners > 0
       or #H_.events.receive_data.listeners > 0) then b = bor(b, 128) end
+  if H_ and #H_.events.request.listeners > 0 then b = bor(b, 256) end
+  if H_ and #H_.events.response.listeners > 0 then b = bor(b, 512) end
   return b
 end
 preload["protocol/tcp_connection"] = function() return TCPC end

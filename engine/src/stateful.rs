@@ -512,16 +512,7 @@ impl StatefulStage {
         out_port: Option<u16>,
         c: &mut Counters,
     ) -> Option<Outcome> {
-        if self.info & sf::HTTP_DATA == 0 {
-            // nobody reads bodies: no Lua call for them
-            self.events.retain(|e| !matches!(e, AppEvent::HttpBody { .. }));
-        }
-        if self.events.is_empty() {
-            return None;
-        }
-        let events = std::mem::take(&mut self.events);
-        let mut outcome = None;
-        for e in &events {
+        for e in &self.events {
             match e {
                 AppEvent::HttpRequest { .. } => c.add(Stateful::HttpRequests, 1),
                 AppEvent::HttpResponse { .. } => c.add(Stateful::HttpResponses, 1),
@@ -533,6 +524,22 @@ impl StatefulStage {
                 AppEvent::TlsError(_) => c.add(Stateful::TlsErrors, 1),
                 AppEvent::HttpBody { .. } => {}
             }
+        }
+        // Events nobody listens to are not handed to Lua (no objects built, no call).
+        let info = self.info;
+        self.events.retain(|e| match e {
+            AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
+            // response rules read http.request too
+            AppEvent::HttpRequest { .. } => info & (sf::HTTP_REQUEST | sf::HTTP_RESPONSE) != 0,
+            AppEvent::HttpResponse { .. } => info & sf::HTTP_RESPONSE != 0,
+            _ => true,
+        });
+        if self.events.is_empty() {
+            return None;
+        }
+        let events = std::mem::take(&mut self.events);
+        let mut outcome = None;
+        for e in &events {
             if let AppEvent::HttpError { error, .. } = e {
                 lua.raise_alert(&format!("invalid http: {error}"), "low", meta, flow_dir as u8);
                 if let Some(k) = self.conns.get_mut(id) {

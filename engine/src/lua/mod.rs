@@ -747,6 +747,10 @@ pub mod stateful {
     pub const APPS: u32 = 64;
     /// Rules read HTTP bodies (request_data, response_data, receive_data).
     pub const HTTP_DATA: u32 = 128;
+    /// Rules listen to HTTP requests / responses (messages nobody listens to are not
+    /// handed to Lua).
+    pub const HTTP_REQUEST: u32 = 256;
+    pub const HTTP_RESPONSE: u32 = 512;
 }
 
 /// `RT.conn_packet` bits.
