@@ -73,7 +73,7 @@ devs() { # PCAP
 run_testpmd() { # run-id pcap; prints Mpps wall and cpu
   local log="$OUT/testpmd-$1.log"
   devs "$2"
-  timeout -s INT "$((SECS + 3))" dpdk-testpmd -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
+  timeout --foreground -s INT "$((SECS + 3))" dpdk-testpmd -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
     --forward-mode=io --auto-start --stats-period 1 --total-num-mbufs=$MBUFS --burst=32 --nb-cores=1 \
     > "$log" 2>&1 &
   local pid=$!
@@ -121,7 +121,7 @@ run_haka() { # run-id pcap [rules file]; prints "Mpps-wall Mpps-cpu flows table-
   [ -n "${3:-}" ] && rules=(-r "$3")
   devs "$2"
   rm -f "$st"
-  timeout -s INT "$((SECS + 3))" "$HAKA" -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
+  timeout --foreground -s INT "$((SECS + 3))" "$HAKA" -l 0-1 "${MEM[@]}" "${DEVS[@]}" -- \
     -c conf/bench.toml "${rules[@]}" --stats-file "$st" > "$log" 2>&1 || true
   if [ ! -s "$st" ]; then
     local why
