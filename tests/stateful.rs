@@ -1651,3 +1651,25 @@ fn rule_budget_is_not_spent_by_preemption() {
         String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("budget")).collect::<Vec<_>>().join("\n")
     );
 }
+
+#[test]
+fn dns_over_tcp_fires_query_and_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dns_msg(0x0a0b, 0x0100, &[("tcp.example", 1)], &[]);
+    let resp = dns_msg(0x0a0b, 0x8180, &[("tcp.example", 1)], &[("tcp.example", 1, vec![192, 0, 2, 9])]);
+    let frame = |m: &[u8]| {
+        let mut f = (m.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(m);
+        f
+    };
+    // the query's length prefix and body in separate segments, as some resolvers send them
+    let fq = frame(&q);
+    let mut s = Session::new(45000, 53);
+    s.handshake().send(0, &fq[..2]).send(0, &fq[2..]).send(1, &frame(&resp)).ack(0).close();
+    let input = write_pcap(dir.path(), "dns-tcp.pcap", s.pkts.clone());
+    let r = run(DNS_LOG_RULES, &input, None);
+    assert_eq!(r.logs(), ["QUERY 2571 tcp.example.", "RESP 2571 2571 tcp.example. an=1"], "{}", r.stdout);
+    assert_eq!(r.st("dns_queries"), 1);
+    assert_eq!(r.st("dns_responses"), 1);
+    assert_eq!(r.out.packets, s.pkts, "observed, unchanged");
+}

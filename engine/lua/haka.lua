@@ -1172,16 +1172,18 @@ local function default_policy(dissector, name, port)
   table.insert(pol.policies, 1, { name = "default " .. name, criteria = crit,
     actions = { function(_, ctx) ctx:select_next_dissector(name) end } })
 end
-local APP_DEFAULTS = { http = { TCPC, 80 }, dns = { UDPC, 53 }, tls = { TCPC, 443 } }
+local APP_DEFAULTS = { { "http", TCPC, 80 }, { "dns", UDPC, 53 }, { "dns", TCPC, 53 }, { "tls", TCPC, 443 } }
 function RT.set_app(K)
   APPK = K
   K.flow_alive = function(f) return not rawget(f, "_dropped") end
-  for name, d in pairs(APP_DEFAULTS) do
+  for _, name in ipairs({ "http", "dns", "tls" }) do
     local mod = "protocol/" .. name
     local orig = preload[mod]
     if orig then
       preload[mod] = function(...)
-        default_policy(d[1], name, d[2])
+        for _, d in ipairs(APP_DEFAULTS) do
+          if d[1] == name then default_policy(d[2], name, d[3]) end
+        end
         return orig(...)
       end
     end
@@ -1189,14 +1191,14 @@ function RT.set_app(K)
 end
 local function app_has_listeners()
   local any = false
-  for name, d in pairs(APP_DEFAULTS) do
-    local D = haka.dissectors[name]
+  for _, d in ipairs(APP_DEFAULTS) do
+    local D = haka.dissectors[d[1]]
     local used = false
     if D then for _, ev in pairs(D.events) do if #ev.listeners > 0 then used = true end end end
-    if used then default_policy(d[1], name, d[2]); any = true end
+    if used then default_policy(d[2], d[1], d[3]); any = true end
   end
-  for name, d in pairs(APP_DEFAULTS) do
-    for _, p in ipairs(d[1].policies.next_dissector.policies) do any = true end
+  for _, d in ipairs({ TCPC, UDPC }) do
+    if #d.policies.next_dissector.policies > 0 then any = true end
   end
   return any
 end

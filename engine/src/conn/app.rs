@@ -10,10 +10,13 @@ const TLS_MAX_HELLO: usize = 16 * 1024;
 /// DNS queries remembered per flow for matching responses.
 const DNS_PENDING: usize = 64;
 const DNS_PENDING_MS: u64 = 30_000;
+/// DNS over TCP: bytes kept for one incomplete message (2-byte length + 65535).
+const DNS_TCP_MAX: usize = 65537;
 
 pub enum AppState {
     Http { req: HttpParser, resp: HttpParser },
-    Dns { pending: PendingQueries },
+    /// `tcp`: DNS over TCP, bytes of an incomplete length-prefixed message per direction.
+    Dns { pending: PendingQueries, tcp: [Vec<u8>; 2] },
     Tls { buf: Vec<u8>, done: bool },
 }
 
@@ -45,7 +48,7 @@ impl AppState {
     }
 
     pub fn dns() -> AppState {
-        AppState::Dns { pending: PendingQueries::new(DNS_PENDING, DNS_PENDING_MS) }
+        AppState::Dns { pending: PendingQueries::new(DNS_PENDING, DNS_PENDING_MS), tcp: [Vec::new(), Vec::new()] }
     }
 
     pub fn tls() -> AppState {
@@ -116,7 +119,46 @@ impl AppState {
                     Err(e) => out.push(AppEvent::TlsError(e)),
                 }
             }
-            AppState::Dns { .. } => {}
+            AppState::Dns { pending, tcp } => {
+                // DNS over TCP (RFC 1035 4.2.2): 2-byte length, then the message.
+                let buf = &mut tcp[dir as usize & 1];
+                let (msgs, used) = if buf.is_empty() {
+                    crate::dns::parse_tcp_stream(data)
+                } else {
+                    buf.extend_from_slice(data);
+                    crate::dns::parse_tcp_stream(buf)
+                };
+                if buf.is_empty() {
+                    if used < data.len() {
+                        buf.extend_from_slice(&data[used..]);
+                    }
+                } else {
+                    buf.drain(..used);
+                }
+                if buf.len() > DNS_TCP_MAX {
+                    // a length prefix announcing more than a DNS message may hold
+                    buf.clear();
+                    out.push(AppEvent::DnsError(dns::DnsError::Truncated));
+                }
+                for m in msgs {
+                    Self::dns_message(pending, m, 0, out);
+                }
+            }
+        }
+    }
+
+    fn dns_message(pending: &mut PendingQueries, m: Result<Message, dns::DnsError>, now_ms: u64, out: &mut Vec<AppEvent>) {
+        match m {
+            Ok(msg) => {
+                if msg.is_response() {
+                    let matched = pending.on_response(&msg, now_ms).is_some();
+                    out.push(AppEvent::DnsResponse { msg, matched });
+                } else {
+                    pending.on_query(&msg, now_ms);
+                    out.push(AppEvent::DnsQuery(msg));
+                }
+            }
+            Err(e) => out.push(AppEvent::DnsError(e)),
         }
     }
 
@@ -140,19 +182,8 @@ impl AppState {
 
     /// A UDP datagram of direction `dir`.
     pub fn feed_datagram(&mut self, _dir: u8, payload: &[u8], now_ms: u64, out: &mut Vec<AppEvent>) {
-        if let AppState::Dns { pending } = self {
-            match dns::parse(payload) {
-                Ok(msg) => {
-                    if msg.is_response() {
-                        let matched = pending.on_response(&msg, now_ms).is_some();
-                        out.push(AppEvent::DnsResponse { msg, matched });
-                    } else {
-                        pending.on_query(&msg, now_ms);
-                        out.push(AppEvent::DnsQuery(msg));
-                    }
-                }
-                Err(e) => out.push(AppEvent::DnsError(e)),
-            }
+        if let AppState::Dns { pending, .. } = self {
+            Self::dns_message(pending, dns::parse(payload), now_ms, out);
         }
     }
 }

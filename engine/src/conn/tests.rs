@@ -162,3 +162,43 @@ fn memory_is_bounded_per_flow_and_per_worker() {
     }
     assert_eq!(ct.buffered_bytes(), 0);
 }
+
+fn dns_msg(id: u16, response: bool) -> Vec<u8> {
+    let mut m = Vec::new();
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&(if response { 0x8180u16 } else { 0x0100 }).to_be_bytes());
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // 1 question
+    m.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    m
+}
+
+#[test]
+fn dns_over_tcp_frames_split_anywhere() {
+    use crate::conn::app::{AppEvent, AppState};
+    let q = dns_msg(0x1234, false);
+    let r = dns_msg(0x1234, true);
+    let mut up = (q.len() as u16).to_be_bytes().to_vec();
+    up.extend_from_slice(&q);
+    let mut down = (r.len() as u16).to_be_bytes().to_vec();
+    down.extend_from_slice(&r);
+    for cut in 0..=up.len() {
+        let mut st = AppState::dns();
+        let mut ev = Vec::new();
+        st.feed_stream(0, &up[..cut], &mut ev);
+        st.feed_stream(0, &up[cut..], &mut ev);
+        assert!(matches!(ev.as_slice(), [AppEvent::DnsQuery(m)] if m.header.id == 0x1234), "cut {cut}: {ev:?}");
+        ev.clear();
+        st.feed_stream(1, &down[..cut.min(down.len())], &mut ev);
+        st.feed_stream(1, &down[cut.min(down.len())..], &mut ev);
+        assert!(matches!(ev.as_slice(), [AppEvent::DnsResponse { matched: true, .. }]), "cut {cut}: {ev:?}");
+    }
+    // two messages in one segment, and garbage framed as a message
+    let mut st = AppState::dns();
+    let mut ev = Vec::new();
+    let mut two = up.clone();
+    two.extend_from_slice(&up);
+    two.extend_from_slice(&[0, 3, 1, 2, 3]);
+    st.feed_stream(0, &two, &mut ev);
+    assert_eq!(ev.len(), 3);
+    assert!(matches!(ev[2], AppEvent::DnsError(_)));
+}
