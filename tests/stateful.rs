@@ -1326,8 +1326,6 @@ fn tcp_overlap_with_different_data_is_alerted_first_data_wins() {
 }
 
 #[test]
-#[ignore = "engine: a retransmission of already-delivered data with different bytes is not detected \
-            (StreamReassembler conflict history is 0 by default and not configurable); see the report"]
 fn tcp_retransmission_of_delivered_data_with_different_bytes_is_alerted() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = Session::new(41002, 7000);

@@ -31,6 +31,8 @@ pub struct TcpConfig {
     /// SYN or SYN-ACK on an established connection (retransmitted handshake): "accept"
     /// (counted) or "drop" (Haka: alert and drop).
     pub unexpected_packet: Verdict,
+    /// Inspected bytes kept per direction to compare retransmissions with, KiB (0: off).
+    pub retransmission_check_kb: u64,
     /// Out-of-order bytes buffered per direction of a connection, KiB.
     pub stream_buffer_per_flow_kb: u64,
     /// Out-of-order bytes buffered by all the connections of a worker, MiB.
@@ -44,6 +46,7 @@ impl Default for TcpConfig {
         TcpConfig {
             no_connection_found: crate::conn::NoConnection::Pickup,
             unexpected_packet: Verdict::Accept,
+            retransmission_check_kb: 16,
             stream_buffer_per_flow_kb: 256,
             stream_buffer_per_worker_mb: 64,
             over_cap: Verdict::Drop,
@@ -316,6 +319,12 @@ impl Config {
             return Err(format!("mempool.cache_size = {}: must be at most 512", m.cache_size));
         }
         self.alerts.validate()?;
+        if self.tcp.retransmission_check_kb > 1024 {
+            return Err(format!(
+                "tcp.retransmission_check_kb = {}: must be between 0 and 1024",
+                self.tcp.retransmission_check_kb
+            ));
+        }
         if self.tcp.stream_buffer_per_flow_kb == 0 || self.tcp.stream_buffer_per_flow_kb > 1 << 20 {
             return Err(format!(
                 "tcp.stream_buffer_per_flow_kb = {}: must be between 1 and 1048576",
@@ -358,6 +367,7 @@ impl Config {
         crate::conn::ConnConfig {
             no_connection_found: self.tcp.no_connection_found,
             unexpected_drop: self.tcp.unexpected_packet == Verdict::Drop,
+            conflict_history: (self.tcp.retransmission_check_kb as usize) << 10,
             max_buffered_per_flow: (self.tcp.stream_buffer_per_flow_kb as usize) << 10,
             max_buffered_per_worker: (self.tcp.stream_buffer_per_worker_mb as usize) << 20,
             over_cap_drop: self.tcp.over_cap == Verdict::Drop,

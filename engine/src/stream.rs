@@ -473,16 +473,17 @@ impl StreamReassembler {
         true
     }
 
-    /// Fast path for the common case: `len` bytes at exactly the next expected
+    /// Fast path for the common case: `payload` at exactly the next expected
     /// sequence number while nothing is buffered or unread and no FIN is pending.
-    /// Advances the stream without copying (the caller reads the bytes from its
-    /// packet) and returns true; returns false, changing nothing, otherwise.
-    pub fn advance_in_order(&mut self, seq: u32, len: usize) -> bool {
+    /// Advances the stream and counts the bytes as read at once (the caller reads
+    /// them from its packet: no copy, except into the retained conflict history
+    /// when there is one) and returns true; returns false, changing nothing, otherwise.
+    pub fn advance_in_order(&mut self, seq: u32, payload: &[u8]) -> bool {
+        let len = payload.len();
         if self.state != State::Open
             || seq != self.next_seq
             || !self.chunks.is_empty()
             || self.read_pos != self.ready.len()
-            || self.history != 0
             || self.fin_off.is_some()
             || len as u64 > RECEIVE_WINDOW
         {
@@ -490,6 +491,11 @@ impl StreamReassembler {
         }
         self.next_seq = self.next_seq.wrapping_add(len as u32);
         self.next_off += len as u64;
+        if self.history != 0 {
+            self.ready.extend_from_slice(payload);
+            self.read_pos = self.ready.len();
+            self.compact();
+        }
         true
     }
 

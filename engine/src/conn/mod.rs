@@ -79,6 +79,9 @@ pub struct ConnConfig {
     /// Haka's `unexpected_packet` default (alert and drop) for a SYN or SYN-ACK on an
     /// established connection; false: let it through (counted).
     pub unexpected_drop: bool,
+    /// Bytes of already-inspected data kept per direction to compare retransmissions
+    /// with (a retransmission carrying different bytes is the classic evasion); 0: off.
+    pub conflict_history: usize,
     /// Out-of-order bytes buffered per direction of a flow.
     pub max_buffered_per_flow: usize,
     /// Out-of-order bytes buffered by all the flows of a worker.
@@ -93,6 +96,7 @@ impl Default for ConnConfig {
         ConnConfig {
             no_connection_found: NoConnection::Pickup,
             unexpected_drop: false,
+            conflict_history: 16 * 1024,
             max_buffered_per_flow: 256 * 1024,
             max_buffered_per_worker: 64 << 20,
             over_cap_drop: true,
@@ -476,8 +480,11 @@ impl ConnTable {
             return r;
         }
         let isn = c.isn;
+        let history = self.cfg.conflict_history;
         let streams = c.streams.get_or_insert_with(|| {
             let mut s = Box::new([StreamReassembler::new(cfg), StreamReassembler::new(cfg)]);
+            s[0].set_conflict_history(history);
+            s[1].set_conflict_history(history);
             for (d, isn) in isn.iter().enumerate() {
                 if let Some(isn) = isn {
                     s[d].on_syn(*isn);
@@ -493,7 +500,7 @@ impl ConnTable {
             t.seq
         };
         if !payload.is_empty() {
-            if s.advance_in_order(seq, payload.len()) {
+            if s.advance_in_order(seq, payload) {
                 r.delivered = payload.len();
                 r.in_place = true;
             } else {
