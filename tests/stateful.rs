@@ -1671,3 +1671,50 @@ fn dns_over_tcp_fires_query_and_response() {
     assert_eq!(r.st("dns_responses"), 1);
     assert_eq!(r.out.packets, s.pkts, "observed, unchanged");
 }
+
+#[test]
+fn http_body_modification_reframes_bodies_as_chunks() {
+    // Haka's enable_data_modification: bodies with a Content-Length become chunked so
+    // that rules may change their size; the one already chunked is left alone.
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.response, eval = function(h, resp)
+  h.mod = resp.headers["Transfer-Encoding"] == nil
+  if h.mod then h:enable_data_modification() end end }
+haka.rule{ on = http.events.response_data, eval = function(h, data)
+  if not h.mod then return end
+  local s = data:asstring()
+  local i = s:find("<title>", 1, true)
+  if i then data:sub(i - 1 + 7, 0):insert("[haka] ") end
+  local j = s:find("GIF89a", 1, true)
+  if j then data:sub(j - 1, 6):replace("GIF") end
+end }
+"#;
+    let input = http_pcap("keepalive.pcap");
+    let r = run(rules, &input, None);
+    assert_eq!(r.stats["totals"]["rule_errors"].as_u64(), Some(0), "{}", r.stdout);
+    assert!(r.st("stream_edits") > 0 && r.st("stream_edits_refused") == 0, "{}", r.stats["totals"]["stateful"]);
+    let out_s = r.out_path().display().to_string();
+    // every response is chunked now (the first one already was), none has a Content-Length
+    let heads = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.response.code", "-e",
+        "http.transfer_encoding", "-e", "http.content_length_header"]);
+    assert_eq!(heads.lines().collect::<Vec<_>>(), ["200\tchunked\t", "404\tchunked\t", "200\tchunked\t", "200\tchunked\t"], "{heads}");
+    // tshark de-chunks the bodies: the edits are there, sizes changed
+    let bodies = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.file_data"]);
+    assert!(bodies.contains("<title>[haka] 404 Not Found</title>"), "{bodies}");
+    assert_eq!(bodies.matches("GIF89a").count(), 0, "{bodies}");
+    // TCP stays consistent: no lost, retransmitted or out-of-order segment
+    let flagged = tshark(&["-r", &out_s, "-Y", "tcp.analysis.lost_segment or tcp.analysis.retransmission or tcp.analysis.out_of_order or tcp.checksum.status == 0"]);
+    assert_eq!(flagged.trim(), "", "TCP analysis flags on the output");
+}
+
+#[test]
+fn http_body_edit_without_data_modification_is_a_rule_error() {
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.response_data, eval = function(h, data) data:sub(0, 1):replace("X") end }
+"#;
+    let r = run(rules, &http_pcap("request-response.pcap"), None);
+    assert!(r.stdout.contains("data not modifiable"), "{}", r.stdout);
+    assert_eq!(r.st("stream_edits"), 0);
+}

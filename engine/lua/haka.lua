@@ -1098,12 +1098,13 @@ function sbuf_m.sub(self, off, len)
   if off < 0 or off > self.len then error("sub: offset out of range", 2) end
   local rest = self.len - off
   if len == nil or len < 0 or len > rest then len = rest end
-  return (sbuf_ct(self.p + off, len, self.off + off))
+  return (sbuf_ct(self.p + off, len, self.off < 0 and -1 or self.off + off))
 end
 function sbuf_m.asstring(self) return (ffi.string(self.p, self.len)) end
 sbuf_m.tostring = sbuf_m.asstring
 function sbuf_m.size(self) return self.len end
 local function edit(op, off, len, str)
+  if off < 0 then error("data not modifiable (call http:enable_data_modification() in the request/response event)", 3) end
   if str ~= nil then str = tostring(str) end
   EDITS[#EDITS + 1] = { op, off, len, str }
   ACT = bor(ACT, ACT_EDITS)
@@ -1225,6 +1226,29 @@ local function flat_headers(s)
   return l
 end
 
+-- http:enable_data_modification() (Haka): the message's body becomes editable; it is
+-- re-framed as chunks (Content-Length removed, Transfer-Encoding: chunked) so that its
+-- size may change. A body already chunked cannot be (its bytes are not the data).
+local function dm_reset(http, dir)
+  local t = rawget(http, "_dm")
+  if t then t[dir] = nil; if not t[0] and not t[1] then rawset(http, "_dm", nil) end end
+end
+local function dm_enable(http, msg, dir)
+  if not rawget(http, "_data_modification") then return false end
+  rawset(http, "_data_modification", nil)
+  local h = msg.headers
+  if h["Transfer-Encoding"] ~= nil then
+    haka.log.warning("http: enable_data_modification: body already chunked, left unmodifiable")
+    return false
+  end
+  h["Content-Length"] = nil
+  h["Transfer-Encoding"] = "chunked"
+  local t = rawget(http, "_dm") or {}
+  t[dir] = true
+  rawset(http, "_dm", t)
+  return true
+end
+
 -- Arguments: id, dir, n, then 7 values per event (kind, a, b, c, d, e, f); see
 -- LuaEngine::app_events.
 function RT.app_events(id, dir, n, ...)
@@ -1240,19 +1264,26 @@ function RT.app_events(id, dir, n, ...)
       local req = K.http_request({ method = a, uri = b, version = c, headers = flat_headers(d), head = e, line = ssub(e, 1, g) })
       http.request = req
       http.response = nil
+      dm_reset(http, dir)
       fire(HTTP.events.request, http, req)
-      if K.http_modified(req) then HEADS[#HEADS + 1] = { i, K.http_serialize(req) }; ACT = bor(ACT, ACT_EDITS) end
+      local dm = dm_enable(http, req, dir)
+      if K.http_modified(req) then HEADS[#HEADS + 1] = { i, K.http_serialize(req), dm }; ACT = bor(ACT, ACT_EDITS) end
     elseif k == "response" then
       local http = session(f, "_http", K.http_session)
       local resp = K.http_response({ version = a, status = b, reason = c, headers = flat_headers(d), head = e, line = ssub(e, 1, g) })
       http.response = resp
+      dm_reset(http, dir)
       fire(HTTP.events.response, http, resp)
-      if K.http_modified(resp) then HEADS[#HEADS + 1] = { i, K.http_serialize(resp) }; ACT = bor(ACT, ACT_EDITS) end
+      local dm = dm_enable(http, resp, dir)
+      if K.http_modified(resp) then HEADS[#HEADS + 1] = { i, K.http_serialize(resp), dm }; ACT = bor(ACT, ACT_EDITS) end
       -- the exchange is over: keep idle connections small (the Lua heap is swept per object)
-      if not rawget(http, "_data_modification") then http.request = nil; http.response = nil end
+      if not rawget(http, "_dm") then http.request = nil; http.response = nil end
     elseif k == "data" then
       local http = session(f, "_http", K.http_session)
-      local buf = sbuf_at(a, b)
+      -- editable only when its message's body is being modified and the bytes are in
+      -- the current packet (c: their offset in its payload)
+      local dmt = rawget(http, "_dm")
+      local buf = sbuf_ct(ffi.cast(u8p, a), b, (dmt and dmt[dir] and c >= 0) and c or -1)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
     elseif k == "dns_query" then

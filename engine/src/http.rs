@@ -375,6 +375,8 @@ pub struct HttpParser {
     spans: VecDeque<(u64, u64)>,
     /// Report body bytes (`Body`/`Tunnel` events); off when nobody reads them.
     emit_bodies: bool,
+    /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
+    body_offs: VecDeque<u64>,
 }
 
 impl HttpParser {
@@ -394,7 +396,21 @@ impl HttpParser {
             base: 0,
             spans: VecDeque::new(),
             emit_bodies: true,
+            body_offs: VecDeque::new(),
         }
+    }
+
+    /// Stream offset of the first byte of the oldest `Body`/`Tunnel` event reported by
+    /// `feed` and not yet taken, in event order (to edit body bytes in place).
+    pub fn take_body_offset(&mut self) -> Option<u64> {
+        self.body_offs.pop_front()
+    }
+
+    fn body_at(&mut self, off: u64) {
+        if self.body_offs.len() >= 4096 {
+            self.body_offs.pop_front();
+        }
+        self.body_offs.push_back(off);
     }
 
     /// Whether `feed` reports body bytes (default true). Without them bodies are
@@ -465,6 +481,7 @@ impl HttpParser {
                     let n = (data.len() as u64).min(rem) as usize;
                     if self.emit_bodies {
                         out.push(HttpEvent::Body(data[..n].to_vec()));
+                        self.body_at(self.base);
                     }
                     self.base += n as u64;
                     data = &data[n..];
@@ -479,6 +496,7 @@ impl HttpParser {
                     if self.emit_bodies {
                         let d = data.to_vec();
                         out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
+                        self.body_at(self.base);
                     }
                     self.base += data.len() as u64;
                     data = &[];
@@ -545,6 +563,7 @@ impl HttpParser {
                     if n > 0 {
                         if self.emit_bodies {
                             out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                            self.body_at(self.base + self.pos as u64);
                         }
                         self.pos += n;
                     }
@@ -563,6 +582,7 @@ impl HttpParser {
                     if n > 0 {
                         if self.emit_bodies {
                             out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                            self.body_at(self.base + self.pos as u64);
                         }
                         self.pos += n;
                     }
@@ -590,6 +610,7 @@ impl HttpParser {
                         if self.emit_bodies {
                             let d = self.avail().to_vec();
                             out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
+                            self.body_at(self.base + self.pos as u64);
                         }
                         self.pos = self.buf.len();
                     }

@@ -197,6 +197,82 @@ impl StatefulStage {
         Outcome::Accept
     }
 
+    /// Bodies being modified (`enable_data_modification`) leave as chunks: each body
+    /// slice of this packet gets a chunk header and CRLF around its (edited) bytes, and
+    /// the message end the last chunk. A body part that is not in this packet (after
+    /// out-of-order data) cannot be re-framed: the connection is reset, never corrupted.
+    #[allow(clippy::too_many_arguments)]
+    fn frame_bodies(
+        &mut self,
+        events: &[AppEvent],
+        dm_heads: &[usize],
+        dm_before: bool,
+        lua: &mut LuaEngine,
+        meta: &PacketMeta,
+        id: FlowId,
+        dir: u8,
+        flow_dir: Direction,
+        out_port: Option<u16>,
+        m: &mut Mbuf,
+        c: &mut Counters,
+    ) -> Option<Outcome> {
+        let mut dm = dm_before;
+        let pkt = self.pkt_stream_off;
+        let pay_len = meta.payload_len as u64;
+        let mut front: Vec<Edit> = Vec::new();
+        let mut back: Vec<Edit> = Vec::new();
+        let mut broken = false;
+        for (i, e) in events.iter().enumerate() {
+            match e {
+                AppEvent::HttpRequest { .. } | AppEvent::HttpResponse { .. } => dm = dm_heads.contains(&i),
+                AppEvent::HttpBody { off, data, .. } if dm => {
+                    let n = data.len() as u64;
+                    if !self.in_place || *off < pkt || *off + n > pkt + pay_len {
+                        broken = true;
+                        break;
+                    }
+                    let a = (*off - pkt) as usize;
+                    let b = a + data.len();
+                    // size of the slice after the rules' edits inside it
+                    let mut size = data.len() as i64;
+                    for ed in &self.edits {
+                        if ed.at() >= a && ed.at() + ed.removed() <= b && !(ed.at() == b && ed.removed() == 0) {
+                            size += ed.inserted().len() as i64 - ed.removed() as i64;
+                        }
+                    }
+                    if size > 0 {
+                        front.push(Edit::Insert { at: a, bytes: format!("{size:x}\r\n").into_bytes() });
+                        back.push(Edit::Insert { at: b, bytes: b"\r\n".to_vec() });
+                    }
+                }
+                AppEvent::HttpMessageEnd { end, .. } if dm => {
+                    if !self.in_place || *end < pkt || *end > pkt + pay_len {
+                        broken = true;
+                        break;
+                    }
+                    back.push(Edit::Insert { at: (*end - pkt) as usize, bytes: b"0\r\n\r\n".to_vec() });
+                    dm = false;
+                }
+                _ => {}
+            }
+        }
+        if let Some(k) = self.conns.get_mut(id) {
+            k.data_mod[dir as usize & 1] = dm && !broken;
+        }
+        if broken {
+            c.add(Stateful::StreamEditsRefused, 1);
+            lua.raise_alert("http: modified body cannot be re-framed (data out of order): connection reset", "medium", meta, flow_dir as u8);
+            return self.apply(act::RESET, m, meta, id, dir, flow_dir, out_port, c);
+        }
+        if !front.is_empty() || !back.is_empty() {
+            // chunk headers before any rule edit at the same place, trailers after
+            front.append(&mut self.edits);
+            front.append(&mut back);
+            self.edits = front;
+        }
+        None
+    }
+
     fn log_edit_refused(&mut self, why: &str) {
         let now = std::time::Instant::now();
         if self.last_edit_log.is_none_or(|t| now.duration_since(t).as_secs() >= 1) {
@@ -522,22 +598,38 @@ impl StatefulStage {
                 AppEvent::DnsError(_) => c.add(Stateful::DnsErrors, 1),
                 AppEvent::TlsClientHello(_) => c.add(Stateful::TlsClientHellos, 1),
                 AppEvent::TlsError(_) => c.add(Stateful::TlsErrors, 1),
-                AppEvent::HttpBody { .. } => {}
+                AppEvent::HttpBody { .. } | AppEvent::HttpMessageEnd { .. } => {}
             }
         }
-        // Events nobody listens to are not handed to Lua (no objects built, no call).
-        let info = self.info;
-        self.events.retain(|e| match e {
-            AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-            // response rules read http.request too
-            AppEvent::HttpRequest { .. } => info & (sf::HTTP_REQUEST | sf::HTTP_RESPONSE) != 0,
-            AppEvent::HttpResponse { .. } => info & sf::HTTP_RESPONSE != 0,
-            _ => true,
-        });
-        if self.events.is_empty() {
+        let dm_before = self.conns.get(id).is_some_and(|k| k.data_mod[dir as usize & 1]);
+        if self.events.is_empty() || (!dm_before && self.events.iter().all(|e| matches!(e, AppEvent::HttpMessageEnd { .. }))) {
+            self.events.clear();
             return None;
         }
         let events = std::mem::take(&mut self.events);
+        // Events nobody listens to are not handed to Lua (no objects built, no call).
+        let info = self.info;
+        let lua_idx: Vec<usize> = (0..events.len())
+            .filter(|&i| match &events[i] {
+                AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
+                // response rules read http.request too
+                AppEvent::HttpRequest { .. } => info & (sf::HTTP_REQUEST | sf::HTTP_RESPONSE) != 0,
+                AppEvent::HttpResponse { .. } => info & sf::HTTP_RESPONSE != 0,
+                AppEvent::HttpMessageEnd { .. } => false,
+                _ => true,
+            })
+            .collect();
+        let pay_len = meta.payload_len as u64;
+        let (in_place, pkt_off) = (self.in_place, self.pkt_stream_off);
+        let in_pkt = move |off: u64, len: u64| in_place && off >= pkt_off && off + len <= pkt_off + pay_len;
+        let lua_events: Vec<&AppEvent> = lua_idx.iter().map(|&i| &events[i]).collect();
+        let body_offs: Vec<i64> = lua_events
+            .iter()
+            .map(|e| match e {
+                AppEvent::HttpBody { off, data, .. } if in_pkt(*off, data.len() as u64) => (*off - self.pkt_stream_off) as i64,
+                _ => -1,
+            })
+            .collect();
         let mut outcome = None;
         for e in &events {
             if let AppEvent::HttpError { error, .. } = e {
@@ -553,33 +645,50 @@ impl StatefulStage {
                 break;
             }
         }
-        match lua.app_events(id, dir, &events) {
-            ConnCall::Error => {
-                if outcome.is_none() {
-                    outcome = Some(self.rule_error(lua));
-                }
-            }
-            ConnCall::Done(a) => {
-                if a & act::EDITS != 0 {
-                    for (i, head) in lua.take_heads() {
-                        let span = match events.get(i) {
-                            Some(AppEvent::HttpRequest { span, .. }) | Some(AppEvent::HttpResponse { span, .. }) => *span,
-                            _ => continue,
-                        };
-                        let pay_len = meta.payload_len as u64;
-                        if span.0 < self.pkt_stream_off || span.1 > self.pkt_stream_off + pay_len || !self.in_place {
-                            c.add(Stateful::StreamEditsRefused, 1);
-                            self.log_edit_refused("the HTTP head began in a packet already forwarded");
-                            continue;
-                        }
-                        let at = (span.0 - self.pkt_stream_off) as usize;
-                        self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes: head }, c);
+        let mut dm_heads: Vec<usize> = Vec::new();
+        if !lua_events.is_empty() {
+            match lua.app_events(id, dir, &lua_events, &body_offs) {
+                ConnCall::Error => {
+                    if outcome.is_none() {
+                        outcome = Some(self.rule_error(lua));
                     }
                 }
-                if outcome.is_none() {
-                    outcome = self.apply(a, m, meta, id, dir, flow_dir, out_port, c);
+                ConnCall::Done(a) => {
+                    if a & act::EDITS != 0 {
+                        for (li, head, dm) in lua.take_heads() {
+                            let Some(&i) = lua_idx.get(li) else { continue };
+                            let span = match &events[i] {
+                                AppEvent::HttpRequest { span, .. } | AppEvent::HttpResponse { span, .. } => *span,
+                                _ => continue,
+                            };
+                            if !in_pkt(span.0, span.1 - span.0) {
+                                c.add(Stateful::StreamEditsRefused, 1);
+                                self.log_edit_refused("the HTTP head began in a packet already forwarded");
+                                continue;
+                            }
+                            if dm {
+                                dm_heads.push(i);
+                            }
+                            let at = (span.0 - self.pkt_stream_off) as usize;
+                            self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes: head }, c);
+                        }
+                        for e in lua.take_edits() {
+                            let edit = match e.op {
+                                1 => Edit::Insert { at: e.off, bytes: e.bytes },
+                                2 => Edit::Erase { at: e.off, len: e.len },
+                                _ => Edit::Replace { at: e.off, len: e.len, bytes: e.bytes },
+                            };
+                            self.queue_edit(edit, c);
+                        }
+                    }
+                    if outcome.is_none() {
+                        outcome = self.apply(a, m, meta, id, dir, flow_dir, out_port, c);
+                    }
                 }
             }
+        }
+        if outcome.is_none() {
+            outcome = self.frame_bodies(&events, &dm_heads, dm_before, lua, meta, id, dir, flow_dir, out_port, m, c);
         }
         self.events = events;
         self.events.clear();

@@ -14,7 +14,8 @@ const DNS_PENDING_MS: u64 = 30_000;
 const DNS_TCP_MAX: usize = 65537;
 
 pub enum AppState {
-    Http { req: HttpParser, resp: HttpParser },
+    /// `end`: per direction, stream offset after the last head or body byte seen.
+    Http { req: HttpParser, resp: HttpParser, end: [u64; 2] },
     /// `tcp`: DNS over TCP, bytes of an incomplete length-prefixed message per direction.
     Dns { pending: PendingQueries, tcp: [Vec<u8>; 2] },
     Tls { buf: Vec<u8>, done: bool },
@@ -26,8 +27,11 @@ pub enum AppEvent {
     /// A request head; `span`: its stream offsets `[start, end)` in the up direction.
     HttpRequest { req: Request, span: (u64, u64) },
     HttpResponse { resp: Response, span: (u64, u64) },
-    /// Body bytes (de-chunked) of the current message in direction `dir`.
-    HttpBody { dir: u8, data: Vec<u8> },
+    /// Body bytes (de-chunked) of the current message in direction `dir`; `off`: stream
+    /// offset of the first one (meaningful for bodies that are not chunked).
+    HttpBody { dir: u8, data: Vec<u8>, off: u64 },
+    /// The message in direction `dir` ended at stream offset `end`.
+    HttpMessageEnd { dir: u8, end: u64 },
     /// Malformed HTTP in direction `dir` (Haka: alert + drop the connection).
     HttpError { dir: u8, error: HttpError },
     DnsQuery(Message),
@@ -44,7 +48,7 @@ impl AppState {
         let (mut req, mut resp) = (HttpParser::request(), HttpParser::response());
         req.set_emit_bodies(bodies);
         resp.set_emit_bodies(bodies);
-        AppState::Http { req, resp }
+        AppState::Http { req, resp, end: [0; 2] }
     }
 
     pub fn dns() -> AppState {
@@ -58,23 +62,31 @@ impl AppState {
     /// Feeds in-order stream bytes of direction `dir` (0 = client to server).
     pub fn feed_stream(&mut self, dir: u8, data: &[u8], out: &mut Vec<AppEvent>) {
         match self {
-            AppState::Http { req, resp } => {
+            AppState::Http { req, resp, end } => {
                 let start = out.len();
                 let p = if dir == 0 { &mut *req } else { &mut *resp };
+                let last = &mut end[dir as usize & 1];
                 match p.feed(data) {
                     Ok(evs) => {
                         for e in evs {
                             match e {
                                 HttpEvent::Request(r) => {
                                     let span = p.take_head_span().unwrap_or((0, 0));
+                                    *last = span.1;
                                     out.push(AppEvent::HttpRequest { req: r, span });
                                 }
                                 HttpEvent::Response(r) => {
                                     let span = p.take_head_span().unwrap_or((0, 0));
+                                    *last = span.1;
                                     out.push(AppEvent::HttpResponse { resp: r, span });
                                 }
-                                HttpEvent::Body(d) | HttpEvent::Tunnel(d) => out.push(AppEvent::HttpBody { dir, data: d }),
-                                HttpEvent::Trailers(_) | HttpEvent::MessageEnd => {}
+                                HttpEvent::Body(d) | HttpEvent::Tunnel(d) => {
+                                    let off = p.take_body_offset().unwrap_or(*last);
+                                    *last = off + d.len() as u64;
+                                    out.push(AppEvent::HttpBody { dir, data: d, off });
+                                }
+                                HttpEvent::MessageEnd => out.push(AppEvent::HttpMessageEnd { dir, end: *last }),
+                                HttpEvent::Trailers(_) => {}
                             }
                         }
                         // Requests tell the response parser how to delimit their answers.
@@ -164,13 +176,18 @@ impl AppState {
 
     /// End of a direction's stream (FIN): completes read-until-close bodies.
     pub fn feed_eof(&mut self, dir: u8, out: &mut Vec<AppEvent>) {
-        if let AppState::Http { req, resp } = self {
+        if let AppState::Http { req, resp, end } = self {
             let p = if dir == 0 { req } else { resp };
             match p.feed_eof() {
                 Ok(evs) => {
                     for e in evs {
-                        if let HttpEvent::Body(d) = e {
-                            out.push(AppEvent::HttpBody { dir, data: d });
+                        match e {
+                            HttpEvent::Body(d) => {
+                                let off = p.take_body_offset().unwrap_or(end[dir as usize & 1]);
+                                out.push(AppEvent::HttpBody { dir, data: d, off })
+                            }
+                            HttpEvent::MessageEnd => out.push(AppEvent::HttpMessageEnd { dir, end: end[dir as usize & 1] }),
+                            _ => {}
                         }
                     }
                 }

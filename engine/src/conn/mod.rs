@@ -146,6 +146,9 @@ pub struct Conn {
     pub shift: [SeqShift; 2],
     pub app: AppKind,
     pub app_state: Option<Box<app::AppState>>,
+    /// Per direction: the current HTTP message's body is being modified (re-framed as
+    /// chunks by the stage), after `http:enable_data_modification()`.
+    pub data_mod: [bool; 2],
 }
 
 impl Conn {
@@ -163,6 +166,7 @@ impl Conn {
             shift: [SeqShift::default(), SeqShift::default()],
             app: AppKind::None,
             app_state: None,
+            data_mod: [false; 2],
         }
     }
 

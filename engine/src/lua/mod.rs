@@ -886,7 +886,9 @@ impl LuaEngine {
 
     /// Fires the application events (HTTP request/response/data, DNS query/response,
     /// TLS ClientHello) of one packet's data, in order.
-    pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[crate::conn::app::AppEvent]) -> ConnCall {
+    /// `body_offs[i]`: for a body event, the offset of its bytes in the current packet's
+    /// payload (-1: not in it), so that rules can edit them.
+    pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[&crate::conn::app::AppEvent], body_offs: &[i64]) -> ConnCall {
         use crate::conn::app::AppEvent;
         use mlua::Value;
         // Flat arguments, 7 per event (kind, a..f): one string per field rather than
@@ -899,8 +901,8 @@ impl LuaEngine {
             v.push(Value::Integer(dir as i64));
             v.push(Value::Integer(events.len() as i64));
             let s = |b: &[u8]| -> mlua::Result<Value> { Ok(Value::String(lua.create_string(b)?)) };
-            for e in events {
-                let (k, a, b, c, d, ee, f): (&str, Value, Value, Value, Value, Value, Value) = match e {
+            for (i, e) in events.iter().enumerate() {
+                let (k, a, b, c, d, ee, f): (&str, Value, Value, Value, Value, Value, Value) = match *e {
                     AppEvent::HttpRequest { req, .. } => {
                         let (hdrs, head, line) = app_values::http_flat(&req.headers, &req.to_bytes());
                         (
@@ -929,7 +931,7 @@ impl LuaEngine {
                         "data",
                         Value::Number(data.as_ptr() as usize as f64),
                         Value::Integer(data.len() as i64),
-                        Value::Nil,
+                        Value::Integer(body_offs.get(i).copied().unwrap_or(-1)),
                         Value::Nil,
                         Value::Nil,
                         Value::Nil,
@@ -981,8 +983,9 @@ impl LuaEngine {
     }
 
     /// Heads (request or status line + fields) rewritten by the rules of the last
-    /// `app_events` call: (index of the event in its list, the new head bytes).
-    pub fn take_heads(&mut self) -> Vec<(usize, Vec<u8>)> {
+    /// `app_events` call: (index of the event in its list, the new head bytes, whether
+    /// the message's body is to be modified: re-framed as chunks).
+    pub fn take_heads(&mut self) -> Vec<(usize, Vec<u8>, bool)> {
         let t: Table = match self.st.take_heads.call(()) {
             Ok(t) => t,
             Err(_) => return Vec::new(),
@@ -991,8 +994,9 @@ impl LuaEngine {
         for e in t.sequence_values::<Table>().flatten() {
             let i: usize = e.get(1).unwrap_or(0);
             let b: Option<mlua::LuaString> = e.get(2).ok();
+            let dm: bool = e.get(3).unwrap_or(false);
             if let (true, Some(b)) = (i > 0, b) {
-                out.push((i - 1, b.as_bytes().to_vec()));
+                out.push((i - 1, b.as_bytes().to_vec(), dm));
             }
         }
         out
