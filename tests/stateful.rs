@@ -1718,3 +1718,19 @@ haka.rule{ on = http.events.response_data, eval = function(h, data) data:sub(0, 
     assert!(r.stdout.contains("data not modifiable"), "{}", r.stdout);
     assert_eq!(r.st("stream_edits"), 0);
 }
+
+#[test]
+fn udp_connections_end_at_exit() {
+    let rules = r#"
+haka.rule{ on = haka.dissectors.udp_connection.events.new_connection, eval = function(f) haka.log("NEW %d", f.srcport) end }
+haka.rule{ on = haka.dissectors.udp_connection.events.end_connection, eval = function(f) haka.log("END %d", f.srcport) end }
+"#;
+    let r = run(rules, &pcap("modules/protocol/dns/test/basic.pcap"), None);
+    let mut news = r.logs_with("NEW ");
+    let mut ends = r.logs_with("END ");
+    assert_eq!(news.len(), 4, "{:?}", r.logs());
+    news.sort();
+    ends.sort();
+    let news: Vec<String> = news.iter().map(|l| l.replace("NEW", "END")).collect();
+    assert_eq!(ends, news, "every connection ends once, at exit at the latest");
+}

@@ -547,6 +547,12 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     }
     let now = clock.now_ms();
     lp.expire(now);
+    // Connections still open at exit get their end_connection (rules flush per-flow state).
+    if let Some(stage) = lp.stateful.as_mut() {
+        for id in stage.conns.ids() {
+            stage.forget(lp.lua.as_mut(), id, &mut lp.c);
+        }
+    }
     if let Some(lua) = lp.lua.as_mut() {
         if let Err(err) = lua.fire_exiting() {
             println!("worker {me}: haka.events.exiting: {err}");

@@ -297,6 +297,11 @@ impl ConnTable {
         self.live == 0
     }
 
+    /// Ids of the flows that have a connection (shutdown).
+    pub fn ids(&self) -> Vec<FlowId> {
+        self.conns.iter().enumerate().filter(|(_, c)| c.is_some()).map(|(i, _)| i as FlowId).collect()
+    }
+
     /// Out-of-order bytes currently buffered by this worker.
     pub fn buffered_bytes(&self) -> usize {
         self.cfg.max_buffered_per_worker - self.budget.remaining
