@@ -1734,3 +1734,43 @@ haka.rule{ on = haka.dissectors.udp_connection.events.end_connection, eval = fun
     let news: Vec<String> = news.iter().map(|l| l.replace("NEW", "END")).collect();
     assert_eq!(ends, news, "every connection ends once, at exit at the latest");
 }
+
+#[test]
+fn zero_window_probes_are_retransmissions_not_data() {
+    // The server closes its window; the client probes it with the same byte until it
+    // reopens: the rules see the request once, intact.
+    let win = |dir: usize, s: &Session, seq: u32, ack: u32, flags: u8, window: u16, data: &[u8]| {
+        let mut t = Vec::new();
+        t.extend_from_slice(&s.port[dir].to_be_bytes());
+        t.extend_from_slice(&s.port[1 - dir].to_be_bytes());
+        t.extend_from_slice(&seq.to_be_bytes());
+        t.extend_from_slice(&ack.to_be_bytes());
+        t.extend_from_slice(&[0x50, flags]);
+        t.extend_from_slice(&window.to_be_bytes());
+        t.extend_from_slice(&[0, 0, 0, 0]);
+        t.extend_from_slice(data);
+        ipv4_l4(s.ip[dir], s.ip[1 - dir], 6, t, 16)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let req = b"GET /after-zero-window HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = Session::new(46000, 80);
+    s.handshake();
+    let (c, sv) = (s.next[0], s.next[1]);
+    s.pkts.push(win(1, &s, sv, c, ACK, 0, b"")); // window closed
+    for _ in 0..5 {
+        s.pkts.push(win(0, &s, c, sv, ACK, 65535, &req[..1])); // probes: the first byte, again and again
+        s.pkts.push(win(1, &s, sv, c, ACK, 0, b"")); // still closed, byte not accepted
+    }
+    s.pkts.push(win(1, &s, sv, c, ACK, 65535, b"")); // reopened
+    s.pkts.push(win(0, &s, c, sv, PSH | ACK, 65535, req)); // the whole request (the probe byte again)
+    s.next[0] = c + req.len() as u32;
+    s.send(1, b"HTTP/1.1 204 No Content\r\n\r\n").ack(0).close();
+    let input = write_pcap(dir.path(), "zwin.pcap", s.pkts.clone());
+    let r = run(HTTP_LOG_RULES, &input, None);
+    assert_eq!(r.logs_with("REQ ").len(), 1, "{:?}", r.logs());
+    assert!(r.logs_with("REQ ")[0].contains("/after-zero-window"), "{:?}", r.logs());
+    assert!(r.st("retransmissions") >= 4, "{}", r.stats["totals"]["stateful"]);
+    assert_eq!(r.st("overlap_conflicts"), 0);
+    assert_eq!(r.total("dropped"), 0);
+    assert_eq!(r.out.packets, s.pkts, "all forwarded unchanged");
+}
