@@ -1774,3 +1774,40 @@ fn zero_window_probes_are_retransmissions_not_data() {
     assert_eq!(r.total("dropped"), 0);
     assert_eq!(r.out.packets, s.pkts, "all forwarded unchanged");
 }
+
+#[test]
+fn halfreset_resets_only_the_server_and_new_connection_policy_refuses() {
+    let rules = r#"
+local http = require("protocol/http")
+haka.policy{ on = haka.dissectors.tcp_connection.policies.new_connection, name = "no telnet",
+  dstport = 23, action = { haka.policy.alert{ description = "telnet refused" }, haka.policy.drop } }
+haka.rule{ on = http.events.request, eval = function(h, request)
+  if request.uri == "/half" then h:halfreset() end end }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    // a request reset toward the server only
+    let mut a = Session::new(47000, 80);
+    a.handshake().send(0, b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut b = Session::new(47001, 80);
+    b.handshake().send(0, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").ack(0).close();
+    // telnet: the SYN is refused by the new_connection policy, later packets dropped silently
+    let mut t = Session::new(47002, 23);
+    t.handshake().send(0, b"root\r\n");
+    let mut pkts = a.pkts.clone();
+    pkts.extend(b.pkts.clone());
+    pkts.extend(t.pkts.clone());
+    let input = write_pcap(dir.path(), "half.pcap", pkts);
+    let r = run(rules, &input, None);
+    let out = r.out_packets();
+    let rsts: Vec<&Pkt> = out.iter().filter(|p| p.proto == 6 && p.flags & RST != 0).collect();
+    assert_eq!(rsts.len(), 1, "one RST, toward the server: {rsts:?}");
+    let rst = rsts[0];
+    assert_eq!((rst.dst, rst.dport, rst.src, rst.sport), (SERVER, 80, CLIENT, 47000));
+    assert_eq!(rst.seq, C_ISN + 1, "the RST continues the client's sequence");
+    assert!(rst.checksums_ok);
+    assert!(!out.iter().any(|p| p.payload.starts_with(b"GET /half")), "the request never reaches the server");
+    assert!(out.iter().any(|p| p.payload.starts_with(b"GET /ok")), "the other connection is untouched");
+    assert!(!out.iter().any(|p| p.dport == 23 || p.sport == 23), "telnet refused from its SYN on");
+    assert_eq!(r.alert_descriptions(), ["telnet refused"]);
+    assert_eq!(r.dropped("flow_dropped"), 1 + t.pkts.len() as u64, "{}", r.stats["totals"]);
+}

@@ -381,8 +381,8 @@ impl StatefulStage {
         m: &mut Mbuf,
         meta: &PacketMeta,
         id: FlowId,
-        _dir: u8,
-        flow_dir: Direction,
+        dir: u8,
+        _flow_dir: Direction,
         out_port: Option<u16>,
         c: &mut Counters,
     ) -> Option<Outcome> {
@@ -403,7 +403,7 @@ impl StatefulStage {
         }
         if a & (act::RESET | act::HALFRESET) != 0 && meta.proto == 6 {
             let both = a & act::RESET != 0;
-            self.send_resets(m, meta, id, flow_dir, both, out_port, c);
+            self.send_resets(m, meta, id, dir, both, out_port, c);
             self.conns.drop_conn(id);
             return Some(Outcome::Drop(DropReason::FlowDropped));
         }
@@ -423,8 +423,8 @@ impl StatefulStage {
         &mut self,
         m: &Mbuf,
         meta: &PacketMeta,
-        _id: FlowId,
-        _flow_dir: Direction,
+        id: FlowId,
+        dir: u8,
         both: bool,
         out_port: Option<u16>,
         c: &mut Counters,
@@ -436,17 +436,26 @@ impl StatefulStage {
         let seq = be32(data, l4 + 4);
         let ack = be32(data, l4 + 8);
         let len = meta.payload_len as u32 + (flags & (SYN | FIN) != 0) as u32;
+        // Toward the receiver the numbers go through the edits' shifts (it sees the
+        // modified stream); toward the sender they are its own.
+        let d = dir as usize & 1;
+        let (rseq, rack) = match self.conns.get(id) {
+            Some(k) => (k.shift[d].map_seq(seq), k.shift[1 - d].unmap_ack(ack)),
+            None => (seq, ack),
+        };
+        // halfreset: only the server (the receiver of a client packet, the sender of a server one)
+        let to_receiver = both || dir == 0;
+        let to_sender = (both || dir == 1) && flags & RST == 0;
         let mut buf = [0u8; 128];
-        // toward the receiver: continues the sender's sequence
-        if let Some(out) = out_port {
-            if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, false, seq, ack, &mut buf) {
+        if let (true, Some(out)) = (to_receiver, out_port) {
+            if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, false, rseq, rack, &mut buf) {
                 if let Some(f) = pool.alloc_with(&buf[..n], m.port()) {
                     self.forged.push(Forged { mbuf: f, port: out });
                     c.add(Stateful::ResetsSent, 1);
                 }
             }
         }
-        if both && flags & RST == 0 {
+        if to_sender {
             if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, true, ack, seq.wrapping_add(len), &mut buf) {
                 if let Some(f) = pool.alloc_with(&buf[..n], m.port()) {
                     self.forged.push(Forged { mbuf: f, port: m.port() });
