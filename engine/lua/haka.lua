@@ -407,15 +407,20 @@ function buf_m.setstring(self, str)
 end
 buf_m.setfixedstring = buf_m.setstring
 function buf_m.size(self) return self.len end
-ffi.metatype("hk_buf", {
-  __len = function(self) return self.len end,
-  __index = function(self, k)
+-- __index of a byte view (p, len): v[i] reads byte i (1-based), other keys are methods.
+local function byte_view_index(methods)
+  return function(self, k)
     if type(k) == "number" then
       if k >= 1 and k <= self.len then return self.p[k - 1] end
       return nil
     end
-    return buf_m[k]
-  end,
+    return methods[k]
+  end
+end
+local function view_len(self) return self.len end
+ffi.metatype("hk_buf", {
+  __len = view_len,
+  __index = byte_view_index(buf_m),
   __newindex = function(self, k, v)
     if type(k) ~= "number" or k < 1 or k > self.len then error("buffer index out of range", 2) end
     self.p[k - 1] = num(v, "buffer byte")
@@ -1115,14 +1120,8 @@ function sbuf_m.erase(self) edit(2, self.off, self.len) end
 function sbuf_m.insert(self, str) edit(1, self.off, 0, str) end
 function sbuf_m.append(self, str) edit(1, self.off + self.len, 0, str) end
 ffi.metatype("hk_sbuf", {
-  __len = function(self) return self.len end,
-  __index = function(self, k)
-    if type(k) == "number" then
-      if k >= 1 and k <= self.len then return self.p[k - 1] end
-      return nil
-    end
-    return sbuf_m[k]
-  end,
+  __len = view_len,
+  __index = byte_view_index(sbuf_m),
   __tostring = function(self) return (ffi.string(self.p, self.len)) end,
 })
 local u8p = ffi.typeof("uint8_t*")

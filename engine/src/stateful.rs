@@ -449,19 +449,21 @@ impl StatefulStage {
         let mut buf = [0u8; 128];
         if let (true, Some(out)) = (to_receiver, out_port) {
             if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, false, rseq, rack, &mut buf) {
-                if let Some(f) = pool.alloc_with(&buf[..n], m.port()) {
-                    self.forged.push(Forged { mbuf: f, port: out });
-                    c.add(Stateful::ResetsSent, 1);
-                }
+                self.push_forged(pool, &buf[..n], m.port(), out, c);
             }
         }
         if to_sender {
             if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, true, ack, seq.wrapping_add(len), &mut buf) {
-                if let Some(f) = pool.alloc_with(&buf[..n], m.port()) {
-                    self.forged.push(Forged { mbuf: f, port: m.port() });
-                    c.add(Stateful::ResetsSent, 1);
-                }
+                self.push_forged(pool, &buf[..n], m.port(), m.port(), c);
             }
+        }
+    }
+
+    /// Queues a forged RST (received on `in_port`, to leave on `out_port`).
+    fn push_forged(&mut self, pool: PoolRef, bytes: &[u8], in_port: u16, out_port: u16, c: &mut Counters) {
+        if let Some(f) = pool.alloc_with(bytes, in_port) {
+            self.forged.push(Forged { mbuf: f, port: out_port });
+            c.add(Stateful::ResetsSent, 1);
         }
     }
 
@@ -511,12 +513,7 @@ impl StatefulStage {
                     ConnCall::Error => return Some(self.rule_error(lua)),
                     ConnCall::Done(a) => {
                         if a & act::EDITS != 0 {
-                            for e in lua.take_edits() {
-                                let edit = match e.op {
-                                    1 => Edit::Insert { at: e.off, bytes: e.bytes },
-                                    2 => Edit::Erase { at: e.off, len: e.len },
-                                    _ => Edit::Replace { at: e.off, len: e.len, bytes: e.bytes },
-                                };
+                            for edit in lua.take_edits() {
                                 self.queue_edit(edit, c);
                             }
                         }
@@ -681,12 +678,7 @@ impl StatefulStage {
                             let at = (span.0 - self.pkt_stream_off) as usize;
                             self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes: head }, c);
                         }
-                        for e in lua.take_edits() {
-                            let edit = match e.op {
-                                1 => Edit::Insert { at: e.off, bytes: e.bytes },
-                                2 => Edit::Erase { at: e.off, len: e.len },
-                                _ => Edit::Replace { at: e.off, len: e.len, bytes: e.bytes },
-                            };
+                        for edit in lua.take_edits() {
                             self.queue_edit(edit, c);
                         }
                     }

@@ -760,16 +760,6 @@ pub mod connbits {
     pub const PICKED_UP: u32 = 4;
 }
 
-/// One stream edit asked by a rule: op 1 insert, 2 erase, 3 replace; `off` relative to
-/// the data handed to the rule.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamEdit {
-    pub op: u8,
-    pub off: usize,
-    pub len: usize,
-    pub bytes: Vec<u8>,
-}
-
 /// Result of a stateful call: action bits, or a rule error (already logged and counted).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnCall {
@@ -1003,7 +993,10 @@ impl LuaEngine {
     }
 
     /// The stream edits recorded by the last call (after it returned [`act::EDITS`]).
-    pub fn take_edits(&mut self) -> Vec<StreamEdit> {
+    /// Offsets are those of the views the rules edited (relative to the data handed to
+    /// them, or to the packet's payload for HTTP bodies).
+    pub fn take_edits(&mut self) -> Vec<crate::tcp_edit::Edit> {
+        use crate::tcp_edit::Edit;
         let t: Table = match self.st.take_edits.call(()) {
             Ok(t) => t,
             Err(_) => return Vec::new(),
@@ -1014,7 +1007,13 @@ impl LuaEngine {
             let off: usize = e.get(2).unwrap_or(0);
             let len: usize = e.get(3).unwrap_or(0);
             let bytes: Option<mlua::LuaString> = e.get(4).ok();
-            out.push(StreamEdit { op, off, len, bytes: bytes.map(|b| b.as_bytes().to_vec()).unwrap_or_default() });
+            let bytes = bytes.map(|b| b.as_bytes().to_vec()).unwrap_or_default();
+            // op codes of haka.lua's edit(): 1 insert, 2 erase, 3 replace
+            out.push(match op {
+                1 => Edit::Insert { at: off, bytes },
+                2 => Edit::Erase { at: off, len },
+                _ => Edit::Replace { at: off, len, bytes },
+            });
         }
         out
     }
