@@ -10,7 +10,9 @@
 --
 --   K.http_session(flow) -> http      per-connection object, first argument of the http events
 --   K.dns_session(flow)  -> dns       same for dns events, K.tls_session(flow) for tls
---   K.http_request(raw)  -> request   raw: app_values.rs `request_table`
+--   K.http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags) -> request or response
+--                                     from the head bytes (see http_message below)
+--   K.http_request(raw)  -> request   raw: app_values.rs `request_table` (same values, a table)
 --   K.http_response(raw) -> response  raw: app_values.rs `response_table`
 --   K.http_modified(msg) -> bool      true when a rule changed the start line or a header
 --   K.http_serialize(msg)-> string    the head to put on the wire (original bytes if unmodified)
@@ -190,9 +192,16 @@ end
 ---------------------------------------------------------------------------
 -- http: headers
 ---------------------------------------------------------------------------
--- A headers object holds `_l`, the header list in order: entries { name, value, lowercase name }.
+-- A headers object reads its message's head string `_s` (fields from `_off` + 1; `_off` is
+-- the index of the start line's "\n") until a rule needs more than a lookup or an in-place
+-- rewrite: then it materialises `_l`, the header list in order (entries { name, value,
+-- lowercase name }), the source of truth from then on. Lookups search `_lc`, the head
+-- lowercased once, for "\n<name>:" (field names are tokens: no white space before the
+-- colon). `_canon`: every field is "name: value\r\n", so that rewriting one in place gives
+-- the bytes a full re-serialisation would; otherwise a write materialises the list.
 local Headers = {}
 local headers_mt = {}
+local sbyte = string.byte
 
 local function check_name(name, level)
   if type(name) ~= "string" then
@@ -208,31 +217,131 @@ local function touched(h)
   if o ~= nil then rawset(o, "_cookies", nil) end
 end
 
+-- name as the rule wrote it -> "\n<lowercase name>:" (bounded: rules use a few names)
+local NAME_PAT, NAME_PATS = {}, 0
+local function name_pat(k)
+  local p = NAME_PAT[k]
+  if p == nil then
+    if NAME_PATS >= 512 then NAME_PAT, NAME_PATS = {}, 0 end
+    p = "\n" .. slower(k) .. ":"
+    NAME_PAT[k] = p
+    NAME_PATS = NAME_PATS + 1
+  end
+  return p
+end
+
+-- The value of the field whose bytes after the colon start at index a and whose line
+-- ends with the "\n" at index e: without the line's CR and surrounding spaces and tabs.
+local function field_value(s, a, e)
+  local b = e - 1
+  if sbyte(s, b) == 13 then b = b - 1 end
+  while a <= b do
+    local c = sbyte(s, a)
+    if c ~= 32 and c ~= 9 then break end
+    a = a + 1
+  end
+  while b >= a do
+    local c = sbyte(s, b)
+    if c ~= 32 and c ~= 9 then break end
+    b = b - 1
+  end
+  return (ssub(s, a, b))
+end
+
+-- First field matching pat at or after index `from` of the head: index after its colon,
+-- index of its line's "\n".
+local function lazy_find(h, pat, from)
+  local lc = rawget(h, "_lc")
+  if lc == nil then
+    lc = slower(rawget(h, "_s"))
+    rawset(h, "_lc", lc)
+  end
+  local p = sfind(lc, pat, from, true)
+  if p == nil then return nil end
+  local a = p + #pat
+  return a, (sfind(lc, "\n", a, true))
+end
+
+local function materialize(h)
+  local l = rawget(h, "_l")
+  if l ~= nil then return l end
+  local s = rawget(h, "_s")
+  local i = rawget(h, "_off") + 1
+  local n = 0
+  l = {}
+  while true do
+    local e = sfind(s, "\n", i, true)
+    if e == nil then break end
+    local c = sbyte(s, i)
+    if c == 13 or c == 10 then break end -- the empty line
+    if c == 32 or c == 9 then
+      -- obs-fold: continues the previous value, joined by a space
+      local cont, f = field_value(s, i, e), l[n]
+      if f ~= nil and cont ~= "" then f[2] = f[2] == "" and cont or (f[2] .. " " .. cont) end
+    else
+      local colon = sfind(s, ":", i, true)
+      local name = ssub(s, i, colon - 1)
+      n = n + 1
+      l[n] = { name, field_value(s, colon + 1, e), slower(name) }
+    end
+    i = e + 1
+  end
+  rawset(h, "_l", l)
+  rawset(h, "_lc", nil)
+  return l
+end
+
 headers_mt.__index = function(h, k)
   if type(k) == "string" then
     local m = Headers[k]
     if m ~= nil then return m end
-    local lk = slower(k)
     local l = rawget(h, "_l")
+    if l == nil then
+      local a, e = lazy_find(h, name_pat(k), rawget(h, "_off"))
+      if a == nil then return nil end
+      return (field_value(rawget(h, "_s"), a, e))
+    end
+    local lk = slower(k)
     for i = 1, #l do
       local e = l[i]
       if e[3] == lk then return e[2] end
     end
     return nil
   elseif type(k) == "number" then
-    local e = rawget(h, "_l")[k]
+    local e = materialize(h)[k]
     if e ~= nil then return { name = e[1], value = e[2] } end
   end
   return nil
+end
+
+-- In place in the head string (canonical heads): h[name] = value for a name present once,
+-- or absent (appended). Returns false when the list is needed.
+local function lazy_set(h, name, value)
+  if rawget(h, "_l") ~= nil or not rawget(h, "_canon") or sfind(value, "[\r\n]") then return false end
+  local pat = name_pat(name)
+  local a, e = lazy_find(h, pat, rawget(h, "_off"))
+  local s = rawget(h, "_s")
+  if a == nil then
+    s = ssub(s, 1, #s - 2) .. name .. ": " .. value .. "\r\n\r\n"
+  else
+    if sfind(rawget(h, "_lc"), pat, e, true) ~= nil then return false end -- duplicates
+    -- canonical: "name: value\r\n", the value from a + 1 to e - 2
+    if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
+    s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
+  end
+  rawset(h, "_s", s)
+  rawset(h, "_lc", nil)
+  touched(h)
+  return true
 end
 
 -- h[name] = value: replaces the first `name` header in place (its name spelling kept) and
 -- removes the later ones; appends when absent. h[name] = nil removes every `name` header.
 headers_mt.__newindex = function(h, name, value)
   check_name(name, 2)
-  local l = rawget(h, "_l")
   local lk = slower(name)
   if value == nil then
+    local l = materialize(h)
     local removed = false
     for i = #l, 1, -1 do
       if l[i][3] == lk then tremove(l, i); removed = true end
@@ -241,6 +350,8 @@ headers_mt.__newindex = function(h, name, value)
     return
   end
   value = strval(value, "http headers: value of '" .. name .. "'", 2)
+  if lazy_set(h, name, value) then return end
+  local l = materialize(h)
   local first
   for i = 1, #l do
     if l[i][3] == lk then first = i; break end
@@ -260,7 +371,7 @@ headers_mt.__newindex = function(h, name, value)
 end
 
 local function headers_iter(h)
-  local l = rawget(h, "_l")
+  local l = materialize(h)
   local i = 0
   return function()
     i = i + 1
@@ -272,7 +383,7 @@ end
 headers_mt.__pairs = function(h) return headers_iter(h), h, nil end
 headers_mt.__tostring = function(h)
   local out = {}
-  local l = rawget(h, "_l")
+  local l = materialize(h)
   for i = 1, #l do out[#out + 1] = l[i][1] .. ": " .. l[i][2] end
   return (tconcat(out, "\n"))
 end
@@ -283,27 +394,18 @@ function Headers.pairs(h) return headers_iter(h), h, nil end
 function Headers.add(h, name, value)
   check_name(name, 2)
   value = strval(value, "http headers: value of '" .. name .. "'", 2)
-  local l = rawget(h, "_l")
+  local l = materialize(h)
   l[#l + 1] = { name, value, slower(name) }
   touched(h)
 end
 -- every value of `name`, in order
 function Headers.get_all(h, name)
   local lk = slower(strval(name, "http headers: get_all", 2))
-  local l, out = rawget(h, "_l"), {}
+  local l, out = materialize(h), {}
   for i = 1, #l do
     if l[i][3] == lk then out[#out + 1] = l[i][2] end
   end
   return out
-end
-
-local function new_headers(list, owner)
-  list = list or {}
-  for i = 1, #list do
-    local e = list[i]
-    e[3] = slower(e[1])
-  end
-  return (setmetatable({ _l = list, _mod = false, _o = owner }, headers_mt))
 end
 
 ---------------------------------------------------------------------------
@@ -399,23 +501,31 @@ local request_mt = message_mt("request", req_set, function(m, k)
 end)
 local response_mt = message_mt("response", resp_set, nil)
 
-local function new_message(mt, kind, f, raw)
-  local m = { _kind = kind, _f = f, _lmod = false, _head = raw.head, _line = raw.line }
-  m._h = new_headers(raw.headers, m)
-  return (setmetatable(m, mt))
+-- A request (is_req) or response from its head bytes as received, validated by
+-- engine/src/http.rs: `fields` is the 0-based offset of its first field, a1..c2 the 0-based
+-- [start, end) of method, uri, version (request) or version, status, reason (response),
+-- flags: 1 canonical, 2 obs-fold (see http.rs HeadInfo). Versions start with "HTTP/".
+local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
+  local f
+  if is_req then
+    f = { method = ssub(head, a1 + 1, a2), uri = ssub(head, b1 + 1, b2), version = ssub(head, c1 + 6, c2) }
+  else
+    f = { version = ssub(head, a1 + 6, a2), status = ssub(head, b1 + 1, b2), reason = ssub(head, c1 + 1, c2) }
+  end
+  local m = { _kind = is_req and "request" or "response", _f = f, _lmod = false, _head = head }
+  local h = setmetatable({ _s = head, _off = fields, _mod = false, _o = m, _canon = flags % 2 == 1 }, headers_mt)
+  if flags >= 2 then materialize(h) end
+  m._h = h
+  return (setmetatable(m, is_req and request_mt or response_mt))
 end
+K.http_message = http_message
 
-function K.http_request(raw)
-  local f = { method = raw.method, uri = raw.uri, version = strip_http(raw.version) }
-  return (new_message(request_mt, "request", f, raw))
+local function from_raw(is_req, raw)
+  local p = raw.parts
+  return (http_message(is_req, raw.head, raw.fields, p[1], p[2], p[3], p[4], p[5], p[6], raw.flags))
 end
-
-function K.http_response(raw)
-  local st = raw.status
-  if type(st) == "number" then st = sfmt("%03d", st) end
-  local f = { version = strip_http(raw.version), status = st, reason = raw.reason or "" }
-  return (new_message(response_mt, "response", f, raw))
-end
+function K.http_request(raw) return (from_raw(true, raw)) end
+function K.http_response(raw) return (from_raw(false, raw)) end
 
 local function http_modified(m)
   return rawget(m, "_lmod") or rawget(rawget(m, "_h"), "_mod")
@@ -425,22 +535,27 @@ K.http_modified = function(m) return (http_modified(m) and true or false) end
 local function crlf_to_space(s) return (sgsub(s, "[\r\n]", " ")) end
 
 function K.http_serialize(m)
-  local head = rawget(m, "_head")
   local lmod = rawget(m, "_lmod")
-  if head ~= nil and not http_modified(m) then return head end
-  local out = {}
-  local line = rawget(m, "_line")
-  if line ~= nil and not lmod then
-    out[1] = line
+  if not http_modified(m) then return rawget(m, "_head") end
+  local h = rawget(m, "_h")
+  local s, off = rawget(h, "_s"), rawget(h, "_off")
+  local line
+  if not lmod then
+    line = ssub(s, 1, off) -- the start line as received (with the empty lines before it)
   else
     local f = rawget(m, "_f")
     if rawget(m, "_kind") == "request" then
-      out[1] = f.method .. " " .. f.uri .. " HTTP/" .. f.version .. "\r\n"
+      line = f.method .. " " .. f.uri .. " HTTP/" .. f.version .. "\r\n"
     else
-      out[1] = "HTTP/" .. f.version .. " " .. f.status .. " " .. crlf_to_space(f.reason) .. "\r\n"
+      line = "HTTP/" .. f.version .. " " .. f.status .. " " .. crlf_to_space(f.reason) .. "\r\n"
     end
   end
-  local l = rawget(rawget(m, "_h"), "_l")
+  local l = rawget(h, "_l")
+  if l == nil then -- fields rewritten in place
+    if not lmod then return s end
+    return line .. ssub(s, off + 1)
+  end
+  local out = { line }
   for i = 1, #l do
     local e = l[i]
     out[#out + 1] = e[1] .. ": " .. crlf_to_space(e[2]) .. "\r\n"

@@ -1209,22 +1209,6 @@ local function session(f, key, make)
   return s
 end
 
--- "name\0value\0..." -> { {name, value}, ... }
-local sfind, ssub = string.find, string.sub
-local function flat_headers(s)
-  local l, pos, n = {}, 1, 0
-  while true do
-    local a = sfind(s, "\0", pos, true)
-    if not a then break end
-    local b = sfind(s, "\0", a + 1, true)
-    if not b then break end
-    n = n + 1
-    l[n] = { ssub(s, pos, a - 1), ssub(s, a + 1, b - 1) }
-    pos = b + 1
-  end
-  return l
-end
-
 -- http:enable_data_modification() (Haka): the message's body becomes editable; it is
 -- re-framed as chunks (Content-Length removed, Transfer-Encoding: chunked) so that its
 -- size may change. A body already chunked cannot be (its bytes are not the data).
@@ -1248,8 +1232,13 @@ local function dm_enable(http, msg, dir)
   return true
 end
 
--- Arguments: id, dir, n, then 7 values per event (kind, a, b, c, d, e, f); see
--- LuaEngine::app_events.
+-- Arguments: id, dir, n, then 11 values per event: a kind code, then its values (see
+-- LuaEngine::app_events): 1 request / 2 response: pointer and length of the head bytes,
+-- offset of the first field, the start line's three parts ([start, end) pairs), flags;
+-- 3 body data: pointer, length, offset in the packet's payload or -1; 4 dns query: raw
+-- table; 5 dns response: raw table, matched; 6 tls ClientHello: raw table.
+local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO = 1, 2, 3, 4, 5, 6
+local ffi_string = ffi.string
 function RT.app_events(id, dir, n, ...)
   local f = begin_call(id)
   if not f or not APPK then return end_call(f) end
@@ -1257,27 +1246,24 @@ function RT.app_events(id, dir, n, ...)
   local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
   for i = 1, n do
     if f._dropped then break end
-    local k, a, b, c, d, e, g = select((i - 1) * 7 + 1, ...)
-    if k == "request" then
+    local k, a, b, c, d, e, g, h, j, l, m = select((i - 1) * 11 + 1, ...)
+    if k == EV_REQUEST or k == EV_RESPONSE then
       local http = session(f, "_http", K.http_session)
-      local req = K.http_request({ method = a, uri = b, version = c, headers = flat_headers(d), head = e, line = ssub(e, 1, g) })
-      http.request = req
-      http.response = nil
+      local is_req = k == EV_REQUEST
+      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, a), b), c, d, e, g, h, j, l, m)
+      if is_req then
+        http.request = msg
+        http.response = nil
+      else
+        http.response = msg
+      end
       dm_reset(http, dir)
-      fire(HTTP.events.request, http, req)
-      local dm = dm_enable(http, req, dir)
-      if K.http_modified(req) then HEADS[#HEADS + 1] = { i, K.http_serialize(req), dm }; ACT = bor(ACT, ACT_EDITS) end
-    elseif k == "response" then
-      local http = session(f, "_http", K.http_session)
-      local resp = K.http_response({ version = a, status = b, reason = c, headers = flat_headers(d), head = e, line = ssub(e, 1, g) })
-      http.response = resp
-      dm_reset(http, dir)
-      fire(HTTP.events.response, http, resp)
-      local dm = dm_enable(http, resp, dir)
-      if K.http_modified(resp) then HEADS[#HEADS + 1] = { i, K.http_serialize(resp), dm }; ACT = bor(ACT, ACT_EDITS) end
+      fire(is_req and HTTP.events.request or HTTP.events.response, http, msg)
+      local dm = dm_enable(http, msg, dir)
+      if K.http_modified(msg) then HEADS[#HEADS + 1] = { i, K.http_serialize(msg), dm }; ACT = bor(ACT, ACT_EDITS) end
       -- the exchange is over: keep idle connections small (the Lua heap is swept per object)
-      if not rawget(http, "_dm") then http.request = nil; http.response = nil end
-    elseif k == "data" then
+      if not is_req and not rawget(http, "_dm") then http.request = nil; http.response = nil end
+    elseif k == EV_DATA then
       local http = session(f, "_http", K.http_session)
       -- editable only when its message's body is being modified and the bytes are in
       -- the current packet (c: their offset in its payload)
@@ -1285,7 +1271,7 @@ function RT.app_events(id, dir, n, ...)
       local buf = sbuf_ct(ffi.cast(u8p, a), b, (dmt and dmt[dir] and c >= 0) and c or -1)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
-    elseif k == "dns_query" then
+    elseif k == EV_DNS_QUERY then
       local dns = session(f, "_dns", K.dns_session)
       local msg = K.dns_message(a)
       local q = rawget(f, "_dnsq")
@@ -1293,7 +1279,7 @@ function RT.app_events(id, dir, n, ...)
       q[msg.id] = msg
       fire(DNS.events.query, dns, msg)
       if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
-    elseif k == "dns_response" then
+    elseif k == EV_DNS_RESPONSE then
       local dns = session(f, "_dns", K.dns_session)
       local msg = K.dns_message(a)
       local q = rawget(f, "_dnsq")
@@ -1306,7 +1292,7 @@ function RT.app_events(id, dir, n, ...)
         fire(DNS.events.response, dns, msg, query)
         if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
       end
-    elseif k == "tls_hello" then
+    elseif k == EV_TLS_HELLO then
       local tls = session(f, "_tls", K.tls_session)
       local hello = K.tls_hello(a)
       tls.client_hello = hello

@@ -312,6 +312,10 @@ fn keep_alive(version: &str, h: &Headers) -> bool {
 pub enum HttpEvent {
     Request(Request),
     Response(Response),
+    /// A request or response head as received, with where its parts are: reported instead
+    /// of `Request`/`Response` when [`HttpParser::set_raw_heads`] is on (no per-field
+    /// allocation; the engine's datapath hands the bytes to Lua as they are).
+    Head(RawHead),
     /// Body bytes (de-chunked).
     Body(Vec<u8>),
     /// Trailer fields of a chunked body (only when there are some).
@@ -359,7 +363,9 @@ pub struct HttpParser {
     pos: usize,
     failed: Option<HttpError>,
     /// Response side: request methods not yet answered, oldest first.
-    methods: VecDeque<String>,
+    methods: VecDeque<Method>,
+    /// Report heads as [`HttpEvent::Head`] rather than parsed `Request`/`Response`.
+    raw_heads: bool,
     /// Whether the current message keeps the connection open.
     keep: bool,
     /// After the current message, switch to tunnel mode.
@@ -389,6 +395,7 @@ impl HttpParser {
             pos: 0,
             failed: None,
             methods: VecDeque::new(),
+            raw_heads: false,
             keep: true,
             tunnel_after: false,
             scanned: 0,
@@ -447,7 +454,21 @@ impl HttpParser {
     /// Response side: the next unanswered request had this method (HEAD and CONNECT change how the response
     /// body is delimited). Call once per request, in order; without it, responses are parsed as answers to GET.
     pub fn expect_response_to(&mut self, method: &str) {
-        self.methods.push_back(method.to_string());
+        self.expect_response_to_method(method.as_bytes());
+    }
+
+    /// [`expect_response_to`](Self::expect_response_to) with the method's bytes.
+    pub fn expect_response_to_method(&mut self, method: &[u8]) {
+        if self.methods.len() >= 4096 {
+            self.methods.pop_front();
+        }
+        self.methods.push_back(Method::of(method));
+    }
+
+    /// Whether heads are reported as [`HttpEvent::Head`] (default false: parsed
+    /// [`Request`]/[`Response`] with owned fields).
+    pub fn set_raw_heads(&mut self, on: bool) {
+        self.raw_heads = on;
     }
 
     /// Bytes buffered, waiting for the end of a head / chunk line / trailer block.
@@ -686,63 +707,52 @@ impl HttpParser {
                 return Ok(false);
             }
         };
-        let head = self.buf[self.pos..self.pos + end].to_vec();
+        let lead = self.leading.len();
+        let mut bytes = Vec::with_capacity(lead + end);
+        bytes.extend_from_slice(&self.leading);
+        bytes.extend_from_slice(&self.buf[self.pos..self.pos + end]);
+        self.leading.clear();
         self.pos += end;
         let head_end = self.base + self.pos as u64;
         if self.spans.len() < 64 {
-            self.spans.push_back((head_end - (end + self.leading.len()) as u64, head_end));
+            self.spans.push_back((head_end - bytes.len() as u64, head_end));
         }
         self.state = State::Head { line_start: 0 };
-        let mut lines = split_lines(&head);
-        let first = lines.next().unwrap_or(&[]);
-        let mut headers = parse_fields(&mut lines, self.limits.max_headers)?;
-        headers.end = lines.terminator.to_vec();
-        match self.kind {
+        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
+        let head = RawHead { bytes, info, is_request: self.kind == Kind::Request };
+        let version = head.part(if head.is_request { 2 } else { 0 });
+        self.keep = framing.keep_alive(version);
+        let body = match self.kind {
             Kind::Request => {
-                let (method, uri, version) = parse_request_line(strip_eol(first))?;
-                let req = Request {
-                    orig: (method.clone(), uri.clone(), version.clone()),
-                    method,
-                    uri,
-                    version,
-                    headers,
-                    raw_line: [std::mem::take(&mut self.leading).as_slice(), first].concat(),
-                };
-                self.keep = req.keep_alive();
-                self.tunnel_after = req.method.eq_ignore_ascii_case("CONNECT");
-                let body = if self.tunnel_after { Body::None } else { body_of_request(&req.headers)? };
-                out.push(HttpEvent::Request(req));
-                self.start_body(body, out);
+                self.tunnel_after = Method::of(head.part(0)) == Method::Connect;
+                if self.tunnel_after {
+                    Body::None
+                } else {
+                    framing.request_body()?
+                }
             }
             Kind::Response => {
-                let (version, status, reason) = parse_status_line(strip_eol(first))?;
-                let resp = Response {
-                    orig: (version.clone(), status, reason.clone()),
-                    version,
-                    status,
-                    reason,
-                    headers,
-                    raw_line: [std::mem::take(&mut self.leading).as_slice(), first].concat(),
-                };
-                self.keep = resp.keep_alive();
+                let status = info.status;
                 let interim = (100..200).contains(&status) && status != 101;
                 let method = if interim { None } else { self.methods.pop_front() };
-                let method = method.as_deref().unwrap_or("GET");
-                let is_head = method.eq_ignore_ascii_case("HEAD");
-                let is_connect = method.eq_ignore_ascii_case("CONNECT");
-                self.tunnel_after = status == 101 || (is_connect && (200..300).contains(&status));
-                let body = if interim || self.tunnel_after || is_head || status == 204 || status == 304 {
+                let method = method.unwrap_or(Method::Other);
+                self.tunnel_after = status == 101 || (method == Method::Connect && (200..300).contains(&status));
+                if interim || self.tunnel_after || method == Method::Head || status == 204 || status == 304 {
                     if interim {
                         self.keep = true;
                     }
                     Body::None
                 } else {
-                    body_of_response(&resp.headers)?
-                };
-                out.push(HttpEvent::Response(resp));
-                self.start_body(body, out);
+                    framing.response_body()?
+                }
             }
+        };
+        if self.raw_heads {
+            out.push(HttpEvent::Head(head));
+        } else {
+            out.push(head.parse(self.limits.max_headers)?);
         }
+        self.start_body(body, out);
         Ok(true)
     }
 
@@ -850,47 +860,264 @@ enum Body {
     UntilClose,
 }
 
-fn is_chunked(h: &Headers) -> Option<bool> {
-    let te = h.get_all("Transfer-Encoding");
-    if te.is_empty() {
-        return None;
-    }
-    let last = te.iter().flat_map(|v| v.split(',')).map(str::trim).rfind(|t| !t.is_empty());
-    Some(last.is_some_and(|t| t.eq_ignore_ascii_case("chunked")))
+/// A request method as far as response framing cares (RFC 7230 §3.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Head,
+    Connect,
+    Other,
 }
 
-fn content_length(h: &Headers) -> Result<Option<u64>, HttpError> {
-    let mut len: Option<u64> = None;
-    for v in h.get_all("Content-Length") {
-        for part in v.split(',') {
-            let p = part.trim();
-            if p.is_empty() || p.len() > 20 || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(HttpError::BadContentLength);
-            }
-            let n: u64 = p.parse().map_err(|_| HttpError::BadContentLength)?;
-            if len.is_some_and(|l| l != n) {
-                return Err(HttpError::BadContentLength);
-            }
-            len = Some(n);
+impl Method {
+    fn of(m: &[u8]) -> Method {
+        if m.eq_ignore_ascii_case(b"HEAD") {
+            Method::Head
+        } else if m.eq_ignore_ascii_case(b"CONNECT") {
+            Method::Connect
+        } else {
+            Method::Other
         }
     }
-    Ok(len)
 }
 
-fn body_of_request(h: &Headers) -> Result<Body, HttpError> {
-    match is_chunked(h) {
-        Some(true) => Ok(Body::Chunked),
-        Some(false) => Err(HttpError::BadTransferEncoding),
-        None => Ok(content_length(h)?.map_or(Body::None, Body::Fixed)),
+/// Where the parts of a head are: offsets into [`RawHead::bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadInfo {
+    /// Offset of the start line (after the empty lines that preceded it, RFC 7230 §3.5).
+    pub line_start: usize,
+    /// Offset of the first header field: just after the start line's terminator.
+    pub fields_start: usize,
+    /// `[start, end)` of the request's method, uri and version, or of the response's
+    /// version, status and reason (reason without surrounding white space).
+    pub parts: [(usize, usize); 3],
+    /// Response status (0 for a request).
+    pub status: u16,
+    /// Every field is `name: value\r\n` (one space after the colon, no white space after
+    /// the value) and the block ends with `\r\n`: a field rewritten in place gives the bytes
+    /// a full re-serialisation would.
+    pub canonical: bool,
+    /// Some field continues on an obs-fold line (its value is the lines joined by a space).
+    pub obs_fold: bool,
+}
+
+/// A head as received (leading empty lines, start line, fields, empty line), validated,
+/// with where its parts are ([`HttpParser::set_raw_heads`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawHead {
+    pub bytes: Vec<u8>,
+    pub info: HeadInfo,
+    pub is_request: bool,
+}
+
+impl RawHead {
+    /// Part `i` of the start line (see [`HeadInfo::parts`]).
+    pub fn part(&self, i: usize) -> &[u8] {
+        let (a, b) = self.info.parts[i.min(2)];
+        &self.bytes[a..b]
+    }
+
+    /// Validates and locates the parts of `bytes`, a complete head (as `to_bytes` of a
+    /// [`Request`] or [`Response`] gives it).
+    pub fn scan(bytes: Vec<u8>, is_request: bool) -> Result<RawHead, HttpError> {
+        let lead = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        let kind = if is_request { Kind::Request } else { Kind::Response };
+        let (info, _) = scan_head(&bytes, lead, kind, usize::MAX)?;
+        Ok(RawHead { bytes, info, is_request })
+    }
+
+    /// The head as an owned [`Request`] or [`Response`] event.
+    fn parse(&self, max_headers: usize) -> Result<HttpEvent, HttpError> {
+        let b = &self.bytes;
+        let first = strip_eol(&b[self.info.line_start..self.info.fields_start]);
+        let mut lines = split_lines(&b[self.info.fields_start..]);
+        let mut headers = parse_fields(&mut lines, max_headers)?;
+        headers.end = lines.terminator.to_vec();
+        let raw_line = b[..self.info.fields_start].to_vec();
+        Ok(if self.is_request {
+            let (method, uri, version) = parse_request_line(first)?;
+            let orig = (method.clone(), uri.clone(), version.clone());
+            HttpEvent::Request(Request { method, uri, version, headers, raw_line, orig })
+        } else {
+            let (version, status, reason) = parse_status_line(first)?;
+            let orig = (version.clone(), status, reason.clone());
+            HttpEvent::Response(Response { version, status, reason, headers, raw_line, orig })
+        })
     }
 }
 
-fn body_of_response(h: &Headers) -> Result<Body, HttpError> {
-    match is_chunked(h) {
-        Some(true) => Ok(Body::Chunked),
-        Some(false) => Ok(Body::UntilClose),
-        None => Ok(content_length(h)?.map_or(Body::UntilClose, Body::Fixed)),
+/// What the framing of a message depends on in its fields (RFC 7230 §3.3.3, §6.1).
+struct Framing {
+    /// Transfer-Encoding: None when absent, else whether its last coding is chunked.
+    chunked: Option<bool>,
+    content_length: Result<Option<u64>, HttpError>,
+    close: bool,
+    keep_alive: bool,
+}
+
+/// White space as `str::trim` removes it (ASCII part).
+fn trim_ws(b: &[u8]) -> &[u8] {
+    let ws = |c: &u8| matches!(c, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r');
+    let s = b.iter().take_while(|c| ws(c)).count();
+    let b = &b[s..];
+    let e = b.iter().rev().take_while(|c| ws(c)).count();
+    &b[..b.len() - e]
+}
+
+impl Framing {
+    fn new() -> Framing {
+        Framing { chunked: None, content_length: Ok(None), close: false, keep_alive: false }
     }
+
+    fn of(h: &Headers) -> Framing {
+        let mut f = Framing::new();
+        for (n, v) in h.iter() {
+            f.field(n.as_bytes(), v.as_bytes());
+        }
+        f
+    }
+
+    fn field(&mut self, name: &[u8], value: &[u8]) {
+        let tokens = || value.split(|&c| c == b',').map(trim_ws);
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = tokens().rfind(|t| !t.is_empty());
+            match last {
+                Some(t) => self.chunked = Some(t.eq_ignore_ascii_case(b"chunked")),
+                None => self.chunked = Some(self.chunked.unwrap_or(false)),
+            }
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let Ok(mut len) = self.content_length else { return };
+            for p in tokens() {
+                if p.is_empty() || p.len() > 20 || !p.iter().all(u8::is_ascii_digit) {
+                    self.content_length = Err(HttpError::BadContentLength);
+                    return;
+                }
+                let n = p.iter().try_fold(0u64, |a, &d| a.checked_mul(10)?.checked_add((d - b'0') as u64));
+                match n {
+                    Some(n) if len.is_none_or(|l| l == n) => len = Some(n),
+                    _ => {
+                        self.content_length = Err(HttpError::BadContentLength);
+                        return;
+                    }
+                }
+            }
+            self.content_length = Ok(len);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in tokens() {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+
+    /// Whether the connection stays open after the message (HTTP/1.0: only when asked).
+    fn keep_alive(&self, version: &[u8]) -> bool {
+        if self.close {
+            return false;
+        }
+        if version.eq_ignore_ascii_case(b"HTTP/1.0") {
+            return self.keep_alive;
+        }
+        true
+    }
+
+    fn request_body(&self) -> Result<Body, HttpError> {
+        match self.chunked {
+            Some(true) => Ok(Body::Chunked),
+            Some(false) => Err(HttpError::BadTransferEncoding),
+            None => Ok(self.content_length?.map_or(Body::None, Body::Fixed)),
+        }
+    }
+
+    fn response_body(&self) -> Result<Body, HttpError> {
+        match self.chunked {
+            Some(true) => Ok(Body::Chunked),
+            Some(false) => Ok(Body::UntilClose),
+            None => Ok(self.content_length?.map_or(Body::UntilClose, Body::Fixed)),
+        }
+    }
+}
+
+/// Validates a head (`b`, its start line at `line_start`) as `parse_request_line` /
+/// `parse_status_line` and `parse_fields` do, without allocating: where its parts are,
+/// and what its framing depends on.
+fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Result<(HeadInfo, Framing), HttpError> {
+    let bad_line = if kind == Kind::Request { HttpError::BadRequestLine } else { HttpError::BadStatusLine };
+    let nl = b[line_start..].iter().position(|&c| c == b'\n').ok_or(bad_line)?;
+    let fields_start = line_start + nl + 1;
+    let first = strip_eol(&b[line_start..fields_start]);
+    let mut info = HeadInfo { line_start, fields_start, ..HeadInfo::default() };
+    let at = |p: &[u8]| p.as_ptr() as usize - b.as_ptr() as usize;
+    let span = |p: &[u8]| (at(p), at(p) + p.len());
+    if kind == Kind::Request {
+        let mut parts = first.split(|&c| c == b' ' || c == b'\t').filter(|p| !p.is_empty());
+        let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(HttpError::BadRequestLine);
+        };
+        if !m.iter().all(|&c| is_tchar(c)) || !valid_version(v) || u.iter().any(|&c| c < 0x20 || c == 0x7f) {
+            return Err(HttpError::BadRequestLine);
+        }
+        info.parts = [span(m), span(u), span(v)];
+    } else {
+        let sp = first.iter().position(|&c| c == b' ').ok_or(HttpError::BadStatusLine)?;
+        let v = &first[..sp];
+        let rest = &first[sp..];
+        let rest = &rest[rest.iter().take_while(|&&c| c == b' ').count()..];
+        if !valid_version(v) || rest.len() < 3 || !rest[..3].iter().all(u8::is_ascii_digit) {
+            return Err(HttpError::BadStatusLine);
+        }
+        info.status = rest[..3].iter().fold(0u16, |a, &c| a * 10 + (c - b'0') as u16);
+        let reason = &rest[3..];
+        if !reason.is_empty() && reason[0] != b' ' && reason[0] != b'\t' {
+            return Err(HttpError::BadStatusLine);
+        }
+        let reason = trim_ows(reason);
+        if reason.iter().any(|&c| (c < 0x20 && c != b'\t') || c == 0x7f) {
+            return Err(HttpError::BadStatusLine);
+        }
+        info.parts = [span(v), span(&rest[..3]), span(reason)];
+    }
+    let mut framing = Framing::new();
+    let mut canonical = true;
+    let mut count = 0;
+    let mut lines = split_lines(&b[fields_start..]);
+    loop {
+        let Some(line) = lines.next() else { return Err(HttpError::BadHeader) };
+        let content = strip_eol(line);
+        if content.is_empty() {
+            canonical &= line == b"\r\n";
+            break;
+        }
+        if content[0] == b' ' || content[0] == b'\t' {
+            if count == 0 || trim_ows(content).iter().any(|&c| c == 0 || c == b'\r') {
+                return Err(HttpError::BadHeader);
+            }
+            info.obs_fold = true;
+            continue;
+        }
+        let colon = content.iter().position(|&c| c == b':').ok_or(HttpError::BadHeader)?;
+        let name = &content[..colon];
+        if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
+            return Err(HttpError::BadHeader);
+        }
+        let value = trim_ows(&content[colon + 1..]);
+        if value.iter().any(|&c| c == 0 || c == b'\r') {
+            return Err(HttpError::BadHeader);
+        }
+        if count >= max_headers {
+            return Err(HttpError::TooManyHeaders);
+        }
+        count += 1;
+        canonical &= line.ends_with(b"\r\n")
+            && content.get(colon + 1) == Some(&b' ')
+            && value.len() + colon + 2 == content.len();
+        framing.field(name, value);
+    }
+    if info.obs_fold {
+        // joined values: the allocating parser, for this rare (deprecated) form
+        framing = Framing::of(&parse_fields(&mut split_lines(&b[fields_start..]), max_headers)?);
+    }
+    info.canonical = canonical && !info.obs_fold;
+    Ok((info, framing))
 }
 
 /// Lines of a block, each with its terminator; `terminator` is the final empty line once reached.

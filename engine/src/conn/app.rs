@@ -2,7 +2,7 @@
 //! datagrams), TLS ClientHello (TCP stream, client side). Pure: bytes in, typed
 //! events out; the worker turns the events into Lua events.
 use crate::dns::{self, Message, PendingQueries};
-use crate::http::{HttpError, HttpEvent, HttpParser, Request, Response};
+use crate::http::{HttpError, HttpEvent, HttpParser, RawHead};
 use crate::tls::{self, ClientHello, TlsError};
 
 /// TLS: client bytes kept while waiting for a complete ClientHello.
@@ -24,9 +24,10 @@ pub enum AppState {
 /// One application event, in stream order.
 #[derive(Debug)]
 pub enum AppEvent {
-    /// A request head; `span`: its stream offsets `[start, end)` in the up direction.
-    HttpRequest { req: Request, span: (u64, u64) },
-    HttpResponse { resp: Response, span: (u64, u64) },
+    /// A request head as received; `span`: its stream offsets `[start, end)` in the up
+    /// direction.
+    HttpRequest { head: RawHead, span: (u64, u64) },
+    HttpResponse { head: RawHead, span: (u64, u64) },
     /// Body bytes (de-chunked) of the current message in direction `dir`; `off`: stream
     /// offset of the first one (meaningful for bodies that are not chunked).
     HttpBody { dir: u8, data: Vec<u8>, off: u64 },
@@ -46,8 +47,10 @@ impl AppState {
     /// `bodies`: report body bytes (rules read them); without, bodies are skipped uncopied.
     pub fn http(bodies: bool) -> AppState {
         let (mut req, mut resp) = (HttpParser::request(), HttpParser::response());
-        req.set_emit_bodies(bodies);
-        resp.set_emit_bodies(bodies);
+        for p in [&mut req, &mut resp] {
+            p.set_emit_bodies(bodies);
+            p.set_raw_heads(true);
+        }
         AppState::Http { req, resp, end: [0; 2] }
     }
 
@@ -70,16 +73,17 @@ impl AppState {
                     Ok(evs) => {
                         for e in evs {
                             match e {
-                                HttpEvent::Request(r) => {
+                                HttpEvent::Head(head) => {
                                     let span = p.take_head_span().unwrap_or((0, 0));
                                     *last = span.1;
-                                    out.push(AppEvent::HttpRequest { req: r, span });
+                                    out.push(if head.is_request {
+                                        AppEvent::HttpRequest { head, span }
+                                    } else {
+                                        AppEvent::HttpResponse { head, span }
+                                    });
                                 }
-                                HttpEvent::Response(r) => {
-                                    let span = p.take_head_span().unwrap_or((0, 0));
-                                    *last = span.1;
-                                    out.push(AppEvent::HttpResponse { resp: r, span });
-                                }
+                                // not reported in raw-heads mode
+                                HttpEvent::Request(_) | HttpEvent::Response(_) => {}
                                 HttpEvent::Body(d) | HttpEvent::Tunnel(d) => {
                                     let off = p.take_body_offset().unwrap_or(*last);
                                     *last = off + d.len() as u64;
@@ -92,8 +96,8 @@ impl AppState {
                         // Requests tell the response parser how to delimit their answers.
                         if dir == 0 {
                             for e in &out[start..] {
-                                if let AppEvent::HttpRequest { req: r, .. } = e {
-                                    resp.expect_response_to(&r.method);
+                                if let AppEvent::HttpRequest { head, .. } = e {
+                                    resp.expect_response_to_method(head.part(0));
                                 }
                             }
                         }

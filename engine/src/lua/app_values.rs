@@ -3,10 +3,9 @@
 //! ...), the `H.http_*` helpers, and [`load`], which runs app.lua after haka.lua.
 //!
 //! Raw table layouts (field names are Haka's where Haka had the field):
-//! - request: `method`, `uri`, `version` (as received, `HTTP/1.1`; app.lua strips `HTTP/`),
-//!   `headers` (array of `{name, value}` in order, names as received), `head` (the head bytes as
-//!   `Request::to_bytes` gives them: the original bytes), `line` (the start line part of `head`).
-//! - response: `version`, `status` (number), `reason`, `headers`, `head`, `line`.
+//! - request and response: `head` (the head bytes as received), `fields` (offset of the first
+//!   field), `parts` (where method, uri, version / version, status, reason are), `flags`; see
+//!   [`head_table`]. app.lua reads fields and headers out of `head` when asked.
 //! - dns: header fields `id, qr, opcode, aa, tc, rd, ra, z, rcode, qdcount, ancount, nscount,
 //!   arcount` (flags as booleans), `questions` (array of `{name, type, class}`), `answer`,
 //!   `authority`, `additional` (arrays of records). Names are dotted with a trailing dot, as
@@ -32,61 +31,36 @@ const APP_LUA: &str = include_str!("../../lua/app.lua");
 /// Registry key of the K table (haka.lua internals + app.lua constructors) after [`load`].
 pub(crate) const K_REGISTRY_KEY: &str = "haka.K";
 
-fn headers_array(lua: &Lua, h: &http::Headers) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(h.len(), 0)?;
-    for (i, (n, v)) in h.iter().enumerate() {
-        let e = lua.create_table_with_capacity(3, 0)?;
-        e.raw_set(1, n)?;
-        e.raw_set(2, v)?;
-        t.raw_set(i + 1, e)?;
+/// The raw table of a head for `K.http_request(raw)` / `K.http_response(raw)`: the same
+/// values the datapath passes to `RT.app_events` (`head`, the head bytes; `fields`, the
+/// 0-based offset of its first field; `parts`, `[start, end)` pairs of the start line's
+/// three parts; `flags`: 1 canonical, 2 obs-fold; see [`http::HeadInfo`]).
+pub fn head_table(lua: &Lua, h: &http::RawHead) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 4)?;
+    t.raw_set("head", lua.create_string(&h.bytes)?)?;
+    t.raw_set("fields", h.info.fields_start)?;
+    let p = lua.create_table_with_capacity(6, 0)?;
+    for (i, (a, b)) in h.info.parts.iter().enumerate() {
+        p.raw_set(2 * i + 1, *a)?;
+        p.raw_set(2 * i + 2, *b)?;
     }
+    t.raw_set("parts", p)?;
+    t.raw_set("flags", h.info.canonical as u8 | (h.info.obs_fold as u8) << 1)?;
     Ok(t)
 }
 
-/// The flat form of a message for the event dispatcher: header names and values
-/// joined by NUL bytes (`name\0value\0...`), the head, and the length of its start
-/// line part (the head minus its header block).
-pub fn http_flat(headers: &http::Headers, head: &[u8]) -> (Vec<u8>, Vec<u8>, usize) {
-    let mut flat = Vec::with_capacity(256);
-    for (n, v) in headers.iter() {
-        flat.extend_from_slice(n.as_bytes());
-        flat.push(0);
-        flat.extend_from_slice(v.as_bytes());
-        flat.push(0);
-    }
-    let hlen = headers.to_bytes().len();
-    (flat, head.to_vec(), head.len().saturating_sub(hlen))
+fn scanned(bytes: Vec<u8>, is_request: bool) -> mlua::Result<http::RawHead> {
+    http::RawHead::scan(bytes, is_request).map_err(|e| mlua::Error::runtime(e.to_string()))
 }
 
-/// `head` and `line` (the head minus its header block) of a message.
-fn head_fields(lua: &Lua, t: &Table, head: &[u8], headers: &http::Headers) -> mlua::Result<()> {
-    let hlen = headers.to_bytes().len();
-    let line = head.get(..head.len().saturating_sub(hlen)).unwrap_or_default();
-    t.raw_set("head", lua.create_string(head)?)?;
-    t.raw_set("line", lua.create_string(line)?)?;
-    Ok(())
-}
-
-/// The raw table of a request (see the module docs).
+/// The raw table of a request (its `to_bytes`, see [`head_table`]).
 pub fn request_table(lua: &Lua, r: &http::Request) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 6)?;
-    t.raw_set("method", r.method.as_str())?;
-    t.raw_set("uri", r.uri.as_str())?;
-    t.raw_set("version", r.version.as_str())?;
-    t.raw_set("headers", headers_array(lua, &r.headers)?)?;
-    head_fields(lua, &t, &r.to_bytes(), &r.headers)?;
-    Ok(t)
+    head_table(lua, &scanned(r.to_bytes(), true)?)
 }
 
-/// The raw table of a response (see the module docs).
+/// The raw table of a response (its `to_bytes`, see [`head_table`]).
 pub fn response_table(lua: &Lua, r: &http::Response) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, 6)?;
-    t.raw_set("version", r.version.as_str())?;
-    t.raw_set("status", r.status)?;
-    t.raw_set("reason", r.reason.as_str())?;
-    t.raw_set("headers", headers_array(lua, &r.headers)?)?;
-    head_fields(lua, &t, &r.to_bytes(), &r.headers)?;
-    Ok(t)
+    head_table(lua, &scanned(r.to_bytes(), false)?)
 }
 
 /// A DNS name as Haka showed it: dotted, with a trailing dot (`""` for the root).

@@ -881,82 +881,44 @@ impl LuaEngine {
     pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[&crate::conn::app::AppEvent], body_offs: &[i64]) -> ConnCall {
         use crate::conn::app::AppEvent;
         use mlua::Value;
-        // Flat arguments, 7 per event (kind, a..f): one string per field rather than
-        // tables built field by field from Rust (each mlua table write is a protected
-        // call that allocates; this path runs for every HTTP message).
+        // Flat arguments, EVENT_VALUES per event (kind code, then its values; see
+        // RT.app_events): numbers only for HTTP, whose head bytes Lua reads through a
+        // pointer (ffi.string), so that no Lua string is created from Rust (each is a
+        // protected call that allocates; this path runs for every HTTP message).
+        const EVENT_VALUES: usize = 11;
         let lua = self.st.lua.clone();
         let build = || -> mlua::Result<Vec<Value>> {
-            let mut v: Vec<Value> = Vec::with_capacity(3 + 7 * events.len());
+            let mut v: Vec<Value> = Vec::with_capacity(3 + EVENT_VALUES * events.len());
             v.push(Value::Integer(flow_id as i64));
             v.push(Value::Integer(dir as i64));
             v.push(Value::Integer(events.len() as i64));
-            let s = |b: &[u8]| -> mlua::Result<Value> { Ok(Value::String(lua.create_string(b)?)) };
+            let int = |n: usize| Value::Integer(n as i64);
+            let ptr = |b: &[u8]| Value::Number(b.as_ptr() as usize as f64);
             for (i, e) in events.iter().enumerate() {
-                let (k, a, b, c, d, ee, f): (&str, Value, Value, Value, Value, Value, Value) = match *e {
-                    AppEvent::HttpRequest { req, .. } => {
-                        let (hdrs, head, line) = app_values::http_flat(&req.headers, &req.to_bytes());
-                        (
-                            "request",
-                            s(req.method.as_bytes())?,
-                            s(req.uri.as_bytes())?,
-                            s(req.version.as_bytes())?,
-                            s(&hdrs)?,
-                            s(&head)?,
-                            Value::Integer(line as i64),
-                        )
+                let start = v.len();
+                match *e {
+                    AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => {
+                        let h = &head.info;
+                        let flags = h.canonical as usize | (h.obs_fold as usize) << 1;
+                        v.extend([int(if head.is_request { 1 } else { 2 }), ptr(&head.bytes), int(head.bytes.len())]);
+                        v.push(int(h.fields_start));
+                        for (a, b) in h.parts {
+                            v.extend([int(a), int(b)]);
+                        }
+                        v.push(int(flags));
                     }
-                    AppEvent::HttpResponse { resp, .. } => {
-                        let (hdrs, head, line) = app_values::http_flat(&resp.headers, &resp.to_bytes());
-                        (
-                            "response",
-                            s(resp.version.as_bytes())?,
-                            Value::Integer(resp.status as i64),
-                            s(resp.reason.as_bytes())?,
-                            s(&hdrs)?,
-                            s(&head)?,
-                            Value::Integer(line as i64),
-                        )
+                    AppEvent::HttpBody { data, .. } => {
+                        v.extend([int(3), ptr(data), int(data.len())]);
+                        v.push(Value::Integer(body_offs.get(i).copied().unwrap_or(-1)));
                     }
-                    AppEvent::HttpBody { data, .. } => (
-                        "data",
-                        Value::Number(data.as_ptr() as usize as f64),
-                        Value::Integer(data.len() as i64),
-                        Value::Integer(body_offs.get(i).copied().unwrap_or(-1)),
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                    ),
-                    AppEvent::DnsQuery(m) => (
-                        "dns_query",
-                        Value::Table(app_values::dns_table(&lua, m)?),
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                    ),
-                    AppEvent::DnsResponse { msg, matched } => (
-                        "dns_response",
-                        Value::Table(app_values::dns_table(&lua, msg)?),
-                        Value::Boolean(*matched),
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                    ),
-                    AppEvent::TlsClientHello(h) => (
-                        "tls_hello",
-                        Value::Table(app_values::tls_table(&lua, h)?),
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                        Value::Nil,
-                    ),
-                    _ => ("none", Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil, Value::Nil),
-                };
-                v.push(s(k.as_bytes())?);
-                v.extend([a, b, c, d, ee, f]);
+                    AppEvent::DnsQuery(m) => v.extend([int(4), Value::Table(app_values::dns_table(&lua, m)?)]),
+                    AppEvent::DnsResponse { msg, matched } => {
+                        v.extend([int(5), Value::Table(app_values::dns_table(&lua, msg)?), Value::Boolean(*matched)])
+                    }
+                    AppEvent::TlsClientHello(h) => v.extend([int(6), Value::Table(app_values::tls_table(&lua, h)?)]),
+                    _ => v.push(int(0)),
+                }
+                v.resize(start + EVENT_VALUES, Value::Nil);
             }
             Ok(v)
         };
