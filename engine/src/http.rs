@@ -2256,4 +2256,96 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert_eq!(split_cookies(" ; ;a=b=c"), vec![("a".into(), "b=c".into())]);
         assert!(split_cookies("").is_empty());
     }
+
+    /// Raw heads (the datapath's mode) frame messages exactly as parsed heads do, locate
+    /// the start line's parts, flag canonical and obs-fold heads, and parse to the same
+    /// Request/Response.
+    #[test]
+    fn raw_heads_frame_and_locate_like_parsed_heads() {
+        let reqs: &[&[u8]] = &[
+            b"GET /a?b HTTP/1.1\r\nHost: h\r\n\r\nPOST /p HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcHEAD / HTTP/1.1\r\n\r\n",
+            b"\r\nPOST  /x\tHTTP/1.0\nHost:h\nContent-Length:  2 , 2\nConnection: keep-alive\n\nxyGET / HTTP/1.0\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nX-F: a\r\n b\r\n\r\n3\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"CONNECT h:443 HTTP/1.1\r\n\r\n\x16\x03\x01",
+        ];
+        let resps: &[(&[u8], &[&str])] = &[
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204  No  Content \r\n\r\n", &["GET", "HEAD", "GET"]),
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\nHTTP/1.0 200 OK\r\n\r\nuntil close", &["GET", "GET"]),
+            (b"HTTP/1.1 200\r\nConnection: close\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", &["GET", "GET"]),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &["GET"]),
+            (b"HTTP/1.1 200 Connection established\r\n\r\n\x16\x03", &["CONNECT"]),
+        ];
+        let run = |raw: bool, data: &[u8], methods: Option<&[&str]>| -> (Vec<HttpEvent>, Option<HttpError>, Vec<RawHead>) {
+            let mut p = if methods.is_some() { HttpParser::response() } else { HttpParser::request() };
+            p.set_raw_heads(raw);
+            for m in methods.unwrap_or(&[]) {
+                p.expect_response_to(m);
+            }
+            let mut ev = Vec::new();
+            let mut err = None;
+            for b in data {
+                match p.feed(std::slice::from_ref(b)) {
+                    Ok(e) => ev.extend(e),
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            let mut heads = Vec::new();
+            let ev = merge_bodies(ev)
+                .into_iter()
+                .map(|e| match e {
+                    HttpEvent::Head(h) => {
+                        let parsed = h.parse(usize::MAX).expect("a raw head parses");
+                        heads.push(h);
+                        parsed
+                    }
+                    e => e,
+                })
+                .collect();
+            (ev, err, heads)
+        };
+        let mut checked = 0;
+        for (data, methods) in reqs.iter().map(|d| (*d, None)).chain(resps.iter().map(|(d, m)| (*d, Some(*m)))) {
+            let (parsed, perr, _) = run(false, data, methods);
+            let (raw, rerr, heads) = run(true, data, methods);
+            assert_eq!(parsed, raw, "{}", String::from_utf8_lossy(data));
+            assert_eq!(perr, rerr, "{}", String::from_utf8_lossy(data));
+            for h in heads {
+                let text = |i| String::from_utf8_lossy(h.part(i)).into_owned();
+                match h.parse(usize::MAX) {
+                    Ok(HttpEvent::Request(r)) => {
+                        assert_eq!((text(0), text(1), text(2)), (r.method.clone(), r.uri.clone(), r.version.clone()));
+                        assert_eq!(h.bytes, r.to_bytes());
+                    }
+                    Ok(HttpEvent::Response(r)) => {
+                        assert_eq!((text(0), text(2)), (r.version.clone(), r.reason.clone()));
+                        assert_eq!((text(1).parse::<u16>().unwrap(), h.info.status), (r.status, r.status));
+                        assert_eq!(h.bytes, r.to_bytes());
+                    }
+                    other => panic!("{other:?}"),
+                }
+                let canonical = !h.info.obs_fold && h.bytes.windows(2).filter(|w| w[1] == b'\n' && w[0] != b'\r').count() == 0
+                    && h.bytes[h.info.fields_start..].split(|&b| b == b'\n').all(|l| {
+                        l.is_empty() || l == b"\r" || l.windows(2).position(|w| w == b": ").is_some_and(|i| {
+                            l[..i].iter().all(|&c| c != b':') && !l[i + 2..l.len() - 1].ends_with(b" ") && !l[i + 2..].starts_with(b" ")
+                        })
+                    });
+                assert_eq!(h.info.canonical, canonical, "{}", String::from_utf8_lossy(&h.bytes));
+                checked += 1;
+            }
+        }
+        assert!(checked >= 14, "{checked} heads checked");
+        // obs-fold and a canonical head are told apart
+        let h = RawHead::scan(b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n".to_vec(), true).unwrap();
+        assert!(h.info.obs_fold && !h.info.canonical);
+        let h = RawHead::scan(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n".to_vec(), false).unwrap();
+        assert!(h.info.canonical && h.part(2) == b"OK" && h.info.fields_start == 17);
+        assert_eq!(RawHead::scan(b"GET /\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
+    }
+
 }

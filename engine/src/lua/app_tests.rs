@@ -567,3 +567,49 @@ fn rules_file_uses_app_modules_at_load_time() {
     let err = try_engine("local http = require('protocol/http')\nhttp.uri.split({})\n").unwrap_err();
     assert!(err.contains(".lua:2: http.uri.split: string expected, got table"), "{err}");
 }
+
+/// Headers are read from the head bytes until a rule needs the list: lookups match whole
+/// names only, odd spacing and obs-fold lines read as http.rs reads them, and a write gives
+/// the bytes http.rs would (in place on canonical heads, re-serialised otherwise).
+#[test]
+fn headers_read_from_the_head_bytes() {
+    let e = engine("");
+    let cases: [(&[u8], &str, &str); 4] = [
+        // canonical: in place, name spelling kept
+        (
+            b"GET / HTTP/1.1\r\nX-Host: a\r\nHost: h\r\nReferer: http://host:80/\r\n\r\n",
+            r#"assert(h["host"] == "h" and h["HOST"] == "h", "whole names only")
+               assert(h["referer"] == "http://host:80/")
+               h["HOST"] = "g"; h["X-New"] = 5"#,
+            "GET / HTTP/1.1\r\nX-Host: a\r\nHost: g\r\nReferer: http://host:80/\r\nX-New: 5\r\n\r\n",
+        ),
+        // odd spacing, LF line ends: values trimmed; a write re-serialises every field
+        (
+            b"GET / HTTP/1.0\nHost:h\nX-B: \t v  w \t\nX-E:\n\n",
+            r#"assert(h["x-b"] == "v  w" and h["host"] == "h" and h["x-e"] == "")
+               h["Host"] = "g""#,
+            "GET / HTTP/1.0\nHost: g\r\nX-B: v  w\r\nX-E: \r\n\r\n",
+        ),
+        // obs-fold: continuation lines joined by a space
+        (
+            b"GET / HTTP/1.1\r\nX-A: a\r\n   b\r\n\tc\r\nHost: h\r\n\r\n",
+            r#"assert(h["x-a"] == "a b c", h["x-a"]); assert(h[2].name == "Host")
+               h["host"] = "g""#,
+            "GET / HTTP/1.1\r\nX-A: a b c\r\nHost: g\r\n\r\n",
+        ),
+        // bytes that are not UTF-8 are kept as they are
+        (
+            b"GET / HTTP/1.1\r\nX-Bin: \xff\xfe\r\nHost: h\r\n\r\n",
+            r#"assert(h["x-bin"] == "\255\254"); h["Host"] = "g""#,
+            "GET / HTTP/1.1\r\nX-Bin: \u{fffd}\u{fffd}\r\nHost: g\r\n\r\n",
+        ),
+    ];
+    for (bytes, code, want) in cases {
+        let r = request(bytes);
+        let raw = request_table(lua(&e), &r).unwrap();
+        let chunk = format!("local K, raw = ...\nlocal req = K.http_request(raw)\nlocal h = req.headers\n{code}\nreturn K.http_serialize(req)");
+        let out: mlua::LuaString = run(&e, &chunk, raw);
+        let got = String::from_utf8_lossy(&out.as_bytes()).into_owned();
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(bytes));
+    }
+}
