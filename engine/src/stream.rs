@@ -122,6 +122,68 @@ impl Chunk {
     }
 }
 
+/// The last `cap` bytes pushed, in a ring: no byte is moved once written, and the buffer
+/// is allocated once at its full size, on the first push.
+#[derive(Debug, Default)]
+struct History {
+    buf: Vec<u8>,
+    cap: usize,
+    /// Once full (`buf.len() == cap`): where the next byte goes, i.e. the oldest byte.
+    wpos: usize,
+}
+
+impl History {
+    fn push(&mut self, b: &[u8]) {
+        let cap = self.cap;
+        if cap == 0 || b.is_empty() {
+            return;
+        }
+        let mut b = &b[b.len().saturating_sub(cap)..];
+        if self.buf.len() < cap {
+            if self.buf.capacity() < cap {
+                self.buf.reserve_exact(cap - self.buf.len());
+            }
+            let n = (cap - self.buf.len()).min(b.len());
+            self.buf.extend_from_slice(&b[..n]);
+            b = &b[n..];
+        }
+        while !b.is_empty() {
+            let n = (cap - self.wpos).min(b.len());
+            self.buf[self.wpos..self.wpos + n].copy_from_slice(&b[..n]);
+            self.wpos = (self.wpos + n) % cap;
+            b = &b[n..];
+        }
+    }
+
+    /// The bytes held, oldest first, in two parts.
+    fn slices(&self) -> (&[u8], &[u8]) {
+        if self.buf.len() < self.cap {
+            (&self.buf, &[])
+        } else {
+            let (a, b) = self.buf.split_at(self.wpos);
+            (b, a)
+        }
+    }
+
+    /// Keeps the last `cap` bytes held.
+    fn set_capacity(&mut self, cap: usize) {
+        if cap == self.cap {
+            return;
+        }
+        let (a, b) = self.slices();
+        let kept = [a, b].concat();
+        *self = History { cap, ..History::default() };
+        self.push(&kept);
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = History { cap: self.cap, ..History::default() };
+    }
+}
+
 /// Reassembler for one direction of a TCP connection.
 #[derive(Debug)]
 pub struct StreamReassembler {
@@ -134,8 +196,8 @@ pub struct StreamReassembler {
     /// Delivered data; `ready[read_pos..]` is unread.
     ready: Vec<u8>,
     read_pos: usize,
-    /// Consumed bytes retained for conflict detection (see `set_conflict_history`).
-    history: usize,
+    /// The last consumed bytes, retained for conflict detection (see `set_conflict_history`).
+    history: History,
     /// Out-of-order chunks, sorted, disjoint (possibly adjacent), all starting after `next_off`.
     chunks: VecDeque<Chunk>,
     /// Sum of the chunk lengths (charged to the budget).
@@ -165,7 +227,7 @@ impl StreamReassembler {
             next_off: 0,
             ready: Vec::new(),
             read_pos: 0,
-            history: 0,
+            history: History::default(),
             chunks: VecDeque::new(),
             buffered: 0,
             fin_off: None,
@@ -277,18 +339,33 @@ impl StreamReassembler {
     /// Compares the part of `payload` lying left of `next_off` (it starts `left` bytes before)
     /// with the delivered bytes still held (unread, plus the retained consumed history).
     fn compare_delivered(&self, payload: &[u8], left: u64, res: &mut SegmentResult) {
-        let held = (self.ready.len() - self.read_pos + self.held_consumed()) as u64;
-        let start_i = left.saturating_sub(held);
+        // Held bytes, oldest first: the history, then the unread ones.
+        let (h0, h1) = self.history.slices();
+        let held = [h0, h1, self.read()];
+        let total: usize = held.iter().map(|p| p.len()).sum();
+        let start_i = left.saturating_sub(total as u64);
         let end_i = left.min(payload.len() as u64);
         if start_i >= end_i {
             return;
         }
-        // left - start_i <= held <= ready.len(), so these fit in usize and do not underflow.
-        let base = self.ready.len() - (left - start_i) as usize;
-        let n = (end_i - start_i) as usize;
-        let seg = &payload[start_i as usize..end_i as usize];
-        if self.ready.get(base..base + n) != Some(seg) {
-            res.overlap_conflict = true;
+        // left - start_i <= total, so this does not underflow.
+        let mut at = total - (left - start_i) as usize;
+        let mut seg = &payload[start_i as usize..end_i as usize];
+        for part in held {
+            if at >= part.len() {
+                at -= part.len();
+                continue;
+            }
+            let n = (part.len() - at).min(seg.len());
+            if part[at..at + n] != seg[..n] {
+                res.overlap_conflict = true;
+                return;
+            }
+            seg = &seg[n..];
+            at = 0;
+            if seg.is_empty() {
+                return;
+            }
         }
     }
 
@@ -370,14 +447,9 @@ impl StreamReassembler {
         self.ready.extend_from_slice(bytes);
     }
 
-    /// Consumed bytes still compared against retransmissions (the last `history` ones).
-    fn held_consumed(&self) -> usize {
-        self.read_pos.min(self.history)
-    }
-
-    /// Frees consumed bytes beyond the retained history (amortised O(1) per byte).
+    /// Frees consumed bytes (amortised O(1) per byte; the history keeps its own copy).
     fn compact(&mut self) {
-        let drop = self.read_pos - self.held_consumed();
+        let drop = self.read_pos;
         if drop == 0 {
             return;
         }
@@ -491,11 +563,7 @@ impl StreamReassembler {
         }
         self.next_seq = self.next_seq.wrapping_add(len as u32);
         self.next_off += len as u64;
-        if self.history != 0 {
-            self.ready.extend_from_slice(payload);
-            self.read_pos = self.ready.len();
-            self.compact();
-        }
+        self.history.push(payload);
         true
     }
 
@@ -507,7 +575,9 @@ impl StreamReassembler {
     /// Marks the first `n` unread bytes as consumed (clamped to what is readable).
     pub fn consume(&mut self, n: usize) {
         let unread = self.ready.len() - self.read_pos;
-        self.read_pos += n.min(unread);
+        let n = n.min(unread);
+        self.history.push(&self.ready[self.read_pos..self.read_pos + n]);
+        self.read_pos += n;
         self.compact();
     }
 
@@ -516,8 +586,7 @@ impl StreamReassembler {
     /// and buffered data are compared). Costs up to `bytes` of memory per direction, not charged
     /// to the budget.
     pub fn set_conflict_history(&mut self, bytes: usize) {
-        self.history = bytes;
-        self.compact();
+        self.history.set_capacity(bytes);
     }
 
     /// Appends all unread data to `out` and consumes it.
@@ -577,6 +646,7 @@ impl StreamReassembler {
         self.chunks = VecDeque::new();
         self.ready = Vec::new();
         self.read_pos = 0;
+        self.history.clear();
     }
 
     /// Out-of-order bytes currently held (charged to the budget).
