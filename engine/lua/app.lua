@@ -195,9 +195,9 @@ end
 -- A headers object reads its message's head string `_s` (fields from `_off` + 1; `_off` is
 -- the index of the start line's "\n") until a rule needs more than a lookup or an in-place
 -- rewrite: then it materialises `_l`, the header list in order (entries { name, value,
--- lowercase name }), the source of truth from then on. Lookups search `_lc`, the head
--- lowercased once, for "\n<name>:" (field names are tokens: no white space before the
--- colon). `_canon`: every field is "name: value\r\n", so that rewriting one in place gives
+-- lowercase name }), the source of truth from then on. Lookups compare the name at the
+-- start of each field line, byte by byte (no string is created; field names are tokens,
+-- with no white space before the colon). `_canon`: every field is "name: value\r\n", so that rewriting one in place gives
 -- the bytes a full re-serialisation would; otherwise a write materialises the list.
 local Headers = {}
 local headers_mt = {}
@@ -217,15 +217,15 @@ local function touched(h)
   if o ~= nil then rawset(o, "_cookies", nil) end
 end
 
--- name as the rule wrote it -> "\n<lowercase name>:" (bounded: rules use a few names)
-local NAME_PAT, NAME_PATS = {}, 0
-local function name_pat(k)
-  local p = NAME_PAT[k]
+-- name as the rule wrote it -> lowercase (bounded: rules use a few names)
+local NAME_LC, NAME_LCS = {}, 0
+local function name_lc(k)
+  local p = NAME_LC[k]
   if p == nil then
-    if NAME_PATS >= 512 then NAME_PAT, NAME_PATS = {}, 0 end
-    p = "\n" .. slower(k) .. ":"
-    NAME_PAT[k] = p
-    NAME_PATS = NAME_PATS + 1
+    if NAME_LCS >= 512 then NAME_LC, NAME_LCS = {}, 0 end
+    p = slower(k)
+    NAME_LC[k] = p
+    NAME_LCS = NAME_LCS + 1
   end
   return p
 end
@@ -248,18 +248,33 @@ local function field_value(s, a, e)
   return (ssub(s, a, b))
 end
 
--- First field matching pat at or after index `from` of the head: index after its colon,
--- index of its line's "\n".
-local function lazy_find(h, pat, from)
-  local lc = rawget(h, "_lc")
-  if lc == nil then
-    lc = slower(rawget(h, "_s"))
-    rawset(h, "_lc", lc)
+-- First field named lk (lowercase) whose line follows the "\n" at index `from` or a later
+-- one: index after its colon, index of its line's "\n".
+local function lazy_find(h, lk, from)
+  local s = rawget(h, "_s")
+  local n, first = #lk, sbyte(lk, 1)
+  local i = from
+  while i ~= nil do
+    local st = i + 1
+    local c = sbyte(s, st)
+    if c == nil or c == 13 or c == 10 then return nil end -- the empty line
+    if c >= 65 and c <= 90 then c = c + 32 end
+    if c == first and sbyte(s, st + n) == 58 then
+      local k = 2
+      while k <= n do
+        local x = sbyte(s, st + k - 1)
+        if x >= 65 and x <= 90 then x = x + 32 end
+        if x ~= sbyte(lk, k) then break end
+        k = k + 1
+      end
+      if k > n then
+        local a = st + n + 1
+        return a, (sfind(s, "\n", a, true))
+      end
+    end
+    i = sfind(s, "\n", st, true)
   end
-  local p = sfind(lc, pat, from, true)
-  if p == nil then return nil end
-  local a = p + #pat
-  return a, (sfind(lc, "\n", a, true))
+  return nil
 end
 
 local function materialize(h)
@@ -287,7 +302,6 @@ local function materialize(h)
     i = e + 1
   end
   rawset(h, "_l", l)
-  rawset(h, "_lc", nil)
   return l
 end
 
@@ -297,7 +311,7 @@ headers_mt.__index = function(h, k)
     if m ~= nil then return m end
     local l = rawget(h, "_l")
     if l == nil then
-      local a, e = lazy_find(h, name_pat(k), rawget(h, "_off"))
+      local a, e = lazy_find(h, name_lc(k), rawget(h, "_off"))
       if a == nil then return nil end
       return (field_value(rawget(h, "_s"), a, e))
     end
@@ -318,19 +332,18 @@ end
 -- or absent (appended). Returns false when the list is needed.
 local function lazy_set(h, name, value)
   if rawget(h, "_l") ~= nil or not rawget(h, "_canon") or sfind(value, "[\r\n]") then return false end
-  local pat = name_pat(name)
-  local a, e = lazy_find(h, pat, rawget(h, "_off"))
+  local lk = name_lc(name)
+  local a, e = lazy_find(h, lk, rawget(h, "_off"))
   local s = rawget(h, "_s")
   if a == nil then
     s = ssub(s, 1, #s - 2) .. name .. ": " .. value .. "\r\n\r\n"
   else
-    if sfind(rawget(h, "_lc"), pat, e, true) ~= nil then return false end -- duplicates
+    if lazy_find(h, lk, e) ~= nil then return false end -- duplicates
     -- canonical: "name: value\r\n", the value from a + 1 to e - 2
     if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
     s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
   end
   rawset(h, "_s", s)
-  rawset(h, "_lc", nil)
   touched(h)
   return true
 end

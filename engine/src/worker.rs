@@ -326,6 +326,9 @@ impl Loop<'_> {
             }
         }
         self.send_forged();
+        if let Some(l) = self.lua.as_ref() {
+            l.flush_logs();
+        }
         self.modified = 0;
         batch.clear();
         burst.clear();

@@ -169,6 +169,24 @@ struct Shared {
     alert_count: Cell<u64>,
     /// Metadata of the packets of the current burst (for the alert flow).
     metas: RefCell<Vec<(PacketMeta, u8)>>,
+    /// `haka.log` lines not yet written: written once per burst ([`LuaEngine::flush_logs`]),
+    /// not one write per line.
+    logs: RefCell<Vec<u8>>,
+}
+
+/// `haka.log` output buffered beyond this is written at once.
+const LOG_BUFFER: usize = 64 * 1024;
+
+impl Shared {
+    fn flush_logs(&self) {
+        let mut l = self.logs.borrow_mut();
+        if !l.is_empty() {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&l).and_then(|_| out.flush());
+            l.clear();
+        }
+    }
 }
 
 struct State {
@@ -319,10 +337,23 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("worker", worker)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
+    let sh_log = Rc::clone(sh);
     h.set(
         "log",
-        lua.create_function(move |_, (level, msg): (String, String)| {
-            println!("[worker {worker}] {level}: {msg}");
+        lua.create_function(move |_, (level, msg): (mlua::LuaString, mlua::LuaString)| {
+            {
+                use std::io::Write;
+                let mut l = sh_log.logs.borrow_mut();
+                let _ = write!(l, "[worker {worker}] ");
+                l.extend_from_slice(&level.as_bytes());
+                l.extend_from_slice(b": ");
+                l.extend_from_slice(&msg.as_bytes());
+                l.push(b'\n');
+                if l.len() < LOG_BUFFER {
+                    return Ok(());
+                }
+            }
+            sh_log.flush_logs();
             Ok(())
         })?,
     )?;
@@ -464,6 +495,7 @@ impl LuaEngine {
             next_alert: Cell::new(0),
             alert_count: Cell::new(0),
             metas: RefCell::new(Vec::with_capacity(MAX_BURST)),
+            logs: RefCell::new(Vec::new()),
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -509,6 +541,11 @@ impl LuaEngine {
     }
 
     /// False when no packet event or packet policy has a rule: the worker need not call Lua.
+    /// Writes the `haka.log` lines of the burst (the worker calls it after each burst).
+    pub fn flush_logs(&self) {
+        self.shared.flush_logs();
+    }
+
     pub fn has_packet_rules(&self) -> bool {
         self.st.has_packet_rules
     }
@@ -983,6 +1020,7 @@ impl LuaEngine {
 
 impl Drop for LuaEngine {
     fn drop(&mut self) {
+        self.flush_logs();
         *self.watch.state.lock().unwrap_or_else(|p| p.into_inner()) = 0;
     }
 }
