@@ -959,7 +959,8 @@ local errs = {}
 -- packet that has stateful events; the flow objects live in FLOWS[id].
 ---------------------------------------------------------------------------
 -- action bits returned to Rust (mirrored in engine/src/lua/mod.rs)
-local ACT_DROP, ACT_RESET, ACT_HALFRESET, ACT_EDITS, ACT_PKT_DROP = 1, 2, 4, 8, 16
+-- ACT_EDITS: heads or stream bytes rewritten; ACT_STREAM_EDITS: stream bytes (RT.take_edits)
+local ACT_DROP, ACT_RESET, ACT_HALFRESET, ACT_EDITS, ACT_PKT_DROP, ACT_STREAM_EDITS = 1, 2, 4, 8, 16, 32
 local APP_SHIFT = 8 -- bits 8..11: application dissector selected (1 http, 2 dns, 3 tls)
 local APP_CODES = { http = 1, dns = 2, tls = 3 }
 local STATE_NAMES = { [0] = "syn", "syn_sent", "syn_received", "established", "fin_wait_1", "fin_wait_2",
@@ -1112,7 +1113,7 @@ local function edit(op, off, len, str)
   if off < 0 then error("data not modifiable (call http:enable_data_modification() in the request/response event)", 3) end
   if str ~= nil then str = tostring(str) end
   EDITS[#EDITS + 1] = { op, off, len, str }
-  ACT = bor(ACT, ACT_EDITS)
+  ACT = bor(ACT, ACT_EDITS + ACT_STREAM_EDITS)
 end
 -- Stream modification (Haka's vbuffer_sub:replace/erase and iterator:insert).
 function sbuf_m.replace(self, str) edit(3, self.off, self.len, str) end
@@ -1162,7 +1163,9 @@ end
 
 -- application dissectors (http, dns, tls; objects from app.lua through K): Rust parses,
 -- RT.app_events fires the events of one packet's data in stream order.
-local HEADS = {}
+-- Heads rewritten by the rules of the current RT.app_events call, returned by it after
+-- its bits: (event index, head bytes, body to modify) per head. Reused (no table per head).
+local HEADS, NHEADS = {}, 0
 local APPK = nil -- K of app.lua, set by RT.set_app
 local function default_policy(dissector, name, port)
   -- inserted first: a user policy on the same point (declared later) wins
@@ -1240,6 +1243,7 @@ end
 local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO = 1, 2, 3, 4, 5, 6
 local ffi_string = ffi.string
 function RT.app_events(id, dir, n, ...)
+  NHEADS = 0
   local f = begin_call(id)
   if not f or not APPK then return end_call(f) end
   local K = APPK
@@ -1260,7 +1264,11 @@ function RT.app_events(id, dir, n, ...)
       dm_reset(http, dir)
       fire(is_req and HTTP.events.request or HTTP.events.response, http, msg)
       local dm = dm_enable(http, msg, dir)
-      if K.http_modified(msg) then HEADS[#HEADS + 1] = { i, K.http_serialize(msg), dm }; ACT = bor(ACT, ACT_EDITS) end
+      if K.http_modified(msg) then
+        HEADS[NHEADS * 3 + 1], HEADS[NHEADS * 3 + 2], HEADS[NHEADS * 3 + 3] = i, K.http_serialize(msg), dm
+        NHEADS = NHEADS + 1
+        ACT = bor(ACT, ACT_EDITS)
+      end
       -- the exchange is over: keep idle connections small (the Lua heap is swept per object)
       if not is_req and not rawget(http, "_dm") then http.request = nil; http.response = nil end
     elseif k == EV_DATA then
@@ -1299,13 +1307,10 @@ function RT.app_events(id, dir, n, ...)
       fire(TLS.events.client_hello, tls, hello)
     end
   end
-  return end_call(f)
-end
-
-function RT.take_heads()
-  local h = HEADS
-  HEADS = {}
-  return h
+  local n = NHEADS
+  NHEADS = 0
+  if n == 0 then return end_call(f) end
+  return end_call(f), unpack(HEADS, 1, n * 3)
 end
 
 -- Which stateful events have listeners (Rust skips the work for the others).

@@ -678,8 +678,10 @@ impl StatefulStage {
                             let at = (span.0 - self.pkt_stream_off) as usize;
                             self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes: head }, c);
                         }
-                        for edit in lua.take_edits() {
-                            self.queue_edit(edit, c);
+                        if a & act::STREAM_EDITS != 0 {
+                            for edit in lua.take_edits() {
+                                self.queue_edit(edit, c);
+                            }
                         }
                     }
                     if outcome.is_none() {

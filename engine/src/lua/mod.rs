@@ -200,7 +200,6 @@ struct State {
     conn_end: Function,
     take_edits: Function,
     app_events: Function,
-    take_heads: Function,
     stateful: u32,
 }
 
@@ -217,6 +216,8 @@ pub struct LuaEngine {
     counters: LuaCounters,
     last_log: Option<Instant>,
     suppressed: u64,
+    /// Heads rewritten by the last `app_events` call (see `take_heads`).
+    heads: Vec<(usize, Vec<u8>, bool)>,
 }
 
 /// First line of an mlua error, which for Lua errors is `FILE:LINE: message`.
@@ -469,7 +470,6 @@ fn build_state(
             conn_end: get("conn_end")?,
             take_edits: get("take_edits")?,
             app_events: get("app_events")?,
-            take_heads: get("take_heads")?,
             stateful,
             lua: lua.clone(),
         })
@@ -537,6 +537,7 @@ impl LuaEngine {
             counters: LuaCounters::default(),
             last_log: None,
             suppressed: 0,
+            heads: Vec::new(),
         })
     }
 
@@ -765,6 +766,8 @@ pub mod act {
     pub const HALFRESET: u32 = 4;
     pub const EDITS: u32 = 8;
     pub const PACKET_DROP: u32 = 16;
+    /// Stream bytes were rewritten (`take_edits`); EDITS is set too.
+    pub const STREAM_EDITS: u32 = 32;
     /// Bits 8..11: application dissector selected by the rules (see `app_of`).
     pub const APP_SHIFT: u32 = 8;
     pub fn app_of(bits: u32) -> u32 {
@@ -968,27 +971,39 @@ impl LuaEngine {
             }
         };
         let f = self.st.app_events.clone();
-        self.conn_call(f, args)
+        // Returns its bits, then (event index, head bytes, body modified) per rewritten head.
+        self.heads.clear();
+        let r = watched(&self.watch, &self.check, || f.call::<mlua::MultiValue>(args));
+        match r {
+            Ok(vals) => {
+                let vals: Vec<Value> = vals.into_iter().collect();
+                let bits = match vals.first() {
+                    Some(Value::Integer(b)) => *b as u32,
+                    Some(Value::Number(b)) => *b as u32,
+                    _ => 0,
+                };
+                for h in vals.get(1..).unwrap_or_default().chunks(3) {
+                    if let [Value::Integer(i), Value::String(b), dm] = h {
+                        if *i > 0 {
+                            self.heads.push((*i as usize - 1, b.as_bytes().to_vec(), matches!(dm, Value::Boolean(true))));
+                        }
+                    }
+                }
+                ConnCall::Done(bits)
+            }
+            Err(e) => {
+                let m = one_line(&e);
+                self.count_error(&m);
+                ConnCall::Error
+            }
+        }
     }
 
     /// Heads (request or status line + fields) rewritten by the rules of the last
     /// `app_events` call: (index of the event in its list, the new head bytes, whether
     /// the message's body is to be modified: re-framed as chunks).
     pub fn take_heads(&mut self) -> Vec<(usize, Vec<u8>, bool)> {
-        let t: Table = match self.st.take_heads.call(()) {
-            Ok(t) => t,
-            Err(_) => return Vec::new(),
-        };
-        let mut out = Vec::new();
-        for e in t.sequence_values::<Table>().flatten() {
-            let i: usize = e.get(1).unwrap_or(0);
-            let b: Option<mlua::LuaString> = e.get(2).ok();
-            let dm: bool = e.get(3).unwrap_or(false);
-            if let (true, Some(b)) = (i > 0, b) {
-                out.push((i - 1, b.as_bytes().to_vec(), dm));
-            }
-        }
-        out
+        std::mem::take(&mut self.heads)
     }
 
     /// The stream edits recorded by the last call (after it returned [`act::EDITS`]).
