@@ -203,13 +203,19 @@ local Headers = {}
 local headers_mt = {}
 local sbyte = string.byte
 
+-- names already checked (bounded: rules use a few names)
+local NAME_OK, NAME_OKS = {}, 0
 local function check_name(name, level)
+  if NAME_OK[name] then return end
   if type(name) ~= "string" then
     error(sfmt("http headers: header name must be a string, got %s", type(name)), level + 1)
   end
   if name == "" or sfind(name, "[%c%s:]") then
     error(sfmt("http headers: invalid header name '%s'", name), level + 1)
   end
+  if NAME_OKS >= 512 then NAME_OK, NAME_OKS = {}, 0 end
+  NAME_OK[name] = true
+  NAME_OKS = NAME_OKS + 1
 end
 local function touched(h)
   rawset(h, "_mod", true)
@@ -525,7 +531,7 @@ local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
   else
     f = { version = ssub(head, a1 + 6, a2), status = ssub(head, b1 + 1, b2), reason = ssub(head, c1 + 1, c2) }
   end
-  local m = { _kind = is_req and "request" or "response", _f = f, _lmod = false, _head = head }
+  local m = { _kind = is_req and "request" or "response", _f = f, _lmod = false, _head = head, _h = false }
   local h = setmetatable({ _s = head, _off = fields, _mod = false, _o = m, _canon = flags % 2 == 1 }, headers_mt)
   if flags >= 2 then materialize(h) end
   m._h = h

@@ -1026,8 +1026,9 @@ local function new_flow(id, proto, dir)
   local s = S[0]
   local ip = ip_view_of(s)
   local sp, dp = be16(s.data, s.l4_off), be16(s.data, s.l4_off + 2)
+  -- every field in the constructor: the table is sized once
   local f = setmetatable({ id = id, proto = proto, name = proto == 6 and "tcp_connection" or "udp_connection",
-    _state = 3 }, flow_mt)
+    _state = 3, srcip = false, dstip = false, srcport = 0, dstport = 0 }, flow_mt)
   if dir == 0 then
     f.srcip, f.dstip, f.srcport, f.dstport = ip.src, ip.dst, sp, dp
   else
@@ -1075,16 +1076,16 @@ function RT.conn_packet(id, proto, dir, state, bits)
     f = new_flow(id, proto, dir)
     CUR = f
     f._state = state
-    local vals = policy_values(f)
+    local p = { ctx = f, values = policy_values(f) }
     if band(bits, 4) ~= 0 then
-      D.policies.no_connection_found:apply({ ctx = f, values = vals })
+      D.policies.no_connection_found:apply(p)
     end
-    if not f._dropped then D.policies.new_connection:apply({ ctx = f, values = vals }) end
+    if not f._dropped then D.policies.new_connection:apply(p) end
     if not f._dropped then
       local view = proto == 6 and V.tcp[0] or V.udp[0]
       fire(D.events.new_connection, f, view)
     end
-    if not f._dropped then D.policies.next_dissector:apply({ ctx = f, values = vals }) end
+    if not f._dropped then D.policies.next_dissector:apply(p) end
   end
   f._state = state
   if band(bits, 2) ~= 0 and not f._dropped then
