@@ -659,7 +659,7 @@ impl HttpParser {
         let a = &self.buf[self.pos..];
         loop {
             let from = line_start.max(self.scanned).min(a.len());
-            match a[from..].iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', &a[from..]) {
                 None => {
                     if a.len() > limit {
                         return Err(HttpError::HeadTooLong);
@@ -1100,7 +1100,7 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
             return Err(HttpError::BadHeader);
         }
         let value = trim_ows(&content[colon + 1..]);
-        if value.iter().any(|&c| c == 0 || c == b'\r') {
+        if memchr::memchr2(0, b'\r', value).is_some() {
             return Err(HttpError::BadHeader);
         }
         if count >= max_headers {
@@ -1128,7 +1128,7 @@ struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     fn peek(&self) -> Option<&'a [u8]> {
-        let i = self.rest.iter().position(|&b| b == b'\n')?;
+        let i = memchr::memchr(b'\n', self.rest)?;
         Some(&self.rest[..i + 1])
     }
 }
@@ -1151,8 +1151,26 @@ fn strip_eol(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
+/// RFC 7230 token characters, as a table (checked for every byte of every field name).
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric();
+        i += 1;
+    }
+    let extra = b"!#$%&'*+-.^_`|~";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
 
 fn lossy(b: &[u8]) -> String {
