@@ -223,13 +223,14 @@ local function touched(h)
   if o ~= nil then rawset(o, "_cookies", nil) end
 end
 
--- name as the rule wrote it -> lowercase (bounded: rules use a few names)
+-- name as the rule wrote it -> lowercase, or false for a name no field can have (a colon
+-- would match across the name and the value) (bounded: rules use a few names)
 local NAME_LC, NAME_LCS = {}, 0
 local function name_lc(k)
   local p = NAME_LC[k]
   if p == nil then
     if NAME_LCS >= 512 then NAME_LC, NAME_LCS = {}, 0 end
-    p = slower(k)
+    p = (k ~= "" and not sfind(k, ":", 1, true)) and slower(k)
     NAME_LC[k] = p
     NAME_LCS = NAME_LCS + 1
   end
@@ -317,7 +318,9 @@ headers_mt.__index = function(h, k)
     if m ~= nil then return m end
     local l = rawget(h, "_l")
     if l == nil then
-      local a, e = lazy_find(h, name_lc(k), rawget(h, "_off"))
+      local lk = name_lc(k)
+      if not lk then return nil end
+      local a, e = lazy_find(h, lk, rawget(h, "_off"))
       if a == nil then return nil end
       return (field_value(rawget(h, "_s"), a, e))
     end
@@ -337,7 +340,8 @@ end
 -- In place in the head string (canonical heads): h[name] = value for a name present once,
 -- or absent (appended). Returns false when the list is needed.
 local function lazy_set(h, name, value)
-  if rawget(h, "_l") ~= nil or not rawget(h, "_canon") or sfind(value, "[\r\n]") then return false end
+  if rawget(h, "_l") ~= nil or not rawget(h, "_canon") then return false end
+  if sfind(value, "\r", 1, true) or sfind(value, "\n", 1, true) then return false end
   local lk = name_lc(name)
   local a, e = lazy_find(h, lk, rawget(h, "_off"))
   local s = rawget(h, "_s")

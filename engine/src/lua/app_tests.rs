@@ -577,11 +577,12 @@ fn headers_read_from_the_head_bytes() {
     let cases: [(&[u8], &str, &str); 4] = [
         // canonical: in place, name spelling kept
         (
-            b"GET / HTTP/1.1\r\nX-Host: a\r\nHost: h\r\nReferer: http://host:80/\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-Host: a\r\nHost: h\r\nReferer: http://host:80/\r\nA:b:c\r\n\r\n",
             r#"assert(h["host"] == "h" and h["HOST"] == "h", "whole names only")
+               assert(h["a:b"] == nil and h[""] == nil and h["a"] == "b:c", "names are tokens")
                assert(h["referer"] == "http://host:80/")
                h["HOST"] = "g"; h["X-New"] = 5"#,
-            "GET / HTTP/1.1\r\nX-Host: a\r\nHost: g\r\nReferer: http://host:80/\r\nX-New: 5\r\n\r\n",
+            "GET / HTTP/1.1\r\nX-Host: a\r\nHost: g\r\nReferer: http://host:80/\r\nA: b:c\r\nX-New: 5\r\n\r\n",
         ),
         // odd spacing, LF line ends: values trimmed; a write re-serialises every field
         (
