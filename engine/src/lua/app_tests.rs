@@ -614,3 +614,66 @@ fn headers_read_from_the_head_bytes() {
         assert_eq!(got, want, "{}", String::from_utf8_lossy(bytes));
     }
 }
+
+/// Cost of the Lua side of one HTTP exchange as the datapath drives it (message objects
+/// from head bytes, the five rules of rules/bench_http.lua, the rewritten head
+/// serialised), in ns per exchange. A measuring tool, not a check:
+/// `cargo test --release -p haka-engine --lib lua_exchange_cost -- --ignored --nocapture`
+/// (`LUA_PROFILE=1`: LuaJIT's sampling profiler, lines and VM states).
+#[test]
+#[ignore = "measurement"]
+fn lua_exchange_cost() {
+    let e = engine("");
+    let req = request(b"GET /shop/item?id=42&ref=home HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0\r\nAccept: text/html\r\nAccept-Language: en-US\r\nCookie: sid=abc123; theme=dark\r\nConnection: keep-alive\r\n\r\n");
+    let rsp = response(b"HTTP/1.1 200 OK\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nServer: Apache/2.4.57 (Debian)\r\nContent-Type: text/html\r\nContent-Length: 1234\r\nCache-Control: no-cache\r\n\r\n");
+    let (rq, rs) = (request_table(lua(&e), &req).unwrap(), response_table(lua(&e), &rsp).unwrap());
+    let ns: f64 = run(
+        &e,
+        r#"local K, rq, rs = ...
+        local function rules_req(request)
+          if request.uri:find("/admin", 1, true) then error("no") end
+          local ua = request.headers["User-Agent"]
+          if ua and ua:find("sqlmap", 1, true) then error("no") end
+          local uri = request.uri:lower():gsub("%%20", " "):gsub("%+", " ")
+          if uri:find("union select", 1, true) then error("no") end
+        end
+        local function rules_resp(response)
+          response.headers["Server"] = "haka"
+          if tonumber(response.status) == 500 then error("no") end
+        end
+        local rp, sp = rq.parts, rs.parts
+        local function once()
+          local r = K.http_message(true, rq.head, rq.fields, rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rq.flags)
+          rules_req(r)
+          local s = K.http_message(false, rs.head, rs.fields, sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], rs.flags)
+          rules_resp(s)
+          assert(K.http_modified(s) and #K.http_serialize(s) > 0)
+        end
+        for _ = 1, 20000 do once() end
+        if os.getenv("LUA_PROFILE") then
+          local prof = require("jit.profile")
+          local counts, vm = {}, {}
+          prof.start("fi1", function(th, samples, vmstate)
+            local d = prof.dumpstack(th, "pl|", 2)
+            counts[d] = (counts[d] or 0) + samples
+            vm[vmstate] = (vm[vmstate] or 0) + samples
+          end)
+          for _ = 1, 300000 do once() end
+          prof.stop()
+          local t = {}
+          for k, v in pairs(counts) do t[#t + 1] = { k, v } end
+          table.sort(t, function(a, b) return a[2] > b[2] end)
+          for k, v in pairs(vm) do print("vm", k, v) end
+          for i = 1, math.min(25, #t) do print(t[i][2], t[i][1]) end
+        end
+        local best = math.huge
+        for _ = 1, 5 do
+          local t = os.clock()
+          for _ = 1, 100000 do once() end
+          best = math.min(best, (os.clock() - t) / 100000 * 1e9)
+        end
+        return best"#,
+        (rq, rs),
+    );
+    println!("lua exchange: {ns:.0} ns (best of 5 x 100000)");
+}
