@@ -326,8 +326,8 @@ impl Loop<'_> {
             }
         }
         self.send_forged();
-        if let Some(l) = self.lua.as_ref() {
-            l.flush_logs();
+        if let Some(l) = self.lua.as_mut() {
+            l.after_burst();
         }
         self.modified = 0;
         batch.clear();

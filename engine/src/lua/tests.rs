@@ -779,3 +779,34 @@ fn jit_debug() {
         run(&mut e, &mut frames);
     }
 }
+
+/// The collector's pause is doubled while the heap is small against the memory cap and
+/// back to Lua's default once it holds more than a quarter of it.
+#[test]
+fn gc_pause_follows_the_heap_size() {
+    let opts = LuaOptions { memory_limit_bytes: 32 << 20, ..LuaOptions::default() };
+    let (mut e, _, _) = engine_opts(
+        r#"
+        keep = {}
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            if t.dstport == 666 then
+                for i = 1, 10 do keep[#keep + 1] = string.rep("x", 1024 * 1024) .. #keep end
+            elseif t.dstport == 667 then
+                keep = {}
+                collectgarbage()
+            end
+        end }
+    "#,
+        &opts,
+    );
+    e.after_burst();
+    assert_eq!(e.gc_pause(), 400);
+    run(&mut e, &mut [ipv4_frame(6, &tcp(5, 666, 0, b""))]);
+    e.after_burst();
+    assert!(e.used_memory() > 8 << 20);
+    assert_eq!(e.gc_pause(), 200);
+    run(&mut e, &mut [ipv4_frame(6, &tcp(5, 667, 0, b""))]);
+    e.after_burst();
+    assert!(e.used_memory() < 4 << 20, "{}", e.used_memory());
+    assert_eq!(e.gc_pause(), 400);
+}
