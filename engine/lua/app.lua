@@ -219,8 +219,7 @@ local function check_name(name, level)
 end
 local function touched(h)
   rawset(h, "_mod", true)
-  local o = rawget(h, "_o")
-  if o ~= nil then rawset(o, "_cookies", nil) end
+  rawset(h, "_cookies", nil) -- the message's split_cookies, cached here
 end
 
 -- name as the rule wrote it -> lowercase, or false for a name no field can have (a colon
@@ -478,11 +477,12 @@ local function message_mt(kind, setters, extra_get)
       if v ~= nil then return v end
       if k == "headers" then return (rawget(m, "_h")) end
       if k == "split_cookies" then
-        local c = rawget(m, "_cookies")
+        local h = rawget(m, "_h")
+        local c = rawget(h, "_cookies")
         if c == nil then
-          local vals = rawget(m, "_h"):get_all(kind == "request" and "Cookie" or "Set-Cookie")
+          local vals = h:get_all(kind == "request" and "Cookie" or "Set-Cookie")
           c = cookies_split(tconcat(vals, "; "))
-          rawset(m, "_cookies", c)
+          rawset(h, "_cookies", c)
         end
         return c
       end
@@ -535,11 +535,12 @@ local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
   else
     f = { version = ssub(head, a1 + 6, a2), status = ssub(head, b1 + 1, b2), reason = ssub(head, c1 + 1, c2) }
   end
-  local m = { _kind = is_req and "request" or "response", _f = f, _lmod = false, _head = head, _h = false }
-  local h = setmetatable({ _s = head, _off = fields, _mod = false, _o = m, _canon = flags % 2 == 1 }, headers_mt)
+  -- Four keys or fewer per table: LuaJIT sizes hash parts in powers of two, and these
+  -- are built for every message. The head as received is `_s` until a header is written
+  -- (then `_mod` is set).
+  local h = setmetatable({ _s = head, _off = fields, _mod = false, _canon = flags % 2 == 1 }, headers_mt)
   if flags >= 2 then materialize(h) end
-  m._h = h
-  return (setmetatable(m, is_req and request_mt or response_mt))
+  return (setmetatable({ _f = f, _lmod = false, _h = h }, is_req and request_mt or response_mt))
 end
 K.http_message = http_message
 
@@ -559,15 +560,15 @@ local function crlf_to_space(s) return (sgsub(s, "[\r\n]", " ")) end
 
 function K.http_serialize(m)
   local lmod = rawget(m, "_lmod")
-  if not http_modified(m) then return rawget(m, "_head") end
   local h = rawget(m, "_h")
+  if not http_modified(m) then return rawget(h, "_s") end
   local s, off = rawget(h, "_s"), rawget(h, "_off")
   local line
   if not lmod then
     line = ssub(s, 1, off) -- the start line as received (with the empty lines before it)
   else
     local f = rawget(m, "_f")
-    if rawget(m, "_kind") == "request" then
+    if getmetatable(m) == request_mt then
       line = f.method .. " " .. f.uri .. " HTTP/" .. f.version .. "\r\n"
     else
       line = "HTTP/" .. f.version .. " " .. f.status .. " " .. crlf_to_space(f.reason) .. "\r\n"

@@ -677,6 +677,18 @@ fn lua_exchange_cost() {
           end
           return best
         end
+        if os.getenv("LUA_ALLOC") then
+          collectgarbage(); collectgarbage("stop")
+          local m0 = collectgarbage("count")
+          for _ = 1, 1000 do once() end
+          local m1 = collectgarbage("count")
+          for _ = 1, 1000 do K.http_message(true, rq.head, rq.fields, rp[1], rp[2], rp[3], rp[4], rp[5], rp[6], rq.flags) end
+          local m2 = collectgarbage("count")
+          for _ = 1, 1000 do rules_resp(K.http_message(false, rs.head, rs.fields, sp[1], sp[2], sp[3], sp[4], sp[5], sp[6], rs.flags)) end
+          local m3 = collectgarbage("count")
+          collectgarbage("restart")
+          print(string.format("bytes per exchange %.0f, per request object %.0f, per response + rules %.0f", (m1 - m0), (m2 - m1), (m3 - m2)))
+        end
         if os.getenv("LUA_GC_AB") then
           for _ = 1, 3 do print(string.format("pause 200: %.0f ns, pause 400: %.0f ns", best_of(200), best_of(400))) end
         end
