@@ -1236,26 +1236,34 @@ local function dm_enable(http, msg, dir)
   return true
 end
 
--- Arguments: id, dir, n, then 11 values per event: a kind code, then its values (see
--- LuaEngine::app_events): 1 request / 2 response: pointer and length of the head bytes,
--- offset of the first field, the start line's three parts ([start, end) pairs), flags;
--- 3 body data: pointer, length, offset in the packet's payload or -1; 4 dns query: raw
--- table; 5 dns response: raw table, matched; 6 tls ClientHello: raw table.
+-- Arguments: id, dir, n, the address of n event records (hk_appev, written by
+-- LuaEngine::app_events; no varargs, so that this function is compiled by the JIT) and
+-- `tabs`, the raw tables of DNS and TLS events (nil when there are none). Per kind:
+-- 1 request / 2 response: `p`, `len` the head bytes, `fields` the offset of the first
+-- field, a1..c2 the start line's three parts ([start, end) pairs), `flags`;
+-- 3 body data: `p`, `len`, `off` the offset in the packet's payload or -1;
+-- 4 dns query: tabs[a1]; 5 dns response: tabs[a1], flags 1 when matched;
+-- 6 tls ClientHello: tabs[a1].
+ffi.cdef[[ typedef struct { int32_t kind, len, fields, a1, a2, b1, b2, c1, c2, flags; double p, off; } hk_appev; ]]
+local appev_p = ffi.typeof("const hk_appev *")
 local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO = 1, 2, 3, 4, 5, 6
 local ffi_string = ffi.string
-function RT.app_events(id, dir, n, ...)
+function RT.app_events(id, dir, n, evaddr, tabs)
   NHEADS = 0
   local f = begin_call(id)
   if not f or not APPK then return end_call(f) end
   local K = APPK
   local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
+  local evs = ffi.cast(appev_p, evaddr)
   for i = 1, n do
     if f._dropped then break end
-    local k, a, b, c, d, e, g, h, j, l, m = select((i - 1) * 11 + 1, ...)
+    local ev = evs[i - 1]
+    local k = ev.kind
     if k == EV_REQUEST or k == EV_RESPONSE then
       local http = session(f, "_http", K.http_session)
       local is_req = k == EV_REQUEST
-      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, a), b), c, d, e, g, h, j, l, m)
+      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, ev.p), ev.len), ev.fields,
+        ev.a1, ev.a2, ev.b1, ev.b2, ev.c1, ev.c2, ev.flags)
       if is_req then
         http.request = msg
         http.response = nil
@@ -1277,12 +1285,13 @@ function RT.app_events(id, dir, n, ...)
       -- editable only when its message's body is being modified and the bytes are in
       -- the current packet (c: their offset in its payload)
       local dmt = rawget(http, "_dm")
-      local buf = sbuf_ct(ffi.cast(u8p, a), b, (dmt and dmt[dir] and c >= 0) and c or -1)
+      local off = ev.off
+      local buf = sbuf_ct(ffi.cast(u8p, ev.p), ev.len, (dmt and dmt[dir] and off >= 0) and off or -1)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
     elseif k == EV_DNS_QUERY then
       local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(a)
+      local msg = K.dns_message(tabs[ev.a1])
       local q = rawget(f, "_dnsq")
       if not q then q = {}; rawset(f, "_dnsq", q) end
       q[msg.id] = msg
@@ -1290,11 +1299,11 @@ function RT.app_events(id, dir, n, ...)
       if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
     elseif k == EV_DNS_RESPONSE then
       local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(a)
+      local msg = K.dns_message(tabs[ev.a1])
       local q = rawget(f, "_dnsq")
       local query = q and q[msg.id]
       if q then q[msg.id] = nil end
-      if not b or not query then
+      if ev.flags == 0 or not query then
         haka.alert{ description = "dns: mismatching response", severity = "low" }
         ACT = bor(ACT, ACT_PKT_DROP)
       else
@@ -1303,7 +1312,7 @@ function RT.app_events(id, dir, n, ...)
       end
     elseif k == EV_TLS_HELLO then
       local tls = session(f, "_tls", K.tls_session)
-      local hello = K.tls_hello(a)
+      local hello = K.tls_hello(tabs[ev.a1])
       tls.client_hello = hello
       fire(TLS.events.client_hello, tls, hello)
     end
@@ -1311,6 +1320,7 @@ function RT.app_events(id, dir, n, ...)
   local n = NHEADS
   NHEADS = 0
   if n == 0 then return end_call(f) end
+  if n == 1 then return end_call(f), HEADS[1], HEADS[2], HEADS[3] end -- fixed results: compiled
   return end_call(f), unpack(HEADS, 1, n * 3)
 end
 

@@ -53,6 +53,25 @@ const MOD_ANY: u8 = 1;
 const MOD_IP_CSUM_SET: u8 = 2;
 const MOD_L4_CSUM_SET: u8 = 4;
 
+/// One application event for `RT.app_events` (layout mirrored by `hk_appev` in
+/// haka.lua; see there for the fields of each kind).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+struct AppEv {
+    kind: i32,
+    len: i32,
+    fields: i32,
+    a1: i32,
+    a2: i32,
+    b1: i32,
+    b2: i32,
+    c1: i32,
+    c2: i32,
+    flags: i32,
+    p: f64,
+    off: f64,
+}
+
 /// Per-packet slot shared with Lua (layout mirrored by `hk_slot` in haka.lua).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -232,6 +251,8 @@ pub struct LuaEngine {
     suppressed: u64,
     /// Heads rewritten by the last `app_events` call (see `take_heads`).
     heads: Vec<(usize, Vec<u8>, bool)>,
+    /// The event records of the current `app_events` call (Lua reads them by address).
+    app_evs: Vec<AppEv>,
 }
 
 /// First line of an mlua error, which for Lua errors is `FILE:LINE: message`.
@@ -554,6 +575,7 @@ impl LuaEngine {
             last_log: None,
             suppressed: 0,
             heads: Vec::new(),
+            app_evs: Vec::new(),
         })
     }
 
@@ -959,46 +981,69 @@ impl LuaEngine {
     pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[&crate::conn::app::AppEvent], body_offs: &[i64]) -> ConnCall {
         use crate::conn::app::AppEvent;
         use mlua::Value;
-        // Flat arguments, EVENT_VALUES per event (kind code, then its values; see
-        // RT.app_events): numbers only for HTTP, whose head bytes Lua reads through a
-        // pointer (ffi.string), so that no Lua string is created from Rust (each is a
-        // protected call that allocates; this path runs for every HTTP message).
-        const EVENT_VALUES: usize = 11;
+        // One record per event in `self.app_evs` (read by Lua through its address: no
+        // varargs, so RT.app_events is JIT-compiled, and no Lua string created from Rust:
+        // each is a protected call that allocates); DNS and TLS events add their raw
+        // table to `tabs`.
         let lua = self.st.lua.clone();
-        let build = || -> mlua::Result<Vec<Value>> {
-            let mut v: Vec<Value> = Vec::with_capacity(3 + EVENT_VALUES * events.len());
-            v.push(Value::Integer(flow_id as i64));
-            v.push(Value::Integer(dir as i64));
-            v.push(Value::Integer(events.len() as i64));
-            let int = |n: usize| Value::Integer(n as i64);
-            let ptr = |b: &[u8]| Value::Number(b.as_ptr() as usize as f64);
+        let recs = &mut self.app_evs;
+        recs.clear();
+        let mut build = || -> mlua::Result<Vec<Value>> {
+            let mut tabs: Vec<Table> = Vec::new();
             for (i, e) in events.iter().enumerate() {
-                let start = v.len();
+                let mut r = AppEv::default();
+                let mut table = |t: Table, r: &mut AppEv| {
+                    tabs.push(t);
+                    r.a1 = tabs.len() as i32;
+                };
                 match *e {
                     AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => {
                         let h = &head.info;
-                        let flags = h.canonical as usize | (h.obs_fold as usize) << 1;
-                        v.extend([int(if head.is_request { 1 } else { 2 }), ptr(&head.bytes), int(head.bytes.len())]);
-                        v.push(int(h.fields_start));
-                        for (a, b) in h.parts {
-                            v.extend([int(a), int(b)]);
-                        }
-                        v.push(int(flags));
+                        r.kind = if head.is_request { 1 } else { 2 };
+                        r.p = head.bytes.as_ptr() as usize as f64;
+                        r.len = head.bytes.len() as i32;
+                        r.fields = h.fields_start as i32;
+                        [r.a1, r.a2, r.b1, r.b2, r.c1, r.c2] = [
+                            h.parts[0].0 as i32,
+                            h.parts[0].1 as i32,
+                            h.parts[1].0 as i32,
+                            h.parts[1].1 as i32,
+                            h.parts[2].0 as i32,
+                            h.parts[2].1 as i32,
+                        ];
+                        r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1;
                     }
                     AppEvent::HttpBody { data, .. } => {
-                        v.extend([int(3), ptr(data), int(data.len())]);
-                        v.push(Value::Integer(body_offs.get(i).copied().unwrap_or(-1)));
+                        r.kind = 3;
+                        r.p = data.as_ptr() as usize as f64;
+                        r.len = data.len().min(i32::MAX as usize) as i32;
+                        r.off = body_offs.get(i).copied().unwrap_or(-1) as f64;
                     }
-                    AppEvent::DnsQuery(m) => v.extend([int(4), Value::Table(app_values::dns_table(&lua, m)?)]),
+                    AppEvent::DnsQuery(m) => {
+                        r.kind = 4;
+                        table(app_values::dns_table(&lua, m)?, &mut r);
+                    }
                     AppEvent::DnsResponse { msg, matched } => {
-                        v.extend([int(5), Value::Table(app_values::dns_table(&lua, msg)?), Value::Boolean(*matched)])
+                        r.kind = 5;
+                        r.flags = *matched as i32;
+                        table(app_values::dns_table(&lua, msg)?, &mut r);
                     }
-                    AppEvent::TlsClientHello(h) => v.extend([int(6), Value::Table(app_values::tls_table(&lua, h)?)]),
-                    _ => v.push(int(0)),
+                    AppEvent::TlsClientHello(h) => {
+                        r.kind = 6;
+                        table(app_values::tls_table(&lua, h)?, &mut r);
+                    }
+                    _ => {}
                 }
-                v.resize(start + EVENT_VALUES, Value::Nil);
+                recs.push(r);
             }
-            Ok(v)
+            let tabs = if tabs.is_empty() { Value::Nil } else { Value::Table(lua.create_sequence_from(tabs)?) };
+            Ok(vec![
+                Value::Integer(flow_id as i64),
+                Value::Integer(dir as i64),
+                Value::Integer(events.len() as i64),
+                Value::Number(recs.as_ptr() as usize as f64),
+                tabs,
+            ])
         };
         let args = match build() {
             Ok(l) => mlua::MultiValue::from_vec(l),
