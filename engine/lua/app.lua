@@ -255,7 +255,10 @@ local function field_value(s, a, e)
 end
 
 -- First field named lk (lowercase) whose line follows the "\n" at index `from` or a later
--- one: index after its colon, index of its line's "\n".
+-- one: index after its colon, index of its line's "\n". A line is a candidate when its
+-- first byte and the byte after the name length match; its name is then compared as a
+-- substring (header names repeat: the substring and its lowercase are usually interned
+-- already, so no string is created). One loop: the JIT compiles it.
 local function lazy_find(h, lk, from)
   local s = rawget(h, "_s")
   local n, first = #lk, sbyte(lk, 1)
@@ -265,18 +268,9 @@ local function lazy_find(h, lk, from)
     local c = sbyte(s, st)
     if c == nil or c == 13 or c == 10 then return nil end -- the empty line
     if c >= 65 and c <= 90 then c = c + 32 end
-    if c == first and sbyte(s, st + n) == 58 then
-      local k = 2
-      while k <= n do
-        local x = sbyte(s, st + k - 1)
-        if x >= 65 and x <= 90 then x = x + 32 end
-        if x ~= sbyte(lk, k) then break end
-        k = k + 1
-      end
-      if k > n then
-        local a = st + n + 1
-        return a, (sfind(s, "\n", a, true))
-      end
+    if c == first and sbyte(s, st + n) == 58 and slower(ssub(s, st, st + n - 1)) == lk then
+      local a = st + n + 1
+      return a, (sfind(s, "\n", a, true))
     end
     i = sfind(s, "\n", st, true)
   end
