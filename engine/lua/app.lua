@@ -254,27 +254,17 @@ local function field_value(s, a, e)
   return (ssub(s, a, b))
 end
 
--- First field named lk (lowercase) whose line follows the "\n" at index `from` or a later
--- one: index after its colon, index of its line's "\n". A line is a candidate when its
--- first byte and the byte after the name length match; its name is then compared as a
--- substring (header names repeat: the substring and its lowercase are usually interned
--- already, so no string is created). One loop: the JIT compiles it.
+-- First field named lk whose line starts at index `from` + 1 or later (case-insensitive):
+-- index after its colon, index of its line's "\n", value start and end (inclusive). Found
+-- by engine/src/http.rs find_field through the FFI: no loop and no string here.
+local ffi = require("ffi")
+local http_field = ffi.cast("int32_t (*)(const char *, int32_t, int32_t, const char *, int32_t, int32_t *)",
+  H.http_field_fn)
+local FIELD = ffi.new("int32_t[4]")
 local function lazy_find(h, lk, from)
   local s = rawget(h, "_s")
-  local n, first = #lk, sbyte(lk, 1)
-  local i = from
-  while i ~= nil do
-    local st = i + 1
-    local c = sbyte(s, st)
-    if c == nil or c == 13 or c == 10 then return nil end -- the empty line
-    if c >= 65 and c <= 90 then c = c + 32 end
-    if c == first and sbyte(s, st + n) == 58 and slower(ssub(s, st, st + n - 1)) == lk then
-      local a = st + n + 1
-      return a, (sfind(s, "\n", a, true))
-    end
-    i = sfind(s, "\n", st, true)
-  end
-  return nil
+  if http_field(s, #s, from, lk, #lk, FIELD) == 0 then return nil end
+  return FIELD[0], FIELD[1], FIELD[2], FIELD[3]
 end
 
 local function materialize(h)
@@ -313,9 +303,9 @@ headers_mt.__index = function(h, k)
     if l == nil then
       local lk = name_lc(k)
       if not lk then return nil end
-      local a, e = lazy_find(h, lk, rawget(h, "_off"))
+      local a, _, vs, ve = lazy_find(h, lk, rawget(h, "_off"))
       if a == nil then return nil end
-      return (field_value(rawget(h, "_s"), a, e))
+      return (ssub(rawget(h, "_s"), vs, ve))
     end
     local lk = slower(k)
     for i = 1, #l do

@@ -1120,6 +1120,42 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
     Ok((info, framing))
 }
 
+/// Where a header field is in a head (see [`find_field`]); offsets into the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldPos {
+    /// Just after the colon.
+    pub after_colon: usize,
+    /// The `\n` ending the field's line.
+    pub line_end: usize,
+    /// The value, `[start, end)`, without the line's CR and surrounding spaces and tabs.
+    pub value: (usize, usize),
+}
+
+/// The first field named `name` (ASCII case-insensitive) on a line starting at offset
+/// `from` of `head` or after it, up to the empty line ending the block. For heads
+/// [`scan_head`] validated (names are tokens: a name is followed by its colon). This is
+/// what the Lua side of the datapath reads headers with (through an FFI call, so that
+/// a lookup creates no Lua string but the value's).
+pub fn find_field(head: &[u8], from: usize, name: &[u8]) -> Option<FieldPos> {
+    let n = name.len();
+    let mut st = from;
+    while st < head.len() {
+        let rest = &head[st..];
+        if n == 0 || rest[0] == b'\r' || rest[0] == b'\n' {
+            return None;
+        }
+        let nl = st + memchr::memchr(b'\n', rest)?;
+        if rest.get(n) == Some(&b':') && rest[..n].eq_ignore_ascii_case(name) {
+            let after_colon = st + n + 1;
+            let v = trim_ows(strip_eol(&head[after_colon..=nl]));
+            let vs = v.as_ptr() as usize - head.as_ptr() as usize;
+            return Some(FieldPos { after_colon, line_end: nl, value: (vs, vs + v.len()) });
+        }
+        st = nl + 1;
+    }
+    None
+}
+
 /// Lines of a block, each with its terminator; `terminator` is the final empty line once reached.
 struct Lines<'a> {
     rest: &'a [u8],
@@ -2364,6 +2400,24 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         let h = RawHead::scan(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n".to_vec(), false).unwrap();
         assert!(h.info.canonical && h.part(2) == b"OK" && h.info.fields_start == 17);
         assert_eq!(RawHead::scan(b"GET /\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
+    }
+
+
+    #[test]
+    fn find_field_matches_whole_names_case_insensitively() {
+        let h = b"GET / HTTP/1.1\r\nX-Host: a\r\nHost:  h \r\nA:b:c\nhost: second\r\n\r\nHost: body\r\n";
+        let from = 16;
+        let f = find_field(h, from, b"HOST").unwrap();
+        assert_eq!(&h[f.value.0..f.value.1], b"h");
+        assert_eq!((h[f.after_colon - 1], h[f.line_end]), (b':', b'\n'));
+        let g = find_field(h, f.line_end + 1, b"host").unwrap();
+        assert_eq!(&h[g.value.0..g.value.1], b"second");
+        assert!(find_field(h, g.line_end + 1, b"host").is_none(), "stops at the empty line");
+        let a = find_field(h, from, b"a").unwrap();
+        assert_eq!(&h[a.value.0..a.value.1], b"b:c");
+        assert!(find_field(h, from, b"x-hos").is_none() && find_field(h, from, b"").is_none());
+        assert!(find_field(b"A: 1", 0, b"a").is_none(), "no line end: not a field");
+        assert!(find_field(h, h.len(), b"host").is_none());
     }
 
 }

@@ -2,7 +2,8 @@
 //! creating a state with the `ffi` library, getting its raw `lua_State` address, and
 //! arming / disarming the interrupt hook (LuaJIT documents `lua_sethook` as safe to call
 //! asynchronously, e.g. from a signal handler or another thread: it only writes the hook
-//! fields and the dispatch table). Everything else in `crate::lua` is safe Rust.
+//! fields and the dispatch table), and the C entry points Lua code calls through the FFI
+//! ([`http_field_fn`]). Everything else in `crate::lua` is safe Rust.
 
 use mlua::ffi;
 use std::cell::RefCell;
@@ -96,4 +97,38 @@ pub fn disarm_interrupt(state: usize) {
     unsafe {
         ffi::lua_sethook(state as *mut ffi::lua_State, None, 0, 0);
     }
+}
+
+/// `int32_t f(const char *head, int32_t len, int32_t from, const char *name, int32_t nlen,
+/// int32_t out[4])`: [`crate::http::find_field`] for app.lua's header lookups, with
+/// Lua's 1-based indices out: after the colon, the line's `\n`, value start, value end
+/// (inclusive). Returns 1 when found, 0 otherwise.
+extern "C" fn http_field(head: *const u8, len: i32, from: i32, name: *const u8, nlen: i32, out: *mut i32) -> i32 {
+    if head.is_null() || name.is_null() || out.is_null() || len < 0 || nlen < 0 || from < 0 {
+        return 0;
+    }
+    // SAFETY: app.lua passes Lua strings with their lengths (alive for the call) and an
+    // int32_t[4] it allocated; the checks above rule out null pointers and negative sizes.
+    let (head, name, out) = unsafe {
+        (
+            std::slice::from_raw_parts(head, len as usize),
+            std::slice::from_raw_parts(name, nlen as usize),
+            std::slice::from_raw_parts_mut(out, 4),
+        )
+    };
+    match crate::http::find_field(head, from as usize, name) {
+        Some(f) => {
+            out[0] = f.after_colon as i32 + 1;
+            out[1] = f.line_end as i32 + 1;
+            out[2] = f.value.0 as i32 + 1;
+            out[3] = f.value.1 as i32;
+            1
+        }
+        None => 0,
+    }
+}
+
+/// Address of the header finder app.lua calls through the FFI (see `http_field`).
+pub fn http_field_fn() -> usize {
+    http_field as *const () as usize
 }
