@@ -483,13 +483,20 @@ impl HttpParser {
 
     /// Parses `data` (any chunk of the stream); returns the events it completed.
     pub fn feed(&mut self, data: &[u8]) -> Result<Vec<HttpEvent>, HttpError> {
+        let mut out = Vec::new();
+        self.feed_into(data, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`feed`](Self::feed) appending the events to `out` (a vector the caller reuses:
+    /// no allocation per call). On error, `out` may hold the events completed before it.
+    pub fn feed_into(&mut self, data: &[u8], out: &mut Vec<HttpEvent>) -> Result<(), HttpError> {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        let mut out = Vec::new();
         if self.state == State::Done {
             if data.is_empty() {
-                return Ok(out);
+                return Ok(());
             }
             return self.fail(HttpError::UnexpectedData);
         }
@@ -508,7 +515,7 @@ impl HttpParser {
                     data = &data[n..];
                     let rem = rem - n as u64;
                     match self.state {
-                        State::Fixed(_) if rem == 0 => self.end_message(&mut out),
+                        State::Fixed(_) if rem == 0 => self.end_message(out),
                         State::Fixed(_) => self.state = State::Fixed(rem),
                         _ => self.state = if rem == 0 { State::ChunkCrlf } else { State::ChunkData(rem) },
                     }
@@ -526,10 +533,10 @@ impl HttpParser {
             }
         }
         if data.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
         self.buf.extend_from_slice(data);
-        let r = self.run(&mut out);
+        let r = self.run(out);
         // Compact: drop consumed bytes.
         if self.pos > 0 {
             self.buf.drain(..self.pos);
@@ -537,7 +544,7 @@ impl HttpParser {
             self.pos = 0;
         }
         match r {
-            Ok(()) => Ok(out),
+            Ok(()) => Ok(()),
             Err(e) => self.fail(e),
         }
     }

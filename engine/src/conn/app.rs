@@ -14,8 +14,9 @@ const DNS_PENDING_MS: u64 = 30_000;
 const DNS_TCP_MAX: usize = 65537;
 
 pub enum AppState {
-    /// `end`: per direction, stream offset after the last head or body byte seen.
-    Http { req: HttpParser, resp: HttpParser, end: [u64; 2] },
+    /// `end`: per direction, stream offset after the last head or body byte seen;
+    /// `scratch`: the parsers' events, reused from segment to segment.
+    Http { req: HttpParser, resp: HttpParser, end: [u64; 2], scratch: Vec<HttpEvent> },
     /// `tcp`: DNS over TCP, bytes of an incomplete length-prefixed message per direction.
     Dns { pending: PendingQueries, tcp: [Vec<u8>; 2] },
     Tls { buf: Vec<u8>, done: bool },
@@ -51,7 +52,7 @@ impl AppState {
             p.set_emit_bodies(bodies);
             p.set_raw_heads(true);
         }
-        AppState::Http { req, resp, end: [0; 2] }
+        AppState::Http { req, resp, end: [0; 2], scratch: Vec::new() }
     }
 
     pub fn dns() -> AppState {
@@ -65,13 +66,14 @@ impl AppState {
     /// Feeds in-order stream bytes of direction `dir` (0 = client to server).
     pub fn feed_stream(&mut self, dir: u8, data: &[u8], out: &mut Vec<AppEvent>) {
         match self {
-            AppState::Http { req, resp, end } => {
+            AppState::Http { req, resp, end, scratch } => {
                 let start = out.len();
                 let p = if dir == 0 { &mut *req } else { &mut *resp };
                 let last = &mut end[dir as usize & 1];
-                match p.feed(data) {
-                    Ok(evs) => {
-                        for e in evs {
+                scratch.clear();
+                match p.feed_into(data, scratch) {
+                    Ok(()) => {
+                        for e in scratch.drain(..) {
                             match e {
                                 HttpEvent::Head(head) => {
                                     let span = p.take_head_span().unwrap_or((0, 0));
@@ -180,7 +182,7 @@ impl AppState {
 
     /// End of a direction's stream (FIN): completes read-until-close bodies.
     pub fn feed_eof(&mut self, dir: u8, out: &mut Vec<AppEvent>) {
-        if let AppState::Http { req, resp, end } = self {
+        if let AppState::Http { req, resp, end, .. } = self {
             let p = if dir == 0 { req } else { resp };
             match p.feed_eof() {
                 Ok(evs) => {
