@@ -222,18 +222,9 @@ local function touched(h)
   rawset(h, "_cookies", nil) -- the message's split_cookies, cached here
 end
 
--- name as the rule wrote it -> lowercase, or false for a name no field can have (a colon
--- would match across the name and the value) (bounded: rules use a few names)
-local NAME_LC, NAME_LCS = {}, 0
-local function name_lc(k)
-  local p = NAME_LC[k]
-  if p == nil then
-    if NAME_LCS >= 512 then NAME_LC, NAME_LCS = {}, 0 end
-    p = (k ~= "" and not sfind(k, ":", 1, true)) and slower(k)
-    NAME_LC[k] = p
-    NAME_LCS = NAME_LCS + 1
-  end
-  return p
+-- Whether a field could have this name (a colon would match across a name and a value).
+local function lookup_name_ok(k)
+  return k ~= "" and not sfind(k, ":", 1, true)
 end
 
 -- The value of the field whose bytes after the colon start at index a and whose line
@@ -254,16 +245,16 @@ local function field_value(s, a, e)
   return (ssub(s, a, b))
 end
 
--- First field named lk whose line starts at index `from` + 1 or later (case-insensitive):
+-- First field named `name` whose line starts at index `from` + 1 or later (case-insensitive):
 -- index after its colon, index of its line's "\n", value start and end (inclusive). Found
 -- by engine/src/http.rs find_field through the FFI: no loop and no string here.
 local ffi = require("ffi")
 local http_field = ffi.cast("int32_t (*)(const char *, int32_t, int32_t, const char *, int32_t, int32_t *)",
   H.http_field_fn)
 local FIELD = ffi.new("int32_t[4]")
-local function lazy_find(h, lk, from)
+local function lazy_find(h, name, from)
   local s = rawget(h, "_s")
-  if http_field(s, #s, from, lk, #lk, FIELD) == 0 then return nil end
+  if http_field(s, #s, from, name, #name, FIELD) == 0 then return nil end
   return FIELD[0], FIELD[1], FIELD[2], FIELD[3]
 end
 
@@ -301,9 +292,8 @@ headers_mt.__index = function(h, k)
     if m ~= nil then return m end
     local l = rawget(h, "_l")
     if l == nil then
-      local lk = name_lc(k)
-      if not lk then return nil end
-      local a, _, vs, ve = lazy_find(h, lk, rawget(h, "_off"))
+      if not lookup_name_ok(k) then return nil end
+      local a, _, vs, ve = lazy_find(h, k, rawget(h, "_off"))
       if a == nil then return nil end
       return (ssub(rawget(h, "_s"), vs, ve))
     end
@@ -325,13 +315,12 @@ end
 local function lazy_set(h, name, value)
   if rawget(h, "_l") ~= nil or not rawget(h, "_canon") then return false end
   if sfind(value, "\r", 1, true) or sfind(value, "\n", 1, true) then return false end
-  local lk = name_lc(name)
-  local a, e = lazy_find(h, lk, rawget(h, "_off"))
+  local a, e = lazy_find(h, name, rawget(h, "_off"))
   local s = rawget(h, "_s")
   if a == nil then
     s = ssub(s, 1, #s - 2) .. name .. ": " .. value .. "\r\n\r\n"
   else
-    if lazy_find(h, lk, e) ~= nil then return false end -- duplicates
+    if lazy_find(h, name, e) ~= nil then return false end -- duplicates
     -- canonical: "name: value\r\n", the value from a + 1 to e - 2
     if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
     s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
@@ -345,8 +334,9 @@ end
 -- removes the later ones; appends when absent. h[name] = nil removes every `name` header.
 headers_mt.__newindex = function(h, name, value)
   check_name(name, 2)
-  local lk = slower(name)
+  local lk
   if value == nil then
+    lk = slower(name)
     local l = materialize(h)
     local removed = false
     for i = #l, 1, -1 do
@@ -355,8 +345,11 @@ headers_mt.__newindex = function(h, name, value)
     if removed then touched(h) end
     return
   end
-  value = strval(value, "http headers: value of '" .. name .. "'", 2)
+  if type(value) ~= "string" then -- (the message is built only for other types)
+    value = strval(value, "http headers: value of '" .. name .. "'", 2)
+  end
   if lazy_set(h, name, value) then return end
+  lk = slower(name)
   local l = materialize(h)
   local first
   for i = 1, #l do

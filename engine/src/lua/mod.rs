@@ -988,7 +988,7 @@ impl LuaEngine {
         let lua = self.st.lua.clone();
         let recs = &mut self.app_evs;
         recs.clear();
-        let mut build = || -> mlua::Result<Vec<Value>> {
+        let mut build = || -> mlua::Result<Value> {
             let mut tabs: Vec<Table> = Vec::new();
             for (i, e) in events.iter().enumerate() {
                 let mut r = AppEv::default();
@@ -1036,17 +1036,10 @@ impl LuaEngine {
                 }
                 recs.push(r);
             }
-            let tabs = if tabs.is_empty() { Value::Nil } else { Value::Table(lua.create_sequence_from(tabs)?) };
-            Ok(vec![
-                Value::Integer(flow_id as i64),
-                Value::Integer(dir as i64),
-                Value::Integer(events.len() as i64),
-                Value::Number(recs.as_ptr() as usize as f64),
-                tabs,
-            ])
+            Ok(if tabs.is_empty() { Value::Nil } else { Value::Table(lua.create_sequence_from(tabs)?) })
         };
-        let args = match build() {
-            Ok(l) => mlua::MultiValue::from_vec(l),
+        let tabs = match build() {
+            Ok(t) => t,
             Err(e) => {
                 let m = one_line(&e);
                 self.count_error(&m);
@@ -1056,10 +1049,11 @@ impl LuaEngine {
         let f = self.st.app_events.clone();
         // Returns its bits, then (event index, head bytes, body modified) per rewritten head.
         self.heads.clear();
-        let r = watched(&self.watch, &self.check, || f.call::<mlua::MultiValue>(args));
+        let addr = self.app_evs.as_ptr() as usize as f64;
+        let r = watched(&self.watch, &self.check, || f.call::<mlua::MultiValue>((flow_id, dir, events.len(), addr, tabs)));
         match r {
             Ok(vals) => {
-                let vals: Vec<Value> = vals.into_iter().collect();
+                let vals = vals.into_vec();
                 let bits = match vals.first() {
                     Some(Value::Integer(b)) => *b as u32,
                     Some(Value::Number(b)) => *b as u32,
