@@ -380,17 +380,7 @@ end }
         let cap = ipv4_test_pcap(name);
         let out = dir.path().join("out.pcap");
         let stats = dir.path().join("stats.json");
-        let o = hakapcap(&[
-            rules.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-            cap.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
         let input = Capture::read(&cap).unwrap();
         let expect: Vec<String> = reassemble_v4(&input.packets)
             .iter()
@@ -453,17 +443,7 @@ end }
     let cap = ipv4_test_pcap("fragment.pcap");
     let out = dir.path().join("out.pcap");
     let stats = dir.path().join("stats.json");
-    let o = hakapcap(&[
-        rules.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-        cap.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--stats-file",
-        stats.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
     let input = Capture::read(&cap).unwrap().packets;
     let kept: Vec<Vec<u8>> = input.iter().filter(|f| ![48550, 14026].contains(&parse_v4(f).key.3)).cloned().collect();
     assert_eq!(kept.len(), 6);
@@ -488,17 +468,7 @@ fn fragment_overlap_alerts_and_drops() {
         let out = dir.path().join("out.pcap");
         let stats = dir.path().join("stats.json");
         let cap = ipv4_test_pcap(name);
-        let o = hakapcap(&[
-            rules.to_str().unwrap(),
-            cap.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(stdout.matches("description = invalid ipv4 fragment (overlap)").count(), 1, "{name}: {stdout}");
         assert!(log_lines(&o).is_empty(), "{name}: no datagram reaches the rules");
@@ -536,19 +506,7 @@ fn fragment_incomplete_times_out() {
     let out = dir.path().join("out.pcap");
     let stats = dir.path().join("stats.json");
     for (linger, timed_out) in [("1", 1), ("0", 0)] {
-        let o = hakapcap(&[
-            rules.to_str().unwrap(),
-            cap.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-            "--linger",
-            linger,
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        hakapcap_to(&rules, &conf, &cap, &out, &stats, &["--linger", linger]);
         assert!(Capture::read(&out).unwrap().packets.is_empty(), "Haka's reference output is empty");
         let st = read_json(&stats);
         let t = &st["totals"];
@@ -589,17 +547,7 @@ end }
     let cap = ipv4_test_pcap("fragment.pcap");
     let out = dir.path().join("out.pcap");
     let stats = dir.path().join("stats.json");
-    let o = hakapcap(&[
-        rules.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-        cap.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--stats-file",
-        stats.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
     let input = Capture::read(&cap).unwrap().packets;
     let output = Capture::read(&out).unwrap().packets;
     assert_eq!(output.len(), input.len());
@@ -647,17 +595,7 @@ end }
     assert_eq!(frags.len(), 3);
     let input6 = dir.path().join("v6.pcap");
     write_capture(&input6, frags.clone());
-    let o = hakapcap(&[
-        rules.to_str().unwrap(),
-        "-c",
-        conf.to_str().unwrap(),
-        input6.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--stats-file",
-        stats.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    hakapcap_to(&rules, &conf, &input6, &out, &stats, &[]);
     let output = Capture::read(&out).unwrap().packets;
     assert_eq!(output.len(), 3);
     let mut expect = dgram.clone();
@@ -883,17 +821,7 @@ fn fragmented_tcp_segments_through_the_stateful_stage() {
     const CONN: &str = "local tc = require(\"protocol/tcp_connection\")\n";
     let run = |lua: &str| {
         std::fs::write(&rules, lua).unwrap();
-        let o = hakapcap(&[
-            rules.to_str().unwrap(),
-            input.to_str().unwrap(),
-            "-c",
-            conf.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--stats-file",
-            stats.to_str().unwrap(),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = hakapcap_to(&rules, &conf, &input, &out, &stats, &[]);
         o
     };
     let o = run(&format!(

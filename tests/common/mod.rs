@@ -15,6 +15,18 @@ pub fn hakapcap(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hakapcap")).args(args).output().expect("run hakapcap")
 }
 
+/// hakapcap with `rules` and config `conf` on `cap`, the output capture to `out` and the
+/// stats to `stats`, plus `extra` arguments; panics with its stderr if it fails.
+pub fn hakapcap_to(rules: &Path, conf: &Path, cap: &Path, out: &Path, stats: &Path, extra: &[&str]) -> Output {
+    let s = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
+    let (rules, conf, cap, out, stats) = (s(rules), s(conf), s(cap), s(out), s(stats));
+    let mut args = vec![rules.as_str(), "-c", &conf, &cap, "-o", &out, "--stats-file", &stats];
+    args.extend_from_slice(extra);
+    let o = hakapcap(&args);
+    assert!(o.status.success(), "{cap}: {}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
 pub fn haka(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_haka")).args(args).output().expect("run haka")
 }
