@@ -190,18 +190,29 @@ local function cookies_split(line)
 end
 
 ---------------------------------------------------------------------------
--- http: headers
+-- http: messages and their headers
 ---------------------------------------------------------------------------
--- A headers object reads its message's head string `_s` (fields from `_off` + 1; `_off` is
--- the index of the start line's "\n") until a rule needs more than a lookup or an in-place
--- rewrite: then it materialises `_l`, the header list in order (entries { name, value,
--- lowercase name }), the source of truth from then on. Lookups compare the name at the
--- start of each field line, byte by byte (no string is created; field names are tokens,
--- with no white space before the colon). `_canon`: every field is "name: value\r\n", so that rewriting one in place gives
--- the bytes a full re-serialisation would; otherwise a write materialises the list.
+-- A request or response is one table whose array part holds its state (slots M_*), so that
+-- building it is one allocation: the head string as received (or as rewritten in place),
+-- the positions of its start line's three parts, and caches filled when a rule first
+-- reads them (start-line fields, headers object, header list, cookies, split uri). Rule
+-- data (`request.foo = x`) goes to the hash part, created only then.
+--
+-- The headers object ({ [0] = message }, created on first access) reads the head string
+-- (fields from index M_OFF + 1; M_OFF is the index of the start line's "\n") until a rule
+-- needs more than a lookup or an in-place rewrite: then the message's M_LIST, the header
+-- list in order (entries { name, value, lowercase name }), is built and is the source of
+-- truth from then on. FL_CANON: every field is "name: value\r\n", so that rewriting one in
+-- place gives the bytes a full re-serialisation would; otherwise a write builds the list.
+local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, M_COOK, M_SPLIT =
+  1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14 -- M_F1 .. M_F1 + 2: the start line's fields
+local FL_CANON, FL_FOLD, FL_REQ = 1, 2, 4
+local P17 = 131072 -- positions (< 2^17: heads are at most 64 KiB) packed three per number
+
 local Headers = {}
 local headers_mt = {}
 local sbyte = string.byte
+local band = require("bit").band
 
 -- names already checked (bounded: rules use a few names)
 local NAME_OK, NAME_OKS = {}, 0
@@ -217,9 +228,9 @@ local function check_name(name, level)
   NAME_OK[name] = true
   NAME_OKS = NAME_OKS + 1
 end
-local function touched(h)
-  rawset(h, "_mod", true)
-  rawset(h, "_cookies", nil) -- the message's split_cookies, cached here
+local function touched(m)
+  m[M_HMOD] = true
+  m[M_COOK] = false -- the message's split_cookies, cached
 end
 
 -- Whether a field could have this name (a colon would match across a name and a value).
@@ -252,17 +263,17 @@ local ffi = require("ffi")
 local http_field = ffi.cast("int32_t (*)(const char *, int32_t, int32_t, const char *, int32_t, int32_t *)",
   H.http_field_fn)
 local FIELD = ffi.new("int32_t[4]")
-local function lazy_find(h, name, from)
-  local s = rawget(h, "_s")
+local function lazy_find(m, name, from)
+  local s = m[M_HEAD]
   if http_field(s, #s, from, name, #name, FIELD) == 0 then return nil end
   return FIELD[0], FIELD[1], FIELD[2], FIELD[3]
 end
 
-local function materialize(h)
-  local l = rawget(h, "_l")
-  if l ~= nil then return l end
-  local s = rawget(h, "_s")
-  local i = rawget(h, "_off") + 1
+local function materialize(m)
+  local l = m[M_LIST]
+  if l then return l end
+  local s = m[M_HEAD]
+  local i = m[M_OFF] + 1
   local n = 0
   l = {}
   while true do
@@ -282,20 +293,21 @@ local function materialize(h)
     end
     i = e + 1
   end
-  rawset(h, "_l", l)
+  m[M_LIST] = l
   return l
 end
 
 headers_mt.__index = function(h, k)
   if type(k) == "string" then
-    local m = Headers[k]
-    if m ~= nil then return m end
-    local l = rawget(h, "_l")
-    if l == nil then
+    local f = Headers[k]
+    if f ~= nil then return f end
+    local m = rawget(h, 0)
+    local l = m[M_LIST]
+    if not l then
       if not lookup_name_ok(k) then return nil end
-      local a, _, vs, ve = lazy_find(h, k, rawget(h, "_off"))
+      local a, _, vs, ve = lazy_find(m, k, m[M_OFF])
       if a == nil then return nil end
-      return (ssub(rawget(h, "_s"), vs, ve))
+      return (ssub(m[M_HEAD], vs, ve))
     end
     local lk = slower(k)
     for i = 1, #l do
@@ -304,7 +316,7 @@ headers_mt.__index = function(h, k)
     end
     return nil
   elseif type(k) == "number" then
-    local e = materialize(h)[k]
+    local e = materialize(rawget(h, 0))[k]
     if e ~= nil then return { name = e[1], value = e[2] } end
   end
   return nil
@@ -312,21 +324,21 @@ end
 
 -- In place in the head string (canonical heads): h[name] = value for a name present once,
 -- or absent (appended). Returns false when the list is needed.
-local function lazy_set(h, name, value)
-  if rawget(h, "_l") ~= nil or not rawget(h, "_canon") then return false end
+local function lazy_set(m, name, value)
+  if m[M_LIST] or band(m[M_FLAGS], FL_CANON) == 0 then return false end
   if sfind(value, "\r", 1, true) or sfind(value, "\n", 1, true) then return false end
-  local a, e = lazy_find(h, name, rawget(h, "_off"))
-  local s = rawget(h, "_s")
+  local a, e = lazy_find(m, name, m[M_OFF])
+  local s = m[M_HEAD]
   if a == nil then
     s = ssub(s, 1, #s - 2) .. name .. ": " .. value .. "\r\n\r\n"
   else
-    if lazy_find(h, name, e) ~= nil then return false end -- duplicates
+    if lazy_find(m, name, e) ~= nil then return false end -- duplicates
     -- canonical: "name: value\r\n", the value from a + 1 to e - 2
     if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
     s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
   end
-  rawset(h, "_s", s)
-  touched(h)
+  m[M_HEAD] = s
+  touched(m)
   return true
 end
 
@@ -334,30 +346,31 @@ end
 -- removes the later ones; appends when absent. h[name] = nil removes every `name` header.
 headers_mt.__newindex = function(h, name, value)
   check_name(name, 2)
+  local m = rawget(h, 0)
   local lk
   if value == nil then
     lk = slower(name)
-    local l = materialize(h)
+    local l = materialize(m)
     local removed = false
     for i = #l, 1, -1 do
       if l[i][3] == lk then tremove(l, i); removed = true end
     end
-    if removed then touched(h) end
+    if removed then touched(m) end
     return
   end
   if type(value) ~= "string" then -- (the message is built only for other types)
     value = strval(value, "http headers: value of '" .. name .. "'", 2)
   end
-  if lazy_set(h, name, value) then return end
+  if lazy_set(m, name, value) then return end
   lk = slower(name)
-  local l = materialize(h)
+  local l = materialize(m)
   local first
   for i = 1, #l do
     if l[i][3] == lk then first = i; break end
   end
   if first == nil then
     l[#l + 1] = { name, value, lk }
-    touched(h)
+    touched(m)
     return
   end
   local changed = false
@@ -366,11 +379,11 @@ headers_mt.__newindex = function(h, name, value)
   end
   local e = l[first]
   if e[2] ~= value then e[2] = value; changed = true end
-  if changed then touched(h) end
+  if changed then touched(m) end
 end
 
 local function headers_iter(h)
-  local l = materialize(h)
+  local l = materialize(rawget(h, 0))
   local i = 0
   return function()
     i = i + 1
@@ -382,7 +395,7 @@ end
 headers_mt.__pairs = function(h) return headers_iter(h), h, nil end
 headers_mt.__tostring = function(h)
   local out = {}
-  local l = materialize(h)
+  local l = materialize(rawget(h, 0))
   for i = 1, #l do out[#out + 1] = l[i][1] .. ": " .. l[i][2] end
   return (tconcat(out, "\n"))
 end
@@ -393,18 +406,28 @@ function Headers.pairs(h) return headers_iter(h), h, nil end
 function Headers.add(h, name, value)
   check_name(name, 2)
   value = strval(value, "http headers: value of '" .. name .. "'", 2)
-  local l = materialize(h)
+  local m = rawget(h, 0)
+  local l = materialize(m)
   l[#l + 1] = { name, value, slower(name) }
-  touched(h)
+  touched(m)
 end
 -- every value of `name`, in order
 function Headers.get_all(h, name)
   local lk = slower(strval(name, "http headers: get_all", 2))
-  local l, out = materialize(h), {}
+  local l, out = materialize(rawget(h, 0)), {}
   for i = 1, #l do
     if l[i][3] == lk then out[#out + 1] = l[i][2] end
   end
   return out
+end
+
+local function headers_of(m)
+  local h = m[M_HDRS]
+  if not h then
+    h = setmetatable({ [0] = m }, headers_mt)
+    m[M_HDRS] = h
+  end
+  return h
 end
 
 ---------------------------------------------------------------------------
@@ -422,6 +445,9 @@ local function strip_http(v) -- "HTTP/1.1" -> "1.1" (Haka's version field has no
   return v
 end
 
+-- start-line fields: their index (1..3) and setter (validates, normalises) per name
+local req_fields = { method = 1, uri = 2, version = 3 }
+local resp_fields = { version = 1, status = 2, reason = 3 }
 local req_set = {
   method = function(v) return (no_ws(v, "http request: method", 3)) end,
   uri = function(v) return (no_ws(v, "http request: uri", 3)) end,
@@ -446,20 +472,40 @@ local resp_set = {
 }
 local readonly = { headers = true, split_uri = true, split_cookies = true }
 
-local function message_mt(kind, setters, extra_get)
+-- Start-line field i (1..3) of m: cached, or cut from the head. A version (the request's
+-- third part, the response's first) loses its "HTTP/".
+local function start_field(m, i)
+  local v = m[M_F1 + i - 1]
+  if v then return v end
+  local p1, p2 = m[M_P1], m[M_P2]
+  local a, b, skip
+  if i == 1 then
+    a = p1 % P17; b = (p1 - a) / P17 % P17
+  elseif i == 2 then
+    a = math.floor(p1 / (P17 * P17)); b = p2 % P17
+  else
+    local q = (p2 - p2 % P17) / P17
+    a = q % P17; b = (q - a) / P17
+  end
+  local version = band(m[M_FLAGS], FL_REQ) ~= 0 and 3 or 1
+  skip = i == version and 5 or 0
+  v = ssub(m[M_HEAD], a + 1 + skip, b)
+  m[M_F1 + i - 1] = v
+  return v
+end
+
+local function message_mt(kind, fields, setters, extra_get)
   return {
     __index = function(m, k)
-      local f = rawget(m, "_f")
-      local v = f[k]
-      if v ~= nil then return v end
-      if k == "headers" then return (rawget(m, "_h")) end
+      local i = fields[k]
+      if i ~= nil then return (start_field(m, i)) end
+      if k == "headers" then return (headers_of(m)) end
       if k == "split_cookies" then
-        local h = rawget(m, "_h")
-        local c = rawget(h, "_cookies")
-        if c == nil then
-          local vals = h:get_all(kind == "request" and "Cookie" or "Set-Cookie")
+        local c = m[M_COOK]
+        if not c then
+          local vals = headers_of(m):get_all(kind == "request" and "Cookie" or "Set-Cookie")
           c = cookies_split(tconcat(vals, "; "))
-          rawset(h, "_cookies", c)
+          m[M_COOK] = c
         end
         return c
       end
@@ -470,11 +516,11 @@ local function message_mt(kind, setters, extra_get)
       local set = setters[k]
       if set then
         v = set(v)
-        local f = rawget(m, "_f")
-        if f[k] ~= v then
-          f[k] = v
-          rawset(m, "_lmod", true)
-          if k == "uri" then rawset(m, "_split", nil) end
+        local i = fields[k]
+        if start_field(m, i) ~= v then
+          m[M_F1 + i - 1] = v
+          m[M_LMOD] = true
+          if k == "uri" then m[M_SPLIT] = false end
         end
         return
       end
@@ -487,37 +533,30 @@ local function message_mt(kind, setters, extra_get)
   }
 end
 
-local request_mt = message_mt("request", req_set, function(m, k)
+local request_mt = message_mt("request", req_fields, req_set, function(m, k)
   if k == "split_uri" then
     -- property (Haka 0.4: request.split_uri) and method (request:split_uri()) alike
-    local s = rawget(m, "_split")
-    if s == nil then
-      s = uri_split(rawget(m, "_f").uri)
-      rawset(m, "_split", s)
+    local s = m[M_SPLIT]
+    if not s then
+      s = uri_split(start_field(m, 2))
+      m[M_SPLIT] = s
     end
     return s
   end
   return nil
 end)
-local response_mt = message_mt("response", resp_set, nil)
+local response_mt = message_mt("response", resp_fields, resp_set, nil)
 
 -- A request (is_req) or response from its head bytes as received, validated by
 -- engine/src/http.rs: `fields` is the 0-based offset of its first field, a1..c2 the 0-based
 -- [start, end) of method, uri, version (request) or version, status, reason (response),
 -- flags: 1 canonical, 2 obs-fold (see http.rs HeadInfo). Versions start with "HTTP/".
 local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
-  local f
-  if is_req then
-    f = { method = ssub(head, a1 + 1, a2), uri = ssub(head, b1 + 1, b2), version = ssub(head, c1 + 6, c2) }
-  else
-    f = { version = ssub(head, a1 + 6, a2), status = ssub(head, b1 + 1, b2), reason = ssub(head, c1 + 1, c2) }
-  end
-  -- Four keys or fewer per table: LuaJIT sizes hash parts in powers of two, and these
-  -- are built for every message. The head as received is `_s` until a header is written
-  -- (then `_mod` is set).
-  local h = setmetatable({ _s = head, _off = fields, _mod = false, _canon = flags % 2 == 1 }, headers_mt)
-  if flags >= 2 then materialize(h) end
-  return (setmetatable({ _f = f, _lmod = false, _h = h }, is_req and request_mt or response_mt))
+  local m = setmetatable({ head, fields, is_req and flags + FL_REQ or flags,
+    a1 + (a2 + b1 * P17) * P17, b2 + (c1 + c2 * P17) * P17,
+    false, false, false, false, false, false, false, false, false }, is_req and request_mt or response_mt)
+  if band(flags, FL_FOLD) ~= 0 then materialize(m) end
+  return m
 end
 K.http_message = http_message
 
@@ -529,30 +568,29 @@ function K.http_request(raw) return (from_raw(true, raw)) end
 function K.http_response(raw) return (from_raw(false, raw)) end
 
 local function http_modified(m)
-  return rawget(m, "_lmod") or rawget(rawget(m, "_h"), "_mod")
+  return m[M_LMOD] or m[M_HMOD]
 end
 K.http_modified = function(m) return (http_modified(m) and true or false) end
 
 local function crlf_to_space(s) return (sgsub(s, "[\r\n]", " ")) end
 
 function K.http_serialize(m)
-  local lmod = rawget(m, "_lmod")
-  local h = rawget(m, "_h")
-  if not http_modified(m) then return rawget(h, "_s") end
-  local s, off = rawget(h, "_s"), rawget(h, "_off")
+  local lmod = m[M_LMOD]
+  local s, off = m[M_HEAD], m[M_OFF]
+  if not http_modified(m) then return s end
   local line
   if not lmod then
     line = ssub(s, 1, off) -- the start line as received (with the empty lines before it)
   else
-    local f = rawget(m, "_f")
-    if getmetatable(m) == request_mt then
-      line = f.method .. " " .. f.uri .. " HTTP/" .. f.version .. "\r\n"
+    local f1, f2, f3 = start_field(m, 1), start_field(m, 2), start_field(m, 3)
+    if band(m[M_FLAGS], FL_REQ) ~= 0 then
+      line = f1 .. " " .. f2 .. " HTTP/" .. f3 .. "\r\n"
     else
-      line = "HTTP/" .. f.version .. " " .. f.status .. " " .. crlf_to_space(f.reason) .. "\r\n"
+      line = "HTTP/" .. f1 .. " " .. f2 .. " " .. crlf_to_space(f3) .. "\r\n"
     end
   end
-  local l = rawget(h, "_l")
-  if l == nil then -- fields rewritten in place
+  local l = m[M_LIST]
+  if not l then -- fields rewritten in place
     if not lmod then return s end
     return line .. ssub(s, off + 1)
   end
