@@ -198,7 +198,7 @@ end
 -- reads them (start-line fields, headers object, header list, cookies, split uri). Rule
 -- data (`request.foo = x`) goes to the hash part, created only then.
 --
--- The headers object ({ [0] = message }, created on first access) reads the head string
+-- The headers object (its message at index 0, created on first access) reads the head string
 -- (fields from index M_OFF + 1; M_OFF is the index of the start line's "\n") until a rule
 -- needs more than a lookup or an in-place rewrite: then the message's M_LIST, the header
 -- list in order (entries { name, value, lowercase name }), is built and is the source of
@@ -213,6 +213,7 @@ local Headers = {}
 local headers_mt = {}
 local sbyte = string.byte
 local band = require("bit").band
+local tnew = require("table.new")
 
 -- names already checked (bounded: rules use a few names)
 local NAME_OK, NAME_OKS = {}, 0
@@ -424,7 +425,9 @@ end
 local function headers_of(m)
   local h = m[M_HDRS]
   if not h then
-    h = setmetatable({ [0] = m }, headers_mt)
+    h = tnew(1, 0) -- array part [0], [1], with the table: one allocation
+    h[0] = m
+    setmetatable(h, headers_mt)
     m[M_HDRS] = h
   end
   return h

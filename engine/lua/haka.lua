@@ -1165,7 +1165,8 @@ end
 -- application dissectors (http, dns, tls; objects from app.lua through K): Rust parses,
 -- RT.app_events fires the events of one packet's data in stream order.
 -- Heads rewritten by the rules of the current RT.app_events call, returned by it after
--- its bits: (event index, head bytes, body to modify) per head. Reused (no table per head).
+-- its bits: (event index, head bytes, body to modify) for the first, then a table of the
+-- others' triples if any. Reused (no table per head).
 local HEADS, NHEADS = {}, 0
 local APPK = nil -- K of app.lua, set by RT.set_app
 local function default_policy(dissector, name, port)
@@ -1320,8 +1321,11 @@ function RT.app_events(id, dir, n, evaddr, tabs)
   local n = NHEADS
   NHEADS = 0
   if n == 0 then return end_call(f) end
-  if n == 1 then return end_call(f), HEADS[1], HEADS[2], HEADS[3] end -- fixed results: compiled
-  return end_call(f), unpack(HEADS, 1, n * 3)
+  local r = end_call(f)
+  if n == 1 then return r, HEADS[1], HEADS[2], HEADS[3] end
+  local rest = {}
+  for j = 4, n * 3 do rest[j - 3] = HEADS[j] end
+  return r, HEADS[1], HEADS[2], HEADS[3], rest
 end
 
 -- Which stateful events have listeners (Rust skips the work for the others).

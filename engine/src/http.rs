@@ -847,6 +847,12 @@ impl HttpParser {
                 return Ok(false);
             }
         };
+        if end <= 2 {
+            // the usual last chunk "0\r\n\r\n": no trailer, nothing to parse
+            self.pos += end;
+            self.end_message(out);
+            return Ok(true);
+        }
         let block = self.buf[self.pos..self.pos + end].to_vec();
         self.pos += end;
         let mut lines = split_lines(&block);

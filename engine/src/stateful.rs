@@ -42,6 +42,10 @@ pub struct StatefulStage {
     /// Stream offset of the current packet's first payload byte.
     pkt_stream_off: u64,
     scratch: Vec<u8>,
+    /// Per call of `app_events` (kept to reuse their memory): indices of the events handed
+    /// to Lua, and the offsets of their bytes in the packet's payload.
+    lua_idx: Vec<usize>,
+    body_offs: Vec<i64>,
     last_edit_log: Option<std::time::Instant>,
 }
 
@@ -66,6 +70,8 @@ impl StatefulStage {
             in_place: false,
             pkt_stream_off: 0,
             scratch: Vec::new(),
+            lua_idx: Vec::new(),
+            body_offs: Vec::new(),
             last_edit_log: None,
         }
     }
@@ -615,27 +621,25 @@ impl StatefulStage {
         let events = std::mem::take(&mut self.events);
         // Events nobody listens to are not handed to Lua (no objects built, no call).
         let info = self.info;
-        let lua_idx: Vec<usize> = (0..events.len())
-            .filter(|&i| match &events[i] {
-                AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-                // response rules read http.request too
-                AppEvent::HttpRequest { .. } => info & (sf::HTTP_REQUEST | sf::HTTP_RESPONSE) != 0,
-                AppEvent::HttpResponse { .. } => info & sf::HTTP_RESPONSE != 0,
-                AppEvent::HttpMessageEnd { .. } => false,
-                _ => true,
-            })
-            .collect();
+        let mut lua_idx = std::mem::take(&mut self.lua_idx);
+        lua_idx.clear();
+        lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
+            AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
+            // response rules read http.request too
+            AppEvent::HttpRequest { .. } => info & (sf::HTTP_REQUEST | sf::HTTP_RESPONSE) != 0,
+            AppEvent::HttpResponse { .. } => info & sf::HTTP_RESPONSE != 0,
+            AppEvent::HttpMessageEnd { .. } => false,
+            _ => true,
+        }));
         let pay_len = meta.payload_len as u64;
         let (in_place, pkt_off) = (self.in_place, self.pkt_stream_off);
         let in_pkt = move |off: u64, len: u64| in_place && off >= pkt_off && off + len <= pkt_off + pay_len;
-        let lua_events: Vec<&AppEvent> = lua_idx.iter().map(|&i| &events[i]).collect();
-        let body_offs: Vec<i64> = lua_events
-            .iter()
-            .map(|e| match e {
-                AppEvent::HttpBody { off, data, .. } if in_pkt(*off, data.len() as u64) => (*off - self.pkt_stream_off) as i64,
-                _ => -1,
-            })
-            .collect();
+        let mut body_offs = std::mem::take(&mut self.body_offs);
+        body_offs.clear();
+        body_offs.extend(lua_idx.iter().map(|&i| match &events[i] {
+            AppEvent::HttpBody { off, data, .. } if in_pkt(*off, data.len() as u64) => (*off - pkt_off) as i64,
+            _ => -1,
+        }));
         let mut outcome = None;
         for e in &events {
             if let AppEvent::HttpError { error, .. } = e {
@@ -652,8 +656,8 @@ impl StatefulStage {
             }
         }
         let mut dm_heads: Vec<usize> = Vec::new();
-        if !lua_events.is_empty() {
-            match lua.app_events(id, dir, &lua_events, &body_offs) {
+        if !lua_idx.is_empty() {
+            match lua.app_events(id, dir, &events, &lua_idx, &body_offs) {
                 ConnCall::Error => {
                     if outcome.is_none() {
                         outcome = Some(self.rule_error(lua));
@@ -661,7 +665,7 @@ impl StatefulStage {
                 }
                 ConnCall::Done(a) => {
                     if a & act::EDITS != 0 {
-                        for (li, head, dm) in lua.take_heads() {
+                        for (li, head, dm) in lua.drain_heads() {
                             let Some(&i) = lua_idx.get(li) else { continue };
                             let span = match &events[i] {
                                 AppEvent::HttpRequest { span, .. } | AppEvent::HttpResponse { span, .. } => *span,
@@ -695,6 +699,8 @@ impl StatefulStage {
         }
         self.events = events;
         self.events.clear();
+        self.lua_idx = lua_idx;
+        self.body_offs = body_offs;
         outcome
     }
 }

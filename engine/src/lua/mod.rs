@@ -974,11 +974,11 @@ impl LuaEngine {
         (sh.alerts.borrow_mut())(a);
     }
 
-    /// Fires the application events (HTTP request/response/data, DNS query/response,
-    /// TLS ClientHello) of one packet's data, in order.
-    /// `body_offs[i]`: for a body event, the offset of its bytes in the current packet's
-    /// payload (-1: not in it), so that rules can edit them.
-    pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[&crate::conn::app::AppEvent], body_offs: &[i64]) -> ConnCall {
+    /// Fires the application events `events[i]` for each `i` of `idx` (HTTP request/response/
+    /// data, DNS query/response, TLS ClientHello) of one packet's data, in order.
+    /// `body_offs[k]`: for a body event `idx[k]`, the offset of its bytes in the current
+    /// packet's payload (-1: not in it), so that rules can edit them.
+    pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[crate::conn::app::AppEvent], idx: &[usize], body_offs: &[i64]) -> ConnCall {
         use crate::conn::app::AppEvent;
         use mlua::Value;
         // One record per event in `self.app_evs` (read by Lua through its address: no
@@ -990,13 +990,13 @@ impl LuaEngine {
         recs.clear();
         let mut build = || -> mlua::Result<Value> {
             let mut tabs: Vec<Table> = Vec::new();
-            for (i, e) in events.iter().enumerate() {
+            for (k, &i) in idx.iter().enumerate() {
                 let mut r = AppEv::default();
                 let mut table = |t: Table, r: &mut AppEv| {
                     tabs.push(t);
                     r.a1 = tabs.len() as i32;
                 };
-                match *e {
+                match &events[i] {
                     AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => {
                         let h = &head.info;
                         r.kind = if head.is_request { 1 } else { 2 };
@@ -1017,7 +1017,7 @@ impl LuaEngine {
                         r.kind = 3;
                         r.p = data.as_ptr() as usize as f64;
                         r.len = data.len().min(i32::MAX as usize) as i32;
-                        r.off = body_offs.get(i).copied().unwrap_or(-1) as f64;
+                        r.off = body_offs.get(k).copied().unwrap_or(-1) as f64;
                     }
                     AppEvent::DnsQuery(m) => {
                         r.kind = 4;
@@ -1047,22 +1047,28 @@ impl LuaEngine {
             }
         };
         let f = self.st.app_events.clone();
-        // Returns its bits, then (event index, head bytes, body modified) per rewritten head.
+        // Returns its bits, then the first rewritten head (its event's position, 1-based,
+        // its bytes, whether its body is to be modified) and, if there are more, a table
+        // of the others' triples. Fixed results: read from the Lua stack, nothing allocated
+        // but the head bytes.
         self.heads.clear();
         let addr = self.app_evs.as_ptr() as usize as f64;
-        let r = watched(&self.watch, &self.check, || f.call::<mlua::MultiValue>((flow_id, dir, events.len(), addr, tabs)));
+        type Ret = (u32, Option<i64>, Option<mlua::BString>, Option<bool>, Option<Table>);
+        let r = watched(&self.watch, &self.check, || f.call::<Ret>((flow_id, dir, idx.len(), addr, tabs)));
         match r {
-            Ok(vals) => {
-                let vals = vals.into_vec();
-                let bits = match vals.first() {
-                    Some(Value::Integer(b)) => *b as u32,
-                    Some(Value::Number(b)) => *b as u32,
-                    _ => 0,
-                };
-                for h in vals.get(1..).unwrap_or_default().chunks(3) {
-                    if let [Value::Integer(i), Value::String(b), dm] = h {
-                        if *i > 0 {
-                            self.heads.push((*i as usize - 1, b.as_bytes().to_vec(), matches!(dm, Value::Boolean(true))));
+            Ok((bits, i, head, dm, rest)) => {
+                if let (Some(i), Some(head)) = (i, head) {
+                    if i > 0 {
+                        self.heads.push((i as usize - 1, head.into(), dm == Some(true)));
+                    }
+                }
+                if let Some(rest) = rest {
+                    let v: Vec<Value> = rest.sequence_values().flatten().collect();
+                    for h in v.chunks(3) {
+                        if let [Value::Integer(i), Value::String(b), dm] = h {
+                            if *i > 0 {
+                                self.heads.push((*i as usize - 1, b.as_bytes().to_vec(), matches!(dm, Value::Boolean(true))));
+                            }
                         }
                     }
                 }
@@ -1077,10 +1083,11 @@ impl LuaEngine {
     }
 
     /// Heads (request or status line + fields) rewritten by the rules of the last
-    /// `app_events` call: (index of the event in its list, the new head bytes, whether
-    /// the message's body is to be modified: re-framed as chunks).
-    pub fn take_heads(&mut self) -> Vec<(usize, Vec<u8>, bool)> {
-        std::mem::take(&mut self.heads)
+    /// `app_events` call: (position of the event in `idx`, the new head bytes, whether
+    /// the message's body is to be modified: re-framed as chunks). Drained: the list's
+    /// memory is kept for the next call.
+    pub fn drain_heads(&mut self) -> std::vec::Drain<'_, (usize, Vec<u8>, bool)> {
+        self.heads.drain(..)
     }
 
     /// The stream edits recorded by the last call (after it returned [`act::EDITS`]).
