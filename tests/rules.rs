@@ -195,7 +195,7 @@ fn runaway_rule_and_memory_hog_are_stopped_and_traffic_continues() {
     let conf = dir.path().join("small.toml");
     std::fs::write(&conf, "[rules]\nmemory_limit_mb = 32\ninstruction_budget = 1000000000\n").unwrap();
     let r = run(&hog, &input, &["-c", conf.to_str().unwrap()]);
-    assert_eq!(r.out.packets, vec![ok.clone(), ok.clone()]);
+    assert_eq!(r.out.packets, vec![ok.clone(), ok.clone()], "{}\n{}{}", r.stats["totals"], r.stdout, r.stderr);
     assert_eq!(r.stats["totals"]["rule_memory_exceeded"], 1);
 }
 

@@ -899,6 +899,60 @@ fn sample_http_block_ua_resets_scanners() {
     assert_eq!(r.st("resets_sent"), 2);
 }
 
+/// Rules on HTTP events see their own connection (session fields) and their alerts name
+/// the flow of the packet that carried the message, even when other connections were
+/// opened since (the Lua flow objects of application-only policies are made lazily).
+#[test]
+fn http_rules_see_and_alert_on_the_connection_of_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Session::new(40030, 80);
+    let mut b = Session::new(40031, 80);
+    a.handshake();
+    b.handshake();
+    a.send(0, b"GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: sqlmap/1.4\r\n\r\n");
+    b.send(0, b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+    b.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").close();
+    a.send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").close();
+    let mut pkts: Vec<Vec<u8>> = a.pkts[..3].to_vec();
+    pkts.extend(b.pkts[..3].iter().cloned());
+    pkts.push(a.pkts[3].clone());
+    pkts.extend(b.pkts[3..].iter().cloned());
+    pkts.extend(a.pkts[4..].iter().cloned());
+    let input = write_pcap(dir.path(), "two.pcap", pkts);
+    let eve = dir.path().join("eve.json");
+    let rules = r#"
+haka.rule{ on = haka.dissectors.http.events.request, eval = function(http, request)
+  haka.log("request %s from %s:%d to %d", request.uri, tostring(http.srcip), http.srcport, http.dstport)
+  if (request.headers["User-Agent"] or ""):find("sqlmap", 1, true) then
+    haka.alert{ description = "scanner on " .. request.uri }
+  end
+end }
+haka.rule{ on = haka.dissectors.http.events.response, eval = function(http, response)
+  haka.log("response %s to %d", response.status, http.srcport)
+end }
+"#;
+    let conf = format!("[alerts]\neve_file = \"{}\"\n", eve.display());
+    let r = run(rules, &input, Some(&conf));
+    assert_eq!(
+        r.logs(),
+        [
+            "request /a from 198.18.0.1:40030 to 80",
+            "request /b from 198.18.0.1:40031 to 80",
+            "response 200 to 40031",
+            "response 200 to 40030"
+        ],
+        "{}",
+        r.stdout
+    );
+    let alerts: Vec<serde_json::Value> =
+        std::fs::read_to_string(&eve).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(alerts.len(), 1, "{}", r.stdout);
+    assert_eq!(alerts[0]["alert"]["description"], "scanner on /a", "{}", alerts[0]);
+    assert_eq!(alerts[0]["src_port"], 40030, "{}", alerts[0]);
+    assert_eq!(alerts[0]["dest_port"], 80, "{}", alerts[0]);
+    assert_eq!(r.st("connections_ended"), 2);
+}
+
 #[test]
 fn sample_http_uri_block_resets_forbidden_uris() {
     let dir = tempfile::tempdir().unwrap();

@@ -1174,7 +1174,7 @@ local function default_policy(dissector, name, port)
   local pol = dissector.policies.next_dissector
   for _, p in ipairs(pol.policies) do if p.name == "default " .. name then return end end
   local crit = { { name = "port", value = port } }
-  table.insert(pol.policies, 1, { name = "default " .. name, criteria = crit,
+  table.insert(pol.policies, 1, { name = "default " .. name, criteria = crit, default_app = name, port = port,
     actions = { function(_, ctx) ctx:select_next_dissector(name) end } })
 end
 local APP_DEFAULTS = { { "http", TCPC, 80 }, { "dns", UDPC, 53 }, { "dns", TCPC, 53 }, { "tls", TCPC, 443 } }
@@ -1249,10 +1249,17 @@ ffi.cdef[[ typedef struct { int32_t kind, len, fields, a1, a2, b1, b2, c1, c2, f
 local appev_p = ffi.typeof("const hk_appev *")
 local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO = 1, 2, 3, 4, 5, 6
 local ffi_string = ffi.string
-function RT.app_events(id, dir, n, evaddr, tabs)
+function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   NHEADS = 0
   local f = begin_call(id)
-  if not f or not APPK then return end_call(f) end
+  if not f then
+    -- The application was selected by port in Rust (RT.app_ports): the flow object is
+    -- made at its first event, from the current packet (slot 0).
+    f = new_flow(id, proto, dir)
+    f._state = state
+    CUR = f
+  end
+  if not APPK then return end_call(f) end
   local K = APPK
   local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
   local evs = ffi.cast(appev_p, evaddr)
@@ -1328,9 +1335,39 @@ function RT.app_events(id, dir, n, evaddr, tabs)
   return r, HEADS[1], HEADS[2], HEADS[3], rest
 end
 
+-- Whether the connection dissector D runs no rule of its own: no listener on its events and
+-- no policy but default application selections (default_policy), at least one.
+local function apps_by_port_only(D)
+  for _, ev in pairs(D.events) do if #ev.listeners > 0 then return false end end
+  local any = false
+  for _, p in pairs(D.policies) do
+    for _, e in ipairs(p.policies) do
+      if not e.default_app then return false end
+      any = true
+    end
+  end
+  return any
+end
+
+-- The default application selections installed: protocol, server port and application
+-- code (1 http, 2 dns, 3 tls), three numbers each. With bits 1024 / 2048 of
+-- RT.stateful_info, Rust applies them itself (no Lua call per new connection).
+function RT.app_ports()
+  local out = {}
+  for _, d in ipairs({ { TCPC, 6 }, { UDPC, 17 } }) do
+    for _, e in ipairs(d[1].policies.next_dissector.policies) do
+      if e.default_app then
+        out[#out + 1] = d[2]; out[#out + 1] = e.port; out[#out + 1] = APP_CODES[e.default_app]
+      end
+    end
+  end
+  return out
+end
+
 -- Which stateful events have listeners (Rust skips the work for the others).
 -- bits: 1 tcp new/receive/end, 2 tcp receive_data, 4 udp new/receive/end, 8 udp receive_data,
--- 16 tcp policies, 32 udp policies
+-- 16 tcp policies, 32 udp policies, 1024 / 2048 tcp / udp: only default application
+-- selections (see RT.app_ports)
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -1347,6 +1384,8 @@ function RT.stateful_info()
       or #H_.events.receive_data.listeners > 0) then b = bor(b, 128) end
   if H_ and #H_.events.request.listeners > 0 then b = bor(b, 256) end
   if H_ and #H_.events.response.listeners > 0 then b = bor(b, 512) end
+  if apps_by_port_only(TCPC) then b = bor(b, 1024) end
+  if apps_by_port_only(UDPC) then b = bor(b, 2048) end
   return b
 end
 preload["protocol/tcp_connection"] = function() return TCPC end
@@ -1460,6 +1499,7 @@ function RT.run()
     local c = B.cur
     S[c].verdict = 2
     B.errors = B.errors + 1
+    pcall(H.fresh_budget) -- (never raises: the heap may be full)
     if #errs < 16 then errs[#errs + 1] = tostring(err) end
     i = c + 1
   end

@@ -46,7 +46,36 @@ pub struct StatefulStage {
     /// to Lua, and the offsets of their bytes in the packet's payload.
     lua_idx: Vec<usize>,
     body_offs: Vec<i64>,
+    /// Flows that have a Lua flow object (bit per flow id): end_connection is called for
+    /// those only.
+    lua_flows: FlowBits,
     last_edit_log: Option<std::time::Instant>,
+}
+
+/// One bit per flow id, grown on demand.
+#[derive(Default)]
+struct FlowBits(Vec<u64>);
+
+impl FlowBits {
+    fn set(&mut self, id: FlowId) {
+        let (w, b) = (id as usize / 64, id % 64);
+        if w >= self.0.len() {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
+    }
+
+    /// Clears the bit; whether it was set.
+    fn take(&mut self, id: FlowId) -> bool {
+        let (w, b) = (id as usize / 64, id % 64);
+        match self.0.get_mut(w) {
+            Some(x) if *x & (1 << b) != 0 => {
+                *x &= !(1 << b);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 fn be16(b: &[u8], o: usize) -> u16 {
@@ -72,6 +101,7 @@ impl StatefulStage {
             scratch: Vec::new(),
             lua_idx: Vec::new(),
             body_offs: Vec::new(),
+            lua_flows: FlowBits::default(),
             last_edit_log: None,
         }
     }
@@ -169,8 +199,16 @@ impl StatefulStage {
         }
         let needs_lua = bits & connbits::RECEIVE != 0
             || (step.created && self.info & (ev_bits | data_bit | pol_bit | sf::APPS) != 0);
-        if needs_lua {
+        let by_port = if tcp { sf::TCP_APPS_BY_PORT } else { sf::UDP_APPS_BY_PORT };
+        if needs_lua && bits & connbits::RECEIVE == 0 && self.info & by_port != 0 {
+            // Only default application selections: no Lua call for the new connection.
+            let server_port = if dir == 0 { dport } else { sport };
+            if let Some(&(_, _, app)) = lua.app_ports().iter().find(|p| p.0 == meta.proto && p.1 == server_port) {
+                self.select_app(id, app);
+            }
+        } else if needs_lua {
             let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            self.lua_flows.set(id);
             match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
                 ConnCall::Error => return self.rule_error(lua),
                 ConnCall::Done(a) => {
@@ -364,7 +402,9 @@ impl StatefulStage {
     /// Fires end_connection for a connection that ended (or is being forgotten).
     pub fn end_lua(&mut self, lua: &mut LuaEngine, id: FlowId, proto: u8, meta: Option<(&PacketMeta, u8)>, c: &mut Counters) {
         c.add(Stateful::ConnectionsEnded, 1);
-        let _ = lua.conn_end(id, proto, meta);
+        if self.lua_flows.take(id) {
+            let _ = lua.conn_end(id, proto, meta);
+        }
     }
 
     /// Flow end (expiry, eviction, shutdown): end_connection if the connection had not
@@ -376,6 +416,22 @@ impl StatefulStage {
                     self.end_lua(lua, id, conn.proto, None, c);
                 }
             }
+        }
+    }
+
+    /// The connection's application dissector from now on (code as in [`act::app_of`]).
+    fn select_app(&mut self, id: FlowId, app: u32) {
+        if let Some(k) = self.conns.get_mut(id) {
+            k.app = match app {
+                1 => AppKind::Http,
+                2 => AppKind::Dns,
+                _ => AppKind::Tls,
+            };
+            k.app_state = Some(Box::new(match k.app {
+                AppKind::Http => AppState::http(self.info & sf::HTTP_DATA != 0),
+                AppKind::Dns => AppState::dns(),
+                _ => AppState::tls(),
+            }));
         }
     }
 
@@ -394,18 +450,7 @@ impl StatefulStage {
     ) -> Option<Outcome> {
         let app = act::app_of(a);
         if app != 0 {
-            if let Some(k) = self.conns.get_mut(id) {
-                k.app = match app {
-                    1 => AppKind::Http,
-                    2 => AppKind::Dns,
-                    _ => AppKind::Tls,
-                };
-                k.app_state = Some(Box::new(match k.app {
-                    AppKind::Http => AppState::http(self.info & sf::HTTP_DATA != 0),
-                    AppKind::Dns => AppState::dns(),
-                    _ => AppState::tls(),
-                }));
-            }
+            self.select_app(id, app);
         }
         if a & (act::RESET | act::HALFRESET) != 0 && meta.proto == 6 {
             let both = a & act::RESET != 0;
@@ -515,7 +560,7 @@ impl StatefulStage {
             let owned: Vec<u8> = if r.in_place { Vec::new() } else { self.conns.read(id, dir).to_vec() };
             let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
             if self.info & sf::TCP_DATA != 0 {
-                match lua.conn_data(id, 6, dir, bytes) {
+                match lua.conn_data(id, meta, dir, bytes) {
                     ConnCall::Error => return Some(self.rule_error(lua)),
                     ConnCall::Done(a) => {
                         if a & act::EDITS != 0 {
@@ -569,7 +614,7 @@ impl StatefulStage {
     ) -> Option<Outcome> {
         if self.info & sf::UDP_DATA != 0 {
             let payload = &m.data()[pay_off..pay_off + pay_len];
-            match lua.conn_data(id, 17, dir, payload) {
+            match lua.conn_data(id, meta, dir, payload) {
                 ConnCall::Error => return Some(self.rule_error(lua)),
                 ConnCall::Done(a) => {
                     if let Some(o) = self.apply(a & !act::EDITS, m, meta, id, dir, flow_dir, out_port, c) {
@@ -657,7 +702,9 @@ impl StatefulStage {
         }
         let mut dm_heads: Vec<usize> = Vec::new();
         if !lua_idx.is_empty() {
-            match lua.app_events(id, dir, &events, &lua_idx, &body_offs) {
+            let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            self.lua_flows.set(id);
+            match lua.app_events(m.data_mut(), meta, id, dir, state, &events, &lua_idx, &body_offs) {
                 ConnCall::Error => {
                     if outcome.is_none() {
                         outcome = Some(self.rule_error(lua));

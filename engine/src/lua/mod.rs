@@ -220,6 +220,8 @@ struct State {
     take_edits: Function,
     app_events: Function,
     stateful: u32,
+    /// `RT.app_ports`: (protocol, server port, application code).
+    app_ports: Vec<(u8, u16, u32)>,
     /// The collector's current pause (see [`GC_PAUSE_SMALL_HEAP`]).
     gc_pause: i32,
 }
@@ -468,7 +470,7 @@ fn build_state(
     path: &Path,
     sh: &Rc<Shared>,
     burst_addr: usize,
-    watch: &Watch,
+    watch: &Arc<Watch>,
     check: &dpdk::HookCheck,
     prev_raw: usize,
     memory_limit: usize,
@@ -484,6 +486,16 @@ fn build_state(
     *watch.state.lock().unwrap_or_else(|p| p.into_inner()) = raw;
     let r = watched_grace(watch, check, LOAD_GRACE_NS, || -> Result<State, String> {
         let h = helpers(&lua, sh).map_err(|e| format!("haka.lua:0: {}", one_line(&e)))?;
+        // RT.run, resuming a burst after a rule error: the rest of the burst gets a fresh
+        // budget (and a watchdog hook armed before is ignored, see the check).
+        let w = Arc::clone(watch);
+        let fresh = lua.create_function(move |_, ()| {
+            if w.since.load(Ordering::Acquire) != 0 {
+                w.since.store(now_ns(), Ordering::Release);
+            }
+            Ok(())
+        });
+        h.set("fresh_budget", fresh.map_err(|e| one_line(&e))?).map_err(|e| one_line(&e))?;
         let rt: Table =
             lua.load(HAKA_LUA).set_name("@haka.lua").call((h.clone(), burst_addr as f64)).map_err(|e| one_line(&e))?;
         // application dissector objects (engine/lua/app.lua), run with (H, K)
@@ -495,6 +507,8 @@ fn build_state(
         let has: bool = finish.call(()).map_err(|e| one_line(&e))?;
         let get = |k: &str| rt.get::<Function>(k).map_err(|e| one_line(&e));
         let stateful: u32 = get("stateful_info")?.call(()).map_err(|e| one_line(&e))?;
+        let ports: Vec<u32> = get("app_ports")?.call(()).map_err(|e| one_line(&e))?;
+        let app_ports = ports.chunks_exact(3).map(|p| (p[0] as u8, p[1] as u16, p[2])).collect();
         set_gc_pause(&lua, GC_PAUSE_SMALL_HEAP);
         Ok(State {
             run: get("run")?,
@@ -507,6 +521,7 @@ fn build_state(
             take_edits: get("take_edits")?,
             app_events: get("app_events")?,
             stateful,
+            app_ports,
             gc_pause: GC_PAUSE_SMALL_HEAP,
             lua: lua.clone(),
         })
@@ -550,6 +565,11 @@ impl LuaEngine {
                 w.disarm_now();
                 let since = w.since.load(Ordering::Acquire);
                 let now = now_ns();
+                if since != 0 && now.saturating_sub(since) < watchdog::TICK_NS {
+                    // Armed for an earlier call, which ended while the watchdog armed it:
+                    // the watchdog arms only calls older than a tick. Not this call's.
+                    return None;
+                }
                 if budget_ns > 0 && since != 0 && now.saturating_sub(since) > budget_ns {
                     // the rest of the burst (resumed after this error) gets a fresh budget
                     w.since.store(now, Ordering::Release);
@@ -851,6 +871,12 @@ pub mod stateful {
     /// handed to Lua).
     pub const HTTP_REQUEST: u32 = 256;
     pub const HTTP_RESPONSE: u32 = 512;
+    /// The TCP / UDP connection policies are only default application selections and no
+    /// rule listens to the connection events: the stage selects the application by port
+    /// ([`LuaEngine::app_ports`]) and the Lua flow object is made at its first
+    /// application event.
+    pub const TCP_APPS_BY_PORT: u32 = 1024;
+    pub const UDP_APPS_BY_PORT: u32 = 2048;
 }
 
 /// `RT.conn_packet` bits.
@@ -873,11 +899,23 @@ impl LuaEngine {
         self.st.stateful
     }
 
+    /// The default application selections (protocol, server port, application code as in
+    /// [`act::app_of`]) that the stage applies itself under [`stateful::TCP_APPS_BY_PORT`] /
+    /// [`stateful::UDP_APPS_BY_PORT`].
+    pub fn app_ports(&self) -> &[(u8, u16, u32)] {
+        &self.st.app_ports
+    }
+
     /// Makes `data` the current packet (Lua's slot 0) for a stateful call.
     fn set_current(&mut self, data: &mut [u8], meta: &PacketMeta, dir: u8, flow_id: u32) {
         let mut p = LuaPacket::new(data, *meta, dir, flow_id);
         self.burst.s[0] = make_slot(&mut p);
         self.burst.n = 1;
+        self.set_current_meta(meta, dir);
+    }
+
+    /// The packet whose flow the alerts of the next stateful call name.
+    fn set_current_meta(&mut self, meta: &PacketMeta, dir: u8) {
         let mut metas = self.shared.metas.borrow_mut();
         metas.clear();
         metas.push((*meta, dir));
@@ -917,11 +955,12 @@ impl LuaEngine {
         r
     }
 
-    /// receive_data with `bytes` (stream data in order, or a datagram's payload). The
-    /// packet in `data` stays the current one (alerts name its flow).
-    pub fn conn_data(&mut self, flow_id: u32, proto: u8, dir: u8, bytes: &[u8]) -> ConnCall {
+    /// receive_data with `bytes` (stream data in order, or a datagram's payload) of the
+    /// packet `meta` (alerts name its flow).
+    pub fn conn_data(&mut self, flow_id: u32, meta: &PacketMeta, dir: u8, bytes: &[u8]) -> ConnCall {
+        self.set_current_meta(meta, dir);
         let f = self.st.conn_data.clone();
-        self.conn_call(f, (flow_id, proto, dir, bytes.as_ptr() as usize as f64, bytes.len() as u32))
+        self.conn_call(f, (flow_id, meta.proto, dir, bytes.as_ptr() as usize as f64, bytes.len() as u32))
     }
 
     /// end_connection, then forget the flow's Lua object. `meta`: the packet that ended
@@ -978,9 +1017,23 @@ impl LuaEngine {
     /// data, DNS query/response, TLS ClientHello) of one packet's data, in order.
     /// `body_offs[k]`: for a body event `idx[k]`, the offset of its bytes in the current
     /// packet's payload (-1: not in it), so that rules can edit them.
-    pub fn app_events(&mut self, flow_id: u32, dir: u8, events: &[crate::conn::app::AppEvent], idx: &[usize], body_offs: &[i64]) -> ConnCall {
+    /// The packet in `data` becomes the current one (alerts name its flow; a flow object
+    /// not made yet is made from it, with `state`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn app_events(
+        &mut self,
+        data: &mut [u8],
+        meta: &PacketMeta,
+        flow_id: u32,
+        dir: u8,
+        state: u8,
+        events: &[crate::conn::app::AppEvent],
+        idx: &[usize],
+        body_offs: &[i64],
+    ) -> ConnCall {
         use crate::conn::app::AppEvent;
         use mlua::Value;
+        self.set_current(data, meta, dir, flow_id);
         // One record per event in `self.app_evs` (read by Lua through its address: no
         // varargs, so RT.app_events is JIT-compiled, and no Lua string created from Rust:
         // each is a protected call that allocates); DNS and TLS events add their raw
@@ -1054,7 +1107,8 @@ impl LuaEngine {
         self.heads.clear();
         let addr = self.app_evs.as_ptr() as usize as f64;
         type Ret = (u32, Option<i64>, Option<mlua::BString>, Option<bool>, Option<Table>);
-        let r = watched(&self.watch, &self.check, || f.call::<Ret>((flow_id, dir, idx.len(), addr, tabs)));
+        let args = (flow_id, dir, idx.len(), addr, tabs, meta.proto, state);
+        let r = watched(&self.watch, &self.check, || f.call::<Ret>(args));
         match r {
             Ok((bits, i, head, dm, rest)) => {
                 if let (Some(i), Some(head)) = (i, head) {

@@ -60,6 +60,9 @@ impl Watch {
 }
 
 const TICK: Duration = Duration::from_millis(1);
+/// [`TICK`] in nanoseconds: a hook that fires in a call younger than this was armed for an
+/// earlier call (the arming raced with that call's end) and is ignored.
+pub(crate) const TICK_NS: u64 = 1_000_000;
 
 fn registry() -> &'static Mutex<Vec<Weak<Watch>>> {
     static REG: OnceLock<Mutex<Vec<Weak<Watch>>>> = OnceLock::new();
