@@ -1247,6 +1247,7 @@ end
 -- 6 tls ClientHello: tabs[a1].
 ffi.cdef[[ typedef struct { int32_t kind, len, fields, a1, a2, b1, b2, c1, c2, flags; double p, off; } hk_appev; ]]
 local appev_p = ffi.typeof("const hk_appev *")
+local EVS, EVS_ADDR = nil, -1
 local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO = 1, 2, 3, 4, 5, 6
 local ffi_string = ffi.string
 function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
@@ -1262,16 +1263,19 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   if not APPK then return end_call(f) end
   local K = APPK
   local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
-  local evs = ffi.cast(appev_p, evaddr)
+  -- (the record array moves only when Rust grows it: cast once per address, so that no
+  -- pointer is allocated per call; records are read field by field, no reference kept)
+  if evaddr ~= EVS_ADDR then EVS, EVS_ADDR = ffi.cast(appev_p, evaddr), evaddr end
+  local evs = EVS
   for i = 1, n do
     if f._dropped then break end
-    local ev = evs[i - 1]
-    local k = ev.kind
+    local j = i - 1
+    local k = evs[j].kind
     if k == EV_REQUEST or k == EV_RESPONSE then
       local http = session(f, "_http", K.http_session)
       local is_req = k == EV_REQUEST
-      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, ev.p), ev.len), ev.fields,
-        ev.a1, ev.a2, ev.b1, ev.b2, ev.c1, ev.c2, ev.flags)
+      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, evs[j].p), evs[j].len), evs[j].fields,
+        evs[j].a1, evs[j].a2, evs[j].b1, evs[j].b2, evs[j].c1, evs[j].c2, evs[j].flags)
       if is_req then
         http.request = msg
         http.response = nil
@@ -1293,13 +1297,13 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       -- editable only when its message's body is being modified and the bytes are in
       -- the current packet (c: their offset in its payload)
       local dmt = rawget(http, "_dm")
-      local off = ev.off
-      local buf = sbuf_ct(ffi.cast(u8p, ev.p), ev.len, (dmt and dmt[dir] and off >= 0) and off or -1)
+      local off = evs[j].off
+      local buf = sbuf_ct(ffi.cast(u8p, evs[j].p), evs[j].len, (dmt and dmt[dir] and off >= 0) and off or -1)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
     elseif k == EV_DNS_QUERY then
       local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(tabs[ev.a1])
+      local msg = K.dns_message(tabs[evs[j].a1])
       local q = rawget(f, "_dnsq")
       if not q then q = {}; rawset(f, "_dnsq", q) end
       q[msg.id] = msg
@@ -1307,11 +1311,11 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
     elseif k == EV_DNS_RESPONSE then
       local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(tabs[ev.a1])
+      local msg = K.dns_message(tabs[evs[j].a1])
       local q = rawget(f, "_dnsq")
       local query = q and q[msg.id]
       if q then q[msg.id] = nil end
-      if ev.flags == 0 or not query then
+      if evs[j].flags == 0 or not query then
         haka.alert{ description = "dns: mismatching response", severity = "low" }
         ACT = bor(ACT, ACT_PKT_DROP)
       else
@@ -1320,7 +1324,7 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       end
     elseif k == EV_TLS_HELLO then
       local tls = session(f, "_tls", K.tls_session)
-      local hello = K.tls_hello(tabs[ev.a1])
+      local hello = K.tls_hello(tabs[evs[j].a1])
       tls.client_hello = hello
       fire(TLS.events.client_hello, tls, hello)
     end

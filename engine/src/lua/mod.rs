@@ -595,7 +595,7 @@ impl LuaEngine {
             last_log: None,
             suppressed: 0,
             heads: Vec::new(),
-            app_evs: Vec::new(),
+            app_evs: Vec::with_capacity(64), // its address is cached by Lua: grown rarely
         })
     }
 
