@@ -50,6 +50,9 @@ pub const ABSORB_MAX: usize = 4096;
 /// Above this capacity, an emptied delivery buffer gives its memory back.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
+/// A recycled reassembler keeps a delivery buffer up to this capacity.
+const RECYCLED_READY_CAPACITY: usize = 4 * 1024;
+
 /// Per-flow reassembly configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamConfig {
@@ -181,6 +184,12 @@ impl History {
 
     fn clear(&mut self) {
         *self = History { cap: self.cap, ..History::default() };
+    }
+
+    /// Empty, keeping the ring's memory (for another stream).
+    fn empty(&mut self) {
+        self.buf.clear();
+        self.wpos = 0;
     }
 }
 
@@ -647,6 +656,27 @@ impl StreamReassembler {
         self.ready = Vec::new();
         self.read_pos = 0;
         self.history.clear();
+    }
+
+    /// Back to the state of [`new`](Self::new)`(config)` for another connection, keeping the
+    /// memory of the history ring and of a small delivery buffer (so that a connection
+    /// does not allocate them again). Gives the buffered bytes back to `budget`.
+    pub fn recycle(&mut self, config: StreamConfig, budget: &mut ByteBudget) {
+        budget.give_back(self.buffered);
+        self.buffered = 0;
+        self.chunks.clear();
+        if self.ready.capacity() > RECYCLED_READY_CAPACITY {
+            self.ready = Vec::new();
+        } else {
+            self.ready.clear();
+        }
+        self.read_pos = 0;
+        self.history.empty();
+        self.config = config;
+        self.state = State::Idle;
+        self.next_seq = 0;
+        self.next_off = 0;
+        self.fin_off = None;
     }
 
     /// Out-of-order bytes currently held (charged to the budget).
@@ -1173,6 +1203,36 @@ mod tests {
         }
         s.set_conflict_history(0);
         assert!(s.ready.is_empty());
+    }
+
+    #[test]
+    fn recycled_reassembler_behaves_like_a_new_one() {
+        let mut b = ByteBudget::new(BIG);
+        let mut s = syn(100);
+        s.set_conflict_history(8);
+        s.segment(101, b"abcdefgh", &mut b);
+        assert_eq!(drain(&mut s), b"abcdefgh");
+        s.segment(120, b"later", &mut b); // out of order: charged to the budget
+        assert!(s.on_fin(130));
+        assert!(b.remaining < BIG);
+        s.recycle(cfg(BIG), &mut b);
+        assert_eq!(b.remaining, BIG, "buffered bytes given back");
+        assert_eq!((s.next_seq(), s.buffered_bytes(), s.chunk_count(), s.delivered_total()), (None, 0, 0, 0));
+        assert!(!s.is_finished() && s.read().is_empty());
+        // Same answers as a fresh reassembler for a new stream (another ISN), including
+        // the history: the old stream's bytes are not compared.
+        let mut fresh = StreamReassembler::new(cfg(BIG));
+        fresh.set_conflict_history(8);
+        for r in [&mut s, &mut fresh] {
+            assert!(r.on_syn(5000));
+            let a = r.segment(5001, b"ABCDEFGH", &mut b);
+            assert_eq!((a.delivered, a.overlap_conflict), (8, false));
+            assert_eq!(drain(r), b"ABCDEFGH");
+            assert!(r.segment(5005, b"EXGH", &mut b).overlap_conflict);
+            assert!(!r.segment(5005, b"EFGH", &mut b).overlap_conflict);
+            assert_eq!(r.next_seq(), Some(5009));
+        }
+        assert_eq!(b.remaining, BIG);
     }
 
     struct XorShift(u64);

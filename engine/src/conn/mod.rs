@@ -258,7 +258,14 @@ pub struct ConnTable {
     budget: ByteBudget,
     live: usize,
     pub counters: ConnCounters,
+    /// Reassembler pairs of ended connections, recycled (their history rings stay
+    /// allocated) for the next ones: at most [`SPARE_STREAMS`].
+    spare_streams: Vec<Box<[StreamReassembler; 2]>>,
 }
+
+/// Reassembler pairs kept for reuse per worker (each holds two history rings of
+/// `conflict_history` bytes: 64 pairs of the default 16 KiB rings are 2 MiB).
+const SPARE_STREAMS: usize = 64;
 
 /// Is `port` more likely the server's? (well-known below 1024, else the lower one).
 fn looks_like_server(port: u16, other: u16) -> bool {
@@ -274,7 +281,14 @@ impl ConnTable {
     pub fn new(cfg: ConnConfig, capacity: usize) -> ConnTable {
         let mut conns = Vec::new();
         conns.resize_with(capacity, || None);
-        ConnTable { cfg, conns, budget: ByteBudget::new(cfg.max_buffered_per_worker), live: 0, counters: ConnCounters::default() }
+        ConnTable {
+            cfg,
+            conns,
+            budget: ByteBudget::new(cfg.max_buffered_per_worker),
+            live: 0,
+            counters: ConnCounters::default(),
+            spare_streams: Vec::new(),
+        }
     }
 
     pub fn config(&self) -> &ConnConfig {
@@ -312,6 +326,17 @@ impl ConnTable {
     /// (the caller fires end_connection for it).
     pub fn end(&mut self, id: FlowId) -> Option<Box<Conn>> {
         let mut c = self.conns.get_mut(id as usize)?.take()?;
+        if let Some(mut s) = c.streams.take() {
+            if self.spare_streams.len() < SPARE_STREAMS {
+                let cfg = StreamConfig { max_buffered_per_flow: self.cfg.max_buffered_per_flow };
+                s[0].recycle(cfg, &mut self.budget);
+                s[1].recycle(cfg, &mut self.budget);
+                self.spare_streams.push(s);
+            } else {
+                s[0].release(&mut self.budget);
+                s[1].release(&mut self.budget);
+            }
+        }
         c.release(&mut self.budget);
         self.live -= 1;
         Some(c)
@@ -484,6 +509,7 @@ impl ConnTable {
     pub fn tcp_data(&mut self, id: FlowId, dir: u8, t: &TcpInfo, payload: &[u8]) -> DataResult {
         let mut r = DataResult::default();
         let cfg = StreamConfig { max_buffered_per_flow: self.cfg.max_buffered_per_flow };
+        let spare = &mut self.spare_streams;
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return r };
         if c.dropped || c.state == TcpState::Reset {
             return r;
@@ -491,7 +517,7 @@ impl ConnTable {
         let isn = c.isn;
         let history = self.cfg.conflict_history;
         let streams = c.streams.get_or_insert_with(|| {
-            let mut s = Box::new([StreamReassembler::new(cfg), StreamReassembler::new(cfg)]);
+            let mut s = spare.pop().unwrap_or_else(|| Box::new([StreamReassembler::new(cfg), StreamReassembler::new(cfg)]));
             s[0].set_conflict_history(history);
             s[1].set_conflict_history(history);
             for (d, isn) in isn.iter().enumerate() {
