@@ -383,7 +383,15 @@ pub struct HttpParser {
     emit_bodies: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
+    /// Buffers of heads handed back by the caller ([`recycle_head`](Self::recycle_head)),
+    /// reused for the next heads.
+    spare_heads: Vec<Vec<u8>>,
 }
+
+/// Head buffers a parser keeps for reuse.
+const SPARE_HEADS: usize = 2;
+/// A parser reset for another connection keeps an input buffer up to this capacity.
+const RESET_BUF_CAPACITY: usize = 16 * 1024;
 
 impl HttpParser {
     fn new(kind: Kind, limits: Limits) -> Self {
@@ -404,6 +412,35 @@ impl HttpParser {
             spans: VecDeque::new(),
             emit_bodies: true,
             body_offs: VecDeque::new(),
+            spare_heads: Vec::new(),
+        }
+    }
+
+    /// Back to the state of a new parser (same kind, limits and options) for another
+    /// connection, keeping the memory of its buffers.
+    pub fn reset(&mut self) {
+        self.state = State::Head { line_start: 0 };
+        if self.buf.capacity() > RESET_BUF_CAPACITY {
+            self.buf = Vec::new();
+        }
+        self.buf.clear();
+        self.pos = 0;
+        self.failed = None;
+        self.methods.clear();
+        self.keep = true;
+        self.tunnel_after = false;
+        self.scanned = 0;
+        self.leading.clear();
+        self.base = 0;
+        self.spans.clear();
+        self.body_offs.clear();
+    }
+
+    /// Gives back the bytes of a head this parser reported (once the caller is done with
+    /// it): the next head is built in them rather than in a new allocation.
+    pub fn recycle_head(&mut self, bytes: Vec<u8>) {
+        if self.spare_heads.len() < SPARE_HEADS && bytes.capacity() <= self.limits.max_head {
+            self.spare_heads.push(bytes);
         }
     }
 
@@ -715,7 +752,9 @@ impl HttpParser {
             }
         };
         let lead = self.leading.len();
-        let mut bytes = Vec::with_capacity(lead + end);
+        let mut bytes = self.spare_heads.pop().unwrap_or_default();
+        bytes.clear();
+        bytes.reserve(lead + end);
         bytes.extend_from_slice(&self.leading);
         bytes.extend_from_slice(&self.buf[self.pos..self.pos + end]);
         self.leading.clear();
@@ -2327,6 +2366,54 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     /// Raw heads (the datapath's mode) frame messages exactly as parsed heads do, locate
     /// the start line's parts, flag canonical and obs-fold heads, and parse to the same
     /// Request/Response.
+    /// A parser reset after any use (mid-head, mid-body, failed, with pending methods and
+    /// recycled head buffers of other sizes) then gives what a new parser gives.
+    #[test]
+    fn reset_parser_and_recycled_heads_behave_like_new_ones() {
+        let feed_all = |p: &mut HttpParser, data: &[u8]| -> (Vec<HttpEvent>, Option<HttpError>) {
+            let mut out = Vec::new();
+            for c in data.chunks(7) {
+                if let Err(e) = p.feed_into(c, &mut out) {
+                    return (out, Some(e));
+                }
+            }
+            (out, None)
+        };
+        let uses: &[&[u8]] = &[
+            b"GET /long/uri/that/takes/room?x=1 HTTP/1.1\r\nHost: a.example\r\nX-Pad: 0123456789\r\n\r\nGET /b HT",
+            b"POST /p HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc",
+            b"\x00\x01 garbage",
+            b"\r\n\r\n",
+        ];
+        let next: &[u8] = b"GET / HTTP/1.1\r\nHost: h\r\n\r\nHEAD /x HTTP/1.0\r\nA: b\r\n\r\n";
+        for used in uses {
+            for raw in [true, false] {
+                let mut p = HttpParser::request();
+                p.set_raw_heads(raw);
+                let (events, _) = feed_all(&mut p, used);
+                for e in events {
+                    if let HttpEvent::Head(h) = e {
+                        p.recycle_head(h.bytes);
+                    }
+                }
+                p.recycle_head(b"stale bytes of a much longer head that was handed back".to_vec());
+                p.reset();
+                let mut fresh = HttpParser::request();
+                fresh.set_raw_heads(raw);
+                assert_eq!(feed_all(&mut p, next), feed_all(&mut fresh, next), "after {:?}", String::from_utf8_lossy(used));
+            }
+        }
+        // a response parser forgets the methods of the requests it was waiting for
+        let mut p = HttpParser::response();
+        p.expect_response_to("HEAD");
+        p.reset();
+        let mut fresh = HttpParser::response();
+        p.expect_response_to("GET");
+        fresh.expect_response_to("GET");
+        let resp: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        assert_eq!(feed_all(&mut p, resp), feed_all(&mut fresh, resp));
+    }
+
     #[test]
     fn raw_heads_frame_and_locate_like_parsed_heads() {
         let reqs: &[&[u8]] = &[

@@ -421,17 +421,22 @@ impl StatefulStage {
 
     /// The connection's application dissector from now on (code as in [`act::app_of`]).
     fn select_app(&mut self, id: FlowId, app: u32) {
+        if self.conns.get(id).is_none() {
+            return;
+        }
+        let kind = match app {
+            1 => AppKind::Http,
+            2 => AppKind::Dns,
+            _ => AppKind::Tls,
+        };
+        let state = match kind {
+            AppKind::Http => self.conns.new_http_state(self.info & sf::HTTP_DATA != 0),
+            AppKind::Dns => Box::new(AppState::dns()),
+            _ => Box::new(AppState::tls()),
+        };
         if let Some(k) = self.conns.get_mut(id) {
-            k.app = match app {
-                1 => AppKind::Http,
-                2 => AppKind::Dns,
-                _ => AppKind::Tls,
-            };
-            k.app_state = Some(Box::new(match k.app {
-                AppKind::Http => AppState::http(self.info & sf::HTTP_DATA != 0),
-                AppKind::Dns => AppState::dns(),
-                _ => AppState::tls(),
-            }));
+            k.app = kind;
+            k.app_state = Some(state);
         }
     }
 
@@ -744,8 +749,13 @@ impl StatefulStage {
         if outcome.is_none() {
             outcome = self.frame_bodies(&events, &dm_heads, dm_before, lua, meta, id, dir, flow_dir, out_port, m, c);
         }
+        // head buffers back to their parser
+        let mut events = events;
+        match self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
+            Some(a) => events.drain(..).for_each(|e| a.recycle(e)),
+            None => events.clear(),
+        }
         self.events = events;
-        self.events.clear();
         self.lua_idx = lua_idx;
         self.body_offs = body_offs;
         outcome

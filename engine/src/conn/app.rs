@@ -55,6 +55,34 @@ impl AppState {
         AppState::Http { req, resp, end: [0; 2], scratch: Vec::new() }
     }
 
+    /// An HTTP state from a recycled one (see [`ConnTable::new_http_state`](super::ConnTable::new_http_state)):
+    /// its parsers reset, their buffers kept.
+    pub fn reuse_http(mut self: Box<AppState>, bodies: bool) -> Box<AppState> {
+        match &mut *self {
+            AppState::Http { req, resp, end, scratch } => {
+                for p in [&mut *req, &mut *resp] {
+                    p.reset();
+                    p.set_emit_bodies(bodies);
+                }
+                *end = [0; 2];
+                scratch.clear();
+                self
+            }
+            _ => Box::new(AppState::http(bodies)),
+        }
+    }
+
+    /// Gives back the head bytes of `e` to the parser that reported it.
+    pub fn recycle(&mut self, e: AppEvent) {
+        if let AppState::Http { req, resp, .. } = self {
+            match e {
+                AppEvent::HttpRequest { head, .. } => req.recycle_head(head.bytes),
+                AppEvent::HttpResponse { head, .. } => resp.recycle_head(head.bytes),
+                _ => {}
+            }
+        }
+    }
+
     pub fn dns() -> AppState {
         AppState::Dns { pending: PendingQueries::new(DNS_PENDING, DNS_PENDING_MS), tcp: [Vec::new(), Vec::new()] }
     }

@@ -20,6 +20,7 @@ pub mod app;
 use crate::flow::{Direction, FlowId};
 use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
 use crate::tcp_edit::SeqShift;
+use app::AppState;
 
 /// TCP states, named as in Haka's `tcp_connection.lua`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,6 +262,9 @@ pub struct ConnTable {
     /// Reassembler pairs of ended connections, recycled (their history rings stay
     /// allocated) for the next ones: at most [`SPARE_STREAMS`].
     spare_streams: Vec<Box<[StreamReassembler; 2]>>,
+    /// HTTP states of ended connections, likewise (their parsers' buffers stay
+    /// allocated): at most [`SPARE_STREAMS`].
+    spare_http: Vec<Box<AppState>>,
 }
 
 /// Reassembler pairs kept for reuse per worker (each holds two history rings of
@@ -288,6 +292,7 @@ impl ConnTable {
             live: 0,
             counters: ConnCounters::default(),
             spare_streams: Vec::new(),
+            spare_http: Vec::new(),
         }
     }
 
@@ -335,6 +340,11 @@ impl ConnTable {
             } else {
                 s[0].release(&mut self.budget);
                 s[1].release(&mut self.budget);
+            }
+        }
+        if let Some(a) = c.app_state.take() {
+            if matches!(*a, AppState::Http { .. }) && self.spare_http.len() < SPARE_STREAMS {
+                self.spare_http.push(a);
             }
         }
         c.release(&mut self.budget);
@@ -574,6 +584,14 @@ impl ConnTable {
     /// the direction expects.
     pub fn stream_offset(&self, id: FlowId, dir: u8) -> u64 {
         self.get(id).and_then(|c| c.streams.as_ref()).map_or(0, |s| s[dir as usize & 1].delivered_total())
+    }
+
+    /// An HTTP state for a new connection: a recycled one when there is one.
+    pub fn new_http_state(&mut self, bodies: bool) -> Box<AppState> {
+        match self.spare_http.pop() {
+            Some(a) => a.reuse_http(bodies),
+            None => Box::new(AppState::http(bodies)),
+        }
     }
 
     /// The `flow:drop()` of a rule: later packets are dropped; stream memory freed.
