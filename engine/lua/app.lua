@@ -16,6 +16,8 @@
 --   K.http_response(raw) -> response  raw: app_values.rs `response_table`
 --   K.http_modified(msg) -> bool      true when a rule changed the start line or a header
 --   K.http_serialize(msg)-> string    the head to put on the wire (original bytes if unmodified)
+--   K.http_edit(msg)     -> a, b, v   when the only change is one field value rewritten in
+--                                     place: replace bytes [a, b) of the head as received by v
 --   K.dns_message(raw)   -> msg       raw: app_values.rs `dns_table`; msg:drop() sets msg._dropped
 --   K.tls_hello(raw)     -> hello     raw: app_values.rs `tls_table`
 --   K.app_continue(sess, msg) -> bool continue check of the app events (false once sess or msg
@@ -204,8 +206,8 @@ end
 -- list in order (entries { name, value, lowercase name }), is built and is the source of
 -- truth from then on. FL_CANON: every field is "name: value\r\n", so that rewriting one in
 -- place gives the bytes a full re-serialisation would; otherwise a write builds the list.
-local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, M_COOK, M_SPLIT =
-  1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14 -- M_F1 .. M_F1 + 2: the start line's fields
+local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, M_COOK, M_SPLIT, M_EDIT =
+  1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15 -- M_F1 .. M_F1 + 2: the start line's fields
 local FL_CANON, FL_FOLD, FL_REQ = 1, 2, 4
 local P17 = 131072 -- positions (< 2^17: heads are at most 64 KiB) packed three per number
 
@@ -232,6 +234,24 @@ end
 local function touched(m)
   m[M_HMOD] = true
   m[M_COOK] = false -- the message's split_cookies, cached
+end
+
+-- A field value rewritten in place is first only recorded (lazy_set): M_HMOD holds the
+-- positions a + e * P17 (the value's bytes are a + 1 .. e - 2 of the head), M_EDIT the
+-- new value. It is applied to the head string when the head is read again, or handed to
+-- Rust as is (K.http_edit), which splices it into the bytes it holds: no head string is
+-- built for the common "set one header" rule.
+local function apply_edit(m)
+  local v = m[M_EDIT]
+  if v then
+    local pos = m[M_HMOD]
+    local a = pos % P17
+    local e = (pos - a) / P17
+    local s = m[M_HEAD]
+    m[M_HEAD] = ssub(s, 1, a) .. v .. ssub(s, e - 1)
+    m[M_HMOD] = true
+    m[M_EDIT] = false
+  end
 end
 
 -- Whether a field could have this name (a colon would match across a name and a value).
@@ -265,6 +285,7 @@ local http_field = ffi.cast("int32_t (*)(const char *, int32_t, int32_t, const c
   H.http_field_fn)
 local FIELD = ffi.new("int32_t[4]")
 local function lazy_find(m, name, from)
+  if m[M_EDIT] then apply_edit(m) end
   local s = m[M_HEAD]
   if http_field(s, #s, from, name, #name, FIELD) == 0 then return nil end
   return FIELD[0], FIELD[1], FIELD[2], FIELD[3]
@@ -273,6 +294,7 @@ end
 local function materialize(m)
   local l = m[M_LIST]
   if l then return l end
+  if m[M_EDIT] then apply_edit(m) end
   local s = m[M_HEAD]
   local i = m[M_OFF] + 1
   local n = 0
@@ -336,7 +358,10 @@ local function lazy_set(m, name, value)
     if lazy_find(m, name, e) ~= nil then return false end -- duplicates
     -- canonical: "name: value\r\n", the value from a + 1 to e - 2
     if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
-    s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
+    touched(m)
+    m[M_HMOD] = a + e * P17
+    m[M_EDIT] = value
+    return true
   end
   m[M_HEAD] = s
   touched(m)
@@ -557,7 +582,7 @@ local response_mt = message_mt("response", resp_fields, resp_set, nil)
 local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
   local m = setmetatable({ head, fields, is_req and flags + FL_REQ or flags,
     a1 + (a2 + b1 * P17) * P17, b2 + (c1 + c2 * P17) * P17,
-    false, false, false, false, false, false, false, false, false }, is_req and request_mt or response_mt)
+    false, false, false, false, false, false, false, false, false, false }, is_req and request_mt or response_mt)
   if band(flags, FL_FOLD) ~= 0 then materialize(m) end
   return m
 end
@@ -577,7 +602,20 @@ K.http_modified = function(m) return (http_modified(m) and true or false) end
 
 local function crlf_to_space(s) return (sgsub(s, "[\r\n]", " ")) end
 
+-- The rewrite of a message whose only change is one field value rewritten in place:
+-- the 0-based [start, end) of the bytes to replace in the head as received, and the new
+-- value; nil otherwise (then K.http_serialize).
+function K.http_edit(m)
+  if m[M_EDIT] and not m[M_LMOD] then
+    local pos = m[M_HMOD]
+    local a = pos % P17
+    return a, (pos - a) / P17 - 2, m[M_EDIT]
+  end
+  return nil
+end
+
 function K.http_serialize(m)
+  if m[M_EDIT] then apply_edit(m) end
   local lmod = m[M_LMOD]
   local s, off = m[M_HEAD], m[M_OFF]
   if not http_modified(m) then return s end

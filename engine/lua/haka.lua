@@ -1165,8 +1165,10 @@ end
 -- application dissectors (http, dns, tls; objects from app.lua through K): Rust parses,
 -- RT.app_events fires the events of one packet's data in stream order.
 -- Heads rewritten by the rules of the current RT.app_events call, returned by it after
--- its bits: (event index, head bytes, body to modify) for the first, then a table of the
--- others' triples if any. Reused (no table per head).
+-- its bits: (event index, head bytes, body to modify, then a, b, v: the first head may
+-- come as "replace its bytes [a, b) by v" instead of its bytes, see K.http_edit) for the
+-- first, then a table of the others' (event index, head bytes, body to modify) if any.
+-- Reused (no table per head).
 local HEADS, NHEADS = {}, 0
 local APPK = nil -- K of app.lua, set by RT.set_app
 local function default_policy(dissector, name, port)
@@ -1286,7 +1288,11 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       fire(is_req and HTTP.events.request or HTTP.events.response, http, msg)
       local dm = dm_enable(http, msg, dir)
       if K.http_modified(msg) then
-        HEADS[NHEADS * 3 + 1], HEADS[NHEADS * 3 + 2], HEADS[NHEADS * 3 + 3] = i, K.http_serialize(msg), dm
+        local h = NHEADS * 6
+        local ea, eb, ev
+        if h == 0 then ea, eb, ev = K.http_edit(msg) end
+        HEADS[h + 1], HEADS[h + 3], HEADS[h + 4], HEADS[h + 5], HEADS[h + 6] = i, dm, ea, eb, ev
+        if ea then HEADS[h + 2] = nil else HEADS[h + 2] = K.http_serialize(msg) end
         NHEADS = NHEADS + 1
         ACT = bor(ACT, ACT_EDITS)
       end
@@ -1333,10 +1339,12 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   NHEADS = 0
   if n == 0 then return end_call(f) end
   local r = end_call(f)
-  if n == 1 then return r, HEADS[1], HEADS[2], HEADS[3] end
+  if n == 1 then return r, HEADS[1], HEADS[2], HEADS[3], HEADS[4], HEADS[5], HEADS[6] end
   local rest = {}
-  for j = 4, n * 3 do rest[j - 3] = HEADS[j] end
-  return r, HEADS[1], HEADS[2], HEADS[3], rest
+  for k = 1, n - 1 do
+    rest[3 * k - 2], rest[3 * k - 1], rest[3 * k] = HEADS[6 * k + 1], HEADS[6 * k + 2], HEADS[6 * k + 3]
+  end
+  return r, HEADS[1], HEADS[2], HEADS[3], HEADS[4], HEADS[5], HEADS[6], rest
 end
 
 -- Whether the connection dissector D runs no rule of its own: no listener on its events and

@@ -196,6 +196,50 @@ fn header_writes_match_http_rs_semantics() {
     );
 }
 
+/// A header set in place is recorded (K.http_edit hands it to Rust as a splice of the
+/// head as received); reads, further writes and serialisation see it applied.
+#[test]
+fn in_place_header_set_is_recorded_then_applied_on_read() {
+    let e = engine("");
+    let rsp = response(b"HTTP/1.1 200 OK\r\nServer: Apache/2.4\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n");
+    let raw = response_table(lua(&e), &rsp).unwrap();
+    let (a, b, v, out, out2): (i64, i64, String, String, String) = run(
+        &e,
+        r#"local K, raw = ...
+        local function fresh() return K.http_response(raw) end
+        -- one set: the splice form, equal to the full serialisation
+        local r = fresh()
+        r.headers["Server"] = "haka"
+        assert(K.http_modified(r))
+        local a, b, v = K.http_edit(r)
+        local s = raw.head
+        assert(s:sub(1, a) .. v .. s:sub(b + 1) == K.http_serialize(r))
+        assert(K.http_edit(r) == nil, "applied by the serialisation")
+        -- read after set, then a second set: applied, the second recorded
+        local r2 = fresh()
+        r2.headers["Server"] = "x"
+        assert(r2.headers["server"] == "x" and r2.headers["X-A"] == "1")
+        r2.headers["X-A"] = "two"
+        assert(r2.headers["Server"] == "x" and r2.headers["x-a"] == "two")
+        -- a list operation after a recorded set
+        local r3 = fresh()
+        r3.headers["Server"] = "y"
+        r3.headers:add("X-B", "3")
+        assert(K.http_edit(r3) == nil)
+        -- the start line changed too: no splice form
+        local r4 = fresh()
+        r4.headers["Server"] = "z"
+        r4.status = 404
+        assert(K.http_edit(r4) == nil)
+        assert(K.http_serialize(r4) == "HTTP/1.1 404 OK\r\nServer: z\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n")
+        return a, b, v, K.http_serialize(r2), K.http_serialize(r3)"#,
+        raw,
+    );
+    assert_eq!((a, b, v.as_str()), (25, 35, "haka"));
+    assert_eq!(out, "HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\nX-A: two\r\n\r\n");
+    assert_eq!(out2, "HTTP/1.1 200 OK\r\nServer: y\r\nContent-Length: 0\r\nX-A: 1\r\nX-B: 3\r\n\r\n");
+}
+
 #[test]
 fn start_line_writes() {
     let e = engine("");

@@ -257,6 +257,19 @@ pub struct LuaEngine {
     app_evs: Vec<AppEv>,
 }
 
+/// `bytes` with `[a, b)` replaced by `v` (None for a range outside of it).
+fn splice(bytes: &[u8], a: i64, b: i64, v: &[u8]) -> Option<Vec<u8>> {
+    let (a, b) = (usize::try_from(a).ok()?, usize::try_from(b).ok()?);
+    if a > b || b > bytes.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len() - (b - a) + v.len());
+    out.extend_from_slice(&bytes[..a]);
+    out.extend_from_slice(v);
+    out.extend_from_slice(&bytes[b..]);
+    Some(out)
+}
+
 /// First line of an mlua error, which for Lua errors is `FILE:LINE: message`.
 fn one_line(e: &mlua::Error) -> String {
     let s = match e {
@@ -1101,19 +1114,40 @@ impl LuaEngine {
         };
         let f = self.st.app_events.clone();
         // Returns its bits, then the first rewritten head (its event's position, 1-based,
-        // its bytes, whether its body is to be modified) and, if there are more, a table
-        // of the others' triples. Fixed results: read from the Lua stack, nothing allocated
-        // but the head bytes.
+        // its bytes or nil, whether its body is to be modified, and when the bytes are nil
+        // a, b, v: replace bytes [a, b) of the head as received by v) and, if there are
+        // more, a table of the others' (position, bytes, body modified). Fixed results:
+        // read from the Lua stack, nothing allocated but the head bytes.
         self.heads.clear();
         let addr = self.app_evs.as_ptr() as usize as f64;
-        type Ret = (u32, Option<i64>, Option<mlua::BString>, Option<bool>, Option<Table>);
+        type Ret = (
+            u32,
+            Option<i64>,
+            Option<mlua::BString>,
+            Option<bool>,
+            Option<i64>,
+            Option<i64>,
+            Option<mlua::BString>,
+            Option<Table>,
+        );
         let args = (flow_id, dir, idx.len(), addr, tabs, meta.proto, state);
         let r = watched(&self.watch, &self.check, || f.call::<Ret>(args));
         match r {
-            Ok((bits, i, head, dm, rest)) => {
-                if let (Some(i), Some(head)) = (i, head) {
-                    if i > 0 {
-                        self.heads.push((i as usize - 1, head.into(), dm == Some(true)));
+            Ok((bits, i, head, dm, a, b, v, rest)) => {
+                if let Some(i) = i.filter(|&i| i > 0) {
+                    let k = i as usize - 1;
+                    let bytes = match (head, a, b, v) {
+                        (Some(h), ..) => Some(h.into()),
+                        (None, Some(a), Some(b), Some(v)) => idx.get(k).and_then(|&e| match &events[e] {
+                            AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => {
+                                splice(&head.bytes, a, b, &v[..])
+                            }
+                            _ => None,
+                        }),
+                        _ => None,
+                    };
+                    if let Some(bytes) = bytes {
+                        self.heads.push((k, bytes, dm == Some(true)));
                     }
                 }
                 if let Some(rest) = rest {

@@ -810,3 +810,13 @@ fn gc_pause_follows_the_heap_size() {
     assert!(e.used_memory() < 4 << 20, "{}", e.used_memory());
     assert_eq!(e.gc_pause(), 400);
 }
+
+#[test]
+fn splice_replaces_a_range_and_rejects_bad_ones() {
+    assert_eq!(splice(b"Server: Apache\r\n", 8, 14, b"haka").unwrap(), b"Server: haka\r\n");
+    assert_eq!(splice(b"abc", 0, 0, b"x").unwrap(), b"xabc");
+    assert_eq!(splice(b"abc", 3, 3, b"x").unwrap(), b"abcx");
+    assert!(splice(b"abc", 2, 1, b"x").is_none());
+    assert!(splice(b"abc", 1, 4, b"x").is_none());
+    assert!(splice(b"abc", -1, 2, b"x").is_none());
+}
