@@ -383,13 +383,10 @@ pub struct HttpParser {
     emit_bodies: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
-    /// Buffers of heads handed back by the caller ([`recycle_head`](Self::recycle_head)),
-    /// reused for the next heads.
-    spare_heads: Vec<Vec<u8>>,
+    /// The buffer of a head handed back by the caller ([`recycle_head`](Self::recycle_head)),
+    /// reused for the next head (held inline: no list to reach through).
+    spare_head: Vec<u8>,
 }
-
-/// Head buffers a parser keeps for reuse.
-const SPARE_HEADS: usize = 2;
 /// A parser reset for another connection keeps an input buffer up to this capacity.
 const RESET_BUF_CAPACITY: usize = 16 * 1024;
 
@@ -412,7 +409,7 @@ impl HttpParser {
             spans: VecDeque::new(),
             emit_bodies: true,
             body_offs: VecDeque::new(),
-            spare_heads: Vec::new(),
+            spare_head: Vec::new(),
         }
     }
 
@@ -439,8 +436,8 @@ impl HttpParser {
     /// Gives back the bytes of a head this parser reported (once the caller is done with
     /// it): the next head is built in them rather than in a new allocation.
     pub fn recycle_head(&mut self, bytes: Vec<u8>) {
-        if self.spare_heads.len() < SPARE_HEADS && bytes.capacity() <= self.limits.max_head {
-            self.spare_heads.push(bytes);
+        if self.spare_head.capacity() == 0 && bytes.capacity() <= self.limits.max_head {
+            self.spare_head = bytes;
         }
     }
 
@@ -752,7 +749,7 @@ impl HttpParser {
             }
         };
         let lead = self.leading.len();
-        let mut bytes = self.spare_heads.pop().unwrap_or_default();
+        let mut bytes = std::mem::take(&mut self.spare_head);
         bytes.clear();
         bytes.reserve(lead + end);
         bytes.extend_from_slice(&self.leading);
