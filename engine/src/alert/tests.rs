@@ -45,12 +45,38 @@ fn small_alert(worker: usize, n: u64) -> Alert {
     }
 }
 
-fn tmp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("haka-alert-test-{}", std::process::id()));
+/// `name` in a directory of its own (names are unique among the tests); the file and
+/// the directory are removed when dropped.
+struct TmpPath(PathBuf);
+
+impl std::ops::Deref for TmpPath {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn tmp_path(name: &str) -> TmpPath {
+    let dir = std::env::temp_dir().join(format!("haka-alert-test-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     let _ = std::fs::remove_file(&p);
-    p
+    TmpPath(p)
 }
 
 #[derive(Clone, Default)]
