@@ -236,9 +236,9 @@ local function touched(m)
   m[M_COOK] = false -- the message's split_cookies, cached
 end
 
--- A field value rewritten in place is first only recorded (lazy_set): M_HMOD holds the
--- positions a + e * P17 (the value's bytes are a + 1 .. e - 2 of the head), M_EDIT the
--- new value. It is applied to the head string when the head is read again, or handed to
+-- A field value rewritten in place in a head still as received is first only recorded
+-- (lazy_set): M_HMOD holds the positions a + e * P17 (the value's bytes are a + 1 .. e - 2
+-- of the head), M_EDIT the new value. It is applied to the head string when the head is read again, or handed to
 -- Rust as is (K.http_edit), which splices it into the bytes it holds: no head string is
 -- built for the common "set one header" rule.
 local function apply_edit(m)
@@ -358,10 +358,14 @@ local function lazy_set(m, name, value)
     if lazy_find(m, name, e) ~= nil then return false end -- duplicates
     -- canonical: "name: value\r\n", the value from a + 1 to e - 2
     if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
-    touched(m)
-    m[M_HMOD] = a + e * P17
-    m[M_EDIT] = value
-    return true
+    if not m[M_HMOD] then
+      -- the head is still as received: record the edit (positions valid in those bytes)
+      touched(m)
+      m[M_HMOD] = a + e * P17
+      m[M_EDIT] = value
+      return true
+    end
+    s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
   end
   m[M_HEAD] = s
   touched(m)

@@ -226,6 +226,12 @@ fn in_place_header_set_is_recorded_then_applied_on_read() {
         r3.headers["Server"] = "y"
         r3.headers:add("X-B", "3")
         assert(K.http_edit(r3) == nil)
+        -- a header appended first (the head string rebuilt): no splice form, both kept
+        local r5 = fresh()
+        r5.headers["X-New"] = "n"
+        r5.headers["Server"] = "w"
+        assert(K.http_edit(r5) == nil)
+        assert(K.http_serialize(r5) == "HTTP/1.1 200 OK\r\nServer: w\r\nContent-Length: 0\r\nX-A: 1\r\nX-New: n\r\n\r\n")
         -- the start line changed too: no splice form
         local r4 = fresh()
         r4.headers["Server"] = "z"
