@@ -31,6 +31,7 @@ pub mod refrag;
 pub mod stats;
 pub mod stream;
 pub mod tcp_edit;
+mod test_util;
 pub mod tls;
 pub mod wire;
 pub mod worker;

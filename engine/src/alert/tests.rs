@@ -1,5 +1,6 @@
 use super::format::{self, ctime_string, eve_timestamp};
 use super::*;
+use crate::test_util::TempFile;
 
 use std::sync::Mutex;
 
@@ -45,38 +46,9 @@ fn small_alert(worker: usize, n: u64) -> Alert {
     }
 }
 
-/// `name` in a directory of its own (names are unique among the tests); the file and
-/// the directory are removed when dropped.
-struct TmpPath(PathBuf);
-
-impl std::ops::Deref for TmpPath {
-    type Target = PathBuf;
-    fn deref(&self) -> &PathBuf {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TmpPath {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        if let Some(dir) = self.0.parent() {
-            let _ = std::fs::remove_dir(dir);
-        }
-    }
-}
-
-fn tmp_path(name: &str) -> TmpPath {
-    let dir = std::env::temp_dir().join(format!("haka-alert-test-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(name);
-    let _ = std::fs::remove_file(&p);
-    TmpPath(p)
+/// `name` in a directory of its own (names are unique among the tests), removed after.
+fn tmp_path(name: &str) -> TempFile {
+    TempFile::in_own_dir(&format!("haka-alert-test-{}-{name}", std::process::id()), name)
 }
 
 #[derive(Clone, Default)]

@@ -1,43 +1,20 @@
 //! DPDK-free tests of the Lua rule engine: crafted frames, rules written to temp files.
 
 use super::*;
+use crate::test_util::TempFile;
 use crate::dissect::{dissect, DissectOptions, LinkType};
 use std::sync::atomic::AtomicUsize;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
-/// A rules file in the temp directory, removed when dropped.
-struct TempRules(PathBuf);
-
-impl std::ops::Deref for TempRules {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempRules {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempRules {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn rules_file(src: &str) -> TempRules {
+fn rules_file(src: &str) -> TempFile {
     let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    let p = std::env::temp_dir().join(format!("hk-lua-{}-{}.lua", std::process::id(), n));
-    std::fs::write(&p, src).unwrap();
-    TempRules(p)
+    TempFile::with_contents(&format!("hk-lua-{}-{}.lua", std::process::id(), n), src)
 }
 
 type Alerts = Rc<RefCell<Vec<Alert>>>;
 
-fn engine_opts(src: &str, opts: &LuaOptions) -> (LuaEngine, Alerts, TempRules) {
+fn engine_opts(src: &str, opts: &LuaOptions) -> (LuaEngine, Alerts, TempFile) {
     let p = rules_file(src);
     let alerts: Alerts = Rc::new(RefCell::new(Vec::new()));
     let a2 = Rc::clone(&alerts);
