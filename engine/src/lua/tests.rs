@@ -14,6 +14,8 @@ fn rules_file(src: &str) -> TempFile {
 
 type Alerts = Rc<RefCell<Vec<Alert>>>;
 
+/// Keep the returned file while the engine may read it again (reload, or a state rebuilt
+/// after the memory cap).
 fn engine_opts(src: &str, opts: &LuaOptions) -> (LuaEngine, Alerts, TempFile) {
     let p = rules_file(src);
     let alerts: Alerts = Rc::new(RefCell::new(Vec::new()));
@@ -23,7 +25,7 @@ fn engine_opts(src: &str, opts: &LuaOptions) -> (LuaEngine, Alerts, TempFile) {
 }
 
 fn engine(src: &str) -> (LuaEngine, Alerts) {
-    let (e, a, _) = engine_opts(src, &LuaOptions::default());
+    let (e, a, _) = engine_opts(src, &LuaOptions::default()); // (default cap: never rebuilt)
     (e, a)
 }
 
@@ -552,7 +554,7 @@ fn runtime_error_counted_dropped_others_fine() {
     assert_eq!(descs(&a), vec!["ok 1", "ok 2", "ok 3"]);
     // rule_error_drop = false accepts the failing packets
     let opts = LuaOptions { rule_error_drop: false, ..LuaOptions::default() };
-    let (mut e, _, _) = engine_opts(src, &opts);
+    let (mut e, _, _rules) = engine_opts(src, &opts);
     let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
     assert!(v.iter().all(|x| *x == Accept));
     assert_eq!(e.rule_errors(), 2);
@@ -561,7 +563,7 @@ fn runtime_error_counted_dropped_others_fine() {
 #[test]
 fn infinite_loop_interrupted() {
     let opts = LuaOptions { instruction_budget: 20_000_000, ..LuaOptions::default() };
-    let (mut e, a, _) = engine_opts(
+    let (mut e, a, _rules) = engine_opts(
         r#"
         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
             if t.dstport == 666 then local n = 0; while true do n = n + 1 end end
@@ -593,7 +595,7 @@ fn infinite_loop_interrupted() {
 #[test]
 fn memory_hog_capped() {
     let opts = LuaOptions { memory_limit_bytes: 16 << 20, ..LuaOptions::default() };
-    let (mut e, _, _) = engine_opts(
+    let (mut e, _, _rules) = engine_opts(
         r#"
         hog = {}
         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
@@ -784,7 +786,7 @@ fn jit_debug() {
 #[test]
 fn gc_pause_follows_the_heap_size() {
     let opts = LuaOptions { memory_limit_bytes: 32 << 20, ..LuaOptions::default() };
-    let (mut e, _, _) = engine_opts(
+    let (mut e, _, _rules) = engine_opts(
         r#"
         keep = {}
         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
