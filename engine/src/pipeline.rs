@@ -176,10 +176,22 @@ impl Pipeline {
     /// Dissects a frame of `len` bytes on the wire and prepares its flow lookup.
     #[inline(always)]
     pub fn classify(&self, frame: &[u8], len: u32) -> Class {
+        self.classify_meta(frame, len).0
+    }
+
+    /// [`classify`](Self::classify), with the dissection it made (for the stages after the
+    /// flow table: a packet is dissected once).
+    #[inline]
+    pub fn classify_meta(&self, frame: &[u8], len: u32) -> (Class, Option<crate::dissect::PacketMeta>) {
         let meta = match dissect(frame, self.link, &self.opts) {
             Ok(m) => m,
-            Err(m) => return Class::Malformed(m),
+            Err(m) => return (Class::Malformed(m), None),
         };
+        (self.classify_dissected(&meta, len), Some(meta))
+    }
+
+    fn classify_dissected(&self, meta: &crate::dissect::PacketMeta, len: u32) -> Class {
+        let meta = *meta;
         if let L3::Other(_) = meta.l3 {
             return Class::NonIp;
         }

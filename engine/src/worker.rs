@@ -9,6 +9,7 @@ use crate::fragstage::{FragPlan, FragStage};
 use crate::lua::{LuaEngine, LuaOptions, LuaPacket, LuaVerdict};
 use crate::pipeline::{Batch, Class, Decision, Pipeline, BATCH};
 use crate::stateful::{Outcome, StatefulStage};
+use crate::dissect::PacketMeta;
 use crate::stats::{Counters, DropReason, SharedCounters, Stateful};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -130,6 +131,10 @@ struct Loop<'a> {
     frag: Option<FragStage<'a>>,
     /// Burst slots whose packet a rule modified (bit per slot).
     modified: u32,
+    /// Per burst slot: the dissection made when the packet was classified (None for a
+    /// packet that took the slot later, e.g. a reassembled datagram). The rules and the
+    /// stateful stage use it rather than dissecting the packet again.
+    metas: [Option<PacketMeta>; BURST],
 }
 
 impl Loop<'_> {
@@ -199,7 +204,7 @@ impl Loop<'_> {
             let j = slot_to_j[slot];
             let Some(m) = m.as_mut().filter(|_| j != u8::MAX) else { continue };
             let data = m.data_mut();
-            let Some(meta) = self.pipeline.meta(data) else { continue };
+            let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(data)) else { continue };
             let (flow_id, dir) = match batch.flow_of(j as usize) {
                 Some((id, d)) => (id, (d == Direction::Down) as u8),
                 None => (u32::MAX, 0),
@@ -240,7 +245,9 @@ impl Loop<'_> {
             let Some((id, fdir)) = batch.flow_of(j) else { continue };
             let created = batch.flow_created(j);
             let Some(m) = burst.slots_mut()[slot as usize].as_mut() else { continue };
-            let Some(meta) = self.pipeline.meta(m.data()) else { continue };
+            // (a packet a rule modified is dissected again)
+            let cached = self.metas[slot as usize].filter(|_| self.modified >> slot & 1 == 0);
+            let Some(meta) = cached.or_else(|| self.pipeline.meta(m.data())) else { continue };
             if !meta.has_l4 || meta.fragment || !stage.wants(meta.proto) {
                 continue;
             }
@@ -330,6 +337,7 @@ impl Loop<'_> {
             l.after_burst();
         }
         self.modified = 0;
+        self.metas = [None; BURST];
         batch.clear();
         burst.clear();
     }
@@ -342,15 +350,18 @@ impl Loop<'_> {
         for i in 0..n {
             if let Some(m) = buf.get(i) {
                 let Some(fs) = self.frag.as_ref() else {
-                    batch.push(i as u8, self.pipeline.classify(m.data(), m.pkt_len()));
+                    let (class, meta) = self.pipeline.classify_meta(m.data(), m.pkt_len());
+                    self.metas[i] = meta;
+                    batch.push(i as u8, class);
                     continue;
                 };
-                let class = self.pipeline.classify(m.data(), fs.wire_len(m));
+                let (class, meta) = self.pipeline.classify_meta(m.data(), fs.wire_len(m));
                 tracked += fs.is_tracked(m, &class) as i64;
                 if class.is_fragment() {
                     self.fragment(buf, i, class, now, batch);
                     continue;
                 }
+                self.metas[i] = meta;
                 batch.push(i as u8, class);
             }
         }
@@ -427,6 +438,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         ended: Vec::with_capacity(64),
         frag,
         modified: 0,
+        metas: [None; BURST],
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let rings = plan.rings.clone();
@@ -452,7 +464,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             lp.c.rx += n as u64;
             for i in 0..n {
                 let Some(m) = rx.get(i) else { continue };
-                let class = lp.pipeline.classify(m.data(), m.pkt_len());
+                let (class, meta) = lp.pipeline.classify_meta(m.data(), m.pkt_len());
                 if class.is_fragment() {
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
@@ -472,6 +484,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                         continue;
                     }
                 }
+                lp.metas[i] = meta;
                 batch.push(i as u8, class);
             }
             lp.finish_batch(&mut rx, &mut batch, now);
