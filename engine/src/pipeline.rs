@@ -176,7 +176,10 @@ impl Pipeline {
     /// Dissects a frame of `len` bytes on the wire and prepares its flow lookup.
     #[inline(always)]
     pub fn classify(&self, frame: &[u8], len: u32) -> Class {
-        self.classify_meta(frame, len).0
+        match dissect(frame, self.link, &self.opts) {
+            Ok(m) => self.classify_dissected(&m, len),
+            Err(m) => Class::Malformed(m),
+        }
     }
 
     /// [`classify`](Self::classify), with the dissection it made (for the stages after the
@@ -190,12 +193,12 @@ impl Pipeline {
         (self.classify_dissected(&meta, len), Some(meta))
     }
 
+    #[inline(always)]
     fn classify_dissected(&self, meta: &crate::dissect::PacketMeta, len: u32) -> Class {
-        let meta = *meta;
         if let L3::Other(_) = meta.l3 {
             return Class::NonIp;
         }
-        let (key, sender) = FlowKey::from_meta(&meta);
+        let (key, sender) = FlowKey::from_meta(meta);
         let tcp_flags = (meta.proto == 6 && meta.has_l4).then_some(meta.tcp_flags);
         let hash = key.hash();
         // Start loading the flow's index bucket now: by the time the batch is

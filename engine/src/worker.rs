@@ -135,9 +135,32 @@ struct Loop<'a> {
     /// packet that took the slot later, e.g. a reassembled datagram). The rules and the
     /// stateful stage use it rather than dissecting the packet again.
     metas: [Option<PacketMeta>; BURST],
+    /// Whether `metas` is filled (some stage after the flow table reads it).
+    keep_metas: bool,
 }
 
 impl Loop<'_> {
+    /// Classifies the packet in burst slot `i`, keeping its dissection for the rules and
+    /// the stateful stage when they run.
+    #[inline(always)]
+    fn classify_slot(&mut self, i: usize, frame: &[u8], len: u32) -> Class {
+        if !self.keep_metas {
+            return self.pipeline.classify(frame, len);
+        }
+        let (class, meta) = self.pipeline.classify_meta(frame, len);
+        self.metas[i] = meta;
+        class
+    }
+
+    /// Called before each burst: whether to keep the packets' dissections.
+    fn update_keep_metas(&mut self) {
+        let keep = self.stateful.is_some() || self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules);
+        if keep != self.keep_metas {
+            self.metas = [None; BURST];
+            self.keep_metas = keep;
+        }
+    }
+
     /// Decides on one packet this worker owns and sends or frees it.
     #[inline(always)]
     fn handle(&mut self, m: Mbuf, decision: Decision, modified: bool) {
@@ -337,7 +360,9 @@ impl Loop<'_> {
             l.after_burst();
         }
         self.modified = 0;
-        self.metas = [None; BURST];
+        if self.keep_metas {
+            self.metas = [None; BURST];
+        }
         batch.clear();
         burst.clear();
     }
@@ -345,23 +370,25 @@ impl Loop<'_> {
     /// Processes packets dispatched to this worker by others.
     fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
         let n = inbound.dequeue(buf);
+        self.update_keep_metas();
         self.c.dispatched_in += n as u64;
         let mut tracked = 0;
         for i in 0..n {
             if let Some(m) = buf.get(i) {
                 let Some(fs) = self.frag.as_ref() else {
-                    let (class, meta) = self.pipeline.classify_meta(m.data(), m.pkt_len());
-                    self.metas[i] = meta;
+                    let class = self.classify_slot(i, m.data(), m.pkt_len());
                     batch.push(i as u8, class);
                     continue;
                 };
-                let (class, meta) = self.pipeline.classify_meta(m.data(), fs.wire_len(m));
+                let wire_len = fs.wire_len(m);
+                let class = self.classify_slot(i, m.data(), wire_len);
+                let fs = self.frag.as_ref().expect("checked above");
                 tracked += fs.is_tracked(m, &class) as i64;
                 if class.is_fragment() {
+                    self.metas[i] = None;
                     self.fragment(buf, i, class, now, batch);
                     continue;
                 }
-                self.metas[i] = meta;
                 batch.push(i as u8, class);
             }
         }
@@ -439,6 +466,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         frag,
         modified: 0,
         metas: [None; BURST],
+        keep_metas: false,
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let rings = plan.rings.clone();
@@ -461,11 +489,13 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             if n == 0 {
                 continue;
             }
+            lp.update_keep_metas();
             lp.c.rx += n as u64;
             for i in 0..n {
                 let Some(m) = rx.get(i) else { continue };
-                let (class, meta) = lp.pipeline.classify_meta(m.data(), m.pkt_len());
+                let class = lp.classify_slot(i, m.data(), m.pkt_len());
                 if class.is_fragment() {
+                    lp.metas[i] = None;
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
                 }
@@ -475,6 +505,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                         None => me, // non-IP and malformed have no flow: decide here
                     };
                     if owner != me {
+                        lp.metas[i] = None;
                         let Some(m) = rx.take(i) else { continue };
                         let stage = &mut staged[owner];
                         if let Err(m) = stage.push(m) {
@@ -484,7 +515,6 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                         continue;
                     }
                 }
-                lp.metas[i] = meta;
                 batch.push(i as u8, class);
             }
             lp.finish_batch(&mut rx, &mut batch, now);
