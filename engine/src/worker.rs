@@ -133,7 +133,8 @@ struct Loop<'a> {
     modified: u32,
     /// Per burst slot: the dissection made when the packet was classified (None for a
     /// packet that took the slot later, e.g. a reassembled datagram). The rules and the
-    /// stateful stage use it rather than dissecting the packet again.
+    /// stateful stage use it rather than dissecting the packet again. Every slot of a
+    /// batch is set when it is classified, so nothing is cleared between bursts.
     metas: [Option<PacketMeta>; BURST],
     /// Whether `metas` is filled (some stage after the flow table reads it).
     keep_metas: bool,
@@ -360,9 +361,6 @@ impl Loop<'_> {
             l.after_burst();
         }
         self.modified = 0;
-        if self.keep_metas {
-            self.metas = [None; BURST];
-        }
         batch.clear();
         burst.clear();
     }
@@ -375,19 +373,15 @@ impl Loop<'_> {
         let mut tracked = 0;
         for i in 0..n {
             if let Some(m) = buf.get(i) {
-                let Some(fs) = self.frag.as_ref() else {
-                    let class = self.classify_slot(i, m.data(), m.pkt_len());
-                    batch.push(i as u8, class);
-                    continue;
-                };
-                let wire_len = fs.wire_len(m);
-                let class = self.classify_slot(i, m.data(), wire_len);
-                let fs = self.frag.as_ref().expect("checked above");
-                tracked += fs.is_tracked(m, &class) as i64;
-                if class.is_fragment() {
-                    self.metas[i] = None;
-                    self.fragment(buf, i, class, now, batch);
-                    continue;
+                let len = self.frag.as_ref().map_or(m.pkt_len(), |fs| fs.wire_len(m));
+                let class = self.classify_slot(i, m.data(), len);
+                if let Some(fs) = self.frag.as_ref() {
+                    tracked += fs.is_tracked(m, &class) as i64;
+                    if class.is_fragment() {
+                        self.metas[i] = None;
+                        self.fragment(buf, i, class, now, batch);
+                        continue;
+                    }
                 }
                 batch.push(i as u8, class);
             }

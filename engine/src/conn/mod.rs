@@ -300,6 +300,11 @@ impl ConnTable {
         &self.cfg
     }
 
+    /// The configuration of every reassembler.
+    fn stream_config(&self) -> StreamConfig {
+        StreamConfig { max_buffered_per_flow: self.cfg.max_buffered_per_flow }
+    }
+
     pub fn get(&self, id: FlowId) -> Option<&Conn> {
         self.conns.get(id as usize).and_then(|c| c.as_deref())
     }
@@ -333,7 +338,7 @@ impl ConnTable {
         let mut c = self.conns.get_mut(id as usize)?.take()?;
         if let Some(mut s) = c.streams.take() {
             if self.spare_streams.len() < SPARE_STREAMS {
-                let cfg = StreamConfig { max_buffered_per_flow: self.cfg.max_buffered_per_flow };
+                let cfg = self.stream_config();
                 s[0].recycle(cfg, &mut self.budget);
                 s[1].recycle(cfg, &mut self.budget);
                 self.spare_streams.push(s);
@@ -518,7 +523,7 @@ impl ConnTable {
     /// stream advances without copying (`in_place`: read the packet's payload).
     pub fn tcp_data(&mut self, id: FlowId, dir: u8, t: &TcpInfo, payload: &[u8]) -> DataResult {
         let mut r = DataResult::default();
-        let cfg = StreamConfig { max_buffered_per_flow: self.cfg.max_buffered_per_flow };
+        let cfg = self.stream_config();
         let spare = &mut self.spare_streams;
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return r };
         if c.dropped || c.state == TcpState::Reset {

@@ -251,7 +251,7 @@ pub struct LuaEngine {
     counters: LuaCounters,
     last_log: Option<Instant>,
     suppressed: u64,
-    /// Heads rewritten by the last `app_events` call (see `take_heads`).
+    /// Heads rewritten by the last `app_events` call (see `drain_heads`).
     heads: Vec<(usize, Vec<u8>, bool)>,
     /// The event records of the current `app_events` call (Lua reads them by address).
     app_evs: Vec<AppEv>,
