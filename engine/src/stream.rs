@@ -14,7 +14,8 @@
 //!   never replaced; a retransmission/overlap carrying *different* bytes for an already-received
 //!   range sets [`SegmentResult::overlap_conflict`] (the classic IDS evasion, the caller alerts);
 //!   bytes already consumed by the reader are compared only within the optional retained
-//!   history ([`StreamReassembler::set_conflict_history`], off by default);
+//!   history ([`StreamReassembler::set_conflict_history`], off by default), which forgets
+//!   what the receiver acknowledged ([`StreamReassembler::acked`]);
 //! - sequence numbers are compared with serial-number arithmetic (RFC 1982) and wrap at 2^32;
 //!   internally the stream uses 64-bit offsets from the start of the stream;
 //! - segments entirely left of the next expected sequence are duplicates; segments reaching more
@@ -125,15 +126,24 @@ impl Chunk {
     }
 }
 
-/// The last `cap` bytes pushed, in a ring: no byte is moved once written, and the buffer
-/// is allocated once at its full size, on the first push.
+/// The last consumed bytes not yet acknowledged by the receiver, at most `cap` of them, in a
+/// ring: no byte is moved once written. The ring's storage grows on demand up to `cap`
+/// (most connections acknowledge every second segment: a few KiB), and writing starts again
+/// at its beginning whenever every byte held was acknowledged, so that the bytes copied in
+/// stay in cache rather than sweeping `cap` bytes of memory per connection.
 #[derive(Debug, Default)]
 struct History {
+    /// Ring storage (its length is the ring's size, at most `cap`).
     buf: Vec<u8>,
     cap: usize,
-    /// Once full (`buf.len() == cap`): where the next byte goes, i.e. the oldest byte.
-    wpos: usize,
+    /// Index of the oldest byte held.
+    start: usize,
+    /// Bytes held.
+    len: usize,
 }
+
+/// First size of a history ring, and its growth step.
+const HISTORY_MIN: usize = 4096;
 
 impl History {
     fn push(&mut self, b: &[u8]) {
@@ -141,31 +151,54 @@ impl History {
         if cap == 0 || b.is_empty() {
             return;
         }
-        let mut b = &b[b.len().saturating_sub(cap)..];
-        if self.buf.len() < cap {
-            if self.buf.capacity() < cap {
-                self.buf.reserve_exact(cap - self.buf.len());
-            }
-            let n = (cap - self.buf.len()).min(b.len());
-            self.buf.extend_from_slice(&b[..n]);
-            b = &b[n..];
+        let b = &b[b.len().saturating_sub(cap)..];
+        let need = self.len + b.len();
+        if need > self.buf.len() && self.buf.len() < cap {
+            self.grow(need.max(2 * self.buf.len()).max(HISTORY_MIN).min(cap));
         }
-        while !b.is_empty() {
-            let n = (cap - self.wpos).min(b.len());
-            self.buf[self.wpos..self.wpos + n].copy_from_slice(&b[..n]);
-            self.wpos = (self.wpos + n) % cap;
-            b = &b[n..];
+        let size = self.buf.len();
+        if need > size {
+            // full: the oldest bytes make room
+            let over = need - size;
+            self.start = (self.start + over) % size;
+            self.len -= over;
         }
+        if self.len == 0 {
+            self.start = 0;
+        }
+        let pos = (self.start + self.len) % size;
+        let n = (size - pos).min(b.len());
+        self.buf[pos..pos + n].copy_from_slice(&b[..n]);
+        self.buf[..b.len() - n].copy_from_slice(&b[n..]);
+        self.len += b.len();
+    }
+
+    /// Storage of `size` bytes, the bytes held moved to its start.
+    fn grow(&mut self, size: usize) {
+        let (a, b) = self.slices();
+        let mut buf = Vec::with_capacity(size);
+        buf.extend_from_slice(a);
+        buf.extend_from_slice(b);
+        buf.resize(size, 0);
+        self.buf = buf;
+        self.start = 0;
     }
 
     /// The bytes held, oldest first, in two parts.
     fn slices(&self) -> (&[u8], &[u8]) {
-        if self.buf.len() < self.cap {
-            (&self.buf, &[])
+        let end = self.start + self.len;
+        if end <= self.buf.len() {
+            (&self.buf[self.start..end], &[])
         } else {
-            let (a, b) = self.buf.split_at(self.wpos);
-            (b, a)
+            (&self.buf[self.start..], &self.buf[..end - self.buf.len()])
         }
+    }
+
+    /// Forgets the `n` oldest bytes held.
+    fn forget_oldest(&mut self, n: usize) {
+        let n = n.min(self.len);
+        self.len -= n;
+        self.start = if self.len == 0 { 0 } else { (self.start + n) % self.buf.len() };
     }
 
     /// Keeps the last `cap` bytes held.
@@ -177,9 +210,6 @@ impl History {
         let kept = [a, b].concat();
         *self = History { cap, ..History::default() };
         self.push(&kept);
-        if self.buf.is_empty() {
-            self.buf = Vec::new();
-        }
     }
 
     fn clear(&mut self) {
@@ -188,8 +218,8 @@ impl History {
 
     /// Empty, keeping the ring's memory (for another stream).
     fn empty(&mut self) {
-        self.buf.clear();
-        self.wpos = 0;
+        self.start = 0;
+        self.len = 0;
     }
 }
 
@@ -576,6 +606,28 @@ impl StreamReassembler {
         true
     }
 
+    /// The receiver acknowledged every byte before sequence number `ack`. The retained
+    /// history (`set_conflict_history`) forgets the bytes before it: the receiver drops a
+    /// retransmission of bytes it acknowledged, so those can no longer be used for an
+    /// evasion (as Suricata, which keeps stream data until it is acknowledged). An
+    /// acknowledgement more than a window ahead of the delivered bytes is ignored.
+    pub fn acked(&mut self, ack: u32) {
+        if self.history.len == 0 || self.state != State::Open {
+            return;
+        }
+        let d = seq_diff(ack, self.next_seq);
+        if d > 0 && d as u64 > RECEIVE_WINDOW {
+            return;
+        }
+        let ack_off = if d >= 0 { self.next_off } else { self.next_off.saturating_sub(d.unsigned_abs()) };
+        // the history ends where the unread bytes start
+        let hist_end = self.next_off - (self.ready.len() - self.read_pos) as u64;
+        let hist_start = hist_end - self.history.len as u64;
+        if ack_off > hist_start {
+            self.history.forget_oldest((ack_off - hist_start).min(self.history.len as u64) as usize);
+        }
+    }
+
     /// The delivered, unread in-order data (one contiguous slice).
     pub fn read(&self) -> &[u8] {
         self.ready.get(self.read_pos..).unwrap_or(&[])
@@ -590,10 +642,10 @@ impl StreamReassembler {
         self.compact();
     }
 
-    /// Keeps the last `bytes` consumed bytes so that a retransmission of already-consumed data
-    /// carrying different bytes is still reported as `overlap_conflict` (default 0: only unread
-    /// and buffered data are compared). Costs up to `bytes` of memory per direction, not charged
-    /// to the budget.
+    /// Keeps the last `bytes` consumed bytes, until acknowledged ([`acked`](Self::acked)),
+    /// so that a retransmission of already-consumed data carrying different bytes is still
+    /// reported as `overlap_conflict` (default 0: only unread and buffered data are compared).
+    /// Costs up to `bytes` of memory per direction, not charged to the budget.
     pub fn set_conflict_history(&mut self, bytes: usize) {
         self.history.set_capacity(bytes);
     }
@@ -1203,6 +1255,62 @@ mod tests {
         }
         s.set_conflict_history(0);
         assert!(s.ready.is_empty());
+    }
+
+    #[test]
+    fn acknowledged_bytes_leave_the_history() {
+        let mut b = ByteBudget::new(BIG);
+        let mut s = syn(1000);
+        s.set_conflict_history(16);
+        // "abcdefgh" is seq 1001..1009; the receiver acknowledged up to "e" (1005)
+        assert!(s.advance_in_order(1001, b"abcdefgh"));
+        s.acked(1005);
+        // a retransmission of acknowledged bytes is not compared (the receiver drops it)
+        assert!(!s.segment(1001, b"XXXX", &mut b).overlap_conflict);
+        // the unacknowledged ones still are
+        assert!(s.segment(1005, b"eXgh", &mut b).overlap_conflict);
+        assert!(!s.segment(1003, b"cdefgh", &mut b).overlap_conflict, "acked part skipped, rest equal");
+        assert!(s.segment(1003, b"cdeXgh", &mut b).overlap_conflict);
+        // an old or a wild acknowledgement changes nothing
+        s.acked(1002);
+        s.acked(1009u32.wrapping_add((1 << 30) + 1));
+        assert!(s.segment(1005, b"Xfgh", &mut b).overlap_conflict);
+        // everything acknowledged: nothing left to compare; later bytes are kept again
+        s.acked(1009);
+        assert!(!s.segment(1005, b"XXXX", &mut b).overlap_conflict);
+        assert!(s.advance_in_order(1009, b"ijkl"));
+        assert!(s.segment(1009, b"iXkl", &mut b).overlap_conflict);
+        // unread (delivered, not consumed) bytes are the reader's: never forgotten
+        s.segment(1013, b"mnop", &mut b);
+        s.acked(1017);
+        assert!(s.segment(1013, b"mXop", &mut b).overlap_conflict);
+        assert_eq!(s.read(), b"mnop");
+    }
+
+    #[test]
+    fn history_ring_keeps_the_last_bytes_across_growth_and_wrap() {
+        // Pushes of every size through a ring of 10000 bytes (it grows from 4096 and
+        // wraps), with acknowledgements now and then: the bytes held are always the last
+        // unacknowledged ones, at most `cap`.
+        let mut rng = XorShift(0x1234_5678);
+        let mut h = History { cap: 10_000, ..History::default() };
+        let mut model: Vec<u8> = Vec::new();
+        for round in 0..3000u32 {
+            let n = (rng.next() % 3000) as usize;
+            let bytes: Vec<u8> = (0..n).map(|k| (round as usize * 7 + k) as u8).collect();
+            h.push(&bytes);
+            model.extend_from_slice(&bytes);
+            let keep = model.len().min(10_000);
+            model.drain(..model.len() - keep);
+            if rng.next() % 5 == 0 {
+                let k = (rng.next() as usize) % (model.len() + 1);
+                h.forget_oldest(k);
+                model.drain(..k);
+            }
+            let (a, b) = h.slices();
+            assert_eq!([a, b].concat(), model, "round {round}");
+            assert!(h.buf.len() <= 10_000);
+        }
     }
 
     #[test]

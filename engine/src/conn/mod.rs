@@ -482,6 +482,13 @@ impl ConnTable {
         } else if f & ACK != 0 && dir == c.closer && c.state == TcpState::Closing {
             c.state = TcpState::TimedWait;
         }
+        if f & ACK != 0 {
+            if let Some(s) = c.streams.as_mut() {
+                // (the peer's stream, in its sequence numbers as received when edits shifted them)
+                let other = 1 - dir as usize;
+                s[other].acked(c.shift[other].unmap_ack(t.ack));
+            }
+        }
         if c.state == TcpState::TimedWait {
             step.ended = true;
             self.counters.ended += 1;

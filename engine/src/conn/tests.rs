@@ -95,6 +95,25 @@ fn out_of_order_and_overlap_conflict() {
 }
 
 #[test]
+fn the_peers_acknowledgement_ends_the_retransmission_check() {
+    let mut ct = table(NoConnection::Pickup);
+    ct.tcp_packet(5, true, UP, &t(SYN, 99, 0, 0), (5555, 80));
+    ct.tcp_packet(5, false, DOWN, &t(SYN | ACK, 499, 100, 0), (80, 5555));
+    ct.tcp_packet(5, false, UP, &t(ACK, 100, 500, 0), (5555, 80));
+    for (seq, data) in [(100, b"GET /"), (105, b"index")] {
+        ct.tcp_packet(5, false, UP, &t(ACK, seq, 500, 5), (5555, 80));
+        assert!(ct.tcp_data(5, 0, &t(ACK, seq, 500, 5), data).in_place);
+    }
+    // not acknowledged yet: a different retransmission is the evasion
+    assert!(ct.tcp_data(5, 0, &t(ACK, 100, 500, 5), b"GET X").seg.overlap_conflict);
+    // the server acknowledges the first segment (a pure ACK, no data of its own)
+    ct.tcp_packet(5, false, DOWN, &t(ACK, 500, 105, 0), (80, 5555));
+    assert!(!ct.tcp_data(5, 0, &t(ACK, 100, 500, 5), b"GET X").seg.overlap_conflict);
+    assert!(ct.tcp_data(5, 0, &t(ACK, 105, 500, 5), b"inXex").seg.overlap_conflict);
+    assert_eq!(ct.counters.overlap_conflicts, 2);
+}
+
+#[test]
 fn pickup_mid_stream_orients_by_port() {
     let mut ct = table(NoConnection::Pickup);
     // first packet seen is the server's answer (80 -> 40000)
