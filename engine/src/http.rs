@@ -569,14 +569,31 @@ impl HttpParser {
         if data.is_empty() {
             return Ok(());
         }
-        self.buf.extend_from_slice(data);
-        let r = self.run(out);
-        // Compact: drop consumed bytes.
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.base += self.pos as u64;
+        let r = if self.buf.is_empty() {
+            // Parsed straight from `data`: only an incomplete tail (a head, chunk line or
+            // trailer block continued by the next segment) is copied into the buffer.
             self.pos = 0;
-        }
+            let r = self.run(data, out);
+            let used = self.pos.min(data.len());
+            self.base += used as u64;
+            self.pos = 0;
+            if r.is_ok() {
+                self.buf.extend_from_slice(&data[used..]);
+            }
+            r
+        } else {
+            self.buf.extend_from_slice(data);
+            let buf = std::mem::take(&mut self.buf);
+            let r = self.run(&buf, out);
+            self.buf = buf;
+            // Compact: drop consumed bytes.
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.base += self.pos as u64;
+                self.pos = 0;
+            }
+            r
+        };
         match r {
             Ok(()) => Ok(()),
             Err(e) => self.fail(e),
@@ -612,19 +629,15 @@ impl HttpParser {
         Err(e)
     }
 
-    fn avail(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    fn run(&mut self, out: &mut Vec<HttpEvent>) -> Result<(), HttpError> {
+    fn run(&mut self, input: &[u8], out: &mut Vec<HttpEvent>) -> Result<(), HttpError> {
         loop {
             let progressed = match self.state {
-                State::Head { line_start } => self.step_head(line_start, out)?,
+                State::Head { line_start } => self.step_head(input, line_start, out)?,
                 State::Fixed(rem) => {
-                    let n = (self.avail().len() as u64).min(rem) as usize;
+                    let n = (input[self.pos..].len() as u64).min(rem) as usize;
                     if n > 0 {
                         if self.emit_bodies {
-                            out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                            out.push(HttpEvent::Body(input[self.pos..][..n].to_vec()));
                             self.body_at(self.base + self.pos as u64);
                         }
                         self.pos += n;
@@ -638,12 +651,12 @@ impl HttpParser {
                         false
                     }
                 }
-                State::ChunkSize => self.step_chunk_size()?,
+                State::ChunkSize => self.step_chunk_size(input)?,
                 State::ChunkData(rem) => {
-                    let n = (self.avail().len() as u64).min(rem) as usize;
+                    let n = (input[self.pos..].len() as u64).min(rem) as usize;
                     if n > 0 {
                         if self.emit_bodies {
-                            out.push(HttpEvent::Body(self.avail()[..n].to_vec()));
+                            out.push(HttpEvent::Body(input[self.pos..][..n].to_vec()));
                             self.body_at(self.base + self.pos as u64);
                         }
                         self.pos += n;
@@ -652,7 +665,7 @@ impl HttpParser {
                     self.state = if rem == 0 { State::ChunkCrlf } else { State::ChunkData(rem) };
                     rem == 0
                 }
-                State::ChunkCrlf => match self.avail() {
+                State::ChunkCrlf => match input[self.pos..] {
                     [] | [b'\r'] => false,
                     [b'\n', ..] => {
                         self.pos += 1;
@@ -666,24 +679,24 @@ impl HttpParser {
                     }
                     _ => return Err(HttpError::BadChunk),
                 },
-                State::Trailers { line_start } => self.step_trailers(line_start, out)?,
+                State::Trailers { line_start } => self.step_trailers(input, line_start, out)?,
                 State::UntilClose | State::Tunnel => {
-                    if !self.avail().is_empty() {
+                    if !input[self.pos..].is_empty() {
                         if self.emit_bodies {
-                            let d = self.avail().to_vec();
+                            let d = input[self.pos..].to_vec();
                             out.push(if self.state == State::Tunnel { HttpEvent::Tunnel(d) } else { HttpEvent::Body(d) });
                             self.body_at(self.base + self.pos as u64);
                         }
-                        self.pos = self.buf.len();
+                        self.pos = input.len();
                     }
                     false
                 }
                 State::Closed => {
                     // Tolerate stray line terminators after the last message.
-                    if self.avail().iter().any(|&b| b != b'\r' && b != b'\n') {
+                    if input[self.pos..].iter().any(|&b| b != b'\r' && b != b'\n') {
                         return Err(HttpError::UnexpectedData);
                     }
-                    self.pos = self.buf.len();
+                    self.pos = input.len();
                     false
                 }
                 State::Done => false,
@@ -696,8 +709,8 @@ impl HttpParser {
 
     /// Scans lines from `line_start` for the empty line ending a block. Returns the end offset (from `pos`,
     /// past the empty line) or the new scan position.
-    fn scan_block(&mut self, mut line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
-        let a = &self.buf[self.pos..];
+    fn scan_block(&mut self, input: &[u8], mut line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
+        let a = &input[self.pos..];
         loop {
             let from = line_start.max(self.scanned).min(a.len());
             match memchr::memchr(b'\n', &a[from..]) {
@@ -724,24 +737,24 @@ impl HttpParser {
         }
     }
 
-    fn step_head(&mut self, line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
+    fn step_head(&mut self, input: &[u8], line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
         if line_start == 0 {
             // RFC 7230 §3.5: ignore empty lines before a request line (also after a body's CRLF).
             // They are kept in front of the start line's raw bytes, so that `to_bytes` stays byte-identical.
-            let skip = self.avail().iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let skip = input[self.pos..].iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
             if self.leading.len() + skip > self.limits.max_head {
                 return Err(HttpError::HeadTooLong);
             }
-            self.leading.extend_from_slice(&self.buf[self.pos..self.pos + skip]);
+            self.leading.extend_from_slice(&input[self.pos..self.pos + skip]);
             self.pos += skip;
-            if self.avail().is_empty() {
+            if input[self.pos..].is_empty() {
                 return Ok(false);
             }
         }
         if line_start == 0 {
-            self.check_start()?;
+            self.check_start(input)?;
         }
-        let end = match self.scan_block(line_start, self.limits.max_head)? {
+        let end = match self.scan_block(input, line_start, self.limits.max_head)? {
             Ok(end) => end,
             Err(ls) => {
                 self.state = State::Head { line_start: ls };
@@ -753,7 +766,7 @@ impl HttpParser {
         bytes.clear();
         bytes.reserve(lead + end);
         bytes.extend_from_slice(&self.leading);
-        bytes.extend_from_slice(&self.buf[self.pos..self.pos + end]);
+        bytes.extend_from_slice(&input[self.pos..self.pos + end]);
         self.leading.clear();
         self.pos += end;
         let head_end = self.base + self.pos as u64;
@@ -801,8 +814,8 @@ impl HttpParser {
 
     /// Rejects a start line early, before its end arrives, when its first bytes already cannot be valid
     /// (binary data, NUL bytes): a request must start with a method token, a response with `HTTP/`.
-    fn check_start(&self) -> Result<(), HttpError> {
-        let a = self.avail();
+    fn check_start(&self, input: &[u8]) -> Result<(), HttpError> {
+        let a = &input[self.pos..];
         let a = &a[..a.len().min(32)];
         let a = &a[..a.iter().position(|&b| b == b'\n').unwrap_or(a.len())];
         match self.kind {
@@ -842,8 +855,8 @@ impl HttpParser {
         };
     }
 
-    fn step_chunk_size(&mut self) -> Result<bool, HttpError> {
-        let a = self.avail();
+    fn step_chunk_size(&mut self, input: &[u8]) -> Result<bool, HttpError> {
+        let a = &input[self.pos..];
         let Some(i) = a.iter().position(|&b| b == b'\n') else {
             if a.len() > self.limits.max_chunk_line {
                 return Err(HttpError::HeadTooLong);
@@ -874,8 +887,8 @@ impl HttpParser {
         Ok(true)
     }
 
-    fn step_trailers(&mut self, line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
-        let end = match self.scan_block(line_start, self.limits.max_head)? {
+    fn step_trailers(&mut self, input: &[u8], line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
+        let end = match self.scan_block(input, line_start, self.limits.max_head)? {
             Ok(end) => end,
             Err(ls) => {
                 // The first line may be the empty one: scan_block handles it (line_start 0 and empty line).
@@ -889,7 +902,7 @@ impl HttpParser {
             self.end_message(out);
             return Ok(true);
         }
-        let block = self.buf[self.pos..self.pos + end].to_vec();
+        let block = input[self.pos..self.pos + end].to_vec();
         self.pos += end;
         let mut lines = split_lines(&block);
         let mut trailers = parse_fields(&mut lines, self.limits.max_headers)?;
@@ -1091,7 +1104,7 @@ impl Framing {
 /// and what its framing depends on.
 fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Result<(HeadInfo, Framing), HttpError> {
     let bad_line = if kind == Kind::Request { HttpError::BadRequestLine } else { HttpError::BadStatusLine };
-    let nl = b[line_start..].iter().position(|&c| c == b'\n').ok_or(bad_line)?;
+    let nl = memchr::memchr(b'\n', &b[line_start..]).ok_or(bad_line)?;
     let fields_start = line_start + nl + 1;
     let first = strip_eol(&b[line_start..fields_start]);
     let mut info = HeadInfo { line_start, fields_start, ..HeadInfo::default() };
@@ -1143,11 +1156,12 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
             info.obs_fold = true;
             continue;
         }
-        let colon = content.iter().position(|&c| c == b':').ok_or(HttpError::BadHeader)?;
-        let name = &content[..colon];
-        if name.is_empty() || !name.iter().all(|&c| is_tchar(c)) {
+        // the name: token characters up to the colon (one pass for both)
+        let colon = content.iter().position(|&c| !is_tchar(c)).unwrap_or(content.len());
+        if colon == 0 || content.get(colon) != Some(&b':') {
             return Err(HttpError::BadHeader);
         }
+        let name = &content[..colon];
         let value = trim_ows(&content[colon + 1..]);
         if memchr::memchr2(0, b'\r', value).is_some() {
             return Err(HttpError::BadHeader);
