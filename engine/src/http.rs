@@ -310,8 +310,9 @@ fn keep_alive(version: &str, h: &Headers) -> bool {
 /// `Body`, optionally `Trailers` (chunked only), then `MessageEnd`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpEvent {
-    Request(Request),
-    Response(Response),
+    // (boxed: the datapath reports `Head`s, and a small enum is cheap to move)
+    Request(Box<Request>),
+    Response(Box<Response>),
     /// A request or response head as received, with where its parts are: reported instead
     /// of `Request`/`Response` when [`HttpParser::set_raw_heads`] is on (no per-field
     /// allocation; the engine's datapath hands the bytes to Lua as they are).
@@ -998,11 +999,11 @@ impl RawHead {
         Ok(if self.is_request {
             let (method, uri, version) = parse_request_line(first)?;
             let orig = (method.clone(), uri.clone(), version.clone());
-            HttpEvent::Request(Request { method, uri, version, headers, raw_line, orig })
+            HttpEvent::Request(Box::new(Request { method, uri, version, headers, raw_line, orig }))
         } else {
             let (version, status, reason) = parse_status_line(first)?;
             let orig = (version.clone(), status, reason.clone());
-            HttpEvent::Response(Response { version, status, reason, headers, raw_line, orig })
+            HttpEvent::Response(Box::new(Response { version, status, reason, headers, raw_line, orig }))
         })
     }
 }

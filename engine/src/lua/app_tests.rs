@@ -51,7 +51,7 @@ fn request(bytes: &[u8]) -> http::Request {
     let mut p = http::HttpParser::request();
     for ev in p.feed(bytes).unwrap() {
         if let http::HttpEvent::Request(r) = ev {
-            return r;
+            return *r;
         }
     }
     panic!("no request in {:?}", String::from_utf8_lossy(bytes))
@@ -62,7 +62,7 @@ fn response(bytes: &[u8]) -> http::Response {
     p.expect_response_to("GET");
     for ev in p.feed(bytes).unwrap() {
         if let http::HttpEvent::Response(r) = ev {
-            return r;
+            return *r;
         }
     }
     panic!("no response in {:?}", String::from_utf8_lossy(bytes))
