@@ -125,8 +125,12 @@ local session_mt = {
   end,
   __tostring = function(self) return "<" .. tostring(rawget(self, "name")) .. " session>" end,
 }
+local tnew = require("table.new")
 local function new_session(name, flow)
-  return (setmetatable({ name = name, flow = flow }, session_mt))
+  -- room for request and response (http) or client_hello: no resize when they are set
+  local s = tnew(0, 4)
+  s.name, s.flow = name, flow
+  return (setmetatable(s, session_mt))
 end
 function K.http_session(flow) return (new_session("http", flow)) end
 function K.dns_session(flow) return (new_session("dns", flow)) end
@@ -215,7 +219,6 @@ local Headers = {}
 local headers_mt = {}
 local sbyte = string.byte
 local band = require("bit").band
-local tnew = require("table.new")
 
 -- names already checked (bounded: rules use a few names)
 local NAME_OK, NAME_OKS = {}, 0

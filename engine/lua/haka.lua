@@ -992,6 +992,15 @@ local Flow = {}
 local flow_mt = {
   __index = function(self, k)
     if k == "state" then return STATE_NAMES[rawget(self, "_state")] end
+    if k == "srcip" or k == "dstip" then
+      -- IPv4 addresses are kept as numbers (_sa, _da) until first read: most flows are
+      -- never asked, and each address object is an allocation
+      local v = rawget(self, k == "srcip" and "_sa" or "_da")
+      if v == nil then return nil end
+      v = addr_ct(v)
+      rawset(self, k, v)
+      return v
+    end
     return Flow[k]
   end,
   __tostring = function(self)
@@ -1024,15 +1033,28 @@ function Flow:can_continue() return not self._dropped end
 local function new_flow(id, proto, dir)
   -- the packet of the current call is in slot 0; dir is its connection direction
   local s = S[0]
-  local ip = ip_view_of(s)
-  local sp, dp = be16(s.data, s.l4_off), be16(s.data, s.l4_off + 2)
-  -- every field in the constructor: the table is sized once
+  local b = s.data
+  local sp, dp = be16(b, s.l4_off), be16(b, s.l4_off + 2)
+  -- every field in the constructor, with room for the keys set later (_http, _pending,
+  -- _dropped, ...): the table is sized once. srcip/dstip: see flow_mt.
   local f = setmetatable({ id = id, proto = proto, name = proto == 6 and "tcp_connection" or "udp_connection",
-    _state = 3, srcip = false, dstip = false, srcport = 0, dstport = 0 }, flow_mt)
-  if dir == 0 then
-    f.srcip, f.dstip, f.srcport, f.dstport = ip.src, ip.dst, sp, dp
+    _state = 3, _sa = false, _da = false, srcport = 0, dstport = 0, _http = false, _pending = false,
+    _dropped = false }, flow_mt)
+  local a, z
+  if s.l3 == 4 then
+    a, z = be32(b, s.l3_off + 12), be32(b, s.l3_off + 16)
   else
-    f.srcip, f.dstip, f.srcport, f.dstport = ip.dst, ip.src, dp, sp
+    local ip = ip_view_of(s)
+    a, z = ip.src, ip.dst
+  end
+  if dir ~= 0 then a, z, sp, dp = z, a, dp, sp end
+  f.srcport, f.dstport = sp, dp
+  if s.l3 == 4 then
+    f._sa, f._da = a, z
+  else
+    f._sa, f._da = nil, nil
+    rawset(f, "srcip", a)
+    rawset(f, "dstip", z)
   end
   FLOWS[id] = f
   return f
@@ -1501,21 +1523,31 @@ end
 -- One call per burst. Errors are caught with one pcall around the loop and the loop
 -- resumes at the next packet; the failing packet gets verdict 2.
 local pcall = pcall
-function RT.run()
+-- Runs the packets of the burst from index `start` (0-based) on. Returns nil, or the index
+-- to resume from when a rule ran the heap out of memory (that packet's error, not recorded
+-- here): the engine then frees or recreates the state before the rest of the burst, rather
+-- than refusing it too.
+function RT.run(start)
   local n = B.n
-  local i = 0
+  local i = start or 0
   in_burst = true
   while i < n do
     local ok, err = pcall(loop, i, n)
     if ok then break end
     local c = B.cur
     S[c].verdict = 2
-    B.errors = B.errors + 1
-    pcall(H.fresh_budget) -- (never raises: the heap may be full)
-    if #errs < 16 then errs[#errs + 1] = tostring(err) end
     i = c + 1
+    if type(err) == "string" and string.find(err, "not enough memory", 1, true) then
+      -- (nothing allocated here: the heap is full; the engine counts this error)
+      in_burst = false
+      return i
+    end
+    B.errors = B.errors + 1
+    pcall(H.fresh_budget) -- (never raises)
+    if #errs < 16 then errs[#errs + 1] = tostring(err) end
   end
   in_burst = false
+  return nil
 end
 
 function RT.take_errors()

@@ -745,37 +745,43 @@ impl LuaEngine {
         self.burst.n = n as u32;
         self.burst.cur = 0;
         self.burst.errors = 0;
-        let run = self.st.run.clone();
-        let r = watched(&self.watch, &self.check, || run.call::<()>(()));
         self.counters.bursts += 1;
         self.counters.packets += n as u64;
-        if let Err(e) = r {
-            // An error outside the per-packet pcall (e.g. an interruption between two
-            // packets): the packets not yet processed get the rule-error verdict.
-            let cur = (self.burst.cur as usize).min(n);
-            for s in &mut self.burst.s[cur..n] {
-                if s.verdict == 0 {
-                    s.verdict = 2;
+        let mut mem_errors = false;
+        let mut start = 0u32;
+        loop {
+            let run = self.st.run.clone();
+            match watched(&self.watch, &self.check, || run.call::<Option<u32>>(start)) {
+                Ok(Some(next)) if (next as usize) <= n && next > start => {
+                    // A rule ran the heap out of memory at packet next - 1: free or recreate
+                    // the state now (as after a burst), so that the rest is not refused too.
+                    self.count_error("not enough memory");
+                    self.collect_errors();
+                    mem_errors = true;
+                    self.check_memory(true);
+                    if next as usize == n {
+                        break;
+                    }
+                    start = next;
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    // An error outside the per-packet pcall (e.g. an interruption between two
+                    // packets): the packets not yet processed get the rule-error verdict.
+                    let cur = (self.burst.cur as usize).min(n);
+                    for s in &mut self.burst.s[cur..n] {
+                        if s.verdict == 0 {
+                            s.verdict = 2;
+                        }
+                    }
+                    self.burst.errors += 1;
+                    let m = one_line(&e);
+                    self.count_error(&m);
+                    break;
                 }
             }
-            self.burst.errors += 1;
-            let m = one_line(&e);
-            self.count_error(&m);
         }
-        let mem_before = self.counters.memory_exceeded;
-        if self.burst.errors > 0 {
-            let msgs: Vec<String> = self
-                .st
-                .take_errors
-                .call::<Table>(())
-                .map(|t| t.sequence_values::<String>().filter_map(|v| v.ok()).collect())
-                .unwrap_or_default();
-            let extra = (self.burst.errors as usize).saturating_sub(msgs.len());
-            for m in &msgs {
-                self.count_error(m);
-            }
-            self.counters.rule_errors += extra as u64;
-        }
+        let mem_errors = self.collect_errors() || mem_errors;
         for (s, p) in self.burst.s.iter().zip(pkts.iter_mut()) {
             p.error = s.verdict == 2;
             p.verdict = match s.verdict {
@@ -800,8 +806,28 @@ impl LuaEngine {
                 LuaVerdict::Drop => out.dropped += 1,
             }
         }
-        let mem_errors = self.counters.memory_exceeded != mem_before;
         self.check_memory(mem_errors);
+    }
+
+    /// Counts and logs the rule errors of the current burst that the Lua side recorded
+    /// (`RT.take_errors`); returns whether one was an allocation failure.
+    fn collect_errors(&mut self) -> bool {
+        let mem_before = self.counters.memory_exceeded;
+        if self.burst.errors > 0 {
+            let msgs: Vec<String> = self
+                .st
+                .take_errors
+                .call::<Table>(())
+                .map(|t| t.sequence_values::<String>().filter_map(|v| v.ok()).collect())
+                .unwrap_or_default();
+            let extra = (self.burst.errors as usize).saturating_sub(msgs.len());
+            for m in &msgs {
+                self.count_error(m);
+            }
+            self.counters.rule_errors += extra as u64;
+            self.burst.errors = 0;
+        }
+        self.counters.memory_exceeded != mem_before
     }
 
     fn count_error(&mut self, m: &str) {
