@@ -114,6 +114,21 @@ fn the_peers_acknowledgement_ends_the_retransmission_check() {
 }
 
 #[test]
+fn an_acknowledgement_after_a_stream_edit_is_read_in_the_original_numbers() {
+    let mut ct = table(NoConnection::Pickup);
+    ct.tcp_packet(6, true, UP, &t(SYN, 99, 0, 0), (5555, 80));
+    ct.tcp_packet(6, false, DOWN, &t(SYN | ACK, 499, 100, 0), (80, 5555));
+    ct.tcp_packet(6, false, UP, &t(ACK, 100, 500, 0), (5555, 80));
+    ct.tcp_packet(6, false, DOWN, &t(ACK, 500, 100, 10), (80, 5555));
+    assert!(ct.tcp_data(6, 1, &t(ACK, 500, 100, 10), b"0123456789").in_place);
+    // a rule erased the server's first 4 bytes: the client saw 6, and acknowledges them
+    // all with 506, which is 510 in the server's numbers
+    ct.get_mut(6).unwrap().shift[1].record(500, -4).unwrap();
+    ct.tcp_packet(6, false, UP, &t(ACK, 100, 506, 0), (5555, 80));
+    assert!(!ct.tcp_data(6, 1, &t(ACK, 506, 100, 4), b"XXXX").seg.overlap_conflict);
+}
+
+#[test]
 fn pickup_mid_stream_orients_by_port() {
     let mut ct = table(NoConnection::Pickup);
     // first packet seen is the server's answer (80 -> 40000)
