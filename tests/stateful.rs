@@ -1865,3 +1865,39 @@ haka.rule{ on = http.events.request, eval = function(h, request)
     assert_eq!(r.alert_descriptions(), ["telnet refused"]);
     assert_eq!(r.dropped("flow_dropped"), 1 + t.pkts.len() as u64, "{}", r.stats["totals"]);
 }
+
+/// A rule that keeps 1 MiB per request under an 8 MiB heap: once the heap is full the
+/// state is recreated after the burst (as for packet rules), so that requests keep being
+/// inspected rather than every later event failing on the full heap.
+#[test]
+fn rules_leaking_per_request_get_their_state_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (c, s) = ([198, 18, 7, 1], [198, 19, 7, 1]);
+    let n = 60u16;
+    let mut pkts = Vec::new();
+    for i in 0..n {
+        let port = 20000 + i;
+        let req = format!("GET /item/{i} HTTP/1.1\r\nHost: www.example.com\r\n\r\n");
+        pkts.push(tcp_pkt(c, s, port, 80, 1000, 0, 0x02, b""));
+        pkts.push(tcp_pkt(s, c, 80, port, 5000, 1001, 0x12, b""));
+        pkts.push(tcp_pkt(c, s, port, 80, 1001, 5001, 0x10, b""));
+        pkts.push(tcp_pkt(c, s, port, 80, 1001, 5001, 0x18, req.as_bytes()));
+    }
+    let input = write_pcap(dir.path(), "leak.pcap", pkts);
+    let rules = r#"
+local http = require("protocol/http")
+local keep = {}
+haka.rule{ on = haka.dissectors.http.events.request, eval = function (http, request)
+  keep[#keep + 1] = string.rep("x", 1024 * 1024) .. request.uri
+  haka.log("SEEN %s", request.uri)
+end }
+"#;
+    let r = run(rules, &input, Some("[rules]\nmemory_limit_mb = 8\ninstruction_budget = 30000000000\n"));
+    assert_eq!(r.st("http_requests"), n as u64);
+    let seen = r.logs_with("SEEN ").len() as u64;
+    let mem = r.total("rule_memory_exceeded");
+    // each fill takes a few requests, then one fails and the state is recreated
+    assert!(mem >= 3, "{}\n{}", r.stats["totals"], r.stdout);
+    assert!(seen + mem >= n as u64 && seen >= n as u64 * 2 / 3, "seen {seen}, failed {mem}: {}", r.stdout);
+    assert!(r.stdout.contains("state recreated"), "{}", r.stdout);
+}

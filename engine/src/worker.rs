@@ -289,10 +289,13 @@ impl Loop<'_> {
                 batch.set_decision(j, Decision::Drop(reason));
             }
         }
+        lua.check_memory_after_events();
         self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
         self.c.stateful[Stateful::StreamBufferedBytes as usize] = stage.conns.buffered_bytes() as u64;
         let lc = lua.counters();
         self.c.rule_errors = lc.rule_errors;
+        self.c.rule_budget_exceeded = lc.budget_exceeded;
+        self.c.rule_memory_exceeded = lc.memory_exceeded;
     }
 
     /// Sends the packets the stateful stage forged (RSTs), after the packets of the

@@ -255,6 +255,8 @@ pub struct LuaEngine {
     heads: Vec<(usize, Vec<u8>, bool)>,
     /// The event records of the current `app_events` call (Lua reads them by address).
     app_evs: Vec<AppEv>,
+    /// `counters.memory_exceeded` at the last memory check.
+    mem_checked: u64,
 }
 
 /// `bytes` with `[a, b)` replaced by `v` (None for a range outside of it).
@@ -609,6 +611,7 @@ impl LuaEngine {
             suppressed: 0,
             heads: Vec::new(),
             app_evs: Vec::with_capacity(64), // its address is cached by Lua: grown rarely
+            mem_checked: 0,
         })
     }
 
@@ -840,11 +843,26 @@ impl LuaEngine {
         self.log_error(m);
     }
 
+    /// After the stateful stage's calls of a burst (connection, data and application
+    /// events): the memory check of the packet rules' bursts (see `check_memory`), so that
+    /// rules that leak per connection or message cannot leave every later event failing.
+    /// A recreated state has lost its flow objects: a flow gets a new one at its next
+    /// event (new_connection fires again for it), and rule data kept on the old one is gone.
+    pub fn check_memory_after_events(&mut self) {
+        let mem_errors = self.counters.memory_exceeded != self.mem_checked;
+        self.check_memory(mem_errors);
+    }
+
     /// After a burst: a heap still above 7/8 of the cap after a full GC (live data kept by
     /// the rules, e.g. growing global tables), or above half of it when allocations failed
     /// in this burst, gets the state recreated from the rules file. An episode already
     /// counted by an in-burst allocation failure is not counted twice.
     fn check_memory(&mut self, mem_errors: bool) {
+        self.check_memory_inner(mem_errors);
+        self.mem_checked = self.counters.memory_exceeded;
+    }
+
+    fn check_memory_inner(&mut self, mem_errors: bool) {
         let limit = self.opts.memory_limit_bytes;
         let soft = limit - limit / 8;
         if limit == 0 || (!mem_errors && self.st.lua.used_memory() <= soft) {
@@ -966,7 +984,7 @@ impl LuaEngine {
             Ok(bits) => ConnCall::Done(bits),
             Err(e) => {
                 let m = one_line(&e);
-                self.count_error(&m);
+                self.event_failed(&m);
                 ConnCall::Error
             }
         }
@@ -1134,7 +1152,7 @@ impl LuaEngine {
             Ok(t) => t,
             Err(e) => {
                 let m = one_line(&e);
-                self.count_error(&m);
+                self.event_failed(&m);
                 return ConnCall::Error;
             }
         };
@@ -1190,9 +1208,20 @@ impl LuaEngine {
             }
             Err(e) => {
                 let m = one_line(&e);
-                self.count_error(&m);
+                self.event_failed(&m);
                 ConnCall::Error
             }
+        }
+    }
+
+    /// A connection/data/application event call failed: counted and logged; when the heap
+    /// is full, it is collected or the state recreated at once (`check_memory`), so that
+    /// the next events of the burst do not fail on it too.
+    fn event_failed(&mut self, m: &str) {
+        let mem_before = self.counters.memory_exceeded;
+        self.count_error(m);
+        if self.counters.memory_exceeded != mem_before {
+            self.check_memory(true);
         }
     }
 
