@@ -10,7 +10,7 @@ use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
-use crate::tcp_edit::{apply_edits, rewrite_tcp, Edit, TcpRewrite};
+use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, Edit, TcpRewrite};
 
 /// What the worker does with the packet after the stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,6 +345,11 @@ impl StatefulStage {
         }
         let d = dir as usize & 1;
         let new_seq = conn.shift[d].map_seq(t.seq);
+        if self.edits.is_empty() {
+            // numbers only, the payload as it is (every packet after an edit)
+            let _ = shift_tcp(m.data_mut(), meta, new_seq, &conn.shift[1 - d]);
+            return;
+        }
         let pay_off = meta.payload_offset as usize;
         let pay_len = (meta.payload_len as usize).min(m.data().len().saturating_sub(pay_off));
         let mut payload: Option<&[u8]> = None;
