@@ -319,8 +319,16 @@ impl SeqShift {
     }
 
     /// Acknowledgement number on the modified stream -> original numbering (see the type docs).
-    #[inline]
+    /// Inlined for the usual case, a connection without edits (every ACK is mapped).
+    #[inline(always)]
     pub fn unmap_ack(&self, ack: u32) -> u32 {
+        if self.recs.is_empty() {
+            return ack.wrapping_sub(self.folded);
+        }
+        self.unmap_ack_records(ack)
+    }
+
+    fn unmap_ack_records(&self, ack: u32) -> u32 {
         let mut off = self.folded;
         for r in &self.recs {
             let k = sdiff(ack, r.at.wrapping_add(off));

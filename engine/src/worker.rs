@@ -252,10 +252,7 @@ impl Loop<'_> {
                 batch.set_decision(j as usize, Decision::Drop(reason));
             }
         }
-        let lc = lua.counters();
-        self.c.rule_errors = lc.rule_errors;
-        self.c.rule_budget_exceeded = lc.budget_exceeded;
-        self.c.rule_memory_exceeded = lc.memory_exceeded;
+        copy_rule_counters(&mut self.c, lua);
     }
 
     /// The stateful stage, packet by packet in burst order, for accepted TCP/UDP packets.
@@ -289,13 +286,10 @@ impl Loop<'_> {
                 batch.set_decision(j, Decision::Drop(reason));
             }
         }
-        lua.check_memory_after_events();
+        lua.check_memory_since_last();
         self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
         self.c.stateful[Stateful::StreamBufferedBytes as usize] = stage.conns.buffered_bytes() as u64;
-        let lc = lua.counters();
-        self.c.rule_errors = lc.rule_errors;
-        self.c.rule_budget_exceeded = lc.budget_exceeded;
-        self.c.rule_memory_exceeded = lc.memory_exceeded;
+        copy_rule_counters(&mut self.c, lua);
     }
 
     /// Sends the packets the stateful stage forged (RSTs), after the packets of the
@@ -648,4 +642,12 @@ pub fn flow_json(worker: usize, f: &Flow) -> String {
         "tcp": format!("{:?}", f.tcp),
     })
     .to_string()
+}
+
+/// The rule engine's error counters, mirrored in the worker's stats after each burst.
+fn copy_rule_counters(c: &mut Counters, lua: &LuaEngine) {
+    let lc = lua.counters();
+    c.rule_errors = lc.rule_errors;
+    c.rule_budget_exceeded = lc.budget_exceeded;
+    c.rule_memory_exceeded = lc.memory_exceeded;
 }

@@ -486,8 +486,7 @@ impl ConnTable {
             if let Some(s) = c.streams.as_mut() {
                 // (the peer's stream, in its sequence numbers as received when edits shifted them)
                 let other = 1 - dir as usize;
-                let sh = &c.shift[other];
-                s[other].acked(if sh.is_identity() { t.ack } else { sh.unmap_ack(t.ack) });
+                s[other].acked(c.shift[other].unmap_ack(t.ack));
             }
         }
         if c.state == TcpState::TimedWait {

@@ -94,12 +94,18 @@ fn out_of_order_and_overlap_conflict() {
     assert_eq!(ct.counters.overlap_conflicts, 1);
 }
 
+/// A table with connection `id` established: client 5555 (ISN 99) -> server 80 (ISN 499).
+fn established(id: FlowId) -> ConnTable {
+    let mut ct = table(NoConnection::Pickup);
+    ct.tcp_packet(id, true, UP, &t(SYN, 99, 0, 0), (5555, 80));
+    ct.tcp_packet(id, false, DOWN, &t(SYN | ACK, 499, 100, 0), (80, 5555));
+    ct.tcp_packet(id, false, UP, &t(ACK, 100, 500, 0), (5555, 80));
+    ct
+}
+
 #[test]
 fn the_peers_acknowledgement_ends_the_retransmission_check() {
-    let mut ct = table(NoConnection::Pickup);
-    ct.tcp_packet(5, true, UP, &t(SYN, 99, 0, 0), (5555, 80));
-    ct.tcp_packet(5, false, DOWN, &t(SYN | ACK, 499, 100, 0), (80, 5555));
-    ct.tcp_packet(5, false, UP, &t(ACK, 100, 500, 0), (5555, 80));
+    let mut ct = established(5);
     for (seq, data) in [(100, b"GET /"), (105, b"index")] {
         ct.tcp_packet(5, false, UP, &t(ACK, seq, 500, 5), (5555, 80));
         assert!(ct.tcp_data(5, 0, &t(ACK, seq, 500, 5), data).in_place);
@@ -115,10 +121,7 @@ fn the_peers_acknowledgement_ends_the_retransmission_check() {
 
 #[test]
 fn an_acknowledgement_after_a_stream_edit_is_read_in_the_original_numbers() {
-    let mut ct = table(NoConnection::Pickup);
-    ct.tcp_packet(6, true, UP, &t(SYN, 99, 0, 0), (5555, 80));
-    ct.tcp_packet(6, false, DOWN, &t(SYN | ACK, 499, 100, 0), (80, 5555));
-    ct.tcp_packet(6, false, UP, &t(ACK, 100, 500, 0), (5555, 80));
+    let mut ct = established(6);
     ct.tcp_packet(6, false, DOWN, &t(ACK, 500, 100, 10), (80, 5555));
     assert!(ct.tcp_data(6, 1, &t(ACK, 500, 100, 10), b"0123456789").in_place);
     // a rule erased the server's first 4 bytes: the client saw 6, and acknowledges them

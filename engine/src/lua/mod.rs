@@ -750,7 +750,6 @@ impl LuaEngine {
         self.burst.errors = 0;
         self.counters.bursts += 1;
         self.counters.packets += n as u64;
-        let mut mem_errors = false;
         let mut start = 0u32;
         loop {
             let run = self.st.run.clone();
@@ -760,7 +759,6 @@ impl LuaEngine {
                     // the state now (as after a burst), so that the rest is not refused too.
                     self.count_error("not enough memory");
                     self.collect_errors();
-                    mem_errors = true;
                     self.check_memory(true);
                     if next as usize == n {
                         break;
@@ -784,7 +782,7 @@ impl LuaEngine {
                 }
             }
         }
-        let mem_errors = self.collect_errors() || mem_errors;
+        self.collect_errors();
         for (s, p) in self.burst.s.iter().zip(pkts.iter_mut()) {
             p.error = s.verdict == 2;
             p.verdict = match s.verdict {
@@ -809,13 +807,12 @@ impl LuaEngine {
                 LuaVerdict::Drop => out.dropped += 1,
             }
         }
-        self.check_memory(mem_errors);
+        self.check_memory_since_last();
     }
 
     /// Counts and logs the rule errors of the current burst that the Lua side recorded
-    /// (`RT.take_errors`); returns whether one was an allocation failure.
-    fn collect_errors(&mut self) -> bool {
-        let mem_before = self.counters.memory_exceeded;
+    /// (`RT.take_errors`).
+    fn collect_errors(&mut self) {
         if self.burst.errors > 0 {
             let msgs: Vec<String> = self
                 .st
@@ -830,7 +827,6 @@ impl LuaEngine {
             self.counters.rule_errors += extra as u64;
             self.burst.errors = 0;
         }
-        self.counters.memory_exceeded != mem_before
     }
 
     fn count_error(&mut self, m: &str) {
@@ -843,14 +839,14 @@ impl LuaEngine {
         self.log_error(m);
     }
 
-    /// After the stateful stage's calls of a burst (connection, data and application
-    /// events): the memory check of the packet rules' bursts (see `check_memory`), so that
-    /// rules that leak per connection or message cannot leave every later event failing.
-    /// A recreated state has lost its flow objects: a flow gets a new one at its next
-    /// event (new_connection fires again for it), and rule data kept on the old one is gone.
-    pub fn check_memory_after_events(&mut self) {
-        let mem_errors = self.counters.memory_exceeded != self.mem_checked;
-        self.check_memory(mem_errors);
+    /// After a burst of packet rules or of the stateful stage's calls (connection, data and
+    /// application events): `check_memory`, with the allocation failures since the last
+    /// check, so that rules that leak per connection or message cannot leave every later
+    /// event failing either. A recreated state has lost its flow objects: a flow gets a new
+    /// one at its next event (new_connection fires again for it), and rule data kept on the
+    /// old one is gone.
+    pub fn check_memory_since_last(&mut self) {
+        self.check_memory(self.counters.memory_exceeded != self.mem_checked);
     }
 
     /// After a burst: a heap still above 7/8 of the cap after a full GC (live data kept by
@@ -858,11 +854,11 @@ impl LuaEngine {
     /// in this burst, gets the state recreated from the rules file. An episode already
     /// counted by an in-burst allocation failure is not counted twice.
     fn check_memory(&mut self, mem_errors: bool) {
-        self.check_memory_inner(mem_errors);
+        self.recreate_if_full(mem_errors);
         self.mem_checked = self.counters.memory_exceeded;
     }
 
-    fn check_memory_inner(&mut self, mem_errors: bool) {
+    fn recreate_if_full(&mut self, mem_errors: bool) {
         let limit = self.opts.memory_limit_bytes;
         let soft = limit - limit / 8;
         if limit == 0 || (!mem_errors && self.st.lua.used_memory() <= soft) {
@@ -1218,9 +1214,8 @@ impl LuaEngine {
     /// is full, it is collected or the state recreated at once (`check_memory`), so that
     /// the next events of the burst do not fail on it too.
     fn event_failed(&mut self, m: &str) {
-        let mem_before = self.counters.memory_exceeded;
         self.count_error(m);
-        if self.counters.memory_exceeded != mem_before {
+        if self.counters.memory_exceeded != self.mem_checked {
             self.check_memory(true);
         }
     }
