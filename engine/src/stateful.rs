@@ -33,6 +33,8 @@ pub struct StatefulStage {
     http_error_drop: bool,
     pool: Option<PoolRef>,
     events: Vec<AppEvent>,
+    /// The HTTP parsers' events of one segment (see `AppState::feed_stream`).
+    http_events: Vec<crate::http::HttpEvent>,
     /// Forged packets waiting for transmission (drained by the worker).
     pub forged: Vec<Forged>,
     /// Edits of the current packet's payload (offsets in its original payload).
@@ -94,6 +96,7 @@ impl StatefulStage {
             http_error_drop,
             pool,
             events: Vec::with_capacity(16),
+            http_events: Vec::with_capacity(16),
             forged: Vec::new(),
             edits: Vec::new(),
             in_place: false,
@@ -587,7 +590,7 @@ impl StatefulStage {
             let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
             if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
                 self.events.clear();
-                st.feed_stream(dir, bytes, &mut self.events);
+                st.feed_stream(dir, bytes, &mut self.events, &mut self.http_events);
             }
             if !r.in_place {
                 self.conns.consume_all(id, dir);

@@ -14,9 +14,8 @@ const DNS_PENDING_MS: u64 = 30_000;
 const DNS_TCP_MAX: usize = 65537;
 
 pub enum AppState {
-    /// `end`: per direction, stream offset after the last head or body byte seen;
-    /// `scratch`: the parsers' events, reused from segment to segment.
-    Http { req: HttpParser, resp: HttpParser, end: [u64; 2], scratch: Vec<HttpEvent> },
+    /// `end`: per direction, stream offset after the last head or body byte seen.
+    Http { req: HttpParser, resp: HttpParser, end: [u64; 2] },
     /// `tcp`: DNS over TCP, bytes of an incomplete length-prefixed message per direction.
     Dns { pending: PendingQueries, tcp: [Vec<u8>; 2] },
     Tls { buf: Vec<u8>, done: bool },
@@ -52,20 +51,19 @@ impl AppState {
             p.set_emit_bodies(bodies);
             p.set_raw_heads(true);
         }
-        AppState::Http { req, resp, end: [0; 2], scratch: Vec::new() }
+        AppState::Http { req, resp, end: [0; 2] }
     }
 
     /// An HTTP state from a recycled one (see [`ConnTable::new_http_state`](super::ConnTable::new_http_state)):
     /// its parsers reset, their buffers kept.
     pub fn reuse_http(mut self: Box<AppState>, bodies: bool) -> Box<AppState> {
         match &mut *self {
-            AppState::Http { req, resp, end, scratch } => {
+            AppState::Http { req, resp, end } => {
                 for p in [&mut *req, &mut *resp] {
                     p.reset();
                     p.set_emit_bodies(bodies);
                 }
                 *end = [0; 2];
-                scratch.clear();
                 self
             }
             _ => Box::new(AppState::http(bodies)),
@@ -91,10 +89,12 @@ impl AppState {
         AppState::Tls { buf: Vec::new(), done: false }
     }
 
-    /// Feeds in-order stream bytes of direction `dir` (0 = client to server).
-    pub fn feed_stream(&mut self, dir: u8, data: &[u8], out: &mut Vec<AppEvent>) {
+    /// Feeds in-order stream bytes of direction `dir` (0 = client to server). `scratch`:
+    /// the HTTP parser's events, a vector the worker reuses for every connection (hot in
+    /// cache, where one per connection was a cache miss per segment).
+    pub fn feed_stream(&mut self, dir: u8, data: &[u8], out: &mut Vec<AppEvent>, scratch: &mut Vec<HttpEvent>) {
         match self {
-            AppState::Http { req, resp, end, scratch } => {
+            AppState::Http { req, resp, end } => {
                 let start = out.len();
                 let p = if dir == 0 { &mut *req } else { &mut *resp };
                 let last = &mut end[dir as usize & 1];

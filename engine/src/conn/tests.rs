@@ -221,12 +221,12 @@ fn dns_over_tcp_frames_split_anywhere() {
     for cut in 0..=up.len() {
         let mut st = AppState::dns();
         let mut ev = Vec::new();
-        st.feed_stream(0, &up[..cut], &mut ev);
-        st.feed_stream(0, &up[cut..], &mut ev);
+        st.feed_stream(0, &up[..cut], &mut ev, &mut Vec::new());
+        st.feed_stream(0, &up[cut..], &mut ev, &mut Vec::new());
         assert!(matches!(ev.as_slice(), [AppEvent::DnsQuery(m)] if m.header.id == 0x1234), "cut {cut}: {ev:?}");
         ev.clear();
-        st.feed_stream(1, &down[..cut.min(down.len())], &mut ev);
-        st.feed_stream(1, &down[cut.min(down.len())..], &mut ev);
+        st.feed_stream(1, &down[..cut.min(down.len())], &mut ev, &mut Vec::new());
+        st.feed_stream(1, &down[cut.min(down.len())..], &mut ev, &mut Vec::new());
         assert!(matches!(ev.as_slice(), [AppEvent::DnsResponse { matched: true, .. }]), "cut {cut}: {ev:?}");
     }
     // two messages in one segment, and garbage framed as a message
@@ -235,7 +235,7 @@ fn dns_over_tcp_frames_split_anywhere() {
     let mut two = up.clone();
     two.extend_from_slice(&up);
     two.extend_from_slice(&[0, 3, 1, 2, 3]);
-    st.feed_stream(0, &two, &mut ev);
+    st.feed_stream(0, &two, &mut ev, &mut Vec::new());
     assert_eq!(ev.len(), 3);
     assert!(matches!(ev[2], AppEvent::DnsError(_)));
 }

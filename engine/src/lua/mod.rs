@@ -775,7 +775,7 @@ impl LuaEngine {
                             s.verdict = 2;
                         }
                     }
-                    self.burst.errors += 1;
+                    // (counted here: `burst.errors` holds the errors RT.run recorded itself)
                     let m = one_line(&e);
                     self.count_error(&m);
                     break;

@@ -561,6 +561,21 @@ fn runtime_error_counted_dropped_others_fine() {
 }
 
 #[test]
+fn an_error_escaping_the_per_packet_protection_is_counted_once() {
+    // An error outside RT.run's per-packet pcall (an interruption between two packets, in
+    // practice): every packet not yet decided gets the rule-error verdict, and the error
+    // is one error in the counters and the log.
+    let (mut e, _) = engine(r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) end }
+    "#);
+    e.st.run = e.st.lua.load("return function() error('outside the per-packet pcall') end").eval().unwrap();
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b"")), ipv4_frame(6, &tcp(5, 2, 0, b""))];
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    assert_eq!(v, vec![LuaVerdict::Drop, LuaVerdict::Drop]);
+    assert_eq!(e.rule_errors(), 1);
+}
+
+#[test]
 fn infinite_loop_interrupted() {
     let opts = LuaOptions { instruction_budget: 20_000_000, ..LuaOptions::default() };
     let (mut e, a, _rules) = engine_opts(
