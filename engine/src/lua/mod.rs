@@ -331,47 +331,57 @@ fn addr_string(meta: &PacketMeta, a: &[u8; 16]) -> String {
     }
 }
 
-fn str_list(t: &Table, key: &str) -> Vec<String> {
-    match t.get::<Option<Table>>(key) {
-        Ok(Some(l)) => l.sequence_values::<String>().filter_map(|v| v.ok()).collect(),
+/// The strings of a Lua sequence (other values skipped).
+fn str_list(v: mlua::Value) -> Vec<String> {
+    match v {
+        mlua::Value::Table(l) => l.sequence_values::<String>().filter_map(|v| v.ok()).collect(),
         _ => Vec::new(),
     }
 }
 
-fn alert_from_table(sh: &Shared, t: &Table) -> Alert {
-    let update = t.get::<Option<bool>>("update").ok().flatten().unwrap_or(false);
-    let id = if update {
-        t.get::<Option<u64>>("id").ok().flatten().unwrap_or(0)
+/// The alert of a `haka.alert{...}` table (flattened by haka.lua). One pass over its keys:
+/// looking each known key up would make a Lua string per key, per alert. Values of the
+/// wrong type are ignored, as absent keys are.
+fn alert_from_table(lua: &Lua, sh: &Shared, t: &Table) -> Alert {
+    use mlua::{FromLua, Value};
+    let text = |v: Value| String::from_lua(v, lua).ok();
+    let num = |v: Value| f64::from_lua(v, lua).ok();
+    let mut a = Alert { worker: sh.worker, ..Alert::default() };
+    let (mut id, mut start, mut pkt) = (None, None, -1i64);
+    for (k, v) in t.pairs::<Value, Value>().flatten() {
+        let Value::String(k) = k else { continue };
+        match &k.as_bytes()[..] {
+            b"update" => a.update = bool::from_lua(v, lua).unwrap_or(false),
+            b"id" => id = u64::from_lua(v, lua).ok(),
+            b"start_time" => start = num(v),
+            b"end_time" => a.end_time_secs = num(v),
+            b"description" => a.description = text(v).unwrap_or_default(),
+            b"severity" => a.severity = text(v).unwrap_or_default(),
+            b"confidence" => a.confidence = text(v).unwrap_or_default(),
+            b"completion" => a.completion = text(v).unwrap_or_default(),
+            b"method_description" => a.method_description = text(v).unwrap_or_default(),
+            b"method_ref" => a.method_ref = str_list(v),
+            b"sources" => a.sources = str_list(v),
+            b"targets" => a.targets = str_list(v),
+            b"refs" => {
+                if let Value::Table(l) = v {
+                    a.refs = l.sequence_values::<f64>().filter_map(|v| v.ok()).map(|v| v as u64).collect();
+                }
+            }
+            b"pkt" => pkt = i64::from_lua(v, lua).unwrap_or(-1),
+            _ => {}
+        }
+    }
+    a.id = if a.update {
+        id.unwrap_or(0)
     } else {
         let n = sh.next_alert.get() + 1;
         sh.next_alert.set(n);
         ((sh.worker as u64) << 48) | n
     };
-    let gs = |k: &str| t.get::<Option<String>>(k).ok().flatten().unwrap_or_default();
-    let now =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    let mut a = Alert {
-        id,
-        time_secs: t.get::<Option<f64>>("start_time").ok().flatten().unwrap_or(now),
-        end_time_secs: t.get::<Option<f64>>("end_time").ok().flatten(),
-        description: gs("description"),
-        severity: gs("severity"),
-        confidence: gs("confidence"),
-        completion: gs("completion"),
-        method_description: gs("method_description"),
-        method_ref: str_list(t, "method_ref"),
-        sources: str_list(t, "sources"),
-        targets: str_list(t, "targets"),
-        refs: match t.get::<Option<Table>>("refs") {
-            Ok(Some(l)) => l.sequence_values::<f64>().filter_map(|v| v.ok()).map(|v| v as u64).collect(),
-            _ => Vec::new(),
-        },
-        flow: None,
-        direction: None,
-        worker: sh.worker,
-        update,
-    };
-    let pkt = t.get::<Option<i64>>("pkt").ok().flatten().unwrap_or(-1);
+    a.time_secs = start.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    });
     if pkt >= 0 {
         if let Some((m, dir)) = sh.metas.borrow().get(pkt as usize) {
             if !matches!(m.l3, L3::Other(_)) {
@@ -413,8 +423,8 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     let sh2 = Rc::clone(sh);
     h.set(
         "alert",
-        lua.create_function(move |_, t: Table| {
-            let a = alert_from_table(&sh2, &t);
+        lua.create_function(move |lua, t: Table| {
+            let a = alert_from_table(lua, &sh2, &t);
             let id = a.id;
             sh2.alert_count.set(sh2.alert_count.get() + 1);
             if let Ok(mut cb) = sh2.alerts.try_borrow_mut() {
