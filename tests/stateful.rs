@@ -1901,3 +1901,98 @@ end }
     assert!(seen + mem >= n as u64 && seen >= n as u64 * 2 / 3, "seen {seen}, failed {mem}: {}", r.stdout);
     assert!(r.stdout.contains("state recreated"), "{}", r.stdout);
 }
+
+/// One keep-alive connection from client port `port` to port 80: the handshake, each
+/// (request, response) exchange with the client's ACK, and a FIN from each side.
+fn keepalive_session(c: [u8; 4], s: [u8; 4], port: u16, exchanges: &[(&str, &str)]) -> Vec<Vec<u8>> {
+    let (mut cs, mut ss) = (1000u32, 5000u32);
+    let mut p = vec![tcp_pkt(c, s, port, 80, cs, 0, 0x02, b"")];
+    p.push(tcp_pkt(s, c, 80, port, ss, cs + 1, 0x12, b""));
+    (cs, ss) = (cs + 1, ss + 1);
+    p.push(tcp_pkt(c, s, port, 80, cs, ss, 0x10, b""));
+    for (req, resp) in exchanges {
+        p.push(tcp_pkt(c, s, port, 80, cs, ss, 0x18, req.as_bytes()));
+        cs += req.len() as u32;
+        p.push(tcp_pkt(s, c, 80, port, ss, cs, 0x18, resp.as_bytes()));
+        ss += resp.len() as u32;
+        p.push(tcp_pkt(c, s, port, 80, cs, ss, 0x10, b""));
+    }
+    p.push(tcp_pkt(c, s, port, 80, cs, ss, 0x11, b""));
+    p.push(tcp_pkt(s, c, 80, port, ss, cs + 1, 0x11, b""));
+    p.push(tcp_pkt(c, s, port, 80, cs + 1, ss + 1, 0x10, b""));
+    p
+}
+
+#[test]
+fn prefiltered_rules_run_only_for_matching_messages_and_see_their_exchange() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = |uri: &str, ua: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\nUser-Agent: {ua}\r\n\r\n");
+    let resp = |st: &str| format!("HTTP/1.1 {st}\r\nServer: nginx\r\nContent-Length: 2\r\n\r\nok");
+    let ex = [
+        (req("/index.html", "Mozilla/5.0"), resp("200 OK")),
+        (req("/Admin/login", "curl/8"), resp("403 Forbidden")),
+        (req("/x", "sqlmap/1.4"), resp("500 Internal Server Error")),
+        (req("/y", "Mozilla/5.00 (Nikto/2.1.6)"), resp("200 OK")),
+        (req("/z", "Mozilla/5.0"), resp("404 Not Found")),
+    ];
+    let ex: Vec<(&str, &str)> = ex.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let input = write_pcap(dir.path(), "ka.pcap", keepalive_session([198, 18, 9, 1], [198, 19, 9, 1], 40000, &ex));
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.request, prefilter = { uri = "/ADMIN" },
+  eval = function (h, r) haka.log("ADMIN %s", r.uri) end }
+haka.rule{ on = http.events.request, prefilter = { headers = { ["user-agent"] = { "sqlmap", "nikto" } } },
+  eval = function (h, r) haka.log("TOOL %s %s", r.uri, r.headers["User-Agent"]) end }
+haka.rule{ on = http.events.response, prefilter = { status = 500, reason = "forbidden" },
+  eval = function (h, r) haka.log("ERR %s %s", h.request.uri, r.status) end }
+"#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs_with("ADMIN "), vec!["/Admin/login"], "{}", r.stdout);
+    assert_eq!(r.logs_with("TOOL "), vec!["/x sqlmap/1.4", "/y Mozilla/5.00 (Nikto/2.1.6)"]);
+    // the response rules read the request of their exchange, which no rule saw
+    assert_eq!(r.logs_with("ERR "), vec!["/Admin/login 403", "/x 500"]);
+    // no rule ran for 2 requests (/index.html, /z) and 3 responses (200, 200, 404)
+    assert_eq!((r.st("http_requests"), r.st("http_responses")), (5, 5));
+    assert_eq!(r.st("http_prefiltered"), 2 + 3);
+    assert_eq!(r.total("rule_errors"), 0);
+
+    // A rule without prefilter runs for every message, and sees the exchange as before.
+    let all = format!(
+        "{rules}\nhaka.rule{{ on = http.events.response, eval = function (h, r) haka.log(\"RESP %s %s\", h.request.uri, r.status) end }}\n"
+    );
+    let r = run(&all, &input, None);
+    assert_eq!(r.logs_with("RESP ").len(), 5);
+    assert_eq!(r.logs_with("RESP ")[4], "/z 404");
+    assert_eq!(r.logs_with("ERR "), vec!["/Admin/login 403", "/x 500"]);
+    assert_eq!(r.st("http_prefiltered"), 2);
+}
+
+#[test]
+fn bad_prefilters_are_refused_with_the_rules_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_pcap(dir.path(), "one.pcap", keepalive_session([198, 18, 9, 2], [198, 19, 9, 2], 40001, &[]));
+    for (body, want) in [
+        ("prefilter = { url = '/x' }", "prefilter: unknown field 'url' (headers, method, uri, version)"),
+        ("prefilter = { uri = '' }", "prefilter: uri: patterns must be non-empty strings"),
+        ("prefilter = { uri = {} }", "prefilter: uri: no pattern"),
+        ("prefilter = { headers = { ['a b'] = 'x' } }", "prefilter: invalid header name 'a b'"),
+        ("prefilter = 'x'", "prefilter must be a table"),
+    ] {
+        let rules = format!(
+            "local http = require('protocol/http')\n\nhaka.rule{{ on = http.events.request, {body}, eval = function () end }}\n"
+        );
+        let p = dir.path().join("bad.lua");
+        std::fs::write(&p, rules).unwrap();
+        let a = [p.to_str().unwrap(), input.to_str().unwrap(), "-o", "/dev/null"];
+        let o = hakapcap(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{body}: accepted");
+        assert!(err.contains("bad.lua:3: rule prefilter") && err.contains(want), "{body}: {err}");
+    }
+    // only on the HTTP request and response events
+    let p = dir.path().join("bad.lua");
+    std::fs::write(&p, "haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection, prefilter = { uri = 'x' }, eval = function () end }\n").unwrap();
+    let o = hakapcap(&[p.to_str().unwrap(), input.to_str().unwrap(), "-o", "/dev/null"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.lua:1: rule prefilter: only for http request and response events"), "{err}");
+}

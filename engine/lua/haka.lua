@@ -159,6 +159,54 @@ haka.events = {
 local function is_event(e) return getmetatable(e) == Event end
 
 -- rules
+-- prefilter = { uri = "x", headers = { ["User-Agent"] = { "a", "b" } }, ... } of an HTTP
+-- request or response rule (engine/src/prefilter.rs): the substrings (ASCII
+-- case-insensitive) one of which must occur for eval to run. Normalized to a list of
+-- { field, header name or false, lowercase pattern }.
+local PREFILTER_FIELDS = {
+  ["http:request"] = { method = true, uri = true, version = true, headers = true },
+  ["http:response"] = { version = true, status = true, reason = true, headers = true },
+}
+local function check_prefilter(on, pf, name)
+  local what = "rule" .. (name and (" '" .. tostring(name) .. "'") or "") .. " prefilter"
+  local fields = PREFILTER_FIELDS[on.name]
+  if not fields then error(what .. ": only for http request and response events", 3) end
+  if type(pf) ~= "table" then error(what .. " must be a table", 3) end
+  local out = {}
+  local function add(field, hname, v)
+    local list = type(v) == "table" and v or { v }
+    if #list == 0 then error(sfmt("%s: %s: no pattern", what, field), 4) end
+    for _, p in ipairs(list) do
+      if type(p) == "number" then p = tostring(p) end
+      if type(p) ~= "string" or p == "" then
+        error(sfmt("%s: %s: patterns must be non-empty strings", what, field), 4)
+      end
+      out[#out + 1] = { field, hname or false, string.lower(p) }
+    end
+  end
+  for k, v in pairs(pf) do
+    if not fields[k] then
+      local names = {}
+      for f in pairs(fields) do names[#names + 1] = f end
+      table.sort(names)
+      error(sfmt("%s: unknown field '%s' (%s)", what, tostring(k), table.concat(names, ", ")), 3)
+    end
+    if k == "headers" then
+      if type(v) ~= "table" then error(what .. ": headers must be a table { name = pattern(s) }", 3) end
+      for hname, hv in pairs(v) do
+        if type(hname) ~= "string" or hname == "" or hname:find("[%c%s:]") then
+          error(sfmt("%s: invalid header name '%s'", what, tostring(hname)), 3)
+        end
+        add("headers", string.lower(hname), hv)
+      end
+    else
+      add(k, nil, v)
+    end
+  end
+  if #out == 0 then error(what .. ": no pattern", 3) end
+  return out
+end
+
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -168,7 +216,12 @@ function haka.rule(r)
   end
   if not is_event(on) then error("rule on must be an event", 2) end
   if type(r.eval) ~= "function" then error("rule eval must be a function", 2) end
+  local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
   table.insert(on.listeners, r.eval)
+  if pf then
+    on.prefilters = on.prefilters or {}
+    on.prefilters[#on.listeners] = pf
+  end
 end
 
 local RuleGroup = {}
@@ -1068,6 +1121,18 @@ local function fire(ev, a, b, c)
     if not cont(a, b) then return end
   end
 end
+-- fire for the listeners selected by the prefilters (engine/src/prefilter.rs): bit j - 1
+-- for listener j up to 31, bit 31 for those after it
+local function fire_selected(ev, rules, a, b)
+  local l = ev.listeners
+  local cont = ev.continue
+  for j = 1, #l do
+    if band(rules, j <= 31 and lshift(1, j - 1) or 0x80000000) ~= 0 then
+      l[j](a, b)
+      if not cont(a, b) then return end
+    end
+  end
+end
 local function policy_values(f)
   return { srcip = f.srcip, dstip = f.dstip, srcport = f.srcport, dstport = f.dstport, port = f.dstport }
 end
@@ -1265,14 +1330,17 @@ end
 -- LuaEngine::app_events; no varargs, so that this function is compiled by the JIT) and
 -- `tabs`, the raw tables of DNS and TLS events (nil when there are none). Per kind:
 -- 1 request / 2 response: `p`, `len` the head bytes, `fields` the offset of the first
--- field, a1..c2 the start line's three parts ([start, end) pairs), `flags`;
+-- field, a1..c2 the start line's three parts ([start, end) pairs), `flags`, `rules` the
+-- listeners that run (-1 all, else bits: engine/src/prefilter.rs);
+-- 7 / 8 a prior request / response head (no rule ran for it): same fields, no rule runs;
 -- 3 body data: `p`, `len`, `off` the offset in the packet's payload or -1;
 -- 4 dns query: tabs[a1]; 5 dns response: tabs[a1], flags 1 when matched;
 -- 6 tls ClientHello: tabs[a1].
-ffi.cdef[[ typedef struct { int32_t kind, len, fields, a1, a2, b1, b2, c1, c2, flags; double p, off; } hk_appev; ]]
+ffi.cdef[[ typedef struct { int32_t kind, len, fields, a1, a2, b1, b2, c1, c2, flags, rules; double p, off; } hk_appev; ]]
 local appev_p = ffi.typeof("const hk_appev *")
 local EVS, EVS_ADDR = nil, -1
-local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO = 1, 2, 3, 4, 5, 6
+local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO, EV_PRIOR_REQUEST, EV_PRIOR_RESPONSE =
+  1, 2, 3, 4, 5, 6, 7, 8
 local ffi_string = ffi.string
 function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   NHEADS = 0
@@ -1295,7 +1363,14 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
     if f._dropped then break end
     local j = i - 1
     local k = evs[j].kind
-    if k == EV_REQUEST or k == EV_RESPONSE then
+    if k == EV_PRIOR_REQUEST or k == EV_PRIOR_RESPONSE then
+      -- a head whose rules did not run (prefilters), for the rules of the events after it
+      local http = session(f, "_http", K.http_session)
+      local is_req = k == EV_PRIOR_REQUEST
+      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, evs[j].p), evs[j].len), evs[j].fields,
+        evs[j].a1, evs[j].a2, evs[j].b1, evs[j].b2, evs[j].c1, evs[j].c2, evs[j].flags)
+      if is_req then http.request = msg; http.response = nil else http.response = msg end
+    elseif k == EV_REQUEST or k == EV_RESPONSE then
       local http = session(f, "_http", K.http_session)
       local is_req = k == EV_REQUEST
       local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, evs[j].p), evs[j].len), evs[j].fields,
@@ -1307,7 +1382,9 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
         http.response = msg
       end
       dm_reset(http, dir)
-      fire(is_req and HTTP.events.request or HTTP.events.response, http, msg)
+      local rules = evs[j].rules
+      local ev = is_req and HTTP.events.request or HTTP.events.response
+      if rules == -1 then fire(ev, http, msg) else fire_selected(ev, rules, http, msg) end
       local dm = dm_enable(http, msg, dir)
       if K.http_modified(msg) then
         local h = NHEADS * 6
@@ -1421,6 +1498,20 @@ function RT.stateful_info()
   if apps_by_port_only(TCPC) then b = bor(b, 1024) end
   if apps_by_port_only(UDPC) then b = bor(b, 2048) end
   return b
+end
+-- The prefilters of the HTTP request and response rules, for engine/src/prefilter.rs:
+-- { n_request_listeners, n_response_listeners, entries } where each entry is
+-- { event (1 request, 2 response), listener index, field, header name or false, pattern }.
+function RT.http_prefilters()
+  local H_ = haka.dissectors.http
+  if not H_ then return { 0, 0, {} } end
+  local out = {}
+  for ev, e in ipairs({ H_.events.request, H_.events.response }) do
+    for j, pf in pairs(e.prefilters or {}) do
+      for _, p in ipairs(pf) do out[#out + 1] = { ev, j, p[1], p[2], p[3] } end
+    end
+  end
+  return { #H_.events.request.listeners, #H_.events.response.listeners, out }
 end
 preload["protocol/tcp_connection"] = function() return TCPC end
 preload["protocol/udp_connection"] = function() return UDPC end

@@ -26,6 +26,7 @@ pub mod http;
 pub mod lua;
 pub mod pcapfile;
 pub mod pipeline;
+pub mod prefilter;
 pub mod stateful;
 pub mod refrag;
 pub mod stats;

@@ -54,6 +54,16 @@ pub struct StatefulStage {
     last_edit_log: Option<std::time::Instant>,
 }
 
+/// Whether a request (or response) head is read by the rules of later events when no rule
+/// of its own runs: response and data rules read `http.request`, data rules `http.response`.
+fn context_of(info: u32, is_request: bool) -> bool {
+    if is_request {
+        info & (sf::HTTP_RESPONSE | sf::HTTP_DATA) != 0
+    } else {
+        info & sf::HTTP_DATA != 0
+    }
+}
+
 /// One bit per flow id, grown on demand.
 #[derive(Default)]
 struct FlowBits(Vec<u64>);
@@ -668,7 +678,7 @@ impl StatefulStage {
                 AppEvent::DnsError(_) => c.add(Stateful::DnsErrors, 1),
                 AppEvent::TlsClientHello(_) => c.add(Stateful::TlsClientHellos, 1),
                 AppEvent::TlsError(_) => c.add(Stateful::TlsErrors, 1),
-                AppEvent::HttpBody { .. } | AppEvent::HttpMessageEnd { .. } => {}
+                AppEvent::HttpBody { .. } | AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => {}
             }
         }
         let dm_before = self.conns.get(id).is_some_and(|k| k.data_mod[dir as usize & 1]);
@@ -676,19 +686,52 @@ impl StatefulStage {
             self.events.clear();
             return None;
         }
-        let events = std::mem::take(&mut self.events);
-        // Events nobody listens to are not handed to Lua (no objects built, no call).
+        let mut events = std::mem::take(&mut self.events);
         let info = self.info;
+        // Which rules run for each head (prefilters). Events nobody listens to are not handed
+        // to Lua (no objects built, no call); a head no rule runs for is still context for
+        // later events (response rules read http.request, data rules both): it goes with
+        // this call if there is one, else it is kept for the next (HttpPriorHead).
+        let mut call = false;
+        for e in events.iter_mut() {
+            call |= match e {
+                AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
+                    *rules = lua.http_select(head);
+                    let listened = info & if head.is_request { sf::HTTP_REQUEST } else { sf::HTTP_RESPONSE } != 0;
+                    if *rules == 0 && listened {
+                        c.add(Stateful::HttpPrefiltered, 1);
+                    }
+                    *rules != 0
+                }
+                AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
+                AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => false,
+                _ => true,
+            };
+        }
+        let context = |e: &AppEvent| match e {
+            AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => context_of(info, head.is_request),
+            _ => false,
+        };
+        if call {
+            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
+                let [req, resp] = st.take_priors();
+                if req.is_some() || resp.is_some() {
+                    events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::HttpPriorHead));
+                }
+            }
+        }
         let mut lua_idx = std::mem::take(&mut self.lua_idx);
         lua_idx.clear();
-        lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
-            AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-            // response rules read http.request too
-            AppEvent::HttpRequest { .. } => info & (sf::HTTP_REQUEST | sf::HTTP_RESPONSE) != 0,
-            AppEvent::HttpResponse { .. } => info & sf::HTTP_RESPONSE != 0,
-            AppEvent::HttpMessageEnd { .. } => false,
-            _ => true,
-        }));
+        if call {
+            lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
+                AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
+                e @ (AppEvent::HttpRequest { rules, .. } | AppEvent::HttpResponse { rules, .. }) => {
+                    *rules != 0 || context(e)
+                }
+                AppEvent::HttpMessageEnd { .. } => false,
+                _ => true,
+            }));
+        }
         let pay_len = meta.payload_len as u64;
         let (in_place, pkt_off) = (self.in_place, self.pkt_stream_off);
         let in_pkt = move |off: u64, len: u64| in_place && off >= pkt_off && off + len <= pkt_off + pay_len;
@@ -757,10 +800,16 @@ impl StatefulStage {
         if outcome.is_none() {
             outcome = self.frame_bodies(&events, &dm_heads, dm_before, lua, meta, id, dir, flow_dir, out_port, m, c);
         }
-        // head buffers back to their parser
-        let mut events = events;
+        // head buffers back to their parser, or kept as context for the next call
         match self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
-            Some(a) => events.drain(..).for_each(|e| a.recycle(e)),
+            Some(a) => events.drain(..).for_each(|e| match e {
+                AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }
+                    if !call && context_of(info, head.is_request) =>
+                {
+                    a.keep_prior(head)
+                }
+                e => a.recycle(e),
+            }),
             None => events.clear(),
         }
         self.events = events;

@@ -95,6 +95,8 @@ pub enum Stateful {
     HttpRequests,
     HttpResponses,
     HttpErrors,
+    /// HTTP heads whose event has rules but none ran: their prefilters did not match.
+    HttpPrefiltered,
     DnsQueries,
     DnsResponses,
     DnsErrors,
@@ -104,7 +106,7 @@ pub enum Stateful {
 }
 
 impl Stateful {
-    pub const COUNT: usize = 21;
+    pub const COUNT: usize = 22;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -121,6 +123,7 @@ impl Stateful {
         Stateful::HttpRequests,
         Stateful::HttpResponses,
         Stateful::HttpErrors,
+        Stateful::HttpPrefiltered,
         Stateful::DnsQueries,
         Stateful::DnsResponses,
         Stateful::DnsErrors,
@@ -146,6 +149,7 @@ impl Stateful {
             Stateful::HttpRequests => "http_requests",
             Stateful::HttpResponses => "http_responses",
             Stateful::HttpErrors => "http_errors",
+            Stateful::HttpPrefiltered => "http_prefiltered",
             Stateful::DnsQueries => "dns_queries",
             Stateful::DnsResponses => "dns_responses",
             Stateful::DnsErrors => "dns_errors",

@@ -14,8 +14,11 @@ const DNS_PENDING_MS: u64 = 30_000;
 const DNS_TCP_MAX: usize = 65537;
 
 pub enum AppState {
-    /// `end`: per direction, stream offset after the last head or body byte seen.
-    Http { req: HttpParser, resp: HttpParser, end: [u64; 2] },
+    /// `end`: per direction, stream offset after the last head or body byte seen;
+    /// `prior`: the last request and response heads that no rule saw at their own time
+    /// (prefilters), handed to Lua before the events of its next call for this connection,
+    /// so that `http.request` and `http.response` are there (see [`AppEvent::HttpPriorHead`]).
+    Http { req: HttpParser, resp: HttpParser, end: [u64; 2], prior: [Option<RawHead>; 2] },
     /// `tcp`: DNS over TCP, bytes of an incomplete length-prefixed message per direction.
     Dns { pending: PendingQueries, tcp: [Vec<u8>; 2] },
     Tls { buf: Vec<u8>, done: bool },
@@ -25,9 +28,14 @@ pub enum AppState {
 #[derive(Debug)]
 pub enum AppEvent {
     /// A request head as received; `span`: its stream offsets `[start, end)` in the up
-    /// direction.
-    HttpRequest { head: RawHead, span: (u64, u64) },
-    HttpResponse { head: RawHead, span: (u64, u64) },
+    /// direction; `rules`: the listeners that run for it (`crate::prefilter`; set by the
+    /// stateful stage).
+    HttpRequest { head: RawHead, span: (u64, u64), rules: u32 },
+    HttpResponse { head: RawHead, span: (u64, u64), rules: u32 },
+    /// A head of an earlier packet that selected no rule, handed to Lua before a later
+    /// event of its exchange so that the rules of that event read it (`http.request` in a
+    /// response rule): its message is made, no rule fires for it.
+    HttpPriorHead(RawHead),
     /// Body bytes (de-chunked) of the current message in direction `dir`; `off`: stream
     /// offset of the first one (meaningful for bodies that are not chunked).
     HttpBody { dir: u8, data: Vec<u8>, off: u64 },
@@ -51,19 +59,20 @@ impl AppState {
             p.set_emit_bodies(bodies);
             p.set_raw_heads(true);
         }
-        AppState::Http { req, resp, end: [0; 2] }
+        AppState::Http { req, resp, end: [0; 2], prior: [None, None] }
     }
 
     /// An HTTP state from a recycled one (see [`ConnTable::new_http_state`](super::ConnTable::new_http_state)):
     /// its parsers reset, their buffers kept.
     pub fn reuse_http(mut self: Box<AppState>, bodies: bool) -> Box<AppState> {
         match &mut *self {
-            AppState::Http { req, resp, end } => {
+            AppState::Http { req, resp, end, prior } => {
                 for p in [&mut *req, &mut *resp] {
                     p.reset();
                     p.set_emit_bodies(bodies);
                 }
                 *end = [0; 2];
+                *prior = [None, None];
                 self
             }
             _ => Box::new(AppState::http(bodies)),
@@ -76,8 +85,38 @@ impl AppState {
             match e {
                 AppEvent::HttpRequest { head, .. } => req.recycle_head(head.bytes),
                 AppEvent::HttpResponse { head, .. } => resp.recycle_head(head.bytes),
+                AppEvent::HttpPriorHead(head) if head.is_request => req.recycle_head(head.bytes),
+                AppEvent::HttpPriorHead(head) => resp.recycle_head(head.bytes),
                 _ => {}
             }
+        }
+    }
+
+    /// Keeps `head` (of an event no rule saw) as the connection's prior head of its kind; a
+    /// request starts a new exchange: the prior response goes.
+    pub fn keep_prior(&mut self, head: RawHead) {
+        if let AppState::Http { req, resp, prior, .. } = self {
+            let slots = prior;
+            let gone = if head.is_request {
+                let r = slots[1].take();
+                if let Some(old) = slots[0].replace(head) {
+                    req.recycle_head(old.bytes);
+                }
+                r
+            } else {
+                slots[1].replace(head)
+            };
+            if let Some(old) = gone {
+                resp.recycle_head(old.bytes);
+            }
+        }
+    }
+
+    /// The prior heads (request, response), taken.
+    pub fn take_priors(&mut self) -> [Option<RawHead>; 2] {
+        match self {
+            AppState::Http { prior, .. } => std::mem::take(prior),
+            _ => [None, None],
         }
     }
 
@@ -94,7 +133,7 @@ impl AppState {
     /// cache, where one per connection was a cache miss per segment).
     pub fn feed_stream(&mut self, dir: u8, data: &[u8], out: &mut Vec<AppEvent>, scratch: &mut Vec<HttpEvent>) {
         match self {
-            AppState::Http { req, resp, end } => {
+            AppState::Http { req, resp, end, .. } => {
                 let start = out.len();
                 let p = if dir == 0 { &mut *req } else { &mut *resp };
                 let last = &mut end[dir as usize & 1];
@@ -107,9 +146,9 @@ impl AppState {
                                     let span = p.take_head_span().unwrap_or((0, 0));
                                     *last = span.1;
                                     out.push(if head.is_request {
-                                        AppEvent::HttpRequest { head, span }
+                                        AppEvent::HttpRequest { head, span, rules: crate::prefilter::ALL }
                                     } else {
-                                        AppEvent::HttpResponse { head, span }
+                                        AppEvent::HttpResponse { head, span, rules: crate::prefilter::ALL }
                                     });
                                 }
                                 // not reported in raw-heads mode

@@ -68,6 +68,8 @@ struct AppEv {
     c1: i32,
     c2: i32,
     flags: i32,
+    /// Heads: the listeners that run (`crate::prefilter`; -1 all; 0 for prior heads).
+    rules: i32,
     p: f64,
     off: f64,
 }
@@ -222,6 +224,7 @@ struct State {
     stateful: u32,
     /// `RT.app_ports`: (protocol, server port, application code).
     app_ports: Vec<(u8, u16, u32)>,
+    http_prefilters: crate::prefilter::HttpPrefilters,
     /// The collector's current pause (see [`GC_PAUSE_SMALL_HEAP`]).
     gc_pause: i32,
 }
@@ -491,6 +494,36 @@ fn watched_grace<R>(watch: &Watch, check: &dpdk::HookCheck, grace_ns: u64, f: im
     r
 }
 
+/// `RT.http_prefilters()` (validated by haka.lua) as the engine's prefilters.
+fn http_prefilters(t: Table) -> crate::prefilter::HttpPrefilters {
+    use crate::prefilter::{EventFilter, Field, HttpPrefilters, Pattern};
+    let n = |i: usize| t.get::<usize>(i).unwrap_or(0);
+    let mut rules: [Vec<(usize, Vec<Pattern>)>; 2] = [Vec::new(), Vec::new()];
+    let entries: Option<Table> = t.get(3).ok();
+    for e in entries.iter().flat_map(|l| l.sequence_values::<Table>().flatten()) {
+        let (Ok(ev), Ok(j), Ok(field), Ok(pat)) =
+            (e.get::<usize>(1), e.get::<usize>(2), e.get::<String>(3), e.get::<mlua::BString>(5))
+        else {
+            continue;
+        };
+        let field = match (ev, field.as_str()) {
+            (_, "headers") => Field::Header(e.get::<mlua::BString>(4).map(|b| b.to_vec()).unwrap_or_default()),
+            (1, "method") | (2, "version") => Field::Part(0),
+            (1, "uri") | (2, "status") => Field::Part(1),
+            (1, "version") | (2, "reason") => Field::Part(2),
+            _ => continue,
+        };
+        let Some(list) = rules.get_mut(ev.wrapping_sub(1)) else { continue };
+        let p = Pattern { field, needle: pat.to_vec() };
+        match list.iter_mut().find(|(k, _)| *k == j) {
+            Some((_, ps)) => ps.push(p),
+            None => list.push((j, vec![p])),
+        }
+    }
+    let [req, resp] = rules;
+    HttpPrefilters { request: EventFilter::new(n(1), req), response: EventFilter::new(n(2), resp) }
+}
+
 fn build_state(
     path: &Path,
     sh: &Rc<Shared>,
@@ -534,6 +567,7 @@ fn build_state(
         let stateful: u32 = get("stateful_info")?.call(()).map_err(|e| one_line(&e))?;
         let ports: Vec<u32> = get("app_ports")?.call(()).map_err(|e| one_line(&e))?;
         let app_ports = ports.chunks_exact(3).map(|p| (p[0] as u8, p[1] as u16, p[2])).collect();
+        let http_prefilters = http_prefilters(get("http_prefilters")?.call(()).map_err(|e| one_line(&e))?);
         set_gc_pause(&lua, GC_PAUSE_SMALL_HEAP);
         Ok(State {
             run: get("run")?,
@@ -547,6 +581,7 @@ fn build_state(
             app_events: get("app_events")?,
             stateful,
             app_ports,
+            http_prefilters,
             gc_pause: GC_PAUSE_SMALL_HEAP,
             lua: lua.clone(),
         })
@@ -651,6 +686,11 @@ impl LuaEngine {
     /// The collector's current pause (percent).
     pub fn gc_pause(&self) -> i32 {
         self.st.gc_pause
+    }
+
+    /// Which HTTP rules run for `head` (see [`crate::prefilter`]): 0 when none.
+    pub fn http_select(&self, head: &crate::http::RawHead) -> u32 {
+        self.st.http_prefilters.select(head)
     }
 
     pub fn has_packet_rules(&self) -> bool {
@@ -1112,43 +1152,53 @@ impl LuaEngine {
                     tabs.push(t);
                     r.a1 = tabs.len() as i32;
                 };
-                match &events[i] {
-                    AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => {
-                        let h = &head.info;
-                        r.kind = if head.is_request { 1 } else { 2 };
-                        r.p = head.bytes.as_ptr() as usize as f64;
-                        r.len = head.bytes.len() as i32;
-                        r.fields = h.fields_start as i32;
-                        [r.a1, r.a2, r.b1, r.b2, r.c1, r.c2] = [
-                            h.parts[0].0 as i32,
-                            h.parts[0].1 as i32,
-                            h.parts[1].0 as i32,
-                            h.parts[1].1 as i32,
-                            h.parts[2].0 as i32,
-                            h.parts[2].1 as i32,
-                        ];
-                        r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1;
+                // heads: kind 1 request, 2 response (their rules run), 7 / 8 prior request /
+                // response head (none)
+                let (head, rules, kind) = match &events[i] {
+                    AppEvent::HttpRequest { head, rules, .. } => (Some(head), *rules as i32, 1),
+                    AppEvent::HttpResponse { head, rules, .. } => (Some(head), *rules as i32, 2),
+                    AppEvent::HttpPriorHead(head) => (Some(head), 0, if head.is_request { 7 } else { 8 }),
+                    _ => (None, 0, 0),
+                };
+                if let Some(head) = head {
+                    let h = &head.info;
+                    r.kind = kind;
+                    r.rules = rules;
+                    r.p = head.bytes.as_ptr() as usize as f64;
+                    r.len = head.bytes.len() as i32;
+                    r.fields = h.fields_start as i32;
+                    [r.a1, r.a2, r.b1, r.b2, r.c1, r.c2] = [
+                        h.parts[0].0 as i32,
+                        h.parts[0].1 as i32,
+                        h.parts[1].0 as i32,
+                        h.parts[1].1 as i32,
+                        h.parts[2].0 as i32,
+                        h.parts[2].1 as i32,
+                    ];
+                    r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1;
+                } else {
+                    match &events[i] {
+                        AppEvent::HttpBody { data, .. } => {
+                            r.kind = 3;
+                            r.p = data.as_ptr() as usize as f64;
+                            r.len = data.len().min(i32::MAX as usize) as i32;
+                            r.off = body_offs.get(k).copied().unwrap_or(-1) as f64;
+                        }
+                        AppEvent::DnsQuery(m) => {
+                            r.kind = 4;
+                            table(app_values::dns_table(&lua, m)?, &mut r);
+                        }
+                        AppEvent::DnsResponse { msg, matched } => {
+                            r.kind = 5;
+                            r.flags = *matched as i32;
+                            table(app_values::dns_table(&lua, msg)?, &mut r);
+                        }
+                        AppEvent::TlsClientHello(h) => {
+                            r.kind = 6;
+                            table(app_values::tls_table(&lua, h)?, &mut r);
+                        }
+                        _ => {}
                     }
-                    AppEvent::HttpBody { data, .. } => {
-                        r.kind = 3;
-                        r.p = data.as_ptr() as usize as f64;
-                        r.len = data.len().min(i32::MAX as usize) as i32;
-                        r.off = body_offs.get(k).copied().unwrap_or(-1) as f64;
-                    }
-                    AppEvent::DnsQuery(m) => {
-                        r.kind = 4;
-                        table(app_values::dns_table(&lua, m)?, &mut r);
-                    }
-                    AppEvent::DnsResponse { msg, matched } => {
-                        r.kind = 5;
-                        r.flags = *matched as i32;
-                        table(app_values::dns_table(&lua, msg)?, &mut r);
-                    }
-                    AppEvent::TlsClientHello(h) => {
-                        r.kind = 6;
-                        table(app_values::tls_table(&lua, h)?, &mut r);
-                    }
-                    _ => {}
                 }
                 recs.push(r);
             }
