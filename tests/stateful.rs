@@ -1996,3 +1996,56 @@ fn bad_prefilters_are_refused_with_the_rules_line() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.lua:1: rule prefilter: only for http request and response events"), "{err}");
 }
+
+#[test]
+fn set_headers_gives_the_stream_the_lua_rewrite_gives_without_calling_lua() {
+    // rules/http_rewrite_header.lua does it in Lua; the same fields set by the engine must
+    // give the same packets, byte for byte (heads, seq/ack shifts, checksums).
+    let input = http_pcap("keepalive.pcap");
+    let lua = run_file(&sample("http_rewrite_header.lua"), &input, None);
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.response, set_headers = { Server = "haka", ["X-Inspected-By"] = "haka" } }
+-- a request rule that never runs: no Lua call at all for this capture
+haka.rule{ on = http.events.request, prefilter = { uri = "/nowhere" }, eval = function (h, r) haka.log("SEEN") end }
+"#;
+    let r = run(rules, &input, None);
+    assert_same_packets(&r.out, &lua.out, "set_headers vs the Lua rewrite");
+    assert_eq!((r.st("stream_edits"), r.st("http_prefiltered")), (4, 4 + 4));
+    assert!(r.logs_with("SEEN").is_empty());
+
+    // With a Lua rule on the same responses: it sees the fields set, and its own edit
+    // applies on top of them.
+    let both = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.response, set_headers = { Server = "haka", ["X-Powered-By"] = false } }
+haka.rule{ on = http.events.response, eval = function (h, r)
+  haka.log("SERVER %s", r.headers["Server"])
+  r.headers["X-Inspected-By"] = "haka"
+end }
+"#;
+    let r = run(both, &input, None);
+    assert_eq!(r.logs_with("SERVER "), vec!["haka"; 4]);
+    assert_same_packets(&r.out, &lua.out, "set_headers then a Lua edit vs the Lua rewrite");
+}
+
+#[test]
+fn bad_set_headers_are_refused_with_the_rules_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_pcap(dir.path(), "one.pcap", keepalive_session([198, 18, 9, 3], [198, 19, 9, 3], 40002, &[]));
+    for (body, want) in [
+        ("set_headers = { ['Content-Length'] = '1' }", "'Content-Length' cannot be set (it frames the body)"),
+        ("set_headers = { ['a:b'] = 'x' }", "invalid header name 'a:b'"),
+        ("set_headers = { X = 'a\\r\\nY: b' }", "value of 'X' contains CR or LF"),
+        ("set_headers = { X = {} }", "value of 'X' must be a string, or false to remove the field"),
+        ("set_headers = {}", "set_headers: no field"),
+    ] {
+        let p = dir.path().join("bad.lua");
+        std::fs::write(&p, format!("local http = require('protocol/http')\nhaka.rule{{ on = http.events.response, {body} }}\n"))
+            .unwrap();
+        let o = hakapcap(&[p.to_str().unwrap(), input.to_str().unwrap(), "-o", "/dev/null"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{body}: accepted");
+        assert!(err.contains("bad.lua:2: rule set_headers") && err.contains(want), "{body}: {err}");
+    }
+}

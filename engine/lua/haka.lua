@@ -207,6 +207,34 @@ local function check_prefilter(on, pf, name)
   return out
 end
 
+-- set_headers = { Server = "haka", ["X-Powered-By"] = false } of an HTTP request or
+-- response rule: fields the engine sets (false: removes) on each message the rule runs
+-- for, before any Lua rule sees it (engine/src/http.rs set_fields). Normalized to a list
+-- of { name, value or nil }, in name order. The framing fields are refused: the body
+-- would no longer be delimited as the parser reads it.
+local FRAMING = { ["content-length"] = true, ["transfer-encoding"] = true }
+local function check_set_headers(on, sets, name)
+  local what = "rule" .. (name and (" '" .. tostring(name) .. "'") or "") .. " set_headers"
+  if not PREFILTER_FIELDS[on.name] then error(what .. ": only for http request and response events", 3) end
+  if type(sets) ~= "table" then error(what .. " must be a table { name = value or false }", 3) end
+  local out = {}
+  for k, v in pairs(sets) do
+    if type(k) ~= "string" or k == "" or k:find("[%c%s:]") then
+      error(sfmt("%s: invalid header name '%s'", what, tostring(k)), 3)
+    end
+    if FRAMING[string.lower(k)] then error(sfmt("%s: '%s' cannot be set (it frames the body)", what, k), 3) end
+    if type(v) == "number" then v = tostring(v) end
+    if v ~= false and type(v) ~= "string" then
+      error(sfmt("%s: value of '%s' must be a string, or false to remove the field", what, k), 3)
+    end
+    if v and v:find("[\r\n]") then error(sfmt("%s: value of '%s' contains CR or LF", what, k), 3) end
+    out[#out + 1] = { k, v or nil }
+  end
+  if #out == 0 then error(what .. ": no field", 3) end
+  table.sort(out, function(a, b) return a[1] < b[1] end)
+  return out
+end
+
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -215,12 +243,18 @@ function haka.rule(r)
     on = on or r.hook
   end
   if not is_event(on) then error("rule on must be an event", 2) end
-  if type(r.eval) ~= "function" then error("rule eval must be a function", 2) end
+  local sets = r.set_headers ~= nil and check_set_headers(on, r.set_headers, r.name) or nil
+  if type(r.eval) ~= "function" and not (sets and r.eval == nil) then error("rule eval must be a function", 2) end
   local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
-  table.insert(on.listeners, r.eval)
+  table.insert(on.listeners, r.eval or function() end)
+  local j = #on.listeners
   if pf then
     on.prefilters = on.prefilters or {}
-    on.prefilters[#on.listeners] = pf
+    on.prefilters[j] = pf
+  end
+  if sets then
+    on.set_headers = on.set_headers or {}
+    on.set_headers[j] = { sets = sets, engine_only = r.eval == nil }
   end
 end
 
@@ -1499,19 +1533,24 @@ function RT.stateful_info()
   if apps_by_port_only(UDPC) then b = bor(b, 2048) end
   return b
 end
--- The prefilters of the HTTP request and response rules, for engine/src/prefilter.rs:
--- { n_request_listeners, n_response_listeners, entries } where each entry is
--- { event (1 request, 2 response), listener index, field, header name or false, pattern }.
+-- The prefilters and header sets of the HTTP request and response rules, for
+-- engine/src/prefilter.rs: { n_request_listeners, n_response_listeners, patterns, sets }
+-- where each pattern is { event (1 request, 2 response), listener index, field, header
+-- name or false, pattern } and each set { event, listener index, name, the rule has no
+-- eval, value (nil: remove) }.
 function RT.http_prefilters()
   local H_ = haka.dissectors.http
-  if not H_ then return { 0, 0, {} } end
-  local out = {}
+  if not H_ then return { 0, 0, {}, {} } end
+  local out, sets = {}, {}
   for ev, e in ipairs({ H_.events.request, H_.events.response }) do
     for j, pf in pairs(e.prefilters or {}) do
       for _, p in ipairs(pf) do out[#out + 1] = { ev, j, p[1], p[2], p[3] } end
     end
+    for j, s in pairs(e.set_headers or {}) do
+      for _, f in ipairs(s.sets) do sets[#sets + 1] = { ev, j, f[1], s.engine_only, f[2] } end
+    end
   end
-  return { #H_.events.request.listeners, #H_.events.response.listeners, out }
+  return { #H_.events.request.listeners, #H_.events.response.listeners, out, sets }
 end
 preload["protocol/tcp_connection"] = function() return TCPC end
 preload["protocol/udp_connection"] = function() return UDPC end

@@ -1220,6 +1220,78 @@ pub fn find_field(head: &[u8], from: usize, name: &[u8]) -> Option<FieldPos> {
     None
 }
 
+/// One field set by a rule's `set_headers` (applied by the engine, see `crate::prefilter`):
+/// `value` None removes the field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldSet {
+    pub name: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// `head` with `sets` applied in order, as `headers[name] = value` does in Lua: the first
+/// field of that name (ASCII case-insensitive) gets the value, its name's spelling kept,
+/// and the later ones go; a name not present is appended; None removes every field of
+/// that name. A field continued on obs-fold lines goes with its continuation lines. None
+/// when nothing changes. For heads [`scan_head`] validated; names and values are checked
+/// when the rules load (tokens; no CR or LF).
+pub fn set_fields(head: &RawHead, sets: &[&FieldSet]) -> Option<Vec<u8>> {
+    let b = &head.bytes;
+    // each field: [start, end) of its lines, and its name
+    let mut fields: Vec<(usize, usize, &[u8])> = Vec::new();
+    let mut st = head.info.fields_start;
+    let block_end = loop {
+        let Some(rel) = memchr::memchr(b'\n', &b[st..]) else { break b.len() };
+        let line = &b[st..=st + rel];
+        if line == b"\n" || line == b"\r\n" {
+            break st;
+        }
+        match (line[0], fields.last_mut()) {
+            (b' ' | b'\t', Some(f)) => f.1 = st + rel + 1,
+            _ => {
+                let colon = line.iter().position(|&c| c == b':').unwrap_or(0);
+                fields.push((st, st + rel + 1, &line[..colon]));
+            }
+        }
+        st += rel + 1;
+    };
+    let mut out = Vec::with_capacity(b.len() + 64);
+    out.extend_from_slice(&b[..head.info.fields_start]);
+    // sets whose name was met: later fields of that name go, and nothing is appended for it
+    let mut done = vec![false; sets.len()];
+    for &(a, e, name) in &fields {
+        // the last set of this name wins (as successive assignments do)
+        let set = sets.iter().enumerate().rev().find(|(_, s)| s.name.eq_ignore_ascii_case(name));
+        match set {
+            None => out.extend_from_slice(&b[a..e]),
+            Some((i, s)) => {
+                let first = !done[i];
+                for (k, t) in sets.iter().enumerate() {
+                    if t.name.eq_ignore_ascii_case(name) {
+                        done[k] = true;
+                    }
+                }
+                if let (true, Some(v)) = (first, &s.value) {
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(v);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+    }
+    for (i, s) in sets.iter().enumerate() {
+        let last = sets[i + 1..].iter().all(|t| !t.name.eq_ignore_ascii_case(&s.name));
+        if let (false, true, Some(v)) = (done[i], last, &s.value) {
+            out.extend_from_slice(&s.name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(&b[block_end..]);
+    (out != *b).then_some(out)
+}
+
 /// Lines of a block, each with its terminator; `terminator` is the final empty line once reached.
 struct Lines<'a> {
     rest: &'a [u8],
@@ -2514,6 +2586,40 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert_eq!(RawHead::scan(b"GET /\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
     }
 
+
+    #[test]
+    fn set_fields_replaces_removes_and_appends_as_the_lua_headers_do() {
+        let set = |n: &str, v: Option<&str>| FieldSet { name: n.as_bytes().to_vec(), value: v.map(|v| v.as_bytes().to_vec()) };
+        let h = RawHead::scan(
+            b"HTTP/1.1 200 OK\r\nserver:  nginx/1.2 \r\nX-A: 1\nSERVER: again\r\nX-Fold: a\r\n b\r\nX-B: 2\r\n\r\nbody?"
+                .to_vec(),
+            false,
+        )
+        .unwrap();
+        let apply = |sets: &[FieldSet]| {
+            let r: Vec<&FieldSet> = sets.iter().collect();
+            set_fields(&h, &r).map(|b| String::from_utf8(b).unwrap())
+        };
+        assert_eq!(
+            apply(&[set("Server", Some("haka"))]).unwrap(),
+            "HTTP/1.1 200 OK\r\nserver: haka\r\nX-A: 1\nX-Fold: a\r\n b\r\nX-B: 2\r\n\r\nbody?"
+        );
+        assert_eq!(
+            apply(&[set("x-fold", None), set("X-New", Some("v")), set("x-a", Some("1b"))]).unwrap(),
+            "HTTP/1.1 200 OK\r\nserver:  nginx/1.2 \r\nx-a: 1b\r\nSERVER: again\r\nX-B: 2\r\nX-New: v\r\n\r\nbody?"
+                .replace("x-a: 1b", "X-A: 1b")
+        );
+        // the last set of a name wins; removing an absent field changes nothing
+        assert_eq!(apply(&[set("X-B", Some("9")), set("x-b", Some("2"))]), None);
+        assert!(apply(&[set("x-b", Some("2")), set("X-B", Some("9"))]).unwrap().contains("\r\nX-B: 9\r\n\r\n"));
+        assert_eq!(apply(&[set("X-None", None)]), None);
+        // a head without fields
+        let h = RawHead::scan(b"GET / HTTP/1.0\r\n\r\n".to_vec(), true).unwrap();
+        let s = set("Via", Some("haka"));
+        assert_eq!(set_fields(&h, &[&s]).unwrap(), b"GET / HTTP/1.0\r\nVia: haka\r\n\r\n");
+        // the result is a valid head
+        RawHead::scan(set_fields(&h, &[&s]).unwrap(), true).unwrap();
+    }
 
     #[test]
     fn find_field_matches_whole_names_case_insensitively() {

@@ -9,11 +9,16 @@
 //! case-insensitive), and Lua is not called at all for a message that selects no rule.
 //! `eval` still checks the full condition.
 //!
-//! Per event (request, response) a [`Selection`] says which listeners run: bit `j - 1`
-//! for listener `j` up to 31, bit 31 for the listeners after the 31st (their prefilters
-//! are not used: they always run). Listeners without a prefilter always run.
+//! Per event (request, response) a selection says which listeners run: bit `j - 1` for
+//! listener `j` up to 31, bit 31 for the listeners after the 31st (their prefilters are
+//! not used: they always run). Listeners without a prefilter always run.
+//!
+//! A rule may also set header fields itself (`set_headers = { Server = "haka" }`): the
+//! engine applies them to the head of each message the rule is selected for, before any
+//! Lua rule sees it. A rule with `set_headers` and no `eval` is the engine's alone: Lua is
+//! not called for it.
 
-use crate::http::{find_field, RawHead};
+use crate::http::{find_field, FieldSet, RawHead};
 
 /// Where a pattern is looked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +46,10 @@ pub struct EventFilter {
     rules: Vec<(u32, Vec<Pattern>)>,
     /// The bits of the listeners that always run.
     always: u32,
+    /// Listeners that only set header fields (no `eval`): no Lua call for them.
+    engine_only: u32,
+    /// Header fields set by the listeners (bit, fields), in listener order.
+    sets: Vec<(u32, Vec<FieldSet>)>,
 }
 
 /// Bit of listener `j` (1-based) in a selection.
@@ -57,8 +66,9 @@ pub const ALL: u32 = u32::MAX;
 
 impl EventFilter {
     /// `rules`: (listener, its patterns) for listeners 1 to 31 (others are ignored: those
-    /// listeners always run).
-    pub fn new(listeners: usize, rules: Vec<(usize, Vec<Pattern>)>) -> EventFilter {
+    /// listeners always run). `sets`: (listener, the fields it sets, whether it has no
+    /// `eval`).
+    pub fn new(listeners: usize, rules: Vec<(usize, Vec<Pattern>)>, sets: Vec<(usize, Vec<FieldSet>, bool)>) -> EventFilter {
         let rules: Vec<(u32, Vec<Pattern>)> = rules
             .into_iter()
             .filter(|(j, p)| (1..=31.min(listeners)).contains(j) && !p.is_empty())
@@ -68,7 +78,11 @@ impl EventFilter {
         for (bit, _) in &rules {
             always &= !bit;
         }
-        EventFilter { listeners, rules, always }
+        let mut sets: Vec<(usize, Vec<FieldSet>, bool)> = sets.into_iter().filter(|s| (1..=listeners).contains(&s.0)).collect();
+        sets.sort_by_key(|s| s.0);
+        let engine_only = sets.iter().filter(|s| s.2 && s.0 <= 31).fold(0, |m, s| m | listener_bit(s.0));
+        let sets = sets.into_iter().map(|(j, f, _)| (listener_bit(j), f)).collect();
+        EventFilter { listeners, rules, always, engine_only, sets }
     }
 
     /// The listeners to run for `head`: 0 when none (no Lua call for it), [`ALL`] when the
@@ -77,7 +91,7 @@ impl EventFilter {
         if self.listeners == 0 {
             return 0;
         }
-        if self.rules.is_empty() {
+        if self.rules.is_empty() && self.sets.is_empty() {
             return ALL;
         }
         let mut mask = self.always;
@@ -90,6 +104,22 @@ impl EventFilter {
     }
 }
 
+impl EventFilter {
+    /// The part of a selection that needs Lua (0: no call).
+    pub fn lua_rules(&self, selected: u32) -> u32 {
+        if selected == ALL {
+            ALL
+        } else {
+            selected & !self.engine_only
+        }
+    }
+
+    /// The header fields the selected listeners set, in listener order.
+    pub fn sets(&self, selected: u32) -> impl Iterator<Item = &FieldSet> {
+        self.sets.iter().filter(move |(bit, _)| selected & bit != 0).flat_map(|(_, f)| f.iter())
+    }
+}
+
 /// Prefilters of the HTTP request and response events.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct HttpPrefilters {
@@ -98,12 +128,22 @@ pub struct HttpPrefilters {
 }
 
 impl HttpPrefilters {
-    pub fn select(&self, head: &RawHead) -> u32 {
-        if head.is_request {
-            self.request.select(head)
+    pub fn event(&self, is_request: bool) -> &EventFilter {
+        if is_request {
+            &self.request
         } else {
-            self.response.select(head)
+            &self.response
         }
+    }
+
+    /// What the rules of `head`'s event do with it: the listeners Lua runs (0: no call) and,
+    /// when the selected rules set header fields, the head they give.
+    pub fn apply(&self, head: &RawHead) -> (u32, Option<Vec<u8>>) {
+        let ev = self.event(head.is_request);
+        let selected = ev.select(head);
+        let sets: Vec<&FieldSet> = if ev.sets.is_empty() { Vec::new() } else { ev.sets(selected).collect() };
+        let new_head = if sets.is_empty() { None } else { crate::http::set_fields(head, &sets) };
+        (ev.lua_rules(selected), new_head)
     }
 }
 
@@ -178,32 +218,32 @@ mod tests {
             (2, vec![pat(Field::Header(b"user-agent".to_vec()), "sqlmap")]),
             (4, vec![pat(Field::Part(0), "post"), pat(Field::Header(b"host".to_vec()), "zz")]),
         ];
-        let f = EventFilter::new(4, rules.clone());
+        let f = EventFilter::new(4, rules.clone(), vec![]);
         // 1: uri matches, 2: the second User-Agent field matches, 3: no prefilter, 4: none matches
         assert_eq!(f.select(&req), 0b0111);
         let other = head(b"POST / HTTP/1.1\r\nHost: h\r\n\r\n", true);
         assert_eq!(f.select(&other), 0b1100);
         // without listener 3, nothing selected: no Lua call
-        let g = EventFilter::new(2, rules[..2].to_vec());
+        let g = EventFilter::new(2, rules[..2].to_vec(), vec![]);
         assert_eq!(g.select(&other), 0);
-        assert_eq!(EventFilter::new(2, vec![]).select(&other), ALL);
+        assert_eq!(EventFilter::new(2, vec![], vec![]).select(&other), ALL);
         assert_eq!(EventFilter::default().select(&other), 0);
     }
 
     #[test]
     fn responses_listeners_past_the_31st_and_folded_fields() {
         let resp = head(b"HTTP/1.1 500 Internal Server Error\r\nServer: x\r\n\r\n", false);
-        let f = EventFilter::new(1, vec![(1, vec![pat(Field::Part(1), "500")])]);
+        let f = EventFilter::new(1, vec![(1, vec![pat(Field::Part(1), "500")])], vec![]);
         assert_eq!(f.select(&resp), 1);
         assert_eq!(f.select(&head(b"HTTP/1.1 200 OK\r\n\r\n", false)), 0);
         // listener 33 shares bit 31 and always runs, its prefilter unused
-        let f = EventFilter::new(33, vec![(2, vec![pat(Field::Part(1), "404")]), (33, vec![pat(Field::Part(1), "404")])]);
+        let f = EventFilter::new(33, vec![(2, vec![pat(Field::Part(1), "404")]), (33, vec![pat(Field::Part(1), "404")])], vec![]);
         let m = f.select(&resp);
         assert_eq!(m & 0b10, 0);
         assert_ne!(m & (1 << 31), 0);
         // an obs-fold head selects its header prefilters (the value spans lines)
         let folded = head(b"HTTP/1.1 200 OK\r\nServer: a\r\n b\r\n\r\n", false);
-        let f = EventFilter::new(1, vec![(1, vec![pat(Field::Header(b"x".to_vec()), "q")])]);
+        let f = EventFilter::new(1, vec![(1, vec![pat(Field::Header(b"x".to_vec()), "q")])], vec![]);
         assert_eq!(f.select(&folded), 1);
     }
 }

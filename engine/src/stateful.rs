@@ -8,6 +8,7 @@ use crate::conn::{AppKind, ConnTable, TcpInfo, FIN, RST, SYN};
 use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
+use crate::http::RawHead;
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
 use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, Edit, TcpRewrite};
@@ -48,6 +49,8 @@ pub struct StatefulStage {
     /// to Lua, and the offsets of their bytes in the packet's payload.
     lua_idx: Vec<usize>,
     body_offs: Vec<i64>,
+    /// Per call of `app_events`: the heads rewritten by the rules' `set_headers`.
+    set_heads: Vec<usize>,
     /// Flows that have a Lua flow object (bit per flow id): end_connection is called for
     /// those only.
     lua_flows: FlowBits,
@@ -114,6 +117,7 @@ impl StatefulStage {
             scratch: Vec::new(),
             lua_idx: Vec::new(),
             body_offs: Vec::new(),
+            set_heads: Vec::new(),
             lua_flows: FlowBits::default(),
             last_edit_log: None,
         }
@@ -692,11 +696,20 @@ impl StatefulStage {
         // to Lua (no objects built, no call); a head no rule runs for is still context for
         // later events (response rules read http.request, data rules both): it goes with
         // this call if there is one, else it is kept for the next (HttpPriorHead).
+        // Heads the rules' `set_headers` rewrote (their event's index): Lua rules see the
+        // new bytes, which replace the head in the stream unless a Lua rule rewrites it again.
+        let mut set_heads = std::mem::take(&mut self.set_heads);
+        set_heads.clear();
         let mut call = false;
-        for e in events.iter_mut() {
+        for (i, e) in events.iter_mut().enumerate() {
             call |= match e {
                 AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
-                    *rules = lua.http_select(head);
+                    let (lua_rules, new_head) = lua.http_apply(head);
+                    if let Some(Ok(h)) = new_head.map(|b| RawHead::scan(b, head.is_request)) {
+                        *head = h;
+                        set_heads.push(i);
+                    }
+                    *rules = lua_rules;
                     let listened = info & if head.is_request { sf::HTTP_REQUEST } else { sf::HTTP_RESPONSE } != 0;
                     if *rules == 0 && listened {
                         c.add(Stateful::HttpPrefiltered, 1);
@@ -715,8 +728,10 @@ impl StatefulStage {
         if call {
             if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
                 let [req, resp] = st.take_priors();
-                if req.is_some() || resp.is_some() {
+                let n = req.is_some() as usize + resp.is_some() as usize;
+                if n > 0 {
                     events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::HttpPriorHead));
+                    set_heads.iter_mut().for_each(|i| *i += n);
                 }
             }
         }
@@ -770,6 +785,7 @@ impl StatefulStage {
                     if a & act::EDITS != 0 {
                         for (li, head, dm) in lua.drain_heads() {
                             let Some(&i) = lua_idx.get(li) else { continue };
+                            set_heads.retain(|&k| k != i); // the rules' bytes supersede
                             let span = match &events[i] {
                                 AppEvent::HttpRequest { span, .. } | AppEvent::HttpResponse { span, .. } => *span,
                                 _ => continue,
@@ -797,6 +813,18 @@ impl StatefulStage {
                 }
             }
         }
+        for &i in &set_heads {
+            if let AppEvent::HttpRequest { head, span, .. } | AppEvent::HttpResponse { head, span, .. } = &mut events[i] {
+                if !in_pkt(span.0, span.1 - span.0) {
+                    c.add(Stateful::StreamEditsRefused, 1);
+                    self.log_edit_refused("the HTTP head began in a packet already forwarded");
+                    continue;
+                }
+                let at = (span.0 - self.pkt_stream_off) as usize;
+                let bytes = std::mem::take(&mut head.bytes);
+                self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes }, c);
+            }
+        }
         if outcome.is_none() {
             outcome = self.frame_bodies(&events, &dm_heads, dm_before, lua, meta, id, dir, flow_dir, out_port, m, c);
         }
@@ -815,6 +843,7 @@ impl StatefulStage {
         self.events = events;
         self.lua_idx = lua_idx;
         self.body_offs = body_offs;
+        self.set_heads = set_heads;
         outcome
     }
 }

@@ -494,8 +494,9 @@ fn watched_grace<R>(watch: &Watch, check: &dpdk::HookCheck, grace_ns: u64, f: im
     r
 }
 
-/// `RT.http_prefilters()` (validated by haka.lua) as the engine's prefilters.
+/// `RT.http_prefilters()` (validated by haka.lua) as the engine's prefilters and header sets.
 fn http_prefilters(t: Table) -> crate::prefilter::HttpPrefilters {
+    use crate::http::FieldSet;
     use crate::prefilter::{EventFilter, Field, HttpPrefilters, Pattern};
     let n = |i: usize| t.get::<usize>(i).unwrap_or(0);
     let mut rules: [Vec<(usize, Vec<Pattern>)>; 2] = [Vec::new(), Vec::new()];
@@ -520,8 +521,28 @@ fn http_prefilters(t: Table) -> crate::prefilter::HttpPrefilters {
             None => list.push((j, vec![p])),
         }
     }
+    // t[4]: header sets { event, listener, name, no eval, value (absent: remove) }
+    let mut sets: [Vec<(usize, Vec<FieldSet>, bool)>; 2] = [Vec::new(), Vec::new()];
+    let entries: Option<Table> = t.get(4).ok();
+    for e in entries.iter().flat_map(|l| l.sequence_values::<Table>().flatten()) {
+        let (Ok(ev), Ok(j), Ok(name)) = (e.get::<usize>(1), e.get::<usize>(2), e.get::<mlua::BString>(3)) else {
+            continue;
+        };
+        let engine_only = e.get::<bool>(4).unwrap_or(false);
+        let value = e.get::<Option<mlua::BString>>(5).ok().flatten().map(|v| v.to_vec());
+        let Some(list) = sets.get_mut(ev.wrapping_sub(1)) else { continue };
+        let f = FieldSet { name: name.to_vec(), value };
+        match list.iter_mut().find(|(k, ..)| *k == j) {
+            Some((_, fs, _)) => fs.push(f),
+            None => list.push((j, vec![f], engine_only)),
+        }
+    }
     let [req, resp] = rules;
-    HttpPrefilters { request: EventFilter::new(n(1), req), response: EventFilter::new(n(2), resp) }
+    let [req_sets, resp_sets] = sets;
+    HttpPrefilters {
+        request: EventFilter::new(n(1), req, req_sets),
+        response: EventFilter::new(n(2), resp, resp_sets),
+    }
 }
 
 fn build_state(
@@ -688,9 +709,10 @@ impl LuaEngine {
         self.st.gc_pause
     }
 
-    /// Which HTTP rules run for `head` (see [`crate::prefilter`]): 0 when none.
-    pub fn http_select(&self, head: &crate::http::RawHead) -> u32 {
-        self.st.http_prefilters.select(head)
+    /// What the HTTP rules do with `head` (see [`crate::prefilter`]): the listeners Lua
+    /// runs (0: no call) and the head after the selected rules' `set_headers`, if changed.
+    pub fn http_apply(&self, head: &crate::http::RawHead) -> (u32, Option<Vec<u8>>) {
+        self.st.http_prefilters.apply(head)
     }
 
     pub fn has_packet_rules(&self) -> bool {
