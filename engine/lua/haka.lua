@@ -255,6 +255,8 @@ function haka.rule(r)
   if sets then
     on.set_headers = on.set_headers or {}
     on.set_headers[j] = { sets = sets, engine_only = r.eval == nil }
+    on.n_set_headers = (on.n_set_headers or 0) + #sets
+    if on.n_set_headers > 64 then error("rule set_headers: more than 64 fields set on one event", 2) end
   end
 end
 

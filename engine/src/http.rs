@@ -1234,10 +1234,24 @@ pub struct FieldSet {
 /// that name. A field continued on obs-fold lines goes with its continuation lines. None
 /// when nothing changes. For heads [`scan_head`] validated; names and values are checked
 /// when the rules load (tokens; no CR or LF).
-pub fn set_fields(head: &RawHead, sets: &[&FieldSet]) -> Option<Vec<u8>> {
+pub fn set_fields<'a, I>(head: &RawHead, sets: I) -> Option<Vec<u8>>
+where
+    I: Iterator<Item = &'a FieldSet> + Clone,
+{
     let b = &head.bytes;
-    // each field: [start, end) of its lines, and its name
-    let mut fields: Vec<(usize, usize, &[u8])> = Vec::new();
+    let bit = |i: usize| 1u64 << i.min(63); // (rules load at most 64 sets per event)
+    let field = |out: &mut Vec<u8>, name: &[u8], v: &[u8]| {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    };
+    let mut out = Vec::with_capacity(b.len() + 64);
+    out.extend_from_slice(&b[..head.info.fields_start]);
+    // sets whose name was met: later fields of that name go, nothing is appended for it
+    let mut done = 0u64;
+    // the current field was replaced or removed: its obs-fold continuation lines go too
+    let mut dropping = false;
     let mut st = head.info.fields_start;
     let block_end = loop {
         let Some(rel) = memchr::memchr(b'\n', &b[st..]) else { break b.len() };
@@ -1245,47 +1259,37 @@ pub fn set_fields(head: &RawHead, sets: &[&FieldSet]) -> Option<Vec<u8>> {
         if line == b"\n" || line == b"\r\n" {
             break st;
         }
-        match (line[0], fields.last_mut()) {
-            (b' ' | b'\t', Some(f)) => f.1 = st + rel + 1,
-            _ => {
-                let colon = line.iter().position(|&c| c == b':').unwrap_or(0);
-                fields.push((st, st + rel + 1, &line[..colon]));
+        if line[0] == b' ' || line[0] == b'\t' {
+            if !dropping {
+                out.extend_from_slice(line);
+            }
+        } else {
+            let name = &line[..line.iter().position(|&c| c == b':').unwrap_or(0)];
+            // the last set of a name wins (as successive assignments do)
+            match sets.clone().enumerate().filter(|(_, s)| s.name.eq_ignore_ascii_case(name)).last() {
+                None => {
+                    dropping = false;
+                    out.extend_from_slice(line);
+                }
+                Some((i, s)) => {
+                    dropping = true;
+                    if let (0, Some(v)) = (done & bit(i), &s.value) {
+                        field(&mut out, name, v);
+                    }
+                    for (k, t) in sets.clone().enumerate() {
+                        if t.name.eq_ignore_ascii_case(name) {
+                            done |= bit(k);
+                        }
+                    }
+                }
             }
         }
         st += rel + 1;
     };
-    let mut out = Vec::with_capacity(b.len() + 64);
-    out.extend_from_slice(&b[..head.info.fields_start]);
-    // sets whose name was met: later fields of that name go, and nothing is appended for it
-    let mut done = vec![false; sets.len()];
-    for &(a, e, name) in &fields {
-        // the last set of this name wins (as successive assignments do)
-        let set = sets.iter().enumerate().rev().find(|(_, s)| s.name.eq_ignore_ascii_case(name));
-        match set {
-            None => out.extend_from_slice(&b[a..e]),
-            Some((i, s)) => {
-                let first = !done[i];
-                for (k, t) in sets.iter().enumerate() {
-                    if t.name.eq_ignore_ascii_case(name) {
-                        done[k] = true;
-                    }
-                }
-                if let (true, Some(v)) = (first, &s.value) {
-                    out.extend_from_slice(name);
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(v);
-                    out.extend_from_slice(b"\r\n");
-                }
-            }
-        }
-    }
-    for (i, s) in sets.iter().enumerate() {
-        let last = sets[i + 1..].iter().all(|t| !t.name.eq_ignore_ascii_case(&s.name));
-        if let (false, true, Some(v)) = (done[i], last, &s.value) {
-            out.extend_from_slice(&s.name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v);
-            out.extend_from_slice(b"\r\n");
+    for (i, s) in sets.clone().enumerate() {
+        let last = sets.clone().skip(i + 1).all(|t| !t.name.eq_ignore_ascii_case(&s.name));
+        if let (0, true, Some(v)) = (done & bit(i), last, &s.value) {
+            field(&mut out, &s.name, v);
         }
     }
     out.extend_from_slice(&b[block_end..]);
@@ -2596,10 +2600,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
             false,
         )
         .unwrap();
-        let apply = |sets: &[FieldSet]| {
-            let r: Vec<&FieldSet> = sets.iter().collect();
-            set_fields(&h, &r).map(|b| String::from_utf8(b).unwrap())
-        };
+        let apply = |sets: &[FieldSet]| set_fields(&h, sets.iter()).map(|b| String::from_utf8(b).unwrap());
         assert_eq!(
             apply(&[set("Server", Some("haka"))]).unwrap(),
             "HTTP/1.1 200 OK\r\nserver: haka\r\nX-A: 1\nX-Fold: a\r\n b\r\nX-B: 2\r\n\r\nbody?"
@@ -2616,9 +2617,9 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         // a head without fields
         let h = RawHead::scan(b"GET / HTTP/1.0\r\n\r\n".to_vec(), true).unwrap();
         let s = set("Via", Some("haka"));
-        assert_eq!(set_fields(&h, &[&s]).unwrap(), b"GET / HTTP/1.0\r\nVia: haka\r\n\r\n");
+        assert_eq!(set_fields(&h, [&s].into_iter()).unwrap(), b"GET / HTTP/1.0\r\nVia: haka\r\n\r\n");
         // the result is a valid head
-        RawHead::scan(set_fields(&h, &[&s]).unwrap(), true).unwrap();
+        RawHead::scan(set_fields(&h, [&s].into_iter()).unwrap(), true).unwrap();
     }
 
     #[test]

@@ -115,7 +115,7 @@ impl EventFilter {
     }
 
     /// The header fields the selected listeners set, in listener order.
-    pub fn sets(&self, selected: u32) -> impl Iterator<Item = &FieldSet> {
+    pub fn sets(&self, selected: u32) -> impl Iterator<Item = &FieldSet> + Clone {
         self.sets.iter().filter(move |(bit, _)| selected & bit != 0).flat_map(|(_, f)| f.iter())
     }
 }
@@ -141,8 +141,8 @@ impl HttpPrefilters {
     pub fn apply(&self, head: &RawHead) -> (u32, Option<Vec<u8>>) {
         let ev = self.event(head.is_request);
         let selected = ev.select(head);
-        let sets: Vec<&FieldSet> = if ev.sets.is_empty() { Vec::new() } else { ev.sets(selected).collect() };
-        let new_head = if sets.is_empty() { None } else { crate::http::set_fields(head, &sets) };
+        let sets = ev.sets(selected);
+        let new_head = if sets.clone().next().is_none() { None } else { crate::http::set_fields(head, sets) };
         (ev.lua_rules(selected), new_head)
     }
 }

@@ -49,8 +49,9 @@ pub struct StatefulStage {
     /// to Lua, and the offsets of their bytes in the packet's payload.
     lua_idx: Vec<usize>,
     body_offs: Vec<i64>,
-    /// Per call of `app_events`: the heads rewritten by the rules' `set_headers`.
-    set_heads: Vec<usize>,
+    /// Per call of `app_events`: the heads rewritten by the rules' `set_headers` (their
+    /// event's index, their bytes as received).
+    set_heads: Vec<(usize, Vec<u8>, bool)>,
     /// Flows that have a Lua flow object (bit per flow id): end_connection is called for
     /// those only.
     lua_flows: FlowBits,
@@ -370,8 +371,12 @@ impl StatefulStage {
         let pay_off = meta.payload_offset as usize;
         let pay_len = (meta.payload_len as usize).min(m.data().len().saturating_sub(pay_off));
         let mut payload: Option<&[u8]> = None;
+        let mut unchanged = None;
         if !self.edits.is_empty() {
             self.edits.sort_by_key(|e| e.at());
+            let first = self.edits.iter().map(|e| e.at()).min().unwrap_or(0);
+            let end = self.edits.iter().map(|e| e.at() + e.removed()).max().unwrap_or(0);
+            unchanged = Some((first, pay_len.saturating_sub(end)));
             let data_seq = t.seq.wrapping_add((t.flags & SYN != 0) as u32);
             self.scratch.clear();
             let r = apply_edits(&m.data()[pay_off..pay_off + pay_len], &self.edits, &mut self.scratch)
@@ -391,7 +396,7 @@ impl StatefulStage {
             }
         }
         let Some(conn) = self.conns.get(id) else { return };
-        let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]) };
+        let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]), unchanged };
         let old_len = m.data().len();
         let cap = m.capacity().min(u16::MAX as usize);
         if !m.resize(cap) {
@@ -705,9 +710,10 @@ impl StatefulStage {
             call |= match e {
                 AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
                     let (lua_rules, new_head) = lua.http_apply(head);
-                    if let Some(Ok(h)) = new_head.map(|b| RawHead::scan(b, head.is_request)) {
-                        *head = h;
-                        set_heads.push(i);
+                    if let Some(b) = new_head {
+                        // (its positions are scanned only if Lua reads it, below)
+                        let old = std::mem::replace(&mut head.bytes, b);
+                        set_heads.push((i, old, head.is_request));
                     }
                     *rules = lua_rules;
                     let listened = info & if head.is_request { sf::HTTP_REQUEST } else { sf::HTTP_RESPONSE } != 0;
@@ -725,13 +731,33 @@ impl StatefulStage {
             AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => context_of(info, head.is_request),
             _ => false,
         };
+        // Heads rewritten by set_headers that Lua reads (now or as a prior head) get the
+        // positions of their new bytes; one that cannot be scanned stays as received.
+        set_heads.retain_mut(|(i, old, is_request)| {
+            let (AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }) = &mut events[*i] else {
+                return false;
+            };
+            if !call && !context_of(info, *is_request) {
+                return true;
+            }
+            match RawHead::scan(std::mem::take(&mut head.bytes), *is_request) {
+                Ok(h) => {
+                    *head = h;
+                    true
+                }
+                Err(_) => {
+                    head.bytes = std::mem::take(old);
+                    false
+                }
+            }
+        });
         if call {
             if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
                 let [req, resp] = st.take_priors();
                 let n = req.is_some() as usize + resp.is_some() as usize;
                 if n > 0 {
                     events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::HttpPriorHead));
-                    set_heads.iter_mut().for_each(|i| *i += n);
+                    set_heads.iter_mut().for_each(|(i, ..)| *i += n);
                 }
             }
         }
@@ -785,7 +811,7 @@ impl StatefulStage {
                     if a & act::EDITS != 0 {
                         for (li, head, dm) in lua.drain_heads() {
                             let Some(&i) = lua_idx.get(li) else { continue };
-                            set_heads.retain(|&k| k != i); // the rules' bytes supersede
+                            set_heads.retain(|(k, ..)| *k != i); // the rules' bytes supersede
                             let span = match &events[i] {
                                 AppEvent::HttpRequest { span, .. } | AppEvent::HttpResponse { span, .. } => *span,
                                 _ => continue,
@@ -813,7 +839,10 @@ impl StatefulStage {
                 }
             }
         }
-        for &i in &set_heads {
+        for (i, old, is_request) in set_heads.drain(..) {
+            if let Some(a) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
+                a.recycle_bytes(old, is_request);
+            }
             if let AppEvent::HttpRequest { head, span, .. } | AppEvent::HttpResponse { head, span, .. } = &mut events[i] {
                 if !in_pkt(span.0, span.1 - span.0) {
                     c.add(Stateful::StreamEditsRefused, 1);

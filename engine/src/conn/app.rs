@@ -92,6 +92,13 @@ impl AppState {
         }
     }
 
+    /// Gives head bytes no event holds any more back to the parser of their direction.
+    pub fn recycle_bytes(&mut self, bytes: Vec<u8>, is_request: bool) {
+        if let AppState::Http { req, resp, .. } = self {
+            if is_request { req } else { resp }.recycle_head(bytes);
+        }
+    }
+
     /// Keeps `head` (of an event no rule saw) as the connection's prior head of its kind; a
     /// request starts a new exchange: the prior response goes.
     pub fn keep_prior(&mut self, head: RawHead) {
