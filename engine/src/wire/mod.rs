@@ -76,26 +76,29 @@ pub mod checksum {
     /// Ones-complement partial sum of `data` (16-bit big-endian words, odd byte zero-padded).
     #[inline(always)]
     pub fn sum(data: &[u8]) -> u32 {
-        fold64(sum64(data)) as u32
+        fold64(sum64(data)).swap_bytes() as u32
     }
 
-    /// Unfolded sum: 32-bit big-endian words accumulated in a u64. Folding it modulo 0xffff
-    /// gives exactly the ones-complement sum of the 16-bit words.
+    /// Unfolded sum of `data` read as little-endian 16-bit words (8 bytes per step, no byte
+    /// swap per word): folding it modulo 0xffff gives the ones-complement sum of the
+    /// big-endian words with its two bytes swapped (RFC 1071, byte order independence).
+    /// The odd last byte is the low byte of its word, as it is the high byte of the
+    /// big-endian word.
     #[inline(always)]
     fn sum64(data: &[u8]) -> u64 {
         let mut acc: u64 = 0;
-        let mut chunks = data.chunks_exact(4);
+        let mut chunks = data.chunks_exact(8);
         for c in &mut chunks {
-            acc += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            acc += (w & 0xffff_ffff) + (w >> 32);
         }
         let rem = chunks.remainder();
-        let mut i = 0;
-        if rem.len() >= 2 {
-            acc += u16::from_be_bytes([rem[0], rem[1]]) as u64;
-            i = 2;
+        let mut words = rem.chunks_exact(2);
+        for c in &mut words {
+            acc += u16::from_le_bytes([c[0], c[1]]) as u64;
         }
-        if rem.len() > i {
-            acc += (rem[i] as u64) << 8;
+        if let [b] = words.remainder() {
+            acc += *b as u64;
         }
         acc
     }
