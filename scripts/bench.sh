@@ -6,8 +6,10 @@
 # - flows: 64k concurrent flows, one 60-byte packet each: (a) no rules,
 #   (b) 1 ipv4 rule, (c) 10 ipv4 rules;
 # - http: complete HTTP/1.1 sessions (scripts/gen_http_pcap.py): (d) no
-#   rules, (e) rules/bench_http.lua (5 HTTP rules); skipped with a one-line
-#   reason when the rules do not load.
+#   rules, (e) rules/bench_http.lua (5 HTTP rules with prefilters and
+#   set_headers), (f) rules/bench_http_plain.lua (the same rules in plain Lua:
+#   every message handed to Lua); (e) and (f) skipped with a one-line reason
+#   when the rules do not load.
 #   scripts/bench.sh [RUNS=3] [SECONDS=5]
 #   env: BENCH_CASES=flows,http (default both)  FLOWS=65536  HTTP_SESSIONS=6000
 #        BENCH_OUT=bench-out  HAKA (binary; default $CARGO_TARGET_DIR/release/haka)
@@ -148,8 +150,8 @@ haka_case() { # run-id pcap [rules]; sets W C FLOWS_T BYTES BPF ALERTS RERR DROP
   read -r W C FLOWS_T BYTES BPF ALERTS RERR DROPPED <<<"$line"
 }
 
-declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W
-HE_SKIP=
+declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W
+HE_SKIP= HF_SKIP=
 for r in $(seq 1 "$RUNS"); do
   if [[ $CASES == *,flows,* ]]; then
     read -r w c < <(run_testpmd "$r" "$PCAP"); TP_W+=("$w"); TP_C+=("$c")
@@ -174,6 +176,16 @@ for r in $(seq 1 "$RUNS"); do
       else
         HE_W+=("$W"); HE_ALERTS=$ALERTS HE_RERR=$RERR HE_DROPPED=$DROPPED
         echo "run $r: haka (e) http, 5 rules  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+      fi
+    fi
+    if [ -z "$HF_SKIP" ]; then
+      haka_case "http-$r-plain" "$HTTP_PCAP" rules/bench_http_plain.lua
+      if [ -n "$SKIP" ]; then
+        HF_SKIP=$SKIP
+        echo "run $r: haka (f) http, 5 plain  skipped: $SKIP"
+      else
+        HF_W+=("$W"); HF_ALERTS=$ALERTS HF_RERR=$RERR
+        echo "run $r: haka (f) http, 5 plain  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
       fi
     fi
   fi
@@ -207,5 +219,12 @@ if [[ $CASES == *,http,* ]]; then
     hew=$(median "${HE_W[@]}")
     echo "haka (e) http, 5 rules:  $hew Mpps, $(gbps "$hew") Gbit/s, $(ratio "$hew" "$hdw") of (d), $(ratio "$hew" "$htw") of testpmd"
     echo "  (e) last run: $HE_ALERTS alerts, $HE_RERR rule errors, $HE_DROPPED packets dropped$([ "$HE_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
+  fi
+  if [ -n "$HF_SKIP" ]; then
+    echo "haka (f) same, plain Lua: skipped: $HF_SKIP"
+  else
+    hfw=$(median "${HF_W[@]}")
+    echo "haka (f) same, plain Lua: $hfw Mpps, $(gbps "$hfw") Gbit/s, $(ratio "$hfw" "$hdw") of (d), $(ratio "$hfw" "$htw") of testpmd"
+    echo "  (f) last run: $HF_ALERTS alerts, $HF_RERR rule errors"
   fi
 fi

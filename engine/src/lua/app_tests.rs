@@ -666,7 +666,7 @@ fn headers_read_from_the_head_bytes() {
 }
 
 /// Cost of the Lua side of one HTTP exchange as the datapath drives it (message objects
-/// from head bytes, the five rules of rules/bench_http.lua, the rewritten head
+/// from head bytes, the five rules of rules/bench_http_plain.lua, the rewritten head
 /// serialised), in ns per exchange. A measuring tool, not a check:
 /// `cargo test --release -p haka-engine --lib lua_exchange_cost -- --ignored --nocapture`
 /// (`LUA_PROFILE=1`: LuaJIT's sampling profiler, lines and VM states; `LUA_GC_AB=1`: the
