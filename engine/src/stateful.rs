@@ -68,6 +68,76 @@ fn context_of(info: u32, is_request: bool) -> bool {
     }
 }
 
+/// Which rules run for each HTTP head of `events` (prefilters, `crate::prefilter`), and
+/// the heads the selected rules' `set_headers` rewrite: their event's index, their bytes as
+/// received and their direction go to `set_heads` (cleared first); Lua rules see the new
+/// bytes, which replace the head in the stream unless a Lua rule rewrites it again.
+/// Whether Lua is to be called: a head with a Lua rule to run, or another event someone
+/// listens to. Events nobody listens to are not handed to Lua (no objects built, no call).
+fn select_http_rules(
+    lua: &LuaEngine,
+    events: &mut [AppEvent],
+    set_heads: &mut Vec<(usize, Vec<u8>, bool)>,
+    info: u32,
+    c: &mut Counters,
+) -> bool {
+    set_heads.clear();
+    let mut call = false;
+    for (i, e) in events.iter_mut().enumerate() {
+        call |= match e {
+            AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
+                let (lua_rules, new_head) = lua.http_apply(head);
+                if let Some(b) = new_head {
+                    // (its positions are scanned only if Lua reads it, below)
+                    let old = std::mem::replace(&mut head.bytes, b);
+                    set_heads.push((i, old, head.is_request));
+                }
+                *rules = lua_rules;
+                let listened = info & if head.is_request { sf::HTTP_REQUEST } else { sf::HTTP_RESPONSE } != 0;
+                if *rules == 0 && listened {
+                    c.add(Stateful::HttpPrefiltered, 1);
+                }
+                *rules != 0
+            }
+            AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
+            AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => false,
+            _ => true,
+        };
+    }
+    // A rewritten head Lua reads (now or later, as a prior head) gets the positions of its
+    // new bytes; one that cannot be scanned stays as received (and is not rewritten).
+    set_heads.retain_mut(|(i, old, is_request)| {
+        let (AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }) = &mut events[*i] else {
+            return false;
+        };
+        if !call && !context_of(info, *is_request) {
+            return true;
+        }
+        match RawHead::scan(std::mem::take(&mut head.bytes), *is_request) {
+            Ok(h) => {
+                *head = h;
+                true
+            }
+            Err(_) => {
+                head.bytes = std::mem::take(old);
+                false
+            }
+        }
+    });
+    call
+}
+
+/// Before the events of a Lua call: the connection's prior heads (heads no rule ran for,
+/// kept as context: `http.request` in a response rule), as `HttpPriorHead` events.
+fn prepend_prior_heads(st: &mut AppState, events: &mut Vec<AppEvent>, set_heads: &mut [(usize, Vec<u8>, bool)]) {
+    let [req, resp] = st.take_priors();
+    let n = req.is_some() as usize + resp.is_some() as usize;
+    if n > 0 {
+        events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::HttpPriorHead));
+        set_heads.iter_mut().for_each(|(i, ..)| *i += n);
+    }
+}
+
 /// One bit per flow id, grown on demand.
 #[derive(Default)]
 struct FlowBits(Vec<u64>);
@@ -697,77 +767,21 @@ impl StatefulStage {
         }
         let mut events = std::mem::take(&mut self.events);
         let info = self.info;
-        // Which rules run for each head (prefilters). Events nobody listens to are not handed
-        // to Lua (no objects built, no call); a head no rule runs for is still context for
-        // later events (response rules read http.request, data rules both): it goes with
-        // this call if there is one, else it is kept for the next (HttpPriorHead).
-        // Heads the rules' `set_headers` rewrote (their event's index): Lua rules see the
-        // new bytes, which replace the head in the stream unless a Lua rule rewrites it again.
         let mut set_heads = std::mem::take(&mut self.set_heads);
-        set_heads.clear();
-        let mut call = false;
-        for (i, e) in events.iter_mut().enumerate() {
-            call |= match e {
-                AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
-                    let (lua_rules, new_head) = lua.http_apply(head);
-                    if let Some(b) = new_head {
-                        // (its positions are scanned only if Lua reads it, below)
-                        let old = std::mem::replace(&mut head.bytes, b);
-                        set_heads.push((i, old, head.is_request));
-                    }
-                    *rules = lua_rules;
-                    let listened = info & if head.is_request { sf::HTTP_REQUEST } else { sf::HTTP_RESPONSE } != 0;
-                    if *rules == 0 && listened {
-                        c.add(Stateful::HttpPrefiltered, 1);
-                    }
-                    *rules != 0
-                }
-                AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-                AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => false,
-                _ => true,
-            };
-        }
-        let context = |e: &AppEvent| match e {
-            AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => context_of(info, head.is_request),
-            _ => false,
-        };
-        // Heads rewritten by set_headers that Lua reads (now or as a prior head) get the
-        // positions of their new bytes; one that cannot be scanned stays as received.
-        set_heads.retain_mut(|(i, old, is_request)| {
-            let (AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }) = &mut events[*i] else {
-                return false;
-            };
-            if !call && !context_of(info, *is_request) {
-                return true;
-            }
-            match RawHead::scan(std::mem::take(&mut head.bytes), *is_request) {
-                Ok(h) => {
-                    *head = h;
-                    true
-                }
-                Err(_) => {
-                    head.bytes = std::mem::take(old);
-                    false
-                }
-            }
-        });
+        let call = select_http_rules(lua, &mut events, &mut set_heads, info, c);
         if call {
             if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
-                let [req, resp] = st.take_priors();
-                let n = req.is_some() as usize + resp.is_some() as usize;
-                if n > 0 {
-                    events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::HttpPriorHead));
-                    set_heads.iter_mut().for_each(|(i, ..)| *i += n);
-                }
+                prepend_prior_heads(st, &mut events, &mut set_heads);
             }
         }
+        // the events handed to Lua: heads whose rules run, or that later rules read
         let mut lua_idx = std::mem::take(&mut self.lua_idx);
         lua_idx.clear();
         if call {
             lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
                 AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-                e @ (AppEvent::HttpRequest { rules, .. } | AppEvent::HttpResponse { rules, .. }) => {
-                    *rules != 0 || context(e)
+                AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
+                    *rules != 0 || context_of(info, head.is_request)
                 }
                 AppEvent::HttpMessageEnd { .. } => false,
                 _ => true,
