@@ -708,32 +708,31 @@ impl HttpParser {
         }
     }
 
-    /// Scans lines from `line_start` for the empty line ending a block. Returns the end offset (from `pos`,
-    /// past the empty line) or the new scan position.
-    fn scan_block(&mut self, input: &[u8], mut line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
+    /// Looks from `line_start` for the empty line ending a block. Returns the end offset (from
+    /// `pos`, past the empty line), or the scan position to come back with when more bytes
+    /// arrive (`line_start` itself: `scanned` remembers how far the search went).
+    fn scan_block(&mut self, input: &[u8], line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
         let a = &input[self.pos..];
-        loop {
+        let first = &a[line_start.min(a.len())..];
+        let end = if first.starts_with(b"\n") {
+            Some(line_start + 1)
+        } else if first.starts_with(b"\r\n") {
+            Some(line_start + 2)
+        } else {
             let from = line_start.max(self.scanned).min(a.len());
-            match memchr::memchr(b'\n', &a[from..]) {
-                None => {
-                    if a.len() > limit {
-                        return Err(HttpError::HeadTooLong);
-                    }
-                    self.scanned = a.len();
-                    return Ok(Err(line_start));
-                }
-                Some(i) => {
-                    let end = from + i + 1;
-                    let line = &a[line_start..end - 1];
-                    if end > limit {
-                        return Err(HttpError::HeadTooLong);
-                    }
-                    if line.is_empty() || line == b"\r" {
-                        self.scanned = 0;
-                        return Ok(Ok(end));
-                    }
-                    line_start = end;
-                }
+            block_end(&a[from..]).map(|e| from + e)
+        };
+        match end {
+            Some(end) if end > limit => Err(HttpError::HeadTooLong),
+            Some(end) => {
+                self.scanned = 0;
+                Ok(Ok(end))
+            }
+            None if a.len() > limit => Err(HttpError::HeadTooLong),
+            None => {
+                // an end split between segments: its "\n" may be one of the last two bytes
+                self.scanned = a.len().saturating_sub(2).max(line_start);
+                Ok(Err(line_start))
             }
         }
     }
@@ -1142,16 +1141,25 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
     let mut framing = Framing::new();
     let mut canonical = true;
     let mut count = 0;
-    let mut lines = split_lines(&b[fields_start..]);
+    let mut st = fields_start;
     loop {
-        let Some(line) = lines.next() else { return Err(HttpError::BadHeader) };
-        let content = strip_eol(line);
+        // One search per line for its end and for what a line may not hold: a NUL, or a CR
+        // other than the line end's.
+        let rest = &b[st..];
+        let i = memchr::memchr3(b'\n', b'\r', 0, rest).ok_or(HttpError::BadHeader)?;
+        let line_len = match rest[i] {
+            b'\n' => i + 1,
+            b'\r' if rest.get(i + 1) == Some(&b'\n') => i + 2,
+            _ => return Err(HttpError::BadHeader),
+        };
+        let (line, content) = (&rest[..line_len], &rest[..i]);
+        st += line_len;
         if content.is_empty() {
             canonical &= line == b"\r\n";
             break;
         }
         if content[0] == b' ' || content[0] == b'\t' {
-            if count == 0 || trim_ows(content).iter().any(|&c| c == 0 || c == b'\r') {
+            if count == 0 {
                 return Err(HttpError::BadHeader);
             }
             info.obs_fold = true;
@@ -1164,9 +1172,6 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
         }
         let name = &content[..colon];
         let value = trim_ows(&content[colon + 1..]);
-        if memchr::memchr2(0, b'\r', value).is_some() {
-            return Err(HttpError::BadHeader);
-        }
         if count >= max_headers {
             return Err(HttpError::TooManyHeaders);
         }
@@ -1218,6 +1223,23 @@ pub fn find_field(head: &[u8], from: usize, name: &[u8]) -> Option<FieldPos> {
         st = nl + 1;
     }
     None
+}
+
+/// The end of the first empty line that follows a line end in `h` (the offset past it): the
+/// end of a head or trailer block whose first line is not empty. One vectorized search for
+/// the usual CRLF form (a search per line cost a call each), then one for bare LF line
+/// ends before it.
+fn block_end(h: &[u8]) -> Option<usize> {
+    use std::sync::LazyLock;
+    static CRLF: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\n\r\n"));
+    static LF: LazyLock<memchr::memmem::Finder<'static>> = LazyLock::new(|| memchr::memmem::Finder::new(b"\n\n"));
+    let crlf = CRLF.find(h);
+    let before = crlf.map_or(h, |p| &h[..p + 1]);
+    match (LF.find(before), crlf) {
+        (Some(p), _) => Some(p + 2),
+        (None, Some(p)) => Some(p + 3),
+        (None, None) => None,
+    }
 }
 
 /// One field set by a rule's `set_headers` (applied by the engine, see `crate::prefilter`):
@@ -1781,6 +1803,36 @@ mod tests {
         }
         let mut p = HttpParser::request();
         assert_eq!(feed_bytes(&mut p, GET).unwrap(), expect);
+    }
+
+    #[test]
+    fn every_split_point_of_bare_lf_heads_and_trailers() {
+        // heads ending with "\n\n" (a "\n\r\n" may come later, in the body), chunked bodies
+        // with and without trailers: the block ends are found wherever the segments split
+        let req: &[u8] = b"GET /a HTTP/1.1\nHost: x\nX: y\r\n\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
+        let resp: &[u8] = b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n3\r\n\n\r\n\r\n0\r\nT: 1\n\r\nHTTP/1.1 204 No Content\r\n\r\n";
+        // (body bytes come as they arrive: adjacent Body events are joined to compare)
+        let joined = |ev: Vec<HttpEvent>| {
+            let mut out: Vec<HttpEvent> = Vec::new();
+            for e in ev {
+                match (out.last_mut(), e) {
+                    (Some(HttpEvent::Body(a)), HttpEvent::Body(b)) => a.extend_from_slice(&b),
+                    (_, e) => out.push(e),
+                }
+            }
+            out
+        };
+        for (mk, data) in [(HttpParser::request as fn() -> HttpParser, req), (HttpParser::response, resp)] {
+            let expect = joined(feed_all(&mut mk(), data));
+            assert!(expect.len() >= 4, "{expect:?}");
+            for cut in 0..=data.len() {
+                let mut p = mk();
+                let mut ev = feed_all(&mut p, &data[..cut]);
+                ev.extend(feed_all(&mut p, &data[cut..]));
+                assert_eq!(joined(ev), expect, "cut at {cut}");
+            }
+            assert_eq!(joined(feed_bytes(&mut mk(), data).unwrap()), expect);
+        }
     }
 
     #[test]
