@@ -1260,6 +1260,16 @@ pub fn set_fields<'a, I>(head: &RawHead, sets: I) -> Option<Vec<u8>>
 where
     I: Iterator<Item = &'a FieldSet> + Clone,
 {
+    let mut out = Vec::new();
+    set_fields_into(head, sets, &mut out).then_some(out)
+}
+
+/// [`set_fields`] writing the new head into `out` (cleared first; a buffer the caller
+/// reuses): whether it differs from `head`.
+pub fn set_fields_into<'a, I>(head: &RawHead, sets: I, out: &mut Vec<u8>) -> bool
+where
+    I: Iterator<Item = &'a FieldSet> + Clone,
+{
     let b = &head.bytes;
     let bit = |i: usize| 1u64 << i.min(63); // (rules load at most 64 sets per event)
     let field = |out: &mut Vec<u8>, name: &[u8], v: &[u8]| {
@@ -1268,7 +1278,8 @@ where
         out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     };
-    let mut out = Vec::with_capacity(b.len() + 64);
+    out.clear();
+    out.reserve(b.len() + 64);
     out.extend_from_slice(&b[..head.info.fields_start]);
     // sets whose name was met: later fields of that name go, nothing is appended for it
     let mut done = 0u64;
@@ -1296,7 +1307,7 @@ where
                 Some((i, s)) => {
                     dropping = true;
                     if let (0, Some(v)) = (done & bit(i), &s.value) {
-                        field(&mut out, name, v);
+                        field(out, name, v);
                     }
                     for (k, t) in sets.clone().enumerate() {
                         if t.name.eq_ignore_ascii_case(name) {
@@ -1311,11 +1322,11 @@ where
     for (i, s) in sets.clone().enumerate() {
         let last = sets.clone().skip(i + 1).all(|t| !t.name.eq_ignore_ascii_case(&s.name));
         if let (0, true, Some(v)) = (done & bit(i), last, &s.value) {
-            field(&mut out, &s.name, v);
+            field(out, &s.name, v);
         }
     }
     out.extend_from_slice(&b[block_end..]);
-    (out != *b).then_some(out)
+    *out != *b
 }
 
 /// Lines of a block, each with its terminator; `terminator` is the final empty line once reached.

@@ -136,14 +136,15 @@ impl HttpPrefilters {
         }
     }
 
-    /// What the rules of `head`'s event do with it: the listeners Lua runs (0: no call) and,
-    /// when the selected rules set header fields, the head they give.
-    pub fn apply(&self, head: &RawHead) -> (u32, Option<Vec<u8>>) {
+    /// What the rules of `head`'s event do with it: the listeners Lua runs (0: no call) and
+    /// whether the selected rules' header fields change it (the new head is then in `out`, a
+    /// buffer the caller reuses).
+    pub fn apply(&self, head: &RawHead, out: &mut Vec<u8>) -> (u32, bool) {
         let ev = self.event(head.is_request);
         let selected = ev.select(head);
         let sets = ev.sets(selected);
-        let new_head = if sets.clone().next().is_none() { None } else { crate::http::set_fields(head, sets) };
-        (ev.lua_rules(selected), new_head)
+        let changed = sets.clone().next().is_some() && crate::http::set_fields_into(head, sets, out);
+        (ev.lua_rules(selected), changed)
     }
 }
 

@@ -52,6 +52,9 @@ pub struct StatefulStage {
     /// Per call of `app_events`: the heads rewritten by the rules' `set_headers` (their
     /// event's index, their bytes as received).
     set_heads: Vec<(usize, Vec<u8>, bool)>,
+    /// Buffers of heads rewritten by `set_headers`, back from the packet edits that carried
+    /// them (a few: no allocation per rewritten head).
+    spare_heads: Vec<Vec<u8>>,
     /// Flows that have a Lua flow object (bit per flow id): end_connection is called for
     /// those only.
     lua_flows: FlowBits,
@@ -78,6 +81,7 @@ fn select_http_rules(
     lua: &LuaEngine,
     events: &mut [AppEvent],
     set_heads: &mut Vec<(usize, Vec<u8>, bool)>,
+    spare: &mut Vec<Vec<u8>>,
     info: u32,
     c: &mut Counters,
 ) -> bool {
@@ -86,11 +90,14 @@ fn select_http_rules(
     for (i, e) in events.iter_mut().enumerate() {
         call |= match e {
             AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
-                let (lua_rules, new_head) = lua.http_apply(head);
-                if let Some(b) = new_head {
+                let mut buf = spare.pop().unwrap_or_default();
+                let (lua_rules, changed) = lua.http_apply(head, &mut buf);
+                if changed {
                     // (its positions are scanned only if Lua reads it, below)
-                    let old = std::mem::replace(&mut head.bytes, b);
+                    let old = std::mem::replace(&mut head.bytes, buf);
                     set_heads.push((i, old, head.is_request));
+                } else {
+                    spare.push(buf);
                 }
                 *rules = lua_rules;
                 let listened = info & if head.is_request { sf::HTTP_REQUEST } else { sf::HTTP_RESPONSE } != 0;
@@ -189,6 +196,7 @@ impl StatefulStage {
             lua_idx: Vec::new(),
             body_offs: Vec::new(),
             set_heads: Vec::new(),
+            spare_heads: Vec::new(),
             lua_flows: FlowBits::default(),
             last_edit_log: None,
         }
@@ -485,7 +493,11 @@ impl StatefulStage {
                 }
             }
         }
-        self.edits.clear();
+        for e in self.edits.drain(..) {
+            if let (Edit::Replace { bytes, .. }, true) = (e, self.spare_heads.len() < 4) {
+                self.spare_heads.push(bytes);
+            }
+        }
     }
 
     fn rule_error(&self, lua: &LuaEngine) -> Outcome {
@@ -768,7 +780,7 @@ impl StatefulStage {
         let mut events = std::mem::take(&mut self.events);
         let info = self.info;
         let mut set_heads = std::mem::take(&mut self.set_heads);
-        let call = select_http_rules(lua, &mut events, &mut set_heads, info, c);
+        let call = select_http_rules(lua, &mut events, &mut set_heads, &mut self.spare_heads, info, c);
         if call {
             if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
                 prepend_prior_heads(st, &mut events, &mut set_heads);

@@ -710,9 +710,10 @@ impl LuaEngine {
     }
 
     /// What the HTTP rules do with `head` (see [`crate::prefilter`]): the listeners Lua
-    /// runs (0: no call) and the head after the selected rules' `set_headers`, if changed.
-    pub fn http_apply(&self, head: &crate::http::RawHead) -> (u32, Option<Vec<u8>>) {
-        self.st.http_prefilters.apply(head)
+    /// runs (0: no call) and whether the selected rules' `set_headers` change it (the new
+    /// head then in `out`).
+    pub fn http_apply(&self, head: &crate::http::RawHead, out: &mut Vec<u8>) -> (u32, bool) {
+        self.st.http_prefilters.apply(head, out)
     }
 
     pub fn has_packet_rules(&self) -> bool {
