@@ -2080,3 +2080,36 @@ fn bench_policy_with_prefilters_gives_what_the_plain_lua_policy_gives() {
     assert!(fast.st("http_prefiltered") * 10 > (fast.st("http_requests") + fast.st("http_responses")) * 8);
     assert_eq!(plain.st("http_prefiltered"), 0);
 }
+
+#[test]
+fn body_rules_see_the_request_and_response_of_their_exchange() {
+    // response_data rules read http.request and http.response (they were cleared once the
+    // response event had run), also when no request or response rule ran for the heads
+    // (prefilters: the heads reach Lua as prior heads, before the body)
+    let input = http_pcap("keepalive.pcap");
+    let body = r#"
+haka.rule{ on = http.events.response_data, eval = function (h, d)
+  haka.log("DATA %s %s", h.request and h.request.uri or "nil", h.response and h.response.status or "nil")
+end }
+"#;
+    let prefiltered = r#"
+haka.rule{ on = http.events.request, prefilter = { uri = "/nowhere" }, eval = function () end }
+haka.rule{ on = http.events.response, prefilter = { status = "999" }, eval = function () end }
+"#;
+    for extra in ["", prefiltered] {
+        let r = run(&format!("local http = require(\"protocol/http\")\n{extra}{body}"), &input, None);
+        let mut seen = r.logs_with("DATA ");
+        assert!(seen.len() >= 4, "{}", r.stdout);
+        seen.dedup();
+        assert_eq!(
+            seen,
+            [
+                "/twiki/bin/view/ 200",
+                "/robots.txt 404",
+                "/twiki/pub/TWiki/TWikiLogos/twikiRobot46x50.gif 200",
+                "/twiki/pub/TWiki/TWikiLogos/twikiRobot131x64.gif 200"
+            ],
+            "{extra}"
+        );
+    }
+}

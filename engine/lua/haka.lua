@@ -1293,6 +1293,8 @@ end
 -- first, then a table of the others' (event index, head bytes, body to modify) if any.
 -- Reused (no table per head).
 local HEADS, NHEADS = {}, 0
+-- Whether HTTP body events have rules (set by RT.stateful_info, after the rules load).
+local HTTP_BODY_RULES = false
 local APPK = nil -- K of app.lua, set by RT.set_app
 local function default_policy(dissector, name, port)
   -- inserted first: a user policy on the same point (declared later) wins
@@ -1431,8 +1433,10 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
         NHEADS = NHEADS + 1
         ACT = bor(ACT, ACT_EDITS)
       end
-      -- the exchange is over: keep idle connections small (the Lua heap is swept per object)
-      if not is_req and not rawget(http, "_dm") then http.request = nil; http.response = nil end
+      -- the exchange is over unless body rules are to read it (response_data sees
+      -- http.request and http.response): keep idle connections small (the Lua heap is
+      -- swept per object); the next request replaces them otherwise
+      if not is_req and not HTTP_BODY_RULES and not rawget(http, "_dm") then http.request = nil; http.response = nil end
     elseif k == EV_DATA then
       local http = session(f, "_http", K.http_session)
       -- editable only when its message's body is being modified and the bytes are in
@@ -1527,8 +1531,9 @@ function RT.stateful_info()
   for _, p in pairs(UDPC.policies) do if pol(p) then b = bor(b, 32) end end
   if app_has_listeners() then b = bor(b, 64) end
   local H_ = haka.dissectors.http
-  if H_ and (#H_.events.request_data.listeners > 0 or #H_.events.response_data.listeners > 0
-      or #H_.events.receive_data.listeners > 0) then b = bor(b, 128) end
+  HTTP_BODY_RULES = H_ and (#H_.events.request_data.listeners > 0 or #H_.events.response_data.listeners > 0
+      or #H_.events.receive_data.listeners > 0) or false
+  if HTTP_BODY_RULES then b = bor(b, 128) end
   if H_ and #H_.events.request.listeners > 0 then b = bor(b, 256) end
   if H_ and #H_.events.response.listeners > 0 then b = bor(b, 512) end
   if apps_by_port_only(TCPC) then b = bor(b, 1024) end
