@@ -1253,20 +1253,11 @@ pub struct FieldSet {
 /// `head` with `sets` applied in order, as `headers[name] = value` does in Lua: the first
 /// field of that name (ASCII case-insensitive) gets the value, its name's spelling kept,
 /// and the later ones go; a name not present is appended; None removes every field of
-/// that name. A field continued on obs-fold lines goes with its continuation lines. None
-/// when nothing changes. For heads [`scan_head`] validated; names and values are checked
+/// that name. A field continued on obs-fold lines goes with its continuation lines. The
+/// new head is written into `out` (cleared first: a buffer the caller reuses); false when
+/// it is the same as `head`. For heads [`scan_head`] validated; names and values are checked
 /// when the rules load (tokens; no CR or LF).
-pub fn set_fields<'a, I>(head: &RawHead, sets: I) -> Option<Vec<u8>>
-where
-    I: Iterator<Item = &'a FieldSet> + Clone,
-{
-    let mut out = Vec::new();
-    set_fields_into(head, sets, &mut out).then_some(out)
-}
-
-/// [`set_fields`] writing the new head into `out` (cleared first; a buffer the caller
-/// reuses): whether it differs from `head`.
-pub fn set_fields_into<'a, I>(head: &RawHead, sets: I, out: &mut Vec<u8>) -> bool
+pub fn set_fields<'a, I>(head: &RawHead, sets: I, out: &mut Vec<u8>) -> bool
 where
     I: Iterator<Item = &'a FieldSet> + Clone,
 {
@@ -2663,7 +2654,10 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
             false,
         )
         .unwrap();
-        let apply = |sets: &[FieldSet]| set_fields(&h, sets.iter()).map(|b| String::from_utf8(b).unwrap());
+        let apply = |sets: &[FieldSet]| {
+            let mut out = Vec::new();
+            set_fields(&h, sets.iter(), &mut out).then(|| String::from_utf8(out).unwrap())
+        };
         assert_eq!(
             apply(&[set("Server", Some("haka"))]).unwrap(),
             "HTTP/1.1 200 OK\r\nserver: haka\r\nX-A: 1\nX-Fold: a\r\n b\r\nX-B: 2\r\n\r\nbody?"
@@ -2680,9 +2674,11 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         // a head without fields
         let h = RawHead::scan(b"GET / HTTP/1.0\r\n\r\n".to_vec(), true).unwrap();
         let s = set("Via", Some("haka"));
-        assert_eq!(set_fields(&h, [&s].into_iter()).unwrap(), b"GET / HTTP/1.0\r\nVia: haka\r\n\r\n");
+        let mut out = b"left over".to_vec();
+        assert!(set_fields(&h, [&s].into_iter(), &mut out));
+        assert_eq!(out, b"GET / HTTP/1.0\r\nVia: haka\r\n\r\n");
         // the result is a valid head
-        RawHead::scan(set_fields(&h, [&s].into_iter()).unwrap(), true).unwrap();
+        RawHead::scan(out, true).unwrap();
     }
 
     #[test]

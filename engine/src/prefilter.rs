@@ -143,7 +143,7 @@ impl HttpPrefilters {
         let ev = self.event(head.is_request);
         let selected = ev.select(head);
         let sets = ev.sets(selected);
-        let changed = sets.clone().next().is_some() && crate::http::set_fields_into(head, sets, out);
+        let changed = sets.clone().next().is_some() && crate::http::set_fields(head, sets, out);
         (ev.lua_rules(selected), changed)
     }
 }
