@@ -167,8 +167,15 @@ local PREFILTER_FIELDS = {
   ["http:request"] = { method = true, uri = true, version = true, headers = true },
   ["http:response"] = { version = true, status = true, reason = true, headers = true },
 }
+-- "rule 'name' key", for the errors of a rule's key
+local function rule_key(name, key)
+  return "rule" .. (name and (" '" .. tostring(name) .. "'") or "") .. " " .. key
+end
+local function bad_header_name(n)
+  return type(n) ~= "string" or n == "" or n:find("[%c%s:]") ~= nil
+end
 local function check_prefilter(on, pf, name)
-  local what = "rule" .. (name and (" '" .. tostring(name) .. "'") or "") .. " prefilter"
+  local what = rule_key(name, "prefilter")
   local fields = PREFILTER_FIELDS[on.name]
   if not fields then error(what .. ": only for http request and response events", 3) end
   if type(pf) ~= "table" then error(what .. " must be a table", 3) end
@@ -194,7 +201,7 @@ local function check_prefilter(on, pf, name)
     if k == "headers" then
       if type(v) ~= "table" then error(what .. ": headers must be a table { name = pattern(s) }", 3) end
       for hname, hv in pairs(v) do
-        if type(hname) ~= "string" or hname == "" or hname:find("[%c%s:]") then
+        if bad_header_name(hname) then
           error(sfmt("%s: invalid header name '%s'", what, tostring(hname)), 3)
         end
         add("headers", string.lower(hname), hv)
@@ -214,12 +221,12 @@ end
 -- would no longer be delimited as the parser reads it.
 local FRAMING = { ["content-length"] = true, ["transfer-encoding"] = true }
 local function check_set_headers(on, sets, name)
-  local what = "rule" .. (name and (" '" .. tostring(name) .. "'") or "") .. " set_headers"
+  local what = rule_key(name, "set_headers")
   if not PREFILTER_FIELDS[on.name] then error(what .. ": only for http request and response events", 3) end
   if type(sets) ~= "table" then error(what .. " must be a table { name = value or false }", 3) end
   local out = {}
   for k, v in pairs(sets) do
-    if type(k) ~= "string" or k == "" or k:find("[%c%s:]") then
+    if bad_header_name(k) then
       error(sfmt("%s: invalid header name '%s'", what, tostring(k)), 3)
     end
     if FRAMING[string.lower(k)] then error(sfmt("%s: '%s' cannot be set (it frames the body)", what, k), 3) end
@@ -1380,6 +1387,20 @@ local EVS, EVS_ADDR = nil, -1
 local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO, EV_PRIOR_REQUEST, EV_PRIOR_RESPONSE =
   1, 2, 3, 4, 5, 6, 7, 8
 local ffi_string = ffi.string
+-- The message of head record `e` (kind 1, 2, 7 or 8), made http.request (a new exchange)
+-- or http.response of the flow's http session; returns the session and the message.
+local function http_head(f, is_req, e)
+  local http = session(f, "_http", APPK.http_session)
+  local msg = APPK.http_message(is_req, ffi_string(ffi.cast(u8p, e.p), e.len), e.fields,
+    e.a1, e.a2, e.b1, e.b2, e.c1, e.c2, e.flags)
+  if is_req then
+    http.request = msg
+    http.response = nil
+  else
+    http.response = msg
+  end
+  return http, msg
+end
 function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   NHEADS = 0
   local f = begin_call(id)
@@ -1403,22 +1424,10 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
     local k = evs[j].kind
     if k == EV_PRIOR_REQUEST or k == EV_PRIOR_RESPONSE then
       -- a head whose rules did not run (prefilters), for the rules of the events after it
-      local http = session(f, "_http", K.http_session)
-      local is_req = k == EV_PRIOR_REQUEST
-      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, evs[j].p), evs[j].len), evs[j].fields,
-        evs[j].a1, evs[j].a2, evs[j].b1, evs[j].b2, evs[j].c1, evs[j].c2, evs[j].flags)
-      if is_req then http.request = msg; http.response = nil else http.response = msg end
+      http_head(f, k == EV_PRIOR_REQUEST, evs[j])
     elseif k == EV_REQUEST or k == EV_RESPONSE then
-      local http = session(f, "_http", K.http_session)
       local is_req = k == EV_REQUEST
-      local msg = K.http_message(is_req, ffi_string(ffi.cast(u8p, evs[j].p), evs[j].len), evs[j].fields,
-        evs[j].a1, evs[j].a2, evs[j].b1, evs[j].b2, evs[j].c1, evs[j].c2, evs[j].flags)
-      if is_req then
-        http.request = msg
-        http.response = nil
-      else
-        http.response = msg
-      end
+      local http, msg = http_head(f, is_req, evs[j])
       dm_reset(http, dir)
       local rules = evs[j].rules
       local ev = is_req and HTTP.events.request or HTTP.events.response

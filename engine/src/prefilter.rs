@@ -102,9 +102,7 @@ impl EventFilter {
         }
         mask
     }
-}
 
-impl EventFilter {
     /// The part of a selection that needs Lua (0: no call).
     pub fn lua_rules(&self, selected: u32) -> u32 {
         if selected == ALL {
@@ -128,7 +126,7 @@ pub struct HttpPrefilters {
 }
 
 impl HttpPrefilters {
-    pub fn event(&self, is_request: bool) -> &EventFilter {
+    fn event(&self, is_request: bool) -> &EventFilter {
         if is_request {
             &self.request
         } else {

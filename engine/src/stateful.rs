@@ -422,6 +422,19 @@ impl StatefulStage {
     }
 
     /// Queues a rule's edit of the data just handed to it (offsets relative to that data).
+    /// Queues the replacement of a head (its stream offsets `span`) by `bytes`, if it began
+    /// in the current packet (`in_pkt`); whether it was queued.
+    fn queue_head_edit(&mut self, span: (u64, u64), bytes: Vec<u8>, in_pkt: bool, c: &mut Counters) -> bool {
+        if !in_pkt {
+            c.add(Stateful::StreamEditsRefused, 1);
+            self.log_edit_refused("the HTTP head began in a packet already forwarded");
+            return false;
+        }
+        let at = (span.0 - self.pkt_stream_off) as usize;
+        self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes }, c);
+        true
+    }
+
     fn queue_edit(&mut self, e: Edit, c: &mut Counters) {
         if !self.in_place {
             c.add(Stateful::StreamEditsRefused, 1);
@@ -842,16 +855,9 @@ impl StatefulStage {
                                 AppEvent::HttpRequest { span, .. } | AppEvent::HttpResponse { span, .. } => *span,
                                 _ => continue,
                             };
-                            if !in_pkt(span.0, span.1 - span.0) {
-                                c.add(Stateful::StreamEditsRefused, 1);
-                                self.log_edit_refused("the HTTP head began in a packet already forwarded");
-                                continue;
-                            }
-                            if dm {
+                            if self.queue_head_edit(span, head, in_pkt(span.0, span.1 - span.0), c) && dm {
                                 dm_heads.push(i);
                             }
-                            let at = (span.0 - self.pkt_stream_off) as usize;
-                            self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes: head }, c);
                         }
                         if a & act::STREAM_EDITS != 0 {
                             for edit in lua.take_edits() {
@@ -870,14 +876,8 @@ impl StatefulStage {
                 a.recycle_bytes(old, is_request);
             }
             if let AppEvent::HttpRequest { head, span, .. } | AppEvent::HttpResponse { head, span, .. } = &mut events[i] {
-                if !in_pkt(span.0, span.1 - span.0) {
-                    c.add(Stateful::StreamEditsRefused, 1);
-                    self.log_edit_refused("the HTTP head began in a packet already forwarded");
-                    continue;
-                }
-                let at = (span.0 - self.pkt_stream_off) as usize;
-                let bytes = std::mem::take(&mut head.bytes);
-                self.queue_edit(Edit::Replace { at, len: (span.1 - span.0) as usize, bytes }, c);
+                let (span, bytes) = (*span, std::mem::take(&mut head.bytes));
+                self.queue_head_edit(span, bytes, in_pkt(span.0, span.1 - span.0), c);
             }
         }
         if outcome.is_none() {

@@ -85,8 +85,7 @@ impl AppState {
             match e {
                 AppEvent::HttpRequest { head, .. } => req.recycle_head(head.bytes),
                 AppEvent::HttpResponse { head, .. } => resp.recycle_head(head.bytes),
-                AppEvent::HttpPriorHead(head) if head.is_request => req.recycle_head(head.bytes),
-                AppEvent::HttpPriorHead(head) => resp.recycle_head(head.bytes),
+                AppEvent::HttpPriorHead(head) => if head.is_request { req } else { resp }.recycle_head(head.bytes),
                 _ => {}
             }
         }
@@ -103,17 +102,14 @@ impl AppState {
     /// request starts a new exchange: the prior response goes.
     pub fn keep_prior(&mut self, head: RawHead) {
         if let AppState::Http { req, resp, prior, .. } = self {
-            let slots = prior;
-            let gone = if head.is_request {
-                let r = slots[1].take();
-                if let Some(old) = slots[0].replace(head) {
+            if head.is_request {
+                if let Some(old) = prior[0].replace(head) {
                     req.recycle_head(old.bytes);
                 }
-                r
-            } else {
-                slots[1].replace(head)
-            };
-            if let Some(old) = gone {
+                if let Some(old) = prior[1].take() {
+                    resp.recycle_head(old.bytes);
+                }
+            } else if let Some(old) = prior[1].replace(head) {
                 resp.recycle_head(old.bytes);
             }
         }
