@@ -1670,9 +1670,9 @@ end
 -- resumes at the next packet; the failing packet gets verdict 2.
 local pcall = pcall
 -- Runs the packets of the burst from index `start` (0-based) on. Returns nil, or the index
--- to resume from when a rule ran the heap out of memory (that packet's error, not recorded
--- here): the engine then frees or recreates the state before the rest of the burst, rather
--- than refusing it too.
+-- to resume from when a rule ran the heap out of memory (that packet's verdict and error
+-- are not recorded here: the engine does it): the engine then frees or recreates the state
+-- before the rest of the burst, rather than refusing it too.
 function RT.run(start)
   local n = B.n
   local i = start or 0
@@ -1681,13 +1681,16 @@ function RT.run(start)
     local ok, err = pcall(loop, i, n)
     if ok then break end
     local c = B.cur
+    if type(err) == "string" and string.find(err, "not enough memory", 1, true) then
+      -- The heap is full: nothing may be allocated here, not even the reference to the
+      -- packet's slot that S[c] makes when this runs interpreted (the error would escape
+      -- and fail the rest of the burst). The engine gives packet c the rule-error verdict
+      -- and counts the error.
+      in_burst = false
+      return c + 1
+    end
     S[c].verdict = 2
     i = c + 1
-    if type(err) == "string" and string.find(err, "not enough memory", 1, true) then
-      -- (nothing allocated here: the heap is full; the engine counts this error)
-      in_burst = false
-      return i
-    end
     B.errors = B.errors + 1
     pcall(H.fresh_budget) -- (never raises)
     if #errs < 16 then errs[#errs + 1] = tostring(err) end

@@ -830,6 +830,7 @@ impl LuaEngine {
                 Ok(Some(next)) if (next as usize) <= n && next > start => {
                     // A rule ran the heap out of memory at packet next - 1: free or recreate
                     // the state now (as after a burst), so that the rest is not refused too.
+                    self.burst.s[next as usize - 1].verdict = 2;
                     self.count_error("not enough memory");
                     self.collect_errors();
                     self.check_memory(true);
