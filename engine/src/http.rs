@@ -709,9 +709,9 @@ impl HttpParser {
     }
 
     /// Looks from `line_start` for the empty line ending a block. Returns the end offset (from
-    /// `pos`, past the empty line), or the scan position to come back with when more bytes
-    /// arrive (`line_start` itself: `scanned` remembers how far the search went).
-    fn scan_block(&mut self, input: &[u8], line_start: usize, limit: usize) -> Result<Result<usize, usize>, HttpError> {
+    /// `pos`, past the empty line), or None until more bytes arrive (`scanned` remembers how
+    /// far the search went).
+    fn scan_block(&mut self, input: &[u8], line_start: usize, limit: usize) -> Result<Option<usize>, HttpError> {
         let a = &input[self.pos..];
         let first = &a[line_start.min(a.len())..];
         let end = if first.starts_with(b"\n") {
@@ -726,13 +726,13 @@ impl HttpParser {
             Some(end) if end > limit => Err(HttpError::HeadTooLong),
             Some(end) => {
                 self.scanned = 0;
-                Ok(Ok(end))
+                Ok(Some(end))
             }
             None if a.len() > limit => Err(HttpError::HeadTooLong),
             None => {
                 // an end split between segments: its "\n" may be one of the last two bytes
                 self.scanned = a.len().saturating_sub(2).max(line_start);
-                Ok(Err(line_start))
+                Ok(None)
             }
         }
     }
@@ -754,12 +754,9 @@ impl HttpParser {
         if line_start == 0 {
             self.check_start(input)?;
         }
-        let end = match self.scan_block(input, line_start, self.limits.max_head)? {
-            Ok(end) => end,
-            Err(ls) => {
-                self.state = State::Head { line_start: ls };
-                return Ok(false);
-            }
+        let Some(end) = self.scan_block(input, line_start, self.limits.max_head)? else {
+            self.state = State::Head { line_start };
+            return Ok(false);
         };
         let lead = self.leading.len();
         let mut bytes = std::mem::take(&mut self.spare_head);
@@ -888,13 +885,10 @@ impl HttpParser {
     }
 
     fn step_trailers(&mut self, input: &[u8], line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
-        let end = match self.scan_block(input, line_start, self.limits.max_head)? {
-            Ok(end) => end,
-            Err(ls) => {
-                // The first line may be the empty one: scan_block handles it (line_start 0 and empty line).
-                self.state = State::Trailers { line_start: ls };
-                return Ok(false);
-            }
+        // (the first line may be the empty one: scan_block handles it)
+        let Some(end) = self.scan_block(input, line_start, self.limits.max_head)? else {
+            self.state = State::Trailers { line_start };
+            return Ok(false);
         };
         if end <= 2 {
             // the usual last chunk "0\r\n\r\n": no trailer, nothing to parse
