@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Haka's own test suite (../shared/haka-suite, Haka's files, kept outside the project)
-# against target/release/hakapcap and fails when a test listed in tests/haka-suite.pass
-# does not pass. Tests that pass and are not listed yet are named, to be added.
+# against target/release/hakapcap with Haka's behaviour (conf/haka-strict.toml) and fails
+# when a test listed in tests/haka-suite.pass does not pass. Tests that pass and are not
+# listed yet are named, to be added.
 # usage: scripts/haka_suite.sh [REGEX on test ids]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ if [ ! -x "$suite/run.sh" ] && [ ! -f "$suite/run.sh" ]; then
 fi
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-bash "$suite/run.sh" target/release/hakapcap "${1:-.}" >"$out" 2>&1
+HAKA_SUITE_CONFIG="$PWD/conf/haka-strict.toml" bash "$suite/run.sh" target/release/hakapcap "${1:-.}" >"$out" 2>&1
 tail -2 "$out"
 fail=0
 while read -r id; do

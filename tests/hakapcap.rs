@@ -293,15 +293,11 @@ fn ipv4_test_pcap(name: &str) -> PathBuf {
     pcaps_dir().join("modules/protocol/ipv4/test").join(name)
 }
 
-/// Lines `[worker N] info: MESSAGE` of hakapcap's stdout: (worker, message).
-fn log_lines(o: &std::process::Output) -> Vec<(usize, String)> {
+/// Messages of `haka.log` (Haka's lines `info external: MESSAGE`) on hakapcap's stdout.
+fn log_lines(o: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout)
         .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("[worker ")?;
-            let (w, msg) = rest.split_once("] info: ")?;
-            Some((w.parse().ok()?, msg.to_string()))
-        })
+        .filter_map(|l| Some(l.strip_prefix("info external: ")?.to_string()))
         .collect()
 }
 
@@ -391,7 +387,7 @@ end }
             })
             .collect();
         assert_eq!(expect.len(), datagrams);
-        let got: Vec<String> = log_lines(&o).into_iter().map(|(_, m)| m).collect();
+        let got: Vec<String> = log_lines(&o);
         assert_eq!(got, expect, "{name}: each datagram once, reassembled");
         // The originals, byte for byte and in order.
         assert!(Capture::read(&out).unwrap().packets == input.packets, "{name}: output differs");
@@ -429,7 +425,7 @@ end }
     let out = dir.path().join("out.pcap");
     let o = hakapcap(&[rules.to_str().unwrap(), input6.to_str().unwrap(), "-c", conf.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got: Vec<String> = log_lines(&o).into_iter().map(|(_, m)| m).collect();
+    let got: Vec<String> = log_lines(&o);
     assert_eq!(got, vec![format!("v6 len={} payload_length={} proto=17", 40 + 8 + 4000, 8 + 4000)]);
     assert!(Capture::read(&out).unwrap().packets == frags);
 
@@ -701,7 +697,7 @@ fn fragments_with_two_workers_reach_the_flow_owner_once() {
         &rules,
         "local udp = require(\"protocol/udp\")\n\
          haka.rule{ on = haka.dissectors.udp.events.receive_packet, eval = function(pkt)\n\
-         haka.log(\"dgram %s len=%d\", pkt.payload:sub(0, 8):asstring(), #pkt.payload) end }\n",
+         haka.log(\"%d dgram %s len=%d\", haka.current_thread(), pkt.payload:sub(0, 8):asstring(), #pkt.payload) end }\n",
     )
     .unwrap();
     let stats = dir.path().join("stats.json");
@@ -720,8 +716,9 @@ fn fragments_with_two_workers_reach_the_flow_owner_once() {
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut seen: std::collections::HashMap<String, Vec<(usize, usize)>> = Default::default();
-    for (w, msg) in log_lines(&o) {
-        let rest = msg.strip_prefix("dgram ").unwrap();
+    for line in log_lines(&o) {
+        let (w, rest) = line.split_once(" dgram ").unwrap();
+        let w: usize = w.parse().unwrap();
         let (tag, len) = rest.split_once(" len=").unwrap();
         seen.entry(tag.to_string()).or_default().push((w, len.parse().unwrap()));
     }
@@ -828,7 +825,7 @@ fn fragmented_tcp_segments_through_the_stateful_stage() {
         "{CONN}haka.rule{{ on = tc.events.receive_data, eval = function(flow, data, dir)\n\
          haka.log(\"data %s %d %s\", dir, #data, data:sub(0, 4):asstring()) end }}\n"
     ));
-    let got: Vec<String> = log_lines(&o).into_iter().map(|(_, m)| m).collect();
+    let got: Vec<String> = log_lines(&o);
     assert_eq!(got, vec!["data up 3000 abcd".to_string(), "data up 4 tail".to_string()]);
     assert!(Capture::read(&out).unwrap().packets == packets, "originals forwarded");
     let st = read_json(&stats);

@@ -65,9 +65,9 @@ impl Run {
         self.stats["alerts"]["raised"].as_u64().unwrap()
     }
 
-    /// The lines of the rules' `haka.log` calls (info level), without the worker prefix.
+    /// The messages of the rules' `haka.log` calls (Haka's lines `info external: MESSAGE`).
     fn logs(&self) -> Vec<String> {
-        self.stdout.lines().filter_map(|l| l.split_once("] info: ").map(|(_, m)| m.to_owned())).collect()
+        self.stdout.lines().filter_map(|l| l.strip_prefix("info external: ").map(str::to_owned)).collect()
     }
 
     /// Lines logged with `prefix` (prefix removed).
@@ -2053,7 +2053,7 @@ fn bench_policy_with_prefilters_gives_what_the_plain_lua_policy_gives() {
         assert_eq!(fast.st(k), plain.st(k), "{k}");
     }
     assert!(fast.st("resets_sent") > 0 && fast.st("stream_edits") == fast.st("http_responses"));
-    let errors = |r: &Run| r.stdout.matches("warning: server error").count();
+    let errors = |r: &Run| r.stdout.matches("warning external: server error").count();
     assert!(errors(&fast) > 0 && errors(&fast) == errors(&plain), "{} {}", errors(&fast), errors(&plain));
     // most messages never reach Lua
     assert!(fast.st("http_prefiltered") * 10 > (fast.st("http_requests") + fast.st("http_responses")) * 8);

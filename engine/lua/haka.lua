@@ -27,6 +27,7 @@ typedef struct hk_slot {
   uint8_t verdict;
   uint8_t modified;
   uint8_t _pad[3];
+  uint32_t ts_sec, ts_nsec;
 } hk_slot;
 typedef struct hk_burst {
   uint32_t n;
@@ -104,20 +105,19 @@ local function fmtmsg(fmt, ...)
   if ok then return m end
   return (tostring(fmt))
 end
+-- Lines read as Haka's: "LEVEL SECTION: message"; haka.log's section is "external".
 local function mklog(section)
   local t = {}
   for name, lvl in pairs(levels) do
     t[name] = function(fmt, ...)
       if lvl <= loglevel then
-        local m = fmtmsg(fmt, ...)
-        if section then m = section .. ": " .. m end
-        H.log(name, m)
+        H.log(name, section, fmtmsg(fmt, ...))
       end
     end
   end
   return t
 end
-local log_root = mklog(nil)
+local log_root = mklog("external")
 haka.log = setmetatable(log_root, { __call = function(_, fmt, ...) log_root.info(fmt, ...) end })
 function haka.log_section(name) return (mklog(name)) end
 function haka.setloglevel(level)
@@ -130,13 +130,18 @@ local log = haka.log_section("core")
 -- time
 local time_mt = {}
 time_mt.__index = time_mt
-time_mt.__tostring = function(t) return (sfmt("%d.%09d", t.secs, t.nsecs)) end
+-- as Haka prints a time (ctime's format, local time)
+time_mt.__tostring = function(t) return (os.date("%a %b %e %H:%M:%S %Y", t.secs)) end
 function haka.time(secs)
   secs = tonumber(secs) or 0
   local s = math.floor(secs)
   return (setmetatable({ secs = s, nsecs = math.floor((secs - s) * 1e9), seconds = secs }, time_mt))
 end
-function haka.network_time() return (haka.time(H.now())) end
+-- a time from whole seconds and nanoseconds (packet stamps, exact to the ns)
+local function time_of(s, ns)
+  return (setmetatable({ secs = s, nsecs = ns, seconds = s + ns / 1e9 }, time_mt))
+end
+
 function haka.current_thread() return worker end
 function haka.capture_mode() return "normal" end
 function haka.abort() error("haka.abort()", 2) end
@@ -461,6 +466,14 @@ local Alert = {}
 Alert.__index = Alert
 local in_burst = false
 local function cur_pkt() if in_burst then return B.cur else return -1 end end
+-- the current packet's time (the capture's offline), else the latest packet's
+function haka.network_time()
+  if in_burst then
+    local s = S[B.cur]
+    if s.ts_sec > 0 then return (time_of(s.ts_sec, s.ts_nsec)) end
+  end
+  return (haka.time(H.now()))
+end
 function Alert:update(a)
   if type(a) ~= "table" then error("alert update parameter must be a table", 2) end
   local f = flatten_alert(a)
@@ -585,9 +598,8 @@ local function ipv4_network(a, m)
     bits = tonumber(m)
     if not base or not bits or bits < 0 or bits > 32 then error("invalid IPv4 network", 2) end
   end
-  local mask = mask_of(bits)
-  local net = band(base, mask) % 4294967296
-  return (net_ct(net, mask, bits))
+  -- kept as given, host bits too (Haka prints ipv4.network(10.0.0.1, 8) as 10.0.0.1/8)
+  return (net_ct(base % 4294967296, mask_of(bits), bits))
 end
 local net_m = {}
 function net_m.contains(self, a)
@@ -656,12 +668,20 @@ local function common_methods(m)
   return m
 end
 -- Builds an ffi view metatype: base(s) returns the header pointer.
+local function packet_time(s)
+  if s.ts_sec == 0 then return (haka.time(H.now())) end
+  return (time_of(s.ts_sec, s.ts_nsec))
+end
 local function make_view(ctype, get, set, methods, base, name)
+  -- every dissector reads its packet's time (Haka: through its parents)
+  if get.timestamp == nil then get.timestamp = packet_time end
   ffi.metatype(ctype, {
     __index = function(self, k)
       local g = get[k]
       if g then local s = self.s; return (g(s, base(s))) end
-      return methods[k]
+      local f = methods[k]
+      if f == nil then error(sfmt("%s: unknown field '%s'", name, tostring(k)), 0) end
+      return f
     end,
     __newindex = function(self, k, v)
       local f = set[k]
@@ -863,6 +883,9 @@ do
   get.urgent_pointer = function(s, b) return (be16(b, 18)) end
   get.flags = function(s) return (tcpf_ct(s)) end
   get.ip = function(s) return (ip_view_of(s)) end
+  -- Haka 0.4: a dissector reads its parent's fields (tcp.src is the ip's)
+  get.src = function(s) return ip_view_of(s).src end
+  get.dst = function(s) return ip_view_of(s).dst end
   get.payload = function(s) return (l4_payload(s)) end
   get.name = function() return "tcp" end
   set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
@@ -920,6 +943,8 @@ do
   get.length = function(s, b) return (be16(b, 4)) end
   get.checksum = function(s, b) return (be16(b, 6)) end
   get.ip = function(s) return (ip_view_of(s)) end
+  get.src = function(s) return ip_view_of(s).src end
+  get.dst = function(s) return ip_view_of(s).dst end
   get.payload = function(s) return (l4_payload(s)) end
   get.name = function() return "udp" end
   set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
@@ -1312,7 +1337,30 @@ local function default_policy(dissector, name, port)
     actions = { function(_, ctx) ctx:select_next_dissector(name) end } })
 end
 local APP_DEFAULTS = { { "http", TCPC, 80 }, { "dns", UDPC, 53 }, { "dns", TCPC, 53 }, { "tls", TCPC, 443 } }
+-- Haka's modules load the ones they stand on (protocol/http requires tcp_connection,
+-- which requires tcp, which requires ipv4): which were loaded, directly or through
+-- another, tells Rust the dissector chain of `[rules] dissectors = "required"`.
+local MODULE_DEPS = {
+  ["protocol/http"] = { "protocol/tcp_connection" }, ["protocol/tls"] = { "protocol/tcp_connection" },
+  ["protocol/dns"] = { "protocol/udp_connection" },
+  ["protocol/tcp_connection"] = { "protocol/tcp" }, ["protocol/udp_connection"] = { "protocol/udp" },
+  ["protocol/tcp"] = { "protocol/ipv4" }, ["protocol/udp"] = { "protocol/ipv4" },
+  ["protocol/icmp"] = { "protocol/ipv4" },
+}
+local LOADED_MODULES = {}
+local function track_modules()
+  for mod, loader in pairs(preload) do
+    if mod:sub(1, 9) == "protocol/" then
+      preload[mod] = function(...)
+        LOADED_MODULES[mod] = true
+        for _, dep in ipairs(MODULE_DEPS[mod] or {}) do require(dep) end
+        return loader(...)
+      end
+    end
+  end
+end
 function RT.set_app(K)
+  track_modules()
   APPK = K
   K.flow_alive = function(f) return not rawget(f, "_dropped") end
   for _, name in ipairs({ "http", "dns", "tls" }) do
@@ -1527,7 +1575,8 @@ end
 -- Which stateful events have listeners (Rust skips the work for the others).
 -- bits: 1 tcp new/receive/end, 2 tcp receive_data, 4 udp new/receive/end, 8 udp receive_data,
 -- 16 tcp policies, 32 udp policies, 1024 / 2048 tcp / udp: only default application
--- selections (see RT.app_ports)
+-- selections (see RT.app_ports), 4096 / 8192 / 16384: protocol/ipv4, tcp_connection,
+-- udp_connection loaded (track_modules)
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -1547,6 +1596,9 @@ function RT.stateful_info()
   if H_ and #H_.events.response.listeners > 0 then b = bor(b, 512) end
   if apps_by_port_only(TCPC) then b = bor(b, 1024) end
   if apps_by_port_only(UDPC) then b = bor(b, 2048) end
+  if LOADED_MODULES["protocol/ipv4"] then b = bor(b, 4096) end
+  if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 8192) end
+  if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 16384) end
   return b
 end
 -- The prefilters and header sets of the HTTP request and response rules, for

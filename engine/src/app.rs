@@ -98,6 +98,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 rule_error_drop: cfg.rules.rule_error == Verdict::Drop,
                 instruction_budget: cfg.rules.instruction_budget,
                 memory_limit_bytes: (cfg.rules.memory_limit_mb as usize) << 20,
+                error_log_interval: std::time::Duration::from_secs(cfg.rules.error_log_interval),
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))

@@ -268,11 +268,39 @@ pub struct RulesConfig {
     pub instruction_budget: u64,
     /// Lua memory per worker, MiB; beyond it the worker's rules state is rebuilt.
     pub memory_limit_mb: u64,
+    /// Which dissectors run: "all" (every built-in one, whatever the rules file loads)
+    /// or "required" (Haka: only those the rules file `require`s, directly or through
+    /// another module).
+    pub dissectors: DissectorChain,
+    /// Rule errors are logged at most once per this many seconds (the others are
+    /// counted); 0: every error, as Haka.
+    pub error_log_interval: u64,
+}
+
+/// `[rules] dissectors`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DissectorChain {
+    /// Every built-in dissector runs; connections are tracked when a rule or a
+    /// `[tcp]` setting needs it.
+    #[default]
+    All,
+    /// As in Haka: IPv4 packets when protocol/ipv4 is not loaded are alerted
+    /// ("dropping unknown dissector 'ipv4'") and dropped; TCP / UDP connections are
+    /// tracked only when protocol/tcp_connection / udp_connection is loaded.
+    Required,
 }
 
 impl Default for RulesConfig {
     fn default() -> Self {
-        RulesConfig { file: None, rule_error: Verdict::Drop, instruction_budget: 100_000_000, memory_limit_mb: 256 }
+        RulesConfig {
+            file: None,
+            rule_error: Verdict::Drop,
+            instruction_budget: 100_000_000,
+            memory_limit_mb: 256,
+            dissectors: DissectorChain::All,
+            error_log_interval: 1,
+        }
     }
 }
 
@@ -371,6 +399,7 @@ impl Config {
             max_buffered_per_flow: (self.tcp.stream_buffer_per_flow_kb as usize) << 10,
             max_buffered_per_worker: (self.tcp.stream_buffer_per_worker_mb as usize) << 20,
             over_cap_drop: self.tcp.over_cap == Verdict::Drop,
+            required_chain: self.rules.dissectors == DissectorChain::Required,
         }
     }
 

@@ -208,13 +208,7 @@ impl StatefulStage {
 
     /// Whether the stage has anything to do for this protocol.
     pub fn wants(&self, proto: u8) -> bool {
-        let cfg = self.conns.config();
-        let strict = cfg.no_connection_found == crate::conn::NoConnection::Drop || cfg.unexpected_drop;
-        match proto {
-            6 => strict || self.info & (sf::TCP_EVENTS | sf::TCP_DATA | sf::TCP_POLICIES | sf::APPS) != 0,
-            17 => self.info & (sf::UDP_EVENTS | sf::UDP_DATA | sf::UDP_POLICIES | sf::APPS) != 0,
-            _ => false,
-        }
+        self.conns.config().tracks(proto, self.info)
     }
 
     /// Runs the stage for one packet of flow `id` (`created`: the flow table created the

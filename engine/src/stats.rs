@@ -38,10 +38,13 @@ pub enum DropReason {
     /// An IP fragment whose reassembled datagram could not be built or re-fragmented
     /// (no large mbuf left, too big for one, re-fragmentation failed).
     FragmentNoBuffer,
+    /// An IPv4 packet while the rules file did not load protocol/ipv4, under
+    /// `[rules] dissectors = "required"` (Haka: "dropping unknown dissector").
+    UnknownDissector,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
@@ -56,6 +59,7 @@ impl DropReason {
         DropReason::FragmentInvalid,
         DropReason::FragmentIncomplete,
         DropReason::FragmentNoBuffer,
+        DropReason::UnknownDissector,
     ];
 
     pub fn name(self) -> &'static str {
@@ -73,6 +77,7 @@ impl DropReason {
             DropReason::FragmentInvalid => "fragment_invalid",
             DropReason::FragmentIncomplete => "fragment_incomplete",
             DropReason::FragmentNoBuffer => "fragment_no_buffer",
+            DropReason::UnknownDissector => "unknown_dissector",
         }
     }
 }

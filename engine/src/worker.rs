@@ -109,6 +109,23 @@ impl Clock {
 
 const _: () = assert!(BURST == BATCH && BURST <= u8::MAX as usize);
 
+/// A packet's time (seconds since the epoch, nanoseconds): the driver's rx timestamp
+/// (net_pcap: the capture's time, in ns, or µs in older drivers), else the wall
+/// clock, read at most once per burst (`wall`, (0, 0) until read).
+#[inline(always)]
+fn packet_time(m: &Mbuf, wall: &mut (u64, u32)) -> (u64, u32) {
+    if let Some(t) = m.rx_timestamp() {
+        // Unix time in µs stays below 1e17 until the year 5138; in ns it is above.
+        let ns = if t > 100_000_000_000_000_000 { t } else { t.saturating_mul(1000) };
+        return (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
+    }
+    if wall.0 == 0 {
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        *wall = (d.as_secs(), d.subsec_nanos());
+    }
+    *wall
+}
+
 /// Worker that owns a flow hash: fast range reduction of the low 32 bits (no
 /// division); the flow table takes its buckets from the high half.
 #[inline(always)]
@@ -155,10 +172,31 @@ impl Loop<'_> {
 
     /// Called before each burst: whether to keep the packets' dissections.
     fn update_keep_metas(&mut self) {
-        let keep = self.stateful.is_some() || self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules);
+        let keep = self.stateful.is_some()
+            || self.lua.as_ref().is_some_and(|l| l.has_packet_rules() || self.drops_ipv4(l));
         if keep != self.keep_metas {
             self.metas = [None; BURST];
             self.keep_metas = keep;
+        }
+    }
+
+    /// Haka's chain without protocol/ipv4 (`[rules] dissectors = "required"`): the raw
+    /// dissector's "unknown dissector" policy drops IPv4 packets.
+    fn drops_ipv4(&self, lua: &LuaEngine) -> bool {
+        self.plan.conn.0.required_chain && lua.stateful_info() & crate::lua::stateful::IPV4_LOADED == 0
+    }
+
+    /// Alerts and drops the accepted IPv4 packets of the batch (see `drops_ipv4`).
+    fn drop_unknown_ipv4(&mut self, batch: &mut Batch) {
+        let Some(lua) = self.lua.as_mut() else { return };
+        for j in 0..batch.len() {
+            let (slot, d) = batch.result(j);
+            if d == Decision::Accept && self.metas[slot as usize].is_some_and(|m| matches!(m.l3, crate::dissect::L3::Ipv4)) {
+                lua.raise_bare_alert("dropping unknown dissector 'ipv4'");
+                self.c.accepted -= 1;
+                self.c.drop(DropReason::UnknownDissector);
+                batch.set_decision(j, Decision::Drop(DropReason::UnknownDissector));
+            }
         }
     }
 
@@ -223,17 +261,21 @@ impl Loop<'_> {
         }
         // The packets for the rules, and the batch index of each.
         let mut pkts: arrayvec::ArrayVec<LuaPacket<'_>, BURST> = arrayvec::ArrayVec::new();
+        let mut wall = (0, 0);
         let mut js: arrayvec::ArrayVec<u8, BURST> = arrayvec::ArrayVec::new();
         for (slot, m) in burst.slots_mut().iter_mut().enumerate() {
             let j = slot_to_j[slot];
             let Some(m) = m.as_mut().filter(|_| j != u8::MAX) else { continue };
+            let ts = packet_time(m, &mut wall);
             let data = m.data_mut();
             let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(data)) else { continue };
             let (flow_id, dir) = match batch.flow_of(j as usize) {
                 Some((id, d)) => (id, (d == Direction::Down) as u8),
                 None => (u32::MAX, 0),
             };
-            pkts.push(LuaPacket::new(data, meta, dir, flow_id));
+            let mut p = LuaPacket::new(data, meta, dir, flow_id);
+            p.ts = ts;
+            pkts.push(p);
             js.push(j);
         }
         if pkts.is_empty() {
@@ -258,6 +300,7 @@ impl Loop<'_> {
     /// The stateful stage, packet by packet in burst order, for accepted TCP/UDP packets.
     fn run_stateful(&mut self, burst: &mut MbufBurst, batch: &mut Batch) {
         let (Some(stage), Some(lua)) = (self.stateful.as_mut(), self.lua.as_mut()) else { return };
+        let mut wall = (0, 0);
         for j in 0..batch.len() {
             let (slot, d) = batch.result(j);
             if d != Decision::Accept {
@@ -273,6 +316,7 @@ impl Loop<'_> {
                 continue;
             }
             let out_port = self.plan.out_port.get(m.port() as usize).copied().flatten();
+            lua.set_packet_time(packet_time(m, &mut wall));
             // A reassembled datagram the stage changes (rules, stream edits) must be
             // re-fragmented rather than its originals sent: compare (fragments are rare).
             let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());
@@ -343,6 +387,10 @@ impl Loop<'_> {
         self.pipeline.decide_batch(batch, now, &mut self.c);
         if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
             self.run_rules(burst, batch);
+        }
+        // (after the packet rules: Haka's raw dissector signals receive_packet first)
+        if self.lua.as_ref().is_some_and(|l| self.drops_ipv4(l)) {
+            self.drop_unknown_ipv4(batch);
         }
         if self.stateful.is_some() {
             self.run_stateful(burst, batch);
@@ -439,8 +487,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let stateful = lua.as_ref().and_then(|l| {
         let (cfg, http_drop) = plan.conn;
         let info = l.stateful_info();
-        let strict = cfg.no_connection_found == crate::conn::NoConnection::Drop || cfg.unexpected_drop;
-        (info != 0 || strict).then(|| {
+        (cfg.tracks(6, info) || cfg.tracks(17, info)).then(|| {
             let conns = crate::conn::ConnTable::new(cfg, pipeline.flows().capacity());
             StatefulStage::new(conns, info, http_drop, plan.pool)
         })

@@ -107,14 +107,21 @@ pub fn syslog_timestamp(secs: f64) -> String {
     )
 }
 
-/// Haka's node type of a source/target entry: `"service"` for `proto/port` text
-/// (as built by `haka.alert.service("tcp/80")`), `"address"` otherwise.
-pub fn node_type(entry: &str) -> &'static str {
-    if entry.contains('/') {
-        "service"
-    } else {
-        "address"
+/// Haka's node type and value of a source/target entry: as the rule gave it
+/// (`"address: 10.0.0.1"`, `"service: 22, ssh"` from `haka.alert.address` /
+/// `haka.alert.service`), else `"service"` for `proto/port` text, `"address"` otherwise.
+pub fn node_type(entry: &str) -> (&'static str, &str) {
+    for kind in ["address", "service"] {
+        if let Some(v) = entry.strip_prefix(kind).and_then(|r| r.strip_prefix(": ")) {
+            return (kind, v);
+        }
     }
+    (if entry.contains('/') { "service" } else { "address" }, entry)
+}
+
+/// The values of entries (EVE carries the addresses and services themselves).
+fn node_values(nodes: &[String]) -> Vec<&str> {
+    nodes.iter().map(|n| node_type(n).1).collect()
 }
 
 /// Haka's `alert_tostring(id, time, alert, header, indent, colored=false)`.
@@ -160,7 +167,8 @@ pub fn alert_tostring(a: &Alert, header: &str, indent: &str) -> String {
         if !nodes.is_empty() {
             let _ = write!(s, "{indent}{name} = {{");
             for n in nodes {
-                let _ = write!(s, "{indent}\t{}: {n}", node_type(n));
+                let (kind, v) = node_type(n);
+                let _ = write!(s, "{indent}\t{kind}: {v}");
             }
             let _ = write!(s, "{indent}}}");
         }
@@ -268,8 +276,8 @@ struct EveAlert<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     end_time: Option<String>,
     method: EveMethod<'a>,
-    sources: &'a [String],
-    targets: &'a [String],
+    sources: Vec<&'a str>,
+    targets: Vec<&'a str>,
     #[serde(rename = "ref")]
     refs: &'a [u64],
 }
@@ -323,8 +331,8 @@ pub fn eve_json(a: &Alert) -> String {
                 description: a.method_description.as_deref(),
                 refs: &a.method_ref,
             },
-            sources: &a.sources,
-            targets: &a.targets,
+            sources: node_values(&a.sources),
+            targets: node_values(&a.targets),
             refs: &a.refs,
         },
         worker: a.worker,

@@ -90,6 +90,33 @@ pub struct ConnConfig {
     /// Verdict for a segment whose out-of-order data went over a cap: drop (the
     /// sender retransmits it later) or accept it uninspected.
     pub over_cap_drop: bool,
+    /// `[rules] dissectors = "required"`: connections are tracked only when the rules
+    /// file loaded tcp_connection / udp_connection (Haka's chain).
+    pub required_chain: bool,
+}
+
+impl ConnConfig {
+    /// Whether the stateful stage runs for `proto` (6 or 17) given the rules' `info`
+    /// bits (`crate::lua::stateful`): when a rule or application needs it, or for
+    /// TCP when a `[tcp]` setting alerts and drops (Haka's connection tracking);
+    /// under the required chain, only when the connection dissector is loaded.
+    pub fn tracks(&self, proto: u8, info: u32) -> bool {
+        use crate::lua::stateful as sf;
+        let (loaded, wanted) = match proto {
+            6 => (
+                info & sf::TCP_CONNECTION_LOADED != 0,
+                info & (sf::TCP_EVENTS | sf::TCP_DATA | sf::TCP_POLICIES | sf::APPS) != 0
+                    || self.no_connection_found == NoConnection::Drop
+                    || self.unexpected_drop,
+            ),
+            17 => (
+                info & sf::UDP_CONNECTION_LOADED != 0,
+                info & (sf::UDP_EVENTS | sf::UDP_DATA | sf::UDP_POLICIES | sf::APPS) != 0,
+            ),
+            _ => return false,
+        };
+        wanted && (loaded || !self.required_chain)
+    }
 }
 
 impl Default for ConnConfig {
@@ -101,6 +128,7 @@ impl Default for ConnConfig {
             max_buffered_per_flow: 256 * 1024,
             max_buffered_per_worker: 64 << 20,
             over_cap_drop: true,
+            required_chain: false,
         }
     }
 }

@@ -1,10 +1,32 @@
 //! Owned packet buffers and fixed-size bursts of them.
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
 /// Packets per rx/tx burst.
 pub const BURST: usize = 32;
 
 const RX_RSS_HASH: u64 = 1 << 1; // RTE_MBUF_F_RX_RSS_HASH
+
+/// Where a driver writes the rx timestamp (`rte_dynfield_timestamp`) and the
+/// `ol_flags` bit that says it did: -1 / 0 until a port that stamps started.
+static TS_OFFSET: AtomicI32 = AtomicI32::new(-1);
+static TS_FLAG: AtomicU64 = AtomicU64::new(0);
+
+/// Looks up the rx timestamp field (registered by a driver at start when the
+/// timestamp offload was requested); no-op when none registered it.
+pub(crate) fn lookup_rx_timestamp() {
+    // SAFETY: lookups by NUL-terminated name; a NULL params pointer is allowed.
+    let (off, bit) = unsafe {
+        (
+            dpdk_sys::rte_mbuf_dynfield_lookup(dpdk_sys::RTE_MBUF_DYNFIELD_TIMESTAMP_NAME.as_ptr().cast(), std::ptr::null_mut()),
+            dpdk_sys::rte_mbuf_dynflag_lookup(dpdk_sys::RTE_MBUF_DYNFLAG_RX_TIMESTAMP_NAME.as_ptr().cast(), std::ptr::null_mut()),
+        )
+    };
+    if off >= 0 && (0..64).contains(&bit) {
+        TS_OFFSET.store(off, Ordering::Relaxed);
+        TS_FLAG.store(1u64 << bit, Ordering::Relaxed);
+    }
+}
 
 /// One packet, owned. Dropping it returns the buffer to its pool; moving it
 /// into a [`super::TxBuffer`] hands it to the NIC.
@@ -49,6 +71,26 @@ impl Mbuf {
     pub fn port(&self) -> u16 {
         // SAFETY: valid mbuf.
         unsafe { self.0.as_ref().port }
+    }
+
+    /// The driver's rx timestamp (net_pcap: the capture time, ns or µs since the
+    /// epoch as the driver writes it), when it wrote one.
+    #[inline(always)]
+    pub fn rx_timestamp(&self) -> Option<u64> {
+        let flag = TS_FLAG.load(Ordering::Relaxed);
+        if flag == 0 {
+            return None;
+        }
+        // SAFETY: valid mbuf; the dynamic field (8 bytes at TS_OFFSET inside the mbuf
+        // structure, registered by DPDK) is read only when its flag says it was written.
+        unsafe {
+            let m = self.0.as_ref();
+            if m.ol_flags & flag == 0 {
+                return None;
+            }
+            let p = (m as *const dpdk_sys::rte_mbuf as *const u8).add(TS_OFFSET.load(Ordering::Relaxed) as usize);
+            Some(std::ptr::read_unaligned(p as *const u64))
+        }
     }
 
     /// The NIC's RSS hash, when the NIC computed one.

@@ -34,6 +34,7 @@ const RSS_WANTED: u64 = RSS_IPV4
     | RSS_IPV6_UDP
     | RSS_IPV6_OTHER;
 const RX_OFFLOAD_RSS_HASH: u64 = 1 << 19;
+const RX_OFFLOAD_TIMESTAMP: u64 = 1 << 14;
 
 /// Ports DPDK probed (PCI devices bound to a DPDK driver, and --vdev devices).
 pub fn available_ports() -> u16 {
@@ -144,6 +145,12 @@ impl Port {
             conf.rx_adv_conf.rss_conf.rss_hf = info.rss_offloads;
             conf.rxmode.offloads |= RX_OFFLOAD_RSS_HASH;
         }
+        // net_pcap stamps each packet with its capture time (Unix epoch): rules and
+        // timeouts run on the capture's time offline. (NICs' stamps are in their own
+        // clock, not asked for.)
+        if info.driver == "net_pcap" {
+            conf.rxmode.offloads |= RX_OFFLOAD_TIMESTAMP;
+        }
         let mut dev = dpdk_sys::rte_eth_dev_info::default();
         // SAFETY: valid out-parameter.
         unsafe { dpdk_sys::rte_eth_dev_info_get(id, &mut dev) };
@@ -201,6 +208,7 @@ impl Port {
             return Err(format!("port {id} ({}): start failed: {}", self.info.name, super::errno_str(ret)));
         }
         self.started = true;
+        super::mbuf::lookup_rx_timestamp();
         if promiscuous {
             // SAFETY: started port. Not every vdev supports it; that is not fatal.
             let ret = unsafe { dpdk_sys::rte_eth_promiscuous_enable(id) };

@@ -9,6 +9,8 @@ pub struct Alert {
     pub id: u64,
     /// `start_time` (seconds since the epoch) if given, else the time of the call.
     pub time_secs: f64,
+    /// `start_time` if given (Haka prints it).
+    pub start_time_secs: Option<f64>,
     /// `end_time` if given.
     pub end_time_secs: Option<f64>,
     pub description: String,
@@ -39,19 +41,10 @@ impl Alert {
         fn opt(s: String) -> Option<String> {
             (!s.is_empty()).then_some(s)
         }
-        // Nodes are rendered "address A" / "service S"; the outputs tell them apart
-        // by shape ("tcp/80" is a service), so keep only the value.
-        fn node(s: String) -> String {
-            ["address: ", "service: ", "address ", "service "]
-                .iter()
-                .find_map(|p| s.strip_prefix(p))
-                .map(str::to_owned)
-                .unwrap_or(s)
-        }
         crate::alert::Alert {
             id: self.id,
             time_secs: self.time_secs,
-            start_time: None,
+            start_time: self.start_time_secs,
             end_time: self.end_time_secs,
             description: opt(self.description),
             severity: opt(self.severity),
@@ -59,8 +52,9 @@ impl Alert {
             completion: opt(self.completion),
             method_description: opt(self.method_description),
             method_ref: self.method_ref,
-            sources: self.sources.into_iter().map(node).collect(),
-            targets: self.targets.into_iter().map(node).collect(),
+            // (entries keep their "address: " / "service: " kind, see `format::node_type`)
+            sources: self.sources,
+            targets: self.targets,
             refs: self.refs,
             flow: self.flow.map(|(src, sport, dst, dport, proto)| crate::alert::FlowInfo { proto, src, sport, dst, dport }),
             direction: self.direction,

@@ -95,6 +95,9 @@ struct Slot {
     verdict: u8,
     modified: u8,
     _pad: [u8; 3],
+    /// Capture time (`pkt.timestamp`): seconds since the epoch and nanoseconds.
+    ts_sec: u32,
+    ts_nsec: u32,
 }
 
 #[repr(C)]
@@ -106,8 +109,8 @@ struct Burst {
     s: [Slot; MAX_BURST],
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 40);
-const _: () = assert!(std::mem::size_of::<Burst>() == 16 + 40 * MAX_BURST);
+const _: () = assert!(std::mem::size_of::<Slot>() == 48);
+const _: () = assert!(std::mem::size_of::<Burst>() == 16 + 48 * MAX_BURST);
 
 /// Engine options.
 #[derive(Clone, Debug)]
@@ -122,11 +125,19 @@ pub struct LuaOptions {
     /// with a Lua "not enough memory" error (rule error); a heap that stays above 7/8 of it
     /// after a burst and a full GC gets the state recreated from the rules file.
     pub memory_limit_bytes: usize,
+    /// Rule errors are logged at most once per interval (the others are counted and
+    /// their number logged with the next one); zero: every error, as Haka.
+    pub error_log_interval: Duration,
 }
 
 impl Default for LuaOptions {
     fn default() -> Self {
-        LuaOptions { rule_error_drop: true, instruction_budget: 100_000_000, memory_limit_bytes: 256 << 20 }
+        LuaOptions {
+            rule_error_drop: true,
+            instruction_budget: 100_000_000,
+            memory_limit_bytes: 256 << 20,
+            error_log_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -151,11 +162,13 @@ pub struct LuaPacket<'a> {
     /// Out: true when a rule raised an error on this packet (its verdict is then
     /// the configured `rule_error` verdict).
     pub error: bool,
+    /// Capture time: seconds since the epoch and nanoseconds ((0, 0): unknown).
+    pub ts: (u64, u32),
 }
 
 impl<'a> LuaPacket<'a> {
     pub fn new(data: &'a mut [u8], meta: PacketMeta, dir: u8, flow_id: u32) -> LuaPacket<'a> {
-        LuaPacket { data, meta, dir, flow_id, verdict: LuaVerdict::Accept, modified: false, error: false }
+        LuaPacket { data, meta, dir, flow_id, verdict: LuaVerdict::Accept, modified: false, error: false, ts: (0, 0) }
     }
 }
 
@@ -193,6 +206,9 @@ struct Shared {
     /// `haka.log` lines not yet written: written once per burst ([`LuaEngine::flush_logs`]),
     /// not one write per line.
     logs: RefCell<Vec<u8>>,
+    /// Time of the latest packet handed to the rules (seconds since the epoch; 0:
+    /// none yet): `haka.network_time()`, the capture's time offline.
+    packet_time: Cell<(u64, u32)>,
 }
 
 /// `haka.log` output buffered beyond this is written at once.
@@ -356,7 +372,10 @@ fn alert_from_table(lua: &Lua, sh: &Shared, t: &Table) -> Alert {
         match &k.as_bytes()[..] {
             b"update" => a.update = bool::from_lua(v, lua).unwrap_or(false),
             b"id" => id = u64::from_lua(v, lua).ok(),
-            b"start_time" => start = num(v),
+            b"start_time" => {
+                start = num(v);
+                a.start_time_secs = start;
+            }
             b"end_time" => a.end_time_secs = num(v),
             b"description" => a.description = text(v).unwrap_or_default(),
             b"severity" => a.severity = text(v).unwrap_or_default(),
@@ -406,12 +425,13 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     let sh_log = Rc::clone(sh);
     h.set(
         "log",
-        lua.create_function(move |_, (level, msg): (mlua::LuaString, mlua::LuaString)| {
+        lua.create_function(move |_, (level, section, msg): (mlua::LuaString, mlua::LuaString, mlua::LuaString)| {
             {
-                use std::io::Write;
+                // Haka's log line: "LEVEL SECTION: message".
                 let mut l = sh_log.logs.borrow_mut();
-                let _ = write!(l, "[worker {worker}] ");
                 l.extend_from_slice(&level.as_bytes());
+                l.push(b' ');
+                l.extend_from_slice(&section.as_bytes());
                 l.extend_from_slice(b": ");
                 l.extend_from_slice(&msg.as_bytes());
                 l.push(b'\n');
@@ -463,9 +483,14 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
             Ok(std::net::Ipv6Addr::from(o).to_string())
         })?,
     )?;
+    let sh_now = Rc::clone(sh);
     h.set(
         "now",
-        lua.create_function(|_, ()| {
+        lua.create_function(move |_, ()| {
+            let (s, ns) = sh_now.packet_time.get();
+            if s > 0 {
+                return Ok(s as f64 + ns as f64 / 1e9);
+            }
             Ok(std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
@@ -629,6 +654,7 @@ impl LuaEngine {
             alert_count: Cell::new(0),
             metas: RefCell::new(Vec::with_capacity(MAX_BURST)),
             logs: RefCell::new(Vec::new()),
+            packet_time: Cell::new((0, 0)),
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -777,11 +803,12 @@ impl LuaEngine {
 
     fn log_error(&mut self, msg: &str) {
         let now = Instant::now();
-        if self.last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+        // Haka's line for a rule error: "error lua: message".
+        if self.last_log.is_none_or(|t| now.duration_since(t) >= self.opts.error_log_interval) {
             if self.suppressed > 0 {
-                println!("[worker {}] error: {} ({} more errors suppressed)", self.worker, msg, self.suppressed);
+                println!("error lua: {} ({} more errors suppressed)", msg, self.suppressed);
             } else {
-                println!("[worker {}] error: {}", self.worker, msg);
+                println!("error lua: {}", msg);
             }
             self.last_log = Some(now);
             self.suppressed = 0;
@@ -815,6 +842,9 @@ impl LuaEngine {
             metas.clear();
             for (slot, p) in self.burst.s.iter_mut().zip(pkts.iter_mut()) {
                 *slot = make_slot(p);
+                if p.ts.0 > 0 {
+                    self.shared.packet_time.set(p.ts);
+                }
                 metas.push((p.meta, p.dir));
             }
         }
@@ -1004,6 +1034,13 @@ pub mod stateful {
     /// application event.
     pub const TCP_APPS_BY_PORT: u32 = 1024;
     pub const UDP_APPS_BY_PORT: u32 = 2048;
+    /// The rules file loaded protocol/ipv4, tcp_connection, udp_connection (directly or
+    /// through a module standing on it): the chain of `[rules] dissectors = "required"`.
+    pub const IPV4_LOADED: u32 = 4096;
+    pub const TCP_CONNECTION_LOADED: u32 = 8192;
+    pub const UDP_CONNECTION_LOADED: u32 = 16384;
+    /// Bits that say which dissectors are loaded, not which events have rules.
+    pub const LOADED: u32 = IPV4_LOADED | TCP_CONNECTION_LOADED | UDP_CONNECTION_LOADED;
 }
 
 /// `RT.conn_packet` bits.
@@ -1033,9 +1070,18 @@ impl LuaEngine {
         &self.st.app_ports
     }
 
+    /// The capture time of the packet the next stateful calls are about (seconds since
+    /// the epoch and nanoseconds; (0, 0): unknown): `pkt.timestamp`, `haka.network_time()`.
+    pub fn set_packet_time(&mut self, ts: (u64, u32)) {
+        if ts.0 > 0 {
+            self.shared.packet_time.set(ts);
+        }
+    }
+
     /// Makes `data` the current packet (Lua's slot 0) for a stateful call.
     fn set_current(&mut self, data: &mut [u8], meta: &PacketMeta, dir: u8, flow_id: u32) {
         let mut p = LuaPacket::new(data, *meta, dir, flow_id);
+        p.ts = self.shared.packet_time.get();
         self.burst.s[0] = make_slot(&mut p);
         self.burst.n = 1;
         self.set_current_meta(meta, dir);
@@ -1110,6 +1156,25 @@ impl LuaEngine {
     }
 
     /// An alert raised by the engine itself (not by a rule), on the flow of `meta`.
+    /// An alert with a description only, as Haka's own policies raise some
+    /// ("dropping unknown dissector 'ipv4'").
+    pub fn raise_bare_alert(&mut self, description: &str) {
+        let sh = &self.shared;
+        let n = sh.next_alert.get() + 1;
+        sh.next_alert.set(n);
+        sh.alert_count.set(sh.alert_count.get() + 1);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let a = Alert {
+            id: ((sh.worker as u64) << 48) | n,
+            time_secs: now,
+            description: description.to_string(),
+            worker: sh.worker,
+            ..Alert::default()
+        };
+        (sh.alerts.borrow_mut())(a);
+    }
+
     pub fn raise_alert(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8) {
         let sh = &self.shared;
         let n = sh.next_alert.get() + 1;
@@ -1389,6 +1454,8 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         verdict: 0,
         modified: 0,
         _pad: [0; 3],
+        ts_sec: p.ts.0 as u32,
+        ts_nsec: p.ts.1,
     }
 }
 
