@@ -1004,6 +1004,8 @@ pub mod stateful {
     /// application event.
     pub const TCP_APPS_BY_PORT: u32 = 1024;
     pub const UDP_APPS_BY_PORT: u32 = 2048;
+    /// Rules listen to HTTP anomalies (heads that have some are handed to Lua).
+    pub const HTTP_ANOMALY: u32 = 4096;
 }
 
 /// `RT.conn_packet` bits.
@@ -1199,7 +1201,7 @@ impl LuaEngine {
                         h.parts[2].0 as i32,
                         h.parts[2].1 as i32,
                     ];
-                    r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1;
+                    r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1 | (h.anomalies as i32) << 8;
                 } else {
                     match &events[i] {
                         AppEvent::HttpBody { data, .. } => {
