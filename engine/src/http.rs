@@ -860,34 +860,18 @@ impl HttpParser {
         if line_start == 0 {
             self.check_start(input)?;
         }
-        let mut http09_end = None;
-        if self.kind == Kind::Request && !self.line_checked {
-            // A request line without a version (HTTP/0.9) is a head of its own: a server
-            // reads no fields after it. (While unchecked, no "\n" is before `scanned`.)
-            let a = &input[self.pos..];
-            let from = self.scanned.min(a.len());
-            if let Some(i) = memchr::memchr(b'\n', &a[from..]) {
-                let nl = from + i;
-                if nl >= self.limits.max_head {
-                    return Err(HttpError::HeadTooLong);
-                }
-                if version_less(strip_eol(&a[..=nl])) {
-                    self.scanned = 0;
-                    http09_end = Some(nl + 1);
-                } else {
-                    self.line_checked = true;
-                }
-            }
-        }
-        let end = match http09_end {
-            Some(end) => end,
-            None => match self.scan_block(input, line_start, self.limits.max_head)? {
+        let scanned = self.scanned;
+        let mut end = match self.scan_block(input, line_start, self.limits.max_head) {
+            Ok(Some(end)) => end,
+            Ok(None) => match self.http09_line(input, scanned) {
                 Some(end) => end,
                 None => {
                     self.state = State::Head { line_start };
                     return Ok(false);
                 }
             },
+            // (a body may follow an HTTP/0.9 line at once)
+            Err(e) => self.http09_line(input, scanned).ok_or(e)?,
         };
         self.line_checked = false;
         let lead = self.leading.len();
@@ -896,6 +880,12 @@ impl HttpParser {
         bytes.reserve(lead + end);
         bytes.extend_from_slice(&self.leading);
         bytes.extend_from_slice(&input[self.pos..self.pos + end]);
+        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
+        if info.anomalies & Anomaly::Http09Request.bit() != 0 && info.fields_start < bytes.len() {
+            // an HTTP/0.9 request line is a head of its own: what came with it is body
+            bytes.truncate(info.fields_start);
+            end = info.fields_start - lead;
+        }
         self.leading.clear();
         self.pos += end;
         let head_end = self.base + self.pos as u64;
@@ -903,7 +893,6 @@ impl HttpParser {
             self.spans.push_back((head_end - bytes.len() as u64, head_end));
         }
         self.state = State::Head { line_start: 0 };
-        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
         let head = RawHead { bytes, info, is_request: self.kind == Kind::Request };
         let version = head.part(if head.is_request { 2 } else { 0 });
         self.keep = framing.keep_alive(version);
@@ -944,6 +933,30 @@ impl HttpParser {
         }
         self.start_body(body, out);
         Ok(true)
+    }
+
+    /// The end of an HTTP/0.9 request line at the start of the unparsed bytes, whose head
+    /// is not complete: it is a head of its own (a client sends nothing more, a server reads
+    /// no fields after it); None for a line with a version or not complete yet. `scanned`:
+    /// how far earlier calls searched (no line end before it while `line_checked` is off).
+    /// A complete head is framed by `scan_block`, then cut after such a line.
+    fn http09_line(&mut self, input: &[u8], scanned: usize) -> Option<usize> {
+        if self.kind != Kind::Request || self.line_checked {
+            return None;
+        }
+        let a = &input[self.pos..];
+        let from = scanned.min(a.len());
+        let nl = from + memchr::memchr(b'\n', &a[from..])?;
+        if nl >= self.limits.max_head {
+            return None;
+        }
+        if version_less(strip_eol(&a[..=nl])) {
+            self.scanned = 0;
+            Some(nl + 1)
+        } else {
+            self.line_checked = true;
+            None
+        }
     }
 
     /// Rejects a start line early, before its end arrives, when its first bytes already cannot be valid
@@ -1263,8 +1276,8 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
         let l = split_request_line(first)?;
         info.parts = [span(l.method), span(l.target), span(l.version)];
         anomalies |= l.anomalies;
-        if l.anomalies & Anomaly::Http09Request.bit() != 0 && fields_start == b.len() {
-            // an HTTP/0.9 head: the request line alone
+        if l.anomalies & Anomaly::Http09Request.bit() != 0 {
+            // an HTTP/0.9 head: the request line alone (the parser cuts what follows)
             info.anomalies = anomalies;
             return Ok((info, Framing::new()));
         }
@@ -1679,16 +1692,35 @@ fn split_request_line(l: &[u8]) -> Result<RequestLine<'_>, HttpError> {
     if before != 1 || mid[0] != b' ' || (!version.is_empty() && (after != 1 || mid[mid.len() - 1] != b' ')) {
         anomalies |= Anomaly::RequestLineWhitespace.bit();
     }
-    for &c in target {
-        if c <= b' ' || c == 0x7f {
-            anomalies |= match c {
-                b' ' | b'\t' => Anomaly::RequestTargetSpaces.bit(),
-                0 | b'\r' => return bad,
-                _ => Anomaly::RequestTargetControl.bit(),
-            };
+    if has_blank_or_control(target) {
+        for &c in target {
+            if c <= b' ' || c == 0x7f {
+                anomalies |= match c {
+                    b' ' | b'\t' => Anomaly::RequestTargetSpaces.bit(),
+                    0 | b'\r' => return bad,
+                    _ => Anomaly::RequestTargetControl.bit(),
+                };
+            }
         }
     }
     Ok(RequestLine { method, target, version, anomalies })
+}
+
+/// Whether `b` holds a byte <= 0x20 or 0x7f, 8 bytes per step (a target seldom has one:
+/// this keeps the request line's cost that of the split before the tolerant parser).
+fn has_blank_or_control(b: &[u8]) -> bool {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = w.try_into().map_or(0, u64::from_le_bytes);
+        let y = x ^ (0x7f * L);
+        // a byte below 0x21, or a zero byte of x ^ 0x7f..
+        if ((x.wrapping_sub(0x21 * L) & !x) | (y.wrapping_sub(L) & !y)) & H != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&c| c <= b' ' || c == 0x7f)
 }
 
 /// Field names whose fields frame the body: one of them with white space before its colon
@@ -2540,10 +2572,31 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert_eq!(r.to_bytes(), b"GET /x\r\n");
         r.uri = "/y".into();
         assert_eq!(r.to_bytes(), b"GET /y\r\n");
+        // a body longer than the head limit right after the line
+        let mut long = b"GET /x\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 100));
+        long.extend_from_slice(b"\n\n");
+        let mk = || HttpParser::request_with_limits(Limits { max_head: 16, ..Limits::default() });
+        let (ev, err) = same_at_every_split(&mk, &long);
+        assert_eq!((ev.len(), err), (3, None), "{ev:?}");
         // a request line too long for the limit, with or without a version
         for line in [&b"GET /aaaaaaaaaaaaaaaaaaaa\r\n"[..], b"GET /aaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n"] {
             let mk = || HttpParser::request_with_limits(Limits { max_head: 16, ..Limits::default() });
             assert_eq!(same_at_every_split(&mk, line).1, Some(HttpError::HeadTooLong));
+        }
+    }
+
+    #[test]
+    fn blank_or_control_found_in_any_byte() {
+        for len in 0..20 {
+            for at in 0..len {
+                for c in (0u8..=0x21).chain([0x7e, 0x7f, 0x80, 0xff]) {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    assert_eq!(has_blank_or_control(&b), c <= b' ' || c == 0x7f, "{len} {at} {c:#x}");
+                }
+            }
+            assert!(!has_blank_or_control(&vec![0xa0; len]));
         }
     }
 
