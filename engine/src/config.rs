@@ -54,8 +54,9 @@ impl Default for TcpConfig {
     }
 }
 
-/// The `section.key` set on line `line` (1-based) of a TOML text, for error messages.
-fn key_at(text: &str, line: usize) -> Option<String> {
+/// The `section.key` set on line `line` (1-based) of a TOML text, and the key, for error
+/// messages.
+fn key_at(text: &str, line: usize) -> Option<(String, String)> {
     let lines: Vec<&str> = text.lines().collect();
     let l = lines.get(line.checked_sub(1)?)?.trim();
     let key = l.split_once('=')?.0.trim();
@@ -63,10 +64,11 @@ fn key_at(text: &str, line: usize) -> Option<String> {
         return None;
     }
     let section = lines[..line - 1].iter().rev().map(|l| l.trim()).find(|l| l.starts_with('['));
-    Some(match section {
+    let path = match section {
         Some(s) => format!("{}.{key}", s.trim_matches(|c| c == '[' || c == ']').trim()),
         None => key.to_string(),
-    })
+    };
+    Some((path, key.to_string()))
 }
 
 /// `[http]`: the HTTP dissector.
@@ -319,8 +321,8 @@ impl Config {
             let msg = e.message().replace('\n', " ");
             match line {
                 Some(l) => match key_at(text, l) {
-                    // (a bad value's message names the value only)
-                    Some(k) if !msg.contains(&k) => format!("{origin}:{l}: {k}: {msg}"),
+                    // (a bad value's message names the value only; an unknown key's names it)
+                    Some((path, key)) if !msg.contains(&format!("`{key}`")) => format!("{origin}:{l}: {path}: {msg}"),
                     _ => format!("{origin}:{l}: {msg}"),
                 },
                 None => format!("{origin}: {msg}"),
@@ -451,6 +453,9 @@ mod tests {
         assert_eq!(Config::parse("[http]\nanomaly = \"drop\"\n", "x.toml").unwrap().http.anomaly, AnomalyAction::Drop);
         let e = Config::parse("[http]\nanomaly = \"log\"\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2: http.anomaly: ") && e.contains("`log`") && !e.contains('\n'), "{e}");
+        // an unknown key's message names it already
+        let e = Config::parse("[http]\nanomalies = \"drop\"\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2: unknown field `anomalies`"), "{e}");
     }
 
     #[test]

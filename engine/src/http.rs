@@ -8,6 +8,11 @@
 //! or trailer block (bounded by [`Limits`]); body bytes are handed out as soon as they arrive. Heads keep their
 //! raw bytes so that an unmodified message re-serialises byte for byte ([`Request::to_bytes`]).
 //!
+//! Parsing is tolerant as libhtp's (Suricata): what servers accept although it is irregular (raw
+//! spaces in a request target, HTTP/0.9 request lines, bare LF, obs-fold, ...) is parsed and
+//! flagged ([`Anomaly`], [`HeadInfo::anomalies`]); only what no server would read as the rules
+//! do is an error.
+//!
 //! Errors are sticky: once `feed` returned an error, every later call returns it again (Haka raised
 //! `protocol_error`, alerted and dropped the flow; the caller decides). No input makes the parser panic.
 use std::collections::VecDeque;
