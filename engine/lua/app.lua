@@ -214,6 +214,9 @@ local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, 
   1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15 -- M_F1 .. M_F1 + 2: the start line's fields
 local FL_CANON, FL_FOLD, FL_REQ = 1, 2, 4
 local P17 = 131072 -- positions (< 2^17: heads are at most 64 KiB) packed three per number
+-- the names of the HTTP anomalies (engine/src/http.rs Anomaly), bit i - 1 of flags >> 8 for
+-- the i-th, read by the dispatcher (haka.lua)
+K.http_anomaly_names = H.http_anomaly_names
 
 local Headers = {}
 local headers_mt = {}
@@ -313,7 +316,9 @@ local function materialize(m)
       if f ~= nil and cont ~= "" then f[2] = f[2] == "" and cont or (f[2] .. " " .. cont) end
     else
       local colon = sfind(s, ":", i, true)
-      local name = ssub(s, i, colon - 1)
+      local ne = colon - 1
+      while sbyte(s, ne) == 32 or sbyte(s, ne) == 9 do ne = ne - 1 end -- `Host : x` (tolerated)
+      local name = ssub(s, i, ne)
       n = n + 1
       l[n] = { name, field_value(s, colon + 1, e), slower(name) }
     end
@@ -585,7 +590,8 @@ local response_mt = message_mt("response", resp_fields, resp_set, nil)
 -- A request (is_req) or response from its head bytes as received, validated by
 -- engine/src/http.rs: `fields` is the 0-based offset of its first field, a1..c2 the 0-based
 -- [start, end) of method, uri, version (request) or version, status, reason (response),
--- flags: 1 canonical, 2 obs-fold (see http.rs HeadInfo). Versions start with "HTTP/".
+-- flags: 1 canonical, 2 obs-fold, anomalies from bit 8 (see http.rs HeadInfo). Versions start
+-- with "HTTP/" (in any case) or are empty (an HTTP/0.9 request).
 local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
   local m = setmetatable({ head, fields, is_req and flags + FL_REQ or flags,
     a1 + (a2 + b1 * P17) * P17, b2 + (c1 + c2 * P17) * P17,
@@ -632,7 +638,8 @@ function K.http_serialize(m)
   else
     local f1, f2, f3 = start_field(m, 1), start_field(m, 2), start_field(m, 3)
     if band(m[M_FLAGS], FL_REQ) ~= 0 then
-      line = f1 .. " " .. f2 .. " HTTP/" .. f3 .. "\r\n"
+      if f3 == "" then line = f1 .. " " .. f2 .. "\r\n" -- HTTP/0.9: no version
+      else line = f1 .. " " .. f2 .. " HTTP/" .. f3 .. "\r\n" end
     else
       line = "HTTP/" .. f1 .. " " .. f2 .. " " .. crlf_to_space(f3) .. "\r\n"
     end
@@ -696,6 +703,9 @@ local http = {
     request_data = new_event("http:request_data", app_continue),
     response_data = new_event("http:response_data", app_continue),
     receive_data = new_event("http:receive_data", app_continue),
+    -- (http, name): a tolerated irregularity of the head just parsed (http.request or
+    -- http.response), before that message's event
+    anomaly = new_event("http:anomaly", app_continue),
   },
   policies = {},
   install = next_dissector_action("http"),

@@ -1327,6 +1327,8 @@ end
 local HEADS, NHEADS = {}, 0
 -- Whether HTTP body events have rules (set by RT.stateful_info, after the rules load).
 local HTTP_BODY_RULES = false
+-- Whether the HTTP anomaly event has rules (same).
+local HTTP_ANOMALY_RULES = false
 local APPK = nil -- K of app.lua, set by RT.set_app
 local function default_policy(dissector, name, port)
   -- inserted first: a user policy on the same point (declared later) wins
@@ -1423,7 +1425,8 @@ end
 -- LuaEngine::app_events; no varargs, so that this function is compiled by the JIT) and
 -- `tabs`, the raw tables of DNS and TLS events (nil when there are none). Per kind:
 -- 1 request / 2 response: `p`, `len` the head bytes, `fields` the offset of the first
--- field, a1..c2 the start line's three parts ([start, end) pairs), `flags`, `rules` the
+-- field, a1..c2 the start line's three parts ([start, end) pairs), `flags` (1 canonical,
+-- 2 obs-fold, the anomalies from bit 8: K.http_anomaly_names), `rules` the
 -- listeners that run (-1 all, else bits: engine/src/prefilter.rs);
 -- 7 / 8 a prior request / response head (no rule ran for it): same fields, no rule runs;
 -- 3 body data: `p`, `len`, `off` the offset in the packet's payload or -1;
@@ -1479,7 +1482,18 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       dm_reset(http, dir)
       local rules = evs[j].rules
       local ev = is_req and HTTP.events.request or HTTP.events.response
-      if rules == -1 then fire(ev, http, msg) else fire_selected(ev, rules, http, msg) end
+      local an = rshift(evs[j].flags, 8)
+      if an ~= 0 and HTTP_ANOMALY_RULES then
+        -- the message's anomalies first: a rule may drop it before its own rules run
+        local names = K.http_anomaly_names
+        for b = 1, #names do
+          if band(an, lshift(1, b - 1)) ~= 0 then
+            fire(HTTP.events.anomaly, http, names[b])
+            if not K.app_continue(http, msg) then rules = 0; break end
+          end
+        end
+      end
+      if rules == -1 then fire(ev, http, msg) elseif rules ~= 0 then fire_selected(ev, rules, http, msg) end
       local dm = dm_enable(http, msg, dir)
       if K.http_modified(msg) then
         local h = NHEADS * 6
@@ -1574,9 +1588,10 @@ end
 
 -- Which stateful events have listeners (Rust skips the work for the others).
 -- bits: 1 tcp new/receive/end, 2 tcp receive_data, 4 udp new/receive/end, 8 udp receive_data,
--- 16 tcp policies, 32 udp policies, 1024 / 2048 tcp / udp: only default application
--- selections (see RT.app_ports), 4096 / 8192 / 16384: protocol/ipv4, tcp_connection,
--- udp_connection loaded (track_modules)
+-- 16 tcp policies, 32 udp policies, 64 application dissectors, 128 / 256 / 512 http body /
+-- request / response rules, 1024 / 2048 tcp / udp: only default application selections
+-- (see RT.app_ports), 4096 http anomaly rules, 8192 / 16384 / 32768: protocol/ipv4,
+-- tcp_connection, udp_connection loaded (track_modules)
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -1594,11 +1609,13 @@ function RT.stateful_info()
   if HTTP_BODY_RULES then b = bor(b, 128) end
   if H_ and #H_.events.request.listeners > 0 then b = bor(b, 256) end
   if H_ and #H_.events.response.listeners > 0 then b = bor(b, 512) end
+  HTTP_ANOMALY_RULES = H_ and #H_.events.anomaly.listeners > 0 or false
+  if HTTP_ANOMALY_RULES then b = bor(b, 4096) end
   if apps_by_port_only(TCPC) then b = bor(b, 1024) end
   if apps_by_port_only(UDPC) then b = bor(b, 2048) end
-  if LOADED_MODULES["protocol/ipv4"] then b = bor(b, 4096) end
-  if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 8192) end
-  if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 16384) end
+  if LOADED_MODULES["protocol/ipv4"] then b = bor(b, 8192) end
+  if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 16384) end
+  if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 32768) end
   return b
 end
 -- The prefilters and header sets of the HTTP request and response rules, for

@@ -54,6 +54,23 @@ impl Default for TcpConfig {
     }
 }
 
+/// The `section.key` set on line `line` (1-based) of a TOML text, and the key, for error
+/// messages.
+fn key_at(text: &str, line: usize) -> Option<(String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let l = lines.get(line.checked_sub(1)?)?.trim();
+    let key = l.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.contains('"') {
+        return None;
+    }
+    let section = lines[..line - 1].iter().rev().map(|l| l.trim()).find(|l| l.starts_with('['));
+    let path = match section {
+        Some(s) => format!("{}.{key}", s.trim_matches(|c| c == '[' || c == ']').trim()),
+        None => key.to_string(),
+    };
+    Some((path, key.to_string()))
+}
+
 /// `[http]`: the HTTP dissector.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -61,12 +78,26 @@ pub struct HttpConfig {
     /// Malformed HTTP: "drop" (Haka: alert and drop the connection) or "accept"
     /// (alert, stop parsing the connection, let it through).
     pub protocol_error: Verdict,
+    /// A tolerated irregularity (`crate::http::Anomaly`; the message is parsed and
+    /// inspected all the same): "alert", "ignore" (counted only) or "drop" (alert and
+    /// drop the connection).
+    pub anomaly: AnomalyAction,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { protocol_error: Verdict::Drop }
+        HttpConfig { protocol_error: Verdict::Drop, anomaly: AnomalyAction::Alert }
     }
+}
+
+/// `[http] anomaly`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AnomalyAction {
+    #[default]
+    Alert,
+    Ignore,
+    Drop,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -317,7 +348,11 @@ impl Config {
             let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
             let msg = e.message().replace('\n', " ");
             match line {
-                Some(l) => format!("{origin}:{l}: {msg}"),
+                Some(l) => match key_at(text, l) {
+                    // (a bad value's message names the value only; an unknown key's names it)
+                    Some((path, key)) if !msg.contains(&format!("`{key}`")) => format!("{origin}:{l}: {path}: {msg}"),
+                    _ => format!("{origin}:{l}: {msg}"),
+                },
                 None => format!("{origin}: {msg}"),
             }
         })?;
@@ -437,6 +472,19 @@ mod tests {
         assert_eq!(cfg.rules, RulesConfig::default());
         assert_eq!(cfg.alerts, crate::alert::AlertsConfig::default());
         assert_eq!(cfg.defrag, DefragSection::default());
+        assert_eq!(cfg.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn http_section() {
+        let cfg = Config::parse("[http]\nanomaly = \"ignore\"\nprotocol_error = \"accept\"\n", "x.toml").unwrap();
+        assert_eq!((cfg.http.anomaly, cfg.http.protocol_error), (AnomalyAction::Ignore, Verdict::Accept));
+        assert_eq!(Config::parse("[http]\nanomaly = \"drop\"\n", "x.toml").unwrap().http.anomaly, AnomalyAction::Drop);
+        let e = Config::parse("[http]\nanomaly = \"log\"\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2: http.anomaly: ") && e.contains("`log`") && !e.contains('\n'), "{e}");
+        // an unknown key's message names it already
+        let e = Config::parse("[http]\nanomalies = \"drop\"\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2: unknown field `anomalies`"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //! or trailer block (bounded by [`Limits`]); body bytes are handed out as soon as they arrive. Heads keep their
 //! raw bytes so that an unmodified message re-serialises byte for byte ([`Request::to_bytes`]).
 //!
+//! Parsing is tolerant as libhtp's (Suricata): what servers accept although it is irregular (raw
+//! spaces in a request target, HTTP/0.9 request lines, bare LF, obs-fold, ...) is parsed and
+//! flagged ([`Anomaly`], [`HeadInfo::anomalies`]); only what no server would read as the rules
+//! do is an error.
+//!
 //! Errors are sticky: once `feed` returned an error, every later call returns it again (Haka raised
 //! `protocol_error`, alerted and dropped the flow; the caller decides). No input makes the parser panic.
 use std::collections::VecDeque;
@@ -68,6 +73,73 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits { max_head: 64 * 1024, max_headers: 256, max_chunk_line: 4096 }
+    }
+}
+
+/// An irregularity the parser tolerates, as libhtp (Suricata) does: the message is parsed
+/// and handed to the rules, and flagged ([`HeadInfo::anomalies`], bit `1 << kind`). What no
+/// endpoint could parse, or what endpoints would parse differently in a way that changes
+/// the framing (request smuggling), stays an [`HttpError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Anomaly {
+    /// Space or HTAB inside the request target (`GET /a b HTTP/1.1`).
+    RequestTargetSpaces,
+    /// A request line without a version (`GET /x`, HTTP/0.9): the head is that line alone.
+    Http09Request,
+    /// A version not all in upper case (`http/1.1`).
+    LowercaseVersion,
+    /// Separators other than one SP in the request line (HTAB, repeated blanks, blanks
+    /// before the method or after the version).
+    RequestLineWhitespace,
+    /// A control byte other than HTAB, NUL and CR in the request target.
+    RequestTargetControl,
+    /// A field continued on an obs-fold line.
+    ObsFold,
+    /// A line ended by LF alone.
+    BareLf,
+    /// Content-Length repeated with the same value (`2, 2`, or two fields).
+    DuplicateContentLength,
+    /// White space between a field name and its colon (`Host : x`).
+    SpaceBeforeColon,
+}
+
+impl Anomaly {
+    pub const COUNT: usize = 9;
+    pub const ALL: [Anomaly; Anomaly::COUNT] = [
+        Anomaly::RequestTargetSpaces,
+        Anomaly::Http09Request,
+        Anomaly::LowercaseVersion,
+        Anomaly::RequestLineWhitespace,
+        Anomaly::RequestTargetControl,
+        Anomaly::ObsFold,
+        Anomaly::BareLf,
+        Anomaly::DuplicateContentLength,
+        Anomaly::SpaceBeforeColon,
+    ];
+
+    /// Its bit in [`HeadInfo::anomalies`].
+    pub const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// The name rules and alerts see.
+    pub fn name(self) -> &'static str {
+        match self {
+            Anomaly::RequestTargetSpaces => "request_target_spaces",
+            Anomaly::Http09Request => "http09_request",
+            Anomaly::LowercaseVersion => "lowercase_version",
+            Anomaly::RequestLineWhitespace => "request_line_whitespace",
+            Anomaly::RequestTargetControl => "request_target_control",
+            Anomaly::ObsFold => "obs_fold",
+            Anomaly::BareLf => "bare_lf",
+            Anomaly::DuplicateContentLength => "duplicate_content_length",
+            Anomaly::SpaceBeforeColon => "space_before_colon",
+        }
+    }
+
+    /// The kinds set in `bits`, in order.
+    pub fn of(bits: u16) -> impl Iterator<Item = Anomaly> {
+        Anomaly::ALL.into_iter().filter(move |a| bits & a.bit() != 0)
     }
 }
 
@@ -195,7 +267,7 @@ fn sanitize(s: &str) -> Vec<u8> {
 pub struct Request {
     pub method: String,
     pub uri: String,
-    /// As received, e.g. `HTTP/1.1`.
+    /// As received, e.g. `HTTP/1.1`; empty for an HTTP/0.9 request line (`GET /x`).
     pub version: String,
     pub headers: Headers,
     raw_line: Vec<u8>,
@@ -224,7 +296,12 @@ impl Request {
         {
             out.extend_from_slice(&self.raw_line);
         } else {
-            out.extend_from_slice(&sanitize(&format!("{} {} {}", self.method, self.uri, self.version)));
+            let line = if self.version.is_empty() {
+                format!("{} {}", self.method, self.uri) // HTTP/0.9: no version
+            } else {
+                format!("{} {} {}", self.method, self.uri, self.version)
+            };
+            out.extend_from_slice(&sanitize(&line));
             out.extend_from_slice(b"\r\n");
         }
         self.headers.write_to(&mut out);
@@ -374,6 +451,9 @@ pub struct HttpParser {
     /// Head/trailer scanning: bytes (from `pos`) already searched for a line end, so that a long line fed
     /// byte by byte is not rescanned from its start each time.
     scanned: usize,
+    /// Request side: the first line of the head being received was complete and had a
+    /// version (no `\n` before `scanned` otherwise): not looked at again.
+    line_checked: bool,
     /// Empty lines received before the next start line.
     leading: Vec<u8>,
     /// Stream offset of `buf[0]` (bytes of the stream compacted away so far).
@@ -405,6 +485,7 @@ impl HttpParser {
             keep: true,
             tunnel_after: false,
             scanned: 0,
+            line_checked: false,
             leading: Vec::new(),
             base: 0,
             spans: VecDeque::new(),
@@ -428,6 +509,7 @@ impl HttpParser {
         self.keep = true;
         self.tunnel_after = false;
         self.scanned = 0;
+        self.line_checked = false;
         self.leading.clear();
         self.base = 0;
         self.spans.clear();
@@ -498,6 +580,15 @@ impl HttpParser {
             self.methods.pop_front();
         }
         self.methods.push_back(Method::of(method));
+    }
+
+    /// Response side: the next unanswered request was an HTTP/0.9 one (no version): its
+    /// answer is read as a body until the connection closes unless it starts with `HTTP/`.
+    pub fn expect_http09_response(&mut self) {
+        if self.methods.len() >= 4096 {
+            self.methods.pop_front();
+        }
+        self.methods.push_back(Method::Http09);
     }
 
     /// Whether heads are reported as [`HttpEvent::Head`] (default false: parsed
@@ -738,6 +829,26 @@ impl HttpParser {
     }
 
     fn step_head(&mut self, input: &[u8], line_start: usize, out: &mut Vec<HttpEvent>) -> Result<bool, HttpError> {
+        if self.kind == Kind::Response
+            && line_start == 0
+            && self.leading.is_empty()
+            && self.methods.front() == Some(&Method::Http09)
+        {
+            // The answer to an HTTP/0.9 request has no status line: unless it starts like
+            // one (a server refusing HTTP/0.9 answers 400 with a status line), its bytes are
+            // a body until the connection closes.
+            let a = &input[self.pos..];
+            let n = a.len().min(5);
+            if a[..n] != b"HTTP/"[..n] {
+                self.methods.pop_front();
+                (self.keep, self.tunnel_after) = (false, false);
+                self.state = State::UntilClose;
+                return Ok(true);
+            }
+            if n < 5 {
+                return Ok(false);
+            }
+        }
         if line_start == 0 {
             // RFC 7230 §3.5: ignore empty lines before a request line (also after a body's CRLF).
             // They are kept in front of the start line's raw bytes, so that `to_bytes` stays byte-identical.
@@ -754,16 +865,32 @@ impl HttpParser {
         if line_start == 0 {
             self.check_start(input)?;
         }
-        let Some(end) = self.scan_block(input, line_start, self.limits.max_head)? else {
-            self.state = State::Head { line_start };
-            return Ok(false);
+        let scanned = self.scanned;
+        let mut end = match self.scan_block(input, line_start, self.limits.max_head) {
+            Ok(Some(end)) => end,
+            Ok(None) => match self.http09_line(input, scanned) {
+                Some(end) => end,
+                None => {
+                    self.state = State::Head { line_start };
+                    return Ok(false);
+                }
+            },
+            // (a body may follow an HTTP/0.9 line at once)
+            Err(e) => self.http09_line(input, scanned).ok_or(e)?,
         };
+        self.line_checked = false;
         let lead = self.leading.len();
         let mut bytes = std::mem::take(&mut self.spare_head);
         bytes.clear();
         bytes.reserve(lead + end);
         bytes.extend_from_slice(&self.leading);
         bytes.extend_from_slice(&input[self.pos..self.pos + end]);
+        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
+        if info.anomalies & Anomaly::Http09Request.bit() != 0 && info.fields_start < bytes.len() {
+            // an HTTP/0.9 request line is a head of its own: what came with it is body
+            bytes.truncate(info.fields_start);
+            end = info.fields_start - lead;
+        }
         self.leading.clear();
         self.pos += end;
         let head_end = self.base + self.pos as u64;
@@ -771,14 +898,18 @@ impl HttpParser {
             self.spans.push_back((head_end - bytes.len() as u64, head_end));
         }
         self.state = State::Head { line_start: 0 };
-        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
         let head = RawHead { bytes, info, is_request: self.kind == Kind::Request };
         let version = head.part(if head.is_request { 2 } else { 0 });
         self.keep = framing.keep_alive(version);
         let body = match self.kind {
             Kind::Request => {
                 self.tunnel_after = Method::of(head.part(0)) == Method::Connect;
-                if self.tunnel_after {
+                if info.anomalies & Anomaly::Http09Request.bit() != 0 {
+                    // what follows is not parsed (a server answers and closes): a body
+                    // until close, that request_data rules still read
+                    (self.keep, self.tunnel_after) = (false, false);
+                    Body::UntilClose
+                } else if self.tunnel_after {
                     Body::None
                 } else {
                     framing.request_body()?
@@ -807,6 +938,30 @@ impl HttpParser {
         }
         self.start_body(body, out);
         Ok(true)
+    }
+
+    /// The end of an HTTP/0.9 request line at the start of the unparsed bytes, whose head
+    /// is not complete: it is a head of its own (a client sends nothing more, a server reads
+    /// no fields after it); None for a line with a version or not complete yet. `scanned`:
+    /// how far earlier calls searched (no line end before it while `line_checked` is off).
+    /// A complete head is framed by `scan_block`, then cut after such a line.
+    fn http09_line(&mut self, input: &[u8], scanned: usize) -> Option<usize> {
+        if self.kind != Kind::Request || self.line_checked {
+            return None;
+        }
+        let a = &input[self.pos..];
+        let from = scanned.min(a.len());
+        let nl = from + memchr::memchr(b'\n', &a[from..])?;
+        if nl >= self.limits.max_head {
+            return None;
+        }
+        if version_less(strip_eol(&a[..=nl])) {
+            self.scanned = 0;
+            Some(nl + 1)
+        } else {
+            self.line_checked = true;
+            None
+        }
     }
 
     /// Rejects a start line early, before its end arrives, when its first bytes already cannot be valid
@@ -922,6 +1077,8 @@ enum Method {
     Head,
     Connect,
     Other,
+    /// An HTTP/0.9 request: its answer may have no status line.
+    Http09,
 }
 
 impl Method {
@@ -954,6 +1111,8 @@ pub struct HeadInfo {
     pub canonical: bool,
     /// Some field continues on an obs-fold line (its value is the lines joined by a space).
     pub obs_fold: bool,
+    /// The irregularities tolerated in this head: bits [`Anomaly::bit`].
+    pub anomalies: u16,
 }
 
 /// A head as received (leading empty lines, start line, fields, empty line), validated,
@@ -985,9 +1144,14 @@ impl RawHead {
     fn parse(&self, max_headers: usize) -> Result<HttpEvent, HttpError> {
         let b = &self.bytes;
         let first = strip_eol(&b[self.info.line_start..self.info.fields_start]);
-        let mut lines = split_lines(&b[self.info.fields_start..]);
-        let mut headers = parse_fields(&mut lines, max_headers)?;
-        headers.end = lines.terminator.to_vec();
+        let mut headers = Headers::new();
+        if self.info.fields_start < b.len() {
+            let mut lines = split_lines(&b[self.info.fields_start..]);
+            headers = parse_fields(&mut lines, max_headers)?;
+            headers.end = lines.terminator.to_vec();
+        } else {
+            headers.end.clear(); // an HTTP/0.9 request line alone
+        }
         let raw_line = b[..self.info.fields_start].to_vec();
         Ok(if self.is_request {
             let (method, uri, version) = parse_request_line(first)?;
@@ -1006,6 +1170,8 @@ struct Framing {
     /// Transfer-Encoding: None when absent, else whether its last coding is chunked.
     chunked: Option<bool>,
     content_length: Result<Option<u64>, HttpError>,
+    /// Content-Length repeated with the same value.
+    duplicate_length: bool,
     close: bool,
     keep_alive: bool,
 }
@@ -1021,7 +1187,7 @@ fn trim_ws(b: &[u8]) -> &[u8] {
 
 impl Framing {
     fn new() -> Framing {
-        Framing { chunked: None, content_length: Ok(None), close: false, keep_alive: false }
+        Framing { chunked: None, content_length: Ok(None), duplicate_length: false, close: false, keep_alive: false }
     }
 
     fn of(h: &Headers) -> Framing {
@@ -1049,7 +1215,10 @@ impl Framing {
                 }
                 let n = p.iter().try_fold(0u64, |a, &d| a.checked_mul(10)?.checked_add((d - b'0') as u64));
                 match n {
-                    Some(n) if len.is_none_or(|l| l == n) => len = Some(n),
+                    Some(n) if len.is_none_or(|l| l == n) => {
+                        self.duplicate_length |= len.is_some();
+                        len = Some(n)
+                    }
                     _ => {
                         self.content_length = Err(HttpError::BadContentLength);
                         return;
@@ -1104,15 +1273,19 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
     let mut info = HeadInfo { line_start, fields_start, ..HeadInfo::default() };
     let at = |p: &[u8]| p.as_ptr() as usize - b.as_ptr() as usize;
     let span = |p: &[u8]| (at(p), at(p) + p.len());
+    let mut anomalies = 0;
+    if first.len() + 2 > fields_start - line_start {
+        anomalies |= Anomaly::BareLf.bit();
+    }
     if kind == Kind::Request {
-        let mut parts = first.split(|&c| c == b' ' || c == b'\t').filter(|p| !p.is_empty());
-        let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-            return Err(HttpError::BadRequestLine);
-        };
-        if !m.iter().all(|&c| is_tchar(c)) || !valid_version(v) || u.iter().any(|&c| c < 0x20 || c == 0x7f) {
-            return Err(HttpError::BadRequestLine);
+        let l = split_request_line(first)?;
+        info.parts = [span(l.method), span(l.target), span(l.version)];
+        anomalies |= l.anomalies;
+        if l.anomalies & Anomaly::Http09Request.bit() != 0 {
+            // an HTTP/0.9 head: the request line alone (the parser cuts what follows)
+            info.anomalies = anomalies;
+            return Ok((info, Framing::new()));
         }
-        info.parts = [span(m), span(u), span(v)];
     } else {
         let sp = first.iter().position(|&c| c == b' ').ok_or(HttpError::BadStatusLine)?;
         let v = &first[..sp];
@@ -1142,7 +1315,10 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
         let rest = &b[st..];
         let i = memchr::memchr3(b'\n', b'\r', 0, rest).ok_or(HttpError::BadHeader)?;
         let line_len = match rest[i] {
-            b'\n' => i + 1,
+            b'\n' => {
+                anomalies |= Anomaly::BareLf.bit();
+                i + 1
+            }
             b'\r' if rest.get(i + 1) == Some(&b'\n') => i + 2,
             _ => return Err(HttpError::BadHeader),
         };
@@ -1160,11 +1336,17 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
             continue;
         }
         // the name: token characters up to the colon (one pass for both)
-        let colon = content.iter().position(|&c| !is_tchar(c)).unwrap_or(content.len());
-        if colon == 0 || content.get(colon) != Some(&b':') {
+        let end = content.iter().position(|&c| !is_tchar(c)).unwrap_or(content.len());
+        let name = &content[..end];
+        let mut colon = end;
+        if matches!(content.get(end), Some(b' ' | b'\t')) && end > 0 {
+            colon += content[end..].iter().take_while(|&&c| c == b' ' || c == b'\t').count();
+            check_space_before_colon(name)?;
+            anomalies |= Anomaly::SpaceBeforeColon.bit();
+        }
+        if end == 0 || content.get(colon) != Some(&b':') {
             return Err(HttpError::BadHeader);
         }
-        let name = &content[..colon];
         let value = trim_ows(&content[colon + 1..]);
         if count >= max_headers {
             return Err(HttpError::TooManyHeaders);
@@ -1178,8 +1360,14 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
     if info.obs_fold {
         // joined values: the allocating parser, for this rare (deprecated) form
         framing = Framing::of(&parse_fields(&mut split_lines(&b[fields_start..]), max_headers)?);
+        anomalies |= Anomaly::ObsFold.bit();
     }
-    info.canonical = canonical && !info.obs_fold;
+    if framing.duplicate_length {
+        anomalies |= Anomaly::DuplicateContentLength.bit();
+    }
+    let irregular = Anomaly::SpaceBeforeColon.bit() | Anomaly::Http09Request.bit();
+    info.canonical = canonical && !info.obs_fold && anomalies & irregular == 0;
+    info.anomalies = anomalies;
     Ok((info, framing))
 }
 
@@ -1208,8 +1396,14 @@ pub fn find_field(head: &[u8], from: usize, name: &[u8]) -> Option<FieldPos> {
             return None;
         }
         let nl = st + memchr::memchr(b'\n', rest)?;
-        if rest.get(n) == Some(&b':') && rest[..n].eq_ignore_ascii_case(name) {
-            let after_colon = st + n + 1;
+        let colon = match rest.get(n) {
+            Some(b':') => Some(n),
+            // `name : value` (tolerated, flagged space_before_colon)
+            Some(b' ' | b'\t') => Some(n + rest[n..].iter().take_while(|&&c| is_blank(c)).count()),
+            _ => None,
+        };
+        if let Some(colon) = colon.filter(|&c| rest.get(c) == Some(&b':') && rest[..n].eq_ignore_ascii_case(name)) {
+            let after_colon = st + colon + 1;
             let v = trim_ows(strip_eol(&head[after_colon..=nl]));
             let vs = v.as_ptr() as usize - head.as_ptr() as usize;
             return Some(FieldPos { after_colon, line_end: nl, value: (vs, vs + v.len()) });
@@ -1256,6 +1450,9 @@ where
     I: Iterator<Item = &'a FieldSet> + Clone,
 {
     let b = &head.bytes;
+    if head.info.anomalies & Anomaly::Http09Request.bit() != 0 {
+        return false; // an HTTP/0.9 request has no fields (a server reads none after it)
+    }
     let bit = |i: usize| 1u64 << i.min(63); // (rules load at most 64 sets per event)
     let field = |out: &mut Vec<u8>, name: &[u8], v: &[u8]| {
         out.extend_from_slice(name);
@@ -1282,7 +1479,7 @@ where
                 out.extend_from_slice(line);
             }
         } else {
-            let name = &line[..line.iter().position(|&c| c == b':').unwrap_or(0)];
+            let name = trim_ows(&line[..line.iter().position(|&c| c == b':').unwrap_or(0)]);
             // the last set of a name wins (as successive assignments do)
             match sets.clone().enumerate().filter(|(_, s)| s.name.eq_ignore_ascii_case(name)).last() {
                 None => {
@@ -1399,9 +1596,12 @@ fn parse_fields(lines: &mut Lines<'_>, max: usize) -> Result<Headers, HttpError>
             continue;
         }
         let colon = content.iter().position(|&b| b == b':').ok_or(HttpError::BadHeader)?;
-        let name = &content[..colon];
+        let name = trim_ows(&content[..colon]); // (no blank before it: not an obs-fold line)
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(HttpError::BadHeader);
+        }
+        if name.len() < colon {
+            check_space_before_colon(name)?;
         }
         let value = trim_ows(&content[colon + 1..]);
         if value.iter().any(|&b| b == 0 || b == b'\r') {
@@ -1427,15 +1627,120 @@ fn valid_version(v: &[u8]) -> bool {
     matches!(v, [b'H', b'T', b'T', b'P', b'/', a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
-fn parse_request_line(l: &[u8]) -> Result<(String, String, String), HttpError> {
-    let mut parts = l.split(|&b| b == b' ' || b == b'\t').filter(|p| !p.is_empty());
-    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return Err(HttpError::BadRequestLine);
-    };
-    if !m.iter().all(|&b| is_tchar(b)) || !valid_version(v) || u.iter().any(|&b| b < 0x20 || b == 0x7f) {
-        return Err(HttpError::BadRequestLine);
+/// A request line's parts (slices of it) and the anomalies of its form.
+struct RequestLine<'a> {
+    method: &'a [u8],
+    target: &'a [u8],
+    /// Empty for an HTTP/0.9 line (at the end of the target).
+    version: &'a [u8],
+    anomalies: u16,
+}
+
+fn is_blank(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// Whether a token is meant as a version: it starts with `HTTP/`, in any case.
+fn is_version_token(t: &[u8]) -> bool {
+    t.len() >= 5 && t[..5].eq_ignore_ascii_case(b"HTTP/")
+}
+
+/// Whether a request line (without its line end) has no version: HTTP/0.9 (`GET /x`) or
+/// an error ([`split_request_line`]'s criterion), checked as soon as the line is complete:
+/// the head is then that line alone.
+fn version_less(l: &[u8]) -> bool {
+    let t = trim_ows(l);
+    !is_version_token(&t[t.iter().rposition(|&c| is_blank(c)).map_or(0, |i| i + 1)..])
+}
+
+/// Splits a request line (without its line end) as libhtp does: the method is the first
+/// token, the version the last one when it starts with `HTTP/` (in any case; it must then be
+/// `HTTP/d.d`), the target everything between, blanks around it trimmed (it may hold
+/// some). A method and one target token without a version is an HTTP/0.9 line; more
+/// tokens without a version are an error. NUL and CR in the target stay errors:
+/// C servers end the target at a NUL and some parsers end the line at a CR, so that a
+/// server would not see the target the rules see.
+fn split_request_line(l: &[u8]) -> Result<RequestLine<'_>, HttpError> {
+    let bad = Err(HttpError::BadRequestLine);
+    let t = trim_ows(l);
+    let mut anomalies = if t.len() == l.len() { 0 } else { Anomaly::RequestLineWhitespace.bit() };
+    let Some(m_end) = t.iter().position(|&c| is_blank(c)) else { return bad };
+    let method = &t[..m_end];
+    if !method.iter().all(|&c| is_tchar(c)) {
+        return bad;
     }
-    Ok((lossy(m), lossy(u), lossy(v)))
+    let v_start = t.iter().rposition(|&c| is_blank(c)).map_or(0, |i| i + 1);
+    let (mid, version) = if is_version_token(&t[v_start..]) {
+        let v = &t[v_start..];
+        if !matches!(v[5..], [a, b'.', b] if a.is_ascii_digit() && b.is_ascii_digit()) {
+            return bad;
+        }
+        if !v.starts_with(b"HTTP/") {
+            anomalies |= Anomaly::LowercaseVersion.bit();
+        }
+        (&t[m_end..v_start], v)
+    } else if t[m_end..v_start].iter().all(|&c| is_blank(c)) {
+        anomalies |= Anomaly::Http09Request.bit();
+        (&t[m_end..], &t[t.len()..])
+    } else {
+        // neither a version nor a lone target (`GET / HTML/1.1`, `GET /a b`): servers answer
+        // 400 (a HTTP/0.9 server would take `/a` as the target, the rules `/a b`)
+        return bad;
+    };
+    let target = trim_ows(mid);
+    if target.is_empty() {
+        return bad;
+    }
+    // one SP around the target (mid starts with a blank; so does it end, with a version)
+    let before = target.as_ptr() as usize - mid.as_ptr() as usize;
+    let after = mid.len() - before - target.len();
+    if before != 1 || mid[0] != b' ' || (!version.is_empty() && (after != 1 || mid[mid.len() - 1] != b' ')) {
+        anomalies |= Anomaly::RequestLineWhitespace.bit();
+    }
+    if has_blank_or_control(target) {
+        for &c in target {
+            if c <= b' ' || c == 0x7f {
+                anomalies |= match c {
+                    b' ' | b'\t' => Anomaly::RequestTargetSpaces.bit(),
+                    0 | b'\r' => return bad,
+                    _ => Anomaly::RequestTargetControl.bit(),
+                };
+            }
+        }
+    }
+    Ok(RequestLine { method, target, version, anomalies })
+}
+
+/// Whether `b` holds a byte <= 0x20 or 0x7f, 8 bytes per step (a target seldom has one:
+/// this keeps the request line's cost that of the split before the tolerant parser).
+fn has_blank_or_control(b: &[u8]) -> bool {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = w.try_into().map_or(0, u64::from_le_bytes);
+        let y = x ^ (0x7f * L);
+        // a byte below 0x21, or a zero byte of x ^ 0x7f..
+        if ((x.wrapping_sub(0x21 * L) & !x) | (y.wrapping_sub(L) & !y)) & H != 0 {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&c| c <= b' ' || c == 0x7f)
+}
+
+/// Field names whose fields frame the body: one of them with white space before its colon
+/// stays an error, since servers that refuse the field and servers that take it would
+/// delimit the body differently (request smuggling).
+fn check_space_before_colon(name: &[u8]) -> Result<(), HttpError> {
+    if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding") {
+        return Err(HttpError::BadHeader);
+    }
+    Ok(())
+}
+
+fn parse_request_line(l: &[u8]) -> Result<(String, String, String), HttpError> {
+    let l = split_request_line(l)?;
+    Ok((lossy(l.method), lossy(l.target), lossy(l.version)))
 }
 
 fn parse_status_line(l: &[u8]) -> Result<(String, u16, String), HttpError> {
@@ -2071,8 +2376,17 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     #[test]
     fn malformed() {
         let reqs: &[(&[u8], HttpError)] = &[
-            (b"GET /\r\n\r\n", HttpError::BadRequestLine),
             (b"GET / HTTP/1.1 extra\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTML/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET /a b\r\nHost: x\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET  HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTP/1.x\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTP/11\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET /a\rb HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET /a\x00b\r\n", HttpError::BadRequestLine),
+            (b"POST / HTTP/1.1\r\nContent-Length : 1\r\n\r\nx", HttpError::BadHeader),
+            (b"POST / HTTP/1.1\r\ntransfer-encoding\t: chunked\r\n\r\n", HttpError::BadHeader),
             (b"G(T / HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"GET / HTTX/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"GET /\x00 HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
@@ -2126,6 +2440,179 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
             b"POST / HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
         );
         assert_eq!(ev.len(), 3, "{ev:?}");
+    }
+
+    /// Feeds `data` to a parser from `mk`: whole (then EOF), and split at every byte into two
+    /// segments, and byte by byte; the events (bodies joined) and the error must be the same.
+    fn same_at_every_split(mk: &dyn Fn() -> HttpParser, data: &[u8]) -> (Vec<HttpEvent>, Option<HttpError>) {
+        let run = |cuts: &mut dyn Iterator<Item = &[u8]>| {
+            let mut p = mk();
+            let mut ev = Vec::new();
+            for c in cuts {
+                match p.feed(c) {
+                    Ok(e) => ev.extend(e),
+                    Err(e) => return (merge_bodies(ev), Some(e)),
+                }
+            }
+            match p.feed_eof() {
+                Ok(e) => ev.extend(e),
+                Err(e) => return (merge_bodies(ev), Some(e)),
+            }
+            (merge_bodies(ev), None)
+        };
+        let whole = run(&mut std::iter::once(data));
+        for cut in 0..=data.len() {
+            let got = run(&mut [&data[..cut], &data[cut..]].into_iter());
+            assert_eq!(got, whole, "cut at {cut} of {:?}", String::from_utf8_lossy(data));
+        }
+        assert_eq!(run(&mut data.chunks(1)), whole, "bytewise {:?}", String::from_utf8_lossy(data));
+        whole
+    }
+
+    /// What endpoints parse although it is irregular is parsed, handed on and flagged, the
+    /// same wherever the stream is cut.
+    #[test]
+    fn tolerated_irregularities_are_parsed_and_flagged() {
+        use Anomaly::*;
+        let bits = |a: &[Anomaly]| a.iter().fold(0u16, |b, a| b | a.bit());
+        type Case<'a> = (&'a [u8], &'a [Anomaly], (&'a str, &'a str, &'a str));
+        let cases: &[Case] = &[
+            (
+                b"GET /admin/login.php?user=admin' OR 1=1-- HTTP/1.1\r\nHost: x\r\n\r\n",
+                &[RequestTargetSpaces],
+                ("GET", "/admin/login.php?user=admin' OR 1=1--", "HTTP/1.1"),
+            ),
+            (b"GET /a\tb  HTTP/1.1\r\n\r\n", &[RequestTargetSpaces, RequestLineWhitespace], ("GET", "/a\tb", "HTTP/1.1")),
+            (b"GET /x\r\n", &[Http09Request], ("GET", "/x", "")),
+            (b"GET /x\n", &[Http09Request, BareLf], ("GET", "/x", "")),
+            (b"GET / http/1.1\r\n\r\n", &[LowercaseVersion], ("GET", "/", "http/1.1")),
+            (b"GET  /\tHTTP/1.0\r\n\r\n", &[RequestLineWhitespace], ("GET", "/", "HTTP/1.0")),
+            (b" GET / HTTP/1.1 \r\n\r\n", &[RequestLineWhitespace], ("GET", "/", "HTTP/1.1")),
+            (b"GET /a\x01b\x7f HTTP/1.1\r\n\r\n", &[RequestTargetControl], ("GET", "/a\x01b\x7f", "HTTP/1.1")),
+            (b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n", &[ObsFold], ("GET", "/", "HTTP/1.1")),
+            (b"GET / HTTP/1.1\nHost: x\r\n\r\n", &[BareLf], ("GET", "/", "HTTP/1.1")),
+            (b"GET / HTTP/1.1\r\nHost: x\n\r\n", &[BareLf], ("GET", "/", "HTTP/1.1")),
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\n", &[BareLf], ("GET", "/", "HTTP/1.1")),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+                &[DuplicateContentLength],
+                ("POST", "/", "HTTP/1.1"),
+            ),
+            (b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nok", &[DuplicateContentLength], ("POST", "/", "HTTP/1.1")),
+            (b"GET / HTTP/1.1\r\nHost : x\r\nA\t: b\r\n\r\n", &[SpaceBeforeColon], ("GET", "/", "HTTP/1.1")),
+            // regular: absolute form, odd-case names, a method of any case
+            (b"get http://h.example/p?q HTTP/1.1\r\nhOsT: h\r\n\r\n", &[], ("get", "http://h.example/p?q", "HTTP/1.1")),
+        ];
+        for &(data, expect, (m, u, v)) in cases {
+            let what = String::from_utf8_lossy(data);
+            let raw = || {
+                let mut p = HttpParser::request();
+                p.set_raw_heads(true);
+                p
+            };
+            let (ev, err) = same_at_every_split(&raw, data);
+            assert_eq!(err, None, "{what}");
+            let HttpEvent::Head(h) = &ev[0] else { panic!("{what}: {ev:?}") };
+            assert_eq!(h.info.anomalies, bits(expect), "{what}");
+            assert_eq!(Anomaly::of(h.info.anomalies).collect::<Vec<_>>(), expect, "{what}");
+            // the parsed request: the same parts, the head byte-identical
+            let (ev, err) = same_at_every_split(&HttpParser::request, data);
+            assert_eq!(err, None, "{what}");
+            let r = req(&ev[0]);
+            assert_eq!((r.method.as_str(), r.uri.as_str(), r.version.as_str()), (m, u, v), "{what}");
+            assert_eq!(r.to_bytes(), h.bytes, "{what}");
+            assert_eq!(h.parse(usize::MAX).unwrap(), ev[0], "{what}");
+            assert_eq!(String::from_utf8_lossy(h.part(1)), u, "{what}");
+        }
+        // `Host : x` is found under its name, and rewritten without the blank
+        let h = RawHead::scan(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n".to_vec(), true).unwrap();
+        let f = find_field(&h.bytes, h.info.fields_start, b"host").unwrap();
+        assert_eq!(&h.bytes[f.value.0..f.value.1], b"x");
+        assert!(!h.info.canonical);
+        let mut out = Vec::new();
+        let set = FieldSet { name: b"host".to_vec(), value: Some(b"y".to_vec()) };
+        assert!(set_fields(&h, [&set].into_iter(), &mut out));
+        assert_eq!(out, b"GET / HTTP/1.1\r\nHost: y\r\n\r\n");
+        let mut p = HttpParser::request();
+        let ev = feed_all(&mut p, b"GET / HTTP/1.1\r\nHost : x\r\n\r\n");
+        assert_eq!(req(&ev[0]).headers.get("host"), Some("x"));
+    }
+
+    /// An HTTP/0.9 exchange: the request is its line, what follows it a request body until
+    /// close; the answer, without a status line, a response body until close (a server
+    /// refusing HTTP/0.9 answers with a status line: parsed as one). No error either way.
+    #[test]
+    fn http09_exchange_is_parsed_without_error() {
+        let raw = || {
+            let mut p = HttpParser::request();
+            p.set_raw_heads(true);
+            p
+        };
+        let (ev, err) = same_at_every_split(&raw, b"GET /x\r\nHost: y\r\n\r\n");
+        assert_eq!(err, None);
+        match &ev[..] {
+            [HttpEvent::Head(h), HttpEvent::Body(b), HttpEvent::MessageEnd] => {
+                assert_eq!((h.bytes.as_slice(), h.info.fields_start, h.part(2)), (&b"GET /x\r\n"[..], 8, &b""[..]));
+                assert_eq!(b, b"Host: y\r\n\r\n");
+            }
+            other => panic!("{other:?}"),
+        }
+        let resp = || {
+            let mut p = HttpParser::response();
+            p.expect_http09_response();
+            p
+        };
+        let (ev, err) = same_at_every_split(&resp, b"<html>\r\nHTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(err, None);
+        assert_eq!(ev, [HttpEvent::Body(b"<html>\r\nHTTP/1.1 200 OK\r\n\r\n".to_vec()), HttpEvent::MessageEnd]);
+        let (ev, err) = same_at_every_split(&resp, b"\r\nhi");
+        assert_eq!((ev, err), (vec![HttpEvent::Body(b"\r\nhi".to_vec()), HttpEvent::MessageEnd], None));
+        let (ev, err) = same_at_every_split(&resp, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno");
+        assert_eq!(err, None);
+        assert_eq!(resp_of(&ev[0]).status, 400);
+        assert_eq!(ev[1..], [HttpEvent::Body(b"no".to_vec()), HttpEvent::MessageEnd]);
+        // a modified HTTP/0.9 request is written without a version
+        let mut p = HttpParser::request();
+        let mut r = req(&feed_all(&mut p, b"GET /x\r\n")[0]).clone();
+        assert_eq!(r.to_bytes(), b"GET /x\r\n");
+        r.uri = "/y".into();
+        assert_eq!(r.to_bytes(), b"GET /y\r\n");
+        // a body longer than the head limit right after the line
+        let mut long = b"GET /x\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'a', 100));
+        long.extend_from_slice(b"\n\n");
+        let mk = || HttpParser::request_with_limits(Limits { max_head: 16, ..Limits::default() });
+        let (ev, err) = same_at_every_split(&mk, &long);
+        assert_eq!((ev.len(), err), (3, None), "{ev:?}");
+        // a request line too long for the limit, with or without a version
+        for line in [&b"GET /aaaaaaaaaaaaaaaaaaaa\r\n"[..], b"GET /aaaaaaaaaaaaaaaaaaaa HTTP/1.1\r\n\r\n"] {
+            let mk = || HttpParser::request_with_limits(Limits { max_head: 16, ..Limits::default() });
+            assert_eq!(same_at_every_split(&mk, line).1, Some(HttpError::HeadTooLong));
+        }
+    }
+
+    #[test]
+    fn blank_or_control_found_in_any_byte() {
+        for len in 0..20 {
+            for at in 0..len {
+                for c in (0u8..=0x21).chain([0x7e, 0x7f, 0x80, 0xff]) {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    assert_eq!(has_blank_or_control(&b), c <= b' ' || c == 0x7f, "{len} {at} {c:#x}");
+                }
+            }
+            assert!(!has_blank_or_control(&vec![0xa0; len]));
+        }
+    }
+
+    fn resp_of(e: &HttpEvent) -> Response {
+        match e {
+            HttpEvent::Head(h) => match h.parse(usize::MAX) {
+                Ok(HttpEvent::Response(r)) => *r,
+                other => panic!("{other:?}"),
+            },
+            e => resp(e).clone(),
+        }
     }
 
     /// TCP payload streams of a capture, per direction (in order of first appearance), reassembled by
@@ -2191,8 +2678,10 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         let e1 = e1.map(|v| reqs.extend(v)).err();
         let mut rs = HttpParser::response();
         for e in &reqs {
-            if let HttpEvent::Request(r) = e {
-                rs.expect_response_to(&r.method);
+            match e {
+                HttpEvent::Request(r) if r.version.is_empty() => rs.expect_http09_response(),
+                HttpEvent::Request(r) => rs.expect_response_to(&r.method),
+                _ => {}
             }
         }
         let mut resps = Vec::new();
@@ -2278,16 +2767,26 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         let conns = parse_capture_all("modules/protocol/http/test/variation_http.pcap");
         assert_eq!(conns.len(), 9);
         let ok: Vec<u16> = conns.iter().filter(|c| c.1 .2.is_none()).map(|c| c.0).collect();
-        // Accepted: plain bare-LF request, tab/space runs, obs-fold, unknown method, `GET%` (a valid token).
-        assert_eq!(ok, [33982, 33983, 33986, 33987, 33988]);
+        // Accepted: plain bare-LF request, tab/space runs, the HTTP/0.9 request `GET /`, obs-fold,
+        // unknown method, `GET%` (a valid token).
+        assert_eq!(ok, [33982, 33983, 33985, 33986, 33987, 33988]);
         let folded = req(&conns[4].1 .0[0]);
         assert_eq!(
             folded.headers.get("long_header"),
             Some("This is just a relatively long header folded on two lines")
         );
         assert_eq!(req(&conns[1].1 .0[0]).method, "GET");
-        // HTTP/0.9 request (no version) and its status-line-less answer are rejected.
-        assert_eq!((conns[3].1 .2, conns[3].1 .3), (Some(HttpError::BadRequestLine), Some(HttpError::BadStatusLine)));
+        // `GET / HTML/1.1` (a version that is not one) is rejected.
+        assert_eq!(conns[2].1 .2, Some(HttpError::BadRequestLine));
+        // The HTTP/0.9 request (no version): the head is its line, the lines after it are
+        // a body until close; Apache's answer (no status line) is a body until close.
+        let (reqs, resps, _, e2) = &conns[3].1;
+        let r = req(&reqs[0]);
+        assert_eq!((r.method.as_str(), r.uri.as_str(), r.version.as_str()), ("GET", "/", ""));
+        assert_eq!(r.to_bytes(), b"GET /\n");
+        assert!(matches!(&reqs[1], HttpEvent::Body(b) if b.starts_with(b"Host: server\n")));
+        assert_eq!(*e2, None);
+        assert!(matches!(&resps[..], [HttpEvent::Body(b), HttpEvent::MessageEnd] if b.starts_with(b"<html>")), "{resps:?}");
         let (_, _, e1, _) = parse_capture("modules/protocol/http/test/nullbytes.pcap");
         assert_eq!(e1, Some(HttpError::BadRequestLine));
     }
@@ -2635,7 +3134,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert!(h.info.obs_fold && !h.info.canonical);
         let h = RawHead::scan(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n".to_vec(), false).unwrap();
         assert!(h.info.canonical && h.part(2) == b"OK" && h.info.fields_start == 17);
-        assert_eq!(RawHead::scan(b"GET /\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
+        assert_eq!(RawHead::scan(b"GET / HTML/1.1\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
     }
 
 

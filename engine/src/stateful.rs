@@ -3,12 +3,13 @@
 //! layer ([`crate::conn`]) and fires the stateful Lua events between its steps, so
 //! that a rule's decision (drop, reset, next dissector, stream edits) applies
 //! before the next step and the next packet.
+use crate::config::AnomalyAction;
 use crate::conn::app::{AppEvent, AppState};
 use crate::conn::{AppKind, ConnTable, TcpInfo, FIN, RST, SYN};
 use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
-use crate::http::RawHead;
+use crate::http::{Anomaly, RawHead};
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
 use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, Edit, TcpRewrite};
@@ -26,12 +27,19 @@ pub struct Forged {
     pub port: u16,
 }
 
+/// What the stage does on HTTP protocol errors and anomalies (`[http]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpPolicy {
+    /// Protocol errors drop the connection (else: alert, stop parsing it).
+    pub error_drop: bool,
+    pub anomaly: AnomalyAction,
+}
+
 pub struct StatefulStage {
     pub conns: ConnTable,
     /// `LuaEngine::stateful_info` bits.
     info: u32,
-    /// HTTP protocol errors drop the connection.
-    http_error_drop: bool,
+    http: HttpPolicy,
     pool: Option<PoolRef>,
     events: Vec<AppEvent>,
     /// The HTTP parsers' events of one segment (see `AppState::feed_stream`).
@@ -71,6 +79,11 @@ fn context_of(info: u32, is_request: bool) -> bool {
     }
 }
 
+/// Whether rules listen to the anomalies `head` has (its event then goes to Lua).
+fn anomaly_rules(info: u32, head: &RawHead) -> bool {
+    head.info.anomalies != 0 && info & sf::HTTP_ANOMALY != 0
+}
+
 /// Which rules run for each HTTP head of `events` (prefilters, `crate::prefilter`), and
 /// the heads the selected rules' `set_headers` rewrite: their event's index, their bytes as
 /// received and their direction go to `set_heads` (cleared first); Lua rules see the new
@@ -104,7 +117,7 @@ fn select_http_rules(
                 if *rules == 0 && listened {
                     c.add(Stateful::HttpPrefiltered, 1);
                 }
-                *rules != 0
+                *rules != 0 || anomaly_rules(info, head)
             }
             AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
             AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => false,
@@ -180,11 +193,11 @@ fn be32(b: &[u8], o: usize) -> u32 {
 }
 
 impl StatefulStage {
-    pub fn new(conns: ConnTable, info: u32, http_error_drop: bool, pool: Option<PoolRef>) -> StatefulStage {
+    pub fn new(conns: ConnTable, info: u32, http: HttpPolicy, pool: Option<PoolRef>) -> StatefulStage {
         StatefulStage {
             conns,
             info,
-            http_error_drop,
+            http,
             pool,
             events: Vec::with_capacity(16),
             http_events: Vec::with_capacity(16),
@@ -753,6 +766,22 @@ impl StatefulStage {
         self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c)
     }
 
+    /// Counts the anomalies of the HTTP heads in `self.events` and raises their alerts (one
+    /// per kind per head) as `[http] anomaly` says; whether the connection is to be dropped.
+    fn http_anomalies(&self, lua: &mut LuaEngine, meta: &PacketMeta, flow_dir: Direction, c: &mut Counters) -> bool {
+        for e in &self.events {
+            let (AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }) = e else { continue };
+            for a in Anomaly::of(head.info.anomalies) {
+                c.add(Stateful::HttpAnomalies, 1);
+                c.add(Stateful::http_anomaly(a), 1);
+                if self.http.anomaly != AnomalyAction::Ignore {
+                    lua.raise_alert(&format!("http anomaly: {}", a.name()), "low", meta, flow_dir as u8);
+                }
+            }
+        }
+        self.http.anomaly == AnomalyAction::Drop
+    }
+
     /// Hands the application events in `self.events` to the rules.
     #[allow(clippy::too_many_arguments)]
     fn app_events(
@@ -766,10 +795,17 @@ impl StatefulStage {
         out_port: Option<u16>,
         c: &mut Counters,
     ) -> Option<Outcome> {
+        let mut anomalous = false;
         for e in &self.events {
             match e {
-                AppEvent::HttpRequest { .. } => c.add(Stateful::HttpRequests, 1),
-                AppEvent::HttpResponse { .. } => c.add(Stateful::HttpResponses, 1),
+                AppEvent::HttpRequest { head, .. } => {
+                    c.add(Stateful::HttpRequests, 1);
+                    anomalous |= head.info.anomalies != 0;
+                }
+                AppEvent::HttpResponse { head, .. } => {
+                    c.add(Stateful::HttpResponses, 1);
+                    anomalous |= head.info.anomalies != 0;
+                }
                 AppEvent::HttpError { .. } => c.add(Stateful::HttpErrors, 1),
                 AppEvent::DnsQuery(_) => c.add(Stateful::DnsQueries, 1),
                 AppEvent::DnsResponse { .. } => c.add(Stateful::DnsResponses, 1),
@@ -779,6 +815,7 @@ impl StatefulStage {
                 AppEvent::HttpBody { .. } | AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => {}
             }
         }
+        let anomaly_drop = anomalous && self.http_anomalies(lua, meta, flow_dir, c);
         let dm_before = self.conns.get(id).is_some_and(|k| k.data_mod[dir as usize & 1]);
         if self.events.is_empty() || (!dm_before && self.events.iter().all(|e| matches!(e, AppEvent::HttpMessageEnd { .. }))) {
             self.events.clear();
@@ -800,7 +837,7 @@ impl StatefulStage {
             lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
                 AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
                 AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
-                    *rules != 0 || context_of(info, head.is_request)
+                    *rules != 0 || context_of(info, head.is_request) || anomaly_rules(info, head)
                 }
                 AppEvent::HttpMessageEnd { .. } => false,
                 _ => true,
@@ -823,12 +860,17 @@ impl StatefulStage {
                     k.app = AppKind::None;
                     k.app_state = None;
                 }
-                if self.http_error_drop {
+                if self.http.error_drop {
                     self.conns.drop_conn(id);
                     outcome = Some(Outcome::Drop(DropReason::FlowDropped));
                 }
                 break;
             }
+        }
+        if anomaly_drop && outcome.is_none() {
+            // (the rules still see the message, below)
+            self.conns.drop_conn(id);
+            outcome = Some(Outcome::Drop(DropReason::FlowDropped));
         }
         let mut dm_heads: Vec<usize> = Vec::new();
         if !lua_idx.is_empty() {

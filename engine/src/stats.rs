@@ -102,6 +102,18 @@ pub enum Stateful {
     HttpErrors,
     /// HTTP heads whose event has rules but none ran: their prefilters did not match.
     HttpPrefiltered,
+    /// Irregularities the HTTP parser tolerated (one per kind per head), then per kind
+    /// ([`crate::http::Anomaly`], in its order).
+    HttpAnomalies,
+    HttpAnomalyRequestTargetSpaces,
+    HttpAnomalyHttp09Request,
+    HttpAnomalyLowercaseVersion,
+    HttpAnomalyRequestLineWhitespace,
+    HttpAnomalyRequestTargetControl,
+    HttpAnomalyObsFold,
+    HttpAnomalyBareLf,
+    HttpAnomalyDuplicateContentLength,
+    HttpAnomalySpaceBeforeColon,
     DnsQueries,
     DnsResponses,
     DnsErrors,
@@ -111,7 +123,7 @@ pub enum Stateful {
 }
 
 impl Stateful {
-    pub const COUNT: usize = 22;
+    pub const COUNT: usize = 32;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -129,6 +141,16 @@ impl Stateful {
         Stateful::HttpResponses,
         Stateful::HttpErrors,
         Stateful::HttpPrefiltered,
+        Stateful::HttpAnomalies,
+        Stateful::HttpAnomalyRequestTargetSpaces,
+        Stateful::HttpAnomalyHttp09Request,
+        Stateful::HttpAnomalyLowercaseVersion,
+        Stateful::HttpAnomalyRequestLineWhitespace,
+        Stateful::HttpAnomalyRequestTargetControl,
+        Stateful::HttpAnomalyObsFold,
+        Stateful::HttpAnomalyBareLf,
+        Stateful::HttpAnomalyDuplicateContentLength,
+        Stateful::HttpAnomalySpaceBeforeColon,
         Stateful::DnsQueries,
         Stateful::DnsResponses,
         Stateful::DnsErrors,
@@ -136,6 +158,11 @@ impl Stateful {
         Stateful::TlsErrors,
         Stateful::TcpUnexpected,
     ];
+
+    /// The counter of an HTTP anomaly kind.
+    pub fn http_anomaly(a: crate::http::Anomaly) -> Stateful {
+        Stateful::ALL[Stateful::HttpAnomalies as usize + 1 + a as usize]
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -155,6 +182,16 @@ impl Stateful {
             Stateful::HttpResponses => "http_responses",
             Stateful::HttpErrors => "http_errors",
             Stateful::HttpPrefiltered => "http_prefiltered",
+            Stateful::HttpAnomalies => "http_anomalies",
+            Stateful::HttpAnomalyRequestTargetSpaces => "http_anomaly_request_target_spaces",
+            Stateful::HttpAnomalyHttp09Request => "http_anomaly_http09_request",
+            Stateful::HttpAnomalyLowercaseVersion => "http_anomaly_lowercase_version",
+            Stateful::HttpAnomalyRequestLineWhitespace => "http_anomaly_request_line_whitespace",
+            Stateful::HttpAnomalyRequestTargetControl => "http_anomaly_request_target_control",
+            Stateful::HttpAnomalyObsFold => "http_anomaly_obs_fold",
+            Stateful::HttpAnomalyBareLf => "http_anomaly_bare_lf",
+            Stateful::HttpAnomalyDuplicateContentLength => "http_anomaly_duplicate_content_length",
+            Stateful::HttpAnomalySpaceBeforeColon => "http_anomaly_space_before_colon",
             Stateful::DnsQueries => "dns_queries",
             Stateful::DnsResponses => "dns_responses",
             Stateful::DnsErrors => "dns_errors",
@@ -429,5 +466,15 @@ mod tests {
         s.publish(&c);
         assert_eq!(s.snapshot(), c);
         assert_eq!(c.to_json()["dropped_by_reason"]["fragment_no_buffer"], 1);
+    }
+
+    #[test]
+    fn stateful_counters_are_in_order_and_one_per_http_anomaly() {
+        for (i, k) in Stateful::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i, "{}", k.name());
+        }
+        for a in crate::http::Anomaly::ALL {
+            assert_eq!(Stateful::http_anomaly(a).name(), format!("http_anomaly_{}", a.name()));
+        }
     }
 }

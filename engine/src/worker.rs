@@ -70,8 +70,9 @@ pub struct WorkerPlan {
     /// Offline input (a capture file): rather than drop, stop reading while
     /// the dispatch rings are backed up (net_pcap loses packets when the pool is empty).
     pub offline: bool,
-    /// Stateful layer settings: connection tracking, HTTP protocol errors drop the connection.
-    pub conn: (crate::conn::ConnConfig, bool),
+    /// Stateful layer settings: connection tracking, what HTTP protocol errors and
+    /// anomalies do.
+    pub conn: (crate::conn::ConnConfig, crate::stateful::HttpPolicy),
     /// Pool for forged packets (RSTs).
     pub pool: Option<dpdk::PoolRef>,
     /// IP fragment reassembly (None: fragments are decided on one by one).
@@ -485,11 +486,11 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         }
     });
     let stateful = lua.as_ref().and_then(|l| {
-        let (cfg, http_drop) = plan.conn;
+        let (cfg, http) = plan.conn;
         let info = l.stateful_info();
         (cfg.tracks(6, info) || cfg.tracks(17, info)).then(|| {
             let conns = crate::conn::ConnTable::new(cfg, pipeline.flows().capacity());
-            StatefulStage::new(conns, info, http_drop, plan.pool)
+            StatefulStage::new(conns, info, http, plan.pool)
         })
     });
     let frag = plan.defrag.as_ref().map(|fp| FragStage::new(fp, me, plan.workers, plan.alerts.clone(), &shared.frag_inflight));

@@ -2,7 +2,7 @@
 //! datagrams), TLS ClientHello (TCP stream, client side). Pure: bytes in, typed
 //! events out; the worker turns the events into Lua events.
 use crate::dns::{self, Message, PendingQueries};
-use crate::http::{HttpError, HttpEvent, HttpParser, RawHead};
+use crate::http::{Anomaly, HttpError, HttpEvent, HttpParser, RawHead};
 use crate::tls::{self, ClientHello, TlsError};
 
 /// TLS: client bytes kept while waiting for a complete ClientHello.
@@ -169,7 +169,11 @@ impl AppState {
                         if dir == 0 {
                             for e in &out[start..] {
                                 if let AppEvent::HttpRequest { head, .. } = e {
-                                    resp.expect_response_to_method(head.part(0));
+                                    if head.info.anomalies & Anomaly::Http09Request.bit() != 0 {
+                                        resp.expect_http09_response();
+                                    } else {
+                                        resp.expect_response_to_method(head.part(0));
+                                    }
                                 }
                             }
                         }

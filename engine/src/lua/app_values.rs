@@ -248,6 +248,8 @@ fn register_helpers(lua: &Lua, h: &Table) -> mlua::Result<()> {
     h.set("http_split_uri", lua.create_function(|lua, uri: mlua::LuaString| split_uri_table(lua, &text(&uri)))?)?;
     // app.lua's header finder, called through the FFI (engine/src/dpdk/lua.rs)
     h.set("http_field_fn", crate::dpdk::http_field_fn() as f64)?;
+    // bit i of a head's anomalies (`flags >> 8`) is the (i + 1)-th name
+    h.set("http_anomaly_names", lua.create_sequence_from(http::Anomaly::ALL.map(|a| a.name()))?)?;
     h.set("http_normalize_uri", lua.create_function(|_, uri: mlua::LuaString| Ok(http::normalize_uri(&text(&uri))))?)?;
     h.set("http_split_cookies", lua.create_function(|lua, v: mlua::LuaString| split_cookies_table(lua, &text(&v)))?)?;
     Ok(())

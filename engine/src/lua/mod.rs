@@ -1034,13 +1034,13 @@ pub mod stateful {
     /// application event.
     pub const TCP_APPS_BY_PORT: u32 = 1024;
     pub const UDP_APPS_BY_PORT: u32 = 2048;
+    /// Rules listen to HTTP anomalies (heads that have some are handed to Lua).
+    pub const HTTP_ANOMALY: u32 = 4096;
     /// The rules file loaded protocol/ipv4, tcp_connection, udp_connection (directly or
     /// through a module standing on it): the chain of `[rules] dissectors = "required"`.
-    pub const IPV4_LOADED: u32 = 4096;
-    pub const TCP_CONNECTION_LOADED: u32 = 8192;
-    pub const UDP_CONNECTION_LOADED: u32 = 16384;
-    /// Bits that say which dissectors are loaded, not which events have rules.
-    pub const LOADED: u32 = IPV4_LOADED | TCP_CONNECTION_LOADED | UDP_CONNECTION_LOADED;
+    pub const IPV4_LOADED: u32 = 8192;
+    pub const TCP_CONNECTION_LOADED: u32 = 16384;
+    pub const UDP_CONNECTION_LOADED: u32 = 32768;
 }
 
 /// `RT.conn_packet` bits.
@@ -1264,7 +1264,7 @@ impl LuaEngine {
                         h.parts[2].0 as i32,
                         h.parts[2].1 as i32,
                     ];
-                    r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1;
+                    r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1 | (h.anomalies as i32) << 8;
                 } else {
                     match &events[i] {
                         AppEvent::HttpBody { data, .. } => {
