@@ -146,6 +146,8 @@ end
 -- holds the last byte (so iseof only turns true once an advance finds nothing more)
 local function adv(it, n)
   local c, off = fix(it)
+  -- a negative size means all (Haka's size_t -1); fractions are truncated
+  if n ~= nil then n = floor(n); if n < 0 then n = nil end end
   local left = n or huge
   local done = 0
   while c.ctl ~= "end" do

@@ -272,6 +272,21 @@ function tests.external()
   VB.external_end(tok, "drop")
 end
 
+function tests.odd_arguments()
+  local b = haka.vbuffer_from("abcdef")
+  eq(b:sub(-3):asstring(), "", "negative offset: to the end (Haka's size_t)")
+  eq(b:sub(1, -2):asstring(), "bcdef", "negative size: all")
+  eq(b:sub(1.7, 2.2):asstring(), "bc", "fractions truncated")
+  fails("invalid index", function() return b[0] end)
+  fails("missing data parameter", function() b:append("x") end)
+  fails("unknown buffer position: middle", function() b:pos("middle") end)
+  fails("unknown sub buffer mode: some", function() b:pos(0):sub("some") end)
+  local other = haka.vbuffer_from("zz")
+  fails("invalid buffer end", function() haka.vbuffer_sub(b:pos(2), other:pos(1)):asstring() end)
+  fails("invalid buffer end", function() haka.vbuffer_sub(b:pos(4), b:pos(2)):erase() end)
+  eq(b:sub():asstring(), "abcdef", "nothing erased by a refused erase")
+end
+
 local names = {}
 for k in pairs(tests) do names[#names + 1] = k end
 table.sort(names)
