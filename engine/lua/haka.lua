@@ -95,6 +95,8 @@ end
 ---------------------------------------------------------------------------
 haka = haka or {}
 local worker = H.worker
+-- buffers (engine/lua/vbuffer.lua): haka.vbuffer_allocate, vbuffer_from, vbuffer_stream, ...
+H.vbuffer.install(haka)
 
 -- logging
 local levels = { fatal = 0, error = 1, warning = 2, info = 3, debug = 4, trace = 5 }
@@ -1006,6 +1008,8 @@ ipv4_mod.ipv4_in_network = policy.ipv4_in_network
 haka.dissectors.ipv6.addr = ipv6_addr
 
 local preload = package.preload
+-- the buffer module's engine side (external views, copy_to, ...); for tests and Lua tools
+preload["haka/vbuffer"] = function() return H.vbuffer end
 preload["protocol/ipv4"] = function() return ipv4_mod end
 preload["protocol/ipv6"] = function() return haka.dissectors.ipv6 end
 preload["protocol/tcp"] = function() return haka.dissectors.tcp end
@@ -1070,6 +1074,7 @@ for i = 0, MAX_BURST - 1 do
 end
 
 local RT = {}
+RT.vbuffer = H.vbuffer
 local loop = function() end
 local has_rules = false
 local errs = {}

@@ -47,6 +47,9 @@ use watchdog::{now_ns, Watch};
 pub const MAX_BURST: usize = 256;
 
 const HAKA_LUA: &str = include_str!("../../lua/haka.lua");
+/// Haka's buffers (vbuffer, iterators, streams, comanager), run before haka.lua, which gets
+/// its module table as `H.vbuffer` and publishes `haka.vbuffer_*`.
+const VBUFFER_LUA: &str = include_str!("../../lua/vbuffer.lua");
 
 /// `modified` bits written by Lua (mirrored in haka.lua).
 const MOD_ANY: u8 = 1;
@@ -600,6 +603,8 @@ fn build_state(
             Ok(())
         });
         h.set("fresh_budget", fresh.map_err(|e| one_line(&e))?).map_err(|e| one_line(&e))?;
+        let vb: Table = lua.load(VBUFFER_LUA).set_name("@vbuffer.lua").call(()).map_err(|e| one_line(&e))?;
+        h.set("vbuffer", vb).map_err(|e| one_line(&e))?;
         let rt: Table =
             lua.load(HAKA_LUA).set_name("@haka.lua").call((h.clone(), burst_addr as f64)).map_err(|e| one_line(&e))?;
         // application dissector objects (engine/lua/app.lua), run with (H, K)

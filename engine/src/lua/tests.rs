@@ -836,3 +836,14 @@ fn splice_replaces_a_range_and_rejects_bad_ones() {
     assert!(splice(b"abc", 1, 4, b"x").is_none());
     assert!(splice(b"abc", -1, 2, b"x").is_none());
 }
+
+/// The buffer module's own tests (engine/lua/tests/vbuffer_test.lua), run as a rules file:
+/// a failing check is a load error naming the test.
+#[test]
+fn vbuffer_lua_tests() {
+    let p = rules_file(include_str!("../../lua/tests/vbuffer_test.lua"));
+    let r = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {}));
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
