@@ -722,19 +722,20 @@ function DnsMsg.drop(self) rawset(self, "_dropped", true) end
 
 -- debug.pprint of a message: Haka's DnsResult, its sections `class ArrayResult` of
 -- `class Result` records, built when printed (proxies over the message's own tables).
--- Left out: our additions `questions`, `z` and a record's `owner`.
+-- Left out: our additions `questions`, `z` and a record's `owner` and `txt`.
 local DNS_HEADER = { "aa", "ancount", "arcount", "id", "nscount", "opcode", "qdcount", "qr", "question",
   "ra", "rcode", "rd", "tc" }
 local DNS_SECTIONS = { additional = true, answer = true, authority = true }
 local DNS_HIDDEN = { questions = true, z = true, _dropped = true }
 for i = 1, #DNS_HEADER do DNS_HIDDEN[DNS_HEADER[i]] = true end
+local RECORD_ADDED = { owner = true, txt = true }
 local record_pp_mt = { __pprint_info = pp_class("Result", function(p, add)
   -- Haka: the undecoded bytes first (a field of the record), then the decoded ones
   local r = p[1]
   if r.unknown ~= nil then add("unknown", r.unknown) end
   local keys = {}
   for k in next, r do
-    if k ~= "unknown" and k ~= "owner" then keys[#keys + 1] = k end
+    if k ~= "unknown" and not RECORD_ADDED[k] then keys[#keys + 1] = k end
   end
   sorted(keys)
   for i = 1, #keys do add(keys[i], r[keys[i]]) end
