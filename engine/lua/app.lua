@@ -58,6 +58,22 @@ do
   end
 end
 
+-- debug.pprint (engine/lua/lib/debug.lua, its object protocol): these objects print as Haka
+-- printed its grammar results, `class NAME { ... }`.
+local function by_string(a, b) return tostring(a) < tostring(b) end
+local function sorted(keys)
+  table.sort(keys, by_string)
+  return keys
+end
+local function pp_class(name, fields) return { kind = "class", name = name, fields = fields } end
+-- the entries of a plain table, sorted by key
+local function pp_plain(t, add)
+  local keys = {}
+  for k in next, t do keys[#keys + 1] = k end
+  sorted(keys)
+  for i = 1, #keys do add(keys[i], t[keys[i]]) end
+end
+
 local function strval(v, what, level)
   local tv = type(v)
   if tv == "string" then return v end
@@ -97,6 +113,7 @@ function Session.enable_data_modification(self) rawset(self, "_data_modification
 -- Haka 0.4 Dissector:parent(): the flow (any argument: there is one parent level here)
 function Session.parent(self) return (rawget(self, "flow")) end
 function Session.can_continue(self) return (app_continue(self)) end
+Session.error = Session.drop -- Haka's Dissector:error() (haka.dissector.pcall)
 
 local session_mt = {
   __index = function(self, k)
@@ -163,7 +180,13 @@ local function uri_tostring(u)
   if u.fragment then out[#out + 1] = "#"; out[#out + 1] = u.fragment end
   return (tconcat(out))
 end
-local uri_mt = { __index = Uri, __tostring = uri_tostring, __call = self_call }
+-- (Haka's split has `args` only when there is a query)
+local uri_mt = { __index = Uri, __tostring = uri_tostring, __call = self_call,
+  __pprint_info = pp_class("HttpUriSplit", function(u, add)
+    pp_plain(u, function(k, v)
+      if k ~= "args" or rawget(u, "query") ~= nil then add(k, v) end
+    end)
+  end) }
 local function uri_split(uri)
   uri = strval(uri, "http.uri.split", 2)
   return (setmetatable(H.http_split_uri(uri), uri_mt))
@@ -188,6 +211,7 @@ local cookies_mt = {
     return (tconcat(out, "; "))
   end,
   __call = self_call,
+  __pprint_info = pp_class("HttpCookiesSplit", pp_plain),
 }
 local function cookies_split(line)
   if line == nil then line = "" end
@@ -431,6 +455,20 @@ local function headers_iter(h)
   end
 end
 headers_mt.__pairs = function(h) return headers_iter(h), h, nil end
+-- Haka: one entry per name (the first value), sorted
+headers_mt.__pprint_info = pp_class("HeaderResult", function(h, add)
+  local l = materialize(rawget(h, 0))
+  local names, first = {}, {}
+  for i = 1, #l do
+    local lk = l[i][3]
+    if first[lk] == nil then
+      first[lk] = l[i][2]
+      names[#names + 1] = l[i][1]
+    end
+  end
+  sorted(names)
+  for i = 1, #names do add(names[i], first[slower(names[i])]) end
+end)
 headers_mt.__tostring = function(h)
   local out = {}
   local l = materialize(rawget(h, 0))
@@ -534,6 +572,28 @@ local function start_field(m, i)
   return v
 end
 
+-- Haka's order: the start-line fields and headers, with the rule data, sorted; then split_cookies
+-- and split_uri (Haka's properties). Once a rule changed the start line, Haka's result held
+-- its fields as properties: they come last.
+local function message_pp(name, line, props)
+  return pp_class(name, function(m, add)
+    local moved = m[M_LMOD]
+    local l = { "headers" }
+    if not moved then
+      for i = 1, #line do l[#l + 1] = line[i] end
+    end
+    for k in next, m do
+      if type(k) ~= "number" then l[#l + 1] = k end
+    end
+    sorted(l)
+    for i = 1, #l do add(l[i], m[l[i]]) end
+    for i = 1, #props do add(props[i], m[props[i]]) end
+    if moved then
+      for i = 1, #line do add(line[i], m[line[i]]) end
+    end
+  end)
+end
+
 local function message_mt(kind, fields, setters, extra_get)
   return {
     __index = function(m, k)
@@ -570,6 +630,9 @@ local function message_mt(kind, fields, setters, extra_get)
       rawset(m, k, v) -- rule data
     end,
     __tostring = function(m) return "<http " .. kind .. ">" end,
+    __pprint_info = kind == "request"
+      and message_pp("HttpRequestResult", { "method", "uri", "version" }, { "split_cookies", "split_uri" })
+      or message_pp("HttpResponseResult", { "reason", "status", "version" }, { "split_cookies" }),
   }
 end
 
@@ -663,7 +726,56 @@ end
 ---------------------------------------------------------------------------
 local DnsMsg = {}
 function DnsMsg.drop(self) rawset(self, "_dropped", true) end
-local dns_mt = { __index = DnsMsg, __tostring = function() return "<dns message>" end }
+
+-- debug.pprint of a message: Haka's DnsResult, its sections `class ArrayResult` of
+-- `class Result` records, built when printed (proxies over the message's own tables).
+-- Left out: our additions `questions`, `z` and a record's `owner` and `txt`.
+local DNS_HEADER = { "aa", "ancount", "arcount", "id", "nscount", "opcode", "qdcount", "qr", "question",
+  "ra", "rcode", "rd", "tc" }
+local DNS_SECTIONS = { additional = true, answer = true, authority = true }
+local DNS_HIDDEN = { questions = true, z = true, _dropped = true }
+for i = 1, #DNS_HEADER do DNS_HIDDEN[DNS_HEADER[i]] = true end
+local RECORD_ADDED = { owner = true, txt = true }
+local record_pp_mt = { __pprint_info = pp_class("Result", function(p, add)
+  -- Haka: the undecoded bytes first (a field of the record), then the decoded ones
+  local r = p[1]
+  if r.unknown ~= nil then add("unknown", r.unknown) end
+  local keys = {}
+  for k in next, r do
+    if k ~= "unknown" and not RECORD_ADDED[k] then keys[#keys + 1] = k end
+  end
+  sorted(keys)
+  for i = 1, #keys do add(keys[i], r[keys[i]]) end
+end) }
+local function record_pp(r)
+  if type(r) ~= "table" then return r end
+  return (setmetatable({ r }, record_pp_mt))
+end
+local array_pp_mt = { __pprint_info = pp_class("ArrayResult", function(p, add)
+  local list = p[1]
+  local keys = {}
+  for k in next, list do keys[#keys + 1] = k end
+  sorted(keys)
+  for i = 1, #keys do add(keys[i], record_pp(list[keys[i]])) end
+end) }
+local dns_mt = { __index = DnsMsg, __tostring = function() return "<dns message>" end,
+  __pprint_info = pp_class("DnsResult", function(m, add)
+    local keys = {}
+    for k in next, m do
+      if not DNS_HIDDEN[k] then keys[#keys + 1] = k end
+    end
+    sorted(keys)
+    for i = 1, #keys do
+      local k = keys[i]
+      local v = m[k]
+      if DNS_SECTIONS[k] and type(v) == "table" then v = setmetatable({ v }, array_pp_mt) end
+      add(k, v)
+    end
+    for i = 1, #DNS_HEADER do
+      local k = DNS_HEADER[i]
+      if k == "question" then add(k, record_pp(m[k])) else add(k, m[k]) end
+    end
+  end) }
 
 local function dns_records(list)
   for i = 1, #list do

@@ -90,6 +90,24 @@ local function cfinish(acc)
   return (band(bnot(acc), 0xffff))
 end
 
+-- debug.pprint descriptors (engine/lua/lib/debug.lua: the object protocol). A view's or a
+-- userdata-like object's fields: `keys` printed in that order, each read as obj[key].
+local function pp_userdata(name, keys)
+  local fields
+  if keys then
+    fields = function(obj, add)
+      for i = 1, #keys do local k = keys[i]; add(k, obj[k]) end
+    end
+  end
+  return { kind = "userdata", name = name, fields = fields }
+end
+local function pp_sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
+end
+
 ---------------------------------------------------------------------------
 -- haka core
 ---------------------------------------------------------------------------
@@ -132,8 +150,9 @@ local log = haka.log_section("core")
 -- time
 local time_mt = {}
 time_mt.__index = time_mt
--- as Haka prints a time (ctime's format, local time)
+-- Haka's form: ctime()'s, in local time ("Mon Nov  4 15:49:27 2013")
 time_mt.__tostring = function(t) return (os.date("%a %b %e %H:%M:%S %Y", t.secs)) end
+time_mt.__pprint_info = { kind = "userdata", name = "time", tostring = true }
 function haka.time(secs)
   secs = tonumber(secs) or 0
   local s = math.floor(secs)
@@ -518,6 +537,11 @@ function buf_m.setstring(self, str)
 end
 buf_m.setfixedstring = buf_m.setstring
 function buf_m.size(self) return self.len end
+-- Haka prints a payload as `userdata vbuffer { modified : BOOL }`: here, whether a rule
+-- modified the packet
+buf_m.__pprint_info = { kind = "userdata", name = "vbuffer", fields = function(b, add)
+  add("modified", b.s.modified ~= 0)
+end }
 -- __index of a byte view (p, len): v[i] reads byte i (1-based), other keys are methods.
 local function byte_view_index(methods)
   return function(self, k)
@@ -544,6 +568,7 @@ ffi.metatype("hk_buf", {
 -- ipv4 addresses / networks
 ---------------------------------------------------------------------------
 local addr_ct = ffi.typeof("hk_ipv4_addr")
+local addr_pp = { kind = "userdata", name = "addr", tostring = true }
 local net_ct = ffi.typeof("hk_ipv4_network")
 local function parse_ipv4(str)
   local a, b, c, d = string.match(str, "^%s*(%d+)%.(%d+)%.(%d+)%.(%d+)%s*$")
@@ -584,6 +609,7 @@ ffi.metatype("hk_ipv4_addr", {
   __concat = function(x, y) return tostring(x) .. tostring(y) end,
   __index = function(x, k)
     if k == "packed" then return x.a end
+    if k == "__pprint_info" then return addr_pp end
     return nil
   end,
 })
@@ -604,6 +630,7 @@ local function ipv4_network(a, m)
   return (net_ct(base % 4294967296, mask_of(bits), bits))
 end
 local net_m = {}
+net_m.__pprint_info = { kind = "userdata", name = "network", tostring = true }
 function net_m.contains(self, a)
   local v = as_addr(a)
   if v == nil then return false end
@@ -639,6 +666,7 @@ local function a6_eq(x, y)
   return ffi.C.memcmp(x.b, y.b, 16) == 0
 end
 ffi.metatype("hk_ipv6_addr", {
+  __index = { __pprint_info = addr_pp },
   __eq = a6_eq,
   __tostring = function(x) return (H.ipv6_fmt(ffi.string(x.b, 16))) end,
   __concat = function(x, y) return tostring(x) .. tostring(y) end,
@@ -661,9 +689,21 @@ local function new_dissector(name)
 end
 for _, n in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do new_dissector(n) end
 haka.dissector = { opposite_direction = function(d) if d == "up" then return "down" end return "up" end }
+-- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
+-- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
+local log_lua = haka.log_section("lua")
+function haka.dissector.pcall(self, f)
+  local ok, r = xpcall(f, debug.format_error)
+  if not ok and r ~= nil then
+    log_lua.error("%s: %s", tostring(self.name), tostring(r))
+    return self:error()
+  end
+  return r
+end
 
 local function common_methods(m)
   function m.drop(self) self.s.verdict = 1 end
+  function m.error(self) self.s.verdict = 1 end -- Haka's Dissector:error(): drop
   function m.send(self) end
   function m.state(self) return "normal" end
   function m.can_continue(self) return self.s.verdict == 0 end
@@ -674,9 +714,21 @@ local function packet_time(s)
   if s.ts_sec == 0 then return (haka.time(H.now())) end
   return (time_of(s.ts_sec, s.ts_nsec))
 end
+-- debug.pprint prints a view as Haka printed its swig objects: `userdata NAME { ... }`, the
+-- fields sorted by name; our additions that Haka's object did not have are left out
+-- (every view reads its packet's timestamp and tcp/udp their ip's src and dst, as Haka's
+-- did through their parents, but Haka printed them on the packet only).
+local PP_ADDED = { packet = { direction = true }, tcp = { ip = true, src = true, dst = true, timestamp = true },
+  udp = { ip = true, src = true, dst = true, timestamp = true }, icmp = { ip = true, timestamp = true },
+  ipv4 = { timestamp = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
 local function make_view(ctype, get, set, methods, base, name)
   -- every dissector reads its packet's time (Haka: through its parents)
   if get.timestamp == nil then get.timestamp = packet_time end
+  local keys, added = {}, PP_ADDED[name] or {}
+  for _, k in ipairs(pp_sorted_keys(get)) do
+    if not added[k] then keys[#keys + 1] = k end
+  end
+  methods.__pprint_info = pp_userdata(name, keys)
   ffi.metatype(ctype, {
     __index = function(self, k)
       local g = get[k]
@@ -784,6 +836,7 @@ do
   end
   make_view("hk_ipv4_view", get, set, m, l3base, "ipv4")
   local fbits = { rb = 0x8000, df = 0x4000, mf = 0x2000 }
+  local ipv4_flags_pp = pp_userdata("ipv4_flags", { "all", "df", "mf", "rb" })
   ffi.metatype("hk_ipv4_flags", {
     __index = function(self, k)
       local b = l3base(self.s)
@@ -791,6 +844,7 @@ do
       if k == "all" then return (rshift(f, 13)) end
       local m = fbits[k]
       if m then return band(f, m) ~= 0 end
+      if k == "__pprint_info" then return ipv4_flags_pp end
       return nil
     end,
     __newindex = function(self, k, v)
@@ -914,12 +968,14 @@ do
   end
   make_view("hk_tcp_view", get, set, m, l4base, "tcp")
   local fl = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ecn = 64, cwr = 128 }
+  local tcp_flags_pp = pp_userdata("tcp_flags", { "ack", "all", "cwr", "ecn", "fin", "psh", "rst", "syn", "urg" })
   ffi.metatype("hk_tcp_flags", {
     __index = function(self, k)
       local b = l4base(self.s)
       if k == "all" then return b[13] end
       local f = fl[k]
       if f then return band(b[13], f) ~= 0 end
+      if k == "__pprint_info" then return tcp_flags_pp end
       return nil
     end,
     __newindex = function(self, k, v)
@@ -1137,6 +1193,7 @@ local function flow_act(self, bits)
   if self == CUR then ACT = bor(ACT, bits) else self._pending = bor(self._pending or 0, bits) end
 end
 function Flow:drop() self._dropped = true; flow_act(self, ACT_DROP) end
+function Flow:error() self:drop() end -- Haka's Dissector:error() (haka.dissector.pcall)
 function Flow:reset()
   if self.proto ~= 6 then error("reset: not a TCP connection", 2) end
   self._dropped = true; flow_act(self, ACT_RESET)
@@ -1270,6 +1327,7 @@ end
 function sbuf_m.asstring(self) return (ffi.string(self.p, self.len)) end
 sbuf_m.tostring = sbuf_m.asstring
 function sbuf_m.size(self) return self.len end
+sbuf_m.__pprint_info = pp_userdata("vbuffer_sub")
 local function edit(op, off, len, str)
   if off < 0 then error("data not modifiable (call http:enable_data_modification() in the request/response event)", 3) end
   if str ~= nil then str = tostring(str) end

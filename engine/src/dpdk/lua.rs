@@ -1,5 +1,5 @@
 //! The few `unsafe` operations the Lua rule engine needs (mlua + LuaJIT):
-//! creating a state with the `ffi` library, getting its raw `lua_State` address, and
+//! creating a state with the `ffi` and `debug` libraries, getting its raw `lua_State` address, and
 //! arming / disarming the interrupt hook (LuaJIT documents `lua_sethook` as safe to call
 //! asynchronously, e.g. from a signal handler or another thread: it only writes the hook
 //! fields and the dispatch table), and the C entry points Lua code calls through the FFI
@@ -10,12 +10,26 @@ use std::cell::RefCell;
 use std::os::raw::c_int;
 use std::rc::Rc;
 
-/// Creates a Lua state with the safe standard libraries plus LuaJIT's `ffi`.
+/// Creates a Lua state with the safe standard libraries plus LuaJIT's `ffi` and the
+/// standard `debug` library (Haka's rules use `debug.pprint` and `debug.traceback`; the
+/// engine adds its functions, see `crate::lua::libs`).
 pub fn new_lua_with_ffi() -> mlua::Lua {
     // SAFETY: loading `ffi` lets Lua code read/write arbitrary memory. The rule engine
     // only hands Lua addresses of buffers it owns for the duration of the call (the burst
     // struct, boxed and never moved, and the packet buffers of the current burst).
-    unsafe { mlua::Lua::unsafe_new_with(mlua::StdLib::ALL_SAFE | mlua::StdLib::FFI, mlua::LuaOptions::new()) }
+    // `debug` lets Lua code read and replace any value's metatable, upvalue or local, mlua's
+    // own included: `debug.setmetatable` could give a userdata the metatable of another
+    // Rust type, which mlua would then trust (why mlua calls the library unsafe). That is
+    // the same class of power `ffi` already gives rule code: the rules file is trusted as
+    // the configuration is. The engine's own Lua code calls no `debug` function on the
+    // packet path (only `debug.pprint` and friends, engine/lua/lib/debug.lua, when a rule
+    // calls them).
+    unsafe {
+        mlua::Lua::unsafe_new_with(
+            mlua::StdLib::ALL_SAFE | mlua::StdLib::FFI | mlua::StdLib::DEBUG,
+            mlua::LuaOptions::new(),
+        )
+    }
 }
 
 /// Address of the state's main `lua_State` (LuaJIT hooks are per global state, so any

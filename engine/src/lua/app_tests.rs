@@ -747,3 +747,36 @@ fn lua_exchange_cost() {
     );
     println!("lua exchange: {ns:.0} ns (best of 5 x 100000)");
 }
+
+#[test]
+fn pprint_prints_messages_as_hakas_grammar_results() {
+    let e = engine("");
+    let raw = request_table(lua(&e), &request(b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\nCookie: s=1\r\n\r\n")).unwrap();
+    let got: String = run(
+        &e,
+        r#"local K, raw = ...
+        local req = K.http_request(raw)
+        local out = {}
+        local opts = { hide = { debug.hide_underscore, debug.hide_function },
+          print = function(l) out[#out + 1] = l end }
+        debug.pprint(req, opts)
+        req.version = "2.0" -- Haka then printed the start line after the properties
+        req.note = "rule data"
+        out[#out + 1] = "--"
+        debug.pprint(req, opts)
+        return table.concat(out, "\n")"#,
+        raw,
+    );
+    let split = "  split_cookies : class HttpCookiesSplit {\n    s : \"1\"\n  }\n  \
+                 split_uri : class HttpUriSplit {\n    args : table {\n      a : \"1\"\n    }\n    \
+                 path : \"/x\"\n    query : \"a=1\"\n  }\n";
+    let headers = "  headers : class HeaderResult {\n    Cookie : \"s=1\"\n    Host : \"h\"\n  }\n";
+    assert_eq!(
+        got,
+        format!(
+            "class HttpRequestResult {{\n{headers}  method : \"GET\"\n  uri : \"/x?a=1\"\n  version : \"1.1\"\n{split}}}\n--\n\
+             class HttpRequestResult {{\n{headers}  note : \"rule data\"\n{split}  method : \"GET\"\n  uri : \"/x?a=1\"\n  \
+             version : \"2.0\"\n}}"
+        )
+    );
+}

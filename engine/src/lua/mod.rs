@@ -24,6 +24,7 @@
 
 mod alert_record;
 pub mod app_values;
+mod libs;
 mod watchdog;
 
 #[cfg(test)]
@@ -610,6 +611,8 @@ fn build_state(
         // application dissector objects (engine/lua/app.lua), run with (H, K)
         let k = app_values::load(&lua, &h).map_err(|e| one_line(&e))?;
         rt.get::<Function>("set_app").and_then(|f| f.call::<()>(k)).map_err(|e| one_line(&e))?;
+        // Haka's Lua libraries: debug.pprint ..., require('class'), require('check')
+        libs::load(&lua).map_err(|e| one_line(&e))?;
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
         lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;

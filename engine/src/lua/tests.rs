@@ -847,3 +847,154 @@ fn vbuffer_lua_tests() {
         panic!("{e}");
     }
 }
+
+/// Runs `code` in the engine's state (rules loaded) and returns its string result; Lua
+/// errors panic with their message.
+fn eval_str(e: &LuaEngine, code: &str) -> String {
+    e.st.lua.load(code).set_name("=test").eval::<String>().unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// `debug.pprint(obj, opts)` of the Lua expression `expr`, its lines joined by "\n".
+const PPRINT: &str = r#"
+local function pp(obj, opts)
+  local out = {}
+  opts = opts or {}
+  opts.print = function(line) out[#out + 1] = line end
+  debug.pprint(obj, opts)
+  return table.concat(out, "\n")
+end
+"#;
+
+#[test]
+fn pprint_nested_table_in_hakas_format() {
+    let (e, _) = engine("");
+    let got = eval_str(
+        &e,
+        &format!(
+            "{PPRINT} return pp({{ b = {{ y = 'two', x = 1 }}, a = true, [10] = 'ten', [2] = 'two', _hidden = 1,
+               f = print, e = {{}} }}, {{ hide = {{ debug.hide_underscore, debug.hide_function }} }})"
+        ),
+    );
+    // keys sorted by their string form ("10" < "2" < "a"), strings quoted, empty tables braced
+    assert_eq!(
+        got,
+        "table {\n  10 : \"ten\"\n  2 : \"two\"\n  a : true\n  b : table {\n    x : 1\n    y : \"two\"\n  }\n  \
+         e : table {\n  }\n}"
+    );
+    // depth, title, indent, one hide function, functions, recursion
+    let got = eval_str(
+        &e,
+        &format!(
+            "{PPRINT} local t = {{ n = {{ m = {{ 1 }} }}, f = print }}; t.self = t
+             return pp(t, {{ depth = 2, title = 'top', indent = '> ' }}) .. '|' ..
+               pp(t, {{ hide = debug.hide_function, depth = 1 }})"
+        ),
+    );
+    assert_eq!(
+        got,
+        "> top : table {\n>   f : function\n>   n : table {\n>     m : table\n>   }\n>   self : recursive value\n> }|\
+         table {\n  n : table\n  self : recursive value\n}"
+    );
+    // addresses and times print on one line (Haka's swig objects with a tostring)
+    let got = eval_str(
+        &e,
+        &format!(
+            "{PPRINT} local ipv4 = require('protocol/ipv4')
+             return pp({{ a = ipv4.addr('199.19.56.1'), n = ipv4.network('10.0.0.0/8'), s = 'x' }})"
+        ),
+    );
+    assert_eq!(got, "table {\n  a : userdata addr 199.19.56.1\n  n : userdata network 10.0.0.0/8\n  s : \"x\"\n}");
+    assert!(eval_str(&e, &format!("{PPRINT} return pp(haka.time(0))")).starts_with("userdata time "));
+    // options must be a table
+    let err = e.st.lua.load("debug.pprint({}, 3)").exec().unwrap_err().to_string();
+    assert!(err.contains("options must be a table"), "{err}");
+}
+
+#[test]
+fn class_hierarchy_methods_properties_and_pprint() {
+    let (e, _) = engine("");
+    let got = eval_str(
+        &e,
+        &format!(
+            r#"{PPRINT}
+            local class = require('class')
+            local Shape = class.class('Shape')
+            function Shape.method:__init(name) self.label = name end
+            function Shape.method:area() return 0 end
+            function Shape.method:describe() return self.label .. ':' .. self:area() end
+            Shape.property.kind = {{ get = function(self) return 'shape' end }}
+            local Rect = class.class('Rect', Shape)
+            function Rect.method:__init(w, h)
+              class.super(Rect).__init(self, 'rect')
+              self._w, self._h = w, h
+            end
+            function Rect.method:area() return self._w * self._h end
+            Rect.property.width = {{
+              get = function(self) return self._w end,
+              set = function(self, v) self._w = v end,
+            }}
+            local r = Rect:new(2, 3)
+            assert(r:describe() == 'rect:6', r:describe())
+            r.width = 5
+            assert(r:area() == 15 and r._w == 5 and rawget(r, 'width') == nil)
+            assert(r.kind == 'shape', 'a parent property')
+            assert(class.isa(r, Rect) and class.isa(r, Shape) and not class.isa(Shape:new('s'), Rect))
+            assert(class.classof(r) == Rect and Rect.super == Shape and class.isclass(Rect))
+            assert(not class.isclass({{}}) and Rect.name == 'Rect' and Rect.new ~= nil)
+            assert(tostring(Rect) == '<class: Rect>')
+            assert(tostring(r):match('^<class instance Rect: 0x%x+>$'), tostring(r))
+            -- a method added after instances exist is found; __tostring and __index methods
+            function Shape.method:late() return 'late' end
+            assert(r:late() == 'late')
+            function Rect.method:__tostring() return 'Rect ' .. self._w end
+            assert(tostring(r) == 'Rect 5')
+            local Dyn = class.class('Dyn')
+            function Dyn.method:__index(k) return 'dyn ' .. k end
+            local d = Dyn:new()
+            assert(d.anything == 'dyn anything')
+            d:addproperty('p', function(self) return 42 end)
+            assert(d.p == 42)
+            local c = r:clone()
+            assert(class.classof(c) == Rect and c._w == 5)
+            -- pprint: own fields sorted, then the instance's properties, then its class's
+            return pp(r, {{ hide = debug.hide_underscore }}) .. '|' .. pp(d) .. '|' ..
+              pp(r, {{ depth = 0 }})"#
+        ),
+    );
+    assert_eq!(
+        got,
+        "class Rect {\n  label : \"rect\"\n  width : 5\n}|class Dyn {\n  p : 42\n}|class Rect"
+    );
+}
+
+#[test]
+fn check_errors_blame_the_caller() {
+    let (e, _) = engine("");
+    let got = eval_str(
+        &e,
+        r#"local check = require('check')
+        local function lib(x, y)
+          check.type(1, x, 'string')
+          check.types(2, y, { 'number', 'nil' })
+          check.assert(x ~= '', 'empty x')
+          return x
+        end
+        local out = {}
+        local function try(...)
+          local ok, err = pcall(lib, ...)
+          out[#out + 1] = ok and 'ok' or err
+        end
+        try('a')
+        try(1)
+        try('a', 'b')
+        local ok, err = pcall(function() lib('') end) -- line 16: the caller is blamed
+        out[#out + 1] = err
+        ok, err = pcall(check.error, 'boom')
+        out[#out + 1] = tostring(err):match('boom$')
+        return table.concat(out, '|')"#,
+    );
+    assert_eq!(
+        got,
+        "ok|invalid parameter 1, expected string|invalid parameter 2, expected number or nil|test:16: empty x|boom"
+    );
+}

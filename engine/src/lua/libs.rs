@@ -1,0 +1,27 @@
+//! Haka's Lua library modules (not dissectors) that rules use, each in its own file under
+//! `engine/lua/lib/`, embedded and installed once per Lua state by [`load`]:
+//! - `debug.lua` extends the standard `debug` library (opened by `crate::dpdk::lua`) with
+//!   `debug.pprint`, `debug.hide_underscore`, `debug.hide_function`, `debug.format_error`;
+//! - `class.lua` and `check.lua` are registered in `package.preload`, so that
+//!   `require('class')` and `require('check')` load them on first use.
+//!
+//! Nothing here runs per packet: the modules only act when a rule calls them.
+use mlua::{Function, Lua, Table};
+
+const DEBUG_LUA: &str = include_str!("../../lua/lib/debug.lua");
+
+/// `require` name and source of each preloaded module.
+const MODULES: [(&str, &str); 2] =
+    [("class", include_str!("../../lua/lib/class.lua")), ("check", include_str!("../../lua/lib/check.lua"))];
+
+/// Installs the modules in `lua` (before the rules file runs).
+pub(crate) fn load(lua: &Lua) -> mlua::Result<()> {
+    let preload: Table = lua.globals().get::<Table>("package")?.get("preload")?;
+    for (name, src) in MODULES {
+        let f: Function = lua.load(src).set_name(format!("@{name}.lua")).into_function()?;
+        preload.set(name, f)?;
+    }
+    let debug: Table = lua.globals().get("debug")?;
+    lua.load(DEBUG_LUA).set_name("@debug.lua").call::<()>(debug)?;
+    Ok(())
+}
