@@ -819,7 +819,7 @@ fn http_protocol_error_alerts_and_drops_the_connection() {
     assert!(r.logs_with("REQ ").is_empty(), "{}", r.stdout);
     assert_eq!(r.st("http_errors"), 1);
     let descs = r.alert_descriptions();
-    assert_eq!(descs, ["invalid http: invalid http request line"], "{}", r.stdout);
+    assert_eq!(descs, ["invalid http request_line"], "{}", r.stdout);
     // The request and every later packet of the connection are dropped; the handshake passes.
     assert_eq!(r.dropped("flow_dropped"), s.pkts.len() as u64 - 3);
     let out = r.out_packets();
@@ -1683,11 +1683,11 @@ fn garbage_and_truncated_http_are_counted_without_crash() {
     assert_eq!(r.st("http_errors"), sessions as u64 + 1, "{}", r.stats["totals"]["stateful"]);
     let descs = r.alert_descriptions();
     assert_eq!(
-        descs.iter().filter(|d| *d == "invalid http: invalid http request line").count(),
+        descs.iter().filter(|d| *d == "invalid http request_line").count(),
         sessions as usize,
         "{descs:?}"
     );
-    assert_eq!(descs.iter().filter(|d| *d == "invalid http: http head too long").count(), 1, "{descs:?}");
+    assert_eq!(descs.iter().filter(|d| *d == "invalid http header").count(), 1, "{descs:?}");
     assert_eq!(descs.len(), sessions as usize + 1);
     // nothing after the first junk byte of a session is forwarded to the server
     let out = r.out_packets();

@@ -1134,6 +1134,7 @@ RT.vbuffer = H.vbuffer
 local loop = function() end
 local has_rules = false
 local errs = {}
+local MAX_ERROR_MESSAGES = H.max_error_messages or 16
 
 ---------------------------------------------------------------------------
 -- stateful dissectors: tcp_connection, udp_connection (engine/src/conn)
@@ -1825,7 +1826,7 @@ function RT.run(start)
     i = c + 1
     B.errors = B.errors + 1
     pcall(H.fresh_budget) -- (never raises)
-    if #errs < 16 then errs[#errs + 1] = tostring(err) end
+    if #errs < MAX_ERROR_MESSAGES then errs[#errs + 1] = tostring(err) end
   end
   in_burst = false
   return nil

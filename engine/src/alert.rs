@@ -67,6 +67,10 @@ pub struct Alert {
     pub worker: usize,
     /// True for `alert:update{...}` (same id as the alert it updates).
     pub update: bool,
+    /// Not empty: not an alert but lines a worker's rules logged, queued with its
+    /// alerts so that stdout shows both in the order they were raised, as Haka's
+    /// single thread printed them ([`AlertQueue::push_console`]).
+    pub console: Vec<u8>,
 }
 
 /// Bits of an alert id holding the per-worker counter; the worker index is above them.
@@ -134,6 +138,12 @@ impl AlertQueue {
                 false
             }
         }
+    }
+
+    /// Enqueues log lines of a worker behind its alerts (not counted as alerts);
+    /// hands them back when the queue is full (the caller writes them itself).
+    pub fn push_console(&self, text: Vec<u8>) -> Result<(), Vec<u8>> {
+        self.q.push(Alert { console: text, ..Alert::default() }).map_err(|a| a.console)
     }
 
     /// Dequeues the oldest alert, if any (used by the output thread).
@@ -308,6 +318,8 @@ impl SyslogSink {
 
 struct Outputs {
     stdout: Option<Box<dyn Write + Send>>,
+    /// Log lines when alerts do not go to stdout.
+    console: BufWriter<io::Stdout>,
     eve: Option<BufWriter<File>>,
     syslog: Option<SyslogSink>,
     totals: AlertTotals,
@@ -315,6 +327,17 @@ struct Outputs {
 
 impl Outputs {
     fn write(&mut self, a: &Alert) {
+        if !a.console.is_empty() {
+            // log lines: stdout, wherever the alerts go
+            let w: &mut dyn Write = match self.stdout.as_mut() {
+                Some(w) => w,
+                None => &mut self.console,
+            };
+            if w.write_all(&a.console).is_err() {
+                self.totals.write_errors += 1;
+            }
+            return;
+        }
         self.totals.drained += 1;
         if let Some(w) = self.stdout.as_mut() {
             match w.write_all(format::pretty(a).as_bytes()) {
@@ -339,6 +362,9 @@ impl Outputs {
     }
 
     fn flush(&mut self) {
+        if self.console.flush().is_err() {
+            self.totals.write_errors += 1;
+        }
         if let Some(w) = self.stdout.as_mut() {
             if w.flush().is_err() {
                 self.totals.write_errors += 1;
@@ -433,6 +459,7 @@ impl AlertWriter {
             .then(|| SyslogSink::new(Path::new(SYSLOG_SOCKET)));
         let out = Outputs {
             stdout,
+            console: BufWriter::new(io::stdout()),
             eve,
             syslog,
             totals: AlertTotals::default(),

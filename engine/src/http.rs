@@ -59,6 +59,23 @@ impl fmt::Display for HttpError {
 
 impl std::error::Error for HttpError {}
 
+impl HttpError {
+    /// The alert Haka raised for it: its HTTP grammar named the rule that failed
+    /// ("invalid http request_line"); `from_server`: the error is in the responses.
+    pub fn haka_alert(self, from_server: bool) -> String {
+        let rule = match self {
+            HttpError::BadRequestLine => "request_line",
+            HttpError::BadStatusLine => "response_line",
+            HttpError::BadHeader | HttpError::TooManyHeaders | HttpError::HeadTooLong => "header",
+            HttpError::UnexpectedData => {
+                return format!("http: unexpected data from {}", if from_server { "server" } else { "client" })
+            }
+            other => return format!("invalid http: {other}"),
+        };
+        format!("invalid http {rule}")
+    }
+}
+
 /// Parser limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

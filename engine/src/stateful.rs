@@ -854,8 +854,8 @@ impl StatefulStage {
         }));
         let mut outcome = None;
         for e in &events {
-            if let AppEvent::HttpError { error, .. } = e {
-                lua.raise_alert(&format!("invalid http: {error}"), "low", meta, flow_dir as u8);
+            if let AppEvent::HttpError { error, dir } = e {
+                lua.raise_alert(&error.haka_alert(*dir == 1), "low", meta, flow_dir as u8);
                 if let Some(k) = self.conns.get_mut(id) {
                     k.app = AppKind::None;
                     k.app_state = None;

@@ -474,6 +474,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         // for a file changed in between: then this worker runs without rules.
         match LuaEngine::load(path, opts, me, sink) {
             Ok(mut e) => {
+                let queue = plan.alerts.clone();
+                e.set_console(Box::new(move |text| queue.push_console(text).err()));
                 if let Err(err) = e.fire_started() {
                     println!("worker {me}: haka.events.started: {err}");
                 }

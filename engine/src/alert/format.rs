@@ -70,9 +70,15 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-/// `ctime_r()` layout without the newline: `"Thu Nov 24 18:22:48 1986"` (UTC).
+/// `ctime_r()` layout without the newline, in local time: `"Thu Nov 24 18:22:48 1986"`.
 pub fn ctime_string(secs: f64) -> String {
-    let t = UtcTime::from_unix(secs);
+    // local time, as Haka's ctime(): the zone's offset at that instant (TZ, /etc/localtime)
+    use chrono::{Offset, TimeZone};
+    let offset = chrono::Local
+        .timestamp_opt(secs.floor() as i64, 0)
+        .single()
+        .map_or(0, |t| t.offset().fix().local_minus_utc());
+    let t = UtcTime::from_unix(secs + offset as f64);
     format!(
         "{} {}{:3} {:02}:{:02}:{:02} {}",
         WDAYS[t.weekday as usize],

@@ -32,6 +32,7 @@ fn full_alert() -> Alert {
         direction: Some("up".into()),
         worker: 2,
         update: false,
+        console: Vec::new(),
     }
 }
 

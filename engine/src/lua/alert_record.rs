@@ -60,6 +60,7 @@ impl Alert {
             direction: self.direction,
             worker: self.worker,
             update: self.update,
+            console: Vec::new(),
         }
     }
 }

@@ -213,7 +213,17 @@ struct Shared {
     /// Time of the latest packet handed to the rules (seconds since the epoch; 0:
     /// none yet): `haka.network_time()`, the capture's time offline.
     packet_time: Cell<(u64, u32)>,
+    /// Where the log lines go when set ([`LuaEngine::set_console`]): the worker queues
+    /// them with its alerts, so that both are printed in the order they were raised.
+    /// It hands back what it could not take.
+    console: RefCell<Option<Console>>,
+    /// Messages of rule errors kept per burst (the others are only counted): all of
+    /// them when every error is logged (`error_log_interval` 0, as Haka).
+    max_error_messages: usize,
 }
+
+/// A console sink: takes log text, hands it back if it cannot take it.
+pub type Console = Box<dyn FnMut(Vec<u8>) -> Option<Vec<u8>>>;
 
 /// `haka.log` output buffered beyond this is written at once.
 const LOG_BUFFER: usize = 64 * 1024;
@@ -221,12 +231,23 @@ const LOG_BUFFER: usize = 64 * 1024;
 impl Shared {
     fn flush_logs(&self) {
         let mut l = self.logs.borrow_mut();
-        if !l.is_empty() {
-            use std::io::Write;
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&l).and_then(|_| out.flush());
-            l.clear();
+        if l.is_empty() {
+            return;
         }
+        let mut text = std::mem::take(&mut *l);
+        if let Ok(mut c) = self.console.try_borrow_mut() {
+            if let Some(f) = c.as_mut() {
+                match f(text) {
+                    None => return,
+                    Some(back) => text = back,
+                }
+            }
+        }
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&text).and_then(|_| out.flush());
+        text.clear();
+        *l = text; // keep the buffer's capacity
     }
 }
 
@@ -424,6 +445,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     let h = lua.create_table()?;
     let worker = sh.worker;
     h.set("worker", worker)?;
+    h.set("max_error_messages", sh.max_error_messages)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
@@ -453,6 +475,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
         lua.create_function(move |lua, t: Table| {
             let a = alert_from_table(lua, &sh2, &t);
             let id = a.id;
+            sh2.flush_logs(); // the lines logged before it come out before it
             sh2.alert_count.set(sh2.alert_count.get() + 1);
             if let Ok(mut cb) = sh2.alerts.try_borrow_mut() {
                 cb(a);
@@ -663,6 +686,8 @@ impl LuaEngine {
             metas: RefCell::new(Vec::with_capacity(MAX_BURST)),
             logs: RefCell::new(Vec::new()),
             packet_time: Cell::new((0, 0)),
+            console: RefCell::new(None),
+            max_error_messages: if opts.error_log_interval.is_zero() { MAX_BURST } else { 16 },
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -813,10 +838,14 @@ impl LuaEngine {
         let now = Instant::now();
         // Haka's line for a rule error: "error lua: message".
         if self.last_log.is_none_or(|t| now.duration_since(t) >= self.opts.error_log_interval) {
-            if self.suppressed > 0 {
-                println!("error lua: {} ({} more errors suppressed)", msg, self.suppressed);
-            } else {
-                println!("error lua: {}", msg);
+            {
+                use std::io::Write;
+                let mut l = self.shared.logs.borrow_mut();
+                let _ = if self.suppressed > 0 {
+                    writeln!(l, "error lua: {} ({} more errors suppressed)", msg, self.suppressed)
+                } else {
+                    writeln!(l, "error lua: {}", msg)
+                };
             }
             self.last_log = Some(now);
             self.suppressed = 0;
@@ -1078,6 +1107,11 @@ impl LuaEngine {
         &self.st.app_ports
     }
 
+    /// Sends the log lines to `console` from now on (else they go to stdout).
+    pub fn set_console(&mut self, console: Console) {
+        *self.shared.console.borrow_mut() = Some(console);
+    }
+
     /// The capture time of the packet the next stateful calls are about (seconds since
     /// the epoch and nanoseconds; (0, 0): unknown): `pkt.timestamp`, `haka.network_time()`.
     pub fn set_packet_time(&mut self, ts: (u64, u32)) {
@@ -1167,6 +1201,7 @@ impl LuaEngine {
     /// An alert with a description only, as Haka's own policies raise some
     /// ("dropping unknown dissector 'ipv4'").
     pub fn raise_bare_alert(&mut self, description: &str) {
+        self.shared.flush_logs();
         let sh = &self.shared;
         let n = sh.next_alert.get() + 1;
         sh.next_alert.set(n);
@@ -1184,6 +1219,7 @@ impl LuaEngine {
     }
 
     pub fn raise_alert(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8) {
+        self.shared.flush_logs();
         let sh = &self.shared;
         let n = sh.next_alert.get() + 1;
         sh.next_alert.set(n);
@@ -1206,8 +1242,6 @@ impl LuaEngine {
                 meta.dst_port,
                 meta.proto,
             ));
-            a.sources = vec![format!("address: {}", addr_string(meta, &meta.src_addr))];
-            a.targets = vec![format!("address: {}", addr_string(meta, &meta.dst_addr))];
             a.direction = Some(if dir == 0 { "up" } else { "down" }.to_string());
         }
         (sh.alerts.borrow_mut())(a);
