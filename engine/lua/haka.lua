@@ -33,7 +33,7 @@ typedef struct hk_burst {
   uint32_t n;
   uint32_t cur;
   uint32_t errors;
-  uint32_t _pad;
+  uint32_t rewrites;
   hk_slot s[256];
 } hk_burst;
 typedef struct { hk_slot *s; } hk_packet_view;
@@ -57,6 +57,7 @@ assert(ffi.sizeof("hk_slot") == H.slot_size and ffi.sizeof("hk_burst") == H.burs
   "haka.lua: burst layout differs from the Rust one")
 local B = ffi.cast("hk_burst*", burst_addr)
 local S = B.s
+local S0 = ffi.cast("hk_slot*", B.s)
 
 -- modified bits (mirrored in Rust)
 local MOD, IPCSUM, L4CSUM = 1, 2, 4
@@ -113,6 +114,17 @@ end
 ---------------------------------------------------------------------------
 haka = haka or {}
 local worker = H.worker
+-- Haka's print separates its arguments with a space (Lua's: a tab)
+do
+  local lua_print, n_args = print, select
+  print = function(...)
+    local n = n_args("#", ...)
+    if n <= 1 then return lua_print(...) end
+    local t = { ... }
+    for i = 1, n do t[i] = tostring(t[i]) end
+    return lua_print(table.concat(t, " ", 1, n))
+  end
+end
 -- buffers (engine/lua/vbuffer.lua): haka.vbuffer_allocate, vbuffer_from, vbuffer_stream, ...
 H.vbuffer.install(haka)
 
@@ -565,6 +577,63 @@ ffi.metatype("hk_buf", {
 })
 
 ---------------------------------------------------------------------------
+-- packet payloads: Haka vbuffers, external views over the packet's bytes (no copy),
+-- created on first read of `payload` (one per packet and view kind, kept for the burst).
+-- At the end of the burst (RT.run) or of a stateful call (end_call), pay_finish() ends
+-- each view: in-place writes mark the packet modified (checksums recomputed by Rust); a
+-- buffer whose chunks are no longer its original bytes in order (erase, insert, replace)
+-- becomes a REWRITE { slot, offset of the payload in the frame, its old length, new
+-- bytes } that Rust applies to the frame (engine/src/lua/mod.rs `rewrite_payload`: mbuf
+-- resized, IP/UDP lengths and checksums fixed). Then external_end(tok, 'copy'): a rule
+-- that kept the buffer reads a copy, never the freed mbuf.
+---------------------------------------------------------------------------
+local VBM = H.vbuffer
+local vb_external, vb_external_end, vb_inplace, vb_modified = VBM.external, VBM.external_end, VBM.inplace, VBM.modified
+local PAY, PAYN = {}, 0
+local REWRITES = {}
+-- kinds: 0 frame, 1 ethernet payload, 2 IP payload, 3 L4 payload. A write into an IP
+-- payload leaves the L4 checksum as the bytes say (Haka: only the dissector whose payload
+-- changed recomputes its checksum), unless something else modified the packet.
+local function pay_touch(s, kind)
+  if kind == 2 and band(s.modified, MOD) == 0 then touch(s, MOD + L4CSUM) else touch(s) end
+end
+local function payload_buf(s, kind, p, n)
+  for i = 1, PAYN do
+    local r = PAY[i]
+    if r.s == s and r.kind == kind then return r.buf end
+  end
+  local buf, tok = vb_external(p, n, true)
+  PAYN = PAYN + 1
+  PAY[PAYN] = { s = s, kind = kind, buf = buf, tok = tok, p = p, n = n }
+  return buf
+end
+local function pay_finish()
+  for i = 1, PAYN do
+    local r = PAY[i]
+    PAY[i] = nil
+    local s = r.s
+    local ok, inplace = pcall(vb_inplace, r.buf, r.p, r.n)
+    if ok and inplace then
+      if vb_modified(r.buf) then pay_touch(s, r.kind) end
+    elseif ok then
+      pay_touch(s, r.kind)
+      REWRITES[#REWRITES + 1] = { tonumber(s - S0), tonumber(r.p - s.data), r.n, r.buf:asstring(), s.modified }
+      B.rewrites = #REWRITES
+    end
+    vb_external_end(r.tok, "copy")
+  end
+  PAYN = 0
+end
+-- views of an aborted run (their memory may be gone): ended without reading it
+local function pay_drop()
+  for i = 1, PAYN do
+    vb_external_end(PAY[i].tok, "drop")
+    PAY[i] = nil
+  end
+  PAYN = 0
+end
+
+---------------------------------------------------------------------------
 -- ipv4 addresses / networks
 ---------------------------------------------------------------------------
 local addr_ct = ffi.typeof("hk_ipv4_addr")
@@ -758,7 +827,7 @@ local udp_ct, icmp_ct = ffi.typeof("hk_udp_view"), ffi.typeof("hk_icmp_view")
 -- packet (raw frame)
 do
   local get, set, m = {}, {}, common_methods({})
-  get.payload = function(s) return (buf_ct(s.data, s.len, s)) end
+  get.payload = function(s) return (payload_buf(s, 0, s.data, s.len)) end
   get.id = function(s) return s.flow_id end
   get.name = function() return "packet" end
   get.direction = function(s) return s.dir == 0 and "up" or "down" end
@@ -779,7 +848,7 @@ do
   get.type = function(s) return (be16(s.data, s.l3_off - 2)) end
   get.vlan = function(s) return s.vlan end
   get.name = function() return "ethernet" end
-  get.payload = function(s) return (buf_ct(s.data + s.l3_off, s.len - s.l3_off, s)) end
+  get.payload = function(s) return (payload_buf(s, 1, s.data + s.l3_off, s.len - s.l3_off)) end
   set.dst = function(s, b, v) mac_set(b, 0, v) end
   set.src = function(s, b, v) mac_set(b, 6, v) end
   set.type = function(s, b, v) put16(s.data, s.l3_off - 2, num(v, "type")) end
@@ -807,7 +876,7 @@ do
     local n = s.ip_len - hl
     if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - hl end
     if n < 0 then n = 0 end
-    return (buf_ct(b + hl, n, s))
+    return (payload_buf(s, 2, b + hl, n))
   end
   set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
   set.hdr_len = function(s, b, v) b[0] = bor(band(b[0], 0xf0), band(math.floor(num(v, "hdr_len") / 4), 0xf)) end
@@ -882,7 +951,7 @@ do
     local n = s.ip_len - 40
     if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - 40 end
     if n < 0 then n = 0 end
-    return (buf_ct(b + 40, n, s))
+    return (payload_buf(s, 2, b + 40, n))
   end
   set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
   set.traffic_class = function(s, b, v)
@@ -922,7 +991,7 @@ local function l4_payload(s)
   local n = s.payload_len
   if s.payload_off + n > s.len then n = s.len - s.payload_off end
   if n < 0 then n = 0 end
-  return (buf_ct(s.data + s.payload_off, n, s))
+  return (payload_buf(s, 3, s.data + s.payload_off, n))
 end
 
 -- tcp
@@ -1030,7 +1099,7 @@ do
   get.payload = function(s)
     local n = l4len(s) - 4
     if n < 0 then n = 0 end
-    return (buf_ct(s.data + s.l4_off + 4, n, s))
+    return (payload_buf(s, 3, s.data + s.l4_off + 4, n))
   end
   get.name = function() return "icmp" end
   set.type = function(s, b, v) b[0] = num(v, "type") end
@@ -1053,7 +1122,7 @@ ipv4_mod.addr = ipv4_addr
 ipv4_mod.network = ipv4_network
 function ipv4_mod.inet_checksum_compute(buf)
   if ffi.istype(buf_ct, buf) then return (cfinish(csum(buf.p, buf.len))) end
-  local str = tostring(buf)
+  local str = (VBM.is_buffer(buf) or VBM.is_sub(buf)) and buf:asstring() or tostring(buf)
   return (cfinish(csum(ffi.cast("const uint8_t*", str), #str)))
 end
 function policy.ipv4_in_network(net)
@@ -1082,6 +1151,7 @@ do
   Rx.__index = Rx
   local function tostr(x)
     if ffi.istype(buf_ct, x) then return (ffi.string(x.p, x.len)) end
+    if VBM.is_buffer(x) or VBM.is_sub(x) then return (x:asstring()) end
     return (tostring(x))
   end
   function Rx:match(str)
@@ -1269,6 +1339,7 @@ local function policy_values(f)
 end
 
 local function begin_call(id)
+  if PAYN > 0 then pay_drop() end
   local f = FLOWS[id]
   CUR = f
   in_burst = true
@@ -1281,6 +1352,7 @@ end
 local function end_call(f)
   CUR = nil
   in_burst = false
+  if PAYN > 0 then pay_finish() end
   local r = ACT
   if APPSEL ~= 0 then r = bor(r, lshift(APPSEL, APP_SHIFT)) end
   return r
@@ -1349,11 +1421,36 @@ local u8p = ffi.typeof("uint8_t*")
 local function sbuf_at(addr, len) return (sbuf_ct(ffi.cast(u8p, addr), len, 0)) end
 local K_CONN = { sbuf_at = sbuf_at, fire = fire, begin_call = begin_call, end_call = end_call, FLOWS = FLOWS }
 
-function RT.conn_data(id, proto, dir, addr, len)
+-- receive_data: the data (len bytes at addr, valid during the call) as Haka gives it, a
+-- vbuffer_sub over an external view of those bytes (no copy). TCP streams are writable
+-- unless `ro` (passive mode: Haka's "read only buffer"); after the rules, the changes
+-- become stream edits (VBM.external_edits: erase / insert / replace at offsets of the data,
+-- applied by Rust with seq/ack shifting). UDP datagrams are read only here (a rule edits
+-- a datagram through pkt.payload).
+local function conn_data_fire(ev, f, sub, d) fire(ev, f, sub, d) end
+function RT.conn_data(id, proto, dir, addr, len, ro)
   local D = proto == 6 and TCPC or UDPC
   local f = begin_call(id)
   if f and not f._dropped then
-    fire(D.events.receive_data, f, sbuf_at(addr, len), DIRS[dir])
+    local writable = proto == 6 and not ro
+    local p = ffi.cast(u8p, addr)
+    local buf, tok = vb_external(p, len, writable)
+    local ok, err = pcall(conn_data_fire, D.events.receive_data, f, buf:sub(0), DIRS[dir])
+    if ok and writable then
+      local ed = VBM.external_edits(buf, tok, p, len)
+      if ed then
+        for i = 1, #ed do local e = ed[i]; edit(e[1], e[2], e[3], e[4]) end
+      end
+    end
+    vb_external_end(tok, "copy")
+    if not ok then
+      -- (Haka closes a TCP connection whose stream rule failed: Rust forgets it too
+      -- when errors drop, see StatefulStage::tcp_data; a new object if it comes back)
+      if proto == 6 and H.rule_error_drops then FLOWS[id] = nil end
+      CUR = nil
+      in_burst = false
+      error(err, 0)
+    end
   end
   return end_call(f)
 end
@@ -1809,6 +1906,7 @@ local pcall = pcall
 function RT.run(start)
   local n = B.n
   local i = start or 0
+  if i == 0 and PAYN > 0 then pay_drop() end
   in_burst = true
   while i < n do
     local ok, err = pcall(loop, i, n)
@@ -1829,7 +1927,16 @@ function RT.run(start)
     if #errs < MAX_ERROR_MESSAGES then errs[#errs + 1] = tostring(err) end
   end
   in_burst = false
+  if PAYN > 0 then pay_finish() end
   return nil
+end
+
+-- the payload rewrites of the last run or stateful call (B.rewrites of them): see pay_finish
+function RT.take_rewrites()
+  local r = REWRITES
+  REWRITES = {}
+  B.rewrites = 0
+  return r
 end
 
 function RT.take_errors()

@@ -1332,6 +1332,49 @@ function M.inplace(b, ptr, len)
   return i == len
 end
 
+-- external_edits(buf, tok, ptr, len) -> nil when the buffer is still exactly the `len`
+-- untouched bytes at `ptr` of the external view `tok`, else the edits that turn those bytes
+-- into the buffer's content, in the original's offsets and in order: { op, off, len, bytes }
+-- with op 1 insert (len 0), 2 erase (no bytes), 3 replace (bytes of the same length: bytes
+-- written in place). The buffer is walked chunk by chunk: a chunk of the view is original
+-- data (at offset c.o), any other chunk was inserted. When the view's chunks are no longer
+-- in order (a rule moved data around), one replace of everything.
+function M.external_edits(b, tok, ptr, len)
+  b = bstate(b)
+  local base = ffi.cast(u8p, ptr)
+  local out, n = nil, 0
+  local function add(op, off, l, bytes)
+    out = out or {}
+    n = n + 1
+    out[n] = { op, off, l, bytes }
+  end
+  local pos, e = 0, b.e
+  local c = e.nx
+  local pend, pend_off = nil, nil -- inserted chunks gathered before the next original one
+  while c ~= e do
+    if c.size > 0 then
+      local orig = c.ext == tok and c.p == base
+      if orig then
+        local o = c.o
+        if o < pos or o + c.size > len then
+          return { { 3, 0, len, asstring(sst(new_iter(e.nx, 0), new_iter(e, 0))) } }
+        end
+        if o > pos then add(2, pos, o - pos) end
+        if pend then add(1, o, 0, concat(pend)); pend = nil end
+        if c.mod then add(3, o, c.size, ffi.string(c.p + o, c.size)) end
+        pos = o + c.size
+      else
+        pend = pend or {}
+        pend[#pend + 1] = ffi.string(c.p + c.o, c.size)
+      end
+    end
+    c = c.nx
+  end
+  if pos < len then add(2, pos, len - pos) end
+  if pend then add(1, len, 0, concat(pend)) end
+  return out
+end
+
 M.allocate = allocate
 M.from = from_string
 M.stream = new_stream

@@ -682,6 +682,7 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     let mut vdev = format!("net_pcap0,rx_pcap={input}");
     if let Some(out) = &args.output {
         vdev.push_str(&format!(",tx_pcap={}", vdev_path(out, "output")?));
+        config.datapath.pass_through = config.datapath.mode == Mode::Passive;
         config.datapath.mode = Mode::Inline;
         config.ports.pairs = vec![[0, 0]];
     } else {

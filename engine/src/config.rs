@@ -148,6 +148,10 @@ pub struct DatapathConfig {
     pub stats_interval: u64,
     /// Size of each worker's dispatch ring (power of two).
     pub dispatch_ring_size: u32,
+    /// hakapcap with `-o` under `mode = "passive"`: packets are written out (inline) but
+    /// the rules see read-only streams, as Haka's `--pass-through`. Not a config key.
+    #[serde(skip)]
+    pub pass_through: bool,
 }
 
 impl Default for DatapathConfig {
@@ -159,6 +163,7 @@ impl Default for DatapathConfig {
             main_lcore_worker: MainLcoreWorker::Auto,
             stats_interval: 10,
             dispatch_ring_size: 4096,
+            pass_through: false,
         }
     }
 }
@@ -435,6 +440,7 @@ impl Config {
             max_buffered_per_worker: (self.tcp.stream_buffer_per_worker_mb as usize) << 20,
             over_cap_drop: self.tcp.over_cap == Verdict::Drop,
             required_chain: self.rules.dissectors == DissectorChain::Required,
+            read_only_streams: self.datapath.mode == Mode::Passive || self.datapath.pass_through,
         }
     }
 

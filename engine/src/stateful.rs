@@ -261,7 +261,7 @@ impl StatefulStage {
         self.edits.clear();
         self.in_place = false;
         if step.no_connection {
-            lua.raise_alert("no connection found for tcp packet", "low", meta, flow_dir as u8);
+            lua.raise_alert_with("no connection found for tcp packet", "low", meta, flow_dir as u8, true);
             return Outcome::Drop(DropReason::NoConnection);
         }
         if step.drop_silently {
@@ -270,7 +270,7 @@ impl StatefulStage {
         if step.unexpected {
             c.add(Stateful::TcpUnexpected, 1);
             if self.conns.config().unexpected_drop {
-                lua.raise_alert("unexpected tcp packet", "low", meta, flow_dir as u8);
+                lua.raise_alert_with("unexpected tcp packet", "low", meta, flow_dir as u8, true);
                 return Outcome::Drop(DropReason::TcpUnexpected);
             }
         }
@@ -694,8 +694,16 @@ impl StatefulStage {
             let owned: Vec<u8> = if r.in_place { Vec::new() } else { self.conns.read(id, dir).to_vec() };
             let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
             if self.info & sf::TCP_DATA != 0 {
-                match lua.conn_data(id, meta, dir, bytes) {
-                    ConnCall::Error => return Some(self.rule_error(lua)),
+                match lua.conn_data(id, meta, dir, bytes, self.conns.config().read_only_streams) {
+                    ConnCall::Error => {
+                        // Haka: an error in a stream rule closes the connection (no
+                        // end_connection; its later packets are "no connection found")
+                        if lua.rule_error_drops() {
+                            self.conns.end(id);
+                            self.lua_flows.take(id);
+                        }
+                        return Some(self.rule_error(lua));
+                    }
                     ConnCall::Done(a) => {
                         if a & act::EDITS != 0 {
                             for edit in lua.take_edits() {
@@ -748,7 +756,7 @@ impl StatefulStage {
     ) -> Option<Outcome> {
         if self.info & sf::UDP_DATA != 0 {
             let payload = &m.data()[pay_off..pay_off + pay_len];
-            match lua.conn_data(id, meta, dir, payload) {
+            match lua.conn_data(id, meta, dir, payload, true) {
                 ConnCall::Error => return Some(self.rule_error(lua)),
                 ConnCall::Done(a) => {
                     if let Some(o) = self.apply(a & !act::EDITS, m, meta, id, dir, flow_dir, out_port, c) {

@@ -6,7 +6,7 @@ use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
 use crate::fragstage::{FragPlan, FragStage};
-use crate::lua::{LuaEngine, LuaOptions, LuaPacket, LuaVerdict};
+use crate::lua::{rebuild_payload, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, PayloadRewrite};
 use crate::pipeline::{Batch, Class, Decision, Pipeline, BATCH};
 use crate::stateful::{Outcome, StatefulStage};
 use crate::dissect::PacketMeta;
@@ -149,6 +149,8 @@ struct Loop<'a> {
     frag: Option<FragStage<'a>>,
     /// Burst slots whose packet a rule modified (bit per slot).
     modified: u32,
+    /// A payload rewrite that did not fit was logged (once).
+    rewrite_logged: bool,
     /// Per burst slot: the dissection made when the packet was classified (None for a
     /// packet that took the slot later, e.g. a reassembled datagram). The rules and the
     /// stateful stage use it rather than dissecting the packet again. Every slot of a
@@ -284,7 +286,13 @@ impl Loop<'_> {
         }
         lua.run_burst(&mut pkts);
         self.c.lua_packets += pkts.len() as u64;
-        for (p, &j) in pkts.iter().zip(&js) {
+        let mut rewrites: arrayvec::ArrayVec<(u8, Box<PayloadRewrite>), BURST> = arrayvec::ArrayVec::new();
+        for (p, &j) in pkts.iter_mut().zip(&js) {
+            if let Some(rw) = p.rewrite.take() {
+                if p.verdict == LuaVerdict::Accept {
+                    rewrites.push((j, rw));
+                }
+            }
             if p.modified {
                 self.modified |= 1 << batch.result(j as usize).0;
             }
@@ -293,6 +301,21 @@ impl Loop<'_> {
                 self.c.accepted -= 1;
                 self.c.drop(reason);
                 batch.set_decision(j as usize, Decision::Drop(reason));
+            }
+        }
+        drop(pkts);
+        // payloads the rules resized: the frames are rebuilt (mbuf resized, lengths and
+        // checksums fixed); one that cannot grow that much is left as it was
+        for (j, rw) in rewrites {
+            let slot = batch.result(j as usize).0 as usize;
+            let Some(m) = burst.slots_mut()[slot].as_mut() else { continue };
+            let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(m.data())) else { continue };
+            let mut out = Vec::new();
+            if rebuild_payload(m.data(), &meta, &rw, &mut out) && m.resize(out.len()) {
+                m.data_mut().copy_from_slice(&out);
+            } else if !self.rewrite_logged {
+                self.rewrite_logged = true;
+                println!("worker {}: a payload a rule resized does not fit its packet: left unchanged (logged once)", self.plan.index);
             }
         }
         copy_rule_counters(&mut self.c, lua);
@@ -506,6 +529,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         ended: Vec::with_capacity(64),
         frag,
         modified: 0,
+        rewrite_logged: false,
         metas: [None; BURST],
         keep_metas: false,
     };

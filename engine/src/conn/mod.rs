@@ -93,6 +93,9 @@ pub struct ConnConfig {
     /// `[rules] dissectors = "required"`: connections are tracked only when the rules
     /// file loaded tcp_connection / udp_connection (Haka's chain).
     pub required_chain: bool,
+    /// Passive mode (Haka's pass-through): the rules may read stream data, not modify it
+    /// (a modification raises Haka's "read only buffer").
+    pub read_only_streams: bool,
 }
 
 impl ConnConfig {
@@ -129,6 +132,7 @@ impl Default for ConnConfig {
             max_buffered_per_worker: 64 << 20,
             over_cap_drop: true,
             required_chain: false,
+            read_only_streams: false,
         }
     }
 }

@@ -109,7 +109,8 @@ struct Burst {
     n: u32,
     cur: u32,
     errors: u32,
-    _pad: u32,
+    /// Payload rewrites recorded by the rules (`RT.take_rewrites`), 0 when none.
+    rewrites: u32,
     s: [Slot; MAX_BURST],
 }
 
@@ -168,12 +169,37 @@ pub struct LuaPacket<'a> {
     pub error: bool,
     /// Capture time: seconds since the epoch and nanoseconds ((0, 0): unknown).
     pub ts: (u64, u32),
+    /// Out: a rule changed the size of a payload (erase, insert, replace with another
+    /// length): the caller rebuilds the frame ([`rebuild_payload`]), which fixes the
+    /// lengths and checksums (they are not fixed in `data`, which cannot grow).
+    pub rewrite: Option<Box<PayloadRewrite>>,
 }
 
 impl<'a> LuaPacket<'a> {
     pub fn new(data: &'a mut [u8], meta: PacketMeta, dir: u8, flow_id: u32) -> LuaPacket<'a> {
-        LuaPacket { data, meta, dir, flow_id, verdict: LuaVerdict::Accept, modified: false, error: false, ts: (0, 0) }
+        LuaPacket {
+            data,
+            meta,
+            dir,
+            flow_id,
+            verdict: LuaVerdict::Accept,
+            modified: false,
+            error: false,
+            ts: (0, 0),
+            rewrite: None,
+        }
     }
+}
+
+/// A packet payload a rule resized: the `old_len` bytes at `offset` in the frame become
+/// `bytes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PayloadRewrite {
+    pub offset: usize,
+    pub old_len: usize,
+    pub bytes: Vec<u8>,
+    /// The packet's `modified` bits (which checksums to recompute, see [`MOD_ANY`]).
+    pub bits: u8,
 }
 
 /// Totals of one `run_burst` call.
@@ -220,6 +246,8 @@ struct Shared {
     /// Messages of rule errors kept per burst (the others are only counted): all of
     /// them when every error is logged (`error_log_interval` 0, as Haka).
     max_error_messages: usize,
+    /// `rules.rule_error` drops (a TCP stream rule's error then closes its connection).
+    rule_error_drop: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -261,6 +289,7 @@ struct State {
     conn_data: Function,
     conn_end: Function,
     take_edits: Function,
+    take_rewrites: Function,
     app_events: Function,
     stateful: u32,
     /// `RT.app_ports`: (protocol, server port, application code).
@@ -295,6 +324,9 @@ pub struct LuaEngine {
     counters: LuaCounters,
     last_log: Option<Instant>,
     suppressed: u64,
+    /// Log section of rule errors: "lua", "tcp" during tcp_connection receive_data
+    /// (Haka's tcp_connection logs the errors of its stream rules under its section).
+    err_section: &'static str,
     /// Heads rewritten by the last `app_events` call (see `drain_heads`).
     heads: Vec<(usize, Vec<u8>, bool)>,
     /// The event records of the current `app_events` call (Lua reads them by address).
@@ -446,6 +478,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     let worker = sh.worker;
     h.set("worker", worker)?;
     h.set("max_error_messages", sh.max_error_messages)?;
+    h.set("rule_error_drops", sh.rule_error_drop)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
@@ -655,6 +688,7 @@ fn build_state(
             conn_data: get("conn_data")?,
             conn_end: get("conn_end")?,
             take_edits: get("take_edits")?,
+            take_rewrites: get("take_rewrites")?,
             app_events: get("app_events")?,
             stateful,
             app_ports,
@@ -688,8 +722,9 @@ impl LuaEngine {
             packet_time: Cell::new((0, 0)),
             console: RefCell::new(None),
             max_error_messages: if opts.error_log_interval.is_zero() { MAX_BURST } else { 16 },
+            rule_error_drop: opts.rule_error_drop,
         });
-        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
         let watch = Arc::new(Watch {
             state: Mutex::new(0),
@@ -734,6 +769,7 @@ impl LuaEngine {
             counters: LuaCounters::default(),
             last_log: None,
             suppressed: 0,
+            err_section: "lua",
             heads: Vec::new(),
             app_evs: Vec::with_capacity(64), // its address is cached by Lua: grown rarely
             mem_checked: 0,
@@ -842,9 +878,9 @@ impl LuaEngine {
                 use std::io::Write;
                 let mut l = self.shared.logs.borrow_mut();
                 let _ = if self.suppressed > 0 {
-                    writeln!(l, "error lua: {} ({} more errors suppressed)", msg, self.suppressed)
+                    writeln!(l, "error {}: {} ({} more errors suppressed)", self.err_section, msg, self.suppressed)
                 } else {
-                    writeln!(l, "error lua: {}", msg)
+                    writeln!(l, "error {}: {}", self.err_section, msg)
                 };
             }
             self.last_log = Some(now);
@@ -888,6 +924,7 @@ impl LuaEngine {
         self.burst.n = n as u32;
         self.burst.cur = 0;
         self.burst.errors = 0;
+        self.burst.rewrites = 0;
         self.counters.bursts += 1;
         self.counters.packets += n as u64;
         let mut start = 0u32;
@@ -924,6 +961,13 @@ impl LuaEngine {
             }
         }
         self.collect_errors();
+        if self.burst.rewrites > 0 {
+            for (slot, rw) in self.take_rewrites() {
+                if let Some(p) = pkts.get_mut(slot) {
+                    p.rewrite = Some(Box::new(rw));
+                }
+            }
+        }
         for (s, p) in self.burst.s.iter().zip(pkts.iter_mut()) {
             p.error = s.verdict == 2;
             p.verdict = match s.verdict {
@@ -941,7 +985,9 @@ impl LuaEngine {
             p.modified = s.modified & MOD_ANY != 0;
             if p.modified {
                 out.modified += 1;
-                fix_checksums(p.data, &p.meta, s.modified);
+                if p.rewrite.is_none() {
+                    fix_checksums(p.data, &p.meta, s.modified);
+                }
             }
             match p.verdict {
                 LuaVerdict::Accept => out.accepted += 1,
@@ -1162,7 +1208,14 @@ impl LuaEngine {
     ) -> ConnCall {
         self.set_current(data, meta, dir, flow_id);
         let f = self.st.conn_packet.clone();
+        self.burst.rewrites = 0;
         let r = self.conn_call(f, (flow_id, meta.proto, dir, state, bits));
+        if self.burst.rewrites > 0 {
+            // (the stateful stage edits streams, not single packets: a size change of a
+            // packet's payload by a tcp_connection/udp_connection rule is not applied)
+            let _ = self.take_rewrites();
+            self.log_rewrite_refused();
+        }
         let m = self.burst.s[0].modified;
         if m & MOD_ANY != 0 {
             fix_checksums(data, meta, m);
@@ -1172,10 +1225,50 @@ impl LuaEngine {
 
     /// receive_data with `bytes` (stream data in order, or a datagram's payload) of the
     /// packet `meta` (alerts name its flow).
-    pub fn conn_data(&mut self, flow_id: u32, meta: &PacketMeta, dir: u8, bytes: &[u8]) -> ConnCall {
+    /// `read_only`: the rules may not modify the data (passive mode: Haka's "read only
+    /// buffer" error); else their modifications come back as edits ([`act::EDITS`]).
+    pub fn conn_data(&mut self, flow_id: u32, meta: &PacketMeta, dir: u8, bytes: &[u8], read_only: bool) -> ConnCall {
         self.set_current_meta(meta, dir);
         let f = self.st.conn_data.clone();
-        self.conn_call(f, (flow_id, meta.proto, dir, bytes.as_ptr() as usize as f64, bytes.len() as u32))
+        if meta.proto == 6 {
+            self.err_section = "tcp";
+        }
+        let r = self.conn_call(f, (flow_id, meta.proto, dir, bytes.as_ptr() as usize as f64, bytes.len() as u32, read_only));
+        self.err_section = "lua";
+        r
+    }
+
+    /// The payload rewrites the last call recorded: (slot, rewrite).
+    fn take_rewrites(&mut self) -> Vec<(usize, PayloadRewrite)> {
+        self.burst.rewrites = 0;
+        let t: Table = match self.st.take_rewrites.call(()) {
+            Ok(t) => t,
+            Err(_) => return Vec::new(),
+        };
+        let mut out = Vec::new();
+        for e in t.sequence_values::<Table>().flatten() {
+            let slot: usize = e.get(1).unwrap_or(usize::MAX);
+            let offset: usize = e.get(2).unwrap_or(0);
+            let old_len: usize = e.get(3).unwrap_or(0);
+            let Ok(bytes) = e.get::<mlua::LuaString>(4) else { continue };
+            let bits: u8 = e.get(5).unwrap_or(MOD_ANY);
+            // one rewrite per packet (a second view of the same packet resized too: the
+            // first wins, the offsets of the other no longer hold)
+            if out.iter().any(|(s, _)| *s == slot) {
+                self.log_rewrite_refused();
+                continue;
+            }
+            out.push((slot, PayloadRewrite { offset, old_len, bytes: bytes.as_bytes().to_vec(), bits }));
+        }
+        out
+    }
+
+    fn log_rewrite_refused(&mut self) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static LOGGED: AtomicBool = AtomicBool::new(false);
+        if !LOGGED.swap(true, Ordering::Relaxed) {
+            println!("payload size change not applied (in a stateful event, or a second payload view of the packet resized; logged once)");
+        }
     }
 
     /// end_connection, then forget the flow's Lua object. `meta`: the packet that ended
@@ -1219,6 +1312,13 @@ impl LuaEngine {
     }
 
     pub fn raise_alert(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8) {
+        self.raise_alert_with(description, severity, meta, dir, false);
+    }
+
+    /// [`LuaEngine::raise_alert`] with, for `endpoints`, the packet's source and
+    /// destination as Haka's tcp_connection policies describe them (sources: its source
+    /// address and `tcp/PORT`, targets: its destination's).
+    pub fn raise_alert_with(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8, endpoints: bool) {
         self.shared.flush_logs();
         let sh = &self.shared;
         let n = sh.next_alert.get() + 1;
@@ -1243,6 +1343,17 @@ impl LuaEngine {
                 meta.proto,
             ));
             a.direction = Some(if dir == 0 { "up" } else { "down" }.to_string());
+            if endpoints {
+                let proto = if meta.proto == 6 { "tcp" } else { "udp" };
+                a.sources = vec![
+                    format!("address: {}", addr_string(meta, &meta.src_addr)),
+                    format!("service: {proto}/{}", meta.src_port),
+                ];
+                a.targets = vec![
+                    format!("address: {}", addr_string(meta, &meta.dst_addr)),
+                    format!("service: {proto}/{}", meta.dst_port),
+                ];
+            }
         }
         (sh.alerts.borrow_mut())(a);
     }
@@ -1577,6 +1688,57 @@ fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
         c = 0xffff;
     }
     data[l4 + off..l4 + off + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Rebuilds the frame `frame` (dissected as `meta`) with the payload rewrite `rw` into
+/// `out`: bytes before and after the payload kept, the IPv4 total length / IPv6 payload
+/// length and the UDP length grown or shrunk when the payload is inside them, checksums
+/// recomputed. False (out unspecified) when the rewrite does not fit the frame or the new
+/// lengths do not fit their fields.
+pub fn rebuild_payload(frame: &[u8], meta: &PacketMeta, rw: &PayloadRewrite, out: &mut Vec<u8>) -> bool {
+    let end = match rw.offset.checked_add(rw.old_len) {
+        Some(e) if e <= frame.len() => e,
+        _ => return false,
+    };
+    out.clear();
+    out.extend_from_slice(&frame[..rw.offset]);
+    out.extend_from_slice(&rw.bytes);
+    out.extend_from_slice(&frame[end..]);
+    let delta = rw.bytes.len() as i64 - rw.old_len as i64;
+    let l3 = meta.l3_offset as usize;
+    let grow = |v: usize| -> Option<u16> { u16::try_from(v as i64 + delta).ok() };
+    let mut fix = false;
+    match meta.l3 {
+        L3::Ipv4 => {
+            let Some(&b0) = frame.get(l3) else { return true };
+            let ihl = ((b0 & 0x0f) as usize) * 4;
+            if rw.offset >= l3 + ihl && l3 + 20 <= frame.len() {
+                let tot = u16::from_be_bytes([frame[l3 + 2], frame[l3 + 3]]) as usize;
+                let Some(t) = grow(tot) else { return false };
+                out[l3 + 2..l3 + 4].copy_from_slice(&t.to_be_bytes());
+                fix = true;
+            }
+        }
+        L3::Ipv6 => {
+            if rw.offset >= l3 + 40 && l3 + 40 <= frame.len() {
+                let pl = u16::from_be_bytes([frame[l3 + 4], frame[l3 + 5]]) as usize;
+                let Some(t) = grow(pl) else { return false };
+                out[l3 + 4..l3 + 6].copy_from_slice(&t.to_be_bytes());
+                fix = true;
+            }
+        }
+        L3::Other(_) => {}
+    }
+    let l4 = meta.l4_offset as usize;
+    if fix && meta.has_l4 && meta.proto == 17 && rw.offset >= l4 + 8 && l4 + 8 <= frame.len() {
+        let ul = u16::from_be_bytes([frame[l4 + 4], frame[l4 + 5]]) as usize;
+        let Some(u) = grow(ul) else { return false };
+        out[l4 + 4..l4 + 6].copy_from_slice(&u.to_be_bytes());
+    }
+    if fix {
+        fix_checksums(out, meta, rw.bits | MOD_ANY);
+    }
+    true
 }
 
 impl std::fmt::Debug for LuaEngine {
