@@ -2203,3 +2203,57 @@ haka.rule{ on = http.events.response, prefilter = { status = "999" }, eval = fun
         );
     }
 }
+
+#[test]
+fn tcp_stream_vbuffer_insert_and_erase_shift_seq_and_ack() {
+    // The receive_data data is a vbuffer_sub: Haka's iterator/sub API edits it; the
+    // changes become stream edits. Client: "hello world" -> "hello, world" (+1, an
+    // iterator insert); server: "data:XXXXend" -> "data:end" (-4, sub(n, true):erase()).
+    let rules = r#"
+require("protocol/tcp_connection")
+haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection, eval = function (flow, tcp) end }
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir)
+        if dir == "up" and data:asstring() == "hello world" then
+            data:pos(5):insert(haka.vbuffer_from(","))
+        elseif dir == "down" and #data == 12 then
+            local it = data:pos("begin")
+            it:advance(5)
+            it:sub(4, true):erase()
+            assert(data:asstring() == "data:end")
+        end
+    end
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Session::new(41005, 7000);
+    let (c, d) = (0usize, 1usize);
+    #[allow(clippy::type_complexity)]
+    let plan: Vec<((usize, u32, u32, u8, &[u8]), (&[u8], u32, u32))> = vec![
+        ((c, 1000, 0, SYN, b""), (b"", 1000, 0)),
+        ((d, 5000, 1001, SYN | ACK, b""), (b"", 5000, 1001)),
+        ((c, 1001, 5001, ACK, b""), (b"", 1001, 5001)),
+        ((c, 1001, 5001, PSH | ACK, b"hello world"), (b"hello, world", 1001, 5001)),
+        ((d, 5001, 1013, ACK, b""), (b"", 5001, 1012)),
+        ((d, 5001, 1013, PSH | ACK, b"data:XXXXend"), (b"data:end", 5001, 1012)),
+        ((c, 1012, 5009, ACK, b""), (b"", 1013, 5013)),
+        ((c, 1012, 5009, PSH | ACK, b"more"), (b"more", 1013, 5013)),
+    ];
+    let pkts: Vec<Vec<u8>> =
+        plan.iter().map(|((dir, seq, ack, fl, data), _)| s.raw(*dir, *seq, *ack, *fl, data)).collect();
+    let input = write_pcap(dir.path(), "vbedit.pcap", pkts);
+    let r = run(rules, &input, None);
+    assert_eq!(r.st("stream_edits_refused"), 0);
+    assert_eq!(r.st("stream_edits"), 2, "{}", r.stdout);
+    let out = r.out_packets();
+    assert_eq!(out.len(), plan.len());
+    assert!(out.iter().all(|p| p.checksums_ok), "checksums recomputed after edits");
+    for (i, (p, (_, (pl, seq, ack)))) in out.iter().zip(&plan).enumerate() {
+        assert_eq!(
+            (String::from_utf8_lossy(&p.payload).into_owned(), p.seq, p.ack),
+            (String::from_utf8_lossy(pl).into_owned(), *seq, *ack),
+            "packet {i}"
+        );
+    }
+}

@@ -617,8 +617,13 @@ local function pay_finish()
       if vb_modified(r.buf) then pay_touch(s, r.kind) end
     elseif ok then
       pay_touch(s, r.kind)
-      REWRITES[#REWRITES + 1] = { tonumber(s - S0), tonumber(r.p - s.data), r.n, r.buf:asstring(), s.modified }
-      B.rewrites = #REWRITES
+      local str = r.buf:asstring()
+      if #str == r.n then
+        ffi.copy(r.p, str, r.n) -- same size (e.g. setstring): written in place
+      else
+        REWRITES[#REWRITES + 1] = { tonumber(s - S0), tonumber(r.p - s.data), r.n, str, s.modified }
+        B.rewrites = #REWRITES
+      end
     end
     vb_external_end(r.tok, "copy")
   end

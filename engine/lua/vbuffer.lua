@@ -82,7 +82,7 @@ local function clone_chunk(c, copy)
     n = new_chunk(c.p, c.o, c.size, c.anchor)
     n.ext = c.ext; ext_register(n)
   end
-  n.ro, n.mod = c.ro, c.mod
+  n.ro, n.mod, n.w = c.ro, c.mod, c.w
   return n
 end
 
@@ -129,7 +129,7 @@ local function split(c, off, mark)
   if off == 0 or c.ctl then return c end
   if off == c.size then return c.nx end
   local n = new_chunk(c.p, c.o + off, c.size - off, c.anchor)
-  n.ro, n.mod, n.ext, n.fwd = c.ro, c.mod, c.ext, c.fwd
+  n.ro, n.mod, n.w, n.ext, n.fwd = c.ro, c.mod, c.w, c.ext, c.fwd
   ext_register(n)
   c.size, c.fwd = off, n
   link_before(c.nx, n, n)
@@ -253,7 +253,7 @@ local function read_piece(c, off, len, max)
 end
 local function write_piece(c, off, len, max)
   if c.ro then fail("read only buffer") end
-  c.mod = true
+  c.mod = true; c.w = true -- bytes written (external_edits)
   local i = acc.n
   local p = c.p + c.o + off
   for k = 0, len - 1 do
@@ -271,7 +271,7 @@ end
 
 local function zero_piece(c, off, len)
   if c.ro then fail("read only buffer") end
-  c.mod = true
+  c.mod = true; c.w = true -- bytes written (external_edits)
   ffi.fill(c.p + c.o + off, len, 0)
 end
 
@@ -282,7 +282,7 @@ local function setstr_piece(c, off, len)
   if n <= 0 then return end
   if len > n then len = n end
   if c.ro then fail("read only buffer") end
-  c.mod = true
+  c.mod = true; c.w = true -- bytes written (external_edits)
   ffi.copy(c.p + c.o + off, ffi.cast("const uint8_t*", s) + sstr.i, len)
   sstr.i = sstr.i + len
 end
@@ -339,7 +339,7 @@ local function setbyte_sub(s, i, v)
   v = tonumber(v)
   if v == nil then fail("invalid byte value") end
   if lc.ro then fail("read only buffer") end
-  lc.mod = true
+  lc.mod = true; lc.w = true -- bytes written (external_edits)
   lc.p[lc.o + lo] = v % 256
 end
 
@@ -515,7 +515,7 @@ VB_MT.__newindex = function(u, k, v)
     if k >= 1 and k <= c.size and k == floor(k) and not c.ro then
       v = tonumber(v)
       if v == nil then fail("invalid byte value") end
-      c.mod = true
+      c.mod = true; c.w = true -- bytes written (external_edits)
       c.p[c.o + k - 1] = v % 256
       return
     end
@@ -659,9 +659,16 @@ function SUB.erase(self)
   if first then kill(first, last) end
 end
 
+-- data of replace/insert/append: a vbuffer, or (an extension of Haka's API, which takes
+-- buffers only) a string
+local function bdata(d)
+  if type(d) == "string" then return VBS[from_string(d)] end
+  return bstate(d)
+end
+
 function SUB.replace(self, data)
   self = SS[self] or self
-  data = bstate(data)
+  data = bdata(data)
   if contains(data, (fix(self.b))) then fail("circular buffer insertion") end
   local first, last, endc = cut(self, true, true)
   if first then kill(first, last) end
@@ -673,6 +680,9 @@ function SUB.replace(self, data)
 end
 
 function SUB.setstring(self, s) return SUB.replace(self, from_string(s)) end
+-- (extensions kept from this engine's earlier stream views: insert before / after the sub)
+function SUB.insert(self, data) return IT.insert(sub_pos(self, "begin"), data) end
+function SUB.append(self, data) return IT.insert(sub_pos(self, "end"), data) end
 
 function SUB.isflat(self)
   self = SS[self] or self
@@ -963,7 +973,7 @@ function IT.split(self)
 end
 
 function IT.insert(self, data)
-  data = bstate(data)
+  data = bdata(data)
   local c, off = fix(self)
   if contains(data, c) then fail("circular buffer insertion") end
   local at = split(c, off, true)
@@ -1335,8 +1345,8 @@ end
 -- external_edits(buf, tok, ptr, len) -> nil when the buffer is still exactly the `len`
 -- untouched bytes at `ptr` of the external view `tok`, else the edits that turn those bytes
 -- into the buffer's content, in the original's offsets and in order: { op, off, len, bytes }
--- with op 1 insert (len 0), 2 erase (no bytes), 3 replace (bytes of the same length: bytes
--- written in place). The buffer is walked chunk by chunk: a chunk of the view is original
+-- with op 1 insert (len 0), 2 erase (no bytes), 3 replace (bytes of the same length: a
+-- chunk whose bytes were written in place, flag `w`). The buffer is walked chunk by chunk: a chunk of the view is original
 -- data (at offset c.o), any other chunk was inserted. When the view's chunks are no longer
 -- in order (a rule moved data around), one replace of everything.
 function M.external_edits(b, tok, ptr, len)
@@ -1359,9 +1369,11 @@ function M.external_edits(b, tok, ptr, len)
         if o < pos or o + c.size > len then
           return { { 3, 0, len, asstring(sst(new_iter(e.nx, 0), new_iter(e, 0))) } }
         end
-        if o > pos then add(2, pos, o - pos) end
-        if pend then add(1, o, 0, concat(pend)); pend = nil end
-        if c.mod then add(3, o, c.size, ffi.string(c.p + o, c.size)) end
+        -- bytes erased and others in their place: one replace
+        if o > pos and pend then add(3, pos, o - pos, concat(pend)); pend = nil
+        elseif o > pos then add(2, pos, o - pos)
+        elseif pend then add(1, o, 0, concat(pend)); pend = nil end
+        if c.w then add(3, o, c.size, ffi.string(c.p + o, c.size)) end
         pos = o + c.size
       else
         pend = pend or {}
@@ -1370,8 +1382,9 @@ function M.external_edits(b, tok, ptr, len)
     end
     c = c.nx
   end
-  if pos < len then add(2, pos, len - pos) end
-  if pend then add(1, len, 0, concat(pend)) end
+  if pos < len and pend then add(3, pos, len - pos, concat(pend))
+  elseif pos < len then add(2, pos, len - pos)
+  elseif pend then add(1, len, 0, concat(pend)) end
   return out
 end
 

@@ -998,3 +998,65 @@ fn check_errors_blame_the_caller() {
         "ok|invalid parameter 1, expected string|invalid parameter 2, expected number or nil|test:16: empty x|boom"
     );
 }
+
+#[test]
+fn payload_vbuffer_resize_rebuilds_the_frame_with_valid_lengths_and_checksums() {
+    let (mut e, _) = engine(
+        r#"
+        require("protocol/udp")
+        haka.rule{ on = haka.dissectors.udp.events.receive_packet, eval = function(u)
+            local p = u.payload
+            assert(#p == 11 and p:asstring() == "hello world")
+            p:sub(5, 6):erase()                         -- "hello"
+            p:pos("end"):insert(haka.vbuffer_from(", vbuffers!"))
+            p:pos(0):insert(haka.vbuffer_from(">"))
+            assert(u.payload:asstring() == ">hello, vbuffers!")
+            KEPT = u.payload
+        end }
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+            t.payload:sub(0, 2):setfixedstring("HE")     -- same size: in place
+            t.payload[3] = 0x4c
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(17, &udp(53, 4000, b"hello world")), ipv4_frame(6, &tcp(1, 80, 0x10, b"hello"))];
+    let metas: Vec<PacketMeta> =
+        frames.iter().map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).unwrap()).collect();
+    let mut pkts: Vec<LuaPacket> =
+        frames.iter_mut().zip(metas.iter()).map(|(f, m)| LuaPacket::new(f, *m, 0, 1)).collect();
+    e.run_burst(&mut pkts);
+    assert!(pkts.iter().all(|p| p.modified && p.verdict == LuaVerdict::Accept));
+    let rw = pkts[0].rewrite.take().expect("a size change is a rewrite");
+    assert!(pkts[1].rewrite.is_none(), "same size: written in place");
+    drop(pkts);
+    assert_eq!(&frames[1][54..], b"HELlo");
+    assert!(checksums_valid(&frames[1]));
+    assert_eq!((rw.offset, rw.old_len, &rw.bytes[..]), (42, 11, &b">hello, vbuffers!"[..]));
+    let mut out = Vec::new();
+    assert!(rebuild_payload(&frames[0], &metas[0], &rw, &mut out));
+    assert_eq!(out.len(), frames[0].len() + 6);
+    assert_eq!(&out[..34 - 20 + 2], &frames[0][..16], "ethernet and IP header start unchanged");
+    assert_eq!(u16::from_be_bytes([out[16], out[17]]), 20 + 8 + 17, "IPv4 total length");
+    assert_eq!(u16::from_be_bytes([out[38], out[39]]), 8 + 17, "UDP length");
+    assert_eq!(&out[42..], b">hello, vbuffers!");
+    assert!(checksums_valid(&out));
+    // a buffer a rule kept reads a copy once the burst is over
+    assert_eq!(eval_str(&e, "return KEPT:asstring()"), ">hello, vbuffers!");
+}
+
+#[test]
+fn payload_not_read_means_no_rewrite_and_no_modification() {
+    let (mut e, _) = engine(
+        r#"
+        require("protocol/udp")
+        haka.rule{ on = haka.dissectors.udp.events.receive_packet, eval = function(u)
+            assert(u.payload:sub(0, 5):asstring() == "hello")
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(17, &udp(53, 4000, b"hello world"))];
+    let before = frames[0].clone();
+    let v = run(&mut e, &mut frames);
+    assert_eq!(v, vec![(LuaVerdict::Accept, false)]);
+    assert_eq!(frames[0], before);
+}
