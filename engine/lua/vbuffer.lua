@@ -523,6 +523,10 @@ VB_MT.__newindex = function(u, k, v)
   end
   fail(sfmt("unknown field '%s'", tostring(k)))
 end
+-- debug.pprint (engine/lua/lib/debug.lua): Haka prints `userdata vbuffer { modified : BOOL }`
+VB.__pprint_info = { kind = "userdata", name = "vbuffer", fields = function(u, add)
+  add("modified", buf_modified(VBS[u]))
+end }
 VB_MT.__len = function(u) return buf_size(VBS[u]) end
 VB_MT.__tostring = function(self) return "<vbuffer>" end
 

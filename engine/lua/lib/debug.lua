@@ -134,7 +134,8 @@ pp = function(obj, indent, name, visited, hide, depth, out)
     visited[obj] = true
   end
 
-  if t == "table" or t == "cdata" then
+  -- (a userdata with a descriptor, e.g. a vbuffer, prints as a cdata view does)
+  if t == "table" or t == "cdata" or (t == "userdata" and info_of(obj, t)) then
     local mt = t == "table" and getmetatable(obj) or nil
     local info = info_of(obj, t)
     if info then
