@@ -543,12 +543,13 @@ haka.rule{
         &pcap("modules/protocol/tcp/test/interleavedconnection.pcap"),
         Some("[tcp]\nunexpected_packet = \"drop\"\n"),
     );
-    // 40 of 44: the retransmitted SYN-ACKs are unexpected packets, dropped as by Haka.
+    // 40 of 44: the retransmitted SYN-ACKs are unexpected packets, dropped as by Haka
+    // (without an alert: to Haka's stream they are old data).
     assert_same_packets(&r.out, &reference("p4-tcpconn.pcap"), "p4");
     assert_eq!(r.total("rx"), 44);
     assert_eq!(r.dropped("tcp_unexpected"), 4);
     assert_eq!(r.st("tcp_unexpected"), 4);
-    assert_eq!(r.alert_descriptions().iter().filter(|d| *d == "unexpected tcp packet").count(), 4, "{}", r.stdout);
+    assert_eq!(r.alert_descriptions().iter().filter(|d| *d == "unexpected tcp packet").count(), 0, "{}", r.stdout);
     assert_eq!(r.st("tcp_connections"), 3);
     let mut new = r.logs_with("NEW ");
     new.sort();
@@ -1419,7 +1420,7 @@ haka.rule{
 require("protocol/udp_connection")
 haka.rule{
     on = haka.dissectors.udp_connection.events.receive_data,
-    eval = function (flow, data, dir) haka.log("UDATA %s %d", dir, #data) end
+    eval = function (flow, pkt, dir) haka.log("UDATA %s %d", dir, #pkt.payload) end
 }
 "#;
     let r = run(only_udp_data, &pcap("modules/protocol/dns/test/basic.pcap"), None);

@@ -146,6 +146,17 @@ function haka.setloglevel(level)
   loglevel = l
 end
 local log = haka.log_section("core")
+-- print() as Lua's, into the worker's log buffer: printed lines stay in order with the
+-- log lines and the alerts (one ordered stdout, as Haka's single thread wrote it)
+do
+  local tostring, select, concat = tostring, select, table.concat
+  function print(...)
+    local n = select('#', ...)
+    local t = {}
+    for i = 1, n do t[i] = tostring((select(i, ...))) end
+    H.print(concat(t, "\t"))
+  end
+end
 
 -- time
 local time_mt = {}
@@ -1353,7 +1364,8 @@ function RT.conn_data(id, proto, dir, addr, len)
   local D = proto == 6 and TCPC or UDPC
   local f = begin_call(id)
   if f and not f._dropped then
-    fire(D.events.receive_data, f, sbuf_at(addr, len), DIRS[dir])
+    -- (udp_connection, as Haka: the udp packet, slot 0; tcp_connection: the stream bytes)
+    fire(D.events.receive_data, f, proto == 17 and V.udp[0] or sbuf_at(addr, len), DIRS[dir])
   end
   return end_call(f)
 end
@@ -1766,6 +1778,16 @@ function RT.finish()
   local eths = sect(function(c) gen_event(c, env, "eth_send", D.ethernet.events.send_packet, "VE[i]") end)
   local pkts = sect(function(c) gen_event(c, env, "packet_send", D.packet.events.send_packet, "VP[i]") end)
   has_rules = #env > 0
+  -- Haka's chain without protocol/ipv4 ([rules] dissectors = "required"): after the
+  -- packet rules, the raw dissector's "unknown dissector" policy alerts and drops the
+  -- packet (Rust does it when no packet rule runs).
+  if H.required_chain and not LOADED_MODULES["protocol/ipv4"] and has_rules then
+    env[#env + 1] = { "UNKNOWN_IPV4", function(s)
+      haka.alert{ description = "dropping unknown dissector 'ipv4'" }
+      s.verdict = 1
+    end }
+    pkt[#pkt + 1] = "if s.l3 == 4 then UNKNOWN_IPV4(s) goto done end"
+  end
 
   local body = {}
   local function add(t) for _, l in ipairs(t) do body[#body + 1] = l end end

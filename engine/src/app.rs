@@ -99,6 +99,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 instruction_budget: cfg.rules.instruction_budget,
                 memory_limit_bytes: (cfg.rules.memory_limit_mb as usize) << 20,
                 error_log_interval: std::time::Duration::from_secs(cfg.rules.error_log_interval),
+                required_chain: cfg.rules.dissectors == crate::config::DissectorChain::Required,
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))

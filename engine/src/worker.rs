@@ -184,7 +184,10 @@ impl Loop<'_> {
     /// Haka's chain without protocol/ipv4 (`[rules] dissectors = "required"`): the raw
     /// dissector's "unknown dissector" policy drops IPv4 packets.
     fn drops_ipv4(&self, lua: &LuaEngine) -> bool {
-        self.plan.conn.0.required_chain && lua.stateful_info() & crate::lua::stateful::IPV4_LOADED == 0
+        // (with packet rules, the Lua burst loop does it after them, packet by packet)
+        self.plan.conn.0.required_chain
+            && lua.stateful_info() & crate::lua::stateful::IPV4_LOADED == 0
+            && !lua.has_packet_rules()
     }
 
     /// Alerts and drops the accepted IPv4 packets of the batch (see `drops_ipv4`).
@@ -634,9 +637,10 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     }
     let now = clock.now_ms();
     lp.expire(now);
-    // Connections still open at exit get their end_connection (rules flush per-flow state).
+    // Connections still open at exit get their end_connection (rules flush per-flow state),
+    // the newest first as Haka's connection table ended them.
     if let Some(stage) = lp.stateful.as_mut() {
-        for id in stage.conns.ids() {
+        for id in stage.conns.ids().into_iter().rev() {
             stage.forget(lp.lua.as_mut(), id, &mut lp.c);
         }
     }

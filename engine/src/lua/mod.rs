@@ -132,6 +132,8 @@ pub struct LuaOptions {
     /// Rule errors are logged at most once per interval (the others are counted and
     /// their number logged with the next one); zero: every error, as Haka.
     pub error_log_interval: Duration,
+    /// `[rules] dissectors = "required"`: Haka's chain (see `crate::config::DissectorChain`).
+    pub required_chain: bool,
 }
 
 impl Default for LuaOptions {
@@ -141,6 +143,7 @@ impl Default for LuaOptions {
             instruction_budget: 100_000_000,
             memory_limit_bytes: 256 << 20,
             error_log_interval: Duration::from_secs(1),
+            required_chain: false,
         }
     }
 }
@@ -220,6 +223,7 @@ struct Shared {
     /// Messages of rule errors kept per burst (the others are only counted): all of
     /// them when every error is logged (`error_log_interval` 0, as Haka).
     max_error_messages: usize,
+    required_chain: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -446,6 +450,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     let worker = sh.worker;
     h.set("worker", worker)?;
     h.set("max_error_messages", sh.max_error_messages)?;
+    h.set("required_chain", sh.required_chain)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
@@ -466,6 +471,23 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
                 }
             }
             sh_log.flush_logs();
+            Ok(())
+        })?,
+    )?;
+    // Lua's print, into the same buffer as the log lines (kept in order with the alerts)
+    let sh_print = Rc::clone(sh);
+    h.set(
+        "print",
+        lua.create_function(move |_, line: mlua::LuaString| {
+            let full = {
+                let mut l = sh_print.logs.borrow_mut();
+                l.extend_from_slice(&line.as_bytes());
+                l.push(b'\n');
+                l.len() >= LOG_BUFFER
+            };
+            if full {
+                sh_print.flush_logs();
+            }
             Ok(())
         })?,
     )?;
@@ -688,6 +710,7 @@ impl LuaEngine {
             packet_time: Cell::new((0, 0)),
             console: RefCell::new(None),
             max_error_messages: if opts.error_log_interval.is_zero() { MAX_BURST } else { 16 },
+            required_chain: opts.required_chain,
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -1172,6 +1195,14 @@ impl LuaEngine {
 
     /// receive_data with `bytes` (stream data in order, or a datagram's payload) of the
     /// packet `meta` (alerts name its flow).
+    /// udp_connection `receive_data` for datagram `data` (the whole packet): as Haka, the
+    /// rules get the udp packet (`pkt.payload` is the datagram's payload).
+    pub fn conn_datagram(&mut self, flow_id: u32, data: &mut [u8], meta: &PacketMeta, dir: u8) -> ConnCall {
+        self.set_current(data, meta, dir, flow_id);
+        let f = self.st.conn_data.clone();
+        self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32))
+    }
+
     pub fn conn_data(&mut self, flow_id: u32, meta: &PacketMeta, dir: u8, bytes: &[u8]) -> ConnCall {
         self.set_current_meta(meta, dir);
         let f = self.st.conn_data.clone();
