@@ -125,9 +125,14 @@ impl Grow {
     /// Err: the DFA gave up (treated as "may go on").
     fn run(&self, cache: &mut Cache, hay: &[u8], p: usize) -> Result<Option<LazyStateID>, ()> {
         let input = Input::new(hay).range(p..).anchored(Anchored::Yes);
+        let clears = cache.clear_count();
         let mut sid = self.dfa.start_state_forward(cache, &input).map_err(|_| ())?;
         for &b in &hay[p..] {
             sid = self.dfa.next_state(cache, sid, b).map_err(|_| ())?;
+            // a cleared cache makes the state ids stale: give up (conservative)
+            if cache.clear_count() != clears {
+                return Err(());
+            }
             if sid.is_tagged() {
                 if sid.is_dead() {
                     return Ok(None);
@@ -157,11 +162,12 @@ impl Grow {
             Ok(None) => return false,
             Err(()) => return true,
         };
+        let clears = cache.clear_count();
         let mut seen: Vec<LazyStateID> = Vec::new();
         for b in 0..=255u8 {
             let t = match self.dfa.next_state(&mut cache, sid, b) {
-                Ok(t) => t,
-                Err(_) => return true,
+                Ok(t) if cache.clear_count() == clears => t,
+                _ => return true,
             };
             if !t.is_match() {
                 return true;
@@ -172,7 +178,7 @@ impl Grow {
             seen.push(t);
             for b2 in 0..=255u8 {
                 match self.dfa.next_state(&mut cache, t, b2) {
-                    Ok(n) if n.is_dead() => {}
+                    Ok(n) if n.is_dead() && cache.clear_count() == clears => {}
                     _ => return true,
                 }
             }
@@ -586,6 +592,37 @@ mod tests {
         assert_eq!(s.feed(b"xxab", false).unwrap().state, PARTIAL);
         let f = s.feed(b"c", false).unwrap();
         assert_eq!((f.state, f.last), (MATCH, 5));
+    }
+
+    /// No panic on odd patterns and inputs (errors are values).
+    #[test]
+    fn odd_patterns_and_inputs_do_not_panic() {
+        let pats: [&[u8]; 14] = [
+            b"", b"(?:", b"%", b"%%", b"(a*)*b", b"(?<=%d{1,3})x", b"\\x{110000}", b"(?R)", b"a{99999}",
+            b"\xff\x00", b"(a)(?1)", b"[%w-%d]", b"((((((((((a))))))))))%10", b"(*LIMIT_MATCH=10)(a+)+$",
+        ];
+        let mut seed = 12345u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1103515245).wrapping_add(12345);
+            (seed >> 16) as u8
+        };
+        for p in pats {
+            let Ok(r) = Compiled::new(p, 0) else { continue };
+            let r = Rc::new(r);
+            for n in [0usize, 1, 7, 300, 5000] {
+                let data: Vec<u8> = (0..n).map(|_| rnd() % 4 + b'a').collect();
+                let _ = r.find(&data);
+                let mut s = Sink::new(r.clone());
+                for ch in data.chunks(3) {
+                    let _ = s.feed(ch, false);
+                }
+                let _ = s.feed(b"", true);
+            }
+        }
+        // catastrophic backtracking is an error, not a hang or a panic
+        let r = c("(a+)+$", 0);
+        let hay = [b"a".repeat(40), b"!".to_vec()].concat();
+        let _ = r.find(&hay);
     }
 
     #[test]
