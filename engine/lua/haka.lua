@@ -1086,38 +1086,159 @@ preload["protocol/ethernet"] = function() return haka.dissectors.ethernet end
 preload["protocol/raw"] = function() return haka.dissectors.packet end
 preload["protocol/packet"] = preload["protocol/raw"]
 
--- regexp/pcre (Rust regex behind)
+-- regexp/pcre: Haka's regexp module on PCRE2 (engine/src/lua/regexp.rs: `%` stands for `\`,
+-- MULTILINE always, CASE_INSENSITIVE = 1, EXTENDED = 2). H.regex_compile gives a userdata with
+-- find(string) -> start, end (0-based, end exclusive) and sink() -> a stream matcher with
+-- feed(string, eof) -> state, first, last (stream offsets this feed registered, or -1),
+-- state(), processed() (bytes fed) and start() (offset of the partial match or of the match).
+-- States are Haka's: 1 match, 0 no match, -2 partial.
 do
+  local VBM = H.vbuffer
+  local is_sub, is_buffer, is_iterator = VBM.is_sub, VBM.is_buffer, VBM.is_iterator
+  local sub_between = VBM.sub_between
+  local MATCH, PARTIAL = 1, -2
   local re = { CASE_INSENSITIVE = 1, EXTENDED = 2 }
-  local Rx = {}
-  Rx.__index = Rx
+
   local function tostr(x)
+    if type(x) == "string" then return x end
+    if x == nil then error("expected string argument, got nil", 0) end
     if ffi.istype(buf_ct, x) then return (ffi.string(x.p, x.len)) end
     return (tostring(x))
   end
-  function Rx:match(str)
-    local b, e = self._rx:find(tostr(str))
-    if b == nil then return nil end
-    local s = tostr(str)
-    return string.sub(s, b + 1, e), b, e
+
+  -- haka.regexp_result(): first/last (0-based, last exclusive; -1 when unset), and the
+  -- older offset/size
+  local RES_MT = { __index = function(t, k)
+    local f, l = rawget(t, "first"), rawget(t, "last")
+    if k == "offset" then return f end
+    if k == "size" then if f < 0 or l < 0 then return -1 end return l - f end
+  end }
+  haka.regexp_result = function() return setmetatable({ first = -1, last = -1 }, RES_MT) end
+
+  local Rx, Sink = {}, {}
+  Rx.__index, Sink.__index = Rx, Sink
+  Rx.__tostring = function(self) return "<regexp " .. self.pattern .. ">" end
+  Sink.__tostring = function() return "<regexp_sink>" end
+
+  function Rx:create_sink() return setmetatable({ _s = self._rx:sink() }, Sink) end
+  Rx.get_sink = Rx.create_sink  -- the name Haka's doc uses
+
+  -- sink:feed(string, eof, result) -> matched (result.first/.last set as they are found);
+  -- sink:feed(vbuffer|sub, eof) -> matched, begin iterator, end iterator (those in this data)
+  function Sink:feed(data, eof, result)
+    local s = self._s
+    eof = eof and true or false
+    if data == nil then
+      if eof and s:state() == PARTIAL then s:feed("", true) end
+      return s:state() == MATCH
+    end
+    if is_sub(data) or is_buffer(data) then
+      if s:state() == MATCH then return true end
+      local base = s:processed()
+      local st, first, last = s:feed(data:asstring(), eof)
+      local mb, me
+      if first >= base then mb = data:pos(first - base) end
+      if last >= base then me = data:pos(last - base) end
+      return st == MATCH, mb, me
+    end
+    local st, first, last = s:feed(tostr(data), eof)
+    if result then
+      if first >= 0 then result.first = first end
+      if last >= 0 then result.last = last end
+    end
+    return st == MATCH
   end
-  local cache = {}
+  function Sink:ispartial() return self._s:state() == PARTIAL end
+
+  -- iterator at stream offset `off`: in `sub` (fed from offset `base`) or after `begin`
+  local function pos_at(sub, base, begin, begin_off, off)
+    if off >= base then return sub:pos(off - base) end
+    if begin and off >= begin_off then
+      local it = begin:copy(); it:advance(off - begin_off); return it
+    end
+    return nil
+  end
+
+  -- match on an iterator (blocking on a stream): feeds what is available until a match, the
+  -- start of a pending match marked so that the stream keeps it; the iterator moves past the
+  -- match (to the end of the data when none)
+  local function iter_match(self, input, createsub, readonly)
+    if readonly == nil then
+      readonly = haka.packet_mode ~= nil and haka.packet_mode() == "passthrough"
+    end
+    local s = self._rx:sink()
+    local begin, begin_off, mark
+    for sub in input:foreach_available() do
+      local base = s:processed()
+      local st, _, last = s:feed(sub:asstring(), input.iseof)
+      if createsub then
+        if st == PARTIAL or st == MATCH then
+          local off = s:start()
+          if begin == nil or begin_off ~= off then
+            local nb = pos_at(sub, base, begin, begin_off, off)
+            if mark then mark:unmark(); mark = nil end
+            begin, begin_off = nb, off
+            if st == PARTIAL and nb then
+              mark = nb:copy(); mark:mark(readonly); begin = mark
+            end
+          end
+        else
+          begin, begin_off = nil, nil
+          if mark then mark:unmark(); mark = nil end
+        end
+      end
+      if st == MATCH then
+        local me = pos_at(sub, base, begin, begin_off, last)
+        if mark then mark:unmark() end
+        if me then input:move_to(me) end
+        if createsub then
+          if begin and me then return sub_between(begin, me) end
+          return nil
+        end
+        return true
+      end
+    end
+    if mark then mark:unmark() end
+    if createsub then return nil end
+    return false
+  end
+
+  -- regexp:match(string) -> match, begin, end (0-based, end exclusive) | nil, -1, -1
+  -- regexp:match(vbuffer|sub) -> sub | nil; regexp:match(iterator, createsub, readonly)
+  function Rx:match(input, createsub, readonly)
+    if is_iterator(input) then return iter_match(self, input, createsub, readonly) end
+    if is_sub(input) or is_buffer(input) then
+      local b, e = self._rx:find(input:asstring())
+      if b == nil then return nil end
+      return input:sub(b, e - b)
+    end
+    local str = tostr(input)
+    local b, e = self._rx:find(str)
+    if b == nil then return nil, -1, -1 end
+    return string.sub(str, b + 1, e), b, e
+  end
+
+  -- compiled patterns cached per (options, pattern) (bounded: a rule building patterns from
+  -- traffic cannot grow it without limit)
+  local cache, ncache = {}, 0
   function re:compile(pattern, options)
-    options = options or 0
-    local key = pattern .. "\0" .. options
+    if pattern == nil then error("nil argument", 0) end
+    pattern = tostr(pattern)
+    options = tonumber(options) or 0
+    local key = options .. ":" .. pattern
     local c = cache[key]
     if c then return c end
     local rx, err = H.regex_compile(pattern, options)
-    if not rx then error(err, 2) end
+    if not rx then error(err, 0) end
     c = setmetatable({ _rx = rx, pattern = pattern }, Rx)
-    cache[key] = c
+    if ncache >= 1024 then cache, ncache = {}, 0 end
+    cache[key] = c; ncache = ncache + 1
     return c
   end
-  function re:match(pattern, str, options)
-    return self:compile(pattern, options):match(str)
+  -- re:match(pattern, string|vbuffer|sub|iterator, options[, createsub])
+  function re:match(pattern, input, options, createsub)
+    return self:compile(pattern, options):match(input, createsub)
   end
-  function re:get_sink() error("regexp sinks are not supported", 2) end
-  re.create_sink = re.get_sink
   preload["regexp/pcre"] = function() return { re = re } end
 end
 

@@ -25,6 +25,7 @@
 mod alert_record;
 pub mod app_values;
 mod libs;
+pub mod regexp;
 mod watchdog;
 
 #[cfg(test)]
@@ -35,7 +36,7 @@ pub use alert_record::Alert;
 use crate::dissect::{PacketMeta, L3};
 use crate::dpdk;
 use crate::wire::checksum;
-use mlua::{Function, Lua, Table, UserData, UserDataMethods};
+use mlua::{Function, Lua, Table};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -332,46 +333,6 @@ fn one_line(e: &mlua::Error) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
 
-struct Regex(regex::bytes::Regex);
-
-impl UserData for Regex {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("find", |_, this, s: mlua::LuaString| {
-            let b = s.as_bytes();
-            Ok(match this.0.find(&b) {
-                Some(mm) => (Some(mm.start()), Some(mm.end())),
-                None => (None, None),
-            })
-        });
-    }
-}
-
-/// Haka pattern -> Rust regex: `%x` is `\x` (`%%` is a literal `%`), multiline by default.
-fn translate_pattern(p: &str, opts: i64) -> String {
-    let mut out = String::from("(?m");
-    if opts & 1 != 0 {
-        out.push('i');
-    }
-    if opts & 2 != 0 {
-        out.push('x');
-    }
-    out.push(')');
-    let mut it = p.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '%' {
-            if it.peek() == Some(&'%') {
-                it.next();
-                out.push('%');
-            } else {
-                out.push('\\');
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 fn addr_string(meta: &PacketMeta, a: &[u8; 16]) -> String {
     match meta.l3 {
         L3::Ipv4 => std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string(),
@@ -507,10 +468,10 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     )?;
     h.set(
         "regex_compile",
-        lua.create_function(|lua, (pat, opts): (String, Option<i64>)| {
-            match regex::bytes::Regex::new(&translate_pattern(&pat, opts.unwrap_or(0))) {
-                Ok(r) => Ok((Some(lua.create_userdata(Regex(r))?), None)),
-                Err(e) => Ok((None, Some(format!("invalid regexp '{pat}': {}", e.to_string().replace('\n', " "))))),
+        lua.create_function(|lua, (pat, opts): (mlua::LuaString, Option<i64>)| {
+            match regexp::Compiled::new(&pat.as_bytes(), opts.unwrap_or(0)) {
+                Ok(r) => Ok((Some(lua.create_userdata(regexp::LuaRegexp(Rc::new(r)))?), None)),
+                Err(e) => Ok((None, Some(e))),
             }
         })?,
     )?;

@@ -848,6 +848,16 @@ fn vbuffer_lua_tests() {
     }
 }
 
+/// The regexp module's tests (engine/lua/tests/regexp_test.lua), run as a rules file.
+#[test]
+fn regexp_lua_tests() {
+    let p = rules_file(include_str!("../../lua/tests/regexp_test.lua"));
+    let r = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {}));
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
 /// Runs `code` in the engine's state (rules loaded) and returns its string result; Lua
 /// errors panic with their message.
 fn eval_str(e: &LuaEngine, code: &str) -> String {
