@@ -343,6 +343,11 @@ function Policy:insert(name, criteria, actions)
 end
 local crit_mt = { __call = function(self, v) return (self.check(v)) end }
 local function criterion(check) return (setmetatable({ check = check }, crit_mt)) end
+-- haka.policy.learn(haka.policy.set | haka.policy.range): a criterion that starts empty and,
+-- while haka.policy.learning is true, matches any value and grows with the values of the
+-- policies that are eligible; otherwise it matches the values learnt (set: the same value,
+-- range: between the least and the greatest).
+local learn_mt = { __call = function(self, v) return (self.check(v)) end }
 function Policy:apply(p)
   local values = p.values
   local qualified
@@ -351,16 +356,31 @@ function Policy:apply(p)
     local pol = pols[k]
     local eligible = true
     local crit = pol.criteria
+    local learnt -- learning mode: { criterion, value, ... } learnt if the policy is eligible
     for c = 1, #crit do
       local cv = crit[c].value
       local v = values[crit[c].name]
-      if getmetatable(cv) == crit_mt then
+      local mt = getmetatable(cv)
+      if mt == crit_mt then
         if not cv.check(v) then eligible = false; break end
+      elseif mt == learn_mt then
+        if policy.learning then
+          if v == nil then eligible = false; break end
+          learnt = learnt or {}
+          learnt[#learnt + 1] = cv; learnt[#learnt + 1] = v
+        elseif not cv.check(v) then
+          eligible = false; break
+        end
       elseif v ~= cv then
         eligible = false; break
       end
     end
-    if eligible then qualified = pol end
+    if eligible then
+      qualified = pol
+      if learnt then
+        for c = 1, #learnt, 2 do learnt[c].learn(learnt[c + 1]) end
+      end
+    end
   end
   if qualified then
     local desc = p.desc or {}
@@ -380,6 +400,28 @@ function policy.outofrange(min, max)
   if not (min <= max) then error("invalid bounds", 2) end
   return (criterion(function(v) return v ~= nil and (v < min or v > max) end))
 end
+function policy.learn(kind)
+  local c = setmetatable({}, learn_mt)
+  if kind == policy.set then
+    local set = {}
+    c.check = function(v) return v ~= nil and set[v] == true end
+    c.learn = function(v) set[v] = true end
+  elseif kind == policy.range then
+    local min, max
+    c.check = function(v) return v ~= nil and min ~= nil and v >= min and v <= max end
+    c.learn = function(v)
+      if min == nil then min, max = v, v
+      elseif v < min then min = v
+      elseif v > max then max = v end
+    end
+  else
+    local what = "this"
+    for k, f in pairs(policy) do if f == kind then what = "haka.policy." .. k; break end end
+    error(sfmt("cannot learn on %s criterion", what), 2)
+  end
+  return c
+end
+policy.learning = false
 function policy.present() return (criterion(function(v) return v ~= nil end)) end
 function policy.absent() return (criterion(function(v) return v == nil end)) end
 function policy.new(name) return (new_policy(name)) end
