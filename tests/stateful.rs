@@ -2164,7 +2164,7 @@ fn bench_policy_with_prefilters_gives_what_the_plain_lua_policy_gives() {
         assert_eq!(fast.st(k), plain.st(k), "{k}");
     }
     assert!(fast.st("resets_sent") > 0 && fast.st("stream_edits") == fast.st("http_responses"));
-    let errors = |r: &Run| r.stdout.matches("warning external: server error").count();
+    let errors = |r: &Run| r.stdout.matches("warn external: server error").count();
     assert!(errors(&fast) > 0 && errors(&fast) == errors(&plain), "{} {}", errors(&fast), errors(&plain));
     // most messages never reach Lua
     assert!(fast.st("http_prefiltered") * 10 > (fast.st("http_requests") + fast.st("http_responses")) * 8);

@@ -126,12 +126,15 @@ local function fmtmsg(fmt, ...)
   return (tostring(fmt))
 end
 -- Lines read as Haka's: "LEVEL SECTION: message"; haka.log's section is "external".
+-- (Haka printed the level `warning` as "warn")
+local level_text = { warning = "warn" }
 local function mklog(section)
   local t = {}
   for name, lvl in pairs(levels) do
+    local text = level_text[name] or name
     t[name] = function(fmt, ...)
       if lvl <= loglevel then
-        H.log(name, section, fmtmsg(fmt, ...))
+        H.log(text, section, fmtmsg(fmt, ...))
       end
     end
   end
@@ -268,6 +271,8 @@ local function check_set_headers(on, sets, name)
   return out
 end
 
+-- rules and policies the rules file registered (Haka: "no registered rule" when none)
+local n_registered = 0
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -280,6 +285,7 @@ function haka.rule(r)
   if type(r.eval) ~= "function" and not (sets and r.eval == nil) then error("rule eval must be a function", 2) end
   local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
   table.insert(on.listeners, r.eval or function() end)
+  n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
     on.prefilters = on.prefilters or {}
@@ -300,6 +306,7 @@ function RuleGroup:rule(r)
   if type(r) == "table" then f = r.eval end
   if type(f) ~= "function" then error("rule eval must be a function", 2) end
   table.insert(self.rules, f)
+  n_registered = n_registered + 1
 end
 function haka.rule_group(args)
   if type(args) ~= "table" then error("rule_group parameter must be a table", 2) end
@@ -464,6 +471,7 @@ setmetatable(policy, { __call = function(_, p)
   local crit = {}
   for k, v in pairs(p) do if k ~= "on" and k ~= "name" and k ~= "action" then crit[k] = v end end
   on:insert(name, crit, actions)
+  n_registered = n_registered + 1
 end })
 haka.policy = policy
 
@@ -763,7 +771,63 @@ end
 local PP_ADDED = { packet = { direction = true }, tcp = { ip = true, src = true, dst = true, timestamp = true },
   udp = { ip = true, src = true, dst = true, timestamp = true }, icmp = { ip = true, timestamp = true },
   ipv4 = { timestamp = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
+-- Dissector parents (Haka 0.4: Dissector:parent([n | name]), the `_parent` and
+-- `_next_dissector` fields): the views of the packet's own slot, V[name][slot index], so
+-- that the same parent is the same object (`==`). ipv4/ipv6 sit on the packet as in Haka.
+local V -- the per-slot views (burst dispatcher, below)
+local S0 = ffi.cast("hk_slot*", S)
+local VIEW_CT = {} -- name -> ctype, for a slot outside the burst array
+local PARENT = { ethernet = "packet", ipv4 = "packet", ipv6 = "packet", tcp = "ip", udp = "ip", icmp = "ip" }
+local function view_for(name, s)
+  local i = tonumber(s - S0)
+  if V and i >= 0 and i < MAX_BURST then return V[name][i] end
+  return (VIEW_CT[name](s))
+end
+local function parent_name(name, s)
+  local p = PARENT[name]
+  if p == "ip" then p = s.l3 == 4 and "ipv4" or "ipv6" end
+  return p
+end
+local L4_NAME = { [6] = "tcp", [17] = "udp", [1] = "icmp", [58] = "icmp" }
+local function next_name(name, s)
+  if name == "packet" or name == "ethernet" then
+    if s.l3 == 4 then return "ipv4" elseif s.l3 == 6 then return "ipv6" end
+  elseif (name == "ipv4" or name == "ipv6") and s.has_l4 == 1 then
+    return L4_NAME[s.proto]
+  end
+  return nil
+end
 local function make_view(ctype, get, set, methods, base, name)
+  VIEW_CT[name] = ffi.typeof(ctype)
+  get._parent = function(s)
+    local p = parent_name(name, s)
+    if p then return (view_for(p, s)) end
+    return nil
+  end
+  get._next_dissector = function(s)
+    local n = next_name(name, s)
+    if n then return (view_for(n, s)) end
+    return nil
+  end
+  -- parent() / parent(n): n levels up (nil above the packet); parent("name"): the nearest
+  -- parent of that name, or nil
+  function methods.parent(self, which)
+    local s = self.s
+    local p = name
+    if which == nil then which = 1 end
+    if type(which) == "number" then
+      for _ = 1, which do
+        p = parent_name(p, s)
+        if p == nil then return nil end
+      end
+      return (view_for(p, s))
+    end
+    repeat
+      p = parent_name(p, s)
+      if p == which then return (view_for(p, s)) end
+    until p == nil
+    return nil
+  end
   -- every dissector reads its packet's time (Haka: through its parents)
   if get.timestamp == nil then get.timestamp = packet_time end
   local keys, added = {}, PP_ADDED[name] or {}
@@ -1163,7 +1227,7 @@ H.K = K
 ---------------------------------------------------------------------------
 -- burst dispatcher (generated after the rules are loaded)
 ---------------------------------------------------------------------------
-local V = {}
+V = {}
 for _, k in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do V[k] = {} end
 for i = 0, MAX_BURST - 1 do
   local p = S + i
@@ -1772,6 +1836,7 @@ local function gen_policy(code, env, name, pol, view, fields)
 end
 
 function RT.finish()
+  if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
   local D = haka.dissectors
   local code, env = {}, {}
   local function sect(build)

@@ -480,6 +480,29 @@ fn policy_learning() {
 }
 
 #[test]
+fn dissector_parent() {
+    let (mut e, _) = engine(
+        r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(tcp)
+            local ip = tcp:parent()
+            assert(ip.name == "ipv4" and ip == tcp:parent(1) and ip == tcp:parent("ipv4"), "same object")
+            assert(tcp:parent("packet") == tcp:parent(2) and tcp:parent(2).name == "packet")
+            assert(tcp:parent(3) == nil and tcp:parent("ipv6") == nil and tcp:parent("nope") == nil)
+            assert(ip:parent() == tcp:parent(2) and ip:parent():parent() == nil)
+            assert(tcp._parent == ip and ip._next_dissector == tcp and tcp._next_dissector == nil)
+            assert(ip._parent._next_dissector == ip)
+            local lines = {}
+            debug.pprint(tcp:parent(2), { depth = 1, print = function(l) lines[#lines + 1] = l end })
+            assert(lines[2] == "  _next_dissector : userdata ipv4" and lines[3] == "  _parent : nil", lines[3])
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b""))];
+    assert_eq!(run(&mut e, &mut frames)[0].0, LuaVerdict::Accept);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
 fn rule_group_semantics() {
     let (mut e, a) = engine(
         r#"
