@@ -126,12 +126,15 @@ local function fmtmsg(fmt, ...)
   return (tostring(fmt))
 end
 -- Lines read as Haka's: "LEVEL SECTION: message"; haka.log's section is "external".
+-- (Haka printed the level `warning` as "warn")
+local level_text = { warning = "warn" }
 local function mklog(section)
   local t = {}
   for name, lvl in pairs(levels) do
+    local text = level_text[name] or name
     t[name] = function(fmt, ...)
       if lvl <= loglevel then
-        H.log(name, section, fmtmsg(fmt, ...))
+        H.log(text, section, fmtmsg(fmt, ...))
       end
     end
   end
@@ -279,6 +282,8 @@ local function check_set_headers(on, sets, name)
   return out
 end
 
+-- rules and policies the rules file registered (Haka: "no registered rule" when none)
+local n_registered = 0
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -291,6 +296,7 @@ function haka.rule(r)
   if type(r.eval) ~= "function" and not (sets and r.eval == nil) then error("rule eval must be a function", 2) end
   local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
   table.insert(on.listeners, r.eval or function() end)
+  n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
     on.prefilters = on.prefilters or {}
@@ -311,6 +317,7 @@ function RuleGroup:rule(r)
   if type(r) == "table" then f = r.eval end
   if type(f) ~= "function" then error("rule eval must be a function", 2) end
   table.insert(self.rules, f)
+  n_registered = n_registered + 1
 end
 function haka.rule_group(args)
   if type(args) ~= "table" then error("rule_group parameter must be a table", 2) end
@@ -354,6 +361,11 @@ function Policy:insert(name, criteria, actions)
 end
 local crit_mt = { __call = function(self, v) return (self.check(v)) end }
 local function criterion(check) return (setmetatable({ check = check }, crit_mt)) end
+-- haka.policy.learn(haka.policy.set | haka.policy.range): a criterion that starts empty and,
+-- while haka.policy.learning is true, matches any value and grows with the values of the
+-- policies that are eligible; otherwise it matches the values learnt (set: the same value,
+-- range: between the least and the greatest).
+local learn_mt = { __call = function(self, v) return (self.check(v)) end }
 function Policy:apply(p)
   local values = p.values
   local qualified
@@ -362,16 +374,31 @@ function Policy:apply(p)
     local pol = pols[k]
     local eligible = true
     local crit = pol.criteria
+    local learnt -- learning mode: { criterion, value, ... } learnt if the policy is eligible
     for c = 1, #crit do
       local cv = crit[c].value
       local v = values[crit[c].name]
-      if getmetatable(cv) == crit_mt then
+      local mt = getmetatable(cv)
+      if mt == crit_mt then
         if not cv.check(v) then eligible = false; break end
+      elseif mt == learn_mt then
+        if policy.learning then
+          if v == nil then eligible = false; break end
+          learnt = learnt or {}
+          learnt[#learnt + 1] = cv; learnt[#learnt + 1] = v
+        elseif not cv.check(v) then
+          eligible = false; break
+        end
       elseif v ~= cv then
         eligible = false; break
       end
     end
-    if eligible then qualified = pol end
+    if eligible then
+      qualified = pol
+      if learnt then
+        for c = 1, #learnt, 2 do learnt[c].learn(learnt[c + 1]) end
+      end
+    end
   end
   if qualified then
     local desc = p.desc or {}
@@ -391,6 +418,28 @@ function policy.outofrange(min, max)
   if not (min <= max) then error("invalid bounds", 2) end
   return (criterion(function(v) return v ~= nil and (v < min or v > max) end))
 end
+function policy.learn(kind)
+  local c = setmetatable({}, learn_mt)
+  if kind == policy.set then
+    local set = {}
+    c.check = function(v) return v ~= nil and set[v] == true end
+    c.learn = function(v) set[v] = true end
+  elseif kind == policy.range then
+    local min, max
+    c.check = function(v) return v ~= nil and min ~= nil and v >= min and v <= max end
+    c.learn = function(v)
+      if min == nil then min, max = v, v
+      elseif v < min then min = v
+      elseif v > max then max = v end
+    end
+  else
+    local what = "this"
+    for k, f in pairs(policy) do if f == kind then what = "haka.policy." .. k; break end end
+    error(sfmt("cannot learn on %s criterion", what), 2)
+  end
+  return c
+end
+policy.learning = false
 function policy.present() return (criterion(function(v) return v ~= nil end)) end
 function policy.absent() return (criterion(function(v) return v == nil end)) end
 function policy.new(name) return (new_policy(name)) end
@@ -433,6 +482,7 @@ setmetatable(policy, { __call = function(_, p)
   local crit = {}
   for k, v in pairs(p) do if k ~= "on" and k ~= "name" and k ~= "action" then crit[k] = v end end
   on:insert(name, crit, actions)
+  n_registered = n_registered + 1
 end })
 haka.policy = policy
 
@@ -732,7 +782,63 @@ end
 local PP_ADDED = { packet = { direction = true }, tcp = { ip = true, src = true, dst = true, timestamp = true },
   udp = { ip = true, src = true, dst = true, timestamp = true }, icmp = { ip = true, timestamp = true },
   ipv4 = { timestamp = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
+-- Dissector parents (Haka 0.4: Dissector:parent([n | name]), the `_parent` and
+-- `_next_dissector` fields): the views of the packet's own slot, V[name][slot index], so
+-- that the same parent is the same object (`==`). ipv4/ipv6 sit on the packet as in Haka.
+local V -- the per-slot views (burst dispatcher, below)
+local S0 = ffi.cast("hk_slot*", S)
+local VIEW_CT = {} -- name -> ctype, for a slot outside the burst array
+local PARENT = { ethernet = "packet", ipv4 = "packet", ipv6 = "packet", tcp = "ip", udp = "ip", icmp = "ip" }
+local function view_for(name, s)
+  local i = tonumber(s - S0)
+  if V and i >= 0 and i < MAX_BURST then return V[name][i] end
+  return (VIEW_CT[name](s))
+end
+local function parent_name(name, s)
+  local p = PARENT[name]
+  if p == "ip" then p = s.l3 == 4 and "ipv4" or "ipv6" end
+  return p
+end
+local L4_NAME = { [6] = "tcp", [17] = "udp", [1] = "icmp", [58] = "icmp" }
+local function next_name(name, s)
+  if name == "packet" or name == "ethernet" then
+    if s.l3 == 4 then return "ipv4" elseif s.l3 == 6 then return "ipv6" end
+  elseif (name == "ipv4" or name == "ipv6") and s.has_l4 == 1 then
+    return L4_NAME[s.proto]
+  end
+  return nil
+end
 local function make_view(ctype, get, set, methods, base, name)
+  VIEW_CT[name] = ffi.typeof(ctype)
+  get._parent = function(s)
+    local p = parent_name(name, s)
+    if p then return (view_for(p, s)) end
+    return nil
+  end
+  get._next_dissector = function(s)
+    local n = next_name(name, s)
+    if n then return (view_for(n, s)) end
+    return nil
+  end
+  -- parent() / parent(n): n levels up (nil above the packet); parent("name"): the nearest
+  -- parent of that name, or nil
+  function methods.parent(self, which)
+    local s = self.s
+    local p = name
+    if which == nil then which = 1 end
+    if type(which) == "number" then
+      for _ = 1, which do
+        p = parent_name(p, s)
+        if p == nil then return nil end
+      end
+      return (view_for(p, s))
+    end
+    repeat
+      p = parent_name(p, s)
+      if p == which then return (view_for(p, s)) end
+    until p == nil
+    return nil
+  end
   -- every dissector reads its packet's time (Haka: through its parents)
   if get.timestamp == nil then get.timestamp = packet_time end
   local keys, added = {}, PP_ADDED[name] or {}
@@ -1253,7 +1359,7 @@ H.K = K
 ---------------------------------------------------------------------------
 -- burst dispatcher (generated after the rules are loaded)
 ---------------------------------------------------------------------------
-local V = {}
+V = {}
 for _, k in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do V[k] = {} end
 for i = 0, MAX_BURST - 1 do
   local p = S + i
@@ -1863,6 +1969,7 @@ local function gen_policy(code, env, name, pol, view, fields)
 end
 
 function RT.finish()
+  if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
   local D = haka.dissectors
   local code, env = {}, {}
   local function sect(build)

@@ -452,6 +452,10 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
             Ok(())
         })?,
     )?;
+    // true for the first rules load of the process only (load-time notices logged once,
+    // not again by every worker's state)
+    static FIRST_LOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    h.set("first_load", lua.create_function(|_, ()| Ok(FIRST_LOAD.swap(false, Ordering::AcqRel)))?)?;
     let sh2 = Rc::clone(sh);
     h.set(
         "alert",

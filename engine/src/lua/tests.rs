@@ -439,6 +439,70 @@ fn policy_ipv4_in_network() {
 }
 
 #[test]
+fn policy_learning() {
+    let (mut e, _) = engine(
+        r#"
+        -- load time: learnt sets and ranges, learning only from eligible policies
+        local P = haka.policy.new("t")
+        local hits = 0
+        local set = haka.policy.learn(haka.policy.set)
+        haka.policy{ on = P, a = true, v = set, z = true, action = function() hits = hits + 1 end }
+        assert(haka.policy.learning == false)
+        haka.policy.learning = true
+        P:apply{ values = { a = true, v = "x", z = true }, ctx = {} }
+        P:apply{ values = { a = true, v = "y", z = false }, ctx = {} } -- not eligible: not learnt
+        P:apply{ values = { a = true, z = true }, ctx = {} }           -- nil: not learnt
+        assert(hits == 1, hits)
+        haka.policy.learning = false
+        assert(set("x") and not set("y") and not set(nil))
+        P:apply{ values = { a = true, v = "y", z = true }, ctx = {} }
+        assert(hits == 1)
+        local ok, err = pcall(haka.policy.learn, haka.policy.outofrange)
+        assert(not ok and err:find("cannot learn on haka.policy.outofrange criterion$"), err)
+        ok, err = pcall(haka.policy.learn, function() end)
+        assert(not ok and err:find("cannot learn on this criterion$"), err)
+
+        -- on packets: a range learnt from the first two packets
+        local n = 0
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function()
+            n = n + 1
+            haka.policy.learning = n <= 2
+        end }
+        haka.policy{ on = haka.dissectors.tcp.policies.next_dissector,
+            dstport = haka.policy.learn(haka.policy.range), action = haka.policy.drop }
+    "#,
+    );
+    let mut frames: Vec<_> = [90, 80, 85, 100, 79, 80].iter().map(|&p| ipv4_frame(6, &tcp(5, p, 0, b""))).collect();
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    use LuaVerdict::{Accept, Drop};
+    assert_eq!(v, vec![Drop, Drop, Drop, Accept, Accept, Drop]);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
+fn dissector_parent() {
+    let (mut e, _) = engine(
+        r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(tcp)
+            local ip = tcp:parent()
+            assert(ip.name == "ipv4" and ip == tcp:parent(1) and ip == tcp:parent("ipv4"), "same object")
+            assert(tcp:parent("packet") == tcp:parent(2) and tcp:parent(2).name == "packet")
+            assert(tcp:parent(3) == nil and tcp:parent("ipv6") == nil and tcp:parent("nope") == nil)
+            assert(ip:parent() == tcp:parent(2) and ip:parent():parent() == nil)
+            assert(tcp._parent == ip and ip._next_dissector == tcp and tcp._next_dissector == nil)
+            assert(ip._parent._next_dissector == ip)
+            local lines = {}
+            debug.pprint(tcp:parent(2), { depth = 1, print = function(l) lines[#lines + 1] = l end })
+            assert(lines[2] == "  _next_dissector : userdata ipv4" and lines[3] == "  _parent : nil", lines[3])
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b""))];
+    assert_eq!(run(&mut e, &mut frames)[0].0, LuaVerdict::Accept);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
 fn rule_group_semantics() {
     let (mut e, a) = engine(
         r#"
