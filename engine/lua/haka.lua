@@ -1945,7 +1945,7 @@ end
 -- 16 tcp policies, 32 udp policies, 64 application dissectors, 128 / 256 / 512 http body /
 -- request / response rules, 1024 / 2048 tcp / udp: only default application selections
 -- (see RT.app_ports), 4096 http anomaly rules, 8192 / 16384 / 32768: protocol/ipv4,
--- tcp_connection, udp_connection loaded (track_modules)
+-- tcp_connection, udp_connection loaded (track_modules), 65536: packet next_dissector accepts
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -1970,6 +1970,15 @@ function RT.stateful_info()
   if LOADED_MODULES["protocol/ipv4"] then b = bor(b, 8192) end
   if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 16384) end
   if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 32768) end
+  -- the raw dissector's next_dissector point ends with an unconditional accept policy (it
+  -- wins over Haka's default "unknown dissector" drop)
+  local pp = haka.dissectors.packet.policies.next_dissector.policies
+  local last = pp[#pp]
+  if last and #last.criteria == 0 then
+    local accept_only = #last.actions > 0
+    for _, a in ipairs(last.actions) do if a ~= policy.accept then accept_only = false end end
+    if accept_only then b = bor(b, 65536) end
+  end
   return b
 end
 -- The prefilters and header sets of the HTTP request and response rules, for

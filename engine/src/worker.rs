@@ -191,9 +191,11 @@ impl Loop<'_> {
     }
 
     /// Haka's chain without protocol/ipv4 (`[rules] dissectors = "required"`): the raw
-    /// dissector's "unknown dissector" policy drops IPv4 packets.
+    /// dissector's "unknown dissector" policy drops IPv4 packets (unless a rules' policy
+    /// accepts them).
     fn drops_ipv4(&self, lua: &LuaEngine) -> bool {
-        self.plan.conn.0.required_chain && lua.stateful_info() & crate::lua::stateful::IPV4_LOADED == 0
+        use crate::lua::stateful::{IPV4_LOADED, PACKET_NEXT_ACCEPT};
+        self.plan.conn.0.required_chain && lua.stateful_info() & (IPV4_LOADED | PACKET_NEXT_ACCEPT) == 0
     }
 
     /// Alerts and drops the accepted IPv4 packets of the batch (see `drops_ipv4`).

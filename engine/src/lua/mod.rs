@@ -1113,6 +1113,9 @@ pub mod stateful {
     pub const IPV4_LOADED: u32 = 8192;
     pub const TCP_CONNECTION_LOADED: u32 = 16384;
     pub const UDP_CONNECTION_LOADED: u32 = 32768;
+    /// The raw dissector's `next_dissector` policy point ends with an unconditional
+    /// `haka.policy.accept`: no "unknown dissector" drop (Haka: the last policy wins).
+    pub const PACKET_NEXT_ACCEPT: u32 = 65536;
 }
 
 /// `RT.conn_packet` bits.

@@ -1180,3 +1180,20 @@ fn check_errors_blame_the_caller() {
         "ok|invalid parameter 1, expected string|invalid parameter 2, expected number or nil|test:16: empty x|boom"
     );
 }
+
+/// A rules file that accepts at the raw dissector's next_dissector point says so (the
+/// worker then does not drop IPv4 as an unknown dissector).
+#[test]
+fn packet_next_dissector_accept_is_reported() {
+    use super::stateful::PACKET_NEXT_ACCEPT;
+    let (e, _) = engine(
+        r#"haka.policy{ on = haka.dissectors.packet.policies.next_dissector, name = "keep", action = haka.policy.accept }"#,
+    );
+    assert_ne!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
+    let (e, _) = engine(
+        r#"haka.policy{ on = haka.dissectors.packet.policies.next_dissector, name = "no", action = haka.policy.drop }"#,
+    );
+    assert_eq!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
+    let (e, _) = engine("-- nothing");
+    assert_eq!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
+}
