@@ -26,14 +26,17 @@ typedef struct hk_slot {
   uint8_t l3, proto, has_l4, dir, fragment;
   uint8_t verdict;
   uint8_t modified;
-  uint8_t _pad[3];
+  uint8_t flags;
+  uint8_t _pad[2];
   uint32_t ts_sec, ts_nsec;
+  uint32_t pkt_id;
+  uint32_t _pad2;
 } hk_slot;
 typedef struct hk_burst {
   uint32_t n;
   uint32_t cur;
   uint32_t errors;
-  uint32_t _pad;
+  uint32_t forged;
   hk_slot s[256];
 } hk_burst;
 typedef struct { hk_slot *s; } hk_packet_view;
@@ -58,9 +61,22 @@ assert(ffi.sizeof("hk_slot") == H.slot_size and ffi.sizeof("hk_burst") == H.burs
 local B = ffi.cast("hk_burst*", burst_addr)
 local S = B.s
 
--- modified bits (mirrored in Rust)
-local MOD, IPCSUM, L4CSUM = 1, 2, 4
+-- modified bit (mirrored in Rust): a rule wrote into the packet; Rust then recomputes its
+-- checksums when it leaves (Haka: any header write invalidates the checksum, which is
+-- computed again when the packet is sent, even when the rule wrote the checksum field)
+local MOD = 1
+-- slot flags: ipv4 dont_reassemble, a packet the rules forged (packet.create), already
+-- injected or sent
+local F_NOREASM, F_FORGED, F_SENT = 1, 2, 4
+-- passive (pass-through) mode: the packets are read only (Haka: "read only buffer")
+local READ_ONLY = H.read_only and true or false
+local function writable(s)
+  if READ_ONLY and band(s.flags, F_FORGED) == 0 then error("read only buffer", 0) end
+end
 
+-- pkt.data tables of the current burst, by slot address (emptied when a burst starts)
+local PDATA, PDATA_USED = {}, false
+local forge_reset -- (forging, below)
 local function touch(s, bits) s.modified = bor(s.modified, bits or MOD) end
 
 local function be16(b, o) return (bor(lshift(b[o], 8), b[o + 1])) end
@@ -74,6 +90,8 @@ end
 local function num(v, what)
   local n = tonumber(v)
   if n == nil then error(sfmt("%s: number expected, got %s", what, type(v)), 3) end
+  -- Haka's header fields are unsigned (its bindings refuse a negative number)
+  if n < 0 then error("number must not be negative", 0) end
   return n
 end
 
@@ -149,15 +167,16 @@ function haka.setloglevel(level)
   loglevel = l
 end
 local log = haka.log_section("core")
--- print() as Lua's, into the worker's log buffer: printed lines stay in order with the
--- log lines and the alerts (one ordered stdout, as Haka's single thread wrote it)
+-- print(): Haka's (the values separated by one space), into the worker's log buffer:
+-- printed lines stay in order with the log lines and the alerts (one ordered stdout, as
+-- Haka's single thread wrote it)
 do
   local tostring, select, concat = tostring, select, table.concat
   function print(...)
     local n = select('#', ...)
     local t = {}
     for i = 1, n do t[i] = tostring((select(i, ...))) end
-    H.print(concat(t, "\t"))
+    H.print(concat(t, " "))
   end
 end
 
@@ -178,7 +197,7 @@ local function time_of(s, ns)
 end
 
 function haka.current_thread() return worker end
-function haka.capture_mode() return "normal" end
+function haka.capture_mode() return READ_ONLY and "passthrough" or "normal" end
 function haka.abort() error("haka.abort()", 2) end
 
 -- events
@@ -591,6 +610,7 @@ end
 function buf_m.asstring(self) return (ffi.string(self.p, self.len)) end
 buf_m.tostring = buf_m.asstring
 function buf_m.setstring(self, str)
+  writable(self.s)
   str = tostring(str)
   if #str > self.len then error("setstring: the packet cannot grow (" .. #str .. " > " .. self.len .. ")", 2) end
   ffi.copy(self.p, str, #str)
@@ -619,6 +639,7 @@ ffi.metatype("hk_buf", {
   __index = byte_view_index(buf_m),
   __newindex = function(self, k, v)
     if type(k) ~= "number" or k < 1 or k > self.len then error("buffer index out of range", 2) end
+    writable(self.s)
     self.p[k - 1] = num(v, "buffer byte")
     touch(self.s)
   end,
@@ -640,9 +661,13 @@ end
 local function ipv4_addr(a, b, c, d)
   if type(a) == "string" then
     local v = parse_ipv4(a)
-    if not v then error("invalid IPv4 address format '" .. a .. "'", 2) end
+    if not v then error("invalid IPv4 address format", 0) end
     return (addr_ct(v))
   elseif type(a) == "number" and b ~= nil then
+    b, c, d = tonumber(b), tonumber(c), tonumber(d)
+    if not (b and c and d) then error("invalid IPv4 address format", 0) end
+    if a < 0 or b < 0 or c < 0 or d < 0 then error("number must not be negative", 0) end
+    if a > 255 or b > 255 or c > 255 or d > 255 then error("invalid IPv4 address format", 0) end
     return (addr_ct(((a * 256 + b) * 256 + c) * 256 + d))
   elseif type(a) == "number" then
     return (addr_ct(a % 4294967296))
@@ -762,10 +787,22 @@ function haka.dissector.pcall(self, f)
   return r
 end
 
+-- forging (set below): out(s, mode) queues a forged packet (mode 1 inject, 2 send)
+local forge = {}
 local function common_methods(m)
   function m.drop(self) self.s.verdict = 1 end
   function m.error(self) self.s.verdict = 1 end -- Haka's Dissector:error(): drop
-  function m.send(self) end
+  -- a received packet is sent by the engine after the rules: nothing to do here; a packet
+  -- the rules made (packet.create) leaves after the packet being processed
+  function m.send(self)
+    local s = self.s
+    if band(s.flags, F_FORGED) ~= 0 then forge.out(s, 2) end
+  end
+  function m.inject(self)
+    local s = self.s
+    if band(s.flags, F_FORGED) == 0 then error("inject: only a new packet (packet.create) can be injected", 2) end
+    forge.out(s, 1)
+  end
   function m.state(self) return "normal" end
   function m.can_continue(self) return self.s.verdict == 0 end
   return m
@@ -781,7 +818,7 @@ end
 -- did through their parents, but Haka printed them on the packet only).
 local PP_ADDED = { packet = { direction = true }, tcp = { ip = true, src = true, dst = true, timestamp = true },
   udp = { ip = true, src = true, dst = true, timestamp = true }, icmp = { ip = true, timestamp = true },
-  ipv4 = { timestamp = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
+  ipv4 = { timestamp = true, dont_reassemble = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
 -- Dissector parents (Haka 0.4: Dissector:parent([n | name]), the `_parent` and
 -- `_next_dissector` fields): the views of the packet's own slot, V[name][slot index], so
 -- that the same parent is the same object (`==`). ipv4/ipv6 sit on the packet as in Haka.
@@ -808,7 +845,8 @@ local function next_name(name, s)
   end
   return nil
 end
-local function make_view(ctype, get, set, methods, base, name)
+local function make_view(ctype, get, set, methods, base, name, flagset, parent)
+  flagset = flagset or {}
   VIEW_CT[name] = ffi.typeof(ctype)
   get._parent = function(s)
     local p = parent_name(name, s)
@@ -851,13 +889,22 @@ local function make_view(ctype, get, set, methods, base, name)
       local g = get[k]
       if g then local s = self.s; return (g(s, base(s))) end
       local f = methods[k]
-      if f == nil then error(sfmt("%s: unknown field '%s'", name, tostring(k)), 0) end
+      if f == nil then
+        -- Haka 0.4: a dissector reads its parent's fields (tcp.ttl is its ip's)
+        if parent and type(k) == "string" then return parent(self.s)[k] end
+        error(sfmt("%s: unknown field '%s'", name, tostring(k)), 0)
+      end
       return f
     end,
     __newindex = function(self, k, v)
-      local f = set[k]
-      if not f then error(sfmt("%s: field '%s' is not writable", name, tostring(k)), 2) end
       local s = self.s
+      local f = set[k]
+      if not f then
+        local g = flagset[k]
+        if g then return g(s, v) end
+        error(sfmt("%s: field '%s' is not writable", name, tostring(k)), 2)
+      end
+      writable(s)
       f(s, base(s), v)
       touch(s)
     end,
@@ -876,7 +923,15 @@ local udp_ct, icmp_ct = ffi.typeof("hk_udp_view"), ffi.typeof("hk_icmp_view")
 do
   local get, set, m = {}, {}, common_methods({})
   get.payload = function(s) return (buf_ct(s.data, s.len, s)) end
-  get.id = function(s) return s.flow_id end
+  -- Haka's packet id: the packet's number (1, 2, ...) in this worker's input
+  get.id = function(s) return s.pkt_id end
+  -- a table per packet for the rules (Haka's packet.data), made on first use
+  get.data = function(s)
+    local k = tonumber(ffi.cast("uintptr_t", s))
+    local t = PDATA[k]
+    if t == nil then t = {}; PDATA[k] = t; PDATA_USED = true end
+    return t
+  end
   get.name = function() return "packet" end
   get.direction = function(s) return s.dir == 0 and "up" or "down" end
   make_view("hk_packet_view", get, set, m, l2base, "packet")
@@ -919,6 +974,14 @@ do
   get.dst = function(s, b) return (addr_ct(be32(b, 16))) end
   get.flags = function(s) return (ipv4f_ct(s)) end
   get.name = function() return "ipv4" end
+  -- Haka's flag: do not hold this packet for reassembly (our reassembly runs before the
+  -- rules; packets the rules inject are never reassembled)
+  get.dont_reassemble = function(s) return band(s.flags, F_NOREASM) ~= 0 end
+  local flagset = {
+    dont_reassemble = function(s, v)
+      if v then s.flags = bor(s.flags, F_NOREASM) else s.flags = band(s.flags, bnot(F_NOREASM)) end
+    end,
+  }
   get.payload = function(s, b)
     local hl = band(b[0], 0x0f) * 4
     local n = s.ip_len - hl
@@ -934,7 +997,7 @@ do
   set.frag_offset = function(s, b, v) put16(b, 6, bor(band(be16(b, 6), 0xe000), band(math.floor(num(v, "frag_offset") / 8), 0x1fff))) end
   set.ttl = function(s, b, v) b[8] = num(v, "ttl") end
   set.proto = function(s, b, v) b[9] = num(v, "proto") end
-  set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s, IPCSUM) end
+  set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s) end
   set.src = function(s, b, v) local a = as_addr(v) or error("src: IPv4 address expected", 3); put32(b, 12, a) end
   set.dst = function(s, b, v) local a = as_addr(v) or error("dst: IPv4 address expected", 3); put32(b, 16, a) end
   local function hlen(s, b) return (math.min(band(b[0], 0x0f) * 4, s.len - s.l3_off)) end
@@ -945,13 +1008,13 @@ do
   end
   function m.compute_checksum(self)
     local s = self.s
+    writable(s)
     local b = l3base(s)
     put16(b, 10, 0)
     put16(b, 10, cfinish(csum(b, hlen(s, b))))
     touch(s)
-    s.modified = band(s.modified, bnot(IPCSUM))
   end
-  make_view("hk_ipv4_view", get, set, m, l3base, "ipv4")
+  make_view("hk_ipv4_view", get, set, m, l3base, "ipv4", flagset)
   local fbits = { rb = 0x8000, df = 0x4000, mf = 0x2000 }
   local ipv4_flags_pp = pp_userdata("ipv4_flags", { "all", "df", "mf", "rb" })
   ffi.metatype("hk_ipv4_flags", {
@@ -966,6 +1029,7 @@ do
     end,
     __newindex = function(self, k, v)
       local s = self.s
+      writable(s)
       local b = l3base(s)
       local f = be16(b, 6)
       if k == "all" then
@@ -1068,7 +1132,7 @@ do
   set.hdr_len = function(s, b, v) b[12] = bor(band(b[12], 0x0f), lshift(band(math.floor(num(v, "hdr_len") / 4), 0xf), 4)) end
   set.res = function(s, b, v) b[12] = bor(band(b[12], 0xf0), band(num(v, "res"), 0xf)) end
   set.window_size = function(s, b, v) put16(b, 14, num(v, "window_size")) end
-  set.checksum = function(s, b, v) put16(b, 16, num(v, "checksum")); touch(s, L4CSUM) end
+  set.checksum = function(s, b, v) put16(b, 16, num(v, "checksum")); touch(s) end
   set.urgent_pointer = function(s, b, v) put16(b, 18, num(v, "urgent_pointer")) end
   function m.verify_checksum(self)
     local s = self.s
@@ -1077,13 +1141,13 @@ do
   end
   function m.compute_checksum(self)
     local s = self.s
+    writable(s)
     local b, n = l4base(s), l4len(s)
     put16(b, 16, 0)
     put16(b, 16, cfinish(csum(b, n, pseudo_sum(s, 6, n))))
     touch(s)
-    s.modified = band(s.modified, bnot(L4CSUM))
   end
-  make_view("hk_tcp_view", get, set, m, l4base, "tcp")
+  make_view("hk_tcp_view", get, set, m, l4base, "tcp", nil, ip_view_of)
   local fl = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ecn = 64, cwr = 128 }
   local tcp_flags_pp = pp_userdata("tcp_flags", { "ack", "all", "cwr", "ecn", "fin", "psh", "rst", "syn", "urg" })
   ffi.metatype("hk_tcp_flags", {
@@ -1097,6 +1161,7 @@ do
     end,
     __newindex = function(self, k, v)
       local s = self.s
+      writable(s)
       local b = l4base(s)
       if k == "all" then
         b[13] = num(v, "flags.all")
@@ -1125,7 +1190,7 @@ do
   set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
   set.dstport = function(s, b, v) put16(b, 2, num(v, "dstport")) end
   set.length = function(s, b, v) put16(b, 4, num(v, "length")) end
-  set.checksum = function(s, b, v) put16(b, 6, num(v, "checksum")); touch(s, L4CSUM) end
+  set.checksum = function(s, b, v) put16(b, 6, num(v, "checksum")); touch(s) end
   function m.verify_checksum(self)
     local s = self.s
     local b = l4base(s)
@@ -1134,7 +1199,18 @@ do
     if n > l4len(s) then return false end
     return cfinish(csum(b, n, pseudo_sum(s, 17, n))) == 0
   end
-  make_view("hk_udp_view", get, set, m, l4base, "udp")
+  function m.compute_checksum(self)
+    local s = self.s
+    writable(s)
+    local b = l4base(s)
+    local n = math.min(be16(b, 4), l4len(s))
+    put16(b, 6, 0)
+    local c = cfinish(csum(b, n, pseudo_sum(s, 17, n)))
+    if c == 0 then c = 0xffff end
+    put16(b, 6, c)
+    touch(s)
+  end
+  make_view("hk_udp_view", get, set, m, l4base, "udp", nil, ip_view_of)
 end
 
 -- icmp (ICMPv4; ICMPv6 messages are presented through the same view)
@@ -1152,15 +1228,218 @@ do
   get.name = function() return "icmp" end
   set.type = function(s, b, v) b[0] = num(v, "type") end
   set.code = function(s, b, v) b[1] = num(v, "code") end
-  set.checksum = function(s, b, v) put16(b, 2, num(v, "checksum")); touch(s, L4CSUM) end
+  set.checksum = function(s, b, v) put16(b, 2, num(v, "checksum")); touch(s) end
   function m.verify_checksum(self)
     local s = self.s
     local n = l4len(s)
     if s.l3 == 6 then return cfinish(csum(l4base(s), n, pseudo_sum(s, 58, n))) == 0 end
     return cfinish(csum(l4base(s), n)) == 0
   end
-  make_view("hk_icmp_view", get, set, m, l4base, "icmp")
+  function m.compute_checksum(self)
+    local s = self.s
+    writable(s)
+    local b, n = l4base(s), l4len(s)
+    put16(b, 2, 0)
+    if s.l3 == 6 then put16(b, 2, cfinish(csum(b, n, pseudo_sum(s, 58, n))))
+    else put16(b, 2, cfinish(csum(b, n))) end
+    touch(s)
+  end
+  make_view("hk_icmp_view", get, set, m, l4base, "icmp", nil, ip_view_of)
 end
+
+---------------------------------------------------------------------------
+-- forging: haka.dissectors.packet.create(), ipv4/tcp/udp/icmp.create(), :inject(), :send()
+-- A new packet is a slot of its own (FSLOTS, made once and reused from one burst to the
+-- next) over a Lua-owned byte array, so the same views read and write it. :inject() and
+-- :send() fix its lengths and checksums and queue a copy of its bytes (FOUT); the engine
+-- takes them after the call (RT.take_forged, only when B.forged > 0) and sends them after
+-- the packet being processed: an injected one goes through the rules first, as a received
+-- packet (never reassembled), a sent one leaves as it is. Nothing here runs unless a rule
+-- forges.
+---------------------------------------------------------------------------
+do
+local MAX_FORGED = 64        -- new packets per burst (or per connection event)
+local FORGE_CAP, FORGE_MAX = 2048, 65535
+local FSLOTS, FBY = {}, {}   -- FSLOTS[i] = { slot, buf, cap, old }; FBY[slot address] = it
+local FNEXT = 0
+local FOUT = {}              -- pending: bytes, mode, origin packet index, ...
+local u8arr = ffi.typeof("uint8_t[?]")
+local function slot_key(s) return (tonumber(ffi.cast("uintptr_t", s))) end
+forge_reset = function() FNEXT = 0 end
+-- grows the packet of forged slot s by n zero bytes; returns the offset of the new bytes
+local function forge_grow(s, n)
+  local f = FBY[slot_key(s)]
+  if not f then error("not a new packet", 3) end
+  local len = s.len
+  local need = len + n
+  if need > FORGE_MAX then error("packet too large", 3) end
+  if need > f.cap then
+    local cap = math.min(math.max(f.cap * 2, need), FORGE_MAX)
+    local nb = u8arr(cap)
+    ffi.copy(nb, f.buf, len)
+    -- (views taken before keep pointing into the old array: kept alive)
+    f.old[#f.old + 1] = f.buf
+    f.buf, f.cap = nb, cap
+    s.data = nb
+  end
+  ffi.fill(s.data + len, n)
+  s.len = need
+  return len
+end
+local function forged_slot(x, what)
+  local s = type(x) == "cdata" and x.s
+  if not s or band(s.flags, F_FORGED) == 0 or band(s.flags, F_SENT) ~= 0 then
+    error(what .. ": a new packet expected (haka.dissectors.packet.create())", 3)
+  end
+  return s
+end
+-- haka.dissectors.packet.create([size]): a new packet, its link header the current packet's
+-- (else an Ethernet header, zero addresses), then `size` zero bytes
+local function packet_create(size)
+  size = math.floor(tonumber(size) or 0)
+  if size < 0 then error("number must not be negative", 0) end
+  if FNEXT >= MAX_FORGED then error("too many new packets (" .. MAX_FORGED .. " per packet burst)", 2) end
+  FNEXT = FNEXT + 1
+  local f = FSLOTS[FNEXT]
+  if not f then
+    local arr = ffi.new("hk_slot[1]")
+    f = { arr = arr, slot = arr + 0, buf = u8arr(FORGE_CAP), cap = FORGE_CAP, old = {} }
+    FSLOTS[FNEXT] = f
+    FBY[slot_key(f.slot)] = f
+  end
+  f.old = {}
+  local s = f.slot
+  ffi.fill(s, ffi.sizeof("hk_slot"))
+  s.data = f.buf
+  s.flags = F_FORGED
+  local hl, cur = 14, nil
+  if in_burst and B.cur < MAX_BURST then
+    cur = S[B.cur]
+    if cur.data ~= nil and cur.l3_off <= cur.len then hl = cur.l3_off else cur = nil end
+  end
+  s.len = 0
+  forge_grow(s, hl + size)
+  if cur then
+    -- (the link header's addresses are zero, as Haka's new packets': only its layout, e.g.
+    -- a VLAN tag, is the current packet's)
+    ffi.copy(s.data, cur.data, hl)
+    if hl >= 14 then ffi.fill(s.data, 12) end
+    s.ts_sec, s.ts_nsec, s.dir, s.vlan = cur.ts_sec, cur.ts_nsec, cur.dir, cur.vlan
+  else
+    put16(s.data, 12, 0x0800)
+  end
+  s.l3_off = hl
+  s.payload_off = hl
+  return (packet_view_ct(s))
+end
+haka.dissectors.packet.create = function(size) return (packet_create(size)) end
+
+-- ipv4.create(pkt): an IPv4 header (version 4, 20 bytes, the rest zero) after the packet's
+local function ipv4_create(pkt)
+  local s = forged_slot(pkt, "ipv4.create")
+  if s.l3 ~= 0 then error("ipv4.create: the packet has an IP header already", 2) end
+  local off = forge_grow(s, 20)
+  local b = s.data + off
+  b[0] = 0x45
+  put16(b, 2, 20)
+  -- the link header says IPv4 (Ethernet and Linux cooked: its last two bytes)
+  if off >= 14 and off == s.l3_off then put16(s.data, off - 2, 0x0800) end
+  s.l3, s.l3_off, s.ip_len = 4, off, 20
+  s.payload_off, s.payload_len = off + 20, 0
+  return (ipv4_ct(s))
+end
+haka.dissectors.ipv4.create = function(pkt) return (ipv4_create(pkt)) end
+
+-- tcp/udp/icmp.create(ip[, init]): the header after the IPv4 header, init's fields set
+local function l4_create(ip, proto, hlen, what, init, ct)
+  local s = forged_slot(ip, what)
+  if s.l3 ~= 4 then error(what .. ": an IPv4 packet expected (haka.dissectors.ipv4.create())", 3) end
+  if s.has_l4 ~= 0 then error(what .. ": the packet has a transport header already", 3) end
+  local off = forge_grow(s, hlen)
+  local b = s.data + off
+  s.data[s.l3_off + 9] = proto
+  s.proto, s.has_l4, s.l4_off = proto, 1, off
+  s.payload_off, s.payload_len = off + hlen, 0
+  s.ip_len = s.len - s.l3_off
+  put16(s.data + s.l3_off, 2, s.ip_len)
+  if proto == 6 then b[12] = 0x50 end
+  if proto == 17 then put16(b, 4, 8) end
+  local v = ct(s)
+  if init ~= nil then
+    if type(init) ~= "table" then error(what .. ": table expected for the initial fields", 3) end
+    for k, x in pairs(init) do v[k] = x end
+  end
+  return v
+end
+haka.dissectors.tcp.create = function(ip, init) return (l4_create(ip, 6, 20, "tcp.create", init, tcp_ct)) end
+haka.dissectors.udp.create = function(ip, init) return (l4_create(ip, 17, 8, "udp.create", init, udp_ct)) end
+haka.dissectors.icmp.create = function(ip, init) return (l4_create(ip, 1, 4, "icmp.create", init, icmp_ct)) end
+
+-- payload:append(data) on a new packet's payload (which ends the packet): data is a
+-- string, a payload or a buffer (haka.vbuffer_*)
+local function bytes_of(x)
+  if type(x) == "string" then return x end
+  if ffi.istype(buf_ct, x) then return (ffi.string(x.p, x.len)) end
+  if type(x) == "table" or type(x) == "userdata" then
+    local ok, str = pcall(function() return x:asstring() end)
+    if ok and type(str) == "string" then return str end
+  end
+  error("append: string or buffer expected", 3)
+end
+function buf_m.append(self, data)
+  local s = self.s
+  if s == nil or band(s.flags, F_FORGED) == 0 then
+    writable(s)
+    error("append: the packet cannot grow (only a new packet's payload can)", 2)
+  end
+  local str = bytes_of(data)
+  local at = self.p - s.data
+  if at + self.len ~= s.len then error("append: only at the end of the packet", 2) end
+  local off = forge_grow(s, #str)
+  ffi.copy(s.data + off, str, #str)
+  self.p, self.len = s.data + at, self.len + #str
+  if s.has_l4 ~= 0 then s.payload_len = s.payload_len + #str end
+  if s.l3 ~= 0 then s.ip_len = s.len - s.l3_off end
+  touch(s)
+  return self
+end
+-- payload:clone(): a copy, as a buffer
+function buf_m.clone(self)
+  local str = ffi.string(self.p, self.len)
+  if haka.vbuffer_from then return (haka.vbuffer_from(str)) end
+  return str
+end
+
+-- queues forged slot s: lengths and checksums (Haka: computed when the packet is forged)
+function forge.out(s, mode)
+  if band(s.flags, F_SENT) ~= 0 then error("packet already sent", 3) end
+  if s.l3 == 4 then
+    local b = s.data + s.l3_off
+    s.ip_len = s.len - s.l3_off
+    put16(b, 2, s.ip_len)
+    if s.has_l4 ~= 0 then
+      local p = s.proto
+      if p == 17 then put16(s.data + s.l4_off, 4, s.len - s.l4_off) end
+      if p == 6 then tcp_ct(s):compute_checksum()
+      elseif p == 17 then udp_ct(s):compute_checksum()
+      elseif p == 1 then icmp_ct(s):compute_checksum() end
+    end
+    ipv4_ct(s):compute_checksum()
+  end
+  s.flags = bor(s.flags, F_SENT)
+  local k = #FOUT
+  FOUT[k + 1] = ffi.string(s.data, s.len)
+  FOUT[k + 2] = mode
+  FOUT[k + 3] = in_burst and B.cur or 0
+  B.forged = B.forged + 1
+end
+function forge.take()
+  local o = FOUT
+  FOUT = {}
+  B.forged = 0
+  return o
+end
+end -- forging
 
 ---------------------------------------------------------------------------
 -- modules for require()
@@ -1507,6 +1786,7 @@ local function policy_values(f)
 end
 
 local function begin_call(id)
+  forge_reset()
   local f = FLOWS[id]
   CUR = f
   in_burst = true
@@ -1653,6 +1933,15 @@ local MODULE_DEPS = {
   ["protocol/icmp"] = { "protocol/ipv4" },
 }
 local LOADED_MODULES = {}
+-- The raw dissector's next_dissector point ends with an unconditional accept policy (it
+-- wins over Haka's default "unknown dissector" drop).
+function RT.packet_next_accepts()
+  local pp = haka.dissectors.packet.policies.next_dissector.policies
+  local last = pp[#pp]
+  if not (last and #last.criteria == 0 and #last.actions > 0) then return false end
+  for _, a in ipairs(last.actions) do if a ~= policy.accept then return false end end
+  return true
+end
 local function track_modules()
   for mod, loader in pairs(preload) do
     if mod:sub(1, 9) == "protocol/" then
@@ -1894,7 +2183,7 @@ end
 -- 16 tcp policies, 32 udp policies, 64 application dissectors, 128 / 256 / 512 http body /
 -- request / response rules, 1024 / 2048 tcp / udp: only default application selections
 -- (see RT.app_ports), 4096 http anomaly rules, 8192 / 16384 / 32768: protocol/ipv4,
--- tcp_connection, udp_connection loaded (track_modules)
+-- tcp_connection, udp_connection loaded (track_modules), 65536: packet next_dissector accepts
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -1919,6 +2208,7 @@ function RT.stateful_info()
   if LOADED_MODULES["protocol/ipv4"] then b = bor(b, 8192) end
   if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 16384) end
   if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 32768) end
+  if RT.packet_next_accepts() then b = bor(b, 65536) end
   return b
 end
 -- The prefilters and header sets of the HTTP request and response rules, for
@@ -2009,7 +2299,7 @@ function RT.finish()
   -- Haka's chain without protocol/ipv4 ([rules] dissectors = "required"): after the
   -- packet rules, the raw dissector's "unknown dissector" policy alerts and drops the
   -- packet (Rust does it when no packet rule runs).
-  if H.required_chain and not LOADED_MODULES["protocol/ipv4"] and has_rules then
+  if H.required_chain and not LOADED_MODULES["protocol/ipv4"] and not RT.packet_next_accepts() and has_rules then
     env[#env + 1] = { "UNKNOWN_IPV4", function(s)
       haka.alert{ description = "dropping unknown dissector 'ipv4'" }
       s.verdict = 1
@@ -2059,6 +2349,10 @@ local pcall = pcall
 function RT.run(start)
   local n = B.n
   local i = start or 0
+  if i == 0 then
+    if PDATA_USED then PDATA = {}; PDATA_USED = false end
+    forge_reset()
+  end
   in_burst = true
   while i < n do
     local ok, err = pcall(loop, i, n)
@@ -2081,6 +2375,8 @@ function RT.run(start)
   in_burst = false
   return nil
 end
+
+function RT.take_forged() return (forge.take()) end
 
 function RT.take_errors()
   local e = errs

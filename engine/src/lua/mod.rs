@@ -53,10 +53,10 @@ const HAKA_LUA: &str = include_str!("../../lua/haka.lua");
 /// its module table as `H.vbuffer` and publishes `haka.vbuffer_*`.
 const VBUFFER_LUA: &str = include_str!("../../lua/vbuffer.lua");
 
-/// `modified` bits written by Lua (mirrored in haka.lua).
+/// `modified` bit written by Lua (mirrored in haka.lua): a rule wrote into the packet.
+/// Its checksums are then recomputed, whatever the rule wrote in them (Haka's semantics:
+/// any header write invalidates the checksum, computed again when the packet leaves).
 const MOD_ANY: u8 = 1;
-const MOD_IP_CSUM_SET: u8 = 2;
-const MOD_L4_CSUM_SET: u8 = 4;
 
 /// One application event for `RT.app_events` (layout mirrored by `hk_appev` in
 /// haka.lua; see there for the fields of each kind).
@@ -99,10 +99,15 @@ struct Slot {
     fragment: u8,
     verdict: u8,
     modified: u8,
-    _pad: [u8; 3],
+    /// Lua-side flags (haka.lua: dont_reassemble, forged, sent).
+    flags: u8,
+    _pad: [u8; 2],
     /// Capture time (`pkt.timestamp`): seconds since the epoch and nanoseconds.
     ts_sec: u32,
     ts_nsec: u32,
+    /// `pkt.id`: the packet's number among those this engine handed to the rules (1, 2, ...).
+    pkt_id: u32,
+    _pad2: u32,
 }
 
 #[repr(C)]
@@ -110,12 +115,26 @@ struct Burst {
     n: u32,
     cur: u32,
     errors: u32,
-    _pad: u32,
+    /// Packets the rules forged (inject/send) and the engine did not take yet.
+    forged: u32,
     s: [Slot; MAX_BURST],
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 48);
-const _: () = assert!(std::mem::size_of::<Burst>() == 16 + 48 * MAX_BURST);
+const _: () = assert!(std::mem::size_of::<Slot>() == 56);
+const _: () = assert!(std::mem::size_of::<Burst>() == 16 + 56 * MAX_BURST);
+
+/// A packet a rule forged (`haka.dissectors.packet.create()` ... `:inject()` / `:send()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForgedPacket {
+    /// The whole frame (link header, IP datagram), lengths and checksums set.
+    pub data: Vec<u8>,
+    /// `inject()`: to be received (rules, connection tracking) after the packet that made
+    /// it; else `send()`: to leave as it is after that packet.
+    pub inject: bool,
+    /// Index, in the slice handed to [`LuaEngine::run_burst`], of the packet whose rule
+    /// made it (0 for the stateful events, which see one packet).
+    pub origin: usize,
+}
 
 /// Engine options.
 #[derive(Clone, Debug)]
@@ -135,6 +154,9 @@ pub struct LuaOptions {
     pub error_log_interval: Duration,
     /// `[rules] dissectors = "required"`: Haka's chain (see `crate::config::DissectorChain`).
     pub required_chain: bool,
+    /// Passive (pass-through) mode: packets are read only, a rule's write raises
+    /// "read only buffer" (Haka's behaviour) and `haka.capture_mode()` is "passthrough".
+    pub read_only: bool,
 }
 
 impl Default for LuaOptions {
@@ -145,6 +167,7 @@ impl Default for LuaOptions {
             memory_limit_bytes: 256 << 20,
             error_log_interval: Duration::from_secs(1),
             required_chain: false,
+            read_only: false,
         }
     }
 }
@@ -225,6 +248,8 @@ struct Shared {
     /// them when every error is logged (`error_log_interval` 0, as Haka).
     max_error_messages: usize,
     required_chain: bool,
+    /// Passive mode: the packets are read only ([`LuaOptions::read_only`]).
+    read_only: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -266,6 +291,7 @@ struct State {
     conn_data: Function,
     conn_end: Function,
     take_edits: Function,
+    take_forged: Function,
     app_events: Function,
     stateful: u32,
     /// `RT.app_ports`: (protocol, server port, application code).
@@ -306,6 +332,8 @@ pub struct LuaEngine {
     app_evs: Vec<AppEv>,
     /// `counters.memory_exceeded` at the last memory check.
     mem_checked: u64,
+    /// `pkt.id` of the latest packet handed to the rules.
+    next_pkt_id: u32,
 }
 
 /// `bytes` with `[a, b)` replaced by `v` (None for a range outside of it).
@@ -413,6 +441,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("max_error_messages", sh.max_error_messages)?;
     h.set("required_chain", sh.required_chain)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
+    h.set("read_only", sh.read_only)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -642,6 +671,7 @@ fn build_state(
             conn_data: get("conn_data")?,
             conn_end: get("conn_end")?,
             take_edits: get("take_edits")?,
+            take_forged: get("take_forged")?,
             app_events: get("app_events")?,
             stateful,
             app_ports,
@@ -676,8 +706,9 @@ impl LuaEngine {
             console: RefCell::new(None),
             max_error_messages: if opts.error_log_interval.is_zero() { MAX_BURST } else { 16 },
             required_chain: opts.required_chain,
+            read_only: opts.read_only,
         });
-        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, _pad: 0, s: [Slot::default(); MAX_BURST] });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, forged: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
         let watch = Arc::new(Watch {
             state: Mutex::new(0),
@@ -725,6 +756,7 @@ impl LuaEngine {
             heads: Vec::new(),
             app_evs: Vec::with_capacity(64), // its address is cached by Lua: grown rarely
             mem_checked: 0,
+            next_pkt_id: 0,
         })
     }
 
@@ -797,6 +829,7 @@ impl LuaEngine {
             self.opts.memory_limit_bytes,
         )?;
         self.st = st;
+        self.burst.forged = 0;
         self.counters.reloads += 1;
         Ok(())
     }
@@ -867,6 +900,8 @@ impl LuaEngine {
             metas.clear();
             for (slot, p) in self.burst.s.iter_mut().zip(pkts.iter_mut()) {
                 *slot = make_slot(p);
+                self.next_pkt_id = self.next_pkt_id.wrapping_add(1).max(1);
+                slot.pkt_id = self.next_pkt_id;
                 if p.ts.0 > 0 {
                     self.shared.packet_time.set(p.ts);
                 }
@@ -929,7 +964,7 @@ impl LuaEngine {
             p.modified = s.modified & MOD_ANY != 0;
             if p.modified {
                 out.modified += 1;
-                fix_checksums(p.data, &p.meta, s.modified);
+                fix_checksums(p.data, &p.meta);
             }
             match p.verdict {
                 LuaVerdict::Accept => out.accepted += 1,
@@ -1066,6 +1101,9 @@ pub mod stateful {
     pub const IPV4_LOADED: u32 = 8192;
     pub const TCP_CONNECTION_LOADED: u32 = 16384;
     pub const UDP_CONNECTION_LOADED: u32 = 32768;
+    /// The raw dissector's `next_dissector` policy point ends with an unconditional
+    /// `haka.policy.accept`: no "unknown dissector" drop (Haka: the last policy wins).
+    pub const PACKET_NEXT_ACCEPT: u32 = 65536;
 }
 
 /// `RT.conn_packet` bits.
@@ -1153,7 +1191,7 @@ impl LuaEngine {
         let r = self.conn_call(f, (flow_id, meta.proto, dir, state, bits));
         let m = self.burst.s[0].modified;
         if m & MOD_ANY != 0 {
-            fix_checksums(data, meta, m);
+            fix_checksums(data, meta);
         }
         r
     }
@@ -1186,6 +1224,43 @@ impl LuaEngine {
         }
         let f = self.st.conn_end.clone();
         self.conn_call(f, (flow_id, proto))
+    }
+
+    /// Whether rules forged packets (`:inject()`, `:send()`) not taken yet: a field read,
+    /// no call into Lua.
+    #[inline]
+    pub fn has_forged(&self) -> bool {
+        self.burst.forged != 0
+    }
+
+    /// The packets the rules forged since the last call, in the order they were made.
+    /// Calls into Lua only when there are some.
+    pub fn take_forged(&mut self) -> Vec<ForgedPacket> {
+        if self.burst.forged == 0 {
+            return Vec::new();
+        }
+        let items: Vec<mlua::Value> = match self.st.take_forged.call::<Vec<mlua::Value>>(()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.burst.forged = 0;
+                let m = one_line(&e);
+                self.count_error(&m);
+                return Vec::new();
+            }
+        };
+        self.burst.forged = 0;
+        let mut out = Vec::with_capacity(items.len() / 3);
+        for t in items.chunks_exact(3) {
+            let (mlua::Value::String(data), Some(mode), Some(origin)) = (&t[0], t[1].as_i64(), t[2].as_i64()) else {
+                continue;
+            };
+            out.push(ForgedPacket {
+                data: data.as_bytes().to_vec(),
+                inject: mode == 1,
+                origin: usize::try_from(origin).unwrap_or(0),
+            });
+        }
+        out
     }
 
     /// Whether a rule error drops the packet (`rules.rule_error`).
@@ -1491,15 +1566,18 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         fragment: m.fragment as u8,
         verdict: 0,
         modified: 0,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
         ts_sec: p.ts.0 as u32,
         ts_nsec: p.ts.1,
+        pkt_id: 0,
+        _pad2: 0,
     }
 }
 
 /// Recomputes the IPv4 header checksum and the TCP/UDP/ICMP/ICMPv6 checksum of a
-/// modified packet (a checksum field a rule wrote explicitly is kept).
-fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
+/// modified packet (also when a rule wrote a checksum field: Haka's semantics).
+fn fix_checksums(data: &mut [u8], meta: &PacketMeta) {
     let l3 = meta.l3_offset as usize;
     let (seg_end, v4) = match meta.l3 {
         L3::Ipv4 => {
@@ -1508,12 +1586,10 @@ fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
             if ihl < 20 || l3 + ihl > data.len() {
                 return;
             }
-            if bits & MOD_IP_CSUM_SET == 0 {
-                data[l3 + 10] = 0;
-                data[l3 + 11] = 0;
-                let c = checksum::compute(&data[l3..l3 + ihl]);
-                data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-            }
+            data[l3 + 10] = 0;
+            data[l3 + 11] = 0;
+            let c = checksum::compute(&data[l3..l3 + ihl]);
+            data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
             let tot = u16::from_be_bytes([data[l3 + 2], data[l3 + 3]]) as usize;
             ((l3 + tot).min(data.len()), true)
         }
@@ -1526,7 +1602,7 @@ fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
         }
         L3::Other(_) => return,
     };
-    if !meta.has_l4 || bits & MOD_L4_CSUM_SET != 0 {
+    if !meta.has_l4 {
         return;
     }
     let l4 = meta.l4_offset as usize;
