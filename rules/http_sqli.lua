@@ -1,7 +1,7 @@
 -- SQL-injection detection by keyword scoring (Haka's sample/sqli,
--- sqli-fine-grained.lua): every query argument of the URI (request.split_uri.args,
--- already %-decoded) and every cookie (request.split_cookies) is decoded further
--- (lower case, SQL comments /*...*/ removed, null bytes dropped, white space
+-- sqli-fine-grained.lua): every query argument of the URI (request.split_uri.args: as
+-- written, nil without a query) and every cookie (request.split_cookies) is decoded
+-- (uri arguments first %-decoded with + as space; then lower case, SQL comments /*...*/ removed, null bytes dropped, white space
 -- collapsed), then scored: each SQL keyword, function or comment marker found
 -- adds its weight. A value scoring at or above the threshold raises an alert
 -- with the score and the connection is dropped (http:drop(): this request and
@@ -26,6 +26,12 @@ local patterns = {
     { "%-%-", 4 }, { "#", 2 }, { "/%*", 4 }, { "'", 2 }, { ";", 2 },
     { "or%s+1%s*=%s*1", 6 }, { "'%s*or%s*'", 6 },
 }
+
+-- A query argument's value as the server sees it (split_uri.args are as written).
+local function unescape(v)
+    v = v:gsub("+", " ")
+    return (v:gsub("%%(%x%x)", function (h) return string.char(tonumber(h, 16)) end))
+end
 
 -- Haka's httpdecode.lua helpers, applied in order.
 local function decode(v)
@@ -53,12 +59,12 @@ haka.rule{
     on = haka.dissectors.http.events.request,
     eval = function (http, request)
         local where = {
-            { "uri argument", request.split_uri.args },
-            { "cookie", request.split_cookies },
+            { "uri argument", request.split_uri.args or {}, unescape },
+            { "cookie", request.split_cookies, tostring },
         }
         for _, w in ipairs(where) do
             for name, value in pairs(w[2]) do
-                local s = score(decode(tostring(value)))
+                local s = score(decode(w[3](tostring(value))))
                 if s >= threshold then
                     haka.alert{
                         description = string.format("http: sqli in %s '%s' (score %d)", w[1], tostring(name), s),

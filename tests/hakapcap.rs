@@ -858,3 +858,72 @@ fn fragmented_tcp_segments_through_the_stateful_stage() {
     assert_eq!(st["totals"]["stateful"]["stream_edits"], 1, "{}", st["totals"]["stateful"]);
     assert_eq!(st["mempool"]["in_use"], 0);
 }
+
+// ---- packets forged by rules ------------------------------------------------------
+
+/// Rules forge packets: injected ones are received after the packet whose rule made them
+/// (the rules see them, they leave right after it, even one that looks like a fragment),
+/// sent ones leave as they are; nothing leaks.
+#[test]
+fn forged_packets_follow_their_creator() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("forge.lua");
+    std::fs::write(
+        &rules,
+        r#"local ipv4 = require("protocol/ipv4")
+require("protocol/udp")
+haka.rule { on = haka.dissectors.ipv4.events.receive_packet, eval = function (pkt)
+  pkt.dont_reassemble = true
+  if pkt.proto == 20 then haka.log("injected seen, ip id %x", pkt.id) end
+end }
+haka.rule { on = haka.dissectors.udp.events.receive_packet, eval = function (pkt)
+  if pkt.srcport == 3333 then return end
+  -- injected: a fragment-looking datagram of protocol 20
+  local n = haka.dissectors.ipv4.create(haka.dissectors.packet.create())
+  n.id = 0xbeef
+  n.flags.mf = true
+  n.frag_offset = 80
+  n.proto = 20
+  n.src = ipv4.addr(192, 168, 0, 1)
+  n.dst = ipv4.addr("192.168.0.2")
+  n.payload:append("abcd")
+  n:inject()
+  -- sent: a UDP datagram, not seen by the rules
+  local u = haka.dissectors.udp.create(haka.dissectors.ipv4.create(haka.dissectors.packet.create()),
+    { srcport = 3333, dstport = 4444 })
+  u.payload:append("xyz")
+  u:send()
+end }
+"#,
+    )
+    .unwrap();
+    let conf = patient_config(dir.path());
+    let cap = dir.path().join("in.pcap");
+    let a = common::ipv4_frame([10, 0, 0, 1], [10, 0, 0, 2], 17, 1000, 53, b"one");
+    let b = common::ipv4_frame([10, 0, 0, 2], [10, 0, 0, 1], 17, 53, 1000, b"two");
+    write_capture(&cap, vec![a.clone(), b.clone()]);
+    let out = dir.path().join("out.pcap");
+    let stats = dir.path().join("stats.json");
+    let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
+    let got = Capture::read(&out).unwrap().packets;
+    assert_eq!(got.len(), 6, "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(got[0], a);
+    assert_eq!(got[3], b);
+    for k in [1, 4] {
+        let f = &got[k];
+        assert_eq!(f.len(), 14 + 20 + 8 + 3, "sent udp first (it left while the injected one was received)");
+        assert_eq!(&f[34..38], &[0x0d, 0x05, 0x11, 0x5c]);
+        assert_eq!(common::csum(&f[14..34]), 0);
+    }
+    for k in [2, 5] {
+        let f = &got[k];
+        assert_eq!(f.len(), 14 + 20 + 4);
+        assert_eq!((f[14 + 9], &f[14 + 4..14 + 8]), (20, &[0xbe, 0xef, 0x20, 10][..]));
+        assert_eq!(&f[34..], b"abcd");
+        assert_eq!(common::csum(&f[14..34]), 0);
+    }
+    assert_eq!(log_lines(&o), vec!["injected seen, ip id beef"; 2]);
+    let st = read_json(&stats);
+    assert_eq!(st["mempool"]["in_use"], 0);
+    assert_eq!(st["totals"]["defrag"]["fragments"], 0, "injected packets are not reassembled");
+}

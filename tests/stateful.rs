@@ -543,12 +543,13 @@ haka.rule{
         &pcap("modules/protocol/tcp/test/interleavedconnection.pcap"),
         Some("[tcp]\nunexpected_packet = \"drop\"\n"),
     );
-    // 40 of 44: the retransmitted SYN-ACKs are unexpected packets, dropped as by Haka.
+    // 40 of 44: the retransmitted SYN-ACKs are unexpected packets, dropped as by Haka
+    // (without an alert: to Haka's stream they are old data).
     assert_same_packets(&r.out, &reference("p4-tcpconn.pcap"), "p4");
     assert_eq!(r.total("rx"), 44);
     assert_eq!(r.dropped("tcp_unexpected"), 4);
     assert_eq!(r.st("tcp_unexpected"), 4);
-    assert_eq!(r.alert_descriptions().iter().filter(|d| *d == "unexpected tcp packet").count(), 4, "{}", r.stdout);
+    assert_eq!(r.alert_descriptions().iter().filter(|d| *d == "unexpected tcp packet").count(), 0, "{}", r.stdout);
     assert_eq!(r.st("tcp_connections"), 3);
     let mut new = r.logs_with("NEW ");
     new.sort();
@@ -750,7 +751,7 @@ haka.rule{
     eval = function (session, request)
         local u = request.split_uri
         local args = {}
-        for k, v in pairs(u.args) do args[#args + 1] = k .. "=" .. v end
+        for k, v in pairs(u.args or {}) do args[#args + 1] = k .. "=" .. v end
         table.sort(args)
         haka.log("URI scheme=%s user=%s pass=%s host=%s port=%s path=%s query=%s args=[%s]", s(u.scheme), s(u.user),
             s(u.pass), s(u.host), s(u.port), s(u.path), s(u.query), table.concat(args, "&"))
@@ -795,7 +796,7 @@ fn http_split_uri_and_cookies_on_crafted_request() {
         r.logs(),
         [
             "URI scheme=http user=alice pass=secret host=WWW.Example.com port=8080 path=/a/./b/../c%7e/index.php \
-             query=id=42&name=J%C3%B8rn+Doe&q=%27or%201 args=[id=42&name=Jørn Doe&q='or 1]",
+             query=id=42&name=J%C3%B8rn+Doe&q=%27or%201 args=[id=42&name=J%C3%B8rn+Doe&q=%27or%201]",
             "URI norm=http://alice:secret@www.example.com:8080/a/c~/index.php?id=42&name=J%C3%B8rn+Doe&q=%27or%201",
             "COOKIES [lang=fr;session=abc123;theme=dark]",
         ],
@@ -1419,7 +1420,7 @@ haka.rule{
 require("protocol/udp_connection")
 haka.rule{
     on = haka.dissectors.udp_connection.events.receive_data,
-    eval = function (flow, data, dir) haka.log("UDATA %s %d", dir, #data) end
+    eval = function (flow, pkt, dir) haka.log("UDATA %s %d", dir, #pkt.payload) end
 }
 "#;
     let r = run(only_udp_data, &pcap("modules/protocol/dns/test/basic.pcap"), None);
@@ -2164,7 +2165,7 @@ fn bench_policy_with_prefilters_gives_what_the_plain_lua_policy_gives() {
         assert_eq!(fast.st(k), plain.st(k), "{k}");
     }
     assert!(fast.st("resets_sent") > 0 && fast.st("stream_edits") == fast.st("http_responses"));
-    let errors = |r: &Run| r.stdout.matches("warning external: server error").count();
+    let errors = |r: &Run| r.stdout.matches("warn external: server error").count();
     assert!(errors(&fast) > 0 && errors(&fast) == errors(&plain), "{} {}", errors(&fast), errors(&plain));
     // most messages never reach Lua
     assert!(fast.st("http_prefiltered") * 10 > (fast.st("http_requests") + fast.st("http_responses")) * 8);

@@ -158,28 +158,10 @@ function K.tls_session(flow) return (new_session("tls", flow)) end
 ---------------------------------------------------------------------------
 local function self_call(s) return s end
 
-local uri_keys = { "scheme", "authority", "userinfo", "user", "pass", "host", "port", "path", "query", "args", "fragment" }
 local Uri = {}
-local function uri_tostring(u)
-  local out = {}
-  if u.scheme then out[#out + 1] = u.scheme; out[#out + 1] = ":" end
-  if u.host or u.authority then
-    out[#out + 1] = "//"
-    if u.user then
-      out[#out + 1] = u.user
-      if u.pass then out[#out + 1] = ":"; out[#out + 1] = u.pass end
-      out[#out + 1] = "@"
-    elseif u.userinfo then
-      out[#out + 1] = u.userinfo; out[#out + 1] = "@"
-    end
-    out[#out + 1] = u.host or ""
-    if u.port then out[#out + 1] = ":"; out[#out + 1] = u.port end
-  end
-  if u.path then out[#out + 1] = u.path end
-  if u.query then out[#out + 1] = "?"; out[#out + 1] = u.query end
-  if u.fragment then out[#out + 1] = "#"; out[#out + 1] = u.fragment end
-  return (tconcat(out))
-end
+-- Haka's tostring(split): scheme, user:pass and port only with a host, the query rebuilt from
+-- args (engine/src/http.rs UriParts::to_uri).
+local function uri_tostring(u) return (H.http_uri_tostring(u)) end
 -- (Haka's split has `args` only when there is a query)
 local uri_mt = { __index = Uri, __tostring = uri_tostring, __call = self_call,
   __pprint_info = pp_class("HttpUriSplit", function(u, add)
@@ -191,11 +173,10 @@ local function uri_split(uri)
   uri = strval(uri, "http.uri.split", 2)
   return (setmetatable(H.http_split_uri(uri), uri_mt))
 end
--- Normalizes the split uri in place (from its current fields) and returns it; tostring() of
--- the result is the normalized uri.
+-- Haka's split:normalize(): normalizes the fields in place (as they are now) and returns the
+-- split uri; tostring() of the result is the normalized uri.
 function Uri.normalize(self)
-  local t = H.http_split_uri(H.http_normalize_uri(uri_tostring(self)))
-  for i = 1, #uri_keys do local k = uri_keys[i]; rawset(self, k, t[k]) end
+  H.http_uri_normalize_split(self)
   return self
 end
 Uri.tostring = uri_tostring

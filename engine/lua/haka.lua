@@ -26,14 +26,19 @@ typedef struct hk_slot {
   uint8_t l3, proto, has_l4, dir, fragment;
   uint8_t verdict;
   uint8_t modified;
-  uint8_t _pad[3];
+  uint8_t flags;
+  uint8_t _pad[2];
   uint32_t ts_sec, ts_nsec;
+  uint32_t pkt_id;
+  uint32_t _pad2;
 } hk_slot;
 typedef struct hk_burst {
   uint32_t n;
   uint32_t cur;
   uint32_t errors;
   uint32_t rewrites;
+  uint32_t forged;
+  uint32_t _pad2;
   hk_slot s[256];
 } hk_burst;
 typedef struct { hk_slot *s; } hk_packet_view;
@@ -59,9 +64,22 @@ local B = ffi.cast("hk_burst*", burst_addr)
 local S = B.s
 local S0 = ffi.cast("hk_slot*", B.s)
 
--- modified bits (mirrored in Rust)
-local MOD, IPCSUM, L4CSUM = 1, 2, 4
+-- modified bit (mirrored in Rust): a rule wrote into the packet; Rust then recomputes its
+-- checksums when it leaves (Haka: any header write invalidates the checksum, which is
+-- computed again when the packet is sent, even when the rule wrote the checksum field)
+local MOD = 1
+-- slot flags: ipv4 dont_reassemble, a packet the rules forged (packet.create), already
+-- injected or sent
+local F_NOREASM, F_FORGED, F_SENT = 1, 2, 4
+-- passive (pass-through) mode: the packets are read only (Haka: "read only buffer")
+local READ_ONLY = H.read_only and true or false
+local function writable(s)
+  if READ_ONLY and band(s.flags, F_FORGED) == 0 then error("read only buffer", 0) end
+end
 
+-- pkt.data tables of the current burst, by slot address (emptied when a burst starts)
+local PDATA, PDATA_USED = {}, false
+local forge_reset -- (forging, below)
 local function touch(s, bits) s.modified = bor(s.modified, bits or MOD) end
 
 local function be16(b, o) return (bor(lshift(b[o], 8), b[o + 1])) end
@@ -75,6 +93,8 @@ end
 local function num(v, what)
   local n = tonumber(v)
   if n == nil then error(sfmt("%s: number expected, got %s", what, type(v)), 3) end
+  -- Haka's header fields are unsigned (its bindings refuse a negative number)
+  if n < 0 then error("number must not be negative", 0) end
   return n
 end
 
@@ -138,12 +158,15 @@ local function fmtmsg(fmt, ...)
   return (tostring(fmt))
 end
 -- Lines read as Haka's: "LEVEL SECTION: message"; haka.log's section is "external".
+-- (Haka printed the level `warning` as "warn")
+local level_text = { warning = "warn" }
 local function mklog(section)
   local t = {}
   for name, lvl in pairs(levels) do
+    local text = level_text[name] or name
     t[name] = function(fmt, ...)
       if lvl <= loglevel then
-        H.log(name, section, fmtmsg(fmt, ...))
+        H.log(text, section, fmtmsg(fmt, ...))
       end
     end
   end
@@ -158,6 +181,18 @@ function haka.setloglevel(level)
   loglevel = l
 end
 local log = haka.log_section("core")
+-- print(): Haka's (the values separated by one space), into the worker's log buffer:
+-- printed lines stay in order with the log lines and the alerts (one ordered stdout, as
+-- Haka's single thread wrote it)
+do
+  local tostring, select, concat = tostring, select, table.concat
+  function print(...)
+    local n = select('#', ...)
+    local t = {}
+    for i = 1, n do t[i] = tostring((select(i, ...))) end
+    H.print(concat(t, " "))
+  end
+end
 
 -- time
 local time_mt = {}
@@ -176,7 +211,7 @@ local function time_of(s, ns)
 end
 
 function haka.current_thread() return worker end
-function haka.capture_mode() return "normal" end
+function haka.capture_mode() return READ_ONLY and "passthrough" or "normal" end
 function haka.abort() error("haka.abort()", 2) end
 
 -- events
@@ -280,6 +315,8 @@ local function check_set_headers(on, sets, name)
   return out
 end
 
+-- rules and policies the rules file registered (Haka: "no registered rule" when none)
+local n_registered = 0
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -292,6 +329,7 @@ function haka.rule(r)
   if type(r.eval) ~= "function" and not (sets and r.eval == nil) then error("rule eval must be a function", 2) end
   local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
   table.insert(on.listeners, r.eval or function() end)
+  n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
     on.prefilters = on.prefilters or {}
@@ -312,6 +350,7 @@ function RuleGroup:rule(r)
   if type(r) == "table" then f = r.eval end
   if type(f) ~= "function" then error("rule eval must be a function", 2) end
   table.insert(self.rules, f)
+  n_registered = n_registered + 1
 end
 function haka.rule_group(args)
   if type(args) ~= "table" then error("rule_group parameter must be a table", 2) end
@@ -355,6 +394,11 @@ function Policy:insert(name, criteria, actions)
 end
 local crit_mt = { __call = function(self, v) return (self.check(v)) end }
 local function criterion(check) return (setmetatable({ check = check }, crit_mt)) end
+-- haka.policy.learn(haka.policy.set | haka.policy.range): a criterion that starts empty and,
+-- while haka.policy.learning is true, matches any value and grows with the values of the
+-- policies that are eligible; otherwise it matches the values learnt (set: the same value,
+-- range: between the least and the greatest).
+local learn_mt = { __call = function(self, v) return (self.check(v)) end }
 function Policy:apply(p)
   local values = p.values
   local qualified
@@ -363,16 +407,31 @@ function Policy:apply(p)
     local pol = pols[k]
     local eligible = true
     local crit = pol.criteria
+    local learnt -- learning mode: { criterion, value, ... } learnt if the policy is eligible
     for c = 1, #crit do
       local cv = crit[c].value
       local v = values[crit[c].name]
-      if getmetatable(cv) == crit_mt then
+      local mt = getmetatable(cv)
+      if mt == crit_mt then
         if not cv.check(v) then eligible = false; break end
+      elseif mt == learn_mt then
+        if policy.learning then
+          if v == nil then eligible = false; break end
+          learnt = learnt or {}
+          learnt[#learnt + 1] = cv; learnt[#learnt + 1] = v
+        elseif not cv.check(v) then
+          eligible = false; break
+        end
       elseif v ~= cv then
         eligible = false; break
       end
     end
-    if eligible then qualified = pol end
+    if eligible then
+      qualified = pol
+      if learnt then
+        for c = 1, #learnt, 2 do learnt[c].learn(learnt[c + 1]) end
+      end
+    end
   end
   if qualified then
     local desc = p.desc or {}
@@ -392,6 +451,28 @@ function policy.outofrange(min, max)
   if not (min <= max) then error("invalid bounds", 2) end
   return (criterion(function(v) return v ~= nil and (v < min or v > max) end))
 end
+function policy.learn(kind)
+  local c = setmetatable({}, learn_mt)
+  if kind == policy.set then
+    local set = {}
+    c.check = function(v) return v ~= nil and set[v] == true end
+    c.learn = function(v) set[v] = true end
+  elseif kind == policy.range then
+    local min, max
+    c.check = function(v) return v ~= nil and min ~= nil and v >= min and v <= max end
+    c.learn = function(v)
+      if min == nil then min, max = v, v
+      elseif v < min then min = v
+      elseif v > max then max = v end
+    end
+  else
+    local what = "this"
+    for k, f in pairs(policy) do if f == kind then what = "haka.policy." .. k; break end end
+    error(sfmt("cannot learn on %s criterion", what), 2)
+  end
+  return c
+end
+policy.learning = false
 function policy.present() return (criterion(function(v) return v ~= nil end)) end
 function policy.absent() return (criterion(function(v) return v == nil end)) end
 function policy.new(name) return (new_policy(name)) end
@@ -434,6 +515,7 @@ setmetatable(policy, { __call = function(_, p)
   local crit = {}
   for k, v in pairs(p) do if k ~= "on" and k ~= "name" and k ~= "action" then crit[k] = v end end
   on:insert(name, crit, actions)
+  n_registered = n_registered + 1
 end })
 haka.policy = policy
 
@@ -542,6 +624,7 @@ end
 function buf_m.asstring(self) return (ffi.string(self.p, self.len)) end
 buf_m.tostring = buf_m.asstring
 function buf_m.setstring(self, str)
+  writable(self.s)
   str = tostring(str)
   if #str > self.len then error("setstring: the packet cannot grow (" .. #str .. " > " .. self.len .. ")", 2) end
   ffi.copy(self.p, str, #str)
@@ -570,6 +653,7 @@ ffi.metatype("hk_buf", {
   __index = byte_view_index(buf_m),
   __newindex = function(self, k, v)
     if type(k) ~= "number" or k < 1 or k > self.len then error("buffer index out of range", 2) end
+    writable(self.s)
     self.p[k - 1] = num(v, "buffer byte")
     touch(self.s)
   end,
@@ -579,7 +663,7 @@ ffi.metatype("hk_buf", {
 ---------------------------------------------------------------------------
 -- packet payloads: Haka vbuffers, external views over the packet's bytes (no copy),
 -- created on first read of `payload` (one per packet and view kind, kept for the burst).
--- At the end of the burst (RT.run) or of a stateful call (end_call), pay_finish() ends
+-- At the end of the burst (RT.run) or of a stateful call (end_call), PLD.finish() ends
 -- each view: in-place writes mark the packet modified (checksums recomputed by Rust); a
 -- buffer whose chunks are no longer its original bytes in order (erase, insert, replace)
 -- becomes a REWRITE { slot, offset of the payload in the frame, its old length, new
@@ -588,35 +672,41 @@ ffi.metatype("hk_buf", {
 -- that kept the buffer reads a copy, never the freed mbuf.
 ---------------------------------------------------------------------------
 local VBM = H.vbuffer
+-- (one table for this section's state and functions: the main chunk is near LuaJIT's
+-- limit of 200 locals)
+local PLD = { n = 0, rewrites = {} }
+do
 local vb_external, vb_external_end, vb_inplace, vb_modified = VBM.external, VBM.external_end, VBM.inplace, VBM.modified
-local PAY, PAYN = {}, 0
-local REWRITES = {}
+local PAY = {}
 -- kinds: 0 frame, 1 ethernet payload, 2 IP payload, 3 L4 payload. A write into an IP
--- payload leaves the L4 checksum as the bytes say (Haka: only the dissector whose payload
--- changed recomputes its checksum), unless something else modified the packet.
-local function pay_touch(s, kind)
-  if kind == 2 and band(s.modified, MOD) == 0 then touch(s, MOD + L4CSUM) else touch(s) end
+-- payload leaves the L4 checksum as the bytes say (bit 4, Haka: only the dissector whose
+-- payload changed recomputes its checksum), unless something else modified the packet.
+function PLD.touch(s, kind)
+  if kind == 2 and band(s.modified, MOD) == 0 then touch(s, MOD + 4) else touch(s) end
 end
-local function payload_buf(s, kind, p, n)
-  for i = 1, PAYN do
+function PLD.buf(s, kind, p, n)
+  -- a new packet's payload is the forging view (it grows: payload:append)
+  if band(s.flags, F_FORGED) ~= 0 then return (buf_ct(p, n, s)) end
+  for i = 1, PLD.n do
     local r = PAY[i]
     if r.s == s and r.kind == kind then return r.buf end
   end
   local buf, tok = vb_external(p, n, true)
-  PAYN = PAYN + 1
-  PAY[PAYN] = { s = s, kind = kind, buf = buf, tok = tok, p = p, n = n }
+  PLD.n = PLD.n + 1
+  PAY[PLD.n] = { s = s, kind = kind, buf = buf, tok = tok, p = p, n = n }
   return buf
 end
-local function pay_finish()
-  for i = 1, PAYN do
+function PLD.finish()
+  local REWRITES = PLD.rewrites
+  for i = 1, PLD.n do
     local r = PAY[i]
     PAY[i] = nil
     local s = r.s
     local ok, inplace = pcall(vb_inplace, r.buf, r.p, r.n)
     if ok and inplace then
-      if vb_modified(r.buf) then pay_touch(s, r.kind) end
+      if vb_modified(r.buf) then PLD.touch(s, r.kind) end
     elseif ok then
-      pay_touch(s, r.kind)
+      PLD.touch(s, r.kind)
       local str = r.buf:asstring()
       if #str == r.n then
         ffi.copy(r.p, str, r.n) -- same size (e.g. setstring): written in place
@@ -627,15 +717,16 @@ local function pay_finish()
     end
     vb_external_end(r.tok, "copy")
   end
-  PAYN = 0
+  PLD.n = 0
 end
 -- views of an aborted run (their memory may be gone): ended without reading it
-local function pay_drop()
-  for i = 1, PAYN do
+function PLD.drop()
+  for i = 1, PLD.n do
     vb_external_end(PAY[i].tok, "drop")
     PAY[i] = nil
   end
-  PAYN = 0
+  PLD.n = 0
+end
 end
 
 ---------------------------------------------------------------------------
@@ -653,9 +744,13 @@ end
 local function ipv4_addr(a, b, c, d)
   if type(a) == "string" then
     local v = parse_ipv4(a)
-    if not v then error("invalid IPv4 address format '" .. a .. "'", 2) end
+    if not v then error("invalid IPv4 address format", 0) end
     return (addr_ct(v))
   elseif type(a) == "number" and b ~= nil then
+    b, c, d = tonumber(b), tonumber(c), tonumber(d)
+    if not (b and c and d) then error("invalid IPv4 address format", 0) end
+    if a < 0 or b < 0 or c < 0 or d < 0 then error("number must not be negative", 0) end
+    if a > 255 or b > 255 or c > 255 or d > 255 then error("invalid IPv4 address format", 0) end
     return (addr_ct(((a * 256 + b) * 256 + c) * 256 + d))
   elseif type(a) == "number" then
     return (addr_ct(a % 4294967296))
@@ -775,10 +870,22 @@ function haka.dissector.pcall(self, f)
   return r
 end
 
+-- forging (set below): out(s, mode) queues a forged packet (mode 1 inject, 2 send)
+local forge = {}
 local function common_methods(m)
   function m.drop(self) self.s.verdict = 1 end
   function m.error(self) self.s.verdict = 1 end -- Haka's Dissector:error(): drop
-  function m.send(self) end
+  -- a received packet is sent by the engine after the rules: nothing to do here; a packet
+  -- the rules made (packet.create) leaves after the packet being processed
+  function m.send(self)
+    local s = self.s
+    if band(s.flags, F_FORGED) ~= 0 then forge.out(s, 2) end
+  end
+  function m.inject(self)
+    local s = self.s
+    if band(s.flags, F_FORGED) == 0 then error("inject: only a new packet (packet.create) can be injected", 2) end
+    forge.out(s, 1)
+  end
   function m.state(self) return "normal" end
   function m.can_continue(self) return self.s.verdict == 0 end
   return m
@@ -794,8 +901,65 @@ end
 -- did through their parents, but Haka printed them on the packet only).
 local PP_ADDED = { packet = { direction = true }, tcp = { ip = true, src = true, dst = true, timestamp = true },
   udp = { ip = true, src = true, dst = true, timestamp = true }, icmp = { ip = true, timestamp = true },
-  ipv4 = { timestamp = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
-local function make_view(ctype, get, set, methods, base, name)
+  ipv4 = { timestamp = true, dont_reassemble = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
+-- Dissector parents (Haka 0.4: Dissector:parent([n | name]), the `_parent` and
+-- `_next_dissector` fields): the views of the packet's own slot, V[name][slot index], so
+-- that the same parent is the same object (`==`). ipv4/ipv6 sit on the packet as in Haka.
+local V -- the per-slot views (burst dispatcher, below)
+local S0 = ffi.cast("hk_slot*", S)
+local VIEW_CT = {} -- name -> ctype, for a slot outside the burst array
+local PARENT = { ethernet = "packet", ipv4 = "packet", ipv6 = "packet", tcp = "ip", udp = "ip", icmp = "ip" }
+local function view_for(name, s)
+  local i = tonumber(s - S0)
+  if V and i >= 0 and i < MAX_BURST then return V[name][i] end
+  return (VIEW_CT[name](s))
+end
+local function parent_name(name, s)
+  local p = PARENT[name]
+  if p == "ip" then p = s.l3 == 4 and "ipv4" or "ipv6" end
+  return p
+end
+local L4_NAME = { [6] = "tcp", [17] = "udp", [1] = "icmp", [58] = "icmp" }
+local function next_name(name, s)
+  if name == "packet" or name == "ethernet" then
+    if s.l3 == 4 then return "ipv4" elseif s.l3 == 6 then return "ipv6" end
+  elseif (name == "ipv4" or name == "ipv6") and s.has_l4 == 1 then
+    return L4_NAME[s.proto]
+  end
+  return nil
+end
+local function make_view(ctype, get, set, methods, base, name, flagset, parent)
+  flagset = flagset or {}
+  VIEW_CT[name] = ffi.typeof(ctype)
+  get._parent = function(s)
+    local p = parent_name(name, s)
+    if p then return (view_for(p, s)) end
+    return nil
+  end
+  get._next_dissector = function(s)
+    local n = next_name(name, s)
+    if n then return (view_for(n, s)) end
+    return nil
+  end
+  -- parent() / parent(n): n levels up (nil above the packet); parent("name"): the nearest
+  -- parent of that name, or nil
+  function methods.parent(self, which)
+    local s = self.s
+    local p = name
+    if which == nil then which = 1 end
+    if type(which) == "number" then
+      for _ = 1, which do
+        p = parent_name(p, s)
+        if p == nil then return nil end
+      end
+      return (view_for(p, s))
+    end
+    repeat
+      p = parent_name(p, s)
+      if p == which then return (view_for(p, s)) end
+    until p == nil
+    return nil
+  end
   -- every dissector reads its packet's time (Haka: through its parents)
   if get.timestamp == nil then get.timestamp = packet_time end
   local keys, added = {}, PP_ADDED[name] or {}
@@ -808,13 +972,22 @@ local function make_view(ctype, get, set, methods, base, name)
       local g = get[k]
       if g then local s = self.s; return (g(s, base(s))) end
       local f = methods[k]
-      if f == nil then error(sfmt("%s: unknown field '%s'", name, tostring(k)), 0) end
+      if f == nil then
+        -- Haka 0.4: a dissector reads its parent's fields (tcp.ttl is its ip's)
+        if parent and type(k) == "string" then return parent(self.s)[k] end
+        error(sfmt("%s: unknown field '%s'", name, tostring(k)), 0)
+      end
       return f
     end,
     __newindex = function(self, k, v)
-      local f = set[k]
-      if not f then error(sfmt("%s: field '%s' is not writable", name, tostring(k)), 2) end
       local s = self.s
+      local f = set[k]
+      if not f then
+        local g = flagset[k]
+        if g then return g(s, v) end
+        error(sfmt("%s: field '%s' is not writable", name, tostring(k)), 2)
+      end
+      writable(s)
       f(s, base(s), v)
       touch(s)
     end,
@@ -832,8 +1005,16 @@ local udp_ct, icmp_ct = ffi.typeof("hk_udp_view"), ffi.typeof("hk_icmp_view")
 -- packet (raw frame)
 do
   local get, set, m = {}, {}, common_methods({})
-  get.payload = function(s) return (payload_buf(s, 0, s.data, s.len)) end
-  get.id = function(s) return s.flow_id end
+  get.payload = function(s) return (PLD.buf(s, 0, s.data, s.len)) end
+  -- Haka's packet id: the packet's number (1, 2, ...) in this worker's input
+  get.id = function(s) return s.pkt_id end
+  -- a table per packet for the rules (Haka's packet.data), made on first use
+  get.data = function(s)
+    local k = tonumber(ffi.cast("uintptr_t", s))
+    local t = PDATA[k]
+    if t == nil then t = {}; PDATA[k] = t; PDATA_USED = true end
+    return t
+  end
   get.name = function() return "packet" end
   get.direction = function(s) return s.dir == 0 and "up" or "down" end
   make_view("hk_packet_view", get, set, m, l2base, "packet")
@@ -853,7 +1034,7 @@ do
   get.type = function(s) return (be16(s.data, s.l3_off - 2)) end
   get.vlan = function(s) return s.vlan end
   get.name = function() return "ethernet" end
-  get.payload = function(s) return (payload_buf(s, 1, s.data + s.l3_off, s.len - s.l3_off)) end
+  get.payload = function(s) return (PLD.buf(s, 1, s.data + s.l3_off, s.len - s.l3_off)) end
   set.dst = function(s, b, v) mac_set(b, 0, v) end
   set.src = function(s, b, v) mac_set(b, 6, v) end
   set.type = function(s, b, v) put16(s.data, s.l3_off - 2, num(v, "type")) end
@@ -876,12 +1057,20 @@ do
   get.dst = function(s, b) return (addr_ct(be32(b, 16))) end
   get.flags = function(s) return (ipv4f_ct(s)) end
   get.name = function() return "ipv4" end
+  -- Haka's flag: do not hold this packet for reassembly (our reassembly runs before the
+  -- rules; packets the rules inject are never reassembled)
+  get.dont_reassemble = function(s) return band(s.flags, F_NOREASM) ~= 0 end
+  local flagset = {
+    dont_reassemble = function(s, v)
+      if v then s.flags = bor(s.flags, F_NOREASM) else s.flags = band(s.flags, bnot(F_NOREASM)) end
+    end,
+  }
   get.payload = function(s, b)
     local hl = band(b[0], 0x0f) * 4
     local n = s.ip_len - hl
     if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - hl end
     if n < 0 then n = 0 end
-    return (payload_buf(s, 2, b + hl, n))
+    return (PLD.buf(s, 2, b + hl, n))
   end
   set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
   set.hdr_len = function(s, b, v) b[0] = bor(band(b[0], 0xf0), band(math.floor(num(v, "hdr_len") / 4), 0xf)) end
@@ -891,7 +1080,7 @@ do
   set.frag_offset = function(s, b, v) put16(b, 6, bor(band(be16(b, 6), 0xe000), band(math.floor(num(v, "frag_offset") / 8), 0x1fff))) end
   set.ttl = function(s, b, v) b[8] = num(v, "ttl") end
   set.proto = function(s, b, v) b[9] = num(v, "proto") end
-  set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s, IPCSUM) end
+  set.checksum = function(s, b, v) put16(b, 10, num(v, "checksum")); touch(s) end
   set.src = function(s, b, v) local a = as_addr(v) or error("src: IPv4 address expected", 3); put32(b, 12, a) end
   set.dst = function(s, b, v) local a = as_addr(v) or error("dst: IPv4 address expected", 3); put32(b, 16, a) end
   local function hlen(s, b) return (math.min(band(b[0], 0x0f) * 4, s.len - s.l3_off)) end
@@ -902,13 +1091,13 @@ do
   end
   function m.compute_checksum(self)
     local s = self.s
+    writable(s)
     local b = l3base(s)
     put16(b, 10, 0)
     put16(b, 10, cfinish(csum(b, hlen(s, b))))
     touch(s)
-    s.modified = band(s.modified, bnot(IPCSUM))
   end
-  make_view("hk_ipv4_view", get, set, m, l3base, "ipv4")
+  make_view("hk_ipv4_view", get, set, m, l3base, "ipv4", flagset)
   local fbits = { rb = 0x8000, df = 0x4000, mf = 0x2000 }
   local ipv4_flags_pp = pp_userdata("ipv4_flags", { "all", "df", "mf", "rb" })
   ffi.metatype("hk_ipv4_flags", {
@@ -923,6 +1112,7 @@ do
     end,
     __newindex = function(self, k, v)
       local s = self.s
+      writable(s)
       local b = l3base(s)
       local f = be16(b, 6)
       if k == "all" then
@@ -956,7 +1146,7 @@ do
     local n = s.ip_len - 40
     if s.l3_off + s.ip_len > s.len then n = s.len - s.l3_off - 40 end
     if n < 0 then n = 0 end
-    return (payload_buf(s, 2, b + 40, n))
+    return (PLD.buf(s, 2, b + 40, n))
   end
   set.version = function(s, b, v) b[0] = bor(band(b[0], 0x0f), lshift(band(num(v, "version"), 0xf), 4)) end
   set.traffic_class = function(s, b, v)
@@ -996,7 +1186,7 @@ local function l4_payload(s)
   local n = s.payload_len
   if s.payload_off + n > s.len then n = s.len - s.payload_off end
   if n < 0 then n = 0 end
-  return (payload_buf(s, 3, s.data + s.payload_off, n))
+  return (PLD.buf(s, 3, s.data + s.payload_off, n))
 end
 
 -- tcp
@@ -1025,7 +1215,7 @@ do
   set.hdr_len = function(s, b, v) b[12] = bor(band(b[12], 0x0f), lshift(band(math.floor(num(v, "hdr_len") / 4), 0xf), 4)) end
   set.res = function(s, b, v) b[12] = bor(band(b[12], 0xf0), band(num(v, "res"), 0xf)) end
   set.window_size = function(s, b, v) put16(b, 14, num(v, "window_size")) end
-  set.checksum = function(s, b, v) put16(b, 16, num(v, "checksum")); touch(s, L4CSUM) end
+  set.checksum = function(s, b, v) put16(b, 16, num(v, "checksum")); touch(s) end
   set.urgent_pointer = function(s, b, v) put16(b, 18, num(v, "urgent_pointer")) end
   function m.verify_checksum(self)
     local s = self.s
@@ -1034,13 +1224,13 @@ do
   end
   function m.compute_checksum(self)
     local s = self.s
+    writable(s)
     local b, n = l4base(s), l4len(s)
     put16(b, 16, 0)
     put16(b, 16, cfinish(csum(b, n, pseudo_sum(s, 6, n))))
     touch(s)
-    s.modified = band(s.modified, bnot(L4CSUM))
   end
-  make_view("hk_tcp_view", get, set, m, l4base, "tcp")
+  make_view("hk_tcp_view", get, set, m, l4base, "tcp", nil, ip_view_of)
   local fl = { fin = 1, syn = 2, rst = 4, psh = 8, ack = 16, urg = 32, ecn = 64, cwr = 128 }
   local tcp_flags_pp = pp_userdata("tcp_flags", { "ack", "all", "cwr", "ecn", "fin", "psh", "rst", "syn", "urg" })
   ffi.metatype("hk_tcp_flags", {
@@ -1054,6 +1244,7 @@ do
     end,
     __newindex = function(self, k, v)
       local s = self.s
+      writable(s)
       local b = l4base(s)
       if k == "all" then
         b[13] = num(v, "flags.all")
@@ -1082,7 +1273,7 @@ do
   set.srcport = function(s, b, v) put16(b, 0, num(v, "srcport")) end
   set.dstport = function(s, b, v) put16(b, 2, num(v, "dstport")) end
   set.length = function(s, b, v) put16(b, 4, num(v, "length")) end
-  set.checksum = function(s, b, v) put16(b, 6, num(v, "checksum")); touch(s, L4CSUM) end
+  set.checksum = function(s, b, v) put16(b, 6, num(v, "checksum")); touch(s) end
   function m.verify_checksum(self)
     local s = self.s
     local b = l4base(s)
@@ -1091,7 +1282,18 @@ do
     if n > l4len(s) then return false end
     return cfinish(csum(b, n, pseudo_sum(s, 17, n))) == 0
   end
-  make_view("hk_udp_view", get, set, m, l4base, "udp")
+  function m.compute_checksum(self)
+    local s = self.s
+    writable(s)
+    local b = l4base(s)
+    local n = math.min(be16(b, 4), l4len(s))
+    put16(b, 6, 0)
+    local c = cfinish(csum(b, n, pseudo_sum(s, 17, n)))
+    if c == 0 then c = 0xffff end
+    put16(b, 6, c)
+    touch(s)
+  end
+  make_view("hk_udp_view", get, set, m, l4base, "udp", nil, ip_view_of)
 end
 
 -- icmp (ICMPv4; ICMPv6 messages are presented through the same view)
@@ -1104,20 +1306,223 @@ do
   get.payload = function(s)
     local n = l4len(s) - 4
     if n < 0 then n = 0 end
-    return (payload_buf(s, 3, s.data + s.l4_off + 4, n))
+    return (PLD.buf(s, 3, s.data + s.l4_off + 4, n))
   end
   get.name = function() return "icmp" end
   set.type = function(s, b, v) b[0] = num(v, "type") end
   set.code = function(s, b, v) b[1] = num(v, "code") end
-  set.checksum = function(s, b, v) put16(b, 2, num(v, "checksum")); touch(s, L4CSUM) end
+  set.checksum = function(s, b, v) put16(b, 2, num(v, "checksum")); touch(s) end
   function m.verify_checksum(self)
     local s = self.s
     local n = l4len(s)
     if s.l3 == 6 then return cfinish(csum(l4base(s), n, pseudo_sum(s, 58, n))) == 0 end
     return cfinish(csum(l4base(s), n)) == 0
   end
-  make_view("hk_icmp_view", get, set, m, l4base, "icmp")
+  function m.compute_checksum(self)
+    local s = self.s
+    writable(s)
+    local b, n = l4base(s), l4len(s)
+    put16(b, 2, 0)
+    if s.l3 == 6 then put16(b, 2, cfinish(csum(b, n, pseudo_sum(s, 58, n))))
+    else put16(b, 2, cfinish(csum(b, n))) end
+    touch(s)
+  end
+  make_view("hk_icmp_view", get, set, m, l4base, "icmp", nil, ip_view_of)
 end
+
+---------------------------------------------------------------------------
+-- forging: haka.dissectors.packet.create(), ipv4/tcp/udp/icmp.create(), :inject(), :send()
+-- A new packet is a slot of its own (FSLOTS, made once and reused from one burst to the
+-- next) over a Lua-owned byte array, so the same views read and write it. :inject() and
+-- :send() fix its lengths and checksums and queue a copy of its bytes (FOUT); the engine
+-- takes them after the call (RT.take_forged, only when B.forged > 0) and sends them after
+-- the packet being processed: an injected one goes through the rules first, as a received
+-- packet (never reassembled), a sent one leaves as it is. Nothing here runs unless a rule
+-- forges.
+---------------------------------------------------------------------------
+do
+local MAX_FORGED = 64        -- new packets per burst (or per connection event)
+local FORGE_CAP, FORGE_MAX = 2048, 65535
+local FSLOTS, FBY = {}, {}   -- FSLOTS[i] = { slot, buf, cap, old }; FBY[slot address] = it
+local FNEXT = 0
+local FOUT = {}              -- pending: bytes, mode, origin packet index, ...
+local u8arr = ffi.typeof("uint8_t[?]")
+local function slot_key(s) return (tonumber(ffi.cast("uintptr_t", s))) end
+forge_reset = function() FNEXT = 0 end
+-- grows the packet of forged slot s by n zero bytes; returns the offset of the new bytes
+local function forge_grow(s, n)
+  local f = FBY[slot_key(s)]
+  if not f then error("not a new packet", 3) end
+  local len = s.len
+  local need = len + n
+  if need > FORGE_MAX then error("packet too large", 3) end
+  if need > f.cap then
+    local cap = math.min(math.max(f.cap * 2, need), FORGE_MAX)
+    local nb = u8arr(cap)
+    ffi.copy(nb, f.buf, len)
+    -- (views taken before keep pointing into the old array: kept alive)
+    f.old[#f.old + 1] = f.buf
+    f.buf, f.cap = nb, cap
+    s.data = nb
+  end
+  ffi.fill(s.data + len, n)
+  s.len = need
+  return len
+end
+local function forged_slot(x, what)
+  local s = type(x) == "cdata" and x.s
+  if not s or band(s.flags, F_FORGED) == 0 or band(s.flags, F_SENT) ~= 0 then
+    error(what .. ": a new packet expected (haka.dissectors.packet.create())", 3)
+  end
+  return s
+end
+-- haka.dissectors.packet.create([size]): a new packet, its link header the current packet's
+-- (else an Ethernet header, zero addresses), then `size` zero bytes
+local function packet_create(size)
+  size = math.floor(tonumber(size) or 0)
+  if size < 0 then error("number must not be negative", 0) end
+  if FNEXT >= MAX_FORGED then error("too many new packets (" .. MAX_FORGED .. " per packet burst)", 2) end
+  FNEXT = FNEXT + 1
+  local f = FSLOTS[FNEXT]
+  if not f then
+    local arr = ffi.new("hk_slot[1]")
+    f = { arr = arr, slot = arr + 0, buf = u8arr(FORGE_CAP), cap = FORGE_CAP, old = {} }
+    FSLOTS[FNEXT] = f
+    FBY[slot_key(f.slot)] = f
+  end
+  f.old = {}
+  local s = f.slot
+  ffi.fill(s, ffi.sizeof("hk_slot"))
+  s.data = f.buf
+  s.flags = F_FORGED
+  local hl, cur = 14, nil
+  if in_burst and B.cur < MAX_BURST then
+    cur = S[B.cur]
+    if cur.data ~= nil and cur.l3_off <= cur.len then hl = cur.l3_off else cur = nil end
+  end
+  s.len = 0
+  forge_grow(s, hl + size)
+  if cur then
+    -- (the link header's addresses are zero, as Haka's new packets': only its layout, e.g.
+    -- a VLAN tag, is the current packet's)
+    ffi.copy(s.data, cur.data, hl)
+    if hl >= 14 then ffi.fill(s.data, 12) end
+    s.ts_sec, s.ts_nsec, s.dir, s.vlan = cur.ts_sec, cur.ts_nsec, cur.dir, cur.vlan
+  else
+    put16(s.data, 12, 0x0800)
+  end
+  s.l3_off = hl
+  s.payload_off = hl
+  return (packet_view_ct(s))
+end
+haka.dissectors.packet.create = function(size) return (packet_create(size)) end
+
+-- ipv4.create(pkt): an IPv4 header (version 4, 20 bytes, the rest zero) after the packet's
+local function ipv4_create(pkt)
+  local s = forged_slot(pkt, "ipv4.create")
+  if s.l3 ~= 0 then error("ipv4.create: the packet has an IP header already", 2) end
+  local off = forge_grow(s, 20)
+  local b = s.data + off
+  b[0] = 0x45
+  put16(b, 2, 20)
+  -- the link header says IPv4 (Ethernet and Linux cooked: its last two bytes)
+  if off >= 14 and off == s.l3_off then put16(s.data, off - 2, 0x0800) end
+  s.l3, s.l3_off, s.ip_len = 4, off, 20
+  s.payload_off, s.payload_len = off + 20, 0
+  return (ipv4_ct(s))
+end
+haka.dissectors.ipv4.create = function(pkt) return (ipv4_create(pkt)) end
+
+-- tcp/udp/icmp.create(ip[, init]): the header after the IPv4 header, init's fields set
+local function l4_create(ip, proto, hlen, what, init, ct)
+  local s = forged_slot(ip, what)
+  if s.l3 ~= 4 then error(what .. ": an IPv4 packet expected (haka.dissectors.ipv4.create())", 3) end
+  if s.has_l4 ~= 0 then error(what .. ": the packet has a transport header already", 3) end
+  local off = forge_grow(s, hlen)
+  local b = s.data + off
+  s.data[s.l3_off + 9] = proto
+  s.proto, s.has_l4, s.l4_off = proto, 1, off
+  s.payload_off, s.payload_len = off + hlen, 0
+  s.ip_len = s.len - s.l3_off
+  put16(s.data + s.l3_off, 2, s.ip_len)
+  if proto == 6 then b[12] = 0x50 end
+  if proto == 17 then put16(b, 4, 8) end
+  local v = ct(s)
+  if init ~= nil then
+    if type(init) ~= "table" then error(what .. ": table expected for the initial fields", 3) end
+    for k, x in pairs(init) do v[k] = x end
+  end
+  return v
+end
+haka.dissectors.tcp.create = function(ip, init) return (l4_create(ip, 6, 20, "tcp.create", init, tcp_ct)) end
+haka.dissectors.udp.create = function(ip, init) return (l4_create(ip, 17, 8, "udp.create", init, udp_ct)) end
+haka.dissectors.icmp.create = function(ip, init) return (l4_create(ip, 1, 4, "icmp.create", init, icmp_ct)) end
+
+-- payload:append(data) on a new packet's payload (which ends the packet): data is a
+-- string, a payload or a buffer (haka.vbuffer_*)
+local function bytes_of(x)
+  if type(x) == "string" then return x end
+  if ffi.istype(buf_ct, x) then return (ffi.string(x.p, x.len)) end
+  if type(x) == "table" or type(x) == "userdata" then
+    local ok, str = pcall(function() return x:asstring() end)
+    if ok and type(str) == "string" then return str end
+  end
+  error("append: string or buffer expected", 3)
+end
+function buf_m.append(self, data)
+  local s = self.s
+  if s == nil or band(s.flags, F_FORGED) == 0 then
+    writable(s)
+    error("append: the packet cannot grow (only a new packet's payload can)", 2)
+  end
+  local str = bytes_of(data)
+  local at = self.p - s.data
+  if at + self.len ~= s.len then error("append: only at the end of the packet", 2) end
+  local off = forge_grow(s, #str)
+  ffi.copy(s.data + off, str, #str)
+  self.p, self.len = s.data + at, self.len + #str
+  if s.has_l4 ~= 0 then s.payload_len = s.payload_len + #str end
+  if s.l3 ~= 0 then s.ip_len = s.len - s.l3_off end
+  touch(s)
+  return self
+end
+-- payload:clone(): a copy, as a buffer
+function buf_m.clone(self)
+  local str = ffi.string(self.p, self.len)
+  if haka.vbuffer_from then return (haka.vbuffer_from(str)) end
+  return str
+end
+
+-- queues forged slot s: lengths and checksums (Haka: computed when the packet is forged)
+function forge.out(s, mode)
+  if band(s.flags, F_SENT) ~= 0 then error("packet already sent", 3) end
+  if s.l3 == 4 then
+    local b = s.data + s.l3_off
+    s.ip_len = s.len - s.l3_off
+    put16(b, 2, s.ip_len)
+    if s.has_l4 ~= 0 then
+      local p = s.proto
+      if p == 17 then put16(s.data + s.l4_off, 4, s.len - s.l4_off) end
+      if p == 6 then tcp_ct(s):compute_checksum()
+      elseif p == 17 then udp_ct(s):compute_checksum()
+      elseif p == 1 then icmp_ct(s):compute_checksum() end
+    end
+    ipv4_ct(s):compute_checksum()
+  end
+  s.flags = bor(s.flags, F_SENT)
+  local k = #FOUT
+  FOUT[k + 1] = ffi.string(s.data, s.len)
+  FOUT[k + 2] = mode
+  FOUT[k + 3] = in_burst and B.cur or 0
+  B.forged = B.forged + 1
+end
+function forge.take()
+  local o = FOUT
+  FOUT = {}
+  B.forged = 0
+  return o
+end
+end -- forging
 
 ---------------------------------------------------------------------------
 -- modules for require()
@@ -1149,39 +1554,160 @@ preload["protocol/ethernet"] = function() return haka.dissectors.ethernet end
 preload["protocol/raw"] = function() return haka.dissectors.packet end
 preload["protocol/packet"] = preload["protocol/raw"]
 
--- regexp/pcre (Rust regex behind)
+-- regexp/pcre: Haka's regexp module on PCRE2 (engine/src/lua/regexp.rs: `%` stands for `\`,
+-- MULTILINE always, CASE_INSENSITIVE = 1, EXTENDED = 2). H.regex_compile gives a userdata with
+-- find(string) -> start, end (0-based, end exclusive) and sink() -> a stream matcher with
+-- feed(string, eof) -> state, first, last (stream offsets this feed registered, or -1),
+-- state(), processed() (bytes fed) and start() (offset of the partial match or of the match).
+-- States are Haka's: 1 match, 0 no match, -2 partial.
 do
+  local VBM = H.vbuffer
+  local is_sub, is_buffer, is_iterator = VBM.is_sub, VBM.is_buffer, VBM.is_iterator
+  local sub_between = VBM.sub_between
+  local MATCH, PARTIAL = 1, -2
   local re = { CASE_INSENSITIVE = 1, EXTENDED = 2 }
-  local Rx = {}
-  Rx.__index = Rx
+
   local function tostr(x)
+    if type(x) == "string" then return x end
+    if x == nil then error("expected string argument, got nil", 0) end
     if ffi.istype(buf_ct, x) then return (ffi.string(x.p, x.len)) end
     if VBM.is_buffer(x) or VBM.is_sub(x) then return (x:asstring()) end
     return (tostring(x))
   end
-  function Rx:match(str)
-    local b, e = self._rx:find(tostr(str))
-    if b == nil then return nil end
-    local s = tostr(str)
-    return string.sub(s, b + 1, e), b, e
+
+  -- haka.regexp_result(): first/last (0-based, last exclusive; -1 when unset), and the
+  -- older offset/size
+  local RES_MT = { __index = function(t, k)
+    local f, l = rawget(t, "first"), rawget(t, "last")
+    if k == "offset" then return f end
+    if k == "size" then if f < 0 or l < 0 then return -1 end return l - f end
+  end }
+  haka.regexp_result = function() return setmetatable({ first = -1, last = -1 }, RES_MT) end
+
+  local Rx, Sink = {}, {}
+  Rx.__index, Sink.__index = Rx, Sink
+  Rx.__tostring = function(self) return "<regexp " .. self.pattern .. ">" end
+  Sink.__tostring = function() return "<regexp_sink>" end
+
+  function Rx:create_sink() return setmetatable({ _s = self._rx:sink() }, Sink) end
+  Rx.get_sink = Rx.create_sink  -- the name Haka's doc uses
+
+  -- sink:feed(string, eof, result) -> matched (result.first/.last set as they are found);
+  -- sink:feed(vbuffer|sub, eof) -> matched, begin iterator, end iterator (those in this data)
+  function Sink:feed(data, eof, result)
+    local s = self._s
+    eof = eof and true or false
+    if data == nil then
+      if eof and s:state() == PARTIAL then s:feed("", true) end
+      return s:state() == MATCH
+    end
+    if is_sub(data) or is_buffer(data) then
+      if s:state() == MATCH then return true end
+      local base = s:processed()
+      local st, first, last = s:feed(data:asstring(), eof)
+      local mb, me
+      if first >= base then mb = data:pos(first - base) end
+      if last >= base then me = data:pos(last - base) end
+      return st == MATCH, mb, me
+    end
+    local st, first, last = s:feed(tostr(data), eof)
+    if result then
+      if first >= 0 then result.first = first end
+      if last >= 0 then result.last = last end
+    end
+    return st == MATCH
   end
-  local cache = {}
+  function Sink:ispartial() return self._s:state() == PARTIAL end
+
+  -- iterator at stream offset `off`: in `sub` (fed from offset `base`) or after `begin`
+  local function pos_at(sub, base, begin, begin_off, off)
+    if off >= base then return sub:pos(off - base) end
+    if begin and off >= begin_off then
+      local it = begin:copy(); it:advance(off - begin_off); return it
+    end
+    return nil
+  end
+
+  -- match on an iterator (blocking on a stream): feeds what is available until a match, the
+  -- start of a pending match marked so that the stream keeps it; the iterator moves past the
+  -- match (to the end of the data when none)
+  local function iter_match(self, input, createsub, readonly)
+    if readonly == nil then
+      readonly = haka.packet_mode ~= nil and haka.packet_mode() == "passthrough"
+    end
+    local s = self._rx:sink()
+    local begin, begin_off, mark
+    for sub in input:foreach_available() do
+      local base = s:processed()
+      local st, _, last = s:feed(sub:asstring(), input.iseof)
+      if createsub then
+        if st == PARTIAL or st == MATCH then
+          local off = s:start()
+          if begin == nil or begin_off ~= off then
+            local nb = pos_at(sub, base, begin, begin_off, off)
+            if mark then mark:unmark(); mark = nil end
+            begin, begin_off = nb, off
+            if st == PARTIAL and nb then
+              mark = nb:copy(); mark:mark(readonly); begin = mark
+            end
+          end
+        else
+          begin, begin_off = nil, nil
+          if mark then mark:unmark(); mark = nil end
+        end
+      end
+      if st == MATCH then
+        local me = pos_at(sub, base, begin, begin_off, last)
+        if mark then mark:unmark() end
+        if me then input:move_to(me) end
+        if createsub then
+          if begin and me then return sub_between(begin, me) end
+          return nil
+        end
+        return true
+      end
+    end
+    if mark then mark:unmark() end
+    if createsub then return nil end
+    return false
+  end
+
+  -- regexp:match(string) -> match, begin, end (0-based, end exclusive) | nil, -1, -1
+  -- regexp:match(vbuffer|sub) -> sub | nil; regexp:match(iterator, createsub, readonly)
+  function Rx:match(input, createsub, readonly)
+    if is_iterator(input) then return iter_match(self, input, createsub, readonly) end
+    if is_sub(input) or is_buffer(input) then
+      local b, e = self._rx:find(input:asstring())
+      if b == nil then return nil end
+      return input:sub(b, e - b)
+    end
+    local str = tostr(input)
+    local b, e = self._rx:find(str)
+    if b == nil then return nil, -1, -1 end
+    return string.sub(str, b + 1, e), b, e
+  end
+
+  -- compiled patterns cached per (options, pattern) (bounded: a rule building patterns from
+  -- traffic cannot grow it without limit)
+  local cache, ncache = {}, 0
   function re:compile(pattern, options)
-    options = options or 0
-    local key = pattern .. "\0" .. options
+    if pattern == nil then error("nil argument", 0) end
+    pattern = tostr(pattern)
+    options = tonumber(options) or 0
+    local key = options .. ":" .. pattern
     local c = cache[key]
     if c then return c end
     local rx, err = H.regex_compile(pattern, options)
-    if not rx then error(err, 2) end
+    if not rx then error(err, 0) end
     c = setmetatable({ _rx = rx, pattern = pattern }, Rx)
-    cache[key] = c
+    if ncache >= 1024 then cache, ncache = {}, 0 end
+    cache[key] = c; ncache = ncache + 1
     return c
   end
-  function re:match(pattern, str, options)
-    return self:compile(pattern, options):match(str)
+  -- re:match(pattern, string|vbuffer|sub|iterator, options[, createsub])
+  function re:match(pattern, input, options, createsub)
+    return self:compile(pattern, options):match(input, createsub)
   end
-  function re:get_sink() error("regexp sinks are not supported", 2) end
-  re.create_sink = re.get_sink
   preload["regexp/pcre"] = function() return { re = re } end
 end
 
@@ -1196,7 +1722,7 @@ H.K = K
 ---------------------------------------------------------------------------
 -- burst dispatcher (generated after the rules are loaded)
 ---------------------------------------------------------------------------
-local V = {}
+V = {}
 for _, k in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do V[k] = {} end
 for i = 0, MAX_BURST - 1 do
   local p = S + i
@@ -1344,7 +1870,8 @@ local function policy_values(f)
 end
 
 local function begin_call(id)
-  if PAYN > 0 then pay_drop() end
+  if PLD.n > 0 then PLD.drop() end
+  forge_reset()
   local f = FLOWS[id]
   CUR = f
   in_burst = true
@@ -1357,7 +1884,7 @@ end
 local function end_call(f)
   CUR = nil
   in_burst = false
-  if PAYN > 0 then pay_finish() end
+  if PLD.n > 0 then PLD.finish() end
   local r = ACT
   if APPSEL ~= 0 then r = bor(r, lshift(APPSEL, APP_SHIFT)) end
   return r
@@ -1432,22 +1959,26 @@ local K_CONN = { sbuf_at = sbuf_at, fire = fire, begin_call = begin_call, end_ca
 -- become stream edits (VBM.external_edits: erase / insert / replace at offsets of the data,
 -- applied by Rust with seq/ack shifting). UDP datagrams are read only here (a rule edits
 -- a datagram through pkt.payload).
-local function conn_data_fire(ev, f, sub, d) fire(ev, f, sub, d) end
 function RT.conn_data(id, proto, dir, addr, len, ro)
   local D = proto == 6 and TCPC or UDPC
   local f = begin_call(id)
   if f and not f._dropped then
+    if proto == 17 then
+      -- (udp_connection, as Haka: the udp packet, slot 0)
+      fire(D.events.receive_data, f, V.udp[0], DIRS[dir])
+      return end_call(f)
+    end
     local writable = proto == 6 and not ro
     local p = ffi.cast(u8p, addr)
-    local buf, tok = vb_external(p, len, writable)
-    local ok, err = pcall(conn_data_fire, D.events.receive_data, f, buf:sub(0), DIRS[dir])
+    local buf, tok = VBM.external(p, len, writable)
+    local ok, err = pcall(fire, D.events.receive_data, f, buf:sub(0), DIRS[dir])
     if ok and writable then
       local ed = VBM.external_edits(buf, tok, p, len)
       if ed then
         for i = 1, #ed do local e = ed[i]; edit(e[1], e[2], e[3], e[4]) end
       end
     end
-    vb_external_end(tok, "copy")
+    VBM.external_end(tok, "copy")
     if not ok then
       -- (Haka closes a TCP connection whose stream rule failed: Rust forgets it too
       -- when errors drop, see StatefulStage::tcp_data; a new object if it comes back)
@@ -1516,6 +2047,15 @@ local MODULE_DEPS = {
   ["protocol/icmp"] = { "protocol/ipv4" },
 }
 local LOADED_MODULES = {}
+-- The raw dissector's next_dissector point ends with an unconditional accept policy (it
+-- wins over Haka's default "unknown dissector" drop).
+function RT.packet_next_accepts()
+  local pp = haka.dissectors.packet.policies.next_dissector.policies
+  local last = pp[#pp]
+  if not (last and #last.criteria == 0 and #last.actions > 0) then return false end
+  for _, a in ipairs(last.actions) do if a ~= policy.accept then return false end end
+  return true
+end
 local function track_modules()
   for mod, loader in pairs(preload) do
     if mod:sub(1, 9) == "protocol/" then
@@ -1601,14 +2141,13 @@ end
 ffi.cdef[[ typedef struct { int32_t kind, len, fields, a1, a2, b1, b2, c1, c2, flags, rules; double p, off; } hk_appev; ]]
 local appev_p = ffi.typeof("const hk_appev *")
 local EVS, EVS_ADDR = nil, -1
-local EV_REQUEST, EV_RESPONSE, EV_DATA, EV_DNS_QUERY, EV_DNS_RESPONSE, EV_TLS_HELLO, EV_PRIOR_REQUEST, EV_PRIOR_RESPONSE =
-  1, 2, 3, 4, 5, 6, 7, 8
-local ffi_string = ffi.string
+-- event kinds (written as numbers below: the main chunk is near LuaJIT's 200 locals):
+-- 1 request, 2 response, 3 data, 4 dns query, 5 dns response, 6 tls hello, 7 / 8 prior request / response
 -- The message of head record `e` (kind 1, 2, 7 or 8), made http.request (a new exchange)
 -- or http.response of the flow's http session; returns the session and the message.
 local function http_head(f, is_req, e)
   local http = session(f, "_http", APPK.http_session)
-  local msg = APPK.http_message(is_req, ffi_string(ffi.cast(u8p, e.p), e.len), e.fields,
+  local msg = APPK.http_message(is_req, ffi.string(ffi.cast(u8p, e.p), e.len), e.fields,
     e.a1, e.a2, e.b1, e.b2, e.c1, e.c2, e.flags)
   if is_req then
     http.request = msg
@@ -1639,11 +2178,11 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
     if f._dropped then break end
     local j = i - 1
     local k = evs[j].kind
-    if k == EV_PRIOR_REQUEST or k == EV_PRIOR_RESPONSE then
+    if k == 7 --[[prior_request]] or k == 8 --[[prior_response]] then
       -- a head whose rules did not run (prefilters), for the rules of the events after it
-      http_head(f, k == EV_PRIOR_REQUEST, evs[j])
-    elseif k == EV_REQUEST or k == EV_RESPONSE then
-      local is_req = k == EV_REQUEST
+      http_head(f, k == 7 --[[prior_request]], evs[j])
+    elseif k == 1 --[[request]] or k == 2 --[[response]] then
+      local is_req = k == 1 --[[request]]
       local http, msg = http_head(f, is_req, evs[j])
       dm_reset(http, dir)
       local rules = evs[j].rules
@@ -1674,7 +2213,7 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       -- http.request and http.response): keep idle connections small (the Lua heap is
       -- swept per object); the next request replaces them otherwise
       if not is_req and not HTTP_BODY_RULES and not rawget(http, "_dm") then http.request = nil; http.response = nil end
-    elseif k == EV_DATA then
+    elseif k == 3 --[[data]] then
       local http = session(f, "_http", K.http_session)
       -- editable only when its message's body is being modified and the bytes are in
       -- the current packet (c: their offset in its payload)
@@ -1683,7 +2222,7 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       local buf = sbuf_ct(ffi.cast(u8p, evs[j].p), evs[j].len, (dmt and dmt[dir] and off >= 0) and off or -1)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
-    elseif k == EV_DNS_QUERY then
+    elseif k == 4 --[[dns_query]] then
       local dns = session(f, "_dns", K.dns_session)
       local msg = K.dns_message(tabs[evs[j].a1])
       local q = rawget(f, "_dnsq")
@@ -1691,7 +2230,7 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       q[msg.id] = msg
       fire(DNS.events.query, dns, msg)
       if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
-    elseif k == EV_DNS_RESPONSE then
+    elseif k == 5 --[[dns_response]] then
       local dns = session(f, "_dns", K.dns_session)
       local msg = K.dns_message(tabs[evs[j].a1])
       local q = rawget(f, "_dnsq")
@@ -1704,7 +2243,7 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
         fire(DNS.events.response, dns, msg, query)
         if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
       end
-    elseif k == EV_TLS_HELLO then
+    elseif k == 6 --[[tls_hello]] then
       local tls = session(f, "_tls", K.tls_session)
       local hello = K.tls_hello(tabs[evs[j].a1])
       tls.client_hello = hello
@@ -1757,7 +2296,7 @@ end
 -- 16 tcp policies, 32 udp policies, 64 application dissectors, 128 / 256 / 512 http body /
 -- request / response rules, 1024 / 2048 tcp / udp: only default application selections
 -- (see RT.app_ports), 4096 http anomaly rules, 8192 / 16384 / 32768: protocol/ipv4,
--- tcp_connection, udp_connection loaded (track_modules)
+-- tcp_connection, udp_connection loaded (track_modules), 65536: packet next_dissector accepts
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -1782,6 +2321,7 @@ function RT.stateful_info()
   if LOADED_MODULES["protocol/ipv4"] then b = bor(b, 8192) end
   if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 16384) end
   if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 32768) end
+  if RT.packet_next_accepts() then b = bor(b, 65536) end
   return b
 end
 -- The prefilters and header sets of the HTTP request and response rules, for
@@ -1832,6 +2372,7 @@ local function gen_policy(code, env, name, pol, view, fields)
 end
 
 function RT.finish()
+  if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
   local D = haka.dissectors
   local code, env = {}, {}
   local function sect(build)
@@ -1868,6 +2409,16 @@ function RT.finish()
   local eths = sect(function(c) gen_event(c, env, "eth_send", D.ethernet.events.send_packet, "VE[i]") end)
   local pkts = sect(function(c) gen_event(c, env, "packet_send", D.packet.events.send_packet, "VP[i]") end)
   has_rules = #env > 0
+  -- Haka's chain without protocol/ipv4 ([rules] dissectors = "required"): after the
+  -- packet rules, the raw dissector's "unknown dissector" policy alerts and drops the
+  -- packet (Rust does it when no packet rule runs).
+  if H.required_chain and not LOADED_MODULES["protocol/ipv4"] and not RT.packet_next_accepts() and has_rules then
+    env[#env + 1] = { "UNKNOWN_IPV4", function(s)
+      haka.alert{ description = "dropping unknown dissector 'ipv4'" }
+      s.verdict = 1
+    end }
+    pkt[#pkt + 1] = "if s.l3 == 4 then UNKNOWN_IPV4(s) goto done end"
+  end
 
   local body = {}
   local function add(t) for _, l in ipairs(t) do body[#body + 1] = l end end
@@ -1911,7 +2462,11 @@ local pcall = pcall
 function RT.run(start)
   local n = B.n
   local i = start or 0
-  if i == 0 and PAYN > 0 then pay_drop() end
+  if i == 0 then
+    if PLD.n > 0 then PLD.drop() end
+    if PDATA_USED then PDATA = {}; PDATA_USED = false end
+    forge_reset()
+  end
   in_burst = true
   while i < n do
     local ok, err = pcall(loop, i, n)
@@ -1932,17 +2487,18 @@ function RT.run(start)
     if #errs < MAX_ERROR_MESSAGES then errs[#errs + 1] = tostring(err) end
   end
   in_burst = false
-  if PAYN > 0 then pay_finish() end
+  if PLD.n > 0 then PLD.finish() end
   return nil
 end
 
--- the payload rewrites of the last run or stateful call (B.rewrites of them): see pay_finish
+-- the payload rewrites of the last run or stateful call (B.rewrites of them): see PLD.finish
 function RT.take_rewrites()
-  local r = REWRITES
-  REWRITES = {}
+  local r = PLD.rewrites
+  PLD.rewrites = {}
   B.rewrites = 0
   return r
 end
+function RT.take_forged() return (forge.take()) end
 
 function RT.take_errors()
   local e = errs

@@ -311,6 +311,10 @@ pub struct RulesConfig {
     /// Rule errors are logged at most once per this many seconds (the others are
     /// counted); 0: every error, as Haka.
     pub error_log_interval: u64,
+    /// Not a file key: packets are read only for the rules (passive mode; hakapcap sets it
+    /// when the config asks for passive mode and an output capture is written).
+    #[serde(skip)]
+    pub read_only: bool,
 }
 
 /// `[rules] dissectors`.
@@ -336,6 +340,7 @@ impl Default for RulesConfig {
             memory_limit_mb: 256,
             dissectors: DissectorChain::All,
             error_log_interval: 1,
+            read_only: false,
         }
     }
 }

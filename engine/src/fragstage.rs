@@ -35,8 +35,10 @@
 //! Limits: a reassembled frame must fit one large mbuf (65535 bytes, link header
 //! included); fragments must be single-segment mbufs (no scattered rx). With NIC RSS
 //! (`dispatch=rss`, no software rings) the carrier stays on the reassembling worker.
-//! Haka's per-packet `dont_reassemble` flag is not exposed: rules run after reassembly, so
-//! a rule could only set it too late; `[defrag] enabled = false` turns reassembly off.
+//! Haka's per-packet `dont_reassemble` flag (ipv4 views) is kept but comes too late for a
+//! received fragment: rules run after reassembly. Packets the rules inject never come here
+//! (the worker batches them directly, as if the flag were set). `[defrag] enabled = false`
+//! turns reassembly off.
 use crate::alert::{alert_id, unix_time_now, Alert, AlertQueue, FlowInfo, ALERT_ID_COUNTER_BITS};
 use crate::defrag::{DatagramId, DefragConfig, DefragError, DefragResult, Defragmenter};
 use crate::dissect::{PacketMeta, L3};

@@ -1780,7 +1780,8 @@ fn parse_status_line(l: &[u8]) -> Result<(String, u16, String), HttpError> {
     Ok((lossy(v), status, lossy(reason)))
 }
 
-/// The parts of a URI (Haka: `http.uri.split`). Absent components are `None`.
+/// The parts of a URI as Haka's `http.uri.split` gives them. Absent or empty components are `None`
+/// (Haka leaves them nil).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UriParts {
     pub scheme: Option<String>,
@@ -1791,37 +1792,99 @@ pub struct UriParts {
     pub pass: Option<String>,
     pub host: Option<String>,
     pub port: Option<String>,
-    pub path: String,
+    pub path: Option<String>,
     pub query: Option<String>,
-    /// Query arguments, percent-decoded (`+` is a space).
-    pub args: Vec<(String, String)>,
+    /// Query arguments as written (not decoded), each name once with its last value, in the order
+    /// the names first appear (Haka: a table name -> value); `None` when there is no query.
+    pub args: Option<Vec<(String, String)>>,
     pub fragment: Option<String>,
 }
 
+fn nonempty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Sets `name` in an argument list: a repeated name keeps its place and takes the last value.
+fn set_arg(args: &mut Vec<(String, String)>, name: &str, value: &str) {
+    match args.iter_mut().find(|(k, _)| k == name) {
+        Some(a) => a.1 = value.to_string(),
+        None => args.push((name.to_string(), value.to_string())),
+    }
+}
+
+/// Haka's query arguments: repeatedly `name[=value][&]` where the name runs up to `=` or `&` (at
+/// least one byte; a byte that cannot start a name is skipped) and the value up to `&` or `?`.
+/// A name without `=` has the value `""`.
+pub fn split_args(q: &str) -> Vec<(String, String)> {
+    let b = q.as_bytes();
+    let n = b.len();
+    let mut args = Vec::new();
+    let mut pos = 0;
+    while pos < n {
+        let mut k = pos;
+        while k < n && b[k] != b'=' && b[k] != b'&' {
+            k += 1;
+        }
+        if k == pos {
+            pos += 1;
+            continue;
+        }
+        let mut e = k;
+        if e < n && b[e] == b'=' {
+            e += 1;
+        }
+        let vs = e;
+        while e < n && b[e] != b'&' && b[e] != b'?' {
+            e += 1;
+        }
+        set_arg(&mut args, &q[pos..k], &q[vs..e]);
+        if e < n && b[e] == b'&' {
+            e += 1;
+        }
+        pos = e;
+    }
+    args
+}
+
 impl UriParts {
-    /// Re-assembles the URI.
+    /// Re-assembles the URI as Haka's `tostring(split)` does: scheme, user/password and port only
+    /// with a host (`scheme://user:pass@host:port`; a `userinfo` without `:` is left out), then the
+    /// path, `?` and the query rebuilt from `args` (`name=value` joined by `&`; nothing when there
+    /// are no arguments), `#fragment`.
     pub fn to_uri(&self) -> String {
         let mut s = String::new();
-        if let Some(sc) = &self.scheme {
-            s.push_str(sc);
-            s.push(':');
-        }
-        if self.host.is_some() || self.authority.is_some() {
-            s.push_str("//");
-            if let Some(u) = &self.userinfo {
+        if let Some(h) = &self.host {
+            if let Some(sc) = &self.scheme {
+                s.push_str(sc);
+                s.push_str("://");
+            }
+            if let (Some(u), Some(p)) = (&self.user, &self.pass) {
                 s.push_str(u);
+                s.push(':');
+                s.push_str(p);
                 s.push('@');
             }
-            s.push_str(self.host.as_deref().unwrap_or(""));
+            s.push_str(h);
             if let Some(p) = &self.port {
                 s.push(':');
                 s.push_str(p);
             }
         }
-        s.push_str(&self.path);
-        if let Some(q) = &self.query {
-            s.push('?');
-            s.push_str(q);
+        if let Some(p) = &self.path {
+            s.push_str(p);
+        }
+        if self.query.is_some() {
+            if let Some(args) = self.args.as_ref().filter(|a| !a.is_empty()) {
+                s.push('?');
+                for (i, (k, v)) in args.iter().enumerate() {
+                    if i > 0 {
+                        s.push('&');
+                    }
+                    s.push_str(k);
+                    s.push('=');
+                    s.push_str(v);
+                }
+            }
         }
         if let Some(f) = &self.fragment {
             s.push('#');
@@ -1829,102 +1892,130 @@ impl UriParts {
         }
         s
     }
+
+    /// Haka's `split:normalize()`, in place: unreserved `%`-escapes decoded and the others
+    /// upper-cased in every component (argument values too, not their names); `http` as the scheme
+    /// when there is an authority but no scheme; scheme and host lower-cased; port `80` dropped
+    /// (whatever the scheme); path `/` when the scheme is `http` and there is no path; dot segments
+    /// removed from the path.
+    pub fn normalize(&mut self) {
+        for f in [
+            &mut self.scheme,
+            &mut self.authority,
+            &mut self.userinfo,
+            &mut self.user,
+            &mut self.pass,
+            &mut self.host,
+            &mut self.port,
+            &mut self.path,
+            &mut self.query,
+            &mut self.fragment,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *f = normalize_escapes(f);
+        }
+        for (_, v) in self.args.iter_mut().flatten() {
+            *v = normalize_escapes(v);
+        }
+        if self.scheme.is_none() && self.authority.is_some() {
+            self.scheme = Some("http".into());
+        }
+        if let Some(s) = self.scheme.as_mut() {
+            s.make_ascii_lowercase();
+        }
+        if let Some(h) = self.host.as_mut() {
+            h.make_ascii_lowercase();
+        }
+        if self.port.as_deref() == Some("80") {
+            self.port = None;
+        }
+        if self.scheme.as_deref() == Some("http") && self.path.as_deref().is_none_or(str::is_empty) {
+            self.path = Some("/".into());
+        }
+        if let Some(p) = self.path.as_mut() {
+            *p = remove_dot_segments(p);
+        }
+    }
 }
 
-/// Splits a URI (absolute or origin-form) into its components.
+/// Splits a URI as Haka's `http.uri.split` does (not RFC 3986's grammar):
+/// - `core[?query][#fragment]`: the core runs up to the first `?` or `#`; the `?`s and `#`s that
+///   follow it are skipped; the query runs up to the next `#`, the fragment is the rest;
+/// - a scheme is only letters followed by `://` (a bare `://` is dropped);
+/// - what follows, up to the first `/`, is the authority (also without a scheme:
+///   `www.example.com/foo` has the host `www.example.com`), the rest the path;
+/// - in the authority: `userinfo@` up to the first `@`; the port is `:` then one byte other than
+///   `:` then digits, at the end (`:8` is not a port; IPv6 `[::1]:81` has the port `81`); the rest
+///   the host; `userinfo` is `user:pass` split at its last `:` when the user is not empty;
+/// - query arguments: [`split_args`].
 pub fn split_uri(uri: &str) -> UriParts {
     let mut p = UriParts::default();
-    let mut rest = uri;
-    if let Some(i) = rest.find('#') {
-        p.fragment = Some(rest[i + 1..].to_string());
-        rest = &rest[..i];
+    let b = uri.as_bytes();
+    let n = b.len();
+    let core_end = b.iter().position(|&c| c == b'#' || c == b'?').unwrap_or(n);
+    let mut i = core_end;
+    while i < n && b[i] == b'?' {
+        i += 1;
     }
-    if let Some(i) = rest.find('?') {
-        let q = &rest[i + 1..];
-        p.query = Some(q.to_string());
-        p.args = split_args(q);
-        rest = &rest[..i];
+    let q_end = b[i..].iter().position(|&c| c == b'#').map_or(n, |j| i + j);
+    let mut f = q_end;
+    while f < n && b[f] == b'#' {
+        f += 1;
     }
-    if let Some(i) = rest.find(':') {
-        let sc = &rest[..i];
-        let mut b = sc.bytes();
-        if b.next().is_some_and(|c| c.is_ascii_alphabetic())
-            && b.all(|c| c.is_ascii_alphanumeric() || c == b'+' || c == b'-' || c == b'.')
-        {
-            p.scheme = Some(sc.to_string());
-            rest = &rest[i + 1..];
+    let query = &uri[i..q_end];
+    if !query.is_empty() {
+        p.query = Some(query.to_string());
+        p.args = Some(split_args(query));
+    }
+    p.fragment = nonempty(&uri[f..]);
+
+    let mut rest = &uri[..core_end];
+    let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+    if rest[letters..].starts_with("://") {
+        if letters > 0 {
+            p.scheme = Some(rest[..letters].to_string());
         }
+        rest = &rest[letters + 3..];
     }
-    if let Some(a) = rest.strip_prefix("//") {
-        let end = a.find('/').unwrap_or(a.len());
-        let auth = &a[..end];
-        rest = &a[end..];
-        p.authority = Some(auth.to_string());
-        let mut hostport = auth;
-        if let Some(i) = auth.rfind('@') {
-            let ui = &auth[..i];
-            p.userinfo = Some(ui.to_string());
-            match ui.find(':') {
-                Some(j) => {
-                    p.user = Some(ui[..j].to_string());
-                    p.pass = Some(ui[j + 1..].to_string());
-                }
-                None => p.user = Some(ui.to_string()),
+    let slash = rest.find('/').unwrap_or(rest.len());
+    let (auth, path) = rest.split_at(slash);
+    p.path = nonempty(path);
+    if auth.is_empty() {
+        return p;
+    }
+    p.authority = Some(auth.to_string());
+    let mut hostport = auth;
+    if let Some(at) = auth.find('@') {
+        p.userinfo = nonempty(&auth[..at]);
+        hostport = &auth[at + 1..];
+    }
+    let hb = hostport.as_bytes();
+    let port_at = (0..hb.len()).find(|&k| {
+        hb[k] == b':'
+            && k + 2 < hb.len()
+            && hb[k + 1] != b':'
+            && hb[k + 2..].iter().all(u8::is_ascii_digit)
+    });
+    if let Some(k) = port_at {
+        p.port = Some(hostport[k + 1..].to_string());
+        hostport = &hostport[..k];
+    }
+    p.host = nonempty(hostport);
+    if let Some(ui) = &p.userinfo {
+        if let Some(c) = ui.rfind(':') {
+            if c > 0 {
+                p.user = Some(ui[..c].to_string());
+                p.pass = Some(ui[c + 1..].to_string());
             }
-            hostport = &auth[i + 1..];
-        }
-        // IPv6 literal: `[...]` may contain colons.
-        let port_sep = match hostport.rfind(']') {
-            Some(b) => hostport[b..].find(':').map(|j| b + j),
-            None => hostport.rfind(':'),
-        };
-        match port_sep {
-            Some(i) => {
-                p.host = Some(hostport[..i].to_string());
-                p.port = Some(hostport[i + 1..].to_string());
-            }
-            None => p.host = Some(hostport.to_string()),
         }
     }
-    p.path = rest.to_string();
     p
 }
 
 fn hexval(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Full percent-decoding (invalid escapes kept as is), `+` as space when `plus` is set.
-fn percent_decode(s: &str, plus: bool) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match (hexval(b[i + 1]), hexval(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b'+' if plus => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    lossy(&out)
-}
-
-fn split_args(q: &str) -> Vec<(String, String)> {
-    q.split(['&', ';'])
-        .filter(|a| !a.is_empty())
-        .map(|a| match a.find('=') {
-            Some(i) => (percent_decode(&a[..i], true), percent_decode(&a[i + 1..], true)),
-            None => (percent_decode(a, true), String::new()),
-        })
-        .collect()
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -1957,76 +2048,46 @@ fn normalize_escapes(s: &str) -> String {
     lossy(&out)
 }
 
-/// RFC 3986 §5.2.4.
+/// Haka's dot-segment removal (RFC 3986 §5.2.4's steps, with Haka's output assembly): leading
+/// `../` and `./` dropped, `/../` and a final `/..` remove the previous segment, `/./` and a final
+/// `/.` dropped; `/a/b/.` gives `/a/b/`, `//a` stays `//a`.
 fn remove_dot_segments(path: &str) -> String {
-    let mut input = path;
     let mut out: Vec<&str> = Vec::new();
-    let mut trailing = String::new();
-    let absolute = input.starts_with('/');
-    if absolute {
-        input = &input[1..];
-    }
-    let segs: Vec<&str> = input.split('/').collect();
-    let n = segs.len();
-    for (i, s) in segs.into_iter().enumerate() {
-        let last = i + 1 == n;
-        match s {
-            "." => {
-                if last {
-                    trailing.push('/');
-                }
-            }
-            ".." => {
-                out.pop();
-                if last {
-                    trailing.push('/');
-                }
-            }
-            _ => out.push(s),
+    let mut p = path;
+    while !p.is_empty() {
+        if let Some(r) = p.strip_prefix("../") {
+            p = r;
+        } else if let Some(r) = p.strip_prefix("./") {
+            p = r;
+        } else if p.starts_with("/../") {
+            p = &p[3..];
+            out.pop();
+        } else if p == "/.." {
+            p = "/";
+            out.pop();
+        } else if p.starts_with("/./") {
+            p = &p[2..];
+        } else if p == "/." {
+            p = "/";
+        } else {
+            let s = p.strip_prefix('/').unwrap_or(p);
+            let end = s.find('/').unwrap_or(s.len());
+            out.push(&s[..end]);
+            p = &s[end..];
         }
     }
-    let mut r = String::new();
-    if absolute {
+    let mut r = String::with_capacity(path.len());
+    if path.starts_with('/') {
         r.push('/');
     }
     r.push_str(&out.join("/"));
-    if !trailing.is_empty() && !r.ends_with('/') {
-        r.push('/');
-    }
     r
 }
 
-/// Normalises a URI (Haka: `http.uri.normalize`): decodes percent-escaped unreserved characters, removes
-/// dot segments, lower-cases scheme and host, drops a default port (80 for http, 443 for https) and an
-/// empty port, and makes an empty path `/` when there is an authority.
+/// Haka's `http.uri.normalize`: [`split_uri`], [`UriParts::normalize`], [`UriParts::to_uri`].
 pub fn normalize_uri(uri: &str) -> String {
     let mut p = split_uri(uri);
-    if let Some(s) = p.scheme.as_mut() {
-        *s = s.to_ascii_lowercase();
-    }
-    if let Some(h) = p.host.as_mut() {
-        *h = normalize_escapes(h).to_ascii_lowercase();
-    }
-    if let Some(port) = &p.port {
-        let default = match p.scheme.as_deref() {
-            Some("http") | None => "80",
-            Some("https") => "443",
-            _ => "",
-        };
-        if port.is_empty() || port == default {
-            p.port = None;
-        }
-    }
-    p.path = remove_dot_segments(&normalize_escapes(&p.path));
-    if p.path.is_empty() && p.host.is_some() {
-        p.path = "/".into();
-    }
-    if let Some(q) = p.query.as_mut() {
-        *q = normalize_escapes(q);
-    }
-    if let Some(f) = p.fragment.as_mut() {
-        *f = normalize_escapes(f);
-    }
+    p.normalize();
     p.to_uri()
 }
 
@@ -2965,38 +3026,116 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     fn uri_split_and_normalize() {
         let u = split_uri("HTTP://user:pw@Www.Example.COM:8080/a/b/../c?x=1&y=a%20b+c&flag#frag");
         assert_eq!(u.scheme.as_deref(), Some("HTTP"));
+        assert_eq!(u.authority.as_deref(), Some("user:pw@Www.Example.COM:8080"));
         assert_eq!(u.userinfo.as_deref(), Some("user:pw"));
         assert_eq!((u.user.as_deref(), u.pass.as_deref()), (Some("user"), Some("pw")));
         assert_eq!(u.host.as_deref(), Some("Www.Example.COM"));
         assert_eq!(u.port.as_deref(), Some("8080"));
-        assert_eq!(u.path, "/a/b/../c");
+        assert_eq!(u.path.as_deref(), Some("/a/b/../c"));
         assert_eq!(u.query.as_deref(), Some("x=1&y=a%20b+c&flag"));
-        assert_eq!(
-            u.args,
-            vec![("x".into(), "1".into()), ("y".into(), "a b c".into()), ("flag".into(), String::new())]
-        );
+        // arguments as written (Haka does not decode them); a name without `=` has ""
+        let args = |v: &[(&str, &str)]| Some(v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>());
+        assert_eq!(u.args, args(&[("x", "1"), ("y", "a%20b+c"), ("flag", "")]));
         assert_eq!(u.fragment.as_deref(), Some("frag"));
-        assert_eq!(u.to_uri(), "HTTP://user:pw@Www.Example.COM:8080/a/b/../c?x=1&y=a%20b+c&flag#frag");
+        // Haka's tostring: query rebuilt from the arguments
+        assert_eq!(u.to_uri(), "HTTP://user:pw@Www.Example.COM:8080/a/b/../c?x=1&y=a%20b+c&flag=#frag");
         let o = split_uri("/index.php?id=1");
-        assert_eq!((o.scheme, o.host, o.path.as_str()), (None, None, "/index.php"));
+        assert_eq!((o.scheme, o.authority, o.host, o.path.as_deref()), (None, None, None, Some("/index.php")));
         let v6 = split_uri("http://[::1]:81/");
         assert_eq!((v6.host.as_deref(), v6.port.as_deref()), (Some("[::1]"), Some("81")));
         let v6 = split_uri("http://[::1]/");
         assert_eq!((v6.host.as_deref(), v6.port), (Some("[::1]"), None));
+    }
 
-        assert_eq!(
-            normalize_uri("HTTP://Www.Example.COM:80/a/./b/../c/%7euser/%2f%41?q=%7e#F"),
-            "http://www.example.com/a/c/~user/%2FA?q=~#F"
-        );
-        assert_eq!(normalize_uri("/a/b/c/./../../g"), "/a/g");
-        assert_eq!(normalize_uri("/../../etc/passwd"), "/etc/passwd");
-        assert_eq!(normalize_uri("/a/.."), "/");
-        assert_eq!(normalize_uri("/a/b/."), "/a/b/");
-        assert_eq!(normalize_uri("http://EXAMPLE.com"), "http://example.com/");
-        assert_eq!(normalize_uri("https://h:443/x"), "https://h/x");
-        assert_eq!(normalize_uri("https://h:80/x"), "https://h:80/x");
+    #[test]
+    fn uri_split_haka_rules() {
+        // absent and empty components are None; args only with a query
+        let p = split_uri("https://h.example/");
+        assert_eq!((p.query, p.args, p.fragment, p.path.as_deref()), (None, None, None, Some("/")));
+        let p = split_uri("http://h.example?#");
+        assert_eq!((p.path, p.query, p.args, p.fragment), (None, None, None, None));
+        assert_eq!(split_uri(""), UriParts::default());
+        // a scheme-less host/path has an authority
+        let p = split_uri("h.example:8000/x");
+        assert_eq!((p.scheme, p.host.as_deref(), p.port.as_deref()), (None, Some("h.example"), Some("8000")));
+        assert_eq!(p.authority.as_deref(), Some("h.example:8000"));
+        // the scheme is letters then `://`; `://` alone is dropped; `mailto:` is no scheme
+        assert_eq!(split_uri("svn+ssh://h/").scheme, None);
+        assert_eq!(split_uri("svn+ssh://h/").host.as_deref(), Some("svn+ssh:"));
+        let p = split_uri("://h/p");
+        assert_eq!((p.scheme, p.host.as_deref(), p.path.as_deref()), (None, Some("h"), Some("/p")));
+        let p = split_uri("mailto:a@b");
+        assert_eq!((p.scheme, p.userinfo.as_deref(), p.host.as_deref()), (None, Some("mailto:a"), Some("b")));
+        // several `?` / `#` separators are skipped; later ones stay in the query / fragment
+        let p = split_uri("/p??a=1?b=2##f#g");
+        assert_eq!((p.query.as_deref(), p.fragment.as_deref()), (Some("a=1?b=2"), Some("f#g")));
+        assert_eq!(p.args.unwrap(), [("a".into(), "1".into()), ("?b".into(), "2".into())]);
+        // repeated names: the last value, at the first place; leading `=` skipped
+        let p = split_uri("/?a=1&b=2&a=3&=x&c==d");
+        let want: Vec<(String, String)> =
+            [("a", "3"), ("b", "2"), ("x", ""), ("c", "=d")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+        assert_eq!(p.args.unwrap(), want);
+        // userinfo up to the first `@`, user:pass at its last `:`, no user when it is empty
+        let p = split_uri("http://a:b:c@d@h/");
+        assert_eq!((p.userinfo.as_deref(), p.user.as_deref(), p.pass.as_deref()), (Some("a:b:c"), Some("a:b"), Some("c")));
+        assert_eq!(p.host.as_deref(), Some("d@h"));
+        let p = split_uri("http://:pw@h/");
+        assert_eq!((p.userinfo.as_deref(), p.user, p.pass), (Some(":pw"), None, None));
+        let p = split_uri("http://me@h/");
+        assert_eq!((p.userinfo.as_deref(), p.user.as_deref(), p.pass.as_deref()), (Some("me"), None, None));
+        assert_eq!(p.to_uri(), "http://h/", "a userinfo without password is not written back");
+        // the port: `:`, a byte other than `:`, digits, at the end
+        assert_eq!(split_uri("http://h:8/").port, None);
+        assert_eq!(split_uri("http://h:8/").host.as_deref(), Some("h:8"));
+        assert_eq!(split_uri("http://h:x80/").port.as_deref(), Some("x80"));
+        assert_eq!(split_uri("http://h:80a/").port, None);
+        assert_eq!(split_uri("http://[::12]/").port, None);
+        // tostring: no scheme without a host; no `?` without arguments
+        let p = split_uri("http:///p?=");
+        assert_eq!((p.host.as_deref(), p.query.as_deref()), (None, Some("=")));
+        assert_eq!(p.to_uri(), "/p");
+    }
+
+    #[test]
+    fn uri_normalize_haka_rules() {
+        // case: scheme and host lower-cased, not the path nor the user
+        assert_eq!(normalize_uri("hTTp://Us:Pw@WWW.Example.ORG/A/b"), "http://Us:Pw@www.example.org/A/b");
+        // unreserved escapes decoded (everywhere), the others upper-cased
+        assert_eq!(normalize_uri("http://h/%7e%41%2d/?k=%2f%5a#%61%3a"), "http://h/~A-/?k=%2FZ#a%3A");
         assert_eq!(normalize_uri("/%"), "/%");
         assert_eq!(normalize_uri("/%4"), "/%4");
+        assert_eq!(normalize_uri("/%zz%4"), "/%zz%4");
+        // argument names are not decoded, values are
+        assert_eq!(normalize_uri("/p?%7e=%7e"), "/p?%7e=~");
+        // dot segments, including decoded ones, never above the root
+        assert_eq!(normalize_uri("/a/b/c/./../../g"), "/a/g");
+        assert_eq!(normalize_uri("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(normalize_uri("/a/%2E%2e/b/%2e"), "/b/");
+        assert_eq!(normalize_uri("/a/.."), "/");
+        assert_eq!(normalize_uri("/a/b/."), "/a/b/");
+        assert_eq!(normalize_uri("/x../.y/.../a"), "/x../.y/.../a");
+        assert_eq!(normalize_uri("//a//b"), "//a//b");
+        assert_eq!(normalize_uri("a/../b"), "http://a/b", "`a` is the authority");
+        // relative paths (a split uri whose path a rule set)
+        assert_eq!(remove_dot_segments("a/../b"), "b");
+        assert_eq!(remove_dot_segments("../.././a/./b/.."), "a/");
+        // `http` added when there is an authority but no scheme
+        assert_eq!(normalize_uri("h.example/p"), "http://h.example/p");
+        assert_eq!(normalize_uri("h.example"), "http://h.example/");
+        // port 80 dropped whatever the scheme; 443 kept
+        assert_eq!(normalize_uri("http://h:80"), "http://h/");
+        assert_eq!(normalize_uri("https://h:80/x"), "https://h/x");
+        assert_eq!(normalize_uri("https://h:443/x"), "https://h:443/x");
+        assert_eq!(normalize_uri("https://h"), "https://h", "`/` is added for http only");
+        // degenerate input gives Haka's results, never a panic
+        assert_eq!(normalize_uri(""), "");
+        assert_eq!(normalize_uri("#"), "");
+        assert_eq!(normalize_uri("://"), "");
+        assert_eq!(normalize_uri(":@"), "/");
+        assert_eq!(normalize_uri("http:///"), "/");
+        assert_eq!(normalize_uri("http://http://"), "http://http://");
+        // the query is rebuilt from the arguments
+        assert_eq!(normalize_uri("/p?a&b=1&a=2"), "/p?a=2&b=1");
     }
 
     #[test]

@@ -270,7 +270,9 @@ impl StatefulStage {
         if step.unexpected {
             c.add(Stateful::TcpUnexpected, 1);
             if self.conns.config().unexpected_drop {
-                lua.raise_alert_with("unexpected tcp packet", "low", meta, flow_dir as u8, true);
+                if !step.retransmitted_syn {
+                    lua.raise_alert_with("unexpected tcp packet", "low", meta, flow_dir as u8, true);
+                }
                 return Outcome::Drop(DropReason::TcpUnexpected);
             }
         }
@@ -755,8 +757,7 @@ impl StatefulStage {
         c: &mut Counters,
     ) -> Option<Outcome> {
         if self.info & sf::UDP_DATA != 0 {
-            let payload = &m.data()[pay_off..pay_off + pay_len];
-            match lua.conn_data(id, meta, dir, payload, true) {
+            match lua.conn_datagram(id, m.data_mut(), meta, dir) {
                 ConnCall::Error => return Some(self.rule_error(lua)),
                 ConnCall::Done(a) => {
                     if let Some(o) = self.apply(a & !act::EDITS, m, meta, id, dir, flow_dir, out_port, c) {

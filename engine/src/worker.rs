@@ -6,7 +6,7 @@ use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
 use crate::fragstage::{FragPlan, FragStage};
-use crate::lua::{rebuild_payload, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, PayloadRewrite};
+use crate::lua::{rebuild_payload, ForgedPacket, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, PayloadRewrite};
 use crate::pipeline::{Batch, Class, Decision, Pipeline, BATCH};
 use crate::stateful::{Outcome, StatefulStage};
 use crate::dissect::PacketMeta;
@@ -158,7 +158,16 @@ struct Loop<'a> {
     metas: [Option<PacketMeta>; BURST],
     /// Whether `metas` is filled (some stage after the flow table reads it).
     keep_metas: bool,
+    /// Packets the rules forged, with the injection depth and burst slot of the packet
+    /// they follow (empty unless a rule forges).
+    injected: Vec<(u32, u8, ForgedPacket)>,
+    /// Injection depth of the burst being processed (0: received packets).
+    depth: u32,
 }
+
+/// Rounds of injected packets whose rules inject more (a rule that injects for every
+/// packet it sees, injected ones included): beyond it, further injected packets are dropped.
+const MAX_INJECT_DEPTH: u32 = 8;
 
 impl Loop<'_> {
     /// Classifies the packet in burst slot `i`, keeping its dissection for the rules and
@@ -184,9 +193,15 @@ impl Loop<'_> {
     }
 
     /// Haka's chain without protocol/ipv4 (`[rules] dissectors = "required"`): the raw
-    /// dissector's "unknown dissector" policy drops IPv4 packets.
+    /// dissector's "unknown dissector" policy drops IPv4 packets (unless a rules' policy
+    /// accepts them).
     fn drops_ipv4(&self, lua: &LuaEngine) -> bool {
-        self.plan.conn.0.required_chain && lua.stateful_info() & crate::lua::stateful::IPV4_LOADED == 0
+        // (with packet rules, the Lua burst loop does it after them, packet by packet; an
+        // accept policy on the raw dissector keeps the packets)
+        use crate::lua::stateful::{IPV4_LOADED, PACKET_NEXT_ACCEPT};
+        self.plan.conn.0.required_chain
+            && lua.stateful_info() & (IPV4_LOADED | PACKET_NEXT_ACCEPT) == 0
+            && !lua.has_packet_rules()
     }
 
     /// Alerts and drops the accepted IPv4 packets of the batch (see `drops_ipv4`).
@@ -286,6 +301,12 @@ impl Loop<'_> {
         }
         lua.run_burst(&mut pkts);
         self.c.lua_packets += pkts.len() as u64;
+        if lua.has_forged() {
+            for f in lua.take_forged() {
+                let j = js.get(f.origin).or(js.first()).copied().unwrap_or(0);
+                self.injected.push((self.depth, batch.result(j as usize).0, f));
+            }
+        }
         let mut rewrites: arrayvec::ArrayVec<(u8, Box<PayloadRewrite>), BURST> = arrayvec::ArrayVec::new();
         for (p, &j) in pkts.iter_mut().zip(&js) {
             if let Some(rw) = p.rewrite.take() {
@@ -345,6 +366,11 @@ impl Loop<'_> {
             // re-fragmented rather than its originals sent: compare (fragments are rare).
             let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());
             let outcome = stage.packet(lua, m, &meta, id, created, fdir, out_port, &mut self.c);
+            if lua.has_forged() {
+                for f in lua.take_forged() {
+                    self.injected.push((self.depth, slot, f));
+                }
+            }
             if before.is_some_and(|b| b.as_slice() != m.data()) {
                 self.modified |= 1 << slot;
             }
@@ -406,8 +432,61 @@ impl Loop<'_> {
         }
     }
 
+    /// The packets the rules forged while processing the packet of burst slot `slot`
+    /// (received on `port`): sent ones leave now; injected ones are received as a burst of
+    /// their own (flow table, rules, stateful stage; never reassembled), then leave.
+    #[cold]
+    fn forged_after(&mut self, slot: u8, port: u16, now: u64, depth: u32) {
+        let mut mine = Vec::new();
+        let mut i = 0;
+        while i < self.injected.len() {
+            if self.injected[i].0 == depth && self.injected[i].1 == slot {
+                mine.push(self.injected.remove(i).2);
+            } else {
+                i += 1;
+            }
+        }
+        let Some(pool) = self.plan.pool else { return };
+        let mut burst = MbufBurst::new();
+        for f in mine {
+            let Some(m) = pool.alloc_with(&f.data, port) else {
+                self.c.drop(DropReason::TxFull);
+                continue;
+            };
+            if !f.inject {
+                self.send(m);
+            } else if depth >= MAX_INJECT_DEPTH {
+                self.c.drop(DropReason::Rule);
+            } else if let Err(m) = burst.push(m) {
+                drop(m);
+                self.c.drop(DropReason::Rule);
+            }
+        }
+        if burst.is_empty() {
+            return;
+        }
+        // (the outer burst's per-slot state is no longer needed by its send loop, but for
+        // `modified`, kept by the caller)
+        let saved_modified = std::mem::take(&mut self.modified);
+        let mut batch = Batch::default();
+        for i in 0..burst.len() {
+            let Some(m) = burst.get(i) else { continue };
+            let class = self.classify_slot(i, m.data(), m.pkt_len());
+            batch.push(i as u8, class);
+        }
+        self.finish_batch_at(&mut burst, &mut batch, now, depth + 1);
+        self.depth = depth;
+        self.modified = saved_modified;
+    }
+
     /// Decides on the batched packets of `burst` and sends or frees them.
     fn finish_batch(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64) {
+        self.finish_batch_at(burst, batch, now, 0);
+    }
+
+    /// `finish_batch` for packets injected by rules `depth` rounds deep (0: received).
+    fn finish_batch_at(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64, depth: u32) {
+        self.depth = depth;
         self.pipeline.decide_batch(batch, now, &mut self.c);
         if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
             self.run_rules(burst, batch);
@@ -419,10 +498,22 @@ impl Loop<'_> {
         if self.stateful.is_some() {
             self.run_stateful(burst, batch);
         }
+        let modified = self.modified;
         for j in 0..batch.len() {
             let (slot, d) = batch.result(j);
             if let Some(m) = burst.take(slot as usize) {
-                self.handle(m, d, self.modified >> slot & 1 != 0);
+                let port = m.port();
+                self.handle(m, d, modified >> slot & 1 != 0);
+                if !self.injected.is_empty() {
+                    self.forged_after(slot, port, now, depth);
+                }
+            }
+        }
+        if !self.injected.is_empty() {
+            // (made while processing a packet no longer in the burst)
+            let port = self.plan.rx.first().map_or(0, |q| q.port);
+            while let Some(slot) = self.injected.iter().find(|e| e.0 == depth).map(|e| e.1) {
+                self.forged_after(slot, port, now, depth);
             }
         }
         self.send_forged();
@@ -532,6 +623,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         rewrite_logged: false,
         metas: [None; BURST],
         keep_metas: false,
+        injected: Vec::new(),
+        depth: 0,
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let rings = plan.rings.clone();
@@ -658,9 +751,10 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     }
     let now = clock.now_ms();
     lp.expire(now);
-    // Connections still open at exit get their end_connection (rules flush per-flow state).
+    // Connections still open at exit get their end_connection (rules flush per-flow state),
+    // the newest first as Haka's connection table ended them.
     if let Some(stage) = lp.stateful.as_mut() {
-        for id in stage.conns.ids() {
+        for id in stage.conns.ids().into_iter().rev() {
             stage.forget(lp.lua.as_mut(), id, &mut lp.c);
         }
     }

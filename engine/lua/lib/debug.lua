@@ -85,7 +85,7 @@ end
 
 local function print_entries(entries, indent, visited, hide, depth, out)
   local sub = indent .. "  "
-  for i = 1, #entries, 2 do
+  for i = 1, entries.n or #entries, 2 do
     local k, v = entries[i], entries[i + 1]
     pp(v, sub, tostring(k), visited, hide, depth - 1, out)
   end
@@ -97,8 +97,10 @@ local function class_entries(obj, cls, hide)
   local function add(k, v)
     if not seen[k] and not is_hidden(k, v, hide) then
       seen[k] = true
-      entries[#entries + 1] = k
-      entries[#entries + 1] = v
+      local n = entries.n or 0
+      entries[n + 1] = k
+      entries[n + 2] = v
+      entries.n = n + 2
     end
   end
   local function from_props(props)
@@ -149,12 +151,14 @@ pp = function(obj, indent, name, visited, hide, depth, out)
         if info.fields then
           info.fields(obj, function(k, v)
             if not is_hidden(k, v, hide) then
-              entries[#entries + 1] = k
-              entries[#entries + 1] = v
+              local n = entries.n or 0
+              entries[n + 1] = k
+              entries[n + 2] = v
+              entries.n = n + 2
             end
           end)
         end
-        if #entries == 0 and info.kind ~= "class" then
+        if (entries.n or 0) == 0 and info.kind ~= "class" then
           out(title)
         else
           out(title .. " {")
@@ -192,8 +196,10 @@ pp = function(obj, indent, name, visited, hide, depth, out)
           local k = keys[i]
           local v = rawget(obj, k)
           if not is_hidden(k, v, hide) then
-            entries[#entries + 1] = k
-            entries[#entries + 1] = v
+            local n = entries.n or 0
+            entries[n + 1] = k
+            entries[n + 2] = v
+            entries.n = n + 2
           end
         end
         print_entries(entries, indent, visited, hide, depth, out)

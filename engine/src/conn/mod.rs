@@ -258,6 +258,9 @@ pub struct Step {
     /// A SYN or SYN-ACK on a connection past its handshake (a retransmission, or a
     /// forged packet): with `unexpected_drop`, alert and drop it.
     pub unexpected: bool,
+    /// The unexpected packet is a retransmitted SYN or SYN-ACK: Haka's stream drops it
+    /// as old data, without an alert.
+    pub retransmitted_syn: bool,
 }
 
 /// Why data did not reach the rules (counted by the worker).
@@ -466,6 +469,9 @@ impl ConnTable {
         if f & SYN != 0 && !matches!(c.state, TcpState::Syn | TcpState::SynSent | TcpState::SynReceived) {
             step.unexpected = true;
             if self.cfg.unexpected_drop {
+                // A retransmitted SYN or SYN-ACK (its sender's initial sequence number
+                // again) is old data to Haka's stream: dropped without an alert.
+                step.retransmitted_syn = c.isn[dir as usize] == Some(t.seq);
                 return step;
             }
         }
@@ -529,7 +535,8 @@ impl ConnTable {
     }
 
     /// State step for a UDP datagram: the first one creates the connection (its sender
-    /// is the client, unless the ports say otherwise).
+    /// is the client, as in Haka, unless it comes from a well-known port to an
+    /// ephemeral one: a response seen first).
     pub fn udp_packet(&mut self, id: FlowId, flow_created: bool, flow_dir: Direction, ports: (u16, u16)) -> Step {
         let mut step = Step::default();
         let Some(slot) = self.conns.get(id as usize) else { return step };
@@ -537,7 +544,8 @@ impl ConnTable {
             step.restarted = self.end(id).is_some();
         }
         if self.conns[id as usize].is_none() {
-            let flip = (flow_dir == Direction::Down) ^ (looks_like_server(ports.0, ports.1) && ports.0 != ports.1);
+            let from_server = ports.0 < 1024 && ports.1 >= 1024;
+            let flip = (flow_dir == Direction::Down) ^ from_server;
             self.insert(id, Conn::new(17, TcpState::Established, flip));
             self.counters.udp_created += 1;
             step.created = true;

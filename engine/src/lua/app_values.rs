@@ -193,38 +193,94 @@ pub fn tls_table(lua: &Lua, h: &tls::ClientHello) -> mlua::Result<Table> {
     Ok(t)
 }
 
-/// `http.uri.split` fields; absent components (and an empty path, query or fragment) are nil,
-/// as in Haka; `args` (decoded query arguments, the last of a repeated name wins) is always a table.
-fn split_uri_table(lua: &Lua, uri: &str) -> mlua::Result<Table> {
-    let p = http::split_uri(uri);
-    let t = lua.create_table_with_capacity(0, 11)?;
-    let opt = |k: &str, v: &Option<String>| -> mlua::Result<()> {
-        match v {
-            Some(s) => t.raw_set(k, s.as_str()),
-            None => Ok(()),
+/// The components of a split uri, as Haka names them (`args` aside).
+const URI_FIELDS: [&str; 10] = ["scheme", "authority", "userinfo", "user", "pass", "host", "port", "path", "query", "fragment"];
+
+fn uri_field<'a>(p: &'a mut http::UriParts, k: &str) -> Option<&'a mut Option<String>> {
+    Some(match k {
+        "scheme" => &mut p.scheme,
+        "authority" => &mut p.authority,
+        "userinfo" => &mut p.userinfo,
+        "user" => &mut p.user,
+        "pass" => &mut p.pass,
+        "host" => &mut p.host,
+        "port" => &mut p.port,
+        "path" => &mut p.path,
+        "query" => &mut p.query,
+        "fragment" => &mut p.fragment,
+        _ => return None,
+    })
+}
+
+/// A string or number field as text (Lua's coercion), anything else as absent.
+fn coerced(lua: &Lua, v: mlua::Value) -> Option<String> {
+    match v {
+        mlua::Value::String(_) | mlua::Value::Integer(_) | mlua::Value::Number(_) => {
+            lua.coerce_string(v).ok().flatten().map(|s| text(&s))
         }
-    };
-    let nonempty = |k: &str, v: Option<&str>| -> mlua::Result<()> {
-        match v {
-            Some(s) if !s.is_empty() => t.raw_set(k, s),
-            _ => Ok(()),
-        }
-    };
-    opt("scheme", &p.scheme)?;
-    opt("authority", &p.authority)?;
-    opt("userinfo", &p.userinfo)?;
-    opt("user", &p.user)?;
-    opt("pass", &p.pass)?;
-    opt("host", &p.host)?;
-    opt("port", &p.port)?;
-    nonempty("path", Some(&p.path))?;
-    nonempty("query", p.query.as_deref())?;
-    nonempty("fragment", p.fragment.as_deref())?;
-    let args = lua.create_table_with_capacity(0, p.args.len())?;
-    for (k, v) in &p.args {
-        args.raw_set(k.as_str(), v.as_str())?;
+        _ => None,
     }
-    t.raw_set("args", args)?;
+}
+
+/// Writes `p` into the split-uri table `t` (nil for absent components). An `args` table already
+/// there is updated in place (Haka's `normalize` changes the values of the same table).
+fn write_uri_parts(lua: &Lua, t: &Table, p: &http::UriParts) -> mlua::Result<()> {
+    let mut p = p.clone();
+    for k in URI_FIELDS {
+        let v = uri_field(&mut p, k).and_then(|f| f.take());
+        t.raw_set(k, v)?;
+    }
+    match &p.args {
+        Some(args) => {
+            let at = match t.raw_get::<mlua::Value>("args")? {
+                mlua::Value::Table(at) => at,
+                _ => lua.create_table_with_capacity(0, args.len())?,
+            };
+            for (k, v) in args {
+                at.raw_set(k.as_str(), v.as_str())?;
+            }
+            t.raw_set("args", at)?;
+        }
+        None => t.raw_set("args", mlua::Nil)?,
+    }
+    Ok(())
+}
+
+/// Reads a split-uri table (as a rule may have changed it) back into [`http::UriParts`]. The
+/// arguments (string names) come in the order of `query` where they appear there, then sorted.
+fn read_uri_parts(lua: &Lua, t: &Table) -> mlua::Result<http::UriParts> {
+    let mut p = http::UriParts::default();
+    for k in URI_FIELDS {
+        let v = coerced(lua, t.raw_get(k)?);
+        if let Some(f) = uri_field(&mut p, k) {
+            *f = v;
+        }
+    }
+    if let mlua::Value::Table(at) = t.raw_get::<mlua::Value>("args")? {
+        let mut rest: Vec<(String, String)> = Vec::new();
+        for (k, v) in at.pairs::<mlua::Value, mlua::Value>().flatten() {
+            if let (mlua::Value::String(k), Some(v)) = (&k, coerced(lua, v)) {
+                rest.push((text(k), v));
+            }
+        }
+        let mut args = Vec::with_capacity(rest.len());
+        for (name, _) in http::split_args(p.query.as_deref().unwrap_or("")) {
+            if let Some(i) = rest.iter().position(|(k, _)| *k == name) {
+                args.push(rest.swap_remove(i));
+            }
+        }
+        rest.sort();
+        args.extend(rest);
+        p.args = Some(args);
+    }
+    Ok(p)
+}
+
+/// `http.uri.split` as a table of Haka's fields: absent or empty components are nil, `args`
+/// (arguments as written; the last of a repeated name wins) only when there is a query.
+fn split_uri_table(lua: &Lua, uri: &str) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, 11)?;
+    write_uri_parts(lua, &t, &http::split_uri(uri))?;
     Ok(t)
 }
 
@@ -251,6 +307,16 @@ fn register_helpers(lua: &Lua, h: &Table) -> mlua::Result<()> {
     // bit i of a head's anomalies (`flags >> 8`) is the (i + 1)-th name
     h.set("http_anomaly_names", lua.create_sequence_from(http::Anomaly::ALL.map(|a| a.name()))?)?;
     h.set("http_normalize_uri", lua.create_function(|_, uri: mlua::LuaString| Ok(http::normalize_uri(&text(&uri))))?)?;
+    // Haka's split:normalize() (in place) and tostring(split), on the fields as they are now
+    h.set(
+        "http_uri_normalize_split",
+        lua.create_function(|lua, t: Table| {
+            let mut p = read_uri_parts(lua, &t)?;
+            p.normalize();
+            write_uri_parts(lua, &t, &p)
+        })?,
+    )?;
+    h.set("http_uri_tostring", lua.create_function(|lua, t: Table| Ok(read_uri_parts(lua, &t)?.to_uri()))?)?;
     h.set("http_split_cookies", lua.create_function(|lua, v: mlua::LuaString| split_cookies_table(lua, &text(&v)))?)?;
     Ok(())
 }

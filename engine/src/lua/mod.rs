@@ -25,6 +25,7 @@
 mod alert_record;
 pub mod app_values;
 mod libs;
+pub mod regexp;
 mod watchdog;
 
 #[cfg(test)]
@@ -35,7 +36,7 @@ pub use alert_record::Alert;
 use crate::dissect::{PacketMeta, L3};
 use crate::dpdk;
 use crate::wire::checksum;
-use mlua::{Function, Lua, Table, UserData, UserDataMethods};
+use mlua::{Function, Lua, Table};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -52,10 +53,13 @@ const HAKA_LUA: &str = include_str!("../../lua/haka.lua");
 /// its module table as `H.vbuffer` and publishes `haka.vbuffer_*`.
 const VBUFFER_LUA: &str = include_str!("../../lua/vbuffer.lua");
 
-/// `modified` bits written by Lua (mirrored in haka.lua).
+/// `modified` bit written by Lua (mirrored in haka.lua): a rule wrote into the packet.
+/// Its checksums are then recomputed, whatever the rule wrote in them (Haka's semantics:
+/// any header write invalidates the checksum, computed again when the packet leaves).
 const MOD_ANY: u8 = 1;
-const MOD_IP_CSUM_SET: u8 = 2;
-const MOD_L4_CSUM_SET: u8 = 4;
+/// Only an IP payload was written: its L4 checksum stays as the bytes say (Haka: only the
+/// dissector whose payload changed recomputes its checksum).
+const MOD_KEEP_L4_CSUM: u8 = 4;
 
 /// One application event for `RT.app_events` (layout mirrored by `hk_appev` in
 /// haka.lua; see there for the fields of each kind).
@@ -98,10 +102,15 @@ struct Slot {
     fragment: u8,
     verdict: u8,
     modified: u8,
-    _pad: [u8; 3],
+    /// Lua-side flags (haka.lua: dont_reassemble, forged, sent).
+    flags: u8,
+    _pad: [u8; 2],
     /// Capture time (`pkt.timestamp`): seconds since the epoch and nanoseconds.
     ts_sec: u32,
     ts_nsec: u32,
+    /// `pkt.id`: the packet's number among those this engine handed to the rules (1, 2, ...).
+    pkt_id: u32,
+    _pad2: u32,
 }
 
 #[repr(C)]
@@ -111,11 +120,27 @@ struct Burst {
     errors: u32,
     /// Payload rewrites recorded by the rules (`RT.take_rewrites`), 0 when none.
     rewrites: u32,
+    /// Packets the rules forged (inject/send) and the engine did not take yet.
+    forged: u32,
+    _pad2: u32,
     s: [Slot; MAX_BURST],
 }
 
-const _: () = assert!(std::mem::size_of::<Slot>() == 48);
-const _: () = assert!(std::mem::size_of::<Burst>() == 16 + 48 * MAX_BURST);
+const _: () = assert!(std::mem::size_of::<Slot>() == 56);
+const _: () = assert!(std::mem::size_of::<Burst>() == 24 + 56 * MAX_BURST);
+
+/// A packet a rule forged (`haka.dissectors.packet.create()` ... `:inject()` / `:send()`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForgedPacket {
+    /// The whole frame (link header, IP datagram), lengths and checksums set.
+    pub data: Vec<u8>,
+    /// `inject()`: to be received (rules, connection tracking) after the packet that made
+    /// it; else `send()`: to leave as it is after that packet.
+    pub inject: bool,
+    /// Index, in the slice handed to [`LuaEngine::run_burst`], of the packet whose rule
+    /// made it (0 for the stateful events, which see one packet).
+    pub origin: usize,
+}
 
 /// Engine options.
 #[derive(Clone, Debug)]
@@ -133,6 +158,11 @@ pub struct LuaOptions {
     /// Rule errors are logged at most once per interval (the others are counted and
     /// their number logged with the next one); zero: every error, as Haka.
     pub error_log_interval: Duration,
+    /// `[rules] dissectors = "required"`: Haka's chain (see `crate::config::DissectorChain`).
+    pub required_chain: bool,
+    /// Passive (pass-through) mode: packets are read only, a rule's write raises
+    /// "read only buffer" (Haka's behaviour) and `haka.capture_mode()` is "passthrough".
+    pub read_only: bool,
 }
 
 impl Default for LuaOptions {
@@ -142,6 +172,8 @@ impl Default for LuaOptions {
             instruction_budget: 100_000_000,
             memory_limit_bytes: 256 << 20,
             error_log_interval: Duration::from_secs(1),
+            required_chain: false,
+            read_only: false,
         }
     }
 }
@@ -248,6 +280,9 @@ struct Shared {
     max_error_messages: usize,
     /// `rules.rule_error` drops (a TCP stream rule's error then closes its connection).
     rule_error_drop: bool,
+    required_chain: bool,
+    /// Passive mode: the packets are read only ([`LuaOptions::read_only`]).
+    read_only: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -290,6 +325,7 @@ struct State {
     conn_end: Function,
     take_edits: Function,
     take_rewrites: Function,
+    take_forged: Function,
     app_events: Function,
     stateful: u32,
     /// `RT.app_ports`: (protocol, server port, application code).
@@ -333,6 +369,8 @@ pub struct LuaEngine {
     app_evs: Vec<AppEv>,
     /// `counters.memory_exceeded` at the last memory check.
     mem_checked: u64,
+    /// `pkt.id` of the latest packet handed to the rules.
+    next_pkt_id: u32,
 }
 
 /// `bytes` with `[a, b)` replaced by `v` (None for a range outside of it).
@@ -358,46 +396,6 @@ fn one_line(e: &mlua::Error) -> String {
         other => other.to_string(),
     };
     s.lines().next().unwrap_or("").trim().to_string()
-}
-
-struct Regex(regex::bytes::Regex);
-
-impl UserData for Regex {
-    fn add_methods<M: UserDataMethods<Self>>(m: &mut M) {
-        m.add_method("find", |_, this, s: mlua::LuaString| {
-            let b = s.as_bytes();
-            Ok(match this.0.find(&b) {
-                Some(mm) => (Some(mm.start()), Some(mm.end())),
-                None => (None, None),
-            })
-        });
-    }
-}
-
-/// Haka pattern -> Rust regex: `%x` is `\x` (`%%` is a literal `%`), multiline by default.
-fn translate_pattern(p: &str, opts: i64) -> String {
-    let mut out = String::from("(?m");
-    if opts & 1 != 0 {
-        out.push('i');
-    }
-    if opts & 2 != 0 {
-        out.push('x');
-    }
-    out.push(')');
-    let mut it = p.chars().peekable();
-    while let Some(c) = it.next() {
-        if c == '%' {
-            if it.peek() == Some(&'%') {
-                it.next();
-                out.push('%');
-            } else {
-                out.push('\\');
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn addr_string(meta: &PacketMeta, a: &[u8; 16]) -> String {
@@ -479,7 +477,9 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("worker", worker)?;
     h.set("max_error_messages", sh.max_error_messages)?;
     h.set("rule_error_drops", sh.rule_error_drop)?;
+    h.set("required_chain", sh.required_chain)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
+    h.set("read_only", sh.read_only)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -502,6 +502,27 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
             Ok(())
         })?,
     )?;
+    // Lua's print, into the same buffer as the log lines (kept in order with the alerts)
+    let sh_print = Rc::clone(sh);
+    h.set(
+        "print",
+        lua.create_function(move |_, line: mlua::LuaString| {
+            let full = {
+                let mut l = sh_print.logs.borrow_mut();
+                l.extend_from_slice(&line.as_bytes());
+                l.push(b'\n');
+                l.len() >= LOG_BUFFER
+            };
+            if full {
+                sh_print.flush_logs();
+            }
+            Ok(())
+        })?,
+    )?;
+    // true for the first rules load of the process only (load-time notices logged once,
+    // not again by every worker's state)
+    static FIRST_LOAD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    h.set("first_load", lua.create_function(|_, ()| Ok(FIRST_LOAD.swap(false, Ordering::AcqRel)))?)?;
     let sh2 = Rc::clone(sh);
     h.set(
         "alert",
@@ -518,10 +539,10 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     )?;
     h.set(
         "regex_compile",
-        lua.create_function(|lua, (pat, opts): (String, Option<i64>)| {
-            match regex::bytes::Regex::new(&translate_pattern(&pat, opts.unwrap_or(0))) {
-                Ok(r) => Ok((Some(lua.create_userdata(Regex(r))?), None)),
-                Err(e) => Ok((None, Some(format!("invalid regexp '{pat}': {}", e.to_string().replace('\n', " "))))),
+        lua.create_function(|lua, (pat, opts): (mlua::LuaString, Option<i64>)| {
+            match regexp::Compiled::new(&pat.as_bytes(), opts.unwrap_or(0)) {
+                Ok(r) => Ok((Some(lua.create_userdata(regexp::LuaRegexp(Rc::new(r)))?), None)),
+                Err(e) => Ok((None, Some(e))),
             }
         })?,
     )?;
@@ -689,6 +710,7 @@ fn build_state(
             conn_end: get("conn_end")?,
             take_edits: get("take_edits")?,
             take_rewrites: get("take_rewrites")?,
+            take_forged: get("take_forged")?,
             app_events: get("app_events")?,
             stateful,
             app_ports,
@@ -723,8 +745,10 @@ impl LuaEngine {
             console: RefCell::new(None),
             max_error_messages: if opts.error_log_interval.is_zero() { MAX_BURST } else { 16 },
             rule_error_drop: opts.rule_error_drop,
+            required_chain: opts.required_chain,
+            read_only: opts.read_only,
         });
-        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, s: [Slot::default(); MAX_BURST] });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, _pad2: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
         let watch = Arc::new(Watch {
             state: Mutex::new(0),
@@ -773,6 +797,7 @@ impl LuaEngine {
             heads: Vec::new(),
             app_evs: Vec::with_capacity(64), // its address is cached by Lua: grown rarely
             mem_checked: 0,
+            next_pkt_id: 0,
         })
     }
 
@@ -845,6 +870,7 @@ impl LuaEngine {
             self.opts.memory_limit_bytes,
         )?;
         self.st = st;
+        self.burst.forged = 0;
         self.counters.reloads += 1;
         Ok(())
     }
@@ -915,6 +941,8 @@ impl LuaEngine {
             metas.clear();
             for (slot, p) in self.burst.s.iter_mut().zip(pkts.iter_mut()) {
                 *slot = make_slot(p);
+                self.next_pkt_id = self.next_pkt_id.wrapping_add(1).max(1);
+                slot.pkt_id = self.next_pkt_id;
                 if p.ts.0 > 0 {
                     self.shared.packet_time.set(p.ts);
                 }
@@ -1124,6 +1152,9 @@ pub mod stateful {
     pub const IPV4_LOADED: u32 = 8192;
     pub const TCP_CONNECTION_LOADED: u32 = 16384;
     pub const UDP_CONNECTION_LOADED: u32 = 32768;
+    /// The raw dissector's `next_dissector` policy point ends with an unconditional
+    /// `haka.policy.accept`: no "unknown dissector" drop (Haka: the last policy wins).
+    pub const PACKET_NEXT_ACCEPT: u32 = 65536;
 }
 
 /// `RT.conn_packet` bits.
@@ -1225,6 +1256,14 @@ impl LuaEngine {
 
     /// receive_data with `bytes` (stream data in order, or a datagram's payload) of the
     /// packet `meta` (alerts name its flow).
+    /// udp_connection `receive_data` for datagram `data` (the whole packet): as Haka, the
+    /// rules get the udp packet (`pkt.payload` is the datagram's payload).
+    pub fn conn_datagram(&mut self, flow_id: u32, data: &mut [u8], meta: &PacketMeta, dir: u8) -> ConnCall {
+        self.set_current(data, meta, dir, flow_id);
+        let f = self.st.conn_data.clone();
+        self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32))
+    }
+
     /// `read_only`: the rules may not modify the data (passive mode: Haka's "read only
     /// buffer" error); else their modifications come back as edits ([`act::EDITS`]).
     pub fn conn_data(&mut self, flow_id: u32, meta: &PacketMeta, dir: u8, bytes: &[u8], read_only: bool) -> ConnCall {
@@ -1283,6 +1322,43 @@ impl LuaEngine {
         }
         let f = self.st.conn_end.clone();
         self.conn_call(f, (flow_id, proto))
+    }
+
+    /// Whether rules forged packets (`:inject()`, `:send()`) not taken yet: a field read,
+    /// no call into Lua.
+    #[inline]
+    pub fn has_forged(&self) -> bool {
+        self.burst.forged != 0
+    }
+
+    /// The packets the rules forged since the last call, in the order they were made.
+    /// Calls into Lua only when there are some.
+    pub fn take_forged(&mut self) -> Vec<ForgedPacket> {
+        if self.burst.forged == 0 {
+            return Vec::new();
+        }
+        let items: Vec<mlua::Value> = match self.st.take_forged.call::<Vec<mlua::Value>>(()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.burst.forged = 0;
+                let m = one_line(&e);
+                self.count_error(&m);
+                return Vec::new();
+            }
+        };
+        self.burst.forged = 0;
+        let mut out = Vec::with_capacity(items.len() / 3);
+        for t in items.chunks_exact(3) {
+            let (mlua::Value::String(data), Some(mode), Some(origin)) = (&t[0], t[1].as_i64(), t[2].as_i64()) else {
+                continue;
+            };
+            out.push(ForgedPacket {
+                data: data.as_bytes().to_vec(),
+                inject: mode == 1,
+                origin: usize::try_from(origin).unwrap_or(0),
+            });
+        }
+        out
     }
 
     /// Whether a rule error drops the packet (`rules.rule_error`).
@@ -1606,14 +1682,17 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         fragment: m.fragment as u8,
         verdict: 0,
         modified: 0,
-        _pad: [0; 3],
+        flags: 0,
+        _pad: [0; 2],
         ts_sec: p.ts.0 as u32,
         ts_nsec: p.ts.1,
+        pkt_id: 0,
+        _pad2: 0,
     }
 }
 
 /// Recomputes the IPv4 header checksum and the TCP/UDP/ICMP/ICMPv6 checksum of a
-/// modified packet (a checksum field a rule wrote explicitly is kept).
+/// modified packet (also when a rule wrote a checksum field: Haka's semantics).
 fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
     let l3 = meta.l3_offset as usize;
     let (seg_end, v4) = match meta.l3 {
@@ -1623,12 +1702,10 @@ fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
             if ihl < 20 || l3 + ihl > data.len() {
                 return;
             }
-            if bits & MOD_IP_CSUM_SET == 0 {
-                data[l3 + 10] = 0;
-                data[l3 + 11] = 0;
-                let c = checksum::compute(&data[l3..l3 + ihl]);
-                data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
-            }
+            data[l3 + 10] = 0;
+            data[l3 + 11] = 0;
+            let c = checksum::compute(&data[l3..l3 + ihl]);
+            data[l3 + 10..l3 + 12].copy_from_slice(&c.to_be_bytes());
             let tot = u16::from_be_bytes([data[l3 + 2], data[l3 + 3]]) as usize;
             ((l3 + tot).min(data.len()), true)
         }
@@ -1641,7 +1718,7 @@ fn fix_checksums(data: &mut [u8], meta: &PacketMeta, bits: u8) {
         }
         L3::Other(_) => return,
     };
-    if !meta.has_l4 || bits & MOD_L4_CSUM_SET != 0 {
+    if !meta.has_l4 || bits & MOD_KEEP_L4_CSUM != 0 {
         return;
     }
     let l4 = meta.l4_offset as usize;

@@ -324,14 +324,196 @@ fn writes_change_bytes_and_keep_valid_checksums() {
     }
 }
 
+/// Haka's semantics: a checksum field a rule writes is recomputed when the packet leaves
+/// (IP, TCP, UDP and ICMP alike).
 #[test]
-fn explicit_checksum_write_is_kept() {
+fn written_checksums_are_recomputed() {
     let (mut e, _) = engine(
-        r#"haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip) ip.checksum = 0x1111 end }"#,
+        r#"haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip) ip.checksum = 0x1111 end }
+           haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) t.checksum = 0xdead end }
+           haka.rule{ on = haka.dissectors.udp.events.receive_packet, eval = function(u) u.checksum = 0xdead end }
+           haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function(i) i.checksum = 1 end }"#,
+    );
+    let mut frames =
+        vec![ipv4_frame(6, &tcp(1, 2, 0, b"x")), ipv4_frame(17, &udp(5, 53, b"q")), ipv4_frame(1, &icmp_echo(b"p"))];
+    let before = frames.clone();
+    let r = run(&mut e, &mut frames);
+    for (i, f) in frames.iter().enumerate() {
+        assert!(r[i].1, "frame {i} modified");
+        assert!(checksums_valid(f), "frame {i}: {f:02x?}");
+        assert_eq!(f, &before[i], "frame {i}: same bytes once the checksums are recomputed");
+    }
+}
+
+/// Passive mode: writes raise Haka's "read only buffer" and change nothing.
+#[test]
+fn read_only_packets_in_passive_mode() {
+    let opts = LuaOptions { read_only: true, ..LuaOptions::default() };
+    let (mut e, _, _f) = engine_opts(
+        r#"R = {}
+           haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t)
+             R[#R + 1] = select(2, pcall(function() t.srcport = 3 end))
+             R[#R + 1] = select(2, pcall(function() t.flags.syn = true end))
+             R[#R + 1] = select(2, pcall(function() t.ip.ttl = 3 end))
+             R[#R + 1] = select(2, pcall(function() t.ip.flags.df = false end))
+             R[#R + 1] = select(2, pcall(function() t:compute_checksum() end))
+             R[#R + 1] = haka.capture_mode()
+           end }"#,
+        &opts,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(1, 2, 0, b""))];
+    let before = frames.clone();
+    let r = run(&mut e, &mut frames);
+    assert_eq!(r[0], (LuaVerdict::Accept, false));
+    assert_eq!(frames, before);
+    assert_eq!(
+        eval_str(&e, "return table.concat(R, '|')"),
+        "read only buffer|read only buffer|read only buffer|read only buffer|read only buffer|passthrough"
+    );
+}
+
+/// Haka's errors for bad field values, and the writes it accepts (truncated).
+#[test]
+fn bad_field_values_raise_hakas_errors() {
+    let (mut e, _) = engine(
+        r#"local ipv4 = require("protocol/ipv4")
+           R = {}
+           local function try(f) local ok, err = pcall(f); R[#R + 1] = ok and "ok" or err end
+           haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(p)
+             try(function() p.version = 77 end)
+             try(function() p.len = -84 end)
+             try(function() p.ttl = 333 end)
+             try(function() p.proto = -14 end)
+             try(function() p.src = ipv4.addr(350, 350, 350, 350) end)
+             try(function() p.dst = ipv4.addr("350.350.350.350") end)
+             print(true, "a", 1)
+           end }"#,
     );
     let mut frames = vec![ipv4_frame(6, &tcp(1, 2, 0, b""))];
     run(&mut e, &mut frames);
-    assert_eq!(u16::from_be_bytes([frames[0][24], frames[0][25]]), 0x1111);
+    assert_eq!(
+        eval_str(&e, "return table.concat(R, '|')"),
+        "ok|number must not be negative|ok|number must not be negative|invalid IPv4 address format|invalid IPv4 address format"
+    );
+    assert_eq!(frames[0][14 + 8], (333 % 256) as u8);
+}
+
+/// pkt.id counts the packets handed to the rules; pkt.data is one table per packet.
+#[test]
+fn packet_id_and_data() {
+    let (mut e, _) = engine(
+        r#"R = {}
+           haka.rule{ on = haka.dissectors.packet.events.receive_packet, eval = function(p)
+             p.data.n = (p.data.n or 0) + 1
+             R[#R + 1] = p.id .. ":" .. p.data.n
+           end }
+           haka.rule{ on = haka.dissectors.packet.events.receive_packet, eval = function(p)
+             p.data.n = p.data.n + 1
+             R[#R + 1] = tostring(p.data.n)
+           end }
+           haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+             ip.dont_reassemble = true
+             R[#R + 1] = tostring(ip.dont_reassemble)
+           end }"#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(1, 2, 0, b"")), ipv4_frame(6, &tcp(1, 2, 0, b""))];
+    let r = run(&mut e, &mut frames);
+    assert_eq!(r, vec![(LuaVerdict::Accept, false); 2], "dont_reassemble does not modify the packet");
+    let mut more = vec![ipv4_frame(6, &tcp(1, 2, 0, b""))];
+    run(&mut e, &mut more);
+    assert_eq!(eval_str(&e, "return table.concat(R, ' ')"), "1:1 2 true 2:1 2 true 3:1 2 true");
+}
+
+/// packet/ipv4/tcp/udp/icmp.create, payload:append, inject and send: the forged frames come
+/// back with lengths and checksums set, tagged with the packet that made them.
+#[test]
+fn forged_packets() {
+    let (mut e, _) = engine(
+        r#"local ipv4 = require("protocol/ipv4")
+           haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(pkt)
+             local n = haka.dissectors.packet.create()
+             n = haka.dissectors.ipv4.create(n)
+             n.ttl = pkt.ttl
+             n.src, n.dst = pkt.dst, pkt.src
+             n = haka.dissectors.tcp.create(n)
+             n.srcport, n.dstport = pkt.dstport, pkt.srcport
+             n.flags.ack = true
+             n.checksum = 0xdead
+             n.payload:append(pkt.payload:clone())
+             n.payload:append("!")
+             n:inject()
+             local u = haka.dissectors.udp.create(haka.dissectors.ipv4.create(haka.dissectors.packet.create()),
+               { srcport = 3333, dstport = 4444 })
+             u:send()
+             local ok, err = pcall(function() u:send() end)
+             assert(not ok and err:find("already sent"))
+             local i = haka.dissectors.icmp.create(haka.dissectors.ipv4.create(haka.dissectors.packet.create()),
+               { type = 6, code = 1 })
+             -- made, never sent: nothing leaves
+           end }"#,
+    );
+    let mut frames = vec![ipv4_frame(17, &udp(1, 2, b"")), ipv4_frame(6, &tcp(1000, 80, 0x18, b"hello"))];
+    assert!(!e.has_forged());
+    run(&mut e, &mut frames);
+    assert!(e.has_forged());
+    let f = e.take_forged();
+    assert!(!e.has_forged());
+    assert!(e.take_forged().is_empty());
+    assert_eq!(f.len(), 2);
+    assert_eq!((f[0].inject, f[0].origin, f[1].inject, f[1].origin), (true, 1, false, 1));
+    let t = &f[0].data;
+    assert_eq!(t.len(), 14 + 20 + 20 + 6);
+    assert_eq!(&t[0..12], &[0u8; 12], "link addresses zero");
+    assert_eq!(&t[12..14], &[0x08, 0x00]);
+    let m = dissect(t, LinkType::Ethernet, &DissectOptions::default()).expect("forged frame dissects");
+    assert_eq!((m.proto, m.ip_len, m.payload_len), (6, 46, 6));
+    assert_eq!(&t[14 + 12..14 + 16], &DST);
+    assert_eq!(&t[14 + 16..14 + 20], &SRC);
+    assert_eq!(t[14 + 8], 64);
+    assert_eq!(&t[34..38], &[0, 80, 0x03, 0xe8]);
+    assert_eq!(t[34 + 13], 0x10);
+    assert_eq!(&t[54..], b"hello!");
+    assert!(checksums_valid(t));
+    let u = &f[1].data;
+    assert_eq!(u.len(), 14 + 20 + 8);
+    assert_eq!(&u[34..38], &[0x0d, 0x05, 0x11, 0x5c]);
+    assert_eq!(&u[38..40], &[0, 8], "udp length");
+    assert!(checksums_valid(u));
+    // the received packets are untouched
+    assert!(checksums_valid(&frames[1]));
+}
+
+/// Forging errors: a non-new packet, too many new packets, appending to a received packet.
+#[test]
+fn forging_errors() {
+    let (mut e, _) = engine(
+        r#"R = {}
+           local function try(f) local ok, err = pcall(f); R[#R + 1] = ok and "ok" or err:gsub("^.-: ", "", 1) end
+           haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(pkt)
+             try(function() haka.dissectors.tcp.create(pkt.ip) end)
+             try(function() pkt:inject() end)
+             try(function() pkt.payload:append("x") end)
+             try(function() haka.dissectors.tcp.create(haka.dissectors.packet.create()) end)
+             try(function() for i = 1, 100 do haka.dissectors.packet.create(10) end end)
+           end }"#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(1, 2, 0, b"ab"))];
+    let before = frames.clone();
+    let r = run(&mut e, &mut frames);
+    assert_eq!(r[0], (LuaVerdict::Accept, false));
+    assert_eq!(frames, before);
+    assert!(!e.has_forged());
+    let got = eval_str(&e, "return table.concat(R, '|')");
+    let parts: Vec<&str> = got.split('|').collect();
+    assert_eq!(parts.len(), 5, "{got}");
+    assert!(parts[0].contains("a new packet expected"), "{got}");
+    assert!(parts[1].contains("only a new packet"), "{got}");
+    assert!(parts[2].contains("cannot grow"), "{got}");
+    assert!(parts[3].contains("a new packet expected") || parts[3].contains("IPv4 packet expected"), "{got}");
+    assert!(parts[4].contains("too many new packets"), "{got}");
+    // the next burst may forge again
+    let mut again = vec![ipv4_frame(6, &tcp(1, 2, 0, b""))];
+    run(&mut e, &mut again);
 }
 
 #[test]
@@ -435,6 +617,70 @@ fn policy_ipv4_in_network() {
     let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b"")), ipv4_frame(17, &udp(5, 80, b""))];
     let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
     assert_eq!(v, vec![LuaVerdict::Drop, LuaVerdict::Accept]);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
+fn policy_learning() {
+    let (mut e, _) = engine(
+        r#"
+        -- load time: learnt sets and ranges, learning only from eligible policies
+        local P = haka.policy.new("t")
+        local hits = 0
+        local set = haka.policy.learn(haka.policy.set)
+        haka.policy{ on = P, a = true, v = set, z = true, action = function() hits = hits + 1 end }
+        assert(haka.policy.learning == false)
+        haka.policy.learning = true
+        P:apply{ values = { a = true, v = "x", z = true }, ctx = {} }
+        P:apply{ values = { a = true, v = "y", z = false }, ctx = {} } -- not eligible: not learnt
+        P:apply{ values = { a = true, z = true }, ctx = {} }           -- nil: not learnt
+        assert(hits == 1, hits)
+        haka.policy.learning = false
+        assert(set("x") and not set("y") and not set(nil))
+        P:apply{ values = { a = true, v = "y", z = true }, ctx = {} }
+        assert(hits == 1)
+        local ok, err = pcall(haka.policy.learn, haka.policy.outofrange)
+        assert(not ok and err:find("cannot learn on haka.policy.outofrange criterion$"), err)
+        ok, err = pcall(haka.policy.learn, function() end)
+        assert(not ok and err:find("cannot learn on this criterion$"), err)
+
+        -- on packets: a range learnt from the first two packets
+        local n = 0
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function()
+            n = n + 1
+            haka.policy.learning = n <= 2
+        end }
+        haka.policy{ on = haka.dissectors.tcp.policies.next_dissector,
+            dstport = haka.policy.learn(haka.policy.range), action = haka.policy.drop }
+    "#,
+    );
+    let mut frames: Vec<_> = [90, 80, 85, 100, 79, 80].iter().map(|&p| ipv4_frame(6, &tcp(5, p, 0, b""))).collect();
+    let v: Vec<LuaVerdict> = run(&mut e, &mut frames).into_iter().map(|x| x.0).collect();
+    use LuaVerdict::{Accept, Drop};
+    assert_eq!(v, vec![Drop, Drop, Drop, Accept, Accept, Drop]);
+    assert_eq!(e.rule_errors(), 0);
+}
+
+#[test]
+fn dissector_parent() {
+    let (mut e, _) = engine(
+        r#"
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(tcp)
+            local ip = tcp:parent()
+            assert(ip.name == "ipv4" and ip == tcp:parent(1) and ip == tcp:parent("ipv4"), "same object")
+            assert(tcp:parent("packet") == tcp:parent(2) and tcp:parent(2).name == "packet")
+            assert(tcp:parent(3) == nil and tcp:parent("ipv6") == nil and tcp:parent("nope") == nil)
+            assert(ip:parent() == tcp:parent(2) and ip:parent():parent() == nil)
+            assert(tcp._parent == ip and ip._next_dissector == tcp and tcp._next_dissector == nil)
+            assert(ip._parent._next_dissector == ip)
+            local lines = {}
+            debug.pprint(tcp:parent(2), { depth = 1, print = function(l) lines[#lines + 1] = l end })
+            assert(lines[2] == "  _next_dissector : userdata ipv4" and lines[3] == "  _parent : nil", lines[3])
+        end }
+    "#,
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 80, 0, b""))];
+    assert_eq!(run(&mut e, &mut frames)[0].0, LuaVerdict::Accept);
     assert_eq!(e.rule_errors(), 0);
 }
 
@@ -848,6 +1094,16 @@ fn vbuffer_lua_tests() {
     }
 }
 
+/// The regexp module's tests (engine/lua/tests/regexp_test.lua), run as a rules file.
+#[test]
+fn regexp_lua_tests() {
+    let p = rules_file(include_str!("../../lua/tests/regexp_test.lua"));
+    let r = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {}));
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
 /// Runs `code` in the engine's state (rules loaded) and returns its string result; Lua
 /// errors panic with their message.
 fn eval_str(e: &LuaEngine, code: &str) -> String {
@@ -1059,4 +1315,20 @@ fn payload_not_read_means_no_rewrite_and_no_modification() {
     let v = run(&mut e, &mut frames);
     assert_eq!(v, vec![(LuaVerdict::Accept, false)]);
     assert_eq!(frames[0], before);
+
+/// A rules file that accepts at the raw dissector's next_dissector point says so (the
+/// worker then does not drop IPv4 as an unknown dissector).
+#[test]
+fn packet_next_dissector_accept_is_reported() {
+    use super::stateful::PACKET_NEXT_ACCEPT;
+    let (e, _) = engine(
+        r#"haka.policy{ on = haka.dissectors.packet.policies.next_dissector, name = "keep", action = haka.policy.accept }"#,
+    );
+    assert_ne!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
+    let (e, _) = engine(
+        r#"haka.policy{ on = haka.dissectors.packet.policies.next_dissector, name = "no", action = haka.policy.drop }"#,
+    );
+    assert_eq!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
+    let (e, _) = engine("-- nothing");
+    assert_eq!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
 }
