@@ -100,7 +100,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 memory_limit_bytes: (cfg.rules.memory_limit_mb as usize) << 20,
                 error_log_interval: std::time::Duration::from_secs(cfg.rules.error_log_interval),
                 required_chain: cfg.rules.dissectors == crate::config::DissectorChain::Required,
-                read_only: cfg.datapath.mode == Mode::Passive || cfg.rules.read_only,
+                read_only: cfg.datapath.mode == Mode::Passive || cfg.datapath.pass_through,
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))
@@ -684,9 +684,8 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
     let mut vdev = format!("net_pcap0,rx_pcap={input}");
     if let Some(out) = &args.output {
         vdev.push_str(&format!(",tx_pcap={}", vdev_path(out, "output")?));
-        config.datapath.pass_through = config.datapath.mode == Mode::Passive;
         // (passive asked for: the packets are written out, unmodified: read only for the rules)
-        config.rules.read_only |= config.datapath.mode == Mode::Passive;
+        config.datapath.pass_through = config.datapath.mode == Mode::Passive;
         config.datapath.mode = Mode::Inline;
         config.ports.pairs = vec![[0, 0]];
     } else {

@@ -149,7 +149,8 @@ pub struct DatapathConfig {
     /// Size of each worker's dispatch ring (power of two).
     pub dispatch_ring_size: u32,
     /// hakapcap with `-o` under `mode = "passive"`: packets are written out (inline) but
-    /// the rules see read-only streams, as Haka's `--pass-through`. Not a config key.
+    /// the rules see them and their streams read only, as Haka's `--pass-through`. Not a
+    /// config key.
     #[serde(skip)]
     pub pass_through: bool,
 }
@@ -311,10 +312,6 @@ pub struct RulesConfig {
     /// Rule errors are logged at most once per this many seconds (the others are
     /// counted); 0: every error, as Haka.
     pub error_log_interval: u64,
-    /// Not a file key: packets are read only for the rules (passive mode; hakapcap sets it
-    /// when the config asks for passive mode and an output capture is written).
-    #[serde(skip)]
-    pub read_only: bool,
 }
 
 /// `[rules] dissectors`.
@@ -340,7 +337,6 @@ impl Default for RulesConfig {
             memory_limit_mb: 256,
             dissectors: DissectorChain::All,
             error_log_interval: 1,
-            read_only: false,
         }
     }
 }

@@ -1366,10 +1366,9 @@ impl LuaEngine {
         self.opts.rule_error_drop
     }
 
-    /// An alert raised by the engine itself (not by a rule), on the flow of `meta`.
-    /// An alert with a description only, as Haka's own policies raise some
-    /// ("dropping unknown dissector 'ipv4'").
-    pub fn raise_bare_alert(&mut self, description: &str) {
+    /// A new alert of the engine itself (not of a rule): the log lines before it are
+    /// flushed first (they come out before it), its id and time are set, it is counted.
+    fn engine_alert(&mut self, description: &str) -> Alert {
         self.shared.flush_logs();
         let sh = &self.shared;
         let n = sh.next_alert.get() + 1;
@@ -1377,16 +1376,23 @@ impl LuaEngine {
         sh.alert_count.set(sh.alert_count.get() + 1);
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        let a = Alert {
+        Alert {
             id: ((sh.worker as u64) << 48) | n,
             time_secs: now,
             description: description.to_string(),
             worker: sh.worker,
             ..Alert::default()
-        };
-        (sh.alerts.borrow_mut())(a);
+        }
     }
 
+    /// An alert with a description only, as Haka's own policies raise some
+    /// ("dropping unknown dissector 'ipv4'").
+    pub fn raise_bare_alert(&mut self, description: &str) {
+        let a = self.engine_alert(description);
+        (self.shared.alerts.borrow_mut())(a);
+    }
+
+    /// An alert raised by the engine itself (not by a rule), on the flow of `meta`.
     pub fn raise_alert(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8) {
         self.raise_alert_with(description, severity, meta, dir, false);
     }
@@ -1395,21 +1401,8 @@ impl LuaEngine {
     /// destination as Haka's tcp_connection policies describe them (sources: its source
     /// address and `tcp/PORT`, targets: its destination's).
     pub fn raise_alert_with(&mut self, description: &str, severity: &str, meta: &PacketMeta, dir: u8, endpoints: bool) {
-        self.shared.flush_logs();
-        let sh = &self.shared;
-        let n = sh.next_alert.get() + 1;
-        sh.next_alert.set(n);
-        sh.alert_count.set(sh.alert_count.get() + 1);
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        let mut a = Alert {
-            id: ((sh.worker as u64) << 48) | n,
-            time_secs: now,
-            description: description.to_string(),
-            severity: severity.to_string(),
-            worker: sh.worker,
-            ..Alert::default()
-        };
+        let mut a = self.engine_alert(description);
+        a.severity = severity.to_string();
         if !matches!(meta.l3, L3::Other(_)) {
             a.flow = Some((
                 addr_string(meta, &meta.src_addr),
@@ -1431,7 +1424,7 @@ impl LuaEngine {
                 ];
             }
         }
-        (sh.alerts.borrow_mut())(a);
+        (self.shared.alerts.borrow_mut())(a);
     }
 
     /// Fires the application events `events[i]` for each `i` of `idx` (HTTP request/response/
