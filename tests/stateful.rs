@@ -1374,7 +1374,7 @@ fn dns_compression_loops_are_counted_errors_not_crashes() {
         udp_pkt(CLIENT, DNS_RESOLVER, 31004, 53, &q_ok),
         udp_pkt(DNS_RESOLVER, CLIENT, 53, 31004, &r_ok),
     ];
-    let input = write_pcap(dir.path(), "loops.pcap", pkts);
+    let input = write_pcap(dir.path(), "loops.pcap", pkts.clone());
     let r = run(DNS_LOG_RULES, &input, None);
     assert_eq!(r.st("dns_errors"), 3, "{}", r.stats["totals"]["stateful"]);
     assert_eq!(r.total("rx"), 6);
@@ -1383,6 +1383,86 @@ fn dns_compression_loops_are_counted_errors_not_crashes() {
     assert!(logs.contains(&"QUERY 2570 after.example.".to_owned()), "{logs:?}");
     assert!(logs.contains(&"RESP 2570 2570 after.example. an=1".to_owned()), "{logs:?}");
     assert!(!logs.iter().any(|l| l.contains("loop.example") && l.starts_with("RESP")), "{logs:?}");
+    // malformed messages are alerted and (by default) dropped, never passed silently
+    let want = ["dns: compression pointer loop", "dns: compression pointer loop", "dns: truncated message"];
+    assert_eq!(r.alert_descriptions(), want, "{}", r.stdout);
+    assert_eq!(r.dropped("protocol_error"), 3);
+    let expect: Vec<Vec<u8>> = [0, 4, 5].iter().map(|&i| pkts[i].clone()).collect();
+    assert_eq!(r.out.packets, expect);
+    // [dns] protocol_error = "accept": alerted, passed
+    let r = run(DNS_LOG_RULES, &input, Some("[dns]\nprotocol_error = \"accept\"\n"));
+    assert_eq!(r.alert_descriptions(), want, "{}", r.stdout);
+    assert_eq!(r.out.packets, pkts);
+}
+
+/// A ClientHello of `pad` padding bytes (extension 21) for `sni`, as TLS records of at most
+/// 2^14 bytes.
+fn big_client_hello(sni: &str, pad: usize) -> Vec<u8> {
+    let mut ext = Vec::new();
+    let name = sni.as_bytes();
+    let mut sni_ext = vec![0u8, 0]; // list length, filled below
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(name);
+    let l = (sni_ext.len() - 2) as u16;
+    sni_ext[..2].copy_from_slice(&l.to_be_bytes());
+    for (ty, data) in [(0u16, sni_ext), (21, vec![0; pad])] {
+        ext.extend_from_slice(&ty.to_be_bytes());
+        ext.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&data);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.push(0); // session id
+    body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]); // one suite, null compression
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let n = body.len() as u32;
+    let mut hs = vec![1, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+    hs.extend_from_slice(&body);
+    let mut out = Vec::new();
+    for frag in hs.chunks(1 << 14) {
+        out.extend_from_slice(&[22, 3, 1]);
+        out.extend_from_slice(&(frag.len() as u16).to_be_bytes());
+        out.extend_from_slice(frag);
+    }
+    out
+}
+
+#[test]
+fn client_hellos_over_many_records_are_inspected_and_over_the_cap_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkts = Vec::new();
+    // 30 KB hellos (3 records, 1400-byte segments) with a blocked and an allowed name
+    for (port, sni) in [(40001, "blocked.example"), (40002, "fine.example")] {
+        let mut s = Session::new(port, 443);
+        s.handshake().send_split(0, &big_client_hello(sni, 30_000), 1400);
+        pkts.extend(s.pkts);
+    }
+    let input = write_pcap(dir.path(), "hellos.pcap", pkts);
+    let r = run_file(&sample("tls_block_sni.lua"), &input, None);
+    assert_eq!(r.st("tls_client_hellos"), 2, "{}", r.stats["totals"]["stateful"]);
+    assert_eq!(r.alert_descriptions(), ["blocked SNI blocked.example"], "{}", r.stdout);
+    assert!(r.st("resets_sent") >= 1);
+    // over `[tls] max_hello_bytes`: alert and drop the connection, from the hello's header
+    let r = run_file(&sample("tls_block_sni.lua"), &input, Some("[tls]\nmax_hello_bytes = 16384\n"));
+    assert_eq!(r.st("tls_client_hellos"), 0);
+    assert_eq!(r.st("tls_errors"), 2);
+    let want: Vec<String> = ["blocked.example", "fine.example"]
+        .iter()
+        .map(|sni| {
+            let h = big_client_hello(sni, 30_000);
+            let len = (h[6] as usize) << 16 | (h[7] as usize) << 8 | h[8] as usize;
+            format!("tls: ClientHello of {len} bytes, over the 16384-byte cap")
+        })
+        .collect();
+    assert_eq!(r.alert_descriptions(), want, "{}", r.stdout);
+    assert_eq!(r.dropped("flow_dropped"), 2 * 22, "every segment of the hellos");
+    // protocol_error = "accept": alerted, passed uninspected
+    let conf = "[tls]\nmax_hello_bytes = 16384\nprotocol_error = \"accept\"\n";
+    let r = run_file(&sample("tls_block_sni.lua"), &input, Some(conf));
+    assert_eq!(r.alert_descriptions(), want, "{}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -249,13 +249,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 rules: rules.clone(),
                 alerts: alert_queue.clone(),
                 offline: spec.stop_after.is_some(),
-                conn: (
-                    cfg.conn_config(),
-                    crate::stateful::HttpPolicy {
-                        error_drop: cfg.http.protocol_error == crate::config::Verdict::Drop,
-                        anomaly: cfg.http.anomaly,
-                    },
-                ),
+                conn: (cfg.conn_config(), crate::stateful::AppPolicy::of(cfg)),
                 pool: Some(dpdk::PoolRef::of(&pool)),
                 defrag: frag_plan,
             }

@@ -16,6 +16,8 @@ pub struct Config {
     pub alerts: crate::alert::AlertsConfig,
     pub tcp: TcpConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
+    pub dns: DnsConfig,
     pub defrag: DefragSection,
 }
 
@@ -88,6 +90,33 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig { protocol_error: Verdict::Drop, anomaly: AnomalyAction::Alert }
     }
+}
+
+/// `[tls]`: the TLS dissector (ClientHello).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The largest ClientHello read, bytes (default: the largest the protocol allows,
+    /// 131396, over as many records as it takes). A longer hello is a protocol error.
+    pub max_hello_bytes: usize,
+    /// A malformed or too long ClientHello: alert, then "drop" the connection or
+    /// "accept" it (uninspected from there).
+    pub protocol_error: Verdict,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { max_hello_bytes: crate::tls::MAX_HANDSHAKE_LEN, protocol_error: Verdict::Drop }
+    }
+}
+
+/// `[dns]`: the DNS dissector.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// A malformed message: alert, then "drop" it (the datagram; over TCP, the
+    /// connection) or "accept" it.
+    pub protocol_error: Verdict,
 }
 
 /// `[http] anomaly`.

@@ -10,6 +10,7 @@ use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
 use crate::http::{Anomaly, RawHead};
+use crate::tls::TlsError;
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
 use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, Edit, TcpRewrite};
@@ -27,19 +28,43 @@ pub struct Forged {
     pub port: u16,
 }
 
-/// What the stage does on HTTP protocol errors and anomalies (`[http]`).
+/// What the stage does on protocol errors and anomalies (`[http]`, `[tls]`, `[dns]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HttpPolicy {
-    /// Protocol errors drop the connection (else: alert, stop parsing it).
-    pub error_drop: bool,
+pub struct AppPolicy {
+    /// HTTP protocol errors drop the connection (else: alert, stop parsing it).
+    pub http_error_drop: bool,
     pub anomaly: AnomalyAction,
+    /// A malformed or too long ClientHello drops the connection (else: alert, let it by).
+    pub tls_error_drop: bool,
+    pub tls_max_hello: usize,
+    /// A malformed DNS message is dropped (else: alert, let it by).
+    pub dns_error_drop: bool,
+}
+
+impl AppPolicy {
+    pub fn of(cfg: &crate::config::Config) -> AppPolicy {
+        use crate::config::Verdict::Drop;
+        AppPolicy {
+            http_error_drop: cfg.http.protocol_error == Drop,
+            anomaly: cfg.http.anomaly,
+            tls_error_drop: cfg.tls.protocol_error == Drop,
+            tls_max_hello: cfg.tls.max_hello_bytes,
+            dns_error_drop: cfg.dns.protocol_error == Drop,
+        }
+    }
+}
+
+impl Default for AppPolicy {
+    fn default() -> Self {
+        AppPolicy::of(&crate::config::Config::default())
+    }
 }
 
 pub struct StatefulStage {
     pub conns: ConnTable,
     /// `LuaEngine::stateful_info` bits.
     info: u32,
-    http: HttpPolicy,
+    policy: AppPolicy,
     pool: Option<PoolRef>,
     events: Vec<AppEvent>,
     /// The HTTP parsers' events of one segment (see `AppState::feed_stream`).
@@ -193,11 +218,11 @@ fn be32(b: &[u8], o: usize) -> u32 {
 }
 
 impl StatefulStage {
-    pub fn new(conns: ConnTable, info: u32, http: HttpPolicy, pool: Option<PoolRef>) -> StatefulStage {
+    pub fn new(conns: ConnTable, info: u32, policy: AppPolicy, pool: Option<PoolRef>) -> StatefulStage {
         StatefulStage {
             conns,
             info,
-            http,
+            policy,
             pool,
             events: Vec::with_capacity(16),
             http_events: Vec::with_capacity(16),
@@ -563,7 +588,7 @@ impl StatefulStage {
         let state = match kind {
             AppKind::Http => self.conns.new_http_state(self.info & sf::HTTP_DATA != 0),
             AppKind::Dns => Box::new(AppState::dns()),
-            _ => Box::new(AppState::tls()),
+            _ => Box::new(AppState::tls(self.policy.tls_max_hello)),
         };
         if let Some(k) = self.conns.get_mut(id) {
             k.app = kind;
@@ -783,12 +808,12 @@ impl StatefulStage {
             for a in Anomaly::of(head.info.anomalies) {
                 c.add(Stateful::HttpAnomalies, 1);
                 c.add(Stateful::http_anomaly(a), 1);
-                if self.http.anomaly != AnomalyAction::Ignore {
+                if self.policy.anomaly != AnomalyAction::Ignore {
                     lua.raise_alert(&format!("http anomaly: {}", a.name()), "low", meta, flow_dir as u8);
                 }
             }
         }
-        self.http.anomaly == AnomalyAction::Drop
+        self.policy.anomaly == AnomalyAction::Drop
     }
 
     /// Hands the application events in `self.events` to the rules.
@@ -863,13 +888,31 @@ impl StatefulStage {
         }));
         let mut outcome = None;
         for e in &events {
+            // A malformed hello or DNS message: alerted, then the configured verdict.
+            let (text, drop) = match e {
+                AppEvent::TlsError(TlsError::NotTls) => continue, // not TLS: no endpoint reads it as TLS
+                AppEvent::TlsError(err) => (err.to_string(), self.policy.tls_error_drop),
+                AppEvent::DnsError(err) => (err.to_string(), self.policy.dns_error_drop),
+                _ => continue,
+            };
+            lua.raise_alert(&text, "low", meta, flow_dir as u8);
+            if drop && outcome.is_none() {
+                outcome = Some(if meta.proto == 17 {
+                    Outcome::Drop(DropReason::ProtocolError)
+                } else {
+                    self.conns.drop_conn(id);
+                    Outcome::Drop(DropReason::FlowDropped)
+                });
+            }
+        }
+        for e in &events {
             if let AppEvent::HttpError { error, dir } = e {
                 lua.raise_alert(&error.haka_alert(*dir == 1), "low", meta, flow_dir as u8);
                 if let Some(k) = self.conns.get_mut(id) {
                     k.app = AppKind::None;
                     k.app_state = None;
                 }
-                if self.http.error_drop {
+                if self.policy.http_error_drop {
                     self.conns.drop_conn(id);
                     outcome = Some(Outcome::Drop(DropReason::FlowDropped));
                 }

@@ -41,10 +41,13 @@ pub enum DropReason {
     /// An IPv4 packet while the rules file did not load protocol/ipv4, under
     /// `[rules] dissectors = "required"` (Haka: "dropping unknown dissector").
     UnknownDissector,
+    /// A malformed DNS datagram with `[dns] protocol_error = "drop"` (a stream's protocol
+    /// error drops its connection: `FlowDropped`).
+    ProtocolError,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 15;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::FragmentIncomplete,
         DropReason::FragmentNoBuffer,
         DropReason::UnknownDissector,
+        DropReason::ProtocolError,
     ];
 
     pub fn name(self) -> &'static str {
@@ -78,6 +82,7 @@ impl DropReason {
             DropReason::FragmentIncomplete => "fragment_incomplete",
             DropReason::FragmentNoBuffer => "fragment_no_buffer",
             DropReason::UnknownDissector => "unknown_dissector",
+            DropReason::ProtocolError => "protocol_error",
         }
     }
 }

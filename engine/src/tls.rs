@@ -44,8 +44,9 @@ pub const CONTENT_TYPE_HANDSHAKE: u8 = 22;
 pub const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 /// Maximum TLSPlaintext fragment length (2^14, RFC 8446 §5.1).
 pub const MAX_RECORD_LEN: usize = 1 << 14;
-/// Maximum accepted ClientHello handshake body length (64 KiB).
-pub const MAX_HANDSHAKE_LEN: usize = 64 * 1024;
+/// The longest ClientHello body the protocol allows: version, random, a 32-byte
+/// session id, the largest cipher-suite, compression and extension vectors.
+pub const MAX_HANDSHAKE_LEN: usize = 2 + 32 + 1 + 32 + 2 + 65534 + 1 + 255 + 2 + 65535;
 /// Maximum SNI host name length (DNS name limit).
 pub const MAX_HOST_NAME_LEN: usize = 255;
 /// Record header length.
@@ -77,6 +78,8 @@ pub enum TlsError {
     NotTls,
     /// TLS-looking but invalid; the reason.
     Malformed(&'static str),
+    /// The ClientHello announces `len` body bytes, more than the reader's cap.
+    TooLong { len: usize, cap: usize },
 }
 
 impl fmt::Display for TlsError {
@@ -85,6 +88,7 @@ impl fmt::Display for TlsError {
             TlsError::Incomplete => f.write_str("tls: incomplete ClientHello"),
             TlsError::NotTls => f.write_str("tls: not a TLS handshake"),
             TlsError::Malformed(why) => write!(f, "tls: malformed ClientHello: {why}"),
+            TlsError::TooLong { len, cap } => write!(f, "tls: ClientHello of {len} bytes, over the {cap}-byte cap"),
         }
     }
 }
@@ -181,8 +185,115 @@ pub fn version_name(v: u16) -> &'static str {
 
 /// Parse the ClientHello at the start of a client->server TCP stream.
 pub fn parse_client_hello(stream: &[u8]) -> Result<ClientHello, TlsError> {
-    let (record_version, body) = reassemble(stream)?;
-    parse_body(record_version, &body)
+    HelloReader::new(MAX_HANDSHAKE_LEN).feed(stream).unwrap_or(Err(TlsError::Incomplete))
+}
+
+/// Reads the ClientHello from the stream as it arrives, segment by segment: keeps the
+/// handshake bytes gathered so far (at most the cap plus the handshake header) and the
+/// partial record header, so each stream byte is looked at once, whatever the number of
+/// records or segments (a hello in one-byte records and segments costs what one costs).
+pub struct HelloReader {
+    /// Largest ClientHello body read; a longer one is [`TlsError::TooLong`].
+    cap: usize,
+    hs: Vec<u8>,
+    hdr: [u8; RECORD_HEADER_LEN],
+    hdr_len: usize,
+    /// Bytes of the current record not read yet.
+    rec_left: usize,
+    record_version: u16,
+    first: bool,
+}
+
+impl HelloReader {
+    pub fn new(cap: usize) -> HelloReader {
+        HelloReader {
+            cap: cap.min(MAX_HANDSHAKE_LEN),
+            hs: Vec::new(),
+            hdr: [0; RECORD_HEADER_LEN],
+            hdr_len: 0,
+            rec_left: 0,
+            record_version: 0,
+            first: true,
+        }
+    }
+
+    /// Bytes held.
+    pub fn held(&self) -> usize {
+        self.hs.capacity()
+    }
+
+    /// Feeds the next stream bytes: None while more are needed, then the result (once;
+    /// the caller stops feeding).
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<Result<ClientHello, TlsError>> {
+        while !data.is_empty() {
+            if self.rec_left == 0 {
+                let n = (RECORD_HEADER_LEN - self.hdr_len).min(data.len());
+                self.hdr[self.hdr_len..self.hdr_len + n].copy_from_slice(&data[..n]);
+                self.hdr_len += n;
+                data = &data[n..];
+                match record_header(&self.hdr[..self.hdr_len], 0, self.first) {
+                    Err(TlsError::Incomplete) => return None,
+                    Err(e) => return Some(Err(e)),
+                    Ok((version, start, end)) => {
+                        if self.first {
+                            self.record_version = version;
+                            self.first = false;
+                        }
+                        self.rec_left = end - start;
+                        self.hdr_len = 0;
+                    }
+                }
+                continue;
+            }
+            let n = self.rec_left.min(data.len());
+            let (take, rest) = data.split_at(n);
+            data = rest;
+            self.rec_left -= n;
+            // Only the ClientHello's own bytes are kept (what follows it is ignored).
+            let mut chunk = take;
+            while !chunk.is_empty() {
+                let room = match self.total() {
+                    Some(total) => total - self.hs.len(),
+                    None => HANDSHAKE_HEADER_LEN - self.hs.len(),
+                };
+                let (now, rest) = chunk.split_at(room.min(chunk.len()));
+                self.hs.extend_from_slice(now);
+                chunk = rest;
+                if let Some(r) = self.check() {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+
+    /// The handshake message's length with its header, once its header is read.
+    fn total(&self) -> Option<usize> {
+        let h = self.hs.get(..HANDSHAKE_HEADER_LEN)?;
+        Some(HANDSHAKE_HEADER_LEN + (usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3])))
+    }
+
+    /// The result, if the bytes held decide it.
+    fn check(&mut self) -> Option<Result<ClientHello, TlsError>> {
+        match self.hs.first() {
+            None => return None,
+            Some(&HANDSHAKE_CLIENT_HELLO) => {}
+            Some(_) => return Some(Err(TlsError::Malformed("handshake message is not a ClientHello"))),
+        }
+        let total = self.total()?;
+        let len = total - HANDSHAKE_HEADER_LEN;
+        if len > self.cap {
+            return Some(Err(if len > MAX_HANDSHAKE_LEN {
+                TlsError::Malformed("ClientHello longer than the protocol allows")
+            } else {
+                TlsError::TooLong { len, cap: self.cap }
+            }));
+        }
+        if self.hs.len() == HANDSHAKE_HEADER_LEN {
+            self.hs.reserve_exact(len);
+        }
+        (self.hs.len() >= total).then(|| parse_body(self.record_version, &self.hs[HANDSHAKE_HEADER_LEN..total]))
+    }
 }
 
 /// Check one record header at `pos`; returns (version, fragment start, fragment end).
@@ -219,47 +330,6 @@ fn record_header(stream: &[u8], pos: usize, first: bool) -> Result<(u16, usize, 
     let version = u16::from_be_bytes([3, minor]);
     let start = pos + RECORD_HEADER_LEN;
     Ok((version, start, start + len))
-}
-
-/// Gather the handshake bytes from the records until the whole ClientHello
-/// (header included) is available; returns (first record version, body).
-fn reassemble(stream: &[u8]) -> Result<(u16, Vec<u8>), TlsError> {
-    let mut hs: Vec<u8> = Vec::new();
-    let mut pos = 0usize;
-    let mut record_version = 0u16;
-    let mut first = true;
-    loop {
-        let (ver, start, end) = record_header(stream, pos, first)?;
-        if first {
-            record_version = ver;
-            first = false;
-        }
-        // Whole or partial fragment; a partial one is still useful to reject
-        // a bad handshake header early, then Incomplete.
-        let avail = stream.get(start..end.min(stream.len())).unwrap_or(&[]);
-        hs.extend_from_slice(avail);
-        if hs.len() >= HANDSHAKE_HEADER_LEN {
-            if hs[0] != HANDSHAKE_CLIENT_HELLO {
-                return Err(TlsError::Malformed("handshake message is not a ClientHello"));
-            }
-            let len = usize::from(hs[1]) << 16 | usize::from(hs[2]) << 8 | usize::from(hs[3]);
-            if len > MAX_HANDSHAKE_LEN {
-                return Err(TlsError::Malformed("ClientHello longer than 64 KiB"));
-            }
-            let total = HANDSHAKE_HEADER_LEN + len;
-            if hs.len() >= total {
-                hs.truncate(total);
-                hs.drain(..HANDSHAKE_HEADER_LEN);
-                return Ok((record_version, hs));
-            }
-        } else if !hs.is_empty() && hs[0] != HANDSHAKE_CLIENT_HELLO {
-            return Err(TlsError::Malformed("handshake message is not a ClientHello"));
-        }
-        if end > stream.len() {
-            return Err(TlsError::Incomplete);
-        }
-        pos = end;
-    }
 }
 
 /// Bounds-checked big-endian reader; running out is `Malformed(what)`.
@@ -664,6 +734,53 @@ mod tests {
         }
     }
 
+    /// Feeds `s` to a reader in segments cut at `cuts`.
+    fn feed_cut(s: &[u8], cuts: &[usize], cap: usize) -> Option<Result<ClientHello, TlsError>> {
+        let mut r = HelloReader::new(cap);
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&s.len())) {
+            if let Some(res) = r.feed(&s[at..c]) {
+                return Some(res);
+            }
+            at = c;
+        }
+        None
+    }
+
+    #[test]
+    fn segments_cut_anywhere_give_what_one_segment_gives() {
+        let hs = Builder::chrome_like().handshake();
+        for s in [records(&hs, &[]), records(&hs, &[1, 7, 90])] {
+            for cut in 0..s.len() {
+                check_chrome_like(&feed_cut(&s, &[cut], MAX_HANDSHAKE_LEN).unwrap().unwrap());
+            }
+            let every: Vec<usize> = (1..s.len()).collect();
+            check_chrome_like(&feed_cut(&s, &every, MAX_HANDSHAKE_LEN).unwrap().unwrap());
+            assert_eq!(feed_cut(&s[..s.len() - 1], &[3], MAX_HANDSHAKE_LEN), None);
+        }
+    }
+
+    #[test]
+    fn hellos_over_many_records_up_to_the_protocol_limit_and_the_cap() {
+        // A 30 KB hello (padding extension, 21) over two full records and a third.
+        let mut b = Builder::chrome_like();
+        b = b.with_ext(0x4469, vec![0; 30_000]);
+        let hs = b.handshake();
+        let s = records(&hs, &[16384, 20000]);
+        assert!(s.len() > 30_000);
+        let h = parse_client_hello(&s).unwrap();
+        assert_eq!(h.sni.as_deref(), Some("www.Example.com"));
+        let every: Vec<usize> = (1..s.len()).step_by(7).collect();
+        assert_eq!(feed_cut(&s, &every, MAX_HANDSHAKE_LEN).unwrap().unwrap(), h);
+        // The same hello against a 16 KiB cap: TooLong as soon as its header is in.
+        let r = feed_cut(&s[..9], &[], 16384).unwrap();
+        assert!(matches!(r, Err(TlsError::TooLong { cap: 16384, .. })), "{r:?}");
+        // The reader holds the hello's bytes, not the record headers around them.
+        let mut r = HelloReader::new(MAX_HANDSHAKE_LEN);
+        assert!(r.feed(&s[..s.len() - 1]).is_none());
+        assert!(r.held() < s.len());
+    }
+
     #[test]
     fn trailing_stream_bytes_are_ignored() {
         let mut s = Builder::chrome_like().stream();
@@ -716,11 +833,14 @@ mod tests {
         s[RECORD_HEADER_LEN] = 2;
         malformed(parse_client_hello(&s));
         malformed(parse_client_hello(&s[..RECORD_HEADER_LEN + 1]));
-        // Handshake length above 64 KiB, detected from the header alone.
-        let s = [22, 3, 1, 0, 4, 1, 0x01, 0x00, 0x01];
-        assert_eq!(parse_client_hello(&s), Err(TlsError::Malformed("ClientHello longer than 64 KiB")));
-        let s = [22, 3, 1, 0, 4, 1, 0x01, 0x00, 0x00];
+        // Handshake length above the protocol's limit, detected from the header alone.
+        let s = [22, 3, 1, 0, 4, 1, 0x02, 0x01, 0x45];
+        assert_eq!(parse_client_hello(&s), Err(TlsError::Malformed("ClientHello longer than the protocol allows")));
+        let s = [22, 3, 1, 0, 4, 1, 0x02, 0x01, 0x44];
         assert_eq!(parse_client_hello(&s), Err(TlsError::Incomplete));
+        // Over a reader's cap: TooLong, from the header alone.
+        let s = [22, 3, 1, 0, 4, 1, 0x00, 0x40, 0x01];
+        assert_eq!(HelloReader::new(16384).feed(&s), Some(Err(TlsError::TooLong { len: 16385, cap: 16384 })));
     }
 
     #[test]
@@ -1013,6 +1133,7 @@ mod tests {
                 Err(TlsError::Incomplete) => inc += 1,
                 Err(TlsError::NotTls) => not += 1,
                 Err(TlsError::Malformed(_)) => bad += 1,
+                Err(TlsError::TooLong { .. }) => unreachable!("parse_client_hello reads up to the protocol's limit"),
             }
         }
         // Mutations must exercise every outcome.

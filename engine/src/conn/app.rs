@@ -5,8 +5,6 @@ use crate::dns::{self, Message, PendingQueries};
 use crate::http::{Anomaly, HttpError, HttpEvent, HttpParser, RawHead};
 use crate::tls::{self, ClientHello, TlsError};
 
-/// TLS: client bytes kept while waiting for a complete ClientHello.
-const TLS_MAX_HELLO: usize = 16 * 1024;
 /// DNS queries remembered per flow for matching responses.
 const DNS_PENDING: usize = 64;
 const DNS_PENDING_MS: u64 = 30_000;
@@ -21,7 +19,8 @@ pub enum AppState {
     Http { req: HttpParser, resp: HttpParser, end: [u64; 2], prior: [Option<RawHead>; 2] },
     /// `tcp`: DNS over TCP, bytes of an incomplete length-prefixed message per direction.
     Dns { pending: PendingQueries, tcp: [Vec<u8>; 2] },
-    Tls { buf: Vec<u8>, done: bool },
+    /// `reader`: None once the hello was read (or refused).
+    Tls { reader: Option<Box<tls::HelloReader>> },
 }
 
 /// One application event, in stream order.
@@ -127,8 +126,9 @@ impl AppState {
         AppState::Dns { pending: PendingQueries::new(DNS_PENDING, DNS_PENDING_MS), tcp: [Vec::new(), Vec::new()] }
     }
 
-    pub fn tls() -> AppState {
-        AppState::Tls { buf: Vec::new(), done: false }
+    /// `max_hello`: the largest ClientHello read (`[tls] max_hello_bytes`).
+    pub fn tls(max_hello: usize) -> AppState {
+        AppState::Tls { reader: Some(Box::new(tls::HelloReader::new(max_hello))) }
     }
 
     /// Feeds in-order stream bytes of direction `dir` (0 = client to server). `scratch`:
@@ -181,34 +181,14 @@ impl AppState {
                     Err(error) => out.push(AppEvent::HttpError { dir, error }),
                 }
             }
-            AppState::Tls { buf, done } => {
-                if *done || dir != 0 {
-                    return;
-                }
-                let hello = if buf.is_empty() {
-                    tls::parse_client_hello(data)
-                } else {
-                    Err(TlsError::Incomplete)
-                };
-                let r = match hello {
-                    Err(TlsError::Incomplete) => {
-                        if buf.len() + data.len() > TLS_MAX_HELLO {
-                            Err(TlsError::Incomplete)
-                        } else {
-                            buf.extend_from_slice(data);
-                            match tls::parse_client_hello(buf) {
-                                Err(TlsError::Incomplete) => return,
-                                other => other,
-                            }
-                        }
+            AppState::Tls { reader } => {
+                let Some(r) = reader.as_mut().filter(|_| dir == 0) else { return };
+                if let Some(res) = r.feed(data) {
+                    *reader = None;
+                    match res {
+                        Ok(h) => out.push(AppEvent::TlsClientHello(h)),
+                        Err(e) => out.push(AppEvent::TlsError(e)),
                     }
-                    other => other,
-                };
-                *done = true;
-                *buf = Vec::new();
-                match r {
-                    Ok(h) => out.push(AppEvent::TlsClientHello(h)),
-                    Err(e) => out.push(AppEvent::TlsError(e)),
                 }
             }
             AppState::Dns { pending, tcp } => {
