@@ -1745,8 +1745,9 @@ local MAX_ERROR_MESSAGES = H.max_error_messages or 16
 -- action bits returned to Rust (mirrored in engine/src/lua/mod.rs)
 -- ACT_EDITS: heads or stream bytes rewritten; ACT_STREAM_EDITS: stream bytes (RT.take_edits)
 local ACT_DROP, ACT_RESET, ACT_HALFRESET, ACT_EDITS, ACT_PKT_DROP, ACT_STREAM_EDITS = 1, 2, 4, 8, 16, 32
-local APP_SHIFT = 8 -- bits 8..11: application dissector selected (1 http, 2 dns, 3 tls)
-local APP_CODES = { http = 1, dns = 2, tls = 3 }
+local APP_SHIFT = 8 -- bits 8..11: application dissector selected (its id in Rust's registry)
+-- application dissectors by name -> registry id (engine/src/dissectors REGISTRY; RT.set_app)
+local APP_CODES = {}
 local STATE_NAMES = { [0] = "syn", "syn_sent", "syn_received", "established", "fin_wait_1", "fin_wait_2",
   "closing", "timed_wait", "reset" }
 local DIRS = { [0] = "up", "down" }
@@ -1808,7 +1809,12 @@ end
 function Flow:send() end
 function Flow:select_next_dissector(name)
   local c = APP_CODES[name]
-  if not c then error("unknown next dissector '" .. tostring(name) .. "' (http, dns or tls)", 2) end
+  if not c then
+    local names = {}
+    for n in pairs(APP_CODES) do names[#names + 1] = n end
+    table.sort(names)
+    error("unknown next dissector '" .. tostring(name) .. "' (" .. table.concat(names, ", ") .. ")", 2)
+  end
   self._app = name
   if self == CUR then APPSEL = c end
 end
@@ -2035,7 +2041,9 @@ local function default_policy(dissector, name, port)
   table.insert(pol.policies, 1, { name = "default " .. name, criteria = crit, default_app = name, port = port,
     actions = { function(_, ctx) ctx:select_next_dissector(name) end } })
 end
-local APP_DEFAULTS = { { "http", TCPC, 80 }, { "dns", UDPC, 53 }, { "dns", TCPC, 53 }, { "tls", TCPC, 443 } }
+-- Haka's default next_dissector policies: { name, connection dissector, server port } (from
+-- the registry, RT.set_app)
+local APP_DEFAULTS = {}
 -- Haka's modules load the ones they stand on (protocol/http requires tcp_connection,
 -- which requires tcp, which requires ipv4): which were loaded, directly or through
 -- another, tells Rust the dissector chain of `[rules] dissectors = "required"`.
@@ -2067,11 +2075,24 @@ local function track_modules()
     end
   end
 end
-function RT.set_app(K)
+function RT.set_app(K, registry)
+  local names = {}
+  for i, r in ipairs(registry) do
+    local name = r[1]
+    APP_CODES[name] = i
+    names[i] = name
+    for j = 2, #r, 2 do
+      APP_DEFAULTS[#APP_DEFAULTS + 1] = { name, r[j] == 6 and TCPC or UDPC, r[j + 1] }
+    end
+    -- a dissector's module loads the connection dissector it stands on
+    if r[2] and not MODULE_DEPS["protocol/" .. name] then
+      MODULE_DEPS["protocol/" .. name] = { r[2] == 6 and "protocol/tcp_connection" or "protocol/udp_connection" }
+    end
+  end
   track_modules()
   APPK = K
   K.flow_alive = function(f) return not rawget(f, "_dropped") end
-  for _, name in ipairs({ "http", "dns", "tls" }) do
+  for _, name in ipairs(names) do
     local mod = "protocol/" .. name
     local orig = preload[mod]
     if orig then
@@ -2157,6 +2178,39 @@ local function http_head(f, is_req, e)
   end
   return http, msg
 end
+-- Handlers of the parsed messages of the application dissectors, by record kind (the
+-- `kind` of their Rust `Message::to_lua`): (flow, record, raw table, K).
+RT.message_handlers = {
+  [4] = function(f, ev, raw, K) -- dns query
+    local dns = session(f, "_dns", K.dns_session)
+    local msg = K.dns_message(raw)
+    local q = rawget(f, "_dnsq")
+    if not q then q = {}; rawset(f, "_dnsq", q) end
+    q[msg.id] = msg
+    fire(haka.dissectors.dns.events.query, dns, msg)
+    if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
+  end,
+  [5] = function(f, ev, raw, K) -- dns response (flags: its query was seen)
+    local dns = session(f, "_dns", K.dns_session)
+    local msg = K.dns_message(raw)
+    local q = rawget(f, "_dnsq")
+    local query = q and q[msg.id]
+    if q then q[msg.id] = nil end
+    if ev.flags == 0 or not query then
+      haka.alert{ description = "dns: mismatching response", severity = "low" }
+      ACT = bor(ACT, ACT_PKT_DROP)
+    else
+      fire(haka.dissectors.dns.events.response, dns, msg, query)
+      if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
+    end
+  end,
+  [6] = function(f, ev, raw, K) -- tls ClientHello
+    local tls = session(f, "_tls", K.tls_session)
+    local hello = K.tls_hello(raw)
+    tls.client_hello = hello
+    fire(haka.dissectors.tls.events.client_hello, tls, hello)
+  end,
+}
 function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   NHEADS = 0
   local f = begin_call(id)
@@ -2169,7 +2223,7 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   end
   if not APPK then return end_call(f) end
   local K = APPK
-  local HTTP, DNS, TLS = haka.dissectors.http, haka.dissectors.dns, haka.dissectors.tls
+  local HTTP = haka.dissectors.http
   -- (the record array moves only when Rust grows it: cast once per address, so that no
   -- pointer is allocated per call; records are read field by field, no reference kept)
   if evaddr ~= EVS_ADDR then EVS, EVS_ADDR = ffi.cast(appev_p, evaddr), evaddr end
@@ -2222,32 +2276,10 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       local buf = sbuf_ct(ffi.cast(u8p, evs[j].p), evs[j].len, (dmt and dmt[dir] and off >= 0) and off or -1)
       fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
       if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
-    elseif k == 4 --[[dns_query]] then
-      local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(tabs[evs[j].a1])
-      local q = rawget(f, "_dnsq")
-      if not q then q = {}; rawset(f, "_dnsq", q) end
-      q[msg.id] = msg
-      fire(DNS.events.query, dns, msg)
-      if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
-    elseif k == 5 --[[dns_response]] then
-      local dns = session(f, "_dns", K.dns_session)
-      local msg = K.dns_message(tabs[evs[j].a1])
-      local q = rawget(f, "_dnsq")
-      local query = q and q[msg.id]
-      if q then q[msg.id] = nil end
-      if evs[j].flags == 0 or not query then
-        haka.alert{ description = "dns: mismatching response", severity = "low" }
-        ACT = bor(ACT, ACT_PKT_DROP)
-      else
-        fire(DNS.events.response, dns, msg, query)
-        if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
-      end
-    elseif k == 6 --[[tls_hello]] then
-      local tls = session(f, "_tls", K.tls_session)
-      local hello = K.tls_hello(tabs[evs[j].a1])
-      tls.client_hello = hello
-      fire(TLS.events.client_hello, tls, hello)
+    else
+      -- a parsed message (Rust: dissectors::Message, its kind and table)
+      local h = RT.message_handlers[k]
+      if h then h(f, evs[j], tabs[evs[j].a1], K) end
     end
   end
   local n = NHEADS

@@ -249,7 +249,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 rules: rules.clone(),
                 alerts: alert_queue.clone(),
                 offline: spec.stop_after.is_some(),
-                conn: (cfg.conn_config(), crate::stateful::AppPolicy::of(cfg)),
+                conn: (cfg.conn_config(), crate::dissectors::Settings::of(cfg)),
                 pool: Some(dpdk::PoolRef::of(&pool)),
                 defrag: frag_plan,
             }

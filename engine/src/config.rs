@@ -80,7 +80,7 @@ pub struct HttpConfig {
     /// Malformed HTTP: "drop" (Haka: alert and drop the connection) or "accept"
     /// (alert, stop parsing the connection, let it through).
     pub protocol_error: Verdict,
-    /// A tolerated irregularity (`crate::http::Anomaly`; the message is parsed and
+    /// A tolerated irregularity (`crate::dissectors::http::Anomaly`; the message is parsed and
     /// inspected all the same): "alert", "ignore" (counted only) or "drop" (alert and
     /// drop the connection).
     pub anomaly: AnomalyAction,
@@ -106,7 +106,7 @@ pub struct TlsConfig {
 
 impl Default for TlsConfig {
     fn default() -> Self {
-        TlsConfig { max_hello_bytes: crate::tls::MAX_HANDSHAKE_LEN, protocol_error: Verdict::Drop }
+        TlsConfig { max_hello_bytes: crate::dissectors::tls::MAX_HANDSHAKE_LEN, protocol_error: Verdict::Drop }
     }
 }
 

@@ -4,13 +4,12 @@
 //! that a rule's decision (drop, reset, next dissector, stream edits) applies
 //! before the next step and the next packet.
 use crate::config::AnomalyAction;
-use crate::conn::app::{AppEvent, AppState};
-use crate::conn::{AppKind, ConnTable, TcpInfo, FIN, RST, SYN};
+use crate::conn::{ConnTable, TcpInfo, FIN, RST, SYN};
+use crate::dissectors::{AppDissector, AppEvent, ErrorVerdict, Events, Settings};
 use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
-use crate::http::{Anomaly, RawHead};
-use crate::tls::TlsError;
+use crate::dissectors::http::{Anomaly, RawHead};
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
 use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, Edit, TcpRewrite};
@@ -28,47 +27,14 @@ pub struct Forged {
     pub port: u16,
 }
 
-/// What the stage does on protocol errors and anomalies (`[http]`, `[tls]`, `[dns]`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AppPolicy {
-    /// HTTP protocol errors drop the connection (else: alert, stop parsing it).
-    pub http_error_drop: bool,
-    pub anomaly: AnomalyAction,
-    /// A malformed or too long ClientHello drops the connection (else: alert, let it by).
-    pub tls_error_drop: bool,
-    pub tls_max_hello: usize,
-    /// A malformed DNS message is dropped (else: alert, let it by).
-    pub dns_error_drop: bool,
-}
-
-impl AppPolicy {
-    pub fn of(cfg: &crate::config::Config) -> AppPolicy {
-        use crate::config::Verdict::Drop;
-        AppPolicy {
-            http_error_drop: cfg.http.protocol_error == Drop,
-            anomaly: cfg.http.anomaly,
-            tls_error_drop: cfg.tls.protocol_error == Drop,
-            tls_max_hello: cfg.tls.max_hello_bytes,
-            dns_error_drop: cfg.dns.protocol_error == Drop,
-        }
-    }
-}
-
-impl Default for AppPolicy {
-    fn default() -> Self {
-        AppPolicy::of(&crate::config::Config::default())
-    }
-}
-
 pub struct StatefulStage {
     pub conns: ConnTable,
     /// `LuaEngine::stateful_info` bits.
     info: u32,
-    policy: AppPolicy,
+    /// What the dissectors read of the configuration.
+    settings: Settings,
     pool: Option<PoolRef>,
-    events: Vec<AppEvent>,
-    /// The HTTP parsers' events of one segment (see `AppState::feed_stream`).
-    http_events: Vec<crate::http::HttpEvent>,
+    events: Events,
     /// Forged packets waiting for transmission (drained by the worker).
     pub forged: Vec<Forged>,
     /// Edits of the current packet's payload (offsets in its original payload).
@@ -109,7 +75,7 @@ fn anomaly_rules(info: u32, head: &RawHead) -> bool {
     head.info.anomalies != 0 && info & sf::HTTP_ANOMALY != 0
 }
 
-/// Which rules run for each HTTP head of `events` (prefilters, `crate::prefilter`), and
+/// Which rules run for each HTTP head of `events` (prefilters, `crate::dissectors::http::prefilter`), and
 /// the heads the selected rules' `set_headers` rewrite: their event's index, their bytes as
 /// received and their direction go to `set_heads` (cleared first); Lua rules see the new
 /// bytes, which replace the head in the stream unless a Lua rule rewrites it again.
@@ -127,7 +93,7 @@ fn select_http_rules(
     let mut call = false;
     for (i, e) in events.iter_mut().enumerate() {
         call |= match e {
-            AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
+            AppEvent::Head { head, rules, .. } => {
                 let mut buf = spare.pop().unwrap_or_default();
                 let (lua_rules, changed) = lua.http_apply(head, &mut buf);
                 if changed {
@@ -144,15 +110,15 @@ fn select_http_rules(
                 }
                 *rules != 0 || anomaly_rules(info, head)
             }
-            AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-            AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => false,
-            _ => true,
+            AppEvent::Body { .. } => info & sf::HTTP_DATA != 0,
+            AppEvent::MessageEnd { .. } | AppEvent::PriorHead(_) | AppEvent::Error(_) => false,
+            AppEvent::Message(_) => true,
         };
     }
     // A rewritten head Lua reads (now or later, as a prior head) gets the positions of its
     // new bytes; one that cannot be scanned stays as received (and is not rewritten).
     set_heads.retain_mut(|(i, old, is_request)| {
-        let (AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }) = &mut events[*i] else {
+        let AppEvent::Head { head, .. } = &mut events[*i] else {
             return false;
         };
         if !call && !context_of(info, *is_request) {
@@ -174,11 +140,11 @@ fn select_http_rules(
 
 /// Before the events of a Lua call: the connection's prior heads (heads no rule ran for,
 /// kept as context: `http.request` in a response rule), as `HttpPriorHead` events.
-fn prepend_prior_heads(st: &mut AppState, events: &mut Vec<AppEvent>, set_heads: &mut [(usize, Vec<u8>, bool)]) {
+fn prepend_prior_heads(st: &mut dyn AppDissector, events: &mut Vec<AppEvent>, set_heads: &mut [(usize, Vec<u8>, bool)]) {
     let [req, resp] = st.take_priors();
     let n = req.is_some() as usize + resp.is_some() as usize;
     if n > 0 {
-        events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::HttpPriorHead));
+        events.splice(0..0, [req, resp].into_iter().flatten().map(AppEvent::PriorHead));
         set_heads.iter_mut().for_each(|(i, ..)| *i += n);
     }
 }
@@ -218,14 +184,14 @@ fn be32(b: &[u8], o: usize) -> u32 {
 }
 
 impl StatefulStage {
-    pub fn new(conns: ConnTable, info: u32, policy: AppPolicy, pool: Option<PoolRef>) -> StatefulStage {
+    pub fn new(conns: ConnTable, info: u32, mut settings: Settings, pool: Option<PoolRef>) -> StatefulStage {
+        settings.http_bodies = info & sf::HTTP_DATA != 0;
         StatefulStage {
             conns,
             info,
-            policy,
+            settings,
             pool,
-            events: Vec::with_capacity(16),
-            http_events: Vec::with_capacity(16),
+            events: Events::default(),
             forged: Vec::new(),
             edits: Vec::new(),
             in_place: false,
@@ -242,6 +208,7 @@ impl StatefulStage {
 
     pub fn set_info(&mut self, info: u32) {
         self.info = info;
+        self.settings.http_bodies = info & sf::HTTP_DATA != 0;
     }
 
     /// Whether the stage has anything to do for this protocol.
@@ -349,8 +316,8 @@ impl StatefulStage {
             }
         }
         // 2. data
-        let app = self.conns.get(id).map_or(AppKind::None, |k| k.app);
-        let want_data = self.info & data_bit != 0 || app != AppKind::None;
+        let has_app = self.conns.get(id).is_some_and(|k| k.app.is_some());
+        let want_data = self.info & data_bit != 0 || has_app;
         if want_data && (pay_len > 0 || t.flags & (FIN | SYN) != 0) {
             let verdict = if tcp {
                 self.tcp_data(lua, m, meta, id, dir, flow_dir, &t, pay_off, pay_len, out_port, c)
@@ -398,8 +365,8 @@ impl StatefulStage {
         let mut broken = false;
         for (i, e) in events.iter().enumerate() {
             match e {
-                AppEvent::HttpRequest { .. } | AppEvent::HttpResponse { .. } => dm = dm_heads.contains(&i),
-                AppEvent::HttpBody { off, data, .. } if dm => {
+                AppEvent::Head { .. } => dm = dm_heads.contains(&i),
+                AppEvent::Body { off, data, .. } if dm => {
                     let n = data.len() as u64;
                     if !self.in_place || *off < pkt || *off + n > pkt + pay_len {
                         broken = true;
@@ -419,7 +386,7 @@ impl StatefulStage {
                         back.push(Edit::Insert { at: b, bytes: b"\r\n".to_vec() });
                     }
                 }
-                AppEvent::HttpMessageEnd { end, .. } if dm => {
+                AppEvent::MessageEnd { end, .. } if dm => {
                     if !self.in_place || *end < pkt || *end > pkt + pay_len {
                         broken = true;
                         break;
@@ -575,25 +542,9 @@ impl StatefulStage {
         }
     }
 
-    /// The connection's application dissector from now on (code as in [`act::app_of`]).
+    /// The connection's application dissector from now on (its registry id: [`act::app_of`]).
     fn select_app(&mut self, id: FlowId, app: u32) {
-        if self.conns.get(id).is_none() {
-            return;
-        }
-        let kind = match app {
-            1 => AppKind::Http,
-            2 => AppKind::Dns,
-            _ => AppKind::Tls,
-        };
-        let state = match kind {
-            AppKind::Http => self.conns.new_http_state(self.info & sf::HTTP_DATA != 0),
-            AppKind::Dns => Box::new(AppState::dns()),
-            _ => Box::new(AppState::tls(self.policy.tls_max_hello)),
-        };
-        if let Some(k) = self.conns.get_mut(id) {
-            k.app = kind;
-            k.app_state = Some(state);
-        }
+        self.conns.install_app(id, app as u8, &self.settings);
     }
 
     /// Applies the actions a rule returned. Some(outcome) stops the packet here.
@@ -744,9 +695,9 @@ impl StatefulStage {
                 }
             }
             let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
-            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
-                self.events.clear();
-                st.feed_stream(dir, bytes, &mut self.events, &mut self.http_events);
+            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app.as_mut()) {
+                self.events.list.clear();
+                st.receive_stream(dir, bytes, &mut self.events);
             }
             if !r.in_place {
                 self.conns.consume_all(id, dir);
@@ -756,9 +707,9 @@ impl StatefulStage {
             }
         }
         if t.flags & FIN != 0 {
-            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
-                self.events.clear();
-                st.feed_eof(dir, &mut self.events);
+            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app.as_mut()) {
+                self.events.list.clear();
+                st.receive_eof(dir, &mut self.events);
             }
             if let Some(o) = self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c) {
                 return Some(o);
@@ -791,11 +742,9 @@ impl StatefulStage {
                 }
             }
         }
-        let now = 0; // DNS pending-query expiry counts in datagrams, not time, here
-        if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_mut()) {
-            self.events.clear();
-            let payload = &m.data()[pay_off..pay_off + pay_len];
-            st.feed_datagram(dir, payload, now, &mut self.events);
+        if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app.as_mut()) {
+            self.events.list.clear();
+            st.receive_datagram(dir, &m.data()[pay_off..pay_off + pay_len], &mut self.events);
         }
         self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c)
     }
@@ -803,17 +752,17 @@ impl StatefulStage {
     /// Counts the anomalies of the HTTP heads in `self.events` and raises their alerts (one
     /// per kind per head) as `[http] anomaly` says; whether the connection is to be dropped.
     fn http_anomalies(&self, lua: &mut LuaEngine, meta: &PacketMeta, flow_dir: Direction, c: &mut Counters) -> bool {
-        for e in &self.events {
-            let (AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }) = e else { continue };
+        for e in &self.events.list {
+            let AppEvent::Head { head, .. } = e else { continue };
             for a in Anomaly::of(head.info.anomalies) {
                 c.add(Stateful::HttpAnomalies, 1);
                 c.add(Stateful::http_anomaly(a), 1);
-                if self.policy.anomaly != AnomalyAction::Ignore {
+                if self.settings.anomaly != AnomalyAction::Ignore {
                     lua.raise_alert(&format!("http anomaly: {}", a.name()), "low", meta, flow_dir as u8);
                 }
             }
         }
-        self.policy.anomaly == AnomalyAction::Drop
+        self.settings.anomaly == AnomalyAction::Drop
     }
 
     /// Hands the application events in `self.events` to the rules.
@@ -829,38 +778,37 @@ impl StatefulStage {
         out_port: Option<u16>,
         c: &mut Counters,
     ) -> Option<Outcome> {
+        let reg = self.conns.get(id).and_then(|k| crate::dissectors::registration(k.app_id));
         let mut anomalous = false;
-        for e in &self.events {
+        for e in &self.events.list {
             match e {
-                AppEvent::HttpRequest { head, .. } => {
-                    c.add(Stateful::HttpRequests, 1);
+                AppEvent::Head { head, .. } => {
+                    if let Some(h) = reg.and_then(|r| r.heads) {
+                        c.add(h[!head.is_request as usize], 1);
+                    }
                     anomalous |= head.info.anomalies != 0;
                 }
-                AppEvent::HttpResponse { head, .. } => {
-                    c.add(Stateful::HttpResponses, 1);
-                    anomalous |= head.info.anomalies != 0;
+                AppEvent::Error(_) => {
+                    if let Some(r) = reg {
+                        c.add(r.errors, 1);
+                    }
                 }
-                AppEvent::HttpError { .. } => c.add(Stateful::HttpErrors, 1),
-                AppEvent::DnsQuery(_) => c.add(Stateful::DnsQueries, 1),
-                AppEvent::DnsResponse { .. } => c.add(Stateful::DnsResponses, 1),
-                AppEvent::DnsError(_) => c.add(Stateful::DnsErrors, 1),
-                AppEvent::TlsClientHello(_) => c.add(Stateful::TlsClientHellos, 1),
-                AppEvent::TlsError(_) => c.add(Stateful::TlsErrors, 1),
-                AppEvent::HttpBody { .. } | AppEvent::HttpMessageEnd { .. } | AppEvent::HttpPriorHead(_) => {}
+                AppEvent::Message(msg) => c.add(msg.counter(), 1),
+                AppEvent::Body { .. } | AppEvent::MessageEnd { .. } | AppEvent::PriorHead(_) => {}
             }
         }
         let anomaly_drop = anomalous && self.http_anomalies(lua, meta, flow_dir, c);
         let dm_before = self.conns.get(id).is_some_and(|k| k.data_mod[dir as usize & 1]);
-        if self.events.is_empty() || (!dm_before && self.events.iter().all(|e| matches!(e, AppEvent::HttpMessageEnd { .. }))) {
-            self.events.clear();
+        if self.events.list.is_empty() || (!dm_before && self.events.list.iter().all(|e| matches!(e, AppEvent::MessageEnd { .. }))) {
+            self.events.list.clear();
             return None;
         }
-        let mut events = std::mem::take(&mut self.events);
+        let mut events = std::mem::take(&mut self.events.list);
         let info = self.info;
         let mut set_heads = std::mem::take(&mut self.set_heads);
         let call = select_http_rules(lua, &mut events, &mut set_heads, &mut self.spare_heads, info, c);
         if call {
-            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
+            if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app.as_deref_mut()) {
                 prepend_prior_heads(st, &mut events, &mut set_heads);
             }
         }
@@ -869,12 +817,10 @@ impl StatefulStage {
         lua_idx.clear();
         if call {
             lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
-                AppEvent::HttpBody { .. } => info & sf::HTTP_DATA != 0,
-                AppEvent::HttpRequest { head, rules, .. } | AppEvent::HttpResponse { head, rules, .. } => {
-                    *rules != 0 || context_of(info, head.is_request) || anomaly_rules(info, head)
-                }
-                AppEvent::HttpMessageEnd { .. } => false,
-                _ => true,
+                AppEvent::Body { .. } => info & sf::HTTP_DATA != 0,
+                AppEvent::Head { head, rules, .. } => *rules != 0 || context_of(info, head.is_request) || anomaly_rules(info, head),
+                AppEvent::MessageEnd { .. } | AppEvent::Error(_) => false,
+                AppEvent::PriorHead(_) | AppEvent::Message(_) => true,
             }));
         }
         let pay_len = meta.payload_len as u64;
@@ -883,39 +829,31 @@ impl StatefulStage {
         let mut body_offs = std::mem::take(&mut self.body_offs);
         body_offs.clear();
         body_offs.extend(lua_idx.iter().map(|&i| match &events[i] {
-            AppEvent::HttpBody { off, data, .. } if in_pkt(*off, data.len() as u64) => (*off - pkt_off) as i64,
+            AppEvent::Body { off, data, .. } if in_pkt(*off, data.len() as u64) => (*off - pkt_off) as i64,
             _ => -1,
         }));
         let mut outcome = None;
         for e in &events {
-            // A malformed hello or DNS message: alerted, then the configured verdict.
-            let (text, drop) = match e {
-                AppEvent::TlsError(TlsError::NotTls) => continue, // not TLS: no endpoint reads it as TLS
-                AppEvent::TlsError(err) => (err.to_string(), self.policy.tls_error_drop),
-                AppEvent::DnsError(err) => (err.to_string(), self.policy.dns_error_drop),
-                _ => continue,
-            };
-            lua.raise_alert(&text, "low", meta, flow_dir as u8);
-            if drop && outcome.is_none() {
-                outcome = Some(if meta.proto == 17 {
-                    Outcome::Drop(DropReason::ProtocolError)
-                } else {
-                    self.conns.drop_conn(id);
-                    Outcome::Drop(DropReason::FlowDropped)
-                });
+            let AppEvent::Error(err) = e else { continue };
+            if let Some(text) = &err.alert {
+                lua.raise_alert(text, "low", meta, flow_dir as u8);
             }
-        }
-        for e in &events {
-            if let AppEvent::HttpError { error, dir } = e {
-                lua.raise_alert(&error.haka_alert(*dir == 1), "low", meta, flow_dir as u8);
+            if err.stops {
                 if let Some(k) = self.conns.get_mut(id) {
-                    k.app = AppKind::None;
-                    k.app_state = None;
+                    k.app = None;
                 }
-                if self.policy.http_error_drop {
-                    self.conns.drop_conn(id);
-                    outcome = Some(Outcome::Drop(DropReason::FlowDropped));
-                }
+            }
+            if outcome.is_none() {
+                outcome = match err.verdict {
+                    ErrorVerdict::Accept => None,
+                    ErrorVerdict::DropPacket => Some(Outcome::Drop(DropReason::ProtocolError)),
+                    ErrorVerdict::DropConnection => {
+                        self.conns.drop_conn(id);
+                        Some(Outcome::Drop(DropReason::FlowDropped))
+                    }
+                };
+            }
+            if err.stops {
                 break;
             }
         }
@@ -939,10 +877,8 @@ impl StatefulStage {
                         for (li, head, dm) in lua.drain_heads() {
                             let Some(&i) = lua_idx.get(li) else { continue };
                             set_heads.retain(|(k, ..)| *k != i); // the rules' bytes supersede
-                            let span = match &events[i] {
-                                AppEvent::HttpRequest { span, .. } | AppEvent::HttpResponse { span, .. } => *span,
-                                _ => continue,
-                            };
+                            let AppEvent::Head { span, .. } = &events[i] else { continue };
+                            let span = *span;
                             if self.queue_head_edit(span, head, in_pkt(span.0, span.1 - span.0), c) && dm {
                                 dm_heads.push(i);
                             }
@@ -960,10 +896,10 @@ impl StatefulStage {
             }
         }
         for (i, old, is_request) in set_heads.drain(..) {
-            if let Some(a) = self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
-                a.recycle_bytes(old, is_request);
+            if let Some(a) = self.conns.get_mut(id).and_then(|k| k.app.as_deref_mut()) {
+                a.recycle_head_bytes(old, is_request);
             }
-            if let AppEvent::HttpRequest { head, span, .. } | AppEvent::HttpResponse { head, span, .. } = &mut events[i] {
+            if let AppEvent::Head { head, span, .. } = &mut events[i] {
                 let (span, bytes) = (*span, std::mem::take(&mut head.bytes));
                 self.queue_head_edit(span, bytes, in_pkt(span.0, span.1 - span.0), c);
             }
@@ -972,18 +908,14 @@ impl StatefulStage {
             outcome = self.frame_bodies(&events, &dm_heads, dm_before, lua, meta, id, dir, flow_dir, out_port, m, c);
         }
         // head buffers back to their parser, or kept as context for the next call
-        match self.conns.get_mut(id).and_then(|k| k.app_state.as_deref_mut()) {
+        match self.conns.get_mut(id).and_then(|k| k.app.as_deref_mut()) {
             Some(a) => events.drain(..).for_each(|e| match e {
-                AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. }
-                    if !call && context_of(info, head.is_request) =>
-                {
-                    a.keep_prior(head)
-                }
+                AppEvent::Head { head, .. } if !call && context_of(info, head.is_request) => a.keep_prior(head),
                 e => a.recycle(e),
             }),
             None => events.clear(),
         }
-        self.events = events;
+        self.events.list = events;
         self.lua_idx = lua_idx;
         self.body_offs = body_offs;
         self.set_heads = set_heads;

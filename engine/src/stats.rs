@@ -108,7 +108,7 @@ pub enum Stateful {
     /// HTTP heads whose event has rules but none ran: their prefilters did not match.
     HttpPrefiltered,
     /// Irregularities the HTTP parser tolerated (one per kind per head), then per kind
-    /// ([`crate::http::Anomaly`], in its order).
+    /// ([`crate::dissectors::http::Anomaly`], in its order).
     HttpAnomalies,
     HttpAnomalyRequestTargetSpaces,
     HttpAnomalyHttp09Request,
@@ -165,7 +165,7 @@ impl Stateful {
     ];
 
     /// The counter of an HTTP anomaly kind.
-    pub fn http_anomaly(a: crate::http::Anomaly) -> Stateful {
+    pub fn http_anomaly(a: crate::dissectors::http::Anomaly) -> Stateful {
         Stateful::ALL[Stateful::HttpAnomalies as usize + 1 + a as usize]
     }
 
@@ -478,7 +478,7 @@ mod tests {
         for (i, k) in Stateful::ALL.iter().enumerate() {
             assert_eq!(*k as usize, i, "{}", k.name());
         }
-        for a in crate::http::Anomaly::ALL {
+        for a in crate::dissectors::http::Anomaly::ALL {
             assert_eq!(Stateful::http_anomaly(a).name(), format!("http_anomaly_{}", a.name()));
         }
     }

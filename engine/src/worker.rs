@@ -72,7 +72,7 @@ pub struct WorkerPlan {
     pub offline: bool,
     /// Stateful layer settings: connection tracking, what HTTP protocol errors and
     /// anomalies do.
-    pub conn: (crate::conn::ConnConfig, crate::stateful::AppPolicy),
+    pub conn: (crate::conn::ConnConfig, crate::dissectors::Settings),
     /// Pool for forged packets (RSTs).
     pub pool: Option<dpdk::PoolRef>,
     /// IP fragment reassembly (None: fragments are decided on one by one).

@@ -15,12 +15,11 @@
 //! released by [`ConnTable::end`] when the flow ends, expires or is evicted.
 #![deny(unsafe_code)]
 
-pub mod app;
 
 use crate::flow::{Direction, FlowId};
 use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
 use crate::tcp_edit::SeqShift;
-use app::AppState;
+use crate::dissectors::{AppDissector, DissectorId, Settings};
 
 /// TCP states, named as in Haka's `tcp_connection.lua`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,26 +136,6 @@ impl Default for ConnConfig {
     }
 }
 
-/// Application dissector selected for a connection by the rules' next_dissector policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AppKind {
-    None,
-    Http,
-    Dns,
-    Tls,
-}
-
-impl AppKind {
-    pub fn from_name(s: &str) -> Option<AppKind> {
-        Some(match s {
-            "http" => AppKind::Http,
-            "dns" => AppKind::Dns,
-            "tls" => AppKind::Tls,
-            _ => return None,
-        })
-    }
-}
-
 /// One tracked connection (TCP or UDP).
 pub struct Conn {
     pub proto: u8,
@@ -177,8 +156,9 @@ pub struct Conn {
     isn: [Option<u32>; 2],
     /// Sequence shift per direction after stream edits (identity when none).
     pub shift: [SeqShift; 2],
-    pub app: AppKind,
-    pub app_state: Option<Box<app::AppState>>,
+    /// The application dissector a `next_dissector` policy installed, and its id.
+    pub app: Option<Box<dyn AppDissector>>,
+    pub app_id: DissectorId,
     /// Per direction: the current HTTP message's body is being modified (re-framed as
     /// chunks by the stage), after `http:enable_data_modification()`.
     pub data_mod: [bool; 2],
@@ -197,8 +177,8 @@ impl Conn {
             streams: None,
             isn: [None; 2],
             shift: [SeqShift::default(), SeqShift::default()],
-            app: AppKind::None,
-            app_state: None,
+            app: None,
+            app_id: 0,
             data_mod: [false; 2],
         }
     }
@@ -297,9 +277,9 @@ pub struct ConnTable {
     /// Reassembler pairs of ended connections, recycled (their history rings stay
     /// allocated) for the next ones: at most [`SPARE_STREAMS`].
     spare_streams: Vec<Box<[StreamReassembler; 2]>>,
-    /// HTTP states of ended connections, likewise (their parsers' buffers stay
-    /// allocated): at most [`SPARE_STREAMS`].
-    spare_http: Vec<Box<AppState>>,
+    /// Application dissectors of ended connections that can be reset, likewise (an HTTP
+    /// state keeps its parsers' buffers), per id: at most [`SPARE_STREAMS`] each.
+    spare_apps: Vec<Vec<Box<dyn AppDissector>>>,
 }
 
 /// Reassembler pairs kept for reuse per worker (each holds two history rings of
@@ -327,7 +307,7 @@ impl ConnTable {
             live: 0,
             counters: ConnCounters::default(),
             spare_streams: Vec::new(),
-            spare_http: Vec::new(),
+            spare_apps: Vec::new(),
         }
     }
 
@@ -382,9 +362,13 @@ impl ConnTable {
                 s[1].release(&mut self.budget);
             }
         }
-        if let Some(a) = c.app_state.take() {
-            if matches!(*a, AppState::Http { .. }) && self.spare_http.len() < SPARE_STREAMS {
-                self.spare_http.push(a);
+        if let Some(a) = c.app.take().filter(|a| a.reusable()) {
+            let i = c.app_id as usize;
+            if self.spare_apps.len() <= i {
+                self.spare_apps.resize_with(i + 1, Vec::new);
+            }
+            if self.spare_apps[i].len() < SPARE_STREAMS {
+                self.spare_apps[i].push(a);
             }
         }
         c.release(&mut self.budget);
@@ -638,11 +622,21 @@ impl ConnTable {
         self.get(id).and_then(|c| c.streams.as_ref()).map_or(0, |s| s[dir as usize & 1].delivered_total())
     }
 
-    /// An HTTP state for a new connection: a recycled one when there is one.
-    pub fn new_http_state(&mut self, bodies: bool) -> Box<AppState> {
-        match self.spare_http.pop() {
-            Some(a) => a.reuse_http(bodies),
-            None => Box::new(AppState::http(bodies)),
+    /// Installs dissector `id` on connection `flow` (a recycled state when there is one).
+    pub fn install_app(&mut self, flow: FlowId, id: DissectorId, settings: &Settings) {
+        let Some(reg) = crate::dissectors::registration(id) else { return };
+        let Some(proto) = self.get(flow).map(|k| k.proto) else { return };
+        let spare = self.spare_apps.get_mut(id as usize).and_then(|v| v.pop());
+        let app = match spare {
+            Some(mut a) => {
+                a.reset(settings);
+                a
+            }
+            None => (reg.new)(settings, proto),
+        };
+        if let Some(k) = self.get_mut(flow) {
+            k.app = Some(app);
+            k.app_id = id;
         }
     }
 

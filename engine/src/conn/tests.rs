@@ -211,7 +211,19 @@ fn dns_msg(id: u16, response: bool) -> Vec<u8> {
 
 #[test]
 fn dns_over_tcp_frames_split_anywhere() {
-    use crate::conn::app::{AppEvent, AppState};
+    use crate::dissectors::dns::{DnsDissector, DnsEvent};
+    use crate::dissectors::{AppDissector, AppEvent, Events, Settings};
+    let dns = |proto| DnsDissector::new(&Settings::default(), proto);
+    // the events' messages: (id, Some(matched) for responses), or None for an error
+    let summary = |ev: &mut Events| -> Vec<Option<(u16, Option<bool>)>> {
+        ev.list
+            .drain(..)
+            .map(|e| match e {
+                AppEvent::Message(m) => m.as_any().downcast_ref::<DnsEvent>().map(|d| (d.msg.header.id, d.matched)),
+                _ => None,
+            })
+            .collect()
+    };
     let q = dns_msg(0x1234, false);
     let r = dns_msg(0x1234, true);
     let mut up = (q.len() as u16).to_be_bytes().to_vec();
@@ -219,23 +231,23 @@ fn dns_over_tcp_frames_split_anywhere() {
     let mut down = (r.len() as u16).to_be_bytes().to_vec();
     down.extend_from_slice(&r);
     for cut in 0..=up.len() {
-        let mut st = AppState::dns();
-        let mut ev = Vec::new();
-        st.feed_stream(0, &up[..cut], &mut ev, &mut Vec::new());
-        st.feed_stream(0, &up[cut..], &mut ev, &mut Vec::new());
-        assert!(matches!(ev.as_slice(), [AppEvent::DnsQuery(m)] if m.header.id == 0x1234), "cut {cut}: {ev:?}");
-        ev.clear();
-        st.feed_stream(1, &down[..cut.min(down.len())], &mut ev, &mut Vec::new());
-        st.feed_stream(1, &down[cut.min(down.len())..], &mut ev, &mut Vec::new());
-        assert!(matches!(ev.as_slice(), [AppEvent::DnsResponse { matched: true, .. }]), "cut {cut}: {ev:?}");
+        let mut st = dns(6);
+        let mut ev = Events::default();
+        st.receive_stream(0, &up[..cut], &mut ev);
+        st.receive_stream(0, &up[cut..], &mut ev);
+        assert_eq!(summary(&mut ev), [Some((0x1234, None))], "cut {cut}");
+        let c = cut.min(down.len());
+        st.receive_stream(1, &down[..c], &mut ev);
+        st.receive_stream(1, &down[c..], &mut ev);
+        assert_eq!(summary(&mut ev), [Some((0x1234, Some(true)))], "cut {cut}");
     }
     // two messages in one segment, and garbage framed as a message
-    let mut st = AppState::dns();
-    let mut ev = Vec::new();
+    let mut st = dns(6);
+    let mut ev = Events::default();
     let mut two = up.clone();
     two.extend_from_slice(&up);
     two.extend_from_slice(&[0, 3, 1, 2, 3]);
-    st.feed_stream(0, &two, &mut ev, &mut Vec::new());
-    assert_eq!(ev.len(), 3);
-    assert!(matches!(ev[2], AppEvent::DnsError(_)));
+    st.receive_stream(0, &two, &mut ev);
+    assert_eq!(ev.list.len(), 3);
+    assert!(matches!(&ev.list[2], AppEvent::Error(e) if e.alert.as_deref() == Some("dns: truncated message")));
 }

@@ -114,7 +114,7 @@ pub fn disarm_interrupt(state: usize) {
 }
 
 /// `int32_t f(const char *head, int32_t len, int32_t from, const char *name, int32_t nlen,
-/// int32_t out[4])`: [`crate::http::find_field`] for app.lua's header lookups, with
+/// int32_t out[4])`: [`crate::dissectors::http::find_field`] for app.lua's header lookups, with
 /// Lua's 1-based indices out: after the colon, the line's `\n`, value start, value end
 /// (inclusive). Returns 1 when found, 0 otherwise.
 extern "C" fn http_field(head: *const u8, len: i32, from: i32, name: *const u8, nlen: i32, out: *mut i32) -> i32 {
@@ -130,7 +130,7 @@ extern "C" fn http_field(head: *const u8, len: i32, from: i32, name: *const u8, 
             std::slice::from_raw_parts_mut(out, 4),
         )
     };
-    match crate::http::find_field(head, from as usize, name) {
+    match crate::dissectors::http::find_field(head, from as usize, name) {
         Some(f) => {
             out[0] = f.after_colon as i32 + 1;
             out[1] = f.line_end as i32 + 1;

@@ -22,7 +22,7 @@
 //!   `max_version` (highest offered, supported_versions considered), `versions`
 //!   (supported_versions as sent), `cipher_suites`, `alpn`, `extensions`,
 //!   `compression_methods` (arrays of numbers / strings), `session_id` (bytes).
-use crate::{dns, http, tls};
+use crate::dissectors::{dns, http, tls};
 use mlua::{Lua, Table};
 
 /// engine/lua/app.lua, run by [`load`].

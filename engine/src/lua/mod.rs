@@ -76,7 +76,7 @@ struct AppEv {
     c1: i32,
     c2: i32,
     flags: i32,
-    /// Heads: the listeners that run (`crate::prefilter`; -1 all; 0 for prior heads).
+    /// Heads: the listeners that run (`crate::dissectors::http::prefilter`; -1 all; 0 for prior heads).
     rules: i32,
     p: f64,
     off: f64,
@@ -330,7 +330,7 @@ struct State {
     stateful: u32,
     /// `RT.app_ports`: (protocol, server port, application code).
     app_ports: Vec<(u8, u16, u32)>,
-    http_prefilters: crate::prefilter::HttpPrefilters,
+    http_prefilters: crate::dissectors::http::prefilter::HttpPrefilters,
     /// The collector's current pause (see [`GC_PAUSE_SMALL_HEAP`]).
     gc_pause: i32,
 }
@@ -601,9 +601,9 @@ fn watched_grace<R>(watch: &Watch, check: &dpdk::HookCheck, grace_ns: u64, f: im
 }
 
 /// `RT.http_prefilters()` (validated by haka.lua) as the engine's prefilters and header sets.
-fn http_prefilters(t: Table) -> crate::prefilter::HttpPrefilters {
-    use crate::http::FieldSet;
-    use crate::prefilter::{EventFilter, Field, HttpPrefilters, Pattern};
+fn http_prefilters(t: Table) -> crate::dissectors::http::prefilter::HttpPrefilters {
+    use crate::dissectors::http::FieldSet;
+    use crate::dissectors::http::prefilter::{EventFilter, Field, HttpPrefilters, Pattern};
     let n = |i: usize| t.get::<usize>(i).unwrap_or(0);
     let mut rules: [Vec<(usize, Vec<Pattern>)>; 2] = [Vec::new(), Vec::new()];
     let entries: Option<Table> = t.get(3).ok();
@@ -687,7 +687,18 @@ fn build_state(
             lua.load(HAKA_LUA).set_name("@haka.lua").call((h.clone(), burst_addr as f64)).map_err(|e| one_line(&e))?;
         // application dissector objects (engine/lua/app.lua), run with (H, K)
         let k = app_values::load(&lua, &h).map_err(|e| one_line(&e))?;
-        rt.get::<Function>("set_app").and_then(|f| f.call::<()>(k)).map_err(|e| one_line(&e))?;
+        // ... and the registry of application dissectors: { name, proto, port, proto, port, ... }
+        let registry = lua
+            .create_sequence_from(crate::dissectors::REGISTRY.iter().map(|r| {
+                let mut e: Vec<mlua::Value> = vec![mlua::Value::String(lua.create_string(r.name)?)];
+                for &(proto, port) in r.default_ports {
+                    e.push(mlua::Value::Integer(proto as i64));
+                    e.push(mlua::Value::Integer(port as i64));
+                }
+                lua.create_sequence_from(e)
+            }).collect::<mlua::Result<Vec<_>>>().map_err(|e| one_line(&e))?)
+            .map_err(|e| one_line(&e))?;
+        rt.get::<Function>("set_app").and_then(|f| f.call::<()>((k, registry))).map_err(|e| one_line(&e))?;
         // Haka's Lua libraries: debug.pprint ..., require('class'), require('check')
         libs::load(&lua).map_err(|e| one_line(&e))?;
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
@@ -829,10 +840,10 @@ impl LuaEngine {
         self.st.gc_pause
     }
 
-    /// What the HTTP rules do with `head` (see [`crate::prefilter`]): the listeners Lua
+    /// What the HTTP rules do with `head` (see [`crate::dissectors::http::prefilter`]): the listeners Lua
     /// runs (0: no call) and whether the selected rules' `set_headers` change it (the new
     /// head then in `out`).
-    pub fn http_apply(&self, head: &crate::http::RawHead, out: &mut Vec<u8>) -> (u32, bool) {
+    pub fn http_apply(&self, head: &crate::dissectors::http::RawHead, out: &mut Vec<u8>) -> (u32, bool) {
         self.st.http_prefilters.apply(head, out)
     }
 
@@ -1441,11 +1452,11 @@ impl LuaEngine {
         flow_id: u32,
         dir: u8,
         state: u8,
-        events: &[crate::conn::app::AppEvent],
+        events: &[crate::dissectors::AppEvent],
         idx: &[usize],
         body_offs: &[i64],
     ) -> ConnCall {
-        use crate::conn::app::AppEvent;
+        use crate::dissectors::AppEvent;
         use mlua::Value;
         self.set_current(data, meta, dir, flow_id);
         // One record per event in `self.app_evs` (read by Lua through its address: no
@@ -1466,9 +1477,8 @@ impl LuaEngine {
                 // heads: kind 1 request, 2 response (their rules run), 7 / 8 prior request /
                 // response head (none)
                 let (head, rules, kind) = match &events[i] {
-                    AppEvent::HttpRequest { head, rules, .. } => (Some(head), *rules as i32, 1),
-                    AppEvent::HttpResponse { head, rules, .. } => (Some(head), *rules as i32, 2),
-                    AppEvent::HttpPriorHead(head) => (Some(head), 0, if head.is_request { 7 } else { 8 }),
+                    AppEvent::Head { head, rules, .. } => (Some(head), *rules as i32, if head.is_request { 1 } else { 2 }),
+                    AppEvent::PriorHead(head) => (Some(head), 0, if head.is_request { 7 } else { 8 }),
                     _ => (None, 0, 0),
                 };
                 if let Some(head) = head {
@@ -1489,24 +1499,17 @@ impl LuaEngine {
                     r.flags = h.canonical as i32 | (h.obs_fold as i32) << 1 | (h.anomalies as i32) << 8;
                 } else {
                     match &events[i] {
-                        AppEvent::HttpBody { data, .. } => {
+                        AppEvent::Body { data, .. } => {
                             r.kind = 3;
                             r.p = data.as_ptr() as usize as f64;
                             r.len = data.len().min(i32::MAX as usize) as i32;
                             r.off = body_offs.get(k).copied().unwrap_or(-1) as f64;
                         }
-                        AppEvent::DnsQuery(m) => {
-                            r.kind = 4;
-                            table(app_values::dns_table(&lua, m)?, &mut r);
-                        }
-                        AppEvent::DnsResponse { msg, matched } => {
-                            r.kind = 5;
-                            r.flags = *matched as i32;
-                            table(app_values::dns_table(&lua, msg)?, &mut r);
-                        }
-                        AppEvent::TlsClientHello(h) => {
-                            r.kind = 6;
-                            table(app_values::tls_table(&lua, h)?, &mut r);
+                        AppEvent::Message(m) => {
+                            let l = m.to_lua(&lua)?;
+                            r.kind = l.kind;
+                            r.flags = l.flags;
+                            table(l.table, &mut r);
                         }
                         _ => {}
                     }
@@ -1550,9 +1553,7 @@ impl LuaEngine {
                     let bytes = match (head, a, b, v) {
                         (Some(h), ..) => Some(h.into()),
                         (None, Some(a), Some(b), Some(v)) => idx.get(k).and_then(|&e| match &events[e] {
-                            AppEvent::HttpRequest { head, .. } | AppEvent::HttpResponse { head, .. } => {
-                                splice(&head.bytes, a, b, &v[..])
-                            }
+                            AppEvent::Head { head, .. } => splice(&head.bytes, a, b, &v[..]),
                             _ => None,
                         }),
                         _ => None,

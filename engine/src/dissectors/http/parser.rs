@@ -1447,7 +1447,7 @@ fn block_end(h: &[u8]) -> Option<usize> {
     }
 }
 
-/// One field set by a rule's `set_headers` (applied by the engine, see `crate::prefilter`):
+/// One field set by a rule's `set_headers` (applied by the engine, see `crate::dissectors::http::prefilter`):
 /// `value` None removes the field.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FieldSet {

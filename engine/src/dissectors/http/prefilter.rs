@@ -18,7 +18,7 @@
 //! Lua rule sees it. A rule with `set_headers` and no `eval` is the engine's alone: Lua is
 //! not called for it.
 
-use crate::http::{find_field, FieldSet, RawHead};
+use crate::dissectors::http::{find_field, FieldSet, RawHead};
 
 /// Where a pattern is looked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -141,7 +141,7 @@ impl HttpPrefilters {
         let ev = self.event(head.is_request);
         let selected = ev.select(head);
         let sets = ev.sets(selected);
-        let changed = sets.clone().next().is_some() && crate::http::set_fields(head, sets, out);
+        let changed = sets.clone().next().is_some() && crate::dissectors::http::set_fields(head, sets, out);
         (ev.lua_rules(selected), changed)
     }
 }

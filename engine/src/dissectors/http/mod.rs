@@ -1,0 +1,169 @@
+//! The `http` dissector: HTTP/1.x requests and responses on a TCP stream (Haka's
+//! `protocol/http`). The parser is [`parser`]; the engine-side rule pre-checks
+//! (`prefilter`, `set_headers`) are [`prefilter`].
+pub mod parser;
+pub mod prefilter;
+
+pub use parser::*;
+
+use super::{AppDissector, AppEvent, ErrorVerdict, Events, ProtocolError, Registration, Settings};
+use crate::stats::Stateful;
+
+pub static REGISTRATION: Registration = Registration {
+    name: "http",
+    default_ports: &[(6, 80)],
+    new: |s, _| Box::new(HttpDissector::new(s)),
+    errors: Stateful::HttpErrors,
+    heads: Some([Stateful::HttpRequests, Stateful::HttpResponses]),
+};
+
+/// One connection's HTTP state: a parser per direction.
+pub struct HttpDissector {
+    req: HttpParser,
+    resp: HttpParser,
+    /// Per direction, stream offset after the last head or body byte seen.
+    end: [u64; 2],
+    /// The last request and response heads that no rule saw at their own time
+    /// (prefilters), handed to Lua before the events of its next call for this
+    /// connection, so that `http.request` and `http.response` are there.
+    prior: [Option<RawHead>; 2],
+    error_drop: bool,
+}
+
+impl HttpDissector {
+    pub fn new(s: &Settings) -> HttpDissector {
+        let (mut req, mut resp) = (HttpParser::request(), HttpParser::response());
+        for p in [&mut req, &mut resp] {
+            p.set_emit_bodies(s.http_bodies);
+            p.set_raw_heads(true);
+        }
+        HttpDissector { req, resp, end: [0; 2], prior: [None, None], error_drop: s.http_error_drop }
+    }
+
+    fn error(&self, dir: u8, error: HttpError) -> AppEvent {
+        AppEvent::Error(ProtocolError {
+            dir,
+            alert: Some(error.haka_alert(dir == 1)),
+            verdict: if self.error_drop { ErrorVerdict::DropConnection } else { ErrorVerdict::Accept },
+            stops: true,
+        })
+    }
+}
+
+impl AppDissector for HttpDissector {
+    fn receive_stream(&mut self, dir: u8, data: &[u8], out: &mut Events) {
+        let start = out.list.len();
+        let p = if dir == 0 { &mut self.req } else { &mut self.resp };
+        let last = &mut self.end[dir as usize & 1];
+        let scratch = &mut out.http_scratch;
+        scratch.clear();
+        if let Err(error) = p.feed_into(data, scratch) {
+            let e = self.error(dir, error);
+            out.list.push(e);
+            return;
+        }
+        for e in scratch.drain(..) {
+            match e {
+                HttpEvent::Head(head) => {
+                    let span = p.take_head_span().unwrap_or((0, 0));
+                    *last = span.1;
+                    out.list.push(AppEvent::Head { head, span, rules: prefilter::ALL });
+                }
+                // not reported in raw-heads mode
+                HttpEvent::Request(_) | HttpEvent::Response(_) => {}
+                HttpEvent::Body(d) | HttpEvent::Tunnel(d) => {
+                    let off = p.take_body_offset().unwrap_or(*last);
+                    *last = off + d.len() as u64;
+                    out.list.push(AppEvent::Body { dir, data: d, off });
+                }
+                HttpEvent::MessageEnd => out.list.push(AppEvent::MessageEnd { dir, end: *last }),
+                HttpEvent::Trailers(_) => {}
+            }
+        }
+        // Requests tell the response parser how to delimit their answers.
+        if dir == 0 {
+            for e in &out.list[start..] {
+                if let AppEvent::Head { head, .. } = e {
+                    if head.info.anomalies & Anomaly::Http09Request.bit() != 0 {
+                        self.resp.expect_http09_response();
+                    } else {
+                        self.resp.expect_response_to_method(head.part(0));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completes read-until-close bodies.
+    fn receive_eof(&mut self, dir: u8, out: &mut Events) {
+        let p = if dir == 0 { &mut self.req } else { &mut self.resp };
+        let end = self.end[dir as usize & 1];
+        match p.feed_eof() {
+            Ok(evs) => {
+                for e in evs {
+                    match e {
+                        HttpEvent::Body(d) => {
+                            let off = p.take_body_offset().unwrap_or(end);
+                            out.list.push(AppEvent::Body { dir, data: d, off })
+                        }
+                        HttpEvent::MessageEnd => out.list.push(AppEvent::MessageEnd { dir, end }),
+                        _ => {}
+                    }
+                }
+            }
+            Err(HttpError::Truncated) => {} // connection closed mid-message: not an attack
+            Err(error) => {
+                let e = self.error(dir, error);
+                out.list.push(e)
+            }
+        }
+    }
+
+    /// Gives the head bytes of `e` back to the parser that reported them.
+    fn recycle(&mut self, e: AppEvent) {
+        if let AppEvent::Head { head, .. } | AppEvent::PriorHead(head) = e {
+            if head.is_request { &mut self.req } else { &mut self.resp }.recycle_head(head.bytes);
+        }
+    }
+
+    fn recycle_head_bytes(&mut self, bytes: Vec<u8>, is_request: bool) {
+        if is_request { &mut self.req } else { &mut self.resp }.recycle_head(bytes);
+    }
+
+    /// A request starts a new exchange: the prior response goes.
+    fn keep_prior(&mut self, head: RawHead) {
+        if head.is_request {
+            if let Some(old) = self.prior[0].replace(head) {
+                self.req.recycle_head(old.bytes);
+            }
+            if let Some(old) = self.prior[1].take() {
+                self.resp.recycle_head(old.bytes);
+            }
+        } else if let Some(old) = self.prior[1].replace(head) {
+            self.resp.recycle_head(old.bytes);
+        }
+    }
+
+    fn take_priors(&mut self) -> [Option<RawHead>; 2] {
+        std::mem::take(&mut self.prior)
+    }
+
+    fn reusable(&self) -> bool {
+        true
+    }
+
+    /// Parsers reset, their buffers kept.
+    fn reset(&mut self, s: &Settings) {
+        for p in [&mut self.req, &mut self.resp] {
+            p.reset();
+            p.set_emit_bodies(s.http_bodies);
+        }
+        self.end = [0; 2];
+        self.prior = [None, None];
+        self.error_drop = s.http_error_drop;
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.req.buffered() + self.resp.buffered()
+    }
+}
