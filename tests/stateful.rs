@@ -2338,3 +2338,46 @@ haka.rule{
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// next_dissector policies (the dissector registry)
+// ---------------------------------------------------------------------------------------
+
+/// One HTTP exchange on `port`.
+fn http_exchange(cport: u16, port: u16, path: &str) -> Vec<Vec<u8>> {
+    let mut s = Session::new(cport, port);
+    s.handshake()
+        .send(0, format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        .close();
+    s.pkts
+}
+
+#[test]
+fn next_dissector_policies_install_dissectors_by_name_and_the_last_eligible_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkts = http_exchange(41001, 80, "/default");
+    pkts.extend(http_exchange(41002, 8080, "/alt"));
+    pkts.extend(http_exchange(41003, 8443, "/tls"));
+    let input = write_pcap(dir.path(), "ports.pcap", pkts);
+    let rules = r#"
+require("protocol/http")
+require("protocol/tls")
+haka.rule{ on = haka.dissectors.http.events.request, eval = function (http, req) haka.log("REQ %s", req.uri) end }
+haka.policy{ on = haka.dissectors.tcp_connection.policies.next_dissector, port = 8080,
+    action = haka.dissectors.http.install }
+-- two eligible policies for 8443: the last one declared wins (tls, which reads no HTTP)
+haka.policy{ on = haka.dissectors.tcp_connection.policies.next_dissector, port = 8443,
+    action = haka.dissectors.http.install }
+haka.policy{ on = haka.dissectors.tcp_connection.policies.next_dissector, port = 8443,
+    action = haka.dissectors.tls.install }
+"#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["REQ /default", "REQ /alt"], "{}", r.stdout);
+    assert_eq!(r.st("http_requests"), 2);
+    assert_eq!(r.st("tls_errors"), 1, "the HTTP bytes on 8443 went to the tls dissector");
+    // a dissector name that is not registered is a rule error that names the known ones
+    let bad = "require('protocol/tcp_connection')\nhaka.rule{ on = haka.dissectors.tcp_connection.events.new_connection,\n  eval = function (flow) flow:select_next_dissector('smtp') end }\n";
+    let r = run(bad, &input, None);
+    assert!(r.stdout.contains("unknown next dissector 'smtp' (dns, http, tls)"), "{}", r.stdout);
+}
