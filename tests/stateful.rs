@@ -2381,3 +2381,93 @@ haka.policy{ on = haka.dissectors.tcp_connection.policies.next_dissector, port =
     let r = run(bad, &input, None);
     assert!(r.stdout.contains("unknown next dissector 'smtp' (dns, http, tls)"), "{}", r.stdout);
 }
+
+// ---------------------------------------------------------------------------------------
+// streamed rules (options.streamed: a coroutine over the stream)
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn streamed_rules_read_the_stream_as_it_arrives_and_finish_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(42001, 7000);
+    s.handshake().send(0, b"hello ").send(0, b"wor").send(1, b"answer").send(0, b"ld").close();
+    let input = write_pcap(dir.path(), "stream.pcap", s.pkts);
+    let rules = r#"
+require("protocol/tcp_connection")
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    options = { streamed = true },
+    eval = function (flow, iter, dir)
+        local parts = {}
+        for sub in iter:foreach_available() do
+            haka.log("%s got %d", dir, #sub)
+            parts[#parts + 1] = sub:asstring()
+        end
+        haka.log("%s end: %s", dir, table.concat(parts, "|"))
+    end
+}
+-- a streamed rule that stops after 4 bytes: it sees no more, the others go on
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    options = { streamed = true },
+    eval = function (flow, iter, dir)
+        if dir == "up" then
+            local sub = iter:sub(4)
+            haka.log("first 4: %s", sub:asstring())
+        end
+    end
+}
+-- a plain rule on the same event still gets each piece
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir) haka.log("plain %s %s", dir, data:asstring()) end
+}
+"#;
+    let r = run(rules, &input, None);
+    assert_eq!(
+        r.logs(),
+        [
+            "up got 6",
+            "first 4: hell",
+            "plain up hello ",
+            "up got 3",
+            "plain up wor",
+            "down got 6",
+            "plain down answer",
+            "up got 2",
+            "plain up ld",
+            "up end: hello |wor|ld",
+            "down end: answer",
+        ],
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn streamed_http_body_rules_get_one_stream_per_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(42002, 80);
+    s.handshake()
+        .send(0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        .send(1, b"6\r\nsecond\r\n0\r\n\r\n")
+        .send(0, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird")
+        .close();
+    let input = write_pcap(dir.path(), "bodies.pcap", s.pkts);
+    let rules = r#"
+require("protocol/http")
+haka.rule{
+    on = haka.dissectors.http.events.response_data,
+    options = { streamed = true },
+    eval = function (http, iter)
+        local parts = {}
+        for sub in iter:foreach_available() do parts[#parts + 1] = sub:asstring() end
+        haka.log("%s: %s", http.request.uri, table.concat(parts, "+"))
+    end
+}
+"#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["/a: first+second", "/b: third"], "{}", r.stdout);
+}

@@ -8,6 +8,8 @@ local bit = require("bit")
 local band, bor, lshift, rshift, bnot = bit.band, bit.bor, bit.lshift, bit.rshift, bit.bnot
 local type, tostring, error, pairs, ipairs, select, setmetatable = type, tostring, error, pairs, ipairs, select, setmetatable
 local sfmt = string.format
+-- functions Rust calls (engine/src/lua/mod.rs), and the runtime's own tables
+local RT = {}
 
 -- The generated burst loop inlines every rule into one trace: raise the recorder limits
 -- (defaults: maxrecord 4000 IR, maxsnap 500) so that ten-odd rules still compile.
@@ -315,6 +317,65 @@ local function check_set_headers(on, sets, name)
   return out
 end
 
+-- Streamed rules (`options = { streamed = true }`, Haka's streamed events: tcp_connection
+-- receive_data, http request_data / response_data / receive_data): the rule runs as a
+-- coroutine over a stream of the data (one per object, event and direction: a connection's
+-- direction, an HTTP message's body), resumed as data arrives; its iterators block until
+-- more data or the end of the stream. RT._streamed.make wraps such a rule into a listener
+-- called (obj, data, dir) with each piece of data, and with data nil at the end of the
+-- stream (RT._streamed.finish). The stream holds a copy of the data: what a streamed rule
+-- modifies does not reach the packets (see README).
+RT._streamed = {
+  events = { ["tcp_connection:receive_data"] = true, ["http:request_data"] = true,
+    ["http:response_data"] = true, ["http:receive_data"] = true },
+  listeners = setmetatable({}, { __mode = "k" }),
+}
+function RT._streamed.make(on, g)
+  local VB = H.vbuffer
+  local w
+  w = function(obj, data, dir)
+    local key = dir and (on.name .. dir) or on.name
+    local cs = rawget(obj, "_costreams")
+    if not cs then cs = {}; rawset(obj, "_costreams", cs) end
+    local c = cs[key]
+    if not c then
+      local st = VB.stream()
+      c = { s = st, cm = VB.comanager.new(st) }
+      cs[key] = c
+    end
+    if data ~= nil then
+      if c.last ~= data then
+        c.last = data
+        -- (no coroutine left to read it: not kept)
+        c.cur = (c.idle and nil) or c.s:push(VB.from(data:asstring()))
+      end
+      if c.idle then return end
+    elseif not c.done then
+      c.done = true
+      c.s:finish()
+      c.cur = nil
+    end
+    if not c.cm:has(w) then c.cm:start(w, function(iter) return g(obj, iter, dir) end) end
+    c.cm:process(w, c.cur)
+    if not c.cm:has_pending() then c.idle = true end
+  end
+  RT._streamed.listeners[w] = true
+  return w
+end
+-- The end of the stream of `on` for `obj` (and `dir`): its streamed rules run to their end;
+-- the next data starts a new stream.
+function RT._streamed.finish(on, obj, dir)
+  local cont = on.continue
+  for _, l in ipairs(on.listeners) do
+    if RT._streamed.listeners[l] then
+      l(obj, nil, dir)
+      if not cont(obj) then break end
+    end
+  end
+  local cs = rawget(obj, "_costreams")
+  if cs then cs[dir and (on.name .. dir) or on.name] = nil end
+end
+
 -- rules and policies the rules file registered (Haka: "no registered rule" when none)
 local n_registered = 0
 function haka.rule(r)
@@ -328,7 +389,12 @@ function haka.rule(r)
   local sets = r.set_headers ~= nil and check_set_headers(on, r.set_headers, r.name) or nil
   if type(r.eval) ~= "function" and not (sets and r.eval == nil) then error("rule eval must be a function", 2) end
   local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
-  table.insert(on.listeners, r.eval or function() end)
+  local eval = r.eval
+  if eval and type(r.options) == "table" and r.options.streamed and RT._streamed.events[on.name] then
+    eval = RT._streamed.make(on, eval)
+    on.streamed = true
+  end
+  table.insert(on.listeners, eval or function() end)
   n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
@@ -1545,6 +1611,41 @@ haka.dissectors.ipv6.addr = ipv6_addr
 local preload = package.preload
 -- the buffer module's engine side (external views, copy_to, ...); for tests and Lua tools
 preload["haka/vbuffer"] = function() return H.vbuffer end
+
+-- Haka's Lua utilities available to rules: string.safe_format(str[, eol]) (printable ASCII
+-- kept, other bytes as \xNN, LF kept when eol), table.merge/append/copy, sorted_pairs.
+do
+  local byte, char, concat = string.byte, string.char, table.concat
+  function string.safe_format(str, eol)
+    local out = {}
+    for i = 1, #str do
+      local b = byte(str, i)
+      if b >= 0x20 and b <= 0x7e then out[i] = char(b)
+      elseif eol and b == 0x0a then out[i] = "\n"
+      else out[i] = sfmt("\\x%.2x", b) end
+    end
+    return concat(out)
+  end
+  function table.merge(dst, src) for k, v in pairs(src) do dst[k] = v end end
+  function table.append(dst, src) for _, v in ipairs(src) do dst[#dst + 1] = v end end
+  function table.copy(src)
+    local dst = {}
+    for k, v in pairs(src) do dst[k] = v end
+    return dst
+  end
+  function sorted_pairs(t, cmp)
+    cmp = cmp or function(a, b) return tostring(a) < tostring(b) end
+    local keys = {}
+    for k in pairs(t) do keys[#keys + 1] = k end
+    table.sort(keys, cmp)
+    local i = 0
+    return function()
+      i = i + 1
+      local k = keys[i]
+      if k ~= nil then return k, t[k] end
+    end
+  end
+end
 preload["protocol/ipv4"] = function() return ipv4_mod end
 preload["protocol/ipv6"] = function() return haka.dissectors.ipv6 end
 preload["protocol/tcp"] = function() return haka.dissectors.tcp end
@@ -1730,7 +1831,6 @@ for i = 0, MAX_BURST - 1 do
   V.tcp[i] = tcp_ct(p); V.udp[i] = udp_ct(p); V.icmp[i] = icmp_ct(p)
 end
 
-local RT = {}
 RT.vbuffer = H.vbuffer
 local loop = function() end
 local has_rules = false
@@ -1965,9 +2065,22 @@ local K_CONN = { sbuf_at = sbuf_at, fire = fire, begin_call = begin_call, end_ca
 -- become stream edits (VBM.external_edits: erase / insert / replace at offsets of the data,
 -- applied by Rust with seq/ack shifting). UDP datagrams are read only here (a rule edits
 -- a datagram through pkt.payload).
-function RT.conn_data(id, proto, dir, addr, len, ro)
+function RT.conn_data(id, proto, dir, addr, len, ro, eof)
   local D = proto == 6 and TCPC or UDPC
   local f = begin_call(id)
+  if eof then
+    -- the end of the direction's stream (FIN): its streamed rules run to their end
+    if f and not f._dropped then
+      local ok, err = pcall(RT._streamed.finish, D.events.receive_data, f, DIRS[dir])
+      if not ok then
+        if H.rule_error_drops then FLOWS[id] = nil end
+        CUR = nil
+        in_burst = false
+        error(err, 0)
+      end
+    end
+    return end_call(f)
+  end
   if f and not f._dropped then
     if proto == 17 then
       -- (udp_connection, as Haka: the udp packet, slot 0)
@@ -2267,6 +2380,12 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       -- http.request and http.response): keep idle connections small (the Lua heap is
       -- swept per object); the next request replaces them otherwise
       if not is_req and not HTTP_BODY_RULES and not rawget(http, "_dm") then http.request = nil; http.response = nil end
+    elseif k == 9 --[[message end]] then
+      -- the end of a message's body: its streamed rules run to their end
+      local http = session(f, "_http", K.http_session)
+      local d = evs[j].flags
+      RT._streamed.finish(d == 0 and HTTP.events.request_data or HTTP.events.response_data, http)
+      if not f._dropped then RT._streamed.finish(HTTP.events.receive_data, http, DIRS[d]) end
     elseif k == 3 --[[data]] then
       local http = session(f, "_http", K.http_session)
       -- editable only when its message's body is being modified and the bytes are in
@@ -2328,7 +2447,8 @@ end
 -- 16 tcp policies, 32 udp policies, 64 application dissectors, 128 / 256 / 512 http body /
 -- request / response rules, 1024 / 2048 tcp / udp: only default application selections
 -- (see RT.app_ports), 4096 http anomaly rules, 8192 / 16384 / 32768: protocol/ipv4,
--- tcp_connection, udp_connection loaded (track_modules), 65536: packet next_dissector accepts
+-- tcp_connection, udp_connection loaded (track_modules), 65536: packet next_dissector accepts,
+-- 131072 / 262144: streamed tcp receive_data / http body rules
 function RT.stateful_info()
   local b = 0
   local function has(ev) return #ev.listeners > 0 end
@@ -2354,6 +2474,9 @@ function RT.stateful_info()
   if LOADED_MODULES["protocol/tcp_connection"] then b = bor(b, 16384) end
   if LOADED_MODULES["protocol/udp_connection"] then b = bor(b, 32768) end
   if RT.packet_next_accepts() then b = bor(b, 65536) end
+  if TCPC.events.receive_data.streamed then b = bor(b, 131072) end
+  if H_ and (H_.events.request_data.streamed or H_.events.response_data.streamed
+      or H_.events.receive_data.streamed) then b = bor(b, 262144) end
   return b
 end
 -- The prefilters and header sets of the HTTP request and response rules, for

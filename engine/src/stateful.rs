@@ -111,7 +111,8 @@ fn select_http_rules(
                 *rules != 0 || anomaly_rules(info, head)
             }
             AppEvent::Body { .. } => info & sf::HTTP_DATA != 0,
-            AppEvent::MessageEnd { .. } | AppEvent::PriorHead(_) | AppEvent::Error(_) => false,
+            AppEvent::MessageEnd { .. } => info & sf::HTTP_STREAMED != 0,
+            AppEvent::PriorHead(_) | AppEvent::Error(_) => false,
             AppEvent::Message(_) => true,
         };
     }
@@ -706,6 +707,16 @@ impl StatefulStage {
                 return Some(o);
             }
         }
+        if t.flags & FIN != 0 && self.info & sf::TCP_STREAMED != 0 {
+            match lua.conn_data_end(id, meta, dir) {
+                ConnCall::Error => return Some(self.rule_error(lua)),
+                ConnCall::Done(a) => {
+                    if let Some(o) = self.apply(a & !act::EDITS, m, meta, id, dir, flow_dir, out_port, c) {
+                        return Some(o);
+                    }
+                }
+            }
+        }
         if t.flags & FIN != 0 {
             if let Some(st) = self.conns.get_mut(id).and_then(|k| k.app.as_mut()) {
                 self.events.list.clear();
@@ -799,7 +810,8 @@ impl StatefulStage {
         }
         let anomaly_drop = anomalous && self.http_anomalies(lua, meta, flow_dir, c);
         let dm_before = self.conns.get(id).is_some_and(|k| k.data_mod[dir as usize & 1]);
-        if self.events.list.is_empty() || (!dm_before && self.events.list.iter().all(|e| matches!(e, AppEvent::MessageEnd { .. }))) {
+        let ends_matter = dm_before || self.info & sf::HTTP_STREAMED != 0;
+        if self.events.list.is_empty() || (!ends_matter && self.events.list.iter().all(|e| matches!(e, AppEvent::MessageEnd { .. }))) {
             self.events.list.clear();
             return None;
         }
@@ -819,7 +831,8 @@ impl StatefulStage {
             lua_idx.extend((0..events.len()).filter(|&i| match &events[i] {
                 AppEvent::Body { .. } => info & sf::HTTP_DATA != 0,
                 AppEvent::Head { head, rules, .. } => *rules != 0 || context_of(info, head.is_request) || anomaly_rules(info, head),
-                AppEvent::MessageEnd { .. } | AppEvent::Error(_) => false,
+                AppEvent::MessageEnd { .. } => info & sf::HTTP_STREAMED != 0,
+                AppEvent::Error(_) => false,
                 AppEvent::PriorHead(_) | AppEvent::Message(_) => true,
             }));
         }

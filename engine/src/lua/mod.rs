@@ -1144,6 +1144,11 @@ pub mod stateful {
     pub const UDP_POLICIES: u32 = 32;
     /// Set by the app dissectors' modules (http, dns, tls) when required.
     pub const APPS: u32 = 64;
+    /// Streamed rules (`options.streamed`) on tcp_connection receive_data: the end of each
+    /// direction's stream is signalled ([`LuaEngine::conn_data_end`](super::LuaEngine::conn_data_end)).
+    pub const TCP_STREAMED: u32 = 131072;
+    /// Streamed rules on HTTP body events: message ends are handed to Lua.
+    pub const HTTP_STREAMED: u32 = 262144;
     /// Rules read HTTP bodies (request_data, response_data, receive_data).
     pub const HTTP_DATA: u32 = 128;
     /// Rules listen to HTTP requests / responses (messages nobody listens to are not
@@ -1284,6 +1289,16 @@ impl LuaEngine {
             self.err_section = "tcp";
         }
         let r = self.conn_call(f, (flow_id, meta.proto, dir, bytes.as_ptr() as usize as f64, bytes.len() as u32, read_only));
+        self.err_section = "lua";
+        r
+    }
+
+    /// The end of direction `dir`'s stream (FIN): streamed receive_data rules run to their end.
+    pub fn conn_data_end(&mut self, flow_id: u32, meta: &PacketMeta, dir: u8) -> ConnCall {
+        self.set_current_meta(meta, dir);
+        let f = self.st.conn_data.clone();
+        self.err_section = "tcp";
+        let r = self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32, true, true));
         self.err_section = "lua";
         r
     }
@@ -1504,6 +1519,10 @@ impl LuaEngine {
                             r.p = data.as_ptr() as usize as f64;
                             r.len = data.len().min(i32::MAX as usize) as i32;
                             r.off = body_offs.get(k).copied().unwrap_or(-1) as f64;
+                        }
+                        AppEvent::MessageEnd { dir, .. } => {
+                            r.kind = 9;
+                            r.flags = *dir as i32;
                         }
                         AppEvent::Message(m) => {
                             let l = m.to_lua(&lua)?;
