@@ -84,12 +84,24 @@ pub struct HttpConfig {
     /// inspected all the same): "alert", "ignore" (counted only) or "drop" (alert and
     /// drop the connection).
     pub anomaly: AnomalyAction,
+    /// An HTTP/0.9 request line (`GET /x`, no version): "accept" (parsed, flagged as the
+    /// anomaly `http09_request`) or "error" (a protocol error, as Haka).
+    pub http09: Http09,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { protocol_error: Verdict::Drop, anomaly: AnomalyAction::Alert }
+        HttpConfig { protocol_error: Verdict::Drop, anomaly: AnomalyAction::Alert, http09: Http09::Accept }
     }
+}
+
+/// `[http] http09`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Http09 {
+    #[default]
+    Accept,
+    Error,
 }
 
 /// `[tls]`: the TLS dissector (ClientHello).
@@ -117,6 +129,19 @@ pub struct DnsConfig {
     /// A malformed message: alert, then "drop" it (the datagram; over TCP, the
     /// connection) or "accept" it.
     pub protocol_error: Verdict,
+    /// Which record types are decoded (see [`DnsRecords`]).
+    pub records: DnsRecords,
+}
+
+/// `[dns] records`: "extended" decodes AAAA and HINFO too; "haka" decodes only the types
+/// Haka 0.4 decoded, the others' data being `unknown`, a vbuffer_sub as Haka's bytes
+/// fields (also NULL's `data` and WKS's `ports`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecords {
+    #[default]
+    Extended,
+    Haka,
 }
 
 /// `[http] anomaly`.

@@ -26,6 +26,9 @@ pub enum HttpError {
     /// More header (or trailer) fields than [`Limits::max_headers`].
     TooManyHeaders,
     BadRequestLine,
+    /// A request line whose method and target are there but whose version is not
+    /// `HTTP/d.d` (Haka's grammar named its `version` rule: "invalid http version").
+    BadVersion,
     BadStatusLine,
     BadHeader,
     BadChunk,
@@ -45,6 +48,7 @@ impl fmt::Display for HttpError {
             HttpError::HeadTooLong => "http head too long",
             HttpError::TooManyHeaders => "too many http headers",
             HttpError::BadRequestLine => "invalid http request line",
+            HttpError::BadVersion => "invalid http version",
             HttpError::BadStatusLine => "invalid http status line",
             HttpError::BadHeader => "invalid http header",
             HttpError::BadChunk => "invalid http chunk",
@@ -65,6 +69,7 @@ impl HttpError {
     pub fn haka_alert(self, from_server: bool) -> String {
         let rule = match self {
             HttpError::BadRequestLine => "request_line",
+            HttpError::BadVersion => "version",
             HttpError::BadStatusLine => "response_line",
             HttpError::BadHeader | HttpError::TooManyHeaders | HttpError::HeadTooLong => "header",
             HttpError::UnexpectedData => {
@@ -479,6 +484,9 @@ pub struct HttpParser {
     spans: VecDeque<(u64, u64)>,
     /// Report body bytes (`Body`/`Tunnel` events); off when nobody reads them.
     emit_bodies: bool,
+    /// Request side: an HTTP/0.9 request line (no version) is an error
+    /// ([`HttpError::BadRequestLine`], Haka's behaviour) rather than a flagged head.
+    refuse_http09: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
     /// The buffer of a head handed back by the caller ([`recycle_head`](Self::recycle_head)),
@@ -507,6 +515,7 @@ impl HttpParser {
             base: 0,
             spans: VecDeque::new(),
             emit_bodies: true,
+            refuse_http09: false,
             body_offs: VecDeque::new(),
             spare_head: Vec::new(),
         }
@@ -558,6 +567,13 @@ impl HttpParser {
     /// still delimited (messages, keep-alive, chunking) but never copied.
     pub fn set_emit_bodies(&mut self, on: bool) {
         self.emit_bodies = on;
+    }
+
+    /// Whether an HTTP/0.9 request line (`GET /x`, no version) is an error
+    /// ([`HttpError::BadRequestLine`], as Haka) rather than a head flagged
+    /// [`Anomaly::Http09Request`] (default). Kept by [`reset`](Self::reset).
+    pub fn set_refuse_http09(&mut self, on: bool) {
+        self.refuse_http09 = on;
     }
 
     /// Stream offsets `[start, end)` of the oldest head (request or status line with its
@@ -903,6 +919,9 @@ impl HttpParser {
         bytes.extend_from_slice(&self.leading);
         bytes.extend_from_slice(&input[self.pos..self.pos + end]);
         let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
+        if self.refuse_http09 && info.anomalies & Anomaly::Http09Request.bit() != 0 {
+            return Err(HttpError::BadRequestLine);
+        }
         if info.anomalies & Anomaly::Http09Request.bit() != 0 && info.fields_start < bytes.len() {
             // an HTTP/0.9 request line is a head of its own: what came with it is body
             bytes.truncate(info.fields_start);
@@ -1678,6 +1697,44 @@ fn version_less(l: &[u8]) -> bool {
 /// C servers end the target at a NUL and some parsers end the line at a CR, so that a
 /// server would not see the target the rules see.
 fn split_request_line(l: &[u8]) -> Result<RequestLine<'_>, HttpError> {
+    let r = split_request_line_inner(l);
+    if r.is_err() && version_at_fault(l) {
+        return Err(HttpError::BadVersion);
+    }
+    r
+}
+
+/// Whether a refused request line is refused for its version, as Haka's grammar saw it
+/// (method, blanks, a target of printable bytes, blanks, then no `HTTP/digits.digits`):
+/// the alert then names the version ("invalid http version") rather than the line.
+fn version_at_fault(l: &[u8]) -> bool {
+    let mut i = l.iter().position(|&c| is_blank(c) || c < b' ' || c == 0x7f).unwrap_or(l.len());
+    if i == 0 || !l[..i].iter().all(|&c| is_tchar(c)) || l.get(i).is_none_or(|&c| !is_blank(c)) {
+        return false;
+    }
+    let skip_blanks = |i: &mut usize| {
+        let s = *i;
+        while l.get(*i).is_some_and(|&c| is_blank(c)) {
+            *i += 1;
+        }
+        *i > s
+    };
+    skip_blanks(&mut i);
+    let s = i;
+    while l.get(i).is_some_and(|&c| c.is_ascii_graphic()) {
+        i += 1;
+    }
+    if i == s || !skip_blanks(&mut i) {
+        return false;
+    }
+    let v = &l[i..];
+    let digits = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let Some(rest) = v.strip_prefix(b"HTTP/") else { return true };
+    let a = digits(rest);
+    a == 0 || rest.get(a) != Some(&b'.') || digits(&rest[a + 1..]) == 0
+}
+
+fn split_request_line_inner(l: &[u8]) -> Result<RequestLine<'_>, HttpError> {
     let bad = Err(HttpError::BadRequestLine);
     let t = trim_ows(l);
     let mut anomalies = if t.len() == l.len() { 0 } else { Anomaly::RequestLineWhitespace.bit() };

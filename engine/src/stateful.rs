@@ -34,6 +34,8 @@ pub struct AppPolicy {
     /// HTTP protocol errors drop the connection (else: alert, stop parsing it).
     pub http_error_drop: bool,
     pub anomaly: AnomalyAction,
+    /// HTTP/0.9 request lines are protocol errors (`[http] http09 = "error"`).
+    pub http09_error: bool,
     /// A malformed or too long ClientHello drops the connection (else: alert, let it by).
     pub tls_error_drop: bool,
     pub tls_max_hello: usize,
@@ -47,6 +49,7 @@ impl AppPolicy {
         AppPolicy {
             http_error_drop: cfg.http.protocol_error == Drop,
             anomaly: cfg.http.anomaly,
+            http09_error: cfg.http.http09 == crate::config::Http09::Error,
             tls_error_drop: cfg.tls.protocol_error == Drop,
             tls_max_hello: cfg.tls.max_hello_bytes,
             dns_error_drop: cfg.dns.protocol_error == Drop,
@@ -585,11 +588,12 @@ impl StatefulStage {
             2 => AppKind::Dns,
             _ => AppKind::Tls,
         };
-        let state = match kind {
+        let mut state = match kind {
             AppKind::Http => self.conns.new_http_state(self.info & sf::HTTP_DATA != 0),
             AppKind::Dns => Box::new(AppState::dns()),
             _ => Box::new(AppState::tls(self.policy.tls_max_hello)),
         };
+        state.set_refuse_http09(self.policy.http09_error);
         if let Some(k) = self.conns.get_mut(id) {
             k.app = kind;
             k.app_state = Some(state);

@@ -122,6 +122,13 @@ impl AppState {
         }
     }
 
+    /// HTTP: whether HTTP/0.9 request lines are errors (`[http] http09 = "error"`).
+    pub fn set_refuse_http09(&mut self, on: bool) {
+        if let AppState::Http { req, .. } = self {
+            req.set_refuse_http09(on);
+        }
+    }
+
     pub fn dns() -> AppState {
         AppState::Dns { pending: PendingQueries::new(DNS_PENDING, DNS_PENDING_MS), tcp: [Vec::new(), Vec::new()] }
     }
