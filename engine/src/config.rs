@@ -87,12 +87,30 @@ pub struct HttpConfig {
     /// An HTTP/0.9 request line (`GET /x`, no version): "accept" (parsed, flagged as the
     /// anomaly `http09_request`) or "error" (a protocol error, as Haka).
     pub http09: Http09,
+    /// A request or response head cut by the end of its stream (FIN): "ignore" (the
+    /// connection closed mid-message) or "error" (a protocol error, "invalid http
+    /// header", as Haka).
+    pub truncated_head: TruncatedHead,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { protocol_error: Verdict::Drop, anomaly: AnomalyAction::Alert, http09: Http09::Accept }
+        HttpConfig {
+            protocol_error: Verdict::Drop,
+            anomaly: AnomalyAction::Alert,
+            http09: Http09::Accept,
+            truncated_head: TruncatedHead::Ignore,
+        }
     }
+}
+
+/// `[http] truncated_head`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncatedHead {
+    #[default]
+    Ignore,
+    Error,
 }
 
 /// `[http] http09`.
@@ -541,6 +559,10 @@ mod tests {
         let cfg = Config::parse("[http]\nanomaly = \"ignore\"\nprotocol_error = \"accept\"\n", "x.toml").unwrap();
         assert_eq!((cfg.http.anomaly, cfg.http.protocol_error), (AnomalyAction::Ignore, Verdict::Accept));
         assert_eq!(Config::parse("[http]\nanomaly = \"drop\"\n", "x.toml").unwrap().http.anomaly, AnomalyAction::Drop);
+        let cfg = Config::parse("[http]\nhttp09 = \"error\"\ntruncated_head = \"error\"\n[dns]\nrecords = \"haka\"\n", "x.toml").unwrap();
+        assert_eq!((cfg.http.http09, cfg.http.truncated_head, cfg.dns.records), (Http09::Error, TruncatedHead::Error, DnsRecords::Haka));
+        let d = Config::default();
+        assert_eq!((d.http.http09, d.http.truncated_head, d.dns.records), (Http09::Accept, TruncatedHead::Ignore, DnsRecords::Extended));
         let e = Config::parse("[http]\nanomaly = \"log\"\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2: http.anomaly: ") && e.contains("`log`") && !e.contains('\n'), "{e}");
         // an unknown key's message names it already

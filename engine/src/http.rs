@@ -487,6 +487,9 @@ pub struct HttpParser {
     /// Request side: an HTTP/0.9 request line (no version) is an error
     /// ([`HttpError::BadRequestLine`], Haka's behaviour) rather than a flagged head.
     refuse_http09: bool,
+    /// A head cut by the end of its stream is a parse error naming where it was cut (Haka's
+    /// grammar failed there: "invalid http header"), rather than [`HttpError::Truncated`].
+    truncated_head_error: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
     /// The buffer of a head handed back by the caller ([`recycle_head`](Self::recycle_head)),
@@ -516,6 +519,7 @@ impl HttpParser {
             spans: VecDeque::new(),
             emit_bodies: true,
             refuse_http09: false,
+            truncated_head_error: false,
             body_offs: VecDeque::new(),
             spare_head: Vec::new(),
         }
@@ -574,6 +578,14 @@ impl HttpParser {
     /// [`Anomaly::Http09Request`] (default). Kept by [`reset`](Self::reset).
     pub fn set_refuse_http09(&mut self, on: bool) {
         self.refuse_http09 = on;
+    }
+
+    /// Whether a head cut by the end of its stream ([`feed_eof`](Self::feed_eof)) is the
+    /// error of the part that was cut ([`HttpError::BadHeader`] once the start line is
+    /// complete, else the start line's), as Haka's grammar reported it, rather than
+    /// [`HttpError::Truncated`] (default). Kept by [`reset`](Self::reset).
+    pub fn set_truncated_head_error(&mut self, on: bool) {
+        self.truncated_head_error = on;
     }
 
     /// Stream offsets `[start, end)` of the oldest head (request or status line with its
@@ -734,8 +746,19 @@ impl HttpParser {
         match self.state {
             State::UntilClose => out.push(HttpEvent::MessageEnd),
             State::Head { .. } => {
-                if self.buf[self.pos..].iter().any(|&b| b != b'\r' && b != b'\n') {
-                    return self.fail(HttpError::Truncated);
+                let rest = &self.buf[self.pos..];
+                if let Some(start) = rest.iter().position(|&b| b != b'\r' && b != b'\n') {
+                    if !self.truncated_head_error {
+                        return self.fail(HttpError::Truncated);
+                    }
+                    let e = if memchr::memchr(b'\n', &rest[start..]).is_some() {
+                        HttpError::BadHeader
+                    } else if self.kind == Kind::Request {
+                        HttpError::BadRequestLine
+                    } else {
+                        HttpError::BadStatusLine
+                    };
+                    return self.fail(e);
                 }
             }
             State::Closed | State::Tunnel | State::Done => {}
@@ -2512,18 +2535,18 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     fn malformed() {
         let reqs: &[(&[u8], HttpError)] = &[
             (b"GET / HTTP/1.1 extra\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTML/1.1\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET /a b\r\nHost: x\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTML/1.1\r\n\r\n", HttpError::BadVersion),
+            (b"GET /a b\r\nHost: x\r\n\r\n", HttpError::BadVersion),
             (b"GET\r\n\r\n", HttpError::BadRequestLine),
             (b"GET  HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTTP/1.x\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTTP/11\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTP/1.x\r\n\r\n", HttpError::BadVersion),
+            (b"GET / HTTP/11\r\n\r\n", HttpError::BadVersion),
             (b"GET /a\rb HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"GET /a\x00b\r\n", HttpError::BadRequestLine),
             (b"POST / HTTP/1.1\r\nContent-Length : 1\r\n\r\nx", HttpError::BadHeader),
             (b"POST / HTTP/1.1\r\ntransfer-encoding\t: chunked\r\n\r\n", HttpError::BadHeader),
             (b"G(T / HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTTX/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTX/1.1\r\n\r\n", HttpError::BadVersion),
             (b"GET /\x00 HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"\x00\x01\x02\x03\n\n", HttpError::BadRequestLine),
             (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", HttpError::BadHeader),
@@ -2676,6 +2699,36 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     /// An HTTP/0.9 exchange: the request is its line, what follows it a request body until
     /// close; the answer, without a status line, a response body until close (a server
     /// refusing HTTP/0.9 answers with a status line: parsed as one). No error either way.
+    #[test]
+    fn haka_errors_when_configured_http09_and_truncated_heads() {
+        // HTTP/0.9 refused: the line is an error, named as Haka's grammar did
+        let mut p = HttpParser::request();
+        p.set_refuse_http09(true);
+        assert_eq!(p.feed(b"GET /x\r\n"), Err(HttpError::BadRequestLine));
+        assert_eq!(HttpError::BadRequestLine.haka_alert(false), "invalid http request_line");
+        assert_eq!(HttpError::BadVersion.haka_alert(false), "invalid http version");
+        // a head cut by the end of the stream: where it was cut
+        for (data, e) in [
+            (&b"GET / HTTP/1.1\r\nHost: x\r\n"[..], HttpError::BadHeader),
+            (b"GET / HTT", HttpError::BadRequestLine),
+        ] {
+            let mut p = HttpParser::request();
+            assert_eq!(p.feed(data).map(|v| v.len()), Ok(0));
+            assert_eq!(p.clone().feed_eof(), Err(HttpError::Truncated), "default");
+            p.set_truncated_head_error(true);
+            assert_eq!(p.feed_eof(), Err(e));
+        }
+        let mut p = HttpParser::response();
+        p.set_truncated_head_error(true);
+        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\n").map(|v| v.len()), Ok(0));
+        assert_eq!(p.feed_eof(), Err(HttpError::BadHeader));
+        // nothing but empty lines: not a head
+        let mut p = HttpParser::request();
+        p.set_truncated_head_error(true);
+        assert_eq!(p.feed(b"\r\n").map(|v| v.len()), Ok(0));
+        assert_eq!(p.feed_eof().map(|v| v.len()), Ok(0));
+    }
+
     #[test]
     fn http09_exchange_is_parsed_without_error() {
         let raw = || {
@@ -2912,7 +2965,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         );
         assert_eq!(req(&conns[1].1 .0[0]).method, "GET");
         // `GET / HTML/1.1` (a version that is not one) is rejected.
-        assert_eq!(conns[2].1 .2, Some(HttpError::BadRequestLine));
+        assert_eq!(conns[2].1 .2, Some(HttpError::BadVersion));
         // The HTTP/0.9 request (no version): the head is its line, the lines after it are
         // a body until close; Apache's answer (no status line) is a body until close.
         let (reqs, resps, _, e2) = &conns[3].1;
@@ -3347,7 +3400,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert!(h.info.obs_fold && !h.info.canonical);
         let h = RawHead::scan(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n".to_vec(), false).unwrap();
         assert!(h.info.canonical && h.part(2) == b"OK" && h.info.fields_start == 17);
-        assert_eq!(RawHead::scan(b"GET / HTML/1.1\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
+        assert_eq!(RawHead::scan(b"GET / HTML/1.1\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadVersion));
     }
 
 

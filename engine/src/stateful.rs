@@ -36,6 +36,8 @@ pub struct AppPolicy {
     pub anomaly: AnomalyAction,
     /// HTTP/0.9 request lines are protocol errors (`[http] http09 = "error"`).
     pub http09_error: bool,
+    /// A head cut by the end of its stream is a protocol error (`[http] truncated_head`).
+    pub truncated_head_error: bool,
     /// A malformed or too long ClientHello drops the connection (else: alert, let it by).
     pub tls_error_drop: bool,
     pub tls_max_hello: usize,
@@ -50,6 +52,7 @@ impl AppPolicy {
             http_error_drop: cfg.http.protocol_error == Drop,
             anomaly: cfg.http.anomaly,
             http09_error: cfg.http.http09 == crate::config::Http09::Error,
+            truncated_head_error: cfg.http.truncated_head == crate::config::TruncatedHead::Error,
             tls_error_drop: cfg.tls.protocol_error == Drop,
             tls_max_hello: cfg.tls.max_hello_bytes,
             dns_error_drop: cfg.dns.protocol_error == Drop,
@@ -593,7 +596,7 @@ impl StatefulStage {
             AppKind::Dns => Box::new(AppState::dns()),
             _ => Box::new(AppState::tls(self.policy.tls_max_hello)),
         };
-        state.set_refuse_http09(self.policy.http09_error);
+        state.set_http_errors(self.policy.http09_error, self.policy.truncated_head_error);
         if let Some(k) = self.conns.get_mut(id) {
             k.app = kind;
             k.app_state = Some(state);

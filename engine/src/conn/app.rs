@@ -122,10 +122,14 @@ impl AppState {
         }
     }
 
-    /// HTTP: whether HTTP/0.9 request lines are errors (`[http] http09 = "error"`).
-    pub fn set_refuse_http09(&mut self, on: bool) {
-        if let AppState::Http { req, .. } = self {
-            req.set_refuse_http09(on);
+    /// HTTP: Haka's errors where the parser is tolerant by default: HTTP/0.9 request lines
+    /// (`[http] http09 = "error"`), heads cut by the end of the stream (`[http]
+    /// truncated_head = "error"`).
+    pub fn set_http_errors(&mut self, http09: bool, truncated_head: bool) {
+        if let AppState::Http { req, resp, .. } = self {
+            req.set_refuse_http09(http09);
+            req.set_truncated_head_error(truncated_head);
+            resp.set_truncated_head_error(truncated_head);
         }
     }
 

@@ -81,7 +81,8 @@ fn dns_type(lua: &Lua, t: u16) -> mlua::Result<mlua::Value> {
 }
 
 /// `haka`: `[dns] records = "haka"`: AAAA and HINFO left undecoded (`unknown`, their
-/// record data), as Haka 0.4 (app.lua makes its bytes fields vbuffer_subs).
+/// record data) and TXT's `data` the record data as is, as Haka 0.4 (app.lua makes its
+/// bytes fields vbuffer_subs).
 fn record_table(lua: &Lua, r: &dns::Record, haka: bool) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 8)?;
     let owner = dns_name(&r.name);
@@ -123,7 +124,17 @@ fn record_table(lua: &Lua, r: &dns::Record, haka: bool) -> mlua::Result<Table> {
             t.raw_set("ename", dns_name(emailbx))?;
         }
         dns::RData::Txt(strings) => {
-            t.raw_set("data", lua.create_string(strings.concat())?)?;
+            if haka {
+                // Haka read the record data as text: each string with its length byte
+                let mut b = Vec::with_capacity(strings.iter().map(|s| s.len() + 1).sum());
+                for s in strings {
+                    b.push(s.len() as u8);
+                    b.extend_from_slice(s);
+                }
+                t.raw_set("data", lua.create_string(b)?)?;
+            } else {
+                t.raw_set("data", lua.create_string(strings.concat())?)?;
+            }
             let l = lua.create_table_with_capacity(strings.len(), 0)?;
             for (i, s) in strings.iter().enumerate() {
                 l.raw_set(i + 1, lua.create_string(s)?)?;
