@@ -2439,6 +2439,39 @@ haka.rule{
             "up end: hello |wor|ld",
             "down end: answer",
         ],
+/// `[http] http09 = "error"` (Haka): an HTTP/0.9 request line is a protocol error, alerted
+/// as Haka's grammar named it, and the connection dropped; by default it is parsed.
+#[test]
+fn http09_request_is_an_error_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(40070, 80);
+    s.handshake().send(0, b"GET /_HTTP/1.1\r\nHost: x\r\n\r\n").ack(1).close();
+    let input = write_pcap(dir.path(), "h09.pcap", s.pkts.clone());
+    let r = run(HTTP_LOG_RULES, &input, Some("[http]\nhttp09 = \"error\"\nanomaly = \"ignore\"\n"));
+    assert!(r.logs_with("REQ ").is_empty(), "{}", r.stdout);
+    assert_eq!(r.alert_descriptions(), ["invalid http request_line"], "{}", r.stdout);
+    assert_eq!(r.dropped("flow_dropped"), s.pkts.len() as u64 - 3);
+    let r = run(HTTP_LOG_RULES, &input, Some("[http]\nanomaly = \"ignore\"\n"));
+    assert_eq!(r.logs_with("REQ ").len(), 1, "{}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
+}
+
+/// A request line whose version is wrong is alerted "invalid http version" (Haka's grammar
+/// rule), one whose line is wrong elsewhere "invalid http request_line".
+#[test]
+fn http_bad_version_is_named_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkts = Vec::new();
+    for (i, req) in [&b"GET / HTML/1.1\r\n\r\n"[..], b"GET / HTTP/x.y\r\n\r\n", b"GET / HTTP/1.1 x\r\n\r\n"].iter().enumerate() {
+        let mut s = Session::new(40080 + i as u16, 80);
+        s.handshake().send(0, req);
+        pkts.extend(s.pkts);
+    }
+    let input = write_pcap(dir.path(), "ver.pcap", pkts);
+    let r = run(HTTP_LOG_RULES, &input, None);
+    assert_eq!(
+        r.alert_descriptions(),
+        ["invalid http version", "invalid http version", "invalid http request_line"],
         "{}",
         r.stdout
     );
@@ -2470,4 +2503,79 @@ haka.rule{
 "#;
     let r = run(rules, &input, None);
     assert_eq!(r.logs(), ["/a: first+second", "/b: third"], "{}", r.stdout);
+/// `[http] truncated_head = "error"` (Haka): a head cut by the client's FIN is alerted
+/// "invalid http header" and the connection dropped (the server's answer with it); by
+/// default the connection just closed mid-message.
+#[test]
+fn http_head_cut_by_fin_is_an_error_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(40090, 80);
+    s.handshake().send(0, b"GET / HTTP/1.1\r\nX-Long: yes\r\n");
+    let (s0, s1) = (s.next[0], s.next[1]);
+    s.push_raw(0, s0, s1, FIN | ACK, b"");
+    s.next[0] = s0 + 1;
+    s.send(1, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    let input = write_pcap(dir.path(), "cut.pcap", s.pkts.clone());
+    let r = run(HTTP_LOG_RULES, &input, Some("[http]\ntruncated_head = \"error\"\n"));
+    assert_eq!(r.alert_descriptions(), ["invalid http header"], "{}", r.stdout);
+    assert!(r.logs_with("RESP ").is_empty(), "{}", r.stdout);
+    assert_eq!(r.dropped("flow_dropped"), 2, "the FIN and the answer");
+    let r = run(HTTP_LOG_RULES, &input, None);
+    assert!(r.alert_descriptions().is_empty(), "{}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
+}
+
+/// A query a rule dropped is not awaited (Haka records a query after its rules): its
+/// response is a "dns: mismatching response", alerted and dropped; the rules after the
+/// dropping one do not see the query.
+#[test]
+fn dns_dropped_query_gets_no_response() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = |ip: [u8; 4]| ip.to_vec();
+    let q1 = dns_msg(0x0101, 0x0100, &[("bad.example", 1)], &[]);
+    let r1 = dns_msg(0x0101, 0x8180, &[("bad.example", 1)], &[("bad.example", 1, a([192, 0, 2, 1]))]);
+    let q2 = dns_msg(0x0202, 0x0100, &[("good.example", 1)], &[]);
+    let r2 = dns_msg(0x0202, 0x8180, &[("good.example", 1)], &[("good.example", 1, a([192, 0, 2, 2]))]);
+    let pkts = vec![
+        udp_pkt(CLIENT, DNS_RESOLVER, 30011, 53, &q1),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30011, &r1),
+        udp_pkt(CLIENT, DNS_RESOLVER, 30012, 53, &q2),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30012, &r2),
+    ];
+    let input = write_pcap(dir.path(), "dnsdrop.pcap", pkts.clone());
+    let rules = format!(
+        "{}{}",
+        r#"haka.rule{ on = haka.dissectors.dns.events.query,
+            eval = function (dns, query) if query.id == 0x0101 then query:drop() end end }
+"#,
+        DNS_LOG_RULES
+    );
+    let r = run(&rules, &input, None);
+    assert_eq!(r.alert_descriptions(), ["dns: mismatching response"], "{}", r.stdout);
+    assert_eq!(r.logs(), ["QUERY 514 good.example.", "RESP 514 514 good.example. an=1"]);
+    assert_eq!(r.out.packets, vec![pkts[2].clone(), pkts[3].clone()]);
+}
+
+/// `[dns] records = "haka"`: AAAA records are not decoded (`unknown`, a vbuffer_sub of the
+/// 16 bytes) and TXT's `data` is the record data with its length bytes, as Haka 0.4; by
+/// default AAAA gives `ip`.
+#[test]
+fn dns_records_as_haka_gave_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let v6: Vec<u8> = "2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap().octets().to_vec();
+    let q = dns_msg(0x0303, 0x0100, &[("v6.example", 28)], &[]);
+    let r = dns_msg(0x0303, 0x8180, &[("v6.example", 28)], &[("v6.example", 28, v6), ("v6.example", 16, b"\x03abc".to_vec())]);
+    let pkts = vec![udp_pkt(CLIENT, DNS_RESOLVER, 30021, 53, &q), udp_pkt(DNS_RESOLVER, CLIENT, 53, 30021, &r)];
+    let input = write_pcap(dir.path(), "aaaa.pcap", pkts);
+    let rules = r#"require("protocol/dns")
+haka.rule{ on = haka.dissectors.dns.events.response, eval = function (dns, response)
+    local a, t = response.answer[1], response.answer[2]
+    local u = a.unknown and (tostring(a.unknown) .. " " .. #a.unknown:asstring()) or "-"
+    haka.log("AAAA ip=%s unknown=%s TXT %d %d", tostring(a.ip), u, #t.data, t.data:byte(1))
+end }
+"#;
+    let r1 = run(rules, &input, Some("[dns]\nrecords = \"haka\"\n"));
+    assert_eq!(r1.logs(), ["AAAA ip=nil unknown=<vbuffer_sub> 16 TXT 4 3"], "{}", r1.stdout);
+    let r2 = run(rules, &input, None);
+    assert_eq!(r2.logs(), ["AAAA ip=2001:db8::1 unknown=- TXT 3 97"], "{}", r2.stdout);
 }

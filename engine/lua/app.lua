@@ -758,10 +758,18 @@ local dns_mt = { __index = DnsMsg, __tostring = function() return "<dns message>
     end
   end) }
 
+-- [dns] records = "haka": the bytes fields are vbuffer_subs, as Haka's grammar gave them
+local HAKA_RECORDS = H.dns_haka_records
+local function bytes_sub(s) return haka.vbuffer_from(s):sub() end
 local function dns_records(list)
   for i = 1, #list do
     local r = list[i]
     if type(r.ip) == "number" then r.ip = ipv4_addr(r.ip) end -- A and WKS: haka ipv4.addr
+    if HAKA_RECORDS then
+      if r.unknown then r.unknown = bytes_sub(r.unknown) end
+      if r.ports then r.ports = bytes_sub(r.ports) end
+      if r.type == "NULL" and r.data then r.data = bytes_sub(r.data) end
+    end
   end
   return list
 end

@@ -964,10 +964,11 @@ end
 -- debug.pprint prints a view as Haka printed its swig objects: `userdata NAME { ... }`, the
 -- fields sorted by name; our additions that Haka's object did not have are left out
 -- (every view reads its packet's timestamp and tcp/udp their ip's src and dst, as Haka's
--- did through their parents, but Haka printed them on the packet only).
+-- did through their parents, but Haka printed them on the packet only). ipv4's
+-- dont_reassemble is Haka's own field: printed.
 local PP_ADDED = { packet = { direction = true }, tcp = { ip = true, src = true, dst = true, timestamp = true },
   udp = { ip = true, src = true, dst = true, timestamp = true }, icmp = { ip = true, timestamp = true },
-  ipv4 = { timestamp = true, dont_reassemble = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
+  ipv4 = { timestamp = true }, ipv6 = { timestamp = true }, ethernet = { timestamp = true } }
 -- Dissector parents (Haka 0.4: Dissector:parent([n | name]), the `_parent` and
 -- `_next_dissector` fields): the views of the packet's own slot, V[name][slot index], so
 -- that the same parent is the same object (`==`). ipv4/ipv6 sit on the packet as in Haka.
@@ -2297,11 +2298,16 @@ RT.message_handlers = {
   [4] = function(f, ev, raw, K) -- dns query
     local dns = session(f, "_dns", K.dns_session)
     local msg = K.dns_message(raw)
-    local q = rawget(f, "_dnsq")
-    if not q then q = {}; rawset(f, "_dnsq", q) end
-    q[msg.id] = msg
     fire(haka.dissectors.dns.events.query, dns, msg)
-    if msg._dropped then ACT = bor(ACT, ACT_PKT_DROP) end
+    if msg._dropped then
+      ACT = bor(ACT, ACT_PKT_DROP)
+    elseif not f._dropped then
+      -- awaited only once sent (Haka records it after its rules: a dropped query's
+      -- response is a "mismatching response")
+      local q = rawget(f, "_dnsq")
+      if not q then q = {}; rawset(f, "_dnsq", q) end
+      q[msg.id] = msg
+    end
   end,
   [5] = function(f, ev, raw, K) -- dns response (flags: its query was seen)
     local dns = session(f, "_dns", K.dns_session)

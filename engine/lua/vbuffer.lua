@@ -889,6 +889,8 @@ SUB_MT.__newindex = function(u, k, v)
 end
 SUB_MT.__len = function(u) return sub_size(SS[u]) end
 SUB_MT.__tostring = function(self) return "<vbuffer_sub>" end
+-- debug.pprint: Haka printed a sub as `userdata vbuffer_sub`
+SUB.__pprint_info = { kind = "userdata", name = "vbuffer_sub" }
 
 ---------------------------------------------------------------------------
 -- iterator methods

@@ -101,6 +101,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 error_log_interval: std::time::Duration::from_secs(cfg.rules.error_log_interval),
                 required_chain: cfg.rules.dissectors == crate::config::DissectorChain::Required,
                 read_only: cfg.datapath.mode == Mode::Passive || cfg.datapath.pass_through,
+                dns_haka_records: cfg.dns.records == crate::config::DnsRecords::Haka,
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))

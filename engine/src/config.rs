@@ -84,12 +84,42 @@ pub struct HttpConfig {
     /// inspected all the same): "alert", "ignore" (counted only) or "drop" (alert and
     /// drop the connection).
     pub anomaly: AnomalyAction,
+    /// An HTTP/0.9 request line (`GET /x`, no version): "accept" (parsed, flagged as the
+    /// anomaly `http09_request`) or "error" (a protocol error, as Haka).
+    pub http09: Http09,
+    /// A request or response head cut by the end of its stream (FIN): "ignore" (the
+    /// connection closed mid-message) or "error" (a protocol error, "invalid http
+    /// header", as Haka).
+    pub truncated_head: TruncatedHead,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { protocol_error: Verdict::Drop, anomaly: AnomalyAction::Alert }
+        HttpConfig {
+            protocol_error: Verdict::Drop,
+            anomaly: AnomalyAction::Alert,
+            http09: Http09::Accept,
+            truncated_head: TruncatedHead::Ignore,
+        }
     }
+}
+
+/// `[http] truncated_head`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncatedHead {
+    #[default]
+    Ignore,
+    Error,
+}
+
+/// `[http] http09`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Http09 {
+    #[default]
+    Accept,
+    Error,
 }
 
 /// `[tls]`: the TLS dissector (ClientHello).
@@ -117,6 +147,19 @@ pub struct DnsConfig {
     /// A malformed message: alert, then "drop" it (the datagram; over TCP, the
     /// connection) or "accept" it.
     pub protocol_error: Verdict,
+    /// Which record types are decoded (see [`DnsRecords`]).
+    pub records: DnsRecords,
+}
+
+/// `[dns] records`: "extended" decodes AAAA and HINFO too; "haka" decodes only the types
+/// Haka 0.4 decoded, the others' data being `unknown`, a vbuffer_sub as Haka's bytes
+/// fields (also NULL's `data` and WKS's `ports`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecords {
+    #[default]
+    Extended,
+    Haka,
 }
 
 /// `[http] anomaly`.
@@ -516,6 +559,10 @@ mod tests {
         let cfg = Config::parse("[http]\nanomaly = \"ignore\"\nprotocol_error = \"accept\"\n", "x.toml").unwrap();
         assert_eq!((cfg.http.anomaly, cfg.http.protocol_error), (AnomalyAction::Ignore, Verdict::Accept));
         assert_eq!(Config::parse("[http]\nanomaly = \"drop\"\n", "x.toml").unwrap().http.anomaly, AnomalyAction::Drop);
+        let cfg = Config::parse("[http]\nhttp09 = \"error\"\ntruncated_head = \"error\"\n[dns]\nrecords = \"haka\"\n", "x.toml").unwrap();
+        assert_eq!((cfg.http.http09, cfg.http.truncated_head, cfg.dns.records), (Http09::Error, TruncatedHead::Error, DnsRecords::Haka));
+        let d = Config::default();
+        assert_eq!((d.http.http09, d.http.truncated_head, d.dns.records), (Http09::Accept, TruncatedHead::Ignore, DnsRecords::Extended));
         let e = Config::parse("[http]\nanomaly = \"log\"\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2: http.anomaly: ") && e.contains("`log`") && !e.contains('\n'), "{e}");
         // an unknown key's message names it already

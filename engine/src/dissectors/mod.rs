@@ -63,6 +63,10 @@ pub struct Settings {
     /// HTTP protocol errors drop the connection (else: alert, stop parsing it).
     pub http_error_drop: bool,
     pub anomaly: AnomalyAction,
+    /// HTTP/0.9 request lines are protocol errors (`[http] http09 = "error"`).
+    pub http09_error: bool,
+    /// A head cut by the end of its stream is a protocol error (`[http] truncated_head`).
+    pub truncated_head_error: bool,
     /// Body bytes are reported (rules read them); else skipped uncopied.
     pub http_bodies: bool,
     /// A malformed or too long ClientHello drops the connection (else: alert, let it by).
@@ -78,6 +82,8 @@ impl Settings {
         Settings {
             http_error_drop: cfg.http.protocol_error == Drop,
             anomaly: cfg.http.anomaly,
+            http09_error: cfg.http.http09 == crate::config::Http09::Error,
+            truncated_head_error: cfg.http.truncated_head == crate::config::TruncatedHead::Error,
             http_bodies: false,
             tls_error_drop: cfg.tls.protocol_error == Drop,
             tls_max_hello: cfg.tls.max_hello_bytes,
@@ -152,6 +158,13 @@ pub enum AppEvent {
     Error(ProtocolError),
 }
 
+/// What the Lua form of a message depends on (the rules' options).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LuaContext {
+    /// `[dns] records = "haka"`: DNS records as Haka 0.4 gave them.
+    pub dns_haka_records: bool,
+}
+
 /// A message event's Lua form (see `RT.app_events` in haka.lua): the record kind Lua
 /// dispatches on, its flags, and its fields as a table.
 pub struct LuaMessage {
@@ -164,7 +177,7 @@ pub struct LuaMessage {
 pub trait Message: Send + fmt::Debug {
     /// Its counter.
     fn counter(&self) -> Stateful;
-    fn to_lua(&self, lua: &mlua::Lua) -> mlua::Result<LuaMessage>;
+    fn to_lua(&self, lua: &mlua::Lua, ctx: &LuaContext) -> mlua::Result<LuaMessage>;
     /// For tests and tools that know the concrete type.
     fn as_any(&self) -> &dyn std::any::Any;
 }

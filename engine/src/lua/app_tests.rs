@@ -465,7 +465,7 @@ fn udp_payloads(path: &str) -> Vec<Vec<u8>> {
 fn dns_messages_from_haka_capture() {
     let e = engine("");
     let p = udp_payloads("modules/protocol/dns/test/basic.pcap");
-    let t = |i: usize| dns_table(lua(&e), &dns::parse(&p[i]).unwrap()).unwrap();
+    let t = |i: usize| dns_table(lua(&e), &dns::parse(&p[i]).unwrap(), false).unwrap();
     // values as in Haka's modules/protocol/dns/test/basic-ref.txt
     let _: () = run(
         &e,
@@ -537,7 +537,7 @@ fn dns_crafted_cname_and_unknown() {
     rr(&mut m, "web.example.net", 99, &[1, 2, 3]);
     let msg = dns::parse(&m).unwrap();
     let e = engine("");
-    let raw = dns_table(lua(&e), &msg).unwrap();
+    let raw = dns_table(lua(&e), &msg, false).unwrap();
     let _: () = run(
         &e,
         r#"local K, raw = ...

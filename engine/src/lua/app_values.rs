@@ -80,7 +80,10 @@ fn dns_type(lua: &Lua, t: u16) -> mlua::Result<mlua::Value> {
     }
 }
 
-fn record_table(lua: &Lua, r: &dns::Record) -> mlua::Result<Table> {
+/// `haka`: `[dns] records = "haka"`: AAAA and HINFO left undecoded (`unknown`, their
+/// record data) and TXT's `data` the record data as is, as Haka 0.4 (app.lua makes its
+/// bytes fields vbuffer_subs).
+fn record_table(lua: &Lua, r: &dns::Record, haka: bool) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 8)?;
     let owner = dns_name(&r.name);
     t.raw_set("name", owner.as_str())?;
@@ -90,6 +93,16 @@ fn record_table(lua: &Lua, r: &dns::Record) -> mlua::Result<Table> {
     t.raw_set("ttl", r.ttl)?;
     t.raw_set("length", r.length)?;
     match &r.data {
+        dns::RData::Aaaa(ip) if haka => t.raw_set("unknown", lua.create_string(ip.octets())?)?,
+        dns::RData::Hinfo { cpu, os } if haka => {
+            // the record data: two <character-string>s (length byte, bytes)
+            let mut b = Vec::with_capacity(cpu.len() + os.len() + 2);
+            for s in [cpu, os] {
+                b.push(s.len() as u8);
+                b.extend_from_slice(s);
+            }
+            t.raw_set("unknown", lua.create_string(b)?)?
+        }
         dns::RData::A(ip) => t.raw_set("ip", u32::from(*ip))?,
         dns::RData::Aaaa(ip) => t.raw_set("ip", ip.to_string())?,
         dns::RData::Name(n) => t.raw_set("name", dns_name(n))?,
@@ -111,7 +124,17 @@ fn record_table(lua: &Lua, r: &dns::Record) -> mlua::Result<Table> {
             t.raw_set("ename", dns_name(emailbx))?;
         }
         dns::RData::Txt(strings) => {
-            t.raw_set("data", lua.create_string(strings.concat())?)?;
+            if haka {
+                // Haka read the record data as text: each string with its length byte
+                let mut b = Vec::with_capacity(strings.iter().map(|s| s.len() + 1).sum());
+                for s in strings {
+                    b.push(s.len() as u8);
+                    b.extend_from_slice(s);
+                }
+                t.raw_set("data", lua.create_string(b)?)?;
+            } else {
+                t.raw_set("data", lua.create_string(strings.concat())?)?;
+            }
             let l = lua.create_table_with_capacity(strings.len(), 0)?;
             for (i, s) in strings.iter().enumerate() {
                 l.raw_set(i + 1, lua.create_string(s)?)?;
@@ -135,16 +158,17 @@ fn record_table(lua: &Lua, r: &dns::Record) -> mlua::Result<Table> {
     Ok(t)
 }
 
-fn records_array(lua: &Lua, v: &[dns::Record]) -> mlua::Result<Table> {
+fn records_array(lua: &Lua, v: &[dns::Record], haka: bool) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(v.len(), 0)?;
     for (i, r) in v.iter().enumerate() {
-        t.raw_set(i + 1, record_table(lua, r)?)?;
+        t.raw_set(i + 1, record_table(lua, r, haka)?)?;
     }
     Ok(t)
 }
 
 /// The raw table of a DNS message (see the module docs).
-pub fn dns_table(lua: &Lua, m: &dns::Message) -> mlua::Result<Table> {
+/// `haka_records`: `[dns] records = "haka"` (see [`record_table`]).
+pub fn dns_table(lua: &Lua, m: &dns::Message, haka_records: bool) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, 20)?;
     let h = &m.header;
     t.raw_set("id", h.id)?;
@@ -169,9 +193,9 @@ pub fn dns_table(lua: &Lua, m: &dns::Message) -> mlua::Result<Table> {
         qs.raw_set(i + 1, e)?;
     }
     t.raw_set("questions", qs)?;
-    t.raw_set("answer", records_array(lua, &m.answers)?)?;
-    t.raw_set("authority", records_array(lua, &m.authority)?)?;
-    t.raw_set("additional", records_array(lua, &m.additional)?)?;
+    t.raw_set("answer", records_array(lua, &m.answers, haka_records)?)?;
+    t.raw_set("authority", records_array(lua, &m.authority, haka_records)?)?;
+    t.raw_set("additional", records_array(lua, &m.additional, haka_records)?)?;
     Ok(t)
 }
 

@@ -163,6 +163,9 @@ pub struct LuaOptions {
     /// Passive (pass-through) mode: packets are read only, a rule's write raises
     /// "read only buffer" (Haka's behaviour) and `haka.capture_mode()` is "passthrough".
     pub read_only: bool,
+    /// `[dns] records = "haka"`: DNS records as Haka 0.4 gave them (AAAA and HINFO
+    /// undecoded, bytes fields as vbuffer_subs; see `crate::config::DnsRecords`).
+    pub dns_haka_records: bool,
 }
 
 impl Default for LuaOptions {
@@ -174,6 +177,7 @@ impl Default for LuaOptions {
             error_log_interval: Duration::from_secs(1),
             required_chain: false,
             read_only: false,
+            dns_haka_records: false,
         }
     }
 }
@@ -283,6 +287,8 @@ struct Shared {
     required_chain: bool,
     /// Passive mode: the packets are read only ([`LuaOptions::read_only`]).
     read_only: bool,
+    /// `LuaOptions::dns_haka_records`.
+    dns_haka_records: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -480,6 +486,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("required_chain", sh.required_chain)?;
     h.set("slot_size", std::mem::size_of::<Slot>())?;
     h.set("read_only", sh.read_only)?;
+    h.set("dns_haka_records", sh.dns_haka_records)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -758,6 +765,7 @@ impl LuaEngine {
             rule_error_drop: opts.rule_error_drop,
             required_chain: opts.required_chain,
             read_only: opts.read_only,
+            dns_haka_records: opts.dns_haka_records,
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, _pad2: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -1479,6 +1487,7 @@ impl LuaEngine {
         // each is a protected call that allocates); DNS and TLS events add their raw
         // table to `tabs`.
         let lua = self.st.lua.clone();
+        let haka_records = self.shared.dns_haka_records;
         let recs = &mut self.app_evs;
         recs.clear();
         let mut build = || -> mlua::Result<Value> {
@@ -1525,7 +1534,7 @@ impl LuaEngine {
                             r.flags = *dir as i32;
                         }
                         AppEvent::Message(m) => {
-                            let l = m.to_lua(&lua)?;
+                            let l = m.to_lua(&lua, &crate::dissectors::LuaContext { dns_haka_records: haka_records })?;
                             r.kind = l.kind;
                             r.flags = l.flags;
                             table(l.table, &mut r);

@@ -674,6 +674,10 @@ fn dissector_parent() {
             local lines = {}
             debug.pprint(tcp:parent(2), { depth = 1, print = function(l) lines[#lines + 1] = l end })
             assert(lines[2] == "  _next_dissector : userdata ipv4" and lines[3] == "  _parent : nil", lines[3])
+            -- Haka's ipv4 object shows its dont_reassemble flag (sorted among the fields)
+            lines = {}
+            debug.pprint(ip, { depth = 1, print = function(l) lines[#lines + 1] = l end })
+            assert(lines[5] == "  dont_reassemble : false" and lines[4]:match("^  checksum : "), lines[5])
         end }
     "#,
     );

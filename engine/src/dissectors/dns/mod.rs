@@ -51,11 +51,11 @@ impl super::Message for DnsEvent {
         self
     }
 
-    fn to_lua(&self, lua: &mlua::Lua) -> mlua::Result<LuaMessage> {
+    fn to_lua(&self, lua: &mlua::Lua, ctx: &super::LuaContext) -> mlua::Result<LuaMessage> {
         Ok(LuaMessage {
             kind: if self.matched.is_some() { 5 } else { 4 },
             flags: (self.matched == Some(true)) as i32,
-            table: crate::lua::app_values::dns_table(lua, &self.msg)?,
+            table: crate::lua::app_values::dns_table(lua, &self.msg, ctx.dns_haka_records)?,
         })
     }
 }

@@ -37,7 +37,16 @@ impl HttpDissector {
             p.set_emit_bodies(s.http_bodies);
             p.set_raw_heads(true);
         }
+        Self::set_errors(&mut req, &mut resp, s);
         HttpDissector { req, resp, end: [0; 2], prior: [None, None], error_drop: s.http_error_drop }
+    }
+
+    /// Haka's errors where the parser is tolerant by default: HTTP/0.9 request lines, heads
+    /// cut by the end of the stream.
+    fn set_errors(req: &mut HttpParser, resp: &mut HttpParser, s: &Settings) {
+        req.set_refuse_http09(s.http09_error);
+        req.set_truncated_head_error(s.truncated_head_error);
+        resp.set_truncated_head_error(s.truncated_head_error);
     }
 
     fn error(&self, dir: u8, error: HttpError) -> AppEvent {
@@ -158,6 +167,7 @@ impl AppDissector for HttpDissector {
             p.reset();
             p.set_emit_bodies(s.http_bodies);
         }
+        Self::set_errors(&mut self.req, &mut self.resp, s);
         self.end = [0; 2];
         self.prior = [None, None];
         self.error_drop = s.http_error_drop;

@@ -26,6 +26,9 @@ pub enum HttpError {
     /// More header (or trailer) fields than [`Limits::max_headers`].
     TooManyHeaders,
     BadRequestLine,
+    /// A request line whose method and target are there but whose version is not
+    /// `HTTP/d.d` (Haka's grammar named its `version` rule: "invalid http version").
+    BadVersion,
     BadStatusLine,
     BadHeader,
     BadChunk,
@@ -45,6 +48,7 @@ impl fmt::Display for HttpError {
             HttpError::HeadTooLong => "http head too long",
             HttpError::TooManyHeaders => "too many http headers",
             HttpError::BadRequestLine => "invalid http request line",
+            HttpError::BadVersion => "invalid http version",
             HttpError::BadStatusLine => "invalid http status line",
             HttpError::BadHeader => "invalid http header",
             HttpError::BadChunk => "invalid http chunk",
@@ -65,6 +69,7 @@ impl HttpError {
     pub fn haka_alert(self, from_server: bool) -> String {
         let rule = match self {
             HttpError::BadRequestLine => "request_line",
+            HttpError::BadVersion => "version",
             HttpError::BadStatusLine => "response_line",
             HttpError::BadHeader | HttpError::TooManyHeaders | HttpError::HeadTooLong => "header",
             HttpError::UnexpectedData => {
@@ -479,6 +484,12 @@ pub struct HttpParser {
     spans: VecDeque<(u64, u64)>,
     /// Report body bytes (`Body`/`Tunnel` events); off when nobody reads them.
     emit_bodies: bool,
+    /// Request side: an HTTP/0.9 request line (no version) is an error
+    /// ([`HttpError::BadRequestLine`], Haka's behaviour) rather than a flagged head.
+    refuse_http09: bool,
+    /// A head cut by the end of its stream is a parse error naming where it was cut (Haka's
+    /// grammar failed there: "invalid http header"), rather than [`HttpError::Truncated`].
+    truncated_head_error: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
     /// The buffer of a head handed back by the caller ([`recycle_head`](Self::recycle_head)),
@@ -507,6 +518,8 @@ impl HttpParser {
             base: 0,
             spans: VecDeque::new(),
             emit_bodies: true,
+            refuse_http09: false,
+            truncated_head_error: false,
             body_offs: VecDeque::new(),
             spare_head: Vec::new(),
         }
@@ -558,6 +571,21 @@ impl HttpParser {
     /// still delimited (messages, keep-alive, chunking) but never copied.
     pub fn set_emit_bodies(&mut self, on: bool) {
         self.emit_bodies = on;
+    }
+
+    /// Whether an HTTP/0.9 request line (`GET /x`, no version) is an error
+    /// ([`HttpError::BadRequestLine`], as Haka) rather than a head flagged
+    /// [`Anomaly::Http09Request`] (default). Kept by [`reset`](Self::reset).
+    pub fn set_refuse_http09(&mut self, on: bool) {
+        self.refuse_http09 = on;
+    }
+
+    /// Whether a head cut by the end of its stream ([`feed_eof`](Self::feed_eof)) is the
+    /// error of the part that was cut ([`HttpError::BadHeader`] once the start line is
+    /// complete, else the start line's), as Haka's grammar reported it, rather than
+    /// [`HttpError::Truncated`] (default). Kept by [`reset`](Self::reset).
+    pub fn set_truncated_head_error(&mut self, on: bool) {
+        self.truncated_head_error = on;
     }
 
     /// Stream offsets `[start, end)` of the oldest head (request or status line with its
@@ -718,8 +746,19 @@ impl HttpParser {
         match self.state {
             State::UntilClose => out.push(HttpEvent::MessageEnd),
             State::Head { .. } => {
-                if self.buf[self.pos..].iter().any(|&b| b != b'\r' && b != b'\n') {
-                    return self.fail(HttpError::Truncated);
+                let rest = &self.buf[self.pos..];
+                if let Some(start) = rest.iter().position(|&b| b != b'\r' && b != b'\n') {
+                    if !self.truncated_head_error {
+                        return self.fail(HttpError::Truncated);
+                    }
+                    let e = if memchr::memchr(b'\n', &rest[start..]).is_some() {
+                        HttpError::BadHeader
+                    } else if self.kind == Kind::Request {
+                        HttpError::BadRequestLine
+                    } else {
+                        HttpError::BadStatusLine
+                    };
+                    return self.fail(e);
                 }
             }
             State::Closed | State::Tunnel | State::Done => {}
@@ -903,6 +942,9 @@ impl HttpParser {
         bytes.extend_from_slice(&self.leading);
         bytes.extend_from_slice(&input[self.pos..self.pos + end]);
         let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
+        if self.refuse_http09 && info.anomalies & Anomaly::Http09Request.bit() != 0 {
+            return Err(HttpError::BadRequestLine);
+        }
         if info.anomalies & Anomaly::Http09Request.bit() != 0 && info.fields_start < bytes.len() {
             // an HTTP/0.9 request line is a head of its own: what came with it is body
             bytes.truncate(info.fields_start);
@@ -1678,6 +1720,44 @@ fn version_less(l: &[u8]) -> bool {
 /// C servers end the target at a NUL and some parsers end the line at a CR, so that a
 /// server would not see the target the rules see.
 fn split_request_line(l: &[u8]) -> Result<RequestLine<'_>, HttpError> {
+    let r = split_request_line_inner(l);
+    if r.is_err() && version_at_fault(l) {
+        return Err(HttpError::BadVersion);
+    }
+    r
+}
+
+/// Whether a refused request line is refused for its version, as Haka's grammar saw it
+/// (method, blanks, a target of printable bytes, blanks, then no `HTTP/digits.digits`):
+/// the alert then names the version ("invalid http version") rather than the line.
+fn version_at_fault(l: &[u8]) -> bool {
+    let mut i = l.iter().position(|&c| is_blank(c) || c < b' ' || c == 0x7f).unwrap_or(l.len());
+    if i == 0 || !l[..i].iter().all(|&c| is_tchar(c)) || l.get(i).is_none_or(|&c| !is_blank(c)) {
+        return false;
+    }
+    let skip_blanks = |i: &mut usize| {
+        let s = *i;
+        while l.get(*i).is_some_and(|&c| is_blank(c)) {
+            *i += 1;
+        }
+        *i > s
+    };
+    skip_blanks(&mut i);
+    let s = i;
+    while l.get(i).is_some_and(|&c| c.is_ascii_graphic()) {
+        i += 1;
+    }
+    if i == s || !skip_blanks(&mut i) {
+        return false;
+    }
+    let v = &l[i..];
+    let digits = |b: &[u8]| b.iter().take_while(|c| c.is_ascii_digit()).count();
+    let Some(rest) = v.strip_prefix(b"HTTP/") else { return true };
+    let a = digits(rest);
+    a == 0 || rest.get(a) != Some(&b'.') || digits(&rest[a + 1..]) == 0
+}
+
+fn split_request_line_inner(l: &[u8]) -> Result<RequestLine<'_>, HttpError> {
     let bad = Err(HttpError::BadRequestLine);
     let t = trim_ows(l);
     let mut anomalies = if t.len() == l.len() { 0 } else { Anomaly::RequestLineWhitespace.bit() };
@@ -2455,18 +2535,18 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     fn malformed() {
         let reqs: &[(&[u8], HttpError)] = &[
             (b"GET / HTTP/1.1 extra\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTML/1.1\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET /a b\r\nHost: x\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTML/1.1\r\n\r\n", HttpError::BadVersion),
+            (b"GET /a b\r\nHost: x\r\n\r\n", HttpError::BadVersion),
             (b"GET\r\n\r\n", HttpError::BadRequestLine),
             (b"GET  HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTTP/1.x\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTTP/11\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTP/1.x\r\n\r\n", HttpError::BadVersion),
+            (b"GET / HTTP/11\r\n\r\n", HttpError::BadVersion),
             (b"GET /a\rb HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"GET /a\x00b\r\n", HttpError::BadRequestLine),
             (b"POST / HTTP/1.1\r\nContent-Length : 1\r\n\r\nx", HttpError::BadHeader),
             (b"POST / HTTP/1.1\r\ntransfer-encoding\t: chunked\r\n\r\n", HttpError::BadHeader),
             (b"G(T / HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
-            (b"GET / HTTX/1.1\r\n\r\n", HttpError::BadRequestLine),
+            (b"GET / HTTX/1.1\r\n\r\n", HttpError::BadVersion),
             (b"GET /\x00 HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
             (b"\x00\x01\x02\x03\n\n", HttpError::BadRequestLine),
             (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", HttpError::BadHeader),
@@ -2619,6 +2699,36 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
     /// An HTTP/0.9 exchange: the request is its line, what follows it a request body until
     /// close; the answer, without a status line, a response body until close (a server
     /// refusing HTTP/0.9 answers with a status line: parsed as one). No error either way.
+    #[test]
+    fn haka_errors_when_configured_http09_and_truncated_heads() {
+        // HTTP/0.9 refused: the line is an error, named as Haka's grammar did
+        let mut p = HttpParser::request();
+        p.set_refuse_http09(true);
+        assert_eq!(p.feed(b"GET /x\r\n"), Err(HttpError::BadRequestLine));
+        assert_eq!(HttpError::BadRequestLine.haka_alert(false), "invalid http request_line");
+        assert_eq!(HttpError::BadVersion.haka_alert(false), "invalid http version");
+        // a head cut by the end of the stream: where it was cut
+        for (data, e) in [
+            (&b"GET / HTTP/1.1\r\nHost: x\r\n"[..], HttpError::BadHeader),
+            (b"GET / HTT", HttpError::BadRequestLine),
+        ] {
+            let mut p = HttpParser::request();
+            assert_eq!(p.feed(data).map(|v| v.len()), Ok(0));
+            assert_eq!(p.clone().feed_eof(), Err(HttpError::Truncated), "default");
+            p.set_truncated_head_error(true);
+            assert_eq!(p.feed_eof(), Err(e));
+        }
+        let mut p = HttpParser::response();
+        p.set_truncated_head_error(true);
+        assert_eq!(p.feed(b"HTTP/1.1 200 OK\r\n").map(|v| v.len()), Ok(0));
+        assert_eq!(p.feed_eof(), Err(HttpError::BadHeader));
+        // nothing but empty lines: not a head
+        let mut p = HttpParser::request();
+        p.set_truncated_head_error(true);
+        assert_eq!(p.feed(b"\r\n").map(|v| v.len()), Ok(0));
+        assert_eq!(p.feed_eof().map(|v| v.len()), Ok(0));
+    }
+
     #[test]
     fn http09_exchange_is_parsed_without_error() {
         let raw = || {
@@ -2855,7 +2965,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         );
         assert_eq!(req(&conns[1].1 .0[0]).method, "GET");
         // `GET / HTML/1.1` (a version that is not one) is rejected.
-        assert_eq!(conns[2].1 .2, Some(HttpError::BadRequestLine));
+        assert_eq!(conns[2].1 .2, Some(HttpError::BadVersion));
         // The HTTP/0.9 request (no version): the head is its line, the lines after it are
         // a body until close; Apache's answer (no status line) is a body until close.
         let (reqs, resps, _, e2) = &conns[3].1;
@@ -3290,7 +3400,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert!(h.info.obs_fold && !h.info.canonical);
         let h = RawHead::scan(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n".to_vec(), false).unwrap();
         assert!(h.info.canonical && h.part(2) == b"OK" && h.info.fields_start == 17);
-        assert_eq!(RawHead::scan(b"GET / HTML/1.1\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadRequestLine));
+        assert_eq!(RawHead::scan(b"GET / HTML/1.1\r\n\r\n".to_vec(), true).map(|_| ()), Err(HttpError::BadVersion));
     }
 
 

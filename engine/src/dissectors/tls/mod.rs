@@ -37,7 +37,7 @@ impl super::Message for ClientHello {
         self
     }
 
-    fn to_lua(&self, lua: &mlua::Lua) -> mlua::Result<LuaMessage> {
+    fn to_lua(&self, lua: &mlua::Lua, _ctx: &super::LuaContext) -> mlua::Result<LuaMessage> {
         Ok(LuaMessage { kind: 6, flags: 0, table: crate::lua::app_values::tls_table(lua, self)? })
     }
 }
