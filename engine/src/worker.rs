@@ -110,14 +110,24 @@ impl Clock {
 
 const _: () = assert!(BURST == BATCH && BURST <= u8::MAX as usize);
 
+/// A driver's rx timestamp in ns since the epoch (net_pcap writes ns, or µs in older
+/// drivers): Unix time in µs stays below 1e17 until the year 5138; in ns it is above.
+#[inline(always)]
+pub(crate) fn rx_time_ns(t: u64) -> u64 {
+    if t > 100_000_000_000_000_000 {
+        t
+    } else {
+        t.saturating_mul(1000)
+    }
+}
+
 /// A packet's time (seconds since the epoch, nanoseconds): the driver's rx timestamp
 /// (net_pcap: the capture's time, in ns, or µs in older drivers), else the wall
 /// clock, read at most once per burst (`wall`, (0, 0) until read).
 #[inline(always)]
 fn packet_time(m: &Mbuf, wall: &mut (u64, u32)) -> (u64, u32) {
     if let Some(t) = m.rx_timestamp() {
-        // Unix time in µs stays below 1e17 until the year 5138; in ns it is above.
-        let ns = if t > 100_000_000_000_000_000 { t } else { t.saturating_mul(1000) };
+        let ns = rx_time_ns(t);
         return (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
     }
     if wall.0 == 0 {
