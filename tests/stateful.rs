@@ -1107,6 +1107,41 @@ fn forged_resets_follow_the_packets_received_before_them() {
 }
 
 #[test]
+fn resets_leave_right_after_their_packet_client_first_in_either_form() {
+    // Haka sends the RSTs of flow:reset() at once, the client's then the server's; the
+    // next packets of the burst (another connection) come after them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = Session::new(40023, 80);
+    bad.handshake().send(0, b"GET /forbidden HTTP/1.1\r\nHost: lab\r\n\r\n");
+    let mut other = Session::new(40024, 80);
+    other.handshake();
+    let mut pkts = bad.pkts.clone();
+    pkts.extend(other.pkts.clone());
+    let input = write_pcap(dir.path(), "rst-place.pcap", pkts);
+    for (conf, bare) in [(None, false), (Some("[tcp]\nreset_flags = \"rst\"\n"), true)] {
+        let r = run_file(&sample("http_uri_block.lua"), &input, conf);
+        let out = r.out_packets();
+        let ports: Vec<(u16, u16, u8)> = out.iter().map(|p| (p.sport, p.dport, p.flags)).collect();
+        assert_eq!(out.len(), 3 + 2 + 3, "{ports:?}");
+        assert_eq!(&r.out.packets[..3], &bad.pkts[..3], "{ports:?}");
+        let (to_client, to_server) = (&out[3], &out[4]);
+        assert_eq!((to_client.src, to_client.dst, to_client.seq), (SERVER, CLIENT, S_ISN + 1), "{ports:?}");
+        assert_eq!((to_server.src, to_server.dst, to_server.seq), (CLIENT, SERVER, C_ISN + 1), "{ports:?}");
+        assert_eq!(&r.out.packets[5..], &other.pkts[..], "the other connection after the RSTs: {ports:?}");
+        for (i, p) in [(3, to_client), (4, to_server)] {
+            assert!(p.checksums_ok && p.payload.is_empty(), "{p:?}");
+            let df = r.out.packets[i][14 + 6] & 0x40 != 0;
+            if bare {
+                assert_eq!((p.flags, p.ack, df), (RST, 0, false), "Haka's bare RST: {p:?}");
+            } else {
+                assert_eq!((p.flags, df), (RST | ACK, true), "{p:?}");
+            }
+        }
+        assert_eq!(to_client.ack, if bare { 0 } else { C_ISN + 1 + 38 });
+    }
+}
+
+#[test]
 fn sample_http_sqli_scores_uri_arguments_and_cookies() {
     let dir = tempfile::tempdir().unwrap();
     let mut pkts = Vec::new();
