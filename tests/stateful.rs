@@ -1142,6 +1142,44 @@ fn resets_leave_right_after_their_packet_client_first_in_either_form() {
 }
 
 #[test]
+fn a_packet_dropped_as_its_connection_is_made_drops_a_tcp_connection_and_makes_no_udp_one() {
+    // Haka: pkt:drop() in new_connection (or a policy) drops the TCP connection: its
+    // later packets are dropped silently; a UDP connection is not made, so the next
+    // datagram makes it again. In receive_packet it drops the packet.
+    let dir = tempfile::tempdir().unwrap();
+    let mut web = Session::new(40040, 80);
+    web.handshake().send(0, b"GET / HTTP/1.0\r\n\r\n").send(0, b"drop me").send(0, b"more").close();
+    let mut db = Session::new(40041, 3306);
+    db.handshake().send(1, b"greeting").ack(0).close();
+    let mut pkts = web.pkts.clone();
+    pkts.extend(db.pkts.clone());
+    let q1 = udp_pkt(CLIENT, SERVER, 5000, 5353, b"first");
+    let q2 = udp_pkt(CLIENT, SERVER, 5000, 5353, b"second");
+    pkts.extend([q1, q2]);
+    let input = write_pcap(dir.path(), "filter.pcap", pkts);
+    let rules = r#"require("protocol/ipv4") require("protocol/tcp") require("protocol/udp")
+require("protocol/tcp_connection") require("protocol/udp_connection")
+haka.rule { on = haka.dissectors.tcp_connection.events.new_connection,
+  eval = function (flow, pkt) if pkt.dstport ~= 80 then pkt:drop() end end }
+haka.rule { on = haka.dissectors.tcp_connection.events.receive_packet,
+  eval = function (flow, pkt) if #pkt.payload == 7 then pkt:drop() end end }
+haka.rule { on = haka.dissectors.udp_connection.events.new_connection,
+  eval = function (flow, pkt) pkt:drop() end }
+"#;
+    let r = run(rules, &input, None);
+    let out = r.out_packets();
+    assert!(!out.iter().any(|p| p.sport == 3306 || p.dport == 3306), "the 3306 connection is dropped whole");
+    let web_out: Vec<&Vec<u8>> =
+        r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.sport == 40040 || p.dport == 40040)).collect();
+    let mut web_expected: Vec<&Vec<u8>> = web.pkts.iter().collect();
+    web_expected.remove(4); // "drop me"
+    assert_eq!(web_out, web_expected, "the web connection less the packet its rule dropped");
+    let udp_out: Vec<&Vec<u8>> = r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.proto == 17)).collect();
+    assert!(udp_out.is_empty(), "each UDP datagram makes the connection again, and is dropped: {udp_out:?}");
+    assert_eq!(r.st("udp_connections"), 2, "new_connection fired for each");
+}
+
+#[test]
 fn sample_http_sqli_scores_uri_arguments_and_cookies() {
     let dir = tempfile::tempdir().unwrap();
     let mut pkts = Vec::new();

@@ -346,6 +346,12 @@ impl StatefulStage {
             match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
                 ConnCall::Error => return self.rule_error(lua),
                 ConnCall::Done(a) => {
+                    // Haka makes a UDP connection only once new_connection let its packet
+                    // through: the next packet makes it again
+                    if !tcp && step.created && a & act::PACKET_DROP != 0 {
+                        self.conns.end(id);
+                        return Outcome::Drop(DropReason::Rule);
+                    }
                     if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
                         return o;
                     }
