@@ -211,6 +211,40 @@ fn passive_without_output_inspects_only() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("packets"));
 }
 
+#[test]
+fn output_packets_keep_their_capture_time() {
+    // Haka writes each packet with the time it was captured with (tshark reads an ICMP
+    // echo's timestamp against it); net_pcap would stamp the write time.
+    let dir = tempfile::tempdir().unwrap();
+    let cap = dir.path().join("in.pcap");
+    let frames = vec![
+        ipv4_frame([198, 18, 0, 1], [198, 18, 0, 2], 17, 5000, 53, b"one"),
+        ipv4_frame([198, 18, 0, 1], [198, 18, 0, 3], 17, 5000, 53, b"two"),
+        ipv4_frame([198, 18, 0, 1], [198, 18, 0, 2], 17, 5000, 53, b"three"),
+    ];
+    write_capture(&cap, frames);
+    let in_times = haka_engine::pcapfile::record_times_ns(&std::fs::read(&cap).unwrap()).unwrap();
+    let rules = dir.path().join("rules.lua");
+    std::fs::write(
+        &rules,
+        r#"local ipv4 = require("protocol/ipv4")
+haka.rule { on = haka.dissectors.ipv4.events.receive_packet, eval = function (pkt)
+    if pkt.dst == ipv4.addr("198.18.0.3") then pkt:drop() else pkt.ttl = 7 end
+end }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out.pcap");
+    let o = hakapcap(&[rules.to_str().unwrap(), cap.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    let output = Capture::parse(&bytes).unwrap();
+    assert_eq!(output.packets.len(), 2);
+    assert!(output.packets.iter().all(|p| p[14 + 8] == 7), "the rule modified them");
+    // the dropped second packet takes its time with it
+    assert_eq!(haka_engine::pcapfile::record_times_ns(&bytes).unwrap(), vec![in_times[0], in_times[2]]);
+}
+
 fn assert_one_line_error(o: &std::process::Output, prog: &str, needle: &str) {
     assert!(!o.status.success(), "expected failure");
     let lines = stderr_lines(o);

@@ -1107,6 +1107,79 @@ fn forged_resets_follow_the_packets_received_before_them() {
 }
 
 #[test]
+fn resets_leave_right_after_their_packet_client_first_in_either_form() {
+    // Haka sends the RSTs of flow:reset() at once, the client's then the server's; the
+    // next packets of the burst (another connection) come after them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bad = Session::new(40023, 80);
+    bad.handshake().send(0, b"GET /forbidden HTTP/1.1\r\nHost: lab\r\n\r\n");
+    let mut other = Session::new(40024, 80);
+    other.handshake();
+    let mut pkts = bad.pkts.clone();
+    pkts.extend(other.pkts.clone());
+    let input = write_pcap(dir.path(), "rst-place.pcap", pkts);
+    for (conf, bare) in [(None, false), (Some("[tcp]\nreset_flags = \"rst\"\n"), true)] {
+        let r = run_file(&sample("http_uri_block.lua"), &input, conf);
+        let out = r.out_packets();
+        let ports: Vec<(u16, u16, u8)> = out.iter().map(|p| (p.sport, p.dport, p.flags)).collect();
+        assert_eq!(out.len(), 3 + 2 + 3, "{ports:?}");
+        assert_eq!(&r.out.packets[..3], &bad.pkts[..3], "{ports:?}");
+        let (to_client, to_server) = (&out[3], &out[4]);
+        assert_eq!((to_client.src, to_client.dst, to_client.seq), (SERVER, CLIENT, S_ISN + 1), "{ports:?}");
+        assert_eq!((to_server.src, to_server.dst, to_server.seq), (CLIENT, SERVER, C_ISN + 1), "{ports:?}");
+        assert_eq!(&r.out.packets[5..], &other.pkts[..], "the other connection after the RSTs: {ports:?}");
+        for (i, p) in [(3, to_client), (4, to_server)] {
+            assert!(p.checksums_ok && p.payload.is_empty(), "{p:?}");
+            let df = r.out.packets[i][14 + 6] & 0x40 != 0;
+            if bare {
+                assert_eq!((p.flags, p.ack, df), (RST, 0, false), "Haka's bare RST: {p:?}");
+            } else {
+                assert_eq!((p.flags, df), (RST | ACK, true), "{p:?}");
+            }
+        }
+        assert_eq!(to_client.ack, if bare { 0 } else { C_ISN + 1 + 38 });
+    }
+}
+
+#[test]
+fn a_packet_dropped_as_its_connection_is_made_drops_a_tcp_connection_and_makes_no_udp_one() {
+    // Haka: pkt:drop() in new_connection (or a policy) drops the TCP connection: its
+    // later packets are dropped silently; a UDP connection is not made, so the next
+    // datagram makes it again. In receive_packet it drops the packet.
+    let dir = tempfile::tempdir().unwrap();
+    let mut web = Session::new(40040, 80);
+    web.handshake().send(0, b"GET / HTTP/1.0\r\n\r\n").send(0, b"drop me").send(0, b"more").close();
+    let mut db = Session::new(40041, 3306);
+    db.handshake().send(1, b"greeting").ack(0).close();
+    let mut pkts = web.pkts.clone();
+    pkts.extend(db.pkts.clone());
+    let q1 = udp_pkt(CLIENT, SERVER, 5000, 5353, b"first");
+    let q2 = udp_pkt(CLIENT, SERVER, 5000, 5353, b"second");
+    pkts.extend([q1, q2]);
+    let input = write_pcap(dir.path(), "filter.pcap", pkts);
+    let rules = r#"require("protocol/ipv4") require("protocol/tcp") require("protocol/udp")
+require("protocol/tcp_connection") require("protocol/udp_connection")
+haka.rule { on = haka.dissectors.tcp_connection.events.new_connection,
+  eval = function (flow, pkt) if pkt.dstport ~= 80 then pkt:drop() end end }
+haka.rule { on = haka.dissectors.tcp_connection.events.receive_packet,
+  eval = function (flow, pkt) if #pkt.payload == 7 then pkt:drop() end end }
+haka.rule { on = haka.dissectors.udp_connection.events.new_connection,
+  eval = function (flow, pkt) pkt:drop() end }
+"#;
+    let r = run(rules, &input, None);
+    let out = r.out_packets();
+    assert!(!out.iter().any(|p| p.sport == 3306 || p.dport == 3306), "the 3306 connection is dropped whole");
+    let web_out: Vec<&Vec<u8>> =
+        r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.sport == 40040 || p.dport == 40040)).collect();
+    let mut web_expected: Vec<&Vec<u8>> = web.pkts.iter().collect();
+    web_expected.remove(4); // "drop me"
+    assert_eq!(web_out, web_expected, "the web connection less the packet its rule dropped");
+    let udp_out: Vec<&Vec<u8>> = r.out.packets.iter().filter(|f| parse(f, 1).is_some_and(|p| p.proto == 17)).collect();
+    assert!(udp_out.is_empty(), "each UDP datagram makes the connection again, and is dropped: {udp_out:?}");
+    assert_eq!(r.st("udp_connections"), 2, "new_connection fired for each");
+}
+
+#[test]
 fn sample_http_sqli_scores_uri_arguments_and_cookies() {
     let dir = tempfile::tempdir().unwrap();
     let mut pkts = Vec::new();
@@ -2439,6 +2512,39 @@ haka.rule{
             "up end: hello |wor|ld",
             "down end: answer",
         ],
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn streamed_http_body_rules_get_one_stream_per_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(42002, 80);
+    s.handshake()
+        .send(0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        .send(1, b"6\r\nsecond\r\n0\r\n\r\n")
+        .send(0, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird")
+        .close();
+    let input = write_pcap(dir.path(), "bodies.pcap", s.pkts);
+    let rules = r#"
+require("protocol/http")
+haka.rule{
+    on = haka.dissectors.http.events.response_data,
+    options = { streamed = true },
+    eval = function (http, iter)
+        local parts = {}
+        for sub in iter:foreach_available() do parts[#parts + 1] = sub:asstring() end
+        haka.log("%s: %s", http.request.uri, table.concat(parts, "+"))
+    end
+}
+"#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["/a: first+second", "/b: third"], "{}", r.stdout);
+}
+
 /// `[http] http09 = "error"` (Haka): an HTTP/0.9 request line is a protocol error, alerted
 /// as Haka's grammar named it, and the connection dropped; by default it is parsed.
 #[test]
@@ -2477,32 +2583,6 @@ fn http_bad_version_is_named_version() {
     );
 }
 
-#[test]
-fn streamed_http_body_rules_get_one_stream_per_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = Session::new(42002, 80);
-    s.handshake()
-        .send(0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-        .send(1, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-        .send(1, b"6\r\nsecond\r\n0\r\n\r\n")
-        .send(0, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
-        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird")
-        .close();
-    let input = write_pcap(dir.path(), "bodies.pcap", s.pkts);
-    let rules = r#"
-require("protocol/http")
-haka.rule{
-    on = haka.dissectors.http.events.response_data,
-    options = { streamed = true },
-    eval = function (http, iter)
-        local parts = {}
-        for sub in iter:foreach_available() do parts[#parts + 1] = sub:asstring() end
-        haka.log("%s: %s", http.request.uri, table.concat(parts, "+"))
-    end
-}
-"#;
-    let r = run(rules, &input, None);
-    assert_eq!(r.logs(), ["/a: first+second", "/b: third"], "{}", r.stdout);
 /// `[http] truncated_head = "error"` (Haka): a head cut by the client's FIN is alerted
 /// "invalid http header" and the connection dropped (the server's answer with it); by
 /// default the connection just closed mid-message.

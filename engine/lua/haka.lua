@@ -2015,11 +2015,17 @@ function RT.conn_packet(id, proto, dir, state, bits)
       fire(D.events.new_connection, f, view)
     end
     if not f._dropped then D.policies.next_dissector:apply(p) end
+    -- Haka: a TCP packet dropped while its connection is made (new_connection, the
+    -- policies) drops the connection; a UDP one just the packet
+    if proto == 6 and not f._dropped and not (V.tcp[0]):can_continue() then f:drop() end
   end
   f._state = state
   if band(bits, 2) ~= 0 and not f._dropped then
     local view = proto == 6 and V.tcp[0] or V.udp[0]
     fire(D.events.receive_packet, f, view, DIRS[dir])
+  end
+  if band(bits, 3) ~= 0 and not (proto == 6 and V.tcp[0] or V.udp[0]):can_continue() then
+    ACT = bor(ACT, ACT_PKT_DROP)
   end
   return end_call(f)
 end

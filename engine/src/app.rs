@@ -725,16 +725,25 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
         verbose: false,
         linger: Duration::from_secs_f64(args.linger),
     };
-    let result = run(spec)?;
-    // net_pcap always writes an Ethernet header: restore the input's link type.
+    if args.output.is_some() {
+        dpdk::start_tx_time_log();
+    }
+    let result = run(spec);
+    let tx_times = dpdk::take_tx_time_log();
+    let result = result?;
     if let Some(out) = &args.output {
-        if capture.link_type != pcapfile::LINKTYPE_ETHERNET {
-            let mut bytes = std::fs::read(out).map_err(|e| format!("{}: {e}", out.display()))?;
-            if bytes.len() >= 24 {
-                bytes[20..24].copy_from_slice(&capture.link_type.to_le_bytes());
-                std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
-            }
+        let mut bytes = std::fs::read(out).map_err(|e| format!("{}: {e}", out.display()))?;
+        // net_pcap always writes an Ethernet header: restore the input's link type.
+        if capture.link_type != pcapfile::LINKTYPE_ETHERNET && bytes.len() >= 24 {
+            bytes[20..24].copy_from_slice(&capture.link_type.to_le_bytes());
         }
+        // net_pcap stamps what it writes with the wall clock; a packet keeps its
+        // capture time, as in Haka (one a rule created keeps the wall clock).
+        let ns: Vec<u64> = tx_times.iter().map(|&t| if t == 0 { 0 } else { worker::rx_time_ns(t) }).collect();
+        if let Err(e) = pcapfile::restamp(&mut bytes, &ns) {
+            eprintln!("hakapcap: {}: capture times not restored: {e}", out.display());
+        }
+        std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
     }
     let t = &result.totals;
     println!(

@@ -41,6 +41,20 @@ pub struct TcpConfig {
     pub stream_buffer_per_worker_mb: u64,
     /// Verdict for a segment whose out-of-order data does not fit the buffers.
     pub over_cap: Verdict,
+    /// Flags of the RSTs `reset()` forges: "rst_ack" (RST+ACK with the acknowledgement
+    /// number) or "rst" (Haka: RST alone, acknowledgement 0, no DF).
+    pub reset_flags: ResetFlags,
+}
+
+/// `[tcp] reset_flags`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetFlags {
+    /// RST+ACK, the acknowledgement number set (as a stack answers a segment with an ACK).
+    #[default]
+    RstAck,
+    /// RST alone, acknowledgement 0, IPv4 DF clear: Haka's forged reset.
+    Rst,
 }
 
 impl Default for TcpConfig {
@@ -52,6 +66,7 @@ impl Default for TcpConfig {
             stream_buffer_per_flow_kb: 256,
             stream_buffer_per_worker_mb: 64,
             over_cap: Verdict::Drop,
+            reset_flags: ResetFlags::RstAck,
         }
     }
 }
@@ -514,6 +529,7 @@ impl Config {
             over_cap_drop: self.tcp.over_cap == Verdict::Drop,
             required_chain: self.rules.dissectors == DissectorChain::Required,
             read_only_streams: self.datapath.mode == Mode::Passive || self.datapath.pass_through,
+            bare_resets: self.tcp.reset_flags == ResetFlags::Rst,
         }
     }
 

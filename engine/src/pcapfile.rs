@@ -125,6 +125,69 @@ impl Capture {
     }
 }
 
+/// The byte order and precision (ns?) of a classic pcap, from its magic.
+fn pcap_order(b: &[u8]) -> Result<(bool, bool), String> {
+    match rd32(b, 0, true).ok_or("not a capture file (too short)")? {
+        0xa1b2c3d4 => Ok((true, false)),
+        0xa1b23c4d => Ok((true, true)),
+        0xd4c3b2a1 => Ok((false, false)),
+        0x4d3cb2a1 => Ok((false, true)),
+        m => Err(format!("not a classic pcap (magic {m:#010x})")),
+    }
+}
+
+/// Byte offsets of a classic pcap's record headers.
+fn record_offsets(b: &[u8], le: bool) -> Result<Vec<usize>, String> {
+    let mut records = Vec::new();
+    let mut off = 24;
+    while off < b.len() {
+        let caplen = rd32(b, off + 8, le).ok_or_else(|| format!("truncated record header at byte {off}"))? as usize;
+        if b.len() < off + 16 + caplen {
+            return Err(format!("truncated packet {} at byte {off}", records.len() + 1));
+        }
+        records.push(off);
+        off += 16 + caplen;
+    }
+    Ok(records)
+}
+
+/// The timestamps of a classic pcap's records, in ns since the epoch.
+pub fn record_times_ns(b: &[u8]) -> Result<Vec<u64>, String> {
+    let (le, nano) = pcap_order(b)?;
+    let records = record_offsets(b, le)?;
+    Ok(records
+        .iter()
+        .map(|&off| {
+            let sec = rd32(b, off, le).unwrap_or(0) as u64;
+            let frac = rd32(b, off + 4, le).unwrap_or(0) as u64;
+            sec * 1_000_000_000 + if nano { frac } else { frac * 1000 }
+        })
+        .collect())
+}
+
+/// Sets the timestamps of a classic pcap's records, in order, to `times_ns` (ns since the
+/// epoch; 0 leaves a record's time as it is), at the file's own precision (µs or ns
+/// magic, either byte order). Err, nothing changed, when the file is not a classic pcap
+/// or its record count differs from `times_ns`.
+pub fn restamp(b: &mut [u8], times_ns: &[u64]) -> Result<(), String> {
+    let (le, nano) = pcap_order(b)?;
+    let records = record_offsets(b, le)?;
+    if records.len() != times_ns.len() {
+        return Err(format!("{} records for {} timestamps", records.len(), times_ns.len()));
+    }
+    for (&off, &t) in records.iter().zip(times_ns) {
+        if t == 0 {
+            continue;
+        }
+        let sec = (t / 1_000_000_000) as u32;
+        let frac = if nano { t % 1_000_000_000 } else { t % 1_000_000_000 / 1000 } as u32;
+        let (sec, frac) = if le { (sec.to_le_bytes(), frac.to_le_bytes()) } else { (sec.to_be_bytes(), frac.to_be_bytes()) };
+        b[off..off + 4].copy_from_slice(&sec);
+        b[off + 4..off + 8].copy_from_slice(&frac);
+    }
+    Ok(())
+}
+
 /// The dissector's link type for a capture's LINKTYPE, if supported.
 pub fn dissect_link_type(link_type: u32) -> Option<crate::dissect::LinkType> {
     use crate::dissect::LinkType;
@@ -145,6 +208,38 @@ mod tests {
     fn pcap_roundtrip() {
         let c = Capture { link_type: 1, packets: vec![vec![1, 2, 3], vec![], vec![9; 100]] };
         assert_eq!(Capture::parse(&c.to_pcap_bytes()).unwrap(), c);
+    }
+
+    #[test]
+    fn restamp_sets_record_times_at_the_file_precision() {
+        let c = Capture { link_type: 1, packets: vec![vec![1, 2, 3], vec![4; 10]] };
+        let mut b = c.to_pcap_bytes();
+        let before = b.clone();
+        restamp(&mut b, &[1_390_235_096_590_310_123, 0]).unwrap();
+        assert_eq!(rd32(&b, 24, true), Some(1_390_235_096));
+        assert_eq!(rd32(&b, 28, true), Some(590_310)); // µs file
+        assert_eq!(b[24 + 16 + 3..], before[24 + 16 + 3..]); // 0: second record untouched
+        assert_eq!(Capture::parse(&b).unwrap(), c);
+        assert_eq!(record_times_ns(&b).unwrap(), vec![1_390_235_096_590_310_000, 1_700_000_000_001_000_000]);
+        // nanosecond file, big endian
+        let mut n = b.clone();
+        n[..4].copy_from_slice(&0xa1b23c4du32.to_be_bytes());
+        for off in [8usize, 12, 16, 20, 24, 28, 32, 36] {
+            let v = rd32(&b, off, true).unwrap();
+            n[off..off + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        let off2 = 24 + 16 + 3;
+        for k in 0..4 {
+            let v = rd32(&b, off2 + 4 * k, true).unwrap();
+            n[off2 + 4 * k..off2 + 4 * k + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        restamp(&mut n, &[0, 5_000_000_007]).unwrap();
+        assert_eq!(rd32(&n, off2, false), Some(5));
+        assert_eq!(rd32(&n, off2 + 4, false), Some(7));
+        // a count mismatch changes nothing
+        let mut m = before.clone();
+        assert!(restamp(&mut m, &[1]).is_err());
+        assert_eq!(m, before);
     }
 
     #[test]

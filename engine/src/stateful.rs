@@ -25,6 +25,10 @@ pub enum Outcome {
 pub struct Forged {
     pub mbuf: Mbuf,
     pub port: u16,
+    /// The packet it leaves right after, as Haka sends a reset at once: (injection
+    /// depth, burst slot) of the packet being processed, set by the worker; None: at the
+    /// end of the burst.
+    pub after: Option<(u32, u8)>,
 }
 
 pub struct StatefulStage {
@@ -310,6 +314,12 @@ impl StatefulStage {
             match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
                 ConnCall::Error => return self.rule_error(lua),
                 ConnCall::Done(a) => {
+                    // Haka makes a UDP connection only once new_connection let its packet
+                    // through: the next packet makes it again
+                    if !tcp && step.created && a & act::PACKET_DROP != 0 {
+                        self.conns.end(id);
+                        return Outcome::Drop(DropReason::Rule);
+                    }
                     if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
                         return o;
                     }
@@ -610,15 +620,20 @@ impl StatefulStage {
         // halfreset: only the server (the receiver of a client packet, the sender of a server one)
         let to_receiver = both || dir == 0;
         let to_sender = (both || dir == 1) && flags & RST == 0;
+        let bare = self.conns.config().bare_resets;
         let mut buf = [0u8; 128];
-        if let (true, Some(out)) = (to_receiver, out_port) {
-            if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, false, rseq, rack, &mut buf) {
-                self.push_forged(pool, &buf[..n], m.port(), out, c);
+        // The client's RST first, then the server's, in Haka's order (a server packet's
+        // receiver is the client).
+        for toward_sender in if dir == 0 { [true, false] } else { [false, true] } {
+            if toward_sender && to_sender {
+                if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, true, ack, seq.wrapping_add(len), bare, &mut buf) {
+                    self.push_forged(pool, &buf[..n], m.port(), m.port(), c);
+                }
             }
-        }
-        if to_sender {
-            if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, true, ack, seq.wrapping_add(len), &mut buf) {
-                self.push_forged(pool, &buf[..n], m.port(), m.port(), c);
+            if let (false, true, Some(out)) = (toward_sender, to_receiver, out_port) {
+                if let Ok(n) = crate::tcp_edit::forge_rst(data, meta, false, rseq, rack, bare, &mut buf) {
+                    self.push_forged(pool, &buf[..n], m.port(), out, c);
+                }
             }
         }
     }
@@ -626,7 +641,7 @@ impl StatefulStage {
     /// Queues a forged RST (received on `in_port`, to leave on `out_port`).
     fn push_forged(&mut self, pool: PoolRef, bytes: &[u8], in_port: u16, out_port: u16, c: &mut Counters) {
         if let Some(f) = pool.alloc_with(bytes, in_port) {
-            self.forged.push(Forged { mbuf: f, port: out_port });
+            self.forged.push(Forged { mbuf: f, port: out_port, after: None });
             c.add(Stateful::ResetsSent, 1);
         }
     }

@@ -838,6 +838,8 @@ pub struct TcpForge<'a> {
     pub flags: u8,
     pub window: u16,
     pub payload: &'a [u8],
+    /// IPv4 Don't Fragment bit.
+    pub dont_fragment: bool,
 }
 
 /// Ethernet framing is recognised from the L3 offset (14, 18 or 22: 0 to 2 VLAN tags) with the
@@ -920,7 +922,7 @@ pub fn forge_tcp(template: &[u8], meta: &PacketMeta, spec: &TcpForge<'_>, out: &
         p.set_dscp_ecn(0, 0);
         p.set_total_len(ip_field as u16);
         p.set_ident(0);
-        p.set_frag(true, false, 0);
+        p.set_frag(spec.dont_fragment, false, 0);
         p.set_ttl(64);
         p.set_protocol(ip_proto::TCP);
         p.set_src_addr(s4);
@@ -931,7 +933,9 @@ pub fn forge_tcp(template: &[u8], meta: &PacketMeta, spec: &TcpForge<'_>, out: &
     Ok(total)
 }
 
-/// Builds a RST+ACK (window 0, no payload) of the template's connection; see [`forge_tcp`].
+/// Builds a RST+ACK (window 0, no payload, DF) of the template's connection; see
+/// [`forge_tcp`]. `bare`: Haka's form instead, the RST flag alone, acknowledgement 0 (`ack`
+/// ignored), DF clear.
 ///
 /// Which numbers (so that the receiving host accepts it: RFC 5961 wants `seq` exactly at its
 /// next expected byte), with `sd`/`so` the shifts of the template's direction and the opposite:
@@ -947,9 +951,11 @@ pub fn forge_rst(
     toward_sender: bool,
     seq: u32,
     ack: u32,
+    bare: bool,
     out: &mut [u8],
 ) -> Result<usize, EditError> {
-    let spec = TcpForge { toward_sender, seq, ack, flags: flags::RST | flags::ACK, window: 0, payload: &[] };
+    let (flags, ack) = if bare { (flags::RST, 0) } else { (flags::RST | flags::ACK, ack) };
+    let spec = TcpForge { toward_sender, seq, ack, flags, window: 0, payload: &[], dont_fragment: !bare };
     forge_tcp(template, meta, &spec, out)
 }
 
@@ -2011,7 +2017,7 @@ mod tests {
     fn forge_check(template: &[u8], raw: bool, toward_sender: bool, v6: bool) -> (Vec<u8>, PacketMeta) {
         let tm = meta_of(template, raw);
         let mut out = [0u8; 200];
-        let n = forge_rst(template, &tm, toward_sender, 0x1111_2222, 0x3333_4444, &mut out).unwrap();
+        let n = forge_rst(template, &tm, toward_sender, 0x1111_2222, 0x3333_4444, false, &mut out).unwrap();
         let g = out[..n].to_vec();
         let m = assert_valid(&g, raw);
         assert_eq!(n, tm.l3_offset as usize + if v6 { 40 } else { 20 } + 20, "no payload, no options");
@@ -2058,6 +2064,20 @@ mod tests {
     }
 
     #[test]
+    fn tcp_edit_forge_rst_bare_is_hakas_form() {
+        let t = build(&spec(false, b"tmpl"));
+        let tm = meta_of(&t, false);
+        let mut out = [0u8; 200];
+        let n = forge_rst(&t, &tm, true, 7, 9, true, &mut out).unwrap();
+        let m = assert_valid(&out[..n], false);
+        let seg = TcpSegment::new_checked(&out[m.l4_offset as usize..n]).unwrap();
+        assert_eq!((seg.seq_number(), seg.ack_number(), seg.flags()), (7, 0, flags::RST));
+        let ip = Ipv4Packet::new_checked(&out[m.l3_offset as usize..n]).unwrap();
+        assert_eq!((ip.dont_frag(), ip.ident(), ip.ttl()), (false, 0, 64));
+        assert!(ip.verify_checksum());
+    }
+
+    #[test]
     fn tcp_edit_forge_rst_v4_v6_both_directions() {
         let mut sp = spec(false, b"data");
         sp.vlans = vec![7];
@@ -2097,6 +2117,7 @@ mod tests {
             flags: flags::PSH | flags::ACK,
             window: 512,
             payload: b"HTTP/1.1 403 Forbidden\r\n\r\n",
+            dont_fragment: true,
         };
         let mut out = vec![0u8; 1500];
         let n = forge_tcp(&t, &tm, &spec_, &mut out).unwrap();
@@ -2114,11 +2135,11 @@ mod tests {
         ));
         let mut um = tm;
         um.proto = ip_proto::UDP;
-        assert_eq!(forge_rst(&t, &um, false, 0, 0, &mut out), Err(EditError::NotTcp));
+        assert_eq!(forge_rst(&t, &um, false, 0, 0, false, &mut out), Err(EditError::NotTcp));
         um = tm;
         um.has_l4 = false;
-        assert_eq!(forge_rst(&t, &um, false, 0, 0, &mut out), Err(EditError::NotTcp));
-        assert!(matches!(forge_rst(&t[..10], &tm, false, 0, 0, &mut out), Err(EditError::Inconsistent(_))));
+        assert_eq!(forge_rst(&t, &um, false, 0, 0, false, &mut out), Err(EditError::NotTcp));
+        assert!(matches!(forge_rst(&t[..10], &tm, false, 0, 0, false, &mut out), Err(EditError::Inconsistent(_))));
     }
 
     // ---- independent cross-check with scapy ---------------------------------------------------
@@ -2163,7 +2184,7 @@ mod tests {
         );
         let mut out = [0u8; 200];
         for (t, dir) in [(&f, true), (&f6, false), (&f6, true)] {
-            let n = forge_rst(t, &meta_of(t, false), dir, 10, 20, &mut out).unwrap();
+            let n = forge_rst(t, &meta_of(t, false), dir, 10, 20, false, &mut out).unwrap();
             frames.push(out[..n].to_vec());
         }
         let script = r#"
@@ -2267,7 +2288,7 @@ for line in sys.stdin:
                     assert_valid(&buf[..n], false);
                 }
             }
-            let _ = forge_rst(&f, &m, rng.below(2) == 0, 1, 2, &mut out[..rng.below(120) as usize]);
+            let _ = forge_rst(&f, &m, rng.below(2) == 0, 1, 2, false, &mut out[..rng.below(120) as usize]);
             let _ = forge_tcp(&f, &m, &TcpForge { payload: &np, ..Default::default() }, &mut out);
             let _ = apply_edits(&np, &[era(rng.below(120) as usize, rng.below(50) as usize)], &mut scratch);
         }

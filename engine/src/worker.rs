@@ -110,14 +110,24 @@ impl Clock {
 
 const _: () = assert!(BURST == BATCH && BURST <= u8::MAX as usize);
 
+/// A driver's rx timestamp in ns since the epoch (net_pcap writes ns, or µs in older
+/// drivers): Unix time in µs stays below 1e17 until the year 5138; in ns it is above.
+#[inline(always)]
+pub(crate) fn rx_time_ns(t: u64) -> u64 {
+    if t > 100_000_000_000_000_000 {
+        t
+    } else {
+        t.saturating_mul(1000)
+    }
+}
+
 /// A packet's time (seconds since the epoch, nanoseconds): the driver's rx timestamp
 /// (net_pcap: the capture's time, in ns, or µs in older drivers), else the wall
 /// clock, read at most once per burst (`wall`, (0, 0) until read).
 #[inline(always)]
 fn packet_time(m: &Mbuf, wall: &mut (u64, u32)) -> (u64, u32) {
     if let Some(t) = m.rx_timestamp() {
-        // Unix time in µs stays below 1e17 until the year 5138; in ns it is above.
-        let ns = if t > 100_000_000_000_000_000 { t } else { t.saturating_mul(1000) };
+        let ns = rx_time_ns(t);
         return (ns / 1_000_000_000, (ns % 1_000_000_000) as u32);
     }
     if wall.0 == 0 {
@@ -365,7 +375,11 @@ impl Loop<'_> {
             // A reassembled datagram the stage changes (rules, stream edits) must be
             // re-fragmented rather than its originals sent: compare (fragments are rare).
             let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());
+            let n_forged = stage.forged.len();
             let outcome = stage.packet(lua, m, &meta, id, created, fdir, out_port, &mut self.c);
+            for f in &mut stage.forged[n_forged..] {
+                f.after = Some((self.depth, slot));
+            }
             if lua.has_forged() {
                 for f in lua.take_forged() {
                     self.injected.push((self.depth, slot, f));
@@ -386,11 +400,27 @@ impl Loop<'_> {
         copy_rule_counters(&mut self.c, lua);
     }
 
-    /// Sends the packets the stateful stage forged (RSTs), after the packets of the
-    /// burst that came before them.
-    fn send_forged(&mut self) {
+    /// Sends the packets the stateful stage forged (RSTs) that follow the packet in
+    /// burst `slot` of injection depth `depth`, or (None) those of this depth or deeper
+    /// that are left (their packet is no longer in the burst) and untagged ones.
+    fn send_forged(&mut self, after: Option<(u32, u8)>) {
         let Some(stage) = self.stateful.as_mut() else { return };
-        for f in stage.forged.drain(..) {
+        if stage.forged.is_empty() {
+            return;
+        }
+        let depth = self.depth;
+        let due = |f: &crate::stateful::Forged| match (after, f.after) {
+            (Some(a), t) => t == Some(a),
+            (None, Some((d, _))) => d >= depth,
+            (None, None) => depth == 0,
+        };
+        let mut i = 0;
+        while i < stage.forged.len() {
+            if !due(&stage.forged[i]) {
+                i += 1;
+                continue;
+            }
+            let f = stage.forged.remove(i);
             match self.tx.get_mut(f.port as usize).and_then(Option::as_mut) {
                 Some(txb) => {
                     let (sent, dropped) = txb.push(f.mbuf);
@@ -504,6 +534,9 @@ impl Loop<'_> {
             if let Some(m) = burst.take(slot as usize) {
                 let port = m.port();
                 self.handle(m, d, modified >> slot & 1 != 0);
+                if self.stateful.as_ref().is_some_and(|s| !s.forged.is_empty()) {
+                    self.send_forged(Some((depth, slot)));
+                }
                 if !self.injected.is_empty() {
                     self.forged_after(slot, port, now, depth);
                 }
@@ -516,7 +549,7 @@ impl Loop<'_> {
                 self.forged_after(slot, port, now, depth);
             }
         }
-        self.send_forged();
+        self.send_forged(None);
         if let Some(l) = self.lua.as_mut() {
             l.after_burst();
         }

@@ -95,6 +95,10 @@ pub struct ConnConfig {
     /// Passive mode (Haka's pass-through): the rules may read stream data, not modify it
     /// (a modification raises Haka's "read only buffer").
     pub read_only_streams: bool,
+    /// Forged RSTs (`flow:reset()`) carry the RST flag alone, acknowledgement 0 and no DF,
+    /// as Haka forged them (`[tcp] reset_flags = "rst"`); false: RST+ACK with the
+    /// acknowledgement number.
+    pub bare_resets: bool,
 }
 
 impl ConnConfig {
@@ -132,6 +136,7 @@ impl Default for ConnConfig {
             over_cap_drop: true,
             required_chain: false,
             read_only_streams: false,
+            bare_resets: false,
         }
     }
 }

@@ -20,7 +20,7 @@ pub use lua::{http_field_fn, new_lua_with_ffi};
 pub(crate) use lua::{arm_interrupt, disarm_interrupt, raw_state, set_hook_check, HookCheck};
 pub use mbuf::{Mbuf, MbufBurst, PoolRef, BURST};
 pub use mempool::Mempool;
-pub use port::{available_ports, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
+pub use port::{available_ports, start_tx_time_log, take_tx_time_log, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
 pub use ring::Ring;
 
 use std::ffi::CStr;

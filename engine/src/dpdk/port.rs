@@ -1,6 +1,8 @@
 //! Ethernet ports: setup (queues, symmetric RSS, promiscuous), stats, and the
 //! per-worker rx queue / tx buffer handles.
-use super::mbuf::{Mbuf, MbufBurst};
+use super::mbuf::{Mbuf, MbufBurst, BURST};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use super::mempool::Mempool;
 use std::ffi::CStr;
 
@@ -286,6 +288,28 @@ impl RxQueue {
     }
 }
 
+/// hakapcap's log of the packets sent, in send order: each one's rx timestamp as the
+/// driver wrote it (0: none, e.g. a packet a rule created). net_pcap stamps what it
+/// writes with the wall clock; hakapcap puts the capture's times back from this
+/// (Haka writes a packet out with the timestamp it was captured with).
+static TX_TIME_LOG_ON: AtomicBool = AtomicBool::new(false);
+static TX_TIME_LOG: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Starts logging the rx timestamps of the packets sent (see [`take_tx_time_log`]).
+pub fn start_tx_time_log() {
+    if let Ok(mut log) = TX_TIME_LOG.lock() {
+        log.clear();
+    }
+    TX_TIME_LOG_ON.store(true, Ordering::Relaxed);
+}
+
+/// Stops logging and returns the rx timestamps of the packets sent since
+/// [`start_tx_time_log`], in send order (0 for a packet without one).
+pub fn take_tx_time_log() -> Vec<u64> {
+    TX_TIME_LOG_ON.store(false, Ordering::Relaxed);
+    TX_TIME_LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+}
+
 /// Buffered transmit on one tx queue of one port (owned by one worker).
 pub struct TxBuffer {
     pub port: u16,
@@ -318,11 +342,24 @@ impl TxBuffer {
         if self.pending.is_empty() {
             return (0, 0);
         }
+        // (read before the PMD takes the mbufs: net_pcap frees them as it writes)
+        let mut times = [0u64; BURST];
+        let logging = TX_TIME_LOG_ON.load(Ordering::Relaxed);
+        if logging {
+            for (i, t) in times.iter_mut().enumerate().take(self.pending.len()) {
+                *t = self.pending.get(i).and_then(Mbuf::rx_timestamp).unwrap_or(0);
+            }
+        }
         let (p, n) = self.pending.head_ptr();
         // SAFETY: p points to n owned mbufs; the PMD takes the first `sent`,
         // which `consumed` forgets. The queue is owned by this worker only.
         let sent = unsafe { dpdk_sys::shim_tx_burst(self.port, self.queue, p, n as u16) } as usize;
         self.pending.consumed(sent);
+        if logging {
+            if let Ok(mut log) = TX_TIME_LOG.lock() {
+                log.extend_from_slice(&times[..sent.min(BURST)]);
+            }
+        }
         let dropped = self.pending.len();
         self.pending.clear();
         (sent, dropped)
