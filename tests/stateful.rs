@@ -2659,3 +2659,44 @@ end }
     let r2 = run(rules, &input, None);
     assert_eq!(r2.logs(), ["AAAA ip=2001:db8::1 unknown=- TXT 3 97"], "{}", r2.stdout);
 }
+
+#[test]
+fn data_held_for_streamed_rules_is_capped_per_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(42003, 7001);
+    s.handshake();
+    for _ in 0..4 {
+        s.send(0, &[b'x'; 1000]);
+    }
+    s.close();
+    let input = write_pcap(dir.path(), "big.pcap", s.pkts);
+    // a streamed rule that reads to the end of the stream: it holds every byte
+    let rules = r#"
+require("protocol/tcp_connection")
+haka.rule{
+    on = haka.dissectors.tcp_connection.events.receive_data,
+    options = { streamed = true },
+    eval = function (flow, iter, dir)
+        local n = 0
+        for sub in iter:foreach_available() do n = n + #sub end
+        haka.log("%s read %d", dir, n)
+    end
+}
+"#;
+    // under the cap: the rule reads all 4000 bytes at the end of the stream (and, as in
+    // Haka, runs on the server's empty stream when it ends)
+    let r = run(rules, &input, Some("[rules]\nstreamed_hold_kb = 8\ninstruction_budget = 30000000000\n"));
+    assert_eq!(r.logs(), ["up read 4000", "down read 0"], "{}", r.stdout);
+    assert_eq!(r.st("streamed_over_cap"), 0);
+    // 2 KiB: the third segment goes over: counted, the connection dropped
+    let r = run(rules, &input, Some("[rules]\nstreamed_hold_kb = 2\ninstruction_budget = 30000000000\n"));
+    assert_eq!(r.st("streamed_over_cap"), 1);
+    assert!(r.logs().is_empty(), "{}", r.stdout);
+    assert_eq!(r.dropped("flow_dropped"), 2 + 3, "the third segment, the fourth and the FIN/ACKs");
+    // "accept": the rule ends with what it read, the connection goes on
+    let conf = "[rules]\nstreamed_hold_kb = 2\nstreamed_over_cap = \"accept\"\ninstruction_budget = 30000000000\n";
+    let r = run(rules, &input, Some(conf));
+    assert_eq!(r.st("streamed_over_cap"), 1);
+    assert_eq!(r.logs(), ["up read 2000", "down read 0"], "{}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
+}

@@ -343,13 +343,24 @@ function RT._streamed.make(on, g)
       c = { s = st, cm = VB.comanager.new(st) }
       cs[key] = c
     end
-    if data ~= nil then
-      if c.last ~= data then
-        c.last = data
-        -- (no coroutine left to read it: not kept)
-        c.cur = (c.idle and nil) or c.s:push(VB.from(data:asstring()))
+    if data ~= nil and c.last ~= data and not c.idle then
+      c.last = data
+      local str = data:asstring()
+      -- the data held for the object's streamed rules, against [rules] streamed_hold_kb
+      local held = (rawget(obj, "_coheld") or 0) + #str
+      rawset(obj, "_coheld", held)
+      if held > H.streamed_hold_bytes then
+        RT._streamed.over_cap(obj)
+        if H.streamed_over_cap_drop then c.idle = true; return end
+        for _, o in pairs(cs) do o.capped = true end -- every stream of the object ends here
+      else
+        c.bytes = (c.bytes or 0) + #str
+        c.cur = c.s:push(VB.from(str))
       end
-      if c.idle then return end
+    end
+    if c.capped then data = nil end
+    if data ~= nil then
+      if c.idle then return end -- (no coroutine left to read it: not kept)
     elseif not c.done then
       c.done = true
       c.s:finish()
@@ -373,7 +384,13 @@ function RT._streamed.finish(on, obj, dir)
     end
   end
   local cs = rawget(obj, "_costreams")
-  if cs then cs[dir and (on.name .. dir) or on.name] = nil end
+  local key = dir and (on.name .. dir) or on.name
+  local c = cs and cs[key]
+  if c then
+    cs[key] = nil
+    -- (its bytes are no longer held)
+    rawset(obj, "_coheld", (rawget(obj, "_coheld") or 0) - (c.bytes or 0))
+  end
 end
 
 -- rules and policies the rules file registered (Haka: "no registered rule" when none)
@@ -1857,6 +1874,13 @@ local FLOWS = {}
 local ACT = 0      -- actions of the current call
 local CUR = nil    -- flow of the current call
 local APPSEL = 0
+-- A connection over the data held for its streamed rules: counted, and dropped unless
+-- [rules] streamed_over_cap = "accept" (RT._streamed.make).
+function RT._streamed.over_cap(obj)
+  if rawget(obj, "_cocapped") then return end
+  rawset(obj, "_cocapped", true)
+  ACT = bor(ACT, 64 --[[STREAMED_OVER_CAP]], H.streamed_over_cap_drop and ACT_DROP or 0)
+end
 
 local function conn_dissector(name)
   local d = { name = name, events = {}, policies = {} }

@@ -102,6 +102,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 required_chain: cfg.rules.dissectors == crate::config::DissectorChain::Required,
                 read_only: cfg.datapath.mode == Mode::Passive || cfg.datapath.pass_through,
                 dns_haka_records: cfg.dns.records == crate::config::DnsRecords::Haka,
+                streamed_hold_bytes: (cfg.rules.streamed_hold_kb as usize).saturating_mul(1024),
+                streamed_over_cap_drop: cfg.rules.streamed_over_cap == Verdict::Drop,
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))

@@ -399,6 +399,11 @@ pub struct RulesConfig {
     /// Rule errors are logged at most once per this many seconds (the others are
     /// counted); 0: every error, as Haka.
     pub error_log_interval: u64,
+    /// Data held per connection for streamed rules (`options.streamed`), KiB.
+    pub streamed_hold_kb: u64,
+    /// A connection over `streamed_hold_kb`: "drop" it, or "accept" (its streamed rules
+    /// end with what they read; later data goes to the plain rules only).
+    pub streamed_over_cap: Verdict,
 }
 
 /// `[rules] dissectors`.
@@ -424,6 +429,8 @@ impl Default for RulesConfig {
             memory_limit_mb: 256,
             dissectors: DissectorChain::All,
             error_log_interval: 1,
+            streamed_hold_kb: 1024,
+            streamed_over_cap: Verdict::Drop,
         }
     }
 }

@@ -575,6 +575,9 @@ impl StatefulStage {
         if app != 0 {
             self.select_app(id, app);
         }
+        if a & act::STREAMED_OVER_CAP != 0 {
+            c.add(Stateful::StreamedOverCap, 1);
+        }
         if a & (act::RESET | act::HALFRESET) != 0 && meta.proto == 6 {
             let both = a & act::RESET != 0;
             self.send_resets(m, meta, id, dir, both, out_port, c);

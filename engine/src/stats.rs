@@ -98,6 +98,8 @@ pub enum Stateful {
     StreamBufferedBytes,
     OverlapConflicts,
     StreamOverCap,
+    /// Connections that went over the data held for their streamed rules.
+    StreamedOverCap,
     Retransmissions,
     StreamEdits,
     StreamEditsRefused,
@@ -128,7 +130,7 @@ pub enum Stateful {
 }
 
 impl Stateful {
-    pub const COUNT: usize = 32;
+    pub const COUNT: usize = 33;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -138,6 +140,7 @@ impl Stateful {
         Stateful::StreamBufferedBytes,
         Stateful::OverlapConflicts,
         Stateful::StreamOverCap,
+        Stateful::StreamedOverCap,
         Stateful::Retransmissions,
         Stateful::StreamEdits,
         Stateful::StreamEditsRefused,
@@ -179,6 +182,7 @@ impl Stateful {
             Stateful::StreamBufferedBytes => "stream_buffered_bytes",
             Stateful::OverlapConflicts => "overlap_conflicts",
             Stateful::StreamOverCap => "stream_over_cap",
+            Stateful::StreamedOverCap => "streamed_over_cap",
             Stateful::Retransmissions => "retransmissions",
             Stateful::StreamEdits => "stream_edits",
             Stateful::StreamEditsRefused => "stream_edits_refused",
@@ -204,6 +208,30 @@ impl Stateful {
             Stateful::TlsErrors => "tls_errors",
             Stateful::TcpUnexpected => "tcp_unexpected",
         }
+    }
+}
+
+/// The stateful counters, indexed by [`Stateful`] (a type of its own: arrays longer than 32
+/// have no `Default`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatefulCounts(pub [u64; Stateful::COUNT]);
+
+impl Default for StatefulCounts {
+    fn default() -> Self {
+        StatefulCounts([0; Stateful::COUNT])
+    }
+}
+
+impl std::ops::Deref for StatefulCounts {
+    type Target = [u64; Stateful::COUNT];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StatefulCounts {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
 }
 
@@ -238,7 +266,7 @@ pub struct Counters {
     pub rules_reloaded: u64,
     pub rules_reload_failed: u64,
     /// Stateful layer, indexed by [`Stateful`].
-    pub stateful: [u64; Stateful::COUNT],
+    pub stateful: StatefulCounts,
     /// IP fragment reassembly (`crate::fragstage`): fragments taken by this worker's
     /// reassembly, datagrams reassembled, fragments rejected (invalid), incomplete
     /// datagrams timed out and evicted, fragments held now (a gauge), reassembled
@@ -307,7 +335,7 @@ impl Counters {
         ]);
         s[FIXED..FIXED + DropReason::COUNT].copy_from_slice(&self.dropped);
         s[MAL..STF].copy_from_slice(&self.malformed);
-        s[STF..].copy_from_slice(&self.stateful);
+        s[STF..].copy_from_slice(&self.stateful.0);
         s
     }
 

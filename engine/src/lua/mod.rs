@@ -166,6 +166,10 @@ pub struct LuaOptions {
     /// `[dns] records = "haka"`: DNS records as Haka 0.4 gave them (AAAA and HINFO
     /// undecoded, bytes fields as vbuffer_subs; see `crate::config::DnsRecords`).
     pub dns_haka_records: bool,
+    /// Data held per connection for streamed rules, bytes (`[rules] streamed_hold_kb`),
+    /// and whether a connection over it is dropped (else its streamed rules end).
+    pub streamed_hold_bytes: usize,
+    pub streamed_over_cap_drop: bool,
 }
 
 impl Default for LuaOptions {
@@ -178,6 +182,8 @@ impl Default for LuaOptions {
             required_chain: false,
             read_only: false,
             dns_haka_records: false,
+            streamed_hold_bytes: 1 << 20,
+            streamed_over_cap_drop: true,
         }
     }
 }
@@ -289,6 +295,8 @@ struct Shared {
     read_only: bool,
     /// `LuaOptions::dns_haka_records`.
     dns_haka_records: bool,
+    streamed_hold_bytes: usize,
+    streamed_over_cap_drop: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -487,6 +495,8 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("slot_size", std::mem::size_of::<Slot>())?;
     h.set("read_only", sh.read_only)?;
     h.set("dns_haka_records", sh.dns_haka_records)?;
+    h.set("streamed_hold_bytes", sh.streamed_hold_bytes)?;
+    h.set("streamed_over_cap_drop", sh.streamed_over_cap_drop)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -766,6 +776,8 @@ impl LuaEngine {
             required_chain: opts.required_chain,
             read_only: opts.read_only,
             dns_haka_records: opts.dns_haka_records,
+            streamed_hold_bytes: opts.streamed_hold_bytes,
+            streamed_over_cap_drop: opts.streamed_over_cap_drop,
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, _pad2: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -1135,6 +1147,9 @@ pub mod act {
     pub const PACKET_DROP: u32 = 16;
     /// Stream bytes were rewritten (`take_edits`); EDITS is set too.
     pub const STREAM_EDITS: u32 = 32;
+    /// The connection went over the data held for its streamed rules (counted; DROP
+    /// is set too when `[rules] streamed_over_cap = "drop"`).
+    pub const STREAMED_OVER_CAP: u32 = 64;
     /// Bits 8..11: application dissector selected by the rules (see `app_of`).
     pub const APP_SHIFT: u32 = 8;
     pub fn app_of(bits: u32) -> u32 {
