@@ -2700,3 +2700,56 @@ haka.rule{
     assert_eq!(r.logs(), ["up read 2000", "down read 0"], "{}", r.stdout);
     assert_eq!(r.total("dropped"), 0);
 }
+
+#[test]
+fn a_dropped_connection_ends_at_its_close_or_drop_timeout_then_its_ports_make_new_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+require("protocol/tcp_connection")
+haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection,
+    eval = function (flow, tcp) haka.log("NEW %d", tcp.srcport) end }
+haka.rule{ on = haka.dissectors.tcp_connection.events.receive_data,
+    eval = function (flow, data, dir)
+        if data:asstring():find("evil") then flow:drop() else haka.log("DATA %s", data:asstring()) end
+    end }
+"#;
+    // dropped, then closed (FIN both ways): the next SYN on the same ports is a new connection
+    let mut pkts = Vec::new();
+    let mut a = Session::new(43001, 7002);
+    a.handshake().send(0, b"evil").send(0, b"more").close();
+    pkts.extend(a.pkts);
+    let mut b = Session::new(43001, 7002);
+    b.handshake().send(0, b"good").close();
+    pkts.extend(b.pkts);
+    let input = write_pcap(dir.path(), "closed.pcap", pkts);
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["NEW 43001", "NEW 43001", "DATA good"], "{}", r.stdout);
+    assert_eq!(r.dropped("flow_dropped"), 1 + 4, "evil, more and the close of the dropped connection");
+
+    // dropped, not closed: a new connection 10 s later (SYN, data, close) is dropped with
+    // it (its close closes the dropped one); 70 s later a new SYN is a new connection.
+    let mut c = Session::new(43002, 7002);
+    c.handshake().send(0, b"evil");
+    let mut d = Session::new(43002, 7002);
+    d.handshake().send(0, b"retry").close();
+    let mut e = Session::new(43002, 7002);
+    e.handshake().send(0, b"later").close();
+    let t0 = 1_700_000_000_000_000_000u64;
+    let mut times = Vec::new();
+    for (k, s) in [(0u64, &c), (10, &d), (70, &e)] {
+        for i in 0..s.pkts.len() as u64 {
+            times.push(t0 + k * 1_000_000_000 + i * 1_000_000);
+        }
+    }
+    let pkts: Vec<Vec<u8>> = [c.pkts, d.pkts, e.pkts].concat();
+    let input = write_pcap(dir.path(), "timeout.pcap", pkts);
+    let mut bytes = std::fs::read(&input).unwrap();
+    haka_engine::pcapfile::restamp(&mut bytes, &times).unwrap();
+    std::fs::write(&input, bytes).unwrap();
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["NEW 43002", "NEW 43002", "DATA later"], "{}", r.stdout);
+    assert_eq!(r.dropped("flow_dropped"), 1 + 7, "evil, and the 7 packets of the retry within the timeout");
+    // [tcp] drop_timeout = 5: the retry 10 s later is already a new connection
+    let r = run(rules, &input, Some("[tcp]\ndrop_timeout = 5\n"));
+    assert_eq!(r.logs(), ["NEW 43002", "NEW 43002", "DATA retry", "NEW 43002", "DATA later"], "{}", r.stdout);
+}

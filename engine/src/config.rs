@@ -44,6 +44,10 @@ pub struct TcpConfig {
     /// Flags of the RSTs `reset()` forges: "rst_ack" (RST+ACK with the acknowledgement
     /// number) or "rst" (Haka: RST alone, acknowledgement 0, no DF).
     pub reset_flags: ResetFlags,
+    /// A dropped (or reset) connection's state lasts until it closes or this many
+    /// seconds pass (Haka: 60); then a new SYN on its addresses and ports is a new
+    /// connection. UDP: the next datagram after the timeout.
+    pub drop_timeout: u64,
 }
 
 /// `[tcp] reset_flags`.
@@ -67,6 +71,7 @@ impl Default for TcpConfig {
             stream_buffer_per_worker_mb: 64,
             over_cap: Verdict::Drop,
             reset_flags: ResetFlags::RstAck,
+            drop_timeout: 60,
         }
     }
 }
@@ -537,6 +542,7 @@ impl Config {
             required_chain: self.rules.dissectors == DissectorChain::Required,
             read_only_streams: self.datapath.mode == Mode::Passive || self.datapath.pass_through,
             bare_resets: self.tcp.reset_flags == ResetFlags::Rst,
+            drop_timeout_s: self.tcp.drop_timeout,
         }
     }
 

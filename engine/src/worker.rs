@@ -371,7 +371,9 @@ impl Loop<'_> {
                 continue;
             }
             let out_port = self.plan.out_port.get(m.port() as usize).copied().flatten();
-            lua.set_packet_time(packet_time(m, &mut wall));
+            let now = packet_time(m, &mut wall);
+            lua.set_packet_time(now);
+            stage.conns.set_time(now.0);
             // A reassembled datagram the stage changes (rules, stream edits) must be
             // re-fragmented rather than its originals sent: compare (fragments are rare).
             let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());

@@ -99,6 +99,8 @@ pub struct ConnConfig {
     /// as Haka forged them (`[tcp] reset_flags = "rst"`); false: RST+ACK with the
     /// acknowledgement number.
     pub bare_resets: bool,
+    /// How long a dropped connection's state lasts when it does not close, s (Haka: 60).
+    pub drop_timeout_s: u64,
 }
 
 impl ConnConfig {
@@ -137,6 +139,7 @@ impl Default for ConnConfig {
             required_chain: false,
             read_only_streams: false,
             bare_resets: false,
+            drop_timeout_s: 60,
         }
     }
 }
@@ -148,8 +151,13 @@ pub struct Conn {
     /// Connection direction = flow direction XOR flip (the flow table calls the first
     /// sender "up"; a connection picked up mid-stream orients itself by the ports).
     pub flip: bool,
-    /// `flow:drop()`: every later packet is dropped silently.
+    /// `flow:drop()`: every later packet is dropped silently, until the connection
+    /// closes or `drop_timeout` passes; then a new SYN starts a new connection.
     pub dropped: bool,
+    /// When it was dropped (packet time, s), and whether it closed since (FIN both
+    /// ways, or RST).
+    dropped_at: u64,
+    dropped_closed: bool,
     /// Picked up without a handshake.
     pub picked_up: bool,
     /// Which side sent the first FIN (up = 0).
@@ -176,6 +184,8 @@ impl Conn {
             state,
             flip,
             dropped: false,
+            dropped_at: 0,
+            dropped_closed: false,
             picked_up: false,
             closer: 0,
             fin: [false; 2],
@@ -285,6 +295,8 @@ pub struct ConnTable {
     /// Application dissectors of ended connections that can be reset, likewise (an HTTP
     /// state keeps its parsers' buffers), per id: at most [`SPARE_STREAMS`] each.
     spare_apps: Vec<Vec<Box<dyn AppDissector>>>,
+    /// Packet time of the current packet, s ([`set_time`](Self::set_time)).
+    now_s: u64,
 }
 
 /// Reassembler pairs kept for reuse per worker (each holds two history rings of
@@ -313,6 +325,7 @@ impl ConnTable {
             counters: ConnCounters::default(),
             spare_streams: Vec::new(),
             spare_apps: Vec::new(),
+            now_s: 0,
         }
     }
 
@@ -389,9 +402,11 @@ impl ConnTable {
         let Some(slot) = self.conns.get(id as usize) else { return step };
         let f = t.flags;
         let syn_only = f & (SYN | ACK) == SYN;
-        if slot.is_some() && (flow_created || (syn_only && slot.as_ref().is_some_and(|c| c.state.is_ended()))) {
+        let over = |c: &Conn| c.state.is_ended() || self.drop_over(c);
+        if slot.is_some() && (flow_created || (syn_only && slot.as_ref().is_some_and(|c| over(c)))) {
             // Evicted flow's leftovers, or a new connection on the same ports after the
-            // previous one closed (Haka's restart).
+            // previous one closed (Haka's restart) or after the previous one was dropped and
+            // closed or timed out.
             let old = self.end(id);
             step.restarted = old.is_some_and(|c| !c.state.is_ended());
         }
@@ -446,6 +461,12 @@ impl ConnTable {
         let dir = c.dir(flow_dir);
         step.dir = dir;
         if c.dropped {
+            if f & RST != 0 {
+                c.dropped_closed = true;
+            } else if f & FIN != 0 {
+                c.fin[dir as usize] = true;
+                c.dropped_closed = c.fin[0] && c.fin[1];
+            }
             step.drop_silently = true;
             return step;
         }
@@ -529,7 +550,7 @@ impl ConnTable {
     pub fn udp_packet(&mut self, id: FlowId, flow_created: bool, flow_dir: Direction, ports: (u16, u16)) -> Step {
         let mut step = Step::default();
         let Some(slot) = self.conns.get(id as usize) else { return step };
-        if slot.is_some() && flow_created {
+        if slot.is_some() && (flow_created || slot.as_ref().is_some_and(|c| self.drop_over(c))) {
             step.restarted = self.end(id).is_some();
         }
         if self.conns[id as usize].is_none() {
@@ -645,10 +666,25 @@ impl ConnTable {
         }
     }
 
+    /// Whether dropped connection `c` is over: closed since, or dropped `drop_timeout_s` ago.
+    fn drop_over(&self, c: &Conn) -> bool {
+        c.dropped && (c.dropped_closed || self.now_s.saturating_sub(c.dropped_at) >= self.cfg.drop_timeout_s)
+    }
+
+    /// The packet time (s) of the packets stepped from now on (drop timeouts).
+    pub fn set_time(&mut self, now_s: u64) {
+        self.now_s = now_s;
+    }
+
     /// The `flow:drop()` of a rule: later packets are dropped; stream memory freed.
     pub fn drop_conn(&mut self, id: FlowId) {
         let budget = &mut self.budget;
+        let now = self.now_s;
         if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) {
+            if !c.dropped {
+                c.dropped_at = now;
+                c.fin = [false; 2];
+            }
             c.dropped = true;
             c.release(budget);
         }
