@@ -82,7 +82,14 @@ end
 -- pkt.data tables of the current burst, by slot address (emptied when a burst starts)
 local PDATA, PDATA_USED = {}, false
 local forge_reset -- (forging, below)
-local function touch(s, bits) s.modified = bor(s.modified, bits or MOD) end
+-- H.l4_undissected[proto]: under `[rules] dissectors = "required"`, the rules file did not
+-- load that L4 protocol's module (RT.finish). Haka then never dissects the L4 header, so a
+-- header write (e.g. NAT on pkt.dst) recomputes the IP checksum only: bit 4 keeps the L4 one.
+H.l4_undissected = {}
+local function touch(s, bits)
+  if not bits and H.l4_undissected[s.proto] then bits = MOD + 4 end
+  s.modified = bor(s.modified, bits or MOD)
+end
 
 local function be16(b, o) return (bor(lshift(b[o], 8), b[o + 1])) end
 local function be32(b, o) return b[o] * 16777216 + b[o + 1] * 65536 + b[o + 2] * 256 + b[o + 3] end
@@ -2540,6 +2547,12 @@ end
 
 function RT.finish()
   if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
+  if H.required_chain then
+    H.l4_undissected = { [6] = not LOADED_MODULES["protocol/tcp"], [17] = not LOADED_MODULES["protocol/udp"],
+      [1] = not LOADED_MODULES["protocol/icmp"] }
+  else
+    H.l4_undissected = {}
+  end
   local D = haka.dissectors
   local code, env = {}, {}
   local function sect(build)
