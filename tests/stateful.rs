@@ -835,6 +835,38 @@ fn http_protocol_error_alerts_and_drops_the_connection() {
     assert_eq!(r.out.packets, Capture::read(&input).unwrap().packets);
 }
 
+/// A NUL in a header value: a protocol error by default (a C server ends the value there);
+/// with `[http] binary_header = "accept"` (Haka's behaviour) the request reaches the rules,
+/// the value whole, and print() cuts it at the NUL as Haka's printf did.
+#[test]
+fn http_nul_in_header_value_refused_by_default_accepted_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(40051, 80);
+    s.handshake()
+        .send(0, b"GET / HTTP/1.1\r\nHost: \x04\x8e\x00\x11xy\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .ack(0)
+        .close();
+    let input = write_pcap(dir.path(), "nulhdr.pcap", s.pkts.clone());
+    let rules = r#"
+        require("protocol/http")
+        haka.rule{ on = haka.dissectors.http.events.request, eval = function (http, request)
+            local h = request.headers["Host"]
+            haka.log("HOST %d %s", #h, h:byte(-1))
+            print("PRINT", h, "after")
+        end }
+    "#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.alert_descriptions(), ["invalid http header"], "{}", r.stdout);
+    assert!(r.logs_with("HOST ").is_empty(), "{}", r.stdout);
+
+    let r = run(rules, &input, Some("[http]\nbinary_header = \"accept\"\n"));
+    assert!(r.alert_descriptions().is_empty(), "{}", r.stdout);
+    assert_eq!(r.logs_with("HOST "), ["6 121"], "{}", r.stdout);
+    assert!(r.stdout.contains("PRINT \u{4}\u{fffd} after\n"), "{:?}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
+}
+
 /// A request whose target holds raw spaces (accepted by servers and by libhtp) used to be a
 /// protocol error: never seen by the request rules, and passed uninspected with
 /// `protocol_error = "accept"`. It is now parsed, inspected and flagged.

@@ -194,11 +194,16 @@ local log = haka.log_section("core")
 -- printed lines stay in order with the log lines and the alerts (one ordered stdout, as
 -- Haka's single thread wrote it)
 do
-  local tostring, select, concat = tostring, select, table.concat
+  local tostring, select, concat, find, sub = tostring, select, table.concat, string.find, string.sub
   function print(...)
     local n = select('#', ...)
     local t = {}
-    for i = 1, n do t[i] = tostring((select(i, ...))) end
+    for i = 1, n do
+      local s = tostring((select(i, ...)))
+      -- Haka printed each value with printf("%s"): the text ends at a NUL byte
+      local z = find(s, "\0", 1, true)
+      t[i] = z and sub(s, 1, z - 1) or s
+    end
     H.print(concat(t, " "))
   end
 end
