@@ -1451,6 +1451,59 @@ fn dns_response_without_its_query_is_alerted_and_dropped() {
     assert_eq!(r.st("dns_queries"), 2);
 }
 
+/// DNS header fields written by a rule reach the datagram of the message (valid UDP
+/// checksum, the response matched by the id as sent); the query a response rule gets was
+/// sent already: writing it fails ("error udp: read only buffer", Haka's) and drops the
+/// response and its connection (a later datagram of the flow with it).
+#[test]
+fn dns_header_fields_written_into_the_datagram_and_sent_queries_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = |ip: [u8; 4]| ip.to_vec();
+    let q1 = dns_msg(0x0101, 0x0100, &[("w.example", 1)], &[]);
+    let r1 = dns_msg(0x5151, 0x8180, &[("w.example", 1)], &[("w.example", 1, a([192, 0, 2, 1]))]);
+    let q2 = dns_msg(0x0202, 0x0100, &[("ro.example", 1)], &[]);
+    let r2 = dns_msg(0x0202, 0x8180, &[("ro.example", 1)], &[("ro.example", 1, a([192, 0, 2, 2]))]);
+    let later = dns_msg(0x0303, 0x0100, &[("ro.example", 1)], &[]);
+    let pkts = vec![
+        udp_pkt(CLIENT, DNS_RESOLVER, 30011, 53, &q1),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30011, &r1),
+        udp_pkt(CLIENT, DNS_RESOLVER, 30012, 53, &q2),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30012, &r2),
+        udp_pkt(CLIENT, DNS_RESOLVER, 30012, 53, &later),
+    ];
+    let input = write_pcap(dir.path(), "dnsw.pcap", pkts.clone());
+    let rules = r#"
+        require("protocol/dns")
+        haka.rule{ on = haka.dissectors.dns.events.query, eval = function (dns, query)
+            if query.question.name == "w.example." then query.id = 0x5151; query.rd = false end
+        end }
+        haka.rule{ on = haka.dissectors.dns.events.response, eval = function (dns, response, query)
+            haka.log("RESP %d rd=%s", query.id, tostring(query.rd))
+            if query.question.name == "ro.example." then query.id = 1 end
+        end }
+    "#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["RESP 20817 rd=false", "RESP 514 rd=true"], "{}", r.stdout);
+    assert!(r.alert_descriptions().is_empty(), "{}", r.stdout);
+    assert_eq!(r.stdout.lines().filter(|l| *l == "error udp: read only buffer").count(), 1, "{}", r.stdout);
+    assert_eq!(r.total("rule_errors"), 1);
+    assert_eq!(r.out.packets.len(), 3, "the failed response and the later datagram of its flow dropped");
+    let out = &r.out.packets[0];
+    let mut want = pkts[0].clone();
+    want[42..44].copy_from_slice(&[0x51, 0x51]);
+    want[44] &= !0x01; // rd
+    assert_eq!(out[..40], want[..40]);
+    assert_eq!(out[42..], want[42..], "the written fields, nothing else");
+    // the UDP checksum covers the new bytes
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&out[26..34]);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&((out.len() - 34) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&out[34..]);
+    assert_eq!(csum(&pseudo), 0, "UDP checksum");
+    assert_eq!(r.out.packets[1..], pkts[1..3]);
+}
+
 #[test]
 fn dns_compression_loops_are_counted_errors_not_crashes() {
     let dir = tempfile::tempdir().unwrap();

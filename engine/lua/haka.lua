@@ -2310,12 +2310,39 @@ local function http_head(f, is_req, e)
   end
   return http, msg
 end
+-- A DNS header field `k` a rule sets to `v` in the message of the current datagram (slot
+-- 0), written into its bytes: { byte, shift, bits } per field. Returns the value as read
+-- back (flags as booleans). Passive mode: "read only buffer".
+RT.dns_fields = { id = { 0, 0, 16 }, qr = { 2, 7, 1 }, opcode = { 2, 3, 4 }, aa = { 2, 2, 1 }, tc = { 2, 1, 1 },
+  rd = { 2, 0, 1 }, ra = { 3, 7, 1 }, z = { 3, 4, 3 }, rcode = { 3, 0, 4 }, qdcount = { 4, 0, 16 },
+  ancount = { 6, 0, 16 }, nscount = { 8, 0, 16 }, arcount = { 10, 0, 16 } }
+function RT.dns_write(k, v)
+  local d = RT.dns_fields[k]
+  local s = S0
+  writable(s)
+  local n = v
+  if d[3] == 1 and type(v) == "boolean" then n = v and 1 or 0 end
+  n = num(n, k)
+  if n % 1 ~= 0 or n >= 2 ^ d[3] then error(sfmt("invalid value for field '%s'", k), 0) end
+  if s.payload_len < 12 then error("read only buffer", 0) end
+  local p = s.data + s.payload_off + d[1]
+  if d[3] == 16 then
+    put16(p, 0, n)
+  else
+    local mask = lshift(2 ^ d[3] - 1, d[2])
+    p[0] = bor(band(p[0], bnot(mask)), lshift(n, d[2]))
+  end
+  touch(s)
+  if d[3] == 1 then return n == 1 end
+  return n
+end
 -- Handlers of the parsed messages of the application dissectors, by record kind (the
 -- `kind` of their Rust `Message::to_lua`): (flow, record, raw table, K).
 RT.message_handlers = {
   [4] = function(f, ev, raw, K) -- dns query
     local dns = session(f, "_dns", K.dns_session)
-    local msg = K.dns_message(raw)
+    -- (over UDP the message is the current datagram: its header fields are writable)
+    local msg = K.dns_message(raw, f.proto == 17 and RT.dns_write)
     fire(haka.dissectors.dns.events.query, dns, msg)
     if msg._dropped then
       ACT = bor(ACT, ACT_PKT_DROP)
@@ -2325,15 +2352,19 @@ RT.message_handlers = {
       local q = rawget(f, "_dnsq")
       if not q then q = {}; rawset(f, "_dnsq", q) end
       q[msg.id] = msg
+      -- sent: the response's rules get it read only (Haka: "read only buffer")
+      rawset(msg, "_sent", true)
     end
   end,
   [5] = function(f, ev, raw, K) -- dns response (flags: its query was seen)
     local dns = session(f, "_dns", K.dns_session)
-    local msg = K.dns_message(raw)
+    local msg = K.dns_message(raw, f.proto == 17 and RT.dns_write)
     local q = rawget(f, "_dnsq")
     local query = q and q[msg.id]
     if q then q[msg.id] = nil end
-    if ev.flags == 0 or not query then
+    -- (Rust matched the response to a query it saw, by the id as received; a query whose
+    -- id a rule rewrote is matched here only, by the id it was sent with)
+    if not query or (ev.flags == 0 and not rawget(query, "_rid")) then
       haka.alert{ description = "dns: mismatching response", severity = "low" }
       ACT = bor(ACT, ACT_PKT_DROP)
     else

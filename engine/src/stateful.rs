@@ -896,6 +896,11 @@ impl StatefulStage {
             self.lua_flows.set(id);
             match lua.app_events(m.data_mut(), meta, id, dir, state, &events, &lua_idx, &body_offs) {
                 ConnCall::Error => {
+                    // Haka: a rule error in an application event fails the connection
+                    // dissector's receive, which drops the connection
+                    if lua.rule_error_drops() {
+                        self.conns.drop_conn(id);
+                    }
                     if outcome.is_none() {
                         outcome = Some(self.rule_error(lua));
                     }

@@ -1573,7 +1573,15 @@ impl LuaEngine {
             Option<Table>,
         );
         let args = (flow_id, dir, idx.len(), addr, tabs, meta.proto, state);
+        // Haka ran the application dissectors inside the connection's: their rule errors
+        // are logged under its section ("error udp: read only buffer")
+        self.err_section = if meta.proto == 17 { "udp" } else { "tcp" };
         let r = watched(&self.watch, &self.check, || f.call::<Ret>(args));
+        // (DNS header fields written into the datagram, RT.dns_write)
+        let m = self.burst.s[0].modified;
+        if m & MOD_ANY != 0 {
+            fix_checksums(data, meta, m);
+        }
         match r {
             Ok((bits, i, head, dm, a, b, v, rest)) => {
                 if let Some(i) = i.filter(|&i| i > 0) {
@@ -1600,11 +1608,13 @@ impl LuaEngine {
                         }
                     }
                 }
+                self.err_section = "lua";
                 ConnCall::Done(bits)
             }
             Err(e) => {
                 let m = one_line(&e);
                 self.event_failed(&m);
+                self.err_section = "lua";
                 ConnCall::Error
             }
         }
