@@ -2744,3 +2744,65 @@ end }
     let r2 = run(rules, &input, None);
     assert_eq!(r2.logs(), ["AAAA ip=2001:db8::1 unknown=- TXT 3 97"], "{}", r2.stdout);
 }
+
+/// `flow:restart()` (Haka's tcp_connection restart): the connection ends after the packet's
+/// rules (end_connection, no RST) and the packet is handled again as the first of a new one:
+/// a client reusing its ports with a new SYN on a live connection gets a new connection;
+/// a data packet restarted finds none ("no connection found" under Haka's policy).
+#[test]
+fn flow_restart_ends_the_connection_and_handles_the_packet_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+        require("protocol/tcp_connection")
+        local n = 0
+        haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection, eval = function (flow, pkt)
+            n = n + 1
+            flow.num = n
+            haka.log("NEW %d seq=%d", n, pkt.seq)
+        end }
+        haka.rule{ on = haka.dissectors.tcp_connection.events.receive_packet, eval = function (flow, pkt)
+            if pkt.seq == 90000 or pkt.payload:asstring() == "restart" then
+                haka.log("RESTART %d", flow.num)
+                flow:restart()
+                flow:restart() -- (the same)
+            end
+        end }
+        haka.rule{ on = haka.dissectors.tcp_connection.events.end_connection, eval = function (flow)
+            haka.log("END %d", flow.num)
+        end }
+    "#;
+    let mut s = Session::new(40061, 80);
+    s.handshake().send(0, b"hello");
+    // the client reuses its ports: a new SYN on the live connection
+    s.push_raw(0, 90000, 0, SYN, b"");
+    let mut s2 = Session::new(40062, 80);
+    s2.handshake().send(0, b"restart").send(0, b"after");
+    let mut pkts = s.pkts.clone();
+    pkts.extend(s2.pkts.clone());
+    let input = write_pcap(dir.path(), "restart.pcap", pkts.clone());
+    for (conf, restarted_passes) in [(None, true), (Some("[tcp]\nno_connection_found = \"drop\"\n"), false)] {
+        let r = run(rules, &input, conf);
+        // (the packet handled again runs the rules again: its restart is not repeated)
+        let mut want =
+            vec!["NEW 1 seq=1000", "RESTART 1", "END 1", "NEW 2 seq=90000", "RESTART 2", "NEW 3 seq=1000", "RESTART 3", "END 3"];
+        let mut ends = vec!["END 2"];
+        if restarted_passes {
+            // picked up mid-stream (the default): a new connection from that packet
+            want.extend(["NEW 4 seq=1001", "RESTART 4"]);
+            ends.push("END 4");
+        }
+        let mut logs = r.logs();
+        let mut last = logs.split_off(want.len().min(logs.len()));
+        last.sort();
+        assert_eq!((logs, last), (want.iter().map(|s| s.to_string()).collect(), ends.iter().map(|s| s.to_string()).collect()), "{conf:?}: {}", r.stdout);
+        assert_eq!(r.st("resets_sent"), 0);
+        let alerts = r.alert_descriptions();
+        if restarted_passes {
+            assert!(alerts.is_empty(), "{}", r.stdout);
+            assert_eq!(r.out.packets, pkts);
+        } else {
+            assert_eq!(alerts, ["no connection found for tcp packet", "no connection found for tcp packet"], "{}", r.stdout);
+            assert_eq!(r.out.packets.len(), pkts.len() - 2, "the restarted data packet and the next one dropped");
+        }
+    }
+}

@@ -1918,6 +1918,11 @@ function Flow:halfreset()
   if self.proto ~= 6 then error("halfreset: not a TCP connection", 2) end
   self._dropped = true; flow_act(self, ACT_HALFRESET)
 end
+-- Haka's restart: once this packet's rules have run, the connection ends (end_connection,
+-- no RST) and the packet is handled again as if there were none (a SYN opens a new
+-- connection). Action bit 64 (ACT_RESTART in Rust; no new local: the main chunk is near
+-- LuaJIT's limit).
+function Flow:restart() flow_act(self, 64) end
 -- Packets are never held back, so there is nothing to flush: kept for API compatibility.
 function Flow:send() end
 function Flow:select_next_dissector(name)

@@ -1135,6 +1135,8 @@ pub mod act {
     pub const PACKET_DROP: u32 = 16;
     /// Stream bytes were rewritten (`take_edits`); EDITS is set too.
     pub const STREAM_EDITS: u32 = 32;
+    /// `flow:restart()`: the connection ends, its packet starts anew.
+    pub const RESTART: u32 = 64;
     /// Bits 8..11: application dissector selected by the rules (see `app_of`).
     pub const APP_SHIFT: u32 = 8;
     pub fn app_of(bits: u32) -> u32 {
