@@ -835,6 +835,38 @@ fn http_protocol_error_alerts_and_drops_the_connection() {
     assert_eq!(r.out.packets, Capture::read(&input).unwrap().packets);
 }
 
+/// A NUL in a header value: a protocol error by default (a C server ends the value there);
+/// with `[http] binary_header = "accept"` (Haka's behaviour) the request reaches the rules,
+/// the value whole, and print() cuts it at the NUL as Haka's printf did.
+#[test]
+fn http_nul_in_header_value_refused_by_default_accepted_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(40051, 80);
+    s.handshake()
+        .send(0, b"GET / HTTP/1.1\r\nHost: \x04\x8e\x00\x11xy\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .ack(0)
+        .close();
+    let input = write_pcap(dir.path(), "nulhdr.pcap", s.pkts.clone());
+    let rules = r#"
+        require("protocol/http")
+        haka.rule{ on = haka.dissectors.http.events.request, eval = function (http, request)
+            local h = request.headers["Host"]
+            haka.log("HOST %d %s", #h, h:byte(-1))
+            print("PRINT", h, "after")
+        end }
+    "#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.alert_descriptions(), ["invalid http header"], "{}", r.stdout);
+    assert!(r.logs_with("HOST ").is_empty(), "{}", r.stdout);
+
+    let r = run(rules, &input, Some("[http]\nbinary_header = \"accept\"\n"));
+    assert!(r.alert_descriptions().is_empty(), "{}", r.stdout);
+    assert_eq!(r.logs_with("HOST "), ["6 121"], "{}", r.stdout);
+    assert!(r.stdout.contains("PRINT \u{4}\u{fffd} after\n"), "{:?}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
+}
+
 /// A request whose target holds raw spaces (accepted by servers and by libhtp) used to be a
 /// protocol error: never seen by the request rules, and passed uninspected with
 /// `protocol_error = "accept"`. It is now parsed, inspected and flagged.
@@ -1417,6 +1449,59 @@ fn dns_response_without_its_query_is_alerted_and_dropped() {
     let expect: Vec<Vec<u8>> = [0, 1, 3, 5].iter().map(|&i| pkts[i].clone()).collect();
     assert_eq!(r.out.packets, expect, "the two unmatched responses are dropped, the rest passes unchanged");
     assert_eq!(r.st("dns_queries"), 2);
+}
+
+/// DNS header fields written by a rule reach the datagram of the message (valid UDP
+/// checksum, the response matched by the id as sent); the query a response rule gets was
+/// sent already: writing it fails ("error udp: read only buffer", Haka's) and drops the
+/// response and its connection (a later datagram of the flow with it).
+#[test]
+fn dns_header_fields_written_into_the_datagram_and_sent_queries_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = |ip: [u8; 4]| ip.to_vec();
+    let q1 = dns_msg(0x0101, 0x0100, &[("w.example", 1)], &[]);
+    let r1 = dns_msg(0x5151, 0x8180, &[("w.example", 1)], &[("w.example", 1, a([192, 0, 2, 1]))]);
+    let q2 = dns_msg(0x0202, 0x0100, &[("ro.example", 1)], &[]);
+    let r2 = dns_msg(0x0202, 0x8180, &[("ro.example", 1)], &[("ro.example", 1, a([192, 0, 2, 2]))]);
+    let later = dns_msg(0x0303, 0x0100, &[("ro.example", 1)], &[]);
+    let pkts = vec![
+        udp_pkt(CLIENT, DNS_RESOLVER, 30011, 53, &q1),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30011, &r1),
+        udp_pkt(CLIENT, DNS_RESOLVER, 30012, 53, &q2),
+        udp_pkt(DNS_RESOLVER, CLIENT, 53, 30012, &r2),
+        udp_pkt(CLIENT, DNS_RESOLVER, 30012, 53, &later),
+    ];
+    let input = write_pcap(dir.path(), "dnsw.pcap", pkts.clone());
+    let rules = r#"
+        require("protocol/dns")
+        haka.rule{ on = haka.dissectors.dns.events.query, eval = function (dns, query)
+            if query.question.name == "w.example." then query.id = 0x5151; query.rd = false end
+        end }
+        haka.rule{ on = haka.dissectors.dns.events.response, eval = function (dns, response, query)
+            haka.log("RESP %d rd=%s", query.id, tostring(query.rd))
+            if query.question.name == "ro.example." then query.id = 1 end
+        end }
+    "#;
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["RESP 20817 rd=false", "RESP 514 rd=true"], "{}", r.stdout);
+    assert!(r.alert_descriptions().is_empty(), "{}", r.stdout);
+    assert_eq!(r.stdout.lines().filter(|l| *l == "error udp: read only buffer").count(), 1, "{}", r.stdout);
+    assert_eq!(r.total("rule_errors"), 1);
+    assert_eq!(r.out.packets.len(), 3, "the failed response and the later datagram of its flow dropped");
+    let out = &r.out.packets[0];
+    let mut want = pkts[0].clone();
+    want[42..44].copy_from_slice(&[0x51, 0x51]);
+    want[44] &= !0x01; // rd
+    assert_eq!(out[..40], want[..40]);
+    assert_eq!(out[42..], want[42..], "the written fields, nothing else");
+    // the UDP checksum covers the new bytes
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&out[26..34]);
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&((out.len() - 34) as u16).to_be_bytes());
+    pseudo.extend_from_slice(&out[34..]);
+    assert_eq!(csum(&pseudo), 0, "UDP checksum");
+    assert_eq!(r.out.packets[1..], pkts[1..3]);
 }
 
 #[test]
@@ -2752,4 +2837,66 @@ haka.rule{ on = haka.dissectors.tcp_connection.events.receive_data,
     // [tcp] drop_timeout = 5: the retry 10 s later is already a new connection
     let r = run(rules, &input, Some("[tcp]\ndrop_timeout = 5\n"));
     assert_eq!(r.logs(), ["NEW 43002", "NEW 43002", "DATA retry", "NEW 43002", "DATA later"], "{}", r.stdout);
+}
+
+/// `flow:restart()` (Haka's tcp_connection restart): the connection ends after the packet's
+/// rules (end_connection, no RST) and the packet is handled again as the first of a new one:
+/// a client reusing its ports with a new SYN on a live connection gets a new connection;
+/// a data packet restarted finds none ("no connection found" under Haka's policy).
+#[test]
+fn flow_restart_ends_the_connection_and_handles_the_packet_anew() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+        require("protocol/tcp_connection")
+        local n = 0
+        haka.rule{ on = haka.dissectors.tcp_connection.events.new_connection, eval = function (flow, pkt)
+            n = n + 1
+            flow.num = n
+            haka.log("NEW %d seq=%d", n, pkt.seq)
+        end }
+        haka.rule{ on = haka.dissectors.tcp_connection.events.receive_packet, eval = function (flow, pkt)
+            if pkt.seq == 90000 or pkt.payload:asstring() == "restart" then
+                haka.log("RESTART %d", flow.num)
+                flow:restart()
+                flow:restart() -- (the same)
+            end
+        end }
+        haka.rule{ on = haka.dissectors.tcp_connection.events.end_connection, eval = function (flow)
+            haka.log("END %d", flow.num)
+        end }
+    "#;
+    let mut s = Session::new(40061, 80);
+    s.handshake().send(0, b"hello");
+    // the client reuses its ports: a new SYN on the live connection
+    s.push_raw(0, 90000, 0, SYN, b"");
+    let mut s2 = Session::new(40062, 80);
+    s2.handshake().send(0, b"restart").send(0, b"after");
+    let mut pkts = s.pkts.clone();
+    pkts.extend(s2.pkts.clone());
+    let input = write_pcap(dir.path(), "restart.pcap", pkts.clone());
+    for (conf, restarted_passes) in [(None, true), (Some("[tcp]\nno_connection_found = \"drop\"\n"), false)] {
+        let r = run(rules, &input, conf);
+        // (the packet handled again runs the rules again: its restart is not repeated)
+        let mut want =
+            vec!["NEW 1 seq=1000", "RESTART 1", "END 1", "NEW 2 seq=90000", "RESTART 2", "NEW 3 seq=1000", "RESTART 3", "END 3"];
+        let mut ends = vec!["END 2"];
+        if restarted_passes {
+            // picked up mid-stream (the default): a new connection from that packet
+            want.extend(["NEW 4 seq=1001", "RESTART 4"]);
+            ends.push("END 4");
+        }
+        let mut logs = r.logs();
+        let mut last = logs.split_off(want.len().min(logs.len()));
+        last.sort();
+        assert_eq!((logs, last), (want.iter().map(|s| s.to_string()).collect(), ends.iter().map(|s| s.to_string()).collect()), "{conf:?}: {}", r.stdout);
+        assert_eq!(r.st("resets_sent"), 0);
+        let alerts = r.alert_descriptions();
+        if restarted_passes {
+            assert!(alerts.is_empty(), "{}", r.stdout);
+            assert_eq!(r.out.packets, pkts);
+        } else {
+            assert_eq!(alerts, ["no connection found for tcp packet", "no connection found for tcp packet"], "{}", r.stdout);
+            assert_eq!(r.out.packets.len(), pkts.len() - 2, "the restarted data packet and the next one dropped");
+        }
+    }
 }

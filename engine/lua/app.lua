@@ -18,7 +18,8 @@
 --   K.http_serialize(msg)-> string    the head to put on the wire (original bytes if unmodified)
 --   K.http_edit(msg)     -> a, b, v   when the only change is one field value rewritten in
 --                                     place: replace bytes [a, b) of the head as received by v
---   K.dns_message(raw)   -> msg       raw: app_values.rs `dns_table`; msg:drop() sets msg._dropped
+--   K.dns_message(raw, write) -> msg  raw: app_values.rs `dns_table`; write: RT.dns_write or nil (header
+--                                     fields then written into the datagram); msg:drop() sets msg._dropped
 --   K.tls_hello(raw)     -> hello     raw: app_values.rs `tls_table`
 --   K.app_continue(sess, msg) -> bool continue check of the app events (false once sess or msg
 --                                     was dropped, or K.flow_alive(flow) says the flow is gone)
@@ -714,7 +715,7 @@ function DnsMsg.drop(self) rawset(self, "_dropped", true) end
 local DNS_HEADER = { "aa", "ancount", "arcount", "id", "nscount", "opcode", "qdcount", "qr", "question",
   "ra", "rcode", "rd", "tc" }
 local DNS_SECTIONS = { additional = true, answer = true, authority = true }
-local DNS_HIDDEN = { questions = true, z = true, _dropped = true }
+local DNS_HIDDEN = { questions = true, z = true, _dropped = true, _h = true, _w = true, _sent = true, _rid = true }
 for i = 1, #DNS_HEADER do DNS_HIDDEN[DNS_HEADER[i]] = true end
 local RECORD_ADDED = { owner = true, txt = true }
 local record_pp_mt = { __pprint_info = pp_class("Result", function(p, add)
@@ -739,7 +740,29 @@ local array_pp_mt = { __pprint_info = pp_class("ArrayResult", function(p, add)
   sorted(keys)
   for i = 1, #keys do add(keys[i], record_pp(list[keys[i]])) end
 end) }
-local dns_mt = { __index = DnsMsg, __tostring = function() return "<dns message>" end,
+-- The header fields live in m._h: a rule's write goes through __newindex, into the
+-- datagram (m._w: RT.dns_write, over UDP). A message already sent (the query a response
+-- rule gets) is read only, as Haka's: "read only buffer".
+local DNS_FIELDS = { id = true, qr = true, opcode = true, aa = true, tc = true, rd = true, ra = true, z = true,
+  rcode = true, qdcount = true, ancount = true, nscount = true, arcount = true }
+local dns_mt = { __tostring = function() return "<dns message>" end,
+  __index = function(m, k)
+    local v = rawget(m, "_h")[k]
+    if v ~= nil then return v end
+    return DnsMsg[k]
+  end,
+  __newindex = function(m, k, v)
+    if rawget(m, "_sent") then error("read only buffer", 0) end
+    if DNS_FIELDS[k] then
+      local w = rawget(m, "_w")
+      if w then v = w(k, v) end
+      rawget(m, "_h")[k] = v
+      -- (a query sent with another id: its response is matched in Lua, see haka.lua)
+      if k == "id" then rawset(m, "_rid", true) end
+    else
+      rawset(m, k, v)
+    end
+  end,
   __pprint_info = pp_class("DnsResult", function(m, add)
     local keys = {}
     for k in next, m do
@@ -773,7 +796,10 @@ local function dns_records(list)
   end
   return list
 end
-function K.dns_message(raw)
+function K.dns_message(raw, write)
+  local h = {}
+  for k in next, DNS_FIELDS do h[k] = raw[k]; raw[k] = nil end
+  raw._h, raw._w = h, write or false
   raw.answer = dns_records(raw.answer or {})
   raw.authority = dns_records(raw.authority or {})
   raw.additional = dns_records(raw.additional or {})

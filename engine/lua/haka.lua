@@ -82,7 +82,14 @@ end
 -- pkt.data tables of the current burst, by slot address (emptied when a burst starts)
 local PDATA, PDATA_USED = {}, false
 local forge_reset -- (forging, below)
-local function touch(s, bits) s.modified = bor(s.modified, bits or MOD) end
+-- H.l4_undissected[proto]: under `[rules] dissectors = "required"`, the rules file did not
+-- load that L4 protocol's module (RT.finish). Haka then never dissects the L4 header, so a
+-- header write (e.g. NAT on pkt.dst) recomputes the IP checksum only: bit 4 keeps the L4 one.
+H.l4_undissected = {}
+local function touch(s, bits)
+  if not bits and H.l4_undissected[s.proto] then bits = MOD + 4 end
+  s.modified = bor(s.modified, bits or MOD)
+end
 
 local function be16(b, o) return (bor(lshift(b[o], 8), b[o + 1])) end
 local function be32(b, o) return b[o] * 16777216 + b[o + 1] * 65536 + b[o + 2] * 256 + b[o + 3] end
@@ -187,11 +194,16 @@ local log = haka.log_section("core")
 -- printed lines stay in order with the log lines and the alerts (one ordered stdout, as
 -- Haka's single thread wrote it)
 do
-  local tostring, select, concat = tostring, select, table.concat
+  local tostring, select, concat, find, sub = tostring, select, table.concat, string.find, string.sub
   function print(...)
     local n = select('#', ...)
     local t = {}
-    for i = 1, n do t[i] = tostring((select(i, ...))) end
+    for i = 1, n do
+      local s = tostring((select(i, ...)))
+      -- Haka printed each value with printf("%s"): the text ends at a NUL byte
+      local z = find(s, "\0", 1, true)
+      t[i] = z and sub(s, 1, z - 1) or s
+    end
     H.print(concat(t, " "))
   end
 end
@@ -1930,6 +1942,11 @@ function Flow:halfreset()
   if self.proto ~= 6 then error("halfreset: not a TCP connection", 2) end
   self._dropped = true; flow_act(self, ACT_HALFRESET)
 end
+-- Haka's restart: once this packet's rules have run, the connection ends (end_connection,
+-- no RST) and the packet is handled again as if there were none (a SYN opens a new
+-- connection). Action bit 128 (ACT_RESTART in Rust; no new local: the main chunk is near
+-- LuaJIT's limit).
+function Flow:restart() flow_act(self, 128) end
 -- Packets are never held back, so there is nothing to flush: kept for API compatibility.
 function Flow:send() end
 function Flow:select_next_dissector(name)
@@ -2322,12 +2339,39 @@ local function http_head(f, is_req, e)
   end
   return http, msg
 end
+-- A DNS header field `k` a rule sets to `v` in the message of the current datagram (slot
+-- 0), written into its bytes: { byte, shift, bits } per field. Returns the value as read
+-- back (flags as booleans). Passive mode: "read only buffer".
+RT.dns_fields = { id = { 0, 0, 16 }, qr = { 2, 7, 1 }, opcode = { 2, 3, 4 }, aa = { 2, 2, 1 }, tc = { 2, 1, 1 },
+  rd = { 2, 0, 1 }, ra = { 3, 7, 1 }, z = { 3, 4, 3 }, rcode = { 3, 0, 4 }, qdcount = { 4, 0, 16 },
+  ancount = { 6, 0, 16 }, nscount = { 8, 0, 16 }, arcount = { 10, 0, 16 } }
+function RT.dns_write(k, v)
+  local d = RT.dns_fields[k]
+  local s = S0
+  writable(s)
+  local n = v
+  if d[3] == 1 and type(v) == "boolean" then n = v and 1 or 0 end
+  n = num(n, k)
+  if n % 1 ~= 0 or n >= 2 ^ d[3] then error(sfmt("invalid value for field '%s'", k), 0) end
+  if s.payload_len < 12 then error("read only buffer", 0) end
+  local p = s.data + s.payload_off + d[1]
+  if d[3] == 16 then
+    put16(p, 0, n)
+  else
+    local mask = lshift(2 ^ d[3] - 1, d[2])
+    p[0] = bor(band(p[0], bnot(mask)), lshift(n, d[2]))
+  end
+  touch(s)
+  if d[3] == 1 then return n == 1 end
+  return n
+end
 -- Handlers of the parsed messages of the application dissectors, by record kind (the
 -- `kind` of their Rust `Message::to_lua`): (flow, record, raw table, K).
 RT.message_handlers = {
   [4] = function(f, ev, raw, K) -- dns query
     local dns = session(f, "_dns", K.dns_session)
-    local msg = K.dns_message(raw)
+    -- (over UDP the message is the current datagram: its header fields are writable)
+    local msg = K.dns_message(raw, f.proto == 17 and RT.dns_write)
     fire(haka.dissectors.dns.events.query, dns, msg)
     if msg._dropped then
       ACT = bor(ACT, ACT_PKT_DROP)
@@ -2337,15 +2381,19 @@ RT.message_handlers = {
       local q = rawget(f, "_dnsq")
       if not q then q = {}; rawset(f, "_dnsq", q) end
       q[msg.id] = msg
+      -- sent: the response's rules get it read only (Haka: "read only buffer")
+      rawset(msg, "_sent", true)
     end
   end,
   [5] = function(f, ev, raw, K) -- dns response (flags: its query was seen)
     local dns = session(f, "_dns", K.dns_session)
-    local msg = K.dns_message(raw)
+    local msg = K.dns_message(raw, f.proto == 17 and RT.dns_write)
     local q = rawget(f, "_dnsq")
     local query = q and q[msg.id]
     if q then q[msg.id] = nil end
-    if ev.flags == 0 or not query then
+    -- (Rust matched the response to a query it saw, by the id as received; a query whose
+    -- id a rule rewrote is matched here only, by the id it was sent with)
+    if not query or (ev.flags == 0 and not rawget(query, "_rid")) then
       haka.alert{ description = "dns: mismatching response", severity = "low" }
       ACT = bor(ACT, ACT_PKT_DROP)
     else
@@ -2564,6 +2612,12 @@ end
 
 function RT.finish()
   if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
+  if H.required_chain then
+    H.l4_undissected = { [6] = not LOADED_MODULES["protocol/tcp"], [17] = not LOADED_MODULES["protocol/udp"],
+      [1] = not LOADED_MODULES["protocol/icmp"] }
+  else
+    H.l4_undissected = {}
+  end
   local D = haka.dissectors
   local code, env = {}, {}
   local function sect(build)

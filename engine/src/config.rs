@@ -111,6 +111,10 @@ pub struct HttpConfig {
     /// connection closed mid-message) or "error" (a protocol error, "invalid http
     /// header", as Haka).
     pub truncated_head: TruncatedHead,
+    /// A NUL byte in a header field value: "error" (a protocol error, "invalid http
+    /// header": C servers end the value there, so they would not read what the rules
+    /// read) or "accept" (part of the value, as Haka).
+    pub binary_header: BinaryHeader,
 }
 
 impl Default for HttpConfig {
@@ -120,6 +124,7 @@ impl Default for HttpConfig {
             anomaly: AnomalyAction::Alert,
             http09: Http09::Accept,
             truncated_head: TruncatedHead::Ignore,
+            binary_header: BinaryHeader::Error,
         }
     }
 }
@@ -131,6 +136,15 @@ pub enum TruncatedHead {
     #[default]
     Ignore,
     Error,
+}
+
+/// `[http] binary_header`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BinaryHeader {
+    #[default]
+    Error,
+    Accept,
 }
 
 /// `[http] http09`.
@@ -592,6 +606,9 @@ mod tests {
         assert_eq!((cfg.http.http09, cfg.http.truncated_head, cfg.dns.records), (Http09::Error, TruncatedHead::Error, DnsRecords::Haka));
         let d = Config::default();
         assert_eq!((d.http.http09, d.http.truncated_head, d.dns.records), (Http09::Accept, TruncatedHead::Ignore, DnsRecords::Extended));
+        assert_eq!(d.http.binary_header, BinaryHeader::Error);
+        let cfg = Config::parse("[http]\nbinary_header = \"accept\"\n", "x.toml").unwrap();
+        assert_eq!(cfg.http.binary_header, BinaryHeader::Accept);
         let e = Config::parse("[http]\nanomaly = \"log\"\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2: http.anomaly: ") && e.contains("`log`") && !e.contains('\n'), "{e}");
         // an unknown key's message names it already

@@ -62,6 +62,9 @@ pub struct StatefulStage {
     /// those only.
     lua_flows: FlowBits,
     last_edit_log: Option<std::time::Instant>,
+    /// `flow:restart()`: 1 asked by the rules of the current packet, 2 while that packet is
+    /// handled again as the first of a new connection (a second restart is ignored).
+    restart: u8,
 }
 
 /// Whether a request (or response) head is read by the rules of later events when no rule
@@ -208,6 +211,7 @@ impl StatefulStage {
             spare_heads: Vec::new(),
             lua_flows: FlowBits::default(),
             last_edit_log: None,
+            restart: 0,
         }
     }
 
@@ -226,6 +230,36 @@ impl StatefulStage {
     /// packets toward the receiver use it; toward the sender use the input port).
     #[allow(clippy::too_many_arguments)]
     pub fn packet(
+        &mut self,
+        lua: &mut LuaEngine,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        created: bool,
+        flow_dir: Direction,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Outcome {
+        self.restart = 0;
+        let o = self.packet_once(lua, m, meta, id, created, flow_dir, out_port, c);
+        if self.restart != 1 {
+            return o;
+        }
+        // flow:restart() (Haka's tcp_connection restart): the connection ends here
+        // (end_connection, no RST) and the packet is handled again as if none existed: a
+        // SYN opens a new one, another packet is "no connection found" (or picked up).
+        self.restart = 2;
+        if self.conns.end(id).is_some() {
+            self.end_lua(lua, id, meta.proto, Some((meta, flow_dir as u8)), c);
+        }
+        self.edits.clear();
+        let o = self.packet_once(lua, m, meta, id, false, flow_dir, out_port, c);
+        self.restart = 0;
+        o
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn packet_once(
         &mut self,
         lua: &mut LuaEngine,
         m: &mut Mbuf,
@@ -591,6 +625,10 @@ impl StatefulStage {
         if a & act::PACKET_DROP != 0 {
             return Some(Outcome::Drop(DropReason::Rule));
         }
+        if a & act::RESTART != 0 && self.restart == 0 {
+            self.restart = 1; // (`packet` handles the packet again)
+            return Some(Outcome::Accept);
+        }
         None
     }
 
@@ -899,6 +937,11 @@ impl StatefulStage {
             self.lua_flows.set(id);
             match lua.app_events(m.data_mut(), meta, id, dir, state, &events, &lua_idx, &body_offs) {
                 ConnCall::Error => {
+                    // Haka: a rule error in an application event fails the connection
+                    // dissector's receive, which drops the connection
+                    if lua.rule_error_drops() {
+                        self.conns.drop_conn(id);
+                    }
                     if outcome.is_none() {
                         outcome = Some(self.rule_error(lua));
                     }

@@ -67,6 +67,8 @@ pub struct Settings {
     pub http09_error: bool,
     /// A head cut by the end of its stream is a protocol error (`[http] truncated_head`).
     pub truncated_head_error: bool,
+    /// A NUL in an HTTP field value is part of the value (`[http] binary_header = "accept"`).
+    pub http_binary_header: bool,
     /// Body bytes are reported (rules read them); else skipped uncopied.
     pub http_bodies: bool,
     /// A malformed or too long ClientHello drops the connection (else: alert, let it by).
@@ -84,6 +86,7 @@ impl Settings {
             anomaly: cfg.http.anomaly,
             http09_error: cfg.http.http09 == crate::config::Http09::Error,
             truncated_head_error: cfg.http.truncated_head == crate::config::TruncatedHead::Error,
+            http_binary_header: cfg.http.binary_header == crate::config::BinaryHeader::Accept,
             http_bodies: false,
             tls_error_drop: cfg.tls.protocol_error == Drop,
             tls_max_hello: cfg.tls.max_hello_bytes,

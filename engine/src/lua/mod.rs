@@ -1150,6 +1150,8 @@ pub mod act {
     /// The connection went over the data held for its streamed rules (counted; DROP
     /// is set too when `[rules] streamed_over_cap = "drop"`).
     pub const STREAMED_OVER_CAP: u32 = 64;
+    /// `flow:restart()`: the connection ends, its packet starts anew.
+    pub const RESTART: u32 = 128;
     /// Bits 8..11: application dissector selected by the rules (see `app_of`).
     pub const APP_SHIFT: u32 = 8;
     pub fn app_of(bits: u32) -> u32 {
@@ -1588,7 +1590,15 @@ impl LuaEngine {
             Option<Table>,
         );
         let args = (flow_id, dir, idx.len(), addr, tabs, meta.proto, state);
+        // Haka ran the application dissectors inside the connection's: their rule errors
+        // are logged under its section ("error udp: read only buffer")
+        self.err_section = if meta.proto == 17 { "udp" } else { "tcp" };
         let r = watched(&self.watch, &self.check, || f.call::<Ret>(args));
+        // (DNS header fields written into the datagram, RT.dns_write)
+        let m = self.burst.s[0].modified;
+        if m & MOD_ANY != 0 {
+            fix_checksums(data, meta, m);
+        }
         match r {
             Ok((bits, i, head, dm, a, b, v, rest)) => {
                 if let Some(i) = i.filter(|&i| i > 0) {
@@ -1615,11 +1625,13 @@ impl LuaEngine {
                         }
                     }
                 }
+                self.err_section = "lua";
                 ConnCall::Done(bits)
             }
             Err(e) => {
                 let m = one_line(&e);
                 self.event_failed(&m);
+                self.err_section = "lua";
                 ConnCall::Error
             }
         }

@@ -1335,3 +1335,41 @@ fn packet_next_dissector_accept_is_reported() {
     let (e, _) = engine("-- nothing");
     assert_eq!(e.stateful_info() & PACKET_NEXT_ACCEPT, 0);
 }
+
+/// Haka recomputes an L4 checksum only in the dissector of that protocol: under
+/// `[rules] dissectors = "required"`, a rules file that loads protocol/ipv4 alone (NAT on
+/// the addresses) gets a valid IP checksum and the TCP/UDP checksums as they were; once it
+/// loads protocol/tcp (or in the default mode), the TCP checksum is recomputed.
+#[test]
+fn ip_header_write_leaves_l4_checksum_when_l4_module_not_loaded() {
+    let nat = r#"
+        local ipv4 = require("protocol/ipv4")
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+            ip.dst = ipv4.addr("10.9.8.7")
+        end }
+    "#;
+    let l4_csum_ok = |f: &[u8]| {
+        let s: [u8; 4] = f[26..30].try_into().unwrap();
+        let d: [u8; 4] = f[30..34].try_into().unwrap();
+        checksum::compute(&f[14..34]) == 0 && checksum::l4_v4(&s, &d, f[23], &f[34..]) == 0
+    };
+    let required = LuaOptions { required_chain: true, ..LuaOptions::default() };
+    let (mut e, _, _f) = engine_opts(nat, &required);
+    let mut frames = vec![ipv4_frame(6, &tcp(1234, 80, 0x10, b"hello")), ipv4_frame(17, &udp(53, 4000, b"dns"))];
+    run(&mut e, &mut frames);
+    for f in &frames {
+        assert_eq!(&f[30..34], &[10, 9, 8, 7]);
+        assert_eq!(checksum::compute(&f[14..34]), 0, "IP checksum recomputed");
+        assert!(!l4_csum_ok(f), "L4 checksum left as it was: {f:02x?}");
+    }
+    let with_tcp = format!("require('protocol/tcp')\n{nat}");
+    let (mut e, _, _f) = engine_opts(&with_tcp, &required);
+    let mut frames = vec![ipv4_frame(6, &tcp(1234, 80, 0x10, b"hello")), ipv4_frame(17, &udp(53, 4000, b"dns"))];
+    run(&mut e, &mut frames);
+    assert!(l4_csum_ok(&frames[0]), "protocol/tcp loaded: TCP checksum recomputed");
+    assert!(!l4_csum_ok(&frames[1]), "protocol/udp not loaded: UDP checksum as it was");
+    let (mut e, _) = engine(nat);
+    let mut frames = vec![ipv4_frame(6, &tcp(1234, 80, 0x10, b"hello")), ipv4_frame(17, &udp(53, 4000, b"dns"))];
+    run(&mut e, &mut frames);
+    assert!(frames.iter().all(|f| l4_csum_ok(f)), "default mode: every checksum recomputed");
+}

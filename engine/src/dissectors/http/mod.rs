@@ -41,12 +41,15 @@ impl HttpDissector {
         HttpDissector { req, resp, end: [0; 2], prior: [None, None], error_drop: s.http_error_drop }
     }
 
-    /// Haka's errors where the parser is tolerant by default: HTTP/0.9 request lines, heads
-    /// cut by the end of the stream.
+    /// Haka's errors where the parser is tolerant by default (HTTP/0.9 request lines, heads
+    /// cut by the end of the stream) and its tolerance where it is strict (NUL in values).
     fn set_errors(req: &mut HttpParser, resp: &mut HttpParser, s: &Settings) {
         req.set_refuse_http09(s.http09_error);
         req.set_truncated_head_error(s.truncated_head_error);
         resp.set_truncated_head_error(s.truncated_head_error);
+        for p in [req, resp] {
+            p.set_nul_in_values(s.http_binary_header);
+        }
     }
 
     fn error(&self, dir: u8, error: HttpError) -> AppEvent {

@@ -490,6 +490,9 @@ pub struct HttpParser {
     /// A head cut by the end of its stream is a parse error naming where it was cut (Haka's
     /// grammar failed there: "invalid http header"), rather than [`HttpError::Truncated`].
     truncated_head_error: bool,
+    /// A NUL in a field value is part of the value (`[http] binary_header = "accept"`,
+    /// Haka's grammar) rather than [`HttpError::BadHeader`].
+    nul_in_values: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
     /// The buffer of a head handed back by the caller ([`recycle_head`](Self::recycle_head)),
@@ -520,6 +523,7 @@ impl HttpParser {
             emit_bodies: true,
             refuse_http09: false,
             truncated_head_error: false,
+            nul_in_values: false,
             body_offs: VecDeque::new(),
             spare_head: Vec::new(),
         }
@@ -586,6 +590,12 @@ impl HttpParser {
     /// [`HttpError::Truncated`] (default). Kept by [`reset`](Self::reset).
     pub fn set_truncated_head_error(&mut self, on: bool) {
         self.truncated_head_error = on;
+    }
+
+    /// NUL bytes in field values are accepted as part of the value (Haka's behaviour)
+    /// instead of being a protocol error.
+    pub fn set_nul_in_values(&mut self, on: bool) {
+        self.nul_in_values = on;
     }
 
     /// Stream offsets `[start, end)` of the oldest head (request or status line with its
@@ -941,7 +951,7 @@ impl HttpParser {
         bytes.reserve(lead + end);
         bytes.extend_from_slice(&self.leading);
         bytes.extend_from_slice(&input[self.pos..self.pos + end]);
-        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers)?;
+        let (info, framing) = scan_head(&bytes, lead, self.kind, self.limits.max_headers, self.nul_in_values)?;
         if self.refuse_http09 && info.anomalies & Anomaly::Http09Request.bit() != 0 {
             return Err(HttpError::BadRequestLine);
         }
@@ -993,7 +1003,7 @@ impl HttpParser {
         if self.raw_heads {
             out.push(HttpEvent::Head(head));
         } else {
-            out.push(head.parse(self.limits.max_headers)?);
+            out.push(head.parse(self.limits.max_headers, self.nul_in_values)?);
         }
         self.start_body(body, out);
         Ok(true)
@@ -1113,7 +1123,7 @@ impl HttpParser {
         let block = input[self.pos..self.pos + end].to_vec();
         self.pos += end;
         let mut lines = split_lines(&block);
-        let mut trailers = parse_fields(&mut lines, self.limits.max_headers)?;
+        let mut trailers = parse_fields(&mut lines, self.limits.max_headers, self.nul_in_values)?;
         trailers.end = lines.terminator.to_vec();
         if !trailers.is_empty() {
             out.push(HttpEvent::Trailers(trailers));
@@ -1195,18 +1205,18 @@ impl RawHead {
     pub fn scan(bytes: Vec<u8>, is_request: bool) -> Result<RawHead, HttpError> {
         let lead = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
         let kind = if is_request { Kind::Request } else { Kind::Response };
-        let (info, _) = scan_head(&bytes, lead, kind, usize::MAX)?;
+        let (info, _) = scan_head(&bytes, lead, kind, usize::MAX, false)?;
         Ok(RawHead { bytes, info, is_request })
     }
 
     /// The head as an owned [`Request`] or [`Response`] event.
-    fn parse(&self, max_headers: usize) -> Result<HttpEvent, HttpError> {
+    fn parse(&self, max_headers: usize, nul_ok: bool) -> Result<HttpEvent, HttpError> {
         let b = &self.bytes;
         let first = strip_eol(&b[self.info.line_start..self.info.fields_start]);
         let mut headers = Headers::new();
         if self.info.fields_start < b.len() {
             let mut lines = split_lines(&b[self.info.fields_start..]);
-            headers = parse_fields(&mut lines, max_headers)?;
+            headers = parse_fields(&mut lines, max_headers, nul_ok)?;
             headers.end = lines.terminator.to_vec();
         } else {
             headers.end.clear(); // an HTTP/0.9 request line alone
@@ -1324,7 +1334,14 @@ impl Framing {
 /// Validates a head (`b`, its start line at `line_start`) as `parse_request_line` /
 /// `parse_status_line` and `parse_fields` do, without allocating: where its parts are,
 /// and what its framing depends on.
-fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Result<(HeadInfo, Framing), HttpError> {
+/// `nul_ok`: a NUL in a field value is part of it (else [`HttpError::BadHeader`]).
+fn scan_head(
+    b: &[u8],
+    line_start: usize,
+    kind: Kind,
+    max_headers: usize,
+    nul_ok: bool,
+) -> Result<(HeadInfo, Framing), HttpError> {
     let bad_line = if kind == Kind::Request { HttpError::BadRequestLine } else { HttpError::BadStatusLine };
     let nl = memchr::memchr(b'\n', &b[line_start..]).ok_or(bad_line)?;
     let fields_start = line_start + nl + 1;
@@ -1372,7 +1389,10 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
         // One search per line for its end and for what a line may not hold: a NUL, or a CR
         // other than the line end's.
         let rest = &b[st..];
-        let i = memchr::memchr3(b'\n', b'\r', 0, rest).ok_or(HttpError::BadHeader)?;
+        let mut i = memchr::memchr3(b'\n', b'\r', 0, rest).ok_or(HttpError::BadHeader)?;
+        while nul_ok && rest[i] == 0 {
+            i += 1 + memchr::memchr3(b'\n', b'\r', 0, &rest[i + 1..]).ok_or(HttpError::BadHeader)?;
+        }
         let line_len = match rest[i] {
             b'\n' => {
                 anomalies |= Anomaly::BareLf.bit();
@@ -1418,7 +1438,7 @@ fn scan_head(b: &[u8], line_start: usize, kind: Kind, max_headers: usize) -> Res
     }
     if info.obs_fold {
         // joined values: the allocating parser, for this rare (deprecated) form
-        framing = Framing::of(&parse_fields(&mut split_lines(&b[fields_start..]), max_headers)?);
+        framing = Framing::of(&parse_fields(&mut split_lines(&b[fields_start..]), max_headers, nul_ok)?);
         anomalies |= Anomaly::ObsFold.bit();
     }
     if framing.duplicate_length {
@@ -1628,7 +1648,10 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// Parses header fields up to (and consuming) the empty line; obs-fold continuation lines are joined.
-fn parse_fields(lines: &mut Lines<'_>, max: usize) -> Result<Headers, HttpError> {
+/// `nul_ok`: a NUL in a value is part of it (else [`HttpError::BadHeader`]); a CR that does not
+/// end the line is always an error.
+fn parse_fields(lines: &mut Lines<'_>, max: usize, nul_ok: bool) -> Result<Headers, HttpError> {
+    let bad = |b: &u8| (*b == 0 && !nul_ok) || *b == b'\r';
     let mut h = Headers::new();
     while let Some(line) = lines.next() {
         let content = strip_eol(line);
@@ -1640,7 +1663,7 @@ fn parse_fields(lines: &mut Lines<'_>, max: usize) -> Result<Headers, HttpError>
             // obs-fold: continuation of the previous field.
             let Some(f) = h.fields.last_mut() else { return Err(HttpError::BadHeader) };
             let cont = trim_ows(content);
-            if cont.iter().any(|&b| b == 0 || b == b'\r') {
+            if cont.iter().any(bad) {
                 return Err(HttpError::BadHeader);
             }
             if !cont.is_empty() {
@@ -1663,7 +1686,7 @@ fn parse_fields(lines: &mut Lines<'_>, max: usize) -> Result<Headers, HttpError>
             check_space_before_colon(name)?;
         }
         let value = trim_ows(&content[colon + 1..]);
-        if value.iter().any(|&b| b == 0 || b == b'\r') {
+        if value.iter().any(bad) {
             return Err(HttpError::BadHeader);
         }
         if h.fields.len() >= max {
@@ -2679,7 +2702,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
             let r = req(&ev[0]);
             assert_eq!((r.method.as_str(), r.uri.as_str(), r.version.as_str()), (m, u, v), "{what}");
             assert_eq!(r.to_bytes(), h.bytes, "{what}");
-            assert_eq!(h.parse(usize::MAX).unwrap(), ev[0], "{what}");
+            assert_eq!(h.parse(usize::MAX, false).unwrap(), ev[0], "{what}");
             assert_eq!(String::from_utf8_lossy(h.part(1)), u, "{what}");
         }
         // `Host : x` is found under its name, and rewritten without the blank
@@ -2727,6 +2750,41 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         p.set_truncated_head_error(true);
         assert_eq!(p.feed(b"\r\n").map(|v| v.len()), Ok(0));
         assert_eq!(p.feed_eof().map(|v| v.len()), Ok(0));
+    }
+
+    /// `[http] binary_header = "accept"`: a NUL in a value is part of it, on the raw-head
+    /// path the dissector uses and on the parsed one, in an obs-fold line and a trailer too;
+    /// a CR inside a value stays an error (Haka's grammar ended the value there).
+    #[test]
+    fn nul_in_header_values_when_accepted() {
+        let head = b"GET / HTTP/1.1\r\nHost: \x04\x8e\x00\x11\xef\r\nX: a\r\n \x00b\r\n\r\n";
+        for raw in [false, true] {
+            let mut p = HttpParser::request();
+            p.set_raw_heads(raw);
+            assert_eq!(p.feed(head).map(|v| v.len()), Err(HttpError::BadHeader), "default, raw {raw}");
+            let mut p = HttpParser::request();
+            p.set_raw_heads(raw);
+            p.set_nul_in_values(true);
+            let ev = p.feed(head).unwrap_or_else(|e| panic!("raw {raw}: {e:?}"));
+            let req = match &ev[0] {
+                HttpEvent::Head(h) => {
+                    assert!(h.bytes.windows(3).any(|w| w == b"\x8e\x00\x11"));
+                    h.parse(usize::MAX, true).unwrap()
+                }
+                e => e.clone(),
+            };
+            let HttpEvent::Request(r) = req else { panic!("{req:?}") };
+            assert_eq!(r.headers.get("Host"), Some("\u{4}\u{fffd}\u{0}\u{11}\u{fffd}"), "raw {raw}");
+            assert_eq!(r.headers.get("X"), Some("a \u{0}b"), "raw {raw}");
+            let mut p = HttpParser::request();
+            p.set_raw_heads(raw);
+            p.set_nul_in_values(true);
+            assert_eq!(p.feed(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n").map(|v| v.len()), Err(HttpError::BadHeader));
+        }
+        let mut p = HttpParser::request();
+        p.set_nul_in_values(true);
+        let ev = p.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: \x00\r\n\r\n").unwrap();
+        assert!(ev.iter().any(|e| matches!(e, HttpEvent::Trailers(t) if t.get("T") == Some("\u{0}"))), "{ev:?}");
     }
 
     #[test]
@@ -2795,7 +2853,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
 
     fn resp_of(e: &HttpEvent) -> Response {
         match e {
-            HttpEvent::Head(h) => match h.parse(usize::MAX) {
+            HttpEvent::Head(h) => match h.parse(usize::MAX, false) {
                 Ok(HttpEvent::Response(r)) => *r,
                 other => panic!("{other:?}"),
             },
@@ -3355,7 +3413,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
                 .into_iter()
                 .map(|e| match e {
                     HttpEvent::Head(h) => {
-                        let parsed = h.parse(usize::MAX).expect("a raw head parses");
+                        let parsed = h.parse(usize::MAX, false).expect("a raw head parses");
                         heads.push(h);
                         parsed
                     }
@@ -3372,7 +3430,7 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
             assert_eq!(perr, rerr, "{}", String::from_utf8_lossy(data));
             for h in heads {
                 let text = |i| String::from_utf8_lossy(h.part(i)).into_owned();
-                match h.parse(usize::MAX) {
+                match h.parse(usize::MAX, false) {
                     Ok(HttpEvent::Request(r)) => {
                         assert_eq!((text(0), text(1), text(2)), (r.method.clone(), r.uri.clone(), r.version.clone()));
                         assert_eq!(h.bytes, r.to_bytes());
