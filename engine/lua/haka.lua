@@ -923,6 +923,11 @@ local function new_dissector(name)
   return d
 end
 for _, n in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do new_dissector(n) end
+-- the datagram the upper dissectors see (Haka's ipv4 module; fragments reassembled)
+for _, n in ipairs({ "ipv4", "ipv6" }) do
+  local d = haka.dissectors[n]
+  d.events.receive_packet_reassembled = new_event(n .. ":receive_packet_reassembled", function(v) return v.s.verdict == 0 end)
+end
 haka.dissector = { opposite_direction = function(d) if d == "up" then return "down" end return "up" end }
 -- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
 -- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
@@ -2551,12 +2556,18 @@ function RT.finish()
     gen_event(c, env, "packet_recv", D.packet.events.receive_packet, "VP[i]")
   end)
   local eth = sect(function(c) gen_event(c, env, "eth_recv", D.ethernet.events.receive_packet, "VE[i]") end)
+  -- Haka's ipv4 event model (s.fragment, see Pass in lua/mod.rs): receive_packet for each
+  -- packet received (fragments included), receive_packet_reassembled for each datagram
+  -- the upper dissectors see (0: both; 1: a fragment, the first only; 2: a reassembled
+  -- datagram, the second only).
+  local ip4r = sect(function(c) gen_event(c, env, "ipv4_recv", D.ipv4.events.receive_packet, "V4[i]") end)
+  local ip6r = sect(function(c) gen_event(c, env, "ipv6_recv", D.ipv6.events.receive_packet, "V6[i]") end)
   local ip4 = sect(function(c)
-    gen_event(c, env, "ipv4_recv", D.ipv4.events.receive_packet, "V4[i]")
+    gen_event(c, env, "ipv4_reasm", D.ipv4.events.receive_packet_reassembled, "V4[i]")
     gen_policy(c, env, "ipv4", D.ipv4.policies.next_dissector, "V4[i]", { proto = "s.proto" })
   end)
   local ip6 = sect(function(c)
-    gen_event(c, env, "ipv6_recv", D.ipv6.events.receive_packet, "V6[i]")
+    gen_event(c, env, "ipv6_reasm", D.ipv6.events.receive_packet_reassembled, "V6[i]")
     gen_policy(c, env, "ipv6", D.ipv6.policies.next_dissector, "V6[i]", { proto = "s.proto" })
   end)
   local l4 = {}
@@ -2589,8 +2600,13 @@ function RT.finish()
 
   local body = {}
   local function add(t) for _, l in ipairs(t) do body[#body + 1] = l end end
+  body[#body + 1] = "if s.fragment ~= 2 then"
   add(pkt)
   if #eth > 0 then body[#body + 1] = "if s.l3_off >= 14 then"; add(eth); body[#body + 1] = "end" end
+  if #ip4r > 0 then body[#body + 1] = "if s.l3 == 4 then"; add(ip4r); body[#body + 1] = "end" end
+  if #ip6r > 0 then body[#body + 1] = "if s.l3 == 6 then"; add(ip6r); body[#body + 1] = "end" end
+  body[#body + 1] = "end"
+  body[#body + 1] = "if s.fragment == 1 then goto done end"
   if #ip4 > 0 then body[#body + 1] = "if s.l3 == 4 then"; add(ip4); body[#body + 1] = "end" end
   if #ip6 > 0 then body[#body + 1] = "if s.l3 == 6 then"; add(ip6); body[#body + 1] = "end" end
   if #l4 > 0 then

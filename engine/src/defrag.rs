@@ -94,6 +94,33 @@ pub enum DefragError {
     /// The datagram cannot fit in `max_bytes` / `max_datagrams` even after evicting the
     /// older ones (datagram dropped).
     Capacity,
+    /// Haka overlaps only: a fragment at or after the offset of the datagram's last
+    /// fragment (MF clear), the last itself excepted (only this packet is rejected; Haka's
+    /// "invalid ipv4 fragment").
+    AfterLast,
+}
+
+/// Haka overlaps: one part of a completed datagram, taken from one pushed fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Which push of the datagram it comes from (0: the first fragment pushed for it,
+    /// counting every `Pending` one and the completing one).
+    pub arrival: u32,
+    /// Payload offset and length in the datagram.
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Haka overlaps: fragments buffered per datagram at most (the completion check walks
+/// them on every push).
+pub const MAX_HAKA_FRAGMENTS: usize = 1024;
+
+/// Haka overlaps: one buffered fragment.
+#[derive(Debug)]
+struct HakaFrag {
+    off: usize,
+    data: Vec<u8>,
+    arrival: u32,
 }
 
 /// Outcome of pushing one packet.
@@ -184,6 +211,11 @@ struct Datagram {
     accounted: usize,
     /// Packets pushed for this datagram (duplicates included).
     pushes: usize,
+    /// Haka overlaps: the fragments by offset (at equal offsets, the latest first); may
+    /// overlap. `frags` is unused then.
+    list: Vec<HakaFrag>,
+    /// Haka overlaps: offset of the last fragment (MF clear).
+    last_off: Option<usize>,
 }
 
 /// One parsed fragment.
@@ -216,6 +248,12 @@ pub struct Defragmenter {
     last: Option<DatagramId>,
     /// Timed-out / evicted datagrams not yet taken by the caller (bounded).
     released: VecDeque<(DatagramId, Released)>,
+    /// Haka's overlap handling (`[defrag] overlap = "haka"`).
+    haka: bool,
+    /// Haka overlaps: the parts of the datagram the last push completed.
+    pieces: Vec<Piece>,
+    /// Haka overlaps: fragments the last push discarded as lying after the last fragment.
+    discarded: usize,
 }
 
 impl Defragmenter {
@@ -228,7 +266,29 @@ impl Defragmenter {
             counters: DefragCounters::default(),
             last: None,
             released: VecDeque::new(),
+            haka: false,
+            pieces: Vec::new(),
+            discarded: 0,
         }
+    }
+
+    /// Haka's overlap handling (see `crate::config::FragOverlap::Haka`) instead of
+    /// dropping datagrams with overlapping fragments.
+    pub fn set_haka_overlaps(&mut self, on: bool) {
+        self.haka = on;
+    }
+
+    /// Haka overlaps: after a `Complete`, the parts of the datagram in offset order and the
+    /// push each comes from (pushes not listed contributed nothing). Empty otherwise.
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    /// Haka overlaps: fragments of the datagram the last push discarded because the
+    /// fragment it pushed was the last one and they lay at or after its offset (the caller
+    /// alerts; their packets are not among the `pieces`).
+    pub fn discarded(&self) -> usize {
+        self.discarded
     }
 
     /// The datagram concerned by the last `push_ipv4` / `push_ipv6`: the one a `Pending`
@@ -273,6 +333,8 @@ impl Defragmenter {
     /// length is ignored). Non-fragments (MF clear and offset 0) are `NotFragment`.
     pub fn push_ipv4(&mut self, ip_packet: &[u8], now_ms: u64) -> DefragResult {
         self.last = None;
+        self.pieces.clear();
+        self.discarded = 0;
         let ip = match Ipv4Packet::new_checked(ip_packet) {
             Ok(ip) => ip,
             Err(_) => return self.reject(DefragError::Malformed),
@@ -303,6 +365,8 @@ impl Defragmenter {
     /// extension headers before the Fragment header form the unfragmentable part.
     pub fn push_ipv6(&mut self, ip_packet: &[u8], now_ms: u64) -> DefragResult {
         self.last = None;
+        self.pieces.clear();
+        self.discarded = 0;
         let ip = match Ipv6Packet::new_checked(ip_packet) {
             Ok(ip) => ip,
             Err(_) => return self.reject(DefragError::Malformed),
@@ -463,6 +527,10 @@ impl Defragmenter {
                 self.notify(d.seq, Released::TimedOut);
             }
         }
+        if self.haka && matches!(key, Key::V4 { .. }) {
+            // (Haka had no IPv6: IPv6 keeps the overlap check)
+            return self.push_haka(f, now_ms);
+        }
 
         // Checks against the datagram in progress (read-only).
         let mut need = f.data.len() + FRAGMENT_OVERHEAD;
@@ -507,50 +575,8 @@ impl Defragmenter {
             }
         }
 
-        // Room: datagram count, then bytes (the oldest others are evicted first).
-        if need > self.config.max_bytes {
-            return self.drop_datagram(&key, DefragError::Capacity);
-        }
-        if !self.table.contains_key(&key) {
-            if self.config.max_datagrams == 0 {
-                return self.reject(DefragError::Capacity);
-            }
-            while self.table.len() >= self.config.max_datagrams {
-                if !self.evict_oldest(&key) {
-                    return self.reject(DefragError::Capacity);
-                }
-            }
-        }
-        while self.counters.bytes + need > self.config.max_bytes {
-            if !self.evict_oldest(&key) {
-                return self.drop_datagram(&key, DefragError::Capacity);
-            }
-        }
-
-        // Insert.
-        if !self.table.contains_key(&key) {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.table.insert(
-                key,
-                Datagram {
-                    seq,
-                    created_ms: now_ms,
-                    header: Vec::new(),
-                    has_header: false,
-                    total: None,
-                    frags: BTreeMap::new(),
-                    received: 0,
-                    max_end: 0,
-                    accounted: 0,
-                    pushes: 0,
-                },
-            );
-            self.ages.push_back((seq, key));
-            if self.ages.len() > 2 * self.table.len() + 16 {
-                let table = &self.table;
-                self.ages.retain(|(s, k)| table.get(k).is_some_and(|d| d.seq == *s));
-            }
+        if let Err(r) = self.make_room(&key, need, now_ms) {
+            return r;
         }
         let Some(d) = self.table.get_mut(&key) else {
             return self.reject(DefragError::Capacity);
@@ -608,6 +634,157 @@ impl Defragmenter {
             packet,
             fragments: d.pushes,
         }
+    }
+}
+
+impl Defragmenter {
+    /// Room for `need` more bytes in the datagram of `key` (created if new): the oldest
+    /// other datagrams are evicted first. Err: the rejection to return.
+    fn make_room(&mut self, key: &Key, need: usize, now_ms: u64) -> Result<(), DefragResult> {
+        // Room: datagram count, then bytes (the oldest others are evicted first).
+        if need > self.config.max_bytes {
+            return Err(self.drop_datagram(key, DefragError::Capacity));
+        }
+        if !self.table.contains_key(key) {
+            if self.config.max_datagrams == 0 {
+                return Err(self.reject(DefragError::Capacity));
+            }
+            while self.table.len() >= self.config.max_datagrams {
+                if !self.evict_oldest(key) {
+                    return Err(self.reject(DefragError::Capacity));
+                }
+            }
+        }
+        while self.counters.bytes + need > self.config.max_bytes {
+            if !self.evict_oldest(key) {
+                return Err(self.drop_datagram(key, DefragError::Capacity));
+            }
+        }
+
+        // Insert.
+        if !self.table.contains_key(key) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.table.insert(
+                *key,
+                Datagram {
+                    seq,
+                    created_ms: now_ms,
+                    header: Vec::new(),
+                    has_header: false,
+                    total: None,
+                    frags: BTreeMap::new(),
+                    received: 0,
+                    max_end: 0,
+                    accounted: 0,
+                    pushes: 0,
+                    list: Vec::new(),
+                    last_off: None,
+                },
+            );
+            self.ages.push_back((seq, *key));
+            if self.ages.len() > 2 * self.table.len() + 16 {
+                let table = &self.table;
+                self.ages.retain(|(s, k)| table.get(k).is_some_and(|d| d.seq == *s));
+            }
+        }
+        Ok(())
+    }
+
+    /// `push` with Haka's overlap handling (`haka`): fragments are kept as they come, and
+    /// the datagram is built, when complete, the way Haka 0.4's ipv4 module did it.
+    fn push_haka(&mut self, f: Frag<'_>, now_ms: u64) -> DefragResult {
+        let key = f.key;
+        let end = f.offset + f.data.len();
+        let (last_off, n) = match self.table.get(&key) {
+            Some(d) => (d.last_off, d.list.len()),
+            None => (None, 0),
+        };
+        if last_off.is_some_and(|lo| f.offset >= lo) {
+            // At or after the last fragment: Haka alerted and dropped this one.
+            return self.reject(DefragError::AfterLast);
+        }
+        if n >= MAX_HAKA_FRAGMENTS {
+            return self.drop_datagram(&key, DefragError::Capacity);
+        }
+        let mut need = f.data.len() + FRAGMENT_OVERHEAD;
+        if f.offset == 0 {
+            need += f.header.len();
+        }
+        if let Err(r) = self.make_room(&key, need, now_ms) {
+            return r;
+        }
+        let Some(d) = self.table.get_mut(&key) else {
+            return self.reject(DefragError::Capacity);
+        };
+        if f.offset == 0 {
+            // (the latest offset-0 fragment sorts first: its header heads the datagram)
+            d.header.clear();
+            d.header.extend_from_slice(f.header);
+            patch_nh(&mut d.header, f.nh_patch);
+            d.has_header = true;
+        }
+        let arrival = d.pushes as u32;
+        let at = d.list.partition_point(|h| h.off < f.offset);
+        d.list.insert(at, HakaFrag { off: f.offset, data: f.data.to_vec(), arrival });
+        if !f.more {
+            // The last fragment: the ones at or after it are invalid.
+            let before = d.list.len();
+            d.list.retain(|h| h.off < f.offset || h.arrival == arrival);
+            self.discarded = before - d.list.len();
+            d.last_off = Some(f.offset);
+            d.total = Some(end);
+        }
+        d.received += f.data.len();
+        d.accounted += need;
+        d.pushes += 1;
+        self.last = Some(d.seq);
+        self.counters.bytes += need;
+
+        let Some(total) = d.total else { return DefragResult::Pending };
+        let mut covered = 0;
+        for h in &d.list {
+            if h.off > covered {
+                return DefragResult::Pending;
+            }
+            covered = covered.max(h.off + h.data.len());
+        }
+        if covered < total || !d.has_header {
+            return DefragResult::Pending;
+        }
+        let Some(d) = self.remove(&key) else {
+            return self.reject(DefragError::Capacity);
+        };
+        let v4 = matches!(key, Key::V4 { .. });
+        let counted = if v4 { d.header.len() } else { d.header.len().saturating_sub(IPV6_HEADER_LEN) };
+        if counted + total > MAX_IP_LEN {
+            return self.reject(DefragError::OutOfBounds);
+        }
+        let mut packet = Vec::with_capacity(d.header.len() + total);
+        packet.extend_from_slice(&d.header);
+        // Each fragment gives what the ones before it (by offset) did not.
+        let mut pos = 0;
+        for h in &d.list {
+            let start = h.off.max(pos);
+            let stop = (h.off + h.data.len()).min(total);
+            if stop <= start {
+                continue;
+            }
+            packet.extend_from_slice(&h.data[start - h.off..stop - h.off]);
+            self.pieces.push(Piece { arrival: h.arrival, offset: start, len: stop - start });
+            pos = stop;
+        }
+        if v4 {
+            let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+            let df = ip.dont_frag();
+            ip.set_total_len((counted + total) as u16);
+            ip.set_frag(df, false, 0);
+            ip.fill_checksum();
+        } else {
+            finish_ipv6(&mut packet);
+        }
+        self.counters.completed += 1;
+        DefragResult::Complete { packet, fragments: d.pushes }
     }
 }
 

@@ -195,6 +195,110 @@ pub fn refragment_ipv6(datagram: &[u8], unfrag_len: usize, ident: u32, mtu: usiz
     Ok(out)
 }
 
+/// Haka overlaps: the IPv4 fragment `frag` (bytes from its IP header) cut to the part
+/// `[offset, offset + len)` of its datagram's payload, with its offset, MF (set unless the
+/// part ends the datagram's `total` payload bytes), total length and checksum updated.
+/// None when `frag` does not hold that part.
+pub fn cut_ipv4_fragment(frag: &[u8], offset: usize, len: usize, total: usize) -> Option<Vec<u8>> {
+    let ip = Ipv4Packet::new_checked(frag).ok()?;
+    let hl = ip.header_len();
+    let data = ip.payload();
+    let from = offset.checked_sub(ip.frag_offset() as usize)?;
+    let part = data.get(from..from.checked_add(len)?)?;
+    let mut out = Vec::with_capacity(hl + len);
+    out.extend_from_slice(frag.get(..hl)?);
+    out.extend_from_slice(part);
+    set_ipv4_fragment(&mut out, offset, offset + len < total)?;
+    Some(out)
+}
+
+/// Sets the offset (bytes, a multiple of 8), MF, total length (the slice's length) and
+/// checksum of an IPv4 fragment.
+fn set_ipv4_fragment(p: &mut [u8], offset: usize, more: bool) -> Option<()> {
+    if !offset.is_multiple_of(8) || offset > MAX_OFFSET || p.len() > 65535 {
+        return None;
+    }
+    let len = p.len() as u16;
+    let mut ip = Ipv4Packet::new_unchecked(p);
+    let df = ip.dont_frag();
+    ip.set_total_len(len);
+    ip.set_frag(df, more, offset as u16);
+    ip.fill_checksum();
+    Some(())
+}
+
+/// `[defrag] refragment = "haka"`: Haka 0.4 sent a modified datagram as its original
+/// fragments, each with its share of the data, grown or shrunk by the edits made in it.
+/// `parts` are the fragments that made `datagram` (bytes from their IP headers), in offset
+/// order, tiling its original payload; `datagram` is the datagram as the rules left it.
+/// The changed span is found as what lies between the longest common prefix and suffix
+/// of the old and new payloads; a fragment boundary inside it moves with it (an insertion
+/// exactly at a boundary goes to the earlier fragment, as Haka's buffers did), one after it
+/// shifts by the size change. The first fragment takes the datagram's header; later ones
+/// keep theirs (their options) with the datagram's addresses, TOS, identification, TTL and
+/// protocol. None (the caller re-fragments to the MTU) when a boundary would not be a
+/// multiple of 8, a fragment would exceed 65535 bytes, or `parts` do not tile the payload.
+pub fn refragment_ipv4_haka(datagram: &[u8], parts: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    let dg = Ipv4Packet::new_checked(datagram).ok()?;
+    let hl = dg.header_len();
+    let total = dg.total_len() as usize;
+    let new = datagram.get(hl..total)?;
+    let mut old = Vec::new();
+    let mut bounds = Vec::with_capacity(parts.len());
+    for p in parts {
+        let ip = Ipv4Packet::new_checked(*p).ok()?;
+        if ip.frag_offset() as usize != old.len() {
+            return None;
+        }
+        bounds.push(old.len());
+        old.extend_from_slice(ip.payload());
+    }
+    let (ol, nl) = (old.len(), new.len());
+    let pre = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let room = ol.min(nl) - pre;
+    let suf = old.iter().rev().zip(new.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
+    let (old_end, new_end) = (ol - suf, nl - suf);
+    let grows = nl > ol;
+    let moved: Vec<usize> = bounds
+        .iter()
+        .map(|&b| {
+            if b < pre || (b == pre && !(old_end == pre && grows)) {
+                b
+            } else if b >= old_end {
+                b + nl - ol
+            } else {
+                b.clamp(pre, new_end)
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for (k, p) in parts.iter().enumerate() {
+        let start = moved[k];
+        let stop = moved.get(k + 1).copied().unwrap_or(nl);
+        if stop < start {
+            return None;
+        }
+        if stop == start && k > 0 {
+            continue; // (emptied by an erase)
+        }
+        let mut f = if k == 0 {
+            datagram.get(..hl)?.to_vec()
+        } else {
+            let ip = Ipv4Packet::new_checked(*p).ok()?;
+            let mut h = p.get(..ip.header_len())?.to_vec();
+            h[1] = datagram[1];
+            h[4..6].copy_from_slice(&datagram[4..6]);
+            h[8..10].copy_from_slice(&datagram[8..10]);
+            h[12..20].copy_from_slice(&datagram[12..20]);
+            h
+        };
+        f.extend_from_slice(&new[start..stop]);
+        set_ipv4_fragment(&mut f, start, stop < nl)?;
+        out.push(f);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

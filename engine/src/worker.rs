@@ -5,8 +5,8 @@
 use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
-use crate::fragstage::{FragPlan, FragStage};
-use crate::lua::{rebuild_payload, ForgedPacket, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, PayloadRewrite};
+use crate::fragstage::{FragInspect, FragPlan, FragStage};
+use crate::lua::{rebuild_payload, ForgedPacket, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, Pass, PayloadRewrite};
 use crate::pipeline::{Batch, Class, Decision, Pipeline, BATCH};
 use crate::stateful::{Outcome, StatefulStage};
 use crate::dissect::PacketMeta;
@@ -294,6 +294,7 @@ impl Loop<'_> {
         for (slot, m) in burst.slots_mut().iter_mut().enumerate() {
             let j = slot_to_j[slot];
             let Some(m) = m.as_mut().filter(|_| j != u8::MAX) else { continue };
+            let carrier = self.frag.as_ref().is_some_and(|fs| fs.is_carrier(m));
             let ts = packet_time(m, &mut wall);
             let data = m.data_mut();
             let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(data)) else { continue };
@@ -303,6 +304,9 @@ impl Loop<'_> {
             };
             let mut p = LuaPacket::new(data, meta, dir, flow_id);
             p.ts = ts;
+            if carrier {
+                p.pass = Pass::Reassembled;
+            }
             pkts.push(p);
             js.push(j);
         }
@@ -591,7 +595,40 @@ impl Loop<'_> {
     fn fragment(&mut self, burst: &mut MbufBurst, i: usize, class: Class, now: u64, batch: &mut Batch) {
         let (Some(fs), Some(m)) = (self.frag.as_mut(), burst.take(i)) else { return };
         let rings = self.plan.rings.as_deref().map(Vec::as_slice);
-        if let Some((carrier, class)) = fs.on_fragment(m, &class, now, &self.pipeline, rings, &mut self.c) {
+        let mut lua = self.lua.as_mut().filter(|l| l.has_packet_rules());
+        let mut ran = false;
+        // Haka's ipv4 receive_packet for the fragment itself, before it joins its datagram
+        // (the upper dissectors see the datagram, once complete).
+        let mut inspect = |m: &mut Mbuf, meta: &PacketMeta| -> FragInspect {
+            let Some(lua) = lua.as_deref_mut() else { return FragInspect::Keep };
+            ran = true;
+            let ts = packet_time(m, &mut (0, 0));
+            let mut p = LuaPacket::new(m.data_mut(), *meta, 0, u32::MAX);
+            p.ts = ts;
+            p.pass = Pass::Fragment;
+            lua.run_burst(std::slice::from_mut(&mut p));
+            // (its lines come out before an alert the reassembly may raise)
+            lua.flush_logs();
+            // (a resized fragment payload is not supported: it is left as it was)
+            match (p.verdict, p.error) {
+                (LuaVerdict::Drop, true) => FragInspect::Drop(DropReason::RuleError),
+                (LuaVerdict::Drop, false) => FragInspect::Drop(DropReason::Rule),
+                _ => FragInspect::Keep,
+            }
+        };
+        let out = fs.on_fragment(m, &class, now, &self.pipeline, rings, &mut self.c, &mut inspect);
+        if ran {
+            self.c.lua_packets += 1;
+            if let Some(lua) = self.lua.as_mut() {
+                if lua.has_forged() {
+                    for f in lua.take_forged() {
+                        self.injected.push((self.depth, i as u8, f));
+                    }
+                }
+                copy_rule_counters(&mut self.c, lua);
+            }
+        }
+        if let Some((carrier, class)) = out {
             if burst.put(i, carrier).is_ok() {
                 batch.push(i as u8, class);
             }

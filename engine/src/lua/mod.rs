@@ -209,6 +209,23 @@ pub struct LuaPacket<'a> {
     /// length): the caller rebuilds the frame ([`rebuild_payload`]), which fixes the
     /// lengths and checksums (they are not fixed in `data`, which cannot grow).
     pub rewrite: Option<Box<PayloadRewrite>>,
+    /// Which of Haka's ipv4 events the packet gets (see [`Pass`]).
+    pub pass: Pass,
+}
+
+/// Haka's ipv4 event model for a packet handed to the rules: each packet received gets
+/// `receive_packet`; each datagram the upper dissectors see gets `receive_packet_reassembled`
+/// then the tcp/udp/icmp events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pass {
+    /// A whole packet: both.
+    #[default]
+    Whole = 0,
+    /// A fragment before reassembly: the packet, ethernet and ipv4 `receive_packet` only.
+    Fragment = 1,
+    /// A reassembled datagram (its fragments had their own pass): `receive_packet_reassembled`
+    /// and what follows it.
+    Reassembled = 2,
 }
 
 impl<'a> LuaPacket<'a> {
@@ -223,6 +240,7 @@ impl<'a> LuaPacket<'a> {
             error: false,
             ts: (0, 0),
             rewrite: None,
+            pass: Pass::Whole,
         }
     }
 }
@@ -823,6 +841,11 @@ impl LuaEngine {
     /// False when no packet event or packet policy has a rule: the worker need not call Lua.
     /// After each burst (the worker calls it): writes the burst's `haka.log` lines and
     /// adjusts the collector's pause to the heap size.
+    /// Writes the log lines the rules made so far (before an alert raised outside them).
+    pub fn flush_logs(&self) {
+        self.shared.flush_logs();
+    }
+
     pub fn after_burst(&mut self) {
         self.shared.flush_logs();
         let limit = self.opts.memory_limit_bytes;
@@ -1701,7 +1724,7 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         proto: m.proto,
         has_l4: has_l4 as u8,
         dir: p.dir,
-        fragment: m.fragment as u8,
+        fragment: p.pass as u8,
         verdict: 0,
         modified: 0,
         flags: 0,
