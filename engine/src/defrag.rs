@@ -887,6 +887,83 @@ mod tests {
         p
     }
 
+    fn haka() -> Defragmenter {
+        let mut d = Defragmenter::new(cfg());
+        d.set_haka_overlaps(true);
+        d
+    }
+
+    /// Haka overlaps, Haka's own captures: fragment_overlap_1 (the second fragment lies
+    /// inside the first: dropped silently, the first's bytes win) and fragment_overlap_2
+    /// (the second lies after the last fragment's offset: discarded with an alert when the
+    /// last comes, the datagram completes with the last's bytes).
+    #[test]
+    fn haka_overlaps_as_haka() {
+        let dg = udp_v4(5, 16);
+        let h = &dg[..20];
+        let mut d = haka();
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..36], true), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[b'x'; 8], true), 0), DefragResult::Pending);
+        let DefragResult::Complete { packet, fragments } = d.push_ipv4(&raw_frag_v4(h, 16, &dg[36..44], false), 0) else {
+            panic!("complete")
+        };
+        assert_eq!((packet, fragments), (dg.clone(), 3));
+        let p = |arrival, offset, len| Piece { arrival, offset, len };
+        assert_eq!(d.pieces(), &[p(0, 0, 16), p(2, 16, 8)]);
+        assert_eq!(d.discarded(), 0);
+
+        let mut d = haka();
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..28], true), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 16, &[b'A'; 8], true), 0), DefragResult::Pending);
+        let DefragResult::Complete { packet, .. } = d.push_ipv4(&raw_frag_v4(h, 8, &dg[28..44], false), 0) else {
+            panic!("complete")
+        };
+        assert_eq!(packet, dg);
+        assert_eq!(d.discarded(), 1);
+        assert_eq!(d.pieces(), &[p(0, 0, 8), p(2, 8, 16)]);
+        // A fragment at or after the last one's offset: alone rejected, datagram kept.
+        let mut d = haka();
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &dg[28..44], false), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 16, &[0; 8], true), 0), DefragResult::Invalid(DefragError::AfterLast));
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &dg[28..44], false), 0), DefragResult::Invalid(DefragError::AfterLast));
+        assert!(matches!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..28], true), 0), DefragResult::Complete { .. }));
+        // The default drops such datagrams.
+        let mut d = Defragmenter::new(cfg());
+        d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..36], true), 0);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[b'x'; 8], true), 0), DefragResult::Invalid(DefragError::Overlap));
+        assert!(d.pieces().is_empty());
+    }
+
+    /// Haka overlaps: the lowest offset wins, at equal offsets the latest; partly covered
+    /// fragments give only what is not covered yet; data beyond the end is ignored.
+    #[test]
+    fn haka_overlaps_precedence() {
+        let dg = udp_v4(9, 40); // 48 payload bytes
+        let h = &dg[..20];
+        let mut d = haka();
+        let mut later = dg[36..60].to_vec(); // [16, 40)
+        later[0] ^= 1;
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 16, &later, true), 0), DefragResult::Pending);
+        let mut stale = dg[20..44].to_vec(); // [0, 24), replaced by a later copy at offset 0
+        stale[0] ^= 1;
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &stale, true), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..44], true), 0), DefragResult::Pending);
+        let DefragResult::Complete { packet, fragments } = d.push_ipv4(&raw_frag_v4(h, 40, &dg[60..68], false), 0) else {
+            panic!("complete")
+        };
+        assert_eq!((packet, fragments), (dg.clone(), 4));
+        let p = |arrival, offset, len| Piece { arrival, offset, len };
+        assert_eq!(d.pieces(), &[p(2, 0, 24), p(0, 24, 16), p(3, 40, 8)]);
+        assert_eq!(d.counters().bytes, 0);
+        // Bounded: a datagram of too many fragments is dropped.
+        let mut d = haka();
+        for i in 0..MAX_HAKA_FRAGMENTS {
+            assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[i as u8; 8], true), 0), DefragResult::Pending);
+        }
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[0; 8], true), 0), DefragResult::Invalid(DefragError::Capacity));
+        assert_eq!(d.counters().in_progress, 0);
+    }
+
     const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     const DST6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 

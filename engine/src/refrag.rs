@@ -377,6 +377,92 @@ mod tests {
         }
     }
 
+    /// `d` as fragments of `chunk` payload bytes (the last shorter).
+    fn pieces(d: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let hl = Ipv4Packet::new_checked(d).unwrap().header_len();
+        let payload = &d[hl..];
+        let mut out = Vec::new();
+        for (k, c) in payload.chunks(chunk).enumerate() {
+            let mut f = d[..hl].to_vec();
+            f.extend_from_slice(c);
+            set_ipv4_fragment(&mut f, k * chunk, (k + 1) * chunk < payload.len()).unwrap();
+            out.push(f);
+        }
+        out
+    }
+
+    /// `d` with its payload changed by `edit`, its total length and checksum fixed.
+    fn edited(d: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut payload = d[20..].to_vec();
+        edit(&mut payload);
+        let mut out = d[..20].to_vec();
+        out.extend_from_slice(&payload);
+        let len = out.len() as u16;
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[..]);
+        ip.set_total_len(len);
+        ip.set_ttl(9);
+        ip.fill_checksum();
+        out
+    }
+
+    fn sizes(frags: &[Vec<u8>]) -> Vec<usize> {
+        frags.iter().map(|f| Ipv4Packet::new_checked(&f[..]).unwrap().payload().len()).collect()
+    }
+
+    #[test]
+    fn refrag_haka_each_fragment_keeps_its_share() {
+        let d = udp_v4(&[], 4000); // 4008 payload bytes
+        let parts = pieces(&d, 1480);
+        let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+        let check = |new: &[u8], want: &[usize]| {
+            let out = refragment_ipv4_haka(new, &refs).expect("refragmented");
+            assert_eq!(sizes(&out), want);
+            for (i, f) in out.iter().enumerate() {
+                let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
+                assert!(ip.verify_checksum());
+                assert_eq!(ip.ttl(), 9, "the datagram's header fields");
+                assert_eq!(ip.more_frags(), i + 1 < out.len());
+            }
+            assert_eq!(reassemble4(&out), new, "fragments make the new datagram");
+        };
+        // Unchanged payload: the same cut.
+        check(&edited(&d, |_| {}), &[1480, 1480, 1048]);
+        // 8 bytes inserted exactly at the first boundary: the first fragment takes them (Haka).
+        check(&edited(&d, |p| drop(p.splice(1480..1480, *b"HAKAHAKA"))), &[1488, 1480, 1048]);
+        // Inside the second one: it grows.
+        check(&edited(&d, |p| drop(p.splice(2000..2000, [0xee; 16]))), &[1480, 1496, 1048]);
+        // 8 bytes erased from the last one: it shrinks; bytes changed in place: same cut.
+        check(&edited(&d, |p| drop(p.drain(3000..3008))), &[1480, 1480, 1040]);
+        check(&edited(&d, |p| p[10] ^= 0xff), &[1480, 1480, 1048]);
+        // A change across a boundary: the boundary stays within the changed span.
+        check(&edited(&d, |p| p.splice(1400..1600, [0x11; 216]).for_each(drop)), &[1480, 1496, 1048]);
+        // An odd size change would leave a later offset off a multiple of 8: refused.
+        assert!(refragment_ipv4_haka(&edited(&d, |p| drop(p.splice(10..10, [1, 2, 3]))), &refs).is_none());
+        // ... but in the last fragment it is fine.
+        check(&edited(&d, |p| drop(p.splice(3500..3500, [1, 2, 3]))), &[1480, 1480, 1051]);
+        // Parts that do not tile the datagram: refused.
+        assert!(refragment_ipv4_haka(&d, &[refs[0], refs[2]]).is_none());
+        assert!(refragment_ipv4_haka(&d[..10], &refs).is_none());
+    }
+
+    #[test]
+    fn cut_fragment_to_a_part() {
+        let d = udp_v4(&[], 4000);
+        let parts = pieces(&d, 1480);
+        let f = cut_ipv4_fragment(&parts[1], 1488, 1472, 4008).unwrap();
+        let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
+        assert_eq!((ip.frag_offset(), ip.more_frags(), ip.total_len()), (1488, true, 20 + 1472));
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.payload(), &parts[1][28..]);
+        let f = cut_ipv4_fragment(&parts[2], 2960, 1048, 4008).unwrap();
+        assert!(!Ipv4Packet::new_checked(&f[..]).unwrap().more_frags());
+        // Not held by that fragment / not a multiple of 8: None.
+        assert!(cut_ipv4_fragment(&parts[1], 1400, 100, 4008).is_none());
+        assert!(cut_ipv4_fragment(&parts[1], 1480, 2000, 4008).is_none());
+        assert!(cut_ipv4_fragment(&parts[1], 1484, 8, 4008).is_none());
+        assert!(cut_ipv4_fragment(&[0x45, 0], 0, 0, 0).is_none());
+    }
+
     #[test]
     fn refrag_v4_fits_is_unchanged_and_padding_ignored() {
         let d = udp_v4(&[], 100);

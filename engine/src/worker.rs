@@ -518,8 +518,22 @@ impl Loop<'_> {
         self.finish_batch_at(burst, batch, now, 0);
     }
 
+    /// Before a fragment in the middle of a burst: decides on the packets batched so far
+    /// (they come first, as in Haka, which saw each packet's rules through before the next
+    /// packet's), leaving the rest of the burst in place.
+    fn finish_batch_before_fragment(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64) {
+        if !batch.is_empty() {
+            self.finish_batch_inner(burst, batch, now, 0, false);
+        }
+    }
+
     /// `finish_batch` for packets injected by rules `depth` rounds deep (0: received).
     fn finish_batch_at(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64, depth: u32) {
+        self.finish_batch_inner(burst, batch, now, depth, true);
+    }
+
+    /// `clear`: the burst is done (its slots not batched are freed).
+    fn finish_batch_inner(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64, depth: u32, clear: bool) {
         self.depth = depth;
         self.pipeline.decide_batch(batch, now, &mut self.c);
         if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
@@ -559,7 +573,9 @@ impl Loop<'_> {
         }
         self.modified = 0;
         batch.clear();
-        burst.clear();
+        if clear {
+            burst.clear();
+        }
     }
 
     /// Processes packets dispatched to this worker by others.
@@ -576,6 +592,7 @@ impl Loop<'_> {
                     tracked += fs.is_tracked(m, &class) as i64;
                     if class.is_fragment() {
                         self.metas[i] = None;
+                        self.finish_batch_before_fragment(buf, batch, now);
                         self.fragment(buf, i, class, now, batch);
                         continue;
                     }
@@ -724,6 +741,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                 let class = lp.classify_slot(i, m.data(), m.pkt_len());
                 if class.is_fragment() {
                     lp.metas[i] = None;
+                    lp.finish_batch_before_fragment(&mut rx, &mut batch, now);
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
                 }
