@@ -1,9 +1,16 @@
 //! IPv4 and IPv6 fragment reassembly (one [`Defragmenter`] per worker).
 //!
-//! Haka behaviour kept (`modules/protocol/ipv4/ipv4.c`, haka-api.md §6):
-//! - overlapping or out-of-bounds fragments invalidate the datagram: every fragment buffered
-//!   for it is dropped and [`DefragResult::Invalid`] is returned; the caller raises the alert
-//!   "invalid ipv4 fragment" and drops the packet, as Haka did;
+//! Overlaps, by default: overlapping or out-of-bounds fragments invalidate the datagram:
+//! every fragment buffered for it is dropped and [`DefragResult::Invalid`] is returned; the
+//! caller raises the alert "invalid ipv4 fragment (...)" and drops the packet. With
+//! [`Defragmenter::set_haka_overlaps`] (IPv4), Haka 0.4's handling instead (its ipv4 module
+//! and its fragment_overlap captures): fragments are kept as they come; the datagram is
+//! complete when the fragments, by offset, leave no gap up to the end given by the last
+//! one; the lowest offset's data wins (at equal offsets, the latest fragment's); a fragment
+//! at or after the last one's offset is rejected ([`DefragError::AfterLast`], the caller
+//! alerts "invalid ipv4 fragment"); [`Defragmenter::pieces`] tells which part each fragment
+//! gave.
+//! Kept from Haka:
 //! - `dont_reassemble` is a per-packet decision of the caller: it simply does not call
 //!   [`Defragmenter::push_ipv4`] for such packets.
 //!

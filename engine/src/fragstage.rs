@@ -35,10 +35,19 @@
 //! Limits: a reassembled frame must fit one large mbuf (65535 bytes, link header
 //! included); fragments must be single-segment mbufs (no scattered rx). With NIC RSS
 //! (`dispatch=rss`, no software rings) the carrier stays on the reassembling worker.
-//! Haka's per-packet `dont_reassemble` flag (ipv4 views) is kept but comes too late for a
-//! received fragment: rules run after reassembly. Packets the rules inject never come here
-//! (the worker batches them directly, as if the flag were set). `[defrag] enabled = false`
+//! Rules: each fragment gets Haka's per-fragment events (ipv4 `receive_packet`) through
+//! the `inspect` callback of [`FragStage::on_fragment`], on the reassembling worker, before
+//! it joins its datagram; the carrier gets `receive_packet_reassembled` and the upper
+//! dissectors (`crate::lua::Pass`). Haka's per-packet `dont_reassemble` flag (ipv4 views) is
+//! not honoured on received fragments. Packets the rules inject never come here (the
+//! worker batches them directly, as if the flag were set). `[defrag] enabled = false`
 //! turns reassembly off.
+//!
+//! `[defrag] overlap = "haka"`: the defragmenter says which part of the datagram each
+//! fragment gave ([`crate::defrag::Piece`]); the originals are cut to those parts (covered
+//! ones dropped) before being chained, so that what leaves unmodified is what Haka sent.
+//! `[defrag] refragment = "haka"`: a modified datagram leaves as its fragments, each with
+//! its share ([`crate::refrag::refragment_ipv4_haka`]).
 use crate::alert::{alert_id, unix_time_now, Alert, AlertQueue, FlowInfo, ALERT_ID_COUNTER_BITS};
 use crate::defrag::{DatagramId, DefragConfig, DefragError, DefragResult, Defragmenter};
 use crate::dissect::{PacketMeta, L3};
