@@ -2632,7 +2632,8 @@ function RT.finish()
   local chunk, err = loadstring(table.concat(src, "\n"), "=haka-dispatch")
   if not chunk then error("internal dispatcher error: " .. tostring(err)) end
   loop = chunk(vals, B, S, V.packet, V.ethernet, V.ipv4, V.ipv6, V.tcp, V.udp, V.icmp, be16)
-  return has_rules
+  -- (second result: a fragment before reassembly has something to run)
+  return has_rules, #pkt + #eth + #ip4r + #ip6r > 0
 end
 
 -- One call per burst. Errors are caught with one pcall around the loop and the loop

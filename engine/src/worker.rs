@@ -612,7 +612,7 @@ impl Loop<'_> {
     fn fragment(&mut self, burst: &mut MbufBurst, i: usize, class: Class, now: u64, batch: &mut Batch) {
         let (Some(fs), Some(m)) = (self.frag.as_mut(), burst.take(i)) else { return };
         let rings = self.plan.rings.as_deref().map(Vec::as_slice);
-        let mut lua = self.lua.as_mut().filter(|l| l.has_packet_rules());
+        let mut lua = self.lua.as_mut().filter(|l| l.has_fragment_rules());
         let mut ran = false;
         // Haka's ipv4 receive_packet for the fragment itself, before it joins its datagram
         // (the upper dissectors see the datagram, once complete).

@@ -344,6 +344,8 @@ struct State {
     take_errors: Function,
     fire: Function,
     has_packet_rules: bool,
+    /// Some rule runs on a fragment before reassembly (`Pass::Fragment`).
+    has_fragment_rules: bool,
     conn_packet: Function,
     conn_data: Function,
     conn_end: Function,
@@ -729,7 +731,7 @@ fn build_state(
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
         lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;
-        let has: bool = finish.call(()).map_err(|e| one_line(&e))?;
+        let (has, has_frag): (bool, bool) = finish.call(()).map_err(|e| one_line(&e))?;
         let get = |k: &str| rt.get::<Function>(k).map_err(|e| one_line(&e));
         let stateful: u32 = get("stateful_info")?.call(()).map_err(|e| one_line(&e))?;
         let ports: Vec<u32> = get("app_ports")?.call(()).map_err(|e| one_line(&e))?;
@@ -741,6 +743,7 @@ fn build_state(
             take_errors: get("take_errors")?,
             fire: get("fire")?,
             has_packet_rules: has,
+            has_fragment_rules: has_frag,
             conn_packet: get("conn_packet")?,
             conn_data: get("conn_data")?,
             conn_end: get("conn_end")?,
@@ -880,6 +883,12 @@ impl LuaEngine {
 
     pub fn has_packet_rules(&self) -> bool {
         self.st.has_packet_rules
+    }
+
+    /// Whether a fragment has rules to run before reassembly (packet, ethernet or ip
+    /// `receive_packet`): else the engine does not hand fragments to Lua.
+    pub fn has_fragment_rules(&self) -> bool {
+        self.st.has_packet_rules && self.st.has_fragment_rules
     }
 
     pub fn counters(&self) -> LuaCounters {
