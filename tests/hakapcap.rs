@@ -544,6 +544,44 @@ fn fragment_overlap_alerts_and_drops() {
     }
 }
 
+/// Haka's `dont_reassemble`, set by a fragment's `receive_packet` rule: that fragment goes
+/// on alone (its `receive_packet_reassembled` fires for it, it leaves as it is); the other
+/// datagrams are reassembled.
+#[test]
+fn dont_reassemble_on_a_fragment_keeps_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = patient_config(dir.path());
+    let rules = dir.path().join("alone.lua");
+    std::fs::write(
+        &rules,
+        r#"
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt)
+    if pkt.id == 48550 then pkt.dont_reassemble = true end
+end }
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(pkt)
+    haka.log("%d %d %s", pkt.id, pkt.len, tostring(pkt.dont_reassemble))
+end }
+"#,
+    )
+    .unwrap();
+    let cap = ipv4_test_pcap("fragment.pcap");
+    let out = dir.path().join("out.pcap");
+    let stats = dir.path().join("stats.json");
+    let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
+    let got = log_lines(&o);
+    assert_eq!(
+        got,
+        vec![
+            "48550 1500 true", "48550 1500 true", "48550 1500 true", "48550 888 true",
+            "14026 5328 false", "0 84 false", "14027 84 false", "48551 1628 false", "14028 1628 false",
+        ]
+    );
+    assert!(Capture::read(&out).unwrap().packets == Capture::read(&cap).unwrap().packets);
+    let st = read_json(&stats);
+    assert_eq!(st["totals"]["defrag"]["reassembled"], 3);
+    assert_eq!(st["mempool"]["in_use"], 0);
+}
+
 /// `[defrag] overlap = "haka"` and `refragment = "haka"` (conf/haka-strict.toml): Haka's
 /// handling of Haka's own captures. Overlaps: the lowest offset's data wins, a fragment
 /// covered by others is dropped silently, one after the last fragment is alerted ("invalid

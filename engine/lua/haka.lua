@@ -1129,8 +1129,8 @@ do
   get.dst = function(s, b) return (addr_ct(be32(b, 16))) end
   get.flags = function(s) return (ipv4f_ct(s)) end
   get.name = function() return "ipv4" end
-  -- Haka's flag: do not hold this packet for reassembly (our reassembly runs before the
-  -- rules; packets the rules inject are never reassembled)
+  -- Haka's flag: do not hold this packet for reassembly (read by the engine after a
+  -- fragment's receive_packet rules; packets the rules inject are never reassembled)
   get.dont_reassemble = function(s) return band(s.flags, F_NOREASM) ~= 0 end
   local flagset = {
     dont_reassemble = function(s, v)

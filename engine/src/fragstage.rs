@@ -38,9 +38,10 @@
 //! Rules: each fragment gets Haka's per-fragment events (ipv4 `receive_packet`) through
 //! the `inspect` callback of [`FragStage::on_fragment`], on the reassembling worker, before
 //! it joins its datagram; the carrier gets `receive_packet_reassembled` and the upper
-//! dissectors (`crate::lua::Pass`). Haka's per-packet `dont_reassemble` flag (ipv4 views) is
-//! not honoured on received fragments. Packets the rules inject never come here (the
-//! worker batches them directly, as if the flag were set). `[defrag] enabled = false`
+//! dissectors (`crate::lua::Pass`). A fragment on which those rules set Haka's
+//! `dont_reassemble` flag goes on alone, not reassembled ([`FragInspect::Alone`]). Packets
+//! the rules inject never come here (the worker batches them directly, as if the flag were
+//! set). `[defrag] enabled = false`
 //! turns reassembly off.
 //!
 //! `[defrag] overlap = "haka"`: the defragmenter says which part of the datagram each
@@ -81,6 +82,8 @@ pub enum FragInspect {
     Keep,
     /// A rule dropped it (or failed on it): it is dropped, counted with this reason.
     Drop(DropReason),
+    /// A rule set Haka's `dont_reassemble` on it: it goes on alone, as it is.
+    Alone,
 }
 
 struct Held {
@@ -204,10 +207,14 @@ impl<'a> FragStage<'a> {
                 return None;
             }
         };
-        if let FragInspect::Drop(reason) = inspect(&mut m, &meta) {
-            drop(m);
-            c.drop(reason);
-            return None;
+        match inspect(&mut m, &meta) {
+            FragInspect::Keep => {}
+            FragInspect::Drop(reason) => {
+                drop(m);
+                c.drop(reason);
+                return None;
+            }
+            FragInspect::Alone => return Some((m, Class::Flow(fp))),
         }
         // (a rule may have changed the header)
         let Some(meta) = pipeline.meta(m.data()) else {

@@ -159,6 +159,9 @@ struct Loop<'a> {
     frag: Option<FragStage<'a>>,
     /// Burst slots whose packet a rule modified (bit per slot).
     modified: u32,
+    /// Burst slots holding a fragment its rules kept from reassembly (`dont_reassemble`):
+    /// its receive_packet rules ran already (bit per slot).
+    alone: u32,
     /// A payload rewrite that did not fit was logged (once).
     rewrite_logged: bool,
     /// Per burst slot: the dissection made when the packet was classified (None for a
@@ -306,6 +309,9 @@ impl Loop<'_> {
             p.ts = ts;
             if carrier {
                 p.pass = Pass::Reassembled;
+            } else if self.alone >> slot & 1 != 0 {
+                p.pass = Pass::Reassembled;
+                p.dont_reassemble = true;
             }
             pkts.push(p);
             js.push(j);
@@ -502,6 +508,7 @@ impl Loop<'_> {
         // (the outer burst's per-slot state is no longer needed by its send loop, but for
         // `modified`, kept by the caller)
         let saved_modified = std::mem::take(&mut self.modified);
+        let saved_alone = std::mem::take(&mut self.alone);
         let mut batch = Batch::default();
         for i in 0..burst.len() {
             let Some(m) = burst.get(i) else { continue };
@@ -511,6 +518,7 @@ impl Loop<'_> {
         self.finish_batch_at(&mut burst, &mut batch, now, depth + 1);
         self.depth = depth;
         self.modified = saved_modified;
+        self.alone = saved_alone;
     }
 
     /// Decides on the batched packets of `burst` and sends or frees them.
@@ -572,6 +580,7 @@ impl Loop<'_> {
             l.after_burst();
         }
         self.modified = 0;
+        self.alone = 0;
         batch.clear();
         if clear {
             burst.clear();
@@ -630,6 +639,7 @@ impl Loop<'_> {
             match (p.verdict, p.error) {
                 (LuaVerdict::Drop, true) => FragInspect::Drop(DropReason::RuleError),
                 (LuaVerdict::Drop, false) => FragInspect::Drop(DropReason::Rule),
+                _ if p.dont_reassemble => FragInspect::Alone,
                 _ => FragInspect::Keep,
             }
         };
@@ -645,8 +655,10 @@ impl Loop<'_> {
                 copy_rule_counters(&mut self.c, lua);
             }
         }
-        if let Some((carrier, class)) = out {
-            if burst.put(i, carrier).is_ok() {
+        if let Some((m, class)) = out {
+            let alone = !self.frag.as_ref().is_some_and(|fs| fs.is_carrier(&m));
+            if burst.put(i, m).is_ok() {
+                self.alone = self.alone & !(1 << i) | (alone as u32) << i;
                 batch.push(i as u8, class);
             }
         }
@@ -707,6 +719,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         ended: Vec::with_capacity(64),
         frag,
         modified: 0,
+        alone: 0,
         rewrite_logged: false,
         metas: [None; BURST],
         keep_metas: false,

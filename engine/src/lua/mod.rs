@@ -211,7 +211,12 @@ pub struct LuaPacket<'a> {
     pub rewrite: Option<Box<PayloadRewrite>>,
     /// Which of Haka's ipv4 events the packet gets (see [`Pass`]).
     pub pass: Pass,
+    /// Haka's `dont_reassemble` (ipv4): in, the flag the rules read; out, as they left it.
+    pub dont_reassemble: bool,
 }
+
+/// `Slot::flags` bit of `dont_reassemble` (haka.lua: F_NOREASM).
+const SLOT_NOREASM: u8 = 1;
 
 /// Haka's ipv4 event model for a packet handed to the rules: each packet received gets
 /// `receive_packet`; each datagram the upper dissectors see gets `receive_packet_reassembled`
@@ -241,6 +246,7 @@ impl<'a> LuaPacket<'a> {
             ts: (0, 0),
             rewrite: None,
             pass: Pass::Whole,
+            dont_reassemble: false,
         }
     }
 }
@@ -1062,6 +1068,7 @@ impl LuaEngine {
                 _ => LuaVerdict::Drop,
             };
             p.modified = s.modified & MOD_ANY != 0;
+            p.dont_reassemble = s.flags & SLOT_NOREASM != 0;
             if p.modified {
                 out.modified += 1;
                 if p.rewrite.is_none() {
@@ -1736,7 +1743,7 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         fragment: p.pass as u8,
         verdict: 0,
         modified: 0,
-        flags: 0,
+        flags: if p.dont_reassemble { SLOT_NOREASM } else { 0 },
         _pad: [0; 2],
         ts_sec: p.ts.0 as u32,
         ts_nsec: p.ts.1,
