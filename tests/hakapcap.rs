@@ -385,9 +385,10 @@ fn reassemble_v4(frames: &[Vec<u8>]) -> Vec<(Vec<u8>, Vec<u8>)> {
     done
 }
 
-/// Rules see each reassembled datagram once (length and content), the original fragments
-/// leave byte-identical and in order, nothing leaks; a drop verdict on a datagram drops
-/// all its fragments.
+/// Haka's event model: ipv4 `receive_packet` fires for each fragment as it comes (its own
+/// header fields and payload), `receive_packet_reassembled` and the icmp events once per
+/// reassembled datagram (length and content); the original fragments leave byte-identical
+/// and in order, nothing leaks; a drop verdict on a datagram drops all its fragments.
 #[test]
 fn fragments_reassembled_for_rules_and_originals_forwarded() {
     let dir = tempfile::tempdir().unwrap();
@@ -396,12 +397,20 @@ fn fragments_reassembled_for_rules_and_originals_forwarded() {
     std::fs::write(
         &rules,
         r#"
+require("protocol/ipv4")
+require("protocol/icmp")
 haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt)
+    haka.log("frag id=%d mf=%s off=%d payload=%d", pkt.id, tostring(pkt.flags.mf), pkt.frag_offset, #pkt.payload)
+end }
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(pkt)
     local p = pkt.payload
     local sum = 0
     for i = 1, #p do sum = sum + p[i] end
     haka.log("dgram id=%d len=%d mf=%s off=%d payload=%d sum=%d", pkt.id, pkt.len,
         tostring(pkt.flags.mf), pkt.frag_offset, #p, sum)
+end }
+haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function(pkt)
+    haka.log("icmp")
 end }
 "#,
     )
@@ -412,17 +421,24 @@ end }
         let stats = dir.path().join("stats.json");
         let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
         let input = Capture::read(&cap).unwrap();
-        let expect: Vec<String> = reassemble_v4(&input.packets)
-            .iter()
-            .map(|(h, p)| {
-                let id = u16::from_be_bytes([h[4], h[5]]);
+        let dgrams = reassemble_v4(&input.packets);
+        assert_eq!(dgrams.len(), datagrams);
+        // Each packet's own line, then, after a datagram's last fragment, the datagram's.
+        let mut expect = Vec::new();
+        let mut done = dgrams.iter();
+        for f in &input.packets {
+            let fr = parse_v4(f);
+            let id = fr.key.3;
+            expect.push(format!("frag id={id} mf={} off={} payload={}", fr.more, fr.offset, fr.payload.len()));
+            if !fr.more {
+                let (h, p) = done.next().unwrap();
                 let sum: u64 = p.iter().map(|&b| b as u64).sum();
-                format!("dgram id={id} len={} mf=false off=0 payload={} sum={sum}", h.len() + p.len(), p.len())
-            })
-            .collect();
-        assert_eq!(expect.len(), datagrams);
+                expect.push(format!("dgram id={id} len={} mf=false off=0 payload={} sum={sum}", h.len() + p.len(), p.len()));
+                expect.push("icmp".to_string());
+            }
+        }
         let got: Vec<String> = log_lines(&o);
-        assert_eq!(got, expect, "{name}: each datagram once, reassembled");
+        assert_eq!(got, expect, "{name}: each fragment, then each datagram once, reassembled");
         // The originals, byte for byte and in order.
         assert!(Capture::read(&out).unwrap().packets == input.packets, "{name}: output differs");
         let st = read_json(&stats);
@@ -445,7 +461,7 @@ end }
     // IPv6: fragments (shuffled) reassembled for the rules, originals forwarded as they came.
     std::fs::write(
         &rules,
-        "haka.rule{ on = haka.dissectors.ipv6.events.receive_packet, eval = function(pkt)\n\
+        "haka.rule{ on = haka.dissectors.ipv6.events.receive_packet_reassembled, eval = function(pkt)\n\
          haka.log(\"v6 len=%d payload_length=%d proto=%d\", pkt.len, pkt.payload_length, pkt.proto) end }\n",
     )
     .unwrap();
@@ -466,7 +482,7 @@ end }
     // A rule dropping the big datagrams drops every fragment of them.
     std::fs::write(
         &rules,
-        "haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt)\n\
+        "haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(pkt)\n\
          if pkt.len > 5000 then pkt:drop() end end }\n",
     )
     .unwrap();
@@ -488,8 +504,12 @@ end }
 fn fragment_overlap_alerts_and_drops() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("log.lua");
-    std::fs::write(&rules, "haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt) haka.log(\"seen\") end }\n")
-        .unwrap();
+    std::fs::write(
+        &rules,
+        "haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt) haka.log(\"fragment\") end }\n\
+         haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(pkt) haka.log(\"datagram\") end }\n",
+    )
+    .unwrap();
     let eve = dir.path().join("eve.json");
     let conf = dir.path().join("haka.toml");
     std::fs::write(&conf, format!("[rules]\ninstruction_budget = 5000000000\n[alerts]\neve_file = \"{}\"\n", eve.display())).unwrap();
@@ -501,7 +521,7 @@ fn fragment_overlap_alerts_and_drops() {
         let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
         let stdout = String::from_utf8_lossy(&o.stdout);
         assert_eq!(stdout.matches("description = invalid ipv4 fragment (overlap)").count(), 1, "{name}: {stdout}");
-        assert!(log_lines(&o).is_empty(), "{name}: no datagram reaches the rules");
+        assert_eq!(log_lines(&o), vec!["fragment"; 3], "{name}: each fragment seen, no datagram");
         assert!(Capture::read(&out).unwrap().packets.is_empty(), "{name}: nothing forwarded");
         let alerts: Vec<serde_json::Value> =
             std::fs::read_to_string(&eve).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -521,6 +541,130 @@ fn fragment_overlap_alerts_and_drops() {
         assert_eq!(t["tx"], 0);
         assert_eq!(st["alerts"]["raised"], 1);
         assert_eq!(st["mempool"]["in_use"], 0, "{name}: mbuf leak");
+    }
+}
+
+/// Haka's `dont_reassemble`, set by a fragment's `receive_packet` rule: that fragment goes
+/// on alone (its `receive_packet_reassembled` fires for it, it leaves as it is); the other
+/// datagrams are reassembled.
+#[test]
+fn dont_reassemble_on_a_fragment_keeps_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = patient_config(dir.path());
+    let rules = dir.path().join("alone.lua");
+    std::fs::write(
+        &rules,
+        r#"
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt)
+    if pkt.id == 48550 then pkt.dont_reassemble = true end
+end }
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(pkt)
+    haka.log("%d %d %s", pkt.id, pkt.len, tostring(pkt.dont_reassemble))
+end }
+"#,
+    )
+    .unwrap();
+    let cap = ipv4_test_pcap("fragment.pcap");
+    let out = dir.path().join("out.pcap");
+    let stats = dir.path().join("stats.json");
+    let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
+    let got = log_lines(&o);
+    assert_eq!(
+        got,
+        vec![
+            "48550 1500 true", "48550 1500 true", "48550 1500 true", "48550 888 true",
+            "14026 5328 false", "0 84 false", "14027 84 false", "48551 1628 false", "14028 1628 false",
+        ]
+    );
+    assert!(Capture::read(&out).unwrap().packets == Capture::read(&cap).unwrap().packets);
+    let st = read_json(&stats);
+    assert_eq!(st["totals"]["defrag"]["reassembled"], 3);
+    assert_eq!(st["mempool"]["in_use"], 0);
+}
+
+/// `[defrag] overlap = "haka"` and `refragment = "haka"` (conf/haka-strict.toml): Haka's
+/// handling of Haka's own captures. Overlaps: the lowest offset's data wins, a fragment
+/// covered by others is dropped silently, one after the last fragment is alerted ("invalid
+/// ipv4 fragment") and dropped, the rest of the datagram goes through. A modified datagram
+/// leaves as its fragments, each with its share (here 8 bytes inserted at the end of the
+/// first one: a 1508-byte fragment), where the default re-fragments to 1500 bytes.
+#[test]
+fn fragment_haka_overlaps_and_refragmentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("log.lua");
+    std::fs::write(
+        &rules,
+        r#"
+require("protocol/ipv4")
+require("protocol/icmp")
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt) haka.log("fragment %d", #pkt.payload) end }
+haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function(pkt)
+    haka.log("icmp %d", #pkt.payload)
+    if #pkt.payload > 2000 then pkt.payload:pos(1476):insert(haka.vbuffer_from("HAKAHAKA")) end
+end }
+"#,
+    )
+    .unwrap();
+    let eve = dir.path().join("eve.json");
+    let conf = dir.path().join("haka.toml");
+    let base = format!("[rules]\ninstruction_budget = 5000000000\n[alerts]\neve_file = \"{}\"\n", eve.display());
+    std::fs::write(&conf, format!("{base}[defrag]\noverlap = \"haka\"\nrefragment = \"haka\"\n")).unwrap();
+    let out = dir.path().join("out.pcap");
+    let stats = dir.path().join("stats.json");
+    for (name, logs, alerts) in [
+        ("fragment_overlap_1.pcap", vec!["fragment 16", "fragment 8", "fragment 8", "icmp 20"], 0),
+        ("fragment_overlap_2.pcap", vec!["fragment 8", "fragment 8", "fragment 24", "icmp 28"], 1),
+    ] {
+        let _ = std::fs::remove_file(&eve);
+        let cap = ipv4_test_pcap(name);
+        let o = hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
+        assert_eq!(log_lines(&o), logs, "{name}");
+        let input = Capture::read(&cap).unwrap().packets;
+        // (overlap_1: the second is covered by the first; overlap_2: after the last)
+        assert!(Capture::read(&out).unwrap().packets == vec![input[0].clone(), input[2].clone()], "{name}");
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(stdout.matches("description = invalid ipv4 fragment\n").count(), alerts, "{name}: {stdout}");
+        if alerts > 0 {
+            // raised when the last fragment came, after its rules and before the datagram's
+            let at = stdout.find("invalid ipv4 fragment").unwrap();
+            assert!(stdout.find("fragment 24").unwrap() < at && at < stdout.find("icmp 28").unwrap(), "{stdout}");
+            let a: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&eve).unwrap().trim()).unwrap();
+            assert_eq!(a["alert"]["description"], "invalid ipv4 fragment", "{a}");
+        }
+        let st = read_json(&stats);
+        assert_eq!(st["totals"]["dropped_by_reason"]["fragment_invalid"], 1, "{name}");
+        assert_eq!(st["alerts"]["raised"], alerts as u64, "{name}");
+        assert_eq!(st["mempool"]["in_use"], 0, "{name}: mbuf leak");
+    }
+
+    // The insertion: Haka's 1508-byte first fragment, the later ones shifted by 8 bytes.
+    let cap = ipv4_test_pcap("fragment.pcap");
+    let input = Capture::read(&cap).unwrap().packets;
+    let mut expect = reassemble_v4(&input);
+    for (_, p) in expect.iter_mut().filter(|(_, p)| p.len() > 2004) {
+        // (at the ICMP payload's byte 1476, i.e. the end of the first fragment)
+        p.splice(1480..1480, b"HAKAHAKA".iter().copied());
+    }
+    hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
+    let output = Capture::read(&out).unwrap().packets;
+    assert_eq!(output.len(), input.len());
+    let sizes: Vec<usize> = output.iter().map(|f| f.len() - 14).collect();
+    assert_eq!(&sizes[..4], &[1508, 1500, 1500, 888], "{sizes:?}");
+    let after = reassemble_v4(&output);
+    for ((_, p0), (_, p1)) in expect.iter().zip(&after) {
+        assert_eq!(p0.len(), p1.len());
+        assert_eq!(p0[4..], p1[4..], "same data but the ICMP checksum");
+    }
+    assert_eq!(&output[0][output[0].len() - 8..], b"HAKAHAKA");
+    assert_eq!(read_json(&stats)["mempool"]["in_use"], 0);
+    // The default: re-fragmented to the largest original fragment (1500 bytes).
+    std::fs::write(&conf, &base).unwrap();
+    hakapcap_to(&rules, &conf, &cap, &out, &stats, &[]);
+    let output = Capture::read(&out).unwrap().packets;
+    assert!(output.iter().all(|f| f.len() - 14 <= 1500));
+    let after = reassemble_v4(&output);
+    for ((_, p0), (_, p1)) in expect.iter().zip(&after) {
+        assert_eq!(p0[4..], p1[4..]);
     }
 }
 
@@ -562,10 +706,10 @@ fn modified_datagrams_are_refragmented() {
     std::fs::write(
         &rules,
         r#"
-haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(pkt)
+haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(pkt)
     pkt.ttl = 33
 end }
-haka.rule{ on = haka.dissectors.ipv6.events.receive_packet, eval = function(pkt)
+haka.rule{ on = haka.dissectors.ipv6.events.receive_packet_reassembled, eval = function(pkt)
     pkt.hop_limit = 7
     local p = pkt.payload
     p[#p] = 0x5a

@@ -952,6 +952,11 @@ local function new_dissector(name)
   return d
 end
 for _, n in ipairs({ "packet", "ethernet", "ipv4", "ipv6", "tcp", "udp", "icmp" }) do new_dissector(n) end
+-- the datagram the upper dissectors see (Haka's ipv4 module; fragments reassembled)
+for _, n in ipairs({ "ipv4", "ipv6" }) do
+  local d = haka.dissectors[n]
+  d.events.receive_packet_reassembled = new_event(n .. ":receive_packet_reassembled", function(v) return v.s.verdict == 0 end)
+end
 haka.dissector = { opposite_direction = function(d) if d == "up" then return "down" end return "up" end }
 -- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
 -- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
@@ -1153,8 +1158,8 @@ do
   get.dst = function(s, b) return (addr_ct(be32(b, 16))) end
   get.flags = function(s) return (ipv4f_ct(s)) end
   get.name = function() return "ipv4" end
-  -- Haka's flag: do not hold this packet for reassembly (our reassembly runs before the
-  -- rules; packets the rules inject are never reassembled)
+  -- Haka's flag: do not hold this packet for reassembly (read by the engine after a
+  -- fragment's receive_packet rules; packets the rules inject are never reassembled)
   get.dont_reassemble = function(s) return band(s.flags, F_NOREASM) ~= 0 end
   local flagset = {
     dont_reassemble = function(s, v)
@@ -2629,12 +2634,18 @@ function RT.finish()
     gen_event(c, env, "packet_recv", D.packet.events.receive_packet, "VP[i]")
   end)
   local eth = sect(function(c) gen_event(c, env, "eth_recv", D.ethernet.events.receive_packet, "VE[i]") end)
+  -- Haka's ipv4 event model (s.fragment, see Pass in lua/mod.rs): receive_packet for each
+  -- packet received (fragments included), receive_packet_reassembled for each datagram
+  -- the upper dissectors see (0: both; 1: a fragment, the first only; 2: a reassembled
+  -- datagram, the second only).
+  local ip4r = sect(function(c) gen_event(c, env, "ipv4_recv", D.ipv4.events.receive_packet, "V4[i]") end)
+  local ip6r = sect(function(c) gen_event(c, env, "ipv6_recv", D.ipv6.events.receive_packet, "V6[i]") end)
   local ip4 = sect(function(c)
-    gen_event(c, env, "ipv4_recv", D.ipv4.events.receive_packet, "V4[i]")
+    gen_event(c, env, "ipv4_reasm", D.ipv4.events.receive_packet_reassembled, "V4[i]")
     gen_policy(c, env, "ipv4", D.ipv4.policies.next_dissector, "V4[i]", { proto = "s.proto" })
   end)
   local ip6 = sect(function(c)
-    gen_event(c, env, "ipv6_recv", D.ipv6.events.receive_packet, "V6[i]")
+    gen_event(c, env, "ipv6_reasm", D.ipv6.events.receive_packet_reassembled, "V6[i]")
     gen_policy(c, env, "ipv6", D.ipv6.policies.next_dissector, "V6[i]", { proto = "s.proto" })
   end)
   local l4 = {}
@@ -2667,8 +2678,13 @@ function RT.finish()
 
   local body = {}
   local function add(t) for _, l in ipairs(t) do body[#body + 1] = l end end
+  body[#body + 1] = "if s.fragment ~= 2 then"
   add(pkt)
   if #eth > 0 then body[#body + 1] = "if s.l3_off >= 14 then"; add(eth); body[#body + 1] = "end" end
+  if #ip4r > 0 then body[#body + 1] = "if s.l3 == 4 then"; add(ip4r); body[#body + 1] = "end" end
+  if #ip6r > 0 then body[#body + 1] = "if s.l3 == 6 then"; add(ip6r); body[#body + 1] = "end" end
+  body[#body + 1] = "end"
+  body[#body + 1] = "if s.fragment == 1 then goto done end"
   if #ip4 > 0 then body[#body + 1] = "if s.l3 == 4 then"; add(ip4); body[#body + 1] = "end" end
   if #ip6 > 0 then body[#body + 1] = "if s.l3 == 6 then"; add(ip6); body[#body + 1] = "end" end
   if #l4 > 0 then
@@ -2694,7 +2710,8 @@ function RT.finish()
   local chunk, err = loadstring(table.concat(src, "\n"), "=haka-dispatch")
   if not chunk then error("internal dispatcher error: " .. tostring(err)) end
   loop = chunk(vals, B, S, V.packet, V.ethernet, V.ipv4, V.ipv6, V.tcp, V.udp, V.icmp, be16)
-  return has_rules
+  -- (second result: a fragment before reassembly has something to run)
+  return has_rules, #pkt + #eth + #ip4r + #ip6r > 0
 end
 
 -- One call per burst. Errors are caught with one pcall around the loop and the loop

@@ -201,6 +201,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         config: cfg.defrag.defrag_config(),
         max_fragments: cfg.defrag.max_fragments as usize,
         pool: PoolRef::of(p),
+        haka_overlaps: cfg.defrag.overlap == crate::config::FragOverlap::Haka,
+        haka_refragment: cfg.defrag.refragment == crate::config::Refragment::Haka,
     });
 
     let mut ports = Vec::new();

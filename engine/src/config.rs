@@ -354,6 +354,38 @@ pub struct DefragSection {
     pub timeout: f64,
     /// Large (64 KiB) mbufs for reassembled datagrams, shared by all workers.
     pub reassembly_mbufs: u32,
+    /// Overlapping fragments: alert and drop the datagram, or Haka's trimming.
+    pub overlap: FragOverlap,
+    /// How a datagram a rule modified leaves.
+    pub refragment: Refragment,
+}
+
+/// `[defrag] overlap`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FragOverlap {
+    /// Any overlap (but an identical duplicate) drops the datagram with an alert: the
+    /// bytes the rules see cannot differ from those the receiver keeps (evasion defence).
+    #[default]
+    Drop,
+    /// Haka 0.4: data of the fragment with the lowest offset wins (at equal offsets, the
+    /// latest), covered parts are cut from the later ones and fully covered fragments are
+    /// dropped silently; a fragment at or after the last fragment's offset is alerted
+    /// ("invalid ipv4 fragment") and dropped alone.
+    Haka,
+}
+
+/// `[defrag] refragment`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Refragment {
+    /// Re-fragmented to the largest original fragment's size (which fits the path).
+    #[default]
+    Mtu,
+    /// Haka 0.4: each original fragment keeps its share of the datagram, growing or
+    /// shrinking with the rules' edits in it (it may then exceed the MTU); falls back to
+    /// `mtu` when an edit leaves a fragment boundary off a multiple of 8 bytes.
+    Haka,
 }
 
 impl Default for DefragSection {
@@ -365,6 +397,8 @@ impl Default for DefragSection {
             max_fragments: 1024,
             timeout: 30.0,
             reassembly_mbufs: 256,
+            overlap: FragOverlap::Drop,
+            refragment: Refragment::Mtu,
         }
     }
 }
@@ -633,6 +667,10 @@ mod tests {
             let key = bad.split(' ').next().unwrap();
             assert!(e.contains(&format!("defrag.{key}")), "{bad}: {e}");
         }
+        assert_eq!((cfg.defrag.overlap, cfg.defrag.refragment), (FragOverlap::Drop, Refragment::Mtu));
+        let cfg = Config::parse("[defrag]\noverlap = \"haka\"\nrefragment = \"haka\"\n", "x.toml").unwrap();
+        assert_eq!((cfg.defrag.overlap, cfg.defrag.refragment), (FragOverlap::Haka, Refragment::Haka));
+        assert!(Config::parse("[defrag]\noverlap = \"first\"\n", "x.toml").is_err());
         let e = Config::parse("[defrag]\nenabled = 1\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2:"), "{e}");
     }

@@ -1,9 +1,16 @@
 //! IPv4 and IPv6 fragment reassembly (one [`Defragmenter`] per worker).
 //!
-//! Haka behaviour kept (`modules/protocol/ipv4/ipv4.c`, haka-api.md §6):
-//! - overlapping or out-of-bounds fragments invalidate the datagram: every fragment buffered
-//!   for it is dropped and [`DefragResult::Invalid`] is returned; the caller raises the alert
-//!   "invalid ipv4 fragment" and drops the packet, as Haka did;
+//! Overlaps, by default: overlapping or out-of-bounds fragments invalidate the datagram:
+//! every fragment buffered for it is dropped and [`DefragResult::Invalid`] is returned; the
+//! caller raises the alert "invalid ipv4 fragment (...)" and drops the packet. With
+//! [`Defragmenter::set_haka_overlaps`] (IPv4), Haka 0.4's handling instead (its ipv4 module
+//! and its fragment_overlap captures): fragments are kept as they come; the datagram is
+//! complete when the fragments, by offset, leave no gap up to the end given by the last
+//! one; the lowest offset's data wins (at equal offsets, the latest fragment's); a fragment
+//! at or after the last one's offset is rejected ([`DefragError::AfterLast`], the caller
+//! alerts "invalid ipv4 fragment"); [`Defragmenter::pieces`] tells which part each fragment
+//! gave.
+//! Kept from Haka:
 //! - `dont_reassemble` is a per-packet decision of the caller: it simply does not call
 //!   [`Defragmenter::push_ipv4`] for such packets.
 //!
@@ -94,6 +101,33 @@ pub enum DefragError {
     /// The datagram cannot fit in `max_bytes` / `max_datagrams` even after evicting the
     /// older ones (datagram dropped).
     Capacity,
+    /// Haka overlaps only: a fragment at or after the offset of the datagram's last
+    /// fragment (MF clear), the last itself excepted (only this packet is rejected; Haka's
+    /// "invalid ipv4 fragment").
+    AfterLast,
+}
+
+/// Haka overlaps: one part of a completed datagram, taken from one pushed fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// Which push of the datagram it comes from (0: the first fragment pushed for it,
+    /// counting every `Pending` one and the completing one).
+    pub arrival: u32,
+    /// Payload offset and length in the datagram.
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// Haka overlaps: fragments buffered per datagram at most (the completion check walks
+/// them on every push).
+pub const MAX_HAKA_FRAGMENTS: usize = 1024;
+
+/// Haka overlaps: one buffered fragment.
+#[derive(Debug)]
+struct HakaFrag {
+    off: usize,
+    data: Vec<u8>,
+    arrival: u32,
 }
 
 /// Outcome of pushing one packet.
@@ -184,6 +218,11 @@ struct Datagram {
     accounted: usize,
     /// Packets pushed for this datagram (duplicates included).
     pushes: usize,
+    /// Haka overlaps: the fragments by offset (at equal offsets, the latest first); may
+    /// overlap. `frags` is unused then.
+    list: Vec<HakaFrag>,
+    /// Haka overlaps: offset of the last fragment (MF clear).
+    last_off: Option<usize>,
 }
 
 /// One parsed fragment.
@@ -216,6 +255,12 @@ pub struct Defragmenter {
     last: Option<DatagramId>,
     /// Timed-out / evicted datagrams not yet taken by the caller (bounded).
     released: VecDeque<(DatagramId, Released)>,
+    /// Haka's overlap handling (`[defrag] overlap = "haka"`).
+    haka: bool,
+    /// Haka overlaps: the parts of the datagram the last push completed.
+    pieces: Vec<Piece>,
+    /// Haka overlaps: fragments the last push discarded as lying after the last fragment.
+    discarded: usize,
 }
 
 impl Defragmenter {
@@ -228,7 +273,29 @@ impl Defragmenter {
             counters: DefragCounters::default(),
             last: None,
             released: VecDeque::new(),
+            haka: false,
+            pieces: Vec::new(),
+            discarded: 0,
         }
+    }
+
+    /// Haka's overlap handling (see `crate::config::FragOverlap::Haka`) instead of
+    /// dropping datagrams with overlapping fragments.
+    pub fn set_haka_overlaps(&mut self, on: bool) {
+        self.haka = on;
+    }
+
+    /// Haka overlaps: after a `Complete`, the parts of the datagram in offset order and the
+    /// push each comes from (pushes not listed contributed nothing). Empty otherwise.
+    pub fn pieces(&self) -> &[Piece] {
+        &self.pieces
+    }
+
+    /// Haka overlaps: fragments of the datagram the last push discarded because the
+    /// fragment it pushed was the last one and they lay at or after its offset (the caller
+    /// alerts; their packets are not among the `pieces`).
+    pub fn discarded(&self) -> usize {
+        self.discarded
     }
 
     /// The datagram concerned by the last `push_ipv4` / `push_ipv6`: the one a `Pending`
@@ -273,6 +340,8 @@ impl Defragmenter {
     /// length is ignored). Non-fragments (MF clear and offset 0) are `NotFragment`.
     pub fn push_ipv4(&mut self, ip_packet: &[u8], now_ms: u64) -> DefragResult {
         self.last = None;
+        self.pieces.clear();
+        self.discarded = 0;
         let ip = match Ipv4Packet::new_checked(ip_packet) {
             Ok(ip) => ip,
             Err(_) => return self.reject(DefragError::Malformed),
@@ -303,6 +372,8 @@ impl Defragmenter {
     /// extension headers before the Fragment header form the unfragmentable part.
     pub fn push_ipv6(&mut self, ip_packet: &[u8], now_ms: u64) -> DefragResult {
         self.last = None;
+        self.pieces.clear();
+        self.discarded = 0;
         let ip = match Ipv6Packet::new_checked(ip_packet) {
             Ok(ip) => ip,
             Err(_) => return self.reject(DefragError::Malformed),
@@ -463,6 +534,10 @@ impl Defragmenter {
                 self.notify(d.seq, Released::TimedOut);
             }
         }
+        if self.haka && matches!(key, Key::V4 { .. }) {
+            // (Haka had no IPv6: IPv6 keeps the overlap check)
+            return self.push_haka(f, now_ms);
+        }
 
         // Checks against the datagram in progress (read-only).
         let mut need = f.data.len() + FRAGMENT_OVERHEAD;
@@ -507,50 +582,8 @@ impl Defragmenter {
             }
         }
 
-        // Room: datagram count, then bytes (the oldest others are evicted first).
-        if need > self.config.max_bytes {
-            return self.drop_datagram(&key, DefragError::Capacity);
-        }
-        if !self.table.contains_key(&key) {
-            if self.config.max_datagrams == 0 {
-                return self.reject(DefragError::Capacity);
-            }
-            while self.table.len() >= self.config.max_datagrams {
-                if !self.evict_oldest(&key) {
-                    return self.reject(DefragError::Capacity);
-                }
-            }
-        }
-        while self.counters.bytes + need > self.config.max_bytes {
-            if !self.evict_oldest(&key) {
-                return self.drop_datagram(&key, DefragError::Capacity);
-            }
-        }
-
-        // Insert.
-        if !self.table.contains_key(&key) {
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.table.insert(
-                key,
-                Datagram {
-                    seq,
-                    created_ms: now_ms,
-                    header: Vec::new(),
-                    has_header: false,
-                    total: None,
-                    frags: BTreeMap::new(),
-                    received: 0,
-                    max_end: 0,
-                    accounted: 0,
-                    pushes: 0,
-                },
-            );
-            self.ages.push_back((seq, key));
-            if self.ages.len() > 2 * self.table.len() + 16 {
-                let table = &self.table;
-                self.ages.retain(|(s, k)| table.get(k).is_some_and(|d| d.seq == *s));
-            }
+        if let Err(r) = self.make_room(&key, need, now_ms) {
+            return r;
         }
         let Some(d) = self.table.get_mut(&key) else {
             return self.reject(DefragError::Capacity);
@@ -608,6 +641,157 @@ impl Defragmenter {
             packet,
             fragments: d.pushes,
         }
+    }
+}
+
+impl Defragmenter {
+    /// Room for `need` more bytes in the datagram of `key` (created if new): the oldest
+    /// other datagrams are evicted first. Err: the rejection to return.
+    fn make_room(&mut self, key: &Key, need: usize, now_ms: u64) -> Result<(), DefragResult> {
+        // Room: datagram count, then bytes (the oldest others are evicted first).
+        if need > self.config.max_bytes {
+            return Err(self.drop_datagram(key, DefragError::Capacity));
+        }
+        if !self.table.contains_key(key) {
+            if self.config.max_datagrams == 0 {
+                return Err(self.reject(DefragError::Capacity));
+            }
+            while self.table.len() >= self.config.max_datagrams {
+                if !self.evict_oldest(key) {
+                    return Err(self.reject(DefragError::Capacity));
+                }
+            }
+        }
+        while self.counters.bytes + need > self.config.max_bytes {
+            if !self.evict_oldest(key) {
+                return Err(self.drop_datagram(key, DefragError::Capacity));
+            }
+        }
+
+        // Insert.
+        if !self.table.contains_key(key) {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            self.table.insert(
+                *key,
+                Datagram {
+                    seq,
+                    created_ms: now_ms,
+                    header: Vec::new(),
+                    has_header: false,
+                    total: None,
+                    frags: BTreeMap::new(),
+                    received: 0,
+                    max_end: 0,
+                    accounted: 0,
+                    pushes: 0,
+                    list: Vec::new(),
+                    last_off: None,
+                },
+            );
+            self.ages.push_back((seq, *key));
+            if self.ages.len() > 2 * self.table.len() + 16 {
+                let table = &self.table;
+                self.ages.retain(|(s, k)| table.get(k).is_some_and(|d| d.seq == *s));
+            }
+        }
+        Ok(())
+    }
+
+    /// `push` with Haka's overlap handling (`haka`): fragments are kept as they come, and
+    /// the datagram is built, when complete, the way Haka 0.4's ipv4 module did it.
+    fn push_haka(&mut self, f: Frag<'_>, now_ms: u64) -> DefragResult {
+        let key = f.key;
+        let end = f.offset + f.data.len();
+        let (last_off, n) = match self.table.get(&key) {
+            Some(d) => (d.last_off, d.list.len()),
+            None => (None, 0),
+        };
+        if last_off.is_some_and(|lo| f.offset >= lo) {
+            // At or after the last fragment: Haka alerted and dropped this one.
+            return self.reject(DefragError::AfterLast);
+        }
+        if n >= MAX_HAKA_FRAGMENTS {
+            return self.drop_datagram(&key, DefragError::Capacity);
+        }
+        let mut need = f.data.len() + FRAGMENT_OVERHEAD;
+        if f.offset == 0 {
+            need += f.header.len();
+        }
+        if let Err(r) = self.make_room(&key, need, now_ms) {
+            return r;
+        }
+        let Some(d) = self.table.get_mut(&key) else {
+            return self.reject(DefragError::Capacity);
+        };
+        if f.offset == 0 {
+            // (the latest offset-0 fragment sorts first: its header heads the datagram)
+            d.header.clear();
+            d.header.extend_from_slice(f.header);
+            patch_nh(&mut d.header, f.nh_patch);
+            d.has_header = true;
+        }
+        let arrival = d.pushes as u32;
+        let at = d.list.partition_point(|h| h.off < f.offset);
+        d.list.insert(at, HakaFrag { off: f.offset, data: f.data.to_vec(), arrival });
+        if !f.more {
+            // The last fragment: the ones at or after it are invalid.
+            let before = d.list.len();
+            d.list.retain(|h| h.off < f.offset || h.arrival == arrival);
+            self.discarded = before - d.list.len();
+            d.last_off = Some(f.offset);
+            d.total = Some(end);
+        }
+        d.received += f.data.len();
+        d.accounted += need;
+        d.pushes += 1;
+        self.last = Some(d.seq);
+        self.counters.bytes += need;
+
+        let Some(total) = d.total else { return DefragResult::Pending };
+        let mut covered = 0;
+        for h in &d.list {
+            if h.off > covered {
+                return DefragResult::Pending;
+            }
+            covered = covered.max(h.off + h.data.len());
+        }
+        if covered < total || !d.has_header {
+            return DefragResult::Pending;
+        }
+        let Some(d) = self.remove(&key) else {
+            return self.reject(DefragError::Capacity);
+        };
+        let v4 = matches!(key, Key::V4 { .. });
+        let counted = if v4 { d.header.len() } else { d.header.len().saturating_sub(IPV6_HEADER_LEN) };
+        if counted + total > MAX_IP_LEN {
+            return self.reject(DefragError::OutOfBounds);
+        }
+        let mut packet = Vec::with_capacity(d.header.len() + total);
+        packet.extend_from_slice(&d.header);
+        // Each fragment gives what the ones before it (by offset) did not.
+        let mut pos = 0;
+        for h in &d.list {
+            let start = h.off.max(pos);
+            let stop = (h.off + h.data.len()).min(total);
+            if stop <= start {
+                continue;
+            }
+            packet.extend_from_slice(&h.data[start - h.off..stop - h.off]);
+            self.pieces.push(Piece { arrival: h.arrival, offset: start, len: stop - start });
+            pos = stop;
+        }
+        if v4 {
+            let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
+            let df = ip.dont_frag();
+            ip.set_total_len((counted + total) as u16);
+            ip.set_frag(df, false, 0);
+            ip.fill_checksum();
+        } else {
+            finish_ipv6(&mut packet);
+        }
+        self.counters.completed += 1;
+        DefragResult::Complete { packet, fragments: d.pushes }
     }
 }
 
@@ -708,6 +892,83 @@ mod tests {
         ip.set_frag(false, more, offset as u16);
         ip.fill_checksum();
         p
+    }
+
+    fn haka() -> Defragmenter {
+        let mut d = Defragmenter::new(cfg());
+        d.set_haka_overlaps(true);
+        d
+    }
+
+    /// Haka overlaps, Haka's own captures: fragment_overlap_1 (the second fragment lies
+    /// inside the first: dropped silently, the first's bytes win) and fragment_overlap_2
+    /// (the second lies after the last fragment's offset: discarded with an alert when the
+    /// last comes, the datagram completes with the last's bytes).
+    #[test]
+    fn haka_overlaps_as_haka() {
+        let dg = udp_v4(5, 16);
+        let h = &dg[..20];
+        let mut d = haka();
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..36], true), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[b'x'; 8], true), 0), DefragResult::Pending);
+        let DefragResult::Complete { packet, fragments } = d.push_ipv4(&raw_frag_v4(h, 16, &dg[36..44], false), 0) else {
+            panic!("complete")
+        };
+        assert_eq!((packet, fragments), (dg.clone(), 3));
+        let p = |arrival, offset, len| Piece { arrival, offset, len };
+        assert_eq!(d.pieces(), &[p(0, 0, 16), p(2, 16, 8)]);
+        assert_eq!(d.discarded(), 0);
+
+        let mut d = haka();
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..28], true), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 16, &[b'A'; 8], true), 0), DefragResult::Pending);
+        let DefragResult::Complete { packet, .. } = d.push_ipv4(&raw_frag_v4(h, 8, &dg[28..44], false), 0) else {
+            panic!("complete")
+        };
+        assert_eq!(packet, dg);
+        assert_eq!(d.discarded(), 1);
+        assert_eq!(d.pieces(), &[p(0, 0, 8), p(2, 8, 16)]);
+        // A fragment at or after the last one's offset: alone rejected, datagram kept.
+        let mut d = haka();
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &dg[28..44], false), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 16, &[0; 8], true), 0), DefragResult::Invalid(DefragError::AfterLast));
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &dg[28..44], false), 0), DefragResult::Invalid(DefragError::AfterLast));
+        assert!(matches!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..28], true), 0), DefragResult::Complete { .. }));
+        // The default drops such datagrams.
+        let mut d = Defragmenter::new(cfg());
+        d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..36], true), 0);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[b'x'; 8], true), 0), DefragResult::Invalid(DefragError::Overlap));
+        assert!(d.pieces().is_empty());
+    }
+
+    /// Haka overlaps: the lowest offset wins, at equal offsets the latest; partly covered
+    /// fragments give only what is not covered yet; data beyond the end is ignored.
+    #[test]
+    fn haka_overlaps_precedence() {
+        let dg = udp_v4(9, 40); // 48 payload bytes
+        let h = &dg[..20];
+        let mut d = haka();
+        let mut later = dg[36..60].to_vec(); // [16, 40)
+        later[0] ^= 1;
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 16, &later, true), 0), DefragResult::Pending);
+        let mut stale = dg[20..44].to_vec(); // [0, 24), replaced by a later copy at offset 0
+        stale[0] ^= 1;
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &stale, true), 0), DefragResult::Pending);
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 0, &dg[20..44], true), 0), DefragResult::Pending);
+        let DefragResult::Complete { packet, fragments } = d.push_ipv4(&raw_frag_v4(h, 40, &dg[60..68], false), 0) else {
+            panic!("complete")
+        };
+        assert_eq!((packet, fragments), (dg.clone(), 4));
+        let p = |arrival, offset, len| Piece { arrival, offset, len };
+        assert_eq!(d.pieces(), &[p(2, 0, 24), p(0, 24, 16), p(3, 40, 8)]);
+        assert_eq!(d.counters().bytes, 0);
+        // Bounded: a datagram of too many fragments is dropped.
+        let mut d = haka();
+        for i in 0..MAX_HAKA_FRAGMENTS {
+            assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[i as u8; 8], true), 0), DefragResult::Pending);
+        }
+        assert_eq!(d.push_ipv4(&raw_frag_v4(h, 8, &[0; 8], true), 0), DefragResult::Invalid(DefragError::Capacity));
+        assert_eq!(d.counters().in_progress, 0);
     }
 
     const SRC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];

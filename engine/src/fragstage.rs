@@ -35,16 +35,26 @@
 //! Limits: a reassembled frame must fit one large mbuf (65535 bytes, link header
 //! included); fragments must be single-segment mbufs (no scattered rx). With NIC RSS
 //! (`dispatch=rss`, no software rings) the carrier stays on the reassembling worker.
-//! Haka's per-packet `dont_reassemble` flag (ipv4 views) is kept but comes too late for a
-//! received fragment: rules run after reassembly. Packets the rules inject never come here
-//! (the worker batches them directly, as if the flag were set). `[defrag] enabled = false`
+//! Rules: each fragment gets Haka's per-fragment events (ipv4 `receive_packet`) through
+//! the `inspect` callback of [`FragStage::on_fragment`], on the reassembling worker, before
+//! it joins its datagram; the carrier gets `receive_packet_reassembled` and the upper
+//! dissectors (`crate::lua::Pass`). A fragment on which those rules set Haka's
+//! `dont_reassemble` flag goes on alone, not reassembled ([`FragInspect::Alone`]). Packets
+//! the rules inject never come here (the worker batches them directly, as if the flag were
+//! set). `[defrag] enabled = false`
 //! turns reassembly off.
+//!
+//! `[defrag] overlap = "haka"`: the defragmenter says which part of the datagram each
+//! fragment gave ([`crate::defrag::Piece`]); the originals are cut to those parts (covered
+//! ones dropped) before being chained, so that what leaves unmodified is what Haka sent.
+//! `[defrag] refragment = "haka"`: a modified datagram leaves as its fragments, each with
+//! its share ([`crate::refrag::refragment_ipv4_haka`]).
 use crate::alert::{alert_id, unix_time_now, Alert, AlertQueue, FlowInfo, ALERT_ID_COUNTER_BITS};
 use crate::defrag::{DatagramId, DefragConfig, DefragError, DefragResult, Defragmenter};
 use crate::dissect::{PacketMeta, L3};
 use crate::dpdk::{Mbuf, MbufBurst, PoolRef, Ring};
 use crate::pipeline::{Class, Pipeline};
-use crate::refrag::{ipv6_fragment_info, refragment_ipv4, refragment_ipv6};
+use crate::refrag::{cut_ipv4_fragment, ipv6_fragment_info, refragment_ipv4, refragment_ipv4_haka, refragment_ipv6};
 use crate::stats::{Counters, DropReason};
 use crate::worker::owner_of;
 use std::collections::HashMap;
@@ -59,6 +69,21 @@ pub struct FragPlan {
     pub max_fragments: usize,
     /// The large mbufs for reassembled datagrams (carriers).
     pub pool: PoolRef,
+    /// `[defrag] overlap = "haka"` (IPv4).
+    pub haka_overlaps: bool,
+    /// `[defrag] refragment = "haka"` (IPv4).
+    pub haka_refragment: bool,
+}
+
+/// What the rules decided on one fragment (Haka's per-fragment `receive_packet`), see
+/// [`FragStage::on_fragment`].
+pub enum FragInspect {
+    /// Reassemble it (its bytes possibly modified by the rules).
+    Keep,
+    /// A rule dropped it (or failed on it): it is dropped, counted with this reason.
+    Drop(DropReason),
+    /// A rule set Haka's `dont_reassemble` on it: it goes on alone, as it is.
+    Alone,
 }
 
 struct Held {
@@ -81,6 +106,7 @@ pub struct FragStage<'a> {
     timeout_ms: u64,
     last_expire_ms: u64,
     next_sweep_ms: u64,
+    haka_refragment: bool,
 }
 
 /// Alert ids of this stage: above the rules' ids of the same worker.
@@ -95,10 +121,12 @@ fn addr_text(meta: &PacketMeta, a: &[u8; 16]) -> String {
 
 impl<'a> FragStage<'a> {
     pub fn new(plan: &FragPlan, me: usize, workers: usize, alerts: Arc<AlertQueue>, inflight: &'a AtomicI64) -> Self {
+        let mut defrag = Defragmenter::new(plan.config);
+        defrag.set_haka_overlaps(plan.haka_overlaps);
         FragStage {
             me,
             workers,
-            defrag: Defragmenter::new(plan.config),
+            defrag,
             held: HashMap::new(),
             held_mbufs: 0,
             max_held: plan.max_fragments.max(2),
@@ -109,6 +137,7 @@ impl<'a> FragStage<'a> {
             timeout_ms: plan.config.timeout_ms,
             last_expire_ms: 0,
             next_sweep_ms: 0,
+            haka_refragment: plan.haka_refragment,
         }
     }
 
@@ -144,15 +173,19 @@ impl<'a> FragStage<'a> {
     /// A fragment (`class` is `Class::Fragment`) this worker took from a port or its ring.
     /// Returns a reassembled datagram (a carrier) and its class when it completed and this
     /// worker owns its flow; the caller batches it like any packet. Everything else
-    /// (held, handed over, dropped) is dealt with here.
+    /// (held, handed over, dropped) is dealt with here. `inspect` runs the rules on the
+    /// fragment itself (Haka's per-fragment ipv4 `receive_packet`) on the worker that
+    /// reassembles it, before it joins its datagram.
+    #[allow(clippy::too_many_arguments)]
     pub fn on_fragment(
         &mut self,
-        m: Mbuf,
+        mut m: Mbuf,
         class: &Class,
         now: u64,
         pipeline: &Pipeline,
         rings: Option<&[Ring]>,
         c: &mut Counters,
+        inspect: &mut dyn FnMut(&mut Mbuf, &PacketMeta) -> FragInspect,
     ) -> Option<(Mbuf, Class)> {
         let Class::Fragment(fp) = *class else {
             return Some((m, *class));
@@ -173,6 +206,22 @@ impl<'a> FragStage<'a> {
                 c.drop(DropReason::FragmentInvalid);
                 return None;
             }
+        };
+        match inspect(&mut m, &meta) {
+            FragInspect::Keep => {}
+            FragInspect::Drop(reason) => {
+                drop(m);
+                c.drop(reason);
+                return None;
+            }
+            FragInspect::Alone => return Some((m, Class::Flow(fp))),
+        }
+        // (a rule may have changed the header)
+        let Some(meta) = pipeline.meta(m.data()) else {
+            drop(m);
+            c.frag_invalid += 1;
+            c.drop(DropReason::FragmentInvalid);
+            return None;
         };
         // Room to hold one more original: evict the oldest datagrams.
         while self.held_mbufs >= self.max_held && self.defrag.evict_one() {
@@ -195,6 +244,7 @@ impl<'a> FragStage<'a> {
         match result {
             DefragResult::NotFragment => Some((m, Class::Flow(fp))),
             DefragResult::Pending => {
+                self.alert_discarded(&meta);
                 match id {
                     Some(id) => {
                         self.held.entry(id).or_insert_with(|| Held { frags: Vec::new(), since_ms: now }).frags.push(m);
@@ -210,10 +260,25 @@ impl<'a> FragStage<'a> {
                 None
             }
             DefragResult::Complete { packet, .. } => {
+                self.alert_discarded(&meta);
                 let mut originals = id.and_then(|id| self.take_held(id)).unwrap_or_default();
                 originals.push(m);
                 c.frag_held = self.held_mbufs as u64;
+                if !self.defrag.pieces().is_empty() {
+                    originals = self.cut_to_pieces(originals, pipeline, c);
+                    if originals.is_empty() {
+                        return None;
+                    }
+                }
                 self.carrier(originals, &packet, pipeline, rings, c)
+            }
+            DefragResult::Invalid(DefragError::AfterLast) => {
+                // Haka: this fragment alone is alerted and dropped.
+                drop(m);
+                c.frag_invalid += 1;
+                c.drop(DropReason::FragmentInvalid);
+                self.alert(&meta, None);
+                None
             }
             DefragResult::Invalid(e) => {
                 let mut n = 1;
@@ -227,14 +292,57 @@ impl<'a> FragStage<'a> {
                 let why = match e {
                     DefragError::Overlap => Some("overlap"),
                     DefragError::OutOfBounds => Some("out of bounds"),
-                    DefragError::Malformed | DefragError::Capacity => None,
+                    DefragError::Malformed | DefragError::Capacity | DefragError::AfterLast => None,
                 };
                 if let Some(why) = why {
-                    self.alert(&meta, why);
+                    self.alert(&meta, Some(why));
                 }
                 None
             }
         }
+    }
+
+    /// Haka overlaps: one alert per fragment the last push discarded (it lay after the
+    /// datagram's last fragment).
+    fn alert_discarded(&mut self, meta: &PacketMeta) {
+        for _ in 0..self.defrag.discarded() {
+            self.alert(meta, None);
+        }
+    }
+
+    /// Haka overlaps: the fragments of a completed datagram become what Haka sent: each
+    /// cut to the part of the datagram taken from it, in offset order; those that gave
+    /// nothing (covered by others) are dropped.
+    fn cut_to_pieces(&mut self, originals: Vec<Mbuf>, pipeline: &Pipeline, c: &mut Counters) -> Vec<Mbuf> {
+        let pieces = self.defrag.pieces().to_vec();
+        let total = pieces.last().map_or(0, |p| p.offset + p.len);
+        let n = originals.len();
+        let mut slots: Vec<Option<Mbuf>> = originals.into_iter().map(Some).collect();
+        let mut out = Vec::with_capacity(pieces.len());
+        for p in &pieces {
+            let Some(mut m) = slots.get_mut(p.arrival as usize).and_then(Option::take) else { continue };
+            let Some(l3) = pipeline.meta(m.data()).map(|mm| mm.l3_offset as usize) else { continue };
+            let Some(cut) = m.data().get(l3..).and_then(|ip| cut_ipv4_fragment(ip, p.offset, p.len, total)) else {
+                continue;
+            };
+            let unchanged = m.data().get(l3..l3 + cut.len()).is_some_and(|b| b == cut.as_slice())
+                && m.data().len() == l3 + cut.len();
+            if !unchanged {
+                if !m.resize(l3 + cut.len()) {
+                    continue;
+                }
+                m.data_mut()[l3..].copy_from_slice(&cut);
+            }
+            out.push(m);
+        }
+        let dropped = (n - out.len()) as u64;
+        if out.len() != pieces.len() {
+            // (cannot happen: every piece comes from a held fragment) all dropped
+            c.dropped[DropReason::FragmentInvalid as usize] += n as u64;
+            return Vec::new();
+        }
+        c.dropped[DropReason::FragmentInvalid as usize] += dropped;
+        out
     }
 
     /// Builds the carrier of a complete datagram and sends it to its flow's owner, or
@@ -328,6 +436,17 @@ impl<'a> FragStage<'a> {
             return originals;
         }
         let n = originals.len() as u64;
+        let originals = if self.haka_refragment {
+            match refragment_haka_into(&carrier, originals, pipeline) {
+                Ok(out) => {
+                    c.frag_refragmented += 1;
+                    return out;
+                }
+                Err(originals) => originals,
+            }
+        } else {
+            originals
+        };
         match refragment_into(&carrier, originals, pipeline) {
             Some(out) => {
                 c.frag_refragmented += 1;
@@ -378,8 +497,9 @@ impl<'a> FragStage<'a> {
         c.frag_held = 0;
     }
 
-    /// Haka's alert for an invalid fragment (the datagram is dropped).
-    fn alert(&mut self, meta: &PacketMeta, why: &str) {
+    /// Haka's alert for an invalid fragment; `why` is added to the description (Haka's
+    /// own text has none).
+    fn alert(&mut self, meta: &PacketMeta, why: Option<&str>) {
         self.alert_seq += 1;
         let family = if meta.l3 == L3::Ipv4 { "ipv4" } else { "ipv6" };
         let src = addr_text(meta, &meta.src_addr);
@@ -387,7 +507,10 @@ impl<'a> FragStage<'a> {
         let a = Alert {
             id: alert_id(self.me, ALERT_ID_BASE | self.alert_seq),
             time_secs: unix_time_now(),
-            description: Some(format!("invalid {family} fragment ({why})")),
+            description: Some(match why {
+                Some(why) => format!("invalid {family} fragment ({why})"),
+                None => format!("invalid {family} fragment"),
+            }),
             severity: Some("low".into()),
             sources: vec![src.clone()],
             targets: vec![dst.clone()],
@@ -397,6 +520,64 @@ impl<'a> FragStage<'a> {
         };
         let _ = self.alerts.push(a);
     }
+}
+
+/// `[defrag] refragment = "haka"` (IPv4): the modified datagram of `carrier` leaves as its
+/// fragments, each with its share (see [`refragment_ipv4_haka`]), written into the
+/// original mbufs. Err: not possible, the originals are given back untouched.
+fn refragment_haka_into(carrier: &Mbuf, mut originals: Vec<Mbuf>, pipeline: &Pipeline) -> Result<Vec<Mbuf>, Vec<Mbuf>> {
+    let Some(frames) = haka_frames(carrier, &mut originals, pipeline) else { return Err(originals) };
+    let mut out = Vec::with_capacity(frames.len());
+    let port = carrier.port();
+    for (mut m, f) in originals.into_iter().zip(&frames) {
+        if !m.resize(f.len()) {
+            // (an mbuf holds any IPv4 packet: cannot happen) nothing leaves
+            return Ok(Vec::new());
+        }
+        m.data_mut().copy_from_slice(f);
+        m.set_port(port);
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// The frames of [`refragment_haka_into`], in offset order, with `originals` sorted the
+/// same way and cut to as many (identical duplicates dropped).
+fn haka_frames(carrier: &Mbuf, originals: &mut Vec<Mbuf>, pipeline: &Pipeline) -> Option<Vec<Vec<u8>>> {
+    let data = carrier.data();
+    let meta = pipeline.meta(data)?;
+    if meta.l3 != L3::Ipv4 {
+        return None;
+    }
+    let l3 = meta.l3_offset as usize;
+    let link = data.get(..l3)?;
+    let ip = data.get(l3..l3 + meta.ip_len as usize)?;
+    let mut order: Vec<(usize, usize, usize)> = Vec::with_capacity(originals.len());
+    for (i, o) in originals.iter().enumerate() {
+        let om = pipeline.meta(o.data())?;
+        let oip = o.data().get(om.l3_offset as usize..om.l3_offset as usize + om.ip_len as usize)?;
+        let off = crate::wire::Ipv4Packet::new_checked(oip).ok()?.frag_offset() as usize;
+        order.push((off, i, om.l3_offset as usize));
+    }
+    order.sort_unstable();
+    // (identical duplicates, absorbed by the reassembly, leave once)
+    order.dedup_by_key(|e| e.0);
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(order.len());
+    for &(_, i, ol3) in &order {
+        let d = originals[i].data();
+        let om = pipeline.meta(d)?;
+        parts.push(d.get(ol3..ol3 + om.ip_len as usize)?);
+    }
+    let frags = refragment_ipv4_haka(ip, &parts)?;
+    // One mbuf per output frame: the originals in offset order (an emptied one is freed).
+    let mut slots: Vec<Option<Mbuf>> = std::mem::take(originals).into_iter().map(Some).collect();
+    let mut kept: Vec<Mbuf> = order.iter().filter_map(|&(_, i, _)| slots[i].take()).collect();
+    kept.truncate(frags.len());
+    *originals = kept;
+    if originals.len() != frags.len() {
+        return None;
+    }
+    Some(frags.into_iter().map(|f| [link, f.as_slice()].concat()).collect())
 }
 
 /// Re-fragments the (modified) datagram of `carrier` to the largest original's IP size,

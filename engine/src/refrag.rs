@@ -195,6 +195,110 @@ pub fn refragment_ipv6(datagram: &[u8], unfrag_len: usize, ident: u32, mtu: usiz
     Ok(out)
 }
 
+/// Haka overlaps: the IPv4 fragment `frag` (bytes from its IP header) cut to the part
+/// `[offset, offset + len)` of its datagram's payload, with its offset, MF (set unless the
+/// part ends the datagram's `total` payload bytes), total length and checksum updated.
+/// None when `frag` does not hold that part.
+pub fn cut_ipv4_fragment(frag: &[u8], offset: usize, len: usize, total: usize) -> Option<Vec<u8>> {
+    let ip = Ipv4Packet::new_checked(frag).ok()?;
+    let hl = ip.header_len();
+    let data = ip.payload();
+    let from = offset.checked_sub(ip.frag_offset() as usize)?;
+    let part = data.get(from..from.checked_add(len)?)?;
+    let mut out = Vec::with_capacity(hl + len);
+    out.extend_from_slice(frag.get(..hl)?);
+    out.extend_from_slice(part);
+    set_ipv4_fragment(&mut out, offset, offset + len < total)?;
+    Some(out)
+}
+
+/// Sets the offset (bytes, a multiple of 8), MF, total length (the slice's length) and
+/// checksum of an IPv4 fragment.
+fn set_ipv4_fragment(p: &mut [u8], offset: usize, more: bool) -> Option<()> {
+    if !offset.is_multiple_of(8) || offset > MAX_OFFSET || p.len() > 65535 {
+        return None;
+    }
+    let len = p.len() as u16;
+    let mut ip = Ipv4Packet::new_unchecked(p);
+    let df = ip.dont_frag();
+    ip.set_total_len(len);
+    ip.set_frag(df, more, offset as u16);
+    ip.fill_checksum();
+    Some(())
+}
+
+/// `[defrag] refragment = "haka"`: Haka 0.4 sent a modified datagram as its original
+/// fragments, each with its share of the data, grown or shrunk by the edits made in it.
+/// `parts` are the fragments that made `datagram` (bytes from their IP headers), in offset
+/// order, tiling its original payload; `datagram` is the datagram as the rules left it.
+/// The changed span is found as what lies between the longest common prefix and suffix
+/// of the old and new payloads; a fragment boundary inside it moves with it (an insertion
+/// exactly at a boundary goes to the earlier fragment, as Haka's buffers did), one after it
+/// shifts by the size change. The first fragment takes the datagram's header; later ones
+/// keep theirs (their options) with the datagram's addresses, TOS, identification, TTL and
+/// protocol. None (the caller re-fragments to the MTU) when a boundary would not be a
+/// multiple of 8, a fragment would exceed 65535 bytes, or `parts` do not tile the payload.
+pub fn refragment_ipv4_haka(datagram: &[u8], parts: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+    let dg = Ipv4Packet::new_checked(datagram).ok()?;
+    let hl = dg.header_len();
+    let total = dg.total_len() as usize;
+    let new = datagram.get(hl..total)?;
+    let mut old = Vec::new();
+    let mut bounds = Vec::with_capacity(parts.len());
+    for p in parts {
+        let ip = Ipv4Packet::new_checked(*p).ok()?;
+        if ip.frag_offset() as usize != old.len() {
+            return None;
+        }
+        bounds.push(old.len());
+        old.extend_from_slice(ip.payload());
+    }
+    let (ol, nl) = (old.len(), new.len());
+    let pre = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+    let room = ol.min(nl) - pre;
+    let suf = old.iter().rev().zip(new.iter().rev()).take(room).take_while(|(a, b)| a == b).count();
+    let (old_end, new_end) = (ol - suf, nl - suf);
+    let grows = nl > ol;
+    let moved: Vec<usize> = bounds
+        .iter()
+        .map(|&b| {
+            if b < pre || (b == pre && !(old_end == pre && grows)) {
+                b
+            } else if b >= old_end {
+                b + nl - ol
+            } else {
+                b.clamp(pre, new_end)
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(parts.len());
+    for (k, p) in parts.iter().enumerate() {
+        let start = moved[k];
+        let stop = moved.get(k + 1).copied().unwrap_or(nl);
+        if stop < start {
+            return None;
+        }
+        if stop == start && k > 0 {
+            continue; // (emptied by an erase)
+        }
+        let mut f = if k == 0 {
+            datagram.get(..hl)?.to_vec()
+        } else {
+            let ip = Ipv4Packet::new_checked(*p).ok()?;
+            let mut h = p.get(..ip.header_len())?.to_vec();
+            h[1] = datagram[1];
+            h[4..6].copy_from_slice(&datagram[4..6]);
+            h[8..10].copy_from_slice(&datagram[8..10]);
+            h[12..20].copy_from_slice(&datagram[12..20]);
+            h
+        };
+        f.extend_from_slice(&new[start..stop]);
+        set_ipv4_fragment(&mut f, start, stop < nl)?;
+        out.push(f);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +375,92 @@ mod tests {
             }
             assert_eq!(reassemble4(&frags), d, "mtu {mtu}");
         }
+    }
+
+    /// `d` as fragments of `chunk` payload bytes (the last shorter).
+    fn pieces(d: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let hl = Ipv4Packet::new_checked(d).unwrap().header_len();
+        let payload = &d[hl..];
+        let mut out = Vec::new();
+        for (k, c) in payload.chunks(chunk).enumerate() {
+            let mut f = d[..hl].to_vec();
+            f.extend_from_slice(c);
+            set_ipv4_fragment(&mut f, k * chunk, (k + 1) * chunk < payload.len()).unwrap();
+            out.push(f);
+        }
+        out
+    }
+
+    /// `d` with its payload changed by `edit`, its total length and checksum fixed.
+    fn edited(d: &[u8], edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut payload = d[20..].to_vec();
+        edit(&mut payload);
+        let mut out = d[..20].to_vec();
+        out.extend_from_slice(&payload);
+        let len = out.len() as u16;
+        let mut ip = Ipv4Packet::new_unchecked(&mut out[..]);
+        ip.set_total_len(len);
+        ip.set_ttl(9);
+        ip.fill_checksum();
+        out
+    }
+
+    fn sizes(frags: &[Vec<u8>]) -> Vec<usize> {
+        frags.iter().map(|f| Ipv4Packet::new_checked(&f[..]).unwrap().payload().len()).collect()
+    }
+
+    #[test]
+    fn refrag_haka_each_fragment_keeps_its_share() {
+        let d = udp_v4(&[], 4000); // 4008 payload bytes
+        let parts = pieces(&d, 1480);
+        let refs: Vec<&[u8]> = parts.iter().map(|p| &p[..]).collect();
+        let check = |new: &[u8], want: &[usize]| {
+            let out = refragment_ipv4_haka(new, &refs).expect("refragmented");
+            assert_eq!(sizes(&out), want);
+            for (i, f) in out.iter().enumerate() {
+                let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
+                assert!(ip.verify_checksum());
+                assert_eq!(ip.ttl(), 9, "the datagram's header fields");
+                assert_eq!(ip.more_frags(), i + 1 < out.len());
+            }
+            assert_eq!(reassemble4(&out), new, "fragments make the new datagram");
+        };
+        // Unchanged payload: the same cut.
+        check(&edited(&d, |_| {}), &[1480, 1480, 1048]);
+        // 8 bytes inserted exactly at the first boundary: the first fragment takes them (Haka).
+        check(&edited(&d, |p| drop(p.splice(1480..1480, *b"HAKAHAKA"))), &[1488, 1480, 1048]);
+        // Inside the second one: it grows.
+        check(&edited(&d, |p| drop(p.splice(2000..2000, [0xee; 16]))), &[1480, 1496, 1048]);
+        // 8 bytes erased from the last one: it shrinks; bytes changed in place: same cut.
+        check(&edited(&d, |p| drop(p.drain(3000..3008))), &[1480, 1480, 1040]);
+        check(&edited(&d, |p| p[10] ^= 0xff), &[1480, 1480, 1048]);
+        // A change across a boundary: the boundary stays within the changed span.
+        check(&edited(&d, |p| p.splice(1400..1600, [0x11; 216]).for_each(drop)), &[1480, 1496, 1048]);
+        // An odd size change would leave a later offset off a multiple of 8: refused.
+        assert!(refragment_ipv4_haka(&edited(&d, |p| drop(p.splice(10..10, [1, 2, 3]))), &refs).is_none());
+        // ... but in the last fragment it is fine.
+        check(&edited(&d, |p| drop(p.splice(3500..3500, [1, 2, 3]))), &[1480, 1480, 1051]);
+        // Parts that do not tile the datagram: refused.
+        assert!(refragment_ipv4_haka(&d, &[refs[0], refs[2]]).is_none());
+        assert!(refragment_ipv4_haka(&d[..10], &refs).is_none());
+    }
+
+    #[test]
+    fn cut_fragment_to_a_part() {
+        let d = udp_v4(&[], 4000);
+        let parts = pieces(&d, 1480);
+        let f = cut_ipv4_fragment(&parts[1], 1488, 1472, 4008).unwrap();
+        let ip = Ipv4Packet::new_checked(&f[..]).unwrap();
+        assert_eq!((ip.frag_offset(), ip.more_frags(), ip.total_len()), (1488, true, 20 + 1472));
+        assert!(ip.verify_checksum());
+        assert_eq!(ip.payload(), &parts[1][28..]);
+        let f = cut_ipv4_fragment(&parts[2], 2960, 1048, 4008).unwrap();
+        assert!(!Ipv4Packet::new_checked(&f[..]).unwrap().more_frags());
+        // Not held by that fragment / not a multiple of 8: None.
+        assert!(cut_ipv4_fragment(&parts[1], 1400, 100, 4008).is_none());
+        assert!(cut_ipv4_fragment(&parts[1], 1480, 2000, 4008).is_none());
+        assert!(cut_ipv4_fragment(&parts[1], 1484, 8, 4008).is_none());
+        assert!(cut_ipv4_fragment(&[0x45, 0], 0, 0, 0).is_none());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
-use crate::fragstage::{FragPlan, FragStage};
-use crate::lua::{rebuild_payload, ForgedPacket, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, PayloadRewrite};
+use crate::fragstage::{FragInspect, FragPlan, FragStage};
+use crate::lua::{rebuild_payload, ForgedPacket, LuaEngine, LuaOptions, LuaPacket, LuaVerdict, Pass, PayloadRewrite};
 use crate::pipeline::{Batch, Class, Decision, Pipeline, BATCH};
 use crate::stateful::{Outcome, StatefulStage};
 use crate::dissect::PacketMeta;
@@ -159,6 +159,9 @@ struct Loop<'a> {
     frag: Option<FragStage<'a>>,
     /// Burst slots whose packet a rule modified (bit per slot).
     modified: u32,
+    /// Burst slots holding a fragment its rules kept from reassembly (`dont_reassemble`):
+    /// its receive_packet rules ran already (bit per slot).
+    alone: u32,
     /// A payload rewrite that did not fit was logged (once).
     rewrite_logged: bool,
     /// Per burst slot: the dissection made when the packet was classified (None for a
@@ -294,6 +297,7 @@ impl Loop<'_> {
         for (slot, m) in burst.slots_mut().iter_mut().enumerate() {
             let j = slot_to_j[slot];
             let Some(m) = m.as_mut().filter(|_| j != u8::MAX) else { continue };
+            let carrier = self.frag.as_ref().is_some_and(|fs| fs.is_carrier(m));
             let ts = packet_time(m, &mut wall);
             let data = m.data_mut();
             let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(data)) else { continue };
@@ -303,6 +307,12 @@ impl Loop<'_> {
             };
             let mut p = LuaPacket::new(data, meta, dir, flow_id);
             p.ts = ts;
+            if carrier {
+                p.pass = Pass::Reassembled;
+            } else if self.alone >> slot & 1 != 0 {
+                p.pass = Pass::Reassembled;
+                p.dont_reassemble = true;
+            }
             pkts.push(p);
             js.push(j);
         }
@@ -500,6 +510,7 @@ impl Loop<'_> {
         // (the outer burst's per-slot state is no longer needed by its send loop, but for
         // `modified`, kept by the caller)
         let saved_modified = std::mem::take(&mut self.modified);
+        let saved_alone = std::mem::take(&mut self.alone);
         let mut batch = Batch::default();
         for i in 0..burst.len() {
             let Some(m) = burst.get(i) else { continue };
@@ -509,6 +520,7 @@ impl Loop<'_> {
         self.finish_batch_at(&mut burst, &mut batch, now, depth + 1);
         self.depth = depth;
         self.modified = saved_modified;
+        self.alone = saved_alone;
     }
 
     /// Decides on the batched packets of `burst` and sends or frees them.
@@ -516,8 +528,22 @@ impl Loop<'_> {
         self.finish_batch_at(burst, batch, now, 0);
     }
 
+    /// Before a fragment in the middle of a burst: decides on the packets batched so far
+    /// (they come first, as in Haka, which saw each packet's rules through before the next
+    /// packet's), leaving the rest of the burst in place.
+    fn finish_batch_before_fragment(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64) {
+        if !batch.is_empty() {
+            self.finish_batch_inner(burst, batch, now, 0, false);
+        }
+    }
+
     /// `finish_batch` for packets injected by rules `depth` rounds deep (0: received).
     fn finish_batch_at(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64, depth: u32) {
+        self.finish_batch_inner(burst, batch, now, depth, true);
+    }
+
+    /// `clear`: the burst is done (its slots not batched are freed).
+    fn finish_batch_inner(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64, depth: u32, clear: bool) {
         self.depth = depth;
         self.pipeline.decide_batch(batch, now, &mut self.c);
         if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
@@ -556,8 +582,11 @@ impl Loop<'_> {
             l.after_burst();
         }
         self.modified = 0;
+        self.alone = 0;
         batch.clear();
-        burst.clear();
+        if clear {
+            burst.clear();
+        }
     }
 
     /// Processes packets dispatched to this worker by others.
@@ -574,6 +603,7 @@ impl Loop<'_> {
                     tracked += fs.is_tracked(m, &class) as i64;
                     if class.is_fragment() {
                         self.metas[i] = None;
+                        self.finish_batch_before_fragment(buf, batch, now);
                         self.fragment(buf, i, class, now, batch);
                         continue;
                     }
@@ -593,8 +623,44 @@ impl Loop<'_> {
     fn fragment(&mut self, burst: &mut MbufBurst, i: usize, class: Class, now: u64, batch: &mut Batch) {
         let (Some(fs), Some(m)) = (self.frag.as_mut(), burst.take(i)) else { return };
         let rings = self.plan.rings.as_deref().map(Vec::as_slice);
-        if let Some((carrier, class)) = fs.on_fragment(m, &class, now, &self.pipeline, rings, &mut self.c) {
-            if burst.put(i, carrier).is_ok() {
+        let mut lua = self.lua.as_mut().filter(|l| l.has_fragment_rules());
+        let mut ran = false;
+        // Haka's ipv4 receive_packet for the fragment itself, before it joins its datagram
+        // (the upper dissectors see the datagram, once complete).
+        let mut inspect = |m: &mut Mbuf, meta: &PacketMeta| -> FragInspect {
+            let Some(lua) = lua.as_deref_mut() else { return FragInspect::Keep };
+            ran = true;
+            let ts = packet_time(m, &mut (0, 0));
+            let mut p = LuaPacket::new(m.data_mut(), *meta, 0, u32::MAX);
+            p.ts = ts;
+            p.pass = Pass::Fragment;
+            lua.run_burst(std::slice::from_mut(&mut p));
+            // (its lines come out before an alert the reassembly may raise)
+            lua.flush_logs();
+            // (a resized fragment payload is not supported: it is left as it was)
+            match (p.verdict, p.error) {
+                (LuaVerdict::Drop, true) => FragInspect::Drop(DropReason::RuleError),
+                (LuaVerdict::Drop, false) => FragInspect::Drop(DropReason::Rule),
+                _ if p.dont_reassemble => FragInspect::Alone,
+                _ => FragInspect::Keep,
+            }
+        };
+        let out = fs.on_fragment(m, &class, now, &self.pipeline, rings, &mut self.c, &mut inspect);
+        if ran {
+            self.c.lua_packets += 1;
+            if let Some(lua) = self.lua.as_mut() {
+                if lua.has_forged() {
+                    for f in lua.take_forged() {
+                        self.injected.push((self.depth, i as u8, f));
+                    }
+                }
+                copy_rule_counters(&mut self.c, lua);
+            }
+        }
+        if let Some((m, class)) = out {
+            let alone = !self.frag.as_ref().is_some_and(|fs| fs.is_carrier(&m));
+            if burst.put(i, m).is_ok() {
+                self.alone = self.alone & !(1 << i) | (alone as u32) << i;
                 batch.push(i as u8, class);
             }
         }
@@ -655,6 +721,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         ended: Vec::with_capacity(64),
         frag,
         modified: 0,
+        alone: 0,
         rewrite_logged: false,
         metas: [None; BURST],
         keep_metas: false,
@@ -689,6 +756,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                 let class = lp.classify_slot(i, m.data(), m.pkt_len());
                 if class.is_fragment() {
                     lp.metas[i] = None;
+                    lp.finish_batch_before_fragment(&mut rx, &mut batch, now);
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
                 }

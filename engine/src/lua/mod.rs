@@ -215,6 +215,28 @@ pub struct LuaPacket<'a> {
     /// length): the caller rebuilds the frame ([`rebuild_payload`]), which fixes the
     /// lengths and checksums (they are not fixed in `data`, which cannot grow).
     pub rewrite: Option<Box<PayloadRewrite>>,
+    /// Which of Haka's ipv4 events the packet gets (see [`Pass`]).
+    pub pass: Pass,
+    /// Haka's `dont_reassemble` (ipv4): in, the flag the rules read; out, as they left it.
+    pub dont_reassemble: bool,
+}
+
+/// `Slot::flags` bit of `dont_reassemble` (haka.lua: F_NOREASM).
+const SLOT_NOREASM: u8 = 1;
+
+/// Haka's ipv4 event model for a packet handed to the rules: each packet received gets
+/// `receive_packet`; each datagram the upper dissectors see gets `receive_packet_reassembled`
+/// then the tcp/udp/icmp events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pass {
+    /// A whole packet: both.
+    #[default]
+    Whole = 0,
+    /// A fragment before reassembly: the packet, ethernet and ipv4 `receive_packet` only.
+    Fragment = 1,
+    /// A reassembled datagram (its fragments had their own pass): `receive_packet_reassembled`
+    /// and what follows it.
+    Reassembled = 2,
 }
 
 impl<'a> LuaPacket<'a> {
@@ -229,6 +251,8 @@ impl<'a> LuaPacket<'a> {
             error: false,
             ts: (0, 0),
             rewrite: None,
+            pass: Pass::Whole,
+            dont_reassemble: false,
         }
     }
 }
@@ -334,6 +358,8 @@ struct State {
     take_errors: Function,
     fire: Function,
     has_packet_rules: bool,
+    /// Some rule runs on a fragment before reassembly (`Pass::Fragment`).
+    has_fragment_rules: bool,
     conn_packet: Function,
     conn_data: Function,
     conn_end: Function,
@@ -721,7 +747,7 @@ fn build_state(
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
         lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;
-        let has: bool = finish.call(()).map_err(|e| one_line(&e))?;
+        let (has, has_frag): (bool, bool) = finish.call(()).map_err(|e| one_line(&e))?;
         let get = |k: &str| rt.get::<Function>(k).map_err(|e| one_line(&e));
         let stateful: u32 = get("stateful_info")?.call(()).map_err(|e| one_line(&e))?;
         let ports: Vec<u32> = get("app_ports")?.call(()).map_err(|e| one_line(&e))?;
@@ -733,6 +759,7 @@ fn build_state(
             take_errors: get("take_errors")?,
             fire: get("fire")?,
             has_packet_rules: has,
+            has_fragment_rules: has_frag,
             conn_packet: get("conn_packet")?,
             conn_data: get("conn_data")?,
             conn_end: get("conn_end")?,
@@ -835,6 +862,11 @@ impl LuaEngine {
     /// False when no packet event or packet policy has a rule: the worker need not call Lua.
     /// After each burst (the worker calls it): writes the burst's `haka.log` lines and
     /// adjusts the collector's pause to the heap size.
+    /// Writes the log lines the rules made so far (before an alert raised outside them).
+    pub fn flush_logs(&self) {
+        self.shared.flush_logs();
+    }
+
     pub fn after_burst(&mut self) {
         self.shared.flush_logs();
         let limit = self.opts.memory_limit_bytes;
@@ -869,6 +901,12 @@ impl LuaEngine {
 
     pub fn has_packet_rules(&self) -> bool {
         self.st.has_packet_rules
+    }
+
+    /// Whether a fragment has rules to run before reassembly (packet, ethernet or ip
+    /// `receive_packet`): else the engine does not hand fragments to Lua.
+    pub fn has_fragment_rules(&self) -> bool {
+        self.st.has_packet_rules && self.st.has_fragment_rules
     }
 
     pub fn counters(&self) -> LuaCounters {
@@ -1042,6 +1080,7 @@ impl LuaEngine {
                 _ => LuaVerdict::Drop,
             };
             p.modified = s.modified & MOD_ANY != 0;
+            p.dont_reassemble = s.flags & SLOT_NOREASM != 0;
             if p.modified {
                 out.modified += 1;
                 if p.rewrite.is_none() {
@@ -1728,10 +1767,10 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         proto: m.proto,
         has_l4: has_l4 as u8,
         dir: p.dir,
-        fragment: m.fragment as u8,
+        fragment: p.pass as u8,
         verdict: 0,
         modified: 0,
-        flags: 0,
+        flags: if p.dont_reassemble { SLOT_NOREASM } else { 0 },
         _pad: [0; 2],
         ts_sec: p.ts.0 as u32,
         ts_nsec: p.ts.1,

@@ -1373,3 +1373,44 @@ fn ip_header_write_leaves_l4_checksum_when_l4_module_not_loaded() {
     run(&mut e, &mut frames);
     assert!(frames.iter().all(|f| l4_csum_ok(f)), "default mode: every checksum recomputed");
 }
+
+/// Haka's ipv4 event model per `Pass`: a whole packet gets `receive_packet`, then
+/// `receive_packet_reassembled`, then the icmp events; a fragment only the packet and ipv4
+/// `receive_packet` (a drop there drops it); a reassembled datagram only what follows
+/// reassembly. Rules that only watch datagrams leave fragments out of Lua.
+#[test]
+fn ipv4_event_model_per_pass() {
+    let src = r#"
+        haka.rule{ on = haka.dissectors.packet.events.receive_packet, eval = function(p) haka.alert{ description = "packet" } end }
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function(ip)
+            haka.alert{ description = "ipv4 " .. ip.ttl }
+            if ip.ttl == 1 then ip:drop() end
+        end }
+        haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(ip) haka.alert{ description = "datagram" } end }
+        haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function(i) haka.alert{ description = "icmp" } end }
+        haka.rule{ on = haka.dissectors.ipv4.events.send_packet, eval = function(ip) haka.alert{ description = "sent" } end }
+    "#;
+    let (mut e, a) = engine(src);
+    assert!(e.has_fragment_rules());
+    let mut one = |pass: Pass, ttl: u8| {
+        let mut f = ipv4_frame(1, &icmp_echo(b"ping"));
+        f[14 + 8] = ttl;
+        crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
+        let m = dissect(&f, LinkType::Ethernet, &DissectOptions::default()).unwrap();
+        let mut p = LuaPacket::new(&mut f, m, 0, 0);
+        p.pass = pass;
+        e.run_burst(std::slice::from_mut(&mut p));
+        let v = p.verdict;
+        (v, std::mem::take(&mut *a.borrow_mut()).into_iter().map(|x| x.description).collect::<Vec<_>>())
+    };
+    let all = vec!["packet", "ipv4 64", "datagram", "icmp", "sent"];
+    assert_eq!(one(Pass::Whole, 64), (LuaVerdict::Accept, all.iter().map(|s| s.to_string()).collect()));
+    assert_eq!(one(Pass::Fragment, 64), (LuaVerdict::Accept, vec!["packet".to_string(), "ipv4 64".into()]));
+    assert_eq!(one(Pass::Fragment, 1), (LuaVerdict::Drop, vec!["packet".to_string(), "ipv4 1".into()]));
+    assert_eq!(one(Pass::Reassembled, 64), (LuaVerdict::Accept, vec!["datagram".to_string(), "icmp".into(), "sent".into()]));
+    let (e, _) = engine(
+        "haka.rule{ on = haka.dissectors.ipv4.events.receive_packet_reassembled, eval = function(ip) end }\n\
+         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) end }",
+    );
+    assert!(e.has_packet_rules() && !e.has_fragment_rules());
+}
