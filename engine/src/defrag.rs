@@ -627,15 +627,7 @@ impl Defragmenter {
         for data in d.frags.values() {
             packet.extend_from_slice(data);
         }
-        if v4 {
-            let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
-            let df = ip.dont_frag();
-            ip.set_total_len((counted + total) as u16);
-            ip.set_frag(df, false, 0);
-            ip.fill_checksum();
-        } else {
-            finish_ipv6(&mut packet);
-        }
+        finish_header(&mut packet, v4, counted + total);
         self.counters.completed += 1;
         DefragResult::Complete {
             packet,
@@ -781,15 +773,7 @@ impl Defragmenter {
             self.pieces.push(Piece { arrival: h.arrival, offset: start, len: stop - start });
             pos = stop;
         }
-        if v4 {
-            let mut ip = Ipv4Packet::new_unchecked(&mut packet[..]);
-            let df = ip.dont_frag();
-            ip.set_total_len((counted + total) as u16);
-            ip.set_frag(df, false, 0);
-            ip.fill_checksum();
-        } else {
-            finish_ipv6(&mut packet);
-        }
+        finish_header(&mut packet, v4, counted + total);
         self.counters.completed += 1;
         DefragResult::Complete { packet, fragments: d.pushes }
     }
@@ -800,6 +784,20 @@ fn patch_nh(header: &mut [u8], patch: Option<(usize, u8)>) {
         if let Some(b) = header.get_mut(pos) {
             *b = nh;
         }
+    }
+}
+
+/// The header of a reassembled datagram of `len` bytes (IPv4: total length, no fragment
+/// flags, checksum; IPv6: see [`finish_ipv6`]).
+fn finish_header(packet: &mut [u8], v4: bool, len: usize) {
+    if v4 {
+        let mut ip = Ipv4Packet::new_unchecked(packet);
+        let df = ip.dont_frag();
+        ip.set_total_len(len as u16);
+        ip.set_frag(df, false, 0);
+        ip.fill_checksum();
+    } else {
+        finish_ipv6(packet);
     }
 }
 
