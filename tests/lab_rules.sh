@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Lua rules with real kernel traffic: a rule drops ICMP echo requests to the
 # server (ping fails, curl works, the alert is in the EVE file); then the rules
-# are reloaded twice under HTTP traffic (once from a broken file, which must
-# keep the old rules): every request succeeds and the counts add up.
+# are reloaded three times under HTTP traffic (from a broken file and from a file
+# that loops at load, both refused by the check made off the workers, which keep
+# their rules; then from the good file): every request succeeds and the counts add up.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lab.sh"
@@ -55,7 +56,10 @@ traffic=$!
 sleep 0.5
 echo 'haka.rule{ on = haka.dissectors.icmp.events.receive_packet, eval = function (pkt) pkt:drop( end }' > "$RULES"
 kill -HUP "$LAB_HAKA_PID"
-for i in $(seq 1 50); do [ "$(grep -c 'rules reload failed' "$LAB_DIR/haka.log")" -ge 2 ] && break; sleep 0.1; done
+for i in $(seq 1 50); do [ "$(grep -c 'rules reload refused' "$LAB_DIR/haka.log")" -ge 1 ] && break; sleep 0.1; done
+echo 'while true do end' > "$RULES"
+kill -HUP "$LAB_HAKA_PID"
+for i in $(seq 1 100); do [ "$(grep -c 'rules reload refused' "$LAB_DIR/haka.log")" -ge 2 ] && break; sleep 0.1; done
 cp "$WORK/good.lua" "$RULES"
 sleep 0.5
 kill -HUP "$LAB_HAKA_PID"
@@ -67,7 +71,9 @@ lab_client ping -c 1 -W 1 "$LAB_SERVER_IP" > /dev/null 2>&1 && fail "ping went t
 
 lab_stop_haka
 [ "$LAB_HAKA_RC" = 0 ] || fail "haka exit code $LAB_HAKA_RC"
-grep -q 'rules reload failed, keeping the previous rules: .*rules.lua:1:' "$LAB_DIR/haka.log" || fail "no reload error with file:line"
+grep -q 'rules reload refused, the workers keep their rules: .*rules.lua:1:' "$LAB_DIR/haka.log" || fail "no reload error with file:line"
+grep -q 'rules reload refused, the workers keep their rules: .*instruction budget exceeded' "$LAB_DIR/haka.log" || fail "the file looping at load was not refused"
+grep -q 'rules reload failed' "$LAB_DIR/haka.log" && fail "a worker tried to load a refused file"
 
 /usr/bin/python3 - "$STATS" "$EVE" <<'PY' || fail "stats/EVE check"
 import json, sys
@@ -76,7 +82,7 @@ assert t["rx"] == t["tx"] + t["dropped"], t
 by = t["dropped_by_reason"]
 # The pings, and at most a couple of tap writes refused while an interface came up.
 assert by["rule"] >= 3 and by["rule"] + by["tx_full"] == t["dropped"] and by["tx_full"] <= 2, by
-assert t["rules_reload_failed"] == st["workers"], t
+assert t["rules_reload_failed"] == 0 and st["rules_reloads_refused"] == 2, (t, st)
 assert t["rules_reloaded"] == st["workers"], t
 assert st["mempool"]["in_use"] == 0, st["mempool"]
 alerts = [json.loads(l) for l in open(sys.argv[2])]
@@ -85,7 +91,7 @@ a = alerts[0]
 assert a["event_type"] == "alert" and a["alert"]["description"] == "ping to the server blocked", a
 assert a["src_ip"] == "198.18.0.1" and a["dest_ip"] == "198.18.0.2" and a["proto"] == "ICMP", a
 assert st["alerts"]["raised"] == len(alerts) and st["alerts"]["lost"] == 0, st["alerts"]
-print("lab_rules: %d pings dropped with alerts, 60/60 requests during 2 reloads, rx %d tx %d" % (by["rule"], t["rx"], t["tx"]))
+print("lab_rules: %d pings dropped with alerts, 60/60 requests during 3 reloads (2 refused), rx %d tx %d" % (by["rule"], t["rx"], t["tx"]))
 PY
 rm -rf "$WORK"
 echo "PASS lab_rules"

@@ -331,3 +331,114 @@ fn field_reads_and_writes_on_haka_captures() {
         }
     }
 }
+
+/// A rule failing on every packet is disabled after `[rules] disable_after_errors`
+/// failures (a warning names it, `rules_disabled` counts it); the packets after that pass
+/// and the other rules keep running on every packet.
+#[test]
+fn a_rule_failing_repeatedly_is_disabled_and_the_others_keep_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_rules(
+        dir.path(),
+        "local tcp = require('protocol/tcp')\n\
+         haka.rule{ name = 'broken', on = haka.dissectors.tcp.events.receive_packet, eval = function(pkt)\n\
+           local t = nil\n\
+           return t.boom\n\
+         end }\n\
+         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(pkt)\n\
+           haka.log('seen %d', pkt.dstport)\n\
+         end }\n",
+    );
+    let (a, b) = ([198, 18, 0, 1], [198, 18, 0, 2]);
+    let pkts: Vec<Vec<u8>> = (0..20).map(|i| tcp(a, b, 2000 + i, 80, 0x02)).collect();
+    let input = dir.path().join("in.pcap");
+    write_capture(&input, pkts.clone());
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, "[rules]\ndisable_after_errors = 5\n").unwrap();
+    let r = run(&rules, &input, &["-c", conf.to_str().unwrap()]);
+    let t = &r.stats["totals"];
+    assert_eq!((t["rule_errors"].as_u64(), t["rules_disabled"].as_u64()), (Some(5), Some(1)), "{t}");
+    assert_eq!(r.out.packets, pkts[5..].to_vec(), "the 5 failing packets dropped, the rest passes");
+    // the failing rule stopped packets' other rules only while it failed: the second rule ran on the 15 others
+    assert_eq!(r.stdout.matches("seen 80").count(), 15, "{}", r.stdout);
+    assert!(r.stdout.contains("rule 'broken' (tcp:receive_packet) disabled: 5 errors in 10 s"), "{}", r.stdout);
+    // Haka's behaviour (0): never disabled, every packet fails
+    std::fs::write(&conf, "[rules]\ndisable_after_errors = 0\n").unwrap();
+    let r = run(&rules, &input, &["-c", conf.to_str().unwrap()]);
+    assert_eq!(r.stats["totals"]["rule_errors"], 20);
+    assert_eq!(r.stats["totals"]["rules_disabled"], 0);
+    assert!(r.out.packets.is_empty());
+}
+
+/// A looping rule is interrupted by its instruction budget; after
+/// `disable_after_timeouts` overruns it is disabled and the worker is back to full rate.
+#[test]
+fn a_looping_rule_is_disabled_after_its_budget_overruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_rules(
+        dir.path(),
+        "local tcp = require('protocol/tcp')\n\
+         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(pkt)\n\
+           while true do end\n\
+         end }\n",
+    );
+    let (a, b) = ([198, 18, 0, 1], [198, 18, 0, 2]);
+    let pkts: Vec<Vec<u8>> = (0..10).map(|i| tcp(a, b, 3000 + i, 80, 0x02)).collect();
+    let input = dir.path().join("in.pcap");
+    write_capture(&input, pkts.clone());
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, "[rules]\ninstruction_budget = 20000000\ndisable_after_timeouts = 2\n").unwrap();
+    let t0 = std::time::Instant::now();
+    let r = run(&rules, &input, &["-c", conf.to_str().unwrap()]);
+    let t = &r.stats["totals"];
+    assert_eq!(t["rule_budget_exceeded"], 2, "{t}");
+    assert_eq!(t["rules_disabled"], 1, "{t}");
+    assert_eq!(r.out.packets, pkts[2..].to_vec());
+    assert!(r.stdout.contains("disabled: 2 budget overruns"), "{}", r.stdout);
+    // (10 overruns of 20 ms would be 200 ms; 2 are 40 ms: no timing assertion, machines vary)
+    let _ = t0;
+}
+
+/// Per-rule alert rates: beyond `alert_rate = { count, seconds }` a rule's alerts are
+/// suppressed and counted; another rule without a rate alerts every time; `[rules]
+/// alert_rate` gives every rule a default.
+#[test]
+fn alert_rate_limits_suppress_and_count_per_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = write_rules(
+        dir.path(),
+        "local tcp = require('protocol/tcp')\n\
+         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, alert_rate = { 3, 100000 }, eval = function(pkt)\n\
+           haka.alert{ description = 'limited' }\n\
+         end }\n\
+         haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(pkt)\n\
+           if pkt.srcport % 4 == 0 then haka.alert{ description = 'free' } end\n\
+         end }\n",
+    );
+    let (a, b) = ([198, 18, 0, 1], [198, 18, 0, 2]);
+    let pkts: Vec<Vec<u8>> = (0..20).map(|i| tcp(a, b, 4000 + i, 80, 0x02)).collect();
+    let input = dir.path().join("in.pcap");
+    write_capture(&input, pkts.clone());
+    let r = run(&rules, &input, &[]);
+    assert_eq!(r.stdout.matches("description = limited").count(), 3, "{}", r.stdout);
+    assert_eq!(r.stdout.matches("description = free").count(), 5);
+    assert_eq!(r.stats["totals"]["alerts_suppressed"], 17);
+    assert_eq!(r.stats["alerts"]["raised"], 8);
+    assert_eq!(r.out.packets.len(), 20);
+    // a default for every rule: the second one is limited too
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, "[rules]\nalert_rate = [2, 100000]\n").unwrap();
+    let r = run(&rules, &input, &["-c", conf.to_str().unwrap()]);
+    assert_eq!(r.stdout.matches("description = limited").count(), 3, "the rule's own rate wins");
+    assert_eq!(r.stdout.matches("description = free").count(), 2);
+    assert_eq!(r.stats["totals"]["alerts_suppressed"], 17 + 3);
+    // a bad rate is refused at load with the rule's line
+    let bad = write_rules(
+        dir.path(),
+        "haka.rule{ on = haka.events.started, alert_rate = { 3 }, eval = function() end }\n",
+    );
+    let o = hakapcap(&[bad.to_str().unwrap(), input.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rules.lua:1:") && err.contains("alert_rate must be { count, seconds }"), "{err}");
+}

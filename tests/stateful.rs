@@ -2900,3 +2900,127 @@ fn flow_restart_ends_the_connection_and_handles_the_packet_anew() {
         }
     }
 }
+
+/// Incomplete HTTP heads, the state an attacker grows per connection: under `[memory]`
+/// a connection over its flow cap is alerted and dropped at once (its state freed, the
+/// rest of the capture's connections inspected as usual), the stats report bytes per
+/// connection by protocol, and every byte charged comes back when the connections end.
+#[test]
+fn flow_memory_budget_drops_a_connection_over_its_cap_and_reports_bytes_by_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+        local http = require('protocol/http')
+        haka.rule{ on = http.events.request, eval = function (h) haka.log("request %s", h.request.uri) end }
+    "#;
+    // 40 KB of header lines that never end (no blank line): the parser must hold them
+    let mut head = b"GET /slow HTTP/1.1\r\nHost: lab\r\n".to_vec();
+    while head.len() < 40_000 {
+        // (long lines: at most [http]'s 256 header fields)
+        head.extend_from_slice(b"X-Pad: ");
+        head.resize(head.len() + 990, b'a');
+        head.extend_from_slice(b"\r\n");
+    }
+    let mut slow = Session::new(40100, 80);
+    slow.handshake().send_split(0, &head, 1400).send(0, b"X-Last: 1\r\n\r\n");
+    let mut good = Session::new(40101, 80);
+    good.handshake()
+        .send(0, b"GET /index.html HTTP/1.1\r\nHost: lab\r\n\r\n")
+        .send(1, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        .ack(0)
+        .close();
+    let mut pkts = slow.pkts.clone();
+    pkts.extend(good.pkts.clone());
+    let input = write_pcap(dir.path(), "slow.pcap", pkts);
+
+    // Default budget (1 MiB per flow): both requests are seen.
+    let r = run(rules, &input, None);
+    assert_eq!(r.logs(), ["request /slow", "request /index.html"], "{}", r.stdout);
+    assert_eq!(r.st("memory_flow_cap_hits"), 0);
+    let http = &r.stats["totals"]["memory_by_protocol"]["http"];
+    let max = http["max_connection_bytes"].as_u64().unwrap();
+    assert!(max > 40_000 && max < 300_000, "the slow head's connection held {max} bytes: {http}");
+    assert_eq!(r.st("memory_held_bytes"), 0, "every charge returned at the end: {}", r.stats);
+    assert!(r.st("memory_peak_bytes") >= max);
+
+    // 32 KiB per flow: the slow connection is alerted and dropped once its head passes it.
+    let r = run(rules, &input, Some("[memory]\nflow_kb = 32\n"));
+    assert_eq!(r.logs(), ["request /index.html"], "{}", r.stdout);
+    let alerts = r.alert_descriptions();
+    assert_eq!(alerts.len(), 1, "{}", r.stdout);
+    assert!(alerts[0].starts_with("memory: connection over the flow memory cap ("), "{alerts:?}");
+    assert!(alerts[0].ends_with("bytes held, mostly parser state)"), "{alerts:?}");
+    assert_eq!((r.st("memory_flow_cap_hits"), r.st("memory_cap_hits_parser")), (1, 1));
+    assert_eq!(r.dropped("memory_cap"), 1);
+    // the rest of its packets are dropped as those of any dropped connection
+    let sent_after = slow.pkts.len() as u64 - 3 - (32 * 1024 / 1400) as u64;
+    assert!(r.dropped("flow_dropped") >= sent_after - 2, "{}", r.stats["totals"]);
+    assert!(r.stats["totals"]["memory_by_protocol"]["http"]["max_connection_bytes"].as_u64().unwrap() < 100_000);
+    assert_eq!(r.st("memory_held_bytes"), 0);
+
+    // "accept": the connection's state is freed and its data passes uninspected.
+    let r = run(rules, &input, Some("[memory]\nflow_kb = 32\nover_cap = \"accept\"\n"));
+    assert_eq!(r.logs(), ["request /index.html"], "{}", r.stdout);
+    assert_eq!(r.dropped("memory_cap"), 0);
+    assert_eq!(r.stats["totals"]["dropped"], 0, "{}", r.stats["totals"]);
+    assert_eq!(r.st("memory_flow_cap_hits"), 1);
+}
+
+/// The worker's cap bounds the sum: many connections each under their own cap, the one
+/// whose growth crosses the worker's cap gets the verdict, and the total stays bounded.
+#[test]
+fn worker_memory_cap_bounds_many_incomplete_heads() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = "require('protocol/http')";
+    let mut pkts = Vec::new();
+    for i in 0..40u16 {
+        let mut s = Session::new(41000 + i, 80);
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        head.resize(20_000, b'a');
+        s.handshake().send_split(0, &head, 1400);
+        pkts.extend(s.pkts);
+    }
+    let input = write_pcap(dir.path(), "many.pcap", pkts);
+    let r = run(rules, &input, None);
+    let peak_uncapped = r.st("memory_peak_bytes");
+    assert!(peak_uncapped > 40 * 20_000, "40 heads of 20 KB held: {peak_uncapped}");
+    assert_eq!(r.st("memory_worker_cap_hits"), 0);
+    let r = run(rules, &input, Some("[memory]\nworker_mb = 1\nflow_kb = 512\n"));
+    let hits = r.st("memory_worker_cap_hits");
+    assert!(hits >= 10, "{}", r.stats["totals"]);
+    assert_eq!(r.dropped("memory_cap"), hits);
+    assert!(r.st("memory_peak_bytes") <= (1 << 20) + 64 * 1024, "{}", r.stats["totals"]);
+    assert_eq!(r.st("memory_held_bytes"), 0);
+}
+
+/// DNS amplification bounded: a query of many questions (servers answer FORMERR to
+/// more than one) is a protocol error past `[dns] max_questions`, alerted and dropped
+/// before any rule builds its objects; the queries awaited per connection are capped
+/// (`pending_queries`): the response of a forgotten one is a mismatching response.
+#[test]
+fn dns_many_questions_and_pending_queries_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..256).map(|i| format!("n{i}.example")).collect();
+    let qs: Vec<(&str, u16)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let bomb = dns_msg(0x0900, 0x0100, &qs, &[]);
+    let few = dns_msg(0x0901, 0x0100, &qs[..3], &[]);
+    let mut pkts = vec![udp_pkt(CLIENT, DNS_RESOLVER, 30100, 53, &bomb), udp_pkt(CLIENT, DNS_RESOLVER, 30101, 53, &few)];
+    // five queries on one flow, then the response to the first
+    for id in 1..=5u16 {
+        pkts.push(udp_pkt(CLIENT, DNS_RESOLVER, 30102, 53, &dns_msg(id, 0x0100, &[("a.example", 1)], &[])));
+    }
+    let a = vec![192, 0, 2, 1];
+    pkts.push(udp_pkt(DNS_RESOLVER, CLIENT, 53, 30102, &dns_msg(1, 0x8180, &[("a.example", 1)], &[("a.example", 1, a.clone())])));
+    pkts.push(udp_pkt(DNS_RESOLVER, CLIENT, 53, 30102, &dns_msg(5, 0x8180, &[("a.example", 1)], &[("a.example", 1, a)])));
+    let input = write_pcap(dir.path(), "dnsbomb.pcap", pkts);
+    let r = run(DNS_LOG_RULES, &input, Some("[dns]\npending_queries = 4\n"));
+    assert_eq!(r.alert_descriptions(), ["dns: too many questions", "dns: mismatching response"], "{}", r.stdout);
+    assert_eq!(r.dropped("protocol_error"), 1);
+    let logs = r.logs();
+    assert!(logs.iter().any(|l| l.starts_with("QUERY 2305")), "3 questions are fine: {logs:?}");
+    assert!(!logs.iter().any(|l| l.starts_with("QUERY 2304")), "{logs:?}");
+    assert!(logs.iter().any(|l| l.starts_with("RESP 5 5")), "{logs:?}");
+    assert!(!logs.iter().any(|l| l.starts_with("RESP 1 ")), "{logs:?}");
+    // a bad key value is refused with its name
+    let bad = haka_engine::config::Config::parse("[dns]\nmax_questions = 0\n", "t.toml").unwrap_err();
+    assert!(bad.contains("dns.max_questions = 0"), "{bad}");
+}

@@ -40,7 +40,7 @@ typedef struct hk_burst {
   uint32_t errors;
   uint32_t rewrites;
   uint32_t forged;
-  uint32_t _pad2;
+  uint32_t suppressed;
   hk_slot s[256];
 } hk_burst;
 typedef struct { hk_slot *s; } hk_packet_view;
@@ -329,6 +329,77 @@ local function check_set_headers(on, sets, name)
   return out
 end
 
+-- Faulty rules contained ([rules] disable_after_errors / disable_after_timeouts within
+-- disable_window seconds) and per-rule alert rate limits (haka.rule{ alert_rate = { count,
+-- seconds } }, default [rules] alert_rate): each rule's eval runs through a guard that
+-- records it as the running rule (RT.running.rule) for the time of the call, so that an
+-- error caught further out (RT.run, or the engine for connection and application events:
+-- RT.blame) and an alert (haka.alert) know their rule. A disabled rule's guard returns at
+-- once. No pcall per call: an error leaves RT.running.rule set to the failing rule.
+RT.running = { rule = false }
+RT.rules = {}
+RT.n_disabled = 0
+function RT.guard(r, on, eval)
+  local info = debug.getinfo(3, "Sl")
+  local where = info and (tostring(info.short_src) .. ":" .. tostring(info.currentline)) or "?"
+  local rate = r.alert_rate
+  if rate ~= nil and (type(rate) ~= "table" or type(rate[1]) ~= "number" or type(rate[2]) ~= "number"
+      or rate[1] < 0 or rate[2] <= 0) then
+    error("rule alert_rate must be { count, seconds } (count >= 0, seconds > 0)", 3)
+  end
+  local rec = {
+    name = r.name and tostring(r.name) or where, event = on.name, errors = 0, timeouts = 0,
+    since = 0, off = false, rate_count = rate and rate[1] or H.alert_rate_count,
+    rate_seconds = rate and rate[2] or H.alert_rate_seconds, window = -1, alerts = 0, suppressed = 0,
+  }
+  RT.rules[#RT.rules + 1] = rec
+  local running = RT.running
+  local guarded = function(a, b, c, d, e)
+    if rec.off then return end
+    local prev = running.rule
+    running.rule = rec
+    eval(a, b, c, d, e)
+    running.rule = prev
+  end
+  -- (a streamed rule's listener is also called at the end of its stream)
+  if RT._streamed.listeners[eval] then RT._streamed.listeners[guarded] = true end
+  return guarded
+end
+-- An error was caught: the running rule (if any) is charged with it, and disabled past
+-- the configured counts within the window (logged, counted: rules_disabled).
+function RT.blame(err)
+  local rec = RT.running.rule
+  RT.running.rule = false
+  if not rec or rec.off then return RT.n_disabled end
+  local now = H.now()
+  if now - rec.since > H.rule_disable_window then
+    rec.since, rec.errors, rec.timeouts = now, 0, 0
+  end
+  rec.errors = rec.errors + 1
+  local timeout = type(err) == "string" and string.find(err, "instruction budget exceeded", 1, true) ~= nil
+  if timeout then rec.timeouts = rec.timeouts + 1 end
+  local ne, nt = H.rule_disable_errors, H.rule_disable_timeouts
+  if (ne > 0 and rec.errors >= ne) or (nt > 0 and rec.timeouts >= nt) then
+    rec.off = true
+    RT.n_disabled = RT.n_disabled + 1
+    log.warning("rule '%s' (%s) disabled: %d %s in %d s, last: %s", rec.name, rec.event,
+      timeout and rec.timeouts or rec.errors, timeout and "budget overruns" or "errors",
+      H.rule_disable_window, tostring(err))
+  end
+  return RT.n_disabled
+end
+-- Whether an alert of rule `rec` at time `t` (s; 0: now) goes over its rate (then counted).
+function RT.alert_suppressed(rec, t)
+  if t == 0 then t = H.now() end
+  local w = math.floor(t / rec.rate_seconds)
+  if w ~= rec.window then rec.window, rec.alerts = w, 0 end
+  rec.alerts = rec.alerts + 1
+  if rec.alerts <= rec.rate_count then return false end
+  rec.suppressed = rec.suppressed + 1
+  B.suppressed = B.suppressed + 1
+  return true
+end
+
 -- Streamed rules (`options = { streamed = true }`, Haka's streamed events: tcp_connection
 -- receive_data, http request_data / response_data / receive_data): the rule runs as a
 -- coroutine over a stream of the data (one per object, event and direction: a connection's
@@ -423,7 +494,7 @@ function haka.rule(r)
     eval = RT._streamed.make(on, eval)
     on.streamed = true
   end
-  table.insert(on.listeners, eval or function() end)
+  table.insert(on.listeners, eval and RT.guard(r, on, eval) or function() end)
   n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
@@ -695,6 +766,10 @@ end
 local alert = {}
 setmetatable(alert, { __call = function(_, a)
   if type(a) ~= "table" then error("alert parameter must be a table", 2) end
+  local rule = RT.running.rule
+  if rule and rule.rate_count > 0 and RT.alert_suppressed(rule, in_burst and S[B.cur].ts_sec or 0) then
+    return (setmetatable({ id = 0 }, Alert))
+  end
   local f = flatten_alert(a)
   f.pkt = cur_pkt()
   local id = H.alert(f)
@@ -2384,8 +2459,15 @@ RT.message_handlers = {
       -- awaited only once sent (Haka records it after its rules: a dropped query's
       -- response is a "mismatching response")
       local q = rawget(f, "_dnsq")
-      if not q then q = {}; rawset(f, "_dnsq", q) end
+      if not q then q = { _ring = {}, _n = 0 }; rawset(f, "_dnsq", q) end
       q[msg.id] = msg
+      -- at most [dns] pending_queries awaited: the oldest is forgotten (a ring)
+      local n = q._n + 1
+      q._n = n
+      local slot = n % H.dns_pending_queries
+      local old = q._ring[slot]
+      if old and old ~= msg and q[old.id] == old then q[old.id] = nil end
+      q._ring[slot] = msg
       -- sent: the response's rules get it read only (Haka: "read only buffer")
       rawset(msg, "_sent", true)
     end
@@ -2745,6 +2827,7 @@ function RT.run(start)
     S[c].verdict = 2
     i = c + 1
     B.errors = B.errors + 1
+    RT.blame(err)
     pcall(H.fresh_budget) -- (never raises)
     if #errs < MAX_ERROR_MESSAGES then errs[#errs + 1] = tostring(err) end
   end
@@ -2765,7 +2848,7 @@ function RT.take_forged() return (forge.take()) end
 function RT.take_errors()
   local e = errs
   errs = {}
-  return e
+  return e, RT.n_disabled
 end
 
 function RT.fire(name)

@@ -104,6 +104,11 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 dns_haka_records: cfg.dns.records == crate::config::DnsRecords::Haka,
                 streamed_hold_bytes: (cfg.rules.streamed_hold_kb as usize).saturating_mul(1024),
                 streamed_over_cap_drop: cfg.rules.streamed_over_cap == Verdict::Drop,
+                dns_pending_queries: cfg.dns.pending_queries,
+                disable_after_errors: cfg.rules.disable_after_errors,
+                disable_after_timeouts: cfg.rules.disable_after_timeouts,
+                disable_window: cfg.rules.disable_window,
+                alert_rate: cfg.rules.alert_rate,
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))
@@ -309,6 +314,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         stop_after: spec.stop_after,
         linger: spec.linger,
         input_done: None,
+        rules: rules.clone(),
+        reload_check: None,
     };
     if let Some(plan) = main_plan {
         let idx = plan.index;
@@ -372,6 +379,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             "reassembly_size": reasm_pool.as_ref().map_or(0, Mempool::size),
             "reassembly_in_use": reasm_in_use,
         },
+        "rules_reloads_refused": shared.reloads_refused.load(Ordering::Relaxed),
         "alerts": {
             "raised": alerts.pushed,
             "lost": alerts.lost,
@@ -459,6 +467,20 @@ struct Control {
     linger: Duration,
     /// When the offline input was found to be over.
     input_done: Option<Instant>,
+    /// The rules file and how it is loaded, for reload checks.
+    rules: Option<(std::path::PathBuf, LuaOptions)>,
+    /// A reload's check: the rules file loaded into a throwaway state on a thread of its
+    /// own (how long it took, or the load error), before any worker is asked to load it.
+    reload_check: Option<std::thread::JoinHandle<Result<Duration, String>>>,
+}
+
+/// Loads the rules file into a throwaway state (on the reload check's thread): a file
+/// that fails, or loops at load until its instruction budget stops it, never reaches a
+/// worker.
+fn check_rules(path: std::path::PathBuf, opts: LuaOptions) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    LuaEngine::load(&path, &opts, 0, Box::new(|_| {}))?;
+    Ok(t0.elapsed())
 }
 
 impl Control {
@@ -479,9 +501,34 @@ impl Control {
         if self.signal.load(Ordering::Relaxed) {
             return true;
         }
-        if self.reload.swap(false, Ordering::Relaxed) {
-            let gen = self.shared.reload_generation.fetch_add(1, Ordering::SeqCst) + 1;
-            println!("reload: rules reload {gen} requested (SIGHUP)");
+        if self.reload_check.is_none() && self.reload.swap(false, Ordering::Relaxed) {
+            match self.rules.clone() {
+                Some((path, opts)) => {
+                    let t = std::thread::Builder::new().name("haka-reload".into()).spawn(move || check_rules(path, opts));
+                    match t {
+                        Ok(t) => self.reload_check = Some(t),
+                        Err(e) => println!("reload: cannot start the rules check: {e}"),
+                    }
+                }
+                None => println!("reload: no rules file to reload"),
+            }
+        }
+        if self.reload_check.as_ref().is_some_and(|t| t.is_finished()) {
+            let outcome = self.reload_check.take().expect("checked").join();
+            match &outcome {
+                Ok(Ok(took)) => {
+                    let gen = self.shared.reload_generation.fetch_add(1, Ordering::SeqCst) + 1;
+                    println!(
+                        "reload: rules checked in {:.1} ms off the workers, reload {gen} requested (SIGHUP)",
+                        took.as_secs_f64() * 1e3
+                    );
+                }
+                Ok(Err(e)) => println!("reload: rules reload refused, the workers keep their rules: {e}"),
+                Err(_) => println!("reload: rules reload refused, the workers keep their rules: the check failed"),
+            }
+            if !matches!(outcome, Ok(Ok(_))) {
+                self.shared.reloads_refused.fetch_add(1, Ordering::Relaxed);
+            }
             let _ = std::io::stdout().flush();
         }
         let now = Instant::now();

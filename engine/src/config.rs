@@ -19,6 +19,29 @@ pub struct Config {
     pub tls: TlsConfig,
     pub dns: DnsConfig,
     pub defrag: DefragSection,
+    pub memory: MemoryConfigSection,
+}
+
+/// `[memory]`: the flow memory budget, every byte a worker holds for its connections
+/// (stream reassembly and history, application parser state) under one cap per flow
+/// and one per worker (see `conn::memory`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MemoryConfigSection {
+    /// Bytes one connection may hold, KiB.
+    pub flow_kb: u64,
+    /// Bytes all the connections of a worker may hold, MiB.
+    pub worker_mb: u64,
+    /// A connection whose growth goes over a cap: "drop" it (alert, state freed,
+    /// later packets dropped) or "accept" (alert, state freed, its data passes
+    /// uninspected).
+    pub over_cap: Verdict,
+}
+
+impl Default for MemoryConfigSection {
+    fn default() -> Self {
+        MemoryConfigSection { flow_kb: 1024, worker_mb: 512, over_cap: Verdict::Drop }
+    }
 }
 
 /// `[tcp]`: connection tracking and stream reassembly (the stateful layer runs for
@@ -175,14 +198,26 @@ impl Default for TlsConfig {
 }
 
 /// `[dns]`: the DNS dissector.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
+    /// A message with more questions is a protocol error (servers answer FORMERR to
+    /// more than one; each question costs parsing and a Lua object).
+    pub max_questions: u16,
+    /// Queries remembered per connection to match their responses (the oldest is
+    /// forgotten first; its response is then a "mismatching response").
+    pub pending_queries: u32,
     /// A malformed message: alert, then "drop" it (the datagram; over TCP, the
     /// connection) or "accept" it.
     pub protocol_error: Verdict,
     /// Which record types are decoded (see [`DnsRecords`]).
     pub records: DnsRecords,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig { max_questions: 16, pending_queries: 64, protocol_error: Verdict::Drop, records: DnsRecords::Extended }
+    }
 }
 
 /// `[dns] records`: "extended" decodes AAAA and HINFO too; "haka" decodes only the types
@@ -457,6 +492,17 @@ pub struct RulesConfig {
     /// A connection over `streamed_hold_kb`: "drop" it, or "accept" (its streamed rules
     /// end with what they read; later data goes to the plain rules only).
     pub streamed_over_cap: Verdict,
+    /// A rule that fails this many times within `disable_window` seconds is disabled
+    /// (logged, counted `rules_disabled`); 0: never (Haka).
+    pub disable_after_errors: u32,
+    /// A rule that overruns `instruction_budget` this many times within the window is
+    /// disabled; 0: never.
+    pub disable_after_timeouts: u32,
+    pub disable_window: u32,
+    /// Default alert rate of every rule, `[count, seconds]`: beyond `count` alerts in a
+    /// window of `seconds` (packet time), a rule's alerts are suppressed (counted
+    /// `alerts_suppressed`); count 0: no limit. A rule's `alert_rate` overrides it.
+    pub alert_rate: [u32; 2],
 }
 
 /// `[rules] dissectors`.
@@ -484,6 +530,10 @@ impl Default for RulesConfig {
             error_log_interval: 1,
             streamed_hold_kb: 1024,
             streamed_over_cap: Verdict::Drop,
+            disable_after_errors: 1000,
+            disable_after_timeouts: 3,
+            disable_window: 10,
+            alert_rate: [0, 1],
         }
     }
 }
@@ -553,9 +603,34 @@ impl Config {
                 self.tcp.stream_buffer_per_worker_mb
             ));
         }
+        if self.dns.max_questions == 0 {
+            return Err("dns.max_questions = 0: must be between 1 and 65535".into());
+        }
+        if self.dns.pending_queries == 0 || self.dns.pending_queries > 65536 {
+            return Err(format!("dns.pending_queries = {}: must be between 1 and 65536", self.dns.pending_queries));
+        }
+        let mem = &self.memory;
+        if mem.flow_kb < 16 || mem.flow_kb > 1 << 22 {
+            return Err(format!("memory.flow_kb = {}: must be between 16 and 4194304", mem.flow_kb));
+        }
+        if mem.worker_mb == 0 || mem.worker_mb > 1 << 20 {
+            return Err(format!("memory.worker_mb = {}: must be between 1 and 1048576", mem.worker_mb));
+        }
+        if mem.flow_kb > mem.worker_mb << 10 {
+            return Err(format!(
+                "memory.flow_kb = {}: must not exceed memory.worker_mb ({} MiB)",
+                mem.flow_kb, mem.worker_mb
+            ));
+        }
         let r = &self.rules;
         if r.instruction_budget < 1000 {
             return Err(format!("rules.instruction_budget = {}: must be at least 1000", r.instruction_budget));
+        }
+        if r.disable_window == 0 {
+            return Err("rules.disable_window = 0: must be at least 1 second".into());
+        }
+        if r.alert_rate[1] == 0 {
+            return Err(format!("rules.alert_rate = [{}, 0]: the window must be at least 1 second", r.alert_rate[0]));
         }
         if r.memory_limit_mb < 8 {
             return Err(format!("rules.memory_limit_mb = {}: must be at least 8", r.memory_limit_mb));
@@ -591,6 +666,11 @@ impl Config {
             read_only_streams: self.datapath.mode == Mode::Passive || self.datapath.pass_through,
             bare_resets: self.tcp.reset_flags == ResetFlags::Rst,
             drop_timeout_s: self.tcp.drop_timeout,
+            memory: crate::conn::memory::MemoryConfig {
+                per_flow: (self.memory.flow_kb as usize) << 10,
+                per_worker: (self.memory.worker_mb as usize) << 20,
+                over_cap_drop: self.memory.over_cap == Verdict::Drop,
+            },
         }
     }
 

@@ -4,6 +4,7 @@
 //! that a rule's decision (drop, reset, next dissector, stream edits) applies
 //! before the next step and the next packet.
 use crate::config::AnomalyAction;
+use crate::conn::memory::Part;
 use crate::conn::{ConnTable, TcpInfo, FIN, RST, SYN};
 use crate::dissectors::{AppDissector, AppEvent, ErrorVerdict, Events, Settings};
 use crate::dissect::PacketMeta;
@@ -361,14 +362,17 @@ impl StatefulStage {
             }
         }
         // 2. data
-        let has_app = self.conns.get(id).is_some_and(|k| k.app.is_some());
-        let want_data = self.info & data_bit != 0 || has_app;
+        let (has_app, inspected) = self.conns.get(id).map_or((false, false), |k| (k.app.is_some(), !k.uninspected));
+        let want_data = (self.info & data_bit != 0 || has_app) && inspected;
         if want_data && (pay_len > 0 || t.flags & (FIN | SYN) != 0) {
             let verdict = if tcp {
                 self.tcp_data(lua, m, meta, id, dir, flow_dir, &t, pay_off, pay_len, out_port, c)
             } else {
                 self.udp_data(lua, m, meta, id, dir, flow_dir, pay_off, pay_len, out_port, c)
             };
+            if let Some(o) = self.memory_check(lua, meta, id, flow_dir) {
+                return o;
+            }
             if let Some(o) = verdict {
                 return o;
             }
@@ -381,6 +385,26 @@ impl StatefulStage {
             self.finish_tcp(m, meta, id, dir, &t, c);
         }
         Outcome::Accept
+    }
+
+    /// Re-charges the connection's memory after its data was handled; over a cap, the
+    /// alert and `[memory] over_cap` (drop the connection, or stop inspecting it).
+    fn memory_check(&mut self, lua: &mut LuaEngine, meta: &PacketMeta, id: FlowId, flow_dir: Direction) -> Option<Outcome> {
+        let over = self.conns.recharge(id)?;
+        let part = match over.part {
+            Part::Stream => "stream reassembly",
+            Part::Parser => "parser state",
+        };
+        let cap = if over.worker { "worker" } else { "flow" };
+        let msg = format!("memory: connection over the {cap} memory cap ({} bytes held, mostly {part})", over.bytes);
+        lua.raise_alert(&msg, "medium", meta, flow_dir as u8);
+        if self.conns.mem.cfg.over_cap_drop {
+            self.conns.drop_over_cap(id);
+            Some(Outcome::Drop(DropReason::MemoryCap))
+        } else {
+            self.conns.stop_inspecting(id);
+            None
+        }
     }
 
     /// Bodies being modified (`enable_data_modification`) leave as chunks: each body

@@ -44,10 +44,12 @@ pub enum DropReason {
     /// A malformed DNS datagram with `[dns] protocol_error = "drop"` (a stream's protocol
     /// error drops its connection: `FlowDropped`).
     ProtocolError,
+    /// Its connection went over a flow memory cap (`[memory]`) with `over_cap = "drop"`.
+    MemoryCap,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
@@ -64,6 +66,7 @@ impl DropReason {
         DropReason::FragmentNoBuffer,
         DropReason::UnknownDissector,
         DropReason::ProtocolError,
+        DropReason::MemoryCap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +86,7 @@ impl DropReason {
             DropReason::FragmentNoBuffer => "fragment_no_buffer",
             DropReason::UnknownDissector => "unknown_dissector",
             DropReason::ProtocolError => "protocol_error",
+            DropReason::MemoryCap => "memory_cap",
         }
     }
 }
@@ -127,10 +131,34 @@ pub enum Stateful {
     TlsClientHellos,
     TlsErrors,
     TcpUnexpected,
+    /// The flow memory budget (`conn::memory`): bytes held by the connections now, the
+    /// most so far, caps reached (which cap; which part held the most), then per class
+    /// (tcp, udp, http, dns, tls) connections, their bytes and the most one held.
+    MemoryHeldBytes,
+    MemoryPeakBytes,
+    MemoryFlowCapHits,
+    MemoryWorkerCapHits,
+    MemoryCapHitsStream,
+    MemoryCapHitsParser,
+    MemoryTcpConnections,
+    MemoryTcpBytes,
+    MemoryTcpMaxBytes,
+    MemoryUdpConnections,
+    MemoryUdpBytes,
+    MemoryUdpMaxBytes,
+    MemoryHttpConnections,
+    MemoryHttpBytes,
+    MemoryHttpMaxBytes,
+    MemoryDnsConnections,
+    MemoryDnsBytes,
+    MemoryDnsMaxBytes,
+    MemoryTlsConnections,
+    MemoryTlsBytes,
+    MemoryTlsMaxBytes,
 }
 
 impl Stateful {
-    pub const COUNT: usize = 33;
+    pub const COUNT: usize = 54;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -165,7 +193,33 @@ impl Stateful {
         Stateful::TlsClientHellos,
         Stateful::TlsErrors,
         Stateful::TcpUnexpected,
+        Stateful::MemoryHeldBytes,
+        Stateful::MemoryPeakBytes,
+        Stateful::MemoryFlowCapHits,
+        Stateful::MemoryWorkerCapHits,
+        Stateful::MemoryCapHitsStream,
+        Stateful::MemoryCapHitsParser,
+        Stateful::MemoryTcpConnections,
+        Stateful::MemoryTcpBytes,
+        Stateful::MemoryTcpMaxBytes,
+        Stateful::MemoryUdpConnections,
+        Stateful::MemoryUdpBytes,
+        Stateful::MemoryUdpMaxBytes,
+        Stateful::MemoryHttpConnections,
+        Stateful::MemoryHttpBytes,
+        Stateful::MemoryHttpMaxBytes,
+        Stateful::MemoryDnsConnections,
+        Stateful::MemoryDnsBytes,
+        Stateful::MemoryDnsMaxBytes,
+        Stateful::MemoryTlsConnections,
+        Stateful::MemoryTlsBytes,
+        Stateful::MemoryTlsMaxBytes,
     ];
+
+    /// Memory class `class`'s counter `k` (0 connections, 1 bytes, 2 max bytes).
+    pub fn memory_class(class: usize, k: usize) -> Stateful {
+        Stateful::ALL[Stateful::MemoryTcpConnections as usize + 3 * class + k]
+    }
 
     /// The counter of an HTTP anomaly kind.
     pub fn http_anomaly(a: crate::dissectors::http::Anomaly) -> Stateful {
@@ -207,6 +261,27 @@ impl Stateful {
             Stateful::TlsClientHellos => "tls_client_hellos",
             Stateful::TlsErrors => "tls_errors",
             Stateful::TcpUnexpected => "tcp_unexpected",
+            Stateful::MemoryHeldBytes => "memory_held_bytes",
+            Stateful::MemoryPeakBytes => "memory_peak_bytes",
+            Stateful::MemoryFlowCapHits => "memory_flow_cap_hits",
+            Stateful::MemoryWorkerCapHits => "memory_worker_cap_hits",
+            Stateful::MemoryCapHitsStream => "memory_cap_hits_stream",
+            Stateful::MemoryCapHitsParser => "memory_cap_hits_parser",
+            Stateful::MemoryTcpConnections => "memory_tcp_connections",
+            Stateful::MemoryTcpBytes => "memory_tcp_bytes",
+            Stateful::MemoryTcpMaxBytes => "memory_tcp_max_bytes",
+            Stateful::MemoryUdpConnections => "memory_udp_connections",
+            Stateful::MemoryUdpBytes => "memory_udp_bytes",
+            Stateful::MemoryUdpMaxBytes => "memory_udp_max_bytes",
+            Stateful::MemoryHttpConnections => "memory_http_connections",
+            Stateful::MemoryHttpBytes => "memory_http_bytes",
+            Stateful::MemoryHttpMaxBytes => "memory_http_max_bytes",
+            Stateful::MemoryDnsConnections => "memory_dns_connections",
+            Stateful::MemoryDnsBytes => "memory_dns_bytes",
+            Stateful::MemoryDnsMaxBytes => "memory_dns_max_bytes",
+            Stateful::MemoryTlsConnections => "memory_tls_connections",
+            Stateful::MemoryTlsBytes => "memory_tls_bytes",
+            Stateful::MemoryTlsMaxBytes => "memory_tls_max_bytes",
         }
     }
 }
@@ -279,9 +354,13 @@ pub struct Counters {
     pub frag_held: u64,
     pub frag_handed_over: u64,
     pub frag_refragmented: u64,
+    /// Rules disabled for failing repeatedly (`[rules] disable_after_errors`), and alerts
+    /// not raised for going over their rule's rate (`alert_rate`).
+    pub rules_disabled: u64,
+    pub alerts_suppressed: u64,
 }
 
-const FIXED: usize = 26;
+const FIXED: usize = 28;
 const SLOTS: usize = FIXED + DropReason::COUNT + Malformed::COUNT + Stateful::COUNT;
 const MAL: usize = FIXED + DropReason::COUNT;
 const STF: usize = MAL + Malformed::COUNT;
@@ -332,6 +411,8 @@ impl Counters {
             self.frag_held,
             self.frag_handed_over,
             self.frag_refragmented,
+            self.rules_disabled,
+            self.alerts_suppressed,
         ]);
         s[FIXED..FIXED + DropReason::COUNT].copy_from_slice(&self.dropped);
         s[MAL..STF].copy_from_slice(&self.malformed);
@@ -367,6 +448,8 @@ impl Counters {
             frag_held: s[23],
             frag_handed_over: s[24],
             frag_refragmented: s[25],
+            rules_disabled: s[26],
+            alerts_suppressed: s[27],
             ..Counters::default()
         };
         c.dropped.copy_from_slice(&s[FIXED..FIXED + DropReason::COUNT]);
@@ -375,15 +458,40 @@ impl Counters {
         c
     }
 
+    /// Publishes the flow memory budget's figures (gauges, set after each burst).
+    pub fn set_memory(&mut self, m: &crate::conn::memory::FlowMemory) {
+        let st = &mut self.stateful;
+        st[Stateful::MemoryHeldBytes as usize] = m.held as u64;
+        st[Stateful::MemoryPeakBytes as usize] = m.peak as u64;
+        st[Stateful::MemoryFlowCapHits as usize] = m.flow_cap_hits;
+        st[Stateful::MemoryWorkerCapHits as usize] = m.worker_cap_hits;
+        st[Stateful::MemoryCapHitsStream as usize] = m.stream_cap_hits;
+        st[Stateful::MemoryCapHitsParser as usize] = m.parser_cap_hits;
+        for (i, u) in m.classes.iter().enumerate() {
+            st[Stateful::memory_class(i, 0) as usize] = u.connections;
+            st[Stateful::memory_class(i, 1) as usize] = u.bytes;
+            st[Stateful::memory_class(i, 2) as usize] = u.max_bytes;
+        }
+    }
+
     /// Sum of several workers' counters.
+    /// (The most one connection held, per memory class, is the most of any worker.)
     pub fn sum<'a>(all: impl IntoIterator<Item = &'a Counters>) -> Counters {
         let mut acc = [0u64; SLOTS];
+        let mut max = [0u64; crate::conn::memory::CLASSES];
         for c in all {
             for (a, v) in acc.iter_mut().zip(c.to_slots()) {
                 *a += v;
             }
+            for (i, m) in max.iter_mut().enumerate() {
+                *m = (*m).max(c.stateful[Stateful::memory_class(i, 2) as usize]);
+            }
         }
-        Counters::from_slots(&acc)
+        let mut c = Counters::from_slots(&acc);
+        for (i, m) in max.into_iter().enumerate() {
+            c.stateful[Stateful::memory_class(i, 2) as usize] = m;
+        }
+        c
     }
 
     pub fn to_json(&self) -> Value {
@@ -399,8 +507,22 @@ impl Counters {
         for k in Stateful::ALL {
             stateful.insert(k.name().into(), self.stateful[k as usize].into());
         }
+        let mut memory = Map::new();
+        for (i, name) in crate::conn::memory::CLASS_NAMES.iter().enumerate() {
+            let [n, bytes, max] = [0, 1, 2].map(|k| self.stateful[Stateful::memory_class(i, k) as usize]);
+            memory.insert(
+                (*name).into(),
+                json!({
+                    "connections": n,
+                    "bytes": bytes,
+                    "bytes_per_connection": if n > 0 { bytes / n } else { 0 },
+                    "max_connection_bytes": max,
+                }),
+            );
+        }
         json!({
             "stateful": stateful,
+            "memory_by_protocol": memory,
             "rx": self.rx,
             "tx": self.tx,
             "processed": self.processed,
@@ -423,6 +545,8 @@ impl Counters {
             "rule_memory_exceeded": self.rule_memory_exceeded,
             "rules_reloaded": self.rules_reloaded,
             "rules_reload_failed": self.rules_reload_failed,
+            "rules_disabled": self.rules_disabled,
+            "alerts_suppressed": self.alerts_suppressed,
             "defrag": {
                 "fragments": self.frag_fragments,
                 "reassembled": self.frag_reassembled,

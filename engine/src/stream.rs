@@ -736,6 +736,15 @@ impl StreamReassembler {
         self.buffered
     }
 
+    /// Heap memory this reassembler holds: out-of-order chunks, the delivery buffer's
+    /// allocation and the retransmission history ring (the flow memory budget).
+    pub fn held_bytes(&self) -> usize {
+        self.buffered
+            + self.chunks.capacity() * std::mem::size_of::<Chunk>()
+            + self.ready.capacity()
+            + self.history.buf.capacity()
+    }
+
     /// Next expected sequence number (`None` before SYN/pickup/first segment).
     pub fn next_seq(&self) -> Option<u32> {
         match self.state {

@@ -26,6 +26,8 @@ pub struct Shared {
     pub polling: AtomicUsize,
     /// Incremented to ask every worker to reload its rules (SIGHUP).
     pub reload_generation: AtomicU64,
+    /// Reloads refused by their check (the rules file failed to load off the workers).
+    pub reloads_refused: AtomicU64,
     pub counters: Vec<SharedCounters>,
     /// Fragments and reassembled datagrams handed to another worker and not yet
     /// processed by it (see `crate::fragstage`; the final drain waits for 0).
@@ -39,6 +41,7 @@ impl Shared {
             rx_stopped: AtomicUsize::new(0),
             polling: AtomicUsize::new(0),
             reload_generation: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
             counters: (0..workers).map(|_| SharedCounters::default()).collect(),
             frag_inflight: AtomicI64::new(0),
         }
@@ -409,6 +412,7 @@ impl Loop<'_> {
         lua.check_memory_since_last();
         self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
         self.c.stateful[Stateful::StreamBufferedBytes as usize] = stage.conns.buffered_bytes() as u64;
+        self.c.set_memory(&stage.conns.mem);
         copy_rule_counters(&mut self.c, lua);
     }
 
@@ -453,6 +457,7 @@ impl Loop<'_> {
                 stage.forget(self.lua.as_mut(), id, &mut self.c);
             }
             self.c.stateful[Stateful::ConnectionsActive as usize] = stage.conns.len() as u64;
+            self.c.set_memory(&stage.conns.mem);
         }
     }
 
@@ -860,6 +865,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         for id in stage.conns.ids().into_iter().rev() {
             stage.forget(lp.lua.as_mut(), id, &mut lp.c);
         }
+        // (every charge taken back: held bytes 0, the budget conserved)
+        lp.c.set_memory(&stage.conns.mem);
     }
     if let Some(lua) = lp.lua.as_mut() {
         if let Err(err) = lua.fire_exiting() {
@@ -921,4 +928,6 @@ fn copy_rule_counters(c: &mut Counters, lua: &LuaEngine) {
     c.rule_errors = lc.rule_errors;
     c.rule_budget_exceeded = lc.budget_exceeded;
     c.rule_memory_exceeded = lc.memory_exceeded;
+    c.rules_disabled = lc.rules_disabled;
+    c.alerts_suppressed = lc.alerts_suppressed;
 }

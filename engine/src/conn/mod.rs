@@ -21,6 +21,9 @@ use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
 use crate::tcp_edit::SeqShift;
 use crate::dissectors::{AppDissector, DissectorId, Settings};
 
+pub mod memory;
+use memory::{FlowMemory, Held, MemoryConfig, OverCap};
+
 /// TCP states, named as in Haka's `tcp_connection.lua`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpState {
@@ -101,6 +104,8 @@ pub struct ConnConfig {
     pub bare_resets: bool,
     /// How long a dropped connection's state lasts when it does not close, s (Haka: 60).
     pub drop_timeout_s: u64,
+    /// The flow memory budget (`[memory]`).
+    pub memory: MemoryConfig,
 }
 
 impl ConnConfig {
@@ -140,6 +145,7 @@ impl Default for ConnConfig {
             read_only_streams: false,
             bare_resets: false,
             drop_timeout_s: 60,
+            memory: MemoryConfig::default(),
         }
     }
 }
@@ -175,6 +181,11 @@ pub struct Conn {
     /// Per direction: the current HTTP message's body is being modified (re-framed as
     /// chunks by the stage), after `http:enable_data_modification()`.
     pub data_mod: [bool; 2],
+    /// Over its memory cap with `[memory] over_cap = "accept"`: its state was freed and
+    /// its data is no longer inspected.
+    pub uninspected: bool,
+    /// What the flow memory budget charged it (bytes, class), once charged.
+    charge: Option<(usize, u8)>,
 }
 
 impl Conn {
@@ -195,7 +206,23 @@ impl Conn {
             app: None,
             app_id: 0,
             data_mod: [false; 2],
+            uninspected: false,
+            charge: None,
         }
+    }
+
+    /// The bytes this connection holds, by part (the flow memory budget).
+    pub fn held(&self) -> Held {
+        let mut h = Held { fixed: std::mem::size_of::<Conn>(), stream: 0, parser: 0 };
+        if let Some(s) = &self.streams {
+            h.fixed += std::mem::size_of::<[StreamReassembler; 2]>();
+            h.stream = s[0].held_bytes() + s[1].held_bytes();
+        }
+        if let Some(a) = &self.app {
+            h.fixed += std::mem::size_of_val(&**a);
+            h.parser = a.held_bytes();
+        }
+        h
     }
 
     /// Connection direction of a packet the flow table saw in `flow_dir`.
@@ -289,6 +316,8 @@ pub struct ConnTable {
     budget: ByteBudget,
     live: usize,
     pub counters: ConnCounters,
+    /// Every byte held for the connections, against `[memory]`'s caps.
+    pub mem: FlowMemory,
     /// Reassembler pairs of ended connections, recycled (their history rings stay
     /// allocated) for the next ones: at most [`SPARE_STREAMS`].
     spare_streams: Vec<Box<[StreamReassembler; 2]>>,
@@ -322,6 +351,7 @@ impl ConnTable {
             conns,
             budget: ByteBudget::new(cfg.max_buffered_per_worker),
             live: 0,
+            mem: FlowMemory::new(cfg.memory),
             counters: ConnCounters::default(),
             spare_streams: Vec::new(),
             spare_apps: Vec::new(),
@@ -369,6 +399,9 @@ impl ConnTable {
     /// (the caller fires end_connection for it).
     pub fn end(&mut self, id: FlowId) -> Option<Box<Conn>> {
         let mut c = self.conns.get_mut(id as usize)?.take()?;
+        if let Some((bytes, class)) = c.charge.take() {
+            self.mem.uncharge(bytes, class);
+        }
         if let Some(mut s) = c.streams.take() {
             if self.spare_streams.len() < SPARE_STREAMS {
                 let cfg = self.stream_config();
@@ -583,7 +616,7 @@ impl ConnTable {
         let cfg = self.stream_config();
         let spare = &mut self.spare_streams;
         let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return r };
-        if c.dropped || c.state == TcpState::Reset {
+        if c.dropped || c.uninspected || c.state == TcpState::Reset {
             return r;
         }
         let isn = c.isn;
@@ -660,10 +693,46 @@ impl ConnTable {
             }
             None => (reg.new)(settings, proto),
         };
-        if let Some(k) = self.get_mut(flow) {
+        if let Some(k) = self.get_mut(flow).filter(|k| !k.uninspected) {
             k.app = Some(app);
             k.app_id = id;
         }
+    }
+
+    /// Charges connection `id` what it holds now, against the flow memory budget; the cap
+    /// it went over, if any (the caller applies `[memory] over_cap`: [`drop_conn`] or
+    /// [`stop_inspecting`], which free its state).
+    ///
+    /// [`drop_conn`]: Self::drop_conn
+    /// [`stop_inspecting`]: Self::stop_inspecting
+    pub fn recharge(&mut self, id: FlowId) -> Option<OverCap> {
+        let c = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut())?;
+        let held = c.held();
+        let class = memory::class_of(c.proto, c.app_id);
+        if c.charge.is_some_and(|(b, k)| b == held.total() && k == class) {
+            return None;
+        }
+        let over = self.mem.charge(c.charge, &held, class);
+        c.charge = Some((held.total(), class));
+        over
+    }
+
+    /// `[memory] over_cap = "accept"`: frees connection `id`'s streams and application
+    /// state; its later data passes uninspected.
+    pub fn stop_inspecting(&mut self, id: FlowId) {
+        self.free_state(id);
+        if let Some(c) = self.get_mut(id) {
+            c.uninspected = true;
+        }
+        self.recharge(id);
+    }
+
+    /// Frees a connection's streams and application state (recycling them).
+    fn free_state(&mut self, id: FlowId) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return };
+        c.release(&mut self.budget);
+        // (not recycled: its buffers are what went over)
+        c.app = None;
     }
 
     /// Whether dropped connection `c` is over: closed since, or dropped `drop_timeout_s` ago.
@@ -688,6 +757,13 @@ impl ConnTable {
             c.dropped = true;
             c.release(budget);
         }
+        self.recharge(id);
+    }
+
+    /// `[memory] over_cap = "drop"`: the connection is dropped and all its state freed.
+    pub fn drop_over_cap(&mut self, id: FlowId) {
+        self.free_state(id);
+        self.drop_conn(id);
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Settings {
     pub tls_max_hello: usize,
     /// A malformed DNS message is dropped (else: alert, let it by).
     pub dns_error_drop: bool,
+    pub dns_max_questions: u16,
+    pub dns_pending_queries: u32,
 }
 
 impl Settings {
@@ -91,6 +93,8 @@ impl Settings {
             tls_error_drop: cfg.tls.protocol_error == Drop,
             tls_max_hello: cfg.tls.max_hello_bytes,
             dns_error_drop: cfg.dns.protocol_error == Drop,
+            dns_max_questions: cfg.dns.max_questions,
+            dns_pending_queries: cfg.dns.pending_queries,
         }
     }
 }

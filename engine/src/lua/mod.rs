@@ -122,7 +122,9 @@ struct Burst {
     rewrites: u32,
     /// Packets the rules forged (inject/send) and the engine did not take yet.
     forged: u32,
-    _pad2: u32,
+    /// Alerts the rules did not raise for going over their rule's rate, not yet counted
+    /// by the engine (`haka.lua`: RT.alert_suppressed).
+    suppressed: u32,
     s: [Slot; MAX_BURST],
 }
 
@@ -170,6 +172,14 @@ pub struct LuaOptions {
     /// and whether a connection over it is dropped (else its streamed rules end).
     pub streamed_hold_bytes: usize,
     pub streamed_over_cap_drop: bool,
+    /// `[dns] pending_queries`: DNS queries awaited per connection.
+    pub dns_pending_queries: u32,
+    /// `[rules] disable_after_errors`, `disable_after_timeouts`, `disable_window`.
+    pub disable_after_errors: u32,
+    pub disable_after_timeouts: u32,
+    pub disable_window: u32,
+    /// `[rules] alert_rate`.
+    pub alert_rate: [u32; 2],
 }
 
 impl Default for LuaOptions {
@@ -184,6 +194,11 @@ impl Default for LuaOptions {
             dns_haka_records: false,
             streamed_hold_bytes: 1 << 20,
             streamed_over_cap_drop: true,
+            dns_pending_queries: 64,
+            disable_after_errors: 0,
+            disable_after_timeouts: 0,
+            disable_window: 10,
+            alert_rate: [0, 1],
         }
     }
 }
@@ -290,6 +305,9 @@ pub struct LuaCounters {
     pub memory_resets: u64,
     pub alerts: u64,
     pub reloads: u64,
+    /// Rules disabled for failing repeatedly, and alerts over their rule's rate.
+    pub rules_disabled: u64,
+    pub alerts_suppressed: u64,
 }
 
 struct Shared {
@@ -321,6 +339,9 @@ struct Shared {
     dns_haka_records: bool,
     streamed_hold_bytes: usize,
     streamed_over_cap_drop: bool,
+    dns_pending_queries: u32,
+    disable: [u32; 3],
+    alert_rate: [u32; 2],
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -356,6 +377,8 @@ struct State {
     lua: Lua,
     run: Function,
     take_errors: Function,
+    /// `RT.blame`: charges the running rule with an error caught by the engine.
+    blame: Function,
     fire: Function,
     has_packet_rules: bool,
     /// Some rule runs on a fragment before reassembly (`Pass::Fragment`).
@@ -411,6 +434,8 @@ pub struct LuaEngine {
     mem_checked: u64,
     /// `pkt.id` of the latest packet handed to the rules.
     next_pkt_id: u32,
+    /// Rules the current state disabled, counted already.
+    disabled_seen: u64,
 }
 
 /// `bytes` with `[a, b)` replaced by `v` (None for a range outside of it).
@@ -523,6 +548,12 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("dns_haka_records", sh.dns_haka_records)?;
     h.set("streamed_hold_bytes", sh.streamed_hold_bytes)?;
     h.set("streamed_over_cap_drop", sh.streamed_over_cap_drop)?;
+    h.set("dns_pending_queries", sh.dns_pending_queries)?;
+    h.set("rule_disable_errors", sh.disable[0])?;
+    h.set("rule_disable_timeouts", sh.disable[1])?;
+    h.set("rule_disable_window", sh.disable[2])?;
+    h.set("alert_rate_count", sh.alert_rate[0])?;
+    h.set("alert_rate_seconds", sh.alert_rate[1])?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -757,6 +788,7 @@ fn build_state(
         Ok(State {
             run: get("run")?,
             take_errors: get("take_errors")?,
+            blame: get("blame")?,
             fire: get("fire")?,
             has_packet_rules: has,
             has_fragment_rules: has_frag,
@@ -805,8 +837,11 @@ impl LuaEngine {
             dns_haka_records: opts.dns_haka_records,
             streamed_hold_bytes: opts.streamed_hold_bytes,
             streamed_over_cap_drop: opts.streamed_over_cap_drop,
+            dns_pending_queries: opts.dns_pending_queries,
+            disable: [opts.disable_after_errors, opts.disable_after_timeouts, opts.disable_window.max(1)],
+            alert_rate: [opts.alert_rate[0], opts.alert_rate[1].max(1)],
         });
-        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, _pad2: 0, s: [Slot::default(); MAX_BURST] });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, suppressed: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
         let watch = Arc::new(Watch {
             state: Mutex::new(0),
@@ -856,6 +891,7 @@ impl LuaEngine {
             app_evs: Vec::with_capacity(64), // its address is cached by Lua: grown rarely
             mem_checked: 0,
             next_pkt_id: 0,
+            disabled_seen: 0,
         })
     }
 
@@ -912,7 +948,23 @@ impl LuaEngine {
     pub fn counters(&self) -> LuaCounters {
         let mut c = self.counters;
         c.alerts = self.shared.alert_count.get();
+        c.alerts_suppressed += self.burst.suppressed as u64;
         c
+    }
+
+    /// Folds the alerts suppressed since the last call into the counters (the Lua side
+    /// counts them in a 32-bit field).
+    fn fold_suppressed(&mut self) {
+        self.counters.alerts_suppressed += self.burst.suppressed as u64;
+        self.burst.suppressed = 0;
+    }
+
+    /// Counts the rules Lua disabled, `n` in all for the current state.
+    fn note_disabled(&mut self, n: u32) {
+        if n as u64 > self.disabled_seen {
+            self.counters.rules_disabled += n as u64 - self.disabled_seen;
+            self.disabled_seen = n as u64;
+        }
     }
 
     pub fn rule_errors(&self) -> u64 {
@@ -940,6 +992,7 @@ impl LuaEngine {
         )?;
         self.st = st;
         self.burst.forged = 0;
+        self.disabled_seen = 0;
         self.counters.reloads += 1;
         Ok(())
     }
@@ -1099,12 +1152,13 @@ impl LuaEngine {
     /// (`RT.take_errors`).
     fn collect_errors(&mut self) {
         if self.burst.errors > 0 {
-            let msgs: Vec<String> = self
+            let (msgs, disabled): (Vec<String>, u32) = self
                 .st
                 .take_errors
-                .call::<Table>(())
-                .map(|t| t.sequence_values::<String>().filter_map(|v| v.ok()).collect())
+                .call::<(Table, u32)>(())
+                .map(|(t, n)| (t.sequence_values::<String>().filter_map(|v| v.ok()).collect(), n))
                 .unwrap_or_default();
+            self.note_disabled(disabled);
             let extra = (self.burst.errors as usize).saturating_sub(msgs.len());
             for m in &msgs {
                 self.count_error(m);
@@ -1131,6 +1185,7 @@ impl LuaEngine {
     /// one at its next event (new_connection fires again for it), and rule data kept on the
     /// old one is gone.
     pub fn check_memory_since_last(&mut self) {
+        self.fold_suppressed();
         self.check_memory(self.counters.memory_exceeded != self.mem_checked);
     }
 
@@ -1680,6 +1735,9 @@ impl LuaEngine {
     /// is full, it is collected or the state recreated at once (`check_memory`), so that
     /// the next events of the burst do not fail on it too.
     fn event_failed(&mut self, m: &str) {
+        if let Ok(n) = self.st.blame.call::<u32>(m) {
+            self.note_disabled(n);
+        }
         self.count_error(m);
         if self.counters.memory_exceeded != self.mem_checked {
             self.check_memory(true);

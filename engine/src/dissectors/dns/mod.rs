@@ -16,8 +16,7 @@ pub static REGISTRATION: Registration = Registration {
     heads: None,
 };
 
-/// Queries remembered per flow for matching responses.
-const PENDING: usize = 64;
+/// How long a query waits for its response.
 const PENDING_MS: u64 = 30_000;
 /// DNS over TCP: bytes kept for one incomplete message (2-byte length + 65535).
 const TCP_MAX: usize = 65537;
@@ -28,6 +27,7 @@ pub struct DnsDissector {
     tcp: [Vec<u8>; 2],
     /// What a malformed message gets.
     error_verdict: ErrorVerdict,
+    max_questions: usize,
 }
 
 /// A query, or a response (`matched`: a query of this flow with the same id and
@@ -67,10 +67,16 @@ impl DnsDissector {
             (true, 17) => ErrorVerdict::DropPacket,
             (true, _) => ErrorVerdict::DropConnection,
         };
-        DnsDissector { pending: PendingQueries::new(PENDING, PENDING_MS), tcp: [Vec::new(), Vec::new()], error_verdict }
+        DnsDissector {
+            pending: PendingQueries::new(s.dns_pending_queries as usize, PENDING_MS),
+            tcp: [Vec::new(), Vec::new()],
+            error_verdict,
+            max_questions: s.dns_max_questions as usize,
+        }
     }
 
     fn message(&mut self, dir: u8, m: Result<Message, DnsError>, now_ms: u64, out: &mut Events) {
+        let m = m.and_then(|m| if m.questions.len() > self.max_questions { Err(DnsError::TooManyQuestions) } else { Ok(m) });
         out.list.push(match m {
             Ok(msg) => {
                 let matched = if msg.is_response() {
@@ -126,6 +132,6 @@ impl AppDissector for DnsDissector {
     }
 
     fn held_bytes(&self) -> usize {
-        self.tcp[0].capacity() + self.tcp[1].capacity()
+        self.tcp[0].capacity() + self.tcp[1].capacity() + self.pending.held_bytes()
     }
 }

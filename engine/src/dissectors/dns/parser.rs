@@ -80,6 +80,8 @@ pub enum DnsError {
     NameTooLong,
     /// The header counts announce more than [`MAX_RECORDS`] records.
     TooManyRecords,
+    /// More questions than `[dns] max_questions` (checked by the dissector).
+    TooManyQuestions,
 }
 
 impl fmt::Display for DnsError {
@@ -91,6 +93,7 @@ impl fmt::Display for DnsError {
             DnsError::PointerOutOfBounds => "dns: compression pointer out of bounds",
             DnsError::NameTooLong => "dns: name too long",
             DnsError::TooManyRecords => "dns: too many records",
+            DnsError::TooManyQuestions => "dns: too many questions",
         })
     }
 }
@@ -650,13 +653,18 @@ impl QueryKey {
     fn of(m: &Message) -> QueryKey {
         QueryKey { id: m.header.id, question: m.question().map(|q| (q.name.to_lowercase(), q.qtype, q.qclass)) }
     }
+
+    /// Heap bytes of the key (its name).
+    fn name_bytes(&self) -> usize {
+        self.question.as_ref().map_or(0, |q| q.0.wire.capacity())
+    }
 }
 
-/// What is remembered about a query until its response arrives.
+/// What is remembered about a query until its response arrives: its key only (the
+/// rules keep the query object they saw themselves), so that an entry costs at most one
+/// name, whatever the query held.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryInfo {
-    /// The query message (passed to Haka's `response(dns, msg, query)` hook).
-    pub query: Message,
     /// When the query was seen.
     pub time_ms: u64,
 }
@@ -674,6 +682,8 @@ pub struct PendingQueries {
     /// Insertion order: (key, sequence number); stale when the map's sequence differs.
     order: VecDeque<(QueryKey, u64)>,
     seq: u64,
+    /// Heap bytes of the names in `map` (the flow memory budget).
+    names: usize,
 }
 
 impl PendingQueries {
@@ -682,9 +692,11 @@ impl PendingQueries {
         PendingQueries {
             capacity,
             timeout_ms,
-            map: HashMap::with_capacity(capacity.min(1024)),
+            // (grown on demand: most flows await one query at a time)
+            map: HashMap::new(),
             order: VecDeque::new(),
             seq: 0,
+            names: 0,
         }
     }
 
@@ -704,6 +716,7 @@ impl PendingQueries {
                     if now_ms.saturating_sub(info.time_ms) < self.timeout_ms {
                         break;
                     }
+                    self.names -= key.name_bytes();
                     self.map.remove(key);
                 }
                 _ => {}
@@ -715,6 +728,7 @@ impl PendingQueries {
     fn evict_oldest(&mut self) {
         while let Some((key, seq)) = self.order.pop_front() {
             if matches!(self.map.get(&key), Some((_, s)) if *s == seq) {
+                self.names -= key.name_bytes();
                 self.map.remove(&key);
                 return;
             }
@@ -729,7 +743,11 @@ impl PendingQueries {
             self.evict_oldest();
         }
         self.seq += 1;
-        self.map.insert(key.clone(), (QueryInfo { query: msg.clone(), time_ms: now_ms }, self.seq));
+        self.names += key.name_bytes();
+        if let Some((old, _)) = self.map.remove_entry(&key) {
+            self.names -= old.name_bytes();
+        }
+        self.map.insert(key.clone(), (QueryInfo { time_ms: now_ms }, self.seq));
         self.order.push_back((key, self.seq));
         if self.order.len() > 2 * self.capacity + 16 {
             let map = &self.map;
@@ -741,7 +759,17 @@ impl PendingQueries {
     /// pending query with that id and question (or it timed out).
     pub fn on_response(&mut self, msg: &Message, now_ms: u64) -> Option<QueryInfo> {
         self.expire(now_ms);
-        self.map.remove(&QueryKey::of(msg)).map(|(info, _)| info)
+        let (key, (info, _)) = self.map.remove_entry(&QueryKey::of(msg))?;
+        self.names -= key.name_bytes();
+        Some(info)
+    }
+
+    /// Heap memory held: the table, the order queue and the names.
+    pub fn held_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(QueryKey, (QueryInfo, u64))>() + 8;
+        self.map.capacity() * entry
+            + self.order.capacity() * (std::mem::size_of::<(QueryKey, u64)>())
+            + 2 * self.names
     }
 }
 
@@ -925,10 +953,10 @@ mod tests {
         pending.on_query(&msgs[2], 1);
         assert_eq!(pending.len(), 2);
         let info = pending.on_response(&msgs[3], 10).unwrap();
-        assert_eq!(info.query, msgs[2]);
         assert_eq!(info.time_ms, 1);
         let info = pending.on_response(&msgs[1], 10).unwrap();
-        assert_eq!(info.query, msgs[0]);
+        assert_eq!(info.time_ms, 0);
+        assert_eq!(pending.names, 0);
         assert!(pending.is_empty());
         // A duplicate response no longer matches.
         assert!(pending.on_response(&msgs[1], 11).is_none());

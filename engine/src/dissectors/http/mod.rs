@@ -177,6 +177,7 @@ impl AppDissector for HttpDissector {
     }
 
     fn held_bytes(&self) -> usize {
-        self.req.buffered() + self.resp.buffered()
+        let prior: usize = self.prior.iter().flatten().map(|h| h.bytes.capacity()).sum();
+        self.req.held_bytes() + self.resp.held_bytes() + prior
     }
 }

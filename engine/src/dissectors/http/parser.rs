@@ -657,6 +657,15 @@ impl HttpParser {
         self.buf.len() - self.pos
     }
 
+    /// Heap memory held: the input buffer's allocation, the spare head buffer and the
+    /// pipelining queues (the flow memory budget).
+    pub fn held_bytes(&self) -> usize {
+        self.buf.capacity()
+            + self.spare_head.capacity()
+            + self.methods.capacity() * std::mem::size_of::<Method>()
+            + self.body_offs.capacity() * 8
+    }
+
     /// True between messages (nothing partial buffered, no body in progress).
     pub fn is_idle(&self) -> bool {
         matches!(self.state, State::Head { .. } | State::Closed | State::Done) && self.buffered() == 0
