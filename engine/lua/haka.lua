@@ -764,11 +764,13 @@ function Alert:update(a)
   H.alert(f)
 end
 local alert = {}
+-- (what haka.alert returns for a suppressed alert: updating it does nothing)
+RT.suppressed_alert = setmetatable({ id = 0, update = function() end }, Alert)
 setmetatable(alert, { __call = function(_, a)
   if type(a) ~= "table" then error("alert parameter must be a table", 2) end
   local rule = RT.running.rule
   if rule and rule.rate_count > 0 and RT.alert_suppressed(rule, in_burst and S[B.cur].ts_sec or 0) then
-    return (setmetatable({ id = 0 }, Alert))
+    return RT.suppressed_alert
   end
   local f = flatten_alert(a)
   f.pkt = cur_pkt()

@@ -533,7 +533,7 @@ impl Default for RulesConfig {
             disable_after_errors: 1000,
             disable_after_timeouts: 3,
             disable_window: 10,
-            alert_rate: [0, 1],
+            alert_rate: [1000, 1],
         }
     }
 }
