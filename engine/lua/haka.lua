@@ -169,12 +169,14 @@ end
 -- Lines read as Haka's: "LEVEL SECTION: message"; haka.log's section is "external".
 -- (Haka printed the level `warning` as "warn")
 local level_text = { warning = "warn" }
+-- per-section levels (haka --loglevel / [log] level / hakactl loglevel "info,http=debug")
+local section_level = {}
 local function mklog(section)
   local t = {}
   for name, lvl in pairs(levels) do
     local text = level_text[name] or name
     t[name] = function(fmt, ...)
-      if lvl <= loglevel then
+      if lvl <= (section_level[section] or loglevel) then
         H.log(text, section, fmtmsg(fmt, ...))
       end
     end
@@ -190,6 +192,14 @@ function haka.setloglevel(level)
   loglevel = l
 end
 local log = haka.log_section("core")
+-- the engine's levels: the default one and { section = level } (names as in `levels`)
+function RT.set_log_levels(default, sections)
+  if default and levels[default] then loglevel = levels[default] end
+  section_level = {}
+  for k, v in pairs(sections or {}) do
+    if levels[v] then section_level[k] = levels[v] end
+  end
+end
 -- print(): Haka's (the values separated by one space), into the worker's log buffer:
 -- printed lines stay in order with the log lines and the alerts (one ordered stdout, as
 -- Haka's single thread wrote it)
@@ -407,6 +417,43 @@ end
 
 -- rules and policies the rules file registered (Haka: "no registered rule" when none)
 local n_registered = 0
+
+-- Per-rule counters (hakactl rules, /metrics): each rule's function is wrapped so that a
+-- call counts a hit and marks the rule current; a rule that did not return (it raised an
+-- error, or was interrupted) is still current when the next rule starts or the counters
+-- are read, and its error is counted then. Plain Lua numbers in this worker's state.
+local RULES = {}
+local CUR_RULE = nil
+local function rule_where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  if not info then return "?" end
+  local src = info.source or "?"
+  if string.sub(src, 1, 1) == "@" then src = string.sub(src, 2) end
+  return src .. ":" .. tostring(info.currentline or 0)
+end
+local function count_rule(f, name, on_name, level)
+  local st = { name = name, where = rule_where(level + 1), event = on_name, hits = 0, errors = 0 }
+  RULES[#RULES + 1] = st
+  return function(a, b, c, d, e)
+    local cur = CUR_RULE
+    if cur then cur.errors = cur.errors + 1 end
+    st.hits = st.hits + 1
+    CUR_RULE = st
+    local r = f(a, b, c, d, e)
+    CUR_RULE = nil
+    return r
+  end
+end
+-- { { name, where, event, hits, errors }, ... } in registration order
+function RT.rule_stats()
+  local cur = CUR_RULE
+  if cur then cur.errors = cur.errors + 1; CUR_RULE = nil end
+  local out = {}
+  for i, st in ipairs(RULES) do
+    out[i] = { st.name or "", st.where, st.event or "", st.hits, st.errors }
+  end
+  return out
+end
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -423,7 +470,10 @@ function haka.rule(r)
     eval = RT._streamed.make(on, eval)
     on.streamed = true
   end
-  table.insert(on.listeners, eval or function() end)
+  local streamed = eval and RT._streamed.listeners[eval]
+  eval = count_rule(eval or function() end, r.name, on.name, 2)
+  if streamed then RT._streamed.listeners[eval] = true end
+  table.insert(on.listeners, eval)
   n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
@@ -444,7 +494,9 @@ function RuleGroup:rule(r)
   local f = r
   if type(r) == "table" then f = r.eval end
   if type(f) ~= "function" then error("rule eval must be a function", 2) end
-  table.insert(self.rules, f)
+  local name = type(r) == "table" and r.name or nil
+  if self.name and name == nil then name = tostring(self.name) .. "#" .. tostring(#self.rules + 1) end
+  table.insert(self.rules, count_rule(f, name, self.event and self.event.name, 2))
   n_registered = n_registered + 1
 end
 function haka.rule_group(args)
