@@ -314,8 +314,6 @@ pub fn explain_eal_failure(err: &str, args: &[String]) -> String {
     let args = args.get(1..).unwrap_or_default();
     let why = if !is_root() {
         Some("haka is not running as root: run it as root (sudo haka ...)".to_string())
-    } else if !args.iter().any(|a| a == "--no-huge") && hugepages().is_err() {
-        hugepages().err()
     } else if let Err(e) = eal_args(args) {
         Some(e)
     } else if err.contains("file-prefix") || err.contains("lock") || err.contains("Cannot create lock") {
