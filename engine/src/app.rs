@@ -326,6 +326,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             .collect(),
         stop: stop_signal.clone(),
         reloading: Mutex::new(()),
+        redis: cfg.alerts.redis.is_some(),
     });
     let servers = crate::ops::Servers::start(live.clone(), control_sock, metrics_sock)?;
     {
@@ -429,6 +430,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             "eve": alerts.eve_written,
             "syslog": alerts.syslog_written,
             "write_errors": alerts.write_errors,
+            "redis": alerts.redis_sent,
+            "redis_lost": alerts.redis_lost,
         },
         "flow_table": {
             "bytes": table_bytes,

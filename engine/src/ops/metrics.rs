@@ -183,6 +183,11 @@ pub fn render(live: &Live) -> String {
     }
     out.sample("haka_alerts_raised_total", "counter", "Alerts the rules raised (queued for output)", &[], live.alerts.pushed() as f64);
     out.sample("haka_alerts_lost_total", "counter", "Alerts lost: the alert queue was full", &[], live.alerts.lost() as f64);
+    if live.redis {
+        use std::sync::atomic::Ordering::Relaxed;
+        out.sample("haka_alerts_redis_sent_total", "counter", "Alerts stored by Redis", &[], crate::alert::redis::SENT.load(Relaxed) as f64);
+        out.sample("haka_alerts_redis_lost_total", "counter", "Alerts that could not be delivered to Redis", &[], crate::alert::redis::LOST.load(Relaxed) as f64);
+    }
     out.sample("haka_alert_queue_length", "gauge", "Alerts waiting for the output thread", &[], live.alerts.len() as f64);
     // Memory caps: how often each one was hit.
     let t = Counters::sum(&per);

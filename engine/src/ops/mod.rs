@@ -55,6 +55,8 @@ pub struct Live {
     pub stop: Arc<AtomicBool>,
     /// Serialises reloads (socket and SIGHUP).
     pub reloading: Mutex<()>,
+    /// Alerts go to Redis too (`[alerts.redis]`).
+    pub redis: bool,
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -128,6 +130,8 @@ impl Live {
                 "raised": self.alerts.pushed(),
                 "lost": self.alerts.lost(),
                 "queued": self.alerts.len(),
+                "redis": self.redis.then(|| crate::alert::redis::SENT.load(Ordering::Relaxed)),
+                "redis_lost": self.redis.then(|| crate::alert::redis::LOST.load(Ordering::Relaxed)),
             },
         })
     }
