@@ -27,7 +27,10 @@ lab_up() {
   done
   # The taps are created by haka in this namespace and must stay here until
   # their ports are started: wait for `ready:` before moving them.
-  "$bin" -l 0-1 --no-huge --no-shconf -m 512 --no-pci --no-telemetry \
+  # LAB_TELEMETRY=1: DPDK telemetry on (its socket under /var/run/dpdk/$LAB_NAME/).
+  local tel=(--no-telemetry)
+  [ -n "${LAB_TELEMETRY:-}" ] && tel=(--file-prefix "$LAB_NAME")
+  "$bin" -l 0-1 --no-huge --no-shconf -m 512 --no-pci "${tel[@]}" \
     --vdev "net_tap0,iface=$LAB_IF_C" --vdev "net_tap1,iface=$LAB_IF_S" \
     -- "$@" > "$LAB_DIR/haka.log" 2>&1 &
   LAB_HAKA_PID=$!

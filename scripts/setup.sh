@@ -15,6 +15,9 @@ PKGS=(
   libpcap-dev tcpdump tshark
   # test lab and benchmark (openssl: the TLS lab's self-signed certificate)
   iproute2 iputils-ping curl openssl python3 python3-scapy procps psmisc jq
+  # the metrics test scrapes haka with a real Prometheus server; the Redis alert sink's
+  # test sends to a real redis-server
+  prometheus redis-server
 )
 
 missing=()
@@ -27,6 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # (Debian starts the prometheus service it installs: haka's test runs its own)
+  if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus redis-server >/dev/null 2>&1 || true; fi
 else
   echo "setup: apt packages present"
 fi

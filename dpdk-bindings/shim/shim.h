@@ -22,6 +22,7 @@
 #include <rte_log.h>
 #include <rte_dev.h>
 #include <rte_bus.h>
+#include <rte_telemetry.h>
 
 uint16_t shim_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t shim_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

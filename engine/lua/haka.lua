@@ -169,12 +169,14 @@ end
 -- Lines read as Haka's: "LEVEL SECTION: message"; haka.log's section is "external".
 -- (Haka printed the level `warning` as "warn")
 local level_text = { warning = "warn" }
+-- per-section levels (haka --loglevel / [log] level / hakactl loglevel "info,http=debug")
+local section_level = {}
 local function mklog(section)
   local t = {}
   for name, lvl in pairs(levels) do
     local text = level_text[name] or name
     t[name] = function(fmt, ...)
-      if lvl <= loglevel then
+      if lvl <= (section_level[section] or loglevel) then
         H.log(text, section, fmtmsg(fmt, ...))
       end
     end
@@ -190,6 +192,14 @@ function haka.setloglevel(level)
   loglevel = l
 end
 local log = haka.log_section("core")
+-- the engine's levels: the default one and { section = level } (names as in `levels`)
+function RT.set_log_levels(default, sections)
+  if default and levels[default] then loglevel = levels[default] end
+  section_level = {}
+  for k, v in pairs(sections or {}) do
+    if levels[v] then section_level[k] = levels[v] end
+  end
+end
 -- print(): Haka's (the values separated by one space), into the worker's log buffer:
 -- printed lines stay in order with the log lines and the alerts (one ordered stdout, as
 -- Haka's single thread wrote it)
@@ -339,27 +349,32 @@ end
 RT.running = { rule = false }
 RT.rules = {}
 RT.n_disabled = 0
-function RT.guard(r, on, eval)
-  local info = debug.getinfo(3, "Sl")
-  local where = info and (tostring(info.short_src) .. ":" .. tostring(info.currentline)) or "?"
+function RT.guard(r, event_name, eval, level)
+  local info = debug.getinfo(level + 1, "Sl")
+  local src = info and info.source or "?"
+  if string.sub(src, 1, 1) == "@" then src = string.sub(src, 2) end
+  local where = src .. ":" .. tostring(info and info.currentline or 0)
   local rate = r.alert_rate
   if rate ~= nil and (type(rate) ~= "table" or type(rate[1]) ~= "number" or type(rate[2]) ~= "number"
       or rate[1] < 0 or rate[2] <= 0) then
-    error("rule alert_rate must be { count, seconds } (count >= 0, seconds > 0)", 3)
+    error("rule alert_rate must be { count, seconds } (count >= 0, seconds > 0)", level + 1)
   end
   local rec = {
-    name = r.name and tostring(r.name) or where, event = on.name, errors = 0, timeouts = 0,
-    since = 0, off = false, rate_count = rate and rate[1] or H.alert_rate_count,
-    rate_seconds = rate and rate[2] or H.alert_rate_seconds, window = -1, alerts = 0, suppressed = 0,
+    name = r.name ~= nil and tostring(r.name) or nil, where = where, event = event_name, hits = 0,
+    total_errors = 0, errors = 0, timeouts = 0, since = 0, off = false,
+    rate_count = rate and rate[1] or H.alert_rate_count, rate_seconds = rate and rate[2] or H.alert_rate_seconds,
+    window = -1, alerts = 0, suppressed = 0,
   }
   RT.rules[#RT.rules + 1] = rec
   local running = RT.running
   local guarded = function(a, b, c, d, e)
     if rec.off then return end
+    rec.hits = rec.hits + 1
     local prev = running.rule
     running.rule = rec
-    eval(a, b, c, d, e)
+    local ret = eval(a, b, c, d, e)
     running.rule = prev
+    return ret
   end
   -- (a streamed rule's listener is also called at the end of its stream)
   if RT._streamed.listeners[eval] then RT._streamed.listeners[guarded] = true end
@@ -376,13 +391,14 @@ function RT.blame(err)
     rec.since, rec.errors, rec.timeouts = now, 0, 0
   end
   rec.errors = rec.errors + 1
+  rec.total_errors = rec.total_errors + 1
   local timeout = type(err) == "string" and string.find(err, "instruction budget exceeded", 1, true) ~= nil
   if timeout then rec.timeouts = rec.timeouts + 1 end
   local ne, nt = H.rule_disable_errors, H.rule_disable_timeouts
   if (ne > 0 and rec.errors >= ne) or (nt > 0 and rec.timeouts >= nt) then
     rec.off = true
     RT.n_disabled = RT.n_disabled + 1
-    log.warning("rule '%s' (%s) disabled: %d %s in %d s, last: %s", rec.name, rec.event,
+    log.warning("rule '%s' (%s) disabled: %d %s in %d s, last: %s", rec.name or rec.where, rec.event,
       timeout and rec.timeouts or rec.errors, timeout and "budget overruns" or "errors",
       H.rule_disable_window, tostring(err))
   end
@@ -478,6 +494,17 @@ end
 
 -- rules and policies the rules file registered (Haka: "no registered rule" when none)
 local n_registered = 0
+
+-- Per-rule counters (hakactl rules, /metrics): hits and errors of each rule's guard
+-- (RT.guard), plain Lua numbers in this worker's state. An error is counted when it is
+-- caught (RT.blame). { { name, where, event, hits, errors }, ... } in registration order.
+function RT.rule_stats()
+  local out = {}
+  for i, rec in ipairs(RT.rules) do
+    out[i] = { rec.name or "", rec.where, rec.event or "", rec.hits, rec.total_errors }
+  end
+  return out
+end
 function haka.rule(r)
   if type(r) ~= "table" then error("rule parameter must be a table", 2) end
   local on = r.on
@@ -494,7 +521,7 @@ function haka.rule(r)
     eval = RT._streamed.make(on, eval)
     on.streamed = true
   end
-  table.insert(on.listeners, eval and RT.guard(r, on, eval) or function() end)
+  table.insert(on.listeners, eval and RT.guard(r, on.name, eval, 2) or function() end)
   n_registered = n_registered + 1
   local j = #on.listeners
   if pf then
@@ -515,7 +542,9 @@ function RuleGroup:rule(r)
   local f = r
   if type(r) == "table" then f = r.eval end
   if type(f) ~= "function" then error("rule eval must be a function", 2) end
-  table.insert(self.rules, f)
+  local name = type(r) == "table" and r.name or nil
+  if self.name and name == nil then name = tostring(self.name) .. "#" .. tostring(#self.rules + 1) end
+  table.insert(self.rules, RT.guard({ name = name }, self.event and self.event.name, f, 2))
   n_registered = n_registered + 1
 end
 function haka.rule_group(args)

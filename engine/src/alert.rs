@@ -11,6 +11,7 @@
 //!   datagram to `/dev/log` with std's `UnixDatagram` (no libc call, no `unsafe`).
 
 pub mod format;
+pub mod redis;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
@@ -186,6 +187,8 @@ pub struct AlertsConfig {
     pub syslog: bool,
     /// Capacity of the alert queue (power of two >= 64).
     pub queue_size: usize,
+    /// `[alerts.redis]`: alerts also sent to Redis.
+    pub redis: Option<redis::RedisConfig>,
 }
 
 impl Default for AlertsConfig {
@@ -195,6 +198,7 @@ impl Default for AlertsConfig {
             eve_file: None,
             syslog: false,
             queue_size: 4096,
+            redis: None,
         }
     }
 }
@@ -221,6 +225,9 @@ impl AlertsConfig {
                 return Err("alerts.eve_file = \"\": must be a file path".into());
             }
         }
+        if let Some(r) = &self.redis {
+            r.validate()?;
+        }
         Ok(())
     }
 }
@@ -242,6 +249,9 @@ pub struct AlertTotals {
     pub syslog_written: u64,
     /// Failed writes/sends over all outputs (the alert is skipped for that output).
     pub write_errors: u64,
+    /// Alerts stored by Redis, and those that could not be delivered to it.
+    pub redis_sent: u64,
+    pub redis_lost: u64,
 }
 
 /// Where syslog datagrams go.
@@ -322,6 +332,7 @@ struct Outputs {
     console: BufWriter<io::Stdout>,
     eve: Option<BufWriter<File>>,
     syslog: Option<SyslogSink>,
+    redis: Option<redis::RedisSink>,
     totals: AlertTotals,
 }
 
@@ -353,6 +364,9 @@ impl Outputs {
                 Err(_) => self.totals.write_errors += 1,
             }
         }
+        if let Some(r) = self.redis.as_mut() {
+            r.push(format::eve_json(a));
+        }
         if let Some(s) = self.syslog.as_mut() {
             match s.send(a) {
                 Ok(()) => self.totals.syslog_written += 1,
@@ -362,6 +376,9 @@ impl Outputs {
     }
 
     fn flush(&mut self) {
+        if let Some(r) = self.redis.as_mut() {
+            r.flush();
+        }
         if self.console.flush().is_err() {
             self.totals.write_errors += 1;
         }
@@ -392,7 +409,7 @@ fn run(queue: Arc<AlertQueue>, stop: Arc<AtomicBool>, mut out: Outputs) -> Alert
                 None => break,
             }
         }
-        if n > 0 {
+        if n > 0 || out.redis.as_ref().is_some_and(redis::RedisSink::has_pending) {
             dirty = true;
         }
         if dirty && (n < BATCH || last_flush.elapsed() >= FLUSH_EVERY) {
@@ -412,6 +429,11 @@ fn run(queue: Arc<AlertQueue>, stop: Arc<AtomicBool>, mut out: Outputs) -> Alert
         }
     }
     out.flush();
+    if let Some(r) = out.redis.as_mut() {
+        r.finish();
+        out.totals.redis_sent = redis::SENT.load(Ordering::Relaxed);
+        out.totals.redis_lost = redis::LOST.load(Ordering::Relaxed);
+    }
     out.totals
 }
 
@@ -457,11 +479,13 @@ impl AlertWriter {
         let syslog = cfg
             .syslog
             .then(|| SyslogSink::new(Path::new(SYSLOG_SOCKET)));
+        let redis = cfg.redis.as_ref().map(redis::RedisSink::new).transpose()?;
         let out = Outputs {
             stdout,
             console: BufWriter::new(io::stdout()),
             eve,
             syslog,
+            redis,
             totals: AlertTotals::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));

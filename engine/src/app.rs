@@ -37,6 +37,10 @@ pub struct RunSpec {
     /// Offline: keep running this long after the input ended (timers such as the
     /// fragment timeout fire meanwhile).
     pub linger: Duration,
+    /// The config file (for `hakactl status`).
+    pub config_file: Option<PathBuf>,
+    /// Version line (`hakactl status`, metrics).
+    pub build: &'static str,
 }
 
 pub struct RunResult {
@@ -86,6 +90,26 @@ fn port_pairs(cfg: &Config, n_ports: u16) -> Result<Vec<Option<u16>>, String> {
     Ok(out)
 }
 
+/// The rules engine's options from the config.
+fn lua_options(cfg: &Config) -> LuaOptions {
+    LuaOptions {
+        rule_error_drop: cfg.rules.rule_error == Verdict::Drop,
+        instruction_budget: cfg.rules.instruction_budget,
+        memory_limit_bytes: (cfg.rules.memory_limit_mb as usize) << 20,
+        error_log_interval: std::time::Duration::from_secs(cfg.rules.error_log_interval),
+        required_chain: cfg.rules.dissectors == crate::config::DissectorChain::Required,
+        read_only: cfg.datapath.mode == Mode::Passive || cfg.datapath.pass_through,
+        dns_haka_records: cfg.dns.records == crate::config::DnsRecords::Haka,
+        streamed_hold_bytes: (cfg.rules.streamed_hold_kb as usize).saturating_mul(1024),
+        streamed_over_cap_drop: cfg.rules.streamed_over_cap == Verdict::Drop,
+        dns_pending_queries: cfg.dns.pending_queries,
+        disable_after_errors: cfg.rules.disable_after_errors,
+        disable_after_timeouts: cfg.rules.disable_after_timeouts,
+        disable_window: cfg.rules.disable_window,
+        alert_rate: cfg.rules.alert_rate,
+    }
+}
+
 /// Runs the datapath until a signal (or, offline, the end of the input).
 pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     let cfg = &spec.config;
@@ -94,34 +118,26 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     // is one error line (FILE:LINE: message); each worker then loads its own state.
     let rules = match &cfg.rules.file {
         Some(path) => {
-            let opts = LuaOptions {
-                rule_error_drop: cfg.rules.rule_error == Verdict::Drop,
-                instruction_budget: cfg.rules.instruction_budget,
-                memory_limit_bytes: (cfg.rules.memory_limit_mb as usize) << 20,
-                error_log_interval: std::time::Duration::from_secs(cfg.rules.error_log_interval),
-                required_chain: cfg.rules.dissectors == crate::config::DissectorChain::Required,
-                read_only: cfg.datapath.mode == Mode::Passive || cfg.datapath.pass_through,
-                dns_haka_records: cfg.dns.records == crate::config::DnsRecords::Haka,
-                streamed_hold_bytes: (cfg.rules.streamed_hold_kb as usize).saturating_mul(1024),
-                streamed_over_cap_drop: cfg.rules.streamed_over_cap == Verdict::Drop,
-                dns_pending_queries: cfg.dns.pending_queries,
-                disable_after_errors: cfg.rules.disable_after_errors,
-                disable_after_timeouts: cfg.rules.disable_after_timeouts,
-                disable_window: cfg.rules.disable_window,
-                alert_rate: cfg.rules.alert_rate,
-            };
+            let opts = lua_options(cfg);
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))
         }
         None => None,
     };
+    // Everything haka will write, and the memory it needs, checked before EAL starts.
+    preflight(cfg, &spec)?;
+    let control_sock = match cfg.control.socket.as_str() {
+        "" => None,
+        p => Some(crate::ops::control::bind(Path::new(p))?),
+    };
+    let metrics_sock = cfg.metrics.listen.as_deref().map(crate::ops::metrics::bind).transpose()?;
     // Alerts: workers push into a bounded queue; this thread writes them out.
     let alert_queue = Arc::new(AlertQueue::new(cfg.alerts.queue_size));
     let alert_writer = AlertWriter::spawn(alert_queue.clone(), &cfg.alerts)?;
-    let eal = Eal::init(&spec.eal_args)?;
+    let eal = Eal::init(&spec.eal_args).map_err(|e| crate::ops::check::explain_eal_failure(&e, &spec.eal_args))?;
     let n_ports = dpdk::available_ports();
     if n_ports == 0 {
-        return Err("no DPDK ports: bind a NIC to a DPDK driver and pass -a <PCI address>, or add --vdev devices".into());
+        return Err(crate::ops::check::explain_no_ports(&spec.eal_args));
     }
 
     // Workers: every EAL lcore but the main one; the main lcore works too when asked,
@@ -293,7 +309,41 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         })?;
     }
 
+    let live = Arc::new(crate::ops::Live {
+        program: spec.program,
+        version: spec.build.to_string(),
+        started: std::time::SystemTime::now(),
+        started_at: Instant::now(),
+        mode: if passive { "passive" } else { "inline" },
+        dispatch: dispatch_name,
+        lcores: lcores.clone(),
+        ports: ports
+            .iter()
+            .map(|p| crate::ops::LivePort { id: p.id(), name: p.info.name.clone(), driver: p.info.driver.clone(), out: out_port[p.id() as usize] })
+            .collect(),
+        config_file: spec.config_file.clone(),
+        rules_file: rules.as_ref().map(|(p, _)| p.clone()),
+        rules_opts: rules.as_ref().map(|(_, o)| o.clone()),
+        rules_loaded: Mutex::new(std::time::SystemTime::now()),
+        shared: shared.clone(),
+        alerts: alert_queue.clone(),
+        pools: std::iter::once(("haka_mbufs", PoolRef::of(&pool), pool.size()))
+            .chain(reasm_pool.as_ref().map(|p| ("haka_reasm", PoolRef::of(p), p.size())))
+            .collect(),
+        stop: stop_signal.clone(),
+        reloading: Mutex::new(()),
+        redis: cfg.alerts.redis.is_some(),
+    });
+    let servers = crate::ops::Servers::start(live.clone(), control_sock, metrics_sock)?;
+    {
+        let l = live.clone();
+        if let Err(e) = dpdk::register_telemetry(&crate::ops::TELEMETRY_COMMANDS, Arc::new(move |cmd, params| l.telemetry(cmd, params))) {
+            println!("telemetry: {e}");
+        }
+    }
     let mut control = Control {
+        live: live.clone(),
+        ports: ports.iter().map(|p| p.id()).collect(),
         shared: shared.clone(),
         signal: stop_signal,
         reload: reload_signal,
@@ -314,8 +364,6 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         stop_after: spec.stop_after,
         linger: spec.linger,
         input_done: None,
-        rules: rules.clone(),
-        reload_check: None,
     };
     if let Some(plan) = main_plan {
         let idx = plan.index;
@@ -330,6 +378,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         shared.stop.store(true, Ordering::SeqCst);
     }
     dpdk::wait_all_lcores();
+    // (the control and metrics threads read the pools and ports: stopped first)
+    servers.stop();
     let elapsed = control.ready_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
 
     let reports: Vec<WorkerReport> = std::mem::take(&mut *reports.lock().map_err(|_| "worker report lock poisoned")?)
@@ -387,6 +437,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             "eve": alerts.eve_written,
             "syslog": alerts.syslog_written,
             "write_errors": alerts.write_errors,
+            "redis": alerts.redis_sent,
+            "redis_lost": alerts.redis_lost,
         },
         "flow_table": {
             "bytes": table_bytes,
@@ -449,8 +501,47 @@ fn summary(c: &Counters) -> String {
     )
 }
 
+/// Before EAL starts: the files haka writes (stats file, flow dump, EVE file), the control
+/// socket's directory, the memory the flow tables and pools need.
+fn preflight(cfg: &Config, spec: &RunSpec) -> Result<(), String> {
+    use crate::ops::check;
+    if let Some(p) = &spec.stats_file {
+        check::writable_file(p, "--stats-file")?;
+    }
+    if let Some(p) = &spec.flow_dump {
+        check::writable_file(p, "--flow-dump")?;
+    }
+    if let Some(p) = &cfg.alerts.eve_file {
+        check::writable_file(p, "alerts.eve_file")?;
+    }
+    if !cfg.control.socket.is_empty() {
+        check::socket_dir(Path::new(&cfg.control.socket))?;
+    }
+    check::memory(cfg, spec.eal_args.get(1..).unwrap_or_default())
+}
+
+/// `haka --check`: the config (already parsed), the rules, the EAL arguments and the
+/// environment they need, every path, the memory; nothing is started.
+fn check_only(spec: &RunSpec) -> Result<String, String> {
+    let cfg = &spec.config;
+    if let Some(path) = &cfg.rules.file {
+        LuaEngine::load(path, &lua_options(cfg), 0, Box::new(|_| {}))?;
+    }
+    crate::ops::check::eal_args(spec.eal_args.get(1..).unwrap_or_default())?;
+    preflight(cfg, spec)?;
+    Ok(format!(
+        "configuration OK: config {}, rules {}, EAL arguments [{}]",
+        spec.config_file.as_ref().map_or("(defaults)".into(), |p| p.display().to_string()),
+        cfg.rules.file.as_ref().map_or("(none)".into(), |p| p.display().to_string()),
+        spec.eal_args.get(1..).unwrap_or_default().join(" ")
+    ))
+}
+
 /// The main lcore's periodic duties, run between its own bursts (or in a sleep loop).
 struct Control {
+    live: Arc<crate::ops::Live>,
+    /// Port ids (the stats line's imissed and rx_nombuf).
+    ports: Vec<u16>,
     shared: Arc<Shared>,
     signal: Arc<AtomicBool>,
     /// SIGHUP: reload the rules on every worker (between their bursts).
@@ -467,20 +558,6 @@ struct Control {
     linger: Duration,
     /// When the offline input was found to be over.
     input_done: Option<Instant>,
-    /// The rules file and how it is loaded, for reload checks.
-    rules: Option<(std::path::PathBuf, LuaOptions)>,
-    /// A reload's check: the rules file loaded into a throwaway state on a thread of its
-    /// own (how long it took, or the load error), before any worker is asked to load it.
-    reload_check: Option<std::thread::JoinHandle<Result<Duration, String>>>,
-}
-
-/// Loads the rules file into a throwaway state (on the reload check's thread): a file
-/// that fails, or loops at load until its instruction budget stops it, never reaches a
-/// worker.
-fn check_rules(path: std::path::PathBuf, opts: LuaOptions) -> Result<Duration, String> {
-    let t0 = Instant::now();
-    LuaEngine::load(&path, &opts, 0, Box::new(|_| {}))?;
-    Ok(t0.elapsed())
 }
 
 impl Control {
@@ -501,35 +578,15 @@ impl Control {
         if self.signal.load(Ordering::Relaxed) {
             return true;
         }
-        if self.reload_check.is_none() && self.reload.swap(false, Ordering::Relaxed) {
-            match self.rules.clone() {
-                Some((path, opts)) => {
-                    let t = std::thread::Builder::new().name("haka-reload".into()).spawn(move || check_rules(path, opts));
-                    match t {
-                        Ok(t) => self.reload_check = Some(t),
-                        Err(e) => println!("reload: cannot start the rules check: {e}"),
-                    }
-                }
-                None => println!("reload: no rules file to reload"),
-            }
-        }
-        if self.reload_check.as_ref().is_some_and(|t| t.is_finished()) {
-            let outcome = self.reload_check.take().expect("checked").join();
-            match &outcome {
-                Ok(Ok(took)) => {
-                    let gen = self.shared.reload_generation.fetch_add(1, Ordering::SeqCst) + 1;
-                    println!(
-                        "reload: rules checked in {:.1} ms off the workers, reload {gen} requested (SIGHUP)",
-                        took.as_secs_f64() * 1e3
-                    );
-                }
-                Ok(Err(e)) => println!("reload: rules reload refused, the workers keep their rules: {e}"),
-                Err(_) => println!("reload: rules reload refused, the workers keep their rules: the check failed"),
-            }
-            if !matches!(outcome, Ok(Ok(_))) {
-                self.shared.reloads_refused.fetch_add(1, Ordering::Relaxed);
-            }
+        if self.reload.swap(false, Ordering::Relaxed) {
+            // The same reload as `hakactl reload`, waited for off this lcore.
+            println!("reload: rules reload requested (SIGHUP)");
             let _ = std::io::stdout().flush();
+            let live = self.live.clone();
+            let _ = std::thread::Builder::new().name("haka-reload".into()).spawn(move || match live.reload() {
+                Ok(m) => println!("reload: {m}"),
+                Err(e) => println!("reload: {e}"),
+            });
         }
         let now = Instant::now();
         let totals = self.shared.totals();
@@ -540,8 +597,20 @@ impl Control {
         if let Some(every) = self.stats_every {
             if now.duration_since(self.last_print) >= every {
                 let secs = self.ready_at.map(|t| t.elapsed().as_secs()).unwrap_or(0);
-                if self.verbose {
-                    println!("stats: t={secs}s {}", summary(&totals));
+                if self.verbose && crate::logging::core_enabled("info") {
+                    let (mut imissed, mut nombuf) = (0, 0);
+                    for &p in &self.ports {
+                        let s = dpdk::port_stats(p);
+                        imissed += s.imissed;
+                        nombuf += s.rx_nombuf;
+                    }
+                    let reasons: Vec<String> = crate::stats::DropReason::ALL
+                        .iter()
+                        .filter(|r| totals.dropped[**r as usize] > 0)
+                        .map(|r| format!("{}:{}", r.name(), totals.dropped[*r as usize]))
+                        .collect();
+                    let reasons = if reasons.is_empty() { "none".to_string() } else { reasons.join(",") };
+                    println!("stats: t={secs}s {} imissed={imissed} rx_nombuf={nombuf} drop_reasons={reasons}", summary(&totals));
                     let _ = std::io::stdout().flush();
                 }
                 self.last_print = now;
@@ -606,6 +675,15 @@ struct HakaArgs {
     /// At exit, write every live flow as a JSON line (debugging)
     #[arg(long, value_name = "PATH")]
     flow_dump: Option<PathBuf>,
+    /// Check the config, rules, EAL arguments, paths and memory, then exit (0: all good)
+    #[arg(short = 'T', long = "check")]
+    check: bool,
+    /// Override a config key: section.key=value (TOML value, or a bare string); repeatable
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Log levels: LEVEL[,SECTION=LEVEL...] (fatal error warning info debug trace); overrides [log] level
+    #[arg(long = "loglevel", value_name = "LEVELS")]
+    loglevel: Option<String>,
 }
 
 /// `haka [EAL args] -- [app args]`; without `--`, every argument is an app argument.
@@ -620,16 +698,17 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         Ok(a) => a,
         Err(e) => return clap_error(prog, e),
     };
-    let config = match &args.config {
-        Some(path) => match Config::load(path) {
-            Ok(c) => c,
-            Err(e) => return fail(prog, &e),
-        },
-        None => Config::default(),
+    let mut config = match Config::load_with(args.config.as_deref(), &args.set) {
+        Ok(c) => c,
+        Err(e) => return fail(prog, &e),
     };
-    let mut config = config;
     if let Some(r) = args.rules {
         config.rules.file = Some(r);
+    }
+    let levels = args.loglevel.as_deref().unwrap_or(&config.log.level);
+    match crate::logging::LogSpec::parse(levels) {
+        Ok(spec) => crate::logging::set(spec),
+        Err(e) => return fail(prog, &format!("--loglevel {levels}: {e}")),
     }
     let mut eal_args = vec![argv.first().cloned().unwrap_or_else(|| prog.into())];
     eal_args.extend(config.eal.args.iter().cloned());
@@ -644,7 +723,18 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         stop_after: None,
         verbose: true,
         linger: Duration::ZERO,
+        config_file: args.config.clone(),
+        build,
     };
+    if args.check {
+        return match check_only(&spec) {
+            Ok(m) => {
+                println!("haka: {m}");
+                0
+            }
+            Err(e) => fail(prog, &e),
+        };
+    }
     match run(spec) {
         Ok(_) => 0,
         Err(e) => fail(prog, &e),
@@ -698,13 +788,13 @@ pub fn hakapcap_main(argv: Vec<String>, build: &'static str) -> i32 {
         Ok(a) => a,
         Err(e) => return clap_error(prog, e),
     };
-    match hakapcap(args) {
+    match hakapcap(args, build) {
         Ok(()) => 0,
         Err(e) => fail(prog, &e),
     }
 }
 
-fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
+fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
     std::fs::metadata(&args.rules).map_err(|e| format!("{}: cannot read rules: {e}", args.rules.display()))?;
     if args.rules.is_dir() {
         return Err(format!("{}: is a directory, not a rules file", args.rules.display()));
@@ -738,6 +828,9 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
         config.datapath.mode = Mode::Passive;
     }
     config.rules.file = Some(args.rules.clone());
+    // (offline: nothing to operate while it runs)
+    config.control.socket.clear();
+    config.metrics.listen = None;
     config.datapath.main_lcore_worker = MainLcoreWorker::Yes;
     config.datapath.stats_interval = 0;
     config.ports.rss = false;
@@ -775,6 +868,8 @@ fn hakapcap(args: HakapcapArgs) -> Result<(), String> {
         stop_after: Some(expected),
         verbose: false,
         linger: Duration::from_secs_f64(args.linger),
+        config_file: args.config.clone(),
+        build,
     };
     if args.output.is_some() {
         dpdk::start_tx_time_log();

@@ -20,6 +20,9 @@ pub struct Config {
     pub dns: DnsConfig,
     pub defrag: DefragSection,
     pub memory: MemoryConfigSection,
+    pub control: ControlConfig,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
 }
 
 /// `[memory]`: the flow memory budget, every byte a worker holds for its connections
@@ -41,6 +44,43 @@ pub struct MemoryConfigSection {
 impl Default for MemoryConfigSection {
     fn default() -> Self {
         MemoryConfigSection { flow_kb: 1024, worker_mb: 512, over_cap: Verdict::Drop }
+    }
+}
+
+/// `[control]`: the control socket `hakactl` talks to.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket path (mode 0600); "" runs without it.
+    pub socket: String,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { socket: crate::ops::control::DEFAULT_SOCKET.into() }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `ADDRESS:PORT` serving `GET /metrics` (e.g. "127.0.0.1:9477"); none: off.
+    pub listen: Option<String>,
+}
+
+/// `[log]`: log levels.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `LEVEL[,SECTION=LEVEL...]` (fatal, error, warning, info, debug, trace); `haka
+    /// --loglevel` overrides it, `hakactl loglevel` changes it while haka runs.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into() }
     }
 }
 
@@ -114,6 +154,23 @@ fn key_at(text: &str, line: usize) -> Option<(String, String)> {
         None => key.to_string(),
     };
     Some((path, key.to_string()))
+}
+
+/// The line of `text` that sets the key a validation message starts with
+/// (`section.key = value: ...`), if any.
+fn line_of_key(text: &str, msg: &str) -> Option<usize> {
+    let path = msg.split([' ', ':']).next()?;
+    let (sec, key) = path.split_once('.')?;
+    let mut in_sec = false;
+    for (i, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if l.starts_with('[') {
+            in_sec = l.trim_matches(|c| c == '[' || c == ']').trim() == sec;
+        } else if in_sec && l.split_once('=').is_some_and(|(k, _)| k.trim() == key) {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// `[http]`: the HTTP dissector.
@@ -559,7 +616,47 @@ impl Config {
                 None => format!("{origin}: {msg}"),
             }
         })?;
-        cfg.validate().map_err(|m| format!("{origin}: {m}"))?;
+        cfg.validate().map_err(|m| match line_of_key(text, &m) {
+            Some(l) => format!("{origin}:{l}: {m}"),
+            None => format!("{origin}: {m}"),
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads `path` (None: the defaults), then applies `--set section.key=value` overrides
+    /// (the value in TOML syntax, or a bare string), each checked as it comes: an error
+    /// names the override.
+    pub fn load_with(path: Option<&Path>, sets: &[String]) -> Result<Config, String> {
+        let (text, origin) = match path {
+            Some(p) => (std::fs::read_to_string(p).map_err(|e| format!("{}: cannot read config: {e}", p.display()))?, p.display().to_string()),
+            None => (String::new(), "(defaults)".to_string()),
+        };
+        let mut cfg = Config::parse(&text, &origin)?;
+        if sets.is_empty() {
+            return Ok(cfg);
+        }
+        let mut doc: toml::Table = toml::from_str(&text).map_err(|e| format!("{origin}: {}", e.message()))?;
+        for s in sets {
+            let (k, v) = s.split_once('=').ok_or_else(|| format!("--set {s}: expected section.key=value"))?;
+            let (sec, key) = k.trim().split_once('.').ok_or_else(|| format!("--set {s}: expected section.key=value"))?;
+            let (sec, key, v) = (sec.trim(), key.trim(), v.trim());
+            if sec.is_empty() || key.is_empty() {
+                return Err(format!("--set {s}: expected section.key=value"));
+            }
+            let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(v.to_string()));
+            let section = doc.entry(sec.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let Some(section) = section.as_table_mut() else {
+                return Err(format!("--set {s}: {sec} is not a section"));
+            };
+            section.insert(key.to_string(), value);
+            cfg = toml::Value::Table(doc.clone())
+                .try_into::<Config>()
+                .map_err(|e| format!("--set {s}: {}", e.message().replace('\n', " ")))?;
+            cfg.validate().map_err(|m| format!("--set {s}: {m}"))?;
+        }
         Ok(cfg)
     }
 
@@ -636,6 +733,14 @@ impl Config {
             return Err(format!("rules.memory_limit_mb = {}: must be at least 8", r.memory_limit_mb));
         }
         self.defrag.validate()?;
+        crate::logging::LogSpec::parse(&self.log.level).map_err(|e| format!("log.level = \"{}\": {e}", self.log.level))?;
+        if let Some(l) = &self.metrics.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|_| format!("metrics.listen = \"{l}\": not an ADDRESS:PORT (e.g. \"127.0.0.1:9477\")"))?;
+        }
+        if !self.control.socket.is_empty() && !self.control.socket.starts_with('/') {
+            return Err(format!("control.socket = \"{}\": must be an absolute path (or \"\" for none)", self.control.socket));
+        }
         let f = &self.flows;
         if f.capacity == 0 {
             return Err("flows.capacity = 0: must be at least 1".into());
@@ -753,6 +858,26 @@ mod tests {
         assert!(Config::parse("[defrag]\noverlap = \"first\"\n", "x.toml").is_err());
         let e = Config::parse("[defrag]\nenabled = 1\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn range_errors_name_the_line_and_set_overrides() {
+        let e = Config::parse("[datapath]\nmode = \"inline\"\n[flows]\nudp_timeout = 5\ncapacity = 0\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:5: flows.capacity = 0:"), "{e}");
+        let e = Config::parse("[log]\nlevel = \"loud\"\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2: log.level"), "{e}");
+        let e = Config::parse("[metrics]\nlisten = \"nowhere\"\n", "x.toml").unwrap_err();
+        assert!(e.starts_with("x.toml:2: metrics.listen"), "{e}");
+        let c = Config::load_with(None, &["flows.capacity=1024".into(), "alerts.eve_file=/tmp/e.json".into(), "control.socket=\"\"".into()]).unwrap();
+        assert_eq!(c.flows.capacity, 1024);
+        assert_eq!(c.alerts.eve_file.as_deref(), Some(std::path::Path::new("/tmp/e.json")));
+        assert_eq!(c.control.socket, "");
+        let e = Config::load_with(None, &["flows.capacity=0".into()]).unwrap_err();
+        assert!(e.starts_with("--set flows.capacity=0: flows.capacity = 0"), "{e}");
+        let e = Config::load_with(None, &["flows.bogus=1".into()]).unwrap_err();
+        assert!(e.starts_with("--set flows.bogus=1:") && e.contains("bogus"), "{e}");
+        let e = Config::load_with(None, &["flows".into()]).unwrap_err();
+        assert!(e.contains("section.key=value"), "{e}");
     }
 
     #[test]

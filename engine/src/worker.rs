@@ -32,6 +32,73 @@ pub struct Shared {
     /// Fragments and reassembled datagrams handed to another worker and not yet
     /// processed by it (see `crate::fragstage`; the final drain waits for 0).
     pub frag_inflight: AtomicI64,
+    /// Per worker: questions from the control socket / metrics, answered between bursts.
+    pub mailboxes: Vec<Mailbox>,
+}
+
+/// A question for one worker (`hakactl flows`, `hakactl rules`, `/metrics`).
+#[derive(Clone, Copy, Debug)]
+pub enum Query {
+    /// Up to `limit` live flows, as [`flow_json`] lines.
+    Flows { limit: usize },
+    /// Each rule's hits and errors.
+    Rules,
+}
+
+/// A worker's answer to a [`Query`].
+#[derive(Debug)]
+pub enum Answer {
+    Flows { total: usize, lines: Vec<String> },
+    Rules(Vec<crate::lua::RuleStat>),
+}
+
+/// Lock-free single-slot exchanges between the control threads and one worker: the worker
+/// only ever pops a request and pushes an answer (never waits); requests carry a sequence
+/// number so that a late answer to an abandoned request is not taken for another's.
+pub struct Mailbox {
+    request: crossbeam_queue::ArrayQueue<(u64, Query)>,
+    answer: crossbeam_queue::ArrayQueue<(u64, Answer)>,
+    /// (reload generation, outcome: Ok(true) reloaded, Ok(false) no rules, Err(load error)).
+    reload: crossbeam_queue::ArrayQueue<(u64, Result<bool, String>)>,
+    /// Serialises the askers of this worker (control and metrics threads; never the worker).
+    asking: std::sync::Mutex<u64>,
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Mailbox {
+            request: crossbeam_queue::ArrayQueue::new(1),
+            answer: crossbeam_queue::ArrayQueue::new(1),
+            reload: crossbeam_queue::ArrayQueue::new(1),
+            asking: std::sync::Mutex::new(0),
+        }
+    }
+}
+
+impl Mailbox {
+    /// Asks the worker and waits up to `timeout` for its answer (None: it did not answer,
+    /// e.g. stopped or busy in a long rule). Called off the workers' path.
+    pub fn ask(&self, q: Query, timeout: std::time::Duration) -> Option<Answer> {
+        let mut seq = self.asking.lock().ok()?;
+        *seq += 1;
+        let me = *seq;
+        while self.answer.pop().is_some() {}
+        let _ = self.request.force_push((me, q));
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some((s, a)) = self.answer.pop() {
+                if s == me {
+                    return Some(a);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                // (withdrawn if still there; a late answer is dropped by the next ask)
+                let _ = self.request.pop();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
 }
 
 impl Shared {
@@ -44,7 +111,31 @@ impl Shared {
             reloads_refused: AtomicU64::new(0),
             counters: (0..workers).map(|_| SharedCounters::default()).collect(),
             frag_inflight: AtomicI64::new(0),
+            mailboxes: (0..workers).map(|_| Mailbox::default()).collect(),
         }
+    }
+
+    /// The rules reload hook (SIGHUP, `hakactl reload`): triggers the reload every worker
+    /// does between its bursts (`reload_generation`) and waits up to `timeout` for each
+    /// worker's outcome. Per worker: None (no answer in time), Ok(true) reloaded, Ok(false)
+    /// no rules loaded, Err(the load error: the previous rules stay).
+    pub fn reload_and_wait(&self, timeout: std::time::Duration) -> Vec<Option<Result<bool, String>>> {
+        let gen = self.reload_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut out: Vec<Option<Result<bool, String>>> = self.mailboxes.iter().map(|_| None).collect();
+        while out.iter().any(Option::is_none) && std::time::Instant::now() < deadline {
+            for (o, m) in out.iter_mut().zip(&self.mailboxes) {
+                if o.is_none() {
+                    if let Some((g, r)) = m.reload.pop() {
+                        if g >= gen {
+                            *o = Some(r);
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        out
     }
 
     pub fn totals(&self) -> Counters {
@@ -462,8 +553,9 @@ impl Loop<'_> {
     }
 
     /// Reloads this worker's rules into a fresh state; on failure the old rules stay.
-    fn reload_rules(&mut self) {
-        let Some(lua) = self.lua.as_mut() else { return };
+    /// Ok(false): no rules to reload.
+    fn reload_rules(&mut self) -> Result<bool, String> {
+        let Some(lua) = self.lua.as_mut() else { return Ok(false) };
         match lua.reload() {
             Ok(()) => {
                 if let Some(st) = self.stateful.as_mut() {
@@ -471,11 +563,26 @@ impl Loop<'_> {
                 }
                 self.c.rules_reloaded += 1;
                 println!("worker {}: rules reloaded", self.plan.index);
+                Ok(true)
             }
             Err(e) => {
                 self.c.rules_reload_failed += 1;
                 println!("worker {}: rules reload failed, keeping the previous rules: {e}", self.plan.index);
+                Err(e)
             }
+        }
+    }
+
+    /// Answers a control question (between bursts; allocates, but only when asked).
+    #[cold]
+    fn answer(&mut self, q: Query) -> Answer {
+        match q {
+            Query::Flows { limit } => {
+                let table = self.pipeline.flows();
+                let lines = table.iter().take(limit).map(|(_, f)| flow_json(self.plan.index, f)).collect();
+                Answer::Flows { total: table.len(), lines }
+            }
+            Query::Rules => Answer::Rules(self.lua.as_ref().map(LuaEngine::rule_stats).unwrap_or_default()),
         }
     }
 
@@ -734,6 +841,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         depth: 0,
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
+    let mut log_seen = u64::MAX;
     let rings = plan.rings.clone();
     let mut rx = MbufBurst::new();
     let mut ringbuf = MbufBurst::new();
@@ -804,7 +912,26 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         if gen != reload_seen {
             // Between bursts: nothing is in flight in this worker.
             reload_seen = gen;
-            lp.reload_rules();
+            let outcome = lp.reload_rules();
+            if outcome == Ok(true) {
+                log_seen = u64::MAX; // (a new rules state: levels set again)
+            }
+            let _ = shared.mailboxes[me].reload.force_push((gen, outcome));
+        }
+        if iter & 15 == 0 {
+            let lg = crate::logging::generation();
+            if lg != log_seen {
+                if let (Some(spec), Some(lua)) = (crate::logging::try_current(), lp.lua.as_ref()) {
+                    lua.set_log_levels(&spec);
+                    log_seen = lg;
+                } else if lp.lua.is_none() {
+                    log_seen = lg;
+                }
+            }
+            let mb = &shared.mailboxes[me];
+            if let Some((seq, q)) = mb.request.pop() {
+                let _ = mb.answer.force_push((seq, lp.answer(q)));
+            }
         }
         iter += 1;
         if iter & 63 == 0 {

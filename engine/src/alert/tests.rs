@@ -441,8 +441,15 @@ fn config_defaults_parse_and_validate() {
             eve_file: Some(PathBuf::from("/var/log/haka/eve.json")),
             syslog: true,
             queue_size: 128,
+            redis: None,
         }
     );
+    let r: AlertsConfig = toml::from_str("[redis]\nurl = \"redis://127.0.0.1:6380/1\"\nmode = \"stream\"\nkey = \"k\"\n").unwrap();
+    let rc = r.redis.as_ref().unwrap();
+    assert_eq!((rc.mode, rc.key.as_str(), rc.max_pending), (super::redis::RedisMode::Stream, "k", 65536));
+    assert!(r.validate().is_ok());
+    let r: AlertsConfig = toml::from_str("[redis]\nurl = \"http://x\"\n").unwrap();
+    assert!(r.validate().unwrap_err().contains("alerts.redis.url"));
     let partial: AlertsConfig = toml::from_str("syslog = true").unwrap();
     assert!(partial.stdout && partial.queue_size == 4096);
     assert!(toml::from_str::<AlertsConfig>("colour = true").is_err());

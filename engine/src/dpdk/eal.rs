@@ -28,17 +28,29 @@ impl Eal {
         let ret = unsafe { dpdk_sys::rte_eal_init(argc, argv.as_mut_ptr()) };
         let text = capture.map(OutputCapture::finish).unwrap_or_default();
         if ret < 0 {
-            let cause = text
-                .lines()
-                .map(str::trim)
-                .find(|l| {
-                    !l.is_empty()
-                        && !l.starts_with("EAL: Detected")
-                        && !l.starts_with("EAL: Selected")
-                        && !l.starts_with("EAL: Physical")
-                        && !l.starts_with("EAL: FATAL")
-                        && !l.starts_with("Usage:")
-                })
+            // EAL's informational lines say nothing of the failure: prefer a line that
+            // reads as an error, else the first line that is not one of them.
+            let info = |l: &str| {
+                l.is_empty()
+                    || l.starts_with("EAL: Detected")
+                    || l.starts_with("EAL: Selected")
+                    || l.starts_with("EAL: Physical")
+                    || l.starts_with("EAL: Multi-process socket")
+                    || l.starts_with("EAL: FATAL")
+                    || l.starts_with("Usage:")
+            };
+            let errorish = |l: &str| {
+                let l = l.to_ascii_lowercase();
+                ["cannot", "failed", "error", "unable", "no available", "not ", "unrecognized", "invalid", "permission", "denied"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            };
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !info(l)).collect();
+            let cause = lines
+                .iter()
+                .copied()
+                .find(|l| errorish(l))
+                .or_else(|| lines.first().copied())
                 .map(|l| l.strip_prefix(&format!("{}: ", args[0])).unwrap_or(l).to_string())
                 .unwrap_or_else(super::last_error);
             return Err(format!("EAL initialisation failed: {cause} (EAL arguments: {})", args[1..].join(" ")));

@@ -10,6 +10,7 @@ mod mbuf;
 mod mempool;
 mod port;
 mod ring;
+mod telemetry;
 
 pub use eal::{
     launch_on, lcore_id, main_lcore, prefetch, socket_id_any, thread_cpu_ns, tsc, tsc_hz, wait_all_lcores, worker_lcores,
@@ -20,8 +21,9 @@ pub use lua::{http_field_fn, new_lua_with_ffi};
 pub(crate) use lua::{arm_interrupt, disarm_interrupt, raw_state, set_hook_check, HookCheck};
 pub use mbuf::{Mbuf, MbufBurst, PoolRef, BURST};
 pub use mempool::Mempool;
-pub use port::{available_ports, start_tx_time_log, take_tx_time_log, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
+pub use port::{available_ports, port_stats, start_tx_time_log, take_tx_time_log, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
 pub use ring::Ring;
+pub use telemetry::register_telemetry;
 
 use std::ffi::CStr;
 

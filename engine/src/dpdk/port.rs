@@ -229,19 +229,7 @@ impl Port {
     }
 
     pub fn stats(&self) -> PortStats {
-        let mut st = dpdk_sys::rte_eth_stats::default();
-        // SAFETY: valid out-parameter.
-        unsafe { dpdk_sys::rte_eth_stats_get(self.info.id, &mut st) };
-        PortStats {
-            rx: st.ipackets,
-            tx: st.opackets,
-            rx_bytes: st.ibytes,
-            tx_bytes: st.obytes,
-            imissed: st.imissed,
-            ierrors: st.ierrors,
-            oerrors: st.oerrors,
-            rx_nombuf: st.rx_nombuf,
-        }
+        port_stats(self.info.id)
     }
 
     /// Stops the port (flushes tx dumpers of pcap ports) and releases its queues' mbufs.
@@ -367,5 +355,24 @@ impl TxBuffer {
 
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// A port's basic counters (rte_eth_stats_get: callable from any thread, e.g. the control
+/// and metrics threads, while the port is configured).
+pub fn port_stats(id: u16) -> PortStats {
+    let mut st = dpdk_sys::rte_eth_stats::default();
+    // SAFETY: valid out-parameter; an unknown port id only makes DPDK return an error
+    // (the zeroed counters are then returned).
+    unsafe { dpdk_sys::rte_eth_stats_get(id, &mut st) };
+    PortStats {
+        rx: st.ipackets,
+        tx: st.opackets,
+        rx_bytes: st.ibytes,
+        tx_bytes: st.obytes,
+        imissed: st.imissed,
+        ierrors: st.ierrors,
+        oerrors: st.oerrors,
+        rx_nombuf: st.rx_nombuf,
     }
 }

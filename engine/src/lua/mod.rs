@@ -380,6 +380,9 @@ struct State {
     /// `RT.blame`: charges the running rule with an error caught by the engine.
     blame: Function,
     fire: Function,
+    /// `RT.rule_stats` / `RT.set_log_levels` (hakactl rules / loglevel).
+    rule_stats: Function,
+    set_log_levels: Function,
     has_packet_rules: bool,
     /// Some rule runs on a fragment before reassembly (`Pass::Fragment`).
     has_fragment_rules: bool,
@@ -408,6 +411,19 @@ const GC_PAUSE_DEFAULT: i32 = 200;
 
 fn set_gc_pause(lua: &Lua, pause: i32) {
     lua.gc_set_mode(mlua::state::GcMode::Incremental(mlua::state::GcIncParams::default().pause(pause)));
+}
+
+/// One rule's counters ([`LuaEngine::rule_stats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RuleStat {
+    /// `name` given to haka.rule (empty when none).
+    pub name: String,
+    /// FILE:LINE of the haka.rule call.
+    pub location: String,
+    /// The event it is on (`tcp:receive_packet`, `http:request`, ...).
+    pub event: String,
+    pub hits: u64,
+    pub errors: u64,
 }
 
 /// One Lua rule engine per worker (create it on the worker's thread; it is `!Send`).
@@ -790,6 +806,8 @@ fn build_state(
             take_errors: get("take_errors")?,
             blame: get("blame")?,
             fire: get("fire")?,
+            rule_stats: get("rule_stats")?,
+            set_log_levels: get("set_log_levels")?,
             has_packet_rules: has,
             has_fragment_rules: has_frag,
             conn_packet: get("conn_packet")?,
@@ -1006,6 +1024,36 @@ impl LuaEngine {
             self.log_error(&m);
             m
         })
+    }
+
+    /// Each rule's hit and error counters since the rules were (re)loaded, in the order
+    /// the rules file registered them.
+    pub fn rule_stats(&self) -> Vec<RuleStat> {
+        let t: Table = match self.st.rule_stats.call(()) {
+            Ok(t) => t,
+            Err(_) => return Vec::new(),
+        };
+        t.sequence_values::<Table>()
+            .filter_map(|r| r.ok())
+            .map(|r| RuleStat {
+                name: r.get::<String>(1).unwrap_or_default(),
+                location: r.get::<String>(2).unwrap_or_default(),
+                event: r.get::<String>(3).unwrap_or_default(),
+                hits: r.get::<f64>(4).unwrap_or(0.0) as u64,
+                errors: r.get::<f64>(5).unwrap_or(0.0) as u64,
+            })
+            .collect()
+    }
+
+    /// Sets the rules' log levels (haka.log sections): the default level and per-section ones.
+    pub fn set_log_levels(&self, spec: &crate::logging::LogSpec) {
+        let sections = self.st.lua.create_table().ok();
+        if let Some(t) = &sections {
+            for (k, v) in &spec.sections {
+                let _ = t.set(k.as_str(), v.as_str());
+            }
+        }
+        let _ = self.st.set_log_levels.call::<()>((spec.default.as_str(), sections));
     }
 
     /// Runs the `haka.events.started` rules.
