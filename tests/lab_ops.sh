@@ -217,7 +217,7 @@ kill -0 "$LAB_HAKA_PID" 2>/dev/null && fail "haka still running after hakactl st
 wait "$LAB_HAKA_PID"; rc=$?; LAB_HAKA_PID=
 [ "$rc" = 0 ] || fail "haka exit code $rc after hakactl stop"
 [ -e "$SOCK" ] && fail "control socket left behind"
-/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["totals"]["rules_reload_failed"] == 2 and s["totals"]["rules_reloaded"] == 2, s["totals"]' "$STATS" || fail "stats file after stop"
+/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["totals"]["rules_reload_failed"] == 0 and s["rules_reloads_refused"] == 1 and s["totals"]["rules_reloaded"] == 2, s["totals"]' "$STATS" || fail "stats file after stop"
 out=$(ctl status 2>&1); [ $? = 1 ] && grep -q "haka is not running" <<<"$out" || fail "status after stop: $out"
 rm -rf "$WORK"
 echo "PASS lab_ops"
