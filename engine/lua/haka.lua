@@ -349,6 +349,16 @@ end
 RT.running = { rule = false }
 RT.rules = {}
 RT.n_disabled = 0
+RT.GUARD_SRC = [[
+local rec, running, eval = ...
+return function(a, b, c, d, e)
+  if rec.off then return end
+  rec.hits = rec.hits + 1
+  running.rule = rec
+  local ret = eval(a, b, c, d, e)
+  running.rule = false
+  return ret
+end]]
 function RT.guard(r, event_name, eval, level)
   local info = debug.getinfo(level + 1, "Sl")
   local src = info and info.source or "?"
@@ -367,15 +377,11 @@ function RT.guard(r, event_name, eval, level)
   }
   RT.rules[#RT.rules + 1] = rec
   local running = RT.running
-  local guarded = function(a, b, c, d, e)
-    if rec.off then return end
-    rec.hits = rec.hits + 1
-    local prev = running.rule
-    running.rule = rec
-    local ret = eval(a, b, c, d, e)
-    running.rule = prev
-    return ret
-  end
+  -- A prototype of its own per rule (loadstring each time): the guard's call of the rule
+  -- stays monomorphic for LuaJIT's traces. (A rule running inside another one, rare,
+  -- clears the running rule when it returns: an error of the outer one is then counted,
+  -- not charged to it.)
+  local guarded = loadstring(RT.GUARD_SRC, "=rule guard")(rec, running, eval)
   -- (a streamed rule's listener is also called at the end of its stream)
   if RT._streamed.listeners[eval] then RT._streamed.listeners[guarded] = true end
   return guarded
