@@ -8,7 +8,8 @@
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #   FUZZ_SANITIZER=address scripts/fuzz.sh 600   # ASan build (default: none, see README)
 #   FUZZ_JOBS=2 ...                               # targets run side by side
-# Reproduce a failure: fuzz/target/x86_64-unknown-linux-gnu/release/<target> <input>
+#   FUZZ_BUILD=dev ...                            # unoptimized build (faster to build)
+# Reproduce a failure: fuzz/target/x86_64-unknown-linux-gnu/{release,debug}/<target> <input>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-60}
@@ -25,8 +26,15 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
 fi
 # cargo-fuzz passes nightly flags (-Zsanitizer, sancov passes): the stable toolchain
 # accepts them with RUSTC_BOOTSTRAP=1. One build for every target (one cargo call).
-(cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -O -a --sanitizer "$SAN" --codegen-units 16)
-BIN=fuzz/target/x86_64-unknown-linux-gnu/release
+# FUZZ_BUILD=dev (what scripts/test.sh uses for its short runs): unoptimized, about 40%
+# less build time, slower runs.
+if [ "${FUZZ_BUILD:-release}" = dev ]; then
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build --dev -a --sanitizer "$SAN")
+  BIN=fuzz/target/x86_64-unknown-linux-gnu/debug
+else
+  (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz build -O -a --sanitizer "$SAN" --codegen-units 16)
+  BIN=fuzz/target/x86_64-unknown-linux-gnu/release
+fi
 
 SEEDS=fuzz/seeds
 rm -rf "$SEEDS"

@@ -12,7 +12,8 @@ cargo test --release --workspace
 # The fuzz targets (fuzz/, out of the workspace): built once, each run a few seconds
 # from the seed corpus, so that they keep building and their oracles keep holding
 # (scripts/fuzz.sh SECONDS for a real campaign; README "Fuzzing").
-bash scripts/fuzz.sh "${FUZZ_SECONDS:-3}"
+# (unoptimized: the build is most of the cost of a short run)
+FUZZ_BUILD=dev bash scripts/fuzz.sh "${FUZZ_SECONDS:-3}"
 # Haka's own tests, when ../shared/haka-suite is beside the project (it is in CI):
 # fails when a test listed in tests/haka-suite.pass regresses.
 bash scripts/haka_suite.sh
