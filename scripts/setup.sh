@@ -41,6 +41,15 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# cargo-fuzz: builds and runs the fuzz targets of fuzz/ (scripts/fuzz.sh; test.sh runs
+# each briefly). Built from crates.io once (a few minutes), then found in ~/.cargo/bin.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+  cargo install cargo-fuzz --locked --quiet
+else
+  echo "setup: cargo-fuzz present"
+fi
+
 # Hugepages: 1024 x 2 MiB, mounted at /dev/hugepages. Optional.
 hp_total=$(awk '/HugePages_Total/ {print $2}' /proc/meminfo)
 if [ "${hp_total:-0}" -lt 1024 ]; then

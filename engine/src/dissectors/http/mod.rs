@@ -69,11 +69,9 @@ impl AppDissector for HttpDissector {
         let last = &mut self.end[dir as usize & 1];
         let scratch = &mut out.http_scratch;
         scratch.clear();
-        if let Err(error) = p.feed_into(data, scratch) {
-            let e = self.error(dir, error);
-            out.list.push(e);
-            return;
-        }
+        // On an error, the messages completed before it in the same data are reported
+        // first (as they are when the data comes in several segments), then the error.
+        let fed = p.feed_into(data, scratch);
         for e in scratch.drain(..) {
             match e {
                 HttpEvent::Head(head) => {
@@ -91,6 +89,11 @@ impl AppDissector for HttpDissector {
                 HttpEvent::MessageEnd => out.list.push(AppEvent::MessageEnd { dir, end: *last }),
                 HttpEvent::Trailers(_) => {}
             }
+        }
+        if let Err(error) = fed {
+            let e = self.error(dir, error);
+            out.list.push(e);
+            return;
         }
         // Requests tell the response parser how to delimit their answers.
         if dir == 0 {
@@ -179,5 +182,44 @@ impl AppDissector for HttpDissector {
     fn held_bytes(&self) -> usize {
         let prior: usize = self.prior.iter().flatten().map(|h| h.bytes.capacity()).sum();
         self.req.held_bytes() + self.resp.held_bytes() + prior
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the dissector reports for the client's stream fed in `parts`.
+    fn events(parts: &[&[u8]]) -> Vec<String> {
+        let mut d = HttpDissector::new(&Settings::default());
+        let mut ev = Events::default();
+        for p in parts {
+            d.receive_stream(0, p, &mut ev);
+        }
+        ev.list
+            .iter()
+            .map(|e| match e {
+                AppEvent::Head { head, span, .. } => format!("head {} {span:?}", String::from_utf8_lossy(head.part(1))),
+                AppEvent::MessageEnd { end, .. } => format!("end {end}"),
+                AppEvent::Error(p) => format!("error {:?}", p.alert),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    /// A request followed in the same segment by bytes that are no HTTP: the request is
+    /// reported (its rules run), then the error, as when the two come in two segments.
+    /// Before, the error alone was reported and the request was never inspected (with
+    /// `[http] protocol_error = "accept"` it passed uninspected). Found by fuzz/http_split.
+    #[test]
+    fn a_message_before_an_error_in_the_same_segment_is_reported() {
+        let req: &[u8] = b"GET /admin HTTP/1.1\r\nHost: a\r\n\r\n";
+        let bad: &[u8] = b"\x01\x02\r\n\r\n";
+        let whole = events(&[&[req, bad].concat()]);
+        assert_eq!(whole.len(), 3, "{whole:?}");
+        assert_eq!(whole[0], "head /admin (0, 32)");
+        assert_eq!(whole[1], "end 32");
+        assert!(whole[2].starts_with("error Some("), "{whole:?}");
+        assert_eq!(events(&[req, bad]), whole);
     }
 }

@@ -1553,6 +1553,19 @@ where
     out.extend_from_slice(&b[..head.info.fields_start]);
     // sets whose name was met: later fields of that name go, nothing is appended for it
     let mut done = 0u64;
+    // A name removed then set again (`headers[n] = nil` then `headers[n] = v`): its fields go
+    // from their places and it is appended, as the Lua headers do.
+    let reappended = |name: &[u8]| {
+        let mut removed = false;
+        for t in sets.clone().filter(|t| t.name.eq_ignore_ascii_case(name)) {
+            match t.value {
+                None => removed = true,
+                Some(_) if removed => return true,
+                Some(_) => {}
+            }
+        }
+        false
+    };
     // the current field was replaced or removed: its obs-fold continuation lines go too
     let mut dropping = false;
     let mut st = head.info.fields_start;
@@ -1576,7 +1589,7 @@ where
                 }
                 Some((i, s)) => {
                     dropping = true;
-                    if let (0, Some(v)) = (done & bit(i), &s.value) {
+                    if let (0, Some(v), false) = (done & bit(i), &s.value, reappended(name)) {
                         field(out, name, v);
                     }
                     for (k, t) in sets.clone().enumerate() {
@@ -1589,10 +1602,18 @@ where
         }
         st += rel + 1;
     };
+    // Appended: in the order of the sets that appended them (the first value after the
+    // name's last removal, or its first value), with that set's spelling of the name and the
+    // name's last value.
     for (i, s) in sets.clone().enumerate() {
-        let last = sets.clone().skip(i + 1).all(|t| !t.name.eq_ignore_ascii_case(&s.name));
-        if let (0, true, Some(v)) = (done & bit(i), last, &s.value) {
-            field(out, &s.name, v);
+        let same = |t: &&FieldSet| t.name.eq_ignore_ascii_case(&s.name);
+        let appends = s.value.is_some()
+            && sets.clone().take(i).filter(same).last().is_none_or(|t| t.value.is_none())
+            && sets.clone().skip(i + 1).filter(same).all(|t| t.value.is_some());
+        if appends && (done & bit(i) == 0 || reappended(&s.name)) {
+            if let Some(v) = sets.clone().filter(same).last().and_then(|t| t.value.as_ref()) {
+                field(out, &s.name, v);
+            }
         }
     }
     out.extend_from_slice(&b[block_end..]);
@@ -3497,6 +3518,14 @@ HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz",
         assert_eq!(apply(&[set("X-B", Some("9")), set("x-b", Some("2"))]), None);
         assert!(apply(&[set("x-b", Some("2")), set("X-B", Some("9"))]).unwrap().contains("\r\nX-B: 9\r\n\r\n"));
         assert_eq!(apply(&[set("X-None", None)]), None);
+        // as successive Lua assignments: a name appended keeps its place among the appended
+        // ones and its first spelling; one removed then set again goes to the end
+        assert!(apply(&[set("cookie", Some("1")), set("Via", Some("")), set("COOKIE", Some("12"))])
+            .unwrap()
+            .ends_with("\r\nX-B: 2\r\ncookie: 12\r\nVia: \r\n\r\nbody?"));
+        assert!(apply(&[set("x-a", None), set("X-a", Some("3")), set("X-New", Some("v"))])
+            .unwrap()
+            .ends_with("\r\nX-B: 2\r\nX-a: 3\r\nX-New: v\r\n\r\nbody?"));
         // a head without fields
         let h = RawHead::scan(b"GET / HTTP/1.0\r\n\r\n".to_vec(), true).unwrap();
         let s = set("Via", Some("haka"));
