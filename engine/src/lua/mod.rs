@@ -198,7 +198,7 @@ impl Default for LuaOptions {
             disable_after_errors: 0,
             disable_after_timeouts: 0,
             disable_window: 10,
-            alert_rate: [1000, 1],
+            alert_rate: [0, 1],
         }
     }
 }
