@@ -222,4 +222,20 @@ mod tests {
         assert!(whole[2].starts_with("error Some("), "{whole:?}");
         assert_eq!(events(&[req, bad]), whole);
     }
+
+    /// 100 pipelined requests in one segment: each head gets its own stream span (before,
+    /// the parser kept 64 spans per call and the later heads got (0, 0), which misplaced
+    /// a rewrite of their head). Found by fuzz/http_split.
+    #[test]
+    fn every_head_of_one_segment_gets_its_span() {
+        let req: &[u8] = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n";
+        let n = req.len() as u64;
+        let whole = events(&[&req.repeat(100)]);
+        let heads: Vec<&String> = whole.iter().filter(|e| e.starts_with("head")).collect();
+        assert_eq!(heads.len(), 100);
+        for (i, h) in heads.iter().enumerate() {
+            let i = i as u64;
+            assert_eq!(**h, format!("head /a ({}, {})", i * n, (i + 1) * n));
+        }
+    }
 }

@@ -564,11 +564,13 @@ impl HttpParser {
         self.body_offs.pop_front()
     }
 
+    /// Kept in raw-heads mode only, whose caller (the dissector) takes them after each
+    /// `feed`: one per event reported, however many one segment holds (a cap lost the
+    /// first ones, misplacing every later offset; elsewhere nobody takes them).
     fn body_at(&mut self, off: u64) {
-        if self.body_offs.len() >= 4096 {
-            self.body_offs.pop_front();
+        if self.raw_heads {
+            self.body_offs.push_back(off);
         }
-        self.body_offs.push_back(off);
     }
 
     /// Whether `feed` reports body bytes (default true). Without them bodies are
@@ -972,7 +974,9 @@ impl HttpParser {
         self.leading.clear();
         self.pos += end;
         let head_end = self.base + self.pos as u64;
-        if self.spans.len() < 64 {
+        // (as body offsets: raw-heads mode only, one per head reported, no cap; a cap of 64
+        // gave the heads after the 64th of one segment no span)
+        if self.raw_heads {
             self.spans.push_back((head_end - bytes.len() as u64, head_end));
         }
         self.state = State::Head { line_start: 0 };
