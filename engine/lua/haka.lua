@@ -224,6 +224,9 @@ local function time_of(s, ns)
   return (setmetatable({ secs = s, nsecs = ns, seconds = s + ns / 1e9 }, time_mt))
 end
 
+-- Timers on the network time (state machine timeouts, engine/lua/state_machine.lua): when n > 0,
+-- check(t) runs before the rules of each packet, t its capture time in seconds.
+haka._timer = { n = 0, check = function() end }
 function haka.current_thread() return worker end
 function haka.capture_mode() return READ_ONLY and "passthrough" or "normal" end
 function haka.abort() error("haka.abort()", 2) end
@@ -335,8 +338,11 @@ end
 -- direction, an HTTP message's body), resumed as data arrives; its iterators block until
 -- more data or the end of the stream. RT._streamed.make wraps such a rule into a listener
 -- called (obj, data, dir) with each piece of data, and with data nil at the end of the
--- stream (RT._streamed.finish). The stream holds a copy of the data: what a streamed rule
--- modifies does not reach the packets (see README).
+-- stream (RT._streamed.finish). The stream holds a copy of the data, except for a TCP
+-- stream's receive_data when it is writable: RT._streamed.ext is then the segment's external
+-- view, pushed without copy, and what the rules change in the bytes of THIS segment becomes
+-- stream edits once they have run (RT.conn_data); changes to earlier data (already sent) are
+-- lost (see README).
 RT._streamed = {
   events = { ["tcp_connection:receive_data"] = true, ["http:request_data"] = true,
     ["http:response_data"] = true, ["http:receive_data"] = true },
@@ -367,7 +373,14 @@ function RT._streamed.make(on, g)
         for _, o in pairs(cs) do o.capped = true end -- every stream of the object ends here
       else
         c.bytes = (c.bytes or 0) + #str
-        c.cur = c.s:push(VB.from(str))
+        local ext = RT._streamed.ext
+        if ext and ext.data == data then
+          local region
+          c.cur, region = VB.stream_push_view(c.s, ext.buf)
+          ext.regions[#ext.regions + 1] = region
+        else
+          c.cur = c.s:push(VB.from(str))
+        end
       end
     end
     if c.capped then data = nil end
@@ -2029,6 +2042,7 @@ local function begin_call(id)
   CUR = f
   in_burst = true
   B.cur = 0
+  if haka._timer.n > 0 and S[0].ts_sec > 0 then haka._timer.check(S[0].ts_sec + S[0].ts_nsec * 1e-9) end
   ACT = 0
   APPSEL = 0
   if f and f._pending then ACT = f._pending; f._pending = nil end
@@ -2143,11 +2157,27 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     local writable = proto == 6 and not ro
     local p = ffi.cast(u8p, addr)
     local buf, tok = VBM.external(p, len, writable)
-    local ok, err = pcall(fire, D.events.receive_data, f, buf:sub(0), DIRS[dir])
+    local data = buf:sub(0)
+    local ext
+    if writable and D.events.receive_data.streamed then
+      ext = { buf = buf, data = data, regions = {} }
+      RT._streamed.ext = ext
+    end
+    local ok, err = pcall(fire, D.events.receive_data, f, data, DIRS[dir])
+    RT._streamed.ext = nil
     if ok and writable then
       local ed = VBM.external_edits(buf, tok, p, len)
       if ed then
         for i = 1, #ed do local e = ed[i]; edit(e[1], e[2], e[3], e[4]) end
+      end
+      -- (streamed rules: the edits of this segment's bytes in their stream)
+      if ext then
+        for r = 1, #ext.regions do
+          local sed = VBM.stream_edits(ext.regions[r], tok, p, len)
+          if sed then
+            for i = 1, #sed do local e = sed[i]; edit(e[1], e[2], e[3], e[4]) end
+          end
+        end
       end
     end
     VBM.external_end(tok, "copy")
@@ -2702,7 +2732,10 @@ function RT.finish()
 
   local src = { "local E, B, S, VP, VE, V4, V6, VT, VU, VI, be16 = ..." }
   for k, e in ipairs(env) do src[#src + 1] = sfmt("local %s = E[%d]", e[1], k) end
+  -- (the due timers of the state machines first: haka._timer)
+  src[#src + 1] = "local TM = haka._timer"
   src[#src + 1] = "return function(i0, n) for i = i0, n - 1 do B.cur = i do local s = S[i]"
+  src[#src + 1] = "if TM.n > 0 and s.ts_sec > 0 then TM.check(s.ts_sec + s.ts_nsec * 1e-9) end"
   for _, l in ipairs(body) do src[#src + 1] = l end
   src[#src + 1] = "end ::done:: end end"
   local vals = {}

@@ -44,6 +44,10 @@ pub struct TcpConfig {
     /// Flags of the RSTs `reset()` forges: "rst_ack" (RST+ACK with the acknowledgement
     /// number) or "rst" (Haka: RST alone, acknowledgement 0, no DF).
     pub reset_flags: ResetFlags,
+    /// Checksum of a TCP segment rewritten by a stream edit or a sequence shift:
+    /// "update" (RFC 1624, incrementally: a segment that arrived with a bad checksum keeps a
+    /// bad one) or "recompute" (Haka: computed again over the segment).
+    pub edit_checksum: EditChecksum,
     /// A dropped (or reset) connection's state lasts until it closes or this many
     /// seconds pass (Haka: 60); then a new SYN on its addresses and ports is a new
     /// connection. UDP: the next datagram after the timeout.
@@ -61,6 +65,17 @@ pub enum ResetFlags {
     Rst,
 }
 
+/// `[tcp] edit_checksum`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EditChecksum {
+    /// Updated incrementally for the bytes that changed.
+    #[default]
+    Update,
+    /// Computed again over the whole segment (Haka).
+    Recompute,
+}
+
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
@@ -71,6 +86,7 @@ impl Default for TcpConfig {
             stream_buffer_per_worker_mb: 64,
             over_cap: Verdict::Drop,
             reset_flags: ResetFlags::RstAck,
+            edit_checksum: EditChecksum::Update,
             drop_timeout: 60,
         }
     }
@@ -590,6 +606,7 @@ impl Config {
             required_chain: self.rules.dissectors == DissectorChain::Required,
             read_only_streams: self.datapath.mode == Mode::Passive || self.datapath.pass_through,
             bare_resets: self.tcp.reset_flags == ResetFlags::Rst,
+            recompute_checksums: self.tcp.edit_checksum == EditChecksum::Recompute,
             drop_timeout_s: self.tcp.drop_timeout,
         }
     }
