@@ -127,10 +127,13 @@ pub enum Stateful {
     TlsClientHellos,
     TlsErrors,
     TcpUnexpected,
+    /// Protocol errors of the dissectors written in Lua (`haka.dissector.new`): a grammar
+    /// parse error no action handled, data that could not be parsed (engine/lua/dissector.lua).
+    LuaProtocolErrors,
 }
 
 impl Stateful {
-    pub const COUNT: usize = 33;
+    pub const COUNT: usize = 34;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -165,6 +168,7 @@ impl Stateful {
         Stateful::TlsClientHellos,
         Stateful::TlsErrors,
         Stateful::TcpUnexpected,
+        Stateful::LuaProtocolErrors,
     ];
 
     /// The counter of an HTTP anomaly kind.
@@ -207,6 +211,7 @@ impl Stateful {
             Stateful::TlsClientHellos => "tls_client_hellos",
             Stateful::TlsErrors => "tls_errors",
             Stateful::TcpUnexpected => "tcp_unexpected",
+            Stateful::LuaProtocolErrors => "lua_protocol_errors",
         }
     }
 }

@@ -681,7 +681,8 @@ pub fn rewrite_tcp(buf: &mut [u8], len: usize, meta: &PacketMeta, rw: &TcpRewrit
         }
     }
     if rw.recompute {
-        recompute_tcp_checksum(&mut buf[..new_len], v6, l3, l4);
+        // (the segment ends with its payload: Ethernet padding after it is not summed)
+        recompute_tcp_checksum(&mut buf[..po + new_plen], v6, l3, l4);
     }
     Ok(new_len)
 }
@@ -1720,6 +1721,33 @@ mod tests {
     }
 
     #[test]
+    fn recompute_gives_a_bad_checksum_a_valid_one_update_keeps_it_bad() {
+        for v6 in [false, true] {
+            let mut f = build(&spec(v6, b"hello, world"));
+            let m = meta_of(&f, false);
+            let ck = m.l4_offset as usize + 16;
+            f[ck] ^= 0x5a; // offloaded (wrong) checksum, as in captures taken on loopback
+            let rw = TcpRewrite { payload: Some(b"HELLO"), seq: Some(7), recompute: true, ..Default::default() };
+            let g = rewrite(&f, false, f.len() + 64, &rw).unwrap();
+            assert_valid(&g, false);
+            let rw = TcpRewrite { payload: Some(b"HELLO"), seq: Some(7), ..Default::default() };
+            let g = rewrite(&f, false, f.len() + 64, &rw).unwrap();
+            let gm = meta_of(&g, false);
+            let seg = &g[gm.l4_offset as usize..gm.l3_offset as usize + gm.ip_len as usize];
+            let (src, dst): (&[u8], &[u8]) =
+                if v6 { (&gm.src_addr[..], &gm.dst_addr[..]) } else { (&gm.src_addr[12..], &gm.dst_addr[12..]) };
+            assert_ne!(naive_verify_sum(src, dst, seg), 0xffff, "update keeps a bad checksum bad");
+            // a shift that moves nothing leaves the segment as it is, recomputing or not
+            let mut h = f.clone();
+            let seq = be32(&h, m.l4_offset as usize + 4);
+            shift_tcp(&mut h, &m, seq, &SeqShift::default(), true).unwrap();
+            assert_eq!(h, f);
+            shift_tcp(&mut h, &m, seq.wrapping_add(3), &SeqShift::default(), true).unwrap();
+            assert_valid(&h, false);
+        }
+    }
+
+    #[test]
     fn tcp_edit_rewrite_v4_payload_seq_ack() {
         let f = build(&spec(false, b"hello, world"));
         assert_valid(&f, false);
@@ -2020,7 +2048,7 @@ mod tests {
             sd.record_edits(seq, payload.len(), &edits).unwrap();
             let mut buf = vec![0u8; 1500];
             buf[..f.len()].copy_from_slice(f);
-            let rw = TcpRewrite { payload: Some(&scratch), seq: Some(new_seq), ack: None, ack_map: Some(&so), unchanged: None };
+            let rw = TcpRewrite { payload: Some(&scratch), seq: Some(new_seq), ack: None, ack_map: Some(&so), unchanged: None, recompute: false };
             let n = rewrite_tcp(&mut buf, f.len(), &m, &rw).unwrap();
             let g = &buf[..n];
             let gm = assert_valid(g, false);
@@ -2302,6 +2330,7 @@ for line in sys.stdin:
                 ack_map: if rng.below(2) == 0 { None } else { Some(&shift) },
                 // any extent, even a wrong one: never a panic
                 unchanged: if rng.below(2) == 0 { None } else { Some((rng.below(200) as usize, rng.below(200) as usize)) },
+                recompute: rng.below(2) == 0,
             };
             let len = if rng.below(10) == 0 { rng.below(cap as u64 + 10) as usize } else { f.len() };
             if let Ok(n) = rewrite_tcp(&mut buf, len, &m, &rw) {

@@ -921,4 +921,5 @@ fn copy_rule_counters(c: &mut Counters, lua: &LuaEngine) {
     c.rule_errors = lc.rule_errors;
     c.rule_budget_exceeded = lc.budget_exceeded;
     c.rule_memory_exceeded = lc.memory_exceeded;
+    c.stateful[crate::stats::Stateful::LuaProtocolErrors as usize] = lc.protocol_errors;
 }

@@ -122,7 +122,8 @@ struct Burst {
     rewrites: u32,
     /// Packets the rules forged (inject/send) and the engine did not take yet.
     forged: u32,
-    _pad2: u32,
+    /// Protocol errors of the Lua dissectors (engine/lua/dissector.lua), cumulative.
+    proto_errors: u32,
     s: [Slot; MAX_BURST],
 }
 
@@ -290,6 +291,8 @@ pub struct LuaCounters {
     pub memory_resets: u64,
     pub alerts: u64,
     pub reloads: u64,
+    /// Protocol errors of the dissectors written in Lua.
+    pub protocol_errors: u64,
 }
 
 struct Shared {
@@ -806,7 +809,7 @@ impl LuaEngine {
             streamed_hold_bytes: opts.streamed_hold_bytes,
             streamed_over_cap_drop: opts.streamed_over_cap_drop,
         });
-        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, _pad2: 0, s: [Slot::default(); MAX_BURST] });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, proto_errors: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
         let watch = Arc::new(Watch {
             state: Mutex::new(0),
@@ -912,6 +915,7 @@ impl LuaEngine {
     pub fn counters(&self) -> LuaCounters {
         let mut c = self.counters;
         c.alerts = self.shared.alert_count.get();
+        c.protocol_errors = self.burst.proto_errors as u64;
         c
     }
 
