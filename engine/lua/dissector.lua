@@ -417,6 +417,7 @@ end
 
 -- the stream of one direction; data: the segment's bytes (a vbuffer_sub), nil at the end
 function TcpFlowDissector.method:_receive_data(data, direction)
+  if rawget(self, '_detached') then return end
   local ss = rawget(self, '_streams')
   if not ss then ss = {}; rawset(self, '_streams', ss) end
   local st = ss[direction]
@@ -426,6 +427,13 @@ function TcpFlowDissector.method:_receive_data(data, direction)
     ss[direction] = st
   end
   if st.over then return end
+  -- the data no mark holds any more is released (not before: the edits of the previous
+  -- segment were taken from the stream after its call)
+  while true do
+    local b = st.stream:pop()
+    if not b then break end
+    st.held = st.held - #b
+  end
   local cur
   if data ~= nil then
     if st.stream.isfinished then return end
@@ -448,12 +456,6 @@ function TcpFlowDissector.method:_receive_data(data, direction)
     cm:start(1, function(iter) return self:receive_streamed(iter, direction) end)
   end
   dissector.pcall(self, function() return cm:process(1, cur) end)
-  -- the data no mark holds any more is released
-  while true do
-    local b = st.stream:pop()
-    if not b then break end
-    st.held = st.held - #b
-  end
   local cap = dissector.hold_bytes or 1048576
   if st.held > cap and self:can_continue() then
     st.over = true
@@ -490,6 +492,7 @@ function UdpFlowDissector.method:receive(payload, direction, pkt)
   error("not implemented")
 end
 function UdpFlowDissector.method:_receive_datagram(pkt, direction)
+  if rawget(self, '_detached') then return end
   return dissector.pcall(self, function() return self:receive(pkt.payload, direction, pkt) end)
 end
 

@@ -1331,6 +1331,8 @@ local function bytes_fn(node)
         if not last_chunked and sub then chunk(sub, iter.iseof) end
         if match then
           iter:move_to(last_chunked)
+          -- (the iterator went back: its meter counts from where the bytes began)
+          iter.meter = begin.meter + sub_between(begin, iter):size()
           if not mbegin then chunk(nil, true) end
           break
         end
@@ -1442,6 +1444,7 @@ local function token_fn(node)
             local e = begin:copy()
             e:advance(last)
             iter:move_to(e)
+            iter.meter = e.meter
             ok = true
           end
           break
@@ -1452,6 +1455,7 @@ local function token_fn(node)
       begin:unmark()
       if not ok then
         iter:move_to(begin)
+        iter.meter = begin.meter
         return fail(ctx, node, "token /%s/ doesn't match", pattern)
       end
       iter:split()

@@ -997,6 +997,9 @@ for _, n in ipairs({ "ipv4", "ipv6" }) do
   d.events.receive_packet_reassembled = new_event(n .. ":receive_packet_reassembled", function(v) return v.s.verdict == 0 end)
 end
 haka.dissector = { opposite_direction = function(d) if d == "up" then return "down" end return "up" end }
+-- ([rules] lua_protocol_error and streamed_hold_kb, for engine/lua/dissector.lua)
+haka.dissector.protocol_error_drop = H.lua_protocol_error_drop ~= false
+haka.dissector.hold_bytes = H.streamed_hold_bytes
 -- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
 -- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
 local log_lua = haka.log_section("lua")

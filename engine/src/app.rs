@@ -104,6 +104,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 dns_haka_records: cfg.dns.records == crate::config::DnsRecords::Haka,
                 streamed_hold_bytes: (cfg.rules.streamed_hold_kb as usize).saturating_mul(1024),
                 streamed_over_cap_drop: cfg.rules.streamed_over_cap == Verdict::Drop,
+                lua_protocol_error_drop: cfg.rules.lua_protocol_error == Verdict::Drop,
             };
             LuaEngine::load(path, &opts, 0, Box::new(|_| {}))?;
             Some((path.clone(), opts))

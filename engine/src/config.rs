@@ -473,6 +473,10 @@ pub struct RulesConfig {
     /// A connection over `streamed_hold_kb`: "drop" it, or "accept" (its streamed rules
     /// end with what they read; later data goes to the plain rules only).
     pub streamed_over_cap: Verdict,
+    /// A protocol error of a dissector written in Lua (a grammar parse error nobody
+    /// handles): "drop" the packet or the connection, or "accept" (the dissector stops,
+    /// the traffic goes on). Counted (`lua_protocol_errors`) either way.
+    pub lua_protocol_error: Verdict,
 }
 
 /// `[rules] dissectors`.
@@ -500,6 +504,7 @@ impl Default for RulesConfig {
             error_log_interval: 1,
             streamed_hold_kb: 1024,
             streamed_over_cap: Verdict::Drop,
+            lua_protocol_error: Verdict::Drop,
         }
     }
 }

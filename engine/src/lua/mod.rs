@@ -171,6 +171,8 @@ pub struct LuaOptions {
     /// and whether a connection over it is dropped (else its streamed rules end).
     pub streamed_hold_bytes: usize,
     pub streamed_over_cap_drop: bool,
+    /// `[rules] lua_protocol_error = "drop"`: a Lua dissector's protocol error drops.
+    pub lua_protocol_error_drop: bool,
 }
 
 impl Default for LuaOptions {
@@ -185,6 +187,7 @@ impl Default for LuaOptions {
             dns_haka_records: false,
             streamed_hold_bytes: 1 << 20,
             streamed_over_cap_drop: true,
+            lua_protocol_error_drop: true,
         }
     }
 }
@@ -324,6 +327,7 @@ struct Shared {
     dns_haka_records: bool,
     streamed_hold_bytes: usize,
     streamed_over_cap_drop: bool,
+    lua_protocol_error_drop: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -526,6 +530,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("dns_haka_records", sh.dns_haka_records)?;
     h.set("streamed_hold_bytes", sh.streamed_hold_bytes)?;
     h.set("streamed_over_cap_drop", sh.streamed_over_cap_drop)?;
+    h.set("lua_protocol_error_drop", sh.lua_protocol_error_drop)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -808,6 +813,7 @@ impl LuaEngine {
             dns_haka_records: opts.dns_haka_records,
             streamed_hold_bytes: opts.streamed_hold_bytes,
             streamed_over_cap_drop: opts.streamed_over_cap_drop,
+            lua_protocol_error_drop: opts.lua_protocol_error_drop,
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, proto_errors: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
@@ -1345,7 +1351,19 @@ impl LuaEngine {
     pub fn conn_datagram(&mut self, flow_id: u32, data: &mut [u8], meta: &PacketMeta, dir: u8) -> ConnCall {
         self.set_current(data, meta, dir, flow_id);
         let f = self.st.conn_data.clone();
-        self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32))
+        self.burst.rewrites = 0;
+        let r = self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32));
+        if self.burst.rewrites > 0 {
+            // (as conn_packet: a size change of the datagram's payload is not applied here)
+            let _ = self.take_rewrites();
+            self.log_rewrite_refused();
+        }
+        // (the datagram's bytes written in place, e.g. by a dissector written in Lua)
+        let m = self.burst.s[0].modified;
+        if m & MOD_ANY != 0 {
+            fix_checksums(data, meta, m);
+        }
+        r
     }
 
     /// `read_only`: the rules may not modify the data (passive mode: Haka's "read only
