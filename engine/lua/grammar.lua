@@ -88,6 +88,11 @@ grammar.result = { Result = Result, ArrayResult = ArrayResult }
 
 local GV = "__gv"
 local function new_result() return (setmetatable({}, Result)) end
+-- a new result of class rc (the default Result without calling its constructor)
+local function result_of(rc)
+  if rc == nil or rc == Result then return (setmetatable({}, Result)) end
+  return rc:new()
+end
 local function is_instance(res)
   local mt = getmetatable(res)
   return mt ~= nil and class.isclass(mt)
@@ -359,9 +364,9 @@ end
 function dg.Entity.method:parse(iter, result, user)
   if iter == nil then error("parse: missing iterator", 2) end
   local root = result
-  if root == nil then root = (self.resultclass or Result):new() end
+  if root == nil then root = result_of(self.resultclass) end
   local ctx = new_ctx(iter, user, nil, root)
-  if root.validate == nil then rawset(root, 'validate', revalidate) end
+  if rawget(root, 'validate') == nil then rawset(root, 'validate', revalidate) end
   local err = self.fn(ctx)
   if err then
     log.debug("%s", tostring(err))
@@ -382,10 +387,10 @@ function dg.Entity.method:create(iter, a, b)
     result = a
   end
   local root = result
-  if root == nil then root = (self.resultclass or Result):new() end
+  if root == nil then root = result_of(self.resultclass) end
   local ctx = new_ctx(iter, nil, init or {}, root)
   ctx.creating = true
-  if root.validate == nil then rawset(root, 'validate', revalidate) end
+  if rawget(root, 'validate') == nil then rawset(root, 'validate', revalidate) end
   local err = self.fn(ctx)
   return root, err
 end
@@ -725,7 +730,7 @@ local function record_fn(node, fns, name, resultclass, extras, retain_data)
     local res
     if name then
       local parent = ctx._results[base]
-      res = push(ctx, resultclass and resultclass:new() or new_result(), name)
+      res = push(ctx, result_of(resultclass), name)
       if desc then set_field(parent, name, desc, res) else parent[name] = res end
     end
     for i = 1, n do
@@ -836,7 +841,7 @@ function Union.method:do_compile(env, rule, id)
     local base = ctx._n
     if name then
       local parent = ctx._results[base]
-      local res = push(ctx, rc and rc:new() or new_result(), name)
+      local res = push(ctx, result_of(rc), name)
       parent[name] = res
     end
     local start, startbo = iter:copy(), ctx._bitoffset
@@ -921,7 +926,7 @@ function Try.method:do_compile(env, rule, id)
     local base = ctx._n
     local start, startbo, smeter = iter:copy(), ctx._bitoffset, iter.meter
     for i = 1, n do
-      local res = push(ctx, rc and rc:new() or new_result(), name)
+      local res = push(ctx, result_of(rc), name)
       local err = fns[i](ctx)
       if not err then
         res = ctx._results[base + 1]
@@ -1119,6 +1124,23 @@ local function write_number(sub, bo, bits, endian, v)
   end
   return sub:setbits(bo, bits, v, endian)
 end
+local vpeek_uint = VBM.peek_uint
+local is_iter = VBM.is_iterator
+-- the number of `bits` at iterator `it` (bit offset bo): read in place when it is whole
+-- bytes (as sub:asnumber reads them: little endian 2 and 4 bytes signed), else through a sub
+local function number_at(it, bo, bits, endian)
+  if bo == 0 and bits % 8 == 0 and bits <= 32 then
+    local size = bits / 8
+    local little = endian == 'little'
+    local v = vpeek_uint(it, size, little)
+    if v ~= nil then
+      if little and size > 1 and v >= 2 ^ (bits - 1) then v = v - 2 ^ bits end
+      return v
+    end
+  end
+  local size = ceil((bo + bits) / 8)
+  return read_number(it:copy():sub(size), bo, bits, endian)
+end
 
 local function number_fn(node)
   local bits, endian, name = node.size, node.endian, node.name
@@ -1126,14 +1148,16 @@ local function number_fn(node)
   local applies = node._post_apply
   local desc
   if name then
+    -- (the raw data: an iterator at the number's first byte)
     desc = make_desc(node, name,
       function(self)
         local gv = gv_of(self)
-        return read_number(gv[name], gv[bkey] or 0, bits, endian)
+        return number_at(gv[name], gv[bkey] or 0, bits, endian)
       end,
       function(self, v)
         local gv = gv_of(self)
-        return write_number(gv[name], gv[bkey] or 0, bits, endian, v)
+        local bo = gv[bkey] or 0
+        return write_number(gv[name]:copy():sub(ceil((bo + bits) / 8)), bo, bits, endian, v)
       end)
   end
   local validate = node._validate
@@ -1150,7 +1174,7 @@ local function number_fn(node)
     elseif vavail(iter, size) < size then
       return fail(ctx, node, "not enough data")
     end
-    if need_sub then sub = iter:copy():sub(size) end
+    if need_sub then sub = iter:copy() end
     if bit ~= 0 then iter:advance(size - 1) else iter:advance(size) end
     ctx._bitoffset = bit
     local res = ctx._results[ctx._n]
@@ -1173,7 +1197,7 @@ local function number_fn(node)
       end
     end
     if applies then
-      return do_apply(node, read_number(sub, bo, bits, endian), ctx)
+      return do_apply(node, number_at(sub, bo, bits, endian), ctx)
     end
     return nil
   end
@@ -1279,9 +1303,6 @@ local function bytes_fn(node)
     else
       size = 'all'
     end
-    local function chunk(sub, isend)
-      if chunkedf then chunkedf(res, sub, isend, ctx) end
-    end
     -- the simple case
     if not chunkedf and not untilre then
       local sub
@@ -1299,6 +1320,9 @@ local function bytes_fn(node)
     if chunkedf and size == 0 then
       chunkedf(res, nil, true, ctx)
       return ctx._error and pending(ctx, node) or nil
+    end
+    local function chunk(sub, isend)
+      if chunkedf then chunkedf(res, sub, isend, ctx) end
     end
     local begin = iter:copy()
     local last_chunked, sink
@@ -1387,6 +1411,7 @@ local function token_fn(node)
   local applies = node._post_apply
   local conv = node.converter
   local skey = name and (name .. "\0sub")
+  local lkey = name and (name .. "\0end")
   local desc
   if name then
     if raw then
@@ -1401,7 +1426,13 @@ local function token_fn(node)
           v = tostring(v)
           local b = rx:find(v)
           if b ~= 0 then error(sfmt("token value '%s' does not verify /%s/", v, pattern)) end
-          gv[skey]:setstring(v)
+          local sub = gv[skey]
+          if is_iter(sub) then
+            -- (the token's bytes: its first byte and length, made a sub when first written)
+            sub = sub_between(sub, gv[lkey])
+            gv[skey], gv[lkey] = sub, nil
+          end
+          sub:setstring(v)
         end)
     end
   end
@@ -1426,6 +1457,15 @@ local function token_fn(node)
       if need then begin = iter:copy() end
       if len > 0 then iter:advance(len) end
       mend = iter
+      if name and not raw and not applies then
+        -- a string field: its bytes are kept as two iterators (no sub object)
+        local v = str
+        if conv then v = conv.get(v) end
+        set_field(res, name, desc, v)
+        local gv = rawget(res, GV)
+        gv[skey], gv[lkey] = begin, iter:copy()
+        return nil
+      end
     else
       -- a stream: fed as it comes (the start of the token kept by a mark)
       local sink = rx:sink()
@@ -1474,7 +1514,8 @@ local function token_fn(node)
         local v = str
         if conv then v = conv.get(v) end
         set_field(res, name, desc, v)
-        rawget(res, GV)[skey] = result
+        local gv = rawget(res, GV)
+        gv[skey], gv[lkey] = result, nil
       end
     end
     return nil

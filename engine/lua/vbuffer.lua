@@ -106,6 +106,9 @@ local function new_iter(c, off, meter) return setmetatable({ c = c, off = off, m
 local function fix(it)
   local c, off = it.c, it.off
   if c == nil then fail("empty iterator") end
+  -- (fast path, no loop: most iterators need no fixing. The helpers below avoid running a
+  -- loop in the common case: a loop inside a short helper aborts the JIT trace of its caller)
+  if off <= c.size and not c.dead and not c.gone then return c, off end
   while true do
     if off > c.size then
       local f = c.fwd
@@ -138,6 +141,10 @@ end
 
 -- walk to the end of the ring from c
 local function end_of(c)
+  if c.ctl == "end" then return c end
+  local n = c.nx
+  if n.ctl == "end" then return n end
+  c = n
   while c.ctl ~= "end" do c = c.nx end
   return c
 end
@@ -148,6 +155,11 @@ local function adv(it, n)
   local c, off = fix(it)
   -- a negative size means all (Haka's size_t -1); fractions are truncated
   if n ~= nil then n = floor(n); if n < 0 then n = nil end end
+  if n ~= nil and not c.ctl and c.size - off >= n then
+    it.off = off + n
+    it.meter = it.meter + n
+    return n
+  end
   local left = n or huge
   local done = 0
   while c.ctl ~= "end" do
@@ -163,6 +175,11 @@ end
 
 -- bytes available from (c, off), counting at most `max`
 local function avail_from(c, off, max)
+  if not c.ctl then
+    local a = c.size - off
+    if a >= max then return max end
+    if c.nx.ctl == "end" then return a end
+  end
   local n = 0
   while c.ctl ~= "end" do
     n = n + c.size - off
@@ -1445,7 +1462,9 @@ function M.peek(it, n)
   local c, off = fix(it)
   while c.ctl and c.ctl ~= "end" do c = c.nx; off = 0 end
   if c.ctl == "end" or n <= 0 then return "" end
-  if c.size - off >= n then return ffi.string(c.p + c.o + off, n) end
+  local a = c.size - off
+  if a >= n then return ffi.string(c.p + c.o + off, n) end
+  if c.nx.ctl == "end" then return ffi.string(c.p + c.o + off, a) end
   local k = 0
   while n > 0 and c.ctl ~= "end" do
     if not c.ctl then
@@ -1487,6 +1506,15 @@ function M.peek_uint(it, size, little)
   while c.ctl and c.ctl ~= "end" do c = c.nx; off = 0 end
   if c.ctl ~= "end" and c.size - off >= size then
     local p = c.p + c.o + off
+    if size == 1 then return p[0] end
+    if size == 2 then
+      if little then return p[1] * 256 + p[0] end
+      return p[0] * 256 + p[1]
+    end
+    if size == 4 then
+      if little then return ((p[3] * 256 + p[2]) * 256 + p[1]) * 256 + p[0] end
+      return ((p[0] * 256 + p[1]) * 256 + p[2]) * 256 + p[3]
+    end
     local v = 0
     if little then
       for i = size - 1, 0, -1 do v = v * 256 + p[i] end
