@@ -41,12 +41,16 @@ local log = haka.log_section("state_machine")
 local TIMER = haka._timer or { n = 0 }
 haka._timer = TIMER
 local timers = {}     -- active timer -> true
+-- the earliest deadline of the active timers (or earlier: a stopped timer's): check() does
+-- nothing before it, so that packets cost one comparison
+local next_deadline = math.huge
 local function now()
   local t = haka.network_time()
   return t.seconds or 0
 end
 local function timer_start(list, tm)
   timers[tm] = true
+  if tm.deadline < next_deadline then next_deadline = tm.deadline end
   TIMER.n = TIMER.n + 1
   list[#list + 1] = tm
 end
@@ -391,13 +395,18 @@ end
 
 -- timers due at `t` (network seconds): each fires once, its next deadline a period later
 function TIMER.check(t)
+  if t < next_deadline then return end
   local due
+  local nd = math.huge
   for tm in pairs(timers) do
     if tm.deadline <= t then
       due = due or {}
       due[#due + 1] = tm
+    elseif tm.deadline < nd then
+      nd = tm.deadline
     end
   end
+  next_deadline = nd
   if not due then return end
   table.sort(due, function(a, b) return a.deadline < b.deadline end)
   for _, tm in ipairs(due) do
@@ -405,6 +414,7 @@ function TIMER.check(t)
       local d = tm.deadline
       repeat d = d + tm.period until d > t or tm.period <= 0
       tm.deadline = d
+      if d < next_deadline then next_deadline = d end
       tm.fire(tm)
     end
   end
