@@ -3023,4 +3023,154 @@ fn dns_many_questions_and_pending_queries_are_capped() {
     // a bad key value is refused with its name
     let bad = haka_engine::config::Config::parse("[dns]\nmax_questions = 0\n", "t.toml").unwrap_err();
     assert!(bad.contains("dns.max_questions = 0"), "{bad}");
+
+// ---------------------------------------------------------------------------------------
+// dissectors written in Lua (haka.dissector.new, grammar, state machine)
+// ---------------------------------------------------------------------------------------
+
+/// A line protocol dissector on TCP port 7777: `CMD arg\r\n` both ways, a `command` event
+/// per client line, the rules' writes going back into the stream.
+const KV_DISSECTOR: &str = r#"
+local tcp_connection = require('protocol/tcp_connection')
+local kv = haka.dissector.new{ type = tcp_connection.helper.TcpFlowDissector, name = 'kv' }
+kv:register_event('command')
+kv:register_event('reply')
+kv.grammar = haka.grammar.new('kv', function ()
+  line = record{ field('cmd', token('[A-Z]+')), token(' '), field('arg', token('[^\r\n]*')), token('\r?\n') }
+  export(line)
+end)
+kv.state_machine = haka.state_machine.new('kv', function ()
+  state_type(BidirectionalState)
+  session = state(kv.grammar.line, kv.grammar.line)
+  session:on{ event = events.up, execute = function (self, res) self:trigger('command', res) end }
+  session:on{ event = events.down, execute = function (self, res) self:trigger('reply', res) end }
+  initial(session)
+end)
+kv:install_tcp_rule(7777)
+
+haka.rule{ on = haka.dissectors.kv.events.command, eval = function (kv, cmd)
+  haka.log("CMD %s %s", cmd.cmd, cmd.arg)
+  if cmd.cmd == "SECRET" then cmd.arg = string.rep("x", #cmd.arg + 2) end
+  if cmd.cmd == "QUIT" then kv:drop() end
+end }
+haka.rule{ on = haka.dissectors.kv.events.reply, eval = function (kv, r) haka.log("REPLY %s", r.cmd) end }
+haka.rule{ on = haka.dissectors.kv.events.protocol_error, eval = function (kv, err)
+  haka.log("PERR %s", tostring(err))
+end }
+"#;
+
+#[test]
+fn lua_tcp_dissector_parses_streams_edits_them_and_drops_on_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(41000, 7777);
+    s.handshake()
+        .send(0, b"HELLO wo")
+        .send(0, b"rld\r\n")
+        .send(1, b"OK hi\r\n")
+        .send(0, b"SECRET pw\r\n")
+        .send(1, b"OK\x20\r\n")
+        .send(0, b"QUIT now\r\n")
+        .send(0, b"MORE data\r\n")
+        .close();
+    // another port: not dissected
+    let mut o = Session::new(41001, 7778);
+    o.handshake().send(0, b"lower case\r\n").close();
+    let mut pkts = s.pkts.clone();
+    pkts.extend(o.pkts.clone());
+    let input = write_pcap(dir.path(), "kv.pcap", pkts);
+    let r = run(KV_DISSECTOR, &input, None);
+    assert_eq!(r.logs(), ["CMD HELLO world", "REPLY OK", "CMD SECRET pw", "REPLY OK", "CMD QUIT now"], "{}", r.stdout);
+    assert_eq!(r.st("lua_protocol_errors"), 0);
+    let out = r.out_packets();
+    let client = stream_of(&out, true);
+    // the line split over two segments parsed once whole; the rule's write in the stream
+    // (longer: the sequence numbers that follow are shifted); QUIT dropped the connection
+    assert_eq!(String::from_utf8_lossy(&client), "HELLO world\r\nSECRET xxxx\r\n", "{out:?}");
+    assert!(out.iter().all(|p| p.checksums_ok), "valid checksums");
+    assert!(!out.iter().any(|p| contains(&p.payload, b"MORE")), "dropped after QUIT");
+    // the other connection went through untouched
+    assert!(out.iter().any(|p| p.dport == 7778 && p.payload == b"lower case\r\n"));
+}
+
+#[test]
+fn lua_dissector_parse_error_is_a_counted_protocol_error_that_drops_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(41002, 7777);
+    s.handshake().send(0, b"HELLO ok\r\n").send(0, b"bad line\r\n").send(0, b"AFTER x\r\n").close();
+    let input = write_pcap(dir.path(), "kvbad.pcap", s.pkts.clone());
+    let r = run(KV_DISSECTOR, &input, None);
+    assert_eq!(
+        r.logs(),
+        ["CMD HELLO ok", "PERR parse error at byte 0 for field 'cmd' in line: token /[A-Z]+/ doesn't match"],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.st("lua_protocol_errors"), 1);
+    let out = r.out_packets();
+    assert!(!out.iter().any(|p| contains(&p.payload, b"bad line") || contains(&p.payload, b"AFTER")), "{out:?}");
+    assert!(r.dropped("flow_dropped") >= 2, "{}", r.stats);
+
+    // [rules] lua_protocol_error = "accept": counted, the dissector stops, the traffic goes on
+    let r = run(KV_DISSECTOR, &input, Some("[rules]\nlua_protocol_error = \"accept\"\ninstruction_budget = 30000000000\n"));
+    assert_eq!(r.st("lua_protocol_errors"), 1);
+    assert_eq!(r.logs().len(), 2, "{}", r.stdout);
+    assert_eq!(r.total("dropped"), 0);
+    assert_eq!(r.out.packets, Capture::read(&input).unwrap().packets);
+}
+
+#[test]
+fn lua_udp_and_packet_dissectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+        local udp_connection = require('protocol/udp_connection')
+        local echo = haka.dissector.new{ type = udp_connection.helper.UdpFlowDissector, name = 'echo' }
+        echo:register_event('message')
+        echo.grammar = haka.grammar.new('echo', function ()
+          msg = record{ field('kind', number(8)), field('len', number(8)),
+            field('text', bytes():count(function (self) return self.len end)) }
+          export(msg)
+        end)
+        function echo.method:receive(payload, direction, pkt)
+          local res, err = echo.grammar.msg:parse(payload:pos('begin'), nil, self)
+          if err then return self:protocol_error(err) end
+          self:trigger('message', res, direction)
+        end
+        echo:install_udp_rule(9999)
+        haka.rule{ on = haka.dissectors.echo.events.message, eval = function (e, m, dir)
+          haka.log("MSG %s %d %s", dir, m.kind, m.text:asstring())
+          m.kind = 7
+        end }
+
+        -- a packet dissector chosen by a policy of udp: the same bytes, seen per packet
+        local raw = haka.dissector.new{ type = haka.helper.PacketDissector, name = 'rawmsg' }
+        raw.grammar = haka.grammar.new('rawmsg', function ()
+          msg = record{ field('kind', number(8)), field('len', number(8)) }
+          export(msg)
+        end).msg
+        haka.policy{ on = haka.dissectors.udp.policies.next_dissector, dstport = 9999,
+          action = haka.dissectors.rawmsg.install }
+        haka.rule{ on = haka.dissectors.rawmsg.events.receive_packet, eval = function (m)
+          haka.log("RAW %d %d", m.kind, m.len)
+          if m.len > 10 then m:drop() end
+        end }
+    "#;
+    let pkts = vec![
+        udp_pkt(CLIENT, SERVER, 5000, 9999, b"\x01\x03abc"),
+        udp_pkt(SERVER, CLIENT, 9999, 5000, b"\x02\x02ok"),
+        udp_pkt(CLIENT, SERVER, 5000, 9999, b"\x01\x09short"),
+        udp_pkt(CLIENT, SERVER, 5001, 9999, b"\x01\x20"),
+    ];
+    let input = write_pcap(dir.path(), "echo.pcap", pkts);
+    let r = run(rules, &input, None);
+    // (the packet rules of a burst run before its connection events)
+    assert_eq!(r.logs_with("RAW "), ["1 3", "1 9", "1 32"], "{}", r.stdout);
+    assert_eq!(r.logs_with("MSG "), ["up 1 abc", "down 2 ok"], "{}", r.stdout);
+    // a datagram that does not parse: a protocol error, dropped; one dropped by the
+    // packet dissector's rule
+    assert_eq!(r.st("lua_protocol_errors"), 1);
+    let out = r.out_packets();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].payload, b"\x07\x03abc", "the rule's write in the datagram");
+    assert_eq!(out[1].payload, b"\x07\x02ok");
+    assert!(out.iter().all(|p| p.checksums_ok));
 }

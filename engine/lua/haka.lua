@@ -41,6 +41,8 @@ typedef struct hk_burst {
   uint32_t rewrites;
   uint32_t forged;
   uint32_t suppressed;
+  uint32_t proto_errors;
+  uint32_t _pad3;
   hk_slot s[256];
 } hk_burst;
 typedef struct { hk_slot *s; } hk_packet_view;
@@ -234,6 +236,9 @@ local function time_of(s, ns)
   return (setmetatable({ secs = s, nsecs = ns, seconds = s + ns / 1e9 }, time_mt))
 end
 
+-- Timers on the network time (state machine timeouts, engine/lua/state_machine.lua): when n > 0,
+-- check(t) runs before the rules of each packet, t its capture time in seconds.
+haka._timer = { n = 0, check = function() end }
 function haka.current_thread() return worker end
 function haka.capture_mode() return READ_ONLY and "passthrough" or "normal" end
 function haka.abort() error("haka.abort()", 2) end
@@ -428,13 +433,33 @@ end
 -- direction, an HTTP message's body), resumed as data arrives; its iterators block until
 -- more data or the end of the stream. RT._streamed.make wraps such a rule into a listener
 -- called (obj, data, dir) with each piece of data, and with data nil at the end of the
--- stream (RT._streamed.finish). The stream holds a copy of the data: what a streamed rule
--- modifies does not reach the packets (see README).
+-- stream (RT._streamed.finish). The stream holds a copy of the data, except for a TCP
+-- stream's receive_data when it is writable: RT._streamed.ext is then the segment's external
+-- view, pushed without copy, and what the rules change in the bytes of THIS segment becomes
+-- stream edits once they have run (RT.conn_data); changes to earlier data (already sent) are
+-- lost (see README).
 RT._streamed = {
   events = { ["tcp_connection:receive_data"] = true, ["http:request_data"] = true,
     ["http:response_data"] = true, ["http:receive_data"] = true },
   listeners = setmetatable({}, { __mode = "k" }),
 }
+-- Lua dissectors (engine/lua/dissector.lua fills the handlers): the classes registered by
+-- kind, the packet dissectors attached to native ones, the one a next_dissector policy of a
+-- native dissector selected for the current packet (psel), and Lua protocol errors (counted
+-- in B.proto_errors for the engine's stats).
+RT.LD = { tcp = 0, udp = 0, packet = 0, attached = {}, psel = nil }
+haka._lua_dissectors = RT.LD
+function RT.LD.registered(cls, kind)
+  if kind == 'tcp' or kind == 'udp' or kind == 'packet' then RT.LD[kind] = RT.LD[kind] + 1 end
+end
+function RT.LD.count_protocol_error() B.proto_errors = B.proto_errors + 1 end
+function RT.LD.current_ext() return RT._streamed.ext end
+function RT.LD.attach(cls, parent, sel, payload)
+  local ok = { packet = true, ipv4 = true, ipv6 = true, tcp = true, udp = true }
+  if not ok[parent] then error("attach: unknown parent dissector '" .. tostring(parent) .. "'", 3) end
+  local a = RT.LD.attached
+  a[#a + 1] = { cls = cls, parent = parent, sel = sel, payload = payload }
+end
 function RT._streamed.make(on, g)
   local VB = H.vbuffer
   local w
@@ -460,7 +485,14 @@ function RT._streamed.make(on, g)
         for _, o in pairs(cs) do o.capped = true end -- every stream of the object ends here
       else
         c.bytes = (c.bytes or 0) + #str
-        c.cur = c.s:push(VB.from(str))
+        local ext = RT._streamed.ext
+        if ext and ext.data == data then
+          local region
+          c.cur, region = VB.stream_push_view(c.s, ext.buf)
+          ext.regions[#ext.regions + 1] = region
+        else
+          c.cur = c.s:push(VB.from(str))
+        end
       end
     end
     if c.capped then data = nil end
@@ -523,6 +555,8 @@ function haka.rule(r)
   if type(r.eval) ~= "function" and not (sets and r.eval == nil) then error("rule eval must be a function", 2) end
   local pf = r.prefilter ~= nil and check_prefilter(on, r.prefilter, r.name) or nil
   local eval = r.eval
+  -- (a Lua dissector's streamed event wraps its listeners: engine/lua/dissector.lua)
+  if eval and on.wrap then eval = on.wrap(eval, r.options) end
   if eval and type(r.options) == "table" and r.options.streamed and RT._streamed.events[on.name] then
     eval = RT._streamed.make(on, eval)
     on.streamed = true
@@ -1048,6 +1082,13 @@ ffi.metatype("hk_ipv6_addr", {
   __concat = function(x, y) return tostring(x) .. tostring(y) end,
 })
 
+-- the data after the link header of a packet view (the IP packet): a Lua packet dissector
+-- attached to the packet parses it (engine/lua/dissector.lua)
+function RT.LD.l3_payload(v)
+  local s = v.s
+  return (PLD.buf(s, 1, s.data + s.l3_off, s.len - s.l3_off))
+end
+
 ---------------------------------------------------------------------------
 -- dissector views
 ---------------------------------------------------------------------------
@@ -1070,6 +1111,9 @@ for _, n in ipairs({ "ipv4", "ipv6" }) do
   d.events.receive_packet_reassembled = new_event(n .. ":receive_packet_reassembled", function(v) return v.s.verdict == 0 end)
 end
 haka.dissector = { opposite_direction = function(d) if d == "up" then return "down" end return "up" end }
+-- ([rules] lua_protocol_error and streamed_hold_kb, for engine/lua/dissector.lua)
+haka.dissector.protocol_error_drop = H.lua_protocol_error_drop ~= false
+haka.dissector.hold_bytes = H.streamed_hold_bytes
 -- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
 -- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
 local log_lua = haka.log_section("lua")
@@ -1100,6 +1144,7 @@ local function common_methods(m)
   end
   function m.state(self) return "normal" end
   function m.can_continue(self) return self.s.verdict == 0 end
+  function m.select_next_dissector(self, d) RT.LD.psel = d end
   return m
 end
 -- Builds an ffi view metatype: base(s) returns the header pointer.
@@ -2067,6 +2112,10 @@ function Flow:restart() flow_act(self, 128) end
 -- Packets are never held back, so there is nothing to flush: kept for API compatibility.
 function Flow:send() end
 function Flow:select_next_dissector(name)
+  if RT.LD.select_flow and (type(name) == "table" or (type(name) == "string" and not APP_CODES[name]
+      and haka.dissector.lua_classes and haka.dissector.lua_classes[name])) then
+    return RT.LD.select_flow(self, name)
+  end
   local c = APP_CODES[name]
   if not c then
     local names = {}
@@ -2141,6 +2190,7 @@ local function begin_call(id)
   CUR = f
   in_burst = true
   B.cur = 0
+  if haka._timer.n > 0 and S[0].ts_sec > 0 then haka._timer.check(S[0].ts_sec + S[0].ts_nsec * 1e-9) end
   ACT = 0
   APPSEL = 0
   if f and f._pending then ACT = f._pending; f._pending = nil end
@@ -2237,6 +2287,9 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     -- the end of the direction's stream (FIN): its streamed rules run to their end
     if f and not f._dropped then
       local ok, err = pcall(RT._streamed.finish, D.events.receive_data, f, DIRS[dir])
+      -- (and a Lua dissector's stream of that direction)
+      local h = rawget(f, "_lua_next")
+      if ok and h and h._receive_data and not f._dropped then h:_receive_data(nil, DIRS[dir]) end
       if not ok then
         if H.rule_error_drops then FLOWS[id] = nil end
         CUR = nil
@@ -2255,11 +2308,27 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     local writable = proto == 6 and not ro
     local p = ffi.cast(u8p, addr)
     local buf, tok = VBM.external(p, len, writable)
-    local ok, err = pcall(fire, D.events.receive_data, f, buf:sub(0), DIRS[dir])
+    local data = buf:sub(0)
+    local ext
+    if writable and D.events.receive_data.streamed then
+      ext = { buf = buf, data = data, regions = {} }
+      RT._streamed.ext = ext
+    end
+    local ok, err = pcall(fire, D.events.receive_data, f, data, DIRS[dir])
+    RT._streamed.ext = nil
     if ok and writable then
       local ed = VBM.external_edits(buf, tok, p, len)
       if ed then
         for i = 1, #ed do local e = ed[i]; edit(e[1], e[2], e[3], e[4]) end
+      end
+      -- (streamed rules: the edits of this segment's bytes in their stream)
+      if ext then
+        for r = 1, #ext.regions do
+          local sed = VBM.stream_edits(ext.regions[r], tok, p, len)
+          if sed then
+            for i = 1, #sed do local e = sed[i]; edit(e[1], e[2], e[3], e[4]) end
+          end
+        end
       end
     end
     VBM.external_end(tok, "copy")
@@ -2286,6 +2355,8 @@ function RT.conn_end(id, proto)
   in_burst = true
   B.cur = 0
   local ok, err = pcall(fire, D.events.end_connection, f)
+  local h = rawget(f, "_lua_next")
+  if ok and h and h._end then ok, err = pcall(h._end, h) end
   in_burst = false
   CUR = nil
   if not ok then error(err, 0) end
@@ -2734,8 +2805,72 @@ local function gen_policy(code, env, name, pol, view, fields)
   code[#code + 1] = sfmt("%s.ctx = %s %s:apply(%s) if s.verdict ~= 0 then goto done end", vals, view, var, vals)
 end
 
+-- The listeners that feed the Lua flow dissectors (engine/lua/dissector.lua), last on the
+-- connection dissectors' receive_data: Haka's receive_data, then the next dissector.
+function RT.LD.hook_flows()
+  local LD = RT.LD
+  if LD.tcp > 0 and not LD.tcp_hooked then
+    LD.tcp_hooked = true
+    local ev = TCPC.events.receive_data
+    ev.listeners[#ev.listeners + 1] = function(flow, data, dir)
+      local h = rawget(flow, "_lua_next")
+      if h and h._receive_data then h:_receive_data(data, dir) end
+    end
+    -- (the end of each stream is wanted: conn_data's eof calls)
+    ev.streamed = true
+  end
+  if LD.udp > 0 and not LD.udp_hooked then
+    LD.udp_hooked = true
+    local ev = UDPC.events.receive_data
+    ev.listeners[#ev.listeners + 1] = function(flow, pkt, dir)
+      local h = rawget(flow, "_lua_next")
+      if h and h._receive_datagram then h:_receive_datagram(pkt, dir) end
+    end
+  end
+end
+-- The code of the packet dissectors written in Lua for level `parent` ('packet', 'ipv4',
+-- ...): the attached ones whose events have rules, then (after a next_dissector policy,
+-- `policy` true) the one the policy selected.
+function RT.LD.gen(c, env, parent, view, policy)
+  local LD = RT.LD
+  if LD.packet == 0 then return end
+  for k, a in ipairs(LD.attached) do
+    if a.parent == parent and RT.LD.wanted(a.cls) then
+      local var = "LDA_" .. parent .. "_" .. k
+      local cls, sel, pay = a.cls, a.sel, a.payload
+      env[#env + 1] = { var, function(v)
+        if sel(v) then haka.dissector._run_packet(cls, v, pay) end
+      end }
+      c[#c + 1] = sfmt("%s(%s) if s.verdict ~= 0 then goto done end", var, view)
+    end
+  end
+  if policy then
+    if not RT.LD.psel_run then
+      RT.LD.psel_run = function(v)
+        local d = RT.LD.psel
+        RT.LD.psel = nil
+        if type(d) == "table" and d.class then d = d.class end
+        haka.dissector._run_packet(d, v)
+      end
+    end
+    env[#env + 1] = { "LDSEL", RT.LD }
+    env[#env + 1] = { "LDSEL_RUN", RT.LD.psel_run }
+    c[#c + 1] = sfmt("if LDSEL.psel ~= nil then LDSEL_RUN(%s) if s.verdict ~= 0 then goto done end end", view)
+  end
+end
+-- whether a Lua packet dissector has anything to run for: rules on its events or policies
+-- (its own or, through them, its next dissectors')
+function RT.LD.wanted(cls)
+  for _, ev in pairs(rawget(cls, "events") or {}) do
+    if #ev.listeners > 0 then return true end
+  end
+  local pol = rawget(cls, "policies")
+  if pol and #pol.next_dissector.policies > 0 then return true end
+  return cls.always == true
+end
 function RT.finish()
   if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
+  RT.LD.hook_flows()
   if H.required_chain then
     H.l4_undissected = { [6] = not LOADED_MODULES["protocol/tcp"], [17] = not LOADED_MODULES["protocol/udp"],
       [1] = not LOADED_MODULES["protocol/icmp"] }
@@ -2751,6 +2886,7 @@ function RT.finish()
   end
   local pkt = sect(function(c)
     gen_event(c, env, "packet_recv", D.packet.events.receive_packet, "VP[i]")
+    RT.LD.gen(c, env, "packet", "VP[i]", false)
   end)
   local eth = sect(function(c) gen_event(c, env, "eth_recv", D.ethernet.events.receive_packet, "VE[i]") end)
   -- Haka's ipv4 event model (s.fragment, see Pass in lua/mod.rs): receive_packet for each
@@ -2762,10 +2898,12 @@ function RT.finish()
   local ip4 = sect(function(c)
     gen_event(c, env, "ipv4_reasm", D.ipv4.events.receive_packet_reassembled, "V4[i]")
     gen_policy(c, env, "ipv4", D.ipv4.policies.next_dissector, "V4[i]", { proto = "s.proto" })
+    RT.LD.gen(c, env, "ipv4", "V4[i]", #D.ipv4.policies.next_dissector.policies > 0)
   end)
   local ip6 = sect(function(c)
     gen_event(c, env, "ipv6_reasm", D.ipv6.events.receive_packet_reassembled, "V6[i]")
     gen_policy(c, env, "ipv6", D.ipv6.policies.next_dissector, "V6[i]", { proto = "s.proto" })
+    RT.LD.gen(c, env, "ipv6", "V6[i]", #D.ipv6.policies.next_dissector.policies > 0)
   end)
   local l4 = {}
   for _, p in ipairs({ { "tcp", "VT", "6" }, { "udp", "VU", "17" }, { "icmp", "VI", "1 or p == 58" } }) do
@@ -2775,6 +2913,7 @@ function RT.finish()
     if name ~= "icmp" then
       gen_policy(c, env, name, D[name].policies.next_dissector, view,
         { srcport = "be16(s.data, s.l4_off)", dstport = "be16(s.data, s.l4_off + 2)" })
+      RT.LD.gen(c, env, name, view, #D[name].policies.next_dissector.policies > 0)
     end
     gen_event(c, env, name .. "_send", D[name].events.send_packet, view)
     if #c > 0 then l4[#l4 + 1] = { cond, c } end
@@ -2821,7 +2960,10 @@ function RT.finish()
 
   local src = { "local E, B, S, VP, VE, V4, V6, VT, VU, VI, be16 = ..." }
   for k, e in ipairs(env) do src[#src + 1] = sfmt("local %s = E[%d]", e[1], k) end
+  -- (the due timers of the state machines first: haka._timer)
+  src[#src + 1] = "local TM = haka._timer"
   src[#src + 1] = "return function(i0, n) for i = i0, n - 1 do B.cur = i do local s = S[i]"
+  src[#src + 1] = "if TM.n > 0 and s.ts_sec > 0 then TM.check(s.ts_sec + s.ts_nsec * 1e-9) end"
   for _, l in ipairs(body) do src[#src + 1] = l end
   src[#src + 1] = "end ::done:: end end"
   local vals = {}

@@ -106,6 +106,9 @@ local function new_iter(c, off, meter) return setmetatable({ c = c, off = off, m
 local function fix(it)
   local c, off = it.c, it.off
   if c == nil then fail("empty iterator") end
+  -- (fast path, no loop: most iterators need no fixing. The helpers below avoid running a
+  -- loop in the common case: a loop inside a short helper aborts the JIT trace of its caller)
+  if off <= c.size and not c.dead and not c.gone then return c, off end
   while true do
     if off > c.size then
       local f = c.fwd
@@ -138,6 +141,10 @@ end
 
 -- walk to the end of the ring from c
 local function end_of(c)
+  if c.ctl == "end" then return c end
+  local n = c.nx
+  if n.ctl == "end" then return n end
+  c = n
   while c.ctl ~= "end" do c = c.nx end
   return c
 end
@@ -148,6 +155,11 @@ local function adv(it, n)
   local c, off = fix(it)
   -- a negative size means all (Haka's size_t -1); fractions are truncated
   if n ~= nil then n = floor(n); if n < 0 then n = nil end end
+  if n ~= nil and not c.ctl and c.size - off >= n then
+    it.off = off + n
+    it.meter = it.meter + n
+    return n
+  end
   local left = n or huge
   local done = 0
   while c.ctl ~= "end" do
@@ -163,6 +175,11 @@ end
 
 -- bytes available from (c, off), counting at most `max`
 local function avail_from(c, off, max)
+  if not c.ctl then
+    local a = c.size - off
+    if a >= max then return max end
+    if c.nx.ctl == "end" then return a end
+  end
   local n = 0
   while c.ctl ~= "end" do
     n = n + c.size - off
@@ -1043,6 +1060,8 @@ IT_MT.__index = function(self, k)
   return nil
 end
 IT_MT.__tostring = function(self) return "<vbuffer_iterator>" end
+-- debug.pprint: Haka printed an iterator as `userdata vbuffer_iterator`
+IT_MT.__pprint_info = { kind = "userdata", name = "vbuffer_iterator" }
 
 ---------------------------------------------------------------------------
 -- streams
@@ -1355,8 +1374,8 @@ end
 -- chunk whose bytes were written in place, flag `w`). The buffer is walked chunk by chunk: a chunk of the view is original
 -- data (at offset c.o), any other chunk was inserted. When the view's chunks are no longer
 -- in order (a rule moved data around), one replace of everything.
-function M.external_edits(b, tok, ptr, len)
-  b = bstate(b)
+-- the edits of the chunks from `c` up to `stop` (excluded) against the view's bytes
+local function edits_between(c, stop, tok, ptr, len)
   local base = ffi.cast(u8p, ptr)
   local out, n = nil, 0
   local function add(op, off, l, bytes)
@@ -1364,8 +1383,8 @@ function M.external_edits(b, tok, ptr, len)
     n = n + 1
     out[n] = { op, off, l, bytes }
   end
-  local pos, e = 0, b.e
-  local c = e.nx
+  local pos, e = 0, stop
+  local first = c
   local pend, pend_off = nil, nil -- inserted chunks gathered before the next original one
   while c ~= e do
     if c.size > 0 then
@@ -1373,7 +1392,13 @@ function M.external_edits(b, tok, ptr, len)
       if orig then
         local o = c.o
         if o < pos or o + c.size > len then
-          return { { 3, 0, len, asstring(sst(new_iter(e.nx, 0), new_iter(e, 0))) } }
+          local parts_, k = {}, 0
+          local x = first
+          while x ~= e do
+            if not x.ctl and x.size > 0 then k = k + 1; parts_[k] = ffi.string(x.p + x.o, x.size) end
+            x = x.nx
+          end
+          return { { 3, 0, len, concat(parts_, "", 1, k) } }
         end
         -- bytes erased and others in their place: one replace
         if o > pos and pend then add(3, pos, o - pos, concat(pend)); pend = nil
@@ -1392,6 +1417,125 @@ function M.external_edits(b, tok, ptr, len)
   elseif pos < len then add(2, pos, len - pos)
   elseif pend then add(1, len, 0, concat(pend)) end
   return out
+end
+function M.external_edits(b, tok, ptr, len)
+  b = bstate(b)
+  return edits_between(b.e.nx, b.e, tok, ptr, len)
+end
+
+-- stream_push_view(stream, view): pushes a clone of the external view `view` (its chunks
+-- share the view's bytes, registered in its token) onto `stream`; returns the iterator at
+-- the pushed data and the region, for stream_edits
+function M.stream_push_view(stream, view)
+  local old = stream.ds.e
+  local cur = ST.push(stream, VB.clone(view, false))
+  return cur, { old, stream.ds.e }
+end
+-- stream_edits(region, tok, ptr, len): the edits made to the pushed view's bytes through
+-- the stream (as external_edits), nil when none or when the region no longer holds together
+function M.stream_edits(region, tok, ptr, len)
+  local old, ne = region[1], region[2]
+  if old.dead or old.gone or ne.dead or ne.gone then return nil end
+  -- the region must still be linked from old to ne
+  local c = old.nx
+  local guard = 0
+  while c ~= ne do
+    if c == nil or c.ctl == "end" and c ~= ne then return nil end
+    c = c.nx
+    guard = guard + 1
+    if guard > 1000000 then return nil end
+  end
+  return edits_between(old.nx, ne, tok, ptr, len)
+end
+
+---------------------------------------------------------------------------
+-- grammar helpers (engine/lua/grammar.lua): reads without sub objects
+---------------------------------------------------------------------------
+-- whether the iterator is on a stream (vbuffer_stream's data)
+function M.iter_is_stream(it)
+  local c = fix(it)
+  return end_of(c).stream == true
+end
+
+-- up to n bytes from the iterator as a string (never blocks; the iterator does not move)
+function M.peek(it, n)
+  local c, off = fix(it)
+  while c.ctl and c.ctl ~= "end" do c = c.nx; off = 0 end
+  if c.ctl == "end" or n <= 0 then return "" end
+  local a = c.size - off
+  if a >= n then return ffi.string(c.p + c.o + off, n) end
+  if c.nx.ctl == "end" then return ffi.string(c.p + c.o + off, a) end
+  local k = 0
+  while n > 0 and c.ctl ~= "end" do
+    if not c.ctl then
+      local len = c.size - off
+      if len > n then len = n end
+      if len > 0 then
+        k = k + 1
+        parts[k] = ffi.string(c.p + c.o + off, len)
+        n = n - len
+      end
+    end
+    c = c.nx; off = 0
+  end
+  local r = concat(parts, "", 1, k)
+  for i = 1, k do parts[i] = nil end
+  return r
+end
+
+-- the next byte (0..255) from the iterator, or -1 at the end of the data (never blocks)
+function M.peek_byte(it)
+  local c, off = fix(it)
+  while c.ctl ~= "end" do
+    if not c.ctl and off < c.size then return c.p[c.o + off] end
+    c = c.nx; off = 0
+  end
+  return -1
+end
+
+-- bytes available from the iterator, counting at most max (never blocks)
+function M.avail(it, max)
+  local c, off = fix(it)
+  return avail_from(c, off, max or huge)
+end
+
+-- unsigned big (or little) endian number of `size` bytes (1..6) at the iterator, or nil
+-- when fewer bytes are there (never blocks; the iterator does not move)
+function M.peek_uint(it, size, little)
+  local c, off = fix(it)
+  while c.ctl and c.ctl ~= "end" do c = c.nx; off = 0 end
+  if c.ctl ~= "end" and c.size - off >= size then
+    local p = c.p + c.o + off
+    if size == 1 then return p[0] end
+    if size == 2 then
+      if little then return p[1] * 256 + p[0] end
+      return p[0] * 256 + p[1]
+    end
+    if size == 4 then
+      if little then return ((p[3] * 256 + p[2]) * 256 + p[1]) * 256 + p[0] end
+      return ((p[0] * 256 + p[1]) * 256 + p[2]) * 256 + p[3]
+    end
+    local v = 0
+    if little then
+      for i = size - 1, 0, -1 do v = v * 256 + p[i] end
+    else
+      for i = 0, size - 1 do v = v * 256 + p[i] end
+    end
+    return v
+  end
+  if avail_from(c, off, size) < size then return nil end
+  local v, mul = 0, 1
+  local i = 0
+  while i < size do
+    if not c.ctl and off < c.size then
+      local b = c.p[c.o + off]
+      if little then v = v + b * mul; mul = mul * 256 else v = v * 256 + b end
+      i = i + 1; off = off + 1
+    else
+      c = c.nx; off = 0
+    end
+  end
+  return v
 end
 
 M.allocate = allocate

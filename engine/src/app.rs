@@ -107,6 +107,7 @@ fn lua_options(cfg: &Config) -> LuaOptions {
         disable_after_timeouts: cfg.rules.disable_after_timeouts,
         disable_window: cfg.rules.disable_window,
         alert_rate: cfg.rules.alert_rate,
+        lua_protocol_error_drop: cfg.rules.lua_protocol_error == Verdict::Drop,
     }
 }
 

@@ -107,6 +107,10 @@ pub struct TcpConfig {
     /// Flags of the RSTs `reset()` forges: "rst_ack" (RST+ACK with the acknowledgement
     /// number) or "rst" (Haka: RST alone, acknowledgement 0, no DF).
     pub reset_flags: ResetFlags,
+    /// Checksum of a TCP segment rewritten by a stream edit or a sequence shift:
+    /// "update" (RFC 1624, incrementally: a segment that arrived with a bad checksum keeps a
+    /// bad one) or "recompute" (Haka: computed again over the segment).
+    pub edit_checksum: EditChecksum,
     /// A dropped (or reset) connection's state lasts until it closes or this many
     /// seconds pass (Haka: 60); then a new SYN on its addresses and ports is a new
     /// connection. UDP: the next datagram after the timeout.
@@ -124,6 +128,17 @@ pub enum ResetFlags {
     Rst,
 }
 
+/// `[tcp] edit_checksum`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EditChecksum {
+    /// Updated incrementally for the bytes that changed.
+    #[default]
+    Update,
+    /// Computed again over the whole segment (Haka).
+    Recompute,
+}
+
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
@@ -134,6 +149,7 @@ impl Default for TcpConfig {
             stream_buffer_per_worker_mb: 64,
             over_cap: Verdict::Drop,
             reset_flags: ResetFlags::RstAck,
+            edit_checksum: EditChecksum::Update,
             drop_timeout: 60,
         }
     }
@@ -560,6 +576,10 @@ pub struct RulesConfig {
     /// window of `seconds` (packet time), a rule's alerts are suppressed (counted
     /// `alerts_suppressed`); count 0: no limit. A rule's `alert_rate` overrides it.
     pub alert_rate: [u32; 2],
+    /// A protocol error of a dissector written in Lua (a grammar parse error nobody
+    /// handles): "drop" the packet or the connection, or "accept" (the dissector stops,
+    /// the traffic goes on). Counted (`lua_protocol_errors`) either way.
+    pub lua_protocol_error: Verdict,
 }
 
 /// `[rules] dissectors`.
@@ -591,6 +611,7 @@ impl Default for RulesConfig {
             disable_after_timeouts: 3,
             disable_window: 10,
             alert_rate: [1000, 1],
+            lua_protocol_error: Verdict::Drop,
         }
     }
 }
@@ -770,6 +791,7 @@ impl Config {
             required_chain: self.rules.dissectors == DissectorChain::Required,
             read_only_streams: self.datapath.mode == Mode::Passive || self.datapath.pass_through,
             bare_resets: self.tcp.reset_flags == ResetFlags::Rst,
+            recompute_checksums: self.tcp.edit_checksum == EditChecksum::Recompute,
             drop_timeout_s: self.tcp.drop_timeout,
             memory: crate::conn::memory::MemoryConfig {
                 per_flow: (self.memory.flow_kb as usize) << 10,

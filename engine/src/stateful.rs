@@ -518,6 +518,7 @@ impl StatefulStage {
     /// of this packet), its sequence number (edits before it in its direction) and its
     /// acknowledgement number and SACK blocks (edits in the other direction).
     fn finish_tcp(&mut self, m: &mut Mbuf, meta: &PacketMeta, id: FlowId, dir: u8, t: &TcpInfo, c: &mut Counters) {
+        let recompute = self.conns.config().recompute_checksums;
         let Some(conn) = self.conns.get_mut(id) else { return };
         if self.edits.is_empty() && !conn.has_shift() {
             return;
@@ -526,7 +527,7 @@ impl StatefulStage {
         let new_seq = conn.shift[d].map_seq(t.seq);
         if self.edits.is_empty() {
             // numbers only, the payload as it is (every packet after an edit)
-            let _ = shift_tcp(m.data_mut(), meta, new_seq, &conn.shift[1 - d]);
+            let _ = shift_tcp(m.data_mut(), meta, new_seq, &conn.shift[1 - d], recompute);
             return;
         }
         let pay_off = meta.payload_offset as usize;
@@ -557,7 +558,7 @@ impl StatefulStage {
             }
         }
         let Some(conn) = self.conns.get(id) else { return };
-        let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]), unchanged };
+        let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]), unchanged, recompute };
         let old_len = m.data().len();
         let cap = m.capacity().min(u16::MAX as usize);
         if !m.resize(cap) {

@@ -131,6 +131,9 @@ pub enum Stateful {
     TlsClientHellos,
     TlsErrors,
     TcpUnexpected,
+    /// Protocol errors of the dissectors written in Lua (`haka.dissector.new`): a grammar
+    /// parse error no action handled, data that could not be parsed (engine/lua/dissector.lua).
+    LuaProtocolErrors,
     /// The flow memory budget (`conn::memory`): bytes held by the connections now, the
     /// most so far, caps reached (which cap; which part held the most), then per class
     /// (tcp, udp, http, dns, tls) connections, their bytes and the most one held.
@@ -158,7 +161,7 @@ pub enum Stateful {
 }
 
 impl Stateful {
-    pub const COUNT: usize = 54;
+    pub const COUNT: usize = 55;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -193,6 +196,7 @@ impl Stateful {
         Stateful::TlsClientHellos,
         Stateful::TlsErrors,
         Stateful::TcpUnexpected,
+        Stateful::LuaProtocolErrors,
         Stateful::MemoryHeldBytes,
         Stateful::MemoryPeakBytes,
         Stateful::MemoryFlowCapHits,
@@ -261,6 +265,7 @@ impl Stateful {
             Stateful::TlsClientHellos => "tls_client_hellos",
             Stateful::TlsErrors => "tls_errors",
             Stateful::TcpUnexpected => "tcp_unexpected",
+            Stateful::LuaProtocolErrors => "lua_protocol_errors",
             Stateful::MemoryHeldBytes => "memory_held_bytes",
             Stateful::MemoryPeakBytes => "memory_peak_bytes",
             Stateful::MemoryFlowCapHits => "memory_flow_cap_hits",

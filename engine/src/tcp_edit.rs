@@ -601,6 +601,8 @@ pub struct TcpRewrite<'a> {
     /// With `payload`: how many of its first and last bytes are the old payload's, when the
     /// caller knows (its edits' extent): the checksum update then skips comparing them.
     pub unchanged: Option<(usize, usize)>,
+    /// The TCP checksum computed again over the rewritten segment (Haka) instead of updated.
+    pub recompute: bool,
 }
 
 /// Rewrites, in place, the TCP segment `meta` describes in `buf[..len]`; `buf` is the whole
@@ -678,7 +680,27 @@ pub fn rewrite_tcp(buf: &mut [u8], len: usize, meta: &PacketMeta, rw: &TcpRewrit
             put16(buf, l3 + 10, c);
         }
     }
+    if rw.recompute {
+        // (the segment ends with its payload: Ethernet padding after it is not summed)
+        recompute_tcp_checksum(&mut buf[..po + new_plen], v6, l3, l4);
+    }
     Ok(new_len)
+}
+
+/// The TCP checksum of the segment at `l4` (to the end of `buf`) computed again, from the
+/// IP header's addresses at `l3`.
+fn recompute_tcp_checksum(buf: &mut [u8], v6: bool, l3: usize, l4: usize) {
+    if v6 {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&buf[l3 + 8..l3 + 24]);
+        dst.copy_from_slice(&buf[l3 + 24..l3 + 40]);
+        TcpSegment::new_unchecked(&mut buf[l4..]).fill_checksum_v6(&src, &dst);
+    } else {
+        let s4 = [buf[l3 + 12], buf[l3 + 13], buf[l3 + 14], buf[l3 + 15]];
+        let d4 = [buf[l3 + 16], buf[l3 + 17], buf[l3 + 18], buf[l3 + 19]];
+        TcpSegment::new_unchecked(&mut buf[l4..]).fill_checksum_v4(&s4, &d4);
+    }
 }
 
 /// The checksum change of a payload rewritten from `old` to `new`: the partial sums of the
@@ -752,11 +774,14 @@ fn common_suffix(a: &[u8], b: &[u8]) -> usize {
 /// words alone (RFC 1624), without a pass over the header. A segment carrying SACK blocks
 /// takes the general path (their edges move too). Errors as `rewrite_tcp`; nothing is
 /// modified then.
-pub fn shift_tcp(buf: &mut [u8], meta: &PacketMeta, seq: u32, ack_map: &SeqShift) -> Result<(), EditError> {
+pub fn shift_tcp(buf: &mut [u8], meta: &PacketMeta, seq: u32, ack_map: &SeqShift, recompute: bool) -> Result<(), EditError> {
     let len = buf.len();
     let TcpLayout { l4, po, .. } = tcp_layout(buf, meta)?;
-    if has_sack(&buf[l4 + 20..po]) {
-        let rw = TcpRewrite { payload: None, seq: Some(seq), ack: None, ack_map: Some(ack_map), unchanged: None };
+    // (recomputing, a segment whose numbers do not move is left as it is)
+    let moves = be32(buf, l4 + 4) != seq
+        || (buf[l4 + 13] & flags::ACK != 0 && ack_map.unmap_ack(be32(buf, l4 + 8)) != be32(buf, l4 + 8));
+    if (recompute && moves) || has_sack(&buf[l4 + 20..po]) {
+        let rw = TcpRewrite { payload: None, seq: Some(seq), ack: None, ack_map: Some(ack_map), unchanged: None, recompute };
         return rewrite_tcp(buf, len, meta, &rw).map(|_| ());
     }
     let mut ck = be16(buf, l4 + 16);
@@ -1696,6 +1721,33 @@ mod tests {
     }
 
     #[test]
+    fn recompute_gives_a_bad_checksum_a_valid_one_update_keeps_it_bad() {
+        for v6 in [false, true] {
+            let mut f = build(&spec(v6, b"hello, world"));
+            let m = meta_of(&f, false);
+            let ck = m.l4_offset as usize + 16;
+            f[ck] ^= 0x5a; // offloaded (wrong) checksum, as in captures taken on loopback
+            let rw = TcpRewrite { payload: Some(b"HELLO"), seq: Some(7), recompute: true, ..Default::default() };
+            let g = rewrite(&f, false, f.len() + 64, &rw).unwrap();
+            assert_valid(&g, false);
+            let rw = TcpRewrite { payload: Some(b"HELLO"), seq: Some(7), ..Default::default() };
+            let g = rewrite(&f, false, f.len() + 64, &rw).unwrap();
+            let gm = meta_of(&g, false);
+            let seg = &g[gm.l4_offset as usize..gm.l3_offset as usize + gm.ip_len as usize];
+            let (src, dst): (&[u8], &[u8]) =
+                if v6 { (&gm.src_addr[..], &gm.dst_addr[..]) } else { (&gm.src_addr[12..], &gm.dst_addr[12..]) };
+            assert_ne!(naive_verify_sum(src, dst, seg), 0xffff, "update keeps a bad checksum bad");
+            // a shift that moves nothing leaves the segment as it is, recomputing or not
+            let mut h = f.clone();
+            let seq = be32(&h, m.l4_offset as usize + 4);
+            shift_tcp(&mut h, &m, seq, &SeqShift::default(), true).unwrap();
+            assert_eq!(h, f);
+            shift_tcp(&mut h, &m, seq.wrapping_add(3), &SeqShift::default(), true).unwrap();
+            assert_valid(&h, false);
+        }
+    }
+
+    #[test]
     fn tcp_edit_rewrite_v4_payload_seq_ack() {
         let f = build(&spec(false, b"hello, world"));
         assert_valid(&f, false);
@@ -1767,7 +1819,7 @@ mod tests {
             let seq = if round % 5 == 0 { sp.seq } else { rng.next() as u32 };
             let want = rewrite(&f, false, f.len(), &TcpRewrite { seq: Some(seq), ack_map: Some(&map), ..Default::default() }).unwrap();
             let mut got = f.clone();
-            shift_tcp(&mut got, &m, seq, &map).unwrap();
+            shift_tcp(&mut got, &m, seq, &map, false).unwrap();
             assert_valid(&got, false);
             let l4 = m.l4_offset as usize;
             let ck = l4 + 16..l4 + 18;
@@ -1778,7 +1830,7 @@ mod tests {
         let mut um = meta_of(&f, false);
         um.proto = 17;
         let mut g = f.clone();
-        assert_eq!(shift_tcp(&mut g, &um, 1, &SeqShift::default()), Err(EditError::NotTcp));
+        assert_eq!(shift_tcp(&mut g, &um, 1, &SeqShift::default(), false), Err(EditError::NotTcp));
         assert_eq!(g, f);
     }
 
@@ -1996,7 +2048,7 @@ mod tests {
             sd.record_edits(seq, payload.len(), &edits).unwrap();
             let mut buf = vec![0u8; 1500];
             buf[..f.len()].copy_from_slice(f);
-            let rw = TcpRewrite { payload: Some(&scratch), seq: Some(new_seq), ack: None, ack_map: Some(&so), unchanged: None };
+            let rw = TcpRewrite { payload: Some(&scratch), seq: Some(new_seq), ack: None, ack_map: Some(&so), unchanged: None, recompute: false };
             let n = rewrite_tcp(&mut buf, f.len(), &m, &rw).unwrap();
             let g = &buf[..n];
             let gm = assert_valid(g, false);
@@ -2278,6 +2330,7 @@ for line in sys.stdin:
                 ack_map: if rng.below(2) == 0 { None } else { Some(&shift) },
                 // any extent, even a wrong one: never a panic
                 unchanged: if rng.below(2) == 0 { None } else { Some((rng.below(200) as usize, rng.below(200) as usize)) },
+                recompute: rng.below(2) == 0,
             };
             let len = if rng.below(10) == 0 { rng.below(cap as u64 + 10) as usize } else { f.len() };
             if let Ok(n) = rewrite_tcp(&mut buf, len, &m, &rw) {

@@ -1057,4 +1057,5 @@ fn copy_rule_counters(c: &mut Counters, lua: &LuaEngine) {
     c.rule_memory_exceeded = lc.memory_exceeded;
     c.rules_disabled = lc.rules_disabled;
     c.alerts_suppressed = lc.alerts_suppressed;
+    c.stateful[crate::stats::Stateful::LuaProtocolErrors as usize] = lc.protocol_errors;
 }

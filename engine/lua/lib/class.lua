@@ -21,6 +21,8 @@
 -- method (class.method.__index = function(self, key) ... end). Writing a key: dynamic
 -- property setter, class property setters, the nearest `__newindex` method, else the
 -- instance's own field. Special methods: `__init` (constructor), `__tostring`.
+-- A dynamic property's getter is called (self, name) and its setter (self, value, name): one
+-- descriptor { get, set } may serve several names (the grammar's fields share theirs).
 --
 -- Lookups are cached per class and the caches are rebuilt after any method or property is
 -- added anywhere (Haka built them once, at the first instance access).
@@ -121,7 +123,7 @@ local function instance_index(cls)
     local dyn = rawget(self, "__property")
     if dyn then
       local p = dyn[key]
-      if p and p.get then return p.get(self) end
+      if p and p.get then return p.get(self, key) end
     end
     local lk = lookups(cls)
     local v = lk.get[key]
@@ -140,7 +142,7 @@ local function instance_newindex(cls)
     local dyn = rawget(self, "__property")
     if dyn then
       local p = dyn[key]
-      if p and p.set then return p.set(self, value) end
+      if p and p.set then return p.set(self, value, key) end
     end
     local lk = lookups(cls)
     local set = lk.set[key]

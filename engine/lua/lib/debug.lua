@@ -117,7 +117,8 @@ local function class_entries(obj, cls, hide)
   local keys = sorted_keys(obj)
   for i = 1, #keys do
     local k = keys[i]
-    if k ~= "__property" then add(k, rawget(obj, k)) end
+    -- (__gv: the raw data of the grammar's fields, engine/lua/grammar.lua)
+    if k ~= "__property" and k ~= "__gv" then add(k, rawget(obj, k)) end
   end
   from_props(rawget(obj, "__property"))
   -- the properties of the instance's class (Haka prints its class's own, not its ancestors')

@@ -102,6 +102,9 @@ pub struct ConnConfig {
     /// as Haka forged them (`[tcp] reset_flags = "rst"`); false: RST+ACK with the
     /// acknowledgement number.
     pub bare_resets: bool,
+    /// Segments rewritten by stream edits or sequence shifts get their TCP checksum computed
+    /// again (`[tcp] edit_checksum = "recompute"`, Haka) rather than updated.
+    pub recompute_checksums: bool,
     /// How long a dropped connection's state lasts when it does not close, s (Haka: 60).
     pub drop_timeout_s: u64,
     /// The flow memory budget (`[memory]`).
@@ -144,6 +147,7 @@ impl Default for ConnConfig {
             required_chain: false,
             read_only_streams: false,
             bare_resets: false,
+            recompute_checksums: false,
             drop_timeout_s: 60,
             memory: MemoryConfig::default(),
         }

@@ -125,11 +125,14 @@ struct Burst {
     /// Alerts the rules did not raise for going over their rule's rate, not yet counted
     /// by the engine (`haka.lua`: RT.alert_suppressed).
     suppressed: u32,
+    /// Protocol errors of the Lua dissectors (engine/lua/dissector.lua), cumulative.
+    proto_errors: u32,
+    _pad3: u32,
     s: [Slot; MAX_BURST],
 }
 
 const _: () = assert!(std::mem::size_of::<Slot>() == 56);
-const _: () = assert!(std::mem::size_of::<Burst>() == 24 + 56 * MAX_BURST);
+const _: () = assert!(std::mem::size_of::<Burst>() == 32 + 56 * MAX_BURST);
 
 /// A packet a rule forged (`haka.dissectors.packet.create()` ... `:inject()` / `:send()`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,6 +183,8 @@ pub struct LuaOptions {
     pub disable_window: u32,
     /// `[rules] alert_rate`.
     pub alert_rate: [u32; 2],
+    /// `[rules] lua_protocol_error = "drop"`: a Lua dissector's protocol error drops.
+    pub lua_protocol_error_drop: bool,
 }
 
 impl Default for LuaOptions {
@@ -199,6 +204,7 @@ impl Default for LuaOptions {
             disable_after_timeouts: 0,
             disable_window: 10,
             alert_rate: [0, 1],
+            lua_protocol_error_drop: true,
         }
     }
 }
@@ -308,6 +314,8 @@ pub struct LuaCounters {
     /// Rules disabled for failing repeatedly, and alerts over their rule's rate.
     pub rules_disabled: u64,
     pub alerts_suppressed: u64,
+    /// Protocol errors of the dissectors written in Lua.
+    pub protocol_errors: u64,
 }
 
 struct Shared {
@@ -342,6 +350,7 @@ struct Shared {
     dns_pending_queries: u32,
     disable: [u32; 3],
     alert_rate: [u32; 2],
+    lua_protocol_error_drop: bool,
 }
 
 /// A console sink: takes log text, hands it back if it cannot take it.
@@ -570,6 +579,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("rule_disable_window", sh.disable[2])?;
     h.set("alert_rate_count", sh.alert_rate[0])?;
     h.set("alert_rate_seconds", sh.alert_rate[1])?;
+    h.set("lua_protocol_error_drop", sh.lua_protocol_error_drop)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -858,8 +868,9 @@ impl LuaEngine {
             dns_pending_queries: opts.dns_pending_queries,
             disable: [opts.disable_after_errors, opts.disable_after_timeouts, opts.disable_window.max(1)],
             alert_rate: [opts.alert_rate[0], opts.alert_rate[1].max(1)],
+            lua_protocol_error_drop: opts.lua_protocol_error_drop,
         });
-        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, suppressed: 0, s: [Slot::default(); MAX_BURST] });
+        let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, suppressed: 0, proto_errors: 0, _pad3: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
         let watch = Arc::new(Watch {
             state: Mutex::new(0),
@@ -967,6 +978,7 @@ impl LuaEngine {
         let mut c = self.counters;
         c.alerts = self.shared.alert_count.get();
         c.alerts_suppressed += self.burst.suppressed as u64;
+        c.protocol_errors = self.burst.proto_errors as u64;
         c
     }
 
@@ -1444,7 +1456,19 @@ impl LuaEngine {
     pub fn conn_datagram(&mut self, flow_id: u32, data: &mut [u8], meta: &PacketMeta, dir: u8) -> ConnCall {
         self.set_current(data, meta, dir, flow_id);
         let f = self.st.conn_data.clone();
-        self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32))
+        self.burst.rewrites = 0;
+        let r = self.conn_call(f, (flow_id, meta.proto, dir, 0.0, 0u32));
+        if self.burst.rewrites > 0 {
+            // (as conn_packet: a size change of the datagram's payload is not applied here)
+            let _ = self.take_rewrites();
+            self.log_rewrite_refused();
+        }
+        // (the datagram's bytes written in place, e.g. by a dissector written in Lua)
+        let m = self.burst.s[0].modified;
+        if m & MOD_ANY != 0 {
+            fix_checksums(data, meta, m);
+        }
+        r
     }
 
     /// `read_only`: the rules may not modify the data (passive mode: Haka's "read only

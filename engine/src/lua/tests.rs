@@ -1096,6 +1096,27 @@ fn vbuffer_lua_tests() {
     }
 }
 
+/// The grammar's tests (engine/lua/tests/grammar_test.lua), run as a rules file.
+#[test]
+fn grammar_lua_tests() {
+    let p = rules_file(include_str!("../../lua/tests/grammar_test.lua"));
+    let r = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {}));
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
+/// The state machines' and the Lua dissector classes' tests
+/// (engine/lua/tests/state_machine_test.lua), run as a rules file.
+#[test]
+fn state_machine_lua_tests() {
+    let p = rules_file(include_str!("../../lua/tests/state_machine_test.lua"));
+    let r = LuaEngine::load(&p, &LuaOptions::default(), 0, Box::new(|_| {}));
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
 /// The regexp module's tests (engine/lua/tests/regexp_test.lua), run as a rules file.
 #[test]
 fn regexp_lua_tests() {

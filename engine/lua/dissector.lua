@@ -1,0 +1,561 @@
+-- Dissectors written in Lua (haka.dissector.new) for "Haka on DPDK", written anew.
+-- Loaded once per Lua state by the engine (engine/src/lua/libs.rs), after grammar.lua and
+-- state_machine.lua.
+--
+--   local d = haka.dissector.new{ type = tcp_connection.helper.TcpFlowDissector, name = 'smtp' }
+--   d:register_event('command')                 -- haka.dissectors.smtp.events.command
+--   d:register_streamed_event('mail_content')   -- rules may take it with options.streamed
+--   d.grammar = haka.grammar.new(...)
+--   d.state_machine = haka.state_machine.new(...)  -- instanciated per dissector object
+--   d:install_tcp_rule(25)                      -- or a next_dissector policy:
+--   haka.policy{ on = haka.dissectors.tcp_connection.policies.next_dissector, port = 25,
+--                action = haka.dissectors.smtp.install }
+--
+-- Dissector classes (haka.helper, Haka's):
+--  * PacketDissector: one object per packet, over the payload of a native dissector (the
+--    packet, ipv4, ipv6, tcp, udp): receive_packet, send_packet; parse_payload(pkt, payload)
+--    parses (by default with the class's `grammar` field, the object being the result).
+--    Installed by a next_dissector policy of ipv4/ipv6/tcp/udp (action = ...install) or
+--    attached to a native dissector with `cls:attach(parent_name, select)`.
+--  * FlowDissector, and over the connection dissectors:
+--    tcp_connection.helper.TcpFlowDissector: one object per connection, fed with the
+--    connection's reassembled stream, one vbuffer stream per direction; by default a
+--    coroutine per direction runs receive_streamed(iter, direction) (the state machine's
+--    update until the end of the stream), its iterator blocking until more data comes;
+--    udp_connection.helper.UdpFlowDissector: receive(payload, direction, pkt) per datagram.
+-- Every Lua dissector has a `protocol_error` event; a grammar parse error nobody handles
+-- (a BidirectionalState without parse_error action, a packet that does not parse) is a
+-- protocol error: the event fires, it is counted, and the packet or the connection is
+-- dropped (`[rules] lua_protocol_error = "drop"`, or "accept": dissection stops, the
+-- traffic goes on). Errors raised by Lua code in a dissector are logged ("lua: NAME: ...")
+-- and drop, as Haka's dissector.pcall.
+local class = require('class')
+local VBM = require('haka/vbuffer')
+local sfmt = string.format
+local type, pairs, ipairs, rawget, rawset, error, select, pcall, setmetatable, tostring =
+  type, pairs, ipairs, rawget, rawset, error, select, pcall, setmetatable, tostring
+
+local dissector = haka.dissector
+local helper = haka.helper or {}
+haka.helper = helper
+local LD = haka._lua_dissectors -- engine hooks (engine/lua/haka.lua)
+local log = haka.log_section("dissector")
+local log_lua = haka.log_section("lua")
+local Event = haka.event.Event
+
+local function new_event(name, continue)
+  return setmetatable({ name = name, listeners = {}, continue = continue }, Event)
+end
+
+---------------------------------------------------------------------------
+-- base class
+---------------------------------------------------------------------------
+local Dissector = class.class('Dissector')
+helper.Dissector = Dissector
+Dissector.auto_state_machine = true
+-- event definitions of the helper classes, inherited by the dissectors made of them
+rawset(Dissector, '_evdefs', { { name = 'protocol_error' } })
+
+local function evdefs_of(cls)
+  local chain = {}
+  local c = cls
+  while c do
+    chain[#chain + 1] = c
+    c = rawget(c, 'super')
+  end
+  local out, seen = {}, {}
+  for i = #chain, 1, -1 do
+    local defs = rawget(chain[i], '_evdefs')
+    if defs then
+      for _, d in ipairs(defs) do
+        if not seen[d.name] then seen[d.name] = true; out[#out + 1] = d end
+      end
+    end
+  end
+  return out
+end
+
+function Dissector.method:__init(parent)
+  rawset(self, '_parent', parent)
+  local cls = class.classof(self)
+  if cls.state_machine and cls.auto_state_machine then
+    self.state = cls.state_machine:instanciate(self)
+  end
+end
+
+Dissector.property.name = { get = function(self) return class.classof(self).name end }
+
+-- a field the dissector does not have: its parent's (Haka)
+function Dissector.method:__index(name)
+  if type(name) == 'string' and name:sub(1, 1) ~= '_' then
+    local parent = rawget(self, '_parent')
+    if parent ~= nil then
+      local ok, v = pcall(function() return parent[name] end)
+      if ok then return v end
+    end
+  end
+  return nil
+end
+
+function Dissector.method:get(name)
+  local it = self
+  while it do
+    if it.name == name then return it end
+    it = rawget(it, '_parent')
+  end
+  return nil
+end
+
+local function fire(self, ev, ...)
+  local l = ev.listeners
+  for i = 1, #l do
+    l[i](self, ...)
+    if not self:can_continue() then return end
+  end
+end
+
+function Dissector.method:trigger(name, ...)
+  local ev = class.classof(self).events[name]
+  return fire(self, ev, ...)
+end
+
+function Dissector.method:can_continue() return true end
+function Dissector.method:continue()
+  if not self:can_continue() then haka.abort() end
+end
+function Dissector.method:alert(a) return haka.alert(a) end
+function Dissector.method:drop() error("not implemented") end
+function Dissector.method:error() return self:drop() end
+function Dissector.method:send() end
+function Dissector.method:install_criterion() return {} end
+function Dissector.method:select_next_dissector(d)
+  rawset(self, '_next_dissector', d)
+end
+
+-- a protocol error of this dissector (e.g. a grammar parse error): counted, the
+-- protocol_error event, then the configured verdict
+function Dissector.method:protocol_error(err)
+  if rawget(self, '_protocol_error') then return end
+  rawset(self, '_protocol_error', err or true)
+  if LD then LD.count_protocol_error() end
+  local ev = class.classof(self).events.protocol_error
+  fire(self, ev, err)
+  log.debug("%s: protocol error: %s", tostring(self.name), tostring(err))
+  if dissector.protocol_error_drop ~= false then
+    if self:can_continue() then self:drop() end
+  else
+    self:_detach()
+  end
+end
+function Dissector.method:_detach() rawset(self, '_detached', true) end
+
+-- register_event(name[, continue[, signal[, options]]])
+function Dissector.register_event(cls, name, continue, signal, options)
+  local defs = rawget(cls, '_evdefs')
+  if not defs then defs = {}; rawset(cls, '_evdefs', defs) end
+  defs[#defs + 1] = { name = name, streamed = signal == 'streamed', options = options }
+  local events = rawget(cls, 'events')
+  if events then
+    rawset(events, name, dissector._make_event(cls, name, signal == 'streamed'))
+  end
+end
+function Dissector.register_streamed_event(cls, name, continue, options)
+  return Dissector.register_event(cls, name, continue, 'streamed', options)
+end
+
+-- Haka's stream_wrapper: a streamed rule runs as a coroutine over `stream`, resumed with
+-- each new data (`current`); the other rules get the data available at `current`
+local function streamed(self, stream, f, current, ...)
+  if (not current or not current:check_available(1, true)) and not stream.isfinished then return end
+  local cos = rawget(self, '_costream')
+  if not cos then cos = {}; rawset(self, '_costream', cos) end
+  local cm = cos[stream]
+  if not cm then cm = haka.vbuffer_stream_comanager:new(stream); cos[stream] = cm end
+  if not cm:has(f) then
+    local args = { n = select('#', ...), ... }
+    cm:start(f, function(iter) return f(self, iter, unpack(args, 1, args.n)) end)
+  end
+  local cur
+  if current then cur = current:copy() end
+  cm:process(f, cur)
+end
+local function stream_wrapper(f, options)
+  if options and options.streamed then
+    return function(self, stream, current, ...) return streamed(self, stream, f, current, ...) end
+  end
+  return function(self, stream, current, ...)
+    if (not current or not current:check_available(1, true)) and not stream.isfinished then return end
+    if current then
+      local sub = current:copy():sub('available')
+      if sub then return f(self, sub, ...) end
+    end
+  end
+end
+
+function dissector._make_event(cls, name, is_streamed)
+  local ev = new_event(sfmt("%s:%s", cls.name, name), function(self) return self:can_continue() end)
+  if is_streamed then
+    ev.wrap = stream_wrapper
+    ev.lua_streamed = true
+  end
+  ev.dissector = cls
+  return ev
+end
+
+---------------------------------------------------------------------------
+-- haka.dissector.new
+---------------------------------------------------------------------------
+local registry = {}
+dissector.lua_classes = registry
+
+local function setup(cls, name)
+  local events = setmetatable({}, {
+    __index = function(_, k) error(sfmt("unknown event '%s' on dissector '%s'", tostring(k), name), 2) end,
+  })
+  rawset(cls, 'events', events)
+  for _, d in ipairs(evdefs_of(cls)) do
+    rawset(events, d.name, dissector._make_event(cls, d.name, d.streamed))
+  end
+  rawset(cls, 'options', {})
+  local pol = haka.policy.new(sfmt("%s next dissector", name))
+  pol.name = "next_dissector"
+  rawset(cls, 'policies', { next_dissector = pol })
+  local entry = {
+    name = name, events = events, policies = rawget(cls, 'policies'), class = cls,
+    create = function(...) return cls:create(...) end,
+    install = function(policy, ctx, values, desc) return ctx:select_next_dissector(cls) end,
+  }
+  haka.dissectors[name] = entry
+  registry[name] = cls
+end
+
+function dissector.new(args)
+  if type(args) ~= 'table' then error("dissector.new expects a table", 2) end
+  local name, base = args.name, args.type
+  if type(name) ~= 'string' then error("no name defined for dissector", 2) end
+  if not base then error(sfmt("no type defined for dissector '%s'", name), 2) end
+  if not class.isclass(base) or not class.isaclass(base, Dissector) then
+    error(sfmt("invalid type for dissector '%s'", name), 2)
+  end
+  if rawget(haka.dissectors, name) ~= nil then error(sfmt("dissector '%s' already defined", name), 2) end
+  local cls = class.class(name, base)
+  setup(cls, name)
+  if haka.mode ~= 'console' then log.debug("register new dissector '%s'", name) end
+  local kind = rawget(base, '_kind') or base._kind
+  if LD then LD.registered(cls, kind) end
+  return cls
+end
+
+-- dissector.pcall(self, f): f() protected; an error is logged ("lua: NAME: msg") and the
+-- dissector errors (drops)
+function dissector.pcall(self, f)
+  local ok, r = xpcall(f, debug.format_error)
+  if not ok and r ~= nil then
+    if r ~= "haka.abort()" and not tostring(r):find("haka.abort()", 1, true) then
+      log_lua.error("%s: %s", tostring(self.name), tostring(r))
+    end
+    return self:error()
+  end
+  return r
+end
+
+---------------------------------------------------------------------------
+-- packet dissectors
+---------------------------------------------------------------------------
+local PacketDissector = class.class('PacketDissector', Dissector)
+helper.PacketDissector = PacketDissector
+dissector.PacketDissector = PacketDissector
+rawset(PacketDissector, '_kind', 'packet')
+rawset(PacketDissector, '_evdefs', { { name = 'receive_packet' }, { name = 'send_packet' } })
+
+function PacketDissector.method:__init(parent)
+  class.super(PacketDissector).__init(self, parent)
+end
+function PacketDissector.method:can_continue()
+  if rawget(self, '_dropped') then return false end
+  local p = rawget(self, '_parent')
+  return p == nil or p:can_continue()
+end
+function PacketDissector.method:drop()
+  rawset(self, '_dropped', true)
+  local p = rawget(self, '_parent')
+  if p then return p:drop() end
+end
+function PacketDissector.method:send()
+  local p = rawget(self, '_parent')
+  if p then return p:send() end
+end
+function PacketDissector.method:inject()
+  local p = rawget(self, '_parent')
+  if p then return p:inject() end
+end
+-- the data this dissector parses: its parent's payload
+function PacketDissector.method:_payload_of(pkt)
+  local f = rawget(self, '_payload_fn')
+  if f then return f(pkt) end
+  return pkt.payload
+end
+function PacketDissector.method:parse(pkt)
+  local payload = self:_payload_of(pkt)
+  rawset(self, '_payload', payload)
+  return self:parse_payload(pkt, payload)
+end
+-- default: the class's grammar (a compiled entity) parses the payload into the object
+function PacketDissector.method:parse_payload(pkt, payload)
+  local g = class.classof(self).grammar
+  if not g then error("not implemented") end
+  local _, err = g:parse(payload:pos("begin"), self)
+  return err
+end
+function PacketDissector.method:forge_payload(pkt, payload) end
+function PacketDissector.method:receive()
+  local pkt = rawget(self, '_parent')
+  local cls = class.classof(self)
+  local err = self:parse(pkt)
+  if err then return self:protocol_error(err) end
+  fire(self, cls.events.receive_packet)
+  if not self:can_continue() then return end
+  local pol = cls.policies.next_dissector
+  if #pol.policies > 0 then
+    pol:apply{ values = self:install_criterion(), ctx = self }
+  end
+  local nd = rawget(self, '_next_dissector')
+  if nd and self:can_continue() then
+    rawset(self, '_next_dissector', nil)
+    if class.isclass(nd) then nd = nd:new(self) end
+    if nd.receive then dissector.pcall(nd, function() return nd:receive() end) end
+  end
+  if not self:can_continue() then return end
+  fire(self, cls.events.send_packet)
+  self:forge_payload(pkt, rawget(self, '_payload'))
+end
+
+-- attach(parent, select[, payload]): this packet dissector runs on every packet of the
+-- native dissector `parent` ('packet', 'ipv4', 'ipv6', 'tcp', 'udp', 'icmp') for which
+-- select(view) is true; payload(view) gives the data it parses (default: view.payload)
+function PacketDissector.attach(cls, parent, select_, payload)
+  if not LD then error("attach: no engine support") end
+  LD.attach(cls, parent, select_ or function() return true end, payload)
+end
+
+-- runs packet dissector `cls` over native view `view` (engine/lua/haka.lua)
+function dissector._run_packet(cls, view, payload_fn)
+  local self = cls:new(view)
+  if payload_fn then rawset(self, '_payload_fn', payload_fn) end
+  return dissector.pcall(self, function() return self:receive() end)
+end
+
+---------------------------------------------------------------------------
+-- flow dissectors
+---------------------------------------------------------------------------
+local FlowDissector = class.class('FlowDissector', Dissector)
+helper.FlowDissector = FlowDissector
+dissector.FlowDissector = FlowDissector
+
+function FlowDissector.method:__init(flow)
+  class.super(FlowDissector).__init(self, flow)
+  self.flow = flow
+end
+function FlowDissector.method:can_continue()
+  local f = rawget(self, 'flow')
+  return f ~= nil and not rawget(self, '_detached') and f:can_continue()
+end
+function FlowDissector.method:drop()
+  local f = rawget(self, 'flow')
+  if f then f:drop() end
+end
+function FlowDissector.method:reset()
+  local f = rawget(self, 'flow')
+  if f then f:reset() end
+end
+function FlowDissector.method:halfreset()
+  local f = rawget(self, 'flow')
+  if f then f:halfreset() end
+end
+function FlowDissector.method:send() end
+FlowDissector.property.connection = { get = function(self) return rawget(self, 'flow') end }
+
+-- dissect(flow): this dissector takes the flow's data from now on
+function FlowDissector.dissect(cls, flow)
+  return flow:select_next_dissector(cls:new(flow))
+end
+
+-- TCP: the connection's two streams
+local TcpFlowDissector = class.class('TcpFlowDissector', FlowDissector)
+rawset(TcpFlowDissector, '_kind', 'tcp')
+dissector.TcpFlowDissector = TcpFlowDissector
+
+function TcpFlowDissector.install_tcp_rule(cls, port)
+  haka.policy{
+    on = haka.dissectors.tcp_connection.policies.next_dissector,
+    name = cls.name,
+    port = port,
+    action = haka.dissectors[cls.name].install,
+  }
+end
+
+-- default: the state machine's update over the stream until its end
+function TcpFlowDissector.method:receive_streamed(iter, direction)
+  local sm = self.state
+  if not sm then error("no state machine defined") end
+  while iter:wait() do
+    local inst = sm._instance
+    if inst.finished then
+      -- the machine is over: the rest of the stream is not dissected
+      iter:advance('available')
+    else
+      iter.meter = 0
+      sm:update(iter, direction)
+      if not self:can_continue() then return end
+      if iter.meter == 0 and not sm._instance.finished then
+        -- (nothing parsed: the data would never be consumed)
+        return self:protocol_error("no progress in the stream")
+      end
+    end
+  end
+end
+
+-- the stream of one direction; data: the segment's bytes (a vbuffer_sub), nil at the end
+function TcpFlowDissector.method:_receive_data(data, direction)
+  if rawget(self, '_detached') then return end
+  local ss = rawget(self, '_streams')
+  if not ss then ss = {}; rawset(self, '_streams', ss) end
+  local st = ss[direction]
+  if not st then
+    local s = haka.vbuffer_stream()
+    st = { stream = s, cm = haka.vbuffer_stream_comanager:new(s), held = 0 }
+    ss[direction] = st
+  end
+  if st.over then return end
+  -- the data no mark holds any more is released (not before: the edits of the previous
+  -- segment were taken from the stream after its call)
+  while true do
+    local b = st.stream:pop()
+    if not b then break end
+    st.held = st.held - #b
+  end
+  local cur
+  if data ~= nil then
+    if st.stream.isfinished then return end
+    local ext = LD and LD.current_ext()
+    local n = #data
+    if ext and ext.data == data then
+      local region
+      cur, region = VBM.stream_push_view(st.stream, ext.buf)
+      ext.regions[#ext.regions + 1] = region
+    else
+      cur = st.stream:push(haka.vbuffer_from(data:asstring()))
+    end
+    st.held = st.held + n
+  else
+    if st.stream.isfinished then return end
+    st.stream:finish()
+  end
+  local cm = st.cm
+  if not cm:has(1) then
+    cm:start(1, function(iter) return self:receive_streamed(iter, direction) end)
+  end
+  dissector.pcall(self, function() return cm:process(1, cur) end)
+  local cap = dissector.hold_bytes or 1048576
+  if st.held > cap and self:can_continue() then
+    st.over = true
+    return self:protocol_error(sfmt("more than %d bytes held in the %s stream", cap, direction))
+  end
+end
+
+-- UDP: one call per datagram
+local UdpFlowDissector = class.class('UdpFlowDissector', FlowDissector)
+rawset(UdpFlowDissector, '_kind', 'udp')
+dissector.UdpFlowDissector = UdpFlowDissector
+
+function UdpFlowDissector.install_udp_rule(cls, port)
+  haka.policy{
+    on = haka.dissectors.udp_connection.policies.next_dissector,
+    name = cls.name,
+    port = port,
+    action = haka.dissectors[cls.name].install,
+  }
+end
+-- default: the state machine's update with the datagram (or the grammar's parse)
+function UdpFlowDissector.method:receive(payload, direction, pkt)
+  local sm = self.state
+  if sm then
+    if sm._instance.finished then return end
+    return sm:update(payload:pos('begin'), direction, pkt)
+  end
+  local g = class.classof(self).grammar
+  if g then
+    local _, err = g:parse(payload:pos('begin'), self)
+    if err then return self:protocol_error(err) end
+    return
+  end
+  error("not implemented")
+end
+function UdpFlowDissector.method:_receive_datagram(pkt, direction)
+  if rawget(self, '_detached') then return end
+  return dissector.pcall(self, function() return self:receive(pkt.payload, direction, pkt) end)
+end
+
+-- the end of the connection: the state machine finishes
+function FlowDissector.method:_end()
+  local sm = rawget(self, 'state')
+  if sm and not sm._instance.finished then
+    dissector.pcall(self, function() return sm:finish() end)
+  end
+end
+
+-- flow:select_next_dissector(d) with a Lua dissector (class, name, registry entry or object)
+if LD then
+  function LD.select_flow(flow, x)
+    local cls = x
+    if type(x) == 'string' then cls = registry[x] end
+    if type(cls) == 'table' and not class.isclass(cls) and not class.isa(cls, Dissector) and rawget(cls, 'class') then
+      cls = rawget(cls, 'class')
+    end
+    local inst = cls
+    if class.isclass(cls) then inst = cls:new(flow) end
+    if type(inst) ~= 'table' or not class.isa(inst, FlowDissector) then
+      error("select_next_dissector: a flow dissector expected", 3)
+    end
+    rawset(flow, '_lua_next', inst)
+  end
+end
+
+-- the connection dissectors' helpers (require('protocol/tcp_connection').helper)
+local function add_helper(name, key, cls)
+  local d = rawget(haka.dissectors, name)
+  if d then
+    d.helper = d.helper or {}
+    d.helper[key] = cls
+  end
+end
+add_helper('tcp_connection', 'TcpFlowDissector', TcpFlowDissector)
+add_helper('udp_connection', 'UdpFlowDissector', UdpFlowDissector)
+helper.TcpFlowDissector = TcpFlowDissector
+helper.UdpFlowDissector = UdpFlowDissector
+
+-- a parse error a BidirectionalState has no action for is the owner's protocol error
+do
+  local BS = haka.state_machine.BidirectionalState
+  local base = BS.method._update
+  BS.method._update = function(self, instance, payload, direction, ...)
+    local g = self._grammar[direction]
+    if g then
+      local list = self._compiled and self._compiled.parse_error
+      if not list or #list == 0 then
+        local res, err = g:parse(payload, nil, instance.owner)
+        if err then
+          local owner = instance.owner
+          if type(owner) == 'table' and type(owner.protocol_error) == 'function' then
+            return owner:protocol_error(err)
+          end
+          error(tostring(err), 0)
+        end
+        return instance:trigger(direction, res, ...)
+      end
+    end
+    return base(self, instance, payload, direction, ...)
+  end
+end
+
+return dissector
