@@ -3023,6 +3023,7 @@ fn dns_many_questions_and_pending_queries_are_capped() {
     // a bad key value is refused with its name
     let bad = haka_engine::config::Config::parse("[dns]\nmax_questions = 0\n", "t.toml").unwrap_err();
     assert!(bad.contains("dns.max_questions = 0"), "{bad}");
+}
 
 // ---------------------------------------------------------------------------------------
 // dissectors written in Lua (haka.dissector.new, grammar, state machine)
