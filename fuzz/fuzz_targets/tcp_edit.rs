@@ -115,7 +115,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(meta) = dissect(&frame, LinkType::Ethernet, &DissectOptions::default()) else { return };
     let mut buf = frame.clone();
     buf.resize(frame.len() + 2048, 0);
-    let rw = TcpRewrite { payload: Some(&out), seq: Some(seq ^ 0x55), ack: Some(ack.wrapping_add(7)), ack_map: None, unchanged: None };
+    let rw = TcpRewrite { payload: Some(&out), seq: Some(seq ^ 0x55), ack: Some(ack.wrapping_add(7)), ack_map: None, unchanged: None, recompute: false };
     let n = rewrite_tcp(&mut buf, frame.len(), &meta, &rw).expect("rewrite of a well-formed segment");
     let f = &buf[..n];
     let m = dissect(f, LinkType::Ethernet, &DissectOptions::default()).expect("the rewritten frame dissects");
@@ -127,7 +127,7 @@ fuzz_target!(|data: &[u8]| {
     // shift_tcp: the seq set, the ack mapped back through the map
     let mut g = frame.clone();
     let new_seq = shift.map_seq(seq);
-    shift_tcp(&mut g, &meta, new_seq, &shift).expect("shift of a well-formed segment");
+    shift_tcp(&mut g, &meta, new_seq, &shift, false).expect("shift of a well-formed segment");
     let l4 = meta.l4_offset as usize;
     assert_eq!(be32(&g, l4 + 4), new_seq);
     let want_ack = if flags & 0x10 != 0 { shift.unmap_ack(ack) } else { ack };
