@@ -385,13 +385,18 @@ local TcpFlowDissector = class.class('TcpFlowDissector', FlowDissector)
 rawset(TcpFlowDissector, '_kind', 'tcp')
 dissector.TcpFlowDissector = TcpFlowDissector
 
-function TcpFlowDissector.install_tcp_rule(cls, port)
+-- a next_dissector policy of `conn` (tcp_connection, udp_connection) installing `cls` on `port`
+local function install_on_port(cls, conn, port)
   haka.policy{
-    on = haka.dissectors.tcp_connection.policies.next_dissector,
+    on = haka.dissectors[conn].policies.next_dissector,
     name = cls.name,
     port = port,
     action = haka.dissectors[cls.name].install,
   }
+end
+
+function TcpFlowDissector.install_tcp_rule(cls, port)
+  install_on_port(cls, 'tcp_connection', port)
 end
 
 -- default: the state machine's update over the stream until its end
@@ -469,12 +474,7 @@ rawset(UdpFlowDissector, '_kind', 'udp')
 dissector.UdpFlowDissector = UdpFlowDissector
 
 function UdpFlowDissector.install_udp_rule(cls, port)
-  haka.policy{
-    on = haka.dissectors.udp_connection.policies.next_dissector,
-    name = cls.name,
-    port = port,
-    action = haka.dissectors[cls.name].install,
-  }
+  install_on_port(cls, 'udp_connection', port)
 end
 -- default: the state machine's update with the datagram (or the grammar's parse)
 function UdpFlowDissector.method:receive(payload, direction, pkt)
