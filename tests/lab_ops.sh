@@ -136,10 +136,33 @@ out=$(ctl reload 2>&1); rc=$?
 lab_client ping -c 1 -W 1 "$LAB_SERVER_IP" > /dev/null 2>&1 && fail "ping went through after a failed reload (old rules lost)"
 cp "$WORK/good.lua" "$RULES"
 out=$(ctl reload 2>&1) || fail "reload: $out"
-grep -q "^rules checked in [0-9.]* ms off the workers, reloaded from $RULES by 2 of 2 workers$" <<<"$out" || fail "reload: $out"
+grep -q "^rules loaded in [0-9.]* ms off the workers, swapped in from $RULES by 2 of 2 workers$" <<<"$out" || fail "reload: $out"
 wait "$traffic"
 [ "$(grep -c '^200$' "$WORK/codes.txt")" = 50 ] || fail "requests failed during reload: $(sort "$WORK/codes.txt" | uniq -c | tr '\n' ' ')"
 lab_client ping -c 1 -W 1 "$LAB_SERVER_IP" > /dev/null 2>&1 && fail "ping went through after reload"
+
+# a rules file that takes 1.2 s to load (per worker): built off the workers, it does not
+# stall them: requests made during the reload are answered at once
+{ echo 'local t0 = os.clock() while os.clock() - t0 < 1.2 do end'; cat "$WORK/good.lua"; } > "$RULES"
+( sleep 0.2
+  for i in $(seq 1 15); do
+    lab_client curl -sS -m 5 -o /dev/null -w '%{http_code} %{time_total}\n' "http://$LAB_SERVER_IP:8080/index.html" || echo ERR
+    sleep 0.1
+  done > "$WORK/slow.txt" ) &
+traffic=$!
+out=$(ctl reload 2>&1) || fail "slow reload: $out"
+wait "$traffic"
+ms=$(sed -n 's/^rules loaded in \([0-9]*\)\..* ms off the workers, swapped in .* by 2 of 2 workers$/\1/p' <<<"$out")
+[ -n "$ms" ] && [ "$ms" -ge 2000 ] || fail "slow reload: $out"
+/usr/bin/python3 - "$WORK/slow.txt" <<'PY' || fail "requests stalled during a slow reload: $(tr '\n' ' ' < "$WORK/slow.txt")"
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+assert len(rows) == 15 and all(r[0] == "200" for r in rows), rows
+# the worker never stops forwarding: no request waits for a rules load (1.2 s)
+assert max(float(r[1]) for r in rows) < 0.6, rows
+PY
+lab_client ping -c 1 -W 1 "$LAB_SERVER_IP" > /dev/null 2>&1 && fail "ping went through after the slow reload"
+cp "$WORK/good.lua" "$RULES"
 
 # the periodic stats line
 grep -q "^stats: t=[0-9]*s rx=.* imissed=[0-9]* rx_nombuf=[0-9]* drop_reasons=.*rule:" "$LAB_DIR/haka.log" || fail "stats line without imissed/rx_nombuf/drop reasons"
@@ -217,7 +240,7 @@ kill -0 "$LAB_HAKA_PID" 2>/dev/null && fail "haka still running after hakactl st
 wait "$LAB_HAKA_PID"; rc=$?; LAB_HAKA_PID=
 [ "$rc" = 0 ] || fail "haka exit code $rc after hakactl stop"
 [ -e "$SOCK" ] && fail "control socket left behind"
-/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["totals"]["rules_reload_failed"] == 0 and s["rules_reloads_refused"] == 1 and s["totals"]["rules_reloaded"] == 2, s["totals"]' "$STATS" || fail "stats file after stop"
+/usr/bin/python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["totals"]["rules_reload_failed"] == 0 and s["rules_reloads_refused"] == 1 and s["totals"]["rules_reloaded"] == 4, s["totals"]' "$STATS" || fail "stats file after stop"
 out=$(ctl status 2>&1); [ $? = 1 ] && grep -q "haka is not running" <<<"$out" || fail "status after stop: $out"
 rm -rf "$WORK"
 echo "PASS lab_ops"

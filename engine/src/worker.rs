@@ -62,6 +62,9 @@ pub struct Mailbox {
     reload: crossbeam_queue::ArrayQueue<(u64, Result<bool, String>)>,
     /// Serialises the askers of this worker (control and metrics threads; never the worker).
     asking: std::sync::Mutex<u64>,
+    /// The rules engine the reload built for this worker off its thread, with the reload
+    /// generation it is for: the worker swaps it in between bursts (locked once per reload).
+    rules: std::sync::Mutex<Option<(u64, crate::dpdk::EngineHandoff)>>,
 }
 
 impl Default for Mailbox {
@@ -71,11 +74,26 @@ impl Default for Mailbox {
             answer: crossbeam_queue::ArrayQueue::new(1),
             reload: crossbeam_queue::ArrayQueue::new(1),
             asking: std::sync::Mutex::new(0),
+            rules: std::sync::Mutex::new(None),
         }
     }
 }
 
 impl Mailbox {
+    /// Leaves `engine` for the worker to swap in at reload `generation` (replacing one it
+    /// did not take).
+    pub fn offer_rules(&self, generation: u64, engine: crate::dpdk::EngineHandoff) {
+        if let Ok(mut r) = self.rules.lock() {
+            *r = Some((generation, engine));
+        }
+    }
+
+    /// The engine offered for reload `generation`, if any (an older one is dropped).
+    fn take_rules(&self, generation: u64) -> Option<crate::lua::LuaEngine> {
+        let (g, e) = self.rules.lock().ok()?.take()?;
+        (g == generation).then(|| e.into_engine())
+    }
+
     /// Asks the worker and waits up to `timeout` for its answer (None: it did not answer,
     /// e.g. stopped or busy in a long rule). Called off the workers' path.
     pub fn ask(&self, q: Query, timeout: std::time::Duration) -> Option<Answer> {
@@ -120,7 +138,22 @@ impl Shared {
     /// worker's outcome. Per worker: None (no answer in time), Ok(true) reloaded, Ok(false)
     /// no rules loaded, Err(the load error: the previous rules stay).
     pub fn reload_and_wait(&self, timeout: std::time::Duration) -> Vec<Option<Result<bool, String>>> {
-        let gen = self.reload_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.reload_with(Vec::new(), timeout)
+    }
+
+    /// As [`reload_and_wait`](Self::reload_and_wait), the workers swapping in `built[w]`,
+    /// the engines built off their threads (a worker without one loads the file itself).
+    pub fn reload_with(
+        &self,
+        built: Vec<crate::dpdk::EngineHandoff>,
+        timeout: std::time::Duration,
+    ) -> Vec<Option<Result<bool, String>>> {
+        let gen = self.reload_generation.load(Ordering::SeqCst) + 1;
+        for (m, e) in self.mailboxes.iter().zip(built) {
+            m.offer_rules(gen, e);
+        }
+        // (only the control thread reloads, one reload at a time: `gen` is this one's)
+        self.reload_generation.store(gen, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + timeout;
         let mut out: Vec<Option<Result<bool, String>>> = self.mailboxes.iter().map(|_| None).collect();
         while out.iter().any(Option::is_none) && std::time::Instant::now() < deadline {
@@ -552,11 +585,19 @@ impl Loop<'_> {
         }
     }
 
-    /// Reloads this worker's rules into a fresh state; on failure the old rules stay.
-    /// Ok(false): no rules to reload.
-    fn reload_rules(&mut self) -> Result<bool, String> {
+    /// Reloads this worker's rules: swaps in `built`, the engine the reload built off this
+    /// thread, or else loads the file into a fresh state here; on failure the old rules
+    /// stay. Ok(false): no rules to reload.
+    fn reload_rules(&mut self, built: Option<LuaEngine>) -> Result<bool, String> {
         let Some(lua) = self.lua.as_mut() else { return Ok(false) };
-        match lua.reload() {
+        let outcome = match built {
+            Some(e) => {
+                lua.adopt(e);
+                Ok(())
+            }
+            None => lua.reload(),
+        };
+        match outcome {
             Ok(()) => {
                 if let Some(st) = self.stateful.as_mut() {
                     st.set_info(lua.stateful_info());
@@ -912,7 +953,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         if gen != reload_seen {
             // Between bursts: nothing is in flight in this worker.
             reload_seen = gen;
-            let outcome = lp.reload_rules();
+            let built = shared.mailboxes[me].take_rules(gen);
+            let outcome = lp.reload_rules(built);
             if outcome == Ok(true) {
                 log_seen = u64::MAX; // (a new rules state: levels set again)
             }

@@ -146,3 +146,35 @@ extern "C" fn http_field(head: *const u8, len: i32, from: i32, name: *const u8, 
 pub fn http_field_fn() -> usize {
     http_field as *const () as usize
 }
+
+/// A rules engine built on one thread (the control thread, at a reload) to be run on
+/// another (its worker), so that loading a rules file never stalls a worker: the worker
+/// only swaps the built engine in between two bursts ([`crate::lua::LuaEngine::adopt`]).
+/// Built by [`EngineHandoff::build`] only, so that nothing the caller owns is captured
+/// in it.
+pub struct EngineHandoff(crate::lua::LuaEngine);
+
+// SAFETY: a `LuaEngine` is `!Send` only because its parts share `Rc` handles and a raw
+// `lua_State` among themselves: mlua's handles into the state, the `Rc<Shared>` the Rust
+// helpers registered in the state capture, the `HookCheck` and the regexp userdata. All of
+// them are created by `LuaEngine::load` inside `build` and reachable only through the
+// engine: `build` passes an alert sink that captures nothing, `load` hands out no clone of
+// any of them (the watchdog keeps only the `Arc<Watch>`, which is `Send + Sync`), and the
+// hook check put in the building thread's thread-local around each Lua call is cleared
+// when the call returns (`watched_grace`). Moving the whole island to one other thread,
+// with nothing of it left behind, therefore never lets two threads touch one reference
+// count or the Lua state. Neither LuaJIT nor mlua (built without luau) keeps per-thread
+// data about a state.
+unsafe impl Send for EngineHandoff {}
+
+impl EngineHandoff {
+    /// Loads `path` into a new engine for worker `worker` (errors: `FILE:LINE: message`).
+    pub fn build(path: &std::path::Path, opts: &crate::lua::LuaOptions, worker: usize) -> Result<EngineHandoff, String> {
+        crate::lua::LuaEngine::load(path, opts, worker, Box::new(|_| {})).map(EngineHandoff)
+    }
+
+    /// The engine, on the thread that will run it.
+    pub fn into_engine(self) -> crate::lua::LuaEngine {
+        self.0
+    }
+}

@@ -1027,6 +1027,32 @@ impl LuaEngine {
         Ok(())
     }
 
+    /// Swaps in `new`, an engine of the same rules file built off this thread
+    /// ([`dpdk::EngineHandoff`]), as [`reload`](Self::reload) would have built it here: the
+    /// alert sink, console, counters and alert ids carry over; the old state is closed.
+    /// Cheap (no Lua runs): a worker calls it between two bursts.
+    pub fn adopt(&mut self, mut new: LuaEngine) {
+        self.shared.flush_logs();
+        // the sinks are the worker's: the new engine was built with placeholders
+        std::mem::swap(&mut *self.shared.alerts.borrow_mut(), &mut *new.shared.alerts.borrow_mut());
+        std::mem::swap(&mut *self.shared.console.borrow_mut(), &mut *new.shared.console.borrow_mut());
+        new.shared.next_alert.set(self.shared.next_alert.get());
+        new.shared.alert_count.set(self.shared.alert_count.get() + new.shared.alert_count.get());
+        new.shared.packet_time.set(self.shared.packet_time.get());
+        // what the new state printed at load, through the worker's console now
+        new.shared.flush_logs();
+        self.fold_suppressed();
+        new.burst.proto_errors = self.burst.proto_errors;
+        new.counters = self.counters;
+        new.counters.reloads += 1;
+        new.last_log = self.last_log;
+        new.suppressed = self.suppressed;
+        new.mem_checked = self.mem_checked;
+        new.next_pkt_id = self.next_pkt_id;
+        // (the old engine, dropped here, clears its watch: the watchdog forgets its state)
+        *self = new;
+    }
+
     fn fire(&mut self, name: &str) -> Result<(), String> {
         let f = self.st.fire.clone();
         let r = watched(&self.watch, &self.check, || f.call::<()>(name));

@@ -911,6 +911,49 @@ fn reload_keeps_old_rules_on_broken_file() {
 }
 
 #[test]
+fn engine_built_on_another_thread_is_swapped_in() {
+    let (mut e, a, p) = engine_opts(
+        r#"haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) haka.alert{ description = "v1" } end }"#,
+        &LuaOptions::default(),
+    );
+    let mut frames = vec![ipv4_frame(6, &tcp(5, 1, 0, b""))];
+    run(&mut e, &mut frames);
+    // the new file takes a while to load: built on another thread, as the control thread
+    // does at a reload, while this one goes on
+    std::fs::write(
+        &p,
+        r#"local t = os.clock() while os.clock() - t < 0.2 do end
+        haka.rule{ on = haka.dissectors.tcp.events.receive_packet, eval = function(t) haka.alert{ description = "v2 " .. haka.current_thread() } end }"#,
+    )
+    .unwrap();
+    let path = p.to_path_buf();
+    let builder = std::thread::spawn(move || crate::dpdk::EngineHandoff::build(&path, &LuaOptions::default(), 3));
+    let mut during = 0;
+    while !builder.is_finished() {
+        run(&mut e, &mut frames); // the old rules keep running meanwhile
+        during += 1;
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(during >= 10, "the build did not take place while this thread ran ({during} bursts)");
+    let built = builder.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    e.adopt(built.into_engine());
+    run(&mut e, &mut frames);
+    let d = descs(&a);
+    assert_eq!(d.len(), during + 2, "{d:?}");
+    assert!(d[..during + 1].iter().all(|x| x == "v1"), "{d:?}");
+    // the new rules alert through this engine's sink, with this worker's index
+    assert_eq!(d.last().map(String::as_str), Some("v2 3"));
+    assert_eq!(e.counters().reloads, 1);
+    assert_eq!(e.counters().alerts, during as u64 + 2);
+    // a broken file is refused by the builder: the running engine is untouched
+    std::fs::write(&p, "haka.rule{ on = \n").unwrap();
+    let err = crate::dpdk::EngineHandoff::build(&p, &LuaOptions::default(), 3).err().unwrap();
+    assert!(err.starts_with(&format!("{}:", p.display())), "{err}");
+    run(&mut e, &mut frames);
+    assert_eq!(descs(&a).last().map(String::as_str), Some("v2 3"));
+}
+
+#[test]
 fn no_packet_rules_and_global_events() {
     let (mut e, a) = engine(
         r#"

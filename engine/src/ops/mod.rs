@@ -219,18 +219,26 @@ impl Live {
         if self.rules_file.is_none() {
             return Err("no rules file: haka runs without rules (nothing to reload)".into());
         }
-        // The check: the file loaded into a throwaway state here, off the workers. A file
-        // that fails, or loops at load until its instruction budget stops it, never
-        // reaches a worker.
+        // The workers' new engines are built here, off the workers (one per worker: a Lua
+        // state is single-threaded); each worker only swaps its engine in between two
+        // bursts. A file that fails, or loops at load until its instruction budget stops
+        // it, never reaches a worker.
         let t0 = Instant::now();
+        let workers = self.shared.mailboxes.len();
+        let mut built = Vec::with_capacity(workers);
         if let (Some(path), Some(opts)) = (&self.rules_file, &self.rules_opts) {
-            if let Err(e) = crate::lua::LuaEngine::load(path, opts, 0, Box::new(|_| {})) {
-                self.shared.reloads_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return Err(format!("rules reload refused, the workers keep their rules: {e}"));
+            for w in 0..workers {
+                match crate::dpdk::EngineHandoff::build(path, opts, w) {
+                    Ok(e) => built.push(e),
+                    Err(e) => {
+                        self.shared.reloads_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Err(format!("rules reload refused, the workers keep their rules: {e}"));
+                    }
+                }
             }
         }
-        let checked_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let outcomes = self.shared.reload_and_wait(Duration::from_secs(30));
+        let built_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let outcomes = self.shared.reload_with(built, Duration::from_secs(30));
         let file = self.rules_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
         let errors: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().and_then(|r| r.as_ref().err())).collect();
         if let Some(e) = errors.first() {
@@ -245,7 +253,7 @@ impl Live {
             *t = SystemTime::now();
         }
         Ok(format!(
-            "rules checked in {checked_ms:.1} ms off the workers, reloaded from {file} by {reloaded} of {} workers",
+            "rules loaded in {built_ms:.1} ms off the workers, swapped in from {file} by {reloaded} of {} workers",
             outcomes.len()
         ))
     }
