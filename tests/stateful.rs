@@ -2992,6 +2992,72 @@ fn worker_memory_cap_bounds_many_incomplete_heads() {
     assert_eq!(r.st("memory_held_bytes"), 0);
 }
 
+/// What rules keep on a flow's Lua object counts against the flow's memory cap: a rule
+/// that stores every segment of a connection on its flow object gets that connection
+/// alerted and dropped once the scan of the Lua flow objects measures it over the cap;
+/// a connection whose rule keeps little is untouched; the bytes are reported.
+#[test]
+fn lua_flow_objects_count_against_the_flow_memory_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+        haka.rule{ on = haka.dissectors.tcp_connection.events.receive_data, eval = function (flow, data, dir)
+            if flow.dstport == 80 then
+                flow.kept = flow.kept or {}
+                flow.kept[#flow.kept + 1] = data:asstring() -- every byte the connection sent
+            else
+                flow.n = (flow.n or 0) + 1
+            end
+        end }
+        haka.rule{ on = haka.dissectors.tcp_connection.events.end_connection, eval = function (flow)
+            haka.log("end %d %d", flow.dstport, flow.kept and #flow.kept or flow.n)
+        end }
+    "#;
+    // (bytes that differ from segment to segment: Lua keeps one copy of equal strings)
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    // (each segment acknowledged by the server: the stream delivers acknowledged data)
+    let mut hoard = Session::new(42000, 80);
+    hoard.handshake();
+    for c in big.chunks(1400) {
+        hoard.send(0, c).ack(1);
+    }
+    let mut small = Session::new(42001, 81);
+    small.handshake();
+    for c in big[..300_000].chunks(1400) {
+        small.send(0, c).ack(1);
+    }
+    small.close();
+    // interleaved, so that both connections are live at each scan
+    let (a, b) = (hoard.pkts.clone(), small.pkts.clone());
+    let mut pkts = Vec::new();
+    for i in 0..a.len().max(b.len()) {
+        pkts.extend(a.get(i).cloned());
+        pkts.extend(b.get(i).cloned());
+    }
+    let input = write_pcap(dir.path(), "hoard.pcap", pkts);
+    // scanned from the first packets (lua_scan_mb = 0), 256 KiB per flow
+    let r = run(rules, &input, Some("[memory]\nflow_kb = 256\nlua_scan_mb = 0\n"));
+    let alerts = r.alert_descriptions();
+    assert_eq!(alerts.len(), 1, "{}", r.stdout);
+    assert!(alerts[0].starts_with("memory: connection over the flow memory cap ("), "{alerts:?}");
+    assert!(alerts[0].ends_with("bytes held, mostly Lua objects)"), "{alerts:?}");
+    assert_eq!((r.st("memory_flow_cap_hits"), r.st("memory_cap_hits_lua")), (1, 1), "{}", r.stats["totals"]);
+    assert_eq!(r.dropped("memory_cap"), 1);
+    // the hoarding connection ended when it was dropped, with what it had kept by then
+    // (scanned every 1024 packets); the other ran to its end
+    let logs = r.logs();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let kept: usize = logs.iter().find_map(|l| l.strip_prefix("end 80 ")).expect("hoard ended").parse().unwrap();
+    assert!(kept > 256 * 1024 / 1400 && kept < 1_500_000 / 1400, "{logs:?}");
+    assert_eq!(logs.iter().filter(|l| *l == &format!("end 81 {}", 300_000usize.div_ceil(1400))).count(), 1, "{logs:?}");
+    assert!(r.dropped("flow_dropped") > 0, "the rest of the hoarding connection dropped: {}", r.stats["totals"]);
+    assert_eq!(r.st("memory_held_bytes"), 0, "{}", r.stats["totals"]);
+
+    // Haka's behaviour (no cap on what rules keep) with the scan off: nothing dropped
+    let r = run(rules, &input, Some("[memory]\nflow_kb = 256\nlua_scan_mb = 1048576\n"));
+    assert!(r.alert_descriptions().is_empty(), "{}", r.stdout);
+    assert_eq!(r.stats["totals"]["dropped"], 0, "{}", r.stats["totals"]);
+}
+
 /// DNS amplification bounded: a query of many questions (servers answer FORMERR to
 /// more than one) is a protocol error past `[dns] max_questions`, alerted and dropped
 /// before any rule builds its objects; the queries awaited per connection are capped

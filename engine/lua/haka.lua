@@ -2871,6 +2871,7 @@ end
 function RT.finish()
   if n_registered == 0 and H.first_load() then log.warning("no registered rule") end
   RT.LD.hook_flows()
+  RT.flow_sizes(0, 0, 0) -- (what the rules file reached from the globals: shared, see there)
   if H.required_chain then
     H.l4_undissected = { [6] = not LOADED_MODULES["protocol/tcp"], [17] = not LOADED_MODULES["protocol/udp"],
       [1] = not LOADED_MODULES["protocol/icmp"] }
@@ -3029,6 +3030,107 @@ function RT.take_errors()
   errs = {}
   return e, RT.n_disabled
 end
+
+-- The bytes each flow's Lua object holds (what the rules and Lua dissectors keep on it),
+-- for the flow memory budget: the worker calls this between bursts, while the Lua heap
+-- is large, for up to max_flows flows per call, resuming where the last call stopped.
+-- Returns a reused array { id1, bytes1, id2, bytes2, ... }. The walk counts the tables,
+-- strings, cdata and coroutines reachable from the flow object, once each, but not
+-- metatables, functions, or what the rules file reached from the globals when it loaded
+-- (modules, classes, configuration: shared, not the flow's). A flow whose objects number
+-- more than node_budget is reported at over_bytes (over any cap).
+-- (its own function: the main chunk is at LuaJIT's 200 locals)
+RT.flow_sizes = (function ()
+  local SEEN = setmetatable({}, { __mode = "k" })
+  local SHARED = setmetatable({}, { __mode = "k" })
+  local shared_done = false
+  local stack, out = {}, {}
+  local cursor = nil
+  local gen = 0
+  local sizeof, istype, typeof = ffi.sizeof, type, ffi.typeof
+  -- LuaJIT (GC64) object sizes: table header, array slot, hash node, string header,
+  -- cdata header, a coroutine with its initial stack
+  local TAB, SLOT, NODE, STR, CD, THREAD = 64, 8, 24, 24, 16, 1024
+  local function mark_shared(root)
+    local n, top = 0, 1
+    stack[1] = root
+    while top > 0 and n < 200000 do
+      local t = stack[top]; stack[top] = nil; top = top - 1
+      if not SHARED[t] then
+        SHARED[t] = true
+        n = n + 1
+        for k, v in next, t do
+          if istype(v) == "table" and not SHARED[v] then top = top + 1; stack[top] = v end
+          if istype(k) == "table" and not SHARED[k] then top = top + 1; stack[top] = k end
+        end
+      end
+    end
+    for i = top, 1, -1 do stack[i] = nil end
+  end
+  local function size_of(root, budget)
+    gen = gen + 1
+    SEEN[root] = gen
+    local bytes, nodes, top = 0, 0, 1
+    stack[1] = root
+    while top > 0 do
+      local o = stack[top]; stack[top] = nil; top = top - 1
+      local tp = istype(o)
+      if tp == "string" then
+        bytes = bytes + STR + #o
+      elseif tp == "cdata" then
+        local ok, n = pcall(sizeof, o)
+        bytes = bytes + CD + (ok and n or 8)
+      elseif tp == "thread" then
+        bytes = bytes + THREAD
+      elseif tp == "table" then
+        nodes = nodes + 1
+        if nodes > budget then
+          for i = top, 1, -1 do stack[i] = nil end
+          return nil
+        end
+        local alen = #o
+        bytes = bytes + TAB + alen * SLOT
+        for k, v in next, o do
+          if istype(k) ~= "number" or k < 1 or k > alen then bytes = bytes + NODE end
+          local tv = istype(v)
+          if tv == "string" or tv == "cdata" or tv == "thread" or tv == "table" then
+            if SEEN[v] ~= gen and not SHARED[v] then SEEN[v] = gen; top = top + 1; stack[top] = v end
+          end
+          local tk = istype(k)
+          if tk == "string" then
+            -- (key strings are interned, shared with every table using the name)
+          elseif tk == "table" or tk == "cdata" then
+            if SEEN[k] ~= gen and not SHARED[k] then SEEN[k] = gen; top = top + 1; stack[top] = k end
+          end
+        end
+      end
+    end
+    return bytes
+  end
+  return function (max_flows, node_budget, over_bytes)
+    if not shared_done then
+      -- (at load, RT.finish: before any flow object exists, so none is taken for shared)
+      shared_done = true
+      SHARED[FLOWS] = true
+      mark_shared(_G)
+      mark_shared(package.loaded)
+    end
+    local n = 0
+    if cursor ~= nil and FLOWS[cursor] == nil then cursor = nil end
+    local id, f = next(FLOWS, cursor)
+    while id ~= nil and n < max_flows do
+      local b = size_of(f, node_budget)
+      n = n + 1
+      out[2 * n - 1] = id
+      out[2 * n] = b or over_bytes
+      cursor = id
+      id, f = next(FLOWS, cursor)
+    end
+    if id == nil then cursor = nil end
+    for i = 2 * n + 1, #out do out[i] = nil end
+    return out
+  end
+end)()
 
 function RT.fire(name)
   local ev = all_events[name]

@@ -39,11 +39,15 @@ pub struct MemoryConfigSection {
     /// later packets dropped) or "accept" (alert, state freed, its data passes
     /// uninspected).
     pub over_cap: Verdict,
+    /// The flows' Lua objects (what rules keep on a flow) are measured and charged to
+    /// their flow while the worker's Lua heap is over this many MiB (0: always): a scan
+    /// of a few hundred flows every 100 ms, between bursts.
+    pub lua_scan_mb: u64,
 }
 
 impl Default for MemoryConfigSection {
     fn default() -> Self {
-        MemoryConfigSection { flow_kb: 1024, worker_mb: 512, over_cap: Verdict::Drop }
+        MemoryConfigSection { flow_kb: 1024, worker_mb: 512, over_cap: Verdict::Drop, lua_scan_mb: 16 }
     }
 }
 
@@ -731,6 +735,9 @@ impl Config {
         if mem.flow_kb < 16 || mem.flow_kb > 1 << 22 {
             return Err(format!("memory.flow_kb = {}: must be between 16 and 4194304", mem.flow_kb));
         }
+        if mem.lua_scan_mb > 1 << 20 {
+            return Err(format!("memory.lua_scan_mb = {}: must be between 0 and 1048576", mem.lua_scan_mb));
+        }
         if mem.worker_mb == 0 || mem.worker_mb > 1 << 20 {
             return Err(format!("memory.worker_mb = {}: must be between 1 and 1048576", mem.worker_mb));
         }
@@ -797,6 +804,7 @@ impl Config {
                 per_flow: (self.memory.flow_kb as usize) << 10,
                 per_worker: (self.memory.worker_mb as usize) << 20,
                 over_cap_drop: self.memory.over_cap == Verdict::Drop,
+                lua_scan_bytes: (self.memory.lua_scan_mb as usize) << 20,
             },
         }
     }

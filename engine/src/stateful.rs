@@ -4,7 +4,7 @@
 //! that a rule's decision (drop, reset, next dissector, stream edits) applies
 //! before the next step and the next packet.
 use crate::config::AnomalyAction;
-use crate::conn::memory::Part;
+use crate::conn::memory::{OverCap, Part};
 use crate::conn::{ConnTable, TcpInfo, FIN, RST, SYN};
 use crate::dissectors::{AppDissector, AppEvent, ErrorVerdict, Events, Settings};
 use crate::dissect::PacketMeta;
@@ -334,8 +334,10 @@ impl StatefulStage {
         if self.info & ev_bits != 0 {
             bits |= connbits::RECEIVE;
         }
-        let needs_lua = bits & connbits::RECEIVE != 0
-            || (step.created && self.info & (ev_bits | data_bit | pol_bit | sf::APPS) != 0);
+        // (a connection no longer inspected, `[memory] over_cap = "accept"`, gets no rule)
+        let needs_lua = (bits & connbits::RECEIVE != 0
+            || (step.created && self.info & (ev_bits | data_bit | pol_bit | sf::APPS) != 0))
+            && !self.conns.get(id).is_some_and(|k| k.uninspected);
         let by_port = if tcp { sf::TCP_APPS_BY_PORT } else { sf::UDP_APPS_BY_PORT };
         if needs_lua && bits & connbits::RECEIVE == 0 && self.info & by_port != 0 {
             // Only default application selections: no Lua call for the new connection.
@@ -362,7 +364,15 @@ impl StatefulStage {
             }
         }
         // 2. data
-        let (has_app, inspected) = self.conns.get(id).map_or((false, false), |k| (k.app.is_some(), !k.uninspected));
+        let (has_app, inspected, lua_over) =
+            self.conns.get(id).map_or((false, false, None), |k| (k.app.is_some(), !k.uninspected, k.lua_over));
+        if let Some(over) = lua_over {
+            // (found over its cap by the scan of the Lua flow objects since its last packet)
+            if let Some(o) = self.over_cap(lua, meta, id, flow_dir, over) {
+                return o;
+            }
+            return Outcome::Accept;
+        }
         let want_data = (self.info & data_bit != 0 || has_app) && inspected;
         if want_data && (pay_len > 0 || t.flags & (FIN | SYN) != 0) {
             let verdict = if tcp {
@@ -391,13 +401,27 @@ impl StatefulStage {
     /// alert and `[memory] over_cap` (drop the connection, or stop inspecting it).
     fn memory_check(&mut self, lua: &mut LuaEngine, meta: &PacketMeta, id: FlowId, flow_dir: Direction) -> Option<Outcome> {
         let over = self.conns.recharge(id)?;
+        self.over_cap(lua, meta, id, flow_dir, over)
+    }
+
+    /// Connection `id` went over a memory cap (`over`): the alert, then `[memory] over_cap`:
+    /// its state is freed (its Lua object too when that is what grew) and it is dropped, or
+    /// no longer inspected.
+    fn over_cap(&mut self, lua: &mut LuaEngine, meta: &PacketMeta, id: FlowId, flow_dir: Direction, over: OverCap) -> Option<Outcome> {
         let part = match over.part {
             Part::Stream => "stream reassembly",
             Part::Parser => "parser state",
+            Part::Lua => "Lua objects",
         };
         let cap = if over.worker { "worker" } else { "flow" };
         let msg = format!("memory: connection over the {cap} memory cap ({} bytes held, mostly {part})", over.bytes);
         lua.raise_alert(&msg, "medium", meta, flow_dir as u8);
+        if over.part == Part::Lua {
+            // (end_connection, then the object is gone: freed at the next collection)
+            let mut c = Counters::default();
+            self.end_lua(lua, id, meta.proto, Some((meta, flow_dir as u8)), &mut c);
+            self.conns.clear_lua_bytes(id);
+        }
         if self.conns.mem.cfg.over_cap_drop {
             self.conns.drop_over_cap(id);
             Some(Outcome::Drop(DropReason::MemoryCap))

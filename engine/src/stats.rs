@@ -143,6 +143,10 @@ pub enum Stateful {
     MemoryWorkerCapHits,
     MemoryCapHitsStream,
     MemoryCapHitsParser,
+    /// Caps reached mostly by the flow's Lua objects, and the bytes of Lua objects
+    /// charged to the connections now (measured by the worker's scan, `[memory] lua_scan_mb`).
+    MemoryCapHitsLua,
+    MemoryLuaBytes,
     MemoryTcpConnections,
     MemoryTcpBytes,
     MemoryTcpMaxBytes,
@@ -161,7 +165,7 @@ pub enum Stateful {
 }
 
 impl Stateful {
-    pub const COUNT: usize = 55;
+    pub const COUNT: usize = 57;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -203,6 +207,8 @@ impl Stateful {
         Stateful::MemoryWorkerCapHits,
         Stateful::MemoryCapHitsStream,
         Stateful::MemoryCapHitsParser,
+        Stateful::MemoryCapHitsLua,
+        Stateful::MemoryLuaBytes,
         Stateful::MemoryTcpConnections,
         Stateful::MemoryTcpBytes,
         Stateful::MemoryTcpMaxBytes,
@@ -272,6 +278,8 @@ impl Stateful {
             Stateful::MemoryWorkerCapHits => "memory_worker_cap_hits",
             Stateful::MemoryCapHitsStream => "memory_cap_hits_stream",
             Stateful::MemoryCapHitsParser => "memory_cap_hits_parser",
+            Stateful::MemoryCapHitsLua => "memory_cap_hits_lua",
+            Stateful::MemoryLuaBytes => "memory_lua_bytes",
             Stateful::MemoryTcpConnections => "memory_tcp_connections",
             Stateful::MemoryTcpBytes => "memory_tcp_bytes",
             Stateful::MemoryTcpMaxBytes => "memory_tcp_max_bytes",
@@ -472,6 +480,8 @@ impl Counters {
         st[Stateful::MemoryWorkerCapHits as usize] = m.worker_cap_hits;
         st[Stateful::MemoryCapHitsStream as usize] = m.stream_cap_hits;
         st[Stateful::MemoryCapHitsParser as usize] = m.parser_cap_hits;
+        st[Stateful::MemoryCapHitsLua as usize] = m.lua_cap_hits;
+        st[Stateful::MemoryLuaBytes as usize] = m.lua_held as u64;
         for (i, u) in m.classes.iter().enumerate() {
             st[Stateful::memory_class(i, 0) as usize] = u.connections;
             st[Stateful::memory_class(i, 1) as usize] = u.bytes;

@@ -282,6 +282,8 @@ struct Loop<'a> {
     stateful: Option<StatefulStage>,
     /// Flows ended by expiry (scratch).
     ended: Vec<crate::flow::FlowId>,
+    /// (flow, bytes of its Lua object) of the last scan (scratch).
+    lua_sizes: Vec<(u32, usize)>,
     /// IP fragment reassembly, when enabled.
     frag: Option<FragStage<'a>>,
     /// Burst slots whose packet a rule modified (bit per slot).
@@ -308,6 +310,14 @@ struct Loop<'a> {
 /// Rounds of injected packets whose rules inject more (a rule that injects for every
 /// packet it sees, injected ones included): beyond it, further injected packets are dropped.
 const MAX_INJECT_DEPTH: u32 = 8;
+
+/// Flows measured per scan of the Lua flow objects (every 100 ms while the Lua heap is
+/// large: a few hundred small walks, well under a millisecond).
+const LUA_SCAN_FLOWS: usize = 512;
+/// Offline, the Lua flow objects are measured every this many packets.
+const OFFLINE_SCAN_PACKETS: u64 = 1024;
+/// Lua tables one flow's objects may number before the flow counts as over its cap.
+const LUA_SCAN_OBJECTS: usize = 16384;
 
 impl Loop<'_> {
     /// Classifies the packet in burst slot `i`, keeping its dissection for the rules and
@@ -570,6 +580,22 @@ impl Loop<'_> {
                 None => drop(f.mbuf), // passive mode or no such port: not sent
             }
         }
+    }
+
+    /// Charges up to [`LUA_SCAN_FLOWS`] flows their Lua objects' bytes (the flow memory
+    /// budget), while the Lua heap is over `[memory] lua_scan_mb`: a flow over its cap
+    /// gets the cap's verdict at its next packet.
+    fn scan_lua_flows(&mut self) {
+        let (Some(lua), Some(stage)) = (self.lua.as_mut(), self.stateful.as_mut()) else { return };
+        let cfg = stage.conns.mem.cfg;
+        if lua.used_memory() < cfg.lua_scan_bytes {
+            return;
+        }
+        lua.flow_sizes(LUA_SCAN_FLOWS, LUA_SCAN_OBJECTS, cfg.per_flow + 1, &mut self.lua_sizes);
+        for &(id, bytes) in &self.lua_sizes {
+            stage.conns.set_lua_bytes(id as crate::flow::FlowId, bytes);
+        }
+        self.c.set_memory(&stage.conns.mem);
     }
 
     /// One step of flow expiry; connections of ended flows get end_connection.
@@ -872,6 +898,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         lua,
         stateful,
         ended: Vec::with_capacity(64),
+        lua_sizes: Vec::new(),
         frag,
         modified: 0,
         alone: 0,
@@ -891,6 +918,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let clock = Clock::new();
     let tick_every = (dpdk::tsc_hz() / 50).max(1);
     let mut next_tick = dpdk::tsc() + tick_every;
+    let mut ticks: u64 = 0;
+    let mut next_scan_rx = OFFLINE_SCAN_PACKETS;
     let mut iter: u64 = 0;
     shared.polling.fetch_add(1, Ordering::SeqCst);
 
@@ -945,6 +974,12 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             while lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch) == BURST {}
         }
         lp.flush_tx();
+        if plan.offline && lp.c.rx >= next_scan_rx {
+            // (offline, by packets rather than time: a capture gives the same results at
+            // any speed)
+            next_scan_rx = lp.c.rx + OFFLINE_SCAN_PACKETS;
+            lp.scan_lua_flows();
+        }
         lp.expire(now);
         if let Some(fs) = lp.frag.as_mut() {
             fs.housekeeping(now, &mut lp.c);
@@ -982,6 +1017,10 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         let t = dpdk::tsc();
         if t >= next_tick {
             next_tick = t + tick_every;
+            ticks += 1;
+            if ticks % 5 == 0 && !plan.offline {
+                lp.scan_lua_flows();
+            }
             shared.counters[me].publish(&lp.c);
             if control() {
                 shared.stop.store(true, Ordering::SeqCst);

@@ -23,11 +23,13 @@ pub struct MemoryConfig {
     pub per_worker: usize,
     /// Over a cap: drop the connection (true) or stop inspecting it.
     pub over_cap_drop: bool,
+    /// The Lua heap size above which the worker measures the flows' Lua objects.
+    pub lua_scan_bytes: usize,
 }
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        MemoryConfig { per_flow: 1 << 20, per_worker: 1 << 30, over_cap_drop: true }
+        MemoryConfig { per_flow: 1 << 20, per_worker: 1 << 30, over_cap_drop: true, lua_scan_bytes: 16 << 20 }
     }
 }
 
@@ -50,6 +52,9 @@ pub enum Part {
     Stream,
     /// The application dissector's state.
     Parser,
+    /// What the rules and Lua dissectors keep on the flow's Lua object (measured by the
+    /// worker's scan of the flow objects, see `LuaEngine::flow_sizes`).
+    Lua,
 }
 
 /// Which cap was reached.
@@ -68,11 +73,12 @@ pub struct Held {
     pub fixed: usize,
     pub stream: usize,
     pub parser: usize,
+    pub lua: usize,
 }
 
 impl Held {
     pub fn total(&self) -> usize {
-        self.fixed + self.stream + self.parser
+        self.fixed + self.stream + self.parser + self.lua
     }
 }
 
@@ -99,6 +105,9 @@ pub struct FlowMemory {
     pub worker_cap_hits: u64,
     pub stream_cap_hits: u64,
     pub parser_cap_hits: u64,
+    pub lua_cap_hits: u64,
+    /// The part of `held` that is the connections' Lua objects.
+    pub lua_held: usize,
 }
 
 impl FlowMemory {
@@ -112,6 +121,8 @@ impl FlowMemory {
             worker_cap_hits: 0,
             stream_cap_hits: 0,
             parser_cap_hits: 0,
+            lua_cap_hits: 0,
+            lua_held: 0,
         }
     }
 
@@ -135,7 +146,13 @@ impl FlowMemory {
         if !grew || (bytes <= self.cfg.per_flow && !worker) {
             return None;
         }
-        let part = if now.stream >= now.parser { Part::Stream } else { Part::Parser };
+        let part = if now.lua > now.stream.max(now.parser) {
+            Part::Lua
+        } else if now.stream >= now.parser {
+            Part::Stream
+        } else {
+            Part::Parser
+        };
         if worker {
             self.worker_cap_hits += 1;
         } else {
@@ -144,6 +161,7 @@ impl FlowMemory {
         match part {
             Part::Stream => self.stream_cap_hits += 1,
             Part::Parser => self.parser_cap_hits += 1,
+            Part::Lua => self.lua_cap_hits += 1,
         }
         Some(OverCap { worker, part, bytes })
     }
@@ -162,12 +180,12 @@ mod tests {
     use super::*;
 
     fn held(stream: usize, parser: usize) -> Held {
-        Held { fixed: 100, stream, parser }
+        Held { fixed: 100, stream, parser, lua: 0 }
     }
 
     #[test]
     fn charges_add_up_per_worker_and_class_and_come_back() {
-        let mut m = FlowMemory::new(MemoryConfig { per_flow: 10_000, per_worker: 1 << 20, over_cap_drop: true });
+        let mut m = FlowMemory::new(MemoryConfig { per_flow: 10_000, per_worker: 1 << 20, over_cap_drop: true, lua_scan_bytes: 0 });
         assert_eq!(m.charge(None, &held(0, 500), 2), None);
         assert_eq!(m.charge(None, &held(1000, 0), 0), None);
         assert_eq!(m.held, 600 + 1100);
@@ -185,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_flow_over_its_cap_or_growing_past_the_workers_is_reported_by_part() {
-        let mut m = FlowMemory::new(MemoryConfig { per_flow: 1000, per_worker: 2720, over_cap_drop: true });
+        let mut m = FlowMemory::new(MemoryConfig { per_flow: 1000, per_worker: 2720, over_cap_drop: true, lua_scan_bytes: 0 });
         let o = m.charge(None, &held(0, 2000), 2).unwrap();
         assert_eq!(o, OverCap { worker: false, part: Part::Parser, bytes: 2100 });
         m.uncharge(2100, 2);

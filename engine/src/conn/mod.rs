@@ -190,6 +190,11 @@ pub struct Conn {
     pub uninspected: bool,
     /// What the flow memory budget charged it (bytes, class), once charged.
     charge: Option<(usize, u8)>,
+    /// Bytes of its Lua flow object, as the worker's last scan measured them.
+    lua_bytes: usize,
+    /// A cap its Lua object's growth crossed (found by the scan, between packets):
+    /// handled at its next packet, which the alert is about.
+    pub lua_over: Option<OverCap>,
 }
 
 impl Conn {
@@ -212,12 +217,14 @@ impl Conn {
             data_mod: [false; 2],
             uninspected: false,
             charge: None,
+            lua_bytes: 0,
+            lua_over: None,
         }
     }
 
     /// The bytes this connection holds, by part (the flow memory budget).
     pub fn held(&self) -> Held {
-        let mut h = Held { fixed: std::mem::size_of::<Conn>(), stream: 0, parser: 0 };
+        let mut h = Held { fixed: std::mem::size_of::<Conn>(), stream: 0, parser: 0, lua: self.lua_bytes };
         if let Some(s) = &self.streams {
             h.fixed += std::mem::size_of::<[StreamReassembler; 2]>();
             h.stream = s[0].held_bytes() + s[1].held_bytes();
@@ -406,6 +413,7 @@ impl ConnTable {
         if let Some((bytes, class)) = c.charge.take() {
             self.mem.uncharge(bytes, class);
         }
+        self.mem.lua_held -= c.lua_bytes.min(self.mem.lua_held);
         if let Some(mut s) = c.streams.take() {
             if self.spare_streams.len() < SPARE_STREAMS {
                 let cfg = self.stream_config();
@@ -719,6 +727,32 @@ impl ConnTable {
         let over = self.mem.charge(c.charge, &held, class);
         c.charge = Some((held.total(), class));
         over
+    }
+
+    /// Charges connection `id` the `bytes` its Lua flow object holds now (the worker's scan
+    /// of the Lua flow objects); a cap that growth crosses is kept in `lua_over` for the
+    /// connection's next packet.
+    pub fn set_lua_bytes(&mut self, id: FlowId, bytes: usize) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return };
+        if c.lua_bytes == bytes || c.uninspected || c.dropped {
+            return;
+        }
+        self.mem.lua_held = self.mem.lua_held + bytes - c.lua_bytes.min(self.mem.lua_held);
+        c.lua_bytes = bytes;
+        if let Some(over) = self.recharge(id) {
+            if let Some(c) = self.get_mut(id) {
+                c.lua_over = Some(over);
+            }
+        }
+    }
+
+    /// The connection's Lua object is gone (end_connection ran, or its state was freed).
+    pub fn clear_lua_bytes(&mut self, id: FlowId) {
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return };
+        self.mem.lua_held -= c.lua_bytes.min(self.mem.lua_held);
+        c.lua_bytes = 0;
+        c.lua_over = None;
+        self.recharge(id);
     }
 
     /// `[memory] over_cap = "accept"`: frees connection `id`'s streams and application

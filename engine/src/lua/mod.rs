@@ -391,6 +391,7 @@ struct State {
     fire: Function,
     /// `RT.rule_stats` / `RT.set_log_levels` (hakactl rules / loglevel).
     rule_stats: Function,
+    flow_sizes: Function,
     set_log_levels: Function,
     has_packet_rules: bool,
     /// Some rule runs on a fragment before reassembly (`Pass::Fragment`).
@@ -817,6 +818,7 @@ fn build_state(
             blame: get("blame")?,
             fire: get("fire")?,
             rule_stats: get("rule_stats")?,
+            flow_sizes: get("flow_sizes")?,
             set_log_levels: get("set_log_levels")?,
             has_packet_rules: has,
             has_fragment_rules: has_frag,
@@ -1062,6 +1064,28 @@ impl LuaEngine {
             self.log_error(&m);
             m
         })
+    }
+
+    /// The bytes held by up to `max_flows` flows' Lua objects (`RT.flow_sizes`: resumes
+    /// where the last call stopped), into `out` as (flow id, bytes). A flow with more
+    /// than `node_budget` Lua objects is reported at `over_bytes`. Between bursts only.
+    pub fn flow_sizes(&mut self, max_flows: usize, node_budget: usize, over_bytes: usize, out: &mut Vec<(u32, usize)>) {
+        out.clear();
+        let f = self.st.flow_sizes.clone();
+        let r = watched(&self.watch, &self.check, || f.call::<Table>((max_flows, node_budget, over_bytes as f64)));
+        match r {
+            Ok(t) => {
+                let n = t.raw_len();
+                for i in (1..n).step_by(2) {
+                    let id = t.raw_get::<f64>(i).unwrap_or(-1.0);
+                    let b = t.raw_get::<f64>(i + 1).unwrap_or(0.0);
+                    if id >= 0.0 {
+                        out.push((id as u32, b as usize));
+                    }
+                }
+            }
+            Err(e) => self.log_error(&format!("flow memory scan: {}", one_line(&e))),
+        }
     }
 
     /// Each rule's hit and error counters since the rules were (re)loaded, in the order

@@ -118,6 +118,12 @@ impl Out {
 /// Counters of the stats file that are gauges (the rest only grow).
 const GAUGES: [&str; 4] = ["flows_active", "defrag_held", "stateful_connections_active", "stateful_stream_buffered_bytes"];
 
+/// Whether a stats file counter is a gauge: those above, and the flow memory budget's
+/// bytes and connections held now (not its cap hits, which only grow).
+fn is_gauge(key: &str) -> bool {
+    GAUGES.contains(&key) || (key.starts_with("stateful_memory_") && !key.contains("cap_hits"))
+}
+
 /// One worker's counters (`Counters::to_json`, the stats file's names) as samples.
 fn worker_samples(out: &mut Out, w: usize, c: &Counters) {
     let j = c.to_json();
@@ -137,13 +143,13 @@ fn worker_samples(out: &mut Out, w: usize, c: &Counters) {
             (section @ ("stateful" | "defrag"), Value::Object(r)) => {
                 for (sub, n) in r {
                     let key = format!("{section}_{sub}");
-                    let gauge = GAUGES.contains(&key.as_str());
+                    let gauge = is_gauge(&key);
                     let name = if gauge { format!("haka_{key}") } else { format!("haka_{key}_total") };
                     out.sample(&name, if gauge { "gauge" } else { "counter" }, &format!("Stats file: {section}.{sub}"), &[wl.clone()], n.as_f64().unwrap_or(0.0));
                 }
             }
             (_, Value::Number(n)) => {
-                let gauge = GAUGES.contains(&k.as_str());
+                let gauge = is_gauge(k);
                 let name = if gauge { format!("haka_{k}") } else { format!("haka_{k}_total") };
                 out.sample(&name, if gauge { "gauge" } else { "counter" }, &format!("Stats file: {k}"), &[wl.clone()], n.as_f64().unwrap_or(0.0));
             }
