@@ -23,7 +23,8 @@
 -- Dialogue: greeting (220) -> commands and replies in any interleaving (pipelining) ->
 -- DATA + 354 -> mail content until '.' -> commands ... -> QUIT + 221 (finish). AUTH's 334
 -- challenges take one client line each (not a command). STARTTLS + 220: the rest is TLS,
--- not dissected (finish). BDAT (CHUNKING) is not dissected: a protocol error.
+-- not dissected (finish). BDAT (CHUNKING, RFC 3030): each chunk's bytes follow its
+-- command and are mail content; the mail ends with the LAST chunk.
 --
 -- Bounds: a command or reply line longer than MAX_LINE bytes, a mail line longer than
 -- MAX_DATA_LINE bytes, a line that is not SMTP (a lone CR, a bad reply code, a command
@@ -162,6 +163,43 @@ local MailState = haka.state_machine.new_state_type{
   end,
 }
 
+-- after BDAT: the chunk's bytes as they come, { data = sub, last = the chunk is over }
+local ChunkState = haka.state_machine.new_state_type{
+  name = 'ChunkState',
+  parent = BidirectionalState,
+  update = function (self, instance, iter, direction)
+    if direction ~= 'up' then
+      return BidirectionalState.method._update(self, instance, iter, direction)
+    end
+    local bdat = instance.owner.bdat
+    local _, avail = iter:check_available(bdat.left, true)
+    local data = iter:sub(avail, true)
+    bdat.left = bdat.left - avail
+    return instance:trigger('up', { data = data, last = bdat.left == 0 })
+  end,
+}
+
+-- a piece of the mail to the rules
+local function mail_piece(self, data)
+  local mail = self.mail
+  local iter = mail:push(data)
+  self:trigger('mail_content', mail, iter)
+  mail:pop()
+end
+
+-- the end of the mail
+local function mail_end(self)
+  local mail = self.mail
+  self.mail = nil
+  if not self:can_continue() then return end
+  mail:finish()
+  self:trigger('mail_content', mail, nil)
+  -- (the streamed rules' coroutines of this mail are over: forget them, so that a
+  -- connection sending many mails does not keep one per mail)
+  local cos = rawget(self, '_costream')
+  if cos then cos[mail] = nil end
+end
+
 ---------------------------------------------------------------------------
 -- state machine
 ---------------------------------------------------------------------------
@@ -174,6 +212,7 @@ SmtpDissector.state_machine = haka.state_machine.new('smtp', function ()
   session = state(g.command, g.reply)     -- commands and replies, pipelined or not
   auth = state(g.auth_line, g.reply)      -- after a 334 challenge
   data = MailState:new(nil, g.reply)      -- after DATA and its 354: the mail content
+  chunk = ChunkState:new(nil, g.reply)    -- after BDAT: the chunk
 
   -- the client before the greeting, or any direction a state has no grammar for
   any:on{
@@ -202,10 +241,27 @@ SmtpDissector.state_machine = haka.state_machine.new('smtp', function ()
       local verb = cmd.command:upper()
       self.last_command = verb
       if verb == 'BDAT' then
-        return self:protocol_error("smtp: BDAT (CHUNKING) is not dissected")
+        local size, last = (cmd.parameter or ''):match('^(%d+)[ \t]*(%a*)[ \t]*$')
+        size = tonumber(size)
+        if not size or (last ~= '' and last:upper() ~= 'LAST') then
+          self.last_command = nil
+          return self:protocol_error("smtp: invalid BDAT parameter")
+        end
+        self.bdat = { left = size, last = last ~= '' }
+        self.mail = self.mail or haka.vbuffer_sub_stream()
       end
       self:trigger('command', cmd)
     end,
+  }
+  session:on{
+    event = events.up,
+    when = function (self, cmd) return self.last_command == 'BDAT' and self.bdat.left > 0 end,
+    jump = chunk,
+  }
+  session:on{
+    event = events.up,
+    when = function (self, cmd) return self.last_command == 'BDAT' and self.bdat.last end,
+    execute = function (self) mail_end(self) end,
   }
   session:on{
     event = events.down,
@@ -247,16 +303,8 @@ SmtpDissector.state_machine = haka.state_machine.new('smtp', function ()
   data:on{
     event = events.up,
     execute = function (self, content)
-      local mail = self.mail
-      if content.data then
-        local iter = mail:push(content.data)
-        self:trigger('mail_content', mail, iter)
-        mail:pop()
-      end
-      if content.last and self:can_continue() then
-        mail:finish()
-        self:trigger('mail_content', mail, nil)
-      end
+      if content.data then mail_piece(self, content.data) end
+      if content.last then mail_end(self) end
     end,
   }
   data:on{
@@ -268,15 +316,22 @@ SmtpDissector.state_machine = haka.state_machine.new('smtp', function ()
     event = events.down,
     execute = function (self, resp) self:trigger('response', resp) end,
   }
-  data:on{
-    event = events.leave,
-    execute = function (self)
-      -- (the streamed rules' coroutines of this mail are over: forget them, so that a
-      -- connection sending many mails does not keep one per mail)
-      local cos = rawget(self, '_costream')
-      if cos then cos[self.mail] = nil end
-      self.mail = nil
+
+  chunk:on{
+    event = events.up,
+    execute = function (self, content)
+      mail_piece(self, content.data)
+      if content.last and self.bdat.last then mail_end(self) end
     end,
+  }
+  chunk:on{
+    event = events.up,
+    when = function (self, content) return content.last end,
+    jump = session,
+  }
+  chunk:on{
+    event = events.down,
+    execute = function (self, resp) self:trigger('response', resp) end,
   }
 
   initial(greeting)

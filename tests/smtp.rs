@@ -185,6 +185,49 @@ fn smtp_on_another_port_and_auth_exchange() {
     assert_eq!(r.st("lua_protocol_errors"), 0);
 }
 
+/// BDAT (CHUNKING): the chunks' bytes are the mail content, split anywhere, with the next
+/// command pipelined right after the last chunk.
+#[test]
+fn smtp_bdat_chunks_are_mail_content() {
+    let mut s = Session::new(40050, 25);
+    s.handshake()
+        .send(1, b"220 ready\r\n")
+        .send(0, b"EHLO c\r\n")
+        .send(1, b"250-mx\r\n250 CHUNKING\r\n")
+        .send(0, b"MAIL FROM:<a@example>\r\nRCPT TO:<b@example>\r\n")
+        .send(1, b"250 OK\r\n250 OK\r\n")
+        .send(0, b"BDAT 20\r\nSubject: x\r\n")
+        .send(0, b"\r\nhello ")
+        .send(1, b"250 20 octets\r\n")
+        .send(0, b"BDAT 8 LAST\r\n")
+        .send(0, b"world.\r\nQUIT\r\n")
+        .send(1, b"250 8 octets, queued\r\n221 Bye\r\n")
+        .close();
+    let r = run(LOG_RULES, s.pkts.clone());
+    assert_eq!(
+        r.logs(),
+        [
+            "RESP 220 220 ready",
+            "CMD EHLO|c",
+            "RESP 250 250-mx|250 CHUNKING",
+            "CMD MAIL|FROM:<a@example>",
+            "CMD RCPT|TO:<b@example>",
+            "RESP 250 250 OK",
+            "RESP 250 250 OK",
+            "CMD BDAT|20",
+            "RESP 250 250 20 octets",
+            "CMD BDAT|8 LAST",
+            "MAIL Subject: x\\r\\n\\r\\nhello world.\\r\\n",
+            "CMD QUIT|nil",
+            "RESP 250 250 8 octets, queued",
+            "RESP 221 221 Bye",
+        ],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.st("lua_protocol_errors"), 0);
+}
+
 /// Each malformed conversation: one protocol error, its event, and the connection dropped
 /// from the bad segment on (the bytes after it never leave).
 #[test]
@@ -214,6 +257,11 @@ fn smtp_malformed_input_is_a_protocol_error_and_drops() {
             s.handshake().send(1, b"220 hi\r\n").send(0, b"\x00\x01\x02\r\n").send(0, b"NEXT\r\n");
             s
         }, "for field 'command' in command"),
+        ("invalid BDAT", {
+            let mut s = Session::new(40025, 25);
+            s.handshake().send(1, b"220 hi\r\n").send(0, b"BDAT many\r\n").send(0, b"NEXT\r\n");
+            s
+        }, "smtp: invalid BDAT parameter"),
         ("lone CR in a reply", {
             let mut s = Session::new(40024, 25);
             s.handshake().send(1, b"220 hi\rthere\r\n").send(0, b"NEXT\r\n");
