@@ -35,6 +35,11 @@ impl Run {
 /// hakapcap with `rules` (Lua source, beside a copy of rules/smtp.lua and
 /// rules/smtp_spam.lua) on the conversations `pkts`.
 fn run(rules: &str, pkts: Vec<Vec<u8>>) -> Run {
+    run_conf(rules, pkts, "")
+}
+
+/// The same, with more config lines in `[rules]`.
+fn run_conf(rules: &str, pkts: Vec<Vec<u8>>, rules_conf: &str) -> Run {
     let dir = tempfile::tempdir().unwrap();
     for f in ["smtp.lua", "smtp_spam.lua"] {
         std::fs::copy(root().join("rules").join(f), dir.path().join(f)).unwrap();
@@ -44,7 +49,7 @@ fn run(rules: &str, pkts: Vec<Vec<u8>>) -> Run {
     let input = write_pcap(dir.path(), "in.pcap", pkts);
     let (out, stats, conf) = (dir.path().join("out.pcap"), dir.path().join("stats.json"), dir.path().join("haka.toml"));
     // (a budget only a runaway rule exceeds: the tests run in parallel on few cores)
-    std::fs::write(&conf, "[rules]\ninstruction_budget = 30000000000\n").unwrap();
+    std::fs::write(&conf, format!("[rules]\ninstruction_budget = 30000000000\n{rules_conf}\n")).unwrap();
     let o = hakapcap_to(&r, &conf, &input, &out, &stats, &[]);
     let cap = Capture::read(&out).unwrap();
     let run = Run {
@@ -276,6 +281,24 @@ fn smtp_malformed_input_is_a_protocol_error_and_drops() {
         assert_eq!(r.st("lua_protocol_errors"), 1, "{what}");
         assert!(!r.out.iter().any(|p| p.payload.windows(4).any(|w| w == b"NEXT")), "{what}: dropped after the error");
     }
+}
+
+/// A reply that never ends (continuation lines forever) is held only up to
+/// `[rules] streamed_hold_kb`: then a protocol error, the connection dropped.
+#[test]
+fn smtp_endless_multiline_reply_is_bounded() {
+    let mut s = Session::new(40060, 25);
+    s.handshake().send(1, b"220 hi\r\n").send(0, b"EHLO x\r\n");
+    for _ in 0..40 {
+        s.send(1, &b"250-this reply goes on and on\r\n".repeat(32));
+    }
+    let r = run_conf(LOG_RULES, s.pkts.clone(), "streamed_hold_kb = 16");
+    let perr: Vec<String> = r.logs().into_iter().filter(|l| l.starts_with("PERR ")).collect();
+    assert_eq!(perr, ["PERR more than 16384 bytes held in the down stream"], "{}", r.stdout);
+    assert_eq!(r.st("lua_protocol_errors"), 1);
+    // dropped from the segment that went over: about 16 KiB of the 40 KiB left
+    let down = stream_of(&r.out, 40060, false);
+    assert!(down.len() > 12000 && down.len() <= 16384, "{}", down.len());
 }
 
 /// rules/smtp_spam.lua: the mail with a banned keyword (split across two segments) is
