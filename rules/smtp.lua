@@ -316,6 +316,11 @@ SmtpDissector.state_machine = haka.state_machine.new('smtp', function ()
     event = events.down,
     execute = function (self, resp) self:trigger('response', resp) end,
   }
+  -- (the connection ended in the middle of the mail: its streamed rules get the end)
+  data:on{
+    event = events.leave,
+    execute = function (self) if self.mail then mail_end(self) end end,
+  }
 
   chunk:on{
     event = events.up,

@@ -283,6 +283,38 @@ fn smtp_malformed_input_is_a_protocol_error_and_drops() {
     }
 }
 
+/// A connection that ends in the middle of a mail: the streamed rules get what came, and
+/// the end of the mail.
+#[test]
+fn smtp_connection_closed_mid_mail_ends_the_mail() {
+    let mut s = Session::new(40070, 25);
+    s.handshake()
+        .send(1, b"220 hi\r\n")
+        .send(0, b"HELO x\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n")
+        .send(1, b"250 hi\r\n250 OK\r\n250 OK\r\n354 go\r\n")
+        .send(0, b"Subject: cut\r\n\r\nfirst\r\nsec")
+        .close();
+    // (and one cut at the end of a line)
+    let mut t = Session::new(40071, 25);
+    t.handshake()
+        .send(1, b"220 hi\r\n")
+        .send(0, b"HELO x\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n")
+        .send(1, b"250 hi\r\n250 OK\r\n250 OK\r\n354 go\r\n")
+        .send(0, b"Subject: cut2\r\n\r\nfirst\r\n")
+        .close();
+    let mut pkts = s.pkts.clone();
+    pkts.extend(t.pkts.clone());
+    let r = run(LOG_RULES, pkts);
+    let mail: Vec<String> = r.logs().into_iter().filter(|l| l.starts_with("MAIL ")).collect();
+    assert_eq!(
+        mail,
+        ["MAIL Subject: cut\\r\\n\\r\\nfirst\\r\\nsec", "MAIL Subject: cut2\\r\\n\\r\\nfirst\\r\\n"],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.st("lua_protocol_errors"), 0);
+}
+
 /// A reply that never ends (continuation lines forever) is held only up to
 /// `[rules] streamed_hold_kb`: then a protocol error, the connection dropped.
 #[test]
@@ -370,6 +402,12 @@ fn dump_dissector_graph_writes_each_grammar_and_state_machine() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains(" packets, "));
     dot_ok(&dir.path().join("smtp-state-machine.dot"));
+    // rules without grammar nor state machine: no file, said so
+    let empty = empty_rules(dir.path());
+    let o = haka(&["-r", empty.to_str().unwrap(), &format!("--dump-dissector-graph={}", dir.path().join("none").display())]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 file(s) in"), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(std::fs::read_dir(dir.path().join("none")).unwrap().count(), 0);
     // no rules: a one-line error
     let o = haka(&["--dump-dissector-graph"]);
     assert!(!o.status.success());

@@ -551,7 +551,8 @@ fn dump_dissector_graphs(cfg: &Config, dir: &Path) -> Result<String, String> {
         std::fs::write(&p, text).map_err(|e| format!("--dump-dissector-graph: {}: {e}", p.display()))?;
     }
     let names: Vec<&str> = graphs.iter().map(|(n, _)| n.as_str()).collect();
-    Ok(format!("dissector graphs: {} file(s) in {}: {}", graphs.len(), dir.display(), names.join(" ")))
+    let list = if names.is_empty() { " (the rules make no grammar nor state machine)".to_string() } else { format!(": {}", names.join(" ")) };
+    Ok(format!("dissector graphs: {} file(s) in {}{list}", graphs.len(), dir.display()))
 }
 
 /// The main lcore's periodic duties, run between its own bursts (or in a sleep loop).
