@@ -18,6 +18,8 @@ PKGS=(
   # the metrics test scrapes haka with a real Prometheus server; the Redis alert sink's
   # test sends to a real redis-server
   prometheus redis-server
+  # the SMTP lab (tests/lab_smtp.sh): a real SMTP server; graphviz checks the dissector graphs
+  python3-aiosmtpd graphviz
 )
 
 missing=()

@@ -558,4 +558,31 @@ do
   end
 end
 
+-- --dump-dissector-graph: the Graphviz text of every grammar and state machine made so far,
+-- as { file name, dot text } pairs, in the order they were made. Haka's file names:
+-- NAME-grammar.dot and NAME-state-machine.dot (NAME's characters other than letters,
+-- digits, '_', '.' and '-' as '_'; a name made twice gets -2, -3 ...).
+function dissector._dump_graphs()
+  local out, used = {}, {}
+  local function add(name, suffix, obj)
+    local base = tostring(name):gsub('[^%w_.-]', '_') .. suffix
+    local file, n = base .. '.dot', 1
+    while used[file] do n = n + 1; file = sfmt('%s-%d.dot', base, n) end
+    used[file] = true
+    local buf = {}
+    obj:dump_graph({ write = function(_, ...) for i = 1, select('#', ...) do buf[#buf + 1] = select(i, ...) end end })
+    out[#out + 1] = { file, table.concat(buf) }
+  end
+  -- (weak lists: a grammar nothing holds any more may have left a hole)
+  local function each(list, f)
+    local keys = {}
+    for k in pairs(list) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for _, k in ipairs(keys) do f(list[k]) end
+  end
+  each(haka.grammar.all, function(g) add(rawget(g, '_name'), '-grammar', g) end)
+  each(haka.state_machine.all, function(m) add(m.name, '-state-machine', m) end)
+  return out
+end
+
 return dissector

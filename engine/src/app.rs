@@ -538,6 +538,23 @@ fn check_only(spec: &RunSpec) -> Result<String, String> {
     ))
 }
 
+/// `--dump-dissector-graph`: loads the rules once and writes the Graphviz file of each
+/// grammar and state machine they made into `dir` (created if missing), with Haka's names
+/// (`NAME-grammar.dot`, `NAME-state-machine.dot`). Returns the line to print.
+fn dump_dissector_graphs(cfg: &Config, dir: &Path) -> Result<String, String> {
+    let path = cfg.rules.file.as_ref().ok_or("--dump-dissector-graph: no rules file (-r FILE or [rules] file)")?;
+    let engine = LuaEngine::load(path, &lua_options(cfg), 0, Box::new(|_| {}))?;
+    let graphs = engine.dissector_graphs()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("--dump-dissector-graph: {}: {e}", dir.display()))?;
+    for (name, text) in &graphs {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| format!("--dump-dissector-graph: {}: {e}", p.display()))?;
+    }
+    let names: Vec<&str> = graphs.iter().map(|(n, _)| n.as_str()).collect();
+    let list = if names.is_empty() { " (the rules make no grammar nor state machine)".to_string() } else { format!(": {}", names.join(" ")) };
+    Ok(format!("dissector graphs: {} file(s) in {}{list}", graphs.len(), dir.display()))
+}
+
 /// The main lcore's periodic duties, run between its own bursts (or in a sleep loop).
 struct Control {
     live: Arc<crate::ops::Live>,
@@ -679,6 +696,10 @@ struct HakaArgs {
     /// Check the config, rules, EAL arguments, paths and memory, then exit (0: all good)
     #[arg(short = 'T', long = "check")]
     check: bool,
+    /// Load the rules, write a Graphviz file of each grammar and state machine they make
+    /// (NAME-grammar.dot, NAME-state-machine.dot) to DIR (default: the current folder), exit
+    #[arg(long = "dump-dissector-graph", value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = ".")]
+    dump_dissector_graph: Option<PathBuf>,
     /// Override a config key: section.key=value (TOML value, or a bare string); repeatable
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
@@ -727,6 +748,15 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         config_file: args.config.clone(),
         build,
     };
+    if let Some(dir) = &args.dump_dissector_graph {
+        return match dump_dissector_graphs(&spec.config, dir) {
+            Ok(m) => {
+                println!("haka: {m}");
+                0
+            }
+            Err(e) => fail(prog, &e),
+        };
+    }
     if args.check {
         return match check_only(&spec) {
             Ok(m) => {
@@ -772,6 +802,10 @@ struct HakapcapArgs {
     /// (fragment timeouts) fire before the final counters
     #[arg(long, default_value_t = 0.0, value_name = "SECS")]
     linger: f64,
+    /// Before the run, write a Graphviz file of each grammar and state machine the rules
+    /// make (NAME-grammar.dot, NAME-state-machine.dot) to DIR (default: the current folder)
+    #[arg(long = "dump-dissector-graph", value_name = "DIR", num_args = 0..=1, require_equals = true, default_missing_value = ".")]
+    dump_dissector_graph: Option<PathBuf>,
 }
 
 fn vdev_path(p: &Path, what: &str) -> Result<String, String> {
@@ -858,6 +892,9 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(dir) = &args.dump_dissector_graph {
+        println!("hakapcap: {}", dump_dissector_graphs(&config, dir)?);
+    }
     let expected = capture.packets.len() as u64;
     let spec = RunSpec {
         program: "hakapcap",

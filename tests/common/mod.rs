@@ -1,5 +1,6 @@
 //! Helpers for the integration tests: run the real binaries, build captures.
 #![allow(dead_code)]
+pub mod tcp;
 use haka_engine::pcapfile::Capture;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -45,3 +45,17 @@ pub(crate) fn load(lua: &Lua) -> mlua::Result<()> {
     }
     Ok(())
 }
+
+/// Puts `dir/?.lua` first on `package.path` (the rules file's folder; none: unchanged).
+pub(crate) fn add_module_dir(lua: &Lua, dir: Option<&std::path::Path>) -> mlua::Result<()> {
+    let Some(dir) = dir else { return Ok(()) };
+    let dir = if dir.as_os_str().is_empty() { std::path::Path::new(".") } else { dir };
+    let Some(dir) = dir.to_str() else { return Ok(()) };
+    // (a `;` or `?` in the folder's name would be read as path syntax: leave it out)
+    if dir.contains(';') || dir.contains('?') {
+        return Ok(());
+    }
+    let package: Table = lua.globals().get("package")?;
+    let old: String = package.get("path")?;
+    package.set("path", format!("{dir}/?.lua;{old}"))
+}

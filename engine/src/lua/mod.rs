@@ -802,6 +802,9 @@ fn build_state(
         rt.get::<Function>("set_app").and_then(|f| f.call::<()>((k, registry))).map_err(|e| one_line(&e))?;
         // Haka's Lua libraries: debug.pprint ..., require('class'), require('check')
         libs::load(&lua).map_err(|e| one_line(&e))?;
+        // As Haka: the rules file's folder comes first on the module path, so that a rules
+        // file finds the Lua dissectors beside it (`require('smtp')` loads rules/smtp.lua).
+        libs::add_module_dir(&lua, path.parent()).map_err(|e| one_line(&e))?;
         let src = std::fs::read(path).map_err(|e| format!("{}:0: cannot read rules file: {e}", path.display()))?;
         lua.load(&src[..]).set_name(format!("@{}", path.display())).exec().map_err(|e| one_line(&e))?;
         let finish: Function = rt.get("finish").map_err(|e| one_line(&e))?;
@@ -1001,6 +1004,23 @@ impl LuaEngine {
 
     pub fn rule_errors(&self) -> u64 {
         self.counters.rule_errors
+    }
+
+    /// The Graphviz text of each grammar and state machine the rules made, as
+    /// (file name, dot text): Haka's names, `NAME-grammar.dot` and `NAME-state-machine.dot`
+    /// (`--dump-dissector-graph`; engine/lua/dissector.lua).
+    pub fn dissector_graphs(&self) -> Result<Vec<(String, String)>, String> {
+        let f: Function = self
+            .st
+            .lua
+            .load("return haka.dissector._dump_graphs")
+            .eval()
+            .map_err(|e| one_line(&e))?;
+        let list: Vec<Table> = f.call(()).map_err(|e| one_line(&e))?;
+        list.iter()
+            .map(|t| Ok((t.get::<String>(1)?, t.get::<String>(2)?)))
+            .collect::<mlua::Result<Vec<_>>>()
+            .map_err(|e| one_line(&e))
     }
 
     /// Lua heap size of this worker's state.
