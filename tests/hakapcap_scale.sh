@@ -35,6 +35,12 @@ big_n=$(( (big_size - 24) / ($(stat -c %s "$WORK/small.pcap") - 24) * small_n ))
 grep -q ": $small_n packets, $small_n accepted, 0 dropped" "$WORK/small.out" || fail "small run: $(cat "$WORK/small.out")"
 [ "$(stat -c %s "$WORK/small-out.pcap")" = "$(stat -c %s "$WORK/small.pcap")" ] || fail "small output size differs from the input's"
 
+# small on a pseudo-terminal: over in well under 2 s, so no progress line
+script -qec "'$HAKAPCAP' '$RULES' '$WORK/small.pcap'" "$WORK/typescript-small" >/dev/null </dev/null \
+  || fail "small run on a terminal: $(tail -c 300 "$WORK/typescript-small")"
+grep -q "of the file read" "$WORK/typescript-small" && fail "progress line for a short replay: $(cat "$WORK/typescript-small")"
+grep -q ": $small_n packets, $small_n accepted" "$WORK/typescript-small" || fail "small run on a terminal: $(cat "$WORK/typescript-small")"
+
 # large, on a pseudo-terminal (script): the progress line appears; peak RSS is measured
 start=$(date +%s)
 script -qec "/usr/bin/time -f %M -o '$WORK/rss-big' '$HAKAPCAP' '$RULES' '$WORK/big.pcap' -o '$WORK/big-out.pcap'" \

@@ -799,14 +799,20 @@ fn vdev_path(p: &Path, what: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// An anonymous file for the tx time log (unlinked at once: nothing is left behind).
+/// An anonymous file for the tx time log in the temp dir: O_TMPFILE (never has a name),
+/// else a new file (O_EXCL: never one planted there) unlinked at once.
 fn tx_time_log_file() -> Result<std::fs::File, String> {
-    let path = std::env::temp_dir().join(format!("hakapcap-{}.txtimes", std::process::id()));
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(&dir) {
+        return Ok(f);
+    }
+    let path = dir.join(format!("hakapcap-{}.txtimes", std::process::id()));
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
+        .mode(0o600)
         .open(&path)
         .map_err(|e| format!("{}: cannot create the tx time log: {e}", path.display()))?;
     let _ = std::fs::remove_file(&path);
