@@ -20,6 +20,12 @@ PKGS=(
   prometheus redis-server
   # the SMTP lab (tests/lab_smtp.sh): a real SMTP server; graphviz checks the dissector graphs
   python3-aiosmtpd graphviz
+  # scripts/check_image.sh builds the Docker runtime stage's rootfs with debootstrap;
+  # tests/install.sh verifies the systemd unit (systemd-analyze); tests/hakapcap_scale.sh
+  # runs hakapcap on a pty (script, from bsdutils) and measures it (time)
+  debootstrap systemd time bsdutils
+  # TRex's client library (scripts/trex, tests/trex.sh) goes in a venv
+  python3-venv
 )
 
 missing=()
@@ -50,6 +56,18 @@ if ! command -v cargo-fuzz >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 else
   echo "setup: cargo-fuzz present"
+fi
+
+# TRex's Python client library (PyPI lbr-trex-client: TRex's own trex.stl / trex.astf
+# packages, with the scapy they bundle), in a venv of its own: tests/trex.sh loads the
+# profiles of scripts/trex with it.
+TREX_VENV=/opt/haka-trex-venv
+if ! "$TREX_VENV/bin/python" -c 'import lbr_trex_client' >/dev/null 2>&1; then
+  echo "setup: installing lbr-trex-client into $TREX_VENV"
+  /usr/bin/python3 -m venv "$TREX_VENV"
+  "$TREX_VENV/bin/pip" install -q 'lbr-trex-client==3.4.0'
+else
+  echo "setup: TRex client library present ($TREX_VENV)"
 fi
 
 # Hugepages: 1024 x 2 MiB, mounted at /dev/hugepages. Optional.

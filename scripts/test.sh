@@ -17,6 +17,9 @@ FUZZ_BUILD=dev bash scripts/fuzz.sh "${FUZZ_SECONDS:-3}"
 # Haka's own tests, when ../shared/haka-suite is beside the project (it is in CI):
 # fails when a test listed in tests/haka-suite.pass regresses.
 bash scripts/haka_suite.sh
+# The Docker image's runtime stage, built without Docker (debootstrap + chroot, the
+# packages and steps read from docker/Dockerfile), runs the image's own check.
+bash scripts/check_image.sh
 # Lab tests written ahead of the dissector they exercise: not run until it is
 # wired (tests/lab_tls.sh needs the tls dissector's client_hello event).
 PENDING=" "

@@ -7,7 +7,7 @@ use crate::lua::{LuaEngine, LuaOptions};
 use crate::dissect::LinkType;
 use crate::dpdk::{self, Eal, Mempool, PoolRef, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
 use crate::fragstage::FragPlan;
-use crate::pcapfile::{self, Capture};
+use crate::pcapfile;
 use crate::pipeline::Pipeline;
 use crate::stats::Counters;
 use crate::worker::{self, Shared, WorkerPlan, WorkerReport};
@@ -41,6 +41,8 @@ pub struct RunSpec {
     pub config_file: Option<PathBuf>,
     /// Version line (`hakactl status`, metrics).
     pub build: &'static str,
+    /// Offline: the progress line on a terminal.
+    pub progress: Option<crate::progress::Progress>,
 }
 
 pub struct RunResult {
@@ -365,6 +367,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         stop_after: spec.stop_after,
         linger: spec.linger,
         input_done: None,
+        progress: spec.progress,
     };
     if let Some(plan) = main_plan {
         let idx = plan.index;
@@ -379,6 +382,10 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         shared.stop.store(true, Ordering::SeqCst);
     }
     dpdk::wait_all_lcores();
+    if let Some(p) = &mut control.progress {
+        // (interrupted: the line ends before the final output)
+        p.finish(shared.totals().rx);
+    }
     // (the control and metrics threads read the pools and ports: stopped first)
     servers.stop();
     let elapsed = control.ready_at.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
@@ -576,6 +583,7 @@ struct Control {
     linger: Duration,
     /// When the offline input was found to be over.
     input_done: Option<Instant>,
+    progress: Option<crate::progress::Progress>,
 }
 
 impl Control {
@@ -641,6 +649,14 @@ impl Control {
                 && (totals.rx >= n || now.duration_since(self.last_rx_change) > Duration::from_secs(1))
             {
                 self.input_done = Some(now);
+                if let Some(p) = &mut self.progress {
+                    p.finish(totals.rx);
+                }
+            }
+            if self.input_done.is_none() {
+                if let Some(p) = &mut self.progress {
+                    p.tick(totals.rx);
+                }
             }
             if self.input_done.is_some_and(|t| now.duration_since(t) >= self.linger) {
                 return true;
@@ -747,6 +763,7 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         linger: Duration::ZERO,
         config_file: args.config.clone(),
         build,
+        progress: None,
     };
     if let Some(dir) = &args.dump_dissector_graph {
         return match dump_dissector_graphs(&spec.config, dir) {
@@ -816,6 +833,41 @@ fn vdev_path(p: &Path, what: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
+/// An anonymous file for the tx time log in the temp dir: O_TMPFILE (never has a name),
+/// else a new file (O_EXCL: never one planted there) unlinked at once.
+fn tx_time_log_file() -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    if let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(&dir) {
+        return Ok(f);
+    }
+    let path = dir.join(format!("hakapcap-{}.txtimes", std::process::id()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: cannot create the tx time log: {e}", path.display()))?;
+    let _ = std::fs::remove_file(&path);
+    Ok(f)
+}
+
+/// Puts the capture times logged in `times` (8 bytes each, in send order) into `out`, in place.
+fn restamp_output(out: &Path, mut times: std::fs::File) -> Result<(), String> {
+    use std::io::{Read, Seek};
+    let log_err = |e: std::io::Error| format!("{}: tx time log: {e}", out.display());
+    let count = times.metadata().map_err(log_err)?.len() / 8;
+    times.rewind().map_err(log_err)?;
+    let mut r = std::io::BufReader::with_capacity(1 << 16, times);
+    let ns = std::iter::from_fn(move || {
+        let mut b = [0u8; 8];
+        r.read_exact(&mut b).ok().map(|_| u64::from_le_bytes(b))
+    })
+    .map(|t| if t == 0 { 0 } else { worker::rx_time_ns(t) });
+    pcapfile::restamp_file(out, count, ns)
+}
+
 pub fn hakapcap_main(argv: Vec<String>, build: &'static str) -> i32 {
     let prog = "hakapcap";
     let cmd = <HakapcapArgs as clap::CommandFactory>::command().version(build);
@@ -834,7 +886,8 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
     if args.rules.is_dir() {
         return Err(format!("{}: is a directory, not a rules file", args.rules.display()));
     }
-    let capture = Capture::read(&args.input)?;
+    // (streamed: only the link type and packet count are kept)
+    let capture = pcapfile::summarize(&args.input)?;
     let link = pcapfile::dissect_link_type(capture.link_type).ok_or_else(|| {
         format!("{}: unsupported link type {} (supported: Ethernet, raw IP, NULL, Linux SLL)", args.input.display(), capture.link_type)
     })?;
@@ -895,7 +948,7 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
     if let Some(dir) = &args.dump_dissector_graph {
         println!("hakapcap: {}", dump_dissector_graphs(&config, dir)?);
     }
-    let expected = capture.packets.len() as u64;
+    let expected = capture.packets;
     let spec = RunSpec {
         program: "hakapcap",
         eal_args,
@@ -908,26 +961,24 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
         linger: Duration::from_secs_f64(args.linger),
         config_file: args.config.clone(),
         build,
+        progress: crate::progress::Progress::on_terminal(&args.input, expected),
     };
     if args.output.is_some() {
-        dpdk::start_tx_time_log();
+        dpdk::start_tx_time_log(tx_time_log_file()?);
     }
     let result = run(spec);
-    let tx_times = dpdk::take_tx_time_log();
+    let tx_times = args.output.is_some().then(dpdk::finish_tx_time_log);
     let result = result?;
-    if let Some(out) = &args.output {
-        let mut bytes = std::fs::read(out).map_err(|e| format!("{}: {e}", out.display()))?;
-        // net_pcap always writes an Ethernet header: restore the input's link type.
-        if capture.link_type != pcapfile::LINKTYPE_ETHERNET && bytes.len() >= 24 {
-            bytes[20..24].copy_from_slice(&capture.link_type.to_le_bytes());
+    if let (Some(out), Some(times)) = (&args.output, tx_times) {
+        // net_pcap stamps what it writes with the wall clock; a packet keeps its capture
+        // time, as in Haka (one a rule created keeps the wall clock). net_pcap always
+        // writes an Ethernet header: the input's link type is restored.
+        if capture.link_type != pcapfile::LINKTYPE_ETHERNET {
+            pcapfile::set_link_type(out, capture.link_type)?;
         }
-        // net_pcap stamps what it writes with the wall clock; a packet keeps its
-        // capture time, as in Haka (one a rule created keeps the wall clock).
-        let ns: Vec<u64> = tx_times.iter().map(|&t| if t == 0 { 0 } else { worker::rx_time_ns(t) }).collect();
-        if let Err(e) = pcapfile::restamp(&mut bytes, &ns) {
-            eprintln!("hakapcap: {}: capture times not restored: {e}", out.display());
+        if let Err(e) = times.map_err(|e| format!("{}: tx time log: {e}", out.display())).and_then(|f| restamp_output(out, f)) {
+            eprintln!("hakapcap: capture times not restored: {e}");
         }
-        std::fs::write(out, bytes).map_err(|e| format!("{}: {e}", out.display()))?;
     }
     let t = &result.totals;
     println!(

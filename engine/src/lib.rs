@@ -27,6 +27,7 @@ pub mod lua;
 pub mod ops;
 pub mod pcapfile;
 pub mod pipeline;
+pub mod progress;
 pub mod stateful;
 pub mod refrag;
 pub mod stats;

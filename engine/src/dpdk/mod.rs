@@ -21,7 +21,7 @@ pub use lua::{http_field_fn, new_lua_with_ffi, EngineHandoff};
 pub(crate) use lua::{arm_interrupt, disarm_interrupt, raw_state, set_hook_check, HookCheck};
 pub use mbuf::{Mbuf, MbufBurst, PoolRef, BURST};
 pub use mempool::Mempool;
-pub use port::{available_ports, port_stats, start_tx_time_log, take_tx_time_log, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
+pub use port::{available_ports, port_stats, finish_tx_time_log, start_tx_time_log, Port, PortInfo, PortSettings, PortStats, RxQueue, TxBuffer};
 pub use ring::Ring;
 pub use telemetry::register_telemetry;
 

@@ -3,6 +3,7 @@
 use super::mbuf::{Mbuf, MbufBurst, BURST};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::io::Write;
 use super::mempool::Mempool;
 use std::ffi::CStr;
 
@@ -277,25 +278,36 @@ impl RxQueue {
 }
 
 /// hakapcap's log of the packets sent, in send order: each one's rx timestamp as the
-/// driver wrote it (0: none, e.g. a packet a rule created). net_pcap stamps what it
+/// driver wrote it (0: none, e.g. a packet a rule created), 8 bytes little endian each,
+/// streamed to a file (a long capture must not grow memory). net_pcap stamps what it
 /// writes with the wall clock; hakapcap puts the capture's times back from this
 /// (Haka writes a packet out with the timestamp it was captured with).
 static TX_TIME_LOG_ON: AtomicBool = AtomicBool::new(false);
-static TX_TIME_LOG: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+static TX_TIME_LOG: Mutex<Option<TxTimeLog>> = Mutex::new(None);
 
-/// Starts logging the rx timestamps of the packets sent (see [`take_tx_time_log`]).
-pub fn start_tx_time_log() {
+struct TxTimeLog {
+    out: std::io::BufWriter<std::fs::File>,
+    error: Option<String>,
+}
+
+/// Starts logging the rx timestamps of the packets sent into `sink` (see [`finish_tx_time_log`]).
+pub fn start_tx_time_log(sink: std::fs::File) {
     if let Ok(mut log) = TX_TIME_LOG.lock() {
-        log.clear();
+        *log = Some(TxTimeLog { out: std::io::BufWriter::with_capacity(1 << 16, sink), error: None });
     }
     TX_TIME_LOG_ON.store(true, Ordering::Relaxed);
 }
 
-/// Stops logging and returns the rx timestamps of the packets sent since
-/// [`start_tx_time_log`], in send order (0 for a packet without one).
-pub fn take_tx_time_log() -> Vec<u64> {
+/// Stops logging; returns the sink, flushed, once it holds the rx timestamps of every packet
+/// sent since [`start_tx_time_log`], or the write error that cut it short.
+pub fn finish_tx_time_log() -> Result<std::fs::File, String> {
     TX_TIME_LOG_ON.store(false, Ordering::Relaxed);
-    TX_TIME_LOG.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default()
+    let log = TX_TIME_LOG.lock().map_err(|_| "tx time log lock poisoned".to_string())?.take();
+    let log = log.ok_or("tx time log was not started")?;
+    if let Some(e) = log.error {
+        return Err(e);
+    }
+    log.out.into_inner().map_err(|e| e.error().to_string())
 }
 
 /// Buffered transmit on one tx queue of one port (owned by one worker).
@@ -344,8 +356,15 @@ impl TxBuffer {
         let sent = unsafe { dpdk_sys::shim_tx_burst(self.port, self.queue, p, n as u16) } as usize;
         self.pending.consumed(sent);
         if logging {
-            if let Ok(mut log) = TX_TIME_LOG.lock() {
-                log.extend_from_slice(&times[..sent.min(BURST)]);
+            if let Ok(mut guard) = TX_TIME_LOG.lock() {
+                if let Some(log) = guard.as_mut().filter(|l| l.error.is_none()) {
+                    for t in &times[..sent.min(BURST)] {
+                        if let Err(e) = log.out.write_all(&t.to_le_bytes()) {
+                            log.error = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
             }
         }
         let dropped = self.pending.len();
