@@ -41,6 +41,9 @@ pub struct RunSpec {
     pub config_file: Option<PathBuf>,
     /// Version line (`hakactl status`, metrics).
     pub build: &'static str,
+    /// The name alerts give every port (`in_iface`; hakapcap: the input file's); None:
+    /// each port's DPDK name.
+    pub iface_name: Option<String>,
 }
 
 pub struct RunResult {
@@ -108,6 +111,7 @@ fn lua_options(cfg: &Config) -> LuaOptions {
         disable_window: cfg.rules.disable_window,
         alert_rate: cfg.rules.alert_rate,
         lua_protocol_error_drop: cfg.rules.lua_protocol_error == Verdict::Drop,
+        port_names: Vec::new(),
     }
 }
 
@@ -244,6 +248,18 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             );
         }
     }
+    // dpdk-dumpcap (a secondary process) captures the ports through pdump.
+    if cfg.ports.pdump {
+        if dpdk::shared_config(&spec.eal_args) {
+            match dpdk::pdump_init() {
+                Ok(()) if spec.verbose => println!("pdump: on (dpdk-dumpcap --file-prefix {} -i PORT)", file_prefix(&spec.eal_args)),
+                Ok(()) => {}
+                Err(e) => println!("pdump: off: {e}"),
+            }
+        } else if spec.verbose {
+            println!("pdump: off (EAL runs with --in-memory or --no-shconf: dpdk-dumpcap cannot attach)");
+        }
+    }
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
@@ -253,6 +269,12 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         None
     };
 
+    // Alerts name the port a packet came in on (EVE in_iface).
+    let port_names: Vec<String> = ports.iter().map(|p| spec.iface_name.clone().unwrap_or_else(|| p.info.name.clone())).collect();
+    let rules = rules.map(|(path, mut opts)| {
+        opts.port_names = port_names;
+        (path, opts)
+    });
     // Each port's queue q is polled by worker q; single-queue ports are spread over workers.
     let plans: Vec<WorkerPlan> = (0..workers)
         .map(|w| {
@@ -334,6 +356,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         stop: stop_signal.clone(),
         reloading: Mutex::new(()),
         redis: cfg.alerts.redis.is_some(),
+        reopen: alert_writer.reopen_handle(),
     });
     let servers = crate::ops::Servers::start(live.clone(), control_sock, metrics_sock)?;
     {
@@ -502,6 +525,20 @@ fn summary(c: &Counters) -> String {
     )
 }
 
+/// EAL's `--file-prefix` (what secondary processes such as dpdk-dumpcap must be given).
+fn file_prefix(eal_args: &[String]) -> String {
+    let mut it = eal_args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--file-prefix=") {
+            return v.to_string();
+        }
+        if a == "--file-prefix" {
+            return it.next().cloned().unwrap_or_default();
+        }
+    }
+    "rte".into()
+}
+
 /// Before EAL starts: the files haka writes (stats file, flow dump, EVE file), the control
 /// socket's directory, the memory the flow tables and pools need.
 fn preflight(cfg: &Config, spec: &RunSpec) -> Result<(), String> {
@@ -515,6 +552,7 @@ fn preflight(cfg: &Config, spec: &RunSpec) -> Result<(), String> {
     if let Some(p) = &cfg.alerts.eve_file {
         check::writable_file(p, "alerts.eve_file")?;
     }
+    cfg.alerts.check_syslog()?;
     if !cfg.control.socket.is_empty() {
         check::socket_dir(Path::new(&cfg.control.socket))?;
     }
@@ -581,8 +619,10 @@ impl Control {
         }
         if self.reload.swap(false, Ordering::Relaxed) {
             // The same reload as `hakactl reload`, waited for off this lcore.
-            println!("reload: rules reload requested (SIGHUP)");
+            println!("reload: rules reload requested (SIGHUP); alert files reopened");
             let _ = std::io::stdout().flush();
+            // (logrotate's postrotate: the alert files are reopened too)
+            self.live.reopen.request();
             let live = self.live.clone();
             let _ = std::thread::Builder::new().name("haka-reload".into()).spawn(move || match live.reload() {
                 Ok(m) => println!("reload: {m}"),
@@ -726,6 +766,7 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         linger: Duration::ZERO,
         config_file: args.config.clone(),
         build,
+        iface_name: None,
     };
     if args.check {
         return match check_only(&spec) {
@@ -871,6 +912,7 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
         linger: Duration::from_secs_f64(args.linger),
         config_file: args.config.clone(),
         build,
+        iface_name: args.input.file_name().map(|n| n.to_string_lossy().into_owned()),
     };
     if args.output.is_some() {
         dpdk::start_tx_time_log();
