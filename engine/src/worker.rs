@@ -1070,3 +1070,56 @@ fn copy_rule_counters(c: &mut Counters, lua: &LuaEngine) {
     c.alerts_suppressed = lc.alerts_suppressed;
     c.stateful[crate::stats::Stateful::LuaProtocolErrors as usize] = lc.protocol_errors;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FlowKey, TcpPhase};
+
+    fn flow(lo: [u8; 16], hi: [u8; 16], first_seen_ms: u64) -> Flow {
+        Flow {
+            key: FlowKey { lo_addr: lo, hi_addr: hi, lo_port: 80, hi_port: 40000, vlan: 0, proto: 6 },
+            client: Side::Hi,
+            packets: [3, 2],
+            bytes: [300, 200],
+            first_seen_ms,
+            last_seen_ms: first_seen_ms + 5,
+            tcp: TcpPhase::Established,
+        }
+    }
+
+    #[test]
+    fn flow_lines_bracket_ipv6_and_carry_the_alerts_flow_id() {
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[0] = 0x20;
+            a[1] = 0x01;
+            a[2] = 0x0d;
+            a[3] = 0xb8;
+            a[15] = last;
+            a
+        };
+        let f = flow(v6(1), v6(2), 1000);
+        let j: serde_json::Value = serde_json::from_str(&flow_json(1, 7, &f)).unwrap();
+        assert_eq!(j["client"], "[2001:db8::2]:40000");
+        assert_eq!(j["server"], "[2001:db8::1]:80");
+        assert_eq!(j["flow_id"], crate::flow::flow_uid(1, 7, &f));
+        // IPv4 (mapped) stays ADDR:PORT
+        let v4 = |d: u8| {
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&[198, 18, 0, d]);
+            a
+        };
+        let j: serde_json::Value = serde_json::from_str(&flow_json(0, 7, &flow(v4(2), v4(1), 1000))).unwrap();
+        assert_eq!((j["client"].as_str(), j["server"].as_str()), (Some("198.18.0.1:40000"), Some("198.18.0.2:80")));
+        // ids: stable per flow, different for another slot, worker or creation time
+        let id = crate::flow::flow_uid(1, 7, &f);
+        assert_eq!(id, crate::flow::flow_uid(1, 7, &f));
+        assert!(id > 0 && id < 1 << 51);
+        for other in [crate::flow::flow_uid(0, 7, &f), crate::flow::flow_uid(1, 8, &f), crate::flow::flow_uid(1, 7, &flow(v6(1), v6(2), 1001))] {
+            assert_ne!(id, other);
+        }
+    }
+}
