@@ -30,7 +30,12 @@ lab_up() {
   # LAB_TELEMETRY=1: DPDK telemetry on (its socket under /var/run/dpdk/$LAB_NAME/).
   local tel=(--no-telemetry)
   [ -n "${LAB_TELEMETRY:-}" ] && tel=(--file-prefix "$LAB_NAME")
-  "$bin" -l 0-1 --no-huge --no-shconf -m 512 --no-pci "${tel[@]}" \
+  local mem=(--no-huge --no-shconf -m 512)
+  # LAB_SHARED=1: hugepages and EAL's shared config under --file-prefix NAME, so that
+  # secondary processes (dpdk-dumpcap) attach; the caller removes
+  # /dev/hugepages/NAMEmap_* and /var/run/dpdk/NAME after the run.
+  [ -n "${LAB_SHARED:-}" ] && { mem=(); tel=(--file-prefix "$LAB_NAME"); }
+  "$bin" -l 0-1 "${mem[@]}" --no-pci "${tel[@]}" \
     --vdev "net_tap0,iface=$LAB_IF_C" --vdev "net_tap1,iface=$LAB_IF_S" \
     -- "$@" > "$LAB_DIR/haka.log" 2>&1 &
   LAB_HAKA_PID=$!

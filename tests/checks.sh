@@ -87,6 +87,18 @@ for i in $(seq 1 50); do [ -s "$WORK/port" ] && break; sleep 0.1; done
 bad "metrics address in use" "metrics.listen = \"127.0.0.1:[0-9]+\": .*in use" "${EAL[@]}" -- "${NOSOCK[@]}" --set "metrics.listen=127.0.0.1:$(cat "$WORK/port")"
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
 
+echo "== syslog"
+bad "syslog socket missing (--check)" "alerts.syslog = true: $WORK/nolog does not exist: no syslog daemon \(install and start one" \
+  "${EAL[@]}" -- --check --set alerts.syslog=true --set "alerts.syslog_socket=$WORK/nolog"
+bad "syslog socket missing (run)" "alerts.syslog = true: $WORK/nolog does not exist" "${EAL[@]}" -- "${NOSOCK[@]}" --set alerts.syslog=true --set "alerts.syslog_socket=$WORK/nolog"
+# /dev/log itself hidden (a mount namespace of its own, an empty directory over /dev)
+out=$(unshare -m bash -c 'mount -t tmpfs none /dev 2>/dev/null && exec "$0" -l 0 --no-huge --no-shconf -m 256 --no-pci --no-telemetry --vdev net_null0 -- --check --set alerts.syslog=true' "$HAKA" 2>&1); rc=$?
+[ "$rc" = 1 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q "^haka: error: alerts.syslog = true: /dev/log does not exist: no syslog daemon" <<<"$out" ||
+  fail "/dev/log hidden: rc $rc: $out"
+echo "  /dev/log hidden: $out"; n=$((n + 1))
+printf '%s' "" > "$WORK/notasocket"
+bad "syslog path not a socket" "$WORK/notasocket is not a socket" "${EAL[@]}" -- --check --set alerts.syslog=true --set "alerts.syslog_socket=$WORK/notasocket"
+
 echo "== EAL"
 bad "EAL: unknown option" "EAL argument '--bogus': unknown option" --bogus "${EAL[@]}" -- --check
 bad "EAL: lcore that does not exist" "lcore 4000 does not exist" -l 4000 --no-huge -- --check

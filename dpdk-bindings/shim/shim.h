@@ -23,6 +23,7 @@
 #include <rte_dev.h>
 #include <rte_bus.h>
 #include <rte_telemetry.h>
+#include <rte_pdump.h>
 
 uint16_t shim_rx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);
 uint16_t shim_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, uint16_t n);

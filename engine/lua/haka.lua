@@ -374,8 +374,12 @@ function RT.guard(r, event_name, eval, level)
       or rate[1] < 0 or rate[2] <= 0) then
     error("rule alert_rate must be { count, seconds } (count >= 0, seconds > 0)", level + 1)
   end
+  local id = r.id
+  if id ~= nil and (type(id) ~= "number" or id % 1 ~= 0 or id < 1 or id > 4294967295) then
+    error("rule id must be an integer between 1 and 4294967295", level + 1)
+  end
   local rec = {
-    name = r.name ~= nil and tostring(r.name) or nil, where = where, event = event_name, hits = 0,
+    name = r.name ~= nil and tostring(r.name) or nil, where = where, event = event_name, hits = 0, id = id,
     total_errors = 0, errors = 0, timeouts = 0, since = 0, off = false,
     rate_count = rate and rate[1] or H.alert_rate_count, rate_seconds = rate and rate[2] or H.alert_rate_seconds,
     window = -1, alerts = 0, suppressed = 0,
@@ -830,6 +834,7 @@ function Alert:update(a)
   f.id = self.id
   f.update = true
   f.pkt = cur_pkt()
+  RT.alert_meta(f)
   H.alert(f)
 end
 local alert = {}
@@ -843,6 +848,7 @@ setmetatable(alert, { __call = function(_, a)
   end
   local f = flatten_alert(a)
   f.pkt = cur_pkt()
+  RT.alert_meta(f)
   local id = H.alert(f)
   return (setmetatable({ id = id }, Alert))
 end })
@@ -2159,6 +2165,49 @@ local function new_flow(id, proto, dir)
   return f
 end
 
+-- The SIEM fields of an alert (EVE rule, signature_id, app_proto, http / dns / tls):
+-- read only when an alert is raised. The running rule (RT.guard), and what the flow of
+-- the current call or packet knows of its application (its Lua flow object, if any:
+-- the http exchange, the DNS message, the TLS ClientHello). A field that cannot be
+-- read is left out.
+function RT.alert_app(f, fl)
+  local http = rawget(fl, "_http")
+  if http then
+    f.app_proto = "http"
+    local req, resp = http.request, http.response
+    if req then
+      f.http_method, f.http_url = req.method, req.uri
+      local h = req.headers
+      f.http_hostname, f.http_user_agent = h["Host"], h["User-Agent"]
+    end
+    if resp then f.http_status = tonumber(resp.status) end
+    return
+  end
+  local q = rawget(fl, "_dnsmsg")
+  if q then
+    f.app_proto = "dns"
+    local question = q.question
+    if question then f.dns_rrname, f.dns_rrtype = question.name, question.type end
+    return
+  end
+  local tls = rawget(fl, "_tls")
+  if tls then
+    f.app_proto = "tls"
+    local hello = tls.client_hello
+    if hello then f.tls_sni = hello.sni end
+    return
+  end
+  local app = rawget(fl, "_app")
+  if type(app) == "string" then f.app_proto = app end
+end
+function RT.alert_meta(f)
+  local rec = RT.running.rule
+  if rec then f.rule, f.rule_id = rec.name or rec.where, rec.id end
+  local fl = CUR
+  if fl == nil and in_burst then fl = FLOWS[S[B.cur].flow_id] end
+  if type(fl) == "table" then pcall(RT.alert_app, f, fl) end
+end
+
 local function fire(ev, a, b, c)
   local l = ev.listeners
   local cont = ev.continue
@@ -2560,6 +2609,7 @@ RT.message_handlers = {
     local dns = session(f, "_dns", K.dns_session)
     -- (over UDP the message is the current datagram: its header fields are writable)
     local msg = K.dns_message(raw, f.proto == 17 and RT.dns_write)
+    rawset(f, "_dnsmsg", msg) -- (its question, for alerts: RT.alert_meta)
     fire(haka.dissectors.dns.events.query, dns, msg)
     if msg._dropped then
       ACT = bor(ACT, ACT_PKT_DROP)
@@ -2583,6 +2633,7 @@ RT.message_handlers = {
   [5] = function(f, ev, raw, K) -- dns response (flags: its query was seen)
     local dns = session(f, "_dns", K.dns_session)
     local msg = K.dns_message(raw, f.proto == 17 and RT.dns_write)
+    rawset(f, "_dnsmsg", msg)
     local q = rawget(f, "_dnsq")
     local query = q and q[msg.id]
     if q then q[msg.id] = nil end

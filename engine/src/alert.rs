@@ -36,6 +36,72 @@ pub struct FlowInfo {
     pub dport: u16,
 }
 
+/// What SIEMs key on, added to Haka's keys: EVE `flow_id`, `in_iface`, `alert.rule`,
+/// `alert.signature_id`, `alert.action`, `app_proto` and the application's metadata in
+/// Suricata's layout (`http`, `dns`, `tls`). Gathered only when an alert is raised.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Siem {
+    /// The flow's id, as in flow dumps ([`crate::flow::flow_uid`]).
+    pub flow_id: Option<u64>,
+    /// The port the packet came in on (its DPDK name; hakapcap: the input file's name).
+    pub in_iface: Option<String>,
+    /// The rule's `name`, else FILE:LINE of its haka.rule call (None: raised by the engine).
+    pub rule: Option<String>,
+    /// The rule's `id` when it has one, else [`signature_id_of`] its `rule`.
+    pub signature_id: Option<u32>,
+    /// The packet (or its connection) was dropped: EVE `"action": "blocked"`.
+    pub blocked: bool,
+    /// `http`, `dns`, `tls` (the flow's application dissector).
+    pub app_proto: Option<String>,
+    pub http: Option<HttpMeta>,
+    pub dns: Option<DnsMeta>,
+    pub tls: Option<TlsMeta>,
+}
+
+/// EVE `http` (Suricata's names).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HttpMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+/// EVE `dns` (Suricata's version 2 layout of a query: `type`, `rrname`, `rrtype`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DnsMeta {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rrname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rrtype: Option<String>,
+}
+
+/// EVE `tls`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TlsMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+/// The signature id of a rule that has no `id`: FNV-1a of its name (or FILE:LINE), in
+/// 31 bits (consumers that read it as a signed 32-bit number keep it positive), never 0.
+pub fn signature_id_of(rule: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in rule.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h & 0x7fff_ffff).max(1)
+}
+
 /// One alert (or alert update) raised by a rule: the keys of Haka's `haka.alert{...}`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Alert {
@@ -68,6 +134,8 @@ pub struct Alert {
     pub worker: usize,
     /// True for `alert:update{...}` (same id as the alert it updates).
     pub update: bool,
+    /// The SIEM fields (EVE and syslog in EVE format only; Haka's layouts leave them out).
+    pub siem: Siem,
     /// Not empty: not an alert but lines a worker's rules logged, queued with its
     /// alerts so that stdout shows both in the order they were raised, as Haka's
     /// single thread printed them ([`AlertQueue::push_console`]).
@@ -185,6 +253,11 @@ pub struct AlertsConfig {
     pub eve_file: Option<PathBuf>,
     /// Send alerts to syslog (LOCAL0, LOG_NOTICE).
     pub syslog: bool,
+    /// The syslog daemon's socket (checked at start when `syslog` is on).
+    pub syslog_socket: PathBuf,
+    /// The syslog message: the EVE JSON line ("eve", SIEM fields included) or Haka's
+    /// oneline layout ("haka").
+    pub syslog_format: SyslogFormat,
     /// Capacity of the alert queue (power of two >= 64).
     pub queue_size: usize,
     /// `[alerts.redis]`: alerts also sent to Redis.
@@ -197,10 +270,23 @@ impl Default for AlertsConfig {
             stdout: true,
             eve_file: None,
             syslog: false,
+            syslog_socket: PathBuf::from(SYSLOG_SOCKET),
+            syslog_format: SyslogFormat::Eve,
             queue_size: 4096,
             redis: None,
         }
     }
+}
+
+/// `[alerts] syslog_format`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SyslogFormat {
+    /// The EVE JSON line, as Suricata's syslog EVE output.
+    #[default]
+    Eve,
+    /// Haka's `alert/syslog` message: `alert: id = ... ` (no SIEM fields).
+    Haka,
 }
 
 /// Largest accepted `alerts.queue_size`.
@@ -229,6 +315,27 @@ impl AlertsConfig {
             r.validate()?;
         }
         Ok(())
+    }
+
+    /// With `syslog` on: the syslog socket is there (else alerts would be lost silently).
+    /// One line naming the fix.
+    pub fn check_syslog(&self) -> Result<(), String> {
+        use std::os::unix::fs::FileTypeExt;
+        if !self.syslog {
+            return Ok(());
+        }
+        let p = &self.syslog_socket;
+        match std::fs::metadata(p) {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            Ok(_) => Err(format!(
+                "alerts.syslog = true: {} is not a socket; is a syslog daemon running? (start rsyslog or systemd-journald, set alerts.syslog_socket, or alerts.syslog = false)",
+                p.display()
+            )),
+            Err(_) => Err(format!(
+                "alerts.syslog = true: {} does not exist: no syslog daemon (install and start one: apt-get install rsyslog && service rsyslog start; or set alerts.syslog_socket, or alerts.syslog = false)",
+                p.display()
+            )),
+        }
     }
 }
 
@@ -270,15 +377,22 @@ struct SyslogSink {
     path: PathBuf,
     pid: u32,
     retry_at: Option<Instant>,
+    format: SyslogFormat,
 }
 
 impl SyslogSink {
+    #[cfg(test)]
     fn new(path: &Path) -> SyslogSink {
+        Self::with_format(path, SyslogFormat::Haka)
+    }
+
+    fn with_format(path: &Path, format: SyslogFormat) -> SyslogSink {
         let mut s = SyslogSink {
             sock: None,
             path: path.to_path_buf(),
             pid: std::process::id(),
             retry_at: None,
+            format,
         };
         // Like openlog(LOG_NDELAY): connect now; failing is not fatal (as with glibc).
         s.connect();
@@ -309,7 +423,10 @@ impl SyslogSink {
                 ));
             }
         }
-        let msg = format::syslog_datagram(a, self.pid, unix_time_now());
+        let msg = match self.format {
+            SyslogFormat::Haka => format::syslog_datagram(a, self.pid, unix_time_now()),
+            SyslogFormat::Eve => format::syslog_datagram_with(&format::eve_json(a), self.pid, unix_time_now()),
+        };
         let sock = self
             .sock
             .as_ref()
@@ -326,11 +443,48 @@ impl SyslogSink {
     }
 }
 
+/// Asks the alert thread to reopen its files (SIGHUP, `hakactl reopen`: logrotate's
+/// postrotate). `requested` is bumped by the asker; the thread sets `done` to the request
+/// it served, with the outcome in `outcome`.
+pub struct Reopen {
+    requested: AtomicU64,
+    done: AtomicU64,
+    outcome: std::sync::Mutex<Result<String, String>>,
+}
+
+impl Default for Reopen {
+    fn default() -> Self {
+        Reopen { requested: AtomicU64::new(0), done: AtomicU64::new(0), outcome: std::sync::Mutex::new(Ok(String::new())) }
+    }
+}
+
+impl Reopen {
+    /// Asks for a reopen and waits up to `timeout` for it: Ok(what was reopened) or the
+    /// error (the previous file is kept then).
+    pub fn reopen_and_wait(&self, timeout: Duration) -> Result<String, String> {
+        let me = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        let deadline = Instant::now() + timeout;
+        while self.done.load(Ordering::Acquire) < me {
+            if Instant::now() >= deadline {
+                return Err("the alert thread did not answer in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.outcome.lock().map(|o| o.clone()).unwrap_or_else(|_| Err("alert thread failed".into()))
+    }
+
+    /// Asks for a reopen without waiting (from a signal flag).
+    pub fn request(&self) {
+        self.requested.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 struct Outputs {
     stdout: Option<Box<dyn Write + Send>>,
     /// Log lines when alerts do not go to stdout.
     console: BufWriter<io::Stdout>,
     eve: Option<BufWriter<File>>,
+    eve_path: Option<PathBuf>,
     syslog: Option<SyslogSink>,
     redis: Option<redis::RedisSink>,
     totals: AlertTotals,
@@ -375,6 +529,20 @@ impl Outputs {
         }
     }
 
+    /// Reopens the EVE file at its configured path (the old one was moved away): what
+    /// was written so far goes to the old file first. On failure the old file is kept.
+    fn reopen(&mut self) -> Result<String, String> {
+        let (Some(w), Some(p)) = (self.eve.as_mut(), self.eve_path.as_ref()) else {
+            return Ok("no alert file to reopen".into());
+        };
+        if w.flush().is_err() {
+            self.totals.write_errors += 1;
+        }
+        let f = open_eve(p)?;
+        *w = BufWriter::new(f);
+        Ok(format!("reopened {}", p.display()))
+    }
+
     fn flush(&mut self) {
         if let Some(r) = self.redis.as_mut() {
             r.flush();
@@ -395,10 +563,24 @@ impl Outputs {
     }
 }
 
-fn run(queue: Arc<AlertQueue>, stop: Arc<AtomicBool>, mut out: Outputs) -> AlertTotals {
+fn run(queue: Arc<AlertQueue>, stop: Arc<AtomicBool>, reopen: Arc<Reopen>, mut out: Outputs) -> AlertTotals {
     let mut last_flush = Instant::now();
     let mut dirty = false;
+    let mut served = 0;
     loop {
+        let asked = reopen.requested.load(Ordering::Acquire);
+        if asked != served {
+            let r = out.reopen();
+            match &r {
+                Ok(m) => println!("alerts: {m}"),
+                Err(e) => println!("alerts: reopen failed, still writing to the previous file: {e}"),
+            }
+            if let Ok(mut o) = reopen.outcome.lock() {
+                *o = r;
+            }
+            served = asked;
+            reopen.done.store(asked, Ordering::Release);
+        }
         let mut n = 0;
         while n < BATCH {
             match queue.pop() {
@@ -441,6 +623,7 @@ fn run(queue: Arc<AlertQueue>, stop: Arc<AtomicBool>, mut out: Outputs) -> Alert
 pub struct AlertWriter {
     queue: Arc<AlertQueue>,
     stop: Arc<AtomicBool>,
+    reopen: Arc<Reopen>,
     handle: Option<JoinHandle<AlertTotals>>,
 }
 
@@ -478,27 +661,35 @@ impl AlertWriter {
         };
         let syslog = cfg
             .syslog
-            .then(|| SyslogSink::new(Path::new(SYSLOG_SOCKET)));
+            .then(|| SyslogSink::with_format(&cfg.syslog_socket, cfg.syslog_format));
         let redis = cfg.redis.as_ref().map(redis::RedisSink::new).transpose()?;
         let out = Outputs {
             stdout,
             console: BufWriter::new(io::stdout()),
             eve,
+            eve_path: cfg.eve_file.clone(),
             syslog,
             redis,
             totals: AlertTotals::default(),
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let (q, s) = (Arc::clone(&queue), Arc::clone(&stop));
+        let reopen = Arc::new(Reopen::default());
+        let (q, s, r) = (Arc::clone(&queue), Arc::clone(&stop), Arc::clone(&reopen));
         let handle = std::thread::Builder::new()
             .name("haka-alerts".into())
-            .spawn(move || run(q, s, out))
+            .spawn(move || run(q, s, r, out))
             .map_err(|e| format!("alerts: cannot start the output thread: {e}"))?;
         Ok(AlertWriter {
             queue,
             stop,
+            reopen,
             handle: Some(handle),
         })
+    }
+
+    /// Reopens the alert files (SIGHUP, `hakactl reopen`).
+    pub fn reopen_handle(&self) -> Arc<Reopen> {
+        Arc::clone(&self.reopen)
     }
 
     /// The queue this writer drains.

@@ -43,6 +43,9 @@ pub struct RunSpec {
     pub build: &'static str,
     /// Offline: the progress line on a terminal.
     pub progress: Option<crate::progress::Progress>,
+    /// The name alerts give every port (`in_iface`; hakapcap: the input file's); None:
+    /// each port's DPDK name.
+    pub iface_name: Option<String>,
 }
 
 pub struct RunResult {
@@ -110,6 +113,7 @@ fn lua_options(cfg: &Config) -> LuaOptions {
         disable_window: cfg.rules.disable_window,
         alert_rate: cfg.rules.alert_rate,
         lua_protocol_error_drop: cfg.rules.lua_protocol_error == Verdict::Drop,
+        port_names: Vec::new(),
     }
 }
 
@@ -246,6 +250,18 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             );
         }
     }
+    // dpdk-dumpcap (a secondary process) captures the ports through pdump.
+    if cfg.ports.pdump {
+        if dpdk::shared_config(&spec.eal_args) {
+            match dpdk::pdump_init() {
+                Ok(()) if spec.verbose => println!("pdump: on (dpdk-dumpcap --file-prefix {} -i PORT)", file_prefix(&spec.eal_args)),
+                Ok(()) => {}
+                Err(e) => println!("pdump: off: {e}"),
+            }
+        } else if spec.verbose {
+            println!("pdump: off (EAL runs with --in-memory or --no-shconf: dpdk-dumpcap cannot attach)");
+        }
+    }
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
@@ -255,6 +271,12 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         None
     };
 
+    // Alerts name the port a packet came in on (EVE in_iface).
+    let port_names: Vec<String> = ports.iter().map(|p| spec.iface_name.clone().unwrap_or_else(|| p.info.name.clone())).collect();
+    let rules = rules.map(|(path, mut opts)| {
+        opts.port_names = port_names;
+        (path, opts)
+    });
     // Each port's queue q is polled by worker q; single-queue ports are spread over workers.
     let plans: Vec<WorkerPlan> = (0..workers)
         .map(|w| {
@@ -336,6 +358,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         stop: stop_signal.clone(),
         reloading: Mutex::new(()),
         redis: cfg.alerts.redis.is_some(),
+        reopen: alert_writer.reopen_handle(),
     });
     let servers = crate::ops::Servers::start(live.clone(), control_sock, metrics_sock)?;
     {
@@ -509,6 +532,20 @@ fn summary(c: &Counters) -> String {
     )
 }
 
+/// EAL's `--file-prefix` (what secondary processes such as dpdk-dumpcap must be given).
+fn file_prefix(eal_args: &[String]) -> String {
+    let mut it = eal_args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--file-prefix=") {
+            return v.to_string();
+        }
+        if a == "--file-prefix" {
+            return it.next().cloned().unwrap_or_default();
+        }
+    }
+    "rte".into()
+}
+
 /// Before EAL starts: the files haka writes (stats file, flow dump, EVE file), the control
 /// socket's directory, the memory the flow tables and pools need.
 fn preflight(cfg: &Config, spec: &RunSpec) -> Result<(), String> {
@@ -522,6 +559,7 @@ fn preflight(cfg: &Config, spec: &RunSpec) -> Result<(), String> {
     if let Some(p) = &cfg.alerts.eve_file {
         check::writable_file(p, "alerts.eve_file")?;
     }
+    cfg.alerts.check_syslog()?;
     if !cfg.control.socket.is_empty() {
         check::socket_dir(Path::new(&cfg.control.socket))?;
     }
@@ -606,8 +644,10 @@ impl Control {
         }
         if self.reload.swap(false, Ordering::Relaxed) {
             // The same reload as `hakactl reload`, waited for off this lcore.
-            println!("reload: rules reload requested (SIGHUP)");
+            println!("reload: rules reload requested (SIGHUP); alert files reopened");
             let _ = std::io::stdout().flush();
+            // (logrotate's postrotate: the alert files are reopened too)
+            self.live.reopen.request();
             let live = self.live.clone();
             let _ = std::thread::Builder::new().name("haka-reload".into()).spawn(move || match live.reload() {
                 Ok(m) => println!("reload: {m}"),
@@ -764,6 +804,7 @@ pub fn haka_main(argv: Vec<String>, build: &'static str) -> i32 {
         config_file: args.config.clone(),
         build,
         progress: None,
+        iface_name: None,
     };
     if let Some(dir) = &args.dump_dissector_graph {
         return match dump_dissector_graphs(&spec.config, dir) {
@@ -962,6 +1003,7 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
         config_file: args.config.clone(),
         build,
         progress: crate::progress::Progress::on_terminal(&args.input, expected),
+        iface_name: args.input.file_name().map(|n| n.to_string_lossy().into_owned()),
     };
     if args.output.is_some() {
         dpdk::start_tx_time_log(tx_time_log_file()?);

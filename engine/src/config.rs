@@ -398,11 +398,13 @@ pub struct PortsConfig {
     pub promiscuous: bool,
     /// Symmetric RSS across workers when the device supports it.
     pub rss: bool,
+    /// Let `dpdk-dumpcap` capture the ports (DPDK's pdump; needs EAL's shared config).
+    pub pdump: bool,
 }
 
 impl Default for PortsConfig {
     fn default() -> Self {
-        PortsConfig { pairs: Vec::new(), rx_descriptors: 1024, tx_descriptors: 1024, promiscuous: true, rss: true }
+        PortsConfig { pairs: Vec::new(), rx_descriptors: 1024, tx_descriptors: 1024, promiscuous: true, rss: true, pdump: true }
     }
 }
 

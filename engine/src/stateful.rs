@@ -241,6 +241,24 @@ impl StatefulStage {
         out_port: Option<u16>,
         c: &mut Counters,
     ) -> Outcome {
+        let o = self.packet_restartable(lua, m, meta, id, created, flow_dir, out_port, c);
+        // the alerts raised for it get their action (allowed / blocked) from its fate
+        lua.release_alerts(matches!(o, Outcome::Drop(_)));
+        o
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn packet_restartable(
+        &mut self,
+        lua: &mut LuaEngine,
+        m: &mut Mbuf,
+        meta: &PacketMeta,
+        id: FlowId,
+        created: bool,
+        flow_dir: Direction,
+        out_port: Option<u16>,
+        c: &mut Counters,
+    ) -> Outcome {
         self.restart = 0;
         let o = self.packet_once(lua, m, meta, id, created, flow_dir, out_port, c);
         if self.restart != 1 {
@@ -631,6 +649,7 @@ impl StatefulStage {
             if !conn.state.is_ended() || conn.proto == 17 {
                 if let Some(lua) = lua {
                     self.end_lua(lua, id, conn.proto, None, c);
+                    lua.release_alerts(false);
                 }
             }
         }

@@ -420,6 +420,7 @@ impl Loop<'_> {
     /// the whole burst) and applies their verdicts.
     fn run_rules(&mut self, burst: &mut MbufBurst, batch: &mut Batch) {
         let Some(lua) = self.lua.as_mut() else { return };
+        let flows = self.pipeline.flows();
         let mut slot_to_j = [u8::MAX; BURST];
         for j in 0..batch.len() {
             let (slot, d) = batch.result(j);
@@ -436,6 +437,7 @@ impl Loop<'_> {
             let Some(m) = m.as_mut().filter(|_| j != u8::MAX) else { continue };
             let carrier = self.frag.as_ref().is_some_and(|fs| fs.is_carrier(m));
             let ts = packet_time(m, &mut wall);
+            let port = m.port();
             let data = m.data_mut();
             let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(data)) else { continue };
             let (flow_id, dir) = match batch.flow_of(j as usize) {
@@ -444,6 +446,8 @@ impl Loop<'_> {
             };
             let mut p = LuaPacket::new(data, meta, dir, flow_id);
             p.ts = ts;
+            p.port = port;
+            p.flow_uid = flows.get(flow_id).map_or(0, |f| crate::flow::flow_uid(self.plan.index, flow_id, f));
             if carrier {
                 p.pass = Pass::Reassembled;
             } else if self.alone >> slot & 1 != 0 {
@@ -525,6 +529,8 @@ impl Loop<'_> {
             // re-fragmented rather than its originals sent: compare (fragments are rare).
             let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());
             let n_forged = stage.forged.len();
+            let uid = self.pipeline.flows().get(id).map_or(0, |f| crate::flow::flow_uid(self.plan.index, id, f));
+            lua.set_flow_context(uid, m.port());
             let outcome = stage.packet(lua, m, &meta, id, created, fdir, out_port, &mut self.c);
             for f in &mut stage.forged[n_forged..] {
                 f.after = Some((self.depth, slot));
@@ -646,7 +652,7 @@ impl Loop<'_> {
         match q {
             Query::Flows { limit } => {
                 let table = self.pipeline.flows();
-                let lines = table.iter().take(limit).map(|(_, f)| flow_json(self.plan.index, f)).collect();
+                let lines = table.iter().take(limit).map(|(id, f)| flow_json(self.plan.index, id, f)).collect();
                 Answer::Flows { total: table.len(), lines }
             }
             Query::Rules => Answer::Rules(self.lua.as_ref().map(LuaEngine::rule_stats).unwrap_or_default()),
@@ -810,8 +816,10 @@ impl Loop<'_> {
             let Some(lua) = lua.as_deref_mut() else { return FragInspect::Keep };
             ran = true;
             let ts = packet_time(m, &mut (0, 0));
+            let port = m.port();
             let mut p = LuaPacket::new(m.data_mut(), *meta, 0, u32::MAX);
             p.ts = ts;
+            p.port = port;
             p.pass = Pass::Fragment;
             lua.run_burst(std::slice::from_mut(&mut p));
             // (its lines come out before an alert the reassembly may raise)
@@ -1084,7 +1092,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     lp.c.cpu_ns = dpdk::thread_cpu_ns();
     shared.counters[me].publish(&lp.c);
     let table = lp.pipeline.flows();
-    let flows = if plan.dump_flows { table.iter().map(|(_, f)| flow_json(me, f)).collect() } else { Vec::new() };
+    let flows = if plan.dump_flows { table.iter().map(|(id, f)| flow_json(me, id, f)).collect() } else { Vec::new() };
     WorkerReport {
         index: me,
         counters: lp.c,
@@ -1101,26 +1109,29 @@ fn send_stage(ring: &Ring, stage: &mut MbufBurst, c: &mut Counters) {
     stage.clear();
 }
 
-fn addr_string(a: &[u8; 16]) -> String {
+/// `ADDR:PORT`, IPv6 as `[ADDR]:PORT`.
+fn endpoint_string(a: &[u8; 16], port: u16) -> String {
     match Ipv6Addr::from(*a).to_ipv4_mapped() {
-        Some(v4) => Ipv4Addr::from(v4).to_string(),
-        None => Ipv6Addr::from(*a).to_string(),
+        Some(v4) => format!("{}:{port}", Ipv4Addr::from(v4)),
+        None => format!("[{}]:{port}", Ipv6Addr::from(*a)),
     }
 }
 
-/// One flow as a JSON line (debug dump, `--flow-dump`).
-pub fn flow_json(worker: usize, f: &Flow) -> String {
+/// One flow as a JSON line (`--flow-dump`, `hakactl flows`); `flow_id` is the one its
+/// alerts carry ([`crate::flow::flow_uid`]).
+pub fn flow_json(worker: usize, id: crate::flow::FlowId, f: &Flow) -> String {
     let k = &f.key;
     let (client, server) = match f.client {
         Side::Lo => ((k.lo_addr, k.lo_port), (k.hi_addr, k.hi_port)),
         Side::Hi => ((k.hi_addr, k.hi_port), (k.lo_addr, k.lo_port)),
     };
     serde_json::json!({
+        "flow_id": crate::flow::flow_uid(worker, id, f),
         "worker": worker,
         "proto": k.proto,
         "vlan": k.vlan,
-        "client": format!("{}:{}", addr_string(&client.0), client.1),
-        "server": format!("{}:{}", addr_string(&server.0), server.1),
+        "client": endpoint_string(&client.0, client.1),
+        "server": endpoint_string(&server.0, server.1),
         "packets_up": f.packets[0],
         "packets_down": f.packets[1],
         "bytes_up": f.bytes[0],
@@ -1139,4 +1150,57 @@ fn copy_rule_counters(c: &mut Counters, lua: &LuaEngine) {
     c.rules_disabled = lc.rules_disabled;
     c.alerts_suppressed = lc.alerts_suppressed;
     c.stateful[crate::stats::Stateful::LuaProtocolErrors as usize] = lc.protocol_errors;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{FlowKey, TcpPhase};
+
+    fn flow(lo: [u8; 16], hi: [u8; 16], first_seen_ms: u64) -> Flow {
+        Flow {
+            key: FlowKey { lo_addr: lo, hi_addr: hi, lo_port: 80, hi_port: 40000, vlan: 0, proto: 6 },
+            client: Side::Hi,
+            packets: [3, 2],
+            bytes: [300, 200],
+            first_seen_ms,
+            last_seen_ms: first_seen_ms + 5,
+            tcp: TcpPhase::Established,
+        }
+    }
+
+    #[test]
+    fn flow_lines_bracket_ipv6_and_carry_the_alerts_flow_id() {
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[0] = 0x20;
+            a[1] = 0x01;
+            a[2] = 0x0d;
+            a[3] = 0xb8;
+            a[15] = last;
+            a
+        };
+        let f = flow(v6(1), v6(2), 1000);
+        let j: serde_json::Value = serde_json::from_str(&flow_json(1, 7, &f)).unwrap();
+        assert_eq!(j["client"], "[2001:db8::2]:40000");
+        assert_eq!(j["server"], "[2001:db8::1]:80");
+        assert_eq!(j["flow_id"], crate::flow::flow_uid(1, 7, &f));
+        // IPv4 (mapped) stays ADDR:PORT
+        let v4 = |d: u8| {
+            let mut a = [0u8; 16];
+            a[10] = 0xff;
+            a[11] = 0xff;
+            a[12..].copy_from_slice(&[198, 18, 0, d]);
+            a
+        };
+        let j: serde_json::Value = serde_json::from_str(&flow_json(0, 7, &flow(v4(2), v4(1), 1000))).unwrap();
+        assert_eq!((j["client"].as_str(), j["server"].as_str()), (Some("198.18.0.1:40000"), Some("198.18.0.2:80")));
+        // ids: stable per flow, different for another slot, worker or creation time
+        let id = crate::flow::flow_uid(1, 7, &f);
+        assert_eq!(id, crate::flow::flow_uid(1, 7, &f));
+        assert!(id > 0 && id < 1 << 51);
+        for other in [crate::flow::flow_uid(0, 7, &f), crate::flow::flow_uid(1, 8, &f), crate::flow::flow_uid(1, 7, &flow(v6(1), v6(2), 1001))] {
+            assert_ne!(id, other);
+        }
+    }
 }

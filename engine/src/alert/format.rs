@@ -237,13 +237,15 @@ pub fn syslog_message(a: &Alert) -> String {
 pub const SYSLOG_PRI: u8 = 16 * 8 + 5;
 
 /// A full RFC 3164 datagram as glibc's `syslog()` would send it with
-/// `openlog("haka", LOG_PID, LOG_LOCAL0)`: `"<133>Nov 24 22:03:01 haka[PID]: alert: ..."`.
+/// `openlog("haka", LOG_PID, LOG_LOCAL0)`: `"<133>Nov 24 22:03:01 haka[PID]: alert: ..."`
+/// (Haka's oneline message).
 pub fn syslog_datagram(a: &Alert, pid: u32, now_secs: f64) -> String {
-    format!(
-        "<{SYSLOG_PRI}>{} haka[{pid}]: {}",
-        syslog_timestamp(now_secs),
-        syslog_message(a)
-    )
+    syslog_datagram_with(&syslog_message(a), pid, now_secs)
+}
+
+/// The same datagram with `message` (`[alerts] syslog_format = "eve"`: the EVE line).
+pub fn syslog_datagram_with(message: &str, pid: u32, now_secs: f64) -> String {
+    format!("<{SYSLOG_PRI}>{} haka[{pid}]: {message}", syslog_timestamp(now_secs))
 }
 
 /// EVE `"proto"` text (Suricata naming), or the number for other protocols.
@@ -268,6 +270,13 @@ struct EveMethod<'a> {
 
 #[derive(Serialize)]
 struct EveAlert<'a> {
+    action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature_id: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'a str>,
     id: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     severity: Option<&'a str>,
@@ -291,6 +300,10 @@ struct EveAlert<'a> {
 #[derive(Serialize)]
 struct EveLine<'a> {
     timestamp: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    flow_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_iface: Option<&'a str>,
     event_type: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     src_ip: Option<&'a str>,
@@ -305,19 +318,32 @@ struct EveLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     direction: Option<&'a str>,
     alert: EveAlert<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_proto: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http: Option<&'a super::HttpMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns: Option<&'a super::DnsMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<&'a super::TlsMeta>,
     worker: usize,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     update: bool,
 }
 
 /// One EVE JSON object (no trailing newline). Keys in Suricata order:
-/// `timestamp, event_type, src_ip, src_port, dest_ip, dest_port, proto, direction, alert, worker[, update]`.
-/// Flow keys are omitted when the alert has no flow; `None` alert strings are omitted;
+/// `timestamp[, flow_id][, in_iface], event_type, src_ip, src_port, dest_ip, dest_port, proto,
+/// direction, alert[, app_proto][, http | dns | tls], worker[, update]`; `alert` starts with
+/// Suricata's `action[, signature_id, signature]` and our `rule`, then Haka's keys.
+/// Flow keys are omitted when the alert has no flow; `None` strings are omitted;
 /// `method`, `sources`, `targets` and `ref` are always present (possibly empty).
 pub fn eve_json(a: &Alert) -> String {
     let f = a.flow.as_ref();
+    let m = &a.siem;
     let line = EveLine {
         timestamp: eve_timestamp(a.time_secs),
+        flow_id: m.flow_id,
+        in_iface: m.in_iface.as_deref(),
         event_type: "alert",
         src_ip: f.map(|f| f.src.as_str()),
         src_port: f.map(|f| f.sport),
@@ -326,6 +352,11 @@ pub fn eve_json(a: &Alert) -> String {
         proto: f.map(|f| proto_name(f.proto)),
         direction: a.direction.as_deref(),
         alert: EveAlert {
+            action: if m.blocked { "blocked" } else { "allowed" },
+            signature_id: m.signature_id,
+            // (Suricata's rule message: the description, else the rule)
+            signature: a.description.as_deref().or(m.rule.as_deref()),
+            rule: m.rule.as_deref(),
             id: a.id,
             severity: a.severity.as_deref(),
             confidence: a.confidence.as_deref(),
@@ -341,6 +372,10 @@ pub fn eve_json(a: &Alert) -> String {
             targets: node_values(&a.targets),
             refs: &a.refs,
         },
+        app_proto: m.app_proto.as_deref(),
+        http: m.http.as_ref(),
+        dns: m.dns.as_ref(),
+        tls: m.tls.as_ref(),
         worker: a.worker,
         update: a.update,
     };

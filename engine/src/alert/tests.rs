@@ -32,6 +32,7 @@ fn full_alert() -> Alert {
         direction: Some("up".into()),
         worker: 2,
         update: false,
+        siem: Siem::default(),
         console: Vec::new(),
     }
 }
@@ -442,8 +443,12 @@ fn config_defaults_parse_and_validate() {
             syslog: true,
             queue_size: 128,
             redis: None,
+            ..AlertsConfig::default()
         }
     );
+    let f: AlertsConfig = toml::from_str("syslog_format = \"haka\"\nsyslog_socket = \"/run/x.sock\"").unwrap();
+    assert_eq!((f.syslog_format, f.syslog_socket.to_str()), (SyslogFormat::Haka, Some("/run/x.sock")));
+    assert!(toml::from_str::<AlertsConfig>("syslog_format = \"json\"").is_err());
     let r: AlertsConfig = toml::from_str("[redis]\nurl = \"redis://127.0.0.1:6380/1\"\nmode = \"stream\"\nkey = \"k\"\n").unwrap();
     let rc = r.redis.as_ref().unwrap();
     assert_eq!((rc.mode, rc.key.as_str(), rc.max_pending), (super::redis::RedisMode::Stream, "k", 65536));
@@ -500,4 +505,148 @@ fn dropping_writer_joins_thread() {
     q.push(small_alert(0, 1));
     drop(w);
     assert_eq!(sink.text().matches("alert: id = ").count(), 1);
+}
+
+fn siem_alert() -> Alert {
+    let mut a = full_alert();
+    a.siem = Siem {
+        flow_id: Some(1234567),
+        in_iface: Some("net_tap0".into()),
+        rule: Some("http: scanner".into()),
+        signature_id: Some(signature_id_of("http: scanner")),
+        blocked: true,
+        app_proto: Some("http".into()),
+        http: Some(HttpMeta {
+            hostname: Some("example.org".into()),
+            url: Some("/a?b".into()),
+            http_user_agent: Some("sqlmap/1.0".into()),
+            http_method: Some("GET".into()),
+            status: Some(403),
+        }),
+        dns: None,
+        tls: None,
+    };
+    a
+}
+
+#[test]
+fn eve_line_siem_fields_in_suricata_layout() {
+    let line = format::eve_json(&siem_alert());
+    assert!(
+        line.starts_with("{\"timestamp\":\"2023-11-14T22:13:20.250000+0000\",\"flow_id\":1234567,\"in_iface\":\"net_tap0\",\"event_type\":\"alert\""),
+        "{line}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let al = &v["alert"];
+    assert_eq!(al["action"], "blocked");
+    assert_eq!(al["rule"], "http: scanner");
+    assert_eq!(al["signature_id"], signature_id_of("http: scanner"));
+    assert_eq!(al["signature"], "packet sent from blacklisted address");
+    assert_eq!(al["id"], 1, "Haka's keys kept");
+    assert_eq!(v["app_proto"], "http");
+    assert_eq!(
+        v["http"],
+        serde_json::json!({"hostname": "example.org", "url": "/a?b", "http_user_agent": "sqlmap/1.0", "http_method": "GET", "status": 403})
+    );
+    assert!(v.get("dns").is_none() && v.get("tls").is_none());
+
+    // dns and tls; an alert without flow, rule or app: "allowed", no SIEM keys
+    let mut d = siem_alert();
+    d.siem.app_proto = Some("dns".into());
+    d.siem.http = None;
+    d.siem.dns = Some(DnsMeta { kind: "query", rrname: Some("www.example.org".into()), rrtype: Some("AAAA".into()) });
+    let v: serde_json::Value = serde_json::from_str(&format::eve_json(&d)).unwrap();
+    assert_eq!(v["dns"], serde_json::json!({"type": "query", "rrname": "www.example.org", "rrtype": "AAAA"}));
+    d.siem.dns = None;
+    d.siem.tls = Some(TlsMeta { sni: Some("blocked.example".into()) });
+    let v: serde_json::Value = serde_json::from_str(&format::eve_json(&d)).unwrap();
+    assert_eq!(v["tls"], serde_json::json!({"sni": "blocked.example"}));
+    let bare: serde_json::Value = serde_json::from_str(&format::eve_json(&small_alert(0, 1))).unwrap();
+    assert_eq!(bare["alert"]["action"], "allowed");
+    for k in ["flow_id", "in_iface", "app_proto", "http"] {
+        assert!(bare.get(k).is_none(), "{k}: {bare}");
+    }
+    assert!(bare["alert"].get("rule").is_none() && bare["alert"].get("signature_id").is_none());
+}
+
+#[test]
+fn signature_ids_are_stable_31_bit_hashes() {
+    assert_eq!(signature_id_of("a"), signature_id_of("a"));
+    assert_ne!(signature_id_of("rules/x.lua:10"), signature_id_of("rules/x.lua:11"));
+    // FNV-1a 32 of "a" is 0xe40c292c; the top bit is cleared
+    assert_eq!(signature_id_of("a"), 0xe40c_292c & 0x7fff_ffff);
+    assert!(signature_id_of("") > 0);
+}
+
+#[test]
+fn syslog_eve_format_sends_the_eve_line() {
+    let path = tmp_path("eve-log.sock");
+    let server = UnixDatagram::bind(&path).unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = SyslogSink::with_format(&path, SyslogFormat::Eve);
+    let a = siem_alert();
+    sink.send(&a).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = server.recv(&mut buf).unwrap();
+    let got = std::str::from_utf8(&buf[..n]).unwrap();
+    assert!(got.starts_with("<133>"), "{got}");
+    assert!(got.ends_with(&format!("haka[{}]: {}", std::process::id(), format::eve_json(&a))), "{got}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn syslog_check_names_the_missing_socket() {
+    let mut c = AlertsConfig { syslog: true, syslog_socket: tmp_path("no-such.sock").to_path_buf(), ..AlertsConfig::default() };
+    let e = c.check_syslog().unwrap_err();
+    assert!(e.starts_with("alerts.syslog = true: ") && e.contains("does not exist") && e.contains("rsyslog"), "{e}");
+    assert!(!e.contains('\n'));
+    // a regular file is not a socket
+    let f = tmp_path("plain-file");
+    std::fs::write(&f, b"").unwrap();
+    c.syslog_socket = f.to_path_buf();
+    assert!(c.check_syslog().unwrap_err().contains("is not a socket"));
+    let _ = std::fs::remove_file(&f);
+    let s = tmp_path("real.sock");
+    let _server = UnixDatagram::bind(&s).unwrap();
+    c.syslog_socket = s.to_path_buf();
+    assert_eq!(c.check_syslog(), Ok(()));
+    c.syslog = false;
+    c.syslog_socket = PathBuf::from("/nonexistent/log");
+    assert_eq!(c.check_syslog(), Ok(()), "only checked when syslog is on");
+    let _ = std::fs::remove_file(&s);
+}
+
+#[test]
+fn eve_file_reopened_at_its_path_after_a_rename() {
+    let eve = tmp_path("reopen-eve.json");
+    let moved = tmp_path("reopen-eve.json.1");
+    let _ = std::fs::remove_file(&*eve);
+    let _ = std::fs::remove_file(&*moved);
+    let q = Arc::new(AlertQueue::new(64));
+    let cfg = AlertsConfig { stdout: false, eve_file: Some(eve.to_path_buf()), ..AlertsConfig::default() };
+    let w = AlertWriter::spawn(Arc::clone(&q), &cfg).unwrap();
+    q.push(small_alert(0, 1));
+    q.push(small_alert(0, 2));
+    // logrotate: move the file, then ask for the reopen
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(&*eve).unwrap_or_default().lines().count() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::fs::rename(&*eve, &*moved).unwrap();
+    let r = w.reopen_handle().reopen_and_wait(Duration::from_secs(5));
+    assert_eq!(r, Ok(format!("reopened {}", eve.display())));
+    q.push(small_alert(0, 3));
+    let t = w.finish();
+    assert_eq!(t.eve_written, 3);
+    let ids = |p: &Path| -> Vec<u64> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["alert"]["id"].as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&moved), vec![1, 2]);
+    assert_eq!(ids(&eve), vec![3]);
+    let _ = std::fs::remove_file(&*eve);
+    let _ = std::fs::remove_file(&*moved);
 }

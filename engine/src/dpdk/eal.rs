@@ -60,6 +60,25 @@ impl Eal {
     }
 }
 
+/// Whether EAL runs with a shared configuration that secondary processes can attach to
+/// (`dpdk-dumpcap`, `dpdk-proc-info`): not with `--no-shconf` or `--in-memory`.
+pub fn shared_config(eal_args: &[String]) -> bool {
+    !eal_args.iter().any(|a| a == "--no-shconf" || a == "--in-memory")
+}
+
+/// Lets `dpdk-dumpcap` (a secondary process of the same `--file-prefix`) capture this
+/// primary process's ports: pdump's multi-process handler is registered (its rx/tx
+/// callbacks are installed only while a capture runs). Call once, after EAL init.
+pub fn pdump_init() -> Result<(), String> {
+    // SAFETY: plain call without arguments; EAL is initialised (an `Eal` exists) and
+    // this runs once, on the main thread, before the workers start.
+    let ret = unsafe { dpdk_sys::rte_pdump_init() };
+    if ret < 0 {
+        return Err(format!("rte_pdump_init: {}", super::last_error()));
+    }
+    Ok(())
+}
+
 impl Drop for Eal {
     fn drop(&mut self) {
         // SAFETY: all lcores have returned and DPDK objects were released by

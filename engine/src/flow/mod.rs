@@ -23,4 +23,4 @@ pub mod table;
 pub mod wheel;
 
 pub use key::{Direction, FlowKey, Side};
-pub use table::{EndReason, Flow, FlowId, FlowPacket, FlowTable, FlowTableConfig, FlowTimeouts, Observed, TableCounters, TcpPhase};
+pub use table::{flow_uid, EndReason, Flow, FlowId, FlowPacket, FlowTable, FlowTableConfig, FlowTimeouts, Observed, TableCounters, TcpPhase};

@@ -65,6 +65,23 @@ pub struct Flow {
     pub tcp: TcpPhase,
 }
 
+/// The flow's id in alerts (EVE `flow_id`) and flow dumps: stable for the life of the
+/// flow, distinct across flows of the process (worker, slab slot, creation time and the
+/// key's ports and protocol, mixed). 51 bits, so that JSON readers that hold numbers as
+/// doubles (JavaScript, Kibana) keep it exact; never 0.
+pub fn flow_uid(worker: usize, id: FlowId, f: &Flow) -> u64 {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64's finaliser
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let k = &f.key;
+    let ports = (k.lo_port as u64) << 24 | (k.hi_port as u64) << 8 | k.proto as u64;
+    let h = mix((worker as u64) << 32 | id as u64) ^ mix(f.first_seen_ms ^ 0x9e37_79b9_7f4a_7c15) ^ mix(ports).rotate_left(17);
+    (h & ((1u64 << 51) - 1)).max(1)
+}
+
 /// One packet for `FlowTable::observe_burst`: the arguments of `observe`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowPacket {

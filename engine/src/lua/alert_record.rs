@@ -33,6 +33,11 @@ pub struct Alert {
     pub direction: Option<String>,
     pub worker: usize,
     pub update: bool,
+    /// The SIEM fields ([`crate::alert::Siem`]): flow id, input port, rule, action,
+    /// application metadata (the Lua side sends the rule's and the application's).
+    pub siem: crate::alert::Siem,
+    /// Slot of the packet it was raised on (-1: none): its verdict sets `siem.action`.
+    pub pkt: i64,
 }
 
 impl Alert {
@@ -60,6 +65,7 @@ impl Alert {
             direction: self.direction,
             worker: self.worker,
             update: self.update,
+            siem: self.siem,
             console: Vec::new(),
         }
     }

@@ -185,6 +185,8 @@ pub struct LuaOptions {
     pub alert_rate: [u32; 2],
     /// `[rules] lua_protocol_error = "drop"`: a Lua dissector's protocol error drops.
     pub lua_protocol_error_drop: bool,
+    /// Names of the ports by port id: alerts' `in_iface`.
+    pub port_names: Vec<String>,
 }
 
 impl Default for LuaOptions {
@@ -205,6 +207,7 @@ impl Default for LuaOptions {
             disable_window: 10,
             alert_rate: [0, 1],
             lua_protocol_error_drop: true,
+            port_names: Vec::new(),
         }
     }
 }
@@ -223,6 +226,10 @@ pub struct LuaPacket<'a> {
     /// 0 = up, 1 = down.
     pub dir: u8,
     pub flow_id: u32,
+    /// The flow's id in alerts ([`crate::flow::flow_uid`]; 0: none) and the port the
+    /// packet came in on (its name in alerts: [`LuaOptions::port_names`]).
+    pub flow_uid: u64,
+    pub port: u16,
     /// Out: set by `run_burst`.
     pub verdict: LuaVerdict,
     /// Out: true when a rule wrote into the packet (checksums were then recomputed).
@@ -267,6 +274,8 @@ impl<'a> LuaPacket<'a> {
             meta,
             dir,
             flow_id,
+            flow_uid: 0,
+            port: 0,
             verdict: LuaVerdict::Accept,
             modified: false,
             error: false,
@@ -324,7 +333,14 @@ struct Shared {
     next_alert: Cell<u64>,
     alert_count: Cell<u64>,
     /// Metadata of the packets of the current burst (for the alert flow).
-    metas: RefCell<Vec<(PacketMeta, u8)>>,
+    metas: RefCell<Vec<PacketCtx>>,
+    /// (flow uid, input port) of the packet the next stateful calls are about.
+    flow_ctx: Cell<(u64, u16)>,
+    port_names: Vec<String>,
+    /// Alerts raised during the current packet's processing, held until its fate is known
+    /// (their `action`: [`LuaEngine::release_alerts`]), each with the log lines written
+    /// after it (so that alerts and lines come out in the order they were made).
+    pending: RefCell<Vec<(Alert, Vec<u8>)>>,
     /// `haka.log` lines not yet written: written once per burst ([`LuaEngine::flush_logs`]),
     /// not one write per line.
     logs: RefCell<Vec<u8>>,
@@ -353,6 +369,15 @@ struct Shared {
     lua_protocol_error_drop: bool,
 }
 
+/// What an alert names of the packet it was raised on.
+#[derive(Clone, Copy)]
+struct PacketCtx {
+    meta: PacketMeta,
+    dir: u8,
+    flow_uid: u64,
+    port: u16,
+}
+
 /// A console sink: takes log text, hands it back if it cannot take it.
 pub type Console = Box<dyn FnMut(Vec<u8>) -> Option<Vec<u8>>>;
 
@@ -365,7 +390,50 @@ impl Shared {
         if l.is_empty() {
             return;
         }
-        let mut text = std::mem::take(&mut *l);
+        if let Some(last) = self.pending.borrow_mut().last_mut() {
+            // (after a held alert: they wait for it)
+            last.1.extend_from_slice(&l);
+            l.clear();
+            return;
+        }
+        let text = std::mem::take(&mut *l);
+        drop(l);
+        self.emit_logs(text);
+    }
+
+    /// The flow id and input port of the packet `p`, in `siem`.
+    fn packet_siem(&self, p: &PacketCtx, siem: &mut crate::alert::Siem) {
+        siem.flow_id = (p.flow_uid != 0).then_some(p.flow_uid);
+        siem.in_iface = self.port_names.get(p.port as usize).cloned();
+    }
+
+    /// An alert raised: held until [`Shared::release`] (the lines logged before it come
+    /// out before it).
+    fn raise(&self, a: Alert) {
+        self.flush_logs();
+        self.pending.borrow_mut().push((a, Vec::new()));
+    }
+
+    /// Hands the held alerts to the alert output, each `blocked(slot)` or not, with the
+    /// lines logged after each.
+    fn release(&self, blocked: impl Fn(i64) -> bool) {
+        if self.pending.borrow().is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut *self.pending.borrow_mut());
+        for (mut a, text) in held {
+            a.siem.blocked = blocked(a.pkt);
+            if let Ok(mut cb) = self.alerts.try_borrow_mut() {
+                cb(a);
+            }
+            if !text.is_empty() {
+                self.emit_logs(text);
+            }
+        }
+    }
+
+    fn emit_logs(&self, text: Vec<u8>) {
+        let mut text = text;
         if let Ok(mut c) = self.console.try_borrow_mut() {
             if let Some(f) = c.as_mut() {
                 match f(text) {
@@ -378,7 +446,10 @@ impl Shared {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(&text).and_then(|_| out.flush());
         text.clear();
-        *l = text; // keep the buffer's capacity
+        let mut l = self.logs.borrow_mut();
+        if l.is_empty() && l.capacity() < text.capacity() {
+            *l = text; // keep the buffer's capacity
+        }
     }
 }
 
@@ -513,9 +584,24 @@ fn alert_from_table(lua: &Lua, sh: &Shared, t: &Table) -> Alert {
     let num = |v: Value| f64::from_lua(v, lua).ok();
     let mut a = Alert { worker: sh.worker, ..Alert::default() };
     let (mut id, mut start, mut pkt) = (None, None, -1i64);
+    let mut rule_id: Option<u32> = None;
+    let (mut http, mut dns, mut tls) =
+        (crate::alert::HttpMeta::default(), crate::alert::DnsMeta { kind: "query", ..Default::default() }, None);
     for (k, v) in t.pairs::<Value, Value>().flatten() {
         let Value::String(k) = k else { continue };
         match &k.as_bytes()[..] {
+            // the SIEM fields (RT.alert_meta)
+            b"rule" => a.siem.rule = text(v),
+            b"rule_id" => rule_id = u32::from_lua(v, lua).ok(),
+            b"app_proto" => a.siem.app_proto = text(v),
+            b"http_hostname" => http.hostname = text(v),
+            b"http_url" => http.url = text(v),
+            b"http_user_agent" => http.http_user_agent = text(v),
+            b"http_method" => http.http_method = text(v),
+            b"http_status" => http.status = u16::from_lua(v, lua).ok(),
+            b"dns_rrname" => dns.rrname = text(v),
+            b"dns_rrtype" => dns.rrtype = text(v),
+            b"tls_sni" => tls = Some(crate::alert::TlsMeta { sni: text(v) }),
             b"update" => a.update = bool::from_lua(v, lua).unwrap_or(false),
             b"id" => id = u64::from_lua(v, lua).ok(),
             b"start_time" => {
@@ -550,13 +636,23 @@ fn alert_from_table(lua: &Lua, sh: &Shared, t: &Table) -> Alert {
     a.time_secs = start.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
     });
+    a.siem.signature_id = rule_id.or_else(|| a.siem.rule.as_deref().map(crate::alert::signature_id_of));
+    match a.siem.app_proto.as_deref() {
+        Some("http") if http != crate::alert::HttpMeta::default() => a.siem.http = Some(http),
+        Some("dns") if dns.rrname.is_some() || dns.rrtype.is_some() => a.siem.dns = Some(dns),
+        Some("tls") => a.siem.tls = tls,
+        _ => {}
+    }
+    a.pkt = pkt;
     if pkt >= 0 {
-        if let Some((m, dir)) = sh.metas.borrow().get(pkt as usize) {
+        if let Some(p) = sh.metas.borrow().get(pkt as usize) {
+            let m = &p.meta;
             if !matches!(m.l3, L3::Other(_)) {
                 a.flow =
                     Some((addr_string(m, &m.src_addr), m.src_port, addr_string(m, &m.dst_addr), m.dst_port, m.proto));
             }
-            a.direction = Some(if *dir == 0 { "up" } else { "down" }.to_string());
+            a.direction = Some(if p.dir == 0 { "up" } else { "down" }.to_string());
+            sh.packet_siem(p, &mut a.siem);
         }
     }
     a
@@ -630,11 +726,8 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
         lua.create_function(move |lua, t: Table| {
             let a = alert_from_table(lua, &sh2, &t);
             let id = a.id;
-            sh2.flush_logs(); // the lines logged before it come out before it
             sh2.alert_count.set(sh2.alert_count.get() + 1);
-            if let Ok(mut cb) = sh2.alerts.try_borrow_mut() {
-                cb(a);
-            }
+            sh2.raise(a);
             Ok(id)
         })?,
     )?;
@@ -860,6 +953,9 @@ impl LuaEngine {
             next_alert: Cell::new(0),
             alert_count: Cell::new(0),
             metas: RefCell::new(Vec::with_capacity(MAX_BURST)),
+            flow_ctx: Cell::new((0, 0)),
+            port_names: opts.port_names.clone(),
+            pending: RefCell::new(Vec::new()),
             logs: RefCell::new(Vec::new()),
             packet_time: Cell::new((0, 0)),
             console: RefCell::new(None),
@@ -934,10 +1030,24 @@ impl LuaEngine {
     /// adjusts the collector's pause to the heap size.
     /// Writes the log lines the rules made so far (before an alert raised outside them).
     pub fn flush_logs(&self) {
+        self.shared.release(|_| false);
         self.shared.flush_logs();
     }
 
+    /// Hands the alerts raised since the last call to the alert output, with EVE action
+    /// "blocked" when `blocked` (the packet or its connection was dropped).
+    pub fn release_alerts(&mut self, blocked: bool) {
+        self.shared.release(|_| blocked);
+    }
+
+    /// The flow id ([`crate::flow::flow_uid`]) and input port of the packet the next
+    /// stateful calls are about (their alerts name them).
+    pub fn set_flow_context(&mut self, flow_uid: u64, port: u16) {
+        self.shared.flow_ctx.set((flow_uid, port));
+    }
+
     pub fn after_burst(&mut self) {
+        self.shared.release(|_| false);
         self.shared.flush_logs();
         let limit = self.opts.memory_limit_bytes;
         if limit == 0 {
@@ -1078,6 +1188,7 @@ impl LuaEngine {
     fn fire(&mut self, name: &str) -> Result<(), String> {
         let f = self.st.fire.clone();
         let r = watched(&self.watch, &self.check, || f.call::<()>(name));
+        self.shared.release(|_| false);
         r.map_err(|e| {
             let m = one_line(&e);
             self.counters.rule_errors += 1;
@@ -1198,7 +1309,7 @@ impl LuaEngine {
                 if p.ts.0 > 0 {
                     self.shared.packet_time.set(p.ts);
                 }
-                metas.push((p.meta, p.dir));
+                metas.push(PacketCtx { meta: p.meta, dir: p.dir, flow_uid: p.flow_uid, port: p.port });
             }
         }
         self.burst.n = n as u32;
@@ -1248,6 +1359,16 @@ impl LuaEngine {
                 }
             }
         }
+        // the alerts of the burst: "blocked" when their packet is dropped
+        let error_drops = self.opts.rule_error_drop;
+        let s = &self.burst.s;
+        self.shared.release(|pkt| {
+            usize::try_from(pkt).ok().and_then(|i| s.get(i)).is_some_and(|s| match s.verdict {
+                0 => false,
+                2 => error_drops,
+                _ => true,
+            })
+        });
         for (s, p) in self.burst.s.iter().zip(pkts.iter_mut()) {
             p.error = s.verdict == 2;
             p.verdict = match s.verdict {
@@ -1473,9 +1594,10 @@ impl LuaEngine {
 
     /// The packet whose flow the alerts of the next stateful call name.
     fn set_current_meta(&mut self, meta: &PacketMeta, dir: u8) {
+        let (flow_uid, port) = self.shared.flow_ctx.get();
         let mut metas = self.shared.metas.borrow_mut();
         metas.clear();
-        metas.push((*meta, dir));
+        metas.push(PacketCtx { meta: *meta, dir, flow_uid, port });
     }
 
     fn conn_call(&mut self, f: Function, args: impl mlua::IntoLuaMulti) -> ConnCall {
@@ -1601,10 +1723,11 @@ impl LuaEngine {
     /// it, if any (alerts then name its flow).
     pub fn conn_end(&mut self, flow_id: u32, proto: u8, meta: Option<(&PacketMeta, u8)>) -> ConnCall {
         {
+            let (flow_uid, port) = self.shared.flow_ctx.get();
             let mut metas = self.shared.metas.borrow_mut();
             metas.clear();
             if let Some((m, d)) = meta {
-                metas.push((*m, d));
+                metas.push(PacketCtx { meta: *m, dir: d, flow_uid, port });
             }
         }
         let f = self.st.conn_end.clone();
@@ -1676,7 +1799,8 @@ impl LuaEngine {
     /// ("dropping unknown dissector 'ipv4'").
     pub fn raise_bare_alert(&mut self, description: &str) {
         let a = self.engine_alert(description);
-        (self.shared.alerts.borrow_mut())(a);
+        self.shared.raise(a);
+        self.shared.release(|_| false);
     }
 
     /// An alert raised by the engine itself (not by a rule), on the flow of `meta`.
@@ -1710,8 +1834,11 @@ impl LuaEngine {
                     format!("service: {proto}/{}", meta.dst_port),
                 ];
             }
+            let (flow_uid, port) = self.shared.flow_ctx.get();
+            self.shared.packet_siem(&PacketCtx { meta: *meta, dir, flow_uid, port }, &mut a.siem);
         }
-        (self.shared.alerts.borrow_mut())(a);
+        // (held: its action is the packet's fate, see StatefulStage::packet)
+        self.shared.raise(a);
     }
 
     /// Fires the application events `events[i]` for each `i` of `idx` (HTTP request/response/
@@ -1923,6 +2050,7 @@ impl LuaEngine {
 
 impl Drop for LuaEngine {
     fn drop(&mut self) {
+        self.shared.release(|_| false);
         self.shared.flush_logs();
         *self.watch.state.lock().unwrap_or_else(|p| p.into_inner()) = 0;
     }

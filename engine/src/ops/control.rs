@@ -84,7 +84,7 @@ impl<R: BufRead> TakeLine for R {
     }
 }
 
-/// Commands: status, stats, flows {limit}, reload, loglevel {level}, rules, stop.
+/// Commands: status, stats, flows {limit}, reload, reopen, loglevel {level}, rules, stop.
 pub fn handle(req: &Value, live: &Live) -> Result<Value, String> {
     let cmd = req["cmd"].as_str().unwrap_or("");
     match cmd {
@@ -96,6 +96,7 @@ pub fn handle(req: &Value, live: &Live) -> Result<Value, String> {
         }
         "rules" => Ok(live.rules()),
         "reload" => live.reload().map(|m| json!({ "message": m })),
+        "reopen" => live.reopen.reopen_and_wait(std::time::Duration::from_secs(5)).map(|m| json!({ "message": format!("alerts: {m}") })),
         "loglevel" => {
             if let Some(l) = req["level"].as_str() {
                 let spec = crate::logging::LogSpec::parse(l)?;
@@ -108,6 +109,6 @@ pub fn handle(req: &Value, live: &Live) -> Result<Value, String> {
             Ok(json!({ "message": "stopping" }))
         }
         "" => Err("no command".into()),
-        other => Err(format!("unknown command '{other}' (status, stats, flows, reload, loglevel, rules, stop)")),
+        other => Err(format!("unknown command '{other}' (status, stats, flows, reload, reopen, loglevel, rules, stop)")),
     }
 }

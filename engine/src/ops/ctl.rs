@@ -38,6 +38,8 @@ enum Cmd {
     },
     /// Reload the rules file (the previous rules stay when it does not load)
     Reload,
+    /// Reopen the alert files at their configured paths (after logrotate moved them)
+    Reopen,
     /// Show, or set, the log levels: LEVEL[,SECTION=LEVEL...] (fatal error warning info debug trace)
     Loglevel { level: Option<String> },
     /// Each rule with its hit and error counters
@@ -164,7 +166,8 @@ fn print_stats(d: &Value) {
 fn print_flows(d: &Value) {
     for f in d["flows"].as_array().into_iter().flatten() {
         println!(
-            "worker {} proto {} {} -> {} packets {}/{} bytes {}/{} {}",
+            "flow {} worker {} proto {} {} -> {} packets {}/{} bytes {}/{} {}",
+            n(&f["flow_id"]),
             n(&f["worker"]),
             n(&f["proto"]),
             f["client"].as_str().unwrap_or("?"),
@@ -226,6 +229,7 @@ pub fn hakactl_main(argv: Vec<String>) -> i32 {
         Cmd::Stats { .. } => (json!({"cmd": "stats"}), 10),
         Cmd::Flows { limit, .. } => (json!({"cmd": "flows", "limit": limit}), 20),
         Cmd::Reload => (json!({"cmd": "reload"}), 60),
+        Cmd::Reopen => (json!({"cmd": "reopen"}), 10),
         Cmd::Loglevel { level } => (json!({"cmd": "loglevel", "level": level}), 10),
         Cmd::Rules { .. } => (json!({"cmd": "rules"}), 20),
         Cmd::Stop => (json!({"cmd": "stop"}), 10),
@@ -244,7 +248,7 @@ pub fn hakactl_main(argv: Vec<String>) -> i32 {
         Cmd::Stats { .. } => print_stats(&data),
         Cmd::Flows { .. } => print_flows(&data),
         Cmd::Rules { .. } => print_rules(&data),
-        Cmd::Reload | Cmd::Stop => println!("{}", data["message"].as_str().unwrap_or("ok")),
+        Cmd::Reload | Cmd::Reopen | Cmd::Stop => println!("{}", data["message"].as_str().unwrap_or("ok")),
         Cmd::Loglevel { .. } => println!("loglevel: {}", data["loglevel"].as_str().unwrap_or("?")),
     }
     0

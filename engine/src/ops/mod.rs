@@ -59,6 +59,8 @@ pub struct Live {
     pub reloading: Mutex<()>,
     /// Alerts go to Redis too (`[alerts.redis]`).
     pub redis: bool,
+    /// Reopens the alert files (`hakactl reopen`, SIGHUP).
+    pub reopen: Arc<crate::alert::Reopen>,
 }
 
 fn unix(t: SystemTime) -> f64 {
