@@ -1164,6 +1164,8 @@ impl LuaEngine {
     /// alert sink, console, counters and alert ids carry over; the old state is closed.
     /// Cheap (no Lua runs): a worker calls it between two bursts.
     pub fn adopt(&mut self, mut new: LuaEngine) {
+        // (between bursts no alert is held; any would leave before the swap)
+        self.release_alerts(false);
         self.shared.flush_logs();
         // the sinks are the worker's: the new engine was built with placeholders
         std::mem::swap(&mut *self.shared.alerts.borrow_mut(), &mut *new.shared.alerts.borrow_mut());
