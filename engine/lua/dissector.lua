@@ -412,6 +412,10 @@ function TcpFlowDissector.method:receive_streamed(iter, direction)
       iter.meter = 0
       sm:update(iter, direction)
       if not self:can_continue() then return end
+      -- (the iterator leaves the chunk the message ended in, which may be at its very end
+      -- (e.g. after a number): the stream's pop releases parsed chunks at the next segment
+      -- and the iterator must not stay in one)
+      iter:split()
       if iter.meter == 0 and not sm._instance.finished then
         -- (nothing parsed: the data would never be consumed)
         return self:protocol_error("no progress in the stream")
