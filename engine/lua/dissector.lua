@@ -442,11 +442,12 @@ end
 -- grammar parses whole triggers its event as the state machine's update would. Only for
 -- grammars whose parse cannot depend on bytes after the message (no token, no bytes
 -- until a token, chunked or to the end, no try, no array ended by a condition: numbers,
--- counted bytes, records, branches, counted arrays...; callbacks are not expected to
--- look past the message with ctx:lookahead). A message that does not parse there (cut by the end of the segment, or
+-- counted bytes, records, branches, counted arrays...) and that run no execute()
+-- callback (the other callbacks, verify, selectors, counts, apply, are expected to only
+-- read the result, and not to look past the message with ctx:lookahead). A message that does not parse there (cut by the end of the segment, or
 -- invalid) and everything after it in that direction, until the stream path has parsed
 -- all it holds, goes through the stream as before (the bytes already parsed are skipped
--- there; the failed message's callbacks run again). Returns the bytes parsed, nil when
+-- there; the failed message's reading callbacks run again). Returns the bytes parsed, nil when
 -- the dissector stopped.
 local BidirectionalState = haka.state_machine.BidirectionalState
 local default_receive_streamed = TcpFlowDissector.method.receive_streamed
@@ -464,7 +465,8 @@ local function in_place_ok(g)
       -- (a try may take another case when a longer one is cut by the end of the segment, an
       -- array ended by a condition may look at the bytes after it)
       if class.isa(n, DG.Token) or (class.isa(n, DG.Bytes) and (n.size == nil or n.untilre or n.chunked_callback))
-        or class.isa(n, DG.TryStart) or (class.isa(n, DG.ArrayStart) and not n.bycount) then
+        or class.isa(n, DG.TryStart) or (class.isa(n, DG.ArrayStart) and not n.bycount)
+        or rawget(n, 'effects') then
         ok = false
         break
       end

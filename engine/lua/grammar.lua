@@ -1570,6 +1570,8 @@ function Execute.method:do_compile(env, rule, id)
   local ret = dg.Execute:new(env:gid(), rule, id)
   local func = self.func
   ret.callback = func
+  -- (a callback for its effects: see the in-place parse of engine/lua/dissector.lua)
+  ret.effects = true
   ret.fn = function(ctx)
     func(ctx._results[ctx._n], ctx)
     if ctx._error then return pending(ctx, ret) end
