@@ -9,10 +9,16 @@
 #   rules, (e) rules/bench_http.lua (5 HTTP rules with prefilters and
 #   set_headers), (f) rules/bench_http_plain.lua (the same rules in plain Lua:
 #   every message handed to Lua); (e) and (f) skipped with a one-line reason
-#   when the rules do not load.
+#   when the rules do not load;
+# - modbus: Modbus/TCP sessions (scripts/gen_modbus_pcap.py): (g) the Modbus
+#   dissector written in Lua with the grammar DSL (rules/modbus.lua) and the 3
+#   rules of rules/modbus_rules.lua, against testpmd and haka without rules on
+#   the same capture, and against (d).
 #   scripts/bench.sh [RUNS=3] [SECONDS=5]
-#   env: BENCH_CASES=flows,http (default both)  FLOWS=65536  HTTP_SESSIONS=6000
-#        BENCH_OUT=bench-out  HAKA (binary; default $CARGO_TARGET_DIR/release/haka)
+#   env: BENCH_CASES=flows,http,modbus (default all)  FLOWS=65536  HTTP_SESSIONS=6000
+#        MODBUS_SESSIONS=2000
+#        BENCH_OUT=bench-out  HAKA (binary, measured as is; default: cargo build, then
+#        $CARGO_TARGET_DIR/release/haka)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -20,13 +26,17 @@ RUNS=${1:-3}
 SECS=${2:-5}
 FLOWS=${FLOWS:-65536}
 HTTP_SESSIONS=${HTTP_SESSIONS:-6000}
-CASES=",${BENCH_CASES:-flows,http},"
+MODBUS_SESSIONS=${MODBUS_SESSIONS:-2000}
+CASES=",${BENCH_CASES:-flows,http,modbus},"
 OUT=${BENCH_OUT:-$ROOT/bench-out}
+# (HAKA given: that binary is measured as it is, nothing is built)
+BUILD=1
+[ -n "${HAKA:-}" ] && BUILD=
 HAKA=${HAKA:-${CARGO_TARGET_DIR:-$ROOT/target}/release/haka}
 case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 mkdir -p "$OUT"
 bash scripts/setup.sh >/dev/null
-cargo build --release --bins 2>&1 | tail -1
+[ -z "$BUILD" ] || cargo build --release --bins 2>&1 | tail -1
 
 PCAP="$OUT/flows-$FLOWS.pcap"
 if [[ $CASES == *,flows,* ]]; then
@@ -54,11 +64,33 @@ print(n, b, "%.1f" % (b / max(n, 1)))
 PY
 )
 fi
+MODBUS_PCAP="$OUT/modbus-$MODBUS_SESSIONS-$(md5sum scripts/gen_modbus_pcap.py scripts/gen_http_pcap.py | md5sum | cut -c1-8).pcap"
+if [[ $CASES == *,modbus,* ]]; then
+  [ -s "$MODBUS_PCAP" ] || /usr/bin/python3 scripts/gen_modbus_pcap.py "$MODBUS_PCAP" --sessions "$MODBUS_SESSIONS"
+  MODBUS_PKTS=$(/usr/bin/python3 - "$MODBUS_PCAP" <<'PY'
+import struct, sys
+n = 0
+with open(sys.argv[1], "rb") as f:
+    f.read(24)
+    while True:
+        h = f.read(16)
+        if len(h) < 16:
+            break
+        f.seek(struct.unpack("<IIII", h)[2], 1)
+        n += 1
+print(n)
+PY
+)
+fi
 # net_pcap infinite_rx copies the whole capture into the pool at queue setup
 # (conf/bench.toml and testpmd's --total-num-mbufs use the same size).
 MBUFS=262143
 if [[ $CASES == *,http,* ]] && [ "$HTTP_PKTS" -gt $((MBUFS - 8192)) ]; then
   echo "bench: $HTTP_PCAP has $HTTP_PKTS packets; the pool holds $MBUFS mbufs: use fewer HTTP_SESSIONS" >&2
+  exit 1
+fi
+if [[ $CASES == *,modbus,* ]] && [ "$MODBUS_PKTS" -gt $((MBUFS - 8192)) ]; then
+  echo "bench: $MODBUS_PCAP has $MODBUS_PKTS packets; the pool holds $MBUFS mbufs: use fewer MODBUS_SESSIONS" >&2
   exit 1
 fi
 if mountpoint -q /dev/hugepages && [ "$(awk '/HugePages_Free/ {print $2}' /proc/meminfo)" -ge 512 ]; then
@@ -134,7 +166,7 @@ run_haka() { # run-id pcap [rules file]; prints "Mpps-wall Mpps-cpu flows table-
   /usr/bin/python3 - "$st" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1])); t = s["totals"]
-print("%.2f %.2f %d %d %.1f %d %d %d" % (t["rx"] / s["elapsed_seconds"] / 1e6, t["rx"] / max(t["cpu_seconds"], 1e-9) / 1e6,
+print("%.3f %.3f %d %d %.1f %d %d %d" % (t["rx"] / s["elapsed_seconds"] / 1e6, t["rx"] / max(t["cpu_seconds"], 1e-9) / 1e6,
       t["flows_active"], s["flow_table"]["bytes"], s["flow_table"]["bytes_per_flow"],
       s["alerts"]["raised"], t["rule_errors"], t["dropped"]))
 PY
@@ -150,8 +182,8 @@ haka_case() { # run-id pcap [rules]; sets W C FLOWS_T BYTES BPF ALERTS RERR DROP
   read -r W C FLOWS_T BYTES BPF ALERTS RERR DROPPED <<<"$line"
 }
 
-declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W
-HE_SKIP= HF_SKIP=
+declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W MT_W MT_C MN_W MN_C MG_W MG_C
+HE_SKIP= HF_SKIP= MG_SKIP=
 for r in $(seq 1 "$RUNS"); do
   if [[ $CASES == *,flows,* ]]; then
     read -r w c < <(run_testpmd "$r" "$PCAP"); TP_W+=("$w"); TP_C+=("$c")
@@ -189,10 +221,27 @@ for r in $(seq 1 "$RUNS"); do
       fi
     fi
   fi
+  if [[ $CASES == *,modbus,* ]]; then
+    read -r w c < <(run_testpmd "modbus-$r" "$MODBUS_PCAP"); MT_W+=("$w"); MT_C+=("$c")
+    echo "run $r: testpmd io (modbus)      $w Mpps (cpu-normalised $c)"
+    haka_case "modbus-$r" "$MODBUS_PCAP"; MN_W+=("$W"); MN_C+=("$C")
+    echo "run $r: haka modbus, no rules    $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
+    if [ -z "$MG_SKIP" ]; then
+      haka_case "modbus-$r-rules" "$MODBUS_PCAP" rules/modbus_rules.lua
+      if [ -n "$SKIP" ]; then
+        MG_SKIP=$SKIP
+        echo "run $r: haka (g) modbus, 3 rules skipped: $SKIP"
+      else
+        MG_W+=("$W"); MG_C+=("$C"); MG_ALERTS=$ALERTS MG_RERR=$RERR MG_DROPPED=$DROPPED
+        echo "run $r: haka (g) modbus, 3 rules $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+      fi
+    fi
+  fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 # ratio X Y: X/Y with 2 decimals, 0 when Y is 0 (a failed run)
 ratio() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.2f", (y > 0 ? x / y : 0)}'; }
+ratio3() { awk -v x="$1" -v y="$2" 'BEGIN {printf "%.3f", (y > 0 ? x / y : 0)}'; }
 
 if [[ $CASES == *,flows,* ]]; then
   tw=$(median "${TP_W[@]}"); tc=$(median "${TP_C[@]}"); hw=$(median "${HK_W[@]}"); hc=$(median "${HK_C[@]}")
@@ -226,5 +275,24 @@ if [[ $CASES == *,http,* ]]; then
     hfw=$(median "${HF_W[@]}")
     echo "haka (f) same, plain Lua: $hfw Mpps, $(gbps "$hfw") Gbit/s, $(ratio "$hfw" "$hdw") of (d), $(ratio "$hfw" "$htw") of testpmd"
     echo "  (f) last run: $HF_ALERTS alerts, $HF_RERR rule errors"
+  fi
+fi
+if [[ $CASES == *,modbus,* ]]; then
+  mtw=$(median "${MT_W[@]}"); mtc=$(median "${MT_C[@]}"); mnw=$(median "${MN_W[@]}"); mnc=$(median "${MN_C[@]}")
+  echo "----"
+  echo "modbus capture: $MODBUS_SESSIONS sessions, $MODBUS_PKTS packets ($(basename "$MODBUS_PCAP"))"
+  echo "testpmd io (modbus):        $mtw Mpps wall, $mtc Mpps cpu-normalised"
+  echo "haka modbus, no rules:      $mnw Mpps wall, $mnc Mpps per cpu-second"
+  if [ -n "$MG_SKIP" ]; then
+    echo "haka (g) modbus, 3 rules:   skipped: $MG_SKIP"
+  else
+    mgw=$(median "${MG_W[@]}"); mgc=$(median "${MG_C[@]}")
+    echo "haka (g) modbus, 3 rules:   $mgw Mpps wall, $mgc Mpps per cpu-second (target >= 1), $(ratio3 "$mgc" "$mtc") of testpmd (cpu), $(ratio3 "$mgc" "$mnc") of no rules (cpu)"
+    if [[ $CASES == *,http,* ]]; then
+      echo "ratio (g)/(d):              $(ratio3 "$mgc" "$hdc") (per cpu-second)"
+    else
+      echo "ratio (g)/(d):              n/a ((d) runs with BENCH_CASES including http)"
+    fi
+    echo "  (g) last run: $MG_ALERTS alerts, $MG_RERR rule errors, $MG_DROPPED packets dropped$([ "$MG_ALERTS" = 0 ] && echo ' (no alert: the Modbus rules did not fire)')"
   fi
 fi

@@ -403,15 +403,31 @@ end
 function TcpFlowDissector.method:receive_streamed(iter, direction)
   local sm = self.state
   if not sm then error("no state machine defined") end
+  local st = rawget(self, '_streams')[direction]
   while iter:wait() do
     local inst = sm._instance
+    -- (bytes of the data just pushed that the in-place path already parsed; the split puts
+    -- the iterator at the start of a chunk, so that the mark of the next record goes
+    -- before it: in passthrough mode a pop moves the chunks before a read-only mark out of
+    -- the stream, and the iterator must not be at the end of one of them)
+    local skip = st.skip
+    if skip > 0 then st.skip = 0; iter:advance(skip); iter:split() end
     if inst.finished then
       -- the machine is over: the rest of the stream is not dissected
       iter:advance('available')
+    elseif skip > 0 and not iter:check_available(1, true) then
+      -- (nothing left after them)
+      st.partial = false
     else
       iter.meter = 0
       sm:update(iter, direction)
       if not self:can_continue() then return end
+      -- (the iterator leaves the chunk the message ended in, which may be at its very end
+      -- (e.g. after a number): the stream's pop releases parsed chunks at the next segment
+      -- and the iterator must not stay in one)
+      iter:split()
+      -- (every byte pushed is parsed: the next segment may be parsed in place)
+      if not iter:check_available(1, true) then st.partial = false end
       if iter.meter == 0 and not sm._instance.finished then
         -- (nothing parsed: the data would never be consumed)
         return self:protocol_error("no progress in the stream")
@@ -419,6 +435,73 @@ function TcpFlowDissector.method:receive_streamed(iter, direction)
     end
   end
 end
+
+-- The in-place path: while no message is pending in the direction's stream (st.partial),
+-- the default receive_streamed's work on a segment is done on the segment's own bytes,
+-- with no stream, coroutine or mark: each message the current BidirectionalState's
+-- grammar parses whole triggers its event as the state machine's update would. Only for
+-- grammars whose parse cannot depend on bytes after the message (no token, no bytes
+-- until a token, chunked or to the end, no try, no array ended by a condition: numbers,
+-- counted bytes, records, branches, counted arrays...) and that run no execute()
+-- callback (the other callbacks, verify, selectors, counts, apply, are expected to only
+-- read the result, and not to look past the message with ctx:lookahead). A message that does not parse there (cut by the end of the segment, or
+-- invalid) and everything after it in that direction, until the stream path has parsed
+-- all it holds, goes through the stream as before (the bytes already parsed are skipped
+-- there; the failed message's reading callbacks run again). Returns the bytes parsed, nil when
+-- the dissector stopped.
+local BidirectionalState = haka.state_machine.BidirectionalState
+local default_receive_streamed = TcpFlowDissector.method.receive_streamed
+local DG = haka.grammar.dg
+-- whether the compiled grammar entity `g` may be parsed in place (cached in the entity)
+local function in_place_ok(g)
+  local ok = rawget(g, '_in_place')
+  if ok ~= nil then return ok end
+  ok = true
+  local seen, todo = {}, { g }
+  while #todo > 0 do
+    local n = table.remove(todo)
+    if not seen[n] then
+      seen[n] = true
+      -- (a try may take another case when a longer one is cut by the end of the segment, an
+      -- array ended by a condition may look at the bytes after it)
+      if class.isa(n, DG.Token) or (class.isa(n, DG.Bytes) and (n.size == nil or n.untilre or n.chunked_callback))
+        or class.isa(n, DG.TryStart) or (class.isa(n, DG.ArrayStart) and not n.bycount)
+        or rawget(n, 'effects') then
+        ok = false
+        break
+      end
+      local list = {}
+      n:_nexts(list)
+      if rawget(n, '_catch') then list[#list + 1] = n._catch end
+      if rawget(n, '_recurs') then list[#list + 1] = n._recurs end
+      for _, x in ipairs(list) do todo[#todo + 1] = x end
+    end
+  end
+  rawset(g, '_in_place', ok)
+  return ok
+end
+local function parse_in_place(self, data, direction)
+  local sm = rawget(self, 'state')
+  local it = data:pos('begin')
+  local total = #data
+  local done = 0
+  while done < total do
+    local inst = sm._instance
+    if inst.finished then return total end
+    local cur = inst.current
+    if not cur or class.classof(cur) ~= BidirectionalState then return done end
+    local g = cur._grammar[direction]
+    if not g or not in_place_ok(g) then return done end
+    local res, err = g:parse(it, nil, self)
+    local n = it.meter
+    if err or n == 0 then return done end
+    done = done + n
+    sm:trigger(direction, res)
+    if not self:can_continue() then return nil end
+  end
+  return done
+end
+local format_error = debug.format_error
 
 -- the stream of one direction; data: the segment's bytes (a vbuffer_sub), nil at the end
 function TcpFlowDissector.method:_receive_data(data, direction)
@@ -428,10 +511,24 @@ function TcpFlowDissector.method:_receive_data(data, direction)
   local st = ss[direction]
   if not st then
     local s = haka.vbuffer_stream()
-    st = { stream = s, cm = haka.vbuffer_stream_comanager:new(s), held = 0 }
+    st = { stream = s, cm = haka.vbuffer_stream_comanager:new(s), held = 0, skip = 0, partial = false }
     ss[direction] = st
   end
   if st.over then return end
+  if data ~= nil and not st.partial and rawget(self, 'state')
+    and self.receive_streamed == default_receive_streamed then
+    local ok, done = xpcall(parse_in_place, format_error, self, data, direction)
+    if not ok then
+      if done ~= nil and not tostring(done):find("haka.abort()", 1, true) then
+        log_lua.error("%s: %s", tostring(self.name), tostring(done))
+      end
+      return self:error()
+    end
+    if done == nil or done >= #data then return end
+    -- the rest goes through the stream, from the message the segment cut
+    st.skip = done
+    st.partial = true
+  end
   -- the data no mark holds any more is released (not before: the edits of the previous
   -- segment were taken from the stream after its call)
   while true do

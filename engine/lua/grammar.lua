@@ -41,6 +41,8 @@ local type, pairs, ipairs, rawget, rawset, setmetatable, getmetatable, tostring,
 local sfmt, ceil, floor = string.format, math.ceil, math.floor
 local vpeek, vavail, vpeek_byte, is_stream = VBM.peek, VBM.avail, VBM.peek_byte, VBM.iter_is_stream
 local sub_between = VBM.sub_between
+-- (tables made per parse are sized at once: growing them rehashes and leaves garbage)
+local tnew = require("table.new")
 
 local grammar = {}
 local grammar_int = {}
@@ -87,10 +89,10 @@ local ArrayResult = class.class('ArrayResult', Result)
 grammar.result = { Result = Result, ArrayResult = ArrayResult }
 
 local GV = "__gv"
-local function new_result() return (setmetatable({}, Result)) end
+local function new_result() return (setmetatable(tnew(0, 8), Result)) end
 -- a new result of class rc (the default Result without calling its constructor)
 local function result_of(rc)
-  if rc == nil or rc == Result then return (setmetatable({}, Result)) end
+  if rc == nil or rc == Result then return (setmetatable(tnew(0, 8), Result)) end
   return rc:new()
 end
 local function is_instance(res)
@@ -99,7 +101,7 @@ local function is_instance(res)
 end
 local function gv_of(res)
   local t = rawget(res, GV)
-  if not t then t = {}; rawset(res, GV, t) end
+  if not t then t = tnew(0, 16); rawset(res, GV, t) end
   return t
 end
 -- a field of `res` backed by descriptor `desc` (shared by the node) and raw data `raw`
@@ -107,7 +109,7 @@ local function set_field(res, name, desc, raw)
   gv_of(res)[name] = raw
   if is_instance(res) then
     local p = rawget(res, "__property")
-    if not p then p = {}; rawset(res, "__property", p) end
+    if not p then p = tnew(0, 8); rawset(res, "__property", p) end
     p[name] = desc
   else
     -- a plain table: the value as parsed
@@ -1007,10 +1009,12 @@ function Array.method:count(size)
   local sizefunc
   if type(size) ~= 'function' then sizefunc = function() return size end else sizefunc = size end
   c.more = function(array, ctx) return #array < sizefunc(ctx:result(-2), ctx) end
+  c._bycount = true
   return c
 end
 function Array.method:untilcond(condition)
   local c = self:clone()
+  c._bycount = false
   c.more = function(array, ctx)
     local n = #array
     if n == 0 then return not condition(nil, ctx) end
@@ -1020,6 +1024,7 @@ function Array.method:untilcond(condition)
 end
 function Array.method:whilecond(condition)
   local c = self:clone()
+  c._bycount = false
   c.more = function(array, ctx)
     local n = #array
     if n == 0 then return condition(nil, ctx) and true or false end
@@ -1035,6 +1040,9 @@ end
 function Array.method:do_compile(env, rule, id)
   local start = dg.ArrayStart:new(env:gid(), rule, id, self.named, self.resultclass or ArrayResult)
   start.create = self.create
+  -- (an array ended by its count, not by a condition that may look at the data after it:
+  -- see the in-place parse of engine/lua/dissector.lua)
+  start.bycount = self._bycount == true
   self:property_setup(start)
   local loop = dg.Branch:new(env:gid(), nil, nil, self.more)
   local pushn = dg.ArrayPush:new(env:gid(), rule, id)
@@ -1126,6 +1134,7 @@ local function write_number(sub, bo, bits, endian, v)
 end
 local vpeek_uint = VBM.peek_uint
 local is_iter = VBM.is_iterator
+local vpeek_uint_at, vpos, viter_at = VBM.peek_uint_at, VBM.pos, VBM.iter_at
 -- the number of `bits` at iterator `it` (bit offset bo): read in place when it is whole
 -- bytes (as sub:asnumber reads them: little endian 2 and 4 bytes signed), else through a sub
 local function number_at(it, bo, bits, endian)
@@ -1142,46 +1151,60 @@ local function number_at(it, bo, bits, endian)
   return read_number(it:copy():sub(size), bo, bits, endian)
 end
 
+-- A number field keeps where its data is as the chunk and offset of an iterator at its first
+-- byte (gv[name], gv[name .. "\0off"]): no iterator object per field; one is made from them
+-- for the rare reads the in-place read does not cover, and for writes.
 local function number_fn(node)
   local bits, endian, name = node.size, node.endian, node.name
   local bkey = name and (name .. "\0bits")
+  local okey = name and (name .. "\0off")
   local applies = node._post_apply
+  local size0 = bits / 8
+  local whole = bits % 8 == 0 and bits <= 32
+  local little = endian == 'little'
   local desc
   if name then
-    -- (the raw data: an iterator at the number's first byte)
     desc = make_desc(node, name,
       function(self)
         local gv = gv_of(self)
-        return number_at(gv[name], gv[bkey] or 0, bits, endian)
+        local bo = gv[bkey] or 0
+        if bo == 0 and whole then
+          local v = vpeek_uint_at(gv[name], gv[okey], size0, little)
+          if v ~= nil then
+            if little and size0 > 1 and v >= 2 ^ (bits - 1) then v = v - 2 ^ bits end
+            return v
+          end
+        end
+        return number_at(viter_at(gv[name], gv[okey]), bo, bits, endian)
       end,
       function(self, v)
         local gv = gv_of(self)
         local bo = gv[bkey] or 0
-        return write_number(gv[name]:copy():sub(ceil((bo + bits) / 8)), bo, bits, endian, v)
+        return write_number(viter_at(gv[name], gv[okey]):sub(ceil((bo + bits) / 8)), bo, bits, endian, v)
       end)
   end
   local validate = node._validate
-  local need_sub = name or applies
   return function(ctx)
     local iter = ctx.iter
     local bo = ctx._bitoffset
     local total = bo + bits
     local size = ceil(total / 8)
     local bit = total % 8
-    local sub
     if ctx.streaming then
       if not iter:check_available(size) then return fail(ctx, node, "not enough data") end
     elseif vavail(iter, size) < size then
       return fail(ctx, node, "not enough data")
     end
-    if need_sub then sub = iter:copy() end
+    local c, off
+    if name or applies then c, off = vpos(iter) end
     if bit ~= 0 then iter:advance(size - 1) else iter:advance(size) end
     ctx._bitoffset = bit
-    local res = ctx._results[ctx._n]
     if name then
-      set_field(res, name, desc, sub)
-      local gv = rawget(res, GV)
-      if bo ~= 0 then gv[bkey] = bo else gv[bkey] = nil end
+      local res = ctx._results[ctx._n]
+      local gv = gv_of(res)
+      gv[okey] = off
+      if bo ~= 0 then gv[bkey] = bo elseif gv[bkey] ~= nil then gv[bkey] = nil end
+      set_field(res, name, desc, c)
       if ctx.creating then
         local init = ctx.current_init
         if type(init) == 'table' then
@@ -1197,7 +1220,14 @@ local function number_fn(node)
       end
     end
     if applies then
-      return do_apply(node, number_at(sub, bo, bits, endian), ctx)
+      local v
+      if bo == 0 and whole then v = vpeek_uint_at(c, off, size0, little) end
+      if v ~= nil then
+        if little and size0 > 1 and v >= 2 ^ (bits - 1) then v = v - 2 ^ bits end
+      else
+        v = number_at(viter_at(c, off), bo, bits, endian)
+      end
+      return do_apply(node, v, ctx)
     end
     return nil
   end
@@ -1540,6 +1570,8 @@ function Execute.method:do_compile(env, rule, id)
   local ret = dg.Execute:new(env:gid(), rule, id)
   local func = self.func
   ret.callback = func
+  -- (a callback for its effects: see the in-place parse of engine/lua/dissector.lua)
+  ret.effects = true
   ret.fn = function(ctx)
     func(ctx._results[ctx._n], ctx)
     if ctx._error then return pending(ctx, ret) end

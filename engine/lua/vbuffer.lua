@@ -1501,6 +1501,24 @@ end
 
 -- unsigned big (or little) endian number of `size` bytes (1..6) at the iterator, or nil
 -- when fewer bytes are there (never blocks; the iterator does not move)
+-- (grammar number fields: where an iterator is, and the number at such a place)
+function M.pos(it) return fix(it) end
+function M.iter_at(c, off) return new_iter(c, off) end
+function M.peek_uint_at(c, off, size, little)
+  if not c.ctl and c.size - off >= size and not c.dead and not c.gone then
+    local p = c.p + c.o + off
+    if size == 2 then
+      if little then return p[1] * 256 + p[0] end
+      return p[0] * 256 + p[1]
+    end
+    if size == 1 then return p[0] end
+    if size == 4 then
+      if little then return ((p[3] * 256 + p[2]) * 256 + p[1]) * 256 + p[0] end
+      return ((p[0] * 256 + p[1]) * 256 + p[2]) * 256 + p[3]
+    end
+  end
+  return M.peek_uint(new_iter(c, off), size, little)
+end
 function M.peek_uint(it, size, little)
   local c, off = fix(it)
   while c.ctl and c.ctl ~= "end" do c = c.nx; off = 0 end

@@ -60,6 +60,32 @@ function tests.numbers_endianness_bits_and_write_back()
   fails("does not fit", function() r.a = 256 end)
 end
 
+-- number fields keep where their data is (chunk and offset, not an iterator each): reads and
+-- writes follow the data when edits split or move the chunk before them
+function tests.number_fields_follow_edits_of_their_buffer()
+  local g = haka.grammar.new("numedit", function()
+    elem = record{ field('a', number(16)), field('s', bytes():count(2)), field('b', number(16)), field('c', number(8)) }
+    export(elem)
+  end)
+  local b = buf(hex("0102" .. "aaaa" .. "0304" .. "05"))
+  local r, err = g.elem:parse(b:pos('begin'))
+  eq(err, nil, "no error")
+  -- bytes inserted at the start and before the bytes field (its chunk split)
+  b:pos('begin'):insert(haka.vbuffer_from("xy"))
+  r.s:insert(haka.vbuffer_from("pq"))
+  eq(r.a, 0x0102, "a"); eq(r.b, 0x0304, "b after the edits"); eq(r.c, 5, "c")
+  r.b = 0x0a0b
+  r.c = 0x0c
+  eq(b:sub(0):asstring(), "xy" .. hex("0102") .. "pq" .. hex("aaaa0a0b0c"), "written where the data went")
+  -- a number whose bytes span two chunks
+  local two = haka.vbuffer_from(hex("01"))
+  two:append(haka.vbuffer_from(hex("02" .. "aaaa" .. "0304" .. "05")))
+  r = g.elem:parse(two:pos('begin'))
+  eq(r.a, 0x0102, "a over two chunks")
+  r.a = 0x0908
+  eq(two:sub(0, 2):asstring(), hex("0908"), "written over two chunks")
+end
+
 function tests.not_enough_data_is_a_parse_error()
   local g = haka.grammar.new("short", function()
     elem = record{ field('a', number(8)), field('b', number(32)) }

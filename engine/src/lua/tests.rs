@@ -1052,6 +1052,65 @@ fn bench_ns_per_packet() {
     }
 }
 
+/// Lua time of one Modbus/TCP exchange through the sample dissector written with the grammar
+/// (rules/modbus.lua) and the three rules of rules/modbus_rules.lua: a request segment and
+/// its response segment handed to the dissector as the connection stage does (a read of
+/// holding registers three times out of four, a write of multiple registers the fourth),
+/// and one read response parsed alone. Run with
+/// `cargo test --release -p haka-engine --lib modbus_exchange_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn modbus_exchange_cost() {
+    let dissector = include_str!("../../../rules/modbus.lua");
+    let rules = include_str!("../../../rules/modbus_rules.lua");
+    // (the rules file loads the dissector from beside it: here it comes first, inline)
+    let rules = rules.replace("local modbus = dofile(here .. 'modbus.lua')", "");
+    let src = format!("local modbus = (function ()\n{dissector}\nend)()\n{rules}");
+    let (e, _) = engine(&src);
+    let got = eval_str(
+        &e,
+        r#"
+        -- (the engine steps the collector between bursts: this loop has none)
+        collectgarbage("restart")
+        local modbus = haka.dissectors.modbus.class
+        local flow = { can_continue = function() return true end, drop = function() error("dropped") end }
+        local function adu(tid, unit, pdu) return string.char(math.floor(tid / 256), tid % 256, 0, 0, 0, #pdu + 1, unit) .. pdu end
+        local req = adu(7, 1, string.char(3, 0, 10, 0, 10))
+        local resp = adu(7, 1, string.char(3, 20) .. string.rep("", 20))
+        local wreq = adu(8, 1, string.char(16, 0, 20, 0, 2, 4, 1, 2, 3, 4))
+        local wresp = adu(8, 1, string.char(16, 0, 20, 0, 2))
+        local function exchanges(n)
+          local obj = modbus:new(flow)
+          for i = 1, n do
+            local q, r = req, resp
+            if i % 4 == 0 then q, r = wreq, wresp end
+            obj:_receive_data(haka.vbuffer_from(q):sub(0), 'up')
+            obj:_receive_data(haka.vbuffer_from(r):sub(0), 'down')
+          end
+        end
+        local function parses(n)
+          local b = haka.vbuffer_from(resp)
+          for _ = 1, n do
+            local res, err = modbus.grammar.response:parse(b:pos('begin'))
+            assert(err == nil and res.byte_count == 20)
+          end
+        end
+        local function best(f, n)
+          f(500)
+          local b = math.huge
+          for _ = 1, 5 do
+            collectgarbage()
+            local t = os.clock()
+            f(n)
+            b = math.min(b, (os.clock() - t) / n * 1e9)
+          end
+          return b
+        end
+        return string.format("exchange %.0f ns, response parse %.0f ns", best(exchanges, 3000), best(parses, 10000))"#,
+    );
+    println!("modbus (Lua dissector + 3 rules): {got}");
+}
+
 /// Diagnostic: prints LuaJIT trace aborts (error code, location) for a rule set
 /// (`HK_RULES=file` or the built-in one). Codes: see lj_traceerr.h (0-based).
 #[test]
