@@ -2303,10 +2303,11 @@ function sbuf_m.asstring(self) return (ffi.string(self.p, self.len)) end
 sbuf_m.tostring = sbuf_m.asstring
 function sbuf_m.size(self) return self.len end
 sbuf_m.__pprint_info = pp_userdata("vbuffer_sub")
-local function edit(op, off, len, str)
+-- (orig: a replace of bytes written in place, the bytes they had: see vbuffer's keep_orig)
+local function edit(op, off, len, str, orig)
   if off < 0 then error("data not modifiable (call http:enable_data_modification() in the request/response event)", 3) end
   if str ~= nil then str = tostring(str) end
-  EDITS[#EDITS + 1] = { op, off, len, str }
+  EDITS[#EDITS + 1] = { op, off, len, str, orig }
   ACT = bor(ACT, ACT_EDITS + ACT_STREAM_EDITS)
 end
 -- Stream modification (Haka's vbuffer_sub:replace/erase and iterator:insert).
@@ -2368,14 +2369,14 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     if ok and writable then
       local ed = VBM.external_edits(buf, tok, p, len)
       if ed then
-        for i = 1, #ed do local e = ed[i]; edit(e[1], e[2], e[3], e[4]) end
+        for i = 1, #ed do local e = ed[i]; edit(e[1], e[2], e[3], e[4], e[5]) end
       end
       -- (streamed rules: the edits of this segment's bytes in their stream)
       if ext then
         for r = 1, #ext.regions do
           local sed = VBM.stream_edits(ext.regions[r], tok, p, len)
           if sed then
-            for i = 1, #sed do local e = sed[i]; edit(e[1], e[2], e[3], e[4]) end
+            for i = 1, #sed do local e = sed[i]; edit(e[1], e[2], e[3], e[4], e[5]) end
           end
         end
       end

@@ -81,6 +81,7 @@ local function clone_chunk(c, copy)
   else
     n = new_chunk(c.p, c.o, c.size, c.anchor)
     n.ext = c.ext; ext_register(n)
+    n.orig = c.orig
   end
   n.ro, n.mod, n.w = c.ro, c.mod, c.w
   return n
@@ -133,6 +134,7 @@ local function split(c, off, mark)
   if off == c.size then return c.nx end
   local n = new_chunk(c.p, c.o + off, c.size - off, c.anchor)
   n.ro, n.mod, n.w, n.ext, n.fwd = c.ro, c.mod, c.w, c.ext, c.fwd
+  if c.orig then n.orig, c.orig = c.orig:sub(off + 1), c.orig:sub(1, off) end
   ext_register(n)
   c.size, c.fwd = off, n
   link_before(c.nx, n, n)
@@ -268,8 +270,15 @@ local function read_piece(c, off, len, max)
   end
   acc.n = i
 end
+-- A chunk over packet bytes (an external view) keeps its original bytes at its first
+-- write: the engine puts them back before it rewrites the packet with the edits, so that
+-- the TCP checksum update (RFC 1624: old bytes out, new bytes in) sees the change.
+local function keep_orig(c)
+  if c.ext and not c.w and not c.orig then c.orig = ffi.string(c.p + c.o, c.size) end
+end
 local function write_piece(c, off, len, max)
   if c.ro then fail("read only buffer") end
+  keep_orig(c)
   c.mod = true; c.w = true -- bytes written (external_edits)
   local i = acc.n
   local p = c.p + c.o + off
@@ -288,6 +297,7 @@ end
 
 local function zero_piece(c, off, len)
   if c.ro then fail("read only buffer") end
+  keep_orig(c)
   c.mod = true; c.w = true -- bytes written (external_edits)
   ffi.fill(c.p + c.o + off, len, 0)
 end
@@ -299,6 +309,7 @@ local function setstr_piece(c, off, len)
   if n <= 0 then return end
   if len > n then len = n end
   if c.ro then fail("read only buffer") end
+  keep_orig(c)
   c.mod = true; c.w = true -- bytes written (external_edits)
   ffi.copy(c.p + c.o + off, ffi.cast("const uint8_t*", s) + sstr.i, len)
   sstr.i = sstr.i + len
@@ -356,6 +367,7 @@ local function setbyte_sub(s, i, v)
   v = tonumber(v)
   if v == nil then fail("invalid byte value") end
   if lc.ro then fail("read only buffer") end
+  keep_orig(lc)
   lc.mod = true; lc.w = true -- bytes written (external_edits)
   lc.p[lc.o + lo] = v % 256
 end
@@ -473,6 +485,7 @@ local function clone_range(s, copy)
     if not c.ctl and len > 0 then
       local n = clone_chunk(c, false)
       n.o, n.size = c.o + off, len
+      if n.orig then n.orig = n.orig:sub(off + 1, off + len) end
       if copy then n = clone_chunk(n, true); n.mod = false end
       link_before(out.e, n, n)
     end
@@ -532,6 +545,7 @@ VB_MT.__newindex = function(u, k, v)
     if k >= 1 and k <= c.size and k == floor(k) and not c.ro then
       v = tonumber(v)
       if v == nil then fail("invalid byte value") end
+      keep_orig(c)
       c.mod = true; c.w = true -- bytes written (external_edits)
       c.p[c.o + k - 1] = v % 256
       return
@@ -1378,10 +1392,10 @@ end
 local function edits_between(c, stop, tok, ptr, len)
   local base = ffi.cast(u8p, ptr)
   local out, n = nil, 0
-  local function add(op, off, l, bytes)
+  local function add(op, off, l, bytes, orig)
     out = out or {}
     n = n + 1
-    out[n] = { op, off, l, bytes }
+    out[n] = { op, off, l, bytes, orig }
   end
   local pos, e = 0, stop
   local first = c
@@ -1404,7 +1418,8 @@ local function edits_between(c, stop, tok, ptr, len)
         if o > pos and pend then add(3, pos, o - pos, concat(pend)); pend = nil
         elseif o > pos then add(2, pos, o - pos)
         elseif pend then add(1, o, 0, concat(pend)); pend = nil end
-        if c.w then add(3, o, c.size, ffi.string(c.p + o, c.size)) end
+        -- (written in place: with the bytes it had, see keep_orig)
+        if c.w then add(3, o, c.size, ffi.string(c.p + o, c.size), c.orig) end
         pos = o + c.size
       else
         pend = pend or {}

@@ -44,6 +44,9 @@ pub struct StatefulStage {
     pub forged: Vec<Forged>,
     /// Edits of the current packet's payload (offsets in its original payload).
     edits: Vec<Edit>,
+    /// Bytes of the current packet's payload the rules wrote in place, as they were
+    /// (payload offset, bytes): put back before the edits are applied (checksum update).
+    originals: Vec<(usize, Vec<u8>)>,
     /// The current packet's payload is the data just handed to the rules (edits possible).
     in_place: bool,
     /// Stream offset of the current packet's first payload byte.
@@ -203,6 +206,7 @@ impl StatefulStage {
             events: Events::default(),
             forged: Vec::new(),
             edits: Vec::new(),
+            originals: Vec::new(),
             in_place: false,
             pkt_stream_off: 0,
             scratch: Vec::new(),
@@ -272,6 +276,7 @@ impl StatefulStage {
             self.end_lua(lua, id, meta.proto, Some((meta, flow_dir as u8)), c);
         }
         self.edits.clear();
+        self.originals.clear();
         let o = self.packet_once(lua, m, meta, id, false, flow_dir, out_port, c);
         self.restart = 0;
         o
@@ -309,6 +314,7 @@ impl StatefulStage {
             self.end_lua(lua, id, meta.proto, None, c);
         }
         self.edits.clear();
+        self.originals.clear();
         self.in_place = false;
         if step.no_connection {
             lua.raise_alert_with("no connection found for tcp packet", "low", meta, flow_dir as u8, true);
@@ -561,6 +567,16 @@ impl StatefulStage {
     /// acknowledgement number and SACK blocks (edits in the other direction).
     fn finish_tcp(&mut self, m: &mut Mbuf, meta: &PacketMeta, id: FlowId, dir: u8, t: &TcpInfo, c: &mut Counters) {
         let recompute = self.conns.config().recompute_checksums;
+        if !self.originals.is_empty() {
+            // the payload as it arrived (the edits carry what the rules wrote in place)
+            let pay_off = meta.payload_offset as usize;
+            let data = m.data_mut();
+            for (at, orig) in self.originals.drain(..) {
+                if let Some(d) = data.get_mut(pay_off + at..pay_off + at + orig.len()) {
+                    d.copy_from_slice(&orig);
+                }
+            }
+        }
         let Some(conn) = self.conns.get_mut(id) else { return };
         if self.edits.is_empty() && !conn.has_shift() {
             return;
@@ -594,6 +610,7 @@ impl StatefulStage {
                     c.add(Stateful::StreamEditsRefused, self.edits.len() as u64);
                     let msg = e.to_string();
                     self.edits.clear();
+        self.originals.clear();
                     self.log_edit_refused(&msg);
                     return self.finish_tcp(m, meta, id, dir, t, c);
                 }
@@ -809,9 +826,14 @@ impl StatefulStage {
                     }
                     ConnCall::Done(a) => {
                         if a & act::EDITS != 0 {
-                            for edit in lua.take_edits() {
+                            let mut originals = std::mem::take(&mut self.originals);
+                            for edit in lua.take_edits(&mut originals) {
                                 self.queue_edit(edit, c);
                             }
+                            if !self.in_place {
+                                originals.clear(); // (the rules wrote into a copy, refused)
+                            }
+                            self.originals = originals;
                         }
                         if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
                             return Some(o);
@@ -1026,9 +1048,14 @@ impl StatefulStage {
                             }
                         }
                         if a & act::STREAM_EDITS != 0 {
-                            for edit in lua.take_edits() {
+                            let mut originals = std::mem::take(&mut self.originals);
+                            for edit in lua.take_edits(&mut originals) {
                                 self.queue_edit(edit, c);
                             }
+                            if !self.in_place {
+                                originals.clear(); // (the rules wrote into a copy, refused)
+                            }
+                            self.originals = originals;
                         }
                     }
                     if outcome.is_none() {

@@ -2026,7 +2026,11 @@ impl LuaEngine {
     /// The stream edits recorded by the last call (after it returned [`act::EDITS`]).
     /// Offsets are those of the views the rules edited (relative to the data handed to
     /// them, or to the packet's payload for HTTP bodies).
-    pub fn take_edits(&mut self) -> Vec<crate::tcp_edit::Edit> {
+    /// The stream edits the rules made, in the data's offsets. Bytes the rules wrote in
+    /// place (in the packet) come with the bytes they had, into `originals` as (offset,
+    /// bytes): the caller puts them back before applying the edits, so that the checksum
+    /// update sees what changed.
+    pub fn take_edits(&mut self, originals: &mut Vec<(usize, Vec<u8>)>) -> Vec<crate::tcp_edit::Edit> {
         use crate::tcp_edit::Edit;
         let t: Table = match self.st.take_edits.call(()) {
             Ok(t) => t,
@@ -2039,6 +2043,9 @@ impl LuaEngine {
             let len: usize = e.get(3).unwrap_or(0);
             let bytes: Option<mlua::LuaString> = e.get(4).ok();
             let bytes = bytes.map(|b| b.as_bytes().to_vec()).unwrap_or_default();
+            if let Ok(Some(orig)) = e.get::<Option<mlua::LuaString>>(5) {
+                originals.push((off, orig.as_bytes().to_vec()));
+            }
             // op codes of haka.lua's edit(): 1 insert, 2 erase, 3 replace
             out.push(match op {
                 1 => Edit::Insert { at: off, bytes },
