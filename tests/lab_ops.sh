@@ -141,9 +141,10 @@ wait "$traffic"
 [ "$(grep -c '^200$' "$WORK/codes.txt")" = 50 ] || fail "requests failed during reload: $(sort "$WORK/codes.txt" | uniq -c | tr '\n' ' ')"
 lab_client ping -c 1 -W 1 "$LAB_SERVER_IP" > /dev/null 2>&1 && fail "ping went through after reload"
 
-# a rules file that takes 1.2 s to load (per worker): built off the workers, it does not
-# stall them: requests made during the reload are answered at once
-{ echo 'local t0 = os.clock() while os.clock() - t0 < 1.2 do end'; cat "$WORK/good.lua"; } > "$RULES"
+# a rules file that takes 1 to 2 s of wall time to load (per worker; os.clock would count
+# the polling workers' CPU time too): built off the workers, it does not stall them:
+# requests made during the reload are answered at once
+{ echo 'local t0 = os.time() while os.time() < t0 + 2 do end'; cat "$WORK/good.lua"; } > "$RULES"
 ( sleep 0.2
   for i in $(seq 1 15); do
     lab_client curl -sS -m 5 -o /dev/null -w '%{http_code} %{time_total}\n' "http://$LAB_SERVER_IP:8080/index.html" || echo ERR
@@ -158,7 +159,7 @@ ms=$(sed -n 's/^rules loaded in \([0-9]*\)\..* ms off the workers, swapped in .*
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
 assert len(rows) == 15 and all(r[0] == "200" for r in rows), rows
-# the worker never stops forwarding: no request waits for a rules load (1.2 s)
+# the worker never stops forwarding: no request waits for a rules load (1 to 2 s)
 assert max(float(r[1]) for r in rows) < 0.6, rows
 PY
 lab_client ping -c 1 -W 1 "$LAB_SERVER_IP" > /dev/null 2>&1 && fail "ping went through after the slow reload"
