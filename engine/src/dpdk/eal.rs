@@ -100,9 +100,19 @@ struct OutputCapture {
 impl OutputCapture {
     fn start() -> Option<OutputCapture> {
         use std::os::fd::AsRawFd;
-        let path = std::env::temp_dir().join(format!("haka-eal-{}.log", std::process::id()));
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).ok()?;
-        let _ = std::fs::remove_file(&path);
+        use std::os::unix::fs::OpenOptionsExt;
+        // An anonymous file (O_TMPFILE), else a new one (O_EXCL, 0600) unlinked at once:
+        // never a predictable name opened with truncation (a planted symlink).
+        let dir = std::env::temp_dir();
+        let file = match std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(&dir) {
+            Ok(f) => f,
+            Err(_) => {
+                let path = dir.join(format!("haka-eal-{}.log", std::process::id()));
+                let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path).ok()?;
+                let _ = std::fs::remove_file(&path);
+                f
+            }
+        };
         // SAFETY: dup/dup2 on valid descriptors; stdio is flushed first so
         // nothing buffered lands in the wrong place.
         unsafe {
