@@ -6,8 +6,18 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A replay shorter than this prints nothing.
+/// A replay shorter than this prints nothing (`HAKAPCAP_PROGRESS_AFTER`, in seconds,
+/// sets it: tests show the line on short replays with 0).
 const SHOW_AFTER: Duration = Duration::from_secs(2);
+
+fn show_after() -> Duration {
+    std::env::var("HAKAPCAP_PROGRESS_AFTER")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(Duration::from_secs_f64)
+        .unwrap_or(SHOW_AFTER)
+}
 const EVERY: Duration = Duration::from_secs(1);
 
 pub struct Progress {
@@ -15,6 +25,7 @@ pub struct Progress {
     size: u64,
     packets: u64,
     started: Instant,
+    show_after: Duration,
     last: Instant,
     last_rx: u64,
     /// /proc/self/fdinfo entry of the descriptor net_pcap reads the input with (its `pos:`
@@ -31,16 +42,26 @@ impl Progress {
         }
         let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
         let now = Instant::now();
-        Some(Progress { input: input.to_path_buf(), size, packets, started: now, last: now, last_rx: 0, fdinfo: None, shown: false })
+        Some(Progress {
+            input: input.to_path_buf(),
+            size,
+            packets,
+            started: now,
+            show_after: show_after(),
+            last: now,
+            last_rx: 0,
+            fdinfo: None,
+            shown: false,
+        })
     }
 
     /// Called often (each control tick): refreshes the line at most once a second.
     pub fn tick(&mut self, rx: u64) {
         let now = Instant::now();
-        if now.duration_since(self.started) < SHOW_AFTER || now.duration_since(self.last) < EVERY {
+        if now.duration_since(self.started) < self.show_after || (self.shown && now.duration_since(self.last) < EVERY) {
             return;
         }
-        let rate = (rx - self.last_rx.min(rx)) as f64 / now.duration_since(self.last).as_secs_f64();
+        let rate = (rx - self.last_rx.min(rx)) as f64 / now.duration_since(self.last).as_secs_f64().max(1e-3);
         self.last = now;
         self.last_rx = rx;
         self.show(rx, rate, false);
