@@ -553,6 +553,19 @@ impl StatefulStage {
         true
     }
 
+    /// Queues the stream edits the rules made, with the bytes they wrote in place as
+    /// they were (put back before the edits apply, see `finish_tcp`).
+    fn queue_lua_edits(&mut self, lua: &mut LuaEngine, c: &mut Counters) {
+        let mut originals = std::mem::take(&mut self.originals);
+        for edit in lua.take_edits(&mut originals) {
+            self.queue_edit(edit, c);
+        }
+        if !self.in_place {
+            originals.clear(); // (the rules wrote into a copy, refused)
+        }
+        self.originals = originals;
+    }
+
     fn queue_edit(&mut self, e: Edit, c: &mut Counters) {
         if !self.in_place {
             c.add(Stateful::StreamEditsRefused, 1);
@@ -826,14 +839,7 @@ impl StatefulStage {
                     }
                     ConnCall::Done(a) => {
                         if a & act::EDITS != 0 {
-                            let mut originals = std::mem::take(&mut self.originals);
-                            for edit in lua.take_edits(&mut originals) {
-                                self.queue_edit(edit, c);
-                            }
-                            if !self.in_place {
-                                originals.clear(); // (the rules wrote into a copy, refused)
-                            }
-                            self.originals = originals;
+                            self.queue_lua_edits(lua, c);
                         }
                         if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
                             return Some(o);
@@ -1048,14 +1054,7 @@ impl StatefulStage {
                             }
                         }
                         if a & act::STREAM_EDITS != 0 {
-                            let mut originals = std::mem::take(&mut self.originals);
-                            for edit in lua.take_edits(&mut originals) {
-                                self.queue_edit(edit, c);
-                            }
-                            if !self.in_place {
-                                originals.clear(); // (the rules wrote into a copy, refused)
-                            }
-                            self.originals = originals;
+                            self.queue_lua_edits(lua, c);
                         }
                     }
                     if outcome.is_none() {
