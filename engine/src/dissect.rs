@@ -1,6 +1,7 @@
-//! L2-L4 dissection: Ethernet, 802.1Q/QinQ, IPv4, IPv6 (+extension headers),
-//! TCP, UDP, ICMP, ICMPv6. Zero-copy over the frame bytes; the result is a
-//! small `Copy` struct so the hot path never allocates.
+//! L2-L4 dissection: the chain of packet dissectors ([`crate::dissectors`]: `packet`
+//! (Ethernet, 802.1Q/QinQ, raw IP, DLT_NULL, SLL), `ipv4`, `ipv6` (+extension headers),
+//! `tcp`, `udp`, `icmp`, `icmpv6`) walked over one frame. Zero-copy over the frame bytes;
+//! the result is a small `Copy` struct so the hot path never allocates.
 //!
 //! CONTRACT (shared with flow/, pipeline.rs, worker.rs):
 //! `dissect(frame, link, opts) -> Result<PacketMeta, Malformed>`.
@@ -27,11 +28,7 @@
 //! - Frames longer than 65535 bytes are dissected over their first 65535 bytes (offsets are
 //!   `u16`); an IP length reaching beyond that is reported as a bad length.
 
-use crate::wire::ipv6::walk_ext_headers;
-use crate::wire::{
-    ethertype, ip_proto, EthernetFrame, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpSegment, UdpPacket,
-    VlanTag,
-};
+use crate::dissectors::{self, PacketView};
 
 /// Link-layer framing of the bytes handed to the dissector.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +176,9 @@ impl Malformed {
     }
 }
 
-/// Dissects one frame. Never panics, whatever the bytes; never allocates.
+/// Dissects one frame: hands it to the `packet` dissector and down the chain of registered
+/// packet dissectors ([`crate::dissectors`]) until one names nothing more. Never panics,
+/// whatever the bytes; never allocates.
 ///
 /// Always inlined: at the (few) call sites the link type is usually a constant and the
 /// result fields stay in registers, which roughly halves the per-packet cost compared with
@@ -188,74 +187,20 @@ impl Malformed {
 pub fn dissect(frame: &[u8], link: LinkType, opts: &DissectOptions) -> Result<PacketMeta, Malformed> {
     // Offsets are u16: never look past 65535 bytes.
     let frame = frame.get(..u16::MAX as usize).unwrap_or(frame);
-    let (ethertype, l3_off, vlan) = match link {
-        LinkType::Ethernet => {
-            let eth = EthernetFrame::new_checked(frame)?;
-            vlan_tags(frame, eth.ethertype(), EthernetFrame::<&[u8]>::HEADER_LEN)?
-        }
-        LinkType::RawIp => {
-            let first = *frame.first().ok_or(Malformed::LinkTruncated)?;
-            let t = if first >> 4 == 6 {
-                ethertype::IPV6
-            } else {
-                ethertype::IPV4
-            };
-            (t, 0, 0)
-        }
-        LinkType::Null => {
-            let b = frame.get(..4).ok_or(Malformed::LinkTruncated)?;
-            let le = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-            // Written in the capturing host's order: a value above 0xffff means the other order.
-            let af = if le > 0xffff { le.swap_bytes() } else { le };
-            let t = match af {
-                2 => ethertype::IPV4,
-                24 | 28 | 30 => ethertype::IPV6,
-                _ => return Ok(non_ip(frame, af as u16, 4, 0)),
-            };
-            (t, 4, 0)
-        }
-        LinkType::LinuxSll => {
-            let b = frame.get(..16).ok_or(Malformed::LinkTruncated)?;
-            vlan_tags(frame, u16::from_be_bytes([b[14], b[15]]), 16)?
-        }
-    };
-    match ethertype {
-        ethertype::IPV4 => dissect_ipv4(frame, l3_off, vlan, opts),
-        ethertype::IPV6 => dissect_ipv6(frame, l3_off, vlan),
-        other => Ok(non_ip(frame, other, l3_off, vlan)),
-    }
+    let mut p = PacketView { frame, link, opts, off: 0, data: frame, meta: PacketMeta::NONE };
+    let next = dissectors::CAPTURE.receive(&mut p)?;
+    next.walk(p)
 }
 
-/// Skips up to two VLAN tags starting at the ethertype `t` whose tag would begin at `off`.
-/// Returns (inner ethertype, L3 offset, vlan value).
-#[inline(always)]
-fn vlan_tags(frame: &[u8], t: u16, off: usize) -> Result<(u16, usize, u32), Malformed> {
-    if !ethertype::is_vlan(t) {
-        return Ok((t, off, 0));
-    }
-    let outer = VlanTag::new_checked(frame.get(off..).unwrap_or(&[]))?;
-    let (t, off, vid) = (outer.ethertype(), off + 4, outer.vid() as u32);
-    if !ethertype::is_vlan(t) {
-        return Ok((t, off, vid));
-    }
-    let inner = VlanTag::new_checked(frame.get(off..).unwrap_or(&[]))?;
-    let (t, off, vlan) = (inner.ethertype(), off + 4, vid << 12 | inner.vid() as u32);
-    if ethertype::is_vlan(t) {
-        return Err(Malformed::VlanTooDeep);
-    }
-    Ok((t, off, vlan))
-}
-
-#[inline(always)]
-fn non_ip(frame: &[u8], ethertype: u16, l3_off: usize, vlan: u32) -> PacketMeta {
-    let off = l3_off as u16;
-    PacketMeta {
-        l3: L3::Other(ethertype),
-        vlan,
-        l3_offset: off,
-        l4_offset: off,
-        payload_offset: off,
-        payload_len: frame.len().saturating_sub(l3_off) as u16,
+impl PacketMeta {
+    /// Before any dissector ran.
+    pub const NONE: PacketMeta = PacketMeta {
+        l3: L3::Other(0),
+        vlan: 0,
+        l3_offset: 0,
+        l4_offset: 0,
+        payload_offset: 0,
+        payload_len: 0,
         proto: 0,
         has_l4: false,
         fragment: false,
@@ -265,125 +210,13 @@ fn non_ip(frame: &[u8], ethertype: u16, l3_off: usize, vlan: u32) -> PacketMeta 
         dst_port: 0,
         tcp_flags: 0,
         ip_len: 0,
-    }
-}
-
-#[inline(always)]
-fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
-    // One 16-byte value rather than byte stores (cheaper to build and to read back).
-    (0xffff_0000_0000u128 | u32::from_be_bytes(a) as u128).to_be_bytes()
-}
-
-#[inline(always)]
-fn dissect_ipv4(frame: &[u8], l3: usize, vlan: u32, opts: &DissectOptions) -> Result<PacketMeta, Malformed> {
-    let ip = Ipv4Packet::new_checked(frame.get(l3..).unwrap_or(&[]))?;
-    if opts.ipv4_checksum && !ip.verify_checksum() {
-        return Err(Malformed::Ipv4BadChecksum);
-    }
-    let hl = ip.header_len();
-    let total = ip.total_len() as usize;
-    let l4_off = l3 + hl;
-    let mut meta = PacketMeta {
-        l3: L3::Ipv4,
-        vlan,
-        l3_offset: l3 as u16,
-        l4_offset: l4_off as u16,
-        payload_offset: l4_off as u16,
-        payload_len: (total - hl) as u16,
-        proto: ip.protocol(),
-        has_l4: false,
-        fragment: ip.is_fragment(),
-        src_addr: v4_mapped(ip.src_addr()),
-        dst_addr: v4_mapped(ip.dst_addr()),
-        src_port: 0,
-        dst_port: 0,
-        tcp_flags: 0,
-        ip_len: total as u16,
     };
-    if meta.fragment {
-        return Ok(meta);
-    }
-    l4(&mut meta, ip.payload(), l4_off, ip_proto::ICMP)?;
-    Ok(meta)
-}
-
-#[inline(always)]
-fn dissect_ipv6(frame: &[u8], l3: usize, vlan: u32) -> Result<PacketMeta, Malformed> {
-    let ip = Ipv6Packet::new_checked(frame.get(l3..).unwrap_or(&[]))?;
-    let payload = ip.payload();
-    let chain = walk_ext_headers(ip.next_header(), payload)?;
-    let upper = payload.get(chain.offset..).unwrap_or(&[]);
-    let l4_off = l3 + Ipv6Packet::<&[u8]>::HEADER_LEN + chain.offset;
-    let mut meta = PacketMeta {
-        l3: L3::Ipv6,
-        vlan,
-        l3_offset: l3 as u16,
-        l4_offset: l4_off as u16,
-        payload_offset: l4_off as u16,
-        payload_len: upper.len() as u16,
-        proto: chain.proto,
-        has_l4: false,
-        fragment: chain.fragment,
-        src_addr: ip.src_addr(),
-        dst_addr: ip.dst_addr(),
-        src_port: 0,
-        dst_port: 0,
-        tcp_flags: 0,
-        ip_len: (Ipv6Packet::<&[u8]>::HEADER_LEN + payload.len()) as u16,
-    };
-    if meta.fragment {
-        return Ok(meta);
-    }
-    l4(&mut meta, upper, l4_off, ip_proto::ICMPV6)?;
-    Ok(meta)
-}
-
-/// Parses the L4 header of `meta.proto` in `seg` (the L4 bytes, clipped to the IP length),
-/// which starts at frame offset `off`. `icmp` is the ICMP protocol number of this IP family.
-#[inline(always)]
-fn l4(meta: &mut PacketMeta, seg: &[u8], off: usize, icmp: u8) -> Result<(), Malformed> {
-    match meta.proto {
-        ip_proto::TCP => {
-            let t = TcpSegment::new_checked(seg)?;
-            let hl = t.header_len();
-            meta.src_port = t.src_port();
-            meta.dst_port = t.dst_port();
-            meta.tcp_flags = t.flags();
-            meta.payload_offset = (off + hl) as u16;
-            meta.payload_len = (seg.len() - hl) as u16;
-        }
-        ip_proto::UDP => {
-            let u = UdpPacket::new_checked(seg)?;
-            meta.src_port = u.src_port();
-            meta.dst_port = u.dst_port();
-            meta.payload_offset = (off + UdpPacket::<&[u8]>::HEADER_LEN) as u16;
-            meta.payload_len = u.len() - UdpPacket::<&[u8]>::HEADER_LEN as u16;
-        }
-        p if p == icmp => {
-            // Same 8-byte layout for both families; only the error and echo types differ.
-            let (echo, id) = if icmp == ip_proto::ICMP {
-                let m = Icmpv4Packet::new_checked(seg)?;
-                (m.is_echo(), m.echo_ident())
-            } else {
-                let m = Icmpv6Packet::new_checked(seg)?;
-                (m.is_echo(), m.echo_ident())
-            };
-            if echo {
-                meta.src_port = id;
-                meta.dst_port = id;
-            }
-            meta.payload_offset = (off + 8) as u16;
-            meta.payload_len = (seg.len() - 8) as u16;
-        }
-        _ => return Ok(()),
-    }
-    meta.has_l4 = true;
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::{ip_proto, Icmpv4Packet, Icmpv6Packet, Ipv4Packet, Ipv6Packet, TcpSegment, UdpPacket};
     use crate::wire::ipv6::MAX_EXT_HEADERS;
     use crate::wire::tcp::flags;
     use crate::wire::{checksum, Ipv6FragmentHeader};

@@ -3,7 +3,9 @@
 //! Layering (only `dpdk` contains `unsafe`):
 //! - [`dpdk`]: safe wrapper over `dpdk-sys` (EAL, mempool, ports, mbufs, rings, lcores).
 //! - [`wire`]: typed zero-copy views over header bytes (smoltcp style).
-//! - [`dissect`]: the L2-L4 dissector chain producing a compact [`dissect::PacketMeta`].
+//! - [`dissectors`]: every dissector behind one trait, registered by name (packet layers,
+//!   flow dissectors); [`dissect`] walks the packet dissectors over a frame into a compact
+//!   [`dissect::PacketMeta`].
 //! - [`flow`]: canonical flow keys, symmetric hash, per-worker flow table with timer wheel.
 //! - [`pipeline`]: the per-packet decision (dissect, flow lookup, verdict), DPDK-free.
 //! - [`worker`]: the lcore loop (rx burst, dispatch, pipeline, tx buffers).

@@ -6,7 +6,7 @@
 use crate::config::AnomalyAction;
 use crate::conn::memory::{OverCap, Part};
 use crate::conn::{ConnTable, TcpInfo, FIN, RST, SYN};
-use crate::dissectors::{AppDissector, AppEvent, ErrorVerdict, Events, Settings};
+use crate::dissectors::{Dissector, AppEvent, ErrorVerdict, Events, Settings};
 use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
@@ -152,7 +152,7 @@ fn select_http_rules(
 
 /// Before the events of a Lua call: the connection's prior heads (heads no rule ran for,
 /// kept as context: `http.request` in a response rule), as `HttpPriorHead` events.
-fn prepend_prior_heads(st: &mut dyn AppDissector, events: &mut Vec<AppEvent>, set_heads: &mut [(usize, Vec<u8>, bool)]) {
+fn prepend_prior_heads(st: &mut dyn Dissector, events: &mut Vec<AppEvent>, set_heads: &mut [(usize, Vec<u8>, bool)]) {
     let [req, resp] = st.take_priors();
     let n = req.is_some() as usize + resp.is_some() as usize;
     if n > 0 {

@@ -5,7 +5,7 @@
 //! records (RDLENGTH aside, which decompression changes).
 #![no_main]
 use haka_engine::dissectors::dns::{parse, DnsDissector, DnsEvent, Message, Name, RData, Record};
-use haka_engine::dissectors::{AppDissector, AppEvent, Events, Settings};
+use haka_engine::dissectors::{Dissector, AppEvent, Events, Settings};
 use libfuzzer_sys::fuzz_target;
 
 fn name(out: &mut Vec<u8>, n: &Name) {

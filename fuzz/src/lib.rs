@@ -1,7 +1,7 @@
 //! Helpers shared by the fuzz targets (`fuzz_targets/*.rs`): how an input is cut into a
 //! control part and data, chunking at fuzzer-chosen points, comparable forms of the
 //! dissectors' events, and frames with valid checksums.
-use haka_engine::dissectors::{AppDissector, AppEvent, Events};
+use haka_engine::dissectors::{Dissector, AppEvent, Events};
 use haka_engine::wire::checksum;
 
 /// Splits an input into `(control, data)`: the first byte is the control part's length.
@@ -84,7 +84,7 @@ pub fn normalize(events: &[AppEvent]) -> Vec<String> {
 /// (one call per chunk), then the ends of both streams; a direction that reported a
 /// protocol error that stops the dissector gets nothing more (as in the engine, which
 /// removes it). Returns the events, and the most bytes the dissector held between calls.
-pub fn run_stream(d: &mut dyn AppDissector, dirs: [&[&[u8]]; 2]) -> (Vec<AppEvent>, usize) {
+pub fn run_stream(d: &mut dyn Dissector, dirs: [&[&[u8]]; 2]) -> (Vec<AppEvent>, usize) {
     let mut ev = Events::default();
     let mut all = Vec::new();
     let mut held = 0;

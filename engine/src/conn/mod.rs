@@ -19,7 +19,7 @@
 use crate::flow::{Direction, FlowId};
 use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
 use crate::tcp_edit::SeqShift;
-use crate::dissectors::{AppDissector, DissectorId, Settings};
+use crate::dissectors::{Dissector, DissectorId, Settings};
 
 pub mod memory;
 use memory::{FlowMemory, Held, MemoryConfig, OverCap};
@@ -180,7 +180,7 @@ pub struct Conn {
     /// Sequence shift per direction after stream edits (identity when none).
     pub shift: [SeqShift; 2],
     /// The application dissector a `next_dissector` policy installed, and its id.
-    pub app: Option<Box<dyn AppDissector>>,
+    pub app: Option<Box<dyn Dissector>>,
     pub app_id: DissectorId,
     /// Per direction: the current HTTP message's body is being modified (re-framed as
     /// chunks by the stage), after `http:enable_data_modification()`.
@@ -334,7 +334,7 @@ pub struct ConnTable {
     spare_streams: Vec<Box<[StreamReassembler; 2]>>,
     /// Application dissectors of ended connections that can be reset, likewise (an HTTP
     /// state keeps its parsers' buffers), per id: at most [`SPARE_STREAMS`] each.
-    spare_apps: Vec<Vec<Box<dyn AppDissector>>>,
+    spare_apps: Vec<Vec<Box<dyn Dissector>>>,
     /// Packet time of the current packet, s ([`set_time`](Self::set_time)).
     now_s: u64,
 }

@@ -212,7 +212,7 @@ fn dns_msg(id: u16, response: bool) -> Vec<u8> {
 #[test]
 fn dns_over_tcp_frames_split_anywhere() {
     use crate::dissectors::dns::{DnsDissector, DnsEvent};
-    use crate::dissectors::{AppDissector, AppEvent, Events, Settings};
+    use crate::dissectors::{Dissector, AppEvent, Events, Settings};
     let dns = |proto| DnsDissector::new(&Settings::default(), proto);
     // the events' messages: (id, Some(matched) for responses), or None for an error
     let summary = |ev: &mut Events| -> Vec<Option<(u16, Option<bool>)>> {

@@ -1,29 +1,50 @@
-//! Application dissectors: what reads a connection's data once a `next_dissector` policy
-//! (or Haka's default port policy) installs one on it, as in Haka, where
-//! `tcp_connection` hands its stream to `http`.
+//! Dissectors: every protocol the engine reads, behind one trait ([`Dissector`]) and
+//! registered by name, as in Haka's architecture: the capture hands each packet to the
+//! `packet` dissector, each dissector hands what it carries to the next one (`receive`),
+//! the connection stage (`tcp_connection`, `udp_connection`) creates the flow context and
+//! hands the connection's stream or datagrams to the dissector a `next_dissector` policy
+//! installs on it (`http`, `dns`, `tls`, or one written in Lua).
 //!
-//! One folder per protocol: its parser (pure: bytes in, typed results out), its
-//! dissector (the per-connection state behind [`AppDissector`]) and one
-//! [`Registration`] line in [`REGISTRY`]. The connection stage
-//! ([`crate::stateful`]) knows none of them by name: it creates the dissector a policy
-//! selects ([`Registration::new`]), hands it the connection's in-order stream bytes or
-//! datagrams (`receive_*`: the data is lent, the events it reports are owned by the
-//! engine from then on) and turns the [`AppEvent`]s into Lua events and verdicts.
+//! One folder per protocol: its parser or header view, its dissector (a type implementing
+//! [`Dissector`]) and one registration line:
+//! - **packet dissectors** (`packet`, `ipv4`, `ipv6`, `tcp`, `udp`, `icmp`, `icmpv6`) read
+//!   one header of every packet ([`Dissector::receive_packet`]) and name what follows
+//!   ([`Next`]: an ethertype, an IP protocol). Their [`LayerRegistration`] says what
+//!   selects them ([`On`]); the `packet_layers!` list below registers them. The chain is
+//!   walked by [`crate::dissect::dissect`] with static dispatch (the list becomes a
+//!   `match`), so a registered layer costs what a hand-written chain costs.
+//! - **flow dissectors** (`http`, `dns`, `tls`) read a connection's in-order stream bytes
+//!   or datagrams ([`Dissector::receive_stream`], [`Dissector::receive_datagram`]: the
+//!   data is lent, the events it reports are owned by the engine from then on). Their
+//!   [`Registration`] in [`REGISTRY`] names their default ports and makes one per
+//!   connection ([`Registration::new`]) when a policy selects it. The connection stage
+//!   ([`crate::stateful`]) knows none of them by name: it turns their [`AppEvent`]s into
+//!   Lua events and verdicts.
 //!
 //! The shape is Suricata's app-layer registration (a name, default ports, a state
 //! constructor, parse functions per direction) rather than Snort 3's inspector
 //! classes: a stream dissector here does not split or own the stream (the
 //! connection stage reassembles it once for every dissector, Haka's model), it
-//! only parses what it is given and reports events in stream order.
+//! only parses what it is given and reports events in stream order. Packet layers follow
+//! smoltcp's `wire` views and DPDK's l3fwd (a fixed chain decided per packet, no
+//! allocation, no indirect call).
 use crate::config::AnomalyAction;
 use crate::stats::Stateful;
 use std::fmt;
 
 pub mod dns;
 pub mod http;
+pub mod icmp;
+pub mod ipv4;
+pub mod ipv6;
+pub mod packet;
+pub mod tcp;
 pub mod tls;
+pub mod udp;
 
-/// Every application dissector, by name. Its position + 1 is its [`DissectorId`]
+use crate::dissect::{DissectOptions, LinkType, Malformed, PacketMeta};
+
+/// Every flow dissector, by name. Its position + 1 is its [`DissectorId`]
 /// (the code Lua's `select_next_dissector` hands back); Lua builds its
 /// `next_dissector` names and default port policies from this list.
 pub static REGISTRY: &[&Registration] = &[&http::REGISTRATION, &dns::REGISTRATION, &tls::REGISTRATION];
@@ -39,7 +60,7 @@ pub struct Registration {
     /// (set when its module is loaded; a user policy declared later wins).
     pub default_ports: &'static [(u8, u16)],
     /// A dissector for a new connection of IP protocol `proto`.
-    pub new: fn(&Settings, u8) -> Box<dyn AppDissector>,
+    pub new: fn(&Settings, u8) -> Box<dyn Dissector>,
     /// Counter of its protocol errors.
     pub errors: Stateful,
     /// Counters of its request and response heads ([`AppEvent::Head`]).
@@ -105,10 +126,19 @@ impl Default for Settings {
     }
 }
 
-/// The per-connection state of an application dissector.
-pub trait AppDissector: Send {
+/// A dissector: what Haka's `receive` hands a packet, a stream or a datagram to. A packet
+/// dissector implements [`receive_packet`](Self::receive_packet) (it is stateless: one
+/// value serves every packet); a flow dissector is the per-connection state and
+/// implements the `receive_stream` / `receive_datagram` side.
+pub trait Dissector: Send {
+    /// Reads this dissector's header at the start of `p.data` (frame offset `p.off`),
+    /// fills its fields of `p.meta`, moves `p.data` and `p.off` to what it carries and
+    /// names what selects the next dissector.
+    fn receive_packet(&self, _p: &mut PacketView<'_>) -> Result<Next, Malformed> {
+        Ok(Next::End)
+    }
     /// In-order stream bytes of direction `dir` (0: client to server).
-    fn receive_stream(&mut self, dir: u8, data: &[u8], out: &mut Events);
+    fn receive_stream(&mut self, _dir: u8, _data: &[u8], _out: &mut Events) {}
     /// The end of direction `dir`'s stream (FIN).
     fn receive_eof(&mut self, _dir: u8, _out: &mut Events) {}
     /// One datagram of direction `dir`.
@@ -132,7 +162,217 @@ pub trait AppDissector: Send {
     /// Made ready for another connection, its buffers kept.
     fn reset(&mut self, _s: &Settings) {}
     /// Bytes it holds for the connection (incomplete messages, buffers).
-    fn held_bytes(&self) -> usize;
+    fn held_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// What a packet dissector hands on: the key its children are selected by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    EtherType(u16),
+    IpProto(u8),
+    /// Nothing more is dissected per packet (a fragment, the last header).
+    End,
+}
+
+/// What selects a packet dissector (the `next_dissector` choice of its parent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum On {
+    /// The root of every chain: the capture hands it the frame.
+    Capture,
+    EtherType(u16),
+    IpProto(u8),
+}
+
+/// How a packet dissector is known and selected.
+pub struct LayerRegistration {
+    /// `haka.dissectors.<name>`.
+    pub name: &'static str,
+    pub on: &'static [On],
+}
+
+/// A packet on its way down the chain: the frame, the current dissector's bytes (`data`:
+/// from its header to the end of what its parent carries, the IP length clipping Ethernet
+/// padding) and their offset in the frame (`off`), and the metadata the dissectors fill.
+#[derive(Clone, Copy)]
+pub struct PacketView<'a> {
+    pub frame: &'a [u8],
+    pub link: LinkType,
+    pub opts: &'a DissectOptions,
+    pub off: usize,
+    pub data: &'a [u8],
+    pub meta: PacketMeta,
+}
+
+/// Registers the packet dissectors: `Variant: type = registration`, in the order a later
+/// line wins over an earlier one for the same selector (Haka: the last policy wins).
+/// Makes the [`Layer`] enum, its static dispatch and the selection tables.
+macro_rules! packet_layers {
+    ($($variant:ident: $ty:path = $reg:path),* $(,)?) => {
+        /// A registered packet dissector.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Layer { $($variant),* }
+
+        impl Layer {
+            pub const ALL: &'static [Layer] = &[$(Layer::$variant),*];
+            const REGISTRATIONS: &'static [&'static LayerRegistration] = &[$(&$reg),*];
+
+            pub fn registration(self) -> &'static LayerRegistration {
+                Self::REGISTRATIONS[self as usize]
+            }
+
+            /// Hands the packet to this dissector (a `match`: no indirect call).
+            #[inline(always)]
+            pub fn receive(self, p: &mut PacketView<'_>) -> Result<Next, Malformed> {
+                match self { $(Layer::$variant => <$ty as Dissector>::receive_packet(&$ty, p)),* }
+            }
+        }
+    };
+}
+
+packet_layers! {
+    Packet: packet::Packet = packet::REGISTRATION,
+    Ipv4: ipv4::Ipv4 = ipv4::REGISTRATION,
+    Ipv6: ipv6::Ipv6 = ipv6::REGISTRATION,
+    Tcp: tcp::Tcp = tcp::REGISTRATION,
+    Udp: udp::Udp = udp::REGISTRATION,
+    Icmp: icmp::Icmp = icmp::REGISTRATION,
+    Icmpv6: icmp::Icmpv6 = icmp::REGISTRATION_V6,
+}
+
+/// The packet dissector selected by `on` (the last registered one), built at compile time.
+const fn select(on: On) -> Option<Layer> {
+    let mut found = None;
+    let mut i = 0;
+    while i < Layer::ALL.len() {
+        let sel = Layer::REGISTRATIONS[i].on;
+        let mut j = 0;
+        while j < sel.len() {
+            let hit = match (sel[j], on) {
+                (On::Capture, On::Capture) => true,
+                (On::EtherType(a), On::EtherType(b)) => a == b,
+                (On::IpProto(a), On::IpProto(b)) => a == b,
+                _ => false,
+            };
+            if hit {
+                found = Some(Layer::ALL[i]);
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    found
+}
+
+const fn ip_table() -> [Option<Layer>; 256] {
+    let mut t = [None; 256];
+    let mut p = 0;
+    while p < 256 {
+        t[p] = select(On::IpProto(p as u8));
+        p += 1;
+    }
+    t
+}
+
+/// The root dissector (`On::Capture`).
+pub const CAPTURE: Layer = match select(On::Capture) {
+    Some(l) => l,
+    None => panic!("no packet dissector registered on the capture"),
+};
+static BY_IP_PROTO: [Option<Layer>; 256] = ip_table();
+
+/// The match on a selector that hands the packet to the dissector it selects, then calls
+/// `$then` with what that one names. The common selectors are resolved at compile time
+/// (so that the chain inlines into straight code, every path a tail: nothing merges).
+macro_rules! hand_on {
+    ($next:expr, $p:ident, $then:ident) => {{
+        use crate::wire::{ethertype, ip_proto};
+        macro_rules! fixed {
+            ($on:expr) => {{
+                const L: Option<Layer> = select($on);
+                match L {
+                    Some(l) => {
+                        let n = l.receive(&mut $p)?;
+                        n.$then($p)
+                    }
+                    None => Ok($p.meta),
+                }
+            }};
+        }
+        match $next {
+            Next::End => Ok($p.meta),
+            Next::EtherType(ethertype::IPV4) => fixed!(On::EtherType(ethertype::IPV4)),
+            Next::EtherType(ethertype::IPV6) => fixed!(On::EtherType(ethertype::IPV6)),
+            Next::IpProto(ip_proto::TCP) => fixed!(On::IpProto(ip_proto::TCP)),
+            Next::IpProto(ip_proto::UDP) => fixed!(On::IpProto(ip_proto::UDP)),
+            Next::IpProto(ip_proto::ICMP) => fixed!(On::IpProto(ip_proto::ICMP)),
+            Next::IpProto(ip_proto::ICMPV6) => fixed!(On::IpProto(ip_proto::ICMPV6)),
+            // the rare selectors: looked up (no call returns the metadata: it stays in
+            // registers, as does every path here)
+            other => match other.dissector() {
+                Some(l) => {
+                    let n = l.receive(&mut $p)?;
+                    n.$then($p)
+                }
+                None => Ok($p.meta),
+            },
+        }
+    }};
+}
+
+impl Next {
+    /// Hands the packet to the dissector this selects and on down the chain; the packet's
+    /// metadata once a dissector names nothing registered.
+    #[inline(always)]
+    pub fn walk(self, mut p: PacketView<'_>) -> Result<PacketMeta, Malformed> {
+        hand_on!(self, p, walk_second)
+    }
+
+    #[inline(always)]
+    fn walk_second(self, mut p: PacketView<'_>) -> Result<PacketMeta, Malformed> {
+        hand_on!(self, p, walk_rest)
+    }
+
+    /// Past three dissectors (link, network, transport) the packet is not walked further:
+    /// what a transport carries is the flow dissectors' (`tcp_connection` and the
+    /// dissectors installed on it), or a Lua packet dissector's.
+    #[inline(always)]
+    fn walk_rest(self, p: PacketView<'_>) -> Result<PacketMeta, Malformed> {
+        Ok(p.meta)
+    }
+
+    /// The dissector this selects.
+    pub fn dissector(self) -> Option<Layer> {
+        match self {
+            Next::EtherType(t) => select(On::EtherType(t)),
+            Next::IpProto(x) => BY_IP_PROTO[x as usize],
+            Next::End => None,
+        }
+    }
+}
+
+/// What a name is registered as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registered {
+    Packet(Layer),
+    /// The connection stage of IP protocol N (`tcp_connection`: 6, `udp_connection`: 17).
+    Connection(u8),
+    Flow(DissectorId),
+}
+
+/// The connection dissectors: the flow contexts the connection stage creates.
+pub const CONNECTIONS: &[(&str, u8)] = &[("tcp_connection", 6), ("udp_connection", 17)];
+
+/// The dissector registered as `name`, of any kind.
+pub fn find(name: &str) -> Option<Registered> {
+    if let Some(&l) = Layer::ALL.iter().find(|l| l.registration().name == name) {
+        return Some(Registered::Packet(l));
+    }
+    if let Some(&(_, p)) = CONNECTIONS.iter().find(|c| c.0 == name) {
+        return Some(Registered::Connection(p));
+    }
+    by_name(name).map(Registered::Flow)
 }
 
 /// Where a dissector reports its events, with per-worker scratch space the dissectors
@@ -220,5 +460,69 @@ mod tests {
         }
         assert_eq!(by_name("smtp"), None);
         assert!(registration(0).is_none());
+    }
+
+    #[test]
+    fn every_dissector_is_found_by_its_one_name() {
+        let mut names: Vec<&str> = Layer::ALL.iter().map(|l| l.registration().name).collect();
+        names.extend(CONNECTIONS.iter().map(|c| c.0));
+        names.extend(REGISTRY.iter().map(|r| r.name));
+        for want in ["packet", "ipv4", "ipv6", "tcp", "udp", "icmp", "tcp_connection", "udp_connection", "http", "dns", "tls"] {
+            assert!(names.contains(&want), "{want} is registered");
+        }
+        let mut sorted = names.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len(), "names are unique: {names:?}");
+        assert_eq!(find("ipv4"), Some(Registered::Packet(Layer::Ipv4)));
+        assert_eq!(find("tcp_connection"), Some(Registered::Connection(6)));
+        assert_eq!(find("http"), by_name("http").map(Registered::Flow));
+        assert_eq!(find("gre"), None);
+    }
+
+    #[test]
+    fn parents_select_their_children_by_the_registered_key() {
+        assert_eq!(CAPTURE, Layer::Packet);
+        assert_eq!(Next::EtherType(0x0800).dissector(), Some(Layer::Ipv4));
+        assert_eq!(Next::EtherType(0x86dd).dissector(), Some(Layer::Ipv6));
+        assert_eq!(Next::EtherType(0x0806).dissector(), None, "ARP: no dissector, the frame is accepted as is");
+        assert_eq!(Next::IpProto(6).dissector(), Some(Layer::Tcp));
+        assert_eq!(Next::IpProto(17).dissector(), Some(Layer::Udp));
+        assert_eq!(Next::IpProto(1).dissector(), Some(Layer::Icmp));
+        assert_eq!(Next::IpProto(58).dissector(), Some(Layer::Icmpv6));
+        assert_eq!(Next::IpProto(47).dissector(), None);
+        assert_eq!(Next::End.dissector(), None);
+        for (i, l) in Layer::ALL.iter().enumerate() {
+            assert_eq!(*l as usize, i);
+        }
+    }
+
+    #[test]
+    fn each_packet_dissector_reads_its_header_and_hands_on_the_rest() {
+        // Ethernet / IPv4 (20) / UDP 5353 -> 53 with 4 payload bytes, then 2 bytes of padding
+        let mut f = vec![0u8; 14];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 32, 0, 0, 0x40, 0, 64, 17, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2]);
+        f.extend_from_slice(&[0x14, 0xe9, 0, 53, 0, 12, 0, 0, b'a', b'b', b'c', b'd', 0xee, 0xee]);
+        let opts = DissectOptions { ipv4_checksum: false };
+        let mut p = PacketView { frame: &f, link: LinkType::Ethernet, opts: &opts, off: 0, data: &f, meta: PacketMeta::NONE };
+        let next = CAPTURE.receive(&mut p).unwrap();
+        assert_eq!((next, p.off, p.data.len()), (Next::EtherType(0x0800), 14, f.len() - 14));
+        let l3 = next.dissector().unwrap();
+        let next = l3.receive(&mut p).unwrap();
+        // the IP length clips the Ethernet padding off what ipv4 hands on
+        assert_eq!((next, p.off, p.data.len()), (Next::IpProto(17), 34, 12));
+        assert_eq!(&p.meta.src_addr[12..], &[198, 18, 0, 1]);
+        let l4 = next.dissector().unwrap();
+        assert_eq!(l4, Layer::Udp);
+        assert_eq!(l4.receive(&mut p).unwrap(), Next::End);
+        assert_eq!((p.meta.src_port, p.meta.dst_port, p.meta.payload_offset, p.meta.payload_len), (5353, 53, 42, 4));
+        assert!(p.meta.has_l4);
+        // the chain walked whole gives the same metadata
+        assert_eq!(crate::dissect::dissect(&f, LinkType::Ethernet, &opts).unwrap(), p.meta);
+        // a header its dissector refuses stops the chain with the reason
+        let mut short = p;
+        short.data = &f[34..40];
+        assert_eq!(Layer::Udp.receive(&mut short), Err(Malformed::UdpTruncated));
     }
 }

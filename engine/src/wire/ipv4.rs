@@ -254,6 +254,15 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     }
 }
 
+impl<'a> Ipv4Packet<&'a [u8]> {
+    /// The payload, borrowed for as long as the buffer (the dissector hands it on).
+    #[inline(always)]
+    pub fn payload_ref(&self) -> &'a [u8] {
+        let b: &'a [u8] = self.buffer;
+        &b[self.header_len()..self.total_len() as usize]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -342,6 +342,15 @@ pub fn walk_ext_headers(first: u8, payload: &[u8]) -> Result<ExtChain, Malformed
     })
 }
 
+impl<'a> Ipv6Packet<&'a [u8]> {
+    /// The payload, borrowed for as long as the buffer (the dissector hands it on).
+    #[inline(always)]
+    pub fn payload_ref(&self) -> &'a [u8] {
+        let b: &'a [u8] = self.buffer;
+        &b[Self::HEADER_LEN..Self::HEADER_LEN + self.payload_len() as usize]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ pub mod parser;
 
 pub use parser::*;
 
-use super::{AppDissector, AppEvent, ErrorVerdict, Events, LuaMessage, ProtocolError, Registration, Settings};
+use super::{Dissector, AppEvent, ErrorVerdict, Events, LuaMessage, ProtocolError, Registration, Settings};
 use crate::stats::Stateful;
 
 pub static REGISTRATION: Registration = Registration {
@@ -97,7 +97,7 @@ impl DnsDissector {
     }
 }
 
-impl AppDissector for DnsDissector {
+impl Dissector for DnsDissector {
     fn receive_stream(&mut self, dir: u8, data: &[u8], out: &mut Events) {
         let buf = &mut self.tcp[dir as usize & 1];
         let (msgs, used) = if buf.is_empty() {

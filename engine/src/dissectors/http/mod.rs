@@ -6,7 +6,7 @@ pub mod prefilter;
 
 pub use parser::*;
 
-use super::{AppDissector, AppEvent, ErrorVerdict, Events, ProtocolError, Registration, Settings};
+use super::{Dissector, AppEvent, ErrorVerdict, Events, ProtocolError, Registration, Settings};
 use crate::stats::Stateful;
 
 pub static REGISTRATION: Registration = Registration {
@@ -62,7 +62,7 @@ impl HttpDissector {
     }
 }
 
-impl AppDissector for HttpDissector {
+impl Dissector for HttpDissector {
     fn receive_stream(&mut self, dir: u8, data: &[u8], out: &mut Events) {
         let start = out.list.len();
         let p = if dir == 0 { &mut self.req } else { &mut self.resp };

@@ -5,7 +5,7 @@ pub mod parser;
 
 pub use parser::*;
 
-use super::{AppDissector, AppEvent, ErrorVerdict, Events, LuaMessage, ProtocolError, Registration, Settings};
+use super::{Dissector, AppEvent, ErrorVerdict, Events, LuaMessage, ProtocolError, Registration, Settings};
 use crate::stats::Stateful;
 
 pub static REGISTRATION: Registration = Registration {
@@ -42,7 +42,7 @@ impl super::Message for ClientHello {
     }
 }
 
-impl AppDissector for TlsDissector {
+impl Dissector for TlsDissector {
     fn receive_stream(&mut self, dir: u8, data: &[u8], out: &mut Events) {
         let Some(r) = self.reader.as_mut().filter(|_| dir == 0) else { return };
         let Some(res) = r.feed(data) else { return };
