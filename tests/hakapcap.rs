@@ -176,6 +176,9 @@ fn flow_affinity_with_two_workers() {
     let st = read_json(&stats);
     assert_eq!(st["workers"], 2);
     assert_eq!(st["dispatch"], "software");
+    // (a capture can wait: a full ring holds the reader back, nothing is dropped)
+    assert_eq!(st["dispatch_full"], "wait");
+    assert_eq!(st["totals"]["dropped"], 0);
     assert_eq!(st["totals"]["rx"], n);
     assert_eq!(st["totals"]["processed"], n);
     assert_eq!(st["totals"]["accepted"], n);

@@ -103,6 +103,15 @@ impl Mbuf {
         }
     }
 
+    /// Hints the CPU to load the mbuf's header (both its cache lines): a packet another
+    /// worker received is in that worker's cache.
+    #[inline(always)]
+    pub fn prefetch_header(&self) {
+        let p = self.0.as_ptr() as *const u8;
+        super::prefetch(p);
+        super::prefetch(p.wrapping_add(64));
+    }
+
     /// Hints the CPU to load the packet's first cache line.
     #[inline(always)]
     pub fn prefetch_data(&self) {
