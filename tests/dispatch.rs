@@ -20,7 +20,8 @@ fn two_cpus() -> bool {
     ok
 }
 
-/// Flow `i`'s packet of round `r`, client to server (`up`) or back.
+/// Flow `i`'s packet of round `r`, client to server (`up`) or back. Round 1's replies are
+/// large (handed over as mbufs, the others as copies: the flow's order holds across both).
 fn packet(i: u32, r: u8, up: bool) -> Vec<u8> {
     let client = [198, 18, (i >> 8) as u8, i as u8];
     let server = [198, 19, 0, (i % 5) as u8 + 1];
@@ -29,7 +30,7 @@ fn packet(i: u32, r: u8, up: bool) -> Vec<u8> {
     if up {
         ipv4_frame(client, server, proto, sport, dport, &[r; 24])
     } else {
-        ipv4_frame(server, client, proto, dport, sport, &[r; 40])
+        ipv4_frame(server, client, proto, dport, sport, &vec![r; if r == 1 { 600 } else { 40 }])
     }
 }
 

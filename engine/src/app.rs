@@ -288,11 +288,11 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         DispatchFull::Auto if spec.stop_after.is_some() || ports.iter().all(|p| input_can_wait(&spec.eal_args, &p.info)) => WhenFull::Wait,
         DispatchFull::Auto => WhenFull::Drop,
     };
-    // A worker fills another's ring to 3/4 at most (the rest is for reassembled datagrams,
-    // which are never kept waiting), and all the rings together to a quarter of the pool
-    // (a capture replay must not run out of mbufs to read into).
-    let ring_capacity = cfg.datapath.dispatch_ring_size - 1;
-    let dispatch_limit = (ring_capacity - ring_capacity / 4).min(mbufs / (4 * workers as u32).max(1)).max(BURST as u32);
+    // Inboxes of dispatch_ring_size packets, all of them together holding a quarter of the
+    // pool at most (large packets travel as mbufs: a replay must not run out of mbufs to
+    // read into). Reassembled datagrams travel on rings of that size too.
+    let inbox_size = (cfg.datapath.dispatch_ring_size - 1).min(mbufs / (4 * workers as u32).max(1));
+    let inboxes = dispatch.then(|| crate::dispatch::inboxes(workers, inbox_size));
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
@@ -331,7 +331,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 rules: rules.clone(),
                 alerts: alert_queue.clone(),
                 dispatch_full,
-                dispatch_limit,
+                inboxes: inboxes.clone(),
                 offline: spec.stop_after.is_some(),
                 conn: (cfg.conn_config(), crate::dissectors::Settings::of(cfg)),
                 pool: Some(dpdk::PoolRef::of(&pool)),
@@ -457,6 +457,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         p.stop_and_close();
     }
     drop(rings);
+    drop(inboxes);
     let reasm_in_use = reasm_pool.as_ref().map_or(0, Mempool::in_use);
     let in_use = pool.in_use() + reasm_in_use;
 

@@ -197,8 +197,8 @@ pub struct WorkerPlan {
     pub alerts: Arc<AlertQueue>,
     /// What this worker does with packets for a worker whose ring is full.
     pub dispatch_full: WhenFull,
-    /// Packets this worker lets wait in another's ring at most.
-    pub dispatch_limit: u32,
+    /// Software dispatch: inboxes[i] is worker i's inbox (packets of its flows).
+    pub inboxes: Option<crate::dispatch::Inboxes>,
     /// Offline input (hakapcap): the Lua flow objects are measured by packets, not time.
     pub offline: bool,
     /// Stateful layer settings: connection tracking, what HTTP protocol errors and
@@ -768,9 +768,11 @@ impl Loop<'_> {
         }
     }
 
-    /// Processes packets dispatched to this worker by others.
-    fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
-        let n = inbound.dequeue(buf);
+    /// Processes a burst of the packets dispatched to this worker by others (its inbox,
+    /// then its ring). Returns how many it took.
+    fn drain_ring(&mut self, now: u64, d: &Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
+        let taken = d.receive(buf, &mut self.c) + d.inbound().dequeue(buf);
+        let n = buf.len();
         // Another worker received these: their headers and bytes are in its cache. Ask
         // for all of them before using any, so that the transfers overlap.
         for m in buf.slots_mut().iter().flatten() {
@@ -780,7 +782,7 @@ impl Loop<'_> {
             m.prefetch_data();
         }
         self.update_keep_metas();
-        self.c.dispatched_in += n as u64;
+        self.c.dispatched_in += taken as u64;
         let mut tracked = 0;
         for i in 0..n {
             if let Some(m) = buf.get(i) {
@@ -802,7 +804,7 @@ impl Loop<'_> {
         if let Some(fs) = self.frag.as_ref() {
             fs.done_tracked(tracked);
         }
-        n
+        taken
     }
 
     /// A fragment in slot `i` of `burst`: to the reassembly; a datagram it completes
@@ -920,7 +922,10 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let mut log_seen = u64::MAX;
-    let mut dispatch = plan.rings.clone().map(|r| Dispatch::new(r, me, plan.dispatch_full, plan.dispatch_limit));
+    let mut dispatch = match (plan.rings.clone(), plan.inboxes.clone(), plan.pool) {
+        (Some(r), Some(i), Some(pool)) => Some(Dispatch::new(r, i, me, plan.dispatch_full, pool)),
+        _ => None,
+    };
     let mut rx = MbufBurst::new();
     let mut ringbuf = MbufBurst::new();
     let mut batch = Batch::default();
@@ -974,7 +979,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             lp.finish_batch(&mut rx, &mut batch, now);
         }
         if let Some(d) = &dispatch {
-            while lp.drain_ring(now, d.inbound(), &mut ringbuf, &mut batch) == BURST {}
+            while lp.drain_ring(now, d, &mut ringbuf, &mut batch) == BURST {}
         }
         lp.flush_tx();
         if plan.offline && lp.c.rx >= next_scan_rx {
@@ -1039,7 +1044,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         let patience = dpdk::tsc_hz().max(1);
         let mut since = (dpdk::tsc(), d.staged());
         while !d.flush(&mut lp.c) {
-            lp.drain_ring(now, d.inbound(), &mut ringbuf, &mut batch);
+            lp.drain_ring(now, d, &mut ringbuf, &mut batch);
             lp.flush_tx();
             if d.staged() < since.1 {
                 since = (dpdk::tsc(), d.staged());
@@ -1054,10 +1059,9 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     // longer dispatches. Keep serving the ring until every worker got here.
     shared.rx_stopped.fetch_add(1, Ordering::SeqCst);
     if let Some(d) = &dispatch {
-        let rings = d.rings();
         let now = clock.now_ms();
         while shared.rx_stopped.load(Ordering::SeqCst) < plan.workers {
-            lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
+            lp.drain_ring(now, d, &mut ringbuf, &mut batch);
             lp.flush_tx();
             std::hint::spin_loop();
         }
@@ -1067,7 +1071,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         let patience = dpdk::tsc_hz().max(1);
         let mut idle_since = dpdk::tsc();
         loop {
-            let n = lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
+            let n = lp.drain_ring(now, d, &mut ringbuf, &mut batch);
             if n > 0 {
                 idle_since = dpdk::tsc();
                 continue;

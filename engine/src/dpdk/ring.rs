@@ -36,21 +36,6 @@ impl Ring {
         sent as usize
     }
 
-    /// Moves the first `max` packets of `burst` at most, as many as fit; the rest stay.
-    #[inline]
-    pub fn enqueue_at_most(&self, burst: &mut MbufBurst, max: usize) -> usize {
-        let (p, n) = burst.head_ptr();
-        let n = n.min(max);
-        if n == 0 {
-            return 0;
-        }
-        // SAFETY: p points to at least n owned mbuf pointers; the ring takes ownership
-        // of the first `sent`, which `consumed` then forgets.
-        let sent = unsafe { dpdk_sys::shim_ring_enqueue_burst(self.ptr.as_ptr(), p as *const *mut _, n as u32) };
-        burst.consumed(sent as usize);
-        sent as usize
-    }
-
     /// Appends up to the free space of `burst` from the ring. Single consumer only.
     #[inline]
     pub fn dequeue(&self, burst: &mut MbufBurst) -> usize {
