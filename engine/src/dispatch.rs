@@ -13,8 +13,8 @@
 //! packets (and chained ones) go over as mbufs, in the same queue so that a flow's
 //! packets keep their order.
 //!
-//! Packets for each destination are staged during an rx burst and handed over after
-//! it. When an inbox has no room:
+//! Packets go to the owner's inbox as they are classified; those that find it full
+//! are staged, in order, and handed over later. When an inbox has no room:
 //! - `wait` (input that can wait: a capture file): the packets stay staged and the
 //!   worker reads no rx queue until they are handed over (it keeps serving its own
 //!   ring meanwhile, so two workers waiting on each other both make progress): the
@@ -142,12 +142,25 @@ impl Dispatch {
     /// Stages a packet for worker `owner`. A burst never fills a stage (the input is
     /// read only when every stage is empty, and a burst is at most a stage), but a
     /// full one is sent at once, as a full inbox would be handled.
+    /// (Straight into the inbox while nothing waits before it: the owner can start on it.)
     #[inline(always)]
     pub fn stage(&mut self, owner: usize, m: Mbuf, c: &mut Counters) {
+        let h = Handoff::of(m);
+        let h = if self.staged[owner].is_empty() {
+            match self.inboxes[owner].push(h) {
+                Ok(()) => {
+                    c.dispatched_out += 1;
+                    return;
+                }
+                Err(h) => h,
+            }
+        } else {
+            h
+        };
         if self.staged[owner].len() >= BURST {
             self.send(owner, c, true);
         }
-        self.staged[owner].push_back(Handoff::of(m));
+        self.staged[owner].push_back(h);
     }
 
     /// Takes up to `BURST - buf.len()` packets from this worker's inbox into `buf`
