@@ -14,8 +14,19 @@
 #   dissector written in Lua with the grammar DSL (rules/modbus.lua) and the 3
 #   rules of rules/modbus_rules.lua, against testpmd and haka without rules on
 #   the same capture, and against (d).
+# - scale: (h) the flows capture with 1 worker (one rx queue) against 2 workers (and
+#   N, when the machine has more cores): net_pcap gets one rx queue per worker, each
+#   replaying a part of the flows (scripts/gen_flows_pcap.py --part), the workers on
+#   all the lcores (the main one included when there are only 2). Two ways for 2+
+#   workers: the software dispatcher (dispatch = "auto": each worker hands the flows
+#   it does not own to their owner over rings; a capture waits when a ring is full)
+#   and dispatch = "queue" (each flow stays on the worker of its queue). Prints Mpps
+#   (wall, and per CPU second of the workers), the scaling factor against 1 worker
+#   and the drops by reason. Busy-polling workers share the cores with anything else
+#   running: the wall figures need a quiet machine (BENCH_PRIORITY=1 runs haka in a
+#   session of its own at nice -20, autogroup included, on a shared machine).
 #   scripts/bench.sh [RUNS=3] [SECONDS=5]
-#   env: BENCH_CASES=flows,http,modbus (default all)  FLOWS=65536  HTTP_SESSIONS=6000
+#   env: BENCH_CASES=flows,http,modbus,scale (default all)  FLOWS=65536  HTTP_SESSIONS=6000
 #        MODBUS_SESSIONS=2000
 #        BENCH_OUT=bench-out  HAKA (binary, measured as is; default: cargo build, then
 #        $CARGO_TARGET_DIR/release/haka)
@@ -27,7 +38,7 @@ SECS=${2:-5}
 FLOWS=${FLOWS:-65536}
 HTTP_SESSIONS=${HTTP_SESSIONS:-6000}
 MODBUS_SESSIONS=${MODBUS_SESSIONS:-2000}
-CASES=",${BENCH_CASES:-flows,http,modbus},"
+CASES=",${BENCH_CASES:-flows,http,modbus,scale},"
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 # (HAKA given: that binary is measured as it is, nothing is built)
 BUILD=1
@@ -39,8 +50,20 @@ bash scripts/setup.sh >/dev/null
 [ -z "$BUILD" ] || cargo build --release --bins 2>&1 | tail -1
 
 PCAP="$OUT/flows-$FLOWS.pcap"
-if [[ $CASES == *,flows,* ]]; then
+if [[ $CASES == *,flows,* || $CASES == *,scale,* ]]; then
   [ -s "$PCAP" ] || /usr/bin/python3 scripts/gen_flows_pcap.py "$PCAP" "$FLOWS"
+fi
+# (h): 2 workers, and N = the cores but one (the main lcore supervises) when there are 4+.
+CORES=$(nproc)
+SCALE_WORKERS=2
+[ "$CORES" -ge 4 ] && SCALE_WORKERS="2 $((CORES - 1))"
+if [[ $CASES == *,scale,* ]]; then
+  for n in $SCALE_WORKERS; do
+    for i in $(seq 0 $((n - 1))); do
+      f="${PCAP%.pcap}-part$i-of-$n.pcap"
+      [ -s "$f" ] || /usr/bin/python3 scripts/gen_flows_pcap.py "$f" "$FLOWS" --part "$i/$n"
+    done
+  done
 fi
 # The HTTP capture is cached under a name that changes with the generator.
 HTTP_PCAP="$OUT/http-$HTTP_SESSIONS-$(md5sum scripts/gen_http_pcap.py | cut -c1-8).pcap"
@@ -182,6 +205,37 @@ haka_case() { # run-id pcap [rules]; sets W C FLOWS_T BYTES BPF ALERTS RERR DROP
   read -r W C FLOWS_T BYTES BPF ALERTS RERR DROPPED <<<"$line"
 }
 
+# (h) one run: run-id workers dispatch(auto|queue); prints "Mpps-wall Mpps-per-cpu-second
+# dropped dispatched-out dispatch drop-reasons" (or "skipped: REASON")
+run_scale() {
+  local id=$1 n=$2 mode=$3 st="$OUT/haka-scale-$1.json" log="$OUT/haka-scale-$1.log" lcores main rx=""
+  if [ "$n" = 1 ]; then
+    rx=",rx_pcap=$PCAP" lcores=0-1 main=no
+  else
+    for i in $(seq 0 $((n - 1))); do rx="$rx,rx_pcap=${PCAP%.pcap}-part$i-of-$n.pcap"; done
+    if [ "$n" -lt "$CORES" ]; then lcores=0-$n main=no; else lcores=0-$((n - 1)) main=yes; fi
+  fi
+  rm -f "$st"
+  local prio=()
+  # (CFS autogroups share the CPU per session whatever the nice value: a session of its own)
+  [ "${BENCH_PRIORITY:-0}" = 1 ] && prio=(setsid -w bash -c 'echo -20 > /proc/self/autogroup; exec nice -n -20 "$@"' _)
+  "${prio[@]}" timeout --foreground -s INT "$((SECS + 3))" "$HAKA" -l "$lcores" "${MEM[@]}" --no-pci \
+    --vdev "net_pcap0$rx,infinite_rx=1" --vdev "net_null0,no-rx=1" -- -c conf/bench.toml \
+    --set "datapath.main_lcore_worker=\"$main\"" --set "datapath.dispatch=\"$mode\"" --stats-file "$st" > "$log" 2>&1 || true
+  if [ ! -s "$st" ]; then
+    echo "skipped: $(grep -m1 '^haka: error:' "$log" || tail -n1 "$log") (log: $log)"
+    return 0
+  fi
+  /usr/bin/python3 - "$st" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); t = s["totals"]
+reasons = ",".join("%s:%d" % (k, v) for k, v in sorted(t["dropped_by_reason"].items()) if v) or "none"
+print("%.3f %.3f %d %d %s %s" % (t["rx"] / s["elapsed_seconds"] / 1e6, t["rx"] / max(t["cpu_seconds"], 1e-9) / 1e6 * s["workers"],
+      t["dropped"], t["dispatched_out"], s["dispatch"], reasons))
+PY
+}
+declare -A SC_W SC_C SC_LAST
+
 declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W MT_W MT_C MN_W MN_C MG_W MG_C
 HE_SKIP= HF_SKIP= MG_SKIP=
 for r in $(seq 1 "$RUNS"); do
@@ -236,6 +290,22 @@ for r in $(seq 1 "$RUNS"); do
         echo "run $r: haka (g) modbus, 3 rules $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
       fi
     fi
+  fi
+  if [[ $CASES == *,scale,* ]]; then
+    # (interleaved: 1 worker, then each N both ways, in every run)
+    for cfg in 1:auto $(for n in $SCALE_WORKERS; do echo "$n:auto $n:queue"; done); do
+      n=${cfg%%:*} mode=${cfg#*:}
+      line=$(run_scale "$r-$n-$mode" "$n" "$mode")
+      case "$line" in
+        skipped:*) echo "run $r: haka (h) $n worker(s) $mode $line"; w=0 c=0 ;;
+        *)
+          read -r w c dropped disp name reasons <<<"$line"
+          SC_LAST[$cfg]="$dropped dropped ($reasons), $disp dispatched"
+          echo "run $r: haka (h) $n worker(s), dispatch=$name: $w Mpps (per core-second x workers $c), $dropped dropped ($reasons), $disp dispatched" ;;
+      esac
+      SC_W[$cfg]="${SC_W[$cfg]:-} $w"; SC_C[$cfg]="${SC_C[$cfg]:-} $c"
+    done
+    echo "run $r: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   fi
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -295,4 +365,20 @@ if [[ $CASES == *,modbus,* ]]; then
     fi
     echo "  (g) last run: $MG_ALERTS alerts, $MG_RERR rule errors, $MG_DROPPED packets dropped$([ "$MG_ALERTS" = 0 ] && echo ' (no alert: the Modbus rules did not fire)')"
   fi
+fi
+if [[ $CASES == *,scale,* ]]; then
+  # shellcheck disable=SC2086 # (the lists are space-separated numbers)
+  s1w=$(median ${SC_W[1:auto]}); s1c=$(median ${SC_C[1:auto]})
+  echo "----"
+  echo "(h) flows capture, $FLOWS flows, one rx queue per worker; $CORES cores; load average now $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "haka (h) 1 worker:              $s1w Mpps wall, $s1c Mpps per core-second"
+  for n in $SCALE_WORKERS; do
+    for mode in auto queue; do
+      # shellcheck disable=SC2086
+      w=$(median ${SC_W[$n:$mode]}); c=$(median ${SC_C[$n:$mode]})
+      label=$([ "$mode" = auto ] && echo "software dispatch" || echo "dispatch=queue   ")
+      printf 'haka (h) %d workers, %s: %s Mpps wall (x%s), %s Mpps per core-second x workers (x%s)%s; last run: %s\n' \
+        "$n" "$label" "$w" "$(ratio "$w" "$s1w")" "$c" "$(ratio "$c" "$s1c")" "$([ "$n" = 2 ] && echo ' (target x1.7 wall)')" "${SC_LAST[$n:$mode]:-failed}"
+    done
+  done
 fi

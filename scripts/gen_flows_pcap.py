@@ -29,10 +29,20 @@ def frame(i):
 
 
 def main():
-    path, n = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 65536
+    # OUT [N] [--part I/K]: only the flows i with i % K == I (one capture per rx queue
+    # of a multi-worker replay, each flow on one queue: scripts/bench.sh case (h))
+    args = sys.argv[1:]
+    part, parts = 0, 1
+    if "--part" in args:
+        k = args.index("--part")
+        part, parts = (int(x) for x in args[k + 1].split("/"))
+        del args[k : k + 2]
+        if not 0 <= part < parts:
+            sys.exit("gen_flows_pcap.py: --part I/K needs 0 <= I < K")
+    path, n = args[0], int(args[1]) if len(args) > 1 else 65536
     with open(path, "wb") as out:
         out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        for i in range(n):
+        for i in range(part, n, parts):
             f = frame(i)
             out.write(struct.pack("<IIII", 1700000000, i % 1000000, len(f), len(f)) + f)
 

@@ -176,6 +176,9 @@ fn flow_affinity_with_two_workers() {
     let st = read_json(&stats);
     assert_eq!(st["workers"], 2);
     assert_eq!(st["dispatch"], "software");
+    // (a capture can wait: a full ring holds the reader back, nothing is dropped)
+    assert_eq!(st["dispatch_full"], "wait");
+    assert_eq!(st["totals"]["dropped"], 0);
     assert_eq!(st["totals"]["rx"], n);
     assert_eq!(st["totals"]["processed"], n);
     assert_eq!(st["totals"]["accepted"], n);
@@ -194,6 +197,44 @@ fn flow_affinity_with_two_workers() {
         assert!(f["client"].as_str().unwrap().starts_with("198.18."), "{f}");
     }
     assert_eq!(st["mempool"]["in_use"], 0);
+}
+
+/// Two workers: packets handed over to the flow's owner (small ones travel as copies)
+/// keep their capture time, which the rules see.
+#[test]
+fn dispatched_packets_keep_their_capture_time() {
+    if std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) < 2 {
+        eprintln!("skipped: needs 2 CPUs");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    const N: u32 = 400;
+    // (write_capture stamps packet i at 1_700_000_000 s + i ms)
+    let packets = (0..N).map(|i| ipv4_frame([198, 18, (i >> 8) as u8, i as u8], [198, 19, 0, 1], 17, 1000 + i as u16, 53, b"abcd")).collect();
+    let input = dir.path().join("in.pcap");
+    write_capture(&input, packets);
+    let rules = dir.path().join("time.lua");
+    std::fs::write(
+        &rules,
+        "local ipv4 = require('protocol/ipv4')\nhaka.rule{ on = haka.dissectors.ipv4.events.receive_packet, eval = function (pkt)\n  \
+         haka.alert{ description = string.format('%s %d', tostring(pkt.src), pkt.timestamp.secs * 1000 + math.floor(pkt.timestamp.nsecs / 1000000)) }\nend }\n",
+    )
+    .unwrap();
+    let (eve, conf, stats) = (dir.path().join("eve.json"), dir.path().join("c.toml"), dir.path().join("st.json"));
+    std::fs::write(&conf, format!("[alerts]\nstdout = false\neve_file = \"{}\"\n", eve.display())).unwrap();
+    let o = hakapcap(&[rules.to_str().unwrap(), input.to_str().unwrap(), "--workers", "2", "-c", conf.to_str().unwrap(), "--stats-file", stats.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let st = read_json(&stats);
+    assert!(st["totals"]["dispatched_in"].as_u64().unwrap() > N as u64 / 4, "{}", st["totals"]);
+    let alerts: Vec<serde_json::Value> = std::fs::read_to_string(&eve).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(alerts.len(), N as usize);
+    for a in &alerts {
+        let d = a["alert"]["description"].as_str().unwrap();
+        let (src, ms) = d.split_once(' ').unwrap();
+        let o: Vec<u32> = src.split('.').map(|x| x.parse().unwrap()).collect();
+        let i = o[2] * 256 + o[3];
+        assert_eq!(ms.parse::<u64>().unwrap(), 1_700_000_000_000 + i as u64, "{a}");
+    }
 }
 
 #[test]

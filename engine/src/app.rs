@@ -2,7 +2,8 @@
 //! workers on their lcores, the main lcore's control loop, clean shutdown and
 //! the final stats. Also both command lines.
 use crate::alert::{AlertQueue, AlertWriter};
-use crate::config::{Config, MainLcoreWorker, Mode, Verdict};
+use crate::config::{Config, DispatchFull, DispatchMode, MainLcoreWorker, Mode, Verdict};
+use crate::dispatch::WhenFull;
 use crate::lua::{LuaEngine, LuaOptions};
 use crate::dissect::LinkType;
 use crate::dpdk::{self, Eal, Mempool, PoolRef, Port, PortInfo, PortSettings, Ring, RxQueue, BURST};
@@ -117,6 +118,21 @@ fn lua_options(cfg: &Config) -> LuaOptions {
     }
 }
 
+/// Whether a port's input can wait to be read (the packets stay where they are, nothing
+/// is lost): a `net_pcap` vdev reading a capture file (`rx_pcap=`), or `net_null`
+/// (made-up packets). Live inputs (NICs, taps, interfaces) drop what is not read in time.
+fn input_can_wait(eal_args: &[String], info: &PortInfo) -> bool {
+    let devargs = eal_args.iter().enumerate().find_map(|(i, a)| {
+        let v = a.strip_prefix("--vdev=").or_else(|| (a == "--vdev").then(|| eal_args.get(i + 1).map(String::as_str)).flatten())?;
+        (v.split(',').next() == Some(info.name.as_str())).then_some(v)
+    });
+    match (info.driver.as_str(), devargs) {
+        ("net_null", Some(_)) => true,
+        ("net_pcap", Some(a)) => a.split(',').any(|kv| kv.starts_with("rx_pcap=")) && !a.split(',').any(|kv| kv.starts_with("rx_iface") || kv.starts_with("iface=")),
+        _ => false,
+    }
+}
+
 /// Runs the datapath until a signal (or, offline, the end of the input).
 pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     let cfg = &spec.config;
@@ -191,9 +207,12 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             rss,
         });
     }
-    let dispatch = workers > 1 && settings.iter().any(|s| !s.rss || (s.rx_queues as usize) < workers);
+    let by_queue = cfg.datapath.dispatch == DispatchMode::Queue;
+    let dispatch = workers > 1 && !by_queue && settings.iter().any(|s| !s.rss || (s.rx_queues as usize) < workers);
     let dispatch_name = if workers == 1 {
         "none"
+    } else if by_queue {
+        "queue"
     } else if dispatch {
         "software"
     } else {
@@ -262,6 +281,18 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
             println!("pdump: off (EAL runs with --in-memory or --no-shconf: dpdk-dumpcap cannot attach)");
         }
     }
+    // Software dispatch with a full ring: wait when the input can (see crate::dispatch).
+    let dispatch_full = match cfg.datapath.dispatch_full {
+        DispatchFull::Wait => WhenFull::Wait,
+        DispatchFull::Drop => WhenFull::Drop,
+        DispatchFull::Auto if spec.stop_after.is_some() || ports.iter().all(|p| input_can_wait(&spec.eal_args, &p.info)) => WhenFull::Wait,
+        DispatchFull::Auto => WhenFull::Drop,
+    };
+    // Inboxes of dispatch_ring_size packets, all of them together holding a quarter of the
+    // pool at most (large packets travel as mbufs: a replay must not run out of mbufs to
+    // read into). Reassembled datagrams travel on rings of that size too.
+    let inbox_size = (cfg.datapath.dispatch_ring_size - 1).min(mbufs / (4 * workers as u32).max(1));
+    let inboxes = dispatch.then(|| crate::dispatch::inboxes(workers, inbox_size));
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
@@ -299,6 +330,8 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 dump_flows: spec.flow_dump.is_some(),
                 rules: rules.clone(),
                 alerts: alert_queue.clone(),
+                dispatch_full,
+                inboxes: inboxes.clone(),
                 offline: spec.stop_after.is_some(),
                 conn: (cfg.conn_config(), crate::dissectors::Settings::of(cfg)),
                 pool: Some(dpdk::PoolRef::of(&pool)),
@@ -424,6 +457,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         p.stop_and_close();
     }
     drop(rings);
+    drop(inboxes);
     let reasm_in_use = reasm_pool.as_ref().map_or(0, Mempool::in_use);
     let in_use = pool.in_use() + reasm_in_use;
 
@@ -436,6 +470,10 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         "mode": if passive { "passive" } else { "inline" },
         "workers": workers,
         "dispatch": dispatch_name,
+        "dispatch_full": match dispatch_full {
+            WhenFull::Wait => "wait",
+            WhenFull::Drop => "drop",
+        },
         "elapsed_seconds": elapsed,
         "totals": totals.to_json(),
         "per_worker": reports.iter().map(|r| {
@@ -963,6 +1001,8 @@ fn hakapcap(args: HakapcapArgs, build: &'static str) -> Result<(), String> {
     config.datapath.main_lcore_worker = MainLcoreWorker::Yes;
     config.datapath.stats_interval = 0;
     config.ports.rss = false;
+    // (one capture, one queue: the flows are shared out by the software dispatcher)
+    config.datapath.dispatch = DispatchMode::Auto;
     // One mbuf per captured frame, whatever its size (net_pcap chains otherwise,
     // and the dissector reads the first segment only).
     config.mempool.data_room = u16::MAX;

@@ -353,6 +353,34 @@ pub enum MainLcoreWorker {
     No,
 }
 
+/// `[datapath] dispatch`: how the flows are shared out between the workers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchMode {
+    /// Symmetric RSS on NICs that support it, else the software dispatcher.
+    #[default]
+    Auto,
+    /// The input already delivers every flow, both directions, on one queue index (per-queue
+    /// capture files split by flow, AF_PACKET fanout by hash, a NIC's symmetric RSS that haka
+    /// does not program): each worker owns the flows of the queues it polls, no rings.
+    Queue,
+}
+
+/// `[datapath] dispatch_full`: what a worker does with packets of another worker's
+/// flows when that worker's dispatch ring is full.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DispatchFull {
+    /// `wait` when the input can wait (hakapcap, net_pcap ports reading capture files),
+    /// else `drop`.
+    #[default]
+    Auto,
+    /// Keep them and stop reading the input until they are handed over (nothing lost).
+    Wait,
+    /// Drop them (counted `dispatch_ring_full`) and keep reading.
+    Drop,
+}
+
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatapathConfig {
@@ -366,6 +394,8 @@ pub struct DatapathConfig {
     pub stats_interval: u64,
     /// Size of each worker's dispatch ring (power of two).
     pub dispatch_ring_size: u32,
+    pub dispatch: DispatchMode,
+    pub dispatch_full: DispatchFull,
     /// hakapcap with `-o` under `mode = "passive"`: packets are written out (inline) but
     /// the rules see them and their streams read only, as Haka's `--pass-through`. Not a
     /// config key.
@@ -382,6 +412,8 @@ impl Default for DatapathConfig {
             main_lcore_worker: MainLcoreWorker::Auto,
             stats_interval: 10,
             dispatch_ring_size: 4096,
+            dispatch: DispatchMode::Auto,
+            dispatch_full: DispatchFull::Auto,
             pass_through: false,
         }
     }

@@ -56,7 +56,7 @@ use crate::dpdk::{Mbuf, MbufBurst, PoolRef, Ring};
 use crate::pipeline::{Class, Pipeline};
 use crate::refrag::{cut_ipv4_fragment, ipv6_fragment_info, refragment_ipv4, refragment_ipv4_haka, refragment_ipv6};
 use crate::stats::{Counters, DropReason};
-use crate::worker::owner_of;
+use crate::dispatch::owner_of;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

@@ -19,6 +19,7 @@ pub mod app;
 pub mod config;
 pub mod conn;
 pub mod defrag;
+pub mod dispatch;
 pub mod dissect;
 pub mod dissectors;
 pub mod dpdk;

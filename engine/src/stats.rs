@@ -15,6 +15,8 @@ pub enum DropReason {
     TxFull,
     /// The owning worker's dispatch ring was full.
     DispatchRingFull,
+    /// A packet handed over as a copy found no mbuf left at its owner.
+    DispatchNoBuffer,
     /// Inline mode but the input port has no pair.
     NoOutputPort,
     /// A Lua rule dropped it (`pkt:drop()`, a drop policy).
@@ -49,11 +51,12 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::Malformed,
         DropReason::TxFull,
         DropReason::DispatchRingFull,
+        DropReason::DispatchNoBuffer,
         DropReason::NoOutputPort,
         DropReason::Rule,
         DropReason::RuleError,
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::TxFull => "tx_full",
             DropReason::DispatchRingFull => "dispatch_ring_full",
+            DropReason::DispatchNoBuffer => "dispatch_no_buffer",
             DropReason::NoOutputPort => "no_output_port",
             DropReason::Rule => "rule",
             DropReason::RuleError => "rule_error",

@@ -2,6 +2,7 @@
 //! worker owns in bursts of 32, hand packets of flows owned by other workers
 //! to them over rings (software dispatch), decide on the rest, buffer tx to
 //! the paired port, then expire flows a little. Nothing here locks or allocates.
+use crate::dispatch::{Dispatch, WhenFull};
 use crate::dpdk::{self, Mbuf, MbufBurst, Ring, RxQueue, TxBuffer, BURST};
 use crate::alert::AlertQueue;
 use crate::flow::{Direction, Flow, Side};
@@ -194,8 +195,11 @@ pub struct WorkerPlan {
     pub rules: Option<(PathBuf, LuaOptions)>,
     /// Where this worker's rules raise alerts.
     pub alerts: Arc<AlertQueue>,
-    /// Offline input (a capture file): rather than drop, stop reading while
-    /// the dispatch rings are backed up (net_pcap loses packets when the pool is empty).
+    /// What this worker does with packets for a worker whose ring is full.
+    pub dispatch_full: WhenFull,
+    /// Software dispatch: inboxes[i] is worker i's inbox (packets of its flows).
+    pub inboxes: Option<crate::dispatch::Inboxes>,
+    /// Offline input (hakapcap): the Lua flow objects are measured by packets, not time.
     pub offline: bool,
     /// Stateful layer settings: connection tracking, what HTTP protocol errors and
     /// anomalies do.
@@ -205,9 +209,6 @@ pub struct WorkerPlan {
     /// IP fragment reassembly (None: fragments are decided on one by one).
     pub defrag: Option<FragPlan>,
 }
-
-/// Offline backpressure threshold: packets waiting in any dispatch ring.
-const OFFLINE_RING_LIMIT: u32 = 256;
 
 /// A worker's result, returned when it stops.
 pub struct WorkerReport {
@@ -262,13 +263,6 @@ fn packet_time(m: &Mbuf, wall: &mut (u64, u32)) -> (u64, u32) {
         *wall = (d.as_secs(), d.subsec_nanos());
     }
     *wall
-}
-
-/// Worker that owns a flow hash: fast range reduction of the low 32 bits (no
-/// division); the flow table takes its buckets from the high half.
-#[inline(always)]
-pub fn owner_of(hash: u64, workers: usize) -> usize {
-    (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
 }
 
 struct Loop<'a> {
@@ -774,11 +768,21 @@ impl Loop<'_> {
         }
     }
 
-    /// Processes packets dispatched to this worker by others.
-    fn drain_ring(&mut self, now: u64, inbound: &Ring, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
-        let n = inbound.dequeue(buf);
+    /// Processes a burst of the packets dispatched to this worker by others (its inbox,
+    /// then its ring). Returns how many it took.
+    fn drain_ring(&mut self, now: u64, d: &Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
+        let taken = d.receive(buf, &mut self.c) + d.inbound().dequeue(buf);
+        let n = buf.len();
+        // Another worker received these: their headers and bytes are in its cache. Ask
+        // for all of them before using any, so that the transfers overlap.
+        for m in buf.slots_mut().iter().flatten() {
+            m.prefetch_header();
+        }
+        for m in buf.slots_mut().iter().flatten() {
+            m.prefetch_data();
+        }
         self.update_keep_metas();
-        self.c.dispatched_in += n as u64;
+        self.c.dispatched_in += taken as u64;
         let mut tracked = 0;
         for i in 0..n {
             if let Some(m) = buf.get(i) {
@@ -800,7 +804,7 @@ impl Loop<'_> {
         if let Some(fs) = self.frag.as_ref() {
             fs.done_tracked(tracked);
         }
-        n
+        taken
     }
 
     /// A fragment in slot `i` of `burst`: to the reassembly; a datagram it completes
@@ -918,11 +922,13 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let mut log_seen = u64::MAX;
-    let rings = plan.rings.clone();
+    let mut dispatch = match (plan.rings.clone(), plan.inboxes.clone(), plan.pool) {
+        (Some(r), Some(i), Some(pool)) => Some(Dispatch::new(r, i, me, plan.dispatch_full, pool)),
+        _ => None,
+    };
     let mut rx = MbufBurst::new();
     let mut ringbuf = MbufBurst::new();
     let mut batch = Batch::default();
-    let mut staged: Vec<MbufBurst> = (0..plan.workers).map(|_| MbufBurst::new()).collect();
     let clock = Clock::new();
     let tick_every = (dpdk::tsc_hz() / 50).max(1);
     let mut next_tick = dpdk::tsc() + tick_every;
@@ -933,9 +939,12 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
 
     while !shared.stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
-        let backed_up = plan.offline
-            && rings.as_ref().is_some_and(|r| r.iter().any(|ring| ring.count() > OFFLINE_RING_LIMIT));
-        for q in plan.rx.iter().filter(|_| !backed_up) {
+        // (waiting for room in another worker's ring: the input is not read meanwhile)
+        let mut may_read = dispatch.as_mut().map_or(true, |d| d.flush(&mut lp.c));
+        for q in &plan.rx {
+            if !may_read {
+                break;
+            }
             let n = q.rx(&mut rx);
             if n == 0 {
                 continue;
@@ -951,35 +960,26 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
                 }
-                if let Some(rings) = &rings {
-                    let owner = match class.flow_hash() {
-                        Some(h) => owner_of(h, plan.workers),
-                        None => me, // non-IP and malformed have no flow: decide here
-                    };
+                if let Some(d) = dispatch.as_mut() {
+                    // (non-IP and malformed have no flow: decided here)
+                    let owner = d.owner(class.flow_hash());
                     if owner != me {
                         lp.metas[i] = None;
                         let Some(m) = rx.take(i) else { continue };
-                        let stage = &mut staged[owner];
-                        if let Err(m) = stage.push(m) {
-                            send_stage(&rings[owner], stage, &mut lp.c);
-                            let _ = stage.push(m);
-                        }
+                        d.stage(owner, m, &mut lp.c);
                         continue;
                     }
                 }
                 batch.push(i as u8, class);
             }
-            lp.finish_batch(&mut rx, &mut batch, now);
-            if let Some(rings) = &rings {
-                for (w, stage) in staged.iter_mut().enumerate() {
-                    if !stage.is_empty() {
-                        send_stage(&rings[w], stage, &mut lp.c);
-                    }
-                }
+            // (handed over first: the owner works on them while this worker decides)
+            if let Some(d) = dispatch.as_mut() {
+                may_read = d.flush(&mut lp.c);
             }
+            lp.finish_batch(&mut rx, &mut batch, now);
         }
-        if let Some(rings) = &rings {
-            while lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch) == BURST {}
+        if let Some(d) = &dispatch {
+            while lp.drain_ring(now, d, &mut ringbuf, &mut batch) == BURST {}
         }
         lp.flush_tx();
         if plan.offline && lp.c.rx >= next_scan_rx {
@@ -1036,13 +1036,32 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         }
     }
 
+    // Drain, phase 0: hand over what is still staged (serving this worker's ring
+    // meanwhile: its neighbour may be waiting for room in it too). Bounded: a second
+    // without progress drops the rest, counted.
+    if let Some(d) = dispatch.as_mut() {
+        let now = clock.now_ms();
+        let patience = dpdk::tsc_hz().max(1);
+        let mut since = (dpdk::tsc(), d.staged());
+        while !d.flush(&mut lp.c) {
+            lp.drain_ring(now, d, &mut ringbuf, &mut batch);
+            lp.flush_tx();
+            if d.staged() < since.1 {
+                since = (dpdk::tsc(), d.staged());
+            } else if dpdk::tsc() - since.0 > patience {
+                println!("worker {me}: stopping with {} packets the other workers did not take", d.staged());
+                d.drop_staged(&mut lp.c);
+            }
+            std::hint::spin_loop();
+        }
+    }
     // Drain, phase 1: this worker no longer takes packets from ports, so it no
     // longer dispatches. Keep serving the ring until every worker got here.
     shared.rx_stopped.fetch_add(1, Ordering::SeqCst);
-    if let Some(rings) = &rings {
+    if let Some(d) = &dispatch {
         let now = clock.now_ms();
         while shared.rx_stopped.load(Ordering::SeqCst) < plan.workers {
-            lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
+            lp.drain_ring(now, d, &mut ringbuf, &mut batch);
             lp.flush_tx();
             std::hint::spin_loop();
         }
@@ -1052,7 +1071,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         let patience = dpdk::tsc_hz().max(1);
         let mut idle_since = dpdk::tsc();
         loop {
-            let n = lp.drain_ring(now, &rings[me], &mut ringbuf, &mut batch);
+            let n = lp.drain_ring(now, d, &mut ringbuf, &mut batch);
             if n > 0 {
                 idle_since = dpdk::tsc();
                 continue;
@@ -1100,13 +1119,6 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         table_capacity: table.capacity(),
         flows,
     }
-}
-
-fn send_stage(ring: &Ring, stage: &mut MbufBurst, c: &mut Counters) {
-    let sent = ring.enqueue(stage);
-    c.dispatched_out += sent as u64;
-    c.dropped[DropReason::DispatchRingFull as usize] += stage.len() as u64;
-    stage.clear();
 }
 
 /// `ADDR:PORT`, IPv6 as `[ADDR]:PORT`.

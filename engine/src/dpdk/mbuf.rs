@@ -93,6 +93,24 @@ impl Mbuf {
         }
     }
 
+    /// Writes the rx timestamp as a driver does (a copy of a received packet keeps its
+    /// time); no-op when no driver registered the field.
+    #[inline(always)]
+    pub fn set_rx_timestamp(&mut self, t: u64) {
+        let flag = TS_FLAG.load(Ordering::Relaxed);
+        if flag == 0 {
+            return;
+        }
+        // SAFETY: valid mbuf we own; the dynamic field is 8 bytes at TS_OFFSET inside the
+        // mbuf structure (registered by DPDK, as rx_timestamp reads it).
+        unsafe {
+            let m = self.0.as_mut();
+            let p = (m as *mut dpdk_sys::rte_mbuf as *mut u8).add(TS_OFFSET.load(Ordering::Relaxed) as usize);
+            std::ptr::write_unaligned(p as *mut u64, t);
+            m.ol_flags |= flag;
+        }
+    }
+
     /// The NIC's RSS hash, when the NIC computed one.
     #[inline(always)]
     pub fn rss_hash(&self) -> Option<u32> {
@@ -101,6 +119,15 @@ impl Mbuf {
             let m = self.0.as_ref();
             (m.ol_flags & RX_RSS_HASH != 0).then(|| m.__bindgen_anon_2.hash.rss)
         }
+    }
+
+    /// Hints the CPU to load the mbuf's header (both its cache lines): a packet another
+    /// worker received is in that worker's cache.
+    #[inline(always)]
+    pub fn prefetch_header(&self) {
+        let p = self.0.as_ptr() as *const u8;
+        super::prefetch(p);
+        super::prefetch(p.wrapping_add(64));
     }
 
     /// Hints the CPU to load the packet's first cache line.
