@@ -106,7 +106,17 @@ function Dissector.method:get(name)
   return nil
 end
 
-local function fire(self, ev, ...)
+-- (fixed arguments: LuaJIT does not compile a vararg forwarded from a frame the trace did
+-- not enter ("NYI: bytecode VARG"), which aborted the trace of every event; more than 6
+-- arguments take the vararg path)
+local function fire(self, ev, a, b, c, d, e, f)
+  local l = ev.listeners
+  for i = 1, #l do
+    l[i](self, a, b, c, d, e, f)
+    if not self:can_continue() then return end
+  end
+end
+local function fire_var(self, ev, ...)
   local l = ev.listeners
   for i = 1, #l do
     l[i](self, ...)
@@ -114,9 +124,10 @@ local function fire(self, ev, ...)
   end
 end
 
-function Dissector.method:trigger(name, ...)
+function Dissector.method:trigger(name, a, b, c, d, e, f, g, ...)
   local ev = class.classof(self).events[name]
-  return fire(self, ev, ...)
+  if g ~= nil then return fire_var(self, ev, a, b, c, d, e, f, g, ...) end
+  return fire(self, ev, a, b, c, d, e, f)
 end
 
 function Dissector.method:can_continue() return true end
@@ -515,7 +526,7 @@ function TcpFlowDissector.method:_receive_data(data, direction)
     ss[direction] = st
   end
   if st.over then return end
-  if data ~= nil and not st.partial and rawget(self, 'state')
+  if data ~= nil and not st.partial and dissector.in_place_parsing ~= false and rawget(self, 'state')
     and self.receive_streamed == default_receive_streamed then
     local ok, done = xpcall(parse_in_place, format_error, self, data, direction)
     if not ok then

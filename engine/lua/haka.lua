@@ -1120,6 +1120,7 @@ haka.dissector = { opposite_direction = function(d) if d == "up" then return "do
 -- ([rules] lua_protocol_error and streamed_hold_kb, for engine/lua/dissector.lua)
 haka.dissector.protocol_error_drop = H.lua_protocol_error_drop ~= false
 haka.dissector.hold_bytes = H.streamed_hold_bytes
+haka.dissector.in_place_parsing = H.lua_in_place_parsing ~= false
 -- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
 -- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
 local log_lua = haka.log_section("lua")
@@ -2357,8 +2358,9 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     end
     local writable = proto == 6 and not ro
     local p = ffi.cast(u8p, addr)
-    local buf, tok = VBM.external(p, len, writable)
-    local data = buf:sub(0)
+    -- (one token for every segment's view: each is ended below, before the next)
+    local data, buf, tok = VBM.external_sub(p, len, writable, RT.conn_tok)
+    RT.conn_tok = tok
     local ext
     if writable and D.events.receive_data.streamed then
       ext = { buf = buf, data = data, regions = {} }
