@@ -218,8 +218,10 @@ end
 local function new_ctx(iter, user, init, root)
   local ctx = setmetatable({
     iter = iter, _bitoffset = 0, _results = { root }, _n = 1, user = user,
-    _validate = {}, _error = false, streaming = is_stream(iter), readonly = false, _rec = 0,
+    _validate = {}, _error = false, streaming = is_stream(iter),
   }, CTX_MT)
+  -- (8 fields: one hash part of 8 slots; `readonly` only matters on a stream, `_rec` (the
+  -- recursion depth) is absent at 0)
   if ctx.streaming then ctx.readonly = readonly_mode() end
   if init ~= nil then ctx._inits = { init } end
   iter.meter = 0
@@ -1692,7 +1694,7 @@ function GrammarProxy.method:do_compile(env, rule, id)
     local node = dg.Recurs:new(env:gid(), rule, id, inprog.node)
     local tnode = inprog.node
     node.fn = function(ctx)
-      local depth = ctx._rec
+      local depth = rawget(ctx, '_rec') or 0
       if depth >= grammar.max_recursion then error("grammar max recursion reached") end
       ctx._rec = depth + 1
       local err = tnode.fn(ctx)

@@ -2358,15 +2358,35 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     end
     local writable = proto == 6 and not ro
     local p = ffi.cast(u8p, addr)
+    -- Only a Lua dissector reads the segment (no rule on receive_data): it gets the view
+    -- itself, a sub of it is made only when it needs one; no dissector on this flow:
+    -- nothing to make.
+    local rd = D.events.receive_data.listeners
+    local lua_only = proto == 6 and #rd == 1 and rd[1] == RT.LD.tcp_listener
+    local h = lua_only and rawget(f, "_lua_next")
+    if lua_only and not (h and h._receive_view) then return end_call(f) end
     -- (one token for every segment's view: each is ended below, before the next)
-    local data, buf, tok = VBM.external_sub(p, len, writable, RT.conn_tok)
+    local data, buf, tok
+    if lua_only then
+      buf, tok = VBM.external_view(p, len, writable, RT.conn_tok)
+    else
+      data, buf, tok = VBM.external_sub(p, len, writable, RT.conn_tok)
+    end
     RT.conn_tok = tok
     local ext
     if writable and D.events.receive_data.streamed then
-      ext = { buf = buf, data = data, regions = {} }
+      -- (one table for every call: nothing keeps it past the call)
+      ext = RT.conn_ext
+      if not ext then ext = { regions = {} }; RT.conn_ext = ext end
+      ext.buf, ext.data = buf, data
       RT._streamed.ext = ext
     end
-    local ok, err = pcall(fire, D.events.receive_data, f, data, DIRS[dir])
+    local ok, err
+    if lua_only then
+      ok, err = pcall(h._receive_view, h, buf, len, DIRS[dir])
+    else
+      ok, err = pcall(fire, D.events.receive_data, f, data, DIRS[dir])
+    end
     RT._streamed.ext = nil
     if ok and writable then
       local ed = VBM.external_edits(buf, tok, p, len)
@@ -2382,6 +2402,11 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
           end
         end
       end
+    end
+    if ext then
+      local rg = ext.regions
+      for i = #rg, 1, -1 do rg[i] = nil end
+      ext.buf, ext.data = nil, nil
     end
     VBM.external_end(tok, "copy")
     if not ok then
@@ -2866,10 +2891,13 @@ function RT.LD.hook_flows()
   if LD.tcp > 0 and not LD.tcp_hooked then
     LD.tcp_hooked = true
     local ev = TCPC.events.receive_data
-    ev.listeners[#ev.listeners + 1] = function(flow, data, dir)
+    -- (RT.conn_data calls the dissector's _receive_view itself when this is the only
+    -- listener)
+    LD.tcp_listener = function(flow, data, dir)
       local h = rawget(flow, "_lua_next")
       if h and h._receive_data then h:_receive_data(data, dir) end
     end
+    ev.listeners[#ev.listeners + 1] = LD.tcp_listener
     -- (the end of each stream is wanted: conn_data's eof calls)
     ev.streamed = true
   end

@@ -1345,6 +1345,11 @@ function M.external_sub(ptr, len, writable, reuse)
   local b, tok = external_state(ptr, len, writable, reuse)
   return VB.sub(b, 0), b, tok
 end
+-- external_view(ptr, len, writable, reuse) -> buffer state, token: the view alone (no sub);
+-- view_iter(state) an iterator at its beginning, view_sub(state) the whole view as a sub
+M.external_view = external_state
+function M.view_iter(b) return new_iter(b.e.nx, 0) end
+function M.view_sub(b) return VB.sub(b, 0) end
 
 function M.external_end(tok, mode)
   local list = tok.chunks
