@@ -691,7 +691,9 @@ helper.UdpFlowDissector = UdpFlowDissector
 do
   local BS = haka.state_machine.BidirectionalState
   local base = BS.method._update
-  BS.method._update = function(self, instance, payload, direction, ...)
+  -- (fixed arguments, a vararg path beyond 4 extra ones: see fire)
+  BS.method._update = function(self, instance, payload, direction, a, b, c, d, e, ...)
+    if e ~= nil then return base(self, instance, payload, direction, a, b, c, d, e, ...) end
     local g = self._grammar[direction]
     if g then
       local list = self._compiled and self._compiled.parse_error
@@ -704,10 +706,10 @@ do
           end
           error(tostring(err), 0)
         end
-        return instance:trigger(direction, res, ...)
+        return instance:trigger(direction, res, a, b, c, d)
       end
     end
-    return base(self, instance, payload, direction, ...)
+    return base(self, instance, payload, direction, a, b, c, d)
   end
 end
 

@@ -1882,14 +1882,14 @@ do
     if k == "offset" then return f end
     if k == "size" then if f < 0 or l < 0 then return -1 end return l - f end
   end }
-  haka.regexp_result = function() return setmetatable({ first = -1, last = -1 }, RES_MT) end
+  haka.regexp_result = function() return (setmetatable({ first = -1, last = -1 }, RES_MT)) end
 
   local Rx, Sink = {}, {}
   Rx.__index, Sink.__index = Rx, Sink
   Rx.__tostring = function(self) return "<regexp " .. self.pattern .. ">" end
   Sink.__tostring = function() return "<regexp_sink>" end
 
-  function Rx:create_sink() return setmetatable({ _s = self._rx:sink() }, Sink) end
+  function Rx:create_sink() return (setmetatable({ _s = self._rx:sink() }, Sink)) end
   Rx.get_sink = Rx.create_sink  -- the name Haka's doc uses
 
   -- sink:feed(string, eof, result) -> matched (result.first/.last set as they are found);

@@ -382,11 +382,13 @@ function Instance.method:_fail()
   return self:_finish()
 end
 
-function Instance.method:update(...)
+-- (fixed arguments, a vararg path beyond 6: see run)
+function Instance.method:update(x1, x2, x3, x4, x5, x6, x7, ...)
   local inst = self._instance
   local cur = inst.current
   if not cur or inst.finished then error("state machine instance has finished", 2) end
-  return cur:_update(self, ...)
+  if x7 ~= nil then return cur:_update(self, x1, x2, x3, x4, x5, x6, x7, ...) end
+  return cur:_update(self, x1, x2, x3, x4, x5, x6)
 end
 
 function Instance.method:trigger(name, x1, x2, x3, x4, x5, x6, x7, ...)

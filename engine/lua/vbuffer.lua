@@ -106,7 +106,10 @@ end
 ---------------------------------------------------------------------------
 local IT = {}         -- iterator methods
 local IT_MT = {}
-local function new_iter(c, off, meter) return setmetatable({ c = c, off = off, meter = meter or 0 }, IT_MT) end
+-- (not a tail call of setmetatable: a trace that starts here and tail-calls a builtin with
+-- side effects cannot return to a lower frame ("NYI: return to lower frame"); after a few
+-- such aborts LuaJIT blacklisted this function, and then every trace calling it aborted)
+local function new_iter(c, off, meter) return (setmetatable({ c = c, off = off, meter = meter or 0 }, IT_MT)) end
 
 -- resolve an iterator after edits (see header); returns chunk, offset
 local function fix(it)
@@ -1096,7 +1099,7 @@ end }
 local function new_stream()
   local ds = new_buffer(false)
   ds.e.stream = true
-  return setmetatable({ data = pub(ds), ds = ds, pending = {}, reads = {}, udata = {}, last = nil }, ST_MT)
+  return (setmetatable({ data = pub(ds), ds = ds, pending = {}, reads = {}, udata = {}, last = nil }, ST_MT))
 end
 
 -- push(buf[, userdata]) -> iterator at the beginning of the pushed data
@@ -1249,7 +1252,7 @@ local comanager = { method = CM }
 -- new([stream]): `stream` gives the default position for process() without `current`
 function comanager.new(cls, stream)
   if cls ~= comanager then stream = cls end
-  return setmetatable({ _co = {}, _stream = stream }, CM)
+  return (setmetatable({ _co = {}, _stream = stream }, CM))
 end
 setmetatable(comanager, { __call = function(cls, stream) return comanager.new(cls, stream) end })
 
