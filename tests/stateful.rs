@@ -3431,6 +3431,46 @@ fn modbus_sample_rules_alert_and_drop() {
 }
 
 #[test]
+fn lua_in_place_parsing_false_runs_grammar_callbacks_once_in_haka_order() {
+    // a length-prefixed message whose length field has an apply callback; the second
+    // message is cut in two by its segments
+    let rules = r#"
+local tcp_connection = require('protocol/tcp_connection')
+local d = haka.dissector.new{ type = tcp_connection.helper.TcpFlowDissector, name = 'lenmsg' }
+d:register_event('msg')
+d.grammar = haka.grammar.new('lenmsg', function ()
+  msg = record{
+    field('len', number(8)):apply(function (v) haka.log("LEN %d", v) end),
+    field('body', bytes():count(function (r) return r.len end)),
+  }
+  export(msg)
+end)
+d.state_machine = haka.state_machine.new('lenmsg', function ()
+  state_type(BidirectionalState)
+  s = state(d.grammar.msg, d.grammar.msg)
+  s:on{ event = events.up, execute = function (self, m) self:trigger('msg', m) end }
+  initial(s)
+end)
+d:install_tcp_rule(5555)
+haka.rule{ on = haka.dissectors.lenmsg.events.msg, eval = function (x, m) haka.log("MSG %d %s", m.len, m.body:asstring()) end }
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(42400, 5555);
+    s.handshake().send(0, b"\x03abc").send(0, b"\x04wx").send(0, b"yz").close();
+    let input = write_pcap(dir.path(), "lenmsg.pcap", s.pkts.clone());
+    let events = |r: &Run| -> Vec<String> {
+        r.logs().iter().filter(|l| l.starts_with("LEN ") || l.starts_with("MSG ")).cloned().collect()
+    };
+    // default: the cut message's callback ran in the in-place attempt, then in the stream
+    let r = run(rules, &input, None);
+    assert_eq!(events(&r), ["LEN 3", "MSG 3 abc", "LEN 4", "LEN 4", "MSG 4 wxyz"], "{}", r.stdout);
+    // Haka's order: every message through the stream, each callback once
+    let r = run(rules, &input, Some("[rules]\nlua_in_place_parsing = false\n"));
+    assert_eq!(events(&r), ["LEN 3", "MSG 3 abc", "LEN 4", "MSG 4 wxyz"], "{}", r.stdout);
+    assert_eq!(r.st("lua_protocol_errors"), 0);
+}
+
+#[test]
 fn modbus_rule_writes_go_into_the_frames_in_place_and_through_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let rules = format!(

@@ -106,7 +106,17 @@ function Dissector.method:get(name)
   return nil
 end
 
-local function fire(self, ev, ...)
+-- (fixed arguments: LuaJIT does not compile a vararg forwarded from a frame the trace did
+-- not enter ("NYI: bytecode VARG"), which aborted the trace of every event; more than 6
+-- arguments take the vararg path)
+local function fire(self, ev, a, b, c, d, e, f)
+  local l = ev.listeners
+  for i = 1, #l do
+    l[i](self, a, b, c, d, e, f)
+    if not self:can_continue() then return end
+  end
+end
+local function fire_var(self, ev, ...)
   local l = ev.listeners
   for i = 1, #l do
     l[i](self, ...)
@@ -114,9 +124,10 @@ local function fire(self, ev, ...)
   end
 end
 
-function Dissector.method:trigger(name, ...)
+function Dissector.method:trigger(name, a, b, c, d, e, f, g, ...)
   local ev = class.classof(self).events[name]
-  return fire(self, ev, ...)
+  if g ~= nil then return fire_var(self, ev, a, b, c, d, e, f, g, ...) end
+  return fire(self, ev, a, b, c, d, e, f)
 end
 
 function Dissector.method:can_continue() return true end
@@ -480,10 +491,9 @@ local function in_place_ok(g)
   rawset(g, '_in_place', ok)
   return ok
 end
-local function parse_in_place(self, data, direction)
+-- (it: an iterator at the segment's first byte, total: its size)
+local function parse_in_place(self, it, total, direction)
   local sm = rawget(self, 'state')
-  local it = data:pos('begin')
-  local total = #data
   local done = 0
   while done < total do
     local inst = sm._instance
@@ -503,31 +513,77 @@ local function parse_in_place(self, data, direction)
 end
 local format_error = debug.format_error
 
--- the stream of one direction; data: the segment's bytes (a vbuffer_sub), nil at the end
-function TcpFlowDissector.method:_receive_data(data, direction)
-  if rawget(self, '_detached') then return end
+-- the state of the stream of one direction
+local function stream_state(self, direction)
   local ss = rawget(self, '_streams')
   if not ss then ss = {}; rawset(self, '_streams', ss) end
   local st = ss[direction]
   if not st then
-    local s = haka.vbuffer_stream()
-    st = { stream = s, cm = haka.vbuffer_stream_comanager:new(s), held = 0, skip = 0, partial = false }
+    -- (the stream and its coroutine manager are made when the stream path first runs: a
+    -- connection whose messages all parse in place never needs them)
+    st = { stream = false, cm = false, held = 0, skip = 0, partial = false }
     ss[direction] = st
   end
-  if st.over then return end
-  if data ~= nil and not st.partial and rawget(self, 'state')
-    and self.receive_streamed == default_receive_streamed then
-    local ok, done = xpcall(parse_in_place, format_error, self, data, direction)
-    if not ok then
-      if done ~= nil and not tostring(done):find("haka.abort()", 1, true) then
-        log_lua.error("%s: %s", tostring(self.name), tostring(done))
-      end
-      return self:error()
+  return st
+end
+-- the in-place path for a segment of `total` bytes from iterator `it` when it applies:
+-- true when the segment is all parsed (or the dissector stopped), false for the stream
+local function try_in_place(self, st, it, total, direction)
+  if st.partial or dissector.in_place_parsing == false or not rawget(self, 'state')
+    or self.receive_streamed ~= default_receive_streamed then
+    return false
+  end
+  local ok, done = xpcall(parse_in_place, format_error, self, it, total, direction)
+  if not ok then
+    if done ~= nil and not tostring(done):find("haka.abort()", 1, true) then
+      log_lua.error("%s: %s", tostring(self.name), tostring(done))
     end
-    if done == nil or done >= #data then return end
-    -- the rest goes through the stream, from the message the segment cut
-    st.skip = done
-    st.partial = true
+    self:error()
+    return true
+  end
+  if done == nil or done >= total then return true end
+  -- the rest goes through the stream, from the message the segment cut
+  st.skip = done
+  st.partial = true
+  return false
+end
+local receive_stream
+
+-- the stream of one direction; data: the segment's bytes (a vbuffer_sub), nil at the end
+function TcpFlowDissector.method:_receive_data(data, direction)
+  if rawget(self, '_detached') then return end
+  local st = stream_state(self, direction)
+  if st.over then return end
+  if data ~= nil and try_in_place(self, st, data:pos('begin'), #data, direction) then return end
+  return receive_stream(self, st, data, direction)
+end
+
+-- The engine's call for a TCP segment that no rule but this dissector reads (haka.lua's
+-- RT.conn_data): `view`, the segment's external view (a buffer state of vbuffer.lua) of
+-- `len` bytes; the segment's sub, what _receive_data takes, is only made when the stream
+-- path needs it.
+local receive_data = TcpFlowDissector.method._receive_data
+local function view_sub(view)
+  local data = VBM.view_sub(view)
+  -- (the stream path pushes the view itself, not a copy, when it gets the engine's data)
+  local ext = LD and LD.current_ext()
+  if ext and ext.buf == view then ext.data = data end
+  return data
+end
+function TcpFlowDissector.method:_receive_view(view, len, direction)
+  -- (a class of its own _receive_data gets the sub, as from the listener)
+  if self._receive_data ~= receive_data then return self:_receive_data(view_sub(view), direction) end
+  if rawget(self, '_detached') then return end
+  local st = stream_state(self, direction)
+  if st.over then return end
+  if try_in_place(self, st, VBM.view_iter(view), len, direction) then return end
+  return receive_stream(self, st, view_sub(view), direction)
+end
+
+function receive_stream(self, st, data, direction)
+  if not st.stream then
+    local s = haka.vbuffer_stream()
+    st.stream, st.cm = s, haka.vbuffer_stream_comanager:new(s)
   end
   -- the data no mark holds any more is released (not before: the edits of the previous
   -- segment were taken from the stream after its call)
@@ -635,7 +691,9 @@ helper.UdpFlowDissector = UdpFlowDissector
 do
   local BS = haka.state_machine.BidirectionalState
   local base = BS.method._update
-  BS.method._update = function(self, instance, payload, direction, ...)
+  -- (fixed arguments, a vararg path beyond 4 extra ones: see fire)
+  BS.method._update = function(self, instance, payload, direction, a, b, c, d, e, ...)
+    if e ~= nil then return base(self, instance, payload, direction, a, b, c, d, e, ...) end
     local g = self._grammar[direction]
     if g then
       local list = self._compiled and self._compiled.parse_error
@@ -648,10 +706,10 @@ do
           end
           error(tostring(err), 0)
         end
-        return instance:trigger(direction, res, ...)
+        return instance:trigger(direction, res, a, b, c, d)
       end
     end
-    return base(self, instance, payload, direction, ...)
+    return base(self, instance, payload, direction, a, b, c, d)
   end
 end
 

@@ -89,6 +89,7 @@ local ArrayResult = class.class('ArrayResult', Result)
 grammar.result = { Result = Result, ArrayResult = ArrayResult }
 
 local GV = "__gv"
+local with_property = class.with_property
 local function new_result() return (setmetatable(tnew(0, 8), Result)) end
 -- a new result of class rc (the default Result without calling its constructor)
 local function result_of(rc)
@@ -101,16 +102,17 @@ local function is_instance(res)
 end
 local function gv_of(res)
   local t = rawget(res, GV)
-  if not t then t = tnew(0, 16); rawset(res, GV, t) end
+  -- (slot 1: the chunk of the first number field; one hash slot per number field)
+  if not t then t = tnew(2, 8); rawset(res, GV, t) end
   return t
 end
 -- a field of `res` backed by descriptor `desc` (shared by the node) and raw data `raw`
 local function set_field(res, name, desc, raw)
   gv_of(res)[name] = raw
   if is_instance(res) then
+    -- (a table shared by the results of the same path through the grammar: class.lua)
     local p = rawget(res, "__property")
-    if not p then p = tnew(0, 8); rawset(res, "__property", p) end
-    p[name] = desc
+    if p == nil or p[name] ~= desc then rawset(res, "__property", with_property(p, name, desc)) end
   else
     -- a plain table: the value as parsed
     rawset(res, name, (desc.get(res, name)))
@@ -216,8 +218,10 @@ end
 local function new_ctx(iter, user, init, root)
   local ctx = setmetatable({
     iter = iter, _bitoffset = 0, _results = { root }, _n = 1, user = user,
-    _validate = {}, _error = false, streaming = is_stream(iter), readonly = false, _rec = 0,
+    _validate = {}, _error = false, streaming = is_stream(iter),
   }, CTX_MT)
+  -- (8 fields: one hash part of 8 slots; `readonly` only matters on a stream, `_rec` (the
+  -- recursion depth) is absent at 0)
   if ctx.streaming then ctx.readonly = readonly_mode() end
   if init ~= nil then ctx._inits = { init } end
   iter.meter = 0
@@ -887,14 +891,28 @@ local function merge_result(dst, src)
   local gv = rawget(src, GV)
   if gv then
     local d = gv_of(dst)
-    for k, v in pairs(gv) do d[k] = v end
+    -- (number fields: the chunk is src's first one unless given, see field_chunk)
+    local sb = gv[1]
+    if d[1] == nil then d[1] = sb end
+    local db = d[1]
+    for k, v in pairs(gv) do
+      if k ~= 1 then
+        d[k] = v
+        if type(k) == 'string' and k:sub(-4) == "\0off" then
+          local name = k:sub(1, -5)
+          if gv[name] == nil then
+            if sb ~= db then d[name] = sb else d[name] = nil end
+          end
+        end
+      end
+    end
   end
   local props = rawget(src, '__property')
   if props then
     if is_instance(dst) then
       local p = rawget(dst, '__property')
-      if not p then p = {}; rawset(dst, '__property', p) end
-      for k, v in pairs(props) do p[k] = v end
+      for k, v in pairs(props) do p = with_property(p, k, v) end
+      rawset(dst, '__property', p)
     else
       for k, v in pairs(props) do rawset(dst, k, (v.get(dst, k))) end
     end
@@ -1152,8 +1170,16 @@ local function number_at(it, bo, bits, endian)
 end
 
 -- A number field keeps where its data is as the chunk and offset of an iterator at its first
--- byte (gv[name], gv[name .. "\0off"]): no iterator object per field; one is made from them
--- for the rare reads the in-place read does not cover, and for writes.
+-- byte: the offset in gv[name .. "\0off"], the chunk in gv[name] only when it is not the
+-- result's first one, gv[1] (one hash slot per field in the common case of a message in one
+-- chunk; see field_chunk). No iterator object per field: one is made from them for the rare
+-- reads the in-place read does not cover, and for writes.
+local function field_chunk(gv, name)
+  local c = gv[name]
+  if c == nil then return gv[1] end
+  return c
+end
+grammar_int.field_chunk = field_chunk
 local function number_fn(node)
   local bits, endian, name = node.size, node.endian, node.name
   local bkey = name and (name .. "\0bits")
@@ -1169,18 +1195,18 @@ local function number_fn(node)
         local gv = gv_of(self)
         local bo = gv[bkey] or 0
         if bo == 0 and whole then
-          local v = vpeek_uint_at(gv[name], gv[okey], size0, little)
+          local v = vpeek_uint_at(field_chunk(gv, name), gv[okey], size0, little)
           if v ~= nil then
             if little and size0 > 1 and v >= 2 ^ (bits - 1) then v = v - 2 ^ bits end
             return v
           end
         end
-        return number_at(viter_at(gv[name], gv[okey]), bo, bits, endian)
+        return number_at(viter_at(field_chunk(gv, name), gv[okey]), bo, bits, endian)
       end,
       function(self, v)
         local gv = gv_of(self)
         local bo = gv[bkey] or 0
-        return write_number(viter_at(gv[name], gv[okey]):sub(ceil((bo + bits) / 8)), bo, bits, endian, v)
+        return write_number(viter_at(field_chunk(gv, name), gv[okey]):sub(ceil((bo + bits) / 8)), bo, bits, endian, v)
       end)
   end
   local validate = node._validate
@@ -1204,7 +1230,9 @@ local function number_fn(node)
       local gv = gv_of(res)
       gv[okey] = off
       if bo ~= 0 then gv[bkey] = bo elseif gv[bkey] ~= nil then gv[bkey] = nil end
-      set_field(res, name, desc, c)
+      local base = gv[1]
+      if base == nil then gv[1] = c; base = c end
+      set_field(res, name, desc, c ~= base and c or nil)
       if ctx.creating then
         local init = ctx.current_init
         if type(init) == 'table' then
@@ -1319,7 +1347,8 @@ local function bytes_fn(node)
       end
     end
   end
-  return function(ctx)
+  local slow
+  local function simple(ctx)
     if ctx._bitoffset ~= 0 then return fail(ctx, node, "byte primitive requires aligned bits") end
     local iter = ctx.iter
     local res = ctx._results[ctx._n]
@@ -1347,6 +1376,11 @@ local function bytes_fn(node)
       create_property(ctx, res, sub)
       return do_apply(node, sub, ctx)
     end
+    return slow(ctx, iter, res, size)
+  end
+  -- chunked or until a token: the closure `chunk` of this path is not in the simple one,
+  -- whose return would otherwise close upvalues ("NYI: bytecode UCLO" aborted its trace)
+  function slow(ctx, iter, res, size)
     if chunkedf and size == 0 then
       chunkedf(res, nil, true, ctx)
       return ctx._error and pending(ctx, node) or nil
@@ -1408,6 +1442,7 @@ local function bytes_fn(node)
     end
     return nil
   end
+  return simple
 end
 function Bytes.method:__init(count)
   if count ~= nil then
@@ -1659,7 +1694,7 @@ function GrammarProxy.method:do_compile(env, rule, id)
     local node = dg.Recurs:new(env:gid(), rule, id, inprog.node)
     local tnode = inprog.node
     node.fn = function(ctx)
-      local depth = ctx._rec
+      local depth = rawget(ctx, '_rec') or 0
       if depth >= grammar.max_recursion then error("grammar max recursion reached") end
       ctx._rec = depth + 1
       local err = tnode.fn(ctx)

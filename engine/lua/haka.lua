@@ -1120,6 +1120,7 @@ haka.dissector = { opposite_direction = function(d) if d == "up" then return "do
 -- ([rules] lua_protocol_error and streamed_hold_kb, for engine/lua/dissector.lua)
 haka.dissector.protocol_error_drop = H.lua_protocol_error_drop ~= false
 haka.dissector.hold_bytes = H.streamed_hold_bytes
+haka.dissector.in_place_parsing = H.lua_in_place_parsing ~= false
 -- haka.dissector.pcall(dissector, f) (Haka): f() protected; on an error, logs it (section
 -- lua, "NAME: message") and returns dissector:error() (which drops it); else f's first result.
 local log_lua = haka.log_section("lua")
@@ -1881,14 +1882,14 @@ do
     if k == "offset" then return f end
     if k == "size" then if f < 0 or l < 0 then return -1 end return l - f end
   end }
-  haka.regexp_result = function() return setmetatable({ first = -1, last = -1 }, RES_MT) end
+  haka.regexp_result = function() return (setmetatable({ first = -1, last = -1 }, RES_MT)) end
 
   local Rx, Sink = {}, {}
   Rx.__index, Sink.__index = Rx, Sink
   Rx.__tostring = function(self) return "<regexp " .. self.pattern .. ">" end
   Sink.__tostring = function() return "<regexp_sink>" end
 
-  function Rx:create_sink() return setmetatable({ _s = self._rx:sink() }, Sink) end
+  function Rx:create_sink() return (setmetatable({ _s = self._rx:sink() }, Sink)) end
   Rx.get_sink = Rx.create_sink  -- the name Haka's doc uses
 
   -- sink:feed(string, eof, result) -> matched (result.first/.last set as they are found);
@@ -2357,14 +2358,35 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
     end
     local writable = proto == 6 and not ro
     local p = ffi.cast(u8p, addr)
-    local buf, tok = VBM.external(p, len, writable)
-    local data = buf:sub(0)
+    -- Only a Lua dissector reads the segment (no rule on receive_data): it gets the view
+    -- itself, a sub of it is made only when it needs one; no dissector on this flow:
+    -- nothing to make.
+    local rd = D.events.receive_data.listeners
+    local lua_only = proto == 6 and #rd == 1 and rd[1] == RT.LD.tcp_listener
+    local h = lua_only and rawget(f, "_lua_next")
+    if lua_only and not (h and h._receive_view) then return end_call(f) end
+    -- (one token for every segment's view: each is ended below, before the next)
+    local data, buf, tok
+    if lua_only then
+      buf, tok = VBM.external_view(p, len, writable, RT.conn_tok)
+    else
+      data, buf, tok = VBM.external_sub(p, len, writable, RT.conn_tok)
+    end
+    RT.conn_tok = tok
     local ext
     if writable and D.events.receive_data.streamed then
-      ext = { buf = buf, data = data, regions = {} }
+      -- (one table for every call: nothing keeps it past the call)
+      ext = RT.conn_ext
+      if not ext then ext = { regions = {} }; RT.conn_ext = ext end
+      ext.buf, ext.data = buf, data
       RT._streamed.ext = ext
     end
-    local ok, err = pcall(fire, D.events.receive_data, f, data, DIRS[dir])
+    local ok, err
+    if lua_only then
+      ok, err = pcall(h._receive_view, h, buf, len, DIRS[dir])
+    else
+      ok, err = pcall(fire, D.events.receive_data, f, data, DIRS[dir])
+    end
     RT._streamed.ext = nil
     if ok and writable then
       local ed = VBM.external_edits(buf, tok, p, len)
@@ -2380,6 +2402,11 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
           end
         end
       end
+    end
+    if ext then
+      local rg = ext.regions
+      for i = #rg, 1, -1 do rg[i] = nil end
+      ext.buf, ext.data = nil, nil
     end
     VBM.external_end(tok, "copy")
     if not ok then
@@ -2864,10 +2891,13 @@ function RT.LD.hook_flows()
   if LD.tcp > 0 and not LD.tcp_hooked then
     LD.tcp_hooked = true
     local ev = TCPC.events.receive_data
-    ev.listeners[#ev.listeners + 1] = function(flow, data, dir)
+    -- (RT.conn_data calls the dissector's _receive_view itself when this is the only
+    -- listener)
+    LD.tcp_listener = function(flow, data, dir)
       local h = rawget(flow, "_lua_next")
       if h and h._receive_data then h:_receive_data(data, dir) end
     end
+    ev.listeners[#ev.listeners + 1] = LD.tcp_listener
     -- (the end of each stream is wanted: conn_data's eof calls)
     ev.streamed = true
   end

@@ -265,7 +265,20 @@ Instance.property.current = {
 }
 
 -- runs the actions `list` with (owner, ...): the jump of the first taken action with one
-local function run(list, owner, ...)
+-- (fixed arguments: a forwarded vararg aborts LuaJIT's traces, see dissector.lua's fire;
+-- more than 6 take run_var)
+local function run(list, owner, x1, x2, x3, x4, x5, x6)
+  if not list then return nil end
+  for i = 1, #list do
+    local a = list[i]
+    if not a.when or a.when(owner, x1, x2, x3, x4, x5, x6) then
+      if a.execute then a.execute(owner, x1, x2, x3, x4, x5, x6) end
+      if a.jump then return a.jump end
+    end
+  end
+  return nil
+end
+local function run_var(list, owner, ...)
   if not list then return nil end
   for i = 1, #list do
     local a = list[i]
@@ -369,21 +382,28 @@ function Instance.method:_fail()
   return self:_finish()
 end
 
-function Instance.method:update(...)
+-- (fixed arguments, a vararg path beyond 6: see run)
+function Instance.method:update(x1, x2, x3, x4, x5, x6, x7, ...)
   local inst = self._instance
   local cur = inst.current
   if not cur or inst.finished then error("state machine instance has finished", 2) end
-  return cur:_update(self, ...)
+  if x7 ~= nil then return cur:_update(self, x1, x2, x3, x4, x5, x6, x7, ...) end
+  return cur:_update(self, x1, x2, x3, x4, x5, x6)
 end
 
-function Instance.method:trigger(name, ...)
+function Instance.method:trigger(name, x1, x2, x3, x4, x5, x6, x7, ...)
   local inst = self._instance
   local cur = inst.current
   if not cur or inst.finished then error("state machine instance has finished", 2) end
   if not cur._events_set[name] then
     error(sfmt("no event named '%s' on state '%s'", tostring(name), tostring(cur._name)), 2)
   end
-  local ns = run(cur._compiled[name], self.owner, ...)
+  local ns
+  if x7 ~= nil then
+    ns = run_var(cur._compiled[name], self.owner, x1, x2, x3, x4, x5, x6, x7, ...)
+  else
+    ns = run(cur._compiled[name], self.owner, x1, x2, x3, x4, x5, x6)
+  end
   if ns then self:_goto(ns) end
 end
 

@@ -51,8 +51,13 @@ local function new_end(eof)
   return e
 end
 
+-- (sized for the fields a chunk gets next, links, ro, ext...: growing it rehashed and left
+-- its first hash part as garbage, for every chunk)
+local tnew = require("table.new")
 local function new_chunk(p, o, size, anchor)
-  return { p = p, o = o, size = size, anchor = anchor }
+  local c = tnew(0, 8)
+  c.p, c.o, c.size, c.anchor = p, o, size, anchor
+  return c
 end
 
 -- link the chain first..last (already linked among themselves) before x
@@ -101,7 +106,10 @@ end
 ---------------------------------------------------------------------------
 local IT = {}         -- iterator methods
 local IT_MT = {}
-local function new_iter(c, off, meter) return setmetatable({ c = c, off = off, meter = meter or 0 }, IT_MT) end
+-- (not a tail call of setmetatable: a trace that starts here and tail-calls a builtin with
+-- side effects cannot return to a lower frame ("NYI: return to lower frame"); after a few
+-- such aborts LuaJIT blacklisted this function, and then every trace calling it aborted)
+local function new_iter(c, off, meter) return (setmetatable({ c = c, off = off, meter = meter or 0 }, IT_MT)) end
 
 -- resolve an iterator after edits (see header); returns chunk, offset
 local function fix(it)
@@ -1091,7 +1099,7 @@ end }
 local function new_stream()
   local ds = new_buffer(false)
   ds.e.stream = true
-  return setmetatable({ data = pub(ds), ds = ds, pending = {}, reads = {}, udata = {}, last = nil }, ST_MT)
+  return (setmetatable({ data = pub(ds), ds = ds, pending = {}, reads = {}, udata = {}, last = nil }, ST_MT))
 end
 
 -- push(buf[, userdata]) -> iterator at the beginning of the pushed data
@@ -1244,7 +1252,7 @@ local comanager = { method = CM }
 -- new([stream]): `stream` gives the default position for process() without `current`
 function comanager.new(cls, stream)
   if cls ~= comanager then stream = cls end
-  return setmetatable({ _co = {}, _stream = stream }, CM)
+  return (setmetatable({ _co = {}, _stream = stream }, CM))
 end
 setmetatable(comanager, { __call = function(cls, stream) return comanager.new(cls, stream) end })
 
@@ -1308,10 +1316,15 @@ function CM.clear(self) self._co = {} end
 -- otherwise "read only buffer". The memory must outlive the view: before it goes away,
 -- call external_end(token, 'copy') (chunks still reachable get their own copy, e.g. data
 -- kept in a stream) or external_end(token, 'drop') (iterators on them become invalid).
-function M.external(ptr, len, writable)
+-- `reuse`: a token that external_end has ended (a caller making one view per call, e.g.
+-- the engine per stream segment, saves two tables per view); one still in use is not taken.
+local function external_state(ptr, len, writable, reuse)
   len = tonumber(len) or 0
-  local p = ffi.cast(u8p, ptr)
-  local tok = { chunks = {}, n = 0 }
+  local p = ptr
+  if not ffi.istype(u8p, p) then p = ffi.cast(u8p, ptr) end
+  local tok = reuse
+  if tok == nil or tok.n ~= 0 or tok.live then tok = { chunks = {}, n = 0 } end
+  tok.live = true
   local b = new_buffer()
   if len > 0 then
     local c = new_chunk(p, 0, len, nil)
@@ -1321,8 +1334,25 @@ function M.external(ptr, len, writable)
     link_before(b.e, c, c)
   end
   if not writable then b.e.ro = true end
+  return b, tok
+end
+function M.external(ptr, len, writable, reuse)
+  local b, tok = external_state(ptr, len, writable, reuse)
   return pub(b), tok
 end
+-- external_sub(ptr, len, writable, reuse) -> sub, buffer state, token: the whole view as a
+-- sub, without a buffer object (the engine hands each stream segment as a sub; the buffer
+-- was an object and a weak table entry per segment that nothing used). Give the state to
+-- external_edits.
+function M.external_sub(ptr, len, writable, reuse)
+  local b, tok = external_state(ptr, len, writable, reuse)
+  return VB.sub(b, 0), b, tok
+end
+-- external_view(ptr, len, writable, reuse) -> buffer state, token: the view alone (no sub);
+-- view_iter(state) an iterator at its beginning, view_sub(state) the whole view as a sub
+M.external_view = external_state
+function M.view_iter(b) return new_iter(b.e.nx, 0) end
+function M.view_sub(b) return VB.sub(b, 0) end
 
 function M.external_end(tok, mode)
   local list = tok.chunks
@@ -1341,6 +1371,7 @@ function M.external_end(tok, mode)
     end
   end
   tok.n = 0
+  tok.live = false
 end
 
 M.size = function(b) return buf_size(bstate(b)) end
@@ -1388,15 +1419,17 @@ end
 -- chunk whose bytes were written in place, flag `w`). The buffer is walked chunk by chunk: a chunk of the view is original
 -- data (at offset c.o), any other chunk was inserted. When the view's chunks are no longer
 -- in order (a rule moved data around), one replace of everything.
+-- (the list is built by add_edit, not by a closure: a closure made per call, "NYI: bytecode
+-- FNEW", kept the whole function out of LuaJIT's traces, and it runs once per segment)
+local function add_edit(out, op, off, l, bytes, orig)
+  out = out or {}
+  out[#out + 1] = { op, off, l, bytes, orig }
+  return out
+end
 -- the edits of the chunks from `c` up to `stop` (excluded) against the view's bytes
 local function edits_between(c, stop, tok, ptr, len)
   local base = ffi.cast(u8p, ptr)
-  local out, n = nil, 0
-  local function add(op, off, l, bytes, orig)
-    out = out or {}
-    n = n + 1
-    out[n] = { op, off, l, bytes, orig }
-  end
+  local out = nil
   local pos, e = 0, stop
   local first = c
   local pend, pend_off = nil, nil -- inserted chunks gathered before the next original one
@@ -1415,11 +1448,11 @@ local function edits_between(c, stop, tok, ptr, len)
           return { { 3, 0, len, concat(parts_, "", 1, k) } }
         end
         -- bytes erased and others in their place: one replace
-        if o > pos and pend then add(3, pos, o - pos, concat(pend)); pend = nil
-        elseif o > pos then add(2, pos, o - pos)
-        elseif pend then add(1, o, 0, concat(pend)); pend = nil end
+        if o > pos and pend then out = add_edit(out, 3, pos, o - pos, concat(pend)); pend = nil
+        elseif o > pos then out = add_edit(out, 2, pos, o - pos)
+        elseif pend then out = add_edit(out, 1, o, 0, concat(pend)); pend = nil end
         -- (written in place: with the bytes it had, see keep_orig)
-        if c.w then add(3, o, c.size, ffi.string(c.p + o, c.size), c.orig) end
+        if c.w then out = add_edit(out, 3, o, c.size, ffi.string(c.p + o, c.size), c.orig) end
         pos = o + c.size
       else
         pend = pend or {}
@@ -1428,13 +1461,15 @@ local function edits_between(c, stop, tok, ptr, len)
     end
     c = c.nx
   end
-  if pos < len and pend then add(3, pos, len - pos, concat(pend))
-  elseif pos < len then add(2, pos, len - pos)
-  elseif pend then add(1, len, 0, concat(pend)) end
+  if pos < len and pend then out = add_edit(out, 3, pos, len - pos, concat(pend))
+  elseif pos < len then out = add_edit(out, 2, pos, len - pos)
+  elseif pend then out = add_edit(out, 1, len, 0, concat(pend)) end
   return out
 end
 function M.external_edits(b, tok, ptr, len)
-  b = bstate(b)
+  -- (a buffer, or the state external_sub gave)
+  local st = VBS[b]
+  if st ~= nil then b = st elseif type(b) ~= "table" or b.e == nil then b = bstate(b) end
   return edits_between(b.e.nx, b.e, tok, ptr, len)
 end
 

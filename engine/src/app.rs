@@ -114,6 +114,7 @@ fn lua_options(cfg: &Config) -> LuaOptions {
         disable_window: cfg.rules.disable_window,
         alert_rate: cfg.rules.alert_rate,
         lua_protocol_error_drop: cfg.rules.lua_protocol_error == Verdict::Drop,
+        lua_in_place_parsing: cfg.rules.lua_in_place_parsing,
         port_names: Vec::new(),
     }
 }

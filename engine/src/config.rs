@@ -618,6 +618,12 @@ pub struct RulesConfig {
     /// handles): "drop" the packet or the connection, or "accept" (the dissector stops,
     /// the traffic goes on). Counted (`lua_protocol_errors`) either way.
     pub lua_protocol_error: Verdict,
+    /// A TCP dissector written in Lua parses each segment's complete messages right on the
+    /// segment's bytes (no stream, coroutine or mark; faster); false: every message goes
+    /// through the direction's stream as in Haka, whose grammar callbacks then run in
+    /// Haka's order when a message spans several segments (see README, "Differences from
+    /// Haka").
+    pub lua_in_place_parsing: bool,
 }
 
 /// `[rules] dissectors`.
@@ -650,6 +656,7 @@ impl Default for RulesConfig {
             disable_window: 10,
             alert_rate: [1000, 1],
             lua_protocol_error: Verdict::Drop,
+            lua_in_place_parsing: true,
         }
     }
 }

@@ -183,12 +183,7 @@ local BaseObject = {
     end,
     -- a property of this instance only
     addproperty = function(self, name, get, set)
-      local p = rawget(self, "__property")
-      if not p then
-        p = {}
-        rawset(self, "__property", p)
-      end
-      p[name] = { get = get, set = set }
+      module.own_properties(self)[name] = { get = get, set = set }
     end,
   },
   property = new_property_table(),
@@ -231,6 +226,49 @@ function module.super(cls)
   return rawget(cls.super, "__view")
 end
 
+-- Shared dynamic property tables ("shapes"): the grammar gives every result of the same
+-- path through it the same `__property` table (name -> descriptor) rather than one per
+-- result, which was a table allocated and collected per parsed message. A shared table is
+-- never written: with_property returns the table with one more (or another) property, a
+-- shared one found by transition from the old one (the descriptor is the key, as each is
+-- made for one name), or the old table itself when it is the instance's own.
+local SHAPES = setmetatable({}, { __mode = "k" }) -- shared table -> transitions { [desc] = next }
+local nshapes, MAX_SHAPES = 0, 65536
+local EMPTY_SHAPE = {}
+SHAPES[EMPTY_SHAPE] = {}
+module.EMPTY_PROPERTIES = EMPTY_SHAPE
+local function copy_props(p)
+  local c = {}
+  for k, v in next, p do c[k] = v end
+  return c
+end
+function module.with_property(p, name, desc)
+  if p == nil then p = EMPTY_SHAPE end
+  local tr = SHAPES[p]
+  if tr == nil then p[name] = desc; return p end
+  local nx = tr[desc]
+  if nx ~= nil and nx[name] == desc then return nx end
+  nx = copy_props(p)
+  nx[name] = desc
+  -- (a bounded number: past it, instances get their own tables again)
+  if nshapes < MAX_SHAPES and tr[desc] == nil then
+    nshapes = nshapes + 1
+    SHAPES[nx] = {}
+    tr[desc] = nx
+  end
+  return nx
+end
+-- the instance's dynamic property table, made its own (writable)
+local function own_props(self)
+  local p = rawget(self, "__property")
+  if p == nil or SHAPES[p] ~= nil then
+    p = p and copy_props(p) or {}
+    rawset(self, "__property", p)
+  end
+  return p
+end
+module.own_properties = own_props
+
 -- copies src's fields (and dynamic properties) into dst; src loses its dynamic properties
 function module.merge(dst, src)
   local psrc = rawget(src, "__property")
@@ -239,7 +277,8 @@ function module.merge(dst, src)
     if not pdst then
       rawset(dst, "__property", psrc)
     else
-      for k, v in next, psrc do pdst[k] = v end
+      for k, v in next, psrc do pdst = module.with_property(pdst, k, v) end
+      rawset(dst, "__property", pdst)
     end
     rawset(src, "__property", nil)
   end

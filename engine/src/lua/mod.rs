@@ -185,6 +185,9 @@ pub struct LuaOptions {
     pub alert_rate: [u32; 2],
     /// `[rules] lua_protocol_error = "drop"`: a Lua dissector's protocol error drops.
     pub lua_protocol_error_drop: bool,
+    /// `[rules] lua_in_place_parsing`: Lua TCP dissectors parse complete messages on the
+    /// segment's bytes (false: through the stream, Haka's callback order).
+    pub lua_in_place_parsing: bool,
     /// Names of the ports by port id: alerts' `in_iface`.
     pub port_names: Vec<String>,
 }
@@ -207,6 +210,7 @@ impl Default for LuaOptions {
             disable_window: 10,
             alert_rate: [0, 1],
             lua_protocol_error_drop: true,
+            lua_in_place_parsing: true,
             port_names: Vec::new(),
         }
     }
@@ -367,6 +371,7 @@ struct Shared {
     disable: [u32; 3],
     alert_rate: [u32; 2],
     lua_protocol_error_drop: bool,
+    lua_in_place_parsing: bool,
 }
 
 /// What an alert names of the packet it was raised on.
@@ -677,6 +682,7 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
     h.set("alert_rate_count", sh.alert_rate[0])?;
     h.set("alert_rate_seconds", sh.alert_rate[1])?;
     h.set("lua_protocol_error_drop", sh.lua_protocol_error_drop)?;
+    h.set("lua_in_place_parsing", sh.lua_in_place_parsing)?;
     h.set("burst_size", std::mem::size_of::<Burst>())?;
     let sh_log = Rc::clone(sh);
     h.set(
@@ -970,6 +976,7 @@ impl LuaEngine {
             disable: [opts.disable_after_errors, opts.disable_after_timeouts, opts.disable_window.max(1)],
             alert_rate: [opts.alert_rate[0], opts.alert_rate[1].max(1)],
             lua_protocol_error_drop: opts.lua_protocol_error_drop,
+            lua_in_place_parsing: opts.lua_in_place_parsing,
         });
         let burst = Box::new(Burst { n: 0, cur: 0, errors: 0, rewrites: 0, forged: 0, suppressed: 0, proto_errors: 0, _pad3: 0, s: [Slot::default(); MAX_BURST] });
         let burst_addr = &*burst as *const Burst as usize;
