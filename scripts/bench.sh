@@ -14,6 +14,11 @@
 #   dissector written in Lua with the grammar DSL (rules/modbus.lua) and the 3
 #   rules of rules/modbus_rules.lua, against testpmd and haka without rules on
 #   the same capture, and against (d).
+# - http-common: a less regular HTTP capture (gen_http_pcap.py --irregular: TCP
+#   timestamps and SACK, out-of-order and retransmitted segments, lower-case
+#   header names, chunked responses, `Server: nginx` on half the responses):
+#   testpmd, haka without rules, and (i) rules/bench_http_common.lua (6 plain Lua
+#   rules as an operator writes them, matching common traffic).
 # - scale: (h) the flows capture with 1 worker (one rx queue) against 2 workers (and
 #   N, when the machine has more cores): net_pcap gets one rx queue per worker, each
 #   replaying a part of the flows (scripts/gen_flows_pcap.py --part), the workers on
@@ -26,7 +31,7 @@
 #   running: the wall figures need a quiet machine (BENCH_PRIORITY=1 runs haka in a
 #   session of its own at nice -20, autogroup included, on a shared machine).
 #   scripts/bench.sh [RUNS=3] [SECONDS=5]
-#   env: BENCH_CASES=flows,http,modbus,scale (default all)  FLOWS=65536  HTTP_SESSIONS=6000
+#   env: BENCH_CASES=flows,http,modbus,scale,http-common (default all)  FLOWS=65536  HTTP_SESSIONS=6000
 #        MODBUS_SESSIONS=2000
 #        BENCH_OUT=bench-out  HAKA (binary, measured as is; default: cargo build, then
 #        $CARGO_TARGET_DIR/release/haka)
@@ -38,7 +43,7 @@ SECS=${2:-5}
 FLOWS=${FLOWS:-65536}
 HTTP_SESSIONS=${HTTP_SESSIONS:-6000}
 MODBUS_SESSIONS=${MODBUS_SESSIONS:-2000}
-CASES=",${BENCH_CASES:-flows,http,modbus,scale},"
+CASES=",${BENCH_CASES:-flows,http,modbus,scale,http-common},"
 OUT=${BENCH_OUT:-$ROOT/bench-out}
 # (HAKA given: that binary is measured as it is, nothing is built)
 BUILD=1
@@ -65,12 +70,8 @@ if [[ $CASES == *,scale,* ]]; then
     done
   done
 fi
-# The HTTP capture is cached under a name that changes with the generator.
-HTTP_PCAP="$OUT/http-$HTTP_SESSIONS-$(md5sum scripts/gen_http_pcap.py | cut -c1-8).pcap"
-if [[ $CASES == *,http,* ]]; then
-  [ -s "$HTTP_PCAP" ] || /usr/bin/python3 scripts/gen_http_pcap.py "$HTTP_PCAP" --sessions "$HTTP_SESSIONS"
-  # packets, bytes (frames as captured), bytes per packet
-  read -r HTTP_PKTS HTTP_BYTES HTTP_BPP < <(/usr/bin/python3 - "$HTTP_PCAP" <<'PY'
+pcap_size() { # FILE; prints packets, bytes (frames as captured), bytes per packet
+  /usr/bin/python3 - "$1" <<'PY'
 import struct, sys
 n = b = 0
 with open(sys.argv[1], "rb") as f:
@@ -85,7 +86,18 @@ with open(sys.argv[1], "rb") as f:
         b += cap
 print(n, b, "%.1f" % (b / max(n, 1)))
 PY
-)
+}
+# The HTTP capture is cached under a name that changes with the generator.
+HTTP_PCAP="$OUT/http-$HTTP_SESSIONS-$(md5sum scripts/gen_http_pcap.py | cut -c1-8).pcap"
+if [[ $CASES == *,http,* ]]; then
+  [ -s "$HTTP_PCAP" ] || /usr/bin/python3 scripts/gen_http_pcap.py "$HTTP_PCAP" --sessions "$HTTP_SESSIONS"
+  read -r HTTP_PKTS HTTP_BYTES HTTP_BPP < <(pcap_size "$HTTP_PCAP")
+fi
+# (i): the same generator, --irregular
+HTTPC_PCAP="$OUT/http-irregular-$HTTP_SESSIONS-$(md5sum scripts/gen_http_pcap.py | cut -c1-8).pcap"
+if [[ $CASES == *,http-common,* ]]; then
+  [ -s "$HTTPC_PCAP" ] || /usr/bin/python3 scripts/gen_http_pcap.py "$HTTPC_PCAP" --sessions "$HTTP_SESSIONS" --irregular
+  read -r HTTPC_PKTS HTTPC_BYTES HTTPC_BPP < <(pcap_size "$HTTPC_PCAP")
 fi
 MODBUS_PCAP="$OUT/modbus-$MODBUS_SESSIONS-$(md5sum scripts/gen_modbus_pcap.py scripts/gen_http_pcap.py | md5sum | cut -c1-8).pcap"
 if [[ $CASES == *,modbus,* ]]; then
@@ -110,6 +122,10 @@ fi
 MBUFS=262143
 if [[ $CASES == *,http,* ]] && [ "$HTTP_PKTS" -gt $((MBUFS - 8192)) ]; then
   echo "bench: $HTTP_PCAP has $HTTP_PKTS packets; the pool holds $MBUFS mbufs: use fewer HTTP_SESSIONS" >&2
+  exit 1
+fi
+if [[ $CASES == *,http-common,* ]] && [ "$HTTPC_PKTS" -gt $((MBUFS - 8192)) ]; then
+  echo "bench: $HTTPC_PCAP has $HTTPC_PKTS packets; the pool holds $MBUFS mbufs: use fewer HTTP_SESSIONS" >&2
   exit 1
 fi
 if [[ $CASES == *,modbus,* ]] && [ "$MODBUS_PKTS" -gt $((MBUFS - 8192)) ]; then
@@ -237,7 +253,8 @@ PY
 declare -A SC_W SC_C SC_LAST
 
 declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W MT_W MT_C MN_W MN_C MG_W MG_C
-HE_SKIP= HF_SKIP= MG_SKIP=
+declare -a HCT_W HCT_C HCD_W HCD_C HCI_W HCI_C
+HE_SKIP= HF_SKIP= MG_SKIP= HCI_SKIP=
 for r in $(seq 1 "$RUNS"); do
   if [[ $CASES == *,flows,* ]]; then
     read -r w c < <(run_testpmd "$r" "$PCAP"); TP_W+=("$w"); TP_C+=("$c")
@@ -288,6 +305,22 @@ for r in $(seq 1 "$RUNS"); do
       else
         MG_W+=("$W"); MG_C+=("$C"); MG_ALERTS=$ALERTS MG_RERR=$RERR MG_DROPPED=$DROPPED
         echo "run $r: haka (g) modbus, 3 rules $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+      fi
+    fi
+  fi
+  if [[ $CASES == *,http-common,* ]]; then
+    read -r w c < <(run_testpmd "httpc-$r" "$HTTPC_PCAP"); HCT_W+=("$w"); HCT_C+=("$c")
+    echo "run $r: testpmd io (http irregular)       $w Mpps (cpu-normalised $c)"
+    haka_case "httpc-$r" "$HTTPC_PCAP"; HCD_W+=("$W"); HCD_C+=("$C")
+    echo "run $r: haka http irregular, no rules     $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
+    if [ -z "$HCI_SKIP" ]; then
+      haka_case "httpc-$r-rules" "$HTTPC_PCAP" rules/bench_http_common.lua
+      if [ -n "$SKIP" ]; then
+        HCI_SKIP=$SKIP
+        echo "run $r: haka (i) http irregular, 6 rules  skipped: $SKIP"
+      else
+        HCI_W+=("$W"); HCI_C+=("$C"); HCI_ALERTS=$ALERTS HCI_RERR=$RERR HCI_DROPPED=$DROPPED
+        echo "run $r: haka (i) http irregular, 6 rules  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
       fi
     fi
   fi
@@ -364,6 +397,20 @@ if [[ $CASES == *,modbus,* ]]; then
       echo "ratio (g)/(d):              n/a ((d) runs with BENCH_CASES including http)"
     fi
     echo "  (g) last run: $MG_ALERTS alerts, $MG_RERR rule errors, $MG_DROPPED packets dropped$([ "$MG_ALERTS" = 0 ] && echo ' (no alert: the Modbus rules did not fire)')"
+  fi
+fi
+if [[ $CASES == *,http-common,* ]]; then
+  hctw=$(median "${HCT_W[@]}"); hctc=$(median "${HCT_C[@]}"); hcdw=$(median "${HCD_W[@]}"); hcdc=$(median "${HCD_C[@]}")
+  echo "----"
+  echo "http irregular capture: $HTTP_SESSIONS sessions, $HTTPC_PKTS packets, $HTTPC_BPP bytes/packet on average ($(basename "$HTTPC_PCAP"))"
+  echo "testpmd io (http irregular):     $hctw Mpps wall, $hctc Mpps cpu-normalised"
+  echo "haka http irregular, no rules:   $hcdw Mpps wall, $hcdc Mpps per cpu-second, $(ratio "$hcdw" "$hctw") of testpmd"
+  if [ -n "$HCI_SKIP" ]; then
+    echo "haka (i) 6 common rules:         skipped: $HCI_SKIP"
+  else
+    hciw=$(median "${HCI_W[@]}"); hcic=$(median "${HCI_C[@]}")
+    echo "haka (i) 6 common rules:         $hciw Mpps wall, $hcic Mpps per cpu-second (target >= 2.5), $(ratio "$hciw" "$hcdw") of no rules, $(ratio "$hciw" "$hctw") of testpmd"
+    echo "  (i) last run: $HCI_ALERTS alerts, $HCI_RERR rule errors, $HCI_DROPPED packets dropped$([ "$HCI_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
   fi
 fi
 if [[ $CASES == *,scale,* ]]; then

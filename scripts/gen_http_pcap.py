@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes a pcap of complete HTTP/1.1 TCP sessions for the HTTP benchmark
-(scripts/bench.sh, cases (d) and (e)).
+(scripts/bench.sh, cases (d)-(f); with --irregular, case (i)).
 
 Clients are 198.18.x.y, servers 198.19.x.y port 80 (RFC 2544 benchmarking
 range only). Every session is a real TCP conversation: three-way handshake
@@ -15,10 +15,27 @@ each message, and a FIN/ACK teardown. The mix:
 - varied URIs (some with `/admin`, `union select` percent- or plus-encoded),
   varied User-Agents (some `sqlmap/1.4`, `Nikto`), cookies, some 404/500.
 Sessions overlap in time (with the defaults up to ~170 at once, 70 ms each
-on average), packets are interleaved in timestamp order. IPv4 and TCP checksums are valid. Deterministic: the same
-seed and session count give a byte-identical file.
+on average), packets are interleaved in timestamp order. IPv4 and TCP
+checksums are valid. Deterministic: the same seed, session count and mode give
+a byte-identical file (and without --irregular the file is the one earlier
+versions wrote).
 
-  /usr/bin/python3 scripts/gen_http_pcap.py OUT.pcap [-n SESSIONS] [--seed S]
+--irregular makes the traffic less regular, as captured from real stacks:
+- TCP options: MSS, SACK-permitted and timestamps on the SYN and SYN/ACK, the
+  timestamps option (NOP NOP TS, each end its own clock) on every later segment;
+- out-of-order segments: in about 4% of the places where a message has a
+  next segment, the two arrive swapped; the receiver answers the first to
+  arrive with a duplicate ACK carrying a SACK block for it, then ACKs both;
+- retransmissions: about 2% of data segments are sent again (a byte-identical
+  copy, an RTT later);
+- header names in lower case on 20% of requests and of responses;
+- chunked responses on 50% of responses with a body (35% otherwise);
+- `Server: nginx` (no version) on half the responses, the other half as usual.
+Every message is still complete and in sequence once reassembled: an HTTP
+rule sees each request and response exactly once (the summary line prints how
+many request/response pairs the file holds).
+
+  /usr/bin/python3 scripts/gen_http_pcap.py OUT.pcap [-n SESSIONS] [--seed S] [--irregular]
 
 Pure Python (struct/array): the default 6000 sessions (~200k packets, ~140 MB)
 take 2-4 s. net_pcap's infinite_rx copies the whole capture into the mbuf
@@ -63,11 +80,13 @@ class Endpoint:
         self.ip, self.port, self.seq, self.ip_id, self.eth, self.ttl = ip, port, seq, ip_id, eth, ttl
 
 
-def segment(src, dst, flags, payload=b"", opts=b""):
-    """One Ethernet/IPv4/TCP frame from src to dst; advances src.seq and ip_id."""
+def segment(src, dst, flags, payload=b"", opts=b"", ack=None):
+    """One Ethernet/IPv4/TCP frame from src to dst; advances src.seq and ip_id.
+    ack: the acknowledgment number when it is not dst.seq (a duplicate ACK)."""
     thl = 20 + len(opts)
     tlen = 20 + thl + len(payload)
-    ack = dst.seq if flags & ACK else 0
+    if ack is None:
+        ack = dst.seq if flags & ACK else 0
     tcp = struct.pack("!HHIIBBHHH", src.port, dst.port, src.seq, ack, (thl // 4) << 4, flags, 64240, 0, 0) + opts
     pseudo = src.ip + dst.ip + struct.pack("!HH", 6, thl + len(payload))
     c = fold(csum_sum(pseudo + tcp) + csum_sum(payload))
@@ -142,6 +161,17 @@ def body_bytes(rng, n):
     return BODY_POOL[off:off + n]
 
 
+# --irregular: set by main(); every extra random draw is taken only in that
+# mode, so the regular capture stays byte-identical to earlier versions.
+IRREGULAR = False
+EXCHANGES = 0  # request/response pairs written (printed at the end)
+
+
+def lower_names(lines):
+    """Header names in lower case (as HTTP/2 gateways and some clients write them)."""
+    return [lines[0]] + [l.split(": ", 1)[0].lower() + ": " + l.split(": ", 1)[1] for l in lines[1:]]
+
+
 def make_request(rng, host, ua, cookie, close):
     uri = make_uri(rng)
     post = rng.random() < 0.08
@@ -156,6 +186,8 @@ def make_request(rng, host, ua, cookie, close):
         body = ("user=%s&comment=" % rng.choice(WORDS)).encode() + body_bytes(rng, rng.randrange(50, 3000))
         lines += ["Content-Type: application/x-www-form-urlencoded", "Content-Length: %d" % len(body)]
     lines.append("Connection: close" if close else "Connection: keep-alive")
+    if IRREGULAR and rng.random() < 0.2:
+        lines = lower_names(lines)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body, uri
 
 
@@ -164,11 +196,12 @@ def make_response(rng, uri, close):
     status, reason = (200, "OK") if r < 0.90 else (404, "Not Found") if r < 0.97 else (500, "Internal Server Error")
     body = body_bytes(rng, body_size(rng) if status == 200 else rng.randrange(100, 600))
     lines = ["HTTP/1.1 %d %s" % (status, reason), "Date: Tue, 14 Nov 2023 22:13:20 GMT",
-             "Server: " + rng.choice(("nginx/1.22.1", "Apache/2.4.57 (Debian)", "lighttpd/1.4.69")),
+             "Server: " + ("nginx" if IRREGULAR and rng.random() < 0.5
+                           else rng.choice(("nginx/1.22.1", "Apache/2.4.57 (Debian)", "lighttpd/1.4.69"))),
              "Content-Type: " + content_type(uri)]
     if rng.random() < 0.2:
         lines.append("Set-Cookie: sid=%016x; Path=/; HttpOnly" % rng.getrandbits(64))
-    if rng.random() < 0.35 and body:
+    if rng.random() < (0.5 if IRREGULAR else 0.35) and body:
         lines.append("Transfer-Encoding: chunked")
         parts, i = [], 0
         while i < len(body):
@@ -180,6 +213,8 @@ def make_response(rng, uri, close):
         lines.append("Content-Length: %d" % len(body))
         payload = body
     lines.append("Connection: close" if close else "Connection: keep-alive")
+    if IRREGULAR and rng.random() < 0.2:
+        lines = lower_names(lines)
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
 
 
@@ -199,64 +234,112 @@ def session(i, t0, rng):
     n_req = rng.randrange(2, 7) if keepalive else 1
     t = t0
     mss = struct.pack("!BBH", 2, 4, MSS)
+    irr = IRREGULAR
+    if irr:  # each end's timestamp clock (ms), from a random origin
+        ts_origin = {id(cli): rng.getrandbits(32), id(srv): rng.getrandbits(32)}
 
-    yield t, segment(cli, srv, SYN, opts=mss)
-    t += rtt // 2
-    yield t, segment(srv, cli, SYN | ACK, opts=mss)
-    t += rtt // 2
-    yield t, segment(cli, srv, ACK)
+    def opts(a, b, extra=b""):
+        """TCP options of a segment from a to b: none, or (--irregular) the
+        timestamps option (NOP NOP TS) followed by extra."""
+        if not irr:
+            return extra
+        ms = (t - t0) // 1000
+        ecr = (ts_origin[id(b)] + max(ms - rtt // 2000, 0)) & 0xFFFFFFFF
+        return b"\x01\x01\x08\x0a" + struct.pack("!II", (ts_origin[id(a)] + ms) & 0xFFFFFFFF, ecr) + extra
 
-    def send(a, b, data):
-        """a sends data in MSS segments; b ACKs every second one and the last."""
+    def seg(a, b, flags, payload=b"", extra=b"", ack=None):
+        return segment(a, b, flags, payload, opts(a, b, extra), ack)
+
+    if irr:  # SYN: MSS, SACK permitted, timestamps (16 bytes); no window scale
+        syn_opts = mss + b"\x04\x02\x08\x0a" + struct.pack("!II", ts_origin[id(cli)], 0)
+        yield t, segment(cli, srv, SYN, opts=syn_opts)
+        t += rtt // 2
+        synack_opts = mss + b"\x04\x02\x08\x0a" + struct.pack("!II", ts_origin[id(srv)], ts_origin[id(cli)])
+        yield t, segment(srv, cli, SYN | ACK, opts=synack_opts)
+    else:
+        yield t, segment(cli, srv, SYN, opts=mss)
+        t += rtt // 2
+        yield t, segment(srv, cli, SYN | ACK, opts=mss)
+    t += rtt // 2
+    yield t, seg(cli, srv, ACK)
+
+    def send(a, b, data, ack_last):
+        """a sends data in MSS segments; b ACKs every second one, and the last
+        when ack_last (a response; a request's end is ACKed by the response). --irregular: now and then two adjacent segments arrive
+        swapped (b answers the first with a duplicate ACK carrying a SACK
+        block, then ACKs both), or a segment is sent twice (a byte-identical
+        copy, as a retransmission after a lost ACK)."""
         nonlocal t
         segs = [data[k:k + MSS] for k in range(0, len(data), MSS)] or [b""]
-        for k, s in enumerate(segs):
-            t += 20 + len(s) // 10  # serialisation-ish spacing
-            last = k == len(segs) - 1
-            yield t, segment(a, b, ACK | (PSH if last else 0), s)
-            if last or k % 2 == 1:
+        n = len(segs)
+        k = 0
+        while k < n:
+            t += 20 + (len(segs[k]) // 10 if ack_last else 0)  # serialisation-ish spacing
+            last = k == n - 1
+            if irr and not last and rng.random() < 0.04:
+                start = a.seq
+                first = seg(a, b, ACK, segs[k])
+                mid = a.seq
+                t += 20 + (len(segs[k + 1]) // 10 if ack_last else 0)
+                second = seg(a, b, ACK | (PSH if k + 1 == n - 1 else 0), segs[k + 1])
+                yield t, second
                 t += 10
-                yield t, segment(b, a, ACK)
+                sack = b"\x01\x01\x05\x0a" + struct.pack("!II", mid, a.seq)
+                yield t, seg(b, a, ACK, extra=sack, ack=start)
+                t += 20
+                yield t, first
+                t += 10
+                yield t, seg(b, a, ACK)
+                k += 2
+                continue
+            f = seg(a, b, ACK | (PSH if last else 0), segs[k])
+            yield t, f
+            if irr and rng.random() < 0.02:
+                t += rtt + 200
+                yield t, f
+            if (last and ack_last) or (not last and k % 2 == 1):
+                t += 10
+                yield t, seg(b, a, ACK)
+            k += 1
 
+    global EXCHANGES
+    EXCHANGES += n_req
     for r in range(n_req):
         close = not keepalive or (r == n_req - 1 and rng.random() < 0.3)
         req, uri = make_request(rng, host, ua, cookie, close)
         t += rng.randrange(100, 5000)  # think time
-        segs = [req[k:k + MSS] for k in range(0, len(req), MSS)]
-        for k, s in enumerate(segs):
-            t += 20
-            last = k == len(segs) - 1
-            yield t, segment(cli, srv, ACK | (PSH if last else 0), s)
-            if not last and k % 2 == 1:
-                t += 10
-                yield t, segment(srv, cli, ACK)
+        yield from send(cli, srv, req, False)  # the response ACKs the request's end
         t += rtt // 2 + rng.randrange(50, 2000)  # server time
         resp = make_response(rng, uri, close)
-        yield from send(srv, cli, resp)
+        yield from send(srv, cli, resp, True)
         t += rtt // 2
         if close:  # the server closes after its response; the client follows
-            yield t, segment(srv, cli, FIN | ACK)
+            yield t, seg(srv, cli, FIN | ACK)
             t += rtt // 2
-            yield t, segment(cli, srv, FIN | ACK)
+            yield t, seg(cli, srv, FIN | ACK)
             t += rtt // 2
-            yield t, segment(srv, cli, ACK)
+            yield t, seg(srv, cli, ACK)
             return
     t += rng.randrange(1000, 50000)  # keep-alive idle, then the client closes
-    yield t, segment(cli, srv, FIN | ACK)
+    yield t, seg(cli, srv, FIN | ACK)
     t += rtt // 2
-    yield t, segment(srv, cli, FIN | ACK)
+    yield t, seg(srv, cli, FIN | ACK)
     t += rtt // 2
-    yield t, segment(cli, srv, ACK)
+    yield t, seg(cli, srv, ACK)
 
 
 def main():
-    global BODY_POOL
+    global BODY_POOL, IRREGULAR
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="output pcap path")
     ap.add_argument("-n", "--sessions", type=int, default=6000, help="number of TCP sessions (default 6000, ~200k packets)")
     ap.add_argument("--seed", type=int, default=4, help="random seed (default 4)")
     ap.add_argument("--rate", type=int, default=2000, help="new sessions per second of capture time (default 2000)")
+    ap.add_argument("--irregular", action="store_true",
+                    help="less regular traffic: TCP timestamps and SACK, out-of-order and retransmitted segments, "
+                         "lower-case header names, more chunked responses, `Server: nginx` on half the responses")
     a = ap.parse_args()
+    IRREGULAR = a.irregular
     if a.sessions < 1 or a.sessions > 65536:
         ap.error("--sessions must be in 1..65536 (one client address per session)")
     rng = random.Random(a.seed)
@@ -294,8 +377,8 @@ def main():
                 # A session's times only grow: the output is in timestamp order.
                 heapq.heappush(heap, (nx[0], tie, nx[1], g))
     os.replace(a.out + ".tmp", a.out)
-    print("gen_http_pcap: %s: %d sessions, %d packets, %d bytes (%.0f bytes/packet)"
-          % (a.out, a.sessions, packets, nbytes, nbytes / max(packets, 1)))
+    print("gen_http_pcap: %s: %d sessions%s, %d requests and responses, %d packets, %d bytes (%.0f bytes/packet)"
+          % (a.out, a.sessions, " (irregular)" if a.irregular else "", EXCHANGES, packets, nbytes, nbytes / max(packets, 1)))
 
 
 if __name__ == "__main__":

@@ -2411,6 +2411,46 @@ fn bench_policy_with_prefilters_gives_what_the_plain_lua_policy_gives() {
 }
 
 #[test]
+fn irregular_http_capture_is_parsed_whole_and_the_common_rules_fire() {
+    // `gen_http_pcap.py --irregular` (timestamps and SACK options, swapped and
+    // retransmitted segments, lower-case header names, `Server: nginx` on half the
+    // responses): every request and response the generator wrote reaches the HTTP
+    // dissector once, nothing is dropped as unexpected TCP; then the benchmark's case (i)
+    // rules (rules/bench_http_common.lua) fire, the Server rule on about half the responses.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("http.pcap");
+    let gen = std::process::Command::new("python3")
+        .arg(root().join("scripts/gen_http_pcap.py"))
+        .arg(&input)
+        .args(["-n", "300", "--seed", "7", "--irregular"])
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "{}", String::from_utf8_lossy(&gen.stderr));
+    let summary = String::from_utf8_lossy(&gen.stdout).into_owned();
+    let exchanges: u64 = summary
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" requests and responses"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exchange count in {summary}"));
+    assert!(exchanges > 300, "{summary}");
+    let parsed = run("local http = require('protocol/http')\n", &input, None);
+    assert_eq!(parsed.st("http_requests"), exchanges);
+    assert_eq!(parsed.st("http_responses"), exchanges);
+    assert_eq!(parsed.total("dropped"), 0, "{}", parsed.stats["totals"]["dropped_by_reason"]);
+
+    let common = run_file(&root().join("rules/bench_http_common.lua"), &input, None);
+    let alerts = common.alert_descriptions();
+    for want in ["admin page", "scanner: ", "sqli in uri"] {
+        assert!(alerts.iter().any(|d| d.starts_with(want)), "no '{want}' alert: {alerts:?}");
+    }
+    assert_eq!(common.dropped("rule_error"), 0);
+    assert!(common.stdout.contains("api call without a session cookie"), "{}", common.stdout);
+    // The nginx rule edits about half of the responses the rules let through.
+    let (edits, responses) = (common.st("stream_edits"), common.st("http_responses"));
+    assert!(edits * 10 > responses * 3 && edits * 10 < responses * 7, "{edits} edits of {responses} responses");
+}
+
+#[test]
 fn body_rules_see_the_request_and_response_of_their_exchange() {
     // response_data rules read http.request and http.response (they were cleared once the
     // response event had run), also when no request or response rule ran for the heads
