@@ -210,6 +210,9 @@ pub struct WorkerPlan {
     pub defrag: Option<FragPlan>,
 }
 
+/// Offline backpressure threshold: fragments and datagrams waiting in any dispatch ring.
+const OFFLINE_RING_LIMIT: u32 = 256;
+
 /// A worker's result, returned when it stops.
 pub struct WorkerReport {
     pub index: usize,
@@ -941,6 +944,12 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         let now = clock.now_ms();
         // (waiting for room in another worker's ring: the input is not read meanwhile)
         let mut may_read = dispatch.as_mut().map_or(true, |d| d.flush(&mut lp.c));
+        // Offline, fragments and reassembled datagrams (handed over on the rings) wait too:
+        // a ring left to fill holds the pool's mbufs, and the fragments that would complete
+        // the held datagrams could then never be read.
+        if plan.offline && dispatch.as_ref().is_some_and(|d| d.rings().iter().any(|r| r.count() > OFFLINE_RING_LIMIT)) {
+            may_read = false;
+        }
         for q in &plan.rx {
             if !may_read {
                 break;
