@@ -310,6 +310,10 @@ pub fn finish_tx_time_log() -> Result<std::fs::File, String> {
     log.out.into_inner().map_err(|e| e.error().to_string())
 }
 
+/// How many times a burst's refused rest is offered again before it is dropped
+/// (`tx_full`).
+pub const TX_RETRIES: usize = 3;
+
 /// Buffered transmit on one tx queue of one port (owned by one worker).
 pub struct TxBuffer {
     pub port: u16,
@@ -350,11 +354,20 @@ impl TxBuffer {
                 *t = self.pending.get(i).and_then(Mbuf::rx_timestamp).unwrap_or(0);
             }
         }
-        let (p, n) = self.pending.head_ptr();
-        // SAFETY: p points to n owned mbufs; the PMD takes the first `sent`,
-        // which `consumed` forgets. The queue is owned by this worker only.
-        let sent = unsafe { dpdk_sys::shim_tx_burst(self.port, self.queue, p, n as u16) } as usize;
-        self.pending.consumed(sent);
+        let mut sent = 0;
+        // A refusal is often transient (a tap write failing once under load, a ring
+        // draining): the rest is offered again a few times before it is dropped.
+        for _ in 0..=TX_RETRIES {
+            let (p, n) = self.pending.head_ptr();
+            // SAFETY: p points to n owned mbufs; the PMD takes the first `now`,
+            // which `consumed` forgets. The queue is owned by this worker only.
+            let now = unsafe { dpdk_sys::shim_tx_burst(self.port, self.queue, p, n as u16) } as usize;
+            self.pending.consumed(now);
+            sent += now;
+            if self.pending.is_empty() {
+                break;
+            }
+        }
         if logging {
             if let Ok(mut guard) = TX_TIME_LOG.lock() {
                 if let Some(log) = guard.as_mut().filter(|l| l.error.is_none()) {
