@@ -295,7 +295,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     // rings of dispatch_ring_size.
     let pairs = (workers * workers.saturating_sub(1)).max(1) as u32;
     let channel_size = (cfg.datapath.dispatch_ring_size - 1).min(mbufs / (4 * pairs)).max(1);
-    let channels = dispatch.then(|| crate::dispatch::channels(workers, channel_size));
+    let channels = dispatch.then(|| (crate::dispatch::channels(workers, channel_size), crate::dispatch::OwnerTable::new(workers)));
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))

@@ -34,7 +34,7 @@ use crate::stats::{Counters, DropReason};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes of a packet handed over as a copy at most (larger ones go as mbufs).
@@ -94,11 +94,84 @@ pub fn channels(workers: usize, packets: u32) -> Channels {
     Arc::new((0..workers * workers).map(|i| Channel::new(if i / workers == i % workers { 0 } else { packets as usize })).collect())
 }
 
-/// Worker that owns a flow hash: fast range reduction of the low 32 bits (no
+/// The worker a flow hash designates: fast range reduction of the low 32 bits (no
 /// division); the flow table takes its buckets from the high half.
 #[inline(always)]
 pub fn owner_of(hash: u64, workers: usize) -> usize {
     (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
+}
+
+/// Slots of the owner table (one byte each).
+const OWNER_SLOTS: usize = 1 << 20;
+/// Claims a worker may hold above its share before it claims by hash (the workers start
+/// together, but their first bursts are not read at the same time).
+const CLAIM_SLACK: u64 = 512;
+
+/// Which worker owns the flows of each hash slot. The first worker that receives a packet
+/// of a slot claims it: for itself while it holds at most 1/8 more than an even share of
+/// the claims, else for the worker the hash designates ([`owner_of`]). A claim never
+/// changes, so every packet of a flow, both ways, meets one flow table. When the input
+/// already delivers each flow on one queue (a capture per queue split by flow, AF_PACKET
+/// fanout by flow, RSS), every worker claims the flows of its own queues and hands over
+/// only those of slots another flow claimed first; when the two directions of a flow
+/// come on different queues (ports of a bump in the wire, asymmetric RSS), the one not
+/// seen first is handed over, as with a dispatch by hash, and the balance rule keeps
+/// the workers' shares even.
+pub struct OwnerTable {
+    /// 0: unclaimed, else the owner + 1.
+    slots: Box<[AtomicU8]>,
+    /// Slots claimed for each worker.
+    claims: Vec<CachePadded<AtomicU64>>,
+}
+
+/// The owner table shared by the workers.
+pub type Owners = Arc<OwnerTable>;
+
+impl OwnerTable {
+    /// A table for `workers` workers (at most 255).
+    pub fn new(workers: usize) -> Owners {
+        assert!((1..=255).contains(&workers), "owner table: {workers} workers");
+        Arc::new(OwnerTable {
+            slots: (0..OWNER_SLOTS).map(|_| AtomicU8::new(0)).collect(),
+            claims: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+        })
+    }
+
+    #[inline(always)]
+    fn slot(&self, hash: u64) -> &AtomicU8 {
+        &self.slots[hash as usize & (OWNER_SLOTS - 1)]
+    }
+
+    /// Starts loading the slot of `hash` (the table is larger than a core's cache).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        dpdk::prefetch(self.slot(hash) as *const AtomicU8);
+    }
+
+    /// The worker that owns flow hash `hash`, claimed now if no one has (by `me`, the
+    /// worker asking).
+    #[inline(always)]
+    pub fn owner(&self, hash: u64, me: usize) -> usize {
+        match self.slot(hash).load(Ordering::Relaxed) {
+            0 => self.claim(hash, me),
+            v => v as usize - 1,
+        }
+    }
+
+    #[cold]
+    fn claim(&self, hash: u64, me: usize) -> usize {
+        let n = self.claims.len() as u64;
+        let mine = self.claims[me].load(Ordering::Relaxed);
+        let total: u64 = self.claims.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let want = if mine * n <= total + total / 8 + CLAIM_SLACK { me } else { owner_of(hash, n as usize) };
+        match self.slot(hash).compare_exchange(0, want as u8 + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                self.claims[want].fetch_add(1, Ordering::Relaxed);
+                want
+            }
+            Err(v) => v as usize - 1,
+        }
+    }
 }
 
 /// What a worker does with packets for a worker whose ring is full.
@@ -131,6 +204,7 @@ pub struct Dispatch {
     /// Reassembled datagrams and fragments travel on these (see `crate::fragstage`).
     rings: Arc<Vec<Ring>>,
     channels: Channels,
+    owners: Owners,
     me: usize,
     /// Per destination worker.
     out: Vec<Out>,
@@ -146,13 +220,13 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(rings: Arc<Vec<Ring>>, channels: Channels, me: usize, when_full: WhenFull, pool: PoolRef) -> Dispatch {
+    pub fn new(rings: Arc<Vec<Ring>>, channels: Channels, owners: Owners, me: usize, when_full: WhenFull, pool: PoolRef) -> Dispatch {
         let n = rings.len();
         debug_assert_eq!(channels.len(), n * n);
         let out = (0..n)
             .map(|_| Out { write: 0, published: 0, tail_seen: 0, pending: 0, held: 0, staged: VecDeque::with_capacity(BURST) })
             .collect();
-        Dispatch { rings, channels, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new() }
+        Dispatch { rings, channels, owners, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new() }
     }
 
     pub fn workers(&self) -> usize {
@@ -162,7 +236,15 @@ impl Dispatch {
     /// The worker that owns a packet with this flow hash (None: no flow, decided here).
     #[inline(always)]
     pub fn owner(&self, hash: Option<u64>) -> usize {
-        hash.map_or(self.me, |h| owner_of(h, self.rings.len()))
+        hash.map_or(self.me, |h| self.owners.owner(h, self.me))
+    }
+
+    /// Starts loading what [`owner`](Self::owner) reads for this flow hash.
+    #[inline(always)]
+    pub fn prefetch_owner(&self, hash: Option<u64>) {
+        if let Some(h) = hash {
+            self.owners.prefetch(h);
+        }
     }
 
     /// This worker's inbound ring (reassembled datagrams and fragments).
