@@ -24,6 +24,17 @@ use crate::dissectors::{Dissector, DissectorId, Settings};
 pub mod memory;
 use memory::{FlowMemory, Held, MemoryConfig, OverCap};
 
+/// How a body being modified keeps a valid framing (`http:enable_data_modification()`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// Each slice of body data leaves as a chunk of its own, the body's own framing (a
+    /// chunked body's size lines, CRLFs, last chunk and trailers) removed: its head says
+    /// `Transfer-Encoding: chunked` (now, or it did).
+    Rechunk,
+    /// Read until the end of the stream (a transfer coding other than chunked): no framing.
+    Keep,
+}
+
 /// TCP states, named as in Haka's `tcp_connection.lua`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TcpState {
@@ -107,6 +118,8 @@ pub struct ConnConfig {
     pub recompute_checksums: bool,
     /// How long a dropped connection's state lasts when it does not close, s (Haka: 60).
     pub drop_timeout_s: u64,
+    /// Largest IP packet a stream edit may make (`[tcp] mtu`; 0: no limit).
+    pub mtu: usize,
     /// The flow memory budget (`[memory]`).
     pub memory: MemoryConfig,
 }
@@ -149,6 +162,7 @@ impl Default for ConnConfig {
             bare_resets: false,
             recompute_checksums: false,
             drop_timeout_s: 60,
+            mtu: 1500,
             memory: MemoryConfig::default(),
         }
     }
@@ -183,8 +197,9 @@ pub struct Conn {
     pub app: Option<Box<dyn Dissector>>,
     pub app_id: DissectorId,
     /// Per direction: the current HTTP message's body is being modified (re-framed as
-    /// chunks by the stage), after `http:enable_data_modification()`.
-    pub data_mod: [bool; 2],
+    /// chunks by the stage, or its chunk size lines rewritten when it was chunked), after
+    /// `http:enable_data_modification()`.
+    pub data_mod: [Option<BodyFraming>; 2],
     /// Over its memory cap with `[memory] over_cap = "accept"`: its state was freed and
     /// its data is no longer inspected.
     pub uninspected: bool,
@@ -214,7 +229,7 @@ impl Conn {
             shift: [SeqShift::default(), SeqShift::default()],
             app: None,
             app_id: 0,
-            data_mod: [false; 2],
+            data_mod: [None; 2],
             uninspected: false,
             charge: None,
             lua_bytes: 0,

@@ -397,7 +397,8 @@ pub enum AppEvent {
     /// Body bytes (de-chunked) of the current message in direction `dir`; `off`: stream
     /// offset of the first one (meaningful for bodies that are not chunked).
     Body { dir: u8, data: Vec<u8>, off: u64 },
-    /// The message in direction `dir` ended at stream offset `end`.
+    /// The message in direction `dir` ended at stream offset `end` (after its body's
+    /// framing: a chunked body's last chunk and trailers).
     MessageEnd { dir: u8, end: u64 },
     /// A parsed message the rules receive whole (a DNS query, a ClientHello).
     Message(Box<dyn Message>),
