@@ -1,9 +1,9 @@
 //! Dissectors: every protocol the engine reads, behind one trait ([`Dissector`]) and
 //! registered by name, as in Haka's architecture: the capture hands each packet to the
 //! `packet` dissector, each dissector hands what it carries to the next one (`receive`),
-//! the connection stage (`tcp_connection`, `udp_connection`) creates the flow context and
-//! hands the connection's stream or datagrams to the dissector a `next_dissector` policy
-//! installs on it (`http`, `dns`, `tls`, or one written in Lua).
+//! the connection dissectors (`tcp_connection`, `udp_connection`) create the flow context
+//! and hand the connection's stream or datagrams to the dissector a `next_dissector`
+//! policy installs on it (`http`, `dns`, `tls`, or one written in Lua).
 //!
 //! One folder per protocol: its parser or header view, its dissector (a type implementing
 //! [`Dissector`]) and one registration line:
@@ -13,6 +13,18 @@
 //!   selects them ([`On`]); the `packet_layers!` list below registers them. The chain is
 //!   walked by [`crate::dissect::dissect`] with static dispatch (the list becomes a
 //!   `match`), so a registered layer costs what a hand-written chain costs.
+//! - **connection dissectors** (`tcp_connection`, `udp_connection`) are the flow context
+//!   of one connection, made by the packets of their transport as in Haka (the `tcp`
+//!   dissector's receive creates the `tcp_connection`): [`Dissector::open`] says what a
+//!   packet of a flow without a connection makes ([`Opened`]), the instance's
+//!   [`Dissector::receive_connection`] steps on each later packet ([`Segment`]: ports, TCP
+//!   header facts) and returns the [`Step`] the stateful stage acts on. Their
+//!   [`ConnectionRegistration`] names the packet dissector they follow and the
+//!   [`On::IpProto`] that selects them; the `connection_dissectors!` list registers them
+//!   and makes [`Connection`] (one connection's dissector), dispatched by a `match` per
+//!   packet. The connection table that keeps the instances, [`crate::conn`], is not a
+//!   dissector: it is what every connection has beside its dissector (orientation,
+//!   `flow:drop()`, the flow dissector installed on it, the memory budget).
 //! - **flow dissectors** (`http`, `dns`, `tls`) read a connection's in-order stream bytes
 //!   or datagrams ([`Dissector::receive_stream`], [`Dissector::receive_datagram`]: the
 //!   data is lent, the events it reports are owned by the engine from then on). Their
@@ -24,10 +36,10 @@
 //! The shape is Suricata's app-layer registration (a name, default ports, a state
 //! constructor, parse functions per direction) rather than Snort 3's inspector
 //! classes: a stream dissector here does not split or own the stream (the
-//! connection stage reassembles it once for every dissector, Haka's model), it
+//! `tcp_connection` dissector reassembles it once for every dissector, Haka's model), it
 //! only parses what it is given and reports events in stream order. Packet layers follow
 //! smoltcp's `wire` views and DPDK's l3fwd (a fixed chain decided per packet, no
-//! allocation, no indirect call).
+//! allocation, no indirect call); the connection list does the same per connection.
 use crate::config::AnomalyAction;
 use crate::conn::{ConnConfig, ConnContext, ConnCounters, Step};
 use crate::stats::Stateful;
