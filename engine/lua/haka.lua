@@ -2037,7 +2037,7 @@ local errs = {}
 local MAX_ERROR_MESSAGES = H.max_error_messages or 16
 
 ---------------------------------------------------------------------------
--- stateful dissectors: tcp_connection, udp_connection (engine/src/conn)
+-- stateful dissectors: tcp_connection, udp_connection (engine/src/dissectors/tcp_connection, udp_connection; engine/src/conn)
 -- Rust tracks the connections and calls the RT.conn_* functions below once per
 -- packet that has stateful events; the flow objects live in FLOWS[id].
 ---------------------------------------------------------------------------

@@ -96,7 +96,7 @@ impl Default for LogConfig {
 pub struct TcpConfig {
     /// TCP packet of a connection whose SYN was not seen: "pickup" (track it from
     /// there) or "drop" (Haka: alert and drop).
-    pub no_connection_found: crate::conn::NoConnection,
+    pub no_connection_found: crate::dissectors::tcp_connection::NoConnection,
     /// SYN or SYN-ACK on an established connection (retransmitted handshake): "accept"
     /// (counted) or "drop" (Haka: alert and drop).
     pub unexpected_packet: Verdict,
@@ -149,7 +149,7 @@ pub enum EditChecksum {
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
-            no_connection_found: crate::conn::NoConnection::Pickup,
+            no_connection_found: crate::dissectors::tcp_connection::NoConnection::Pickup,
             unexpected_packet: Verdict::Accept,
             retransmission_check_kb: 16,
             stream_buffer_per_flow_kb: 256,

@@ -5,8 +5,9 @@
 //! before the next step and the next packet.
 use crate::config::AnomalyAction;
 use crate::conn::memory::{OverCap, Part};
-use crate::conn::{BodyFraming, ConnTable, TcpInfo, FIN, RST, SYN};
-use crate::dissectors::{Dissector, AppEvent, ErrorVerdict, Events, Settings};
+use crate::conn::{BodyFraming, ConnTable};
+use crate::dissectors::tcp_connection::{TcpInfo, FIN, RST, SYN};
+use crate::dissectors::{AppEvent, ConnectionKind, Dissector, ErrorVerdict, Events, Segment, Settings};
 use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
@@ -309,11 +310,8 @@ impl StatefulStage {
         } else {
             TcpInfo::default()
         };
-        let step = if tcp {
-            self.conns.tcp_packet(id, created, flow_dir, &t, (sport, dport))
-        } else {
-            self.conns.udp_packet(id, created, flow_dir, (sport, dport))
-        };
+        let Some(kind) = ConnectionKind::of_proto(meta.proto) else { return Outcome::Accept };
+        let step = self.conns.receive(kind, id, created, flow_dir, &Segment { ports: (sport, dport), tcp: t });
         if step.restarted {
             self.end_lua(lua, id, meta.proto, None, c);
         }
@@ -374,7 +372,7 @@ impl StatefulStage {
                 self.select_app(id, app);
             }
         } else if needs_lua {
-            let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            let state = self.conns.get(id).map_or(3, |k| k.state().code());
             self.lua_flows.set(id);
             match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
                 ConnCall::Error => return self.rule_error(lua),
@@ -621,7 +619,7 @@ impl StatefulStage {
                 }
             }
         }
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id).and_then(|k| k.tcp_mut()) else { return };
         if self.edits.is_empty() && !conn.has_shift() {
             return;
         }
@@ -660,7 +658,7 @@ impl StatefulStage {
                 }
             }
         }
-        let Some(conn) = self.conns.get(id) else { return };
+        let Some(conn) = self.conns.get(id).and_then(|k| k.tcp()) else { return };
         let edited = payload.is_some();
         let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]), unchanged, recompute };
         let old_len = m.data().len();
@@ -741,9 +739,9 @@ impl StatefulStage {
     /// ended, then free it.
     pub fn forget(&mut self, lua: Option<&mut LuaEngine>, id: FlowId, c: &mut Counters) {
         if let Some(conn) = self.conns.end(id) {
-            if !conn.state.is_ended() || conn.proto == 17 {
+            if !conn.dissector.ended() {
                 if let Some(lua) = lua {
-                    self.end_lua(lua, id, conn.proto, None, c);
+                    self.end_lua(lua, id, conn.proto(), None, c);
                     lua.release_alerts(false);
                 }
             }
@@ -817,7 +815,7 @@ impl StatefulStage {
         // Toward the receiver the numbers go through the edits' shifts (it sees the
         // modified stream); toward the sender they are its own.
         let d = dir as usize & 1;
-        let (rseq, rack) = match self.conns.get(id) {
+        let (rseq, rack) = match self.conns.get(id).and_then(|k| k.tcp()) {
             Some(k) => (k.shift[d].map_seq(seq), k.shift[1 - d].unmap_ack(ack)),
             None => (seq, ack),
         };
@@ -1094,7 +1092,7 @@ impl StatefulStage {
         }
         let mut dm_heads: Vec<(usize, BodyFraming)> = Vec::new();
         if !lua_idx.is_empty() {
-            let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            let state = self.conns.get(id).map_or(3, |k| k.state().code());
             self.lua_flows.set(id);
             match lua.app_events(m.data_mut(), meta, id, dir, state, &events, &lua_idx, &body_offs) {
                 ConnCall::Error => {
