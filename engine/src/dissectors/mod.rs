@@ -464,7 +464,9 @@ macro_rules! connection_dissectors {
             }
         }
 
-        /// One connection's dissector.
+        /// One connection's dissector (inline in its boxed [`crate::conn::Conn`]: no
+        /// second allocation or pointer per packet, whatever the variants' sizes).
+        #[allow(clippy::large_enum_variant)]
         pub enum Connection { $($variant($ty)),* }
 
         impl Connection {
