@@ -771,7 +771,7 @@ impl Loop<'_> {
         }
     }
 
-    /// Processes a burst of the packets dispatched to this worker by others (its inbox,
+    /// Processes a burst of the packets dispatched to this worker by others (its channels,
     /// then its ring). Returns how many it took.
     fn drain_ring(&mut self, now: u64, d: &mut Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
         let taken = d.receive(buf, &mut self.c) + d.inbound().dequeue(buf);
