@@ -24,7 +24,7 @@
 #   replaying a part of the flows (scripts/gen_flows_pcap.py --part), the workers on
 #   all the lcores (the main one included when there are only 2). Two ways for 2+
 #   workers: the software dispatcher (dispatch = "auto": each worker hands the flows
-#   it does not own to their owner over rings; a capture waits when a ring is full)
+#   it does not own to their owner over channels; a capture waits when one is full)
 #   and dispatch = "queue" (each flow stays on the worker of its queue). Prints Mpps
 #   (wall, and per CPU second of the workers), the scaling factor against 1 worker
 #   and the drops by reason. Busy-polling workers share the cores with anything else

@@ -12,6 +12,9 @@ void shim_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned int n) { rte_pktmbu
 
 struct rte_mbuf *shim_pktmbuf_alloc(struct rte_mempool *mp) { return rte_pktmbuf_alloc(mp); }
 
+int shim_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsigned int n)
+{ return rte_pktmbuf_alloc_bulk(mp, pkts, n); }
+
 unsigned shim_lcore_id(void) { return rte_lcore_id(); }
 
 int shim_errno(void) { return rte_errno; }

@@ -30,6 +30,7 @@ uint16_t shim_tx_burst(uint16_t port, uint16_t queue, struct rte_mbuf **pkts, ui
 void shim_pktmbuf_free(struct rte_mbuf *m);
 void shim_pktmbuf_free_bulk(struct rte_mbuf **pkts, unsigned int n);
 struct rte_mbuf *shim_pktmbuf_alloc(struct rte_mempool *mp);
+int shim_pktmbuf_alloc_bulk(struct rte_mempool *mp, struct rte_mbuf **pkts, unsigned int n);
 unsigned shim_lcore_id(void);
 int shim_errno(void);
 uint64_t shim_rdtsc(void);

@@ -289,11 +289,13 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         DispatchFull::Auto if spec.stop_after.is_some() || ports.iter().all(|p| input_can_wait(&spec.eal_args, &p.info)) => WhenFull::Wait,
         DispatchFull::Auto => WhenFull::Drop,
     };
-    // Inboxes of dispatch_ring_size packets, all of them together holding a quarter of the
-    // pool at most (large packets travel as mbufs: a replay must not run out of mbufs to
-    // read into). Reassembled datagrams travel on rings of that size too.
-    let inbox_size = (cfg.datapath.dispatch_ring_size - 1).min(mbufs / (4 * workers as u32).max(1));
-    let inboxes = dispatch.then(|| crate::dispatch::inboxes(workers, inbox_size));
+    // A channel per pair of workers, of dispatch_ring_size packets; the mbuf queues beside
+    // them hold a quarter of the pool at most all together (large packets travel as mbufs:
+    // a replay must not run out of mbufs to read into). Reassembled datagrams travel on
+    // rings of dispatch_ring_size.
+    let pairs = (workers * workers.saturating_sub(1)).max(1) as u32;
+    let channel_size = (cfg.datapath.dispatch_ring_size - 1).min(mbufs / (4 * pairs)).max(1);
+    let channels = dispatch.then(|| crate::dispatch::channels(workers, channel_size));
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
@@ -332,7 +334,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
                 rules: rules.clone(),
                 alerts: alert_queue.clone(),
                 dispatch_full,
-                inboxes: inboxes.clone(),
+                channels: channels.clone(),
                 offline: spec.stop_after.is_some(),
                 conn: (cfg.conn_config(), crate::dissectors::Settings::of(cfg)),
                 pool: Some(dpdk::PoolRef::of(&pool)),
@@ -458,7 +460,7 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         p.stop_and_close();
     }
     drop(rings);
-    drop(inboxes);
+    drop(channels);
     let reasm_in_use = reasm_pool.as_ref().map_or(0, Mempool::in_use);
     let in_use = pool.in_use() + reasm_in_use;
 

@@ -1,86 +1,97 @@
 //! Software dispatch: without trusted symmetric RSS, a worker that receives a packet
-//! of a flow another worker owns hands it over on that worker's ring (`rte_ring`,
-//! multi-producer single-consumer), so that both directions of a flow always meet
-//! the same flow table.
+//! of a flow another worker owns hands it over to that worker, so that both directions
+//! of a flow always meet the same flow table.
 //!
-//! A small packet is handed over as a copy of its bytes (with its port and rx time) in
-//! the owner's inbox, a bounded queue of fixed slots, and its mbuf is freed at once by
-//! the worker that received it: the owner reads one or two cache lines that the
-//! hardware prefetcher streams (the slots are consecutive), then builds the packet in
-//! an mbuf of its own cache. Handing over the mbuf instead costs its two header lines,
-//! its data line and, once it is recycled by the other core, as many lines again: on
-//! a VM where a line takes ~0.5 us between cores that was most of the time. Larger
-//! packets (and chained ones) go over as mbufs, in the same queue so that a flow's
-//! packets keep their order.
+//! Every ordered pair of workers has a [`Channel`]: a single-producer single-consumer
+//! ring of 8-byte words. A small packet travels as a copy of its bytes (with its port
+//! and rx time) packed after the previous one (a 60-byte frame takes 80 bytes), and the
+//! worker that received it frees its mbuf with the rest of its burst; the owner builds
+//! the packet in an mbuf of its own cache. Moving cache lines between cores is what
+//! software dispatch costs (on the development VM a line takes 0.5-0.9 us between the
+//! cores, and under the datapath's own memory traffic a bare 80-byte entry costs both
+//! sides ~25 ns together), so: the producer publishes many entries at once (one store of
+//! its write position for up to [`PUBLISH_ENTRIES`]) and reads the consumer's position
+//! only when the ring looks full; it asks for the lines it will write next ahead of time;
+//! the consumer reads the write position once per poll, then streams consecutive lines.
+//! (Handing over the mbuf instead costs its two header lines, its data line and, once it
+//! is recycled by the other core, as many lines again.) Larger packets (and chained
+//! ones) go over as mbufs on a queue beside the ring, a marker entry keeping their place
+//! in the flow's order.
 //!
-//! Packets go to the owner's inbox as they are classified; those that find it full
-//! are staged, in order, and handed over later. When an inbox has no room:
+//! Packets go to the owner's channel as they are classified; those that find it full
+//! are staged, in order, and handed over later. When a channel has no room:
 //! - `wait` (input that can wait: a capture file): the packets stay staged and the
 //!   worker reads no rx queue until they are handed over (it keeps serving its own
-//!   ring meanwhile, so two workers waiting on each other both make progress): the
+//!   channels meanwhile, so two workers waiting on each other both make progress): the
 //!   input backs up, nothing is lost;
 //! - `drop` (live input): they are dropped, counted `dispatch_ring_full`, and the
 //!   worker keeps reading, so that its own flows do not suffer for a busy neighbour.
-use crate::dpdk::{Mbuf, MbufBurst, PoolRef, Ring, BURST};
+//!
+//! Reassembled datagrams and fragments travel on an `rte_ring` per worker (see
+//! `crate::fragstage`).
+use crate::dpdk::{self, Mbuf, MbufBurst, PoolRef, Ring, BURST};
 use crate::stats::{Counters, DropReason};
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-/// Bytes of a packet handed over as a copy at most: an inbox slot (its sequence number
-/// and a `Handoff`) is then two cache lines, and a minimum-size frame (60 bytes) fits.
-pub const COPY_MAX: usize = 100;
-const _: () = assert!(std::mem::size_of::<Handoff>() + 8 <= 128);
+/// Bytes of a packet handed over as a copy at most (larger ones go as mbufs).
+pub const COPY_MAX: usize = 128;
+/// An entry: a header word (length, port, kind), the rx time, then the bytes.
+const HEADER_WORDS: usize = 2;
+/// Ring words per packet a channel is sized for (a copy of up to 112 bytes and its
+/// header: more of smaller packets fit, fewer of larger ones).
+const WORDS_PER_PACKET: usize = 16;
+const KIND_COPY: u64 = 0;
+/// Entries a worker writes for another before it publishes them ([`Dispatch::flush`]).
+const PUBLISH_ENTRIES: usize = 64;
+/// Flushes a written entry waits at most before it is published.
+const PUBLISH_ROUNDS: usize = 4;
+/// Words of a channel prefetched for writing past the last publication.
+const PREFETCH_AHEAD_WORDS: usize = 24 * 8;
+/// The packet is the next mbuf of the channel's mbuf queue.
+const KIND_MBUF: u64 = 1;
 
-/// A packet on its way to the worker that owns its flow.
-pub enum Handoff {
-    Copied(Copied),
-    Mbuf(Mbuf),
+/// One worker's packets for another: a single-producer single-consumer ring of words.
+pub struct Channel {
+    /// Words published by the producer (a running count; the ring index is `& mask`).
+    head: CachePadded<AtomicUsize>,
+    /// Words the consumer is done with.
+    tail: CachePadded<AtomicUsize>,
+    words: Box<[AtomicU64]>,
+    mask: usize,
+    /// Packets handed over as mbufs, in the order of their marker entries.
+    mbufs: ArrayQueue<Mbuf>,
 }
 
-pub struct Copied {
-    /// The driver's rx timestamp (0: none).
-    ts: u64,
-    port: u16,
-    len: u16,
-    bytes: [u8; COPY_MAX],
-}
-
-impl Handoff {
-    /// A copy of a small single-segment packet (its mbuf freed here), else the mbuf.
-    #[inline(always)]
-    fn of(m: Mbuf) -> Handoff {
-        let data = m.data();
-        if data.len() > COPY_MAX || !m.is_single_segment() {
-            return Handoff::Mbuf(m);
-        }
-        let mut c = Copied { ts: m.rx_timestamp().unwrap_or(0), port: m.port(), len: data.len() as u16, bytes: [0; COPY_MAX] };
-        c.bytes[..data.len()].copy_from_slice(data);
-        Handoff::Copied(c)
-    }
-
-    /// The packet, in an mbuf of this worker's (None: the pool is exhausted).
-    #[inline(always)]
-    fn into_mbuf(self, pool: PoolRef) -> Option<Mbuf> {
-        match self {
-            Handoff::Mbuf(m) => Some(m),
-            Handoff::Copied(c) => {
-                let mut m = pool.alloc_with(&c.bytes[..c.len as usize], c.port)?;
-                if c.ts != 0 {
-                    m.set_rx_timestamp(c.ts);
-                }
-                Some(m)
-            }
+impl Channel {
+    fn new(packets: usize) -> Channel {
+        let n = (packets.max(BURST) * WORDS_PER_PACKET).next_power_of_two();
+        Channel {
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
+            words: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            mask: n - 1,
+            mbufs: ArrayQueue::new(packets.max(BURST)),
         }
     }
+
+    #[inline(always)]
+    fn word(&self, at: usize) -> &AtomicU64 {
+        &self.words[at & self.mask]
+    }
 }
 
-/// Every worker's inbox, indexed by worker.
-pub type Inboxes = Arc<Vec<ArrayQueue<Handoff>>>;
+/// The channels between every pair of workers: `[from * workers + to]` (those from a
+/// worker to itself are not used).
+pub type Channels = Arc<Vec<Channel>>;
 
-/// One inbox per worker, holding `capacity` packets.
-pub fn inboxes(workers: usize, capacity: u32) -> Inboxes {
-    Arc::new((0..workers).map(|_| ArrayQueue::new(capacity.max(BURST as u32) as usize)).collect())
+/// Channels for `workers` workers, each holding about `packets` packets (see
+/// `WORDS_PER_PACKET`) and `packets` mbufs.
+pub fn channels(workers: usize, packets: u32) -> Channels {
+    Arc::new((0..workers * workers).map(|i| Channel::new(if i / workers == i % workers { 0 } else { packets as usize })).collect())
 }
 
 /// Worker that owns a flow hash: fast range reduction of the low 32 bits (no
@@ -99,23 +110,49 @@ pub enum WhenFull {
     Drop,
 }
 
+/// The producer's side of one channel.
+struct Out {
+    /// Words written (published or not).
+    write: usize,
+    /// Words published.
+    published: usize,
+    /// The consumer's position when last read.
+    tail_seen: usize,
+    /// Entries written and not yet published.
+    pending: usize,
+    /// Flushes that left them unpublished.
+    held: usize,
+    /// Packets waiting for room, in order (a burst at most).
+    staged: VecDeque<Mbuf>,
+}
+
 /// One worker's side of the software dispatcher.
 pub struct Dispatch {
     /// Reassembled datagrams and fragments travel on these (see `crate::fragstage`).
     rings: Arc<Vec<Ring>>,
-    inboxes: Inboxes,
+    channels: Channels,
     me: usize,
-    /// Per destination worker: packets waiting for room in its inbox (a burst at most).
-    staged: Vec<VecDeque<Handoff>>,
+    /// Per destination worker.
+    out: Vec<Out>,
+    /// Per source worker: words read from its channel to this worker.
+    read: Vec<usize>,
+    /// The source worker polled first next time (so that none is always served last).
+    first: usize,
     when_full: WhenFull,
     /// Where packets handed over as copies are rebuilt.
     pool: PoolRef,
+    /// Empty mbufs for them, taken from the pool a burst at a time.
+    spare: MbufBurst,
 }
 
 impl Dispatch {
-    pub fn new(rings: Arc<Vec<Ring>>, inboxes: Inboxes, me: usize, when_full: WhenFull, pool: PoolRef) -> Dispatch {
-        let staged = (0..rings.len()).map(|_| VecDeque::with_capacity(BURST)).collect();
-        Dispatch { rings, inboxes, me, staged, when_full, pool }
+    pub fn new(rings: Arc<Vec<Ring>>, channels: Channels, me: usize, when_full: WhenFull, pool: PoolRef) -> Dispatch {
+        let n = rings.len();
+        debug_assert_eq!(channels.len(), n * n);
+        let out = (0..n)
+            .map(|_| Out { write: 0, published: 0, tail_seen: 0, pending: 0, held: 0, staged: VecDeque::with_capacity(BURST) })
+            .collect();
+        Dispatch { rings, channels, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new() }
     }
 
     pub fn workers(&self) -> usize {
@@ -139,74 +176,249 @@ impl Dispatch {
         &self.rings
     }
 
-    /// Stages a packet for worker `owner`. A burst never fills a stage (the input is
-    /// read only when every stage is empty, and a burst is at most a stage), but a
-    /// full one is sent at once, as a full inbox would be handled.
-    /// (Straight into the inbox while nothing waits before it: the owner can start on it.)
+    /// Hands the packet in slot `i` of `burst` over to worker `owner`. A packet copied
+    /// into the channel stays in the burst, to be freed with it; any other leaves it.
+    /// A burst never fills a stage (the input is read only when every stage is empty,
+    /// and a burst is at most a stage), but a full one is sent at once, as a full
+    /// channel would be handled.
     #[inline(always)]
-    pub fn stage(&mut self, owner: usize, m: Mbuf, c: &mut Counters) {
-        let h = Handoff::of(m);
-        let h = if self.staged[owner].is_empty() {
-            match self.inboxes[owner].push(h) {
-                Ok(()) => {
+    pub fn hand_over(&mut self, owner: usize, burst: &mut MbufBurst, i: usize, c: &mut Counters) {
+        if self.out[owner].staged.is_empty() {
+            let Some(m) = burst.get(i) else { return };
+            match self.put_copy(owner, m) {
+                Put::Done => {
                     c.dispatched_out += 1;
                     return;
                 }
-                Err(h) => h,
+                Put::Full => {}
+                Put::TooLarge => {
+                    let Some(m) = burst.take(i) else { return };
+                    match self.put_mbuf(owner, m) {
+                        Ok(()) => {
+                            c.dispatched_out += 1;
+                            return;
+                        }
+                        Err(m) => {
+                            self.stage(owner, m, c);
+                            return;
+                        }
+                    }
+                }
             }
-        } else {
-            h
-        };
-        if self.staged[owner].len() >= BURST {
+        }
+        if let Some(m) = burst.take(i) {
+            self.stage(owner, m, c);
+        }
+    }
+
+    /// Keeps `m` for `owner` until its channel has room.
+    fn stage(&mut self, owner: usize, m: Mbuf, c: &mut Counters) {
+        if self.out[owner].staged.len() >= BURST {
             self.send(owner, c, true);
         }
-        self.staged[owner].push_back(h);
+        self.out[owner].staged.push_back(m);
     }
 
-    /// Takes up to `BURST - buf.len()` packets from this worker's inbox into `buf`
-    /// (a copy that finds no mbuf is dropped, counted). Returns how many were taken.
-    #[inline]
-    pub fn receive(&self, buf: &mut MbufBurst, c: &mut Counters) -> usize {
-        let inbox = &self.inboxes[self.me];
-        let mut n = 0;
-        while !buf.is_full() {
-            let Some(h) = inbox.pop() else { break };
-            n += 1;
-            match h.into_mbuf(self.pool) {
-                Some(m) => {
-                    let _ = buf.push(m);
-                }
-                None => c.drop(DropReason::DispatchNoBuffer),
+    /// Whether `need` more words fit in the channel to `to`.
+    #[inline(always)]
+    fn room(&mut self, to: usize, need: usize) -> bool {
+        let ch = &self.channels[self.me * self.out.len() + to];
+        let o = &mut self.out[to];
+        let size = ch.mask + 1;
+        if o.write + need - o.tail_seen <= size {
+            return true;
+        }
+        o.tail_seen = ch.tail.load(Ordering::Acquire);
+        o.write + need - o.tail_seen <= size
+    }
+
+    /// Writes a copy of `m` into the channel to `to` (not yet published).
+    #[inline(always)]
+    fn put_copy(&mut self, to: usize, m: &Mbuf) -> Put {
+        let data = m.data();
+        let len = data.len();
+        if len > COPY_MAX || !m.is_single_segment() {
+            return Put::TooLarge;
+        }
+        let need = HEADER_WORDS + len.div_ceil(8);
+        if !self.room(to, need) {
+            return Put::Full;
+        }
+        let ch = &self.channels[self.me * self.out.len() + to];
+        let at = self.out[to].write;
+        ch.word(at).store(len as u64 | (m.port() as u64) << 16 | KIND_COPY << 32, Ordering::Relaxed);
+        ch.word(at + 1).store(m.rx_timestamp().unwrap_or(0), Ordering::Relaxed);
+        let mut p = at + HEADER_WORDS;
+        let mut chunks = data.chunks_exact(8);
+        for w in &mut chunks {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            ch.word(p).store(u64::from_le_bytes(b), Ordering::Relaxed);
+            p += 1;
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            // (byte by byte: a copy of a variable length would be a call)
+            let mut v = 0u64;
+            for (k, &b) in rest.iter().enumerate() {
+                v |= (b as u64) << (8 * k);
+            }
+            ch.word(p).store(v, Ordering::Relaxed);
+        }
+        self.out[to].write = at + need;
+        self.out[to].pending += 1;
+        Put::Done
+    }
+
+    /// Hands `m` over as an mbuf, with a marker entry in the channel to `to`.
+    fn put_mbuf(&mut self, to: usize, m: Mbuf) -> Result<(), Mbuf> {
+        if !self.room(to, HEADER_WORDS) {
+            return Err(m);
+        }
+        let ch = &self.channels[self.me * self.out.len() + to];
+        ch.mbufs.push(m)?;
+        let at = self.out[to].write;
+        ch.word(at).store(KIND_MBUF << 32, Ordering::Relaxed);
+        ch.word(at + 1).store(0, Ordering::Relaxed);
+        self.out[to].write = at + HEADER_WORDS;
+        self.out[to].pending += 1;
+        Ok(())
+    }
+
+    /// Makes what was written to `to` visible to it.
+    #[inline(always)]
+    fn publish(&mut self, to: usize) {
+        let n = self.out.len();
+        let o = &mut self.out[to];
+        let ch = &self.channels[self.me * n + to];
+        o.pending = 0;
+        o.held = 0;
+        if o.write != o.published {
+            o.published = o.write;
+            ch.head.store(o.write, Ordering::Release);
+        }
+        if to != self.me {
+            // (the lines the next entries go to, taken over from the consumer's cache while
+            // the next bursts are read and classified)
+            let mut p = o.write;
+            while p < o.write + PREFETCH_AHEAD_WORDS {
+                dpdk::prefetch_write(ch.word(p) as *const AtomicU64);
+                p += 8;
             }
         }
-        n
     }
 
-    /// Enqueues every stage. Returns true when nothing is left staged, i.e. the worker
-    /// may read its input (with `Drop`, always: what did not fit was dropped).
+    /// Takes up to `BURST - buf.len()` packets handed over to this worker into `buf`
+    /// (a copy that finds no mbuf is dropped, counted). Returns how many were taken.
     #[inline]
-    pub fn flush(&mut self, c: &mut Counters) -> bool {
+    pub fn receive(&mut self, buf: &mut MbufBurst, c: &mut Counters) -> usize {
+        let n = self.out.len();
+        let mut taken = 0;
+        for k in 0..n {
+            let from = (self.first + k) % n;
+            if from == self.me || buf.is_full() {
+                continue;
+            }
+            let ch = &self.channels[from * n + self.me];
+            let head = ch.head.load(Ordering::Acquire);
+            let mut read = self.read[from];
+            if read == head {
+                continue;
+            }
+            // (the lines of the entries ready, asked for at once: the transfers overlap)
+            let end = head.min(read + BURST * WORDS_PER_PACKET);
+            let mut p = read;
+            while p < end {
+                dpdk::prefetch(ch.word(p) as *const AtomicU64);
+                p += 8;
+            }
+            while read != head && !buf.is_full() {
+                let h = ch.word(read).load(Ordering::Relaxed);
+                let len = (h & 0xffff) as usize;
+                taken += 1;
+                if h >> 32 & 0xff == KIND_MBUF {
+                    read += HEADER_WORDS;
+                    // (pushed before its marker was published: always there)
+                    if let Some(m) = ch.mbufs.pop() {
+                        let _ = buf.push(m);
+                    }
+                    continue;
+                }
+                let ts = ch.word(read + 1).load(Ordering::Relaxed);
+                let at = read + HEADER_WORDS;
+                read = at + len.div_ceil(8);
+                if self.spare.is_empty() {
+                    let _ = self.pool.alloc_bulk(&mut self.spare);
+                }
+                let Some(mut m) = self.spare.pop().or_else(|| self.pool.alloc()) else {
+                    c.drop(DropReason::DispatchNoBuffer);
+                    continue;
+                };
+                // (whole words, the last one into the tailroom, then the length cut: a
+                // copy of a variable length would be a call)
+                if !m.resize(len.next_multiple_of(8)) {
+                    c.drop(DropReason::DispatchNoBuffer);
+                    continue;
+                }
+                for (k, dst) in m.data_mut().chunks_exact_mut(8).enumerate() {
+                    dst.copy_from_slice(&ch.word(at + k).load(Ordering::Relaxed).to_le_bytes());
+                }
+                m.resize(len);
+                m.set_port((h >> 16 & 0xffff) as u16);
+                if ts != 0 {
+                    m.set_rx_timestamp(ts);
+                }
+                let _ = buf.push(m);
+            }
+            self.read[from] = read;
+            ch.tail.store(read, Ordering::Release);
+        }
+        self.first = (self.first + 1) % n;
+        taken
+    }
+
+    /// Hands every stage over and publishes what was written: all of it when `eager`,
+    /// else for each worker once there are [`PUBLISH_ENTRIES`] entries or they waited
+    /// [`PUBLISH_ROUNDS`] flushes (a line that synchronises both sides, and the partly
+    /// written line at the end, cost per publication: fewer, larger batches cross
+    /// faster). Returns true when nothing is left staged, i.e. the worker may read its
+    /// input (with `Drop`, always: what did not fit was dropped).
+    #[inline]
+    pub fn flush(&mut self, c: &mut Counters, eager: bool) -> bool {
         let mut clear = true;
-        for w in 0..self.staged.len() {
-            if !self.staged[w].is_empty() {
+        for w in 0..self.out.len() {
+            if !self.out[w].staged.is_empty() {
                 clear &= self.send(w, c, false);
+            }
+            let o = &mut self.out[w];
+            if o.pending == 0 {
+                continue;
+            }
+            if eager || o.pending >= PUBLISH_ENTRIES || o.held >= PUBLISH_ROUNDS || !o.staged.is_empty() {
+                self.publish(w);
+            } else {
+                o.held += 1;
             }
         }
         clear
     }
 
-    /// Hands stage `w` over to its inbox, in order; what does not fit is dropped with
-    /// `Drop` (or `force`), kept with `Wait`. True when the stage is empty.
+    /// Hands stage `w` over, in order; what does not fit is dropped with `Drop` (or
+    /// `force`), kept with `Wait`. True when the stage is empty.
     fn send(&mut self, w: usize, c: &mut Counters, force: bool) -> bool {
-        let inbox = &self.inboxes[w];
-        let stage = &mut self.staged[w];
-        while let Some(h) = stage.pop_front() {
-            if let Err(h) = inbox.push(h) {
-                stage.push_front(h);
+        while let Some(m) = self.out[w].staged.pop_front() {
+            let put = match self.put_copy(w, &m) {
+                Put::Done => Ok(()),
+                Put::Full => Err(m),
+                Put::TooLarge => self.put_mbuf(w, m),
+            };
+            if let Err(m) = put {
+                self.out[w].staged.push_front(m);
                 break;
             }
             c.dispatched_out += 1;
         }
+        let stage = &mut self.out[w].staged;
         if stage.is_empty() {
             return true;
         }
@@ -220,14 +432,23 @@ impl Dispatch {
 
     /// Packets staged and not yet handed over.
     pub fn staged(&self) -> usize {
-        self.staged.iter().map(VecDeque::len).sum()
+        self.out.iter().map(|o| o.staged.len()).sum()
     }
 
     /// At stop, what could not be handed over in time: dropped, counted.
     pub fn drop_staged(&mut self, c: &mut Counters) {
-        for s in &mut self.staged {
-            c.dropped[DropReason::DispatchRingFull as usize] += s.len() as u64;
-            s.clear();
+        for o in &mut self.out {
+            c.dropped[DropReason::DispatchRingFull as usize] += o.staged.len() as u64;
+            o.staged.clear();
         }
     }
+}
+
+/// How writing a copy into a channel went.
+enum Put {
+    Done,
+    /// No room.
+    Full,
+    /// Not copied: handed over as an mbuf.
+    TooLarge,
 }

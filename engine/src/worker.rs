@@ -197,8 +197,8 @@ pub struct WorkerPlan {
     pub alerts: Arc<AlertQueue>,
     /// What this worker does with packets for a worker whose ring is full.
     pub dispatch_full: WhenFull,
-    /// Software dispatch: inboxes[i] is worker i's inbox (packets of its flows).
-    pub inboxes: Option<crate::dispatch::Inboxes>,
+    /// Software dispatch: the channels between every pair of workers.
+    pub channels: Option<crate::dispatch::Channels>,
     /// Offline input (hakapcap): the Lua flow objects are measured by packets, not time.
     pub offline: bool,
     /// Stateful layer settings: connection tracking, what HTTP protocol errors and
@@ -772,9 +772,9 @@ impl Loop<'_> {
         }
     }
 
-    /// Processes a burst of the packets dispatched to this worker by others (its inbox,
+    /// Processes a burst of the packets dispatched to this worker by others (its channels,
     /// then its ring). Returns how many it took.
-    fn drain_ring(&mut self, now: u64, d: &Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
+    fn drain_ring(&mut self, now: u64, d: &mut Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
         let taken = d.receive(buf, &mut self.c) + d.inbound().dequeue(buf);
         let n = buf.len();
         // Another worker received these: their headers and bytes are in its cache. Ask
@@ -926,7 +926,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     };
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let mut log_seen = u64::MAX;
-    let mut dispatch = match (plan.rings.clone(), plan.inboxes.clone(), plan.pool) {
+    let mut dispatch = match (plan.rings.clone(), plan.channels.clone(), plan.pool) {
         (Some(r), Some(i), Some(pool)) => Some(Dispatch::new(r, i, me, plan.dispatch_full, pool)),
         _ => None,
     };
@@ -939,12 +939,16 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let mut ticks: u64 = 0;
     let mut next_scan_rx = OFFLINE_SCAN_PACKETS;
     let mut iter: u64 = 0;
+    // (no full burst in the last round: what was written for other workers goes at once)
+    let mut idle = true;
     shared.polling.fetch_add(1, Ordering::SeqCst);
 
     while !shared.stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
         // (waiting for room in another worker's ring: the input is not read meanwhile)
-        let mut may_read = dispatch.as_mut().map_or(true, |d| d.flush(&mut lp.c));
+        // (what is written for other workers waits for more while the input is busy)
+        let mut may_read = dispatch.as_mut().map_or(true, |d| d.flush(&mut lp.c, idle));
+        idle = true;
         // Offline, fragments and reassembled datagrams (handed over on the rings) wait too:
         // a ring left to fill holds the pool's mbufs, and the fragments that would complete
         // the held datagrams could then never be read.
@@ -959,6 +963,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             if n == 0 {
                 continue;
             }
+            idle &= n < BURST;
             lp.update_keep_metas();
             lp.c.rx += n as u64;
             for i in 0..n {
@@ -975,8 +980,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
                     let owner = d.owner(class.flow_hash());
                     if owner != me {
                         lp.metas[i] = None;
-                        let Some(m) = rx.take(i) else { continue };
-                        d.stage(owner, m, &mut lp.c);
+                        // (a copy leaves the mbuf in the burst, freed with it)
+                        d.hand_over(owner, &mut rx, i, &mut lp.c);
                         continue;
                     }
                 }
@@ -984,11 +989,11 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             }
             // (handed over first: the owner works on them while this worker decides)
             if let Some(d) = dispatch.as_mut() {
-                may_read = d.flush(&mut lp.c);
+                may_read = d.flush(&mut lp.c, false);
             }
             lp.finish_batch(&mut rx, &mut batch, now);
         }
-        if let Some(d) = &dispatch {
+        if let Some(d) = dispatch.as_mut() {
             while lp.drain_ring(now, d, &mut ringbuf, &mut batch) == BURST {}
         }
         lp.flush_tx();
@@ -1053,7 +1058,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
         let now = clock.now_ms();
         let patience = dpdk::tsc_hz().max(1);
         let mut since = (dpdk::tsc(), d.staged());
-        while !d.flush(&mut lp.c) {
+        while !d.flush(&mut lp.c, true) {
             lp.drain_ring(now, d, &mut ringbuf, &mut batch);
             lp.flush_tx();
             if d.staged() < since.1 {
@@ -1068,7 +1073,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     // Drain, phase 1: this worker no longer takes packets from ports, so it no
     // longer dispatches. Keep serving the ring until every worker got here.
     shared.rx_stopped.fetch_add(1, Ordering::SeqCst);
-    if let Some(d) = &dispatch {
+    if let Some(d) = dispatch.as_mut() {
         let now = clock.now_ms();
         while shared.rx_stopped.load(Ordering::SeqCst) < plan.workers {
             lp.drain_ring(now, d, &mut ringbuf, &mut batch);

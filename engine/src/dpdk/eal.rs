@@ -192,6 +192,15 @@ pub fn prefetch<T>(ptr: *const T) {
     unsafe { core::arch::x86_64::_mm_prefetch(ptr as *const i8, core::arch::x86_64::_MM_HINT_T0) }
 }
 
+/// Asks for the cache line at `ptr` in a state it can be written in (PREFETCHW): a line
+/// another core read last is then taken over before the store that needs it.
+#[inline(always)]
+pub fn prefetch_write<T>(ptr: *const T) {
+    // SAFETY: prefetchw is a hint; any address is allowed, it never faults, and it
+    // changes no register or memory contents.
+    unsafe { core::arch::asm!("prefetchw [{0}]", in(reg) ptr, options(nostack, preserves_flags, readonly)) }
+}
+
 type Job = Box<dyn FnOnce() -> i32 + Send>;
 
 extern "C" fn run_job(arg: *mut c_void) -> c_int {

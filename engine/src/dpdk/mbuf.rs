@@ -164,6 +164,22 @@ impl PoolRef {
         NonNull::new(unsafe { dpdk_sys::shim_pktmbuf_alloc(self.0.as_ptr()) }).map(Mbuf)
     }
 
+    /// Fills the free tail of `burst` with new empty packets, all or none (false: the pool
+    /// has fewer left).
+    pub fn alloc_bulk(&self, burst: &mut MbufBurst) -> bool {
+        let (p, n) = burst.tail_ptr();
+        if n == 0 {
+            return true;
+        }
+        // SAFETY: valid pool; `p` points to `n` free slots of the burst, which DPDK fills
+        // with owned mbufs only on success (0), committed then.
+        if unsafe { dpdk_sys::shim_pktmbuf_alloc_bulk(self.0.as_ptr(), p, n as u32) } != 0 {
+            return false;
+        }
+        burst.commit(n);
+        true
+    }
+
     /// Mbufs of this pool currently allocated.
     pub fn in_use(&self) -> u32 {
         // SAFETY: valid pool.
@@ -420,12 +436,36 @@ impl MbufBurst {
         }
     }
 
-    /// Frees what is left and empties the burst.
+    /// Takes the last packet out (its slot no longer counted).
+    #[inline(always)]
+    pub fn pop(&mut self) -> Option<Mbuf> {
+        if self.len == 0 {
+            return None;
+        }
+        self.len -= 1;
+        self.slots[self.len].take()
+    }
+
+    /// Frees what is left (in one call) and empties the burst.
     pub fn clear(&mut self) {
-        for s in &mut self.slots[..self.len] {
-            drop(s.take());
+        // (compacted to the front of the slots, in place: they are pointers)
+        let mut n = 0;
+        for i in 0..self.len {
+            if self.slots[i].is_some() {
+                self.slots.swap(n, i);
+                n += 1;
+            }
         }
         self.len = 0;
+        if n > 0 {
+            let p = self.slots.as_mut_ptr() as *mut *mut dpdk_sys::rte_mbuf;
+            // SAFETY: slots[..n] hold owned mbufs (Option<Mbuf> has the layout of a
+            // pointer, see `tail_ptr`); they are freed once here, then forgotten.
+            unsafe { dpdk_sys::shim_pktmbuf_free_bulk(p, n as u32) }
+            for s in &mut self.slots[..n] {
+                std::mem::forget(s.take());
+            }
+        }
     }
 
     /// Pointer to the free tail, for PMD/ring calls that fill it.

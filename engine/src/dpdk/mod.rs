@@ -13,7 +13,7 @@ mod ring;
 mod telemetry;
 
 pub use eal::{
-    launch_on, lcore_id, main_lcore, pdump_init, prefetch, shared_config, socket_id_any, thread_cpu_ns, tsc, tsc_hz,
+    launch_on, lcore_id, main_lcore, pdump_init, prefetch, prefetch_write, shared_config, socket_id_any, thread_cpu_ns, tsc, tsc_hz,
     wait_all_lcores, worker_lcores, Eal,
 };
 pub use lua::{http_field_fn, new_lua_with_ffi, EngineHandoff};
