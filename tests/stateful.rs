@@ -143,7 +143,7 @@ fn run_in(dir: tempfile::TempDir, rules: &Path, input: &Path, config: Option<&st
         run.stdout
     );
     assert_eq!(
-        t["rx"].as_u64().unwrap() + run.st("resets_sent"),
+        t["rx"].as_u64().unwrap() + run.st("resets_sent") + run.st("split_segments"),
         t["tx"].as_u64().unwrap() + t["dropped"].as_u64().unwrap(),
         "rx + forged = tx + dropped: {}\n{}",
         run.stats,
@@ -2108,6 +2108,57 @@ end }
     assert!(bodies.contains("<title>[haka] 404 Not Found</title>"), "{bodies}");
     assert_eq!(bodies.matches("GIF89a").count(), 0, "{bodies}");
     // TCP stays consistent: no lost, retransmitted or out-of-order segment
+    let flagged = tshark(&["-r", &out_s, "-Y", "tcp.analysis.lost_segment or tcp.analysis.retransmission or tcp.analysis.out_of_order or tcp.checksum.status == 0"]);
+    assert_eq!(flagged.trim(), "", "TCP analysis flags on the output");
+}
+
+#[test]
+fn http_body_modification_rechunks_chunked_bodies_and_splits_segments_at_the_mtu() {
+    // A streamed rule inserts a marker into every response body, the chunked one
+    // included: that one is re-chunked (its own chunk framing replaced, as Haka did),
+    // and the full-size segments the insertions grow past the MTU are split in two.
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.response, eval = function(h, resp) h:enable_data_modification() end }
+haka.rule{ on = http.events.response_data, options = { streamed = true }, eval = function(h, iter)
+  iter:advance(20)
+  iter:insert(haka.vbuffer_from("<!--inserted by haka-->"))
+end }
+"#;
+    let input = http_pcap("keepalive.pcap");
+    let r = run(rules, &input, None);
+    assert_eq!(r.stats["totals"]["rule_errors"].as_u64(), Some(0), "{}", r.stdout);
+    assert!(!r.stdout.contains("unmodifiable"), "{}", r.stdout);
+    let st = &r.stats["totals"]["stateful"];
+    assert!(r.st("stream_edits") > 0 && r.st("stream_edits_refused") == 0, "{st}");
+    assert!(r.st("split_segments") >= 2, "{st}");
+    let (in_s, out_s) = (input.display().to_string(), r.out_path().display().to_string());
+    // every body has the marker at offset 20 and is otherwise the same (the bodies as
+    // tshark exports them: de-chunked)
+    let bodies = |f: &str| -> Vec<(String, Vec<u8>)> {
+        let d = tempfile::tempdir().unwrap();
+        tshark(&["-r", f, "-Q", "--export-objects", &format!("http,{}", d.path().display())]);
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+            .collect();
+        v.sort();
+        v
+    };
+    let (before, after) = (bodies(&in_s), bodies(&out_s));
+    assert_eq!(before.len(), 4, "responses in the capture");
+    assert_eq!(after.len(), before.len());
+    for ((name, b), (name2, a)) in before.iter().zip(&after) {
+        assert_eq!(name, name2);
+        let want = [&b[..20], &b"<!--inserted by haka-->"[..], &b[20..]].concat();
+        assert!(a == &want, "{name}: the body with the marker at 20");
+    }
+    let heads = tshark(&["-r", &out_s, "-Y", "http.response", "-T", "fields", "-e", "http.transfer_encoding"]);
+    assert_eq!(heads.lines().collect::<Vec<_>>(), ["chunked"; 4], "{heads}");
+    // no IP packet over 1500 bytes, and TCP stays consistent
+    let lens = tshark(&["-r", &out_s, "-T", "fields", "-e", "ip.len"]);
+    assert!(lens.lines().all(|l| l.trim().parse::<usize>().is_ok_and(|n| n <= 1500)), "{lens}");
     let flagged = tshark(&["-r", &out_s, "-Y", "tcp.analysis.lost_segment or tcp.analysis.retransmission or tcp.analysis.out_of_order or tcp.checksum.status == 0"]);
     assert_eq!(flagged.trim(), "", "TCP analysis flags on the output");
 }

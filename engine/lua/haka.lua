@@ -2037,7 +2037,7 @@ local errs = {}
 local MAX_ERROR_MESSAGES = H.max_error_messages or 16
 
 ---------------------------------------------------------------------------
--- stateful dissectors: tcp_connection, udp_connection (engine/src/conn)
+-- stateful dissectors: tcp_connection, udp_connection (engine/src/dissectors/tcp_connection, udp_connection; engine/src/conn)
 -- Rust tracks the connections and calls the RT.conn_* functions below once per
 -- packet that has stateful events; the flow objects live in FLOWS[id].
 ---------------------------------------------------------------------------
@@ -2553,25 +2553,31 @@ end
 
 -- http:enable_data_modification() (Haka): the message's body becomes editable; it is
 -- re-framed as chunks (Content-Length removed, Transfer-Encoding: chunked) so that its
--- size may change. A body already chunked cannot be (its bytes are not the data).
+-- size may change; a body already chunked is re-chunked the same way, its own chunk
+-- framing removed (as Haka did); one with another transfer coding (read until the end of
+-- the stream) keeps its framing. Returns 0 (not modified), 1 (re-chunked) or 2 (framing
+-- kept): the mode Rust frames the body with.
 local function dm_reset(http, dir)
   local t = rawget(http, "_dm")
   if t then t[dir] = nil; if not t[0] and not t[1] then rawset(http, "_dm", nil) end end
 end
 local function dm_enable(http, msg, dir)
-  if not rawget(http, "_data_modification") then return false end
+  if not rawget(http, "_data_modification") then return 0 end
   rawset(http, "_data_modification", nil)
+  -- (no rule reads the body, so none changes it: the message is left as it is)
+  if not HTTP_BODY_RULES then return 0 end
   local h = msg.headers
-  if h["Transfer-Encoding"] ~= nil then
-    haka.log.warning("http: enable_data_modification: body already chunked, left unmodifiable")
-    return false
+  local te, mode = h["Transfer-Encoding"], 1
+  if te == nil then
+    h["Content-Length"] = nil
+    h["Transfer-Encoding"] = "chunked"
+  elseif not string.find(string.lower(te), "chunked%s*$") then
+    mode = 2
   end
-  h["Content-Length"] = nil
-  h["Transfer-Encoding"] = "chunked"
   local t = rawget(http, "_dm") or {}
   t[dir] = true
   rawset(http, "_dm", t)
-  return true
+  return mode
 end
 
 -- Arguments: id, dir, n, the address of n event records (hk_appev, written by
@@ -2590,6 +2596,12 @@ local appev_p = ffi.typeof("const hk_appev *")
 local EVS, EVS_ADDR = nil, -1
 -- event kinds (written as numbers below: the main chunk is near LuaJIT's 200 locals):
 -- 1 request, 2 response, 3 data, 4 dns query, 5 dns response, 6 tls hello, 7 / 8 prior request / response
+-- The body data events of an HTTP message (request_data / response_data, receive_data).
+function RT.fire_body(f, http, buf, dir)
+  local HTTP = haka.dissectors.http
+  fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
+  if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
+end
 -- The message of head record `e` (kind 1, 2, 7 or 8), made http.request (a new exchange)
 -- or http.response of the flow's http session; returns the session and the message.
 local function http_head(f, is_req, e)
@@ -2725,12 +2737,14 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       end
       if rules == -1 then fire(ev, http, msg) elseif rules ~= 0 then fire_selected(ev, rules, http, msg) end
       local dm = dm_enable(http, msg, dir)
-      if K.http_modified(msg) then
+      local modified = K.http_modified(msg)
+      if modified or dm ~= 0 then
+        -- (a head left as it is, its body to be modified: no bytes, dm its mode)
         local h = NHEADS * 6
         local ea, eb, ev
-        if h == 0 then ea, eb, ev = K.http_edit(msg) end
+        if h == 0 and modified then ea, eb, ev = K.http_edit(msg) end
         HEADS[h + 1], HEADS[h + 3], HEADS[h + 4], HEADS[h + 5], HEADS[h + 6] = i, dm, ea, eb, ev
-        if ea then HEADS[h + 2] = nil else HEADS[h + 2] = K.http_serialize(msg) end
+        if ea or not modified then HEADS[h + 2] = false else HEADS[h + 2] = K.http_serialize(msg) end
         NHEADS = NHEADS + 1
         ACT = bor(ACT, ACT_EDITS)
       end
@@ -2750,9 +2764,38 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       -- the current packet (c: their offset in its payload)
       local dmt = rawget(http, "_dm")
       local off = evs[j].off
-      local buf = sbuf_ct(ffi.cast(u8p, evs[j].p), evs[j].len, (dmt and dmt[dir] and off >= 0) and off or -1)
-      fire(dir == 0 and HTTP.events.request_data or HTTP.events.response_data, http, buf)
-      if not f._dropped then fire(HTTP.events.receive_data, http, buf, DIRS[dir]) end
+      local editable = dmt and dmt[dir] and off >= 0
+      local p, len = ffi.cast(u8p, evs[j].p), evs[j].len
+      local buf = sbuf_ct(p, len, editable and off or -1)
+      -- streamed rules read an editable body through a stream: the bytes are pushed as an
+      -- external view of the packet (as RT.conn_data does) and what they change in them
+      -- becomes edits of this packet's payload (off: the bytes' offset in it)
+      local ext, tok
+      if editable then
+        local _, xbuf
+        _, xbuf, tok = VBM.external_sub(p, len, true, RT.body_tok)
+        RT.body_tok = tok
+        ext = { regions = {}, buf = xbuf, data = buf }
+        RT._streamed.ext = ext
+      end
+      local ok, err = true, nil
+      if not ext then
+        RT.fire_body(f, http, buf, dir)
+      else
+        -- (the view is ended whatever happens)
+        ok, err = pcall(RT.fire_body, f, http, buf, dir)
+        RT._streamed.ext = nil
+        if ok then
+          for r = 1, #ext.regions do
+            local sed = VBM.stream_edits(ext.regions[r], tok, p, len)
+            if sed then
+              for x = 1, #sed do local e = sed[x]; edit(e[1], off + e[2], e[3], e[4], e[5]) end
+            end
+          end
+        end
+        VBM.external_end(tok, "copy")
+      end
+      if not ok then error(err, 0) end
     else
       -- a parsed message (Rust: dissectors::Message, its kind and table)
       local h = RT.message_handlers[k]
@@ -2763,12 +2806,12 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
   NHEADS = 0
   if n == 0 then return end_call(f) end
   local r = end_call(f)
-  if n == 1 then return r, HEADS[1], HEADS[2], HEADS[3], HEADS[4], HEADS[5], HEADS[6] end
+  if n == 1 then return r, HEADS[1], HEADS[2] or nil, HEADS[3], HEADS[4], HEADS[5], HEADS[6] end
   local rest = {}
   for k = 1, n - 1 do
     rest[3 * k - 2], rest[3 * k - 1], rest[3 * k] = HEADS[6 * k + 1], HEADS[6 * k + 2], HEADS[6 * k + 3]
   end
-  return r, HEADS[1], HEADS[2], HEADS[3], HEADS[4], HEADS[5], HEADS[6], rest
+  return r, HEADS[1], HEADS[2] or nil, HEADS[3], HEADS[4], HEADS[5], HEADS[6], rest
 end
 
 -- Whether the connection dissector D runs no rule of its own: no listener on its events and

@@ -96,7 +96,7 @@ impl Default for LogConfig {
 pub struct TcpConfig {
     /// TCP packet of a connection whose SYN was not seen: "pickup" (track it from
     /// there) or "drop" (Haka: alert and drop).
-    pub no_connection_found: crate::conn::NoConnection,
+    pub no_connection_found: crate::dissectors::tcp_connection::NoConnection,
     /// SYN or SYN-ACK on an established connection (retransmitted handshake): "accept"
     /// (counted) or "drop" (Haka: alert and drop).
     pub unexpected_packet: Verdict,
@@ -119,6 +119,9 @@ pub struct TcpConfig {
     /// seconds pass (Haka: 60); then a new SYN on its addresses and ports is a new
     /// connection. UDP: the next datagram after the timeout.
     pub drop_timeout: u64,
+    /// Largest IP packet a stream edit may make: a segment the edits grew past it is split
+    /// (what does not fit leaves in new segments right after it, as Haka did); 0: never.
+    pub mtu: u32,
 }
 
 /// `[tcp] reset_flags`.
@@ -146,7 +149,7 @@ pub enum EditChecksum {
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
-            no_connection_found: crate::conn::NoConnection::Pickup,
+            no_connection_found: crate::dissectors::tcp_connection::NoConnection::Pickup,
             unexpected_packet: Verdict::Accept,
             retransmission_check_kb: 16,
             stream_buffer_per_flow_kb: 256,
@@ -155,6 +158,7 @@ impl Default for TcpConfig {
             reset_flags: ResetFlags::RstAck,
             edit_checksum: EditChecksum::Update,
             drop_timeout: 60,
+            mtu: 1500,
         }
     }
 }
@@ -748,6 +752,9 @@ impl Config {
             return Err(format!("mempool.cache_size = {}: must be at most 512", m.cache_size));
         }
         self.alerts.validate()?;
+        if self.tcp.mtu != 0 && !(576..=65535).contains(&self.tcp.mtu) {
+            return Err(format!("tcp.mtu = {}: must be 0 (never split) or between 576 and 65535", self.tcp.mtu));
+        }
         if self.tcp.retransmission_check_kb > 1024 {
             return Err(format!(
                 "tcp.retransmission_check_kb = {}: must be between 0 and 1024",
@@ -841,6 +848,7 @@ impl Config {
             bare_resets: self.tcp.reset_flags == ResetFlags::Rst,
             recompute_checksums: self.tcp.edit_checksum == EditChecksum::Recompute,
             drop_timeout_s: self.tcp.drop_timeout,
+            mtu: self.tcp.mtu as usize,
             memory: crate::conn::memory::MemoryConfig {
                 per_flow: (self.memory.flow_kb as usize) << 10,
                 per_worker: (self.memory.worker_mb as usize) << 20,
@@ -977,6 +985,12 @@ mod tests {
         assert!(e.contains("datapath.dispatch_ring_size"), "{e}");
         let e = Config::parse("[ports]\npairs = [[0]]\n", "x.toml").unwrap_err();
         assert!(e.starts_with("x.toml:2:"), "{e}");
+        let e = Config::parse("[tcp]\nmtu = 100\n", "x.toml").unwrap_err();
+        assert!(e.contains("tcp.mtu = 100"), "{e}");
+        for ok in ["0", "576", "9000"] {
+            let c = Config::parse(&format!("[tcp]\nmtu = {ok}\n"), "x.toml").unwrap();
+            assert_eq!(c.conn_config().mtu, ok.parse::<usize>().unwrap());
+        }
     }
 
     #[test]

@@ -5,15 +5,16 @@
 //! before the next step and the next packet.
 use crate::config::AnomalyAction;
 use crate::conn::memory::{OverCap, Part};
-use crate::conn::{ConnTable, TcpInfo, FIN, RST, SYN};
-use crate::dissectors::{Dissector, AppEvent, ErrorVerdict, Events, Settings};
+use crate::conn::{BodyFraming, ConnTable};
+use crate::dissectors::tcp_connection::{TcpInfo, FIN, RST, SYN};
+use crate::dissectors::{AppEvent, ConnectionKind, Dissector, ErrorVerdict, Events, Segment, Settings};
 use crate::dissect::PacketMeta;
 use crate::dpdk::{Mbuf, PoolRef};
 use crate::flow::{Direction, FlowId};
 use crate::dissectors::http::{Anomaly, RawHead};
 use crate::lua::{act, connbits, stateful as sf, ConnCall, LuaEngine};
 use crate::stats::{Counters, DropReason, Stateful};
-use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, Edit, TcpRewrite};
+use crate::tcp_edit::{apply_edits, rewrite_tcp, shift_tcp, split_tcp, Edit, TcpRewrite};
 
 /// What the worker does with the packet after the stage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,9 @@ pub struct StatefulStage {
     events: Events,
     /// Forged packets waiting for transmission (drained by the worker).
     pub forged: Vec<Forged>,
+    /// The packet being handled is a reassembled datagram (set by the worker): it leaves
+    /// re-fragmented, so stream edits never split it.
+    pub reassembled: bool,
     /// Edits of the current packet's payload (offsets in its original payload).
     edits: Vec<Edit>,
     /// Bytes of the current packet's payload the rules wrote in place, as they were
@@ -208,6 +212,7 @@ impl StatefulStage {
             edits: Vec::new(),
             originals: Vec::new(),
             in_place: false,
+            reassembled: false,
             pkt_stream_off: 0,
             scratch: Vec::new(),
             lua_idx: Vec::new(),
@@ -305,11 +310,8 @@ impl StatefulStage {
         } else {
             TcpInfo::default()
         };
-        let step = if tcp {
-            self.conns.tcp_packet(id, created, flow_dir, &t, (sport, dport))
-        } else {
-            self.conns.udp_packet(id, created, flow_dir, (sport, dport))
-        };
+        let Some(kind) = ConnectionKind::of_proto(meta.proto) else { return Outcome::Accept };
+        let step = self.conns.receive(kind, id, created, flow_dir, &Segment { ports: (sport, dport), tcp: t });
         if step.restarted {
             self.end_lua(lua, id, meta.proto, None, c);
         }
@@ -340,7 +342,7 @@ impl StatefulStage {
         }
         if !step.live {
             if tcp {
-                self.finish_tcp(m, meta, id, step.dir, &t, c);
+                self.finish_tcp(m, meta, id, step.dir, &t, out_port, c);
             }
             return Outcome::Accept;
         }
@@ -370,7 +372,7 @@ impl StatefulStage {
                 self.select_app(id, app);
             }
         } else if needs_lua {
-            let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            let state = self.conns.get(id).map_or(3, |k| k.state().code());
             self.lua_flows.set(id);
             match lua.conn_packet(m.data_mut(), meta, id, dir, state, bits) {
                 ConnCall::Error => return self.rule_error(lua),
@@ -416,7 +418,7 @@ impl StatefulStage {
             self.end_lua(lua, id, meta.proto, Some((meta, flow_dir as u8)), c);
         }
         if tcp {
-            self.finish_tcp(m, meta, id, dir, &t, c);
+            self.finish_tcp(m, meta, id, dir, &t, out_port, c);
         }
         Outcome::Accept
     }
@@ -455,16 +457,18 @@ impl StatefulStage {
         }
     }
 
-    /// Bodies being modified (`enable_data_modification`) leave as chunks: each body
-    /// slice of this packet gets a chunk header and CRLF around its (edited) bytes, and
-    /// the message end the last chunk. A body part that is not in this packet (after
-    /// out-of-order data) cannot be re-framed: the connection is reset, never corrupted.
+    /// Bodies being modified (`enable_data_modification`) leave as chunks, Haka's way: each
+    /// body slice of this packet gets a chunk header and CRLF around its (edited) bytes, the
+    /// body's own framing bytes (a chunked body's size lines and CRLFs, its last chunk and
+    /// trailers) are removed, and the message end gets the last chunk. A body part that is
+    /// not in this packet (after out-of-order data) cannot be re-framed: the connection is
+    /// reset, never corrupted.
     #[allow(clippy::too_many_arguments)]
     fn frame_bodies(
         &mut self,
         events: &[AppEvent],
-        dm_heads: &[usize],
-        dm_before: bool,
+        dm_heads: &[(usize, BodyFraming)],
+        dm_before: Option<BodyFraming>,
         lua: &mut LuaEngine,
         meta: &PacketMeta,
         id: FlowId,
@@ -476,46 +480,71 @@ impl StatefulStage {
     ) -> Option<Outcome> {
         let mut dm = dm_before;
         let pkt = self.pkt_stream_off;
-        let pay_len = meta.payload_len as u64;
+        let pkt_end = pkt + meta.payload_len as u64;
+        // chunk headers (before the rules' edits at the same place); CRLFs, removed framing
+        // and last chunks (after them), in stream order
         let mut front: Vec<Edit> = Vec::new();
         let mut back: Vec<Edit> = Vec::new();
+        // the body's own framing bytes in [from, to), those of this packet
+        let erase = |from: u64, to: u64, back: &mut Vec<Edit>| {
+            let (a, b) = (from.max(pkt), to.min(pkt_end));
+            if b > a {
+                back.push(Edit::Erase { at: (a - pkt) as usize, len: (b - a) as usize });
+            }
+        };
+        // where the current body's next unreported (framing) bytes start
+        let mut cursor = pkt;
         let mut broken = false;
         for (i, e) in events.iter().enumerate() {
             match e {
-                AppEvent::Head { .. } => dm = dm_heads.contains(&i),
-                AppEvent::Body { off, data, .. } if dm => {
+                AppEvent::Head { span, .. } => {
+                    dm = dm_heads.iter().find(|h| h.0 == i).map(|h| h.1);
+                    cursor = span.1;
+                }
+                AppEvent::Body { off, data, .. } if dm.is_some() => {
                     let n = data.len() as u64;
-                    if !self.in_place || *off < pkt || *off + n > pkt + pay_len {
+                    if !self.in_place || *off < pkt || *off + n > pkt_end {
                         broken = true;
                         break;
                     }
-                    let a = (*off - pkt) as usize;
-                    let b = a + data.len();
-                    // size of the slice after the rules' edits inside it
-                    let mut size = data.len() as i64;
-                    for ed in &self.edits {
-                        if ed.at() >= a && ed.at() + ed.removed() <= b && !(ed.at() == b && ed.removed() == 0) {
-                            size += ed.inserted().len() as i64 - ed.removed() as i64;
+                    if dm == Some(BodyFraming::Rechunk) {
+                        erase(cursor, *off, &mut back);
+                        let a = (*off - pkt) as usize;
+                        let b = a + data.len();
+                        // size of the slice after the rules' edits inside it
+                        let mut size = data.len() as i64;
+                        for ed in &self.edits {
+                            if ed.at() >= a && ed.at() + ed.removed() <= b && !(ed.at() == b && ed.removed() == 0) {
+                                size += ed.inserted().len() as i64 - ed.removed() as i64;
+                            }
+                        }
+                        if size > 0 {
+                            front.push(Edit::Insert { at: a, bytes: format!("{size:x}\r\n").into_bytes() });
+                            back.push(Edit::Insert { at: b, bytes: b"\r\n".to_vec() });
                         }
                     }
-                    if size > 0 {
-                        front.push(Edit::Insert { at: a, bytes: format!("{size:x}\r\n").into_bytes() });
-                        back.push(Edit::Insert { at: b, bytes: b"\r\n".to_vec() });
-                    }
+                    cursor = *off + n;
                 }
-                AppEvent::MessageEnd { end, .. } if dm => {
-                    if !self.in_place || *end < pkt || *end > pkt + pay_len {
-                        broken = true;
-                        break;
+                AppEvent::MessageEnd { end, .. } if dm.is_some() => {
+                    if dm == Some(BodyFraming::Rechunk) {
+                        if !self.in_place || *end < pkt || *end > pkt_end {
+                            broken = true;
+                            break;
+                        }
+                        erase(cursor, *end, &mut back);
+                        back.push(Edit::Insert { at: (*end - pkt) as usize, bytes: b"0\r\n\r\n".to_vec() });
                     }
-                    back.push(Edit::Insert { at: (*end - pkt) as usize, bytes: b"0\r\n\r\n".to_vec() });
-                    dm = false;
+                    dm = None;
                 }
                 _ => {}
             }
         }
+        if !broken && dm == Some(BodyFraming::Rechunk) {
+            // (framing after the packet's last body bytes: a CRLF, the next size line)
+            erase(cursor, pkt_end, &mut back);
+        }
         if let Some(k) = self.conns.get_mut(id) {
-            k.data_mod[dir as usize & 1] = dm && !broken;
+            k.data_mod[dir as usize & 1] = if broken { None } else { dm };
         }
         if broken {
             c.add(Stateful::StreamEditsRefused, 1);
@@ -523,7 +552,6 @@ impl StatefulStage {
             return self.apply(act::RESET, m, meta, id, dir, flow_dir, out_port, c);
         }
         if !front.is_empty() || !back.is_empty() {
-            // chunk headers before any rule edit at the same place, trailers after
             front.append(&mut self.edits);
             front.append(&mut back);
             self.edits = front;
@@ -578,7 +606,8 @@ impl StatefulStage {
     /// Rewrites the current TCP packet when its connection has edits: its payload (edits
     /// of this packet), its sequence number (edits before it in its direction) and its
     /// acknowledgement number and SACK blocks (edits in the other direction).
-    fn finish_tcp(&mut self, m: &mut Mbuf, meta: &PacketMeta, id: FlowId, dir: u8, t: &TcpInfo, c: &mut Counters) {
+    #[allow(clippy::too_many_arguments)]
+    fn finish_tcp(&mut self, m: &mut Mbuf, meta: &PacketMeta, id: FlowId, dir: u8, t: &TcpInfo, out_port: Option<u16>, c: &mut Counters) {
         let recompute = self.conns.config().recompute_checksums;
         if !self.originals.is_empty() {
             // the payload as it arrived (the edits carry what the rules wrote in place)
@@ -590,7 +619,7 @@ impl StatefulStage {
                 }
             }
         }
-        let Some(conn) = self.conns.get_mut(id) else { return };
+        let Some(conn) = self.conns.get_mut(id).and_then(|k| k.tcp_mut()) else { return };
         if self.edits.is_empty() && !conn.has_shift() {
             return;
         }
@@ -625,11 +654,12 @@ impl StatefulStage {
                     self.edits.clear();
         self.originals.clear();
                     self.log_edit_refused(&msg);
-                    return self.finish_tcp(m, meta, id, dir, t, c);
+                    return self.finish_tcp(m, meta, id, dir, t, out_port, c);
                 }
             }
         }
-        let Some(conn) = self.conns.get(id) else { return };
+        let Some(conn) = self.conns.get(id).and_then(|k| k.tcp()) else { return };
+        let edited = payload.is_some();
         let rw = TcpRewrite { payload, seq: Some(new_seq), ack: None, ack_map: Some(&conn.shift[1 - d]), unchanged, recompute };
         let old_len = m.data().len();
         let cap = m.capacity().min(u16::MAX as usize);
@@ -639,6 +669,10 @@ impl StatefulStage {
         match rewrite_tcp(m.data_mut(), old_len, meta, &rw) {
             Ok(n) => {
                 m.resize(n);
+                let mtu = self.conns.config().mtu;
+                if edited && mtu > 0 && n > meta.l3_offset as usize + mtu && !self.reassembled {
+                    self.split_segment(m, meta, mtu, out_port, c);
+                }
             }
             Err(e) => {
                 m.resize(old_len);
@@ -653,6 +687,35 @@ impl StatefulStage {
             if let (Edit::Replace { bytes, .. }, true) = (e, self.spare_heads.len() < 4) {
                 self.spare_heads.push(bytes);
             }
+        }
+    }
+
+    /// Splits a segment that stream edits grew past the MTU (see [`split_tcp`]): what does
+    /// not fit leaves in new segments right after it. When the pool cannot give them all,
+    /// the segment leaves whole (too long for the link, rather than cut short).
+    #[cold]
+    fn split_segment(&mut self, m: &mut Mbuf, meta: &PacketMeta, mtu: usize, out_port: Option<u16>, c: &mut Counters) {
+        let (Some(pool), Some(out)) = (self.pool, out_port) else { return };
+        let v6 = matches!(meta.l3, crate::dissect::L3::Ipv6);
+        let mut frame = m.data().to_vec();
+        let mut extra = Vec::new();
+        let len = frame.len();
+        let n = split_tcp(&mut frame, len, v6, meta.l3_offset as usize, meta.l4_offset as usize, mtu, &mut extra);
+        if extra.is_empty() {
+            return;
+        }
+        let mut mbufs = Vec::with_capacity(extra.len());
+        for f in &extra {
+            match pool.alloc_with(f, m.port()) {
+                Some(x) => mbufs.push(x),
+                None => return,
+            }
+        }
+        m.data_mut()[..n].copy_from_slice(&frame[..n]);
+        m.resize(n);
+        c.add(Stateful::SplitSegments, mbufs.len() as u64);
+        for x in mbufs {
+            self.forged.push(Forged { mbuf: x, port: out, after: None });
         }
     }
 
@@ -676,9 +739,9 @@ impl StatefulStage {
     /// ended, then free it.
     pub fn forget(&mut self, lua: Option<&mut LuaEngine>, id: FlowId, c: &mut Counters) {
         if let Some(conn) = self.conns.end(id) {
-            if !conn.state.is_ended() || conn.proto == 17 {
+            if !conn.dissector.ended() {
                 if let Some(lua) = lua {
-                    self.end_lua(lua, id, conn.proto, None, c);
+                    self.end_lua(lua, id, conn.proto(), None, c);
                     lua.release_alerts(false);
                 }
             }
@@ -752,7 +815,7 @@ impl StatefulStage {
         // Toward the receiver the numbers go through the edits' shifts (it sees the
         // modified stream); toward the sender they are its own.
         let d = dir as usize & 1;
-        let (rseq, rack) = match self.conns.get(id) {
+        let (rseq, rack) = match self.conns.get(id).and_then(|k| k.tcp()) {
             Some(k) => (k.shift[d].map_seq(seq), k.shift[1 - d].unmap_ack(ack)),
             None => (seq, ack),
         };
@@ -961,8 +1024,8 @@ impl StatefulStage {
             }
         }
         let anomaly_drop = anomalous && self.http_anomalies(lua, meta, flow_dir, c);
-        let dm_before = self.conns.get(id).is_some_and(|k| k.data_mod[dir as usize & 1]);
-        let ends_matter = dm_before || self.info & sf::HTTP_STREAMED != 0;
+        let dm_before = self.conns.get(id).and_then(|k| k.data_mod[dir as usize & 1]);
+        let ends_matter = dm_before.is_some() || self.info & sf::HTTP_STREAMED != 0;
         if self.events.list.is_empty() || (!ends_matter && self.events.list.iter().all(|e| matches!(e, AppEvent::MessageEnd { .. }))) {
             self.events.list.clear();
             return None;
@@ -1027,9 +1090,9 @@ impl StatefulStage {
             self.conns.drop_conn(id);
             outcome = Some(Outcome::Drop(DropReason::FlowDropped));
         }
-        let mut dm_heads: Vec<usize> = Vec::new();
+        let mut dm_heads: Vec<(usize, BodyFraming)> = Vec::new();
         if !lua_idx.is_empty() {
-            let state = self.conns.get(id).map_or(3, |k| k.state.code());
+            let state = self.conns.get(id).map_or(3, |k| k.state().code());
             self.lua_flows.set(id);
             match lua.app_events(m.data_mut(), meta, id, dir, state, &events, &lua_idx, &body_offs) {
                 ConnCall::Error => {
@@ -1046,11 +1109,20 @@ impl StatefulStage {
                     if a & act::EDITS != 0 {
                         for (li, head, dm) in lua.drain_heads() {
                             let Some(&i) = lua_idx.get(li) else { continue };
-                            set_heads.retain(|(k, ..)| *k != i); // the rules' bytes supersede
                             let AppEvent::Head { span, .. } = &events[i] else { continue };
                             let span = *span;
-                            if self.queue_head_edit(span, head, in_pkt(span.0, span.1 - span.0), c) && dm {
-                                dm_heads.push(i);
+                            // (a head left as it is: its body was chunked, or keeps its framing)
+                            let queued = match head {
+                                Some(head) => {
+                                    set_heads.retain(|(k, ..)| *k != i); // the rules' bytes supersede
+                                    self.queue_head_edit(span, head, in_pkt(span.0, span.1 - span.0), c)
+                                }
+                                None => true,
+                            };
+                            match dm {
+                                1 if queued => dm_heads.push((i, BodyFraming::Rechunk)),
+                                2 => dm_heads.push((i, BodyFraming::Keep)),
+                                _ => {}
                             }
                         }
                         if a & act::STREAM_EDITS != 0 {

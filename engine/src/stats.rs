@@ -111,6 +111,8 @@ pub enum Stateful {
     Retransmissions,
     StreamEdits,
     StreamEditsRefused,
+    /// Segments added by splitting segments that stream edits grew past `[tcp] mtu`.
+    SplitSegments,
     ResetsSent,
     HttpRequests,
     HttpResponses,
@@ -169,7 +171,7 @@ pub enum Stateful {
 }
 
 impl Stateful {
-    pub const COUNT: usize = 57;
+    pub const COUNT: usize = 58;
     pub const ALL: [Stateful; Stateful::COUNT] = [
         Stateful::TcpConnections,
         Stateful::TcpPickedUp,
@@ -183,6 +185,7 @@ impl Stateful {
         Stateful::Retransmissions,
         Stateful::StreamEdits,
         Stateful::StreamEditsRefused,
+        Stateful::SplitSegments,
         Stateful::ResetsSent,
         Stateful::HttpRequests,
         Stateful::HttpResponses,
@@ -254,6 +257,7 @@ impl Stateful {
             Stateful::Retransmissions => "retransmissions",
             Stateful::StreamEdits => "stream_edits",
             Stateful::StreamEditsRefused => "stream_edits_refused",
+            Stateful::SplitSegments => "split_segments",
             Stateful::ResetsSent => "resets_sent",
             Stateful::HttpRequests => "http_requests",
             Stateful::HttpResponses => "http_responses",

@@ -703,6 +703,85 @@ fn recompute_tcp_checksum(buf: &mut [u8], v6: bool, l3: usize, l4: usize) {
     }
 }
 
+/// Whether the TCP checksum of the segment at `l4` (IP header at `l3`) is right.
+fn tcp_checksum_ok(buf: &[u8], v6: bool, l3: usize, l4: usize) -> bool {
+    let seg = TcpSegment::new_unchecked(&buf[l4..]);
+    if v6 {
+        let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+        src.copy_from_slice(&buf[l3 + 8..l3 + 24]);
+        dst.copy_from_slice(&buf[l3 + 24..l3 + 40]);
+        seg.verify_checksum_v6(&src, &dst)
+    } else {
+        let s4 = [buf[l3 + 12], buf[l3 + 13], buf[l3 + 14], buf[l3 + 15]];
+        let d4 = [buf[l3 + 16], buf[l3 + 17], buf[l3 + 18], buf[l3 + 19]];
+        seg.verify_checksum_v4(&s4, &d4)
+    }
+}
+
+/// Sets the IP length field of the packet at `l3` to `ip_len` (IPv4: total length and header
+/// checksum; IPv6: payload length) and fills the TCP checksum (a wrong one stays wrong: `ok`).
+fn finish_split_frame(f: &mut [u8], v6: bool, l3: usize, l4: usize, ok: bool) {
+    let ip_len = f.len() - l3;
+    if v6 {
+        put16(f, l3 + 4, (ip_len - Ipv6Packet::<&[u8]>::HEADER_LEN) as u16);
+    } else {
+        put16(f, l3 + 2, ip_len as u16);
+        Ipv4Packet::new_unchecked(&mut f[l3..]).fill_checksum();
+    }
+    recompute_tcp_checksum(f, v6, l3, l4);
+    if !ok {
+        let c = be16(f, l4 + 16);
+        put16(f, l4 + 16, !c);
+    }
+}
+
+/// Splits a TCP segment whose IP packet (`frame[..len]`, IP header at `l3`, TCP header at
+/// `l4`) is longer than `mtu` bytes, as Haka's TCP forge did when stream edits made a
+/// segment grow past the MTU: the frame keeps what fits (its new length is returned), FIN
+/// and PSH cleared; the rest leaves in new frames (into `extra`, in order), each a copy of
+/// the frame's link and IP headers (IPv4 identification 0) with a 20-byte TCP header (no
+/// options), the sequence number moved on, the original FIN and PSH on the last one. The
+/// checksums are computed; a segment whose TCP checksum was wrong gets wrong ones (the
+/// engine never launders corrupted data). Nothing happens (`len` is returned) when the
+/// packet fits, when `mtu` leaves no room for payload, or the frame is not consistent.
+pub fn split_tcp(frame: &mut [u8], len: usize, v6: bool, l3: usize, l4: usize, mtu: usize, extra: &mut Vec<Vec<u8>>) -> usize {
+    const TCP_MIN: usize = 20;
+    if len > frame.len() || l4 + TCP_MIN > len || l3 >= l4 || len - l3 <= mtu {
+        return len;
+    }
+    let po = l4 + ((frame[l4 + 12] >> 4) as usize) * 4;
+    if po > len || po - l3 >= mtu || l4 - l3 + TCP_MIN >= mtu {
+        return len;
+    }
+    let ok = tcp_checksum_ok(&frame[..len], v6, l3, l4);
+    let first = mtu - (po - l3);
+    let flags_at = l4 + 13;
+    let orig_flags = frame[flags_at];
+    let seq = be32(frame, l4 + 4);
+    let last_flags = flags::FIN | flags::PSH;
+    let mut at = po + first;
+    let per = mtu - (l4 - l3 + TCP_MIN);
+    while at < len {
+        let n = per.min(len - at);
+        let mut f = Vec::with_capacity(l4 + TCP_MIN + n);
+        f.extend_from_slice(&frame[..l4 + TCP_MIN]);
+        f.extend_from_slice(&frame[at..at + n]);
+        if !v6 {
+            put16(&mut f, l3 + 4, 0);
+        }
+        put32(&mut f, l4 + 4, seq.wrapping_add((at - po) as u32));
+        f[l4 + 12] = (5 << 4) | (f[l4 + 12] & 0x0f);
+        f[flags_at] = if at + n < len { orig_flags & !last_flags } else { orig_flags };
+        finish_split_frame(&mut f, v6, l3, l4, ok);
+        extra.push(f);
+        at += n;
+    }
+    frame[flags_at] = orig_flags & !last_flags;
+    let new_len = po + first;
+    finish_split_frame(&mut frame[..new_len], v6, l3, l4, ok);
+    new_len
+}
+
 /// The checksum change of a payload rewritten from `old` to `new`: the partial sums of the
 /// bytes that go and of the bytes that come, and the offset of the first byte that differs
 /// (nothing before it is rewritten). Only what lies between the common prefix and the
@@ -1718,6 +1797,66 @@ mod tests {
         let buf = &mut buf[..cap];
         let n = rewrite_tcp(buf, f.len(), &m, rw)?;
         Ok(buf[..n].to_vec())
+    }
+
+    #[test]
+    fn split_tcp_cuts_a_grown_segment_at_the_mtu_as_haka_did() {
+        for v6 in [false, true] {
+            for (n, mtu) in [(1500usize, 1500usize), (3000, 1500), (10, 1500), (700, 576)] {
+                let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                let mut sp = spec(v6, &payload);
+                sp.tcp_opts = vec![1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2]; // NOP NOP timestamps
+                sp.flags = flags::ACK | flags::PSH | flags::FIN;
+                let f = build(&sp);
+                let m = meta_of(&f, false);
+                let (l3, l4) = (m.l3_offset as usize, m.l4_offset as usize);
+                let mut buf = f.clone();
+                let mut extra = Vec::new();
+                let len = split_tcp(&mut buf, f.len(), v6, l3, l4, mtu, &mut extra);
+                if f.len() - l3 <= mtu {
+                    assert_eq!((len, extra.len()), (f.len(), 0), "fits: untouched");
+                    assert_eq!(buf, f);
+                    continue;
+                }
+                assert!(!extra.is_empty());
+                let first = &buf[..len];
+                let fm = assert_valid(first, false);
+                assert_eq!(fm.ip_len as usize, mtu, "v6 {v6} n {n}: the first fills the MTU");
+                let (seq, ack, fl, mut got) = tcp_fields(first, &fm);
+                assert_eq!((seq, fl & (flags::FIN | flags::PSH)), (1000, 0), "FIN and PSH move to the last");
+                let mut next = seq.wrapping_add(got.len() as u32);
+                for (k, e) in extra.iter().enumerate() {
+                    let em = assert_valid(e, false);
+                    assert!(em.ip_len as usize <= mtu);
+                    assert_eq!(em.l4_offset as usize + 20, em.payload_offset as usize, "no TCP options");
+                    if !v6 {
+                        assert_eq!(be16(e, l3 + 4), 0, "IPv4 identification 0");
+                    }
+                    let (s2, a2, f2, p2) = tcp_fields(e, &em);
+                    assert_eq!((s2, a2), (next, ack));
+                    let last = k + 1 == extra.len();
+                    assert_eq!(f2 & (flags::FIN | flags::PSH) != 0, last);
+                    next = next.wrapping_add(p2.len() as u32);
+                    got.extend_from_slice(&p2);
+                }
+                assert_eq!(got, payload, "the bytes, in order, once");
+            }
+        }
+        // a wrong checksum stays wrong in every piece
+        let f = build(&spec(false, &[7u8; 2000]));
+        let m = meta_of(&f, false);
+        let mut bad = f.clone();
+        let l4 = m.l4_offset as usize;
+        bad[l4 + 16] ^= 0x55;
+        let mut extra = Vec::new();
+        let len = split_tcp(&mut bad, f.len(), false, m.l3_offset as usize, l4, 1500, &mut extra);
+        assert!(!tcp_checksum_ok(&bad[..len], false, m.l3_offset as usize, l4));
+        assert!(!tcp_checksum_ok(&extra[0], false, m.l3_offset as usize, l4));
+        // no room for payload, inconsistent offsets: untouched
+        let mut g = f.clone();
+        assert_eq!(split_tcp(&mut g, f.len(), false, m.l3_offset as usize, l4, 40, &mut extra), f.len());
+        assert_eq!(split_tcp(&mut g, f.len() + 1, false, m.l3_offset as usize, l4, 1500, &mut extra), f.len() + 1);
+        assert_eq!(g, f);
     }
 
     #[test]

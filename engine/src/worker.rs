@@ -526,6 +526,7 @@ impl Loop<'_> {
             // A reassembled datagram the stage changes (rules, stream edits) must be
             // re-fragmented rather than its originals sent: compare (fragments are rare).
             let before = self.frag.as_ref().filter(|fs| fs.is_carrier(m)).map(|_| m.data().to_vec());
+            stage.reassembled = before.is_some();
             let n_forged = stage.forged.len();
             let uid = self.pipeline.flows().get(id).map_or(0, |f| crate::flow::flow_uid(self.plan.index, id, f));
             lua.set_flow_context(uid, m.port());
@@ -789,7 +790,7 @@ impl Loop<'_> {
         }
     }
 
-    /// Processes a burst of the packets dispatched to this worker by others (its inbox,
+    /// Processes a burst of the packets dispatched to this worker by others (its channels,
     /// then its ring). Returns how many it took.
     fn drain_ring(&mut self, now: u64, d: &mut Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
         let taken = d.receive(buf, &mut self.c) + d.inbound().dequeue(buf);

@@ -1,14 +1,23 @@
-//! Stateful inspection: Haka's `tcp_connection` and `udp_connection` dissectors,
-//! minus Lua. One [`ConnTable`] per worker, beside its flow table and indexed by the
-//! same [`FlowId`]: a connection exists only for flows the stateful layer looked at
-//! (so workers whose rules use no stateful event pay nothing).
+//! The connection table: the flow contexts Haka's connection dissectors (`tcp_connection`,
+//! `udp_connection`: [`crate::dissectors::tcp_connection`], [`crate::dissectors::udp_connection`])
+//! create, one [`ConnTable`] per worker, beside its flow table and indexed by the same
+//! [`FlowId`]: a connection exists only for flows the stateful layer looked at (so workers
+//! whose rules use no stateful event pay nothing).
 //!
-//! Per packet the worker calls [`ConnTable::packet`] (state machine, connection
-//! creation, the `no_connection_found` policy), then, for TCP, [`ConnTable::data`]
+//! It is not a dissector and so not a folder of `dissectors/`: it is what both connection
+//! dissectors share and what outlives the packet, Haka's flow context: a connection's
+//! orientation, `flow:drop()`, the application dissector a policy installed on it, its
+//! Lua object's size, and the memory budget ([`memory`]) that charges all of them. Each
+//! [`Conn`] holds its connection dissector ([`Connection`]: the TCP state machine and
+//! reassemblers, or nothing for UDP); the table hands it the packet ([`ConnTable::receive`])
+//! through a static `match`.
+//!
+//! Per packet the worker calls [`ConnTable::receive`] (connection creation by the
+//! dissector's `open`, its state step), then, for TCP, [`ConnTable::tcp_data`]
 //! (stream reassembly: the in-order bytes this packet made readable) and, for the
-//! application dissector selected by the rules (HTTP, DNS, TLS), [`app`]. The Lua
-//! events are fired by the worker between these steps, so a rule's verdict (drop,
-//! reset, next dissector) applies before the next step.
+//! application dissector selected by the rules (HTTP, DNS, TLS), its `receive_stream`
+//! / `receive_datagram`. The Lua events are fired by the worker between these steps, so a
+//! rule's verdict (drop, reset, next dissector) applies before the next step.
 //!
 //! Memory: a connection is a small box plus, for TCP flows whose data is inspected,
 //! two reassemblers bounded per flow and per worker ([`ByteBudget`]); everything is
@@ -16,63 +25,23 @@
 #![deny(unsafe_code)]
 
 
+use crate::dissectors::tcp_connection::{DataResult, NoConnection, TcpConnection, TcpInfo, TcpState};
+use crate::dissectors::{Connection, ConnectionKind, Dissector, DissectorId, Opened, Segment, Settings};
 use crate::flow::{Direction, FlowId};
-use crate::stream::{ByteBudget, SegmentResult, StreamConfig, StreamReassembler};
-use crate::tcp_edit::SeqShift;
-use crate::dissectors::{Dissector, DissectorId, Settings};
+use crate::stream::{ByteBudget, StreamConfig, StreamReassembler};
 
 pub mod memory;
 use memory::{FlowMemory, Held, MemoryConfig, OverCap};
 
-/// TCP states, named as in Haka's `tcp_connection.lua`.
+/// How a body being modified keeps a valid framing (`http:enable_data_modification()`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TcpState {
-    Syn,
-    SynSent,
-    SynReceived,
-    Established,
-    FinWait1,
-    FinWait2,
-    Closing,
-    TimedWait,
-    Reset,
-}
-
-impl TcpState {
-    pub fn name(self) -> &'static str {
-        match self {
-            TcpState::Syn => "syn",
-            TcpState::SynSent => "syn_sent",
-            TcpState::SynReceived => "syn_received",
-            TcpState::Established => "established",
-            TcpState::FinWait1 => "fin_wait_1",
-            TcpState::FinWait2 => "fin_wait_2",
-            TcpState::Closing => "closing",
-            TcpState::TimedWait => "timed_wait",
-            TcpState::Reset => "reset",
-        }
-    }
-
-    /// Code shared with Lua (`flow.state` reads the name from it).
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-
-    /// The connection is over (end_connection fired): later packets are stragglers.
-    pub fn is_ended(self) -> bool {
-        matches!(self, TcpState::TimedWait | TcpState::Reset)
-    }
-}
-
-/// What to do with a TCP packet that belongs to no known connection (no SYN seen).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NoConnection {
-    /// Start tracking mid-stream (the default: a restart of the engine or an
-    /// asymmetric route must not cut live connections).
-    Pickup,
-    /// Haka's behaviour: alert and drop the packet.
-    Drop,
+pub enum BodyFraming {
+    /// Each slice of body data leaves as a chunk of its own, the body's own framing (a
+    /// chunked body's size lines, CRLFs, last chunk and trailers) removed: its head says
+    /// `Transfer-Encoding: chunked` (now, or it did).
+    Rechunk,
+    /// Read until the end of the stream (a transfer coding other than chunked): no framing.
+    Keep,
 }
 
 /// Stateful-layer configuration (`[tcp]` in the config file).
@@ -107,6 +76,8 @@ pub struct ConnConfig {
     pub recompute_checksums: bool,
     /// How long a dropped connection's state lasts when it does not close, s (Haka: 60).
     pub drop_timeout_s: u64,
+    /// Largest IP packet a stream edit may make (`[tcp] mtu`; 0: no limit).
+    pub mtu: usize,
     /// The flow memory budget (`[memory]`).
     pub memory: MemoryConfig,
 }
@@ -149,15 +120,16 @@ impl Default for ConnConfig {
             bare_resets: false,
             recompute_checksums: false,
             drop_timeout_s: 60,
+            mtu: 1500,
             memory: MemoryConfig::default(),
         }
     }
 }
 
-/// One tracked connection (TCP or UDP).
+/// One tracked connection (TCP or UDP): the flow context its connection dissector made.
 pub struct Conn {
-    pub proto: u8,
-    pub state: TcpState,
+    /// Its `tcp_connection` or `udp_connection` dissector.
+    pub dissector: Connection,
     /// Connection direction = flow direction XOR flip (the flow table calls the first
     /// sender "up"; a connection picked up mid-stream orients itself by the ports).
     pub flip: bool,
@@ -170,21 +142,13 @@ pub struct Conn {
     dropped_closed: bool,
     /// Picked up without a handshake.
     pub picked_up: bool,
-    /// Which side sent the first FIN (up = 0).
-    closer: u8,
-    fin: [bool; 2],
-    /// TCP only, created on the first data the layer must inspect.
-    streams: Option<Box<[StreamReassembler; 2]>>,
-    /// Initial sequence numbers seen in SYNs (streams are created lazily).
-    isn: [Option<u32>; 2],
-    /// Sequence shift per direction after stream edits (identity when none).
-    pub shift: [SeqShift; 2],
     /// The application dissector a `next_dissector` policy installed, and its id.
     pub app: Option<Box<dyn Dissector>>,
     pub app_id: DissectorId,
     /// Per direction: the current HTTP message's body is being modified (re-framed as
-    /// chunks by the stage), after `http:enable_data_modification()`.
-    pub data_mod: [bool; 2],
+    /// chunks by the stage, or its chunk size lines rewritten when it was chunked), after
+    /// `http:enable_data_modification()`.
+    pub data_mod: [Option<BodyFraming>; 2],
     /// Over its memory cap with `[memory] over_cap = "accept"`: its state was freed and
     /// its data is no longer inspected.
     pub uninspected: bool,
@@ -198,23 +162,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn new(proto: u8, state: TcpState, flip: bool) -> Conn {
+    fn new(dissector: Connection, flip: bool) -> Conn {
         Conn {
-            proto,
-            state,
+            dissector,
             flip,
             dropped: false,
             dropped_at: 0,
             dropped_closed: false,
             picked_up: false,
-            closer: 0,
-            fin: [false; 2],
-            streams: None,
-            isn: [None; 2],
-            shift: [SeqShift::default(), SeqShift::default()],
             app: None,
             app_id: 0,
-            data_mod: [false; 2],
+            data_mod: [None; 2],
             uninspected: false,
             charge: None,
             lua_bytes: 0,
@@ -222,10 +180,29 @@ impl Conn {
         }
     }
 
+    /// Its IP protocol (6, 17).
+    pub fn proto(&self) -> u8 {
+        self.dissector.kind().registration().proto()
+    }
+
+    /// Its TCP state (a UDP connection is `established` for Lua, as in Haka).
+    pub fn state(&self) -> TcpState {
+        self.tcp().map_or(TcpState::Established, |t| t.state)
+    }
+
+    /// Its `tcp_connection` dissector (TCP connections).
+    pub fn tcp(&self) -> Option<&TcpConnection> {
+        self.dissector.tcp()
+    }
+
+    pub fn tcp_mut(&mut self) -> Option<&mut TcpConnection> {
+        self.dissector.tcp_mut()
+    }
+
     /// The bytes this connection holds, by part (the flow memory budget).
     pub fn held(&self) -> Held {
         let mut h = Held { fixed: std::mem::size_of::<Conn>(), stream: 0, parser: 0, lua: self.lua_bytes };
-        if let Some(s) = &self.streams {
+        if let Some(s) = self.tcp().and_then(|t| t.streams.as_ref()) {
             h.fixed += std::mem::size_of::<[StreamReassembler; 2]>();
             h.stream = s[0].held_bytes() + s[1].held_bytes();
         }
@@ -243,33 +220,17 @@ impl Conn {
 
     /// Some stream edit shifted sequence numbers: every later packet is rewritten.
     pub fn has_shift(&self) -> bool {
-        !self.shift[0].is_identity() || !self.shift[1].is_identity()
+        self.tcp().is_some_and(|t| t.has_shift())
     }
 
     fn release(&mut self, budget: &mut ByteBudget) {
-        if let Some(s) = self.streams.as_mut() {
-            s[0].release(budget);
-            s[1].release(budget);
+        if let Some(t) = self.tcp_mut() {
+            t.release(budget);
         }
-        self.streams = None;
     }
 }
 
-/// TCP header facts the state machine needs.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TcpInfo {
-    pub flags: u8,
-    pub seq: u32,
-    pub ack: u32,
-    pub payload_len: u32,
-}
-
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const ACK: u8 = 0x10;
-
-/// Result of [`ConnTable::packet`].
+/// A connection dissector's step for one packet ([`ConnTable::receive`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Step {
     /// A connection was created by this packet (fire new_connection).
@@ -296,15 +257,17 @@ pub struct Step {
     pub retransmitted_syn: bool,
 }
 
-/// Why data did not reach the rules (counted by the worker).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DataResult {
-    /// In-order bytes made readable by this segment (read them with [`ConnTable::read`]).
-    pub delivered: usize,
-    /// The readable bytes are exactly this packet's payload (no copy was made: read
-    /// them from the packet).
-    pub in_place: bool,
-    pub seg: SegmentResult,
+/// What a connection dissector's [`receive_connection`](Dissector::receive_connection)
+/// reads and changes beside its own state.
+pub struct ConnContext<'a> {
+    pub cfg: &'a ConnConfig,
+    /// `flow:drop()` was called on the connection: its packets are dropped silently.
+    pub dropped: bool,
+    /// The dropped connection closed since (FIN both ways, or RST): a new one may start.
+    pub dropped_closed: bool,
+    /// The worker's budget of out-of-order stream bytes.
+    pub budget: &'a mut ByteBudget,
+    pub counters: &'a mut ConnCounters,
 }
 
 /// Counters of the stateful layer.
@@ -342,15 +305,6 @@ pub struct ConnTable {
 /// Reassembler pairs kept for reuse per worker (each holds two history rings of
 /// `conflict_history` bytes: 64 pairs of the default 16 KiB rings are 2 MiB).
 const SPARE_STREAMS: usize = 64;
-
-/// Is `port` more likely the server's? (well-known below 1024, else the lower one).
-fn looks_like_server(port: u16, other: u16) -> bool {
-    match (port < 1024, other < 1024) {
-        (true, false) => true,
-        (false, true) => false,
-        _ => port < other,
-    }
-}
 
 impl ConnTable {
     /// `capacity`: the flow table's capacity (flow ids are below it).
@@ -414,7 +368,7 @@ impl ConnTable {
             self.mem.uncharge(bytes, class);
         }
         self.mem.lua_held -= c.lua_bytes.min(self.mem.lua_held);
-        if let Some(mut s) = c.streams.take() {
+        if let Some(mut s) = c.tcp_mut().and_then(|t| t.streams.take()) {
             if self.spare_streams.len() < SPARE_STREAMS {
                 let cfg = self.stream_config();
                 s[0].recycle(cfg, &mut self.budget);
@@ -439,180 +393,51 @@ impl ConnTable {
         Some(c)
     }
 
-    /// State machine step for a TCP packet of flow `id` seen in `flow_dir`.
-    /// `flow_created`: the flow table created the flow for this packet (a stale
-    /// connection at that id belongs to an evicted flow). `ports`: (src, dst) of the packet.
-    pub fn tcp_packet(&mut self, id: FlowId, flow_created: bool, flow_dir: Direction, t: &TcpInfo, ports: (u16, u16)) -> Step {
+    /// Hands packet `seg` of flow `id`, seen in `flow_dir`, to connection dissector
+    /// `kind`: a flow without a connection goes to the dissector's `open` (Haka: the
+    /// transport dissector creates it), a connection to its dissector's
+    /// `receive_connection`. `flow_created`: the flow table created the flow for this
+    /// packet (a stale connection at that id belongs to an evicted flow).
+    #[inline]
+    pub fn receive(&mut self, kind: ConnectionKind, id: FlowId, flow_created: bool, flow_dir: Direction, seg: &Segment) -> Step {
         let mut step = Step::default();
         let Some(slot) = self.conns.get(id as usize) else { return step };
-        let f = t.flags;
-        let syn_only = f & (SYN | ACK) == SYN;
-        let over = |c: &Conn| c.state.is_ended() || self.drop_over(c);
-        if slot.is_some() && (flow_created || (syn_only && slot.as_ref().is_some_and(|c| over(c)))) {
-            // Evicted flow's leftovers, or a new connection on the same ports after the
-            // previous one closed (Haka's restart) or after the previous one was dropped and
-            // closed or timed out.
-            let old = self.end(id);
-            step.restarted = old.is_some_and(|c| !c.state.is_ended());
+        if let Some(c) = slot.as_deref() {
+            if flow_created || (c.dissector.reopened_by(seg) && (c.dissector.ended() || self.drop_over(c))) {
+                // Evicted flow's leftovers, or a new connection on the same ports after the
+                // previous one closed (Haka's restart) or after the previous one was dropped
+                // and closed or timed out.
+                let old = self.end(id);
+                step.restarted = old.is_some_and(|c| !c.dissector.ended());
+            }
         }
-        let exists = self.conns[id as usize].is_some();
-        if !exists {
-            if syn_only {
-                // The SYN's sender is the client: conn up = this flow direction.
-                let flip = flow_dir == Direction::Down;
-                self.insert(id, Conn::new(6, TcpState::SynSent, flip));
-                self.counters.tcp_created += 1;
-                step.created = true;
-                step.live = true;
-                step.dir = 0;
-                if let Some(c) = self.conns[id as usize].as_deref_mut() {
-                    c.isn[0] = Some(t.seq);
-                }
-                return step;
-            }
-            if f & RST != 0 {
-                // Nothing to pick up: let the RST through.
-                return step;
-            }
-            match self.cfg.no_connection_found {
-                NoConnection::Drop => {
-                    self.counters.tcp_no_connection += 1;
-                    step.no_connection = true;
-                    return step;
-                }
-                NoConnection::Pickup => {
-                    // Orient by ports: the sender is the client unless its port looks like
-                    // the server's.
-                    let sender_is_server = looks_like_server(ports.0, ports.1) || (f & (SYN | ACK) == SYN | ACK);
-                    let flip = (flow_dir == Direction::Down) ^ sender_is_server;
-                    let mut c = Conn::new(6, TcpState::Established, flip);
-                    c.picked_up = true;
-                    if f & FIN != 0 {
-                        c.state = TcpState::FinWait1;
-                        c.closer = c.dir(flow_dir);
-                        c.fin[c.closer as usize] = true;
-                    }
+        let Some(c) = self.conns[id as usize].as_deref_mut() else {
+            match kind.open(seg, &self.cfg, &mut self.counters) {
+                Opened::Pass => {}
+                Opened::NoConnection => step.no_connection = true,
+                Opened::New { conn, sender_is_server, picked_up } => {
+                    // (the client's side is connection direction 0)
+                    let mut c = Conn::new(conn, (flow_dir == Direction::Down) ^ sender_is_server);
+                    c.picked_up = picked_up;
                     self.insert(id, c);
-                    self.counters.tcp_created += 1;
-                    self.counters.tcp_picked_up += 1;
                     step.created = true;
                     step.live = true;
-                    step.dir = self.conns[id as usize].as_ref().map_or(0, |c| c.dir(flow_dir));
-                    return step;
+                    step.dir = sender_is_server as u8;
                 }
             }
-        }
-        let c = self.conns[id as usize].as_deref_mut().expect("exists");
-        let dir = c.dir(flow_dir);
-        step.dir = dir;
-        if c.dropped {
-            if f & RST != 0 {
-                c.dropped_closed = true;
-            } else if f & FIN != 0 {
-                c.fin[dir as usize] = true;
-                c.dropped_closed = c.fin[0] && c.fin[1];
-            }
-            step.drop_silently = true;
             return step;
-        }
-        if c.state.is_ended() {
-            // Last ACKs, retransmitted FINs, RSTs after the end: pass, no event.
-            return step;
-        }
-        step.live = true;
-        let up = dir == 0;
-        if f & SYN != 0 && !matches!(c.state, TcpState::Syn | TcpState::SynSent | TcpState::SynReceived) {
-            step.unexpected = true;
-            if self.cfg.unexpected_drop {
-                // A retransmitted SYN or SYN-ACK (its sender's initial sequence number
-                // again) is old data to Haka's stream: dropped without an alert.
-                step.retransmitted_syn = c.isn[dir as usize] == Some(t.seq);
-                return step;
-            }
-        }
-        if f & RST != 0 {
-            c.state = TcpState::Reset;
-            if let Some(s) = c.streams.as_mut() {
-                s[0].reset(&mut self.budget);
-                s[1].reset(&mut self.budget);
-            }
-            step.ended = true;
-            self.counters.ended += 1;
-            return step;
-        }
-        c.state = match c.state {
-            TcpState::Syn | TcpState::SynSent if !up && f & (SYN | ACK) == SYN | ACK => {
-                c.isn[1] = Some(t.seq);
-                TcpState::SynReceived
-            }
-            TcpState::SynSent if up && syn_only => {
-                c.isn[0] = Some(t.seq);
-                TcpState::SynSent
-            }
-            TcpState::SynReceived if up && f & ACK != 0 && f & SYN == 0 => TcpState::Established,
-            s => s,
         };
-        if f & FIN != 0 && !c.fin[dir as usize] {
-            c.fin[dir as usize] = true;
-            c.state = match c.state {
-                TcpState::FinWait1 | TcpState::FinWait2 | TcpState::Closing => {
-                    // The other side closes too.
-                    if c.state == TcpState::FinWait2 {
-                        TcpState::TimedWait
-                    } else {
-                        TcpState::Closing
-                    }
-                }
-                _ => {
-                    c.closer = dir;
-                    TcpState::FinWait1
-                }
-            };
-        } else if f & ACK != 0 && dir != c.closer {
-            if c.state == TcpState::FinWait1 && !c.fin[dir as usize] {
-                c.state = TcpState::FinWait2;
-            }
-        } else if f & ACK != 0 && dir == c.closer && c.state == TcpState::Closing {
-            c.state = TcpState::TimedWait;
-        }
-        if f & ACK != 0 {
-            if let Some(s) = c.streams.as_mut() {
-                // (the peer's stream, in its sequence numbers as received when edits shifted them)
-                let other = 1 - dir as usize;
-                s[other].acked(c.shift[other].unmap_ack(t.ack));
-            }
-        }
-        if c.state == TcpState::TimedWait {
-            step.ended = true;
-            self.counters.ended += 1;
-        }
-        step
-    }
-
-    /// State step for a UDP datagram: the first one creates the connection (its sender
-    /// is the client, as in Haka, unless it comes from a well-known port to an
-    /// ephemeral one: a response seen first).
-    pub fn udp_packet(&mut self, id: FlowId, flow_created: bool, flow_dir: Direction, ports: (u16, u16)) -> Step {
-        let mut step = Step::default();
-        let Some(slot) = self.conns.get(id as usize) else { return step };
-        if slot.is_some() && (flow_created || slot.as_ref().is_some_and(|c| self.drop_over(c))) {
-            step.restarted = self.end(id).is_some();
-        }
-        if self.conns[id as usize].is_none() {
-            let from_server = ports.0 < 1024 && ports.1 >= 1024;
-            let flip = (flow_dir == Direction::Down) ^ from_server;
-            self.insert(id, Conn::new(17, TcpState::Established, flip));
-            self.counters.udp_created += 1;
-            step.created = true;
-        }
-        let c = self.conns[id as usize].as_deref().expect("exists");
-        step.dir = c.dir(flow_dir);
-        if c.dropped {
-            step.drop_silently = true;
-            return step;
-        }
-        step.live = true;
-        step
+        let dir = c.dir(flow_dir);
+        let mut cx = ConnContext {
+            cfg: &self.cfg,
+            dropped: c.dropped,
+            dropped_closed: c.dropped_closed,
+            budget: &mut self.budget,
+            counters: &mut self.counters,
+        };
+        let s = c.dissector.receive(dir, seg, &mut cx);
+        c.dropped_closed = cx.dropped_closed;
+        Step { restarted: step.restarted, dir, ..s }
     }
 
     fn insert(&mut self, id: FlowId, c: Conn) {
@@ -621,48 +446,16 @@ impl ConnTable {
     }
 
     /// Feeds the payload of a TCP segment (connection direction `dir`) to its
-    /// direction's reassembler. With nothing buffered and the segment in order the
-    /// stream advances without copying (`in_place`: read the packet's payload).
+    /// direction's reassembler ([`TcpConnection::receive_data`]).
     pub fn tcp_data(&mut self, id: FlowId, dir: u8, t: &TcpInfo, payload: &[u8]) -> DataResult {
-        let mut r = DataResult::default();
         let cfg = self.stream_config();
-        let spare = &mut self.spare_streams;
-        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return r };
-        if c.dropped || c.uninspected || c.state == TcpState::Reset {
-            return r;
-        }
-        let isn = c.isn;
         let history = self.cfg.conflict_history;
-        let streams = c.streams.get_or_insert_with(|| {
-            let mut s = spare.pop().unwrap_or_else(|| Box::new([StreamReassembler::new(cfg), StreamReassembler::new(cfg)]));
-            s[0].set_conflict_history(history);
-            s[1].set_conflict_history(history);
-            for (d, isn) in isn.iter().enumerate() {
-                if let Some(isn) = isn {
-                    s[d].on_syn(*isn);
-                }
-            }
-            s
-        });
-        let s = &mut streams[dir as usize & 1];
-        let seq = if t.flags & SYN != 0 {
-            s.on_syn(t.seq);
-            t.seq.wrapping_add(1)
-        } else {
-            t.seq
-        };
-        if !payload.is_empty() {
-            if s.advance_in_order(seq, payload) {
-                r.delivered = payload.len();
-                r.in_place = true;
-            } else {
-                r.seg = s.segment(seq, payload, &mut self.budget);
-                r.delivered = s.read().len();
-            }
+        let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) else { return DataResult::default() };
+        if c.dropped || c.uninspected {
+            return DataResult::default();
         }
-        if t.flags & FIN != 0 {
-            s.on_fin(seq.wrapping_add(payload.len() as u32));
-        }
+        let Some(tcp) = c.tcp_mut() else { return DataResult::default() };
+        let r = tcp.receive_data(dir, t, payload, &mut self.spare_streams, cfg, history, &mut self.budget);
         let res = &r.seg;
         self.counters.overlap_conflicts += res.overlap_conflict as u64;
         self.counters.over_cap += res.over_cap as u64;
@@ -673,30 +466,26 @@ impl ConnTable {
 
     /// The readable (reassembled, not yet consumed) bytes of a direction.
     pub fn read(&self, id: FlowId, dir: u8) -> &[u8] {
-        match self.get(id).and_then(|c| c.streams.as_ref()) {
-            Some(s) => s[dir as usize & 1].read(),
-            None => &[],
-        }
+        self.get(id).and_then(|c| c.tcp()).map_or(&[], |t| t.read(dir))
     }
 
     /// Marks every readable byte of a direction as consumed.
     pub fn consume_all(&mut self, id: FlowId, dir: u8) {
-        if let Some(s) = self.get_mut(id).and_then(|c| c.streams.as_mut()) {
-            let n = s[dir as usize & 1].read().len();
-            s[dir as usize & 1].consume(n);
+        if let Some(t) = self.get_mut(id).and_then(|c| c.tcp_mut()) {
+            t.consume_all(dir);
         }
     }
 
     /// Stream offset (bytes since the start of the inspected stream) of the next byte
     /// the direction expects.
     pub fn stream_offset(&self, id: FlowId, dir: u8) -> u64 {
-        self.get(id).and_then(|c| c.streams.as_ref()).map_or(0, |s| s[dir as usize & 1].delivered_total())
+        self.get(id).and_then(|c| c.tcp()).map_or(0, |t| t.stream_offset(dir))
     }
 
     /// Installs dissector `id` on connection `flow` (a recycled state when there is one).
     pub fn install_app(&mut self, flow: FlowId, id: DissectorId, settings: &Settings) {
         let Some(reg) = crate::dissectors::registration(id) else { return };
-        let Some(proto) = self.get(flow).map(|k| k.proto) else { return };
+        let Some(proto) = self.get(flow).map(|k| k.proto()) else { return };
         let spare = self.spare_apps.get_mut(id as usize).and_then(|v| v.pop());
         let app = match spare {
             Some(mut a) => {
@@ -720,7 +509,7 @@ impl ConnTable {
     pub fn recharge(&mut self, id: FlowId) -> Option<OverCap> {
         let c = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut())?;
         let held = c.held();
-        let class = memory::class_of(c.proto, c.app_id);
+        let class = memory::class_of(c.proto(), c.app_id);
         if c.charge.is_some_and(|(b, k)| b == held.total() && k == class) {
             return None;
         }
@@ -790,7 +579,9 @@ impl ConnTable {
         if let Some(c) = self.conns.get_mut(id as usize).and_then(|c| c.as_deref_mut()) {
             if !c.dropped {
                 c.dropped_at = now;
-                c.fin = [false; 2];
+                if let Some(t) = c.tcp_mut() {
+                    t.fin = [false; 2];
+                }
             }
             c.dropped = true;
             c.release(budget);

@@ -1,4 +1,16 @@
 use super::*;
+use crate::dissectors::tcp_connection::{ACK, FIN, RST, SYN};
+
+/// The packets of the tests, by protocol, as the stateful stage hands them on.
+impl ConnTable {
+    fn tcp_packet(&mut self, id: FlowId, created: bool, dir: Direction, t: &TcpInfo, ports: (u16, u16)) -> Step {
+        self.receive(ConnectionKind::Tcp, id, created, dir, &Segment { ports, tcp: *t })
+    }
+
+    fn udp_packet(&mut self, id: FlowId, created: bool, dir: Direction, ports: (u16, u16)) -> Step {
+        self.receive(ConnectionKind::Udp, id, created, dir, &Segment { ports, tcp: TcpInfo::default() })
+    }
+}
 
 const UP: Direction = Direction::Up;
 const DOWN: Direction = Direction::Down;
@@ -16,11 +28,11 @@ fn handshake_data_and_close_walk_haka_states() {
     let mut ct = table(NoConnection::Pickup);
     let s = ct.tcp_packet(1, true, UP, &t(SYN, 100, 0, 0), (40000, 80));
     assert!(s.created && s.live && s.dir == 0);
-    assert_eq!(ct.get(1).unwrap().state, TcpState::SynSent);
+    assert_eq!(ct.get(1).unwrap().state(), TcpState::SynSent);
     ct.tcp_packet(1, false, DOWN, &t(SYN | ACK, 500, 101, 0), (80, 40000));
-    assert_eq!(ct.get(1).unwrap().state, TcpState::SynReceived);
+    assert_eq!(ct.get(1).unwrap().state(), TcpState::SynReceived);
     ct.tcp_packet(1, false, UP, &t(ACK, 101, 501, 0), (40000, 80));
-    assert_eq!(ct.get(1).unwrap().state, TcpState::Established);
+    assert_eq!(ct.get(1).unwrap().state(), TcpState::Established);
     // data both ways, in order: no copy
     let s = ct.tcp_packet(1, false, UP, &t(ACK, 101, 501, 5), (40000, 80));
     assert!(s.live && !s.ended);
@@ -30,11 +42,11 @@ fn handshake_data_and_close_walk_haka_states() {
     assert_eq!((d.delivered, d.in_place), (3, true));
     // client closes, server acks, server closes, client acks
     ct.tcp_packet(1, false, UP, &t(FIN | ACK, 106, 504, 0), (40000, 80));
-    assert_eq!(ct.get(1).unwrap().state, TcpState::FinWait1);
+    assert_eq!(ct.get(1).unwrap().state(), TcpState::FinWait1);
     ct.tcp_packet(1, false, DOWN, &t(ACK, 504, 107, 0), (80, 40000));
-    assert_eq!(ct.get(1).unwrap().state, TcpState::FinWait2);
+    assert_eq!(ct.get(1).unwrap().state(), TcpState::FinWait2);
     let s = ct.tcp_packet(1, false, DOWN, &t(FIN | ACK, 504, 107, 0), (80, 40000));
-    assert_eq!(ct.get(1).unwrap().state, TcpState::TimedWait);
+    assert_eq!(ct.get(1).unwrap().state(), TcpState::TimedWait);
     assert!(s.ended);
     // the last ACK is a straggler: no event, passes
     let s = ct.tcp_packet(1, false, UP, &t(ACK, 107, 505, 0), (40000, 80));
@@ -53,10 +65,10 @@ fn simultaneous_close_goes_through_closing() {
     ct.tcp_packet(2, false, UP, &t(ACK, 2, 2, 0), (1234, 80));
     ct.tcp_packet(2, false, UP, &t(FIN | ACK, 2, 2, 0), (1234, 80));
     ct.tcp_packet(2, false, DOWN, &t(FIN | ACK, 2, 2, 0), (80, 1234));
-    assert_eq!(ct.get(2).unwrap().state, TcpState::Closing);
+    assert_eq!(ct.get(2).unwrap().state(), TcpState::Closing);
     let s = ct.tcp_packet(2, false, UP, &t(ACK, 3, 3, 0), (1234, 80));
     assert!(s.ended);
-    assert_eq!(ct.get(2).unwrap().state, TcpState::TimedWait);
+    assert_eq!(ct.get(2).unwrap().state(), TcpState::TimedWait);
 }
 
 #[test]
@@ -70,7 +82,7 @@ fn rst_ends_the_connection_and_frees_streams() {
     assert_eq!(ct.buffered_bytes(), 4);
     let s = ct.tcp_packet(3, false, DOWN, &t(RST, 21, 0, 0), (80, 5555));
     assert!(s.ended);
-    assert_eq!(ct.get(3).unwrap().state, TcpState::Reset);
+    assert_eq!(ct.get(3).unwrap().state(), TcpState::Reset);
     assert_eq!(ct.buffered_bytes(), 0);
     assert!(ct.end(3).is_some());
     assert!(ct.is_empty());
@@ -126,7 +138,7 @@ fn an_acknowledgement_after_a_stream_edit_is_read_in_the_original_numbers() {
     assert!(ct.tcp_data(6, 1, &t(ACK, 500, 100, 10), b"0123456789").in_place);
     // a rule erased the server's first 4 bytes: the client saw 6, and acknowledges them
     // all with 506, which is 510 in the server's numbers
-    ct.get_mut(6).unwrap().shift[1].record(500, -4).unwrap();
+    ct.get_mut(6).unwrap().tcp_mut().unwrap().shift[1].record(500, -4).unwrap();
     ct.tcp_packet(6, false, UP, &t(ACK, 100, 506, 0), (5555, 80));
     assert!(!ct.tcp_data(6, 1, &t(ACK, 506, 100, 4), b"XXXX").seg.overlap_conflict);
 }

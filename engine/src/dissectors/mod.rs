@@ -1,9 +1,9 @@
 //! Dissectors: every protocol the engine reads, behind one trait ([`Dissector`]) and
 //! registered by name, as in Haka's architecture: the capture hands each packet to the
 //! `packet` dissector, each dissector hands what it carries to the next one (`receive`),
-//! the connection stage (`tcp_connection`, `udp_connection`) creates the flow context and
-//! hands the connection's stream or datagrams to the dissector a `next_dissector` policy
-//! installs on it (`http`, `dns`, `tls`, or one written in Lua).
+//! the connection dissectors (`tcp_connection`, `udp_connection`) create the flow context
+//! and hand the connection's stream or datagrams to the dissector a `next_dissector`
+//! policy installs on it (`http`, `dns`, `tls`, or one written in Lua).
 //!
 //! One folder per protocol: its parser or header view, its dissector (a type implementing
 //! [`Dissector`]) and one registration line:
@@ -13,6 +13,18 @@
 //!   selects them ([`On`]); the `packet_layers!` list below registers them. The chain is
 //!   walked by [`crate::dissect::dissect`] with static dispatch (the list becomes a
 //!   `match`), so a registered layer costs what a hand-written chain costs.
+//! - **connection dissectors** (`tcp_connection`, `udp_connection`) are the flow context
+//!   of one connection, made by the packets of their transport as in Haka (the `tcp`
+//!   dissector's receive creates the `tcp_connection`): [`Dissector::open`] says what a
+//!   packet of a flow without a connection makes ([`Opened`]), the instance's
+//!   [`Dissector::receive_connection`] steps on each later packet ([`Segment`]: ports, TCP
+//!   header facts) and returns the [`Step`] the stateful stage acts on. Their
+//!   [`ConnectionRegistration`] names the packet dissector they follow and the
+//!   [`On::IpProto`] that selects them; the `connection_dissectors!` list registers them
+//!   and makes [`Connection`] (one connection's dissector), dispatched by a `match` per
+//!   packet. The connection table that keeps the instances, [`crate::conn`], is not a
+//!   dissector: it is what every connection has beside its dissector (orientation,
+//!   `flow:drop()`, the flow dissector installed on it, the memory budget).
 //! - **flow dissectors** (`http`, `dns`, `tls`) read a connection's in-order stream bytes
 //!   or datagrams ([`Dissector::receive_stream`], [`Dissector::receive_datagram`]: the
 //!   data is lent, the events it reports are owned by the engine from then on). Their
@@ -24,11 +36,12 @@
 //! The shape is Suricata's app-layer registration (a name, default ports, a state
 //! constructor, parse functions per direction) rather than Snort 3's inspector
 //! classes: a stream dissector here does not split or own the stream (the
-//! connection stage reassembles it once for every dissector, Haka's model), it
+//! `tcp_connection` dissector reassembles it once for every dissector, Haka's model), it
 //! only parses what it is given and reports events in stream order. Packet layers follow
 //! smoltcp's `wire` views and DPDK's l3fwd (a fixed chain decided per packet, no
-//! allocation, no indirect call).
+//! allocation, no indirect call); the connection list does the same per connection.
 use crate::config::AnomalyAction;
+use crate::conn::{ConnConfig, ConnContext, ConnCounters, Step};
 use crate::stats::Stateful;
 use std::fmt;
 
@@ -39,8 +52,10 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod packet;
 pub mod tcp;
+pub mod tcp_connection;
 pub mod tls;
 pub mod udp;
+pub mod udp_connection;
 
 use crate::dissect::{DissectOptions, LinkType, Malformed, PacketMeta};
 
@@ -136,6 +151,30 @@ pub trait Dissector: Send {
     /// names what selects the next dissector.
     fn receive_packet(&self, _p: &mut PacketView<'_>) -> Result<Next, Malformed> {
         Ok(Next::End)
+    }
+    /// Connection dissectors: what a packet of a flow without a connection makes of it
+    /// (Haka: the transport dissector's receive creates the connection dissector).
+    fn open(_seg: &Segment, _cfg: &ConnConfig, _n: &mut ConnCounters) -> Opened<Self>
+    where
+        Self: Sized,
+    {
+        Opened::Pass
+    }
+    /// Connection dissectors: a packet of connection direction `dir` (0: client to
+    /// server) of the connection this is: its state step. `cx`: the connection's shared
+    /// state (`flow:drop()`) and the worker's stream budget.
+    fn receive_connection(&mut self, _dir: u8, _seg: &Segment, _cx: &mut ConnContext<'_>) -> Step {
+        Step::default()
+    }
+    /// Connection dissectors: whether `seg` starts a new connection on this one's flow
+    /// once this one is over ([`ended`](Self::ended), or dropped and closed or timed out).
+    fn reopened_by(&self, _seg: &Segment) -> bool {
+        false
+    }
+    /// Connection dissectors: the connection ended (end_connection fired): later packets
+    /// are stragglers.
+    fn ended(&self) -> bool {
+        false
     }
     /// In-order stream bytes of direction `dir` (0: client to server).
     fn receive_stream(&mut self, _dir: u8, _data: &[u8], _out: &mut Events) {}
@@ -352,25 +391,166 @@ impl Next {
     }
 }
 
+/// A packet as a connection dissector receives it: its transport facts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Segment {
+    /// (source, destination) ports.
+    pub ports: (u16, u16),
+    /// TCP header facts (zero for UDP).
+    pub tcp: tcp_connection::TcpInfo,
+}
+
+/// What a connection dissector makes of a packet of a flow without a connection.
+pub enum Opened<D> {
+    /// A new connection: its dissector, whether the packet's sender is the server (the
+    /// client's side is direction 0), whether it was picked up mid-stream.
+    New { conn: D, sender_is_server: bool, picked_up: bool },
+    /// No connection: the packet passes.
+    Pass,
+    /// No connection: Haka's `no_connection_found` (alert and drop).
+    NoConnection,
+}
+
+impl<D> Opened<D> {
+    fn map<E>(self, f: impl FnOnce(D) -> E) -> Opened<E> {
+        match self {
+            Opened::New { conn, sender_is_server, picked_up } => Opened::New { conn: f(conn), sender_is_server, picked_up },
+            Opened::Pass => Opened::Pass,
+            Opened::NoConnection => Opened::NoConnection,
+        }
+    }
+}
+
+/// How a connection dissector is known and selected.
+pub struct ConnectionRegistration {
+    /// `haka.dissectors.<name>`.
+    pub name: &'static str,
+    /// The packet dissector whose packets it receives, and the key that selects it there.
+    pub parent: Layer,
+    pub on: On,
+}
+
+impl ConnectionRegistration {
+    /// The IP protocol that selects it.
+    pub const fn proto(&self) -> u8 {
+        match self.on {
+            On::IpProto(p) => p,
+            _ => 0,
+        }
+    }
+}
+
+/// Registers the connection dissectors: `Variant: type = registration`. Makes the
+/// [`ConnectionKind`] enum (a registered connection dissector), the [`Connection`] enum (one
+/// connection's dissector) and their static dispatch (a `match`: no indirect call per packet).
+macro_rules! connection_dissectors {
+    ($($variant:ident: $ty:ident = $reg:path),* $(,)?) => {
+        /// A registered connection dissector.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum ConnectionKind { $($variant),* }
+
+        impl ConnectionKind {
+            pub const ALL: &'static [ConnectionKind] = &[$(ConnectionKind::$variant),*];
+            const REGISTRATIONS: &'static [&'static ConnectionRegistration] = &[$(&$reg),*];
+
+            pub fn registration(self) -> &'static ConnectionRegistration {
+                Self::REGISTRATIONS[self as usize]
+            }
+
+            /// What this dissector makes of a packet of a flow without a connection.
+            #[inline]
+            pub fn open(self, seg: &Segment, cfg: &ConnConfig, n: &mut ConnCounters) -> Opened<Connection> {
+                match self { $(ConnectionKind::$variant => <$ty as Dissector>::open(seg, cfg, n).map(Connection::$variant)),* }
+            }
+        }
+
+        /// One connection's dissector (inline in its boxed [`crate::conn::Conn`]: no
+        /// second allocation or pointer per packet, whatever the variants' sizes).
+        #[allow(clippy::large_enum_variant)]
+        pub enum Connection { $($variant($ty)),* }
+
+        impl Connection {
+            pub fn kind(&self) -> ConnectionKind {
+                match self { $(Connection::$variant(_) => ConnectionKind::$variant),* }
+            }
+
+            #[inline(always)]
+            pub fn receive(&mut self, dir: u8, seg: &Segment, cx: &mut ConnContext<'_>) -> Step {
+                match self { $(Connection::$variant(d) => d.receive_connection(dir, seg, cx)),* }
+            }
+
+            #[inline(always)]
+            pub fn reopened_by(&self, seg: &Segment) -> bool {
+                match self { $(Connection::$variant(d) => d.reopened_by(seg)),* }
+            }
+
+            #[inline(always)]
+            pub fn ended(&self) -> bool {
+                match self { $(Connection::$variant(d) => d.ended()),* }
+            }
+        }
+    };
+}
+
+use tcp_connection::TcpConnection;
+use udp_connection::UdpConnection;
+
+connection_dissectors! {
+    Tcp: TcpConnection = tcp_connection::REGISTRATION,
+    Udp: UdpConnection = udp_connection::REGISTRATION,
+}
+
+const fn connection_table() -> [Option<ConnectionKind>; 256] {
+    let mut t = [None; 256];
+    let mut i = 0;
+    while i < ConnectionKind::ALL.len() {
+        t[ConnectionKind::REGISTRATIONS[i].proto() as usize] = Some(ConnectionKind::ALL[i]);
+        i += 1;
+    }
+    t
+}
+static CONNECTION_BY_PROTO: [Option<ConnectionKind>; 256] = connection_table();
+
+impl ConnectionKind {
+    /// The connection dissector of IP protocol `proto` (the last registered one).
+    #[inline(always)]
+    pub fn of_proto(proto: u8) -> Option<ConnectionKind> {
+        CONNECTION_BY_PROTO[proto as usize]
+    }
+}
+
+impl Connection {
+    /// The `tcp_connection` dissector of a TCP connection.
+    pub fn tcp(&self) -> Option<&TcpConnection> {
+        match self {
+            Connection::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn tcp_mut(&mut self) -> Option<&mut TcpConnection> {
+        match self {
+            Connection::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 /// What a name is registered as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Registered {
     Packet(Layer),
-    /// The connection stage of IP protocol N (`tcp_connection`: 6, `udp_connection`: 17).
-    Connection(u8),
+    Connection(ConnectionKind),
     Flow(DissectorId),
 }
-
-/// The connection dissectors: the flow contexts the connection stage creates.
-pub const CONNECTIONS: &[(&str, u8)] = &[("tcp_connection", 6), ("udp_connection", 17)];
 
 /// The dissector registered as `name`, of any kind.
 pub fn find(name: &str) -> Option<Registered> {
     if let Some(&l) = Layer::ALL.iter().find(|l| l.registration().name == name) {
         return Some(Registered::Packet(l));
     }
-    if let Some(&(_, p)) = CONNECTIONS.iter().find(|c| c.0 == name) {
-        return Some(Registered::Connection(p));
+    if let Some(&k) = ConnectionKind::ALL.iter().find(|k| k.registration().name == name) {
+        return Some(Registered::Connection(k));
     }
     by_name(name).map(Registered::Flow)
 }
@@ -397,7 +577,8 @@ pub enum AppEvent {
     /// Body bytes (de-chunked) of the current message in direction `dir`; `off`: stream
     /// offset of the first one (meaningful for bodies that are not chunked).
     Body { dir: u8, data: Vec<u8>, off: u64 },
-    /// The message in direction `dir` ended at stream offset `end`.
+    /// The message in direction `dir` ended at stream offset `end` (after its body's
+    /// framing: a chunked body's last chunk and trailers).
     MessageEnd { dir: u8, end: u64 },
     /// A parsed message the rules receive whole (a DNS query, a ClientHello).
     Message(Box<dyn Message>),
@@ -465,7 +646,7 @@ mod tests {
     #[test]
     fn every_dissector_is_found_by_its_one_name() {
         let mut names: Vec<&str> = Layer::ALL.iter().map(|l| l.registration().name).collect();
-        names.extend(CONNECTIONS.iter().map(|c| c.0));
+        names.extend(ConnectionKind::ALL.iter().map(|k| k.registration().name));
         names.extend(REGISTRY.iter().map(|r| r.name));
         for want in ["packet", "ipv4", "ipv6", "tcp", "udp", "icmp", "tcp_connection", "udp_connection", "http", "dns", "tls"] {
             assert!(names.contains(&want), "{want} is registered");
@@ -475,9 +656,64 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), names.len(), "names are unique: {names:?}");
         assert_eq!(find("ipv4"), Some(Registered::Packet(Layer::Ipv4)));
-        assert_eq!(find("tcp_connection"), Some(Registered::Connection(6)));
+        assert_eq!(find("tcp_connection"), Some(Registered::Connection(ConnectionKind::Tcp)));
+        assert_eq!(find("udp_connection"), Some(Registered::Connection(ConnectionKind::Udp)));
         assert_eq!(find("http"), by_name("http").map(Registered::Flow));
         assert_eq!(find("gre"), None);
+    }
+
+    #[test]
+    fn connection_dissectors_are_registered_by_name_and_selected_by_ip_protocol() {
+        for (i, k) in ConnectionKind::ALL.iter().enumerate() {
+            assert_eq!(*k as usize, i);
+            let r = k.registration();
+            assert_eq!(find(r.name), Some(Registered::Connection(*k)));
+            assert_eq!(ConnectionKind::of_proto(r.proto()), Some(*k));
+            // selected after the packet dissector that the same key selects
+            assert_eq!(Next::IpProto(r.proto()).dissector(), Some(r.parent));
+        }
+        assert_eq!(ConnectionKind::of_proto(6), Some(ConnectionKind::Tcp));
+        assert_eq!(ConnectionKind::of_proto(17), Some(ConnectionKind::Udp));
+        assert_eq!(ConnectionKind::Tcp.registration().parent, Layer::Tcp);
+        assert_eq!(ConnectionKind::Udp.registration().parent, Layer::Udp);
+        assert_eq!(ConnectionKind::of_proto(1), None, "icmp: no connection");
+        assert_eq!(ConnectionKind::of_proto(47), None);
+    }
+
+    #[test]
+    fn a_connection_dissector_opens_its_connection_and_receives_its_packets() {
+        use crate::conn::{ConnConfig, ConnCounters};
+        use crate::stream::ByteBudget;
+        let cfg = ConnConfig::default();
+        let mut n = ConnCounters::default();
+        let syn = Segment { ports: (40000, 80), tcp: tcp_connection::TcpInfo { flags: tcp_connection::SYN, seq: 7, ..Default::default() } };
+        // tcp_connection: a SYN opens a connection whose client is its sender
+        let Opened::New { conn: mut tcp, sender_is_server: false, picked_up: false } = ConnectionKind::Tcp.open(&syn, &cfg, &mut n) else {
+            panic!("a SYN opens a tcp connection");
+        };
+        assert_eq!(tcp.kind(), ConnectionKind::Tcp);
+        assert_eq!(n.tcp_created, 1);
+        // its instance steps on the next packets: the SYN-ACK, from the server (direction 1)
+        let mut budget = ByteBudget::new(1 << 20);
+        let synack = Segment { ports: (80, 40000), tcp: tcp_connection::TcpInfo { flags: tcp_connection::SYN | tcp_connection::ACK, seq: 99, ack: 8, payload_len: 0 } };
+        let mut cx = ConnContext { cfg: &cfg, dropped: false, dropped_closed: false, budget: &mut budget, counters: &mut n };
+        assert!(tcp.receive(1, &synack, &mut cx).live);
+        assert_eq!(tcp.tcp().map(|t| t.state), Some(tcp_connection::TcpState::SynReceived));
+        assert!(tcp.reopened_by(&syn) && !tcp.reopened_by(&synack) && !tcp.ended());
+        // a RST without a connection passes; under Haka's policy another packet is refused
+        let rst = Segment { ports: (40000, 80), tcp: tcp_connection::TcpInfo { flags: tcp_connection::RST, ..Default::default() } };
+        assert!(matches!(ConnectionKind::Tcp.open(&rst, &cfg, &mut n), Opened::Pass));
+        let strict = ConnConfig { no_connection_found: tcp_connection::NoConnection::Drop, ..cfg };
+        assert!(matches!(ConnectionKind::Tcp.open(&synack, &strict, &mut n), Opened::NoConnection));
+        // udp_connection: any datagram opens one; a response seen first is oriented by ports
+        let resp = Segment { ports: (53, 33000), tcp: Default::default() };
+        let Opened::New { conn: mut udp, sender_is_server: true, .. } = ConnectionKind::Udp.open(&resp, &cfg, &mut n) else {
+            panic!("a datagram opens a udp connection");
+        };
+        assert_eq!((udp.kind(), n.udp_created), (ConnectionKind::Udp, 1));
+        let mut cx = ConnContext { cfg: &cfg, dropped: true, dropped_closed: false, budget: &mut budget, counters: &mut n };
+        let s = udp.receive(0, &resp, &mut cx);
+        assert!(s.drop_silently && !s.live, "a dropped connection's datagrams are dropped");
     }
 
     #[test]

@@ -529,7 +529,7 @@ pub struct LuaEngine {
     /// (Haka's tcp_connection logs the errors of its stream rules under its section).
     err_section: &'static str,
     /// Heads rewritten by the last `app_events` call (see `drain_heads`).
-    heads: Vec<(usize, Vec<u8>, bool)>,
+    heads: Vec<(usize, Option<Vec<u8>>, u8)>,
     /// The event records of the current `app_events` call (Lua reads them by address).
     app_evs: Vec<AppEv>,
     /// `counters.memory_exceeded` at the last memory check.
@@ -1955,7 +1955,7 @@ impl LuaEngine {
             u32,
             Option<i64>,
             Option<mlua::BString>,
-            Option<bool>,
+            Option<i64>,
             Option<i64>,
             Option<i64>,
             Option<mlua::BString>,
@@ -1983,16 +1983,26 @@ impl LuaEngine {
                         }),
                         _ => None,
                     };
-                    if let Some(bytes) = bytes {
-                        self.heads.push((k, bytes, dm == Some(true)));
+                    let dm = dm.unwrap_or(0).clamp(0, 2) as u8;
+                    if bytes.is_some() || dm != 0 {
+                        self.heads.push((k, bytes, dm));
                     }
                 }
                 if let Some(rest) = rest {
                     let v: Vec<Value> = rest.sequence_values().flatten().collect();
                     for h in v.chunks(3) {
-                        if let [Value::Integer(i), Value::String(b), dm] = h {
-                            if *i > 0 {
-                                self.heads.push((*i as usize - 1, b.as_bytes().to_vec(), matches!(dm, Value::Boolean(true))));
+                        // (bytes: false when only the body is to be modified)
+                        if let [Value::Integer(i), b, dm] = h {
+                            let bytes = match b {
+                                Value::String(b) => Some(b.as_bytes().to_vec()),
+                                _ => None,
+                            };
+                            let dm = match dm {
+                                Value::Integer(d) => (*d).clamp(0, 2) as u8,
+                                _ => 0,
+                            };
+                            if *i > 0 && (bytes.is_some() || dm != 0) {
+                                self.heads.push((*i as usize - 1, bytes, dm));
                             }
                         }
                     }
@@ -2023,10 +2033,11 @@ impl LuaEngine {
     }
 
     /// Heads (request or status line + fields) rewritten by the rules of the last
-    /// `app_events` call: (position of the event in `idx`, the new head bytes, whether
-    /// the message's body is to be modified: re-framed as chunks). Drained: the list's
-    /// memory is kept for the next call.
-    pub fn drain_heads(&mut self) -> std::vec::Drain<'_, (usize, Vec<u8>, bool)> {
+    /// `app_events` call: (position of the event in `idx`, the new head bytes or None when
+    /// the head is left as it is, whether the message's body is to be modified: 0 no, 1
+    /// re-framed as chunks, 2 modified in its own framing: read until the end of the stream).
+    /// Drained: the list's memory is kept for the next call.
+    pub fn drain_heads(&mut self) -> std::vec::Drain<'_, (usize, Option<Vec<u8>>, u8)> {
         self.heads.drain(..)
     }
 

@@ -86,7 +86,11 @@ impl Dissector for HttpDissector {
                     *last = off + d.len() as u64;
                     out.list.push(AppEvent::Body { dir, data: d, off });
                 }
-                HttpEvent::MessageEnd => out.list.push(AppEvent::MessageEnd { dir, end: *last }),
+                HttpEvent::MessageEnd => {
+                    let end = p.take_message_end().unwrap_or(*last);
+                    *last = end;
+                    out.list.push(AppEvent::MessageEnd { dir, end })
+                }
                 HttpEvent::Trailers(_) => {}
             }
         }

@@ -495,6 +495,9 @@ pub struct HttpParser {
     nul_in_values: bool,
     /// Stream offsets of the `Body`/`Tunnel` events reported and not yet taken.
     body_offs: VecDeque<u64>,
+    /// Raw-heads mode: the stream offset of the end of each message reported (after its
+    /// body's framing: a chunked body's last chunk and trailers), not yet taken.
+    msg_ends: VecDeque<u64>,
     /// The buffer of a head handed back by the caller ([`recycle_head`](Self::recycle_head)),
     /// reused for the next head (held inline: no list to reach through).
     spare_head: Vec<u8>,
@@ -525,6 +528,7 @@ impl HttpParser {
             truncated_head_error: false,
             nul_in_values: false,
             body_offs: VecDeque::new(),
+            msg_ends: VecDeque::new(),
             spare_head: Vec::new(),
         }
     }
@@ -548,6 +552,7 @@ impl HttpParser {
         self.base = 0;
         self.spans.clear();
         self.body_offs.clear();
+        self.msg_ends.clear();
     }
 
     /// Gives back the bytes of a head this parser reported (once the caller is done with
@@ -562,6 +567,12 @@ impl HttpParser {
     /// `feed` and not yet taken, in event order (to edit body bytes in place).
     pub fn take_body_offset(&mut self) -> Option<u64> {
         self.body_offs.pop_front()
+    }
+
+    /// Stream offset of the end of the oldest `MessageEnd` reported by `feed` and not yet
+    /// taken (raw-heads mode): after the body and its framing.
+    pub fn take_message_end(&mut self) -> Option<u64> {
+        self.msg_ends.pop_front()
     }
 
     /// Kept in raw-heads mode only, whose caller (the dissector) takes them after each
@@ -666,6 +677,7 @@ impl HttpParser {
             + self.spare_head.capacity()
             + self.methods.capacity() * std::mem::size_of::<Method>()
             + self.body_offs.capacity() * 8
+            + self.msg_ends.capacity() * 8
     }
 
     /// True between messages (nothing partial buffered, no body in progress).
@@ -1080,6 +1092,10 @@ impl HttpParser {
 
     fn end_message(&mut self, out: &mut Vec<HttpEvent>) {
         out.push(HttpEvent::MessageEnd);
+        if self.raw_heads {
+            // (the fast path keeps `pos` at 0 and `base` past what it took)
+            self.msg_ends.push_back(self.base + self.pos as u64);
+        }
         self.state = if self.tunnel_after {
             State::Tunnel
         } else if self.keep {

@@ -1,6 +1,6 @@
 //! The `tcp` dissector: the TCP header of every segment (ports, flags, payload bounds).
 //! The connection itself (`tcp_connection`: state, reassembly, the stream handed to the
-//! next dissector) is the connection stage's ([`crate::conn`], [`crate::stateful`]).
+//! next dissector) is the `tcp_connection` dissector's ([`super::tcp_connection`]).
 use super::{Dissector, LayerRegistration, Next, On, PacketView};
 use crate::dissect::Malformed;
 use crate::wire::{ip_proto, TcpSegment};

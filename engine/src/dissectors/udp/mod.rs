@@ -1,5 +1,5 @@
 //! The `udp` dissector: the UDP header of every datagram (ports, payload bounds from the
-//! UDP length). The `udp_connection` over it is the connection stage's ([`crate::conn`]).
+//! UDP length). The `udp_connection` over it is [`super::udp_connection`].
 use super::{Dissector, LayerRegistration, Next, On, PacketView};
 use crate::dissect::Malformed;
 use crate::wire::{ip_proto, UdpPacket};
