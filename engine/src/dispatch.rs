@@ -103,9 +103,15 @@ pub fn owner_of(hash: u64, workers: usize) -> usize {
 
 /// Slots of the owner table (one byte each).
 const OWNER_SLOTS: usize = 1 << 20;
-/// Claims a worker may hold above its share before it claims by hash (the workers start
-/// together, but their first bursts are not read at the same time).
+/// Claims a worker may hold above its share before it claims by hash, when every worker
+/// reads an input of its own: they start together, but their first bursts are not read
+/// at the same time, and a worker's first flows should stay its own.
 const CLAIM_SLACK: u64 = 512;
+/// The same when some workers read no input (hakapcap, a single-queue device): the
+/// readers make every claim, and a few hundred flows must still be shared out.
+const CLAIM_SLACK_FEW_READERS: u64 = 32;
+/// Workers the owner table can name (one byte per slot, 0 = unclaimed).
+pub const MAX_WORKERS: usize = 255;
 
 /// Which worker owns the flows of each hash slot. The first worker that receives a packet
 /// of a slot claims it: for itself while it holds at most 1/8 more than an even share of
@@ -122,18 +128,22 @@ pub struct OwnerTable {
     slots: Box<[AtomicU8]>,
     /// Slots claimed for each worker.
     claims: Vec<CachePadded<AtomicU64>>,
+    /// [`CLAIM_SLACK`] or [`CLAIM_SLACK_FEW_READERS`].
+    slack: u64,
 }
 
 /// The owner table shared by the workers.
 pub type Owners = Arc<OwnerTable>;
 
 impl OwnerTable {
-    /// A table for `workers` workers (at most 255).
-    pub fn new(workers: usize) -> Owners {
-        assert!((1..=255).contains(&workers), "owner table: {workers} workers");
+    /// A table for `workers` workers (at most [`MAX_WORKERS`]); `every_worker_reads`: each
+    /// has rx queues of its own (else the readers share the flows out at once).
+    pub fn new(workers: usize, every_worker_reads: bool) -> Owners {
+        assert!((1..=MAX_WORKERS).contains(&workers), "owner table: {workers} workers (checked at start)");
         Arc::new(OwnerTable {
             slots: (0..OWNER_SLOTS).map(|_| AtomicU8::new(0)).collect(),
             claims: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            slack: if every_worker_reads { CLAIM_SLACK } else { CLAIM_SLACK_FEW_READERS },
         })
     }
 
@@ -163,7 +173,7 @@ impl OwnerTable {
         let n = self.claims.len() as u64;
         let mine = self.claims[me].load(Ordering::Relaxed);
         let total: u64 = self.claims.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        let want = if mine * n <= total + total / 8 + CLAIM_SLACK { me } else { owner_of(hash, n as usize) };
+        let want = if mine * n <= total + total / 8 + self.slack { me } else { owner_of(hash, n as usize) };
         match self.slot(hash).compare_exchange(0, want as u8 + 1, Ordering::Relaxed, Ordering::Relaxed) {
             Ok(_) => {
                 self.claims[want].fetch_add(1, Ordering::Relaxed);
@@ -533,4 +543,63 @@ enum Put {
     Full,
     /// Not copied: handed over as an mbuf.
     TooLarge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct flow hashes spread over the owner table's slots.
+    fn hashes(n: u64) -> impl Iterator<Item = u64> {
+        (0..n).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 40))
+    }
+
+    #[test]
+    fn one_reader_shares_the_flows_out() {
+        // hakapcap or a single-queue device: worker 0 sees every flow first.
+        for flows in [100u64, 400, 3000, 60000] {
+            let t = OwnerTable::new(2, false);
+            let mut mine = 0;
+            for h in hashes(flows) {
+                mine += (t.owner(h, 0) == 0) as u64;
+            }
+            let share = mine as f64 / flows as f64;
+            assert!(mine <= flows * 9 / 16 + CLAIM_SLACK_FEW_READERS, "{flows} flows: worker 0 kept {mine}");
+            assert!(share > 0.45, "{flows} flows: worker 0 kept {mine}");
+        }
+    }
+
+    #[test]
+    fn flows_stay_with_the_worker_that_saw_them_first() {
+        // Two queues, each with its own flows, read in turn: no flow changes hands, and
+        // both directions (the same hash) find the owner the first packet made.
+        let t = OwnerTable::new(2, true);
+        let all: Vec<u64> = hashes(20000).collect();
+        let mut moved = 0;
+        for pair in all.chunks(2) {
+            for (w, &h) in pair.iter().enumerate() {
+                moved += (t.owner(h, w) != w) as u64;
+            }
+        }
+        // (slots two flows share: the second one goes where the first did)
+        assert!(moved < 200, "{moved} of 20000 flows claimed for the other worker");
+        for pair in all.chunks(2) {
+            for (w, &h) in pair.iter().enumerate() {
+                assert_eq!(t.owner(h, 1 - w), t.owner(h, w), "the owner never changes");
+            }
+        }
+    }
+
+    #[test]
+    fn a_worker_ahead_claims_by_hash_past_its_share() {
+        let t = OwnerTable::new(4, true);
+        let flows = 8000u64;
+        let mut per = [0u64; 4];
+        for h in hashes(flows) {
+            per[t.owner(h, 2)] += 1;
+        }
+        // at most 1/8 over an even share, the rest by hash
+        assert!(per[2] <= flows * 9 / 32 + CLAIM_SLACK, "{per:?}");
+        assert!(per.iter().all(|&c| c > flows / 6), "{per:?}");
+    }
 }
