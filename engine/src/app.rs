@@ -210,6 +210,12 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     }
     let by_queue = cfg.datapath.dispatch == DispatchMode::Queue;
     let dispatch = workers > 1 && !by_queue && settings.iter().any(|s| !s.rss || (s.rx_queues as usize) < workers);
+    if dispatch && workers > crate::dispatch::MAX_WORKERS {
+        return Err(format!(
+            "{workers} workers: the software dispatcher serves at most {} (datapath.dispatch = \"queue\", or a NIC with RSS, for more)",
+            crate::dispatch::MAX_WORKERS
+        ));
+    }
     let dispatch_name = if workers == 1 {
         "none"
     } else if by_queue {
@@ -295,7 +301,24 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
     // rings of dispatch_ring_size.
     let pairs = (workers * workers.saturating_sub(1)).max(1) as u32;
     let channel_size = (cfg.datapath.dispatch_ring_size - 1).min(mbufs / (4 * pairs)).max(1);
-    let channels = dispatch.then(|| crate::dispatch::channels(workers, channel_size));
+    // Each port's queue q is polled by worker q; single-queue ports are spread over workers.
+    let rx_of: Vec<Vec<RxQueue>> = (0..workers)
+        .map(|w| {
+            ports
+                .iter()
+                .zip(&settings)
+                .filter_map(|(p, s)| {
+                    let nq = s.rx_queues as usize;
+                    let polls = if nq == 1 { (p.id() as usize) % workers == w } else { w < nq };
+                    polls.then(|| RxQueue { port: p.id(), queue: if nq == 1 { 0 } else { w as u16 } })
+                })
+                .collect()
+        })
+        .collect();
+    let every_worker_reads = rx_of.iter().all(|rx| !rx.is_empty());
+    let channels = dispatch.then(|| {
+        (crate::dispatch::channels(workers, channel_size), crate::dispatch::OwnerTable::new(workers, every_worker_reads))
+    });
     let rings = if dispatch {
         let r: Vec<Ring> = (0..workers)
             .map(|w| Ring::new(&format!("haka_dispatch_{w}"), cfg.datapath.dispatch_ring_size, dpdk::socket_id_any()))
@@ -311,18 +334,10 @@ pub fn run(spec: RunSpec) -> Result<RunResult, String> {
         opts.port_names = port_names;
         (path, opts)
     });
-    // Each port's queue q is polled by worker q; single-queue ports are spread over workers.
-    let plans: Vec<WorkerPlan> = (0..workers)
-        .map(|w| {
-            let rx = ports
-                .iter()
-                .zip(&settings)
-                .filter_map(|(p, s)| {
-                    let nq = s.rx_queues as usize;
-                    let polls = if nq == 1 { (p.id() as usize) % workers == w } else { w < nq };
-                    polls.then(|| RxQueue { port: p.id(), queue: if nq == 1 { 0 } else { w as u16 } })
-                })
-                .collect();
+    let plans: Vec<WorkerPlan> = rx_of
+        .into_iter()
+        .enumerate()
+        .map(|(w, rx)| {
             WorkerPlan {
                 index: w,
                 workers,

@@ -34,7 +34,7 @@ use crate::stats::{Counters, DropReason};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes of a packet handed over as a copy at most (larger ones go as mbufs).
@@ -94,11 +94,94 @@ pub fn channels(workers: usize, packets: u32) -> Channels {
     Arc::new((0..workers * workers).map(|i| Channel::new(if i / workers == i % workers { 0 } else { packets as usize })).collect())
 }
 
-/// Worker that owns a flow hash: fast range reduction of the low 32 bits (no
+/// The worker a flow hash designates: fast range reduction of the low 32 bits (no
 /// division); the flow table takes its buckets from the high half.
 #[inline(always)]
 pub fn owner_of(hash: u64, workers: usize) -> usize {
     (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
+}
+
+/// Slots of the owner table (one byte each).
+const OWNER_SLOTS: usize = 1 << 20;
+/// Claims a worker may hold above its share before it claims by hash, when every worker
+/// reads an input of its own: they start together, but their first bursts are not read
+/// at the same time, and a worker's first flows should stay its own.
+const CLAIM_SLACK: u64 = 512;
+/// The same when some workers read no input (hakapcap, a single-queue device): the
+/// readers make every claim, and a few hundred flows must still be shared out.
+const CLAIM_SLACK_FEW_READERS: u64 = 32;
+/// Workers the owner table can name (one byte per slot, 0 = unclaimed).
+pub const MAX_WORKERS: usize = 255;
+
+/// Which worker owns the flows of each hash slot. The first worker that receives a packet
+/// of a slot claims it: for itself while it holds at most 1/8 more than an even share of
+/// the claims, else for the worker the hash designates ([`owner_of`]). A claim never
+/// changes, so every packet of a flow, both ways, meets one flow table. When the input
+/// already delivers each flow on one queue (a capture per queue split by flow, AF_PACKET
+/// fanout by flow, RSS), every worker claims the flows of its own queues and hands over
+/// only those of slots another flow claimed first; when the two directions of a flow
+/// come on different queues (ports of a bump in the wire, asymmetric RSS), the one not
+/// seen first is handed over, as with a dispatch by hash, and the balance rule keeps
+/// the workers' shares even.
+pub struct OwnerTable {
+    /// 0: unclaimed, else the owner + 1.
+    slots: Box<[AtomicU8]>,
+    /// Slots claimed for each worker.
+    claims: Vec<CachePadded<AtomicU64>>,
+    /// [`CLAIM_SLACK`] or [`CLAIM_SLACK_FEW_READERS`].
+    slack: u64,
+}
+
+/// The owner table shared by the workers.
+pub type Owners = Arc<OwnerTable>;
+
+impl OwnerTable {
+    /// A table for `workers` workers (at most [`MAX_WORKERS`]); `every_worker_reads`: each
+    /// has rx queues of its own (else the readers share the flows out at once).
+    pub fn new(workers: usize, every_worker_reads: bool) -> Owners {
+        assert!((1..=MAX_WORKERS).contains(&workers), "owner table: {workers} workers (checked at start)");
+        Arc::new(OwnerTable {
+            slots: (0..OWNER_SLOTS).map(|_| AtomicU8::new(0)).collect(),
+            claims: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            slack: if every_worker_reads { CLAIM_SLACK } else { CLAIM_SLACK_FEW_READERS },
+        })
+    }
+
+    #[inline(always)]
+    fn slot(&self, hash: u64) -> &AtomicU8 {
+        &self.slots[hash as usize & (OWNER_SLOTS - 1)]
+    }
+
+    /// Starts loading the slot of `hash` (the table is larger than a core's cache).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        dpdk::prefetch(self.slot(hash) as *const AtomicU8);
+    }
+
+    /// The worker that owns flow hash `hash`, claimed now if no one has (by `me`, the
+    /// worker asking).
+    #[inline(always)]
+    pub fn owner(&self, hash: u64, me: usize) -> usize {
+        match self.slot(hash).load(Ordering::Relaxed) {
+            0 => self.claim(hash, me),
+            v => v as usize - 1,
+        }
+    }
+
+    #[cold]
+    fn claim(&self, hash: u64, me: usize) -> usize {
+        let n = self.claims.len() as u64;
+        let mine = self.claims[me].load(Ordering::Relaxed);
+        let total: u64 = self.claims.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        let want = if mine * n <= total + total / 8 + self.slack { me } else { owner_of(hash, n as usize) };
+        match self.slot(hash).compare_exchange(0, want as u8 + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                self.claims[want].fetch_add(1, Ordering::Relaxed);
+                want
+            }
+            Err(v) => v as usize - 1,
+        }
+    }
 }
 
 /// What a worker does with packets for a worker whose ring is full.
@@ -131,6 +214,7 @@ pub struct Dispatch {
     /// Reassembled datagrams and fragments travel on these (see `crate::fragstage`).
     rings: Arc<Vec<Ring>>,
     channels: Channels,
+    owners: Owners,
     me: usize,
     /// Per destination worker.
     out: Vec<Out>,
@@ -146,13 +230,13 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
-    pub fn new(rings: Arc<Vec<Ring>>, channels: Channels, me: usize, when_full: WhenFull, pool: PoolRef) -> Dispatch {
+    pub fn new(rings: Arc<Vec<Ring>>, channels: Channels, owners: Owners, me: usize, when_full: WhenFull, pool: PoolRef) -> Dispatch {
         let n = rings.len();
         debug_assert_eq!(channels.len(), n * n);
         let out = (0..n)
             .map(|_| Out { write: 0, published: 0, tail_seen: 0, pending: 0, held: 0, staged: VecDeque::with_capacity(BURST) })
             .collect();
-        Dispatch { rings, channels, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new() }
+        Dispatch { rings, channels, owners, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new() }
     }
 
     pub fn workers(&self) -> usize {
@@ -162,7 +246,15 @@ impl Dispatch {
     /// The worker that owns a packet with this flow hash (None: no flow, decided here).
     #[inline(always)]
     pub fn owner(&self, hash: Option<u64>) -> usize {
-        hash.map_or(self.me, |h| owner_of(h, self.rings.len()))
+        hash.map_or(self.me, |h| self.owners.owner(h, self.me))
+    }
+
+    /// Starts loading what [`owner`](Self::owner) reads for this flow hash.
+    #[inline(always)]
+    pub fn prefetch_owner(&self, hash: Option<u64>) {
+        if let Some(h) = hash {
+            self.owners.prefetch(h);
+        }
     }
 
     /// This worker's inbound ring (reassembled datagrams and fragments).
@@ -451,4 +543,63 @@ enum Put {
     Full,
     /// Not copied: handed over as an mbuf.
     TooLarge,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Distinct flow hashes spread over the owner table's slots.
+    fn hashes(n: u64) -> impl Iterator<Item = u64> {
+        (0..n).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 40))
+    }
+
+    #[test]
+    fn one_reader_shares_the_flows_out() {
+        // hakapcap or a single-queue device: worker 0 sees every flow first.
+        for flows in [100u64, 400, 3000, 60000] {
+            let t = OwnerTable::new(2, false);
+            let mut mine = 0;
+            for h in hashes(flows) {
+                mine += (t.owner(h, 0) == 0) as u64;
+            }
+            let share = mine as f64 / flows as f64;
+            assert!(mine <= flows * 9 / 16 + CLAIM_SLACK_FEW_READERS, "{flows} flows: worker 0 kept {mine}");
+            assert!(share > 0.45, "{flows} flows: worker 0 kept {mine}");
+        }
+    }
+
+    #[test]
+    fn flows_stay_with_the_worker_that_saw_them_first() {
+        // Two queues, each with its own flows, read in turn: no flow changes hands, and
+        // both directions (the same hash) find the owner the first packet made.
+        let t = OwnerTable::new(2, true);
+        let all: Vec<u64> = hashes(20000).collect();
+        let mut moved = 0;
+        for pair in all.chunks(2) {
+            for (w, &h) in pair.iter().enumerate() {
+                moved += (t.owner(h, w) != w) as u64;
+            }
+        }
+        // (slots two flows share: the second one goes where the first did)
+        assert!(moved < 200, "{moved} of 20000 flows claimed for the other worker");
+        for pair in all.chunks(2) {
+            for (w, &h) in pair.iter().enumerate() {
+                assert_eq!(t.owner(h, 1 - w), t.owner(h, w), "the owner never changes");
+            }
+        }
+    }
+
+    #[test]
+    fn a_worker_ahead_claims_by_hash_past_its_share() {
+        let t = OwnerTable::new(4, true);
+        let flows = 8000u64;
+        let mut per = [0u64; 4];
+        for h in hashes(flows) {
+            per[t.owner(h, 2)] += 1;
+        }
+        // at most 1/8 over an even share, the rest by hash
+        assert!(per[2] <= flows * 9 / 32 + CLAIM_SLACK, "{per:?}");
+        assert!(per.iter().all(|&c| c > flows / 6), "{per:?}");
+    }
 }

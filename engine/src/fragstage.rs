@@ -18,7 +18,8 @@
 //!   Carriers are recognised by their pool ([`Mbuf::is_from`]); everything that reads
 //!   packet bytes sees only the first segment, the reassembled frame.
 //! - The carrier is classified like any packet (now with its ports); when another worker
-//!   owns that flow (`owner_of`), the carrier is handed to it over its dispatch ring. The
+//!   owns that flow (`crate::dispatch::OwnerTable`), the carrier is handed to it over its
+//!   dispatch ring. The
 //!   owner treats it as any packet (flow table, rules). Accepted: the carrier is unchained
 //!   and the ORIGINAL fragments are transmitted, byte for byte; if a rule modified the
 //!   datagram, it is re-fragmented ([`crate::refrag`]) to the largest original fragment's
@@ -95,6 +96,8 @@ struct Held {
 pub struct FragStage<'a> {
     me: usize,
     workers: usize,
+    /// Who owns each flow (software dispatch).
+    owners: Option<crate::dispatch::Owners>,
     defrag: Defragmenter,
     held: HashMap<DatagramId, Held>,
     held_mbufs: usize,
@@ -120,12 +123,21 @@ fn addr_text(meta: &PacketMeta, a: &[u8; 16]) -> String {
 }
 
 impl<'a> FragStage<'a> {
-    pub fn new(plan: &FragPlan, me: usize, workers: usize, alerts: Arc<AlertQueue>, inflight: &'a AtomicI64) -> Self {
+    /// `owners`: who owns each flow, with software dispatch (see `crate::dispatch`).
+    pub fn new(
+        plan: &FragPlan,
+        me: usize,
+        workers: usize,
+        owners: Option<crate::dispatch::Owners>,
+        alerts: Arc<AlertQueue>,
+        inflight: &'a AtomicI64,
+    ) -> Self {
         let mut defrag = Defragmenter::new(plan.config);
         defrag.set_haka_overlaps(plan.haka_overlaps);
         FragStage {
             me,
             workers,
+            owners,
             defrag,
             held: HashMap::new(),
             held_mbufs: 0,
@@ -375,8 +387,8 @@ impl<'a> FragStage<'a> {
             c.dropped[DropReason::FragmentInvalid as usize] += n;
             return None;
         }
-        if let (Some(rings), Some(hash)) = (rings, class.flow_hash()) {
-            let owner = owner_of(hash, self.workers);
+        if let (Some(rings), Some(hash), Some(owners)) = (rings, class.flow_hash(), self.owners.as_ref()) {
+            let owner = owners.owner(hash, self.me);
             if owner != self.me {
                 if self.hand_over(carrier, owner, rings, c) {
                     c.frag_handed_over += 1;

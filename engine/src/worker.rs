@@ -197,8 +197,9 @@ pub struct WorkerPlan {
     pub alerts: Arc<AlertQueue>,
     /// What this worker does with packets for a worker whose ring is full.
     pub dispatch_full: WhenFull,
-    /// Software dispatch: the channels between every pair of workers.
-    pub channels: Option<crate::dispatch::Channels>,
+    /// Software dispatch: the channels between every pair of workers, and who owns which
+    /// flows.
+    pub channels: Option<(crate::dispatch::Channels, crate::dispatch::Owners)>,
     /// Offline input (hakapcap): the Lua flow objects are measured by packets, not time.
     pub offline: bool,
     /// Stateful layer settings: connection tracking, what HTTP protocol errors and
@@ -772,6 +773,23 @@ impl Loop<'_> {
         }
     }
 
+    /// Hands the `pending` packets of `burst` that other workers own over to them and
+    /// batches the others, in burst order (non-IP and malformed packets have no flow:
+    /// decided here).
+    #[inline(always)]
+    fn hand_over_pending(&mut self, d: &mut Dispatch, pending: &mut arrayvec::ArrayVec<(u8, Class), BURST>, burst: &mut MbufBurst, batch: &mut Batch) {
+        for (i, class) in pending.drain(..) {
+            let owner = d.owner(class.flow_hash());
+            if owner != self.plan.index {
+                self.metas[i as usize] = None;
+                // (a copy leaves the mbuf in the burst, freed with it)
+                d.hand_over(owner, burst, i as usize, &mut self.c);
+                continue;
+            }
+            batch.push(i, class);
+        }
+    }
+
     /// Processes a burst of the packets dispatched to this worker by others (its channels,
     /// then its ring). Returns how many it took.
     fn drain_ring(&mut self, now: u64, d: &mut Dispatch, buf: &mut MbufBurst, batch: &mut Batch) -> usize {
@@ -905,7 +923,8 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             StatefulStage::new(conns, info, http, plan.pool)
         })
     });
-    let frag = plan.defrag.as_ref().map(|fp| FragStage::new(fp, me, plan.workers, plan.alerts.clone(), &shared.frag_inflight));
+    let owners = plan.channels.as_ref().map(|c| c.1.clone());
+    let frag = plan.defrag.as_ref().map(|fp| FragStage::new(fp, me, plan.workers, owners, plan.alerts.clone(), &shared.frag_inflight));
     let mut lp = Loop {
         plan: &plan,
         pipeline,
@@ -927,7 +946,7 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     let mut reload_seen = shared.reload_generation.load(Ordering::Relaxed);
     let mut log_seen = u64::MAX;
     let mut dispatch = match (plan.rings.clone(), plan.channels.clone(), plan.pool) {
-        (Some(r), Some(i), Some(pool)) => Some(Dispatch::new(r, i, me, plan.dispatch_full, pool)),
+        (Some(r), Some((ch, owners)), Some(pool)) => Some(Dispatch::new(r, ch, owners, me, plan.dispatch_full, pool)),
         _ => None,
     };
     let mut rx = MbufBurst::new();
@@ -942,6 +961,15 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
     // (no full burst in the last round: what was written for other workers goes at once)
     let mut idle = true;
     shared.polling.fetch_add(1, Ordering::SeqCst);
+    if dispatch.is_some() {
+        // With software dispatch the workers start reading together (up to a second apart
+        // at most): a worker that starts alone would claim every new flow and leave its
+        // neighbour's share to the hash (see `crate::dispatch::OwnerTable`).
+        let deadline = dpdk::tsc() + dpdk::tsc_hz();
+        while shared.polling.load(Ordering::SeqCst) < plan.workers && dpdk::tsc() < deadline && !shared.stop.load(Ordering::Relaxed) {
+            std::hint::spin_loop();
+        }
+    }
 
     while !shared.stop.load(Ordering::Relaxed) {
         let now = clock.now_ms();
@@ -966,29 +994,32 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             idle &= n < BURST;
             lp.update_keep_metas();
             lp.c.rx += n as u64;
+            // With software dispatch, the packets' owners are looked up once the burst (or
+            // its part before a fragment) is classified: their slots in the owner table
+            // are loaded meanwhile.
+            let mut pending: arrayvec::ArrayVec<(u8, Class), BURST> = arrayvec::ArrayVec::new();
             for i in 0..n {
                 let Some(m) = rx.get(i) else { continue };
                 let class = lp.classify_slot(i, m.data(), m.pkt_len());
                 if class.is_fragment() {
+                    if let Some(d) = dispatch.as_mut() {
+                        lp.hand_over_pending(d, &mut pending, &mut rx, &mut batch);
+                    }
                     lp.metas[i] = None;
                     lp.finish_batch_before_fragment(&mut rx, &mut batch, now);
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
                 }
-                if let Some(d) = dispatch.as_mut() {
-                    // (non-IP and malformed have no flow: decided here)
-                    let owner = d.owner(class.flow_hash());
-                    if owner != me {
-                        lp.metas[i] = None;
-                        // (a copy leaves the mbuf in the burst, freed with it)
-                        d.hand_over(owner, &mut rx, i, &mut lp.c);
-                        continue;
-                    }
+                if let Some(d) = dispatch.as_ref() {
+                    d.prefetch_owner(class.flow_hash());
+                    pending.push((i as u8, class));
+                    continue;
                 }
                 batch.push(i as u8, class);
             }
             // (handed over first: the owner works on them while this worker decides)
             if let Some(d) = dispatch.as_mut() {
+                lp.hand_over_pending(d, &mut pending, &mut rx, &mut batch);
                 may_read = d.flush(&mut lp.c, false);
             }
             lp.finish_batch(&mut rx, &mut batch, now);
