@@ -184,7 +184,7 @@ impl Pipeline {
 
     /// [`classify`](Self::classify), with the dissection it made (for the stages after the
     /// flow table: a packet is dissected once).
-    #[inline]
+    #[inline(always)]
     pub fn classify_meta(&self, frame: &[u8], len: u32) -> (Class, Option<crate::dissect::PacketMeta>) {
         let meta = match dissect(frame, self.link, &self.opts) {
             Ok(m) => m,

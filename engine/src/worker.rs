@@ -257,6 +257,15 @@ pub(crate) fn rx_time_ns(t: u64) -> u64 {
 /// (net_pcap: the capture's time, in ns, or µs in older drivers), else the wall
 /// clock, read at most once per burst (`wall`, (0, 0) until read).
 #[inline(always)]
+/// Clears the dissections of the slots in `made` (a bit per slot).
+fn forget_metas(metas: &mut [Option<PacketMeta>; BURST], made: u32) {
+    let mut bits = made;
+    while bits != 0 {
+        metas[bits.trailing_zeros() as usize] = None;
+        bits &= bits - 1;
+    }
+}
+
 fn packet_time(m: &Mbuf, wall: &mut (u64, u32)) -> (u64, u32) {
     if let Some(t) = m.rx_timestamp() {
         let ns = rx_time_ns(t);
@@ -426,6 +435,15 @@ impl Loop<'_> {
                 slot_to_j[slot as usize] = j as u8;
             }
         }
+        // (dissections not kept, e.g. of dispatched packets: made now, so that the packets
+        // can borrow them, and forgotten after the rules)
+        let mut made = 0u32;
+        for (slot, m) in burst.slots_mut().iter().enumerate() {
+            if let (Some(m), None, true) = (m, &self.metas[slot], slot_to_j[slot] != u8::MAX) {
+                self.metas[slot] = self.pipeline.meta(m.data());
+                made |= 1 << slot;
+            }
+        }
         // The packets for the rules, and the batch index of each.
         let mut pkts: arrayvec::ArrayVec<LuaPacket<'_>, BURST> = arrayvec::ArrayVec::new();
         let mut wall = (0, 0);
@@ -437,7 +455,7 @@ impl Loop<'_> {
             let ts = packet_time(m, &mut wall);
             let port = m.port();
             let data = m.data_mut();
-            let Some(meta) = self.metas[slot].or_else(|| self.pipeline.meta(data)) else { continue };
+            let Some(meta) = self.metas[slot].as_ref() else { continue };
             let (flow_id, dir) = match batch.flow_of(j as usize) {
                 Some((id, d)) => (id, (d == Direction::Down) as u8),
                 None => (u32::MAX, 0),
@@ -456,6 +474,9 @@ impl Loop<'_> {
             js.push(j);
         }
         if pkts.is_empty() {
+            drop(pkts);
+        forget_metas(&mut self.metas, made);
+            forget_metas(&mut self.metas, made);
             return;
         }
         lua.run_burst(&mut pkts);
@@ -843,7 +864,7 @@ impl Loop<'_> {
             ran = true;
             let ts = packet_time(m, &mut (0, 0));
             let port = m.port();
-            let mut p = LuaPacket::new(m.data_mut(), *meta, 0, u32::MAX);
+            let mut p = LuaPacket::new(m.data_mut(), meta, 0, u32::MAX);
             p.ts = ts;
             p.port = port;
             p.pass = Pass::Fragment;

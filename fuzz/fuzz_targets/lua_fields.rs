@@ -177,7 +177,7 @@ fuzz_target!(|data: &[u8]| {
         });
         said.borrow_mut().clear();
         let mut f = frame.to_vec();
-        let mut pkts = [LuaPacket::new(&mut f, meta, 0, 1)];
+        let mut pkts = [LuaPacket::new(&mut f, &meta, 0, 1)];
         let out = engine.run_burst(&mut pkts);
         let (modified, error, rewrite) = (pkts[0].modified, pkts[0].error, pkts[0].rewrite.is_some());
         assert_eq!(out.rule_errors, 0, "rule error on a frame that dissects");

@@ -226,7 +226,8 @@ pub enum LuaVerdict {
 /// One packet of a burst handed to [`LuaEngine::run_burst`].
 pub struct LuaPacket<'a> {
     pub data: &'a mut [u8],
-    pub meta: PacketMeta,
+    /// (a reference: a copy per packet measured ~30 instructions)
+    pub meta: &'a PacketMeta,
     /// 0 = up, 1 = down.
     pub dir: u8,
     pub flow_id: u32,
@@ -272,7 +273,7 @@ pub enum Pass {
 }
 
 impl<'a> LuaPacket<'a> {
-    pub fn new(data: &'a mut [u8], meta: PacketMeta, dir: u8, flow_id: u32) -> LuaPacket<'a> {
+    pub fn new(data: &'a mut [u8], meta: &'a PacketMeta, dir: u8, flow_id: u32) -> LuaPacket<'a> {
         LuaPacket {
             data,
             meta,
@@ -1318,7 +1319,7 @@ impl LuaEngine {
                 if p.ts.0 > 0 {
                     self.shared.packet_time.set(p.ts);
                 }
-                metas.push(PacketCtx { meta: p.meta, dir: p.dir, flow_uid: p.flow_uid, port: p.port });
+                metas.push(PacketCtx { meta: *p.meta, dir: p.dir, flow_uid: p.flow_uid, port: p.port });
             }
         }
         self.burst.n = n as u32;
@@ -1397,7 +1398,7 @@ impl LuaEngine {
             if p.modified {
                 out.modified += 1;
                 if p.rewrite.is_none() {
-                    fix_checksums(p.data, &p.meta, s.modified);
+                    fix_checksums(p.data, p.meta, s.modified);
                 }
             }
             match p.verdict {
@@ -1594,7 +1595,7 @@ impl LuaEngine {
 
     /// Makes `data` the current packet (Lua's slot 0) for a stateful call.
     fn set_current(&mut self, data: &mut [u8], meta: &PacketMeta, dir: u8, flow_id: u32) {
-        let mut p = LuaPacket::new(data, *meta, dir, flow_id);
+        let mut p = LuaPacket::new(data, meta, dir, flow_id);
         p.ts = self.shared.packet_time.get();
         self.burst.s[0] = make_slot(&mut p);
         self.burst.n = 1;
@@ -2086,7 +2087,7 @@ impl Drop for LuaEngine {
 /// Fills a slot, keeping only offsets that are in bounds of the data (so the Lua views
 /// never read outside the buffer, whatever the metadata says).
 fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
-    let m = &p.meta;
+    let m = p.meta;
     let len = p.data.len().min(u32::MAX as usize);
     let l3o = m.l3_offset as usize;
     let mut l3 = match m.l3 {

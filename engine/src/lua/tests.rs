@@ -129,7 +129,7 @@ fn run(e: &mut LuaEngine, frames: &mut [Vec<u8>]) -> Vec<(LuaVerdict, bool)> {
         .collect();
     let mut pkts: Vec<LuaPacket> = frames
         .iter_mut()
-        .zip(metas)
+        .zip(&metas)
         .enumerate()
         .map(|(i, (f, m))| LuaPacket::new(f, m, (i % 2) as u8, i as u32))
         .collect();
@@ -1041,7 +1041,7 @@ fn bench_ns_per_packet() {
             let t0 = Instant::now();
             for _ in 0..iters {
                 let mut pkts: Vec<LuaPacket> =
-                    frames.iter_mut().zip(metas.iter()).map(|(f, m)| LuaPacket::new(f, *m, 0, 0)).collect();
+                    frames.iter_mut().zip(metas.iter()).map(|(f, m)| LuaPacket::new(f, m, 0, 0)).collect();
                 let o = e.run_burst(&mut pkts);
                 std::hint::black_box(o);
             }
@@ -1404,7 +1404,7 @@ fn payload_vbuffer_resize_rebuilds_the_frame_with_valid_lengths_and_checksums() 
     let metas: Vec<PacketMeta> =
         frames.iter().map(|f| dissect(f, LinkType::Ethernet, &DissectOptions::default()).unwrap()).collect();
     let mut pkts: Vec<LuaPacket> =
-        frames.iter_mut().zip(metas.iter()).map(|(f, m)| LuaPacket::new(f, *m, 0, 1)).collect();
+        frames.iter_mut().zip(metas.iter()).map(|(f, m)| LuaPacket::new(f, m, 0, 1)).collect();
     e.run_burst(&mut pkts);
     assert!(pkts.iter().all(|p| p.modified && p.verdict == LuaVerdict::Accept));
     let rw = pkts[0].rewrite.take().expect("a size change is a rewrite");
@@ -1520,7 +1520,7 @@ fn ipv4_event_model_per_pass() {
         f[14 + 8] = ttl;
         crate::wire::Ipv4Packet::new_unchecked(&mut f[14..]).fill_checksum();
         let m = dissect(&f, LinkType::Ethernet, &DissectOptions::default()).unwrap();
-        let mut p = LuaPacket::new(&mut f, m, 0, 0);
+        let mut p = LuaPacket::new(&mut f, &m, 0, 0);
         p.pass = pass;
         e.run_burst(std::slice::from_mut(&mut p));
         let v = p.verdict;
