@@ -16,10 +16,12 @@
 --    proxy (late binding: inheritance with extend(), recursion with define());
 --  * the compiled form: a graph of DG nodes with Haka's shape (DGCompoundStart, DGRecordStart,
 --    DGToken, ... linked by `_next`), kept for introspection and `dump_graph`, and for each
---    entity a parse closure built ONCE at compile time (`node.fn`). Parsing is recursive
---    descent over those closures: no closure and no table is made per byte, the per-parse
---    allocations are the results themselves (a table per record/array element and the
---    vbuffer subs of the fields).
+--    entity a parse closure built ONCE at compile time (`node.fn`; a record's is generated
+--    Lua source, one call site per child). Parsing is recursive descent over those
+--    closures: no closure and no table is made per byte, the per-parse allocations are the
+--    context and the results themselves (a table per record/array element, its raw field
+--    data, and the vbuffer subs of the bytes fields of a stream; off a stream, a bytes
+--    field's sub is made when it is first read).
 --
 -- Parse errors (ctx:error, a token that does not match, a failed const/verify, missing data)
 -- are values: the closures return them up to the nearest try{} (which backtracks) or to
