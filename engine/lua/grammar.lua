@@ -16,10 +16,12 @@
 --    proxy (late binding: inheritance with extend(), recursion with define());
 --  * the compiled form: a graph of DG nodes with Haka's shape (DGCompoundStart, DGRecordStart,
 --    DGToken, ... linked by `_next`), kept for introspection and `dump_graph`, and for each
---    entity a parse closure built ONCE at compile time (`node.fn`). Parsing is recursive
---    descent over those closures: no closure and no table is made per byte, the per-parse
---    allocations are the results themselves (a table per record/array element and the
---    vbuffer subs of the fields).
+--    entity a parse closure built ONCE at compile time (`node.fn`; a record's is generated
+--    Lua source, one call site per child). Parsing is recursive descent over those
+--    closures: no closure and no table is made per byte, the per-parse allocations are the
+--    context and the results themselves (a table per record/array element, its raw field
+--    data, and the vbuffer subs of the bytes fields of a stream; off a stream, a bytes
+--    field's sub is made when it is first read).
 --
 -- Parse errors (ctx:error, a token that does not match, a failed const/verify, missing data)
 -- are values: the closures return them up to the nearest try{} (which backtracks) or to
@@ -719,7 +721,50 @@ function Record.method:extra(functions)
   return c
 end
 
--- the parse closure of a record or sequence
+-- The parse closure of a record of n <= UNROLL_MAX children is made from Lua source
+-- generated once per n (load), each child called at its own call site: a loop calling a
+-- different closure at each turn aborted LuaJIT's traces ("loop unroll limit reached"),
+-- and the parse of every message ran in the interpreter.
+local UNROLL_MAX = 48
+local unrolled = {}
+local unpack = unpack
+local function unrolled_record(n)
+  local make = unrolled[n]
+  if make then return make end
+  local args, calls = { "name", "resultclass", "desc", "extras", "applies", "finish", "retain_data" }, {}
+  for i = 1, n do
+    args[#args + 1] = "f" .. i
+    calls[i] = sfmt("  err = f%d(ctx)\n  if err then popto(ctx, base); release(m); return err end\n", i)
+  end
+  local src = table.concat({
+    "local retain, release, push, pop, popto, result_of, set_field, do_apply, pairs = ...\n",
+    "return function(", table.concat(args, ", "), ")\n",
+    "return function(ctx)\n",
+    "  local m = retain_data and retain(ctx)\n",
+    "  local base = ctx._n\n",
+    "  local res, err\n",
+    "  if name then\n",
+    "    local parent = ctx._results[base]\n",
+    "    res = push(ctx, result_of(resultclass), name)\n",
+    "    if desc then set_field(parent, name, desc, res) else parent[name] = res end\n",
+    "  end\n",
+    table.concat(calls),
+    "  res = ctx._results[ctx._n]\n",
+    "  if name then pop(ctx) end\n",
+    "  if extras then\n",
+    "    for ename, f in pairs(extras) do set_field(res, ename, f, nil) end\n",
+    "  end\n",
+    "  if applies then\n",
+    "    err = do_apply(finish, res, ctx)\n",
+    "    if err then release(m); return err end\n",
+    "  end\n",
+    "  release(m)\n",
+    "  return nil\n",
+    "end\nend\n" })
+  make = assert(load(src, sfmt("=grammar record/%d", n)))(retain, release, push, pop, popto, result_of, set_field, do_apply, pairs)
+  unrolled[n] = make
+  return make
+end
 local function record_fn(node, fns, name, resultclass, extras, retain_data)
   local n = #fns
   local applies = node._finish._post_apply
@@ -730,6 +775,9 @@ local function record_fn(node, fns, name, resultclass, extras, retain_data)
       function(self, v) gv_of(self)[name] = v end)
   end
   local finish = node._finish
+  if n <= UNROLL_MAX then
+    return unrolled_record(n)(name, resultclass, desc, extras, applies, finish, retain_data, unpack(fns, 1, n))
+  end
   return function(ctx)
     local m = retain_data and retain(ctx)
     local base = ctx._n
@@ -1320,10 +1368,36 @@ function Bytes.method:untiltoken(token)
   return c
 end
 
+local sub_in_chunk = VBM.sub_in_chunk
 local function bytes_fn(node)
   local name, sizef, untilre, chunkedf = node.name, node.size, node.untilre, node.chunked_callback
   local conv = node.converter
   local desc
+  -- A named bytes field of a Result parsed off a stream (a segment parsed in place, a
+  -- datagram, a buffer), with no converter, validate or apply, whose bytes lie in one
+  -- chunk: its sub is made when the field is first read (most never are), from where the
+  -- bytes were, as iter:sub would have made it during the parse (the same iterators: they
+  -- follow later edits alike), then kept. Until then the field keeps two offsets (the chunk
+  -- as a number field's, see field_chunk); written, it holds the value given, as a plain
+  -- field. (A sub was a proxy, its state, two iterators and a weak table entry per message.)
+  local lazy, okey, ekey, skey
+  if name and not conv and not node._validate and not node._post_apply and not untilre and not chunkedf then
+    okey, ekey, skey = name .. "\0off", name .. "\0end", name .. "\0sub"
+    lazy = {
+      get = function(self)
+        local gv = gv_of(self)
+        local off = gv[okey]
+        if off == nil then return gv[skey] end
+        local sub = sub_in_chunk(field_chunk(gv, name), off, gv[ekey])
+        gv[skey], gv[okey], gv[ekey] = sub, nil, nil
+        return sub
+      end,
+      set = function(self, v)
+        local gv = gv_of(self)
+        gv[skey], gv[okey], gv[ekey] = v, nil, nil
+      end,
+    }
+  end
   if name and conv then
     desc = make_desc(node, name,
       function(self) return gv_of(self)[name] end,
@@ -1364,6 +1438,20 @@ local function bytes_fn(node)
     end
     -- the simple case
     if not chunkedf and not untilre then
+      if lazy and size ~= 'all' and size > 0 and not ctx.streaming and not ctx.creating
+        and getmetatable(res) == Result then
+        local c, off = vpos(iter)
+        if not c.ctl and c.size - off >= size then
+          iter:advance(size)
+          local gv = gv_of(res)
+          gv[okey], gv[ekey] = off, off + size
+          if gv[skey] ~= nil then gv[skey] = nil end
+          local base = gv[1]
+          if base == nil then gv[1] = c; base = c end
+          set_field(res, name, lazy, c ~= base and c or nil)
+          return nil
+        end
+      end
       local sub
       if size ~= 'all' then
         if ctx.streaming then

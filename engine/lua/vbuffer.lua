@@ -207,9 +207,12 @@ local function can_block(c)
 end
 -- an iterator on a stream in such a coroutine follows Haka's blocking iterator (e.g. its
 -- sub() gives nil rather than an empty sub once the stream has ended)
+-- (the stream test first: coroutine.running is not compiled by LuaJIT, and a segment's
+-- bytes parsed in place are no stream)
 local function blocking(c)
+  if end_of(c).stream ~= true then return false end
   local co = co_running()
-  return co ~= nil and managed[co] == true and end_of(c).stream == true
+  return co ~= nil and managed[co] == true
 end
 
 local function iseof(it)
@@ -1553,6 +1556,9 @@ end
 -- when fewer bytes are there (never blocks; the iterator does not move)
 -- (grammar number fields: where an iterator is, and the number at such a place)
 function M.pos(it) return fix(it) end
+-- the sub of chunk c from offset off to eoff, as iter:sub made it when an iterator at
+-- (c, off) moved over those bytes of the chunk (grammar bytes fields made on first read)
+function M.sub_in_chunk(c, off, eoff) return new_sub(new_iter(c, off), new_iter(c, eoff)) end
 function M.iter_at(c, off) return new_iter(c, off) end
 function M.peek_uint_at(c, off, size, little)
   if not c.ctl and c.size - off >= size and not c.dead and not c.gone then

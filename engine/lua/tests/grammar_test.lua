@@ -86,6 +86,47 @@ function tests.number_fields_follow_edits_of_their_buffer()
   eq(two:sub(0, 2):asstring(), hex("0908"), "written over two chunks")
 end
 
+-- a bytes field of a message parsed off a stream is made when first read: the same sub at
+-- every read, over the field's bytes where edits made before that read moved them; written,
+-- the field holds the value given (the buffer is not changed by the assignment)
+function tests.bytes_fields_are_made_on_first_read()
+  local g = haka.grammar.new("lazybytes", function()
+    elem = record{ field('a', number(8)), field('s', bytes():count(3)), field('b', number(8)) }
+    export(elem)
+  end)
+  local b = buf(hex("01" .. "616263" .. "02"))
+  local r, err = g.elem:parse(b:pos('begin'))
+  eq(err, nil, "no error")
+  b:pos('begin'):insert(haka.vbuffer_from("xy"))
+  local s = r.s
+  eq(s:asstring(), "abc", "the field's bytes after an edit before them")
+  eq(r.s, s, "the same sub at every read")
+  s:setfixedstring("ABC")
+  eq(b:sub(0):asstring(), "xy" .. hex("01") .. "ABC" .. hex("02"), "written through the sub")
+  eq(r.b, 2, "the next field")
+  r.s = "other"
+  eq(r.s, "other", "assigned: the value given")
+  eq(b:sub(0):asstring(), "xy" .. hex("01") .. "ABC" .. hex("02"), "the buffer unchanged by the assignment")
+  -- bytes over two chunks
+  local two = haka.vbuffer_from(hex("0161"))
+  two:append(haka.vbuffer_from(hex("626302")))
+  r = g.elem:parse(two:pos('begin'))
+  eq(r.s:asstring(), "abc", "over two chunks")
+  eq(r.b, 2, "after them")
+  -- an empty field, and one never read while the buffer is edited after it
+  local g0 = haka.grammar.new("lazybytes0", function()
+    elem = record{ field('n', number(8)), field('s', bytes():count(function(res) return res.n end)), field('b', number(8)) }
+    export(elem)
+  end)
+  r = g0.elem:parse(buf(hex("00" .. "07")):pos('begin'))
+  eq(r.s:asstring(), "", "empty")
+  eq(r.b, 7, "after the empty field")
+  local b2 = buf(hex("02" .. "6162" .. "07"))
+  r = g0.elem:parse(b2:pos('begin'))
+  b2:pos('end'):insert(haka.vbuffer_from("z"))
+  eq(r.s:asstring(), "ab", "read after an edit past it")
+end
+
 function tests.not_enough_data_is_a_parse_error()
   local g = haka.grammar.new("short", function()
     elem = record{ field('a', number(8)), field('b', number(32)) }
