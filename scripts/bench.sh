@@ -17,8 +17,10 @@
 # - http-common: a less regular HTTP capture (gen_http_pcap.py --irregular: TCP
 #   timestamps and SACK, out-of-order and retransmitted segments, lower-case
 #   header names, chunked responses, `Server: nginx` on half the responses):
-#   testpmd, haka without rules, and (i) rules/bench_http_common.lua (6 plain Lua
-#   rules as an operator writes them, matching common traffic).
+#   testpmd, haka without rules, (i) rules/bench_http_common.lua (6 plain Lua
+#   rules as an operator writes them, matching common traffic) and (i) with
+#   prefilters (rules/bench_http_common_prefilter.lua: the same rules, each with
+#   its prefilter).
 # - scale: (h) the flows capture with 1 worker (one rx queue) against 2 workers (and
 #   N, when the machine has more cores): net_pcap gets one rx queue per worker, each
 #   replaying a part of the flows (scripts/gen_flows_pcap.py --part), the workers on
@@ -275,8 +277,8 @@ capture_case() {
 }
 
 declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W MT_W MT_C MN_W MN_C MG_W MG_C
-declare -a HCT_W HCT_C HCD_W HCD_C HCI_W HCI_C
-HE_SKIP= HF_SKIP= MG_SKIP= HCI_SKIP=
+declare -a HCT_W HCT_C HCD_W HCD_C HCI_W HCI_C HCP_W HCP_C
+HE_SKIP= HF_SKIP= MG_SKIP= HCI_SKIP= HCP_SKIP=
 for r in $(seq 1 "$RUNS"); do
   if [[ $CASES == *,flows,* ]]; then
     read -r w c < <(run_testpmd "$r" "$PCAP"); TP_W+=("$w"); TP_C+=("$c")
@@ -319,6 +321,16 @@ for r in $(seq 1 "$RUNS"); do
   fi
   if [[ $CASES == *,http-common,* ]]; then
     capture_case "$r" httpc "$HTTPC_PCAP" rules/bench_http_common.lua "http irregular" "(i) http irregular, 6 rules" HCT HCD HCI
+    if [ -z "$HCP_SKIP" ]; then
+      haka_case "httpc-$r-prefilter" "$HTTPC_PCAP" rules/bench_http_common_prefilter.lua
+      if [ -n "$SKIP" ]; then
+        HCP_SKIP=$SKIP
+        echo "run $r: haka (i) http irregular, 6 rules with prefilters skipped: $SKIP"
+      else
+        HCP_W+=("$W"); HCP_C+=("$C"); HCP_ALERTS=$ALERTS HCP_RERR=$RERR HCP_DROPPED=$DROPPED
+        echo "run $r: haka (i) http irregular, 6 rules with prefilters $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+      fi
+    fi
   fi
   if [[ $CASES == *,scale,* ]]; then
     # (interleaved: 1 worker, then each N both ways, in every run)
@@ -407,6 +419,13 @@ if [[ $CASES == *,http-common,* ]]; then
     hciw=$(median "${HCI_W[@]}"); hcic=$(median "${HCI_C[@]}")
     echo "haka (i) 6 common rules:         $hciw Mpps wall, $hcic Mpps per cpu-second (target >= 2.5), $(ratio "$hciw" "$hcdw") of no rules, $(ratio "$hciw" "$hctw") of testpmd"
     echo "  (i) last run: $HCI_ALERTS alerts, $HCI_RERR rule errors, $HCI_DROPPED packets dropped$([ "$HCI_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
+  fi
+  if [ -n "$HCP_SKIP" ]; then
+    echo "haka (i) with prefilters:        skipped: $HCP_SKIP"
+  else
+    hcpw=$(median "${HCP_W[@]}"); hcpc=$(median "${HCP_C[@]}")
+    echo "haka (i) with prefilters:        $hcpw Mpps wall, $hcpc Mpps per cpu-second (target >= 3.5), $(ratio "$hcpw" "$hcdw") of no rules, $(ratio "$hcpw" "$hctw") of testpmd"
+    echo "  (i) prefilters, last run: $HCP_ALERTS alerts, $HCP_RERR rule errors, $HCP_DROPPED packets dropped$([ "$HCP_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
   fi
 fi
 if [[ $CASES == *,scale,* ]]; then
