@@ -210,7 +210,7 @@ end
 -- reads them (start-line fields, headers object, header list, cookies, split uri). Rule
 -- data (`request.foo = x`) goes to the hash part, created only then.
 --
--- The head as received is a copy of Rust's bytes in an FFI buffer (M_HEAD a char[M_HLEN]):
+-- The head as received is a copy of Rust's bytes in an FFI buffer (M_HEAD a HEADBUF):
 -- no Lua string is interned for it (hashing a few hundred bytes that look alike from one
 -- message to the next, collisions included, cost more than the rules' own work). It
 -- becomes a Lua string (head_str) only when a rule needs more than a start-line field, a
@@ -221,8 +221,9 @@ end
 -- list in order (entries { name, value, lowercase name }), is built and is the source of
 -- truth from then on. FL_CANON: every field is "name: value\r\n", so that rewriting one in
 -- place gives the bytes a full re-serialisation would; otherwise a write builds the list.
-local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, M_COOK, M_SPLIT, M_EDIT, M_HLEN =
-  1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15, 16 -- M_F1 .. M_F1 + 2: the start line's fields
+local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, M_COOK, M_SPLIT, M_EDIT =
+  1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15 -- M_F1 .. M_F1 + 2: the start line's fields
+-- (15 slots at most: with index 0, 16 is the largest array LuaJIT allocates with its table)
 local FL_CANON, FL_FOLD, FL_REQ = 1, 2, 4
 local P17 = 131072 -- positions (< 2^17: heads are at most 64 KiB) packed three per number
 -- the names of the HTTP anomalies (engine/src/http.rs Anomaly), bit i - 1 of flags >> 8 for
@@ -234,14 +235,15 @@ local headers_mt = {}
 local sbyte = string.byte
 local band = require("bit").band
 local ffi = require("ffi")
-local HEADBUF = ffi.typeof("char[?]")
+-- (its length inside: the message's array stays at 15 slots)
+local HEADBUF = ffi.typeof("struct { int32_t n; char b[?]; }")
 local fstring, fcopy = ffi.string, ffi.copy
 
 -- The head as a Lua string (made from the FFI copy once, when first needed).
 local function head_str(m)
   local s = m[M_HEAD]
   if type(s) ~= "string" then
-    s = fstring(s, m[M_HLEN])
+    s = fstring(s.b, s.n)
     m[M_HEAD] = s
   end
   return s
@@ -250,16 +252,16 @@ end
 local function head_sub(m, i, j)
   local s = m[M_HEAD]
   if type(s) == "string" then return (ssub(s, i, j)) end
-  local n = m[M_HLEN]
+  local n = s.n
   if j > n then j = n end
   if i < 1 then i = 1 end
   if j < i then return "" end
-  return (fstring(s + (i - 1), j - i + 1))
+  return (fstring(s.b + (i - 1), j - i + 1))
 end
 local function head_len(m)
   local s = m[M_HEAD]
   if type(s) == "string" then return #s end
-  return m[M_HLEN]
+  return s.n
 end
 
 -- names already checked (bounded: rules use a few names)
@@ -330,8 +332,13 @@ local http_field = ffi.cast("int32_t (*)(const char *, int32_t, int32_t, const c
 local FIELD = ffi.new("int32_t[4]")
 local function lazy_find(m, name, from)
   if m[M_EDIT] then apply_edit(m) end
-  local s = m[M_HEAD]
-  if http_field(s, head_len(m), from, name, #name, FIELD) == 0 then return nil end
+  local s, r = m[M_HEAD]
+  if type(s) == "string" then
+    r = http_field(s, #s, from, name, #name, FIELD)
+  else
+    r = http_field(s.b, s.n, from, name, #name, FIELD)
+  end
+  if r == 0 then return nil end
   return FIELD[0], FIELD[1], FIELD[2], FIELD[3]
 end
 
@@ -685,13 +692,12 @@ local response_mt = message_mt("response", resp_fields, resp_set, nil)
 local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags, p, len)
   if head == nil then
     head = HEADBUF(len)
-    fcopy(head, p, len)
-  else
-    len = #head
+    head.n = len
+    fcopy(head.b, p, len)
   end
   local m = setmetatable({ head, fields, is_req and flags + FL_REQ or flags,
     a1 + (a2 + b1 * P17) * P17, b2 + (c1 + c2 * P17) * P17,
-    false, false, false, false, false, false, false, false, false, false, len }, is_req and request_mt or response_mt)
+    false, false, false, false, false, false, false, false, false, false }, is_req and request_mt or response_mt)
   if band(flags, FL_FOLD) ~= 0 then materialize(m) end
   return m
 end
