@@ -17,8 +17,10 @@
 # - http-common: a less regular HTTP capture (gen_http_pcap.py --irregular: TCP
 #   timestamps and SACK, out-of-order and retransmitted segments, lower-case
 #   header names, chunked responses, `Server: nginx` on half the responses):
-#   testpmd, haka without rules, and (i) rules/bench_http_common.lua (6 plain Lua
-#   rules as an operator writes them, matching common traffic).
+#   testpmd, haka without rules, (i) rules/bench_http_common.lua (6 plain Lua
+#   rules as an operator writes them, matching common traffic) and (i) with
+#   prefilters (rules/bench_http_common_prefilter.lua: the same rules, each with
+#   its prefilter).
 # - scale: (h) the flows capture with 1 worker (one rx queue) against 2 workers (and
 #   N, when the machine has more cores): net_pcap gets one rx queue per worker, each
 #   replaying a part of the flows (scripts/gen_flows_pcap.py --part), the workers on
@@ -252,9 +254,31 @@ PY
 }
 declare -A SC_W SC_C SC_LAST
 
+# capture_case RUN ID PCAP RULES NAME LABEL T N R: one run of a capture's three cases:
+# testpmd io (into arrays T_W/T_C), haka without rules (N_W/N_C) and haka with RULES
+# (R_W/R_C, and R_ALERTS/R_RERR/R_DROPPED; R_SKIP once the rules did not load).
+capture_case() {
+  local r=$1 id=$2 pcap=$3 rules=$4 name=$5 label=$6 w c
+  local -n tw=${7}_W tc=${7}_C nw=${8}_W nc=${8}_C rw=${9}_W rc=${9}_C rskip=${9}_SKIP
+  local -n ralerts=${9}_ALERTS rrerr=${9}_RERR rdropped=${9}_DROPPED
+  read -r w c < <(run_testpmd "$id-$r" "$pcap"); tw+=("$w"); tc+=("$c")
+  echo "run $r: testpmd io ($name)  $w Mpps (cpu-normalised $c)"
+  haka_case "$id-$r" "$pcap"; nw+=("$W"); nc+=("$C")
+  echo "run $r: haka $name, no rules  $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
+  [ -z "$rskip" ] || return 0
+  haka_case "$id-$r-rules" "$pcap" "$rules"
+  if [ -n "$SKIP" ]; then
+    rskip=$SKIP
+    echo "run $r: haka $label skipped: $SKIP"
+  else
+    rw+=("$W"); rc+=("$C"); ralerts=$ALERTS rrerr=$RERR rdropped=$DROPPED
+    echo "run $r: haka $label $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+  fi
+}
+
 declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W MT_W MT_C MN_W MN_C MG_W MG_C
-declare -a HCT_W HCT_C HCD_W HCD_C HCI_W HCI_C
-HE_SKIP= HF_SKIP= MG_SKIP= HCI_SKIP=
+declare -a HCT_W HCT_C HCD_W HCD_C HCI_W HCI_C HCP_W HCP_C
+HE_SKIP= HF_SKIP= MG_SKIP= HCI_SKIP= HCP_SKIP=
 for r in $(seq 1 "$RUNS"); do
   if [[ $CASES == *,flows,* ]]; then
     read -r w c < <(run_testpmd "$r" "$PCAP"); TP_W+=("$w"); TP_C+=("$c")
@@ -293,34 +317,18 @@ for r in $(seq 1 "$RUNS"); do
     fi
   fi
   if [[ $CASES == *,modbus,* ]]; then
-    read -r w c < <(run_testpmd "modbus-$r" "$MODBUS_PCAP"); MT_W+=("$w"); MT_C+=("$c")
-    echo "run $r: testpmd io (modbus)      $w Mpps (cpu-normalised $c)"
-    haka_case "modbus-$r" "$MODBUS_PCAP"; MN_W+=("$W"); MN_C+=("$C")
-    echo "run $r: haka modbus, no rules    $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
-    if [ -z "$MG_SKIP" ]; then
-      haka_case "modbus-$r-rules" "$MODBUS_PCAP" rules/modbus_rules.lua
-      if [ -n "$SKIP" ]; then
-        MG_SKIP=$SKIP
-        echo "run $r: haka (g) modbus, 3 rules skipped: $SKIP"
-      else
-        MG_W+=("$W"); MG_C+=("$C"); MG_ALERTS=$ALERTS MG_RERR=$RERR MG_DROPPED=$DROPPED
-        echo "run $r: haka (g) modbus, 3 rules $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
-      fi
-    fi
+    capture_case "$r" modbus "$MODBUS_PCAP" rules/modbus_rules.lua "modbus" "(g) modbus, 3 rules" MT MN MG
   fi
   if [[ $CASES == *,http-common,* ]]; then
-    read -r w c < <(run_testpmd "httpc-$r" "$HTTPC_PCAP"); HCT_W+=("$w"); HCT_C+=("$c")
-    echo "run $r: testpmd io (http irregular)       $w Mpps (cpu-normalised $c)"
-    haka_case "httpc-$r" "$HTTPC_PCAP"; HCD_W+=("$W"); HCD_C+=("$C")
-    echo "run $r: haka http irregular, no rules     $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
-    if [ -z "$HCI_SKIP" ]; then
-      haka_case "httpc-$r-rules" "$HTTPC_PCAP" rules/bench_http_common.lua
+    capture_case "$r" httpc "$HTTPC_PCAP" rules/bench_http_common.lua "http irregular" "(i) http irregular, 6 rules" HCT HCD HCI
+    if [ -z "$HCP_SKIP" ]; then
+      haka_case "httpc-$r-prefilter" "$HTTPC_PCAP" rules/bench_http_common_prefilter.lua
       if [ -n "$SKIP" ]; then
-        HCI_SKIP=$SKIP
-        echo "run $r: haka (i) http irregular, 6 rules  skipped: $SKIP"
+        HCP_SKIP=$SKIP
+        echo "run $r: haka (i) http irregular, 6 rules with prefilters skipped: $SKIP"
       else
-        HCI_W+=("$W"); HCI_C+=("$C"); HCI_ALERTS=$ALERTS HCI_RERR=$RERR HCI_DROPPED=$DROPPED
-        echo "run $r: haka (i) http irregular, 6 rules  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
+        HCP_W+=("$W"); HCP_C+=("$C"); HCP_ALERTS=$ALERTS HCP_RERR=$RERR HCP_DROPPED=$DROPPED
+        echo "run $r: haka (i) http irregular, 6 rules with prefilters $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
       fi
     fi
   fi
@@ -411,6 +419,13 @@ if [[ $CASES == *,http-common,* ]]; then
     hciw=$(median "${HCI_W[@]}"); hcic=$(median "${HCI_C[@]}")
     echo "haka (i) 6 common rules:         $hciw Mpps wall, $hcic Mpps per cpu-second (target >= 2.5), $(ratio "$hciw" "$hcdw") of no rules, $(ratio "$hciw" "$hctw") of testpmd"
     echo "  (i) last run: $HCI_ALERTS alerts, $HCI_RERR rule errors, $HCI_DROPPED packets dropped$([ "$HCI_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
+  fi
+  if [ -n "$HCP_SKIP" ]; then
+    echo "haka (i) with prefilters:        skipped: $HCP_SKIP"
+  else
+    hcpw=$(median "${HCP_W[@]}"); hcpc=$(median "${HCP_C[@]}")
+    echo "haka (i) with prefilters:        $hcpw Mpps wall, $hcpc Mpps per cpu-second (target >= 3.5), $(ratio "$hcpw" "$hcdw") of no rules, $(ratio "$hcpw" "$hctw") of testpmd"
+    echo "  (i) prefilters, last run: $HCP_ALERTS alerts, $HCP_RERR rule errors, $HCP_DROPPED packets dropped$([ "$HCP_ALERTS" = 0 ] && echo ' (no alert: the HTTP rules did not fire)')"
   fi
 fi
 if [[ $CASES == *,scale,* ]]; then

@@ -2467,7 +2467,8 @@ fn irregular_http_capture_is_parsed_whole_and_the_common_rules_fire() {
     // retransmitted segments, lower-case header names, `Server: nginx` on half the
     // responses): every request and response the generator wrote reaches the HTTP
     // dissector once, nothing is dropped as unexpected TCP; then the benchmark's case (i)
-    // rules (rules/bench_http_common.lua) fire, the Server rule on about half the responses.
+    // rules (rules/bench_http_common.lua) fire, the Server rule on about half the responses,
+    // and their prefilter variant gives the same.
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("http.pcap");
     let gen = std::process::Command::new("python3")
@@ -2499,6 +2500,20 @@ fn irregular_http_capture_is_parsed_whole_and_the_common_rules_fire() {
     // The nginx rule edits about half of the responses the rules let through.
     let (edits, responses) = (common.st("stream_edits"), common.st("http_responses"));
     assert!(edits * 10 > responses * 3 && edits * 10 < responses * 7, "{edits} edits of {responses} responses");
+
+    // Case (i)'s prefilter variant: the same packets, alerts and logs, fewer messages
+    // handed to Lua.
+    let fast = run_file(&root().join("rules/bench_http_common_prefilter.lua"), &input, None);
+    assert_same_packets(&fast.out, &common.out, "bench_http_common_prefilter.lua vs bench_http_common.lua");
+    assert_eq!(fast.alert_descriptions(), common.alert_descriptions());
+    for log in ["api call without a session cookie", "warn external: server error"] {
+        let n = |r: &Run| r.stdout.matches(log).count();
+        assert!(n(&fast) > 0 && n(&fast) == n(&common), "{log}: {} {}", n(&fast), n(&common));
+    }
+    for k in ["http_requests", "http_responses", "stream_edits", "resets_sent"] {
+        assert_eq!(fast.st(k), common.st(k), "{k}");
+    }
+    assert!(fast.st("http_prefiltered") > 0 && common.st("http_prefiltered") == 0);
 }
 
 #[test]

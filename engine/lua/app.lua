@@ -10,7 +10,7 @@
 --
 --   K.http_session(flow) -> http      per-connection object, first argument of the http events
 --   K.dns_session(flow)  -> dns       same for dns events, K.tls_session(flow) for tls
---   K.http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags) -> request or response
+--   K.http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags, p, len) -> request or response
 --                                     from the head bytes (see http_message below)
 --   K.http_request(raw)  -> request   raw: app_values.rs `request_table` (same values, a table)
 --   K.http_response(raw) -> response  raw: app_values.rs `response_table`
@@ -205,12 +205,17 @@ end
 -- http: messages and their headers
 ---------------------------------------------------------------------------
 -- A request or response is one table whose array part holds its state (slots M_*), so that
--- building it is one allocation: the head string as received (or as rewritten in place),
+-- building it is one allocation: the head as received (or as rewritten in place),
 -- the positions of its start line's three parts, and caches filled when a rule first
 -- reads them (start-line fields, headers object, header list, cookies, split uri). Rule
 -- data (`request.foo = x`) goes to the hash part, created only then.
 --
--- The headers object (its message at index 0, created on first access) reads the head string
+-- The head as received is a copy of Rust's bytes in an FFI buffer (M_HEAD a HEADBUF):
+-- no Lua string is interned for it (hashing a few hundred bytes that look alike from one
+-- message to the next, collisions included, cost more than the rules' own work). It
+-- becomes a Lua string (head_str) only when a rule needs more than a start-line field, a
+-- header lookup or one in-place rewrite; the fields read are cut from it (head_sub).
+-- The headers object (its message at index 0, created on first access) reads the head
 -- (fields from index M_OFF + 1; M_OFF is the index of the start line's "\n") until a rule
 -- needs more than a lookup or an in-place rewrite: then the message's M_LIST, the header
 -- list in order (entries { name, value, lowercase name }), is built and is the source of
@@ -218,6 +223,7 @@ end
 -- place gives the bytes a full re-serialisation would; otherwise a write builds the list.
 local M_HEAD, M_OFF, M_FLAGS, M_P1, M_P2, M_F1, M_LMOD, M_HDRS, M_HMOD, M_LIST, M_COOK, M_SPLIT, M_EDIT =
   1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14, 15 -- M_F1 .. M_F1 + 2: the start line's fields
+-- (15 slots at most: with index 0, 16 is the largest array LuaJIT allocates with its table)
 local FL_CANON, FL_FOLD, FL_REQ = 1, 2, 4
 local P17 = 131072 -- positions (< 2^17: heads are at most 64 KiB) packed three per number
 -- the names of the HTTP anomalies (engine/src/http.rs Anomaly), bit i - 1 of flags >> 8 for
@@ -228,6 +234,35 @@ local Headers = {}
 local headers_mt = {}
 local sbyte = string.byte
 local band = require("bit").band
+local ffi = require("ffi")
+-- (its length inside: the message's array stays at 15 slots)
+local HEADBUF = ffi.typeof("struct { int32_t n; char b[?]; }")
+local fstring, fcopy = ffi.string, ffi.copy
+
+-- The head as a Lua string (made from the FFI copy once, when first needed).
+local function head_str(m)
+  local s = m[M_HEAD]
+  if type(s) ~= "string" then
+    s = fstring(s.b, s.n)
+    m[M_HEAD] = s
+  end
+  return s
+end
+-- Bytes i .. j (1-based, inclusive, as string.sub) of the head, j < i + 1 giving "".
+local function head_sub(m, i, j)
+  local s = m[M_HEAD]
+  if type(s) == "string" then return (ssub(s, i, j)) end
+  local n = s.n
+  if j > n then j = n end
+  if i < 1 then i = 1 end
+  if j < i then return "" end
+  return (fstring(s.b + (i - 1), j - i + 1))
+end
+local function head_len(m)
+  local s = m[M_HEAD]
+  if type(s) == "string" then return #s end
+  return s.n
+end
 
 -- names already checked (bounded: rules use a few names)
 local NAME_OK, NAME_OKS = {}, 0
@@ -259,7 +294,7 @@ local function apply_edit(m)
     local pos = m[M_HMOD]
     local a = pos % P17
     local e = (pos - a) / P17
-    local s = m[M_HEAD]
+    local s = head_str(m)
     m[M_HEAD] = ssub(s, 1, a) .. v .. ssub(s, e - 1)
     m[M_HMOD] = true
     m[M_EDIT] = false
@@ -292,14 +327,18 @@ end
 -- First field named `name` whose line starts at index `from` + 1 or later (case-insensitive):
 -- index after its colon, index of its line's "\n", value start and end (inclusive). Found
 -- by engine/src/http.rs find_field through the FFI: no loop and no string here.
-local ffi = require("ffi")
 local http_field = ffi.cast("int32_t (*)(const char *, int32_t, int32_t, const char *, int32_t, int32_t *)",
   H.http_field_fn)
 local FIELD = ffi.new("int32_t[4]")
 local function lazy_find(m, name, from)
   if m[M_EDIT] then apply_edit(m) end
-  local s = m[M_HEAD]
-  if http_field(s, #s, from, name, #name, FIELD) == 0 then return nil end
+  local s, r = m[M_HEAD]
+  if type(s) == "string" then
+    r = http_field(s, #s, from, name, #name, FIELD)
+  else
+    r = http_field(s.b, s.n, from, name, #name, FIELD)
+  end
+  if r == 0 then return nil end
   return FIELD[0], FIELD[1], FIELD[2], FIELD[3]
 end
 
@@ -307,7 +346,7 @@ local function materialize(m)
   local l = m[M_LIST]
   if l then return l end
   if m[M_EDIT] then apply_edit(m) end
-  local s = m[M_HEAD]
+  local s = head_str(m)
   local i = m[M_OFF] + 1
   local n = 0
   l = {}
@@ -344,7 +383,7 @@ headers_mt.__index = function(h, k)
       if not lookup_name_ok(k) then return nil end
       local a, _, vs, ve = lazy_find(m, k, m[M_OFF])
       if a == nil then return nil end
-      return (ssub(m[M_HEAD], vs, ve))
+      return (head_sub(m, vs, ve))
     end
     local lk = slower(k)
     for i = 1, #l do
@@ -359,19 +398,31 @@ headers_mt.__index = function(h, k)
   return nil
 end
 
--- In place in the head string (canonical heads): h[name] = value for a name present once,
--- or absent (appended). Returns false when the list is needed.
+-- In place in the head (canonical heads): h[name] = value for a name present once, or
+-- absent (appended before the empty line). Returns false when the list is needed. The
+-- first such rewrite of a head still as received is only recorded (M_EDIT), an append
+-- as the insertion of the whole field line.
 local function lazy_set(m, name, value)
   if m[M_LIST] or band(m[M_FLAGS], FL_CANON) == 0 then return false end
   if sfind(value, "\r", 1, true) or sfind(value, "\n", 1, true) then return false end
   local a, e = lazy_find(m, name, m[M_OFF])
-  local s = m[M_HEAD]
+  local s
   if a == nil then
+    if not m[M_HMOD] then
+      -- the head is still as received: record the insertion of the line before the final
+      -- "\r\n" (bytes a + 1 .. e - 2, none, replaced by it: see apply_edit, K.http_edit)
+      local n = head_len(m)
+      touched(m)
+      m[M_HMOD] = (n - 2) + n * P17
+      m[M_EDIT] = name .. ": " .. value .. "\r\n"
+      return true
+    end
+    s = head_str(m)
     s = ssub(s, 1, #s - 2) .. name .. ": " .. value .. "\r\n\r\n"
   else
     if lazy_find(m, name, e) ~= nil then return false end -- duplicates
     -- canonical: "name: value\r\n", the value from a + 1 to e - 2
-    if e - a - 2 == #value and ssub(s, a + 1, e - 2) == value then return true end
+    if e - a - 2 == #value and head_sub(m, a + 1, e - 2) == value then return true end
     if not m[M_HMOD] then
       -- the head is still as received: record the edit (positions valid in those bytes)
       touched(m)
@@ -379,6 +430,7 @@ local function lazy_set(m, name, value)
       m[M_EDIT] = value
       return true
     end
+    s = head_str(m)
     s = ssub(s, 1, a) .. value .. ssub(s, e - 1)
   end
   m[M_HEAD] = s
@@ -549,7 +601,7 @@ local function start_field(m, i)
   end
   local version = band(m[M_FLAGS], FL_REQ) ~= 0 and 3 or 1
   skip = i == version and 5 or 0
-  v = ssub(m[M_HEAD], a + 1 + skip, b)
+  v = head_sub(m, a + 1 + skip, b)
   m[M_F1 + i - 1] = v
   return v
 end
@@ -632,12 +684,17 @@ local request_mt = message_mt("request", req_fields, req_set, function(m, k)
 end)
 local response_mt = message_mt("response", resp_fields, resp_set, nil)
 
--- A request (is_req) or response from its head bytes as received, validated by
--- engine/src/http.rs: `fields` is the 0-based offset of its first field, a1..c2 the 0-based
+-- A request (is_req) or response from its head bytes as received (the string `head`, or
+-- when head is nil the `len` bytes at pointer `p`, copied), validated by engine/src/http.rs: `fields` is the 0-based offset of its first field, a1..c2 the 0-based
 -- [start, end) of method, uri, version (request) or version, status, reason (response),
 -- flags: 1 canonical, 2 obs-fold, anomalies from bit 8 (see http.rs HeadInfo). Versions start
 -- with "HTTP/" (in any case) or are empty (an HTTP/0.9 request).
-local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags)
+local function http_message(is_req, head, fields, a1, a2, b1, b2, c1, c2, flags, p, len)
+  if head == nil then
+    head = HEADBUF(len)
+    head.n = len
+    fcopy(head.b, p, len)
+  end
   local m = setmetatable({ head, fields, is_req and flags + FL_REQ or flags,
     a1 + (a2 + b1 * P17) * P17, b2 + (c1 + c2 * P17) * P17,
     false, false, false, false, false, false, false, false, false, false }, is_req and request_mt or response_mt)
@@ -675,7 +732,7 @@ end
 function K.http_serialize(m)
   if m[M_EDIT] then apply_edit(m) end
   local lmod = m[M_LMOD]
-  local s, off = m[M_HEAD], m[M_OFF]
+  local s, off = head_str(m), m[M_OFF]
   if not http_modified(m) then return s end
   local line
   if not lmod then

@@ -2606,8 +2606,9 @@ end
 -- or http.response of the flow's http session; returns the session and the message.
 local function http_head(f, is_req, e)
   local http = session(f, "_http", APPK.http_session)
-  local msg = APPK.http_message(is_req, ffi.string(ffi.cast(u8p, e.p), e.len), e.fields,
-    e.a1, e.a2, e.b1, e.b2, e.c1, e.c2, e.flags)
+  -- (the head's bytes, copied by app.lua into an FFI buffer: no Lua string interned)
+  local msg = APPK.http_message(is_req, nil, e.fields,
+    e.a1, e.a2, e.b1, e.b2, e.c1, e.c2, e.flags, ffi.cast(u8p, e.p), e.len)
   if is_req then
     http.request = msg
     http.response = nil
