@@ -254,19 +254,14 @@ PY
 }
 declare -A SC_W SC_C SC_LAST
 
-# capture_case RUN ID PCAP RULES NAME LABEL T N R: one run of a capture's three cases:
-# testpmd io (into arrays T_W/T_C), haka without rules (N_W/N_C) and haka with RULES
-# (R_W/R_C, and R_ALERTS/R_RERR/R_DROPPED; R_SKIP once the rules did not load).
-capture_case() {
-  local r=$1 id=$2 pcap=$3 rules=$4 name=$5 label=$6 w c
-  local -n tw=${7}_W tc=${7}_C nw=${8}_W nc=${8}_C rw=${9}_W rc=${9}_C rskip=${9}_SKIP
-  local -n ralerts=${9}_ALERTS rrerr=${9}_RERR rdropped=${9}_DROPPED
-  read -r w c < <(run_testpmd "$id-$r" "$pcap"); tw+=("$w"); tc+=("$c")
-  echo "run $r: testpmd io ($name)  $w Mpps (cpu-normalised $c)"
-  haka_case "$id-$r" "$pcap"; nw+=("$W"); nc+=("$C")
-  echo "run $r: haka $name, no rules  $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
+# rules_case RUN ID PCAP RULES LABEL R: one run of haka with RULES into arrays R_W/R_C and
+# R_ALERTS/R_RERR/R_DROPPED; R_SKIP once the rules did not load (they will not load in
+# later runs either).
+rules_case() {
+  local r=$1 id=$2 pcap=$3 rules=$4 label=$5
+  local -n rw=${6}_W rc=${6}_C rskip=${6}_SKIP ralerts=${6}_ALERTS rrerr=${6}_RERR rdropped=${6}_DROPPED
   [ -z "$rskip" ] || return 0
-  haka_case "$id-$r-rules" "$pcap" "$rules"
+  haka_case "$id" "$pcap" "$rules"
   if [ -n "$SKIP" ]; then
     rskip=$SKIP
     echo "run $r: haka $label skipped: $SKIP"
@@ -276,7 +271,20 @@ capture_case() {
   fi
 }
 
-declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HF_W MT_W MT_C MN_W MN_C MG_W MG_C
+# capture_case RUN ID PCAP RULES NAME LABEL T N R: one run of a capture's three cases:
+# testpmd io (into arrays T_W/T_C), haka without rules (N_W/N_C) and haka with RULES
+# (R_W/R_C, and R_ALERTS/R_RERR/R_DROPPED; R_SKIP once the rules did not load).
+capture_case() {
+  local r=$1 id=$2 pcap=$3 rules=$4 name=$5 label=$6 w c
+  local -n tw=${7}_W tc=${7}_C nw=${8}_W nc=${8}_C
+  read -r w c < <(run_testpmd "$id-$r" "$pcap"); tw+=("$w"); tc+=("$c")
+  echo "run $r: testpmd io ($name)  $w Mpps (cpu-normalised $c)"
+  haka_case "$id-$r" "$pcap"; nw+=("$W"); nc+=("$C")
+  echo "run $r: haka $name, no rules  $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
+  rules_case "$r" "$id-$r-rules" "$pcap" "$rules" "$label" "$9"
+}
+
+declare -a TP_W TP_C HK_W HK_C R1_W R10_W HT_W HT_C HD_W HD_C HE_W HE_C HF_W HF_C MT_W MT_C MN_W MN_C MG_W MG_C
 declare -a HCT_W HCT_C HCD_W HCD_C HCI_W HCI_C HCP_W HCP_C
 HE_SKIP= HF_SKIP= MG_SKIP= HCI_SKIP= HCP_SKIP=
 for r in $(seq 1 "$RUNS"); do
@@ -295,42 +303,15 @@ for r in $(seq 1 "$RUNS"); do
     echo "run $r: testpmd io (http)       $w Mpps (cpu-normalised $c)"
     haka_case "http-$r" "$HTTP_PCAP"; HD_W+=("$W"); HD_C+=("$C")
     echo "run $r: haka (d) http, no rules $W Mpps (per cpu-second $C), $FLOWS_T flows tracked${SKIP:+ FAILED: $SKIP}"
-    if [ -z "$HE_SKIP" ]; then
-      haka_case "http-$r-rules" "$HTTP_PCAP" rules/bench_http.lua
-      if [ -n "$SKIP" ]; then
-        HE_SKIP=$SKIP  # the same rules file will not load in later runs either
-        echo "run $r: haka (e) http, 5 rules  skipped: $SKIP"
-      else
-        HE_W+=("$W"); HE_ALERTS=$ALERTS HE_RERR=$RERR HE_DROPPED=$DROPPED
-        echo "run $r: haka (e) http, 5 rules  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
-      fi
-    fi
-    if [ -z "$HF_SKIP" ]; then
-      haka_case "http-$r-plain" "$HTTP_PCAP" rules/bench_http_plain.lua
-      if [ -n "$SKIP" ]; then
-        HF_SKIP=$SKIP
-        echo "run $r: haka (f) http, 5 plain  skipped: $SKIP"
-      else
-        HF_W+=("$W"); HF_ALERTS=$ALERTS HF_RERR=$RERR
-        echo "run $r: haka (f) http, 5 plain  $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
-      fi
-    fi
+    rules_case "$r" "http-$r-rules" "$HTTP_PCAP" rules/bench_http.lua "(e) http, 5 rules " HE
+    rules_case "$r" "http-$r-plain" "$HTTP_PCAP" rules/bench_http_plain.lua "(f) http, 5 plain " HF
   fi
   if [[ $CASES == *,modbus,* ]]; then
     capture_case "$r" modbus "$MODBUS_PCAP" rules/modbus_rules.lua "modbus" "(g) modbus, 3 rules" MT MN MG
   fi
   if [[ $CASES == *,http-common,* ]]; then
     capture_case "$r" httpc "$HTTPC_PCAP" rules/bench_http_common.lua "http irregular" "(i) http irregular, 6 rules" HCT HCD HCI
-    if [ -z "$HCP_SKIP" ]; then
-      haka_case "httpc-$r-prefilter" "$HTTPC_PCAP" rules/bench_http_common_prefilter.lua
-      if [ -n "$SKIP" ]; then
-        HCP_SKIP=$SKIP
-        echo "run $r: haka (i) http irregular, 6 rules with prefilters skipped: $SKIP"
-      else
-        HCP_W+=("$W"); HCP_C+=("$C"); HCP_ALERTS=$ALERTS HCP_RERR=$RERR HCP_DROPPED=$DROPPED
-        echo "run $r: haka (i) http irregular, 6 rules with prefilters $W Mpps (per cpu-second $C), $ALERTS alerts, $RERR rule errors, $DROPPED dropped"
-      fi
-    fi
+    rules_case "$r" "httpc-$r-prefilter" "$HTTPC_PCAP" rules/bench_http_common_prefilter.lua "(i) http irregular, 6 rules with prefilters" HCP
   fi
   if [[ $CASES == *,scale,* ]]; then
     # (interleaved: 1 worker, then each N both ways, in every run)
