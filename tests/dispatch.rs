@@ -119,6 +119,20 @@ fn software_dispatch_with_full_rings_loses_nothing() {
     }
 }
 
+/// Two captures, one per queue, each with every packet of half the flows (even and odd),
+/// both directions; and the number of packets in all.
+fn captures_split_by_flow(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, u64) {
+    let (q0, q1) = (dir.join("even.pcap"), dir.join("odd.pcap"));
+    let part = |k: u32| {
+        (0..ROUNDS)
+            .flat_map(|r| (0..FLOWS).filter(move |i| i % 2 == k).flat_map(move |i| [packet(i, r, true), packet(i, r, false)]))
+            .collect()
+    };
+    write_capture(&q0, part(0));
+    write_capture(&q1, part(1));
+    (q0, q1, 2 * FLOWS as u64 * ROUNDS as u64)
+}
+
 /// Each flow, both directions, on one queue: with `dispatch = "queue"` the worker of that
 /// queue owns it, nothing goes through a ring.
 #[test]
@@ -127,15 +141,7 @@ fn queue_dispatch_keeps_flows_on_their_queue() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (q0, q1) = (dir.path().join("even.pcap"), dir.path().join("odd.pcap"));
-    let part = |k: u32| {
-        (0..ROUNDS)
-            .flat_map(|r| (0..FLOWS).filter(move |i| i % 2 == k).flat_map(move |i| [packet(i, r, true), packet(i, r, false)]))
-            .collect()
-    };
-    write_capture(&q0, part(0));
-    write_capture(&q1, part(1));
-    let n = 2 * FLOWS as u64 * ROUNDS as u64;
+    let (q0, q1, n) = captures_split_by_flow(dir.path());
     let (st, flows) = run_haka(dir.path(), &q0, &q1, &["datapath.dispatch=\"queue\""], n);
     assert_eq!(st["dispatch"], "queue");
     assert_every_packet_once(&st, &flows, n);
@@ -157,15 +163,7 @@ fn software_dispatch_keeps_flows_on_the_queue_that_saw_them_first() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (q0, q1) = (dir.path().join("even.pcap"), dir.path().join("odd.pcap"));
-    let part = |k: u32| {
-        (0..ROUNDS)
-            .flat_map(|r| (0..FLOWS).filter(move |i| i % 2 == k).flat_map(move |i| [packet(i, r, true), packet(i, r, false)]))
-            .collect()
-    };
-    write_capture(&q0, part(0));
-    write_capture(&q1, part(1));
-    let n = 2 * FLOWS as u64 * ROUNDS as u64;
+    let (q0, q1, n) = captures_split_by_flow(dir.path());
     let (st, flows) = run_haka(dir.path(), &q0, &q1, &[], n);
     assert_eq!(st["dispatch"], "software");
     assert_every_packet_once(&st, &flows, n);
