@@ -101,8 +101,12 @@ pub fn owner_of(hash: u64, workers: usize) -> usize {
     (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
 }
 
-/// Slots of the owner table (one byte each).
-const OWNER_SLOTS: usize = 1 << 20;
+/// Bytes of the owner table. It is read for every packet, so its size is fixed (it
+/// should stay in a core's cache); the fewer workers, the narrower a slot and the more
+/// slots it holds: 2 bits for up to 3 workers (4 Mi slots), 4 bits for up to 15 (2 Mi),
+/// 8 bits for up to 255 (1 Mi). More slots, fewer flows that meet one another claimed
+/// (each of those is handed over for its life).
+const OWNER_BYTES: usize = 1 << 20;
 /// Claims a worker may hold above its share before it claims by hash, when every worker
 /// reads an input of its own: they start together, but their first bursts are not read
 /// at the same time, and a worker's first flows should stay its own.
@@ -110,7 +114,7 @@ const CLAIM_SLACK: u64 = 512;
 /// The same when some workers read no input (hakapcap, a single-queue device): the
 /// readers make every claim, and a few hundred flows must still be shared out.
 const CLAIM_SLACK_FEW_READERS: u64 = 32;
-/// Workers the owner table can name (one byte per slot, 0 = unclaimed).
+/// Workers the owner table can name (8-bit slots, 0 = unclaimed).
 pub const MAX_WORKERS: usize = 255;
 
 /// Which worker owns the flows of each hash slot. The first worker that receives a packet
@@ -124,8 +128,13 @@ pub const MAX_WORKERS: usize = 255;
 /// seen first is handed over, as with a dispatch by hash, and the balance rule keeps
 /// the workers' shares even.
 pub struct OwnerTable {
-    /// 0: unclaimed, else the owner + 1.
-    slots: Box<[AtomicU8]>,
+    /// Slots packed into bytes, 1 << (3 - `slot_bits_log2`) per byte; a slot holds 0
+    /// (unclaimed) or the owner + 1.
+    bytes: Box<[AtomicU8]>,
+    /// log2 of a slot's width in bits: 1, 2 or 3 (2, 4 or 8 bits).
+    slot_bits_log2: u32,
+    /// Slots - 1.
+    slot_mask: usize,
     /// Slots claimed for each worker.
     claims: Vec<CachePadded<AtomicU64>>,
     /// [`CLAIM_SLACK`] or [`CLAIM_SLACK_FEW_READERS`].
@@ -140,29 +149,47 @@ impl OwnerTable {
     /// has rx queues of its own (else the readers share the flows out at once).
     pub fn new(workers: usize, every_worker_reads: bool) -> Owners {
         assert!((1..=MAX_WORKERS).contains(&workers), "owner table: {workers} workers (checked at start)");
+        let slot_bits_log2 = match workers {
+            1..=3 => 1,
+            4..=15 => 2,
+            _ => 3,
+        };
         Arc::new(OwnerTable {
-            slots: (0..OWNER_SLOTS).map(|_| AtomicU8::new(0)).collect(),
+            bytes: (0..OWNER_BYTES).map(|_| AtomicU8::new(0)).collect(),
+            slot_bits_log2,
+            slot_mask: (OWNER_BYTES << (3 - slot_bits_log2)) - 1,
             claims: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
             slack: if every_worker_reads { CLAIM_SLACK } else { CLAIM_SLACK_FEW_READERS },
         })
     }
 
+    /// The byte that holds the slot of `hash`, and the slot's shift in it.
     #[inline(always)]
-    fn slot(&self, hash: u64) -> &AtomicU8 {
-        &self.slots[hash as usize & (OWNER_SLOTS - 1)]
+    fn slot(&self, hash: u64) -> (&AtomicU8, u32) {
+        let slot = hash as usize & self.slot_mask;
+        let per_byte_log2 = 3 - self.slot_bits_log2;
+        let shift = ((slot & ((1 << per_byte_log2) - 1)) as u32) << self.slot_bits_log2;
+        (&self.bytes[slot >> per_byte_log2], shift)
+    }
+
+    /// The mask of a slot's bits (before its shift).
+    #[inline(always)]
+    fn slot_mask_bits(&self) -> u8 {
+        (((1u32 << (1 << self.slot_bits_log2)) - 1) & 0xff) as u8
     }
 
     /// Starts loading the slot of `hash` (the table is larger than a core's cache).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
-        dpdk::prefetch(self.slot(hash) as *const AtomicU8);
+        dpdk::prefetch(self.slot(hash).0 as *const AtomicU8);
     }
 
     /// The worker that owns flow hash `hash`, claimed now if no one has (by `me`, the
     /// worker asking).
     #[inline(always)]
     pub fn owner(&self, hash: u64, me: usize) -> usize {
-        match self.slot(hash).load(Ordering::Relaxed) {
+        let (byte, shift) = self.slot(hash);
+        match (byte.load(Ordering::Relaxed) >> shift) & self.slot_mask_bits() {
             0 => self.claim(hash, me),
             v => v as usize - 1,
         }
@@ -174,12 +201,24 @@ impl OwnerTable {
         let mine = self.claims[me].load(Ordering::Relaxed);
         let total: u64 = self.claims.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         let want = if mine * n <= total + total / 8 + self.slack { me } else { owner_of(hash, n as usize) };
-        match self.slot(hash).compare_exchange(0, want as u8 + 1, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => {
-                self.claims[want].fetch_add(1, Ordering::Relaxed);
-                want
+        let (byte, shift) = self.slot(hash);
+        let mask = self.slot_mask_bits();
+        let mut cur = byte.load(Ordering::Relaxed);
+        loop {
+            let v = (cur >> shift) & mask;
+            if v != 0 {
+                // (claimed meanwhile by another worker)
+                return v as usize - 1;
             }
-            Err(v) => v as usize - 1,
+            // (the other slots of the byte are left as they are: a failed exchange
+            // because one of them was claimed meanwhile is tried again)
+            match byte.compare_exchange_weak(cur, cur | ((want as u8 + 1) << shift), Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.claims[want].fetch_add(1, Ordering::Relaxed);
+                    return want;
+                }
+                Err(now) => cur = now,
+            }
         }
     }
 }
@@ -587,6 +626,27 @@ mod tests {
             for (w, &h) in pair.iter().enumerate() {
                 assert_eq!(t.owner(h, 1 - w), t.owner(h, w), "the owner never changes");
             }
+        }
+    }
+
+    #[test]
+    fn slots_that_share_a_byte_keep_their_own_owners() {
+        // 2-bit slots (2 workers: 4 per byte), 4-bit (5 workers: 2 per byte), 8-bit (40
+        // workers): neighbouring hashes are neighbouring slots; each keeps the owner of
+        // its first claim, whatever the others of its byte get.
+        for workers in [2usize, 5, 40] {
+            let t = OwnerTable::new(workers, true);
+            let owners: Vec<usize> = (0..64u64).map(|h| t.owner(h, h as usize % workers)).collect();
+            for (h, &o) in owners.iter().enumerate() {
+                assert_eq!(o, h % workers, "{workers} workers: slot {h} claimed by its first asker");
+                for w in 0..workers {
+                    assert_eq!(t.owner(h as u64, w), o, "{workers} workers: slot {h} changed hands");
+                }
+            }
+            // the whole width of the table is used: the last slot too
+            let last = t.slot_mask as u64;
+            assert_eq!(t.owner(last, workers - 1), workers - 1);
+            assert_eq!(t.owner(last, 0), workers - 1);
         }
     }
 
