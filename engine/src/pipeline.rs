@@ -185,12 +185,17 @@ impl Pipeline {
     /// [`classify`](Self::classify), with the dissection it made (for the stages after the
     /// flow table: a packet is dissected once).
     #[inline(always)]
-    pub fn classify_meta(&self, frame: &[u8], len: u32) -> (Class, Option<crate::dissect::PacketMeta>) {
-        let meta = match dissect(frame, self.link, &self.opts) {
-            Ok(m) => m,
-            Err(m) => return (Class::Malformed(m), None),
-        };
-        (self.classify_dissected(&meta, len), Some(meta))
+    pub fn classify_meta(&self, frame: &[u8], len: u32, out: &mut Option<crate::dissect::PacketMeta>) -> Class {
+        match dissect(frame, self.link, &self.opts) {
+            Ok(m) => {
+                let meta = out.insert(m);
+                self.classify_dissected(meta, len)
+            }
+            Err(m) => {
+                *out = None;
+                Class::Malformed(m)
+            }
+        }
     }
 
     #[inline(always)]

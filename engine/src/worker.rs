@@ -334,9 +334,7 @@ impl Loop<'_> {
         if !self.keep_metas {
             return self.pipeline.classify(frame, len);
         }
-        let (class, meta) = self.pipeline.classify_meta(frame, len);
-        self.metas[i] = meta;
-        class
+        self.pipeline.classify_meta(frame, len, &mut self.metas[i])
     }
 
     /// Called before each burst: whether to keep the packets' dissections.
