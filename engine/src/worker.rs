@@ -473,7 +473,6 @@ impl Loop<'_> {
         }
         if pkts.is_empty() {
             drop(pkts);
-        forget_metas(&mut self.metas, made);
             forget_metas(&mut self.metas, made);
             return;
         }
@@ -517,6 +516,7 @@ impl Loop<'_> {
                 println!("worker {}: a payload a rule resized does not fit its packet: left unchanged (logged once)", self.plan.index);
             }
         }
+        forget_metas(&mut self.metas, made);
         copy_rule_counters(&mut self.c, lua);
     }
 

@@ -1313,9 +1313,8 @@ impl LuaEngine {
             let mut metas = self.shared.metas.borrow_mut();
             metas.clear();
             for (slot, p) in self.burst.s.iter_mut().zip(pkts.iter_mut()) {
-                *slot = make_slot(p);
                 self.next_pkt_id = self.next_pkt_id.wrapping_add(1).max(1);
-                slot.pkt_id = self.next_pkt_id;
+                fill_slot(slot, p, self.next_pkt_id);
                 if p.ts.0 > 0 {
                     self.shared.packet_time.set(p.ts);
                 }
@@ -1597,7 +1596,7 @@ impl LuaEngine {
     fn set_current(&mut self, data: &mut [u8], meta: &PacketMeta, dir: u8, flow_id: u32) {
         let mut p = LuaPacket::new(data, meta, dir, flow_id);
         p.ts = self.shared.packet_time.get();
-        self.burst.s[0] = make_slot(&mut p);
+        fill_slot(&mut self.burst.s[0], &mut p, 0);
         self.burst.n = 1;
         self.set_current_meta(meta, dir);
     }
@@ -2085,8 +2084,10 @@ impl Drop for LuaEngine {
 }
 
 /// Fills a slot, keeping only offsets that are in bounds of the data (so the Lua views
-/// never read outside the buffer, whatever the metadata says).
-fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
+/// never read outside the buffer, whatever the metadata says). Field by field, in place:
+/// a slot built and then copied measured ~25 instructions more per packet.
+#[inline(always)]
+fn fill_slot(s: &mut Slot, p: &mut LuaPacket<'_>, pkt_id: u32) {
     let m = p.meta;
     let len = p.data.len().min(u32::MAX as usize);
     let l3o = m.l3_offset as usize;
@@ -2109,30 +2110,27 @@ fn make_slot(p: &mut LuaPacket<'_>) -> Slot {
         _ => usize::MAX,
     };
     let has_l4 = l3 != 0 && m.has_l4 && need != usize::MAX && l4o >= l3o && l4o.saturating_add(need) <= len;
-    Slot {
-        data: p.data.as_mut_ptr() as u64,
-        len: len as u32,
-        flow_id: p.flow_id,
-        vlan: m.vlan,
-        l3_off: if l3o <= len { m.l3_offset } else { 0 },
-        l4_off: m.l4_offset,
-        payload_off: if (m.payload_offset as usize) <= len { m.payload_offset } else { len as u16 },
-        payload_len: if (m.payload_offset as usize) <= len { m.payload_len } else { 0 },
-        ip_len: m.ip_len,
-        l3,
-        proto: m.proto,
-        has_l4: has_l4 as u8,
-        dir: p.dir,
-        fragment: p.pass as u8,
-        verdict: 0,
-        modified: 0,
-        flags: if p.dont_reassemble { SLOT_NOREASM } else { 0 },
-        _pad: [0; 2],
-        ts_sec: p.ts.0 as u32,
-        ts_nsec: p.ts.1,
-        pkt_id: 0,
-        _pad2: 0,
-    }
+    let payload_in = (m.payload_offset as usize) <= len;
+    s.data = p.data.as_mut_ptr() as u64;
+    s.len = len as u32;
+    s.flow_id = p.flow_id;
+    s.vlan = m.vlan;
+    s.l3_off = if l3o <= len { m.l3_offset } else { 0 };
+    s.l4_off = m.l4_offset;
+    s.payload_off = if payload_in { m.payload_offset } else { len as u16 };
+    s.payload_len = if payload_in { m.payload_len } else { 0 };
+    s.ip_len = m.ip_len;
+    s.l3 = l3;
+    s.proto = m.proto;
+    s.has_l4 = has_l4 as u8;
+    s.dir = p.dir;
+    s.fragment = p.pass as u8;
+    s.verdict = 0;
+    s.modified = 0;
+    s.flags = if p.dont_reassemble { SLOT_NOREASM } else { 0 };
+    s.ts_sec = p.ts.0 as u32;
+    s.ts_nsec = p.ts.1;
+    s.pkt_id = pkt_id;
 }
 
 /// Recomputes the IPv4 header checksum and the TCP/UDP/ICMP/ICMPv6 checksum of a
