@@ -101,12 +101,13 @@ pub fn owner_of(hash: u64, workers: usize) -> usize {
     (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
 }
 
-/// Bytes of the owner table. It is read for every packet, so its size is fixed (it
-/// should stay in a core's cache); the fewer workers, the narrower a slot and the more
-/// slots it holds: 2 bits for up to 3 workers (4 Mi slots), 4 bits for up to 15 (2 Mi),
-/// 8 bits for up to 255 (1 Mi). More slots, fewer flows that meet one another claimed
-/// (each of those is handed over for its life).
-const OWNER_BYTES: usize = 1 << 20;
+/// Bytes of the owner table. It is read for every packet, so its size is fixed (well
+/// within a core's cache); the fewer workers, the narrower a slot and the more slots it
+/// holds: 2 bits for up to 3 workers (8 Mi slots), 4 bits for up to 15 (4 Mi), 8 bits
+/// for up to 255 (2 Mi). More slots, fewer flows that meet one another claimed (each of
+/// those is handed over for its life: 2 workers on 64k flows, 1 MiB -> 2 MiB halved them
+/// and gained 5%).
+const OWNER_BYTES: usize = 2 << 20;
 /// Claims a worker may hold above its share before it claims by hash, when every worker
 /// reads an input of its own: they start together, but their first bursts are not read
 /// at the same time, and a worker's first flows should stay its own.
@@ -114,12 +115,20 @@ const CLAIM_SLACK: u64 = 512;
 /// The same when some workers read no input (hakapcap, a single-queue device): the
 /// readers make every claim, and a few hundred flows must still be shared out.
 const CLAIM_SLACK_FEW_READERS: u64 = 32;
+/// When every worker reads: claims a worker makes for itself while another has not read
+/// a packet yet (workers do not start reading at the same instant, and a few
+/// milliseconds are enough to claim every flow of a queue). Past it, a queue that
+/// carries nothing does not keep the others' flows where they were seen.
+const CLAIM_ALONE: u64 = 1 << 16;
 /// Workers the owner table can name (8-bit slots, 0 = unclaimed).
 pub const MAX_WORKERS: usize = 255;
 
 /// Which worker owns the flows of each hash slot. The first worker that receives a packet
 /// of a slot claims it: for itself while it holds at most 1/8 more than an even share of
-/// the claims, else for the worker the hash designates ([`owner_of`]). A claim never
+/// the claims, else for the worker the hash designates ([`owner_of`]). When every worker
+/// reads, the shares count the claims made since every worker read its first packet
+/// (before, or after [`CLAIM_ALONE`] claims of one alone, a worker claims for itself):
+/// a worker that started first is not ahead for the rest of the run. A claim never
 /// changes, so every packet of a flow, both ways, meets one flow table. When the input
 /// already delivers each flow on one queue (a capture per queue split by flow, AF_PACKET
 /// fanout by flow, RSS), every worker claims the flows of its own queues and hands over
@@ -139,6 +148,13 @@ pub struct OwnerTable {
     claims: Vec<CachePadded<AtomicU64>>,
     /// [`CLAIM_SLACK`] or [`CLAIM_SLACK_FEW_READERS`].
     slack: u64,
+    /// Every worker has rx queues of its own.
+    every_worker_reads: bool,
+    /// Workers that read a packet ([`OwnerTable::started`]); all of them: the claims each
+    /// held then are in `baseline`.
+    started: Vec<CachePadded<AtomicU64>>,
+    all_started: std::sync::atomic::AtomicBool,
+    baseline: Vec<AtomicU64>,
 }
 
 /// The owner table shared by the workers.
@@ -160,6 +176,10 @@ impl OwnerTable {
             slot_mask: (OWNER_BYTES << (3 - slot_bits_log2)) - 1,
             claims: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
             slack: if every_worker_reads { CLAIM_SLACK } else { CLAIM_SLACK_FEW_READERS },
+            every_worker_reads,
+            started: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            all_started: std::sync::atomic::AtomicBool::new(false),
+            baseline: (0..workers).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -195,12 +215,33 @@ impl OwnerTable {
         }
     }
 
+    /// Worker `me` read its first packet (called once per worker, when every worker reads).
+    #[cold]
+    pub fn started(&self, me: usize) {
+        self.started[me].store(1, Ordering::Relaxed);
+        if self.started.iter().all(|s| s.load(Ordering::Relaxed) != 0)
+            && self.all_started.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            // (the claims of the other workers move meanwhile: a few claims either way)
+            for (b, c) in self.baseline.iter().zip(&self.claims) {
+                b.store(c.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
     #[cold]
     fn claim(&self, hash: u64, me: usize) -> usize {
         let n = self.claims.len() as u64;
-        let mine = self.claims[me].load(Ordering::Relaxed);
-        let total: u64 = self.claims.iter().map(|c| c.load(Ordering::Relaxed)).sum();
-        let want = if mine * n <= total + total / 8 + self.slack { me } else { owner_of(hash, n as usize) };
+        let since = |w: usize| {
+            let c = self.claims[w].load(Ordering::Relaxed);
+            if self.every_worker_reads { c.saturating_sub(self.baseline[w].load(Ordering::Relaxed)) } else { c }
+        };
+        let mine = since(me);
+        let total: u64 = (0..n as usize).map(since).sum();
+        let alone = self.every_worker_reads
+            && !self.all_started.load(Ordering::Acquire)
+            && self.claims[me].load(Ordering::Relaxed) < CLAIM_ALONE;
+        let want = if alone || mine * n <= total + total / 8 + self.slack { me } else { owner_of(hash, n as usize) };
         let (byte, shift) = self.slot(hash);
         let mask = self.slot_mask_bits();
         let mut cur = byte.load(Ordering::Relaxed);
@@ -266,6 +307,8 @@ pub struct Dispatch {
     pool: PoolRef,
     /// Empty mbufs for them, taken from the pool a burst at a time.
     spare: MbufBurst,
+    /// This worker read a packet ([`OwnerTable::started`] was told).
+    reading: bool,
 }
 
 impl Dispatch {
@@ -275,11 +318,21 @@ impl Dispatch {
         let out = (0..n)
             .map(|_| Out { write: 0, published: 0, tail_seen: 0, pending: 0, held: 0, staged: VecDeque::with_capacity(BURST) })
             .collect();
-        Dispatch { rings, channels, owners, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new() }
+        Dispatch { rings, channels, owners, me, out, read: vec![0; n], first: 0, when_full, pool, spare: MbufBurst::new(), reading: false }
     }
 
     pub fn workers(&self) -> usize {
         self.rings.len()
+    }
+
+    /// Called for every burst this worker reads (before its owners are asked): the first
+    /// tells the owner table that this worker started.
+    #[inline(always)]
+    pub fn note_read(&mut self) {
+        if !self.reading {
+            self.reading = true;
+            self.owners.started(self.me);
+        }
     }
 
     /// The worker that owns a packet with this flow hash (None: no flow, decided here).
@@ -653,6 +706,10 @@ mod tests {
     #[test]
     fn a_worker_ahead_claims_by_hash_past_its_share() {
         let t = OwnerTable::new(4, true);
+        // (every worker has started)
+        for w in 0..4 {
+            t.started(w);
+        }
         let flows = 8000u64;
         let mut per = [0u64; 4];
         for h in hashes(flows) {
@@ -661,5 +718,41 @@ mod tests {
         // at most 1/8 over an even share, the rest by hash
         assert!(per[2] <= flows * 9 / 32 + CLAIM_SLACK, "{per:?}");
         assert!(per.iter().all(|&c| c > flows / 6), "{per:?}");
+    }
+
+    #[test]
+    fn the_worker_that_starts_first_keeps_its_flows() {
+        // Two queues, split by flow: worker 0 reads all of its queue's flows before worker
+        // 1 reads any. Neither's flows go to the other but for the slots they share.
+        // Worker 0 reads 10000 of its queue's 30000 flows before worker 1 reads anything;
+        // then both read, in turn (20000 flows each). Neither's flows go to the other but for the slots they
+        // share.
+        let t = OwnerTable::new(2, true);
+        let all: Vec<u64> = hashes(50000).collect();
+        let (zero, one) = all.split_at(30000);
+        t.started(0);
+        assert!(zero[..10000].iter().all(|&h| t.owner(h, 0) == 0), "worker 0 alone keeps what it sees");
+        t.started(1);
+        let mut moved = [0; 2];
+        for (&a, &b) in zero[10000..].iter().zip(one) {
+            moved[0] += (t.owner(a, 0) != 0) as u32;
+            moved[1] += (t.owner(b, 1) != 1) as u32;
+        }
+        assert!(moved[0] < 300 && moved[1] < 300, "flows that changed worker: {moved:?}");
+    }
+
+    #[test]
+    fn a_worker_alone_shares_out_past_its_allowance() {
+        // Every worker has a queue, but only worker 0's carries anything: past CLAIM_ALONE
+        // claims, its flows are shared out by hash.
+        let t = OwnerTable::new(2, true);
+        t.started(0);
+        let flows = CLAIM_ALONE + 20000;
+        let mut per = [0u64; 2];
+        for h in hashes(flows) {
+            per[t.owner(h, 0)] += 1;
+        }
+        assert!(per[0] >= CLAIM_ALONE, "{per:?}");
+        assert!(per[1] > 5000, "{per:?}");
     }
 }

@@ -797,6 +797,7 @@ impl Loop<'_> {
     /// decided here).
     #[inline(always)]
     fn hand_over_pending(&mut self, d: &mut Dispatch, pending: &mut arrayvec::ArrayVec<(u8, Class), BURST>, burst: &mut MbufBurst, batch: &mut Batch) {
+        d.note_read();
         for (i, class) in pending.drain(..) {
             let owner = d.owner(class.flow_hash());
             if owner != self.plan.index {
