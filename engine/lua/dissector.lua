@@ -525,6 +525,7 @@ end
 -- rules as one trace ("inner loop in root trace"): the callers were blacklisted and ran in
 -- the interpreter)
 local function parse_in_place(self, it, total, direction)
+  if total <= 0 then return 0 end
   local sm = rawget(self, 'state')
   local n = parse_one(self, sm, it, direction)
   if not n then return n == false and total or nil end
