@@ -3448,6 +3448,55 @@ fn modbus_dissector_gives_every_function_code_split_and_pipelined_frames() {
     assert_eq!(r.out.packets, Capture::read(&input).unwrap().packets, "everything forwarded unchanged");
 }
 
+/// Frames cut by segment ends, again and again in both directions, each between frames
+/// parsed in place: every frame is dissected once, in order, and the result of a cut frame
+/// (parsed through the direction's stream, which is let go once it is all parsed) still
+/// reads its fields and bytes after later segments.
+#[test]
+fn modbus_frames_cut_again_and_again_keep_their_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Session::new(42001, 502);
+    s.handshake();
+    let mut want = Vec::new();
+    for i in 0..6u16 {
+        let req = mbap(10 + i, 1, &[3, 0x00, i as u8, 0x00, 0x02]);
+        let resp = mbap(10 + i, 1, &[3, 4, 0xde, 0xad, 0xbe, i as u8]);
+        if i % 2 == 0 {
+            // cut: the request after its MBAP header, the response in three
+            s.send(0, &req[..7]).send(0, &req[7..]);
+            s.send(1, &resp[..2]).send(1, &resp[2..9]).send(1, &resp[9..]);
+        } else {
+            s.send(0, &req).send(1, &resp);
+        }
+        want.push(format!("REQ {} 1 3 address={i} quantity=2", 10 + i));
+        want.push(format!("RESP {} 1 3 byte_count=4 values=4 last={i} kept={}", 10 + i, 10 + i.saturating_sub(1)));
+    }
+    s.close();
+    let input = write_pcap(dir.path(), "modbus-cut.pcap", s.pkts.clone());
+    let rules = format!(
+        r#"
+local modbus = dofile("{}")
+local kept
+haka.rule{{ on = haka.dissectors.modbus.events.request, eval = function (mb, req)
+  haka.log("REQ %d %d %d address=%d quantity=%d", req.transaction_id, req.unit_id, req.function_code, req.address, req.quantity)
+end }}
+haka.rule{{ on = haka.dissectors.modbus.events.response, eval = function (mb, resp)
+  -- (the previous response, kept from its own event)
+  local k = kept or resp
+  haka.log("RESP %d %d %d byte_count=%d values=%d last=%d kept=%d", resp.transaction_id, resp.unit_id,
+    resp.function_code, resp.byte_count, #resp.values, resp.values:sub(3, 1):asnumber(), k.transaction_id)
+  assert(k.values:sub(0, 3):asstring() == "\222\173\190")
+  kept = resp
+end }}
+"#,
+        sample("modbus.lua").display()
+    );
+    let r = run(&rules, &input, None);
+    assert_eq!(r.logs(), want, "{}", r.stdout);
+    assert_eq!(r.st("lua_protocol_errors"), 0);
+    assert_eq!(r.total("rule_errors"), 0, "{}", r.stdout);
+}
+
 #[test]
 fn modbus_malformed_frames_are_protocol_errors() {
     let dir = tempfile::tempdir().unwrap();

@@ -109,9 +109,21 @@ end
 -- (fixed arguments: LuaJIT does not compile a vararg forwarded from a frame the trace did
 -- not enter ("NYI: bytecode VARG"), which aborted the trace of every event; more than 6
 -- arguments take the vararg path)
+-- (up to four listeners called without a loop: a loop run on every event kept the path
+-- from the engine's call to the rules from compiling as one trace, see parse_in_place)
 local function fire(self, ev, a, b, c, d, e, f)
   local l = ev.listeners
-  for i = 1, #l do
+  local n = #l
+  if n == 0 then return end
+  l[1](self, a, b, c, d, e, f)
+  if n == 1 or not self:can_continue() then return end
+  l[2](self, a, b, c, d, e, f)
+  if n == 2 or not self:can_continue() then return end
+  l[3](self, a, b, c, d, e, f)
+  if n == 3 or not self:can_continue() then return end
+  l[4](self, a, b, c, d, e, f)
+  if n == 4 or not self:can_continue() then return end
+  for i = 5, n do
     l[i](self, a, b, c, d, e, f)
     if not self:can_continue() then return end
   end
@@ -491,23 +503,39 @@ local function in_place_ok(g)
   rawset(g, '_in_place', ok)
   return ok
 end
+-- one message parsed in place: the bytes it took (0: none, the rest goes through the
+-- stream; false: the machine is over, nil: the dissector stopped)
+local function parse_one(self, sm, it, direction)
+  local inst = sm._instance
+  if inst.finished then return false end
+  local cur = inst.current
+  if not cur or class.classof(cur) ~= BidirectionalState then return 0 end
+  local g = cur._grammar[direction]
+  if not g or not in_place_ok(g) then return 0 end
+  local res, err = g:parse(it, nil, self)
+  local n = it.meter
+  if err or n == 0 then return 0 end
+  sm:trigger(direction, res)
+  if not self:can_continue() then return nil end
+  return n
+end
 -- (it: an iterator at the segment's first byte, total: its size)
+-- (the first message is parsed out of the loop: a segment mostly holds one, and a loop run
+-- on every call kept LuaJIT from compiling the path from the engine's call down to the
+-- rules as one trace ("inner loop in root trace"): the callers were blacklisted and ran in
+-- the interpreter)
 local function parse_in_place(self, it, total, direction)
+  if total <= 0 then return 0 end
   local sm = rawget(self, 'state')
-  local done = 0
+  local n = parse_one(self, sm, it, direction)
+  if not n then return n == false and total or nil end
+  local done = n
+  if n == 0 or done >= total then return done end
   while done < total do
-    local inst = sm._instance
-    if inst.finished then return total end
-    local cur = inst.current
-    if not cur or class.classof(cur) ~= BidirectionalState then return done end
-    local g = cur._grammar[direction]
-    if not g or not in_place_ok(g) then return done end
-    local res, err = g:parse(it, nil, self)
-    local n = it.meter
-    if err or n == 0 then return done end
+    n = parse_one(self, sm, it, direction)
+    if not n then return n == false and total or nil end
+    if n == 0 then return done end
     done = done + n
-    sm:trigger(direction, res)
-    if not self:can_continue() then return nil end
   end
   return done
 end
@@ -582,6 +610,9 @@ end
 
 function receive_stream(self, st, data, direction)
   if not st.stream then
+    -- (the end of a direction with no stream: the default receive_streamed would only see
+    -- an empty stream end)
+    if data == nil and self.receive_streamed == default_receive_streamed then return end
     local s = haka.vbuffer_stream()
     st.stream, st.cm = s, haka.vbuffer_stream_comanager:new(s)
   end
@@ -613,11 +644,21 @@ function receive_stream(self, st, data, direction)
   if not cm:has(1) then
     cm:start(1, function(iter) return self:receive_streamed(iter, direction) end)
   end
+  local was_partial = st.partial
   dissector.pcall(self, function() return cm:process(1, cur) end)
   local cap = dissector.hold_bytes or 1048576
   if st.held > cap and self:can_continue() then
     st.over = true
     return self:protocol_error(sfmt("more than %d bytes held in the %s stream", cap, direction))
+  end
+  -- The message the in-place path left to the stream (cut by the segment's end) and all
+  -- after it are parsed: the stream and its coroutine (waiting for data at the top of
+  -- receive_streamed, holding nothing) are let go, the next segment is parsed in place and
+  -- a later cut message gets new ones. (Kept, a suspended coroutine and its stream per
+  -- direction of most connections were traversed by every cycle of the collector; a split
+  -- frame cost ~50 us of worker time.)
+  if was_partial and not st.partial and data ~= nil then
+    st.stream, st.cm, st.held = false, false, 0
   end
 end
 

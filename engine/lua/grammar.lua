@@ -91,11 +91,19 @@ local ArrayResult = class.class('ArrayResult', Result)
 grammar.result = { Result = Result, ArrayResult = ArrayResult }
 
 local GV = "__gv"
-local with_property = class.with_property
-local function new_result() return (setmetatable(tnew(0, 8), Result)) end
+local with_property, is_shared, EMPTY_SHAPE = class.with_property, class.shared_properties, class.EMPTY_PROPERTIES
+-- (a Result is made by a table constructor naming the keys the parse sets next, raw data,
+-- property table, validate table, user, parent, even while nil: LuaJIT then copies a
+-- template with their slots, and setting them is a plain store, not a new key inserted
+-- (a call out of the trace, and a rehash past the first 8 keys) for every result)
+local function new_result()
+  local none
+  return (setmetatable({ __gv = none, __property = none, _validate = none, _user = none, _parent = none,
+    validate = none }, Result))
+end
 -- a new result of class rc (the default Result without calling its constructor)
 local function result_of(rc)
-  if rc == nil or rc == Result then return (setmetatable(tnew(0, 8), Result)) end
+  if rc == nil or rc == Result then return new_result() end
   return rc:new()
 end
 local function is_instance(res)
@@ -110,11 +118,26 @@ local function gv_of(res)
 end
 -- a field of `res` backed by descriptor `desc` (shared by the node) and raw data `raw`
 local function set_field(res, name, desc, raw)
-  gv_of(res)[name] = raw
+  local gv = gv_of(res)
+  -- (storing nil under a missing key inserts the key all the same)
+  if raw ~= nil or gv[name] ~= nil then gv[name] = raw end
   if is_instance(res) then
     -- (a table shared by the results of the same path through the grammar: class.lua)
     local p = rawget(res, "__property")
-    if p == nil or p[name] ~= desc then rawset(res, "__property", with_property(p, name, desc)) end
+    if p == nil or p[name] ~= desc then
+      -- (the descriptor caches its last transition between shared tables, desc[1] -> desc[2]:
+      -- a field is mostly set on the same shape, and the lookups of with_property are skipped;
+      -- the name is checked as a descriptor may serve several)
+      local from = p or EMPTY_SHAPE
+      local nx = desc[2]
+      if desc[1] == from and nx[name] == desc then
+        -- (nx: from and this field)
+      else
+        nx = with_property(p, name, desc)
+        if is_shared(from) and is_shared(nx) then desc[1], desc[2] = from, nx end
+      end
+      rawset(res, "__property", nx)
+    end
   else
     -- a plain table: the value as parsed
     rawset(res, name, (desc.get(res, name)))
@@ -327,7 +350,10 @@ local function do_apply(node, value, ctx)
   local res = ctx._results[ctx._n]
   local conv = node.converter
   if conv then value = conv.get(value) end
-  for i = 1, #applies do
+  -- (the first one out of the loop: see dissector.lua's parse_in_place)
+  applies[1](value, res, ctx)
+  if ctx._error then return pending(ctx, node) end
+  for i = 2, #applies do
     applies[i](value, res, ctx)
     if ctx._error then return pending(ctx, node) end
   end
@@ -722,15 +748,15 @@ function Record.method:extra(functions)
 end
 
 -- The parse closure of a record of n <= UNROLL_MAX children is made from Lua source
--- generated once per n (load), each child called at its own call site: a loop calling a
+-- generated for it (load), each child called at its own call site: a loop calling a
 -- different closure at each turn aborted LuaJIT's traces ("loop unroll limit reached"),
--- and the parse of every message ran in the interpreter.
+-- and the parse of every message ran in the interpreter. (One function per record, not
+-- per number of children: the records of a grammar sharing one had their traces guard on
+-- which child closures they called, and leave them for the others.)
 local UNROLL_MAX = 48
-local unrolled = {}
 local unpack = unpack
 local function unrolled_record(n)
-  local make = unrolled[n]
-  if make then return make end
+  local make
   local args, calls = { "name", "resultclass", "desc", "extras", "applies", "finish", "retain_data" }, {}
   for i = 1, n do
     args[#args + 1] = "f" .. i
@@ -762,7 +788,6 @@ local function unrolled_record(n)
     "  return nil\n",
     "end\nend\n" })
   make = assert(load(src, sfmt("=grammar record/%d", n)))(retain, release, push, pop, popto, result_of, set_field, do_apply, pairs)
-  unrolled[n] = make
   return make
 end
 local function record_fn(node, fns, name, resultclass, extras, retain_data)

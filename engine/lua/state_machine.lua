@@ -267,9 +267,20 @@ Instance.property.current = {
 -- runs the actions `list` with (owner, ...): the jump of the first taken action with one
 -- (fixed arguments: a forwarded vararg aborts LuaJIT's traces, see dissector.lua's fire;
 -- more than 6 take run_var)
+-- (the first action out of the loop: most events have one, and a loop run on every event
+-- kept the path from the engine's call to the rules from compiling as one trace, see
+-- dissector.lua's parse_in_place)
 local function run(list, owner, x1, x2, x3, x4, x5, x6)
   if not list then return nil end
-  for i = 1, #list do
+  local n = #list
+  if n == 0 then return nil end
+  local a = list[1]
+  if not a.when or a.when(owner, x1, x2, x3, x4, x5, x6) then
+    if a.execute then a.execute(owner, x1, x2, x3, x4, x5, x6) end
+    if a.jump then return a.jump end
+  end
+  if n == 1 then return nil end
+  for i = 2, n do
     local a = list[i]
     if not a.when or a.when(owner, x1, x2, x3, x4, x5, x6) then
       if a.execute then a.execute(owner, x1, x2, x3, x4, x5, x6) end

@@ -45,19 +45,20 @@ local function fail(msg) error(msg, 0) end
 ---------------------------------------------------------------------------
 -- chunks and rings
 ---------------------------------------------------------------------------
+-- (tables made by a constructor naming the keys set next, even while nil: LuaJIT copies a
+-- template with their slots, and setting them is a plain store, not a new key inserted, a
+-- call out of the trace, for each; the links, ro and ext of a chunk: its first 8 slots as
+-- before, when it was sized at once to avoid growing)
 local function new_end(eof)
-  local e = { size = 0, ctl = "end", eof = eof, p = nil, o = 0 }
+  local none
+  local e = { size = 0, ctl = "end", eof = eof, p = none, o = 0, nx = none, pv = none }
   e.nx, e.pv = e, e
   return e
 end
 
--- (sized for the fields a chunk gets next, links, ro, ext...: growing it rehashed and left
--- its first hash part as garbage, for every chunk)
-local tnew = require("table.new")
 local function new_chunk(p, o, size, anchor)
-  local c = tnew(0, 8)
-  c.p, c.o, c.size, c.anchor = p, o, size, anchor
-  return c
+  local none
+  return { p = p, o = o, size = size, anchor = anchor, nx = none, pv = none, ro = none, ext = none }
 end
 
 -- link the chain first..last (already linked among themselves) before x
@@ -1357,20 +1358,30 @@ M.external_view = external_state
 function M.view_iter(b) return new_iter(b.e.nx, 0) end
 function M.view_sub(b) return VB.sub(b, 0) end
 
+local function end_chunk(tok, c, mode)
+  if c.ext == tok then
+    c.ext = nil
+    if mode == "copy" then
+      local a = u8arr(c.size)
+      if c.size > 0 then ffi.copy(a, c.p + c.o, c.size) end
+      c.p, c.o, c.anchor = a, 0, a
+    else
+      c.p, c.anchor, c.size, c.dead = nil, nil, 0, true
+    end
+  end
+end
+-- (the first chunk out of the loop: a view mostly has one, and a loop run on every call
+-- kept LuaJIT from compiling the engine's call as one trace, see dissector.lua's
+-- parse_in_place)
 function M.external_end(tok, mode)
   local list = tok.chunks
-  for i = 1, tok.n do
-    local c = list[i]
-    list[i] = nil
-    if c.ext == tok then
-      c.ext = nil
-      if mode == "copy" then
-        local a = u8arr(c.size)
-        if c.size > 0 then ffi.copy(a, c.p + c.o, c.size) end
-        c.p, c.o, c.anchor = a, 0, a
-      else
-        c.p, c.anchor, c.size, c.dead = nil, nil, 0, true
-      end
+  local n = tok.n
+  if n > 0 then
+    end_chunk(tok, list[1], mode)
+    list[1] = nil
+    for i = 2, n do
+      end_chunk(tok, list[i], mode)
+      list[i] = nil
     end
   end
   tok.n = 0
@@ -1473,7 +1484,15 @@ function M.external_edits(b, tok, ptr, len)
   -- (a buffer, or the state external_sub gave)
   local st = VBS[b]
   if st ~= nil then b = st elseif type(b) ~= "table" or b.e == nil then b = bstate(b) end
-  return edits_between(b.e.nx, b.e, tok, ptr, len)
+  -- (the view's one chunk as it was made, nothing written: no edit, and no loop, see
+  -- external_end)
+  local e = b.e
+  local c = e.nx
+  if c.nx == e and not c.ctl and not c.w and c.ext == tok and c.o == 0 and c.size == len
+    and c.p == ffi.cast(u8p, ptr) then
+    return nil
+  end
+  return edits_between(c, e, tok, ptr, len)
 end
 
 -- stream_push_view(stream, view): pushes a clone of the external view `view` (its chunks

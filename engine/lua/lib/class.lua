@@ -258,6 +258,9 @@ function module.with_property(p, name, desc)
   end
   return nx
 end
+-- whether p is a shared property table (never written; with_property's transitions from a
+-- shared table to a shared table are fixed once made)
+function module.shared_properties(p) return SHAPES[p] ~= nil end
 -- the instance's dynamic property table, made its own (writable)
 local function own_props(self)
   local p = rawget(self, "__property")
