@@ -891,12 +891,16 @@ impl StatefulStage {
         if r.delivered > 0 {
             // The readable bytes: the packet's own payload (no copy) or the reassembled run.
             // (a copy only after out-of-order data: the run spans several packets)
-            // (the run's buffer is out of `self` while its bytes are read, and goes back after)
-            let mut owned = std::mem::take(&mut self.run_buf);
-            owned.clear();
-            if !r.in_place {
-                owned.extend_from_slice(self.conns.read(id, dir));
-            }
+            // (the run's buffer is out of `self` while its bytes are read, and goes back after;
+            // untouched for a segment read in place, the usual case)
+            let owned = if r.in_place {
+                Vec::new()
+            } else {
+                let mut b = std::mem::take(&mut self.run_buf);
+                b.clear();
+                b.extend_from_slice(self.conns.read(id, dir));
+                b
+            };
             let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
             if self.info & sf::TCP_DATA != 0 {
                 match lua.conn_data(id, meta, dir, bytes, self.conns.config().read_only_streams) {
@@ -907,7 +911,9 @@ impl StatefulStage {
                             self.conns.end(id);
                             self.lua_flows.take(id);
                         }
-                        self.run_buf = owned;
+                        if !r.in_place {
+                            self.run_buf = owned;
+                        }
                         return Some(self.rule_error(lua));
                     }
                     ConnCall::Done(a) => {
@@ -915,7 +921,9 @@ impl StatefulStage {
                             self.queue_lua_edits(lua, c);
                         }
                         if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
-                            self.run_buf = owned;
+                            if !r.in_place {
+                                self.run_buf = owned;
+                            }
                             return Some(o);
                         }
                     }
@@ -927,8 +935,8 @@ impl StatefulStage {
                 st.receive_stream(dir, bytes, &mut self.events);
             }
             // (events own what they keep of the bytes)
-            self.run_buf = owned;
             if !r.in_place {
+                self.run_buf = owned;
                 self.conns.consume_all(id, dir);
             }
             if let Some(o) = self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c) {
