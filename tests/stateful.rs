@@ -2368,6 +2368,37 @@ haka.rule{ on = http.events.response, prefilter = { status = 500, reason = "forb
     assert_eq!(r.st("http_prefiltered"), 2);
 }
 
+/// The request of a prefiltered exchange reaches Lua only when something reads
+/// `http.request` (it is built then): an alert raised by a response rule that never reads
+/// it still carries the request's fields, and a later rule reading it gets that message.
+#[test]
+fn a_prefiltered_request_is_there_for_whatever_reads_it_in_its_response_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = |uri: &str| format!("GET {uri} HTTP/1.1\r\nHost: h\r\nUser-Agent: sqlmap/1.4\r\n\r\n");
+    let resp = |st: &str| format!("HTTP/1.1 {st}\r\nContent-Length: 2\r\n\r\nok");
+    let ex = [(req("/a"), resp("200 OK")), (req("/b"), resp("500 Oops")), (req("/c"), resp("500 Oops"))];
+    let ex: Vec<(&str, &str)> = ex.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let input = write_pcap(dir.path(), "ka.pcap", keepalive_session([198, 18, 9, 2], [198, 19, 9, 2], 40001, &ex));
+    let eve = dir.path().join("eve.json");
+    let rules = r#"
+local http = require("protocol/http")
+haka.rule{ on = http.events.request, prefilter = { uri = "/nowhere" }, eval = function () end }
+haka.rule{ on = http.events.response, prefilter = { status = 500 },
+  eval = function (h, r) haka.alert{ description = "server error" } end }
+haka.rule{ on = http.events.response, prefilter = { status = 500 },
+  eval = function (h, r) haka.log("ERR %s %s", h.request.uri, tostring(h.request == h.request)) end }
+"#;
+    let conf = format!("[alerts]\neve_file = \"{}\"\n", eve.display());
+    let r = run(rules, &input, Some(&conf));
+    assert_eq!(r.logs_with("ERR "), vec!["/b true", "/c true"], "{}", r.stdout);
+    assert_eq!(r.total("rule_errors"), 0);
+    let alerts: Vec<serde_json::Value> =
+        std::fs::read_to_string(&eve).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let urls: Vec<&serde_json::Value> = alerts.iter().map(|a| &a["http"]["url"]).collect();
+    assert_eq!(urls, ["/b", "/c"], "{alerts:?}");
+    assert_eq!(alerts[0]["http"]["http_user_agent"], "sqlmap/1.4", "{}", alerts[0]);
+}
+
 #[test]
 fn set_headers_gives_the_stream_the_lua_rewrite_gives_without_calling_lua() {
     // rules/http_rewrite_header.lua does it in Lua; the same fields set by the engine must

@@ -24,6 +24,10 @@
 --   K.app_continue(sess, msg) -> bool continue check of the app events (false once sess or msg
 --                                     was dropped, or K.flow_alive(flow) says the flow is gone)
 --   K.flow_alive                      optional hook the dispatcher may set: function(flow) -> bool
+--   K.http_defer_request(http, j)     http.request becomes the request of event record j, built
+--                                     by K.http_lazy_build(http, j) (set by the dispatcher) when
+--                                     first read; K.http_lazy_cancel() forgets it,
+--                                     K.http_lazy_flush() builds it if still pending
 --
 -- Session objects (http, dns, tls) delegate unknown keys to their flow (Haka's parent
 -- delegation): http.srcip, http.dstport, ... read the flow; flow methods are bound, so that
@@ -116,8 +120,32 @@ function Session.parent(self) return (rawget(self, "flow")) end
 function Session.can_continue(self) return (app_continue(self)) end
 Session.error = Session.drop -- Haka's Dissector:error() (haka.dissector.pcall)
 
+-- The request of the exchange whose response is being handled, when no rule ran for it
+-- (prefilters): built only if something reads `http.request` (the bytes stay Rust's for
+-- the current call). LAZY_REQ is its session, LAZY_J its event record; K.http_lazy_build
+-- (haka.lua) makes the message.
+local LAZY_REQ, LAZY_J = nil, 0
+local function lazy_request(sess)
+  LAZY_REQ = nil
+  return (K.http_lazy_build(sess, LAZY_J))
+end
+-- http.request of `sess` is the request of event record j, built when first read.
+function K.http_defer_request(sess, j)
+  rawset(sess, "request", nil)
+  rawset(sess, "response", nil)
+  LAZY_REQ, LAZY_J = sess, j
+end
+-- The deferred request is no longer the exchange's (a new head, the exchange is over).
+function K.http_lazy_cancel() LAZY_REQ = nil end
+-- End of the call that deferred it: built now if still pending (kept for later calls).
+function K.http_lazy_flush()
+  local s = LAZY_REQ
+  if s ~= nil then lazy_request(s) end
+end
+
 local session_mt = {
   __index = function(self, k)
+    if k == "request" and self == LAZY_REQ then return (lazy_request(self)) end
     local m = Session[k]
     if m ~= nil then return m end
     local flow = rawget(self, "flow")

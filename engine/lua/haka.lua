@@ -2237,8 +2237,12 @@ local function policy_values(f)
   return { srcip = f.srcip, dstip = f.dstip, srcport = f.srcport, dstport = f.dstport, port = f.dstport }
 end
 
+-- (K.http_lazy_cancel once an application dissector is loaded: RT.set_app)
+RT.http_lazy_cancel = function() end
 local function begin_call(id)
   if PLD.n > 0 then PLD.drop() end
+  -- (a request deferred by a call a rule error ended: its bytes are gone)
+  RT.http_lazy_cancel()
   forge_reset()
   local f = FLOWS[id]
   CUR = f
@@ -2426,6 +2430,7 @@ function RT.conn_data(id, proto, dir, addr, len, ro, eof)
 end
 
 function RT.conn_end(id, proto)
+  RT.http_lazy_cancel()
   local f = FLOWS[id]
   if not f then return 0 end
   FLOWS[id] = nil
@@ -2522,6 +2527,8 @@ function RT.set_app(K, registry)
   track_modules()
   APPK = K
   K.flow_alive = function(f) return not rawget(f, "_dropped") end
+  K.http_lazy_build = function(http, j) return (RT.http_lazy_build(http, j)) end
+  RT.http_lazy_cancel = K.http_lazy_cancel
   for _, name in ipairs(names) do
     local mod = "protocol/" .. name
     local orig = preload[mod]
@@ -2614,12 +2621,23 @@ local function http_head(f, is_req, e)
   local msg = APPK.http_message(is_req, nil, e.fields,
     e.a1, e.a2, e.b1, e.b2, e.c1, e.c2, e.flags, ffi.cast(u8p, e.p), e.len)
   if is_req then
+    APPK.http_lazy_cancel()
     http.request = msg
     http.response = nil
   else
     http.response = msg
   end
   return http, msg
+end
+-- The prior request of event record j (kind 7) of the current call, made http.request when
+-- a rule first reads it (K.http_defer_request): a response rule that does not read it
+-- costs no message (a copy of its bytes and a table).
+function RT.http_lazy_build(http, j)
+  local e = EVS[j]
+  local msg = APPK.http_message(true, nil, e.fields,
+    e.a1, e.a2, e.b1, e.b2, e.c1, e.c2, e.flags, ffi.cast(u8p, e.p), e.len)
+  http.request = msg
+  return msg
 end
 -- A DNS header field `k` a rule sets to `v` in the message of the current datagram (slot
 -- 0), written into its bytes: { byte, shift, bits } per field. Returns the value as read
@@ -2720,7 +2738,11 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
     if f._dropped then break end
     local j = i - 1
     local k = evs[j].kind
-    if k == 7 --[[prior_request]] or k == 8 --[[prior_response]] then
+    if k == 7 --[[prior_request]] and not HTTP_BODY_RULES then
+      -- a request whose rules did not run (prefilters), for the rules of the events after
+      -- it: built if one reads http.request (no body rule keeps it past its response)
+      K.http_defer_request(session(f, "_http", K.http_session), j)
+    elseif k == 7 --[[prior_request]] or k == 8 --[[prior_response]] then
       -- a head whose rules did not run (prefilters), for the rules of the events after it
       http_head(f, k == 7 --[[prior_request]], evs[j])
     elseif k == 1 --[[request]] or k == 2 --[[response]] then
@@ -2756,7 +2778,10 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       -- the exchange is over unless body rules are to read it (response_data sees
       -- http.request and http.response): keep idle connections small (the Lua heap is
       -- swept per object); the next request replaces them otherwise
-      if not is_req and not HTTP_BODY_RULES and not rawget(http, "_dm") then http.request = nil; http.response = nil end
+      if not is_req and not HTTP_BODY_RULES and not rawget(http, "_dm") then
+        K.http_lazy_cancel()
+        http.request = nil; http.response = nil
+      end
     elseif k == 9 --[[message end]] then
       -- the end of a message's body: its streamed rules run to their end
       local http = session(f, "_http", K.http_session)
@@ -2807,6 +2832,8 @@ function RT.app_events(id, dir, n, evaddr, tabs, proto, state)
       if h then h(f, evs[j], tabs[evs[j].a1], K) end
     end
   end
+  -- (a deferred request no response event ended: its message now, while its bytes are there)
+  K.http_lazy_flush()
   local n = NHEADS
   NHEADS = 0
   if n == 0 then return end_call(f) end
@@ -3118,6 +3145,7 @@ function RT.run(start)
   local i = start or 0
   if i == 0 then
     if PLD.n > 0 then PLD.drop() end
+    RT.http_lazy_cancel()
     if PDATA_USED then PDATA = {}; PDATA_USED = false end
     forge_reset()
   end

@@ -56,6 +56,9 @@ pub struct StatefulStage {
     /// Stream offset of the current packet's first payload byte.
     pkt_stream_off: u64,
     scratch: Vec<u8>,
+    /// The reassembled run of a segment that filled a gap (out-of-order data), copied out
+    /// of its stream for the dissectors (kept to reuse its memory: no allocation per packet).
+    run_buf: Vec<u8>,
     /// Per call of `app_events` (kept to reuse their memory): indices of the events handed
     /// to Lua, and the offsets of their bytes in the packet's payload.
     lua_idx: Vec<usize>,
@@ -215,6 +218,7 @@ impl StatefulStage {
             reassembled: false,
             pkt_stream_off: 0,
             scratch: Vec::new(),
+            run_buf: Vec::new(),
             lua_idx: Vec::new(),
             body_offs: Vec::new(),
             set_heads: Vec::new(),
@@ -887,7 +891,16 @@ impl StatefulStage {
         if r.delivered > 0 {
             // The readable bytes: the packet's own payload (no copy) or the reassembled run.
             // (a copy only after out-of-order data: the run spans several packets)
-            let owned: Vec<u8> = if r.in_place { Vec::new() } else { self.conns.read(id, dir).to_vec() };
+            // (the run's buffer is out of `self` while its bytes are read, and goes back after;
+            // untouched for a segment read in place, the usual case)
+            let owned = if r.in_place {
+                Vec::new()
+            } else {
+                let mut b = std::mem::take(&mut self.run_buf);
+                b.clear();
+                b.extend_from_slice(self.conns.read(id, dir));
+                b
+            };
             let bytes: &[u8] = if r.in_place { &m.data()[pay_off..pay_off + pay_len] } else { &owned };
             if self.info & sf::TCP_DATA != 0 {
                 match lua.conn_data(id, meta, dir, bytes, self.conns.config().read_only_streams) {
@@ -898,6 +911,9 @@ impl StatefulStage {
                             self.conns.end(id);
                             self.lua_flows.take(id);
                         }
+                        if !r.in_place {
+                            self.run_buf = owned;
+                        }
                         return Some(self.rule_error(lua));
                     }
                     ConnCall::Done(a) => {
@@ -905,6 +921,9 @@ impl StatefulStage {
                             self.queue_lua_edits(lua, c);
                         }
                         if let Some(o) = self.apply(a, m, meta, id, dir, flow_dir, out_port, c) {
+                            if !r.in_place {
+                                self.run_buf = owned;
+                            }
                             return Some(o);
                         }
                     }
@@ -915,7 +934,9 @@ impl StatefulStage {
                 self.events.list.clear();
                 st.receive_stream(dir, bytes, &mut self.events);
             }
+            // (events own what they keep of the bytes)
             if !r.in_place {
+                self.run_buf = owned;
                 self.conns.consume_all(id, dir);
             }
             if let Some(o) = self.app_events(lua, m, meta, id, dir, flow_dir, out_port, c) {
