@@ -169,9 +169,9 @@ fn software_dispatch_keeps_flows_on_the_queue_that_saw_them_first() {
     assert_every_packet_once(&st, &flows, n);
     let t = &st["totals"];
     assert_eq!(t["dispatched_out"], t["dispatched_in"]);
-    // Owners by hash would hand half the packets over. (A worker that reads its capture
-    // faster than the other claims its flows until it holds 1/8 + 512 more than an even
-    // share, then by hash: some are handed over then.)
+    // Owners by hash would hand half the packets over. (Once both workers read, one that
+    // claims faster than the other keeps its flows until it holds 1/8 + 512 more of the
+    // claims made since than an even share, then claims by hash: some are handed over then.)
     assert!(t["dispatched_out"].as_u64().unwrap() < n / 5, "{t}");
     let mine = flows.iter().filter(|f| {
         let client: std::net::SocketAddrV4 = f["client"].as_str().unwrap().parse().unwrap();

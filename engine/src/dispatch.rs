@@ -34,7 +34,7 @@ use crate::stats::{Counters, DropReason};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Bytes of a packet handed over as a copy at most (larger ones go as mbufs).
@@ -150,10 +150,10 @@ pub struct OwnerTable {
     slack: u64,
     /// Every worker has rx queues of its own.
     every_worker_reads: bool,
-    /// Workers that read a packet ([`OwnerTable::started`]); all of them: the claims each
-    /// held then are in `baseline`.
-    started: Vec<CachePadded<AtomicU64>>,
-    all_started: std::sync::atomic::AtomicBool,
+    /// Workers that read a packet ([`OwnerTable::started`], written once each); all of
+    /// them: the claims each held then are in `baseline`.
+    started: Vec<AtomicBool>,
+    all_started: AtomicBool,
     baseline: Vec<AtomicU64>,
 }
 
@@ -177,8 +177,8 @@ impl OwnerTable {
             claims: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
             slack: if every_worker_reads { CLAIM_SLACK } else { CLAIM_SLACK_FEW_READERS },
             every_worker_reads,
-            started: (0..workers).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
-            all_started: std::sync::atomic::AtomicBool::new(false),
+            started: (0..workers).map(|_| AtomicBool::new(false)).collect(),
+            all_started: AtomicBool::new(false),
             baseline: (0..workers).map(|_| AtomicU64::new(0)).collect(),
         })
     }
@@ -218,8 +218,8 @@ impl OwnerTable {
     /// Worker `me` read its first packet (called once per worker, when every worker reads).
     #[cold]
     pub fn started(&self, me: usize) {
-        self.started[me].store(1, Ordering::Relaxed);
-        if self.started.iter().all(|s| s.load(Ordering::Relaxed) != 0)
+        self.started[me].store(true, Ordering::Relaxed);
+        if self.started.iter().all(|s| s.load(Ordering::Relaxed))
             && self.all_started.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             // (the claims of the other workers move meanwhile: a few claims either way)
