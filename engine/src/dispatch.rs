@@ -101,8 +101,9 @@ pub fn owner_of(hash: u64, workers: usize) -> usize {
     (((hash & 0xffff_ffff) * workers as u64) >> 32) as usize
 }
 
-/// Bytes of the owner table. It is read for every packet, so its size is fixed (well
-/// within a core's cache); the fewer workers, the narrower a slot and the more slots it
+/// Bytes of the owner table. It is read for every packet of a flow its worker does not
+/// hold (new flows, flows of other workers), so its size is fixed (well within a core's
+/// cache); the fewer workers, the narrower a slot and the more slots it
 /// holds: 2 bits for up to 3 workers (8 Mi slots), 4 bits for up to 15 (4 Mi), 8 bits
 /// for up to 255 (2 Mi). More slots, fewer flows that meet one another claimed (each of
 /// those is handed over for its life: 2 workers on 64k flows, 1 MiB -> 2 MiB halved them
@@ -196,12 +197,6 @@ impl OwnerTable {
     #[inline(always)]
     fn slot_mask_bits(&self) -> u8 {
         (((1u32 << (1 << self.slot_bits_log2)) - 1) & 0xff) as u8
-    }
-
-    /// Starts loading the slot of `hash` (the table is larger than a core's cache).
-    #[inline(always)]
-    pub fn prefetch(&self, hash: u64) {
-        dpdk::prefetch(self.slot(hash).0 as *const AtomicU8);
     }
 
     /// The worker that owns flow hash `hash`, claimed now if no one has (by `me`, the
@@ -339,14 +334,6 @@ impl Dispatch {
     #[inline(always)]
     pub fn owner(&self, hash: Option<u64>) -> usize {
         hash.map_or(self.me, |h| self.owners.owner(h, self.me))
-    }
-
-    /// Starts loading what [`owner`](Self::owner) reads for this flow hash.
-    #[inline(always)]
-    pub fn prefetch_owner(&self, hash: Option<u64>) {
-        if let Some(h) = hash {
-            self.owners.prefetch(h);
-        }
     }
 
     /// This worker's inbound ring (reassembled datagrams and fragments).

@@ -66,6 +66,8 @@ pub struct Batch {
     flows: [FlowPacket; BATCH],
     n_flows: usize,
     observed: [Observed; BATCH],
+    /// Decided on since the last `clear` (see [`Batch::is_decided`]).
+    decided: bool,
 }
 
 const NO_KEY: FlowKey = FlowKey { lo_addr: [0; 16], hi_addr: [0; 16], lo_port: 0, hi_port: 0, vlan: 0, proto: 0 };
@@ -80,6 +82,7 @@ impl Default for Batch {
             flows: [FlowPacket { key: NO_KEY, hash: 0, sender: Side::Lo, tcp_flags: None, bytes: 0 }; BATCH],
             n_flows: 0,
             observed: [Observed { id: 0, dir: Direction::Up, created: false }; BATCH],
+            decided: false,
         }
     }
 }
@@ -88,6 +91,13 @@ impl Batch {
     pub fn clear(&mut self) {
         self.n = 0;
         self.n_flows = 0;
+        self.decided = false;
+    }
+
+    /// Whether [`Pipeline::decide_batch`] (or `decide_batch_owned`) ran on the batch since
+    /// it was last cleared.
+    pub fn is_decided(&self) -> bool {
+        self.decided
     }
 
     pub fn len(&self) -> usize {
@@ -105,7 +115,7 @@ impl Batch {
     /// Adds a classified packet; `tag` comes back with its decision.
     #[inline(always)]
     pub fn push(&mut self, tag: u8, class: Class) {
-        debug_assert!(self.n < BATCH);
+        debug_assert!(self.n < BATCH && !self.decided);
         self.kind[self.n] = match class {
             Class::Flow(p) | Class::Fragment(p) => {
                 self.flows[self.n_flows] = p;
@@ -233,20 +243,66 @@ impl Pipeline {
             self.table.observe_burst(&b.flows[..b.n_flows], now_ms, &mut b.observed[..b.n_flows]);
         }
         for i in 0..b.n {
-            c.processed += 1;
-            b.decision[i] = match b.kind[i] {
-                Kind::Flow(k) => {
-                    c.flows_created += b.observed[k as usize].created as u64;
-                    c.accepted += 1;
-                    Decision::Accept
+            b.decision[i] = self.decide(b.kind[i], &b.observed, c);
+        }
+        b.decided = true;
+    }
+
+    /// [`decide_batch`](Self::decide_batch) for worker `me` of several (software dispatch):
+    /// a packet whose flow this worker's table does not hold and that `owner(hash)` (the
+    /// owner table, asked only then) gives to another worker is taken out of the batch and
+    /// returned with its owner, as (tag, owner), to be handed over. A flow the table holds
+    /// is this worker's (a claim never changes, and a worker creates only flows it owns),
+    /// so the packets of known flows cost no ownership lookup.
+    pub fn decide_batch_owned(
+        &mut self,
+        b: &mut Batch,
+        now_ms: u64,
+        c: &mut Counters,
+        me: usize,
+        mut owner: impl FnMut(u64) -> usize,
+    ) -> arrayvec::ArrayVec<(u8, usize), BATCH> {
+        let mut others = arrayvec::ArrayVec::new();
+        let foreign = if b.n_flows > 0 {
+            self.table.observe_burst_owned(&b.flows[..b.n_flows], now_ms, &mut b.observed[..b.n_flows], &mut |h| owner(h) == me)
+        } else {
+            0
+        };
+        let mut kept = 0;
+        for i in 0..b.n {
+            if let Kind::Flow(k) = b.kind[i] {
+                if foreign >> k & 1 != 0 {
+                    // (claimed by now: a second look reads the slot just loaded)
+                    others.push((b.tag[i], owner(b.flows[k as usize].hash)));
+                    continue;
                 }
-                Kind::NonIp => {
-                    c.non_ip += 1;
-                    c.accepted += 1;
-                    Decision::Accept
-                }
-                Kind::Malformed(m) => self.malformed(m, c),
-            };
+            }
+            b.kind[kept] = b.kind[i];
+            b.tag[kept] = b.tag[i];
+            b.decision[kept] = self.decide(b.kind[i], &b.observed, c);
+            kept += 1;
+        }
+        b.n = kept;
+        b.decided = true;
+        others
+    }
+
+    /// The decision on a packet of kind `kind` once its flow is observed.
+    #[inline(always)]
+    fn decide(&self, kind: Kind, observed: &[Observed; BATCH], c: &mut Counters) -> Decision {
+        c.processed += 1;
+        match kind {
+            Kind::Flow(k) => {
+                c.flows_created += observed[k as usize].created as u64;
+                c.accepted += 1;
+                Decision::Accept
+            }
+            Kind::NonIp => {
+                c.non_ip += 1;
+                c.accepted += 1;
+                Decision::Accept
+            }
+            Kind::Malformed(m) => self.malformed(m, c),
         }
     }
 
@@ -344,6 +400,38 @@ mod tests {
         assert_eq!(c.non_ip, 1);
         assert_eq!(c.processed, 4);
         assert_eq!(c.accepted, 3);
+    }
+
+    #[test]
+    fn batch_owned_hands_out_the_flows_of_other_workers_in_order() {
+        let cfg = Config::default();
+        let mut p = Pipeline::new(&cfg, LinkType::Ethernet);
+        let mut c = Counters::default();
+        let frames: Vec<Vec<u8>> = (0..6u8).map(|i| tcp_frame([198, 18, 0, i], [198, 18, 1, 1], 1000, 80, 0x02)).collect();
+        let hashes: Vec<u64> = frames.iter().map(|f| p.classify(f, f.len() as u32).flow_hash().unwrap()).collect();
+        // worker 0 of 3: flows 1 and 4 are worker 2's, flow 3 worker 1's
+        let owner = |h: u64| match hashes.iter().position(|&x| x == h) {
+            Some(1) | Some(4) => 2,
+            Some(3) => 1,
+            _ => 0,
+        };
+        let mut arp = vec![0u8; 42];
+        arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
+        let mut b = Batch::default();
+        for (i, f) in frames.iter().enumerate() {
+            b.push(10 + i as u8, p.classify(f, f.len() as u32));
+        }
+        b.push(20, p.classify(&arp, 42));
+        let others = p.decide_batch_owned(&mut b, 0, &mut c, 0, owner);
+        assert_eq!(others.as_slice(), &[(11, 2), (13, 1), (14, 2)]);
+        assert!(b.is_decided());
+        let kept: Vec<u8> = (0..b.len()).map(|j| b.result(j).0).collect();
+        assert_eq!(kept, [10, 12, 15, 20]);
+        assert!((0..3).all(|j| b.flow_created(j) && b.flow_of(j).is_some()));
+        assert!(b.flow_of(3).is_none());
+        assert_eq!((c.processed, c.flows_created, p.flows().len()), (4, 3, 3));
+        b.clear();
+        assert!(!b.is_decided());
     }
 
     #[test]

@@ -748,7 +748,9 @@ impl Loop<'_> {
     /// `clear`: the burst is done (its slots not batched are freed).
     fn finish_batch_inner(&mut self, burst: &mut MbufBurst, batch: &mut Batch, now: u64, depth: u32, clear: bool) {
         self.depth = depth;
-        self.pipeline.decide_batch(batch, now, &mut self.c);
+        if !batch.is_decided() {
+            self.pipeline.decide_batch(batch, now, &mut self.c);
+        }
         if self.lua.as_ref().is_some_and(LuaEngine::has_packet_rules) {
             self.run_rules(burst, batch);
         }
@@ -792,21 +794,17 @@ impl Loop<'_> {
         }
     }
 
-    /// Hands the `pending` packets of `burst` that other workers own over to them and
-    /// batches the others, in burst order (non-IP and malformed packets have no flow:
-    /// decided here).
+    /// With software dispatch: decides on the batched packets of `burst` (flow lookups)
+    /// and hands those of flows other workers own over to them (a copy leaves the mbuf in
+    /// the burst, freed with it); the rest stay batched, decided.
     #[inline(always)]
-    fn hand_over_pending(&mut self, d: &mut Dispatch, pending: &mut arrayvec::ArrayVec<(u8, Class), BURST>, burst: &mut MbufBurst, batch: &mut Batch) {
+    fn decide_and_hand_over(&mut self, d: &mut Dispatch, burst: &mut MbufBurst, batch: &mut Batch, now: u64) {
         d.note_read();
-        for (i, class) in pending.drain(..) {
-            let owner = d.owner(class.flow_hash());
-            if owner != self.plan.index {
-                self.metas[i as usize] = None;
-                // (a copy leaves the mbuf in the burst, freed with it)
-                d.hand_over(owner, burst, i as usize, &mut self.c);
-                continue;
-            }
-            batch.push(i, class);
+        let me = self.plan.index;
+        let others = self.pipeline.decide_batch_owned(batch, now, &mut self.c, me, |h| d.owner(Some(h)));
+        for (slot, owner) in others {
+            self.metas[slot as usize] = None;
+            d.hand_over(owner, burst, slot as usize, &mut self.c);
         }
     }
 
@@ -1014,32 +1012,25 @@ pub fn run(plan: WorkerPlan, shared: &Shared, pipeline: Pipeline, mut control: i
             idle &= n < BURST;
             lp.update_keep_metas();
             lp.c.rx += n as u64;
-            // With software dispatch, the packets' owners are looked up once the burst (or
-            // its part before a fragment) is classified: their slots in the owner table
-            // are loaded meanwhile.
-            let mut pending: arrayvec::ArrayVec<(u8, Class), BURST> = arrayvec::ArrayVec::new();
+            // With software dispatch, the packets of flows other workers own are found by
+            // the flow lookups of the burst (or of its part before a fragment) and handed
+            // over before the rest is inspected (the owner works on them meanwhile).
             for i in 0..n {
                 let Some(m) = rx.get(i) else { continue };
                 let class = lp.classify_slot(i, m.data(), m.pkt_len());
                 if class.is_fragment() {
                     if let Some(d) = dispatch.as_mut() {
-                        lp.hand_over_pending(d, &mut pending, &mut rx, &mut batch);
+                        lp.decide_and_hand_over(d, &mut rx, &mut batch, now);
                     }
                     lp.metas[i] = None;
                     lp.finish_batch_before_fragment(&mut rx, &mut batch, now);
                     lp.fragment(&mut rx, i, class, now, &mut batch);
                     continue;
                 }
-                if let Some(d) = dispatch.as_ref() {
-                    d.prefetch_owner(class.flow_hash());
-                    pending.push((i as u8, class));
-                    continue;
-                }
                 batch.push(i as u8, class);
             }
-            // (handed over first: the owner works on them while this worker decides)
             if let Some(d) = dispatch.as_mut() {
-                lp.hand_over_pending(d, &mut pending, &mut rx, &mut batch);
+                lp.decide_and_hand_over(d, &mut rx, &mut batch, now);
                 may_read = d.flush(&mut lp.c, false);
             }
             lp.finish_batch(&mut rx, &mut batch, now);

@@ -301,9 +301,32 @@ impl FlowTable {
         out: &mut [Observed],
         on_evict: &mut impl FnMut(FlowId, &Flow, EndReason),
     ) {
+        self.observe_burst_inner(pkts, now_ms, out, on_evict, &mut |_| true);
+    }
+
+    /// `observe_burst` for a worker that owns only some flows (software dispatch): a
+    /// packet of a flow the table does not hold is accounted only if `owns(hash)` (asked
+    /// then, and only then: a flow held here is this worker's); the others are left out,
+    /// their `out` untouched, and named in the returned mask (bit k for `pkts[k]`; at most
+    /// 64 packets).
+    pub fn observe_burst_owned(&mut self, pkts: &[FlowPacket], now_ms: u64, out: &mut [Observed], owns: &mut impl FnMut(u64) -> bool) -> u64 {
+        assert!(pkts.len() <= 64, "observe_burst_owned: more than 64 packets");
+        self.observe_burst_inner(pkts, now_ms, out, &mut |_, _, _| {}, owns)
+    }
+
+    #[inline(always)]
+    fn observe_burst_inner(
+        &mut self,
+        pkts: &[FlowPacket],
+        now_ms: u64,
+        out: &mut [Observed],
+        on_evict: &mut impl FnMut(FlowId, &Flow, EndReason),
+        owns: &mut impl FnMut(u64) -> bool,
+    ) -> u64 {
         const CHUNK: usize = 32;
         assert!(out.len() >= pkts.len(), "observe_burst: out shorter than pkts");
-        for (pkts, out) in pkts.chunks(CHUNK).zip(out.chunks_mut(CHUNK)) {
+        let mut foreign = 0u64;
+        for (ci, (pkts, out)) in pkts.chunks(CHUNK).zip(out.chunks_mut(CHUNK)).enumerate() {
             let mut cand = [NIL; CHUNK];
             for p in pkts {
                 self.index.prefetch(table_hash(p.hash));
@@ -317,7 +340,7 @@ impl FlowTable {
                     crate::dpdk::prefetch(e.wrapping_add(64));
                 }
             }
-            for ((&c, p), o) in cand.iter().zip(pkts).zip(out.iter_mut()) {
+            for (k, ((&c, p), o)) in cand.iter().zip(pkts).zip(out.iter_mut()).enumerate() {
                 if c != NIL {
                     let e = &mut self.slab[c as usize];
                     // The candidate is right if it is live with this key (an earlier packet
@@ -327,9 +350,18 @@ impl FlowTable {
                         continue;
                     }
                 }
-                *o = self.observe_with(&p.key, p.hash, p.sender, now_ms, p.tcp_flags, p.bytes, on_evict);
+                let hash = table_hash(p.hash);
+                let slab = &self.slab;
+                if let Some(i) = self.index.find(hash, |j| slab[j as usize].flow.key == p.key) {
+                    *o = self.account(i, p.sender, now_ms, p.tcp_flags, p.bytes);
+                } else if owns(p.hash) {
+                    *o = self.create(&p.key, hash, p.sender, now_ms, p.tcp_flags, p.bytes, on_evict);
+                } else {
+                    foreign |= 1 << ((ci * CHUNK + k) & 63);
+                }
             }
         }
+        foreign
     }
 
     /// Accounts a packet to live flow `i`.
@@ -1123,6 +1155,37 @@ mod burst_tests {
         compare(1000, &bursts); // no eviction
         compare(64, &bursts); // evictions inside bursts, slots reused by later packets
         compare(1, &bursts);
+    }
+
+    #[test]
+    fn flow_burst_owned_asks_only_for_flows_it_does_not_hold() {
+        let mut t = FlowTable::new(FlowTableConfig { capacity: 16, timeouts: timeouts() });
+        let blank = Observed { id: 99, dir: Direction::Up, created: false };
+        let mut out = [blank; 4];
+        let (mine, theirs) = (fp(1, Side::Lo, None), fp(2, Side::Lo, None));
+        let mut asked = Vec::new();
+        let foreign = t.observe_burst_owned(&[mine, theirs], 0, &mut out, &mut |h| {
+            asked.push(h);
+            h == mine.hash
+        });
+        assert_eq!(asked, [mine.hash, theirs.hash]);
+        assert_eq!(foreign, 0b10);
+        assert!(out[0].created);
+        assert_eq!(out[1], blank, "a packet left out is not accounted");
+        assert_eq!(t.len(), 1);
+        // Known flows (either way) are not asked about; an unknown one is, every time.
+        let mut back = mine;
+        back.sender = Side::Hi;
+        asked.clear();
+        let foreign = t.observe_burst_owned(&[theirs, back, mine], 1, &mut out, &mut |h| {
+            asked.push(h);
+            false
+        });
+        assert_eq!(asked, [theirs.hash]);
+        assert_eq!(foreign, 0b001);
+        assert_eq!((out[1].id, out[1].dir, out[1].created), (out[2].id, Direction::Down, false));
+        assert_eq!(t.get(out[2].id).unwrap().packets, [2, 1]);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
