@@ -127,9 +127,12 @@ pub const MAX_WORKERS: usize = 255;
 /// Which worker owns the flows of each hash slot. The first worker that receives a packet
 /// of a slot claims it: for itself while it holds at most 1/8 more than an even share of
 /// the claims, else for the worker the hash designates ([`owner_of`]). When every worker
-/// reads, the shares count the claims made since every worker read its first packet
-/// (before, or after [`CLAIM_ALONE`] claims of one alone, a worker claims for itself):
-/// a worker that started first is not ahead for the rest of the run. A claim never
+/// reads, a worker claims by hash only when it is over its share both of all the claims
+/// and of those made since every worker read its first packet (before, or after
+/// [`CLAIM_ALONE`] claims of one alone, a worker claims for itself): a worker that
+/// started first is not ahead for the rest of the run (its claims since are even), and
+/// one that started late, after the others had claimed their queues' flows, keeps the
+/// flows of its own queue too (its share of all the claims is low). A claim never
 /// changes, so every packet of a flow, both ways, meets one flow table. When the input
 /// already delivers each flow on one queue (a capture per queue split by flow, AF_PACKET
 /// fanout by flow, RSS), every worker claims the flows of its own queues and hands over
@@ -227,16 +230,18 @@ impl OwnerTable {
     #[cold]
     fn claim(&self, hash: u64, me: usize) -> usize {
         let n = self.claims.len() as u64;
-        let since = |w: usize| {
-            let c = self.claims[w].load(Ordering::Relaxed);
-            if self.every_worker_reads { c.saturating_sub(self.baseline[w].load(Ordering::Relaxed)) } else { c }
+        let within = |mine: u64, total: u64| mine * n <= total + total / 8 + self.slack;
+        let all = |w: usize| self.claims[w].load(Ordering::Relaxed);
+        let since = |w: usize| all(w).saturating_sub(self.baseline[w].load(Ordering::Relaxed));
+        let mine_all = all(me);
+        let within_all = within(mine_all, (0..n as usize).map(all).sum());
+        let keep = if self.every_worker_reads {
+            let alone = !self.all_started.load(Ordering::Acquire) && mine_all < CLAIM_ALONE;
+            alone || within_all || within(since(me), (0..n as usize).map(since).sum())
+        } else {
+            within_all
         };
-        let mine = since(me);
-        let total: u64 = (0..n as usize).map(since).sum();
-        let alone = self.every_worker_reads
-            && !self.all_started.load(Ordering::Acquire)
-            && self.claims[me].load(Ordering::Relaxed) < CLAIM_ALONE;
-        let want = if alone || mine * n <= total + total / 8 + self.slack { me } else { owner_of(hash, n as usize) };
+        let want = if keep { me } else { owner_of(hash, n as usize) };
         let (byte, shift) = self.slot(hash);
         let mask = self.slot_mask_bits();
         let mut cur = byte.load(Ordering::Relaxed);
@@ -726,6 +731,52 @@ mod tests {
             moved[1] += (t.owner(b, 1) != 1) as u32;
         }
         assert!(moved[0] < 300 && moved[1] < 300, "flows that changed worker: {moved:?}");
+    }
+
+    #[test]
+    fn a_worker_that_starts_late_keeps_its_flows() {
+        // Two queues, split by flow: worker 0 reads every flow of its queue before worker
+        // 1 reads anything (a late start, or a neighbour busy with another process); then
+        // worker 1 reads its own queue's flows while worker 0 sees no new one; then both
+        // read new flows in turn. Neither's flows go to the other but for the slots they
+        // share.
+        let t = OwnerTable::new(2, true);
+        let all: Vec<u64> = hashes(80000).collect();
+        let (early, rest) = all.split_at(30000);
+        let (late, both) = rest.split_at(30000);
+        let mut moved = [0; 2];
+        t.started(0);
+        for &h in early {
+            moved[0] += (t.owner(h, 0) != 0) as u32;
+        }
+        t.started(1);
+        for &h in late {
+            moved[1] += (t.owner(h, 1) != 1) as u32;
+        }
+        for pair in both.chunks(2) {
+            for (w, &h) in pair.iter().enumerate() {
+                moved[w] += (t.owner(h, w) != w) as u32;
+            }
+        }
+        assert!(moved[0] < 300 && moved[1] < 300, "flows that changed worker: {moved:?}");
+    }
+
+    #[test]
+    fn a_worker_that_sees_every_flow_first_shares_them_out() {
+        // Both directions of each flow on different queues (the two ports of a bump in the
+        // wire), the client's first: worker 0 sees every flow first, after both started.
+        let t = OwnerTable::new(2, true);
+        t.started(0);
+        t.started(1);
+        let flows = 20000u64;
+        let mut per = [0u64; 2];
+        for h in hashes(flows) {
+            let o = t.owner(h, 0);
+            assert_eq!(t.owner(h, 1), o, "the reply finds the owner the request made");
+            per[o] += 1;
+        }
+        assert!(per[0] <= flows * 9 / 16 + CLAIM_SLACK, "{per:?}");
+        assert!(per[1] > flows * 2 / 5, "{per:?}");
     }
 
     #[test]
