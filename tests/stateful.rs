@@ -3578,6 +3578,10 @@ fn modbus_cut_frames_are_parsed_again_with_the_next_segment() {
     let out = r.out_packets();
     let data: Vec<&Vec<u8>> = out.iter().filter(|p| p.sport == 42401 && !p.payload.is_empty()).map(|p| &p.payload).collect();
     assert_eq!(data, [&a[..9].to_vec()]);
+    // passive mode (segments read only: the kept bytes are copies), the same dissection
+    let p = run(&modbus_log_rules(), &input, Some("[datapath]\nmode = \"passive\"\n"));
+    assert_eq!(p.logs(), logs, "{}", p.stdout);
+    assert_eq!(p.st("lua_protocol_errors"), 2);
 }
 
 /// A message of a Lua dissector cut by a segment end and longer than what the in-place path
