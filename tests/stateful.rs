@@ -3528,6 +3528,114 @@ end }}
     assert_eq!(r.total("rule_errors"), 0, "{}", r.stdout);
 }
 
+/// A frame cut by the end of its segment is kept and parsed again, in place, with the next
+/// segment's bytes (no stream): as the stream gave it, a request cut in two whose rest comes
+/// with an invalid frame (its event, then the protocol error), a request the connection ends
+/// in (a protocol error at the FIN), a response cut in three with two frames after its end
+/// in the last segment, and then frames whole again.
+#[test]
+fn modbus_cut_frames_are_parsed_again_with_the_next_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pkts = Vec::new();
+    let a = mbap(1, 1, &[3, 0, 1, 0, 2]);
+    let bad = vec![0, 2, 0, 7, 0, 6, 1, 3, 0, 0, 0, 1];
+    let mut s = Session::new(42401, 502);
+    s.handshake().send(0, &a[..9]).send(0, &[&a[9..], &bad[..]].concat()).close();
+    pkts.extend(s.pkts);
+    let b = mbap(2, 1, &[3, 0, 5, 0, 1]);
+    let c = mbap(3, 1, &[3, 0, 6, 0, 1]);
+    let mut s = Session::new(42402, 502);
+    s.handshake().send(0, &b).send(0, &c[..4]).close();
+    pkts.extend(s.pkts);
+    let (r4, r5, r6, r7) = (mbap(4, 1, &[3, 2, 0, 7]), mbap(5, 1, &[6, 0, 9, 0, 1]), mbap(6, 1, &[3, 2, 0, 8]), mbap(7, 2, &[5, 0, 3, 0xff, 0]));
+    let mut s = Session::new(42403, 502);
+    s.handshake().send(1, &r4[..3]).send(1, &r4[3..8]).send(1, &[&r4[8..], &r5[..], &r6[..]].concat()).send(1, &r7).close();
+    pkts.extend(s.pkts);
+    let input = write_pcap(dir.path(), "modbus_kept.pcap", pkts);
+    let r = run(&modbus_log_rules(), &input, None);
+    let logs = r.logs();
+    assert_eq!(
+        logs.iter().filter(|l| !l.starts_with("PERR ")).cloned().collect::<Vec<_>>(),
+        [
+            "REQ 1 1 3 address=1 quantity=2",
+            "REQ 2 1 3 address=5 quantity=1",
+            "RESP 4 1 3 byte_count=2 values=2",
+            "RESP 5 1 6 address=9 value=1",
+            "RESP 6 1 3 byte_count=2 values=2",
+            "RESP 7 2 5 address=3 value=65280",
+        ],
+        "{}",
+        r.stdout
+    );
+    let perr = r.logs_with("PERR ");
+    assert_eq!(perr.len(), 2, "{}", r.stdout);
+    assert!(perr[0].contains("protocol_id"), "{}", perr[0]);
+    assert!(perr[1].contains("not enough data"), "{}", perr[1]);
+    assert!(logs[1].starts_with("PERR ") && logs[1].contains("protocol_id"), "the invalid frame after the cut one: {logs:?}");
+    assert_eq!(r.st("lua_protocol_errors"), 2);
+    assert_eq!(r.total("rule_errors"), 0, "{}", r.stdout);
+    // the invalid frame's segment and what follows on its connection are dropped
+    let out = r.out_packets();
+    let data: Vec<&Vec<u8>> = out.iter().filter(|p| p.sport == 42401 && !p.payload.is_empty()).map(|p| &p.payload).collect();
+    assert_eq!(data, [&a[..9].to_vec()]);
+    // passive mode (segments read only: the kept bytes are copies), the same dissection
+    let p = run(&modbus_log_rules(), &input, Some("[datapath]\nmode = \"passive\"\n"));
+    assert_eq!(p.logs(), logs, "{}", p.stdout);
+    assert_eq!(p.st("lua_protocol_errors"), 2);
+}
+
+/// A message of a Lua dissector cut by a segment end and longer than what the in-place path
+/// keeps for the next segment (4 KiB) goes through the direction's stream, and the messages
+/// after it are parsed in place again; a kept result of either kind still reads its bytes.
+#[test]
+fn lua_dissector_long_cut_messages_go_through_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+local tcp_connection = require('protocol/tcp_connection')
+local blob = haka.dissector.new{ type = tcp_connection.helper.TcpFlowDissector, name = 'blob' }
+blob:register_event('msg')
+blob.grammar = haka.grammar.new('blob', function ()
+  msg = record{ field('len', number(16)), field('data', bytes():count(function (r) return r.len end)) }
+  export(msg)
+end)
+blob.state_machine = haka.state_machine.new('blob', function ()
+  state_type(BidirectionalState)
+  s = state(blob.grammar.msg, blob.grammar.msg)
+  s:on{ event = events.up, execute = function (self, m) self:trigger('msg', m) end }
+  s:on{ event = events.down, execute = function (self, m) self:trigger('msg', m) end }
+  initial(s)
+end)
+blob:install_tcp_rule(7100)
+local kept = {}
+haka.rule{ on = haka.dissectors.blob.events.msg, eval = function (b, m)
+  kept[#kept + 1] = m
+  local k = kept[1]
+  haka.log("MSG %d %d %s first=%s", m.len, #m.data, m.data:sub(m.len - 2, 2):asstring(), k.data:sub(0, 2):asstring())
+end }
+haka.rule{ on = haka.dissectors.blob.events.protocol_error, eval = function (b, err) haka.log("PERR %s", tostring(err)) end }
+"#;
+    let msg = |n: usize, tag: u8| {
+        let mut m = (n as u16).to_be_bytes().to_vec();
+        m.extend((0..n).map(|i| if i + 2 >= n { tag } else { b'a' + (i % 26) as u8 }));
+        m
+    };
+    let (m1, m2, m3, m4) = (msg(10, b'1'), msg(6000, b'2'), msg(20, b'3'), msg(5000, b'4'));
+    let mut s = Session::new(42410, 7100);
+    s.handshake().send(0, &m1[..5]).send(0, &[&m1[5..], &m2[..1000]].concat());
+    s.send_split(0, &m2[1000..], 1200).send(0, &m3[..7]).send(0, &m3[7..]);
+    s.send(0, &m4[..4500]).send(0, &m4[4500..]).close();
+    let input = write_pcap(dir.path(), "blob.pcap", s.pkts.clone());
+    let r = run(rules, &input, None);
+    assert_eq!(
+        r.logs(),
+        ["MSG 10 10 11 first=ab", "MSG 6000 6000 22 first=ab", "MSG 20 20 33 first=ab", "MSG 5000 5000 44 first=ab"],
+        "{}",
+        r.stdout
+    );
+    assert_eq!(r.st("lua_protocol_errors"), 0);
+    assert_eq!(r.total("rule_errors"), 0, "{}", r.stdout);
+}
+
 #[test]
 fn modbus_malformed_frames_are_protocol_errors() {
     let dir = tempfile::tempdir().unwrap();

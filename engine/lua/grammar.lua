@@ -325,6 +325,16 @@ local function fail(ctx, node, fmt, ...)
   rawset(e, 'field', node)
   return e
 end
+-- "not enough data" where a parse off a stream reaches the end of its data: on a stream it
+-- would wait for more there (the in-place parsing of dissector.lua then parses the message
+-- again with the next segment); grammar._starved(err) tells such an error
+local last_starved = false
+local function starve(ctx, node)
+  local e = fail(ctx, node, "not enough data")
+  last_starved = e
+  return e
+end
+function grammar._starved(err) return err ~= nil and err == last_starved end
 -- the error raised by a user callback (ctx:error), attributed to node
 local function pending(ctx, node)
   local e = ctx._error
@@ -1292,7 +1302,7 @@ local function number_fn(node)
     if ctx.streaming then
       if not iter:check_available(size) then return fail(ctx, node, "not enough data") end
     elseif vavail(iter, size) < size then
-      return fail(ctx, node, "not enough data")
+      return starve(ctx, node)
     end
     local c, off
     if name or applies then c, off = vpos(iter) end
@@ -1360,7 +1370,7 @@ function Bits.method:do_compile(env, rule, id)
       if ctx.streaming then
         if not iter:check_available(adv) then return fail(ctx, ret, "not enough data") end
       elseif vavail(iter, adv) < adv then
-        return fail(ctx, ret, "not enough data")
+        return starve(ctx, ret)
       end
       iter:advance(adv)
     end
@@ -1482,7 +1492,7 @@ local function bytes_fn(node)
         if ctx.streaming then
           if size > 0 and not iter:check_available(size) then return fail(ctx, node, "not enough data") end
         elseif vavail(iter, size) < size then
-          return fail(ctx, node, "not enough data")
+          return starve(ctx, node)
         end
       end
       sub = iter:sub(size)

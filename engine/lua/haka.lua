@@ -12,13 +12,14 @@ local sfmt = string.format
 local RT = {}
 
 -- The generated burst loop inlines every rule into one trace: raise the recorder limits
--- (defaults: maxrecord 4000 IR, maxsnap 500) so that ten-odd rules still compile. The
--- constants too (default 500): the path from a segment to a Lua dissector's rules (view,
--- grammar, state machine, events) names more field keys than that, and its traces were
--- aborted ("trace too long") and that path blacklisted.
+-- (defaults: maxrecord 4000 IR, maxsnap 500) so that ten-odd rules still compile. Not the
+-- constants (maxirconst, 500): raised to 4000, the whole path from a segment to a Lua
+-- dissector's rules compiled as one trace, but its side traces then failed to compile
+-- ("NYI: register coalescing too complex", retried some 250 times each) and every message
+-- leaving it ran in the interpreter: case (g) was 15-25% slower.
 if jit and jit.opt then
   jit.opt.start("maxtrace=4000", "maxrecord=40000", "maxsnap=4000", "maxmcode=8192", "maxside=400", "loopunroll=60",
-    "hotloop=56", "maxirconst=4000")
+    "hotloop=56")
 end
 
 ffi.cdef[[

@@ -1358,6 +1358,64 @@ M.external_view = external_state
 function M.view_iter(b) return new_iter(b.e.nx, 0) end
 function M.view_sub(b) return VB.sub(b, 0) end
 
+-- A message cut by the end of a segment, parsed in place again with the next segment
+-- (dissector.lua) rather than through a stream and a coroutine:
+-- left_from(c, off, skip, n, share) -> a buffer state of the `n` bytes `skip` bytes after
+-- (c, off) (when `share`, clones sharing the bytes: those of an external view are
+-- registered in its token, and external_end gives them their own copy, as it does to a
+-- stream's; else a writable copy, as a stream is pushed without an external view);
+-- left_ring(left, view, share) -> an iterator at the start of `left` once the view's bytes
+-- are appended to it after a zero-size boundary (clones when `share`, so that writes reach
+-- the view's bytes, with the region for stream_edits; else a copy, and no region).
+function M.left_from(c, off, skip, n, share)
+  local it = new_iter(c, off)
+  if skip > 0 then adv(it, skip) end
+  c, off = fix(it)
+  local out = new_buffer()
+  while n > 0 and c.ctl ~= "end" do
+    local len = c.size - off
+    if len > n then len = n end
+    if not c.ctl and len > 0 then
+      local k
+      if share then
+        k = clone_chunk(c, false)
+        k.o, k.size = c.o + off, len
+        if k.orig then k.orig = k.orig:sub(off + 1, off + len) end
+      else
+        local a = u8arr(len)
+        ffi.copy(a, c.p + c.o + off, len)
+        k = new_chunk(a, 0, len, a)
+      end
+      link_before(out.e, k, k)
+      n = n - len
+    end
+    c = c.nx; off = 0
+  end
+  return out
+end
+function M.left_ring(left, view, share)
+  local e = left.e
+  local bnd = { size = 0, ctl = "seg", p = nil, o = 0, nx = nil, pv = nil }
+  link_before(e, bnd, bnd)
+  local c = view.e.nx
+  while c.ctl ~= "end" do
+    if not c.ctl and c.size > 0 then
+      local k
+      if share then
+        k = clone_chunk(c, false)
+      else
+        local a = u8arr(c.size)
+        ffi.copy(a, c.p + c.o, c.size)
+        k = new_chunk(a, 0, c.size, a)
+      end
+      link_before(e, k, k)
+    end
+    c = c.nx
+  end
+  if share then e.ro = view.e.ro end
+  return new_iter(e.nx, 0), share and { bnd, e } or nil
+end
+
 local function end_chunk(tok, c, mode)
   if c.ext == tok then
     c.ext = nil
