@@ -1871,6 +1871,7 @@ do
   local sub_between = VBM.sub_between
   local MATCH, PARTIAL = 1, -2
   local re = { CASE_INSENSITIVE = 1, EXTENDED = 2 }
+  local RE_FIND, RE_OUT -- regexp:match(string) through the FFI (set by the first re:compile)
 
   local function tostr(x)
     if type(x) == "string" then return x end
@@ -1980,6 +1981,17 @@ do
   -- regexp:match(string) -> match, begin, end (0-based, end exclusive) | nil, -1, -1
   -- regexp:match(vbuffer|sub) -> sub | nil; regexp:match(iterator, createsub, readonly)
   function Rx:match(input, createsub, readonly)
+    if type(input) == "string" then
+      -- (through the FFI: no handle on the string and the userdata per call; an error
+      -- of the matcher, -1, is raised by the userdata's find below)
+      local out = RE_OUT
+      local r = RE_FIND(self._p, input, #input, out)
+      if r == 0 then return nil, -1, -1 end
+      if r == 1 then
+        local b, e = out[0], out[1]
+        return string.sub(input, b + 1, e), b, e
+      end
+    end
     if is_iterator(input) then return iter_match(self, input, createsub, readonly) end
     if is_sub(input) or is_buffer(input) then
       local b, e = self._rx:find(input:asstring())
@@ -2002,9 +2014,14 @@ do
     local key = options .. ":" .. pattern
     local c = cache[key]
     if c then return c end
-    local rx, err = H.regex_compile(pattern, options)
+    local rx, err, addr = H.regex_compile(pattern, options)
     if not rx then error(err, 0) end
-    c = setmetatable({ _rx = rx, pattern = pattern }, Rx)
+    if not RE_FIND then
+      RE_FIND = ffi.cast("int32_t (*)(const void *, const char *, int32_t, int32_t *)", H.regex_find_fn)
+      RE_OUT = ffi.new("int32_t[2]")
+    end
+    -- (_p: the pattern's address for RE_FIND, valid while _rx is)
+    c = setmetatable({ _rx = rx, _p = ffi.cast("const void *", addr), pattern = pattern }, Rx)
     if ncache >= 1024 then cache, ncache = {}, 0 end
     cache[key] = c; ncache = ncache + 1
     return c

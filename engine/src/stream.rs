@@ -133,8 +133,12 @@ impl Chunk {
 /// stay in cache rather than sweeping `cap` bytes of memory per connection.
 #[derive(Debug, Default)]
 struct History {
-    /// Ring storage (its length is the ring's size, at most `cap`).
+    /// Ring storage, `size` bytes allocated; its length is how far bytes were ever written
+    /// (the ring is filled from its start, so no byte past it is held): a new ring is not
+    /// zeroed (a connection's first bytes cost no 4 KiB memset per direction).
     buf: Vec<u8>,
+    /// The ring's size (at most `cap`).
+    size: usize,
     cap: usize,
     /// Index of the oldest byte held.
     start: usize,
@@ -153,10 +157,10 @@ impl History {
         }
         let b = &b[b.len().saturating_sub(cap)..];
         let need = self.len + b.len();
-        if need > self.buf.len() && self.buf.len() < cap {
-            self.grow(need.max(2 * self.buf.len()).max(HISTORY_MIN).min(cap));
+        if need > self.size && self.size < cap {
+            self.grow(need.max(2 * self.size).max(HISTORY_MIN).min(cap));
         }
-        let size = self.buf.len();
+        let size = self.size;
         if need > size {
             // full: the oldest bytes make room
             let over = need - size;
@@ -168,9 +172,17 @@ impl History {
         }
         let pos = (self.start + self.len) % size;
         let n = (size - pos).min(b.len());
-        self.buf[pos..pos + n].copy_from_slice(&b[..n]);
-        self.buf[..b.len() - n].copy_from_slice(&b[n..]);
+        self.put(pos, &b[..n]);
+        self.put(0, &b[n..]);
         self.len += b.len();
+    }
+
+    /// Writes `b` at `pos`: over bytes written before, then appended. `pos` is at most
+    /// `buf.len()` (the next byte after those held is, see `buf`).
+    fn put(&mut self, pos: usize, b: &[u8]) {
+        let k = (self.buf.len() - pos).min(b.len());
+        self.buf[pos..pos + k].copy_from_slice(&b[..k]);
+        self.buf.extend_from_slice(&b[k..]);
     }
 
     /// Storage of `size` bytes, the bytes held moved to its start.
@@ -179,18 +191,19 @@ impl History {
         let mut buf = Vec::with_capacity(size);
         buf.extend_from_slice(a);
         buf.extend_from_slice(b);
-        buf.resize(size, 0);
         self.buf = buf;
+        self.size = size;
         self.start = 0;
     }
 
     /// The bytes held, oldest first, in two parts.
     fn slices(&self) -> (&[u8], &[u8]) {
         let end = self.start + self.len;
-        if end <= self.buf.len() {
+        if end <= self.size {
             (&self.buf[self.start..end], &[])
         } else {
-            (&self.buf[self.start..], &self.buf[..end - self.buf.len()])
+            // (wrapped: every byte of the ring was written)
+            (&self.buf[self.start..self.size], &self.buf[..end - self.size])
         }
     }
 
@@ -198,7 +211,7 @@ impl History {
     fn forget_oldest(&mut self, n: usize) {
         let n = n.min(self.len);
         self.len -= n;
-        self.start = if self.len == 0 { 0 } else { (self.start + n) % self.buf.len() };
+        self.start = if self.len == 0 { 0 } else { (self.start + n) % self.size };
     }
 
     /// Keeps the last `cap` bytes held.
@@ -1318,7 +1331,7 @@ mod tests {
             }
             let (a, b) = h.slices();
             assert_eq!([a, b].concat(), model, "round {round}");
-            assert!(h.buf.len() <= 10_000);
+            assert!(h.buf.len() <= h.size && h.size <= 10_000);
         }
     }
 

@@ -147,6 +147,43 @@ pub fn http_field_fn() -> usize {
     http_field as *const () as usize
 }
 
+/// `int32_t regex_find(const void *re, const char *s, int32_t len, int32_t out[2])`: the
+/// first match of a compiled pattern (`re` the address [`regex_addr`] gave for it) in the
+/// `len` bytes at `s`, for `regexp:match(string)` in haka.lua without a call through
+/// mlua (which takes a handle on the string and the userdata per call). 1 when found (out:
+/// start, end, 0-based, end exclusive), 0 when not, -1 on a matching error (haka.lua then
+/// calls the userdata's `find`, which raises it).
+extern "C" fn regex_find(re: *const crate::lua::regexp::Compiled, s: *const u8, len: i32, out: *mut i32) -> i32 {
+    if re.is_null() || s.is_null() || out.is_null() || len < 0 {
+        return -1;
+    }
+    // SAFETY: haka.lua passes the address of the pattern its Rx object holds (the userdata
+    // keeping its Rc alive is in the same object), a Lua string with its length (alive for
+    // the call) and an int32_t[2] it allocated; null pointers and a negative length are
+    // ruled out above.
+    let (re, hay, out) =
+        unsafe { (&*re, std::slice::from_raw_parts(s, len as usize), std::slice::from_raw_parts_mut(out, 2)) };
+    match re.find(hay) {
+        Ok(Some((a, b))) => {
+            out[0] = a as i32;
+            out[1] = b as i32;
+            1
+        }
+        Ok(None) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// Address of [`regex_find`] (see there).
+pub fn regex_find_fn() -> usize {
+    regex_find as *const () as usize
+}
+
+/// The address haka.lua hands [`regex_find`] for a compiled pattern (valid while `re` is).
+pub fn regex_addr(re: &Rc<crate::lua::regexp::Compiled>) -> usize {
+    Rc::as_ptr(re) as usize
+}
+
 /// A rules engine built on one thread (the control thread, at a reload) to be run on
 /// another (its worker), so that loading a rules file never stalls a worker: the worker
 /// only swaps the built engine in between two bursts ([`crate::lua::LuaEngine::adopt`]).

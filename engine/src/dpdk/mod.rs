@@ -16,7 +16,7 @@ pub use eal::{
     launch_on, lcore_id, main_lcore, pdump_init, prefetch, prefetch_write, shared_config, socket_id_any, thread_cpu_ns, tsc, tsc_hz,
     wait_all_lcores, worker_lcores, Eal,
 };
-pub use lua::{http_field_fn, new_lua_with_ffi, EngineHandoff};
+pub use lua::{http_field_fn, new_lua_with_ffi, regex_addr, regex_find_fn, EngineHandoff};
 // Crate-only: these take a raw `lua_State` address (see their contracts).
 pub(crate) use lua::{arm_interrupt, disarm_interrupt, raw_state, set_hook_check, HookCheck};
 pub use mbuf::{Mbuf, MbufBurst, PoolRef, BURST};

@@ -738,12 +738,18 @@ fn helpers(lua: &Lua, sh: &Rc<Shared>) -> mlua::Result<Table> {
             Ok(id)
         })?,
     )?;
+    // regexp:match(string)'s matcher, called through the FFI (engine/src/dpdk/lua.rs)
+    h.set("regex_find_fn", crate::dpdk::regex_find_fn() as f64)?;
     h.set(
         "regex_compile",
         lua.create_function(|lua, (pat, opts): (mlua::LuaString, Option<i64>)| {
             match regexp::Compiled::new(&pat.as_bytes(), opts.unwrap_or(0)) {
-                Ok(r) => Ok((Some(lua.create_userdata(regexp::LuaRegexp(Rc::new(r)))?), None)),
-                Err(e) => Ok((None, Some(e))),
+                Ok(r) => {
+                    let r = Rc::new(r);
+                    let addr = crate::dpdk::regex_addr(&r) as f64;
+                    Ok((Some(lua.create_userdata(regexp::LuaRegexp(r))?), None, Some(addr)))
+                }
+                Err(e) => Ok((None, Some(e), None)),
             }
         })?,
     )?;
