@@ -1367,6 +1367,21 @@ function M.view_sub(b) return VB.sub(b, 0) end
 -- left_ring(left, view, share) -> an iterator at the start of `left` once the view's bytes
 -- are appended to it after a zero-size boundary (clones when `share`, so that writes reach
 -- the view's bytes, with the region for stream_edits; else a copy, and no region).
+-- bytes [off, off + len) of chunk c as a chunk of their own: a clone sharing them (share)
+-- or a copy
+local function piece(c, off, len, share)
+  if share then
+    local k = clone_chunk(c, false)
+    if off > 0 or len < c.size then
+      k.o, k.size = c.o + off, len
+      if k.orig then k.orig = k.orig:sub(off + 1, off + len) end
+    end
+    return k
+  end
+  local a = u8arr(len)
+  ffi.copy(a, c.p + c.o + off, len)
+  return new_chunk(a, 0, len, a)
+end
 function M.left_from(c, off, skip, n, share)
   local it = new_iter(c, off)
   if skip > 0 then adv(it, skip) end
@@ -1376,16 +1391,7 @@ function M.left_from(c, off, skip, n, share)
     local len = c.size - off
     if len > n then len = n end
     if not c.ctl and len > 0 then
-      local k
-      if share then
-        k = clone_chunk(c, false)
-        k.o, k.size = c.o + off, len
-        if k.orig then k.orig = k.orig:sub(off + 1, off + len) end
-      else
-        local a = u8arr(len)
-        ffi.copy(a, c.p + c.o + off, len)
-        k = new_chunk(a, 0, len, a)
-      end
+      local k = piece(c, off, len, share)
       link_before(out.e, k, k)
       n = n - len
     end
@@ -1400,14 +1406,7 @@ function M.left_ring(left, view, share)
   local c = view.e.nx
   while c.ctl ~= "end" do
     if not c.ctl and c.size > 0 then
-      local k
-      if share then
-        k = clone_chunk(c, false)
-      else
-        local a = u8arr(c.size)
-        ffi.copy(a, c.p + c.o, c.size)
-        k = new_chunk(a, 0, c.size, a)
-      end
+      local k = piece(c, 0, c.size, share)
       link_before(e, k, k)
     end
     c = c.nx

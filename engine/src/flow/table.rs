@@ -277,11 +277,17 @@ impl FlowTable {
         on_evict: &mut impl FnMut(FlowId, &Flow, EndReason),
     ) -> Observed {
         let hash = table_hash(hash);
-        let slab = &self.slab;
-        if let Some(i) = self.index.find(hash, |j| slab[j as usize].flow.key == *key) {
+        if let Some(i) = self.find(key, hash) {
             return self.account(i, sender, now_ms, tcp_flags, bytes);
         }
         self.create(key, hash, sender, now_ms, tcp_flags, bytes, on_evict)
+    }
+
+    /// The live entry of flow `key`, `hash` being its [`table_hash`].
+    #[inline(always)]
+    fn find(&self, key: &FlowKey, hash: u64) -> Option<u32> {
+        let slab = &self.slab;
+        self.index.find(hash, |j| slab[j as usize].flow.key == *key)
     }
 
     /// `observe` for a burst of packets (all at `now_ms`), writing `out[k]` for
@@ -351,8 +357,7 @@ impl FlowTable {
                     }
                 }
                 let hash = table_hash(p.hash);
-                let slab = &self.slab;
-                if let Some(i) = self.index.find(hash, |j| slab[j as usize].flow.key == p.key) {
+                if let Some(i) = self.find(&p.key, hash) {
                     *o = self.account(i, p.sender, now_ms, p.tcp_flags, p.bytes);
                 } else if owns(p.hash) {
                     *o = self.create(&p.key, hash, p.sender, now_ms, p.tcp_flags, p.bytes, on_evict);
